@@ -1,0 +1,24 @@
+// Shared pieces of the command-line front end: one message shape, documented exit codes, strict
+// option values.
+#ifndef GRAFT_CLI_H
+#define GRAFT_CLI_H
+#include <stdbool.h>
+#include <stdint.h>
+#include "graft/graft.h"
+
+// Print "graft: error: <msg>" and return the exit code for err->code.
+int cli_fail(const struct graft_err *err);
+// Print "graft: error: <msg>" plus a hint to `graft CMD --help`; returns GRAFT_EXIT_USAGE.
+int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// Strict option values; on failure print a usage error and return false.
+bool cli_threads(const char *cmd, const char *s, int *out);
+bool cli_size(const char *cmd, const char *opt, const char *s, uint64_t *out);
+bool cli_int(const char *cmd, const char *opt, const char *s, int min, int max, int *out);
+bool cli_float(const char *cmd, const char *opt, const char *s, double min, double max, double *out);
+bool cli_dtype(const char *cmd, const char *s, enum graft_dtype *out);
+
+int cmd_inspect(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
+#endif

@@ -1,0 +1,69 @@
+// graft convert: change the dtype of a model's floating tensors, streaming, into a new output.
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+#include "cli.h"
+
+static const char help[] =
+    "Usage: graft convert IN OUT --dtype T [--out-shard-size S] [--threads N] [--force]\n"
+    "\n"
+    "Convert every floating tensor of IN (a .safetensors file or a model folder) to T, rounding to\n"
+    "nearest even exactly as PyTorch's tensor.to(): f32, f16, bf16, f8_e4m3 (float8_e4m3fn) or f8_e5m2.\n"
+    "Integer, bool and block-scale (F4/F6/E8M0) tensors are copied unchanged.\n"
+    "\n"
+    "OUT ending in .safetensors is written as one file; otherwise OUT is a Hugging Face folder:\n"
+    "model.safetensors, or model-0000i-of-0000N.safetensors + model.safetensors.index.json, plus\n"
+    "config.json (torch_dtype updated) and the tokenizer/generation files of IN.\n"
+    "The output appears atomically: it is written to a temporary folder beside OUT, synced, then renamed.\n"
+    "\n"
+    "Options:\n"
+    "  --dtype T            target type (required)\n"
+    "  --out-shard-size S   max tensor bytes per shard: 5G, 500M, 2GiB, 5B (MergeKit: B = 10^9). Default 5G\n"
+    "  --threads N          worker threads (default: number of CPUs)\n"
+    "  --force              replace OUT if it exists and is not empty\n"
+    "  --no-copy-tokenizer  do not copy config.json and tokenizer files\n"
+    "  -h, --help           this text\n";
+
+int cmd_convert(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"dtype", required_argument, 0, 'd'}, {"out-shard-size", required_argument, 0, 's'},
+        {"threads", required_argument, 0, 't'}, {"force", no_argument, 0, 'f'},
+        {"no-copy-tokenizer", no_argument, 0, 'n'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    struct graft_convert_params p = graft_convert_default_params();
+    p.n_threads = graft_n_cpus();
+    bool have_dtype = false;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd': if (!cli_dtype("convert", optarg, &p.dtype)) return GRAFT_EXIT_USAGE; have_dtype = true; break;
+        case 's': if (!cli_size("convert", "--out-shard-size", optarg, &p.max_shard_bytes)) return GRAFT_EXIT_USAGE; break;
+        case 't': if (!cli_threads("convert", optarg, &p.n_threads)) return GRAFT_EXIT_USAGE; break;
+        case 'f': p.writer_flags |= GRAFT_WRITER_FORCE; break;
+        case 'n': p.copy_side_files = false; break;
+        case 'h': fputs(help, stdout); return GRAFT_EXIT_OK;
+        default: return cli_usage("convert", "unknown option");
+        }
+    }
+    if (argc - optind != 2) return cli_usage("convert", "expected IN and OUT");
+    if (!have_dtype) return cli_usage("convert", "--dtype is required");
+    struct graft_err err;
+    graft_err_clear(&err);
+    struct graft_model *m;
+    if (graft_model_open(argv[optind], &m, &err)) return cli_fail(&err);
+    struct graft_progress prog;
+    graft_progress_init(&prog, "convert", graft_model_n_bytes(m));
+    p.progress = &prog;
+    double t0 = graft_now();
+    int rc = graft_convert(m, argv[optind + 1], &p, &err);
+    graft_progress_finish(&prog);
+    if (rc) {
+        graft_model_close(m);
+        return cli_fail(&err);
+    }
+    fprintf(stderr, "graft: converted %zu tensors (%llu bytes) to %s in %.2fs: %s\n", graft_model_n_tensors(m),
+            (unsigned long long)graft_model_n_bytes(m), graft_dtype_traits(p.dtype)->cli_name, graft_now() - t0,
+            argv[optind + 1]);
+    graft_model_close(m);
+    return GRAFT_EXIT_OK;
+}

@@ -1,0 +1,98 @@
+// graft — command-line entry point: dispatch to one file per subcommand.
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include "cli.h"
+
+static const char usage[] =
+    "graft " GRAFT_VERSION " — operate on neural-network checkpoints (safetensors, Hugging Face folders)\n"
+    "\n"
+    "Usage: graft COMMAND [ARGS...]\n"
+    "\n"
+    "Commands:\n"
+    "  inspect PATH [--json]           list tensors, parameter count, metadata and config summary\n"
+    "  verify PATH                     validate a file or folder completely (exit 0 only if clean)\n"
+    "  convert IN OUT --dtype T        convert floating tensors to f32/f16/bf16/f8_e4m3/f8_e5m2\n"
+    "  synth OUT [options]             write a random LLaMA-layout model, or a fine-tune-like copy\n"
+    "\n"
+    "PATH / IN is a .safetensors file or a model folder (model.safetensors, or shards listed in\n"
+    "model.safetensors.index.json, plus config.json). Run `graft COMMAND --help` for details.\n"
+    "\n"
+    "Exit codes: 0 ok, 1 runtime or I/O failure, 2 usage error, 3 bad input file, 4 bad config.\n"
+    "Errors are one line on stderr: graft: error: <file>: tensor '<name>': <reason>\n";
+
+int cli_fail(const struct graft_err *err) {
+    fprintf(stderr, "graft: error: %s\n", err->msg[0] ? err->msg : graft_status_str(err->code));
+    return graft_status_exit_code(err->code);
+}
+
+int cli_usage(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("graft: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry 'graft %s%s--help'.\n", cmd ? cmd : "", cmd ? " " : "");
+    return GRAFT_EXIT_USAGE;
+}
+
+bool cli_threads(const char *cmd, const char *s, int *out) { return cli_int(cmd, "--threads", s, 1, 1024, out); }
+
+bool cli_int(const char *cmd, const char *opt, const char *s, int min, int max, int *out) {
+    uint64_t v;
+    if (!graft_parse_u64(s, (uint64_t)max, &v) || (int64_t)v < min) {
+        cli_usage(cmd, "%s expects a whole number from %d to %d, got '%s'", opt, min, max, s);
+        return false;
+    }
+    *out = (int)v;
+    return true;
+}
+
+bool cli_float(const char *cmd, const char *opt, const char *s, double min, double max, double *out) {
+    double v;
+    if (!graft_parse_double(s, &v) || v < min || v > max) {
+        cli_usage(cmd, "%s expects a number from %g to %g, got '%s'", opt, min, max, s);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool cli_size(const char *cmd, const char *opt, const char *s, uint64_t *out) {
+    if (!graft_parse_size(s, out) || *out == 0) {
+        cli_usage(cmd, "%s expects a positive byte size such as 5G, 500M, 2GiB or 1000000, got '%s'", opt, s);
+        return false;
+    }
+    return true;
+}
+
+bool cli_dtype(const char *cmd, const char *s, enum graft_dtype *out) {
+    int t = graft_dtype_from_cli_name(s);
+    if (t < 0 || !graft_dtype_is_float_target((enum graft_dtype)t)) {
+        cli_usage(cmd, "--dtype expects f32, f16, bf16, f8_e4m3 or f8_e5m2 (or float32, float16, bfloat16), got '%s'", s);
+        return false;
+    }
+    *out = (enum graft_dtype)t;
+    return true;
+}
+
+int main(int argc, char **argv) {
+    static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
+        {"inspect", cmd_inspect}, {"verify", cmd_verify}, {"convert", cmd_convert}, {"synth", cmd_synth},
+    };
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return GRAFT_EXIT_USAGE;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        fputs(usage, stdout);
+        return GRAFT_EXIT_OK;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("graft %s\n", GRAFT_VERSION);
+        return GRAFT_EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
+    return cli_usage(NULL, "unknown command '%s' (commands: inspect, verify, convert, synth)", argv[1]);
+}

@@ -1,0 +1,270 @@
+// Element types: the traits table, PyTorch-exact scalar conversions (the `_ref` definitions of
+// correctness) and row conversions that dispatch to the vectorised x86 path when available.
+#include <math.h>
+#include <string.h>
+#include <strings.h>
+#include "graft/dtype.h"
+#include "dtype-impl.h"
+
+static const struct graft_dtype_traits traits[GRAFT_DTYPE_COUNT] = {
+    [GRAFT_DTYPE_BOOL]        = {"BOOL", "bool", 8, false, true},
+    [GRAFT_DTYPE_F4]          = {"F4", "f4", 4, false, true},
+    [GRAFT_DTYPE_F6_E2M3]     = {"F6_E2M3", "f6_e2m3", 6, false, false},
+    [GRAFT_DTYPE_F6_E3M2]     = {"F6_E3M2", "f6_e3m2", 6, false, false},
+    [GRAFT_DTYPE_U8]          = {"U8", "u8", 8, false, true},
+    [GRAFT_DTYPE_I8]          = {"I8", "i8", 8, false, true},
+    [GRAFT_DTYPE_F8_E5M2]     = {"F8_E5M2", "f8_e5m2", 8, true, true},
+    [GRAFT_DTYPE_F8_E4M3]     = {"F8_E4M3", "f8_e4m3", 8, true, true},
+    [GRAFT_DTYPE_F8_E8M0]     = {"F8_E8M0", "f8_e8m0", 8, false, true},
+    [GRAFT_DTYPE_F8_E4M3FNUZ] = {"F8_E4M3FNUZ", "f8_e4m3fnuz", 8, true, true},
+    [GRAFT_DTYPE_F8_E5M2FNUZ] = {"F8_E5M2FNUZ", "f8_e5m2fnuz", 8, true, true},
+    [GRAFT_DTYPE_I16]         = {"I16", "i16", 16, false, true},
+    [GRAFT_DTYPE_U16]         = {"U16", "u16", 16, false, true},
+    [GRAFT_DTYPE_F16]         = {"F16", "f16", 16, true, true},
+    [GRAFT_DTYPE_BF16]        = {"BF16", "bf16", 16, true, true},
+    [GRAFT_DTYPE_I32]         = {"I32", "i32", 32, false, true},
+    [GRAFT_DTYPE_U32]         = {"U32", "u32", 32, false, true},
+    [GRAFT_DTYPE_F32]         = {"F32", "f32", 32, true, true},
+    [GRAFT_DTYPE_C64]         = {"C64", "c64", 64, false, false},
+    [GRAFT_DTYPE_F64]         = {"F64", "f64", 64, true, true},
+    [GRAFT_DTYPE_I64]         = {"I64", "i64", 64, false, true},
+    [GRAFT_DTYPE_U64]         = {"U64", "u64", 64, false, true},
+};
+_Static_assert(GRAFT_DTYPE_COUNT == 22, "safetensors declares 22 dtypes; append new ones at the end");
+
+const struct graft_dtype_traits *graft_dtype_traits(enum graft_dtype t) {
+    return (unsigned)t < GRAFT_DTYPE_COUNT ? &traits[t] : NULL;
+}
+
+int graft_dtype_from_name(const char *name, size_t len) {
+    for (int i = 0; i < GRAFT_DTYPE_COUNT; i++)
+        if (strlen(traits[i].name) == len && !memcmp(traits[i].name, name, len)) return i;
+    return -1;
+}
+
+int graft_dtype_from_cli_name(const char *name) {
+    static const struct { const char *alias; int t; } aliases[] = {
+        {"float32", GRAFT_DTYPE_F32}, {"float16", GRAFT_DTYPE_F16}, {"bfloat16", GRAFT_DTYPE_BF16},
+        {"float64", GRAFT_DTYPE_F64}, {"half", GRAFT_DTYPE_F16}, {"float", GRAFT_DTYPE_F32},
+        {"fp32", GRAFT_DTYPE_F32}, {"fp16", GRAFT_DTYPE_F16}, {"float8_e4m3fn", GRAFT_DTYPE_F8_E4M3},
+        {"f8_e4m3fn", GRAFT_DTYPE_F8_E4M3}, {"float8_e5m2", GRAFT_DTYPE_F8_E5M2},
+    };
+    for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
+        if (!strcasecmp(name, aliases[i].alias)) return aliases[i].t;
+    for (int i = 0; i < GRAFT_DTYPE_COUNT; i++)
+        if (!strcasecmp(name, traits[i].cli_name)) return i;
+    return -1;
+}
+
+bool graft_dtype_nbytes(enum graft_dtype t, uint64_t n, uint64_t *out) {
+    const struct graft_dtype_traits *tr = graft_dtype_traits(t);
+    uint64_t bits;
+    if (!tr || __builtin_mul_overflow(n, (uint64_t)tr->bits, &bits) || bits % 8) return false;
+    *out = bits / 8;
+    return true;
+}
+
+bool graft_dtype_is_float_target(enum graft_dtype t) {
+    return t == GRAFT_DTYPE_F64 || t == GRAFT_DTYPE_F32 || t == GRAFT_DTYPE_F16 ||
+           t == GRAFT_DTYPE_BF16 || t == GRAFT_DTYPE_F8_E4M3 || t == GRAFT_DTYPE_F8_E5M2;
+}
+
+// ---- scalar references ---------------------------------------------------------------------------
+
+static inline uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static inline float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+// Integer round-to-nearest-even; equals PyTorch's fp16_ieee_from_fp32_value on every non-NaN input.
+uint16_t graft_f32_to_f16_ref(float f) {
+    uint32_t x = f2u(f);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    x &= 0x7FFFFFFF;
+    if (x > 0x7F800000) return sign | 0x7E00;  // NaN: canonical quiet NaN, sign kept
+    if (x >= 0x477FF000) return sign | 0x7C00; // ≥ 65520 (the tie above 65504) → inf
+    if (x < 0x38800000) {                      // below 2^-14: f16 subnormal or zero
+        if (x < 0x33000000) return sign;       // below 2^-25: rounds to zero
+        uint32_t e = x >> 23, m = (x & 0x7FFFFF) | 0x800000; // value = m·2^(e-150)
+        uint32_t shift = 126 - e;                            // in units of 2^-24: m >> shift
+        uint32_t r = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (r & 1))) r++;
+        return (uint16_t)(sign | r); // r == 0x400 is the smallest normal: still the right encoding
+    }
+    uint32_t r = (x - 0x38000000) >> 13; // rebias 127 → 15 and drop 13 mantissa bits
+    uint32_t rem = x & 0x1FFF;
+    if (rem > 0x1000 || (rem == 0x1000 && (r & 1))) r++;
+    return (uint16_t)(sign | r);
+}
+
+// Exact. NaNs keep their payload and become quiet, as the FPU path of PyTorch and F16C do.
+float graft_f16_to_f32_ref(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1F, m = h & 0x3FF;
+    if (e == 0x1F) return u2f(sign | 0x7F800000 | (m << 13) | (m ? 0x400000 : 0));
+    if (e == 0) {
+        if (m == 0) return u2f(sign);
+        int s = __builtin_clz(m) - 21; // normalise: shift the leading 1 up to bit 10
+        m = (m << s) & 0x3FF;
+        e = 1 - (uint32_t)s;
+        return u2f(sign | ((e + 112) << 23) | (m << 13));
+    }
+    return u2f(sign | ((e + 112) << 23) | (m << 13));
+}
+
+uint16_t graft_f32_to_bf16_ref(float f) {
+    if (isnan(f)) return 0x7FC0;
+    uint32_t u = f2u(f);
+    return (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+}
+
+float graft_bf16_to_f32_ref(uint16_t h) { return u2f((uint32_t)h << 16); }
+
+// PyTorch c10 fp8e4m3fn_from_fp32_value: no inf, |x| ≥ 480 (and inf, NaN) → NaN 0x7F.
+uint8_t graft_f32_to_f8e4m3_ref(float f) {
+    uint32_t x = f2u(f), sign = x & 0x80000000u, r;
+    x ^= sign;
+    if (x >= 0x43F00000u) {
+        r = 0x7F;
+    } else if (x < (121u << 23)) { // below 2^-6: subnormal; the FPU add rounds to a multiple of 2^-9
+        r = f2u(u2f(x) + u2f(141u << 23)) - (141u << 23);
+    } else {
+        uint32_t odd = (x >> 20) & 1;
+        x += ((uint32_t)(7 - 127) << 23) + 0x7FFFF;
+        x += odd;
+        r = x >> 20;
+    }
+    return (uint8_t)(r | (sign >> 24));
+}
+
+float graft_f8e4m3_to_f32_ref(uint8_t v) {
+    uint32_t sign = (uint32_t)(v & 0x80) << 24, e = (v >> 3) & 0xF, m = v & 7;
+    if ((v & 0x7F) == 0x7F) return u2f(sign | 0x7FF00000u); // the one NaN (PyTorch's decode bits)
+    if (e == 0) return u2f(sign | f2u(ldexpf((float)m, -9)));
+    return u2f(sign | ((e + 120) << 23) | (m << 20));
+}
+
+// PyTorch c10 fp8e5m2_from_fp32_value: IEEE-like with inf.
+uint8_t graft_f32_to_f8e5m2_ref(float f) {
+    uint32_t x = f2u(f), sign = x & 0x80000000u, r;
+    x ^= sign;
+    if (x >= (143u << 23)) {
+        r = x > 0x7F800000u ? 0x7F : 0x7C;
+    } else if (x < (113u << 23)) { // below 2^-14: subnormal, multiples of 2^-16
+        r = f2u(u2f(x) + u2f(134u << 23)) - (134u << 23);
+    } else {
+        uint32_t odd = (x >> 21) & 1;
+        x += ((uint32_t)(15 - 127) << 23) + 0xFFFFF;
+        x += odd;
+        r = x >> 21;
+    }
+    return (uint8_t)(r | (sign >> 24));
+}
+
+// E5M2 is the top byte of an f16.
+float graft_f8e5m2_to_f32_ref(uint8_t v) { return graft_f16_to_f32_ref((uint16_t)(v << 8)); }
+
+static float fnuz_to_f32(uint8_t v, int mbits, int bias) {
+    if (v == 0x80) return NAN;
+    int e = (v & 0x7F) >> mbits, m = v & ((1 << mbits) - 1);
+    float mag = e ? ldexpf(1.0f + (float)m / (float)(1 << mbits), e - bias)
+                  : ldexpf((float)m / (float)(1 << mbits), 1 - bias);
+    return (v & 0x80) ? -mag : mag;
+}
+
+static float e2m1_to_f32(unsigned nib) {
+    static const float mag[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+    return (nib & 8) ? -mag[nib & 7] : mag[nib & 7];
+}
+
+// ---- rows ------------------------------------------------------------------------------------------
+
+#define LOAD(T, p, i) ({ T v_; memcpy(&v_, (const char *)(p) + (size_t)(i) * sizeof(T), sizeof(T)); v_; })
+#define STORE(T, p, i, v) do { T v_ = (v); memcpy((char *)(p) + (size_t)(i) * sizeof(T), &v_, sizeof(T)); } while (0)
+
+bool graft_row_to_f32_ref(enum graft_dtype t, const void *src, float *dst, size_t n) {
+    const uint8_t *b = src;
+    switch (t) {
+    case GRAFT_DTYPE_F32: memcpy(dst, src, n * 4); return true;
+    case GRAFT_DTYPE_F64: for (size_t i = 0; i < n; i++) dst[i] = (float)LOAD(double, src, i); return true;
+    case GRAFT_DTYPE_F16: for (size_t i = 0; i < n; i++) dst[i] = graft_f16_to_f32_ref(LOAD(uint16_t, src, i)); return true;
+    case GRAFT_DTYPE_BF16: for (size_t i = 0; i < n; i++) dst[i] = graft_bf16_to_f32_ref(LOAD(uint16_t, src, i)); return true;
+    case GRAFT_DTYPE_F8_E4M3: for (size_t i = 0; i < n; i++) dst[i] = graft_f8e4m3_to_f32_ref(b[i]); return true;
+    case GRAFT_DTYPE_F8_E5M2: for (size_t i = 0; i < n; i++) dst[i] = graft_f8e5m2_to_f32_ref(b[i]); return true;
+    case GRAFT_DTYPE_F8_E4M3FNUZ: for (size_t i = 0; i < n; i++) dst[i] = fnuz_to_f32(b[i], 3, 8); return true;
+    case GRAFT_DTYPE_F8_E5M2FNUZ: for (size_t i = 0; i < n; i++) dst[i] = fnuz_to_f32(b[i], 2, 16); return true;
+    case GRAFT_DTYPE_F8_E8M0: for (size_t i = 0; i < n; i++) dst[i] = b[i] == 0xFF ? NAN : ldexpf(1.0f, (int)b[i] - 127); return true;
+    case GRAFT_DTYPE_F4: for (size_t i = 0; i < n; i++) dst[i] = e2m1_to_f32((b[i / 2] >> (4 * (i & 1))) & 15); return true;
+    case GRAFT_DTYPE_BOOL: for (size_t i = 0; i < n; i++) dst[i] = b[i] ? 1.0f : 0.0f; return true;
+    case GRAFT_DTYPE_U8: for (size_t i = 0; i < n; i++) dst[i] = (float)b[i]; return true;
+    case GRAFT_DTYPE_I8: for (size_t i = 0; i < n; i++) dst[i] = (float)(int8_t)b[i]; return true;
+    case GRAFT_DTYPE_I16: for (size_t i = 0; i < n; i++) dst[i] = (float)LOAD(int16_t, src, i); return true;
+    case GRAFT_DTYPE_U16: for (size_t i = 0; i < n; i++) dst[i] = (float)LOAD(uint16_t, src, i); return true;
+    case GRAFT_DTYPE_I32: for (size_t i = 0; i < n; i++) dst[i] = (float)LOAD(int32_t, src, i); return true;
+    case GRAFT_DTYPE_U32: for (size_t i = 0; i < n; i++) dst[i] = (float)LOAD(uint32_t, src, i); return true;
+    case GRAFT_DTYPE_I64: for (size_t i = 0; i < n; i++) dst[i] = (float)LOAD(int64_t, src, i); return true;
+    case GRAFT_DTYPE_U64: for (size_t i = 0; i < n; i++) dst[i] = (float)LOAD(uint64_t, src, i); return true;
+    default: return false;
+    }
+}
+
+bool graft_row_from_f32_ref(enum graft_dtype t, const float *src, void *dst, size_t n) {
+    uint8_t *b = dst;
+    switch (t) {
+    case GRAFT_DTYPE_F32: memcpy(dst, src, n * 4); return true;
+    case GRAFT_DTYPE_F64: for (size_t i = 0; i < n; i++) STORE(double, dst, i, (double)src[i]); return true;
+    case GRAFT_DTYPE_F16: for (size_t i = 0; i < n; i++) STORE(uint16_t, dst, i, graft_f32_to_f16_ref(src[i])); return true;
+    case GRAFT_DTYPE_BF16: for (size_t i = 0; i < n; i++) STORE(uint16_t, dst, i, graft_f32_to_bf16_ref(src[i])); return true;
+    case GRAFT_DTYPE_F8_E4M3: for (size_t i = 0; i < n; i++) b[i] = graft_f32_to_f8e4m3_ref(src[i]); return true;
+    case GRAFT_DTYPE_F8_E5M2: for (size_t i = 0; i < n; i++) b[i] = graft_f32_to_f8e5m2_ref(src[i]); return true;
+    default: return false;
+    }
+}
+
+bool graft_cpu_has_f16c(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    return __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
+#else
+    return false;
+#endif
+}
+
+bool graft_row_to_f32(enum graft_dtype t, const void *src, float *dst, size_t n) {
+#if defined(__x86_64__)
+    if ((t == GRAFT_DTYPE_F16 || t == GRAFT_DTYPE_BF16) && graft_cpu_has_f16c()) {
+        if (t == GRAFT_DTYPE_F16) graft__f16_to_f32_avx2(src, dst, n);
+        else graft__bf16_to_f32_avx2(src, dst, n);
+        return true;
+    }
+#endif
+    return graft_row_to_f32_ref(t, src, dst, n);
+}
+
+bool graft_row_from_f32(enum graft_dtype t, const float *src, void *dst, size_t n) {
+#if defined(__x86_64__)
+    if ((t == GRAFT_DTYPE_F16 || t == GRAFT_DTYPE_BF16) && graft_cpu_has_f16c()) {
+        if (t == GRAFT_DTYPE_F16) graft__f32_to_f16_avx2(src, dst, n);
+        else graft__f32_to_bf16_avx2(src, dst, n);
+        return true;
+    }
+#endif
+    return graft_row_from_f32_ref(t, src, dst, n);
+}
+
+bool graft_row_convert(enum graft_dtype from, const void *src, enum graft_dtype to, void *dst, size_t n) {
+    if (from == to) {
+        uint64_t nb;
+        if (!graft_dtype_nbytes(from, n, &nb)) return false;
+        memcpy(dst, src, nb);
+        return true;
+    }
+    const struct graft_dtype_traits *tf = graft_dtype_traits(from);
+    if (!tf || !tf->to_f32 || !graft_dtype_is_float_target(to)) return false;
+    if (from == GRAFT_DTYPE_F4 && n % 2) return false;
+    enum { BLOCK = 1024 }; // f32 staging block: 4 KiB on the stack, stays in L1
+    float tmp[BLOCK];
+    size_t in_bits = (size_t)tf->bits, out_bytes = (size_t)graft_dtype_traits(to)->bits / 8;
+    for (size_t i = 0; i < n; i += BLOCK) {
+        size_t k = n - i < BLOCK ? n - i : BLOCK;
+        graft_row_to_f32(from, (const uint8_t *)src + i * in_bits / 8, tmp, k);
+        graft_row_from_f32(to, tmp, (uint8_t *)dst + i * out_bytes, k);
+    }
+    return true;
+}

@@ -1,0 +1,25 @@
+// Internal helpers of the I/O modules.
+#ifndef GRAFT_IO_IMPL_H
+#define GRAFT_IO_IMPL_H
+#include <jansson.h>
+#include "graft/status.h"
+#include "../core/impl.h"
+
+// Read a whole regular file of at most `max` bytes (NUL-terminated copy; caller frees with graft__free).
+int graft__read_small_file(const char *path, size_t max, char **out, size_t *out_len, struct graft_err *err);
+// Load a JSON object file: UTF-8, no duplicate keys, ≤ max bytes. Caller json_decref()s.
+int graft__load_json_file(const char *path, size_t max, json_t **out, struct graft_err *err);
+// Append `j` as Python's json.dumps(j, indent=2) + "\n" would write it (key order kept).
+void graft__json_dump_pretty(struct graft__buf *b, const json_t *j);
+// Shortest round-trip decimal form of a double, always with '.' or an exponent.
+void graft__fmt_double(char *out, size_t cap, double v);
+
+// Checked I/O with fault injection (GRAFT_FAULT_IO in test builds). Return 0 or -1 with errno set.
+int graft__pwrite_full(int fd, const void *buf, size_t n, uint64_t off);
+int graft__fsync(int fd);
+int graft__rename(const char *from, const char *to);
+// Remove a file or a folder tree (best effort; links are removed, never followed).
+void graft__rm_tree(const char *path);
+// fsync a folder by path.
+int graft__fsync_dir(const char *path);
+#endif
