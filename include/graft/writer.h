@@ -61,6 +61,9 @@ void graft_writer_free(struct graft_writer *w);
 // Add a `__metadata__` pair written into every shard (copied).
 int  graft_writer_set_meta(struct graft_writer *w, const char *key, const char *value,
                            struct graft_err *err);
+// Drop every `__metadata__` pair, including the default {"format":"pt"} (the header then has no
+// `__metadata__` key, as the reference writer without metadata). Before layout only.
+void graft_writer_clear_meta(struct graft_writer *w);
 // Declare the next output tensor; returns its index (≥ 0) or a negative status. Names must be valid
 // UTF-8 and unique.
 long graft_writer_add_tensor(struct graft_writer *w, const char *name, size_t name_len,

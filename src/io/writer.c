@@ -227,6 +227,12 @@ int graft_writer_set_meta(struct graft_writer *w, const char *key, const char *v
     return GRAFT_OK;
 }
 
+void graft_writer_clear_meta(struct graft_writer *w) {
+    if (w->laid_out) return;
+    for (size_t i = 0; i < 2 * w->n_meta; i++) graft__free(w->meta[i]);
+    w->n_meta = 0;
+}
+
 long graft_writer_add_tensor(struct graft_writer *w, const char *name, size_t name_len, enum graft_dtype dtype,
                              int n_dims, const uint64_t *ne, struct graft_err *err) {
     if (w->laid_out) return graft_err_set(err, GRAFT_E_INTERNAL, w->target, name, name_len, "tensor added after layout");
@@ -299,17 +305,20 @@ static int layout_shard(struct graft_writer *w, int s, struct out_tensor **list,
 
     struct graft__buf hb;
     graft__buf_init(&hb, GRAFT_ST_MAX_HEADER);
-    graft__buf_puts(&hb, "{\"__metadata__\":{");
-    for (size_t i = 0; i < w->n_meta; i++) {
-        if (i) graft__buf_puts(&hb, ",");
-        graft__buf_json_str(&hb, w->meta[2 * i], strlen(w->meta[2 * i]));
-        graft__buf_puts(&hb, ":");
-        graft__buf_json_str(&hb, w->meta[2 * i + 1], strlen(w->meta[2 * i + 1]));
+    graft__buf_puts(&hb, "{");
+    if (w->n_meta) { // the reference writer omits the key when there is no metadata
+        graft__buf_puts(&hb, "\"__metadata__\":{");
+        for (size_t i = 0; i < w->n_meta; i++) {
+            if (i) graft__buf_puts(&hb, ",");
+            graft__buf_json_str(&hb, w->meta[2 * i], strlen(w->meta[2 * i]));
+            graft__buf_puts(&hb, ":");
+            graft__buf_json_str(&hb, w->meta[2 * i + 1], strlen(w->meta[2 * i + 1]));
+        }
+        graft__buf_puts(&hb, "}");
     }
-    graft__buf_puts(&hb, "}");
     for (size_t i = 0; i < n; i++) {
         const struct out_tensor *t = list[i];
-        graft__buf_puts(&hb, ",");
+        if (i || w->n_meta) graft__buf_puts(&hb, ",");
         graft__buf_json_str(&hb, t->name, t->name_len);
         graft__buf_printf(&hb, ":{\"dtype\":\"%s\",\"shape\":[", graft_dtype_traits(t->dtype)->name);
         for (int d = 0; d < t->n_dims; d++) graft__buf_printf(&hb, d ? ",%llu" : "%llu", (unsigned long long)t->ne[d]);
