@@ -74,7 +74,11 @@ int corrupt_find(const char *name) {
 }
 
 // Small deterministic generator for variants.
-static uint32_t rnd(uint32_t *s) { *s = *s * 1664525u + 1013904223u; return *s >> 8; }
+static uint32_t rnd(uint32_t *s) { // Weyl sequence through a 32-bit integer hash: every bit varies
+    uint32_t x = (*s += 0x9E3779B9u);
+    x ^= x >> 16, x *= 0x7FEB352Du, x ^= x >> 15, x *= 0x846CA68Bu, x ^= x >> 16;
+    return x;
+}
 
 struct sb { char *p; size_t n, cap; };
 static void sb_add(struct sb *b, const void *d, size_t n) {

@@ -3,6 +3,9 @@
 #include <math.h>
 #include <string.h>
 #include <strings.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include "graft/dtype.h"
 #include "dtype-impl.h"
 
@@ -220,7 +223,8 @@ bool graft_row_from_f32_ref(enum graft_dtype t, const float *src, void *dst, siz
 
 bool graft_cpu_has_f16c(void) {
 #if defined(__x86_64__) || defined(__i386__)
-    return __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
+    unsigned a, b, c, d; // F16C is CPUID.1:ECX bit 29 (not every compiler's builtin knows its name)
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) && __builtin_cpu_supports("avx2");
 #else
     return false;
 #endif

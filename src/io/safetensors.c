@@ -110,8 +110,9 @@ static int parse_header(struct graft_st *st, const uint8_t *h, size_t n, const c
     json_t *root = json_loadb((const char *)h, n, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) return FAIL(GRAFT_E_FORMAT, NULL, 0, "invalid JSON in header at byte %d: %s", jerr.position, jerr.text);
     if (!json_is_object(root)) {
-        json_decref(root);
-        return FAIL(GRAFT_E_FORMAT, NULL, 0, "header is JSON but not an object");
+        rc = FAIL(GRAFT_E_FORMAT, NULL, 0, "header is JSON but not an object");
+        json_decref(root); // after the message: it may point into the tree
+        return rc;
     }
 
     // First pass: sizes for the name arena and the metadata table.
@@ -122,23 +123,26 @@ static int parse_header(struct graft_st *st, const uint8_t *h, size_t n, const c
     json_object_keylen_foreach(root, key, klen, val) {
         if (klen == 12 && !memcmp(key, "__metadata__", 12)) { meta = val; continue; }
         if (klen > GRAFT_ST_MAX_NAME) {
-            json_decref(root);
-            return FAIL(GRAFT_E_LIMIT, key, klen, "tensor name is %zu bytes long (limit %d)", klen, GRAFT_ST_MAX_NAME);
+            rc = FAIL(GRAFT_E_LIMIT, key, klen, "tensor name is %zu bytes long (limit %d)", klen, GRAFT_ST_MAX_NAME);
+            json_decref(root); // after the message: it may point into the tree
+            return rc;
         }
         names_bytes += klen + 1;
         n_tensors++;
     }
     if (meta && !json_is_null(meta)) {
         if (!json_is_object(meta)) {
-            json_decref(root);
-            return FAIL(GRAFT_E_FORMAT, NULL, 0, "__metadata__ must be an object of strings");
+            rc = FAIL(GRAFT_E_FORMAT, NULL, 0, "__metadata__ must be an object of strings");
+            json_decref(root); // after the message: it may point into the tree
+            return rc;
         }
         const char *mk;
         json_t *mv;
         json_object_foreach(meta, mk, mv) {
             if (!json_is_string(mv)) {
-                json_decref(root);
-                return FAIL(GRAFT_E_FORMAT, NULL, 0, "__metadata__ value of '%s' is not a string", mk);
+                rc = FAIL(GRAFT_E_FORMAT, NULL, 0, "__metadata__ value of '%s' is not a string", mk);
+                json_decref(root); // after the message: it may point into the tree
+                return rc;
             }
         }
         st->meta = graft__calloc(2 * json_object_size(meta), sizeof(char *));

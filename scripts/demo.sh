@@ -1,0 +1,17 @@
+#!/bin/sh
+# `make demo`: generate a small model family with `graft synth`, inspect it, convert it (sharded) and
+# verify the result — a real run on models the project makes itself.
+set -eu
+G="$PWD/build/graft"
+D="$PWD/build/demo"
+rm -rf "$D" && mkdir -p "$D" && cd "$D"
+step() { printf '\n$ %s\n' "$*"; "$@"; }
+step "$G" synth base --layers 4 --hidden 256 --intermediate 688 --heads 8 --kv-heads 4 --vocab 2048 --dtype bf16 --seed 1
+step "$G" synth finetune --like base --delta 0.01 --seed 2
+step "$G" inspect finetune
+step "$G" convert finetune finetune-f16 --dtype f16 --out-shard-size 5M
+step ls -l finetune-f16
+step "$G" verify finetune-f16
+step "$G" convert finetune-f16 finetune-f8.safetensors --dtype f8_e4m3
+step "$G" verify finetune-f8.safetensors
+printf '\ndemo: all outputs are in %s\n' "$D"

@@ -1,0 +1,166 @@
+#!/bin/sh
+# Command-line tests: help and usage errors, every corruption class through `verify`, `inspect` and
+# `convert` (exact exit code, one-line message naming the file, no output left), thread-count
+# independence, atomic output under kill -9, and — in builds with fault injection — failing writes,
+# syncs, renames and allocations.
+# Usage: tests/cli.sh BUILD_DIR [faults]
+set -u
+B=${1:?build dir}
+FAULTS=${2:-}
+G="$PWD/$B/graft"
+GEN="$PWD/$B/tests/gen-corrupt"
+T=$(mktemp -d "${TMPDIR:-/tmp}/graft-cli-XXXXXX")
+trap 'rm -rf "$T"' EXIT
+export ASAN_OPTIONS="exitcode=86:detect_leaks=1:abort_on_error=0"
+export UBSAN_OPTIONS="exitcode=87:print_stacktrace=1"
+pass=0 fail=0
+ok()  { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "not ok - $*"; }
+# expect CODE CMD... : run, capture stderr in $T/err, compare the exit code
+expect() {
+    want=$1; shift
+    "$@" >"$T/out" 2>"$T/err"; got=$?
+    if [ "$got" = "$want" ]; then ok; else bad "exit $got (want $want): $* :: $(head -c 400 "$T/err")"; fi
+}
+# no temp or partial output in folder $1 apart from the listed names
+only_entries() {
+    dir=$1; shift
+    have=$(ls -A "$dir" | sort | tr '\n' ' ')
+    want=""
+    [ $# -gt 0 ] && want=$(printf '%s\n' "$@" | sort | tr '\n' ' ')
+    [ "$have" = "$want" ] && ok || bad "entries of $dir: '$have' (want '$want')"
+}
+
+# ---- help and usage ----
+expect 0 "$G" --help
+grep -q "Exit codes" "$T/out" && ok || bad "--help lacks exit codes"
+for c in inspect verify convert synth; do
+    expect 0 "$G" "$c" --help
+    grep -q "Usage: graft $c" "$T/out" && ok || bad "$c --help"
+done
+expect 2 "$G"
+expect 2 "$G" frobnicate
+expect 2 "$G" convert
+expect 2 "$G" convert a b
+expect 2 "$G" convert a b --dtype int4
+expect 2 "$G" convert a b --dtype f16 --threads 0
+expect 2 "$G" convert a b --dtype f16 --threads 3x
+expect 2 "$G" convert a b --dtype f16 --out-shard-size 5X
+expect 2 "$G" synth o --layers -1
+expect 2 "$G" synth o --hidden 10 --heads 3
+grep -q "graft: error:" "$T/err" && ok || bad "usage error format"
+expect 3 "$G" verify "$T/does-not-exist"
+grep -q "^graft: error: $T/does-not-exist: " "$T/err" && ok || bad "missing file message: $(cat "$T/err")"
+
+# ---- every corruption class: verify / inspect / convert ----
+mkdir "$T/c"
+"$GEN" --list > "$T/classes"
+while read -r cls ref status msg; do
+    for seed in 1 2 3; do
+        [ "$cls" = TOO_MANY_TENSORS ] && [ $seed -gt 1 ] && continue
+        f="$T/c/$cls-$seed.safetensors"
+        "$GEN" "$cls" $seed "$f"
+        for cmd in verify inspect; do
+            expect 3 "$G" $cmd "$f"
+            [ "$(wc -l < "$T/err")" = 1 ] && ok || bad "$cls $seed $cmd: not one line: $(cat "$T/err")"
+            grep -qF "graft: error: $f: " "$T/err" && ok || bad "$cls $seed $cmd: message does not name the file: $(cat "$T/err")"
+            grep -qF "$msg" "$T/err" && ok || bad "$cls $seed $cmd: message lacks '$msg': $(cat "$T/err")"
+        done
+        expect 3 "$G" convert "$f" "$T/c/out" --dtype f16
+        expect 3 "$G" convert "$f" "$T/c/out.safetensors" --dtype bf16
+        rm -f "$f"
+    done
+done < "$T/classes"
+only_entries "$T/c"
+
+# ---- a real model: synth, convert, verify, thread independence ----
+cd "$T"
+expect 0 "$G" synth base --layers 2 --hidden 128 --intermediate 344 --vocab 512 --seed 3
+expect 0 "$G" synth ft --like base --delta 0.02 --seed 9
+expect 0 "$G" verify ft
+expect 0 "$G" inspect ft --json
+grep -q '"n_params": ' out && grep -q '"dtype": "BF16"' out && grep -q '"file": "model.safetensors"' out && ok || bad "inspect --json fields"
+expect 0 "$G" convert ft f16a --dtype f16 --threads 1 --out-shard-size 100K
+expect 0 "$G" convert ft f16b --dtype f16 --threads 3 --out-shard-size 100K
+cmp -s f16a/model.safetensors.index.json f16b/model.safetensors.index.json && ok || bad "index differs across threads"
+for s in f16a/model-*.safetensors; do cmp -s "$s" "f16b/${s#f16a/}" && ok || bad "$s differs across threads"; done
+grep -q '"torch_dtype": "float16"' f16a/config.json && ok || bad "config torch_dtype"
+[ -f f16a/generation_config.json ] && ok || bad "generation_config.json not copied"
+expect 0 "$G" verify f16a
+expect 0 "$G" convert f16a back.safetensors --dtype f8_e4m3
+expect 0 "$G" verify back.safetensors
+# refusals: output is the input; non-empty output without --force; --force replaces
+expect 2 "$G" convert ft ft --dtype f16 --force
+expect 1 "$G" convert ft f16a --dtype f16
+grep -q -- "--force" err && ok || bad "hint to --force"
+expect 0 "$G" convert ft f16a --dtype f32 --force
+grep -q '"torch_dtype": "float32"' f16a/config.json && ok || bad "--force did not replace"
+# progress line when stderr is a terminal
+if command -v script >/dev/null 2>&1; then
+    script -qec "$G convert ft prog --dtype f32" /dev/null > prog.txt 2>&1
+    grep -q "ETA" prog.txt && ok || bad "no progress line on a terminal"
+fi
+
+# ---- kill -9 at random moments: the target is absent or complete and valid ----
+expect 0 "$G" synth big --layers 2 --hidden 1024 --intermediate 2816 --heads 8 --kv-heads 8 --vocab 8192 --seed 1
+# time one uninterrupted run, then kill at 1/12 … 12/12 of that duration (plus a little)
+t0=$(date +%s%N); "$G" convert big killed --dtype f32 --threads 2 --out-shard-size 50M 2>/dev/null; t1=$(date +%s%N)
+dur_ms=$(( (t1 - t0) / 1000000 ))
+complete=0 absent=0
+i=0
+while [ $i -lt 12 ]; do
+    i=$((i + 1))
+    rm -rf killed
+    "$G" convert big killed --dtype f32 --threads 2 --out-shard-size 50M 2>/dev/null &
+    pid=$!
+    ms=$(( dur_ms * i / 11 ))
+    sleep "$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))"
+    kill -9 $pid 2>/dev/null
+    wait $pid 2>/dev/null
+    if [ -e killed ]; then
+        "$G" verify killed >/dev/null 2>&1 && complete=$((complete + 1)) || bad "kill $i left an invalid output"
+    else
+        absent=$((absent + 1))
+    fi
+done
+echo "# kill -9 test: $complete complete, $absent absent outputs of 12 (one run takes ${dur_ms} ms)"
+[ $((complete + absent)) = 12 ] && ok || bad "kill test"
+rm -rf killed
+expect 0 "$G" convert big killed --dtype f32 --threads 2
+ls -A | grep -q "graft-tmp" && bad "stale temp folders remain: $(ls -A)" || ok
+
+# ---- fault injection (sanitizer build only) ----
+if [ "$FAULTS" = faults ]; then
+    rm -rf fo
+    for spec in open:1 open:2 open:3 mkdir:1 write:1 write:2 write:3 write:5 write:8 fsync:1 fsync:2 fsync:3 rename:1; do
+        for e in ENOSPC EIO; do
+            GRAFT_FAULT_IO="$spec:$e" "$G" convert ft fo --dtype f16 --out-shard-size 100K >/dev/null 2>"$T/err"
+            rc=$?
+            if [ $rc = 0 ]; then
+                "$G" verify fo >/dev/null 2>&1 && ok || bad "fault $spec: success but invalid output"
+                rm -rf fo
+            elif [ $rc = 1 ] || [ $rc = 3 ]; then
+                [ ! -e fo ] && ok || bad "fault $spec:$e left output"
+                grep -qE "No space left|Input/output error" "$T/err" && ok || bad "fault $spec:$e message: $(cat "$T/err")"
+            else
+                bad "fault $spec:$e: exit $rc $(head -c 600 "$T/err")"
+            fi
+            ls -A | grep -q "graft-tmp" && bad "fault $spec:$e left a temp folder" || ok
+        done
+    done
+    n=1 fails=0
+    while [ $n -le 400 ]; do
+        GRAFT_FAULT_ALLOC=$n "$G" convert ft fa --dtype f16 --out-shard-size 100K >/dev/null 2>"$T/err"
+        rc=$?
+        if [ $rc = 0 ]; then break; fi
+        fails=$((fails + 1))
+        if [ $rc = 1 ] && [ ! -e fa ] && grep -q "out of memory\|cannot" "$T/err"; then ok; else bad "alloc fault $n: exit $rc, output $(ls -d fa 2>/dev/null): $(head -c 600 "$T/err")"; fi
+        ls -A | grep -q "graft-tmp" && bad "alloc fault $n left a temp folder"
+        n=$((n + 1))
+    done
+    echo "# allocation faults: $fails failing allocation points exercised, then success at #$n"
+    [ -d fa ] && "$G" verify fa >/dev/null && ok || bad "no successful run after allocation faults"
+fi
+
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]
