@@ -11,9 +11,9 @@ else
 endif
 CFLAGS  ?=
 CFLAGS  += $(CFLAGS_BASE) $(OPT)
-LDLIBS  := -ljansson -lm -pthread
+LDLIBS  := -ljansson -lyaml -lm -pthread
 
-LIB_SRC  := $(sort $(wildcard src/core/*.c src/io/*.c src/ops/*.c))
+LIB_SRC  := $(sort $(wildcard src/core/*.c src/io/*.c src/ops/*.c src/config/*.c src/merge/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/test-*.c)) tests/harness.c tests/corrupt.c
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -61,8 +61,8 @@ test: all
 # libFuzzer builds (clang): make fuzz && build/fuzz/safetensors -max_total_time=600 fuzz/corpus/safetensors
 fuzz: deps
 	@mkdir -p build/fuzz
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_safetensors.c $(LIB_SRC) -ljansson -lm -pthread -o build/fuzz/safetensors
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_index.c $(LIB_SRC) -ljansson -lm -pthread -o build/fuzz/index
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_safetensors.c $(LIB_SRC) -ljansson -lyaml -lm -pthread -o build/fuzz/safetensors
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_index.c $(LIB_SRC) -ljansson -lyaml -lm -pthread -o build/fuzz/index
 
 demo: all
 	@sh scripts/demo.sh

@@ -35,6 +35,8 @@ int graft_convert(const struct graft_model *m, const char *target, const struct 
 // and the tokenizer, generation and chat-template files of `m` into the writer's folder.
 int graft_writer_copy_side_files(struct graft_writer *w, const struct graft_model *m, const char *torch_dtype,
                                  struct graft_err *err);
+// Copy only the tokenizer, generation and chat-template files of `m` (not config.json).
+int graft_writer_copy_tokenizer(struct graft_writer *w, const struct graft_model *m, struct graft_err *err);
 // The transformers name of a dtype ("float16", "bfloat16", "float32", "float64"), or NULL.
 const char *graft_dtype_torch_name(enum graft_dtype t);
 

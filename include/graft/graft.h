@@ -22,5 +22,6 @@
 #include "writer.h"
 #include "convert.h"
 #include "synth.h"
+#include "merge.h"
 
 #endif

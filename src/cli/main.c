@@ -14,6 +14,7 @@ static const char usage[] =
     "  verify PATH                     validate a file or folder completely (exit 0 only if clean)\n"
     "  convert IN OUT --dtype T        convert floating tensors to f32/f16/bf16/f8_e4m3/f8_e5m2\n"
     "  synth OUT [options]             write a random LLaMA-layout model, or a fine-tune-like copy\n"
+    "  merge CONFIG.yml OUT [options]  merge models from a MergeKit YAML config\n"
     "\n"
     "PATH / IN is a .safetensors file or a model folder (model.safetensors, or shards listed in\n"
     "model.safetensors.index.json, plus config.json). Run `graft COMMAND --help` for details.\n"
@@ -78,7 +79,7 @@ bool cli_dtype(const char *cmd, const char *s, enum graft_dtype *out) {
 
 int main(int argc, char **argv) {
     static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
-        {"inspect", cmd_inspect}, {"verify", cmd_verify}, {"convert", cmd_convert}, {"synth", cmd_synth},
+        {"inspect", cmd_inspect}, {"verify", cmd_verify}, {"convert", cmd_convert}, {"synth", cmd_synth}, {"merge", cmd_merge},
     };
     if (argc < 2) {
         fputs(usage, stderr);
@@ -94,5 +95,5 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
-    return cli_usage(NULL, "unknown command '%s' (commands: inspect, verify, convert, synth)", argv[1]);
+    return cli_usage(NULL, "unknown command '%s' (commands: inspect, verify, convert, synth, merge)", argv[1]);
 }

@@ -30,6 +30,13 @@ static inline bool graft__add_u64(uint64_t a, uint64_t b, uint64_t *out) {
     return !__builtin_add_overflow(a, b, out);
 }
 
+// FNV-1a over a tensor name: the hash of every name table (tensors of a file, of a model, of an output).
+static inline uint64_t graft__name_hash(const char *s, size_t n) {
+    uint64_t h = 0xCBF29CE484222325ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 0x100000001B3ull;
+    return h;
+}
+
 // Unaligned little-endian loads and stores (inputs come from mapped files).
 static inline uint64_t graft__load_u64le(const void *p) {
     const uint8_t *b = p;

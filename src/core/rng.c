@@ -1,6 +1,7 @@
 // Counter-based random numbers: value = mix(key, counter), no state, so any element can be drawn by
 // any thread and results never depend on scheduling or thread count.
 #include "graft/util.h"
+#include "impl.h"
 
 // SplitMix64's finaliser: a bijection on 64 bits with full avalanche.
 static inline uint64_t mix64(uint64_t z) {
@@ -10,8 +11,7 @@ static inline uint64_t mix64(uint64_t z) {
 }
 
 uint64_t graft_rng_key(uint64_t seed, uint64_t model, const char *name, size_t name_len) {
-    uint64_t h = 0xCBF29CE484222325ull; // FNV-1a over the name, then mixed with seed and model
-    for (size_t i = 0; i < name_len; i++) h = (h ^ (uint8_t)name[i]) * 0x100000001B3ull;
+    uint64_t h = graft__name_hash(name, name_len); // then mixed with seed and model
     return mix64(mix64(seed ^ 0x6A09E667F3BCC909ull) ^ mix64(model + 0x9E3779B97F4A7C15ull) ^ h);
 }
 

@@ -66,8 +66,11 @@ int graft_err_set(struct graft_err *err, int code, const char *file, const char 
     err->code  = code;
     size_t cap = sizeof err->msg, pos = 0;
     err->msg[0] = 0;
-    if (file) pos = put_escaped(err->msg, 0, cap, file, strlen(file)), pos += (size_t)snprintf(err->msg + pos, cap - pos, ": ");
-    if (pos >= cap) pos = cap - 1;
+    if (file) {
+        pos = put_escaped(err->msg, 0, cap, file, strlen(file));
+        pos += (size_t)snprintf(err->msg + pos, cap - pos, ": ");
+        if (pos >= cap) pos = cap - 1;
+    }
     if (tensor) {
         pos += (size_t)snprintf(err->msg + pos, cap - pos, "tensor '");
         if (pos >= cap) pos = cap - 1;

@@ -25,12 +25,6 @@ struct graft_model {
     uint64_t                   n_params, n_bytes;
 };
 
-static uint64_t name_hash(const char *s, size_t n) {
-    uint64_t h = 0xCBF29CE484222325ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 0x100000001B3ull;
-    return h;
-}
-
 static bool is_regular(const char *path) {
     struct stat sb;
     return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
@@ -130,7 +124,7 @@ static int build_table(struct graft_model *m, struct graft_err *err) {
     for (int s = 0; s < m->n_shards; s++) {
         for (size_t i = 0; i < graft_st_n_tensors(m->shards[s]); i++) {
             const struct graft_tensor_info *t = graft_st_tensor(m->shards[s], i);
-            size_t h = name_hash(t->name, t->name_len) & (m->n_slots - 1);
+            size_t h = graft__name_hash(t->name, t->name_len) & (m->n_slots - 1);
             while (m->slots[h]) {
                 const struct graft_model_tensor *o = &m->tensors[m->slots[h] - 1];
                 if (o->info->name_len == t->name_len && !memcmp(o->info->name, t->name, t->name_len))
@@ -339,7 +333,7 @@ const char *graft_model_config_json(const struct graft_model *m) { return m->con
 
 const struct graft_model_tensor *graft_model_find(const struct graft_model *m, const char *name, size_t len) {
     if (!m->n_slots) return NULL;
-    size_t h = name_hash(name, len) & (m->n_slots - 1);
+    size_t h = graft__name_hash(name, len) & (m->n_slots - 1);
     while (m->slots[h]) {
         const struct graft_model_tensor *t = &m->tensors[m->slots[h] - 1];
         if (t->info->name_len == len && !memcmp(t->info->name, name, len)) return t;

@@ -30,12 +30,6 @@ struct graft_st {
 #define FAIL(code, tensor, tlen, ...) \
     (graft_err_set(err, (code), label, (tensor), (tlen), __VA_ARGS__))
 
-static uint64_t name_hash(const char *s, size_t n) {
-    uint64_t h = 0xCBF29CE484222325ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 0x100000001B3ull;
-    return h;
-}
-
 // Lexical pass before the JSON parser: bounds nesting depth (the parser recurses), counts top-level
 // keys (to cap the tensor count before building a tree), and rejects "-0", which the JSON parser would
 // read as 0 but the reference reader refuses as a non-usize.
@@ -270,7 +264,7 @@ static int parse_header(struct graft_st *st, const uint8_t *h, size_t n, const c
     st->slots = graft__calloc(st->n_slots, sizeof *st->slots);
     if (!st->slots) goto nomem;
     for (i = 0; i < st->n; i++) {
-        size_t s = name_hash(st->tensors[i].name, st->tensors[i].name_len) & (st->n_slots - 1);
+        size_t s = graft__name_hash(st->tensors[i].name, st->tensors[i].name_len) & (st->n_slots - 1);
         while (st->slots[s]) s = (s + 1) & (st->n_slots - 1);
         st->slots[s] = (uint32_t)(i + 1);
     }
@@ -383,7 +377,7 @@ const char *graft_st_meta_get(const struct graft_st *st, const char *key) {
 
 long graft_st_find(const struct graft_st *st, const char *name, size_t len) {
     if (!st->n_slots) return -1;
-    size_t s = name_hash(name, len) & (st->n_slots - 1);
+    size_t s = graft__name_hash(name, len) & (st->n_slots - 1);
     while (st->slots[s]) {
         const struct graft_tensor_info *t = &st->tensors[st->slots[s] - 1];
         if (t->name_len == len && !memcmp(t->name, name, len)) return (long)st->slots[s] - 1;

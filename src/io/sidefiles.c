@@ -9,6 +9,7 @@ static const char *const side_files[] = {
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
     "added_tokens.json", "vocab.json", "merges.txt", "vocab.txt", "spiece.model",
     "generation_config.json", "chat_template.jinja", "chat_template.json", "preprocessor_config.json",
+    "video_preprocessor_config.json",
 };
 
 const char *graft_dtype_torch_name(enum graft_dtype t) {
@@ -24,7 +25,7 @@ const char *graft_dtype_torch_name(enum graft_dtype t) {
 int graft_writer_copy_side_files(struct graft_writer *w, const struct graft_model *m, const char *torch_dtype,
                                  struct graft_err *err) {
     if (!graft_model_is_dir(m)) return GRAFT_OK;
-    int rc = GRAFT_OK;
+    int rc;
     const char *cfg = graft_model_config_json(m);
     if (cfg) {
         json_error_t jerr;
@@ -43,10 +44,16 @@ int graft_writer_copy_side_files(struct graft_writer *w, const struct graft_mode
         graft__buf_free(&b);
         if (rc) return rc;
     }
+    return graft_writer_copy_tokenizer(w, m, err);
+}
+
+int graft_writer_copy_tokenizer(struct graft_writer *w, const struct graft_model *m, struct graft_err *err) {
+    if (!graft_model_is_dir(m)) return GRAFT_OK;
     for (size_t i = 0; i < sizeof side_files / sizeof side_files[0]; i++) {
         char *p = graft__asprintf("%s/%s", graft_model_dir(m), side_files[i]);
         if (!p) return graft_err_set(err, GRAFT_E_NOMEM, graft_model_dir(m), NULL, 0, "out of memory");
         struct stat sb;
+        int rc = GRAFT_OK;
         if (stat(p, &sb) == 0 && S_ISREG(sb.st_mode)) {
             char *data;
             size_t len;

@@ -59,12 +59,6 @@ struct graft_writer_params graft_writer_default_params(void) {
     return (struct graft_writer_params){.max_shard_bytes = GRAFT_DEFAULT_SHARD_BYTES};
 }
 
-static uint64_t name_hash(const char *s, size_t n) {
-    uint64_t h = 0xCBF29CE484222325ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 0x100000001B3ull;
-    return h;
-}
-
 #define OOM(w) graft_err_set(err, GRAFT_E_NOMEM, (w)->target, NULL, 0, "out of memory")
 
 // True when `inner` (an existing path) lies strictly inside folder `outer`.
@@ -255,14 +249,14 @@ long graft_writer_add_tensor(struct graft_writer *w, const char *name, size_t na
         uint32_t *slots = graft__calloc(ns, sizeof *slots);
         if (!slots) return OOM(w);
         for (size_t i = 0; i < w->n; i++) {
-            size_t h = name_hash(w->t[i].name, w->t[i].name_len) & (ns - 1);
+            size_t h = graft__name_hash(w->t[i].name, w->t[i].name_len) & (ns - 1);
             while (slots[h]) h = (h + 1) & (ns - 1);
             slots[h] = (uint32_t)(i + 1);
         }
         graft__free(w->slots);
         w->slots = slots, w->n_slots = ns;
     }
-    size_t h = name_hash(name, name_len) & (w->n_slots - 1);
+    size_t h = graft__name_hash(name, name_len) & (w->n_slots - 1);
     while (w->slots[h]) {
         const struct out_tensor *o = &w->t[w->slots[h] - 1];
         if (o->name_len == name_len && !memcmp(o->name, name, name_len))

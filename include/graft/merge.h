@@ -1,0 +1,42 @@
+// graft — merging models from a MergeKit YAML configuration.
+//
+// graft_merge() reads the config, opens and validates every referenced model, plans every output
+// tensor (inputs, method, resolved parameters, dtype, shard) before any computation, then streams
+// each tensor through the method's kernels in fixed-size chunks on a worker pool and writes the HF
+// folder atomically (shards, index, config.json, tokenizer files, README.md, mergekit_config.yml).
+// Compute is float32 whatever `dtype:` says (see docs/merge.md); `dtype`/`out_dtype` choose the
+// output precision. Results are bit-identical for any thread count; random methods depend only on
+// --seed, the model and the tensor.
+#ifndef GRAFT_MERGE_H
+#define GRAFT_MERGE_H
+#include <stdio.h>
+#include "status.h"
+#include "util.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct graft_merge_options {
+    int       n_threads;         // ≥ 1
+    uint64_t  seed;              // for dare_*, della*, (arcee_fusion is exact here and needs none)
+    uint64_t  max_shard_bytes;   // 0 → 5e9
+    uint64_t  chunk_elems;       // elements per work item (0 → 256 Ki)
+    unsigned  writer_flags;      // GRAFT_WRITER_FORCE
+    bool      dry_run;           // print the plan to plan_out, write nothing
+    bool      copy_tokenizer;    // copy tokenizer/generation files from the donor (default true)
+    bool      allow_crimes;      // allow models of different architectures
+    bool      write_model_card;  // README.md + mergekit_config.yml (default true)
+    FILE     *plan_out;          // where --dry-run prints (stdout if NULL)
+    FILE     *log;               // warnings (stderr if NULL)
+    struct graft_progress *progress;
+};
+
+struct graft_merge_options graft_merge_default_options(void);
+int graft_merge(const char *config_path, const char *out_dir, const struct graft_merge_options *o,
+                struct graft_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

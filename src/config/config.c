@@ -1,0 +1,412 @@
+// MergeKit YAML reader on libyaml's document API. Every node keeps its line so errors can say where.
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+#include "config.h"
+#include "graft/dtype.h"
+#include "../core/impl.h"
+#include "../io/io-impl.h"
+
+#define CONFIG_MAX_BYTES (16u << 20)
+
+struct rd {
+    yaml_document_t *doc;
+    const char      *label;
+    struct graft_err *err;
+};
+
+static yaml_node_t *node(struct rd *r, int id) { return yaml_document_get_node(r->doc, id); }
+static int line_of(yaml_node_t *n) { return n ? (int)n->start_mark.line + 1 : 0; }
+
+static int fail(struct rd *r, yaml_node_t *n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(struct rd *r, yaml_node_t *n, const char *fmt, ...) {
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return graft_err_set(r->err, GRAFT_E_CONFIG, r->label, NULL, 0, "line %d: %s", line_of(n), msg);
+}
+
+static const char *scalar(yaml_node_t *n) { return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL; }
+static bool is_plain(yaml_node_t *n) { return n && n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE; }
+
+// YAML 1.1/1.2 core-schema reading of a plain scalar as a number.
+static bool scalar_number(yaml_node_t *n, double *out) {
+    const char *s = scalar(n);
+    if (!s || !is_plain(n) || !*s) return false;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (*end || errno == ERANGE || !isfinite(v)) return false;
+    *out = v;
+    return true;
+}
+
+static bool scalar_bool(yaml_node_t *n, bool *out) {
+    const char *s = scalar(n);
+    if (!s || !is_plain(n)) return false;
+    if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE")) { *out = true; return true; }
+    if (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "FALSE")) { *out = false; return true; }
+    return false;
+}
+
+// Check the keys of a mapping against an allowed list; returns 0 or an error.
+static int check_keys(struct rd *r, yaml_node_t *map, const char *where, const char *const *allowed) {
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = node(r, p->key);
+        const char *ks = scalar(k);
+        if (!ks) return fail(r, k, "%s: keys must be plain strings", where);
+        bool ok = false;
+        for (const char *const *a = allowed; *a && !ok; a++) ok = !strcmp(*a, ks);
+        if (!ok) {
+            char list[300] = "";
+            for (const char *const *a = allowed; *a; a++) {
+                strncat(list, *a, sizeof list - strlen(list) - 3);
+                if (a[1]) strncat(list, ", ", sizeof list - strlen(list) - 1);
+            }
+            return fail(r, k, "unknown key '%s' in %s (allowed: %s)", ks, where, list);
+        }
+        for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++)
+            if (scalar(node(r, q->key)) && !strcmp(scalar(node(r, q->key)), ks)) return fail(r, k, "duplicate key '%s' in %s", ks, where);
+    }
+    return GRAFT_OK;
+}
+
+static yaml_node_t *get(struct rd *r, yaml_node_t *map, const char *key) {
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        const char *ks = scalar(node(r, p->key));
+        if (ks && !strcmp(ks, key)) return node(r, p->value);
+    }
+    return NULL;
+}
+
+static int dup_str(struct rd *r, yaml_node_t *n, const char *what, char **out) {
+    const char *s = scalar(n);
+    if (!s) return fail(r, n, "%s must be a string", what);
+    if (!(*out = graft__strdup(s))) return graft_err_set(r->err, GRAFT_E_NOMEM, r->label, NULL, 0, "out of memory");
+    return GRAFT_OK;
+}
+
+// A model reference: "path" or {model: {path: ...}} / {path: ...}. LoRA and revisions are refused here.
+static int read_model_ref(struct rd *r, yaml_node_t *n, char **out) {
+    if (n && n->type == YAML_MAPPING_NODE) {
+        static const char *const allowed[] = {"model", "path", "lora", "override_architecture", "revision", NULL};
+        int rc = check_keys(r, n, "a model reference", allowed);
+        if (rc) return rc;
+        if (get(r, n, "lora")) return fail(r, n, "LoRA references (model + lora) are not supported yet: apply the LoRA first");
+        if (get(r, n, "revision")) return fail(r, n, "'revision' needs the Hugging Face Hub; graft works offline on local folders");
+        yaml_node_t *m = get(r, n, "model");
+        if (m && m->type == YAML_MAPPING_NODE) return read_model_ref(r, m, out);
+        yaml_node_t *p = m ? m : get(r, n, "path");
+        if (!p) return fail(r, n, "a model reference needs 'path'");
+        return dup_str(r, p, "model path", out);
+    }
+    const char *s = scalar(n);
+    if (!s || !*s) return fail(r, n, "model must be a path string");
+    if (strchr(s, '+')) return fail(r, n, "'%s': LoRA references (model+lora) are not supported yet: apply the LoRA first", s);
+    if (strchr(s, '@')) return fail(r, n, "'%s': revisions need the Hugging Face Hub; graft works offline on local folders", s);
+    return dup_str(r, n, "model", out);
+}
+
+static int read_pv(struct rd *r, yaml_node_t *n, const char *name, struct graft_pv *v, int depth);
+
+static int read_conds(struct rd *r, yaml_node_t *n, const char *name, struct graft_pv *v, int depth) {
+    size_t cnt = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    v->kind = GRAFT_PV_CONDS;
+    v->conds = graft__calloc(cnt, sizeof *v->conds);
+    if (!v->conds) return graft_err_set(r->err, GRAFT_E_NOMEM, r->label, NULL, 0, "out of memory");
+    for (size_t i = 0; i < cnt; i++) {
+        yaml_node_t *c = node(r, n->data.sequence.items.start[i]);
+        if (!c || c->type != YAML_MAPPING_NODE) return fail(r, c, "parameter '%s': a list must hold only numbers or only {filter, value} entries", name);
+        static const char *const allowed[] = {"filter", "value", NULL};
+        int rc = check_keys(r, c, "a conditional parameter", allowed);
+        if (rc) return rc;
+        yaml_node_t *f = get(r, c, "filter"), *val = get(r, c, "value");
+        if (!val) return fail(r, c, "parameter '%s': conditional entry without 'value'", name);
+        v->n_conds++;
+        if (f && (rc = dup_str(r, f, "filter", &v->conds[i].filter))) return rc;
+        if ((rc = read_pv(r, val, name, &v->conds[i].value, depth + 1))) return rc;
+        if (v->conds[i].value.kind == GRAFT_PV_CONDS) return fail(r, val, "parameter '%s': a conditional value cannot itself be conditional", name);
+    }
+    return GRAFT_OK;
+}
+
+static int read_pv(struct rd *r, yaml_node_t *n, const char *name, struct graft_pv *v, int depth) {
+    memset(v, 0, sizeof *v);
+    v->line = line_of(n);
+    if (!n || depth > 4) return fail(r, n, "parameter '%s': bad value", name);
+    if (n->type == YAML_SCALAR_NODE) {
+        bool b;
+        if (scalar_number(n, &v->num)) { v->kind = GRAFT_PV_NUMBER; return GRAFT_OK; }
+        if (scalar_bool(n, &b)) { v->kind = GRAFT_PV_BOOL, v->num = b; return GRAFT_OK; }
+        v->kind = GRAFT_PV_STRING;
+        return dup_str(r, n, "parameter", &v->str);
+    }
+    if (n->type == YAML_SEQUENCE_NODE) {
+        size_t cnt = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+        if (!cnt) return fail(r, n, "parameter '%s': empty list", name);
+        yaml_node_t *first = node(r, n->data.sequence.items.start[0]);
+        if (first && first->type == YAML_MAPPING_NODE) return read_conds(r, n, name, v, depth);
+        v->kind = GRAFT_PV_GRADIENT;
+        v->grad = graft__calloc(cnt, sizeof *v->grad);
+        if (!v->grad) return graft_err_set(r->err, GRAFT_E_NOMEM, r->label, NULL, 0, "out of memory");
+        for (size_t i = 0; i < cnt; i++) {
+            yaml_node_t *e = node(r, n->data.sequence.items.start[i]);
+            bool b;
+            if (scalar_number(e, &v->grad[i])) continue;
+            if (scalar_bool(e, &b)) { v->grad[i] = b; continue; }
+            return fail(r, e, "parameter '%s': gradient values must be numbers", name);
+        }
+        v->n_grad = cnt;
+        return GRAFT_OK;
+    }
+    return fail(r, n, "parameter '%s': expected a number, a list of numbers, or a list of {filter, value}", name);
+}
+
+static int read_params(struct rd *r, yaml_node_t *n, struct graft_params *ps) {
+    if (!n || n->type == YAML_SCALAR_NODE) {
+        if (n && scalar(n) && (!*scalar(n) || !strcmp(scalar(n), "null") || !strcmp(scalar(n), "~"))) return GRAFT_OK;
+        return fail(r, n, "'parameters' must be a mapping of name: value");
+    }
+    if (n->type != YAML_MAPPING_NODE) return fail(r, n, "'parameters' must be a mapping of name: value");
+    size_t cnt = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+    ps->p = graft__calloc(cnt ? cnt : 1, sizeof *ps->p);
+    if (!ps->p) return graft_err_set(r->err, GRAFT_E_NOMEM, r->label, NULL, 0, "out of memory");
+    for (size_t i = 0; i < cnt; i++) {
+        yaml_node_pair_t *p = &n->data.mapping.pairs.start[i];
+        yaml_node_t *k = node(r, p->key);
+        if (!scalar(k)) return fail(r, k, "parameter names must be strings");
+        for (size_t j = 0; j < ps->n; j++)
+            if (!strcmp(ps->p[j].name, scalar(k))) return fail(r, k, "duplicate parameter '%s'", scalar(k));
+        int rc = dup_str(r, k, "parameter name", &ps->p[ps->n].name);
+        ps->n++;
+        if (rc || (rc = read_pv(r, node(r, p->value), scalar(k), &ps->p[ps->n - 1].value, 0))) return rc;
+    }
+    return GRAFT_OK;
+}
+
+static int read_source(struct rd *r, yaml_node_t *n, struct graft_source *s, bool need_range) {
+    s->line = line_of(n);
+    if (n && n->type == YAML_SCALAR_NODE && !need_range) return read_model_ref(r, n, &s->model); // `- path` shorthand
+    if (!n || n->type != YAML_MAPPING_NODE) return fail(r, n, "expected a mapping with 'model'");
+    static const char *const allowed[] = {"model", "layer_range", "parameters", NULL};
+    int rc = check_keys(r, n, need_range ? "a slice source" : "a model entry", allowed);
+    if (rc) return rc;
+    yaml_node_t *m = get(r, n, "model"), *lr = get(r, n, "layer_range"), *pa = get(r, n, "parameters");
+    if (!m) return fail(r, n, "missing 'model'");
+    if ((rc = read_model_ref(r, m, &s->model))) return rc;
+    if (lr) {
+        if (!need_range) return fail(r, lr, "'layer_range' belongs in slices, not in models");
+        if (lr->type != YAML_SEQUENCE_NODE || lr->data.sequence.items.top - lr->data.sequence.items.start != 2)
+            return fail(r, lr, "layer_range must be [start, end]");
+        for (int i = 0; i < 2; i++) {
+            double v;
+            yaml_node_t *e = node(r, lr->data.sequence.items.start[i]);
+            if (!scalar_number(e, &v) || v < 0 || v != floor(v) || v > 1e6) return fail(r, e, "layer_range values must be whole numbers ≥ 0");
+            s->range[i] = (int)v;
+        }
+        if (s->range[1] <= s->range[0]) return fail(r, lr, "layer_range [%d, %d] is empty (end must be greater than start)", s->range[0], s->range[1]);
+        s->has_range = true;
+    } else if (need_range) {
+        return fail(r, n, "slice source '%s' needs 'layer_range: [start, end]'", s->model);
+    }
+    if (pa && (rc = read_params(r, pa, &s->params))) return rc;
+    return GRAFT_OK;
+}
+
+static int read_dtype(struct rd *r, yaml_node_t *n, int *out) {
+    const char *s = scalar(n);
+    if (!s) return fail(r, n, "dtype must be a string");
+    if (!strncmp(s, "torch.", 6)) s += 6;
+    int t = graft_dtype_from_cli_name(s);
+    if (t != GRAFT_DTYPE_F32 && t != GRAFT_DTYPE_F16 && t != GRAFT_DTYPE_BF16 && t != GRAFT_DTYPE_F64)
+        return fail(r, n, "unsupported dtype '%s' (allowed: bfloat16, float16, float32)", s);
+    *out = t;
+    return GRAFT_OK;
+}
+
+static int read_config(struct rd *r, struct graft_merge_config *c) {
+    yaml_node_t *root = yaml_document_get_root_node(r->doc);
+    if (!root) return fail(r, NULL, "the file is empty");
+    if (root->type != YAML_MAPPING_NODE) return fail(r, root, "the top level must be a mapping (merge_method: …, models: …)");
+    static const char *const allowed[] = {"merge_method", "base_model", "models", "slices", "modules", "parameters", "dtype",
+                                          "out_dtype", "tokenizer_source", "tokenizer", "chat_template", "name", NULL};
+    int rc = check_keys(r, root, "the top level", allowed);
+    if (rc) return rc;
+    yaml_node_t *mm = get(r, root, "merge_method");
+    if (!mm) return fail(r, root, "missing 'merge_method'");
+    if ((rc = dup_str(r, mm, "merge_method", &c->merge_method))) return rc;
+    c->method_line = line_of(mm);
+    yaml_node_t *bm = get(r, root, "base_model");
+    if (bm && (rc = read_model_ref(r, bm, &c->base_model))) return rc;
+    yaml_node_t *models = get(r, root, "models"), *slices = get(r, root, "slices"), *modules = get(r, root, "modules");
+    if (modules) return fail(r, modules, "'modules' (multi-module architectures) is not supported yet; use models or slices");
+    if (!!models + !!slices != 1) return fail(r, root, "exactly one of 'models' or 'slices' is required");
+    if (models) {
+        if (models->type != YAML_SEQUENCE_NODE || models->data.sequence.items.top == models->data.sequence.items.start)
+            return fail(r, models, "'models' must be a non-empty list");
+        size_t cnt = (size_t)(models->data.sequence.items.top - models->data.sequence.items.start);
+        c->from_models = true;
+        c->slices = graft__calloc(1, sizeof *c->slices);
+        if (!c->slices || !(c->slices[0].src = graft__calloc(cnt, sizeof *c->slices[0].src)))
+            return graft_err_set(r->err, GRAFT_E_NOMEM, r->label, NULL, 0, "out of memory");
+        c->n_slices = 1;
+        c->slices[0].line = line_of(models);
+        for (size_t i = 0; i < cnt; i++) {
+            c->slices[0].n_src++;
+            if ((rc = read_source(r, node(r, models->data.sequence.items.start[i]), &c->slices[0].src[i], false))) return rc;
+        }
+    } else {
+        if (slices->type != YAML_SEQUENCE_NODE || slices->data.sequence.items.top == slices->data.sequence.items.start)
+            return fail(r, slices, "'slices' must be a non-empty list");
+        size_t cnt = (size_t)(slices->data.sequence.items.top - slices->data.sequence.items.start);
+        c->slices = graft__calloc(cnt, sizeof *c->slices);
+        if (!c->slices) return graft_err_set(r->err, GRAFT_E_NOMEM, r->label, NULL, 0, "out of memory");
+        for (size_t i = 0; i < cnt; i++) {
+            yaml_node_t *s = node(r, slices->data.sequence.items.start[i]);
+            struct graft_slice *sl = &c->slices[i];
+            c->n_slices++;
+            sl->line = line_of(s);
+            if (!s || s->type != YAML_MAPPING_NODE) return fail(r, s, "each slice must be a mapping with 'sources'");
+            static const char *const sallowed[] = {"sources", "parameters", "base_model", "residual_weight", NULL};
+            if ((rc = check_keys(r, s, "a slice", sallowed))) return rc;
+            yaml_node_t *src = get(r, s, "sources");
+            if (!src || src->type != YAML_SEQUENCE_NODE || src->data.sequence.items.top == src->data.sequence.items.start)
+                return fail(r, s, "a slice needs a non-empty 'sources' list");
+            size_t ns = (size_t)(src->data.sequence.items.top - src->data.sequence.items.start);
+            if (!(sl->src = graft__calloc(ns, sizeof *sl->src))) return graft_err_set(r->err, GRAFT_E_NOMEM, r->label, NULL, 0, "out of memory");
+            for (size_t j = 0; j < ns; j++) {
+                sl->n_src++;
+                if ((rc = read_source(r, node(r, src->data.sequence.items.start[j]), &sl->src[j], true))) return rc;
+                int len0 = sl->src[0].range[1] - sl->src[0].range[0], len = sl->src[j].range[1] - sl->src[j].range[0];
+                if (len != len0)
+                    return fail(r, node(r, src->data.sequence.items.start[j]), "all sources of a slice must span the same number of layers (%d vs %d)", len, len0);
+            }
+            yaml_node_t *pa = get(r, s, "parameters");
+            if (pa && (rc = read_params(r, pa, &sl->params))) return rc;
+        }
+    }
+    yaml_node_t *pa = get(r, root, "parameters");
+    if (pa && (rc = read_params(r, pa, &c->params))) return rc;
+    yaml_node_t *dt = get(r, root, "dtype"), *odt = get(r, root, "out_dtype");
+    if (dt && (rc = read_dtype(r, dt, &c->dtype))) return rc;
+    if (odt && (rc = read_dtype(r, odt, &c->out_dtype))) return rc;
+    yaml_node_t *ts = get(r, root, "tokenizer_source"), *tk = get(r, root, "tokenizer");
+    if (ts && tk) return fail(r, tk, "use either 'tokenizer_source' or 'tokenizer', not both");
+    if (ts && (rc = dup_str(r, ts, "tokenizer_source", &c->tokenizer_source))) return rc;
+    if (tk) {
+        if (tk->type != YAML_MAPPING_NODE) return fail(r, tk, "'tokenizer' must be a mapping (source, tokens, pad_to_multiple_of)");
+        static const char *const tallowed[] = {"source", "tokens", "pad_to_multiple_of", NULL};
+        if ((rc = check_keys(r, tk, "tokenizer", tallowed))) return rc;
+        yaml_node_t *s = get(r, tk, "source");
+        if ((rc = dup_str(r, s ? s : tk, "tokenizer.source", &c->tokenizer_source)) && s) return rc;
+        if (!s) { graft_err_clear(r->err); c->tokenizer_source = graft__strdup("union"); }
+        if (get(r, tk, "tokens") || get(r, tk, "pad_to_multiple_of"))
+            return fail(r, tk, "tokenizer.tokens and pad_to_multiple_of are not supported yet");
+    }
+    yaml_node_t *ct = get(r, root, "chat_template");
+    if (ct && (rc = dup_str(r, ct, "chat_template", &c->chat_template))) return rc;
+    return GRAFT_OK;
+}
+
+int graft_config_parse(const char *text, size_t len, const char *label, struct graft_merge_config **out, struct graft_err *err) {
+    *out = NULL;
+    struct graft_merge_config *c = graft__calloc(1, sizeof *c);
+    if (!c) return graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory");
+    c->dtype = c->out_dtype = -1;
+    c->path = graft__strdup(label);
+    c->text = graft__strndup(text, len);
+    if (!c->path || !c->text) { graft_config_free(c); return graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory"); }
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    int rc;
+    if (!yaml_parser_initialize(&parser)) { graft_config_free(c); return graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory"); }
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    if (!yaml_parser_load(&parser, &doc)) {
+        rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %zu column %zu: invalid YAML: %s", parser.problem_mark.line + 1,
+                           parser.problem_mark.column + 1, parser.problem ? parser.problem : "syntax error");
+        yaml_parser_delete(&parser);
+        graft_config_free(c);
+        return rc;
+    }
+    struct rd r = {&doc, label, err};
+    rc = read_config(&r, c);
+    yaml_document_delete(&doc);
+    yaml_parser_delete(&parser);
+    if (rc) { graft_config_free(c); return rc; }
+    *out = c;
+    return GRAFT_OK;
+}
+
+int graft_config_load(const char *path, struct graft_merge_config **out, struct graft_err *err) {
+    char *text;
+    size_t len;
+    *out = NULL;
+    int rc = graft__read_small_file(path, CONFIG_MAX_BYTES, &text, &len, err);
+    if (rc) return rc == GRAFT_E_NOTFOUND || rc == GRAFT_E_IO ? rc : (err->code = GRAFT_E_CONFIG, GRAFT_E_CONFIG);
+    rc = graft_config_parse(text, len, path, out, err);
+    graft__free(text);
+    return rc;
+}
+
+static void pv_free(struct graft_pv *v) {
+    graft__free(v->str);
+    graft__free(v->grad);
+    for (size_t i = 0; i < v->n_conds; i++) graft__free(v->conds[i].filter), pv_free(&v->conds[i].value);
+    graft__free(v->conds);
+}
+
+static void params_free(struct graft_params *ps) {
+    for (size_t i = 0; i < ps->n; i++) graft__free(ps->p[i].name), pv_free(&ps->p[i].value);
+    graft__free(ps->p);
+}
+
+void graft_config_free(struct graft_merge_config *c) {
+    if (!c) return;
+    for (size_t i = 0; i < c->n_slices; i++) {
+        for (size_t j = 0; j < c->slices[i].n_src; j++) graft__free(c->slices[i].src[j].model), params_free(&c->slices[i].src[j].params);
+        graft__free(c->slices[i].src);
+        params_free(&c->slices[i].params);
+    }
+    graft__free(c->slices);
+    params_free(&c->params);
+    graft__free(c->path), graft__free(c->text), graft__free(c->merge_method), graft__free(c->base_model);
+    graft__free(c->tokenizer_source), graft__free(c->chat_template);
+    graft__free(c);
+}
+
+const struct graft_pv *graft_params_get(const struct graft_params *ps, const char *name) {
+    for (size_t i = 0; i < ps->n; i++)
+        if (!strcmp(ps->p[i].name, name)) return &ps->p[i].value;
+    return NULL;
+}
+
+bool graft_pv_eval(const struct graft_pv *v, const char *tensor, double t, double *num, const char **str) {
+    switch (v->kind) {
+    case GRAFT_PV_NUMBER:
+    case GRAFT_PV_BOOL: *num = v->num; return true;
+    case GRAFT_PV_STRING: *str = v->str; return true;
+    case GRAFT_PV_GRADIENT: {
+        // piecewise-linear over anchors spread evenly on [0, 1] (MergeKit evaluate_setting)
+        size_t n = v->n_grad;
+        double p = t * (double)(n - 1);
+        size_t i0 = (size_t)p, i1 = i0 + 1 < n ? i0 + 1 : n - 1;
+        if (i0 >= n) i0 = n - 1;
+        double f = p - (double)i0;
+        *num = (1 - f) * v->grad[i0] + f * v->grad[i1];
+        return true;
+    }
+    case GRAFT_PV_CONDS:
+        for (size_t i = 0; i < v->n_conds; i++) {
+            const char *f = v->conds[i].filter;
+            if (!f || !strcmp(f, "*") || strstr(tensor, f)) return graft_pv_eval(&v->conds[i].value, tensor, t, num, str);
+        }
+        return false;
+    }
+    return false;
+}

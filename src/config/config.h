@@ -1,0 +1,87 @@
+// MergeKit YAML configuration → validated in-memory form (internal to graft).
+//
+// Schema (MergeKit 0.1.4, shared/methods-mergekit.md §1): merge_method, base_model, models | slices,
+// parameters, dtype, out_dtype, tokenizer_source | tokenizer, chat_template. Unknown keys and wrong
+// types are errors naming the key, its line and what is allowed (GRAFT_E_CONFIG).
+#ifndef GRAFT_CONFIG_H
+#define GRAFT_CONFIG_H
+#include <stdbool.h>
+#include <stddef.h>
+#include "graft/status.h"
+
+// A parameter value: a scalar, a gradient (list of numbers interpolated over layers), or a list of
+// conditionals {filter, value} where the first matching filter (substring of the tensor name, or
+// none / "*") wins.
+enum graft_pv_kind { GRAFT_PV_NUMBER, GRAFT_PV_BOOL, GRAFT_PV_STRING, GRAFT_PV_GRADIENT, GRAFT_PV_CONDS };
+
+struct graft_pv {
+    enum graft_pv_kind kind;
+    double             num;      // NUMBER, BOOL (0/1)
+    char              *str;      // STRING
+    double            *grad;     // GRADIENT values
+    size_t             n_grad;
+    struct graft_cond *conds;    // CONDS
+    size_t             n_conds;
+    int                line;
+};
+
+struct graft_cond {
+    char           *filter; // NULL or "*" = match everything
+    struct graft_pv value;
+};
+
+struct graft_param {
+    char           *name;
+    struct graft_pv value;
+};
+
+struct graft_params {
+    struct graft_param *p;
+    size_t              n;
+};
+
+struct graft_source {
+    char               *model;   // path as written in the YAML
+    bool                has_range;
+    int                 range[2];
+    struct graft_params params;
+    int                 line;
+};
+
+struct graft_slice {
+    struct graft_source *src;
+    size_t               n_src;
+    struct graft_params  params;
+    int                  line;
+};
+
+struct graft_merge_config {
+    char               *path;          // config file
+    char               *text;          // the YAML as read (copied to mergekit_config.yml)
+    char               *merge_method;
+    int                 method_line;
+    char               *base_model;    // NULL if none
+    bool                from_models;   // `models:` (whole-model merge) rather than `slices:`
+    struct graft_slice *slices;        // `models:` becomes one slice whose layer ranges are filled later
+    size_t              n_slices;
+    struct graft_params params;        // top-level `parameters`
+    int                 dtype;         // compute dtype (enum graft_dtype) or -1
+    int                 out_dtype;     // or -1
+    char               *tokenizer_source; // "base", "union", a model, or NULL
+    char               *chat_template;
+};
+
+// Parse and validate a config file. Paths stay as written (resolved later against the config's folder).
+int  graft_config_load(const char *path, struct graft_merge_config **out, struct graft_err *err);
+int  graft_config_parse(const char *text, size_t len, const char *label, struct graft_merge_config **out,
+                        struct graft_err *err);
+void graft_config_free(struct graft_merge_config *c);
+
+// Find a parameter by name in a list, or NULL.
+const struct graft_pv *graft_params_get(const struct graft_params *ps, const char *name);
+
+// Evaluate a parameter value for `tensor` at gradient position t ∈ [0,1] (MergeKit evaluate_setting).
+// Returns false when no conditional matches (fall through to the next precedence level).
+// Numbers and booleans come back in *num; strings in *str.
+bool graft_pv_eval(const struct graft_pv *v, const char *tensor, double t, double *num, const char **str);
+#endif

@@ -1,0 +1,760 @@
+// Merge engine: config → plan (every output tensor with its inputs and resolved parameters, the whole
+// output layout) → execution (statistic passes and an apply pass per tensor, in fixed chunks on a
+// worker pool) → atomic HF folder.
+//
+// Architecture handling is driven by tensor names: the first ".N." in a name splits it into a layer
+// prefix, a layer index and a per-layer name, so any HF decoder layout (Llama, Mistral, Qwen2, Gemma,
+// Phi-3, GPT-2, GPT-NeoX, Mixtral…) plans the same way. Non-layer tensors are "pre" weights when they
+// are embeddings (taken from the first slice's models) and "post" weights otherwise (last slice).
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "graft/graft.h"
+#include "engine.h"
+#include "../config/config.h"
+#include "../io/io-impl.h"
+
+#define DEFAULT_CHUNK (1u << 18)
+
+struct mmodel {
+    char               *path;      // resolved
+    const char         *ref;       // as written in the config
+    struct graft_model *m;
+    int                 n_layers;  // max layer index + 1 (0 when no layered tensors)
+    char               *prefix;    // layer prefix, e.g. "model.layers"
+};
+
+struct oin { int model; const struct graft_model_tensor *t; };
+
+struct otensor {
+    char            *name;
+    enum graft_dtype dtype;
+    int              n_dims;
+    uint64_t         ne[GRAFT_MAX_DIMS];
+    int              n_in;
+    struct oin       in[GRAFT_MAX_INPUTS];
+    struct graft_mt  mt;
+    long             wid;
+    bool             identity; // only the base has this tensor: the output is the base (converted)
+    bool             copy;     // identity (or passthrough × 1) in the same dtype: bytes are copied
+};
+
+struct plan {
+    const struct graft_merge_config *cfg;
+    const struct graft_method       *method;
+    const struct graft_merge_options *opt;
+    char                            *cfg_dir;
+    struct mmodel                    models[GRAFT_MAX_INPUTS];
+    int                              n_models;
+    int                              base;        // model index of base_model, or -1
+    struct otensor                  *t;
+    size_t                           n, cap;
+    int                              out_layers;
+    int                              donor;       // model whose config/tokenizer the output takes
+    struct graft_err                *err;
+};
+
+int graft_mparam_index(const struct graft_method *m, const char *name) {
+    for (int i = 0; i < m->n_params; i++)
+        if (!strcmp(m->params[i].name, name)) return i;
+    return 0; // unreachable for correct methods; tests cover every method's parameter names
+}
+
+struct graft_merge_options graft_merge_default_options(void) {
+    return (struct graft_merge_options){.n_threads = 1, .copy_tokenizer = true, .write_model_card = true};
+}
+
+static int cfail(struct plan *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int cfail(struct plan *p, const char *fmt, ...) {
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return graft_err_set(p->err, GRAFT_E_CONFIG, p->cfg->path, NULL, 0, "%s", msg);
+}
+
+static void warnf(struct plan *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void warnf(struct plan *p, const char *fmt, ...) {
+    FILE *f = p->opt->log ? p->opt->log : stderr;
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("graft: warning: ", f);
+    vfprintf(f, fmt, ap);
+    fputc('\n', f);
+    va_end(ap);
+}
+
+// ---- models ------------------------------------------------------------------------------------------
+
+// Split "model.layers.12.mlp.up_proj.weight" at the first ".N." into prefix, index and rest.
+static bool split_layer(const char *name, size_t len, size_t *pre_len, long *idx, const char **rest) {
+    for (size_t i = 0; i + 2 < len; i++) {
+        if (name[i] != '.' || name[i + 1] < '0' || name[i + 1] > '9') continue;
+        size_t j = i + 1;
+        long v = 0;
+        while (j < len && name[j] >= '0' && name[j] <= '9' && v < 1000000) v = v * 10 + (name[j] - '0'), j++;
+        if (j < len && name[j] == '.') {
+            *pre_len = i, *idx = v, *rest = name + j + 1;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool is_embed_name(const char *n) {
+    return strstr(n, "embed_tokens") || strstr(n, "lm_head") || strstr(n, "wte.") || strstr(n, "embed_in") ||
+           strstr(n, "embed_out") || strstr(n, "word_embeddings") || strstr(n, "tok_embeddings");
+}
+
+static bool is_pre_name(const char *n) {
+    return strstr(n, "embed_tokens") || strstr(n, "wte.") || strstr(n, "wpe.") || strstr(n, "embed_in") ||
+           strstr(n, "word_embeddings") || strstr(n, "tok_embeddings") || strstr(n, "embeddings.");
+}
+
+static int open_model(struct plan *p, const char *ref, int *out) {
+    char *path = ref[0] == '/' ? graft__strdup(ref) : graft__asprintf("%s/%s", p->cfg_dir, ref);
+    if (!path) return graft_err_set(p->err, GRAFT_E_NOMEM, ref, NULL, 0, "out of memory");
+    char real[PATH_MAX];
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !realpath(path, real)) {
+        int rc;
+        if (ref[0] != '/' && ref[0] != '.' && strchr(ref, '/') && !strchr(strchr(ref, '/') + 1, '/'))
+            rc = cfail(p, "model '%s' is not a local folder (looked in %s); graft works offline on local folders: download the "
+                          "Hugging Face repo first and give its path", ref, path);
+        else
+            rc = cfail(p, "model '%s' not found (looked in %s)", ref, path);
+        graft__free(path);
+        return rc;
+    }
+    graft__free(path);
+    for (int i = 0; i < p->n_models; i++)
+        if (!strcmp(p->models[i].path, real)) { *out = i; return GRAFT_OK; }
+    if (p->n_models == GRAFT_MAX_INPUTS) return cfail(p, "more than %d models", GRAFT_MAX_INPUTS);
+    struct mmodel *mm = &p->models[p->n_models];
+    memset(mm, 0, sizeof *mm);
+    if (!(mm->path = graft__strdup(real))) return graft_err_set(p->err, GRAFT_E_NOMEM, ref, NULL, 0, "out of memory");
+    mm->ref = ref;
+    int rc = graft_model_open(real, &mm->m, p->err);
+    if (rc) { graft__free(mm->path); return rc; }
+    p->n_models++;
+    // Layer structure from the names.
+    for (size_t i = 0; i < graft_model_n_tensors(mm->m); i++) {
+        const struct graft_tensor_info *t = graft_model_tensor(mm->m, i)->info;
+        size_t pl;
+        long idx;
+        const char *rest;
+        if (!split_layer(t->name, t->name_len, &pl, &idx, &rest)) continue;
+        if (!mm->prefix) {
+            if (!(mm->prefix = graft__strndup(t->name, pl))) return graft_err_set(p->err, GRAFT_E_NOMEM, ref, NULL, 0, "out of memory");
+        } else if (strlen(mm->prefix) != pl || strncmp(mm->prefix, t->name, pl)) {
+            continue; // a second layered module (e.g. a vision tower): its tensors count as non-layer weights
+        }
+        if (idx + 1 > mm->n_layers) mm->n_layers = (int)idx + 1;
+    }
+    *out = p->n_models - 1;
+    return GRAFT_OK;
+}
+
+// Is `name` a layer tensor of model mm (under its main prefix)?
+static bool in_main_layers(const struct mmodel *mm, const char *name, size_t len) {
+    size_t pl;
+    long idx;
+    const char *rest;
+    return mm->prefix && split_layer(name, len, &pl, &idx, &rest) && pl == strlen(mm->prefix) && !strncmp(name, mm->prefix, pl);
+}
+
+// ---- parameters --------------------------------------------------------------------------------------
+
+static int resolve_params(struct plan *p, struct otensor *o, const struct graft_slice *sl, const struct graft_source *const *srcs,
+                          const char *const *in_names, double t) {
+    const struct graft_method *m = p->method;
+    struct graft_mt *mt = &o->mt;
+    for (int k = 0; k < m->n_params; k++) {
+        const struct graft_mparam *mp = &m->params[k];
+        if (!mp->per_model) {
+            // global: slice > top level > default, evaluated on the output name
+            const struct graft_pv *v;
+            double x = mp->def;
+            const char *s = NULL;
+            bool found = false;
+            if (sl && (v = graft_params_get(&sl->params, mp->name))) found = graft_pv_eval(v, o->name, t, &x, &s);
+            if (!found && (v = graft_params_get(&p->cfg->params, mp->name))) found = graft_pv_eval(v, o->name, t, &x, &s);
+            if (s) return cfail(p, "parameter '%s' must be a number, got '%s'", mp->name, s);
+            if (!found && mp->required) return cfail(p, "missing required parameter '%s' for tensor %s (merge_method %s)", mp->name, o->name, m->name);
+            mt->gp[k] = x;
+            continue;
+        }
+        for (int i = 0; i < o->n_in; i++) {
+            const struct graft_pv *v;
+            double x = mp->def;
+            const char *s = NULL;
+            bool found = false;
+            if (srcs[i] && (v = graft_params_get(&srcs[i]->params, mp->name))) found = graft_pv_eval(v, in_names[i], t, &x, &s);
+            if (!found && sl && (v = graft_params_get(&sl->params, mp->name))) found = graft_pv_eval(v, in_names[i], t, &x, &s);
+            if (!found && (v = graft_params_get(&p->cfg->params, mp->name))) found = graft_pv_eval(v, in_names[i], t, &x, &s);
+            if (s) return cfail(p, "parameter '%s' must be a number, got '%s'", mp->name, s);
+            if (!found && mp->required && i != mt->base)
+                return cfail(p, "missing required parameter '%s' for model '%s', tensor %s", mp->name, p->models[o->in[i].model].ref, o->name);
+            if (!found && mp->required && i == mt->base && m->base == GRAFT_BASE_IGNORED)
+                return cfail(p, "base_model '%s' takes part in this %s merge but has no '%s': list it under models with one, or drop base_model",
+                             p->models[o->in[i].model].ref, m->name, mp->name);
+            mt->pm[i][k] = x;
+        }
+    }
+    return GRAFT_OK;
+}
+
+// ---- planning ----------------------------------------------------------------------------------------
+
+static struct otensor *new_tensor(struct plan *p, const char *name) {
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? 2 * p->cap : 256;
+        struct otensor *t = graft__realloc(p->t, cap * sizeof *t);
+        if (!t) return NULL;
+        p->t = t, p->cap = cap;
+    }
+    struct otensor *o = &p->t[p->n];
+    memset(o, 0, sizeof *o);
+    if (!(o->name = graft__strdup(name))) return NULL;
+    p->n++;
+    return o;
+}
+
+static const char *shape_text(char *buf, size_t cap, int n_dims, const uint64_t *ne) {
+    size_t pos = (size_t)snprintf(buf, cap, "[");
+    for (int d = 0; d < n_dims && pos < cap; d++) pos += (size_t)snprintf(buf + pos, cap - pos, d ? ", %llu" : "%llu", (unsigned long long)ne[d]);
+    if (pos < cap) snprintf(buf + pos, cap - pos, "]");
+    return buf;
+}
+
+// Add one output tensor whose input i is tensor in_names[i] of model models[i] (NULL entries: absent).
+static int plan_tensor(struct plan *p, const char *out_name, int n_src, const int *models, const char *const *in_names,
+                       const struct graft_slice *sl, const struct graft_source *const *srcs, double t) {
+    struct oin in[GRAFT_MAX_INPUTS];
+    const char *names[GRAFT_MAX_INPUTS];
+    const struct graft_source *src[GRAFT_MAX_INPUTS];
+    int n_in = 0, base = -1;
+    bool embed = is_embed_name(out_name);
+    for (int i = 0; i < n_src; i++) {
+        const struct graft_model_tensor *mt = graft_model_find(p->models[models[i]].m, in_names[i], strlen(in_names[i]));
+        const char *used = in_names[i];
+        if (!mt && strstr(in_names[i], "lm_head.weight")) { // tied embeddings: the embedding stands in for lm_head
+            static const char *const tied[] = {"model.embed_tokens.weight", "transformer.wte.weight", "model.embed_in.weight"};
+            for (size_t k = 0; k < sizeof tied / sizeof tied[0] && !mt; k++)
+                if ((mt = graft_model_find(p->models[models[i]].m, tied[k], strlen(tied[k])))) used = tied[k];
+        }
+        if (!mt) continue;
+        in[n_in] = (struct oin){models[i], mt};
+        names[n_in] = used;
+        src[n_in] = srcs ? srcs[i] : NULL;
+        if (models[i] == p->base && base < 0) base = n_in;
+        n_in++;
+    }
+    if (n_in == 0) return GRAFT_OK; // optional weight nobody has
+    // lm_head only through tied fallbacks everywhere: the output stays tied (no lm_head written)
+    if (strstr(out_name, "lm_head.weight")) {
+        bool real = false;
+        for (int i = 0; i < n_in; i++) real |= strstr(names[i], "lm_head") != NULL;
+        if (!real) return GRAFT_OK;
+    }
+    // Shapes: equal, except embeddings, cropped to the base's (or the smallest) row count.
+    int ref = base >= 0 ? base : 0;
+    const struct graft_tensor_info *r = in[ref].t->info;
+    uint64_t rows = r->n_dims ? r->ne[0] : 1;
+    int keep = 0;
+    for (int i = 0; i < n_in; i++) {
+        const struct graft_tensor_info *x = in[i].t->info;
+        bool same = x->n_dims == r->n_dims;
+        for (int d = 0; same && d < r->n_dims; d++) same = x->ne[d] == r->ne[d] || (d == 0 && embed && r->n_dims == 2);
+        if (!same) {
+            char a[96], b[96];
+            if (p->method->base == GRAFT_BASE_REQUIRED && i != base && p->method->max_models != 1 && !embed) {
+                warnf(p, "%s: model '%s' has shape %s, base has %s: left out of this tensor", out_name, p->models[in[i].model].ref,
+                      shape_text(a, sizeof a, x->n_dims, x->ne), shape_text(b, sizeof b, r->n_dims, r->ne));
+                continue;
+            }
+            return cfail(p, "tensor %s: shape %s in '%s' does not match %s in '%s'", out_name, shape_text(a, sizeof a, x->n_dims, x->ne),
+                         p->models[in[i].model].ref, shape_text(b, sizeof b, r->n_dims, r->ne), p->models[in[ref].model].ref);
+        }
+        if (embed && r->n_dims == 2 && x->ne[0] != rows) {
+            if (base < 0 && x->ne[0] < rows) rows = x->ne[0];
+        }
+        in[keep] = in[i], names[keep] = names[i], src[keep] = src[i];
+        if (i == base) base = keep;
+        keep++;
+    }
+    n_in = keep;
+    struct otensor *o = new_tensor(p, out_name);
+    if (!o) return graft_err_set(p->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+    o->n_in = n_in;
+    memcpy(o->in, in, sizeof in[0] * (size_t)n_in);
+    o->n_dims = r->n_dims;
+    memcpy(o->ne, r->ne, sizeof o->ne);
+    if (embed && r->n_dims == 2 && rows != r->ne[0]) {
+        warnf(p, "%s: embedding sizes differ between models; using the first %llu rows", out_name, (unsigned long long)rows);
+        o->ne[0] = rows;
+    }
+    struct graft_mt *mt = &o->mt;
+    mt->m = p->method, mt->name = o->name, mt->n_in = n_in, mt->base = base, mt->is_embed = embed;
+    mt->numel = 1;
+    for (int d = 0; d < o->n_dims; d++) mt->numel *= o->ne[d];
+    mt->row_len = o->n_dims ? o->ne[o->n_dims - 1] : 1;
+    if (!mt->row_len) mt->row_len = 1;
+    for (int i = 0; i < n_in; i++) {
+        mt->model_id[i] = in[i].model;
+        mt->key[i] = graft_rng_key(p->opt->seed, (uint64_t)in[i].model, o->name, strlen(o->name));
+    }
+    int others = n_in - (base >= 0 && p->method->base != GRAFT_BASE_IGNORED ? 1 : 0);
+    if (p->method->base == GRAFT_BASE_REQUIRED && base < 0)
+        return cfail(p, "tensor %s: the base model has no such tensor, and %s needs it", out_name, p->method->name);
+    if (others < p->method->min_models || (p->method->max_models >= 0 && others > p->method->max_models)) {
+        if (others == 0 && base >= 0) { // only the base has it: carried over unchanged below
+        } else if (p->method->max_models >= 0 && p->method->min_models == p->method->max_models)
+            return cfail(p, "merge_method %s takes exactly %d model%s besides the base; tensor %s has %d", p->method->name,
+                         p->method->min_models, p->method->min_models == 1 ? "" : "s", out_name, others);
+        else if (others < p->method->min_models)
+            return cfail(p, "merge_method %s needs at least %d models besides the base; tensor %s has %d", p->method->name,
+                         p->method->min_models, out_name, others);
+        else
+            return cfail(p, "merge_method %s takes at most %d models; tensor %s has %d", p->method->name, p->method->max_models, out_name, others);
+    }
+    int rc = resolve_params(p, o, sl, src, names, t);
+    if (rc) return rc;
+    if (p->method->validate && (rc = p->method->validate(mt, p->err))) {
+        if (p->err->code == GRAFT_E_CONFIG && !strstr(p->err->msg, p->cfg->path)) { // prefix the config file
+            char msg[GRAFT_ERR_MSG_MAX];
+            snprintf(msg, sizeof msg, "%s", p->err->msg);
+            graft_err_clear(p->err);
+            cfail(p, "%s", msg);
+        }
+        return rc;
+    }
+    // Output dtype: out_dtype, else dtype, else the reference input's.
+    o->dtype = p->cfg->out_dtype >= 0 ? (enum graft_dtype)p->cfg->out_dtype
+             : p->cfg->dtype >= 0   ? (enum graft_dtype)p->cfg->dtype
+                                    : r->dtype;
+    if (!graft_dtype_traits(r->dtype)->is_float) o->dtype = r->dtype;
+    // A tensor only the base has (with a method that needs the base) is the base; a passthrough with
+    // scale 1 is its input. Both are byte copies when the dtype and size do not change.
+    int lone = base >= 0 ? base : 0;
+    o->identity = base >= 0 && others == 0 && p->method->base != GRAFT_BASE_IGNORED;
+    bool unscaled = !strcmp(p->method->name, "passthrough") && PM(mt, 0, "scale") == 1.0;
+    o->copy = (o->identity || unscaled) && o->dtype == in[lone].t->info->dtype && mt->numel == in[lone].t->info->n_elem;
+    return GRAFT_OK;
+}
+
+// Names of the non-layer tensors of a model, pre or post, in its tensor order.
+static int plan_loose(struct plan *p, const struct graft_slice *sl, const int *models, bool pre) {
+    int n_src = (int)sl->n_src;
+    const struct graft_source *srcs[GRAFT_MAX_INPUTS];
+    for (int i = 0; i < n_src; i++) srcs[i] = &sl->src[i];
+    for (int s = 0; s < n_src; s++) {
+        const struct mmodel *mm = &p->models[models[s]];
+        for (size_t k = 0; k < graft_model_n_tensors(mm->m); k++) {
+            const struct graft_tensor_info *ti = graft_model_tensor(mm->m, k)->info;
+            if (in_main_layers(mm, ti->name, ti->name_len) || is_pre_name(ti->name) != pre) continue;
+            bool done = false; // planned already (from an earlier source of this slice)
+            for (size_t j = 0; j < p->n && !done; j++) done = !strcmp(p->t[j].name, ti->name);
+            if (done) continue;
+            const char *names[GRAFT_MAX_INPUTS];
+            for (int i = 0; i < n_src; i++) names[i] = ti->name;
+            int rc = plan_tensor(p, ti->name, n_src, models, names, sl, srcs, 0.0);
+            if (rc) return rc;
+        }
+    }
+    return GRAFT_OK;
+}
+
+static int plan_layers(struct plan *p, const struct graft_slice *sl, const int *models) {
+    int n_src = (int)sl->n_src, L = sl->src[0].range[1] - sl->src[0].range[0];
+    const struct graft_source *srcs[GRAFT_MAX_INPUTS];
+    for (int i = 0; i < n_src; i++) srcs[i] = &sl->src[i];
+    const char *out_prefix = p->models[models[0]].prefix;
+    for (int k = 0; k < L; k++, p->out_layers++) {
+        double t = L == 1 ? 1.0 : (double)k / (double)(L - 1);
+        // per-layer names: union over the sources, in the first source's order
+        for (int s = 0; s < n_src; s++) {
+            const struct mmodel *mm = &p->models[models[s]];
+            long in_layer = sl->src[s].range[0] + k;
+            for (size_t x = 0; x < graft_model_n_tensors(mm->m); x++) {
+                const struct graft_tensor_info *ti = graft_model_tensor(mm->m, x)->info;
+                size_t pl;
+                long idx;
+                const char *rest;
+                if (!in_main_layers(mm, ti->name, ti->name_len) || !split_layer(ti->name, ti->name_len, &pl, &idx, &rest) || idx != in_layer) continue;
+                char out_name[1024];
+                snprintf(out_name, sizeof out_name, "%s.%d.%s", out_prefix, p->out_layers, rest);
+                bool done = false;
+                for (size_t j = p->n; j-- > 0 && !done;) done = !strcmp(p->t[j].name, out_name);
+                if (done) continue;
+                char in_buf[GRAFT_MAX_INPUTS][1024];
+                const char *names[GRAFT_MAX_INPUTS];
+                for (int i = 0; i < n_src; i++) {
+                    snprintf(in_buf[i], sizeof in_buf[i], "%s.%d.%s", p->models[models[i]].prefix ? p->models[models[i]].prefix : "",
+                             sl->src[i].range[0] + k, rest);
+                    names[i] = in_buf[i];
+                }
+                int rc = plan_tensor(p, out_name, n_src, models, names, sl, srcs, t);
+                if (rc) return rc;
+            }
+        }
+    }
+    return GRAFT_OK;
+}
+
+static int build_plan(struct plan *p) {
+    const struct graft_merge_config *c = p->cfg;
+    int rc;
+    p->base = -1;
+    if (c->base_model && (rc = open_model(p, c->base_model, &p->base))) return rc;
+    if (p->method->base == GRAFT_BASE_REQUIRED && p->base < 0)
+        return cfail(p, "merge_method %s needs base_model", p->method->name);
+    // model index of every source; ranges of `models:` entries are the whole model
+    int *idx[64] = {0};
+    if (c->n_slices > 64) return cfail(p, "more than 64 slices");
+    bool base_listed = false;
+    for (size_t s = 0; s < c->n_slices; s++) {
+        idx[s] = graft__calloc(c->slices[s].n_src + 1, sizeof(int));
+        if (!idx[s]) { rc = graft_err_set(p->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
+        for (size_t i = 0; i < c->slices[s].n_src; i++) {
+            if ((rc = open_model(p, c->slices[s].src[i].model, &idx[s][i]))) goto out;
+            base_listed |= idx[s][i] == p->base;
+        }
+    }
+    struct graft_slice *sl0 = &c->slices[0];
+    struct graft_source extra = {0};
+    if (c->from_models) {
+        if (p->base >= 0 && !base_listed) { // MergeKit appends an unlisted base as a source without parameters
+            extra.model = c->base_model;
+            idx[0][sl0->n_src] = p->base;
+        }
+        int L = -1;
+        for (size_t i = 0; i < sl0->n_src + (extra.model ? 1 : 0); i++) {
+            struct graft_source *src = i < sl0->n_src ? &sl0->src[i] : &extra;
+            const struct mmodel *mm = &p->models[idx[0][i]];
+            if (L >= 0 && mm->n_layers != L) {
+                rc = cfail(p, "models have different numbers of layers (%d in '%s', %d in '%s'); use slices to choose layer ranges", L,
+                           p->models[idx[0][0]].ref, mm->n_layers, mm->ref);
+                goto out;
+            }
+            L = mm->n_layers;
+            src->range[0] = 0, src->range[1] = mm->n_layers, src->has_range = true;
+        }
+        if (extra.model) sl0->n_src++, sl0->src = graft__realloc(sl0->src, sl0->n_src * sizeof *sl0->src), sl0->src[sl0->n_src - 1] = extra;
+    } else {
+        for (size_t s = 0; s < c->n_slices; s++)
+            for (size_t i = 0; i < c->slices[s].n_src; i++) {
+                const struct graft_source *src = &c->slices[s].src[i];
+                const struct mmodel *mm = &p->models[idx[s][i]];
+                if (src->range[1] > mm->n_layers) {
+                    rc = cfail(p, "line %d: layer_range [%d, %d] is past the %d layers of '%s'", src->line, src->range[0], src->range[1],
+                               mm->n_layers, src->model);
+                    goto out;
+                }
+            }
+        if (p->method->base == GRAFT_BASE_REQUIRED)
+            for (size_t s = 0; s < c->n_slices; s++) {
+                bool has = false;
+                for (size_t i = 0; i < c->slices[s].n_src; i++) has |= idx[s][i] == p->base;
+                if (!has) { rc = cfail(p, "line %d: base_model '%s' must be one of this slice's sources", c->slices[s].line, c->base_model); goto out; }
+            }
+    }
+    p->donor = p->base >= 0 ? p->base : idx[0][0];
+    // Architecture check: the same `architectures` everywhere unless --allow-crimes.
+    const char *arch0 = graft_model_config_json(p->models[p->donor].m);
+    for (int i = 0; i < p->n_models && !p->opt->allow_crimes; i++) {
+        json_t *a = arch0 ? json_loads(arch0, 0, NULL) : NULL, *b = graft_model_config_json(p->models[i].m) ? json_loads(graft_model_config_json(p->models[i].m), 0, NULL) : NULL;
+        json_t *aa = a ? json_object_get(a, "architectures") : NULL, *bb = b ? json_object_get(b, "architectures") : NULL;
+        bool differ = aa && bb && !json_equal(aa, bb);
+        json_decref(a), json_decref(b);
+        if (differ) { rc = cfail(p, "'%s' and '%s' have different architectures; pass --allow-crimes to merge them anyway", p->models[p->donor].ref, p->models[i].ref); goto out; }
+    }
+    for (int i = 0; i < p->n_models; i++)
+        if (p->models[i].n_layers && p->models[p->donor].n_layers && p->models[i].prefix && p->models[p->donor].prefix &&
+            strcmp(p->models[i].prefix, p->models[p->donor].prefix)) {
+            rc = cfail(p, "'%s' names its layers '%s.N' but '%s' uses '%s.N'", p->models[i].ref, p->models[i].prefix, p->models[p->donor].ref, p->models[p->donor].prefix);
+            goto out;
+        }
+    if ((rc = plan_loose(p, sl0, idx[0], true))) goto out;
+    for (size_t s = 0; s < c->n_slices; s++)
+        if ((rc = plan_layers(p, &c->slices[s], idx[s]))) goto out;
+    if ((rc = plan_loose(p, &c->slices[c->n_slices - 1], idx[c->n_slices - 1], false))) goto out;
+    if (p->n == 0) rc = cfail(p, "the plan has no tensors");
+out:
+    for (size_t s = 0; s < c->n_slices; s++) graft__free(idx[s]);
+    return rc;
+}
+
+// ---- dry run -----------------------------------------------------------------------------------------
+
+static void print_plan(struct plan *p, struct graft_writer *w, FILE *f) {
+    fprintf(f, "plan: merge_method %s, %zu output tensors, %d layers, %d models", p->method->name, p->n, p->out_layers, p->n_models);
+    if (p->base >= 0) fprintf(f, ", base %s", p->models[p->base].ref);
+    fprintf(f, "\noutput: %d shard%s, %llu bytes\n", graft_writer_n_shards(w), graft_writer_n_shards(w) == 1 ? "" : "s",
+            (unsigned long long)graft_writer_total_bytes(w));
+    for (size_t i = 0; i < p->n; i++) {
+        const struct otensor *o = &p->t[i];
+        char sh[96];
+        fprintf(f, "%s %s %s -> %s\n", o->name, shape_text(sh, sizeof sh, o->n_dims, o->ne), graft_dtype_traits(o->dtype)->name,
+                graft_writer_shard_name(w, graft_writer_tensor_shard(w, o->wid)));
+        for (int g = 0; g < p->method->n_params; g++)
+            if (!p->method->params[g].per_model) fprintf(f, "  %s = %g\n", p->method->params[g].name, o->mt.gp[g]);
+        for (int k = 0; k < o->n_in; k++) {
+            fprintf(f, "  %s%s:%s", k == o->mt.base ? "base " : "", p->models[o->in[k].model].ref, o->in[k].t->info->name);
+            for (int g = 0; g < p->method->n_params; g++)
+                if (p->method->params[g].per_model) fprintf(f, " %s=%g", p->method->params[g].name, o->mt.pm[k][g]);
+            fputc('\n', f);
+        }
+    }
+}
+
+// ---- execution ---------------------------------------------------------------------------------------
+
+struct exec {
+    struct plan          *p;
+    struct graft_writer  *w;
+    struct otensor       *o;
+    int                   pass;        // -1 = apply
+    double               *partials;
+    size_t                plen;
+    void                **accs;
+    size_t                abytes;
+    float               **in;          // per thread: GRAFT_MAX_INPUTS × chunk floats (one block)
+    float               **tmp, **out;
+    uint8_t             **enc;
+    uint64_t              max_chunk;
+};
+
+static void load_chunk(struct exec *x, int ith, uint64_t e0, uint64_t n, const float **ptrs) {
+    struct otensor *o = x->o;
+    for (int i = 0; i < o->n_in; i++) {
+        const struct graft_tensor_info *ti = o->in[i].t->info;
+        const struct graft_model *m = x->p->models[o->in[i].model].m;
+        uint64_t off;
+        graft_dtype_nbytes(ti->dtype, e0, &off);
+        float *dst = x->in[ith] + (size_t)i * x->max_chunk;
+        graft_row_to_f32(ti->dtype, graft_model_data(m, o->in[i].t) + off, dst, (size_t)n);
+        ptrs[i] = dst;
+    }
+}
+
+static int exec_chunk(void *ctx, size_t item, int ith, struct graft_err *err) {
+    struct exec *x = ctx;
+    struct otensor *o = x->o;
+    struct graft_mt *mt = &o->mt;
+    uint64_t e0 = (uint64_t)item * mt->chunk, n = mt->numel - e0 < mt->chunk ? mt->numel - e0 : mt->chunk;
+    const float *ptrs[GRAFT_MAX_INPUTS];
+    load_chunk(x, ith, e0, n, ptrs);
+    struct graft_chunk c = {.idx = item, .e0 = e0, .n = n, .in = ptrs, .tmp = x->tmp[ith]};
+    if (x->pass >= 0) {
+        mt->m->stat(mt, x->pass, &c, x->partials + item * x->plen, x->accs ? x->accs[ith] : NULL);
+        return GRAFT_OK;
+    }
+    float *out = x->out[ith];
+    if (o->identity) memcpy(out, ptrs[mt->base], (size_t)n * sizeof *out);
+    else mt->m->apply(mt, &c, out);
+    uint64_t off, len;
+    graft_dtype_nbytes(o->dtype, e0, &off);
+    graft_dtype_nbytes(o->dtype, n, &len);
+    graft_row_from_f32(o->dtype, out, x->enc[ith], (size_t)n);
+    int rc = graft_writer_write(x->w, o->wid, off, x->enc[ith], (size_t)len, err);
+    graft_progress_add(x->p->opt->progress, len);
+    return rc;
+}
+
+static int copy_tensor(struct exec *x) {
+    struct otensor *o = x->o;
+    const struct oin *in = &o->in[o->mt.base >= 0 ? o->mt.base : 0];
+    const struct graft_model *m = x->p->models[in->model].m;
+    uint64_t nb = graft_writer_tensor_bytes(x->w, o->wid);
+    int rc = nb ? graft_writer_write(x->w, o->wid, 0, graft_model_data(m, in->t), (size_t)nb, x->p->err) : GRAFT_OK;
+    graft_progress_add(x->p->opt->progress, nb);
+    return rc;
+}
+
+static int run_tensor(struct exec *x, struct otensor *o) {
+    struct plan *p = x->p;
+    struct graft_mt *mt = &o->mt;
+    x->o = o;
+    if (o->copy) return copy_tensor(x);
+    int nth = p->opt->n_threads > 0 ? p->opt->n_threads : 1;
+    int rc = GRAFT_OK;
+    if (!o->identity && mt->m->init && (rc = mt->m->init(mt, p->err))) return rc;
+    int np = o->identity ? 0 : mt->m->n_passes ? mt->m->n_passes(mt) : 0;
+    for (int pass = 0; pass < np && !rc; pass++) {
+        x->pass = pass;
+        x->plen = mt->m->partial_len ? mt->m->partial_len(mt, pass) : 0;
+        x->abytes = mt->m->acc_bytes ? mt->m->acc_bytes(mt, pass) : 0;
+        x->partials = x->plen ? graft__calloc(mt->n_chunks * x->plen, sizeof(double)) : NULL;
+        x->accs = x->abytes ? graft__calloc((size_t)nth, sizeof(void *)) : NULL;
+        bool ok = (!x->plen || x->partials) && (!x->abytes || x->accs);
+        for (int t = 0; ok && x->accs && t < nth; t++) ok = (x->accs[t] = graft__calloc(1, x->abytes)) != NULL;
+        if (!ok) rc = graft_err_set(p->err, GRAFT_E_NOMEM, NULL, o->name, strlen(o->name), "out of memory for merge statistics");
+        if (!rc) rc = graft_pool_run(nth, mt->n_chunks, exec_chunk, x, NULL, NULL, p->err);
+        if (!rc && mt->m->combine) rc = mt->m->combine(mt, pass, x->partials, x->accs, x->accs ? nth : 0, p->err);
+        graft__free(x->partials);
+        if (x->accs) for (int t = 0; t < nth; t++) graft__free(x->accs[t]);
+        graft__free(x->accs);
+        x->partials = NULL, x->accs = NULL;
+    }
+    x->pass = -1;
+    if (!rc) rc = graft_pool_run(nth, mt->n_chunks, exec_chunk, x, NULL, NULL, p->err);
+    if (mt->m->free_state) mt->m->free_state(mt);
+    graft__free(mt->state);
+    mt->state = NULL;
+    // Input pages of this tensor are consumed: drop them from our resident set.
+    for (int i = 0; i < o->n_in; i++) {
+        const struct graft_model *m = p->models[o->in[i].model].m;
+        graft_st_release(graft_model_shard(m, o->in[i].t->shard), o->in[i].t->info->begin, o->in[i].t->info->n_bytes);
+    }
+    if (rc && p->err->code != GRAFT_OK && !strstr(p->err->msg, o->name)) {
+        char msg[GRAFT_ERR_MSG_MAX];
+        snprintf(msg, sizeof msg, "%s", p->err->msg);
+        int code = p->err->code;
+        graft_err_clear(p->err);
+        graft_err_set(p->err, code, NULL, o->name, strlen(o->name), "%s", msg);
+    }
+    return rc;
+}
+
+// ---- output files ------------------------------------------------------------------------------------
+
+static int write_config(struct plan *p, struct graft_writer *w) {
+    const char *cfg = graft_model_config_json(p->models[p->donor].m);
+    if (!cfg) return GRAFT_OK;
+    json_t *j = json_loads(cfg, 0, NULL);
+    if (!j) return graft_err_set(p->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+    int dt = p->cfg->out_dtype >= 0 ? p->cfg->out_dtype : p->cfg->dtype;
+    if (dt >= 0 && graft_dtype_torch_name((enum graft_dtype)dt)) {
+        json_object_set_new(j, "torch_dtype", json_string(graft_dtype_torch_name((enum graft_dtype)dt)));
+        if (json_object_get(j, "dtype")) json_object_set_new(j, "dtype", json_string(graft_dtype_torch_name((enum graft_dtype)dt)));
+    }
+    if (!p->cfg->from_models) { // slices: the layer count is the sum of the slice lengths
+        static const char *const keys[] = {"num_hidden_layers", "n_layer", "num_layers", "n_layers"};
+        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+            if (json_is_integer(json_object_get(j, keys[k]))) json_object_set_new(j, keys[k], json_integer(p->out_layers));
+    }
+    struct graft__buf b;
+    graft__buf_init(&b, 64u << 20);
+    graft__json_dump_pretty(&b, j);
+    json_decref(j);
+    int rc = b.failed ? graft_err_set(p->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory")
+                      : graft_writer_add_file(w, "config.json", b.data, b.len, p->err);
+    graft__buf_free(&b);
+    return rc;
+}
+
+static int write_card(struct plan *p, struct graft_writer *w) {
+    struct graft__buf b;
+    graft__buf_init(&b, 64u << 20);
+    graft__buf_puts(&b, "---\nbase_model:\n");
+    for (int i = 0; i < p->n_models; i++) graft__buf_printf(&b, "- %s\n", p->models[i].ref);
+    graft__buf_puts(&b, "library_name: transformers\ntags:\n- mergekit\n- merge\n- graft\n---\n# merged\n\n"
+                        "This is a merge of pre-trained language models created with graft (MergeKit-compatible configuration).\n\n"
+                        "## Merge Details\n### Merge Method\n\n");
+    graft__buf_printf(&b, "This model was merged using the %s merge method", p->method->pretty);
+    if (p->base >= 0) graft__buf_printf(&b, " using %s as a base", p->models[p->base].ref);
+    graft__buf_puts(&b, ".\n\n### Models Merged\n\nThe following models were included in the merge:\n");
+    for (int i = 0; i < p->n_models; i++)
+        if (i != p->base) graft__buf_printf(&b, "* %s\n", p->models[i].ref);
+    graft__buf_puts(&b, "\n### Configuration\n\nThe following YAML configuration was used to produce this model:\n\n```yaml\n");
+    graft__buf_puts(&b, p->cfg->text);
+    if (b.len && b.data[b.len - 1] != '\n') graft__buf_puts(&b, "\n");
+    graft__buf_puts(&b, "```\n");
+    int rc = b.failed ? graft_err_set(p->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory")
+                      : graft_writer_add_file(w, "README.md", b.data, b.len, p->err);
+    graft__buf_free(&b);
+    if (!rc) rc = graft_writer_add_file(w, "mergekit_config.yml", p->cfg->text, strlen(p->cfg->text), p->err);
+    return rc;
+}
+
+static int side_files(struct plan *p, struct graft_writer *w) {
+    return p->opt->copy_tokenizer ? graft_writer_copy_tokenizer(w, p->models[p->donor].m, p->err) : GRAFT_OK;
+}
+
+// ---- entry point -------------------------------------------------------------------------------------
+
+int graft_merge(const char *config_path, const char *out_dir, const struct graft_merge_options *opt, struct graft_err *err) {
+    struct graft_merge_config *cfg = NULL;
+    int rc = graft_config_load(config_path, &cfg, err);
+    if (rc) return rc;
+    struct plan p = {.cfg = cfg, .opt = opt, .err = err, .base = -1};
+    struct graft_writer *w = NULL;
+    struct exec x = {.p = &p};
+    int nth = opt->n_threads > 0 ? opt->n_threads : 1;
+    const char *slash = strrchr(config_path, '/');
+    p.cfg_dir = slash ? graft__strndup(config_path, slash == config_path ? 1 : (size_t)(slash - config_path)) : graft__strdup(".");
+    if (!p.cfg_dir) { rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
+    if (!(p.method = graft_method_find(cfg->merge_method))) {
+        rc = graft_err_set(err, GRAFT_E_CONFIG, cfg->path, NULL, 0, "line %d: unknown merge_method '%s' (available: %s)", cfg->method_line,
+                           cfg->merge_method, graft_method_names());
+        goto out;
+    }
+    if ((rc = build_plan(&p))) goto out;
+
+    // Output layout, chunking and scratch sizes are all known before any math.
+    const char *protect[GRAFT_MAX_INPUTS];
+    for (int i = 0; i < p.n_models; i++) protect[i] = p.models[i].path;
+    struct graft_writer_params wp = graft_writer_default_params();
+    wp.max_shard_bytes = opt->max_shard_bytes, wp.flags = opt->writer_flags, wp.protect = protect, wp.n_protect = (size_t)p.n_models;
+    if (opt->dry_run) wp.flags |= GRAFT_WRITER_FORCE; // nothing is written; a plan of an existing output is fine
+    if ((rc = graft_writer_open(out_dir, &wp, &w, err))) goto out;
+    uint64_t chunk = opt->chunk_elems ? opt->chunk_elems : DEFAULT_CHUNK, max_chunk = 1;
+    int max_in = 1;
+    for (size_t i = 0; i < p.n; i++) {
+        struct otensor *o = &p.t[i];
+        struct graft_mt *mt = &o->mt;
+        mt->chunk = chunk;
+        if (p.method->rows) mt->chunk = (chunk / mt->row_len ? chunk / mt->row_len : 1) * mt->row_len;
+        mt->n_chunks = (size_t)((mt->numel + mt->chunk - 1) / mt->chunk);
+        if (mt->chunk > max_chunk) max_chunk = mt->chunk;
+        if (o->n_in > max_in) max_in = o->n_in;
+        o->wid = graft_writer_add_tensor(w, o->name, strlen(o->name), o->dtype, o->n_dims, o->ne, err);
+        if (o->wid < 0) { rc = (int)o->wid; goto out; }
+    }
+    if (opt->dry_run) {
+        rc = graft_writer_layout(w, err);
+        if (!rc) print_plan(&p, w, opt->plan_out ? opt->plan_out : stdout);
+        goto out; // the writer is freed without commit: nothing appears
+    }
+    if ((rc = graft_writer_layout(w, err))) goto out;
+    if (opt->progress) opt->progress->total = graft_writer_total_bytes(w);
+    x.w = w, x.max_chunk = max_chunk;
+    x.in = graft__calloc((size_t)nth, sizeof *x.in), x.tmp = graft__calloc((size_t)nth, sizeof *x.tmp);
+    x.out = graft__calloc((size_t)nth, sizeof *x.out), x.enc = graft__calloc((size_t)nth, sizeof *x.enc);
+    bool ok = x.in && x.tmp && x.out && x.enc;
+    for (int t = 0; ok && t < nth; t++) {
+        x.in[t] = graft__malloc((size_t)max_in * max_chunk * sizeof(float));
+        x.tmp[t] = graft__malloc(((size_t)max_in + 2) * max_chunk * sizeof(float)); // kernels' scratch: a mask per input + 2
+        x.out[t] = graft__malloc(max_chunk * sizeof(float));
+        x.enc[t] = graft__malloc(max_chunk * 8);
+        ok = x.in[t] && x.tmp[t] && x.out[t] && x.enc[t];
+    }
+    if (!ok) { rc = graft_err_set(err, GRAFT_E_NOMEM, out_dir, NULL, 0, "out of memory for %d × %llu-element work buffers", nth, (unsigned long long)max_chunk); goto out; }
+    for (size_t i = 0; i < p.n && !rc; i++) {
+        rc = run_tensor(&x, &p.t[i]);
+        if (opt->progress && opt->progress->enabled) graft_progress_draw(opt->progress);
+    }
+    if (!rc) rc = write_config(&p, w);
+    if (!rc && opt->write_model_card) rc = write_card(&p, w);
+    if (!rc) rc = side_files(&p, w);
+    if (!rc) rc = graft_writer_commit(w, err);
+out:
+    if (x.in)
+        for (int t = 0; t < nth; t++) graft__free(x.in[t]), graft__free(x.tmp[t]), graft__free(x.out[t]), graft__free(x.enc[t]);
+    graft__free(x.in), graft__free(x.tmp), graft__free(x.out), graft__free(x.enc);
+    graft_writer_free(w);
+    for (size_t i = 0; i < p.n; i++) graft__free(p.t[i].name);
+    graft__free(p.t);
+    for (int i = 0; i < p.n_models; i++) graft_model_close(p.models[i].m), graft__free(p.models[i].path), graft__free(p.models[i].prefix);
+    graft__free(p.cfg_dir);
+    graft_config_free(cfg);
+    return rc;
+}

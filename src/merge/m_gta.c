@@ -1,0 +1,305 @@
+// Generalized task arithmetic (MergeKit's GTA family): task_arithmetic, ties, dare_linear, dare_ties,
+// breadcrumbs, breadcrumbs_ties, della, della_linear. One kernel, eight table entries.
+//
+//   δ_i = X_i − B;  δ_i ← sparsify(δ_i, density_i)  (per model, unweighted, whole tensor — DELLA per row)
+//   L1 rescale when `rescale`: δ_i ← δ_i · Σ|δ_i| / Σ|kept δ_i|  (the realised ratio, as MergeKit)
+//   wd_i = w_i δ_i
+//   sign consensus ("sum"): maj = sign(Σ wd_i) (0 → +); keep wd_i whose sign equals maj;
+//                           divisor = Σ w_i over those (0 → 1)
+//   otherwise: divisor = Σ w_i (|·| < 1e-8 → 1)
+//   R = B + λ · (Σ kept wd_i) / (normalize ? divisor : 1)
+//
+// Sparsifiers: magnitude (TIES) keeps the k = ⌊density·numel⌋ largest |δ| exactly (radix selection,
+// ties at the threshold kept in element order); random (DARE) keeps each element when
+// uniform(seed, model, tensor, element) < density; magnitude_outliers (breadcrumbs) drops the
+// ⌊γ·numel⌋ largest and keeps the next ⌊density·numel⌋ (when ⌊γ·numel⌋ = 0 graft keeps the top
+// ⌊density·numel⌋ — MergeKit's empty-slice quirk would zero the task vector); della keeps element j
+// of a row with probability (density − ε) + 2ε·(rank_j − 1)/(n − 1), rank by |δ| ascending.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "engine.h"
+#include "graft/util.h"
+#include "../core/impl.h"
+
+enum sparsify { SP_NONE, SP_MAGNITUDE, SP_RANDOM, SP_OUTLIERS, SP_DELLA };
+
+struct variant { enum sparsify sp; bool consensus; };
+
+struct st {
+    struct graft_select sel[2 * GRAFT_MAX_INPUTS]; // magnitude: stream i; outliers: i (top γ) and N + i (top γ + density)
+    double ratio[GRAFT_MAX_INPUTS];                // L1 rescale factor per input (1 when not rescaling)
+    int    n_passes;                               // selection passes (when any model prunes by magnitude) + L1 pass
+    int    pass_l1;                                // the L1 pass, or -1
+    bool   select;                                 // selection passes run
+};
+
+static const struct variant *var(const struct graft_mt *mt);
+
+// Index of param or -1 (variants carry different tables).
+static int pidx(const struct graft_mt *mt, const char *name) {
+    for (int i = 0; i < mt->m->n_params; i++)
+        if (!strcmp(mt->m->params[i].name, name)) return i;
+    return -1;
+}
+static double pmv(const struct graft_mt *mt, int i, const char *name, double def) { int k = pidx(mt, name); return k < 0 ? def : mt->pm[i][k]; }
+static double gpv(const struct graft_mt *mt, const char *name, double def) { int k = pidx(mt, name); return k < 0 ? def : mt->gp[k]; }
+
+static bool rescaling(const struct graft_mt *mt) { return gpv(mt, "rescale", 0) != 0 && var(mt)->sp != SP_NONE; }
+
+static int n_passes(const struct graft_mt *mt) { return ((const struct st *)mt->state)->n_passes; }
+
+static int init(struct graft_mt *mt, struct graft_err *err) {
+    struct st *s = mt->state = graft__calloc(1, sizeof *s);
+    if (!s) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+    for (int i = 0; i < mt->n_in; i++) s->ratio[i] = 1.0;
+    // selection sizes per input (the base's streams stay empty)
+    for (int i = 0; i < mt->n_in; i++) {
+        if (i == mt->base) continue;
+        double d = pmv(mt, i, "density", 1.0);
+        uint64_t target = d >= 1 ? mt->numel : (uint64_t)(d * (double)mt->numel);
+        if (var(mt)->sp == SP_MAGNITUDE) {
+            s->sel[i].k = target;
+            s->select |= target < mt->numel;
+        } else if (var(mt)->sp == SP_OUTLIERS) {
+            uint64_t n_top = (uint64_t)(pmv(mt, i, "gamma", 0.01) * (double)mt->numel);
+            if (target + n_top > mt->numel) n_top = mt->numel - target; // n_bot < 0: fewer outliers dropped
+            s->sel[i].k = n_top;
+            s->sel[GRAFT_MAX_INPUTS + i].k = n_top + target;
+            s->select = true;
+        }
+    }
+    s->n_passes = s->select ? GRAFT_SELECT_PASSES : 0;
+    s->pass_l1 = rescaling(mt) ? s->n_passes++ : -1;
+    return GRAFT_OK;
+}
+
+static int n_streams(const struct graft_mt *mt) { return var(mt)->sp == SP_OUTLIERS ? 2 * GRAFT_MAX_INPUTS : GRAFT_MAX_INPUTS; }
+
+// Only the streams in use get histograms: map stream index → compact slot.
+static size_t partial_len(const struct graft_mt *mt, int pass) {
+    if (pass != ((const struct st *)mt->state)->pass_l1) return graft_select_partial_len(pass, n_streams(mt));
+    return 2 * (size_t)mt->n_in; // L1 pass: Σ|δ_i|, Σ|kept δ_i|
+}
+static size_t acc_bytes(const struct graft_mt *mt, int pass) {
+    if (pass != ((const struct st *)mt->state)->pass_l1) return graft_select_acc_bytes(pass, var(mt)->sp == SP_OUTLIERS ? 2 * mt->n_in : mt->n_in);
+    return 0;
+}
+// Compact histogram slot of stream s (inputs first, then the outlier streams).
+static int slot(const struct graft_mt *mt, int s) { return s < GRAFT_MAX_INPUTS ? s : mt->n_in + (s - GRAFT_MAX_INPUTS); }
+
+struct pair { float mag; uint32_t idx; };
+static int cmp_pair(const void *a, const void *b) {
+    const struct pair *x = a, *y = b;
+    if (x->mag != y->mag) return x->mag < y->mag ? -1 : 1;
+    return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+// keep[e] ∈ {0,1} for input i over this chunk (needs the state of earlier passes).
+static void mask(const struct graft_mt *mt, const struct st *s, int i, const struct graft_chunk *c, float *mag, float *keep) {
+    const float *x = c->in[i], *b = c->in[mt->base];
+    uint64_t n = c->n;
+    switch (var(mt)->sp) {
+    case SP_NONE:
+        for (uint64_t e = 0; e < n; e++) keep[e] = 1;
+        return;
+    case SP_MAGNITUDE:
+        for (uint64_t e = 0; e < n; e++) mag[e] = fabsf(x[e] - b[e]);
+        if (s->sel[i].k >= mt->numel) { for (uint64_t e = 0; e < n; e++) keep[e] = 1; return; } // density 1: no pruning
+        graft_select_mask(&s->sel[i], c->idx, mag, n, keep);
+        return;
+    case SP_OUTLIERS: {
+        for (uint64_t e = 0; e < n; e++) mag[e] = fabsf(x[e] - b[e]);
+        graft_select_mask(&s->sel[GRAFT_MAX_INPUTS + i], c->idx, mag, n, keep);
+        float *top = mag + n; // second half of the scratch
+        graft_select_mask(&s->sel[i], c->idx, mag, n, top);
+        for (uint64_t e = 0; e < n; e++) keep[e] = keep[e] * (1 - top[e]);
+        return;
+    }
+    case SP_RANDOM: {
+        double d = pmv(mt, i, "density", 1.0);
+        if (d >= 1) { for (uint64_t e = 0; e < n; e++) keep[e] = 1; return; }
+        float df = (float)d;
+        for (uint64_t e = 0; e < n; e++) keep[e] = graft_rng_uniform(mt->key[i], c->e0 + e) < df ? 1.0f : 0.0f;
+        return;
+    }
+    case SP_DELLA: {
+        double d = pmv(mt, i, "density", 1.0), eps = pmv(mt, i, "epsilon", 0.15);
+        if (d >= 1) { for (uint64_t e = 0; e < n; e++) keep[e] = 1; return; }
+        if (d <= 0) { for (uint64_t e = 0; e < n; e++) keep[e] = 0; return; }
+        uint64_t L = mt->row_len;
+        struct pair *pr = (struct pair *)mag; // L pairs fit: the scratch holds 2 floats per element
+        for (uint64_t r0 = 0; r0 < n; r0 += L) {
+            for (uint64_t j = 0; j < L; j++) pr[j].mag = fabsf(x[r0 + j] - b[r0 + j]), pr[j].idx = (uint32_t)j;
+            qsort(pr, (size_t)L, sizeof *pr, cmp_pair); // rank by |δ| ascending, ties by position
+            for (uint64_t rk = 0; rk < L; rk++) {
+                double rn = L > 1 ? (double)rk / (double)(L - 1) : 0.0;
+                float pkeep = (float)((d - eps) + rn * 2 * eps);
+                uint64_t j = pr[rk].idx;
+                keep[r0 + j] = graft_rng_uniform(mt->key[i], c->e0 + r0 + j) < pkeep ? 1.0f : 0.0f;
+            }
+        }
+        return;
+    }
+    }
+}
+
+static void stat(const struct graft_mt *mt, int pass, const struct graft_chunk *c, double *part, void *acc) {
+    struct st *s = mt->state;
+    float *mag = c->tmp, *keep = c->tmp + 2 * c->n;
+    if (pass == s->pass_l1) {
+        for (int i = 0; i < mt->n_in; i++) {
+            if (i == mt->base) continue;
+            mask(mt, s, i, c, mag, keep);
+            double before = 0, after = 0;
+            for (uint64_t e = 0; e < c->n; e++) {
+                double d = fabs((double)c->in[i][e] - c->in[mt->base][e]);
+                before += d, after += d * keep[e];
+            }
+            part[2 * i] = before, part[2 * i + 1] = after;
+        }
+        return;
+    }
+    // selection passes over |δ_i|
+    for (int i = 0; i < mt->n_in; i++) {
+        if (i == mt->base) continue;
+        for (uint64_t e = 0; e < c->n; e++) mag[e] = fabsf(c->in[i][e] - c->in[mt->base][e]);
+        int streams[2] = {i, GRAFT_MAX_INPUTS + i};
+        for (int k = 0; k < (var(mt)->sp == SP_OUTLIERS ? 2 : 1); k++) {
+            // histograms are compact (one per used stream); partials are indexed by compact slot too
+            struct graft_select *sel = &s->sel[streams[k]];
+            struct graft_select one = *sel;
+            int sl = slot(mt, streams[k]);
+            if (pass < 2) graft_select_stat(&one, pass, 0, mag, c->n, NULL, (uint64_t *)acc + (size_t)sl * 65536, 1);
+            else graft_select_stat(&one, pass, 0, mag, c->n, part + sl, NULL, 1);
+        }
+    }
+}
+
+static int combine(struct graft_mt *mt, int pass, const double *part, void *const *accs, int n_accs, struct graft_err *err) {
+    struct st *s = mt->state;
+    if (pass == s->pass_l1) {
+        for (int i = 0; i < mt->n_in; i++) {
+            if (i == mt->base) continue;
+            double before = 0, after = 0;
+            for (size_t k = 0; k < mt->n_chunks; k++) before += part[k * 2 * (size_t)mt->n_in + 2 * (size_t)i], after += part[k * 2 * (size_t)mt->n_in + 2 * (size_t)i + 1];
+            s->ratio[i] = before < 1e-7 || after < 1e-7 ? 1.0 : before / after;
+        }
+        return GRAFT_OK;
+    }
+    size_t plen = partial_len(mt, pass);
+    for (int i = 0; i < mt->n_in; i++) {
+        if (i == mt->base) continue;
+        int streams[2] = {i, GRAFT_MAX_INPUTS + i};
+        for (int k = 0; k < (var(mt)->sp == SP_OUTLIERS ? 2 : 1); k++) {
+            int sl = slot(mt, streams[k]);
+            // view the compact per-thread histograms / partial column of this stream as stream 0
+            void *views[256];
+            for (int t = 0; t < n_accs && t < 256; t++) views[t] = (uint64_t *)accs[t] + (size_t)sl * 65536;
+            double *col = NULL;
+            if (pass == 2) {
+                col = graft__calloc(mt->n_chunks, sizeof *col);
+                if (!col) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+                for (size_t q = 0; q < mt->n_chunks; q++) col[q] = part[q * plen + (size_t)sl];
+            }
+            int rc = graft_select_combine(&s->sel[streams[k]], 1, pass, col, mt->n_chunks, 1, views, n_accs, err);
+            graft__free(col);
+            if (rc) return rc;
+        }
+    }
+    return GRAFT_OK;
+}
+
+static void apply(const struct graft_mt *mt, const struct graft_chunk *c, float *out) {
+    struct st *s = mt->state;
+    const float *B = c->in[mt->base];
+    float *mag = c->tmp;
+    float *keeps = c->tmp + 2 * c->n; // n_in masks of n floats
+    for (int i = 0; i < mt->n_in; i++)
+        if (i != mt->base) mask(mt, s, i, c, mag, keeps + (size_t)i * c->n);
+    bool consensus = var(mt)->consensus, normalize = gpv(mt, "normalize", 0) != 0;
+    float lambda = (float)gpv(mt, "lambda", 1.0);
+    float w[GRAFT_MAX_INPUTS], r[GRAFT_MAX_INPUTS];
+    for (int i = 0; i < mt->n_in; i++) w[i] = (float)pmv(mt, i, "weight", 1.0), r[i] = (float)s->ratio[i];
+    for (uint64_t e = 0; e < c->n; e++) {
+        float wd[GRAFT_MAX_INPUTS], sum = 0;
+        for (int i = 0; i < mt->n_in; i++) {
+            if (i == mt->base) { wd[i] = 0; continue; }
+            wd[i] = w[i] * ((c->in[i][e] - B[e]) * keeps[(size_t)i * c->n + e] * r[i]);
+            sum += wd[i];
+        }
+        float mixed = 0, div = 0;
+        if (consensus) {
+            float maj = sum >= 0 ? 1.0f : -1.0f;
+            for (int i = 0; i < mt->n_in; i++) {
+                if (i == mt->base) continue;
+                if ((wd[i] > 0 && maj > 0) || (wd[i] < 0 && maj < 0)) mixed += wd[i], div += w[i];
+            }
+            if (div == 0) div = 1;
+        } else {
+            mixed = sum;
+            for (int i = 0; i < mt->n_in; i++)
+                if (i != mt->base) div += w[i];
+            if (fabsf(div) < 1e-8f) div = 1;
+        }
+        if (normalize) mixed /= div;
+        out[e] = B[e] + mixed * lambda;
+    }
+}
+
+static int validate(const struct graft_mt *mt, struct graft_err *err) {
+    for (int i = 0; i < mt->n_in; i++) {
+        if (i == mt->base) continue;
+        double d = pmv(mt, i, "density", 1.0);
+        if (!(d >= 0 && d <= 1))
+            return graft_err_set(err, GRAFT_E_CONFIG, NULL, mt->name, strlen(mt->name), "density %g is out of range [0, 1]", d);
+        if (var(mt)->sp == SP_DELLA && d < 1 && d > 0) {
+            double eps = pmv(mt, i, "epsilon", 0.15);
+            if (!(d - eps > 0 && d + eps < 1))
+                return graft_err_set(err, GRAFT_E_CONFIG, NULL, mt->name, strlen(mt->name),
+                                     "della needs 0 < density − epsilon and density + epsilon < 1 (density %g, epsilon %g)", d, eps);
+        }
+        double g = pmv(mt, i, "gamma", 0.01);
+        if (var(mt)->sp == SP_OUTLIERS && !(g >= 0 && g <= 1))
+            return graft_err_set(err, GRAFT_E_CONFIG, NULL, mt->name, strlen(mt->name), "gamma %g is out of range [0, 1]", g);
+    }
+    return GRAFT_OK;
+}
+
+static void free_state(struct graft_mt *mt) {
+    struct st *s = mt->state;
+    if (s) graft_select_free(s->sel, 2 * GRAFT_MAX_INPUTS);
+}
+
+#define COMMON_GLOBALS(norm, resc) {"normalize", false, false, norm}, {"rescale", false, false, resc}, {"lambda", false, false, 1}, {"int8_mask", false, false, 0}
+
+static const struct graft_mparam p_ta[] = {{"weight", true, true, 0}, {"density", true, false, 1}, COMMON_GLOBALS(0, 0)};
+static const struct graft_mparam p_ties[] = {{"weight", true, true, 0}, {"density", true, false, 1}, COMMON_GLOBALS(1, 0)};
+static const struct graft_mparam p_dare[] = {{"weight", true, true, 0}, {"density", true, false, 1}, COMMON_GLOBALS(0, 1)};
+static const struct graft_mparam p_bc[] = {{"weight", true, true, 0}, {"density", true, false, 1}, {"gamma", true, false, 0.01}, COMMON_GLOBALS(0, 0)};
+static const struct graft_mparam p_della[] = {{"weight", true, true, 0}, {"density", true, false, 1}, {"epsilon", true, false, 0.15}, COMMON_GLOBALS(1, 1)};
+static const struct graft_mparam p_della_l[] = {{"weight", true, true, 0}, {"density", true, false, 1}, {"epsilon", true, false, 0.15}, COMMON_GLOBALS(0, 1)};
+
+#define GTA(nm, pr, pp, sp_, cons, rows_, rnd)                                                                        \
+    {.name = nm, .pretty = pr, .base = GRAFT_BASE_REQUIRED, .min_models = 1, .max_models = -1, .params = pp,       \
+     .n_params = (int)(sizeof pp / sizeof pp[0]), .rows = rows_, .random = rnd, .n_passes = n_passes,               \
+     .partial_len = partial_len, .acc_bytes = acc_bytes, .stat = stat, .combine = combine, .apply = apply,          \
+     .validate = validate, .init = init, .free_state = free_state}
+
+const struct graft_method graft_methods_gta[8] = {
+    GTA("task_arithmetic", "Task Arithmetic", p_ta, SP_NONE, false, false, false),
+    GTA("ties", "TIES", p_ties, SP_MAGNITUDE, true, false, false),
+    GTA("dare_linear", "Linear DARE", p_dare, SP_RANDOM, false, false, true),
+    GTA("dare_ties", "DARE TIES", p_dare, SP_RANDOM, true, false, true),
+    GTA("breadcrumbs", "Model Breadcrumbs", p_bc, SP_OUTLIERS, false, false, false),
+    GTA("breadcrumbs_ties", "Model Breadcrumbs with TIES", p_bc, SP_OUTLIERS, true, false, false),
+    GTA("della", "DELLA", p_della, SP_DELLA, true, true, true),
+    GTA("della_linear", "Linear DELLA", p_della_l, SP_DELLA, false, true, true),
+};
+
+static const struct variant variants[8] = {
+    {SP_NONE, false}, {SP_MAGNITUDE, true}, {SP_RANDOM, false}, {SP_RANDOM, true},
+    {SP_OUTLIERS, false}, {SP_OUTLIERS, true}, {SP_DELLA, true}, {SP_DELLA, false},
+};
+
+static const struct variant *var(const struct graft_mt *mt) { return &variants[mt->m - graft_methods_gta]; }
