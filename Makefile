@@ -21,8 +21,9 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 
 .PHONY: all deps test demo bench clean fuzz asan
+.SECONDARY:
 all: deps $(BUILD)/graft $(BUILD)/libgraft.a $(BUILD)/tests/unit $(BUILD)/tests/gen-corrupt \
-     $(BUILD)/tests/fuzz-safetensors $(BUILD)/tests/fuzz-index
+     $(BUILD)/tests/fuzz-safetensors $(BUILD)/tests/fuzz-index $(BUILD)/tests/fuzz-config
 
 deps:
 	@sh scripts/deps.sh
@@ -63,6 +64,7 @@ fuzz: deps
 	@mkdir -p build/fuzz
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_safetensors.c $(LIB_SRC) -ljansson -lyaml -lm -pthread -o build/fuzz/safetensors
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_index.c $(LIB_SRC) -ljansson -lyaml -lm -pthread -o build/fuzz/index
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_config.c $(LIB_SRC) -ljansson -lyaml -lm -pthread -o build/fuzz/config
 
 demo: all
 	@sh scripts/demo.sh

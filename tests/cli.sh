@@ -34,7 +34,7 @@ only_entries() {
 # ---- help and usage ----
 expect 0 "$G" --help
 grep -q "Exit codes" "$T/out" && ok || bad "--help lacks exit codes"
-for c in inspect verify convert synth; do
+for c in inspect verify convert synth merge; do
     expect 0 "$G" "$c" --help
     grep -q "Usage: graft $c" "$T/out" && ok || bad "$c --help"
 done
@@ -100,6 +100,35 @@ if command -v script >/dev/null 2>&1; then
     script -qec "$G convert ft prog --dtype f32" /dev/null > prog.txt 2>&1
     grep -q "ETA" prog.txt && ok || bad "no progress line on a terminal"
 fi
+
+# ---- merge: a real config, dry run, config errors (exit 4, nothing written) ----
+expect 0 "$G" synth ft2 --like base --delta 0.02 --seed 10
+cat > ties.yml <<YML
+merge_method: ties
+base_model: base
+models:
+  - model: ft
+    parameters: {density: [1, 0.5], weight: 1.0}
+  - model: ft2
+    parameters: {density: 0.5, weight: [{filter: mlp, value: 0.5}, {value: 0.3}]}
+parameters: {normalize: true}
+dtype: bfloat16
+YML
+expect 0 "$G" merge ties.yml merged --dry-run
+grep -q "model.layers.1.mlp.up_proj.weight" out && [ ! -e merged ] && ok || bad "dry run: plan missing or output written"
+expect 0 "$G" merge ties.yml merged --threads 2
+expect 0 "$G" verify merged
+for f in config.json README.md mergekit_config.yml generation_config.json; do [ -f "merged/$f" ] && ok || bad "merge output lacks $f"; done
+expect 0 "$G" merge ties.yml merged1 --threads 1
+cmp -s merged/model.safetensors merged1/model.safetensors && ok || bad "merge output differs across thread counts"
+printf 'merge_method: ties\nmodels: [{model: ft, parameters: {weight: 1}}]\n' > nobase.yml
+expect 4 "$G" merge nobase.yml bad
+grep -q "needs base_model" err && [ ! -e bad ] && ok || bad "missing base_model: $(cat err)"
+printf 'merge_method: linear\nmodels: [{model: ft, parameters: {weight: 1}}\n' > broken.yml
+expect 4 "$G" merge broken.yml bad
+expect 4 "$G" merge "$T/none.yml" bad
+expect 2 "$G" merge ties.yml
+ls -A | grep -q "graft-tmp" && bad "merge left temp folders" || ok
 
 # ---- kill -9 at random moments: the target is absent or complete and valid ----
 expect 0 "$G" synth big --layers 2 --hidden 1024 --intermediate 2816 --heads 8 --kv-heads 8 --vocab 8192 --seed 1

@@ -25,5 +25,6 @@ suite "cli (release)" sh tests/cli.sh build
 suite "cli (asan+ubsan, fault injection)" sh tests/cli.sh build/asan faults
 suite "fuzz corpus: safetensors (asan+ubsan)" build/asan/tests/fuzz-safetensors fuzz/corpus/safetensors
 suite "fuzz corpus: index (asan+ubsan)" build/asan/tests/fuzz-index fuzz/corpus/index
+suite "fuzz corpus: config (asan+ubsan)" build/asan/tests/fuzz-config fuzz/corpus/config
 echo "$total_pass passed, $total_fail failed"
 [ $total_fail = 0 ]

@@ -348,7 +348,10 @@ int graft_config_load(const char *path, struct graft_merge_config **out, struct 
     size_t len;
     *out = NULL;
     int rc = graft__read_small_file(path, CONFIG_MAX_BYTES, &text, &len, err);
-    if (rc) return rc == GRAFT_E_NOTFOUND || rc == GRAFT_E_IO ? rc : (err->code = GRAFT_E_CONFIG, GRAFT_E_CONFIG);
+    if (rc) { // a config that cannot be read is a config error (exit 4), whatever the reason
+        if (err) err->code = GRAFT_E_CONFIG;
+        return GRAFT_E_CONFIG;
+    }
     rc = graft_config_parse(text, len, path, out, err);
     graft__free(text);
     return rc;

@@ -223,8 +223,16 @@ bool graft_row_from_f32_ref(enum graft_dtype t, const float *src, void *dst, siz
 
 bool graft_cpu_has_f16c(void) {
 #if defined(__x86_64__) || defined(__i386__)
-    unsigned a, b, c, d; // F16C is CPUID.1:ECX bit 29 (not every compiler's builtin knows its name)
-    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) && __builtin_cpu_supports("avx2");
+    // CPUID is slow (it traps in virtual machines), so the answer — a fact of the machine, the same for
+    // every thread — is computed once and cached. F16C is CPUID.1:ECX bit 29.
+    static _Atomic int cached = -1;
+    int v = cached;
+    if (v < 0) {
+        unsigned a, b, c, d;
+        v = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) && __builtin_cpu_supports("avx2");
+        cached = v;
+    }
+    return v;
 #else
     return false;
 #endif

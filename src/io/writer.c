@@ -409,6 +409,9 @@ int graft_writer_write(struct graft_writer *w, long tensor, uint64_t off, const 
     struct shard *sh = &w->shards[t->shard];
     if (graft__pwrite_full(sh->fd, buf, n, t->file_off + off))
         return graft_err_set(err, GRAFT_E_IO, sh->path, t->name, t->name_len, "write failed: %s", strerror(errno));
+    // Start write-back of this range now (asynchronously) so the final fsync has little left to do
+    // and the disk works while we compute. Advisory: errors surface at fsync.
+    sync_file_range(sh->fd, (off_t)(t->file_off + off), (off_t)n, SYNC_FILE_RANGE_WRITE);
     atomic_fetch_add(&t->written, n);
     return GRAFT_OK;
 }

@@ -447,7 +447,16 @@ static int build_plan(struct plan *p) {
             L = mm->n_layers;
             src->range[0] = 0, src->range[1] = mm->n_layers, src->has_range = true;
         }
-        if (extra.model) sl0->n_src++, sl0->src = graft__realloc(sl0->src, sl0->n_src * sizeof *sl0->src), sl0->src[sl0->n_src - 1] = extra;
+        if (extra.model) { // the config now owns a copy of the base reference as the extra source
+            struct graft_source *ns = graft__realloc(sl0->src, (sl0->n_src + 1) * sizeof *sl0->src);
+            if (!ns || !(extra.model = graft__strdup(c->base_model))) {
+                if (ns) sl0->src = ns;
+                rc = graft_err_set(p->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+                goto out;
+            }
+            sl0->src = ns;
+            sl0->src[sl0->n_src++] = extra;
+        }
     } else {
         for (size_t s = 0; s < c->n_slices; s++)
             for (size_t i = 0; i < c->slices[s].n_src; i++) {

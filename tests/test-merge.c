@@ -1,0 +1,317 @@
+// Merge engine and methods: exact values on small hand-checkable tensors, properties (endpoints,
+// sign election, kept fraction, thread and seed independence), agreement with naive reference code
+// written here (sort-based top-k, whole-tensor arrays in double), and config errors.
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include "harness.h"
+#include "graft/graft.h"
+
+// A model folder with tensors "model.embed_tokens.weight" [2,2], "model.layers.L.w" [2,3] for each
+// layer and "model.norm.weight" [2]; values from f(model_seed, tensor, element).
+struct tt { const char *name; int n_dims; uint64_t ne[2]; const float *v; };
+
+static void mkmodel(const char *dir, const struct tt *t, int n, int n_layers) {
+    struct graft_writer *w;
+    struct graft_err err;
+    graft_err_clear(&err);
+    if (graft_writer_open(dir, NULL, &w, &err)) { harness_fail(__FILE__, __LINE__, "%s", err.msg); return; }
+    for (int i = 0; i < n; i++) graft_writer_add_tensor(w, t[i].name, strlen(t[i].name), GRAFT_DTYPE_F32, t[i].n_dims, t[i].ne, &err);
+    graft_writer_layout(w, &err);
+    for (int i = 0; i < n; i++) {
+        uint64_t ne = t[i].n_dims == 2 ? t[i].ne[0] * t[i].ne[1] : t[i].ne[0];
+        graft_writer_write(w, i, 0, t[i].v, ne * 4, &err);
+    }
+    char cfg[256];
+    snprintf(cfg, sizeof cfg, "{\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\",\"num_hidden_layers\":%d,\"torch_dtype\":\"float32\"}", n_layers);
+    graft_writer_add_file(w, "config.json", cfg, strlen(cfg), &err);
+    if (graft_writer_commit(w, &err)) harness_fail(__FILE__, __LINE__, "%s", err.msg);
+    graft_writer_free(w);
+}
+
+static int run_merge(const char *yaml, const char *out, int threads, uint64_t seed, struct graft_err *err) {
+    const char *cfg = tpath("cfg-%s.yml", out);
+    twrite(cfg, yaml, strlen(yaml));
+    struct graft_merge_options o = graft_merge_default_options();
+    o.n_threads = threads, o.seed = seed, o.chunk_elems = 4; // tiny chunks: many chunks even for tiny tensors
+    FILE *devnull = fopen("/dev/null", "w");
+    o.log = devnull;
+    graft_err_clear(err);
+    int rc = graft_merge(cfg, tpath("%s", out), &o, err);
+    fclose(devnull);
+    return rc;
+}
+
+// Read tensor `name` of model folder `dir` as floats (n elements).
+static bool get(const char *dir, const char *name, float *v, size_t n) {
+    struct graft_model *m;
+    struct graft_err err;
+    if (graft_model_open(tpath("%s", dir), &m, &err)) { harness_fail(__FILE__, __LINE__, "%s", err.msg); return false; }
+    const struct graft_model_tensor *t = graft_model_find(m, name, strlen(name));
+    bool ok = t && t->info->n_elem == n && graft_row_to_f32(t->info->dtype, graft_model_data(m, t), v, n);
+    graft_model_close(m);
+    if (!ok) harness_fail(__FILE__, __LINE__, "tensor %s missing or wrong size in %s", name, dir);
+    return ok;
+}
+
+#define NEAR(a, b) (fabs((double)(a) - (double)(b)) <= 1e-6 * (1 + fabs((double)(b))))
+#define CHECK_VEC(got, ...) do { const float want_[] = {__VA_ARGS__}; for (size_t k_ = 0; k_ < sizeof want_ / sizeof want_[0]; k_++) \
+    if (!NEAR((got)[k_], want_[k_])) { harness_fail(__FILE__, __LINE__, "element %zu: %.9g != %.9g", k_, (double)(got)[k_], (double)want_[k_]); return; } } while (0)
+
+// Three one-layer models: base, a, b.
+static void three_models(void) {
+    static const float eb[4] = {1, 2, 3, 4}, ea[4] = {2, 2, 3, 5}, ebb[4] = {0, 2, 4, 4};
+    static const float wb[6] = {0, 0, 0, 0, 0, 0}, wa[6] = {1, -2, 3, 0.5f, 0, -1}, wbb[6] = {-3, 1, 1, 0.25f, 0, 2};
+    static const float nb[2] = {1, 1}, na[2] = {1.5f, 1}, nbb[2] = {0.5f, 3};
+    struct tt base[] = {{"model.embed_tokens.weight", 2, {2, 2}, eb}, {"model.layers.0.w", 2, {2, 3}, wb}, {"model.norm.weight", 1, {2, 0}, nb}};
+    struct tt a[] = {{"model.embed_tokens.weight", 2, {2, 2}, ea}, {"model.layers.0.w", 2, {2, 3}, wa}, {"model.norm.weight", 1, {2, 0}, na}};
+    struct tt b[] = {{"model.embed_tokens.weight", 2, {2, 2}, ebb}, {"model.layers.0.w", 2, {2, 3}, wbb}, {"model.norm.weight", 1, {2, 0}, nbb}};
+    mkmodel(tpath("base"), base, 3, 1);
+    mkmodel(tpath("a"), a, 3, 1);
+    mkmodel(tpath("b"), b, 3, 1);
+}
+
+TEST(merge_linear_exact) {
+    three_models();
+    CHECK_OK();
+    struct graft_err err;
+    CHECK_EQ(run_merge("merge_method: linear\nmodels:\n  - model: a\n    parameters: {weight: 1.0}\n  - model: b\n    parameters: {weight: 3.0}\n", "o", 2, 0, &err), 0);
+    float v[6];
+    CHECK(get("o", "model.layers.0.w", v, 6));
+    CHECK_VEC(v, (1 - 9) / 4.0f, (-2 + 3) / 4.0f, (3 + 3) / 4.0f, (0.5f + 0.75f) / 4.0f, 0, (-1 + 6) / 4.0f);
+    CHECK(get("o", "model.norm.weight", v, 2));
+    CHECK_VEC(v, (1.5f + 1.5f) / 4, (1 + 9) / 4.0f);
+    // normalize: false, weights via a filter and a top-level default
+    CHECK_EQ(run_merge("merge_method: linear\nmodels:\n  - model: a\n  - model: b\nparameters:\n  normalize: false\n  weight:\n"
+                       "    - filter: norm\n      value: 2\n    - value: 1\n", "o2", 1, 0, &err), 0);
+    CHECK(get("o2", "model.norm.weight", v, 2));
+    CHECK_VEC(v, 4, 8);
+    CHECK(get("o2", "model.layers.0.w", v, 6));
+    CHECK_VEC(v, -2, -1, 4, 0.75f, 0, 1);
+    char *card = tread(tpath("o/README.md"), NULL);
+    CHECK_CONTAINS(card, "merge_method: linear");
+    free(card);
+    CHECK(texists(tpath("o/mergekit_config.yml")));
+}
+
+TEST(merge_task_arithmetic_and_ties_exact) {
+    three_models();
+    CHECK_OK();
+    struct graft_err err;
+    // TA: B + λ Σ w_i δ_i ; δ_a = wa, δ_b = wbb (base is zero)
+    CHECK_EQ(run_merge("merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - model: a\n    parameters: {weight: 0.5}\n"
+                       "  - model: b\n    parameters: {weight: 1.0}\nparameters: {lambda: 2}\n", "ta", 3, 0, &err), 0);
+    float v[6];
+    CHECK(get("ta", "model.layers.0.w", v, 6));
+    CHECK_VEC(v, 2 * (0.5f - 3), 2 * (-1 + 1), 2 * (1.5f + 1), 2 * (0.25f + 0.25f), 0, 2 * (-0.5f + 2));
+    // TIES, density 1 (no pruning), weights 1: sign election by the sum, mean over agreeing models
+    //   e0: δ = (1, -3) sum -2 → maj − → keep -3 → -3 ; e1: (-2, 1) → − → -2 ; e2: (3, 1) → + → 2
+    //   e3: (0.5, 0.25) → 0.375 ; e4: (0, 0) → 0 ; e5: (-1, 2) → + → 2
+    CHECK_EQ(run_merge("merge_method: ties\nbase_model: base\nmodels:\n  - model: a\n    parameters: {weight: 1}\n"
+                       "  - model: b\n    parameters: {weight: 1}\n", "ties", 2, 0, &err), 0);
+    CHECK(get("ties", "model.layers.0.w", v, 6));
+    CHECK_VEC(v, -3, -2, 2, 0.375f, 0, 2);
+    // TIES with density 0.5: a keeps its 3 largest |δ| {e2 3, e1 -2, e0 1 (first of the tied 1s)},
+    //   b keeps {e0 -3, e5 2, e1 1 (first of the tied 1s)} → e0 -3, e1 -2, e2 3, e3 0, e4 0, e5 2
+    CHECK_EQ(run_merge("merge_method: ties\nbase_model: base\nmodels:\n  - model: a\n    parameters: {weight: 1, density: 0.5}\n"
+                       "  - model: b\n    parameters: {weight: 1, density: 0.5}\n", "ties5", 4, 0, &err), 0);
+    CHECK(get("ties5", "model.layers.0.w", v, 6));
+    CHECK_VEC(v, -3, -2, 3, 0, 0, 2);
+    // embeddings and norms go through the same method: ties on the embedding with density 1
+    CHECK(get("ties", "model.embed_tokens.weight", v, 4));
+    CHECK_VEC(v, 2, 2, 4, 5); // δa = (1,0,0,1), δb = (-1,0,1,0): e0 sum 0 → + → a: 1; e2 → b: 1; e3 → a: 1
+}
+
+TEST(merge_slerp_endpoints_and_angle) {
+    // two orthogonal unit-norm tensors: slerp at t = 0.5 gives (v0 + v1)/√2 · ... = sin(π/4)/sin(π/2) each
+    static const float x0[2] = {1, 0}, x1[2] = {0, 1};
+    struct tt m0[] = {{"model.norm.weight", 1, {2, 0}, x0}}, m1[] = {{"model.norm.weight", 1, {2, 0}, x1}};
+    mkmodel(tpath("p"), m0, 1, 0);
+    mkmodel(tpath("q"), m1, 1, 0);
+    struct graft_err err;
+    float v[2];
+    CHECK_EQ(run_merge("merge_method: slerp\nbase_model: p\nmodels:\n  - model: p\n  - model: q\nparameters: {t: 0.5}\n", "s", 1, 0, &err), 0);
+    CHECK(get("s", "model.norm.weight", v, 2));
+    CHECK_VEC(v, 0.70710678f, 0.70710678f);
+    CHECK_EQ(run_merge("merge_method: slerp\nbase_model: p\nmodels:\n  - model: p\n  - model: q\nparameters: {t: 0}\n", "s0", 1, 0, &err), 0);
+    CHECK(get("s0", "model.norm.weight", v, 2));
+    CHECK_VEC(v, 1, 0);
+    CHECK_EQ(run_merge("merge_method: slerp\nbase_model: p\nmodels:\n  - model: p\n  - model: q\nparameters: {t: 1}\n", "s1", 1, 0, &err), 0);
+    CHECK(get("s1", "model.norm.weight", v, 2));
+    CHECK_VEC(v, 0, 1);
+    // nearswap: |B − b| = 1 everywhere; t = 0.25 → w = 0.25
+    CHECK_EQ(run_merge("merge_method: nearswap\nbase_model: p\nmodels:\n  - model: q\nparameters: {t: 0.25}\n", "ns", 1, 0, &err), 0);
+    CHECK(get("ns", "model.norm.weight", v, 2));
+    CHECK_VEC(v, 0.75f, 0.25f);
+}
+
+TEST(merge_passthrough_frankenmerge) {
+    // a: 3 layers, b: 3 layers → slices a[0,2) + b[1,3) = 4 layers, renumbered; config updated
+    float l[6][6];
+    struct tt a[5], b[5];
+    static const float e[4] = {1, 1, 1, 1}, n2[2] = {7, 7};
+    char names[6][32];
+    for (int i = 0; i < 3; i++) {
+        snprintf(names[i], 32, "model.layers.%d.w", i);
+        snprintf(names[3 + i], 32, "model.layers.%d.w", i);
+        for (int k = 0; k < 6; k++) l[i][k] = 10.0f * (float)i + (float)k, l[3 + i][k] = 100.0f + 10.0f * (float)i + (float)k;
+        a[1 + i] = (struct tt){names[i], 2, {2, 3}, l[i]};
+        b[1 + i] = (struct tt){names[3 + i], 2, {2, 3}, l[3 + i]};
+    }
+    a[0] = b[0] = (struct tt){"model.embed_tokens.weight", 2, {2, 2}, e};
+    a[4] = b[4] = (struct tt){"model.norm.weight", 1, {2, 0}, n2};
+    mkmodel(tpath("a"), a, 5, 3);
+    mkmodel(tpath("b"), b, 5, 3);
+    CHECK_OK();
+    struct graft_err err;
+    CHECK_EQ(run_merge("slices:\n  - sources: [{model: a, layer_range: [0, 2]}]\n  - sources:\n      - model: b\n        layer_range: [1, 3]\n"
+                       "        parameters: {scale: [{filter: layers, value: 0.5}, {value: 1}]}\nmerge_method: passthrough\n", "f", 2, 0, &err), 0);
+    float v[6];
+    CHECK(get("f", "model.layers.0.w", v, 6)); CHECK_VEC(v, 0, 1, 2, 3, 4, 5);
+    CHECK(get("f", "model.layers.1.w", v, 6)); CHECK_VEC(v, 10, 11, 12, 13, 14, 15);
+    CHECK(get("f", "model.layers.2.w", v, 6)); CHECK_VEC(v, 55, 55.5f, 56, 56.5f, 57, 57.5f);
+    CHECK(get("f", "model.layers.3.w", v, 6)); CHECK_VEC(v, 60, 60.5f, 61, 61.5f, 62, 62.5f);
+    char *cfg = tread(tpath("f/config.json"), NULL);
+    CHECK_CONTAINS(cfg, "\"num_hidden_layers\": 4");
+    free(cfg);
+    struct graft_model *m;
+    CHECK_EQ(graft_model_open(tpath("f"), &m, &err), 0);
+    CHECK_EQ(graft_model_n_tensors(m), 6);
+    graft_model_close(m);
+}
+
+// Naive reference for TIES with pruning on a whole tensor, in double with a sort-based top-k.
+static int cmp_desc(const void *a, const void *b) {
+    const double *x = a, *y = b; // pairs (|δ|, index): larger first, then lower index
+    if (x[0] != y[0]) return x[0] < y[0] ? 1 : -1;
+    return x[1] < y[1] ? -1 : 1;
+}
+static void ref_ties(const float *B, const float *const *X, const double *w, const double *d, int N, size_t n, double *out) {
+    double *keep = calloc(n * (size_t)N, sizeof *keep), *pr = malloc(2 * n * sizeof *pr);
+    for (int i = 0; i < N; i++) {
+        for (size_t e = 0; e < n; e++) pr[2 * e] = fabs((double)X[i][e] - B[e]), pr[2 * e + 1] = (double)e;
+        qsort(pr, n, 2 * sizeof *pr, cmp_desc);
+        size_t k = d[i] >= 1 ? n : (size_t)(d[i] * (double)n);
+        for (size_t r = 0; r < k; r++) keep[(size_t)i * n + (size_t)pr[2 * r + 1]] = 1;
+    }
+    for (size_t e = 0; e < n; e++) {
+        double sum = 0, wd[8];
+        for (int i = 0; i < N; i++) sum += wd[i] = w[i] * ((double)X[i][e] - B[e]) * keep[(size_t)i * n + e];
+        double maj = sum >= 0 ? 1 : -1, mixed = 0, div = 0;
+        for (int i = 0; i < N; i++)
+            if ((wd[i] > 0 && maj > 0) || (wd[i] < 0 && maj < 0)) mixed += wd[i], div += w[i];
+        out[e] = B[e] + mixed / (div == 0 ? 1 : div);
+    }
+    free(keep), free(pr);
+}
+
+TEST(merge_ties_matches_reference_and_threads) {
+    struct graft_err err;
+    struct graft_synth_params sp = graft_synth_default_params();
+    sp.dtype = GRAFT_DTYPE_F32;
+    CHECK_EQ(graft_synth(tpath("base"), &sp, &err), 0);
+    struct graft_model *bm, *am, *cm;
+    CHECK_EQ(graft_model_open(tpath("base"), &bm, &err), 0);
+    sp.like = bm, sp.seed = 11, sp.delta = 0.01f;
+    CHECK_EQ(graft_synth(tpath("a"), &sp, &err), 0);
+    sp.seed = 12;
+    CHECK_EQ(graft_synth(tpath("c"), &sp, &err), 0);
+    const char *y = "merge_method: ties\nbase_model: base\nmodels:\n  - model: a\n    parameters: {weight: 0.7, density: 0.3}\n"
+                    "  - model: c\n    parameters: {weight: 0.4, density: 0.6}\ndtype: float32\n";
+    CHECK_EQ(run_merge(y, "t1", 1, 0, &err), 0);
+    CHECK_EQ(run_merge(y, "t3", 3, 0, &err), 0);
+    size_t la, lb;
+    char *x1 = tread(tpath("t1/model.safetensors"), &la), *x3 = tread(tpath("t3/model.safetensors"), &lb);
+    CHECK(la == lb && !memcmp(x1, x3, la)); // bit-identical for any thread count
+    free(x1), free(x3);
+    struct graft_model *om;
+    CHECK_EQ(graft_model_open(tpath("a"), &am, &err), 0);
+    CHECK_EQ(graft_model_open(tpath("c"), &cm, &err), 0);
+    CHECK_EQ(graft_model_open(tpath("t1"), &om, &err), 0);
+    const char *name = "model.layers.1.mlp.up_proj.weight";
+    size_t n = graft_model_find(bm, name, strlen(name))->info->n_elem;
+    float *B = malloc(n * 4), *A = malloc(n * 4), *C = malloc(n * 4), *O = malloc(n * 4);
+    double *R = malloc(n * 8);
+    graft_row_to_f32(GRAFT_DTYPE_F32, graft_model_data(bm, graft_model_find(bm, name, strlen(name))), B, n);
+    graft_row_to_f32(GRAFT_DTYPE_F32, graft_model_data(am, graft_model_find(am, name, strlen(name))), A, n);
+    graft_row_to_f32(GRAFT_DTYPE_F32, graft_model_data(cm, graft_model_find(cm, name, strlen(name))), C, n);
+    graft_row_to_f32(GRAFT_DTYPE_F32, graft_model_data(om, graft_model_find(om, name, strlen(name))), O, n);
+    const float *X[2] = {A, C};
+    double w[2] = {0.7, 0.4}, d[2] = {0.3, 0.6};
+    ref_ties(B, X, w, d, 2, n, R);
+    size_t bad = 0;
+    for (size_t e = 0; e < n; e++) bad += fabs(R[e] - O[e]) > 1e-6;
+    CHECK_EQ(bad, 0);
+    free(B), free(A), free(C), free(O), free(R);
+    graft_model_close(om), graft_model_close(am), graft_model_close(cm), graft_model_close(bm);
+}
+
+TEST(merge_dare_fraction_and_seed) {
+    struct graft_err err;
+    struct graft_synth_params sp = graft_synth_default_params();
+    sp.dtype = GRAFT_DTYPE_F32;
+    CHECK_EQ(graft_synth(tpath("base"), &sp, &err), 0);
+    struct graft_model *bm;
+    CHECK_EQ(graft_model_open(tpath("base"), &bm, &err), 0);
+    sp.like = bm, sp.seed = 5;
+    CHECK_EQ(graft_synth(tpath("a"), &sp, &err), 0);
+    const char *y = "merge_method: dare_linear\nbase_model: base\nmodels:\n  - model: a\n    parameters: {weight: 1, density: 0.3}\n"
+                    "parameters: {rescale: false}\n";
+    CHECK_EQ(run_merge(y, "d1", 1, 42, &err), 0);
+    CHECK_EQ(run_merge(y, "d2", 4, 42, &err), 0);
+    CHECK_EQ(run_merge(y, "d3", 2, 43, &err), 0);
+    size_t l1, l2, l3;
+    char *a = tread(tpath("d1/model.safetensors"), &l1), *b = tread(tpath("d2/model.safetensors"), &l2), *c = tread(tpath("d3/model.safetensors"), &l3);
+    CHECK(l1 == l2 && !memcmp(a, b, l1));  // same seed, any threads: same bytes
+    CHECK(l1 == l3 && memcmp(a, c, l1));   // another seed: another mask
+    free(a), free(b), free(c);
+    // kept fraction ≈ density: count elements that moved away from the base
+    const char *name = "model.embed_tokens.weight";
+    size_t n = 256 * 64;
+    float *B = malloc(n * 4), *O = malloc(n * 4);
+    CHECK(get("base", name, B, n) && get("d1", name, O, n));
+    size_t moved = 0;
+    for (size_t e = 0; e < n; e++) moved += O[e] != B[e];
+    CHECK(fabs((double)moved / (double)n - 0.3) < 0.02);
+    free(B), free(O);
+    graft_model_close(bm);
+}
+
+TEST(merge_config_errors) {
+    three_models();
+    CHECK_OK();
+    struct { const char *yaml; const char *msg; } cases[] = {
+        {"merge_method: frobnicate\nmodels: [{model: a}]\n", "unknown merge_method 'frobnicate'"},
+        {"merge_method: ties\nmodels: [{model: a, parameters: {weight: 1}}]\n", "needs base_model"},
+        {"merge_method: ties\nbase_model: base\nmodels: [{model: a, parameters: {weight: 1, density: 1.5}}]\n", "density 1.5 is out of range"},
+        {"merge_method: linear\nmodels: [{model: a}]\n", "missing required parameter 'weight'"},
+        {"merge_method: passthrough\nslices:\n  - sources: [{model: a, layer_range: [0, 5]}]\n", "past the 1 layers"},
+        {"merge_method: linear\nmodles: [{model: a}]\n", "unknown key 'modles'"},
+        {"merge_method: linear\nmodels: [{model: nothere, parameters: {weight: 1}}]\n", "not found"},
+        {"merge_method: linear\nmodels: [{model: org/repo, parameters: {weight: 1}}]\n", "works offline"},
+        {"merge_method: linear\nmodels: [{model: a+lora, parameters: {weight: 1}}]\n", "LoRA"},
+        {"merge_method: slerp\nbase_model: base\nmodels: [{model: a}, {model: b}]\nparameters: {t: 0.5}\n", "exactly 1 model"},
+        {"merge_method: della\nbase_model: base\nmodels: [{model: a, parameters: {weight: 1, density: 0.1}}]\n", "epsilon"},
+        {"merge_method: linear\nmodels: [{model: a, parameters: {weight: 1}}\n", "invalid YAML"},
+        {"merge_method: linear\nmodels: [{model: a, parameters: {weight: 1}}]\ndtype: int4\n", "unsupported dtype"},
+        {"- a\n- b\n", "top level must be a mapping"},
+        {"merge_method: linear\nbase_model: base\nmodels: [{model: a, parameters: {weight: 1}}]\n", "has no 'weight'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct graft_err err;
+        int rc = run_merge(cases[i].yaml, "bad", 1, 0, &err);
+        if (rc != GRAFT_E_CONFIG || !strstr(err.msg, cases[i].msg) || !strstr(err.msg, ".yml")) {
+            harness_fail(__FILE__, __LINE__, "case %zu: rc %d, '%s' (want '%s')", i, rc, err.msg, cases[i].msg);
+            return;
+        }
+        CHECK(!texists(tpath("bad")));
+    }
+    // shape mismatch on a non-embedding tensor with a method that cannot skip models
+    static const float w4[4] = {1, 2, 3, 4}, e[4] = {0};
+    struct tt odd[] = {{"model.embed_tokens.weight", 2, {2, 2}, e}, {"model.layers.0.w", 2, {2, 2}, w4}, {"model.norm.weight", 1, {2, 0}, w4}};
+    mkmodel(tpath("odd"), odd, 3, 1);
+    struct graft_err err;
+    CHECK_EQ(run_merge("merge_method: linear\nmodels: [{model: a, parameters: {weight: 1}}, {model: odd, parameters: {weight: 1}}]\n", "bad", 1, 0, &err), GRAFT_E_CONFIG);
+    CHECK_CONTAINS(err.msg, "does not match");
+}
