@@ -315,3 +315,51 @@ TEST(merge_config_errors) {
     CHECK_EQ(run_merge("merge_method: linear\nmodels: [{model: a, parameters: {weight: 1}}, {model: odd, parameters: {weight: 1}}]\n", "bad", 1, 0, &err), GRAFT_E_CONFIG);
     CHECK_CONTAINS(err.msg, "does not match");
 }
+
+TEST(merge_spherical_means) {
+    // orthogonal unit vectors: karcher, multislerp and nuslerp (equal weights) all give (1, 1)/√2
+    static const float x0[2] = {1, 0}, x1[2] = {0, 1};
+    struct tt m0[] = {{"model.norm.weight", 1, {2, 0}, x0}}, m1[] = {{"model.norm.weight", 1, {2, 0}, x1}};
+    mkmodel(tpath("p"), m0, 1, 0);
+    mkmodel(tpath("q"), m1, 1, 0);
+    struct graft_err err;
+    float v[2];
+    const char *cfgs[] = {
+        "merge_method: karcher\nmodels: [{model: p}, {model: q}]\n",
+        "merge_method: multislerp\nmodels: [{model: p, parameters: {weight: 1}}, {model: q, parameters: {weight: 1}}]\n",
+        "merge_method: nuslerp\nmodels: [{model: p, parameters: {weight: 1}}, {model: q, parameters: {weight: 1}}]\n",
+        "merge_method: nuslerp\nmodels: [{model: p, parameters: {weight: 1}}, {model: q, parameters: {weight: 1}}]\nparameters: {nuslerp_flatten: false}\n",
+    };
+    for (int i = 0; i < 4; i++) {
+        char out[8];
+        snprintf(out, sizeof out, "o%d", i);
+        if (run_merge(cfgs[i], out, 2, 0, &err)) { harness_fail(__FILE__, __LINE__, "%s: %s", cfgs[i], err.msg); return; }
+        CHECK(get(out, "model.norm.weight", v, 2));
+        CHECK_VEC(v, 0.70710678f, 0.70710678f);
+    }
+    // nuslerp weights 1:3 → t = 0.75 → (cos 67.5°, sin 67.5°)
+    CHECK_EQ(run_merge("merge_method: nuslerp\nmodels: [{model: p, parameters: {weight: 1}}, {model: q, parameters: {weight: 3}}]\n", "o9", 1, 0, &err), 0);
+    CHECK(get("o9", "model.norm.weight", v, 2));
+    CHECK_VEC(v, 0.38268343f, 0.92387953f);
+}
+
+TEST(merge_ram_and_model_stock_exact) {
+    static const float z[3] = {0, 0, 0}, a[3] = {1, 2, 0}, b[3] = {3, 0, 0};
+    struct tt mz[] = {{"model.norm.weight", 1, {3, 0}, z}}, ma[] = {{"model.norm.weight", 1, {3, 0}, a}}, mb[] = {{"model.norm.weight", 1, {3, 0}, b}};
+    mkmodel(tpath("z"), mz, 1, 0);
+    mkmodel(tpath("a"), ma, 1, 0);
+    mkmodel(tpath("b"), mb, 1, 0);
+    struct graft_err err;
+    float v[3];
+    CHECK_EQ(run_merge("merge_method: ram\nbase_model: z\nmodels: [{model: a}, {model: b}]\n", "r", 2, 0, &err), 0);
+    CHECK(get("r", "model.norm.weight", v, 3));
+    CHECK_VEC(v, 2, 2, 0); // e0 changed by both → mean; e1 only by a → a's change
+    CHECK_EQ(run_merge("merge_method: ramplus_tl\nbase_model: z\nmodels: [{model: a}, {model: b}]\n", "rp", 2, 0, &err), 0);
+    CHECK(get("rp", "model.norm.weight", v, 3));
+    CHECK_VEC(v, 2, 2.04f, 0); // λ_a = 1 + 0.1·clamp(1/1, 0, 0.2) = 1.02
+    // model_stock: o_a = (1,2,0), o_b = (3,0,0): cos = 3/(√5·3) → t = 2cos/(1+cos); R = t·mean
+    CHECK_EQ(run_merge("merge_method: model_stock\nbase_model: z\nmodels: [{model: a}, {model: b}]\n", "ms", 2, 0, &err), 0);
+    CHECK(get("ms", "model.norm.weight", v, 3));
+    double c = 1 / sqrt(5.0), t = 2 * c / (1 + c);
+    CHECK_VEC(v, (float)(t * 2), (float)(t * 1), 0);
+}

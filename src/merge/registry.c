@@ -4,10 +4,15 @@
 
 extern const struct graft_method graft_method_linear, graft_method_passthrough, graft_method_slerp, graft_method_nearswap;
 extern const struct graft_method graft_methods_gta[8];
+extern const struct graft_method graft_method_ram, graft_method_ramplus_tl, graft_method_model_stock, graft_method_karcher,
+    graft_method_multislerp, graft_method_nuslerp;
 
 static const struct graft_method *const registry[] = {
     &graft_method_linear,
     &graft_method_slerp,
+    &graft_method_nuslerp,
+    &graft_method_multislerp,
+    &graft_method_karcher,
     &graft_methods_gta[0], // task_arithmetic
     &graft_methods_gta[1], // ties
     &graft_methods_gta[2], // dare_linear
@@ -16,6 +21,9 @@ static const struct graft_method *const registry[] = {
     &graft_methods_gta[5], // breadcrumbs_ties
     &graft_methods_gta[6], // della
     &graft_methods_gta[7], // della_linear
+    &graft_method_ram,
+    &graft_method_ramplus_tl,
+    &graft_method_model_stock,
     &graft_method_nearswap,
     &graft_method_passthrough,
 };
@@ -27,6 +35,6 @@ const struct graft_method *graft_method_find(const char *name) {
 }
 
 const char *graft_method_names(void) {
-    return "linear, slerp, task_arithmetic, ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, della, "
-           "della_linear, nearswap, passthrough";
+    return "linear, slerp, nuslerp, multislerp, karcher, task_arithmetic, ties, dare_linear, dare_ties, breadcrumbs, "
+           "breadcrumbs_ties, della, della_linear, ram, ramplus_tl, model_stock, nearswap, passthrough";
 }
