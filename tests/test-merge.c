@@ -331,8 +331,8 @@ TEST(merge_spherical_means) {
         "merge_method: nuslerp\nmodels: [{model: p, parameters: {weight: 1}}, {model: q, parameters: {weight: 1}}]\nparameters: {nuslerp_flatten: false}\n",
     };
     for (int i = 0; i < 4; i++) {
-        char out[8];
-        snprintf(out, sizeof out, "o%d", i);
+        char out[16];
+        snprintf(out, sizeof out, "o%d", i & 7);
         if (run_merge(cfgs[i], out, 2, 0, &err)) { harness_fail(__FILE__, __LINE__, "%s: %s", cfgs[i], err.msg); return; }
         CHECK(get(out, "model.norm.weight", v, 2));
         CHECK_VEC(v, 0.70710678f, 0.70710678f);
@@ -357,6 +357,14 @@ TEST(merge_ram_and_model_stock_exact) {
     CHECK_EQ(run_merge("merge_method: ramplus_tl\nbase_model: z\nmodels: [{model: a}, {model: b}]\n", "rp", 2, 0, &err), 0);
     CHECK(get("rp", "model.norm.weight", v, 3));
     CHECK_VEC(v, 2, 2.04f, 0); // λ_a = 1 + 0.1·clamp(1/1, 0, 0.2) = 1.02
+    // sce: W_a = mean(τ_a²)/Σ = (5/3)/(5/3 + 3) = 5/14, W_b = 9/14; e0 both positive → 1·5/14 + 3·9/14
+    CHECK_EQ(run_merge("merge_method: sce\nbase_model: z\nmodels: [{model: a}, {model: b}]\n", "sce", 2, 0, &err), 0);
+    CHECK(get("sce", "model.norm.weight", v, 3));
+    CHECK_VEC(v, 32.0f / 14, 2, 0);
+    // select_topk 0.5: variances (1, 1, 0) → 2 non-zero → keep 1 → e0 (ties by position); W = (0.1, 0.9)
+    CHECK_EQ(run_merge("merge_method: sce\nbase_model: z\nmodels: [{model: a}, {model: b}]\nparameters: {select_topk: 0.5}\n", "sce2", 2, 0, &err), 0);
+    CHECK(get("sce2", "model.norm.weight", v, 3));
+    CHECK_VEC(v, 2.8f, 0, 0);
     // model_stock: o_a = (1,2,0), o_b = (3,0,0): cos = 3/(√5·3) → t = 2cos/(1+cos); R = t·mean
     CHECK_EQ(run_merge("merge_method: model_stock\nbase_model: z\nmodels: [{model: a}, {model: b}]\n", "ms", 2, 0, &err), 0);
     CHECK(get("ms", "model.norm.weight", v, 3));
