@@ -14,4 +14,20 @@ step ls -l finetune-f16
 step "$G" verify finetune-f16
 step "$G" convert finetune-f16 finetune-f8.safetensors --dtype f8_e4m3
 step "$G" verify finetune-f8.safetensors
+step "$G" synth finetune2 --like base --delta 0.01 --seed 3
+cat > ties.yml <<'YML'
+merge_method: ties
+base_model: base
+models:
+  - model: finetune
+    parameters: {density: 0.5, weight: 1.0}
+  - model: finetune2
+    parameters: {density: 0.5, weight: [0.3, 0.7]}
+parameters: {normalize: true}
+dtype: bfloat16
+YML
+step cat ties.yml
+step "$G" merge ties.yml merged --dry-run
+step "$G" merge ties.yml merged
+step "$G" verify merged
 printf '\ndemo: all outputs are in %s\n' "$D"
