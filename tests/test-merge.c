@@ -123,12 +123,17 @@ TEST(merge_task_arithmetic_and_ties_exact) {
     CHECK_VEC(v, 2, 2, 4, 5); // δa = (1,0,0,1), δb = (-1,0,1,0): e0 sum 0 → + → a: 1; e2 → b: 1; e3 → a: 1
 }
 
-TEST(merge_slerp_endpoints_and_angle) {
-    // two orthogonal unit-norm tensors: slerp at t = 0.5 gives (v0 + v1)/√2 · ... = sin(π/4)/sin(π/2) each
+// Models p and q, each one tensor "model.norm.weight": p = (1, 0), q = (0, 1).
+static void orthogonal_pair(void) {
     static const float x0[2] = {1, 0}, x1[2] = {0, 1};
     struct tt m0[] = {{"model.norm.weight", 1, {2, 0}, x0}}, m1[] = {{"model.norm.weight", 1, {2, 0}, x1}};
     mkmodel(tpath("p"), m0, 1, 0);
     mkmodel(tpath("q"), m1, 1, 0);
+}
+
+TEST(merge_slerp_endpoints_and_angle) {
+    // two orthogonal unit-norm tensors: slerp at t = 0.5 gives (v0 + v1)/√2 · ... = sin(π/4)/sin(π/2) each
+    orthogonal_pair();
     struct graft_err err;
     float v[2];
     CHECK_EQ(run_merge("merge_method: slerp\nbase_model: p\nmodels:\n  - model: p\n  - model: q\nparameters: {t: 0.5}\n", "s", 1, 0, &err), 0);
@@ -318,10 +323,7 @@ TEST(merge_config_errors) {
 
 TEST(merge_spherical_means) {
     // orthogonal unit vectors: karcher, multislerp and nuslerp (equal weights) all give (1, 1)/√2
-    static const float x0[2] = {1, 0}, x1[2] = {0, 1};
-    struct tt m0[] = {{"model.norm.weight", 1, {2, 0}, x0}}, m1[] = {{"model.norm.weight", 1, {2, 0}, x1}};
-    mkmodel(tpath("p"), m0, 1, 0);
-    mkmodel(tpath("q"), m1, 1, 0);
+    orthogonal_pair();
     struct graft_err err;
     float v[2];
     const char *cfgs[] = {
