@@ -373,3 +373,17 @@ TEST(merge_ram_and_model_stock_exact) {
     double c = 1 / sqrt(5.0), t = 2 * c / (1 + c);
     CHECK_VEC(v, (float)(t * 2), (float)(t * 1), 0);
 }
+
+TEST(merge_arcee_fusion_exact) {
+    // one row: imp = |b − a|·kl with one kl; sorted imp = kl·(1..8, 100): Q25 = 3kl, Q50 = 5kl, Q75 = 7kl,
+    // thr = 5kl + 1.5·4kl = 11kl → only the last element takes b's value
+    static const float a[9] = {0}, b[9] = {1, 2, 3, 4, 5, 6, 7, 8, 100};
+    struct tt ma[] = {{"model.norm.weight", 1, {9, 0}, a}}, mb[] = {{"model.norm.weight", 1, {9, 0}, b}};
+    mkmodel(tpath("a"), ma, 1, 0);
+    mkmodel(tpath("b"), mb, 1, 0);
+    struct graft_err err;
+    float v[9];
+    CHECK_EQ(run_merge("merge_method: arcee_fusion\nbase_model: a\nmodels: [{model: a}, {model: b}]\n", "af", 2, 0, &err), 0);
+    CHECK(get("af", "model.norm.weight", v, 9));
+    CHECK_VEC(v, 0, 0, 0, 0, 0, 0, 0, 0, 100);
+}
