@@ -18,6 +18,9 @@ char *graft__strdup(const char *s);
 // printf into a fresh allocation; NULL on failure.
 char *graft__asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+// Add context to an error already set: "<file>: tensor '<name>': <old message>" (code kept).
+void graft__err_prefix(struct graft_err *err, const char *file, const char *tensor, size_t tensor_len);
+
 // I/O fault injection: returns an errno value to fail with, or 0. `op` is one of "open", "write",
 // "fsync", "rename", "mkdir". Configured by GRAFT_FAULT_IO=op:N:ERRNO (fail the Nth call of op).
 // Always 0 in builds without GRAFT_FAULT_INJECTION.

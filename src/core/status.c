@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "graft/status.h"
+#include "impl.h"
 
 const char *graft_status_name(int status) {
     switch (status) {
@@ -85,4 +86,13 @@ int graft_err_set(struct graft_err *err, int code, const char *file, const char 
     for (char *p = err->msg; *p; p++)
         if (*p == '\n' || *p == '\r') *p = ' ';
     return code;
+}
+
+void graft__err_prefix(struct graft_err *err, const char *file, const char *tensor, size_t tensor_len) {
+    if (!err || err->code == GRAFT_OK) return;
+    char msg[GRAFT_ERR_MSG_MAX];
+    snprintf(msg, sizeof msg, "%s", err->msg);
+    int code = err->code;
+    graft_err_clear(err);
+    graft_err_set(err, code, file, tensor, tensor_len, "%s", msg);
 }

@@ -14,6 +14,12 @@ void graft__json_dump_pretty(struct graft__buf *b, const json_t *j);
 // Shortest round-trip decimal form of a double, always with '.' or an exponent.
 void graft__fmt_double(char *out, size_t cap, double v);
 
+struct graft_writer;
+// Add config.json from `config_json` (compact JSON text) with "torch_dtype" (and "dtype" when present)
+// set to `torch_dtype` unless NULL, and the layer-count key set to `n_layers` unless negative.
+int graft__writer_add_config(struct graft_writer *w, const char *config_json, const char *torch_dtype, int n_layers,
+                             struct graft_err *err);
+
 // Checked I/O with fault injection (GRAFT_FAULT_IO in test builds). Return 0 or -1 with errno set.
 int graft__pwrite_full(int fd, const void *buf, size_t n, uint64_t off);
 int graft__fsync(int fd);

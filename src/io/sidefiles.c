@@ -22,29 +22,35 @@ const char *graft_dtype_torch_name(enum graft_dtype t) {
     }
 }
 
+int graft__writer_add_config(struct graft_writer *w, const char *config_json, const char *torch_dtype, int n_layers,
+                             struct graft_err *err) {
+    json_t *j = json_loads(config_json, 0, NULL);
+    if (!j) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "cannot re-read config.json");
+    if (torch_dtype) { // transformers v5 writes "dtype"; keep both in step when present
+        json_object_set_new(j, "torch_dtype", json_string(torch_dtype));
+        if (json_object_get(j, "dtype")) json_object_set_new(j, "dtype", json_string(torch_dtype));
+    }
+    if (n_layers >= 0) {
+        static const char *const keys[] = {"num_hidden_layers", "n_layer", "num_layers", "n_layers"};
+        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+            if (json_is_integer(json_object_get(j, keys[k]))) json_object_set_new(j, keys[k], json_integer(n_layers));
+    }
+    struct graft__buf b;
+    graft__buf_init(&b, GRAFT_CONFIG_MAX_BYTES * 4);
+    graft__json_dump_pretty(&b, j);
+    json_decref(j);
+    int rc = b.failed ? graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory")
+                      : graft_writer_add_file(w, "config.json", b.data, b.len, err);
+    graft__buf_free(&b);
+    return rc;
+}
+
 int graft_writer_copy_side_files(struct graft_writer *w, const struct graft_model *m, const char *torch_dtype,
                                  struct graft_err *err) {
     if (!graft_model_is_dir(m)) return GRAFT_OK;
-    int rc;
     const char *cfg = graft_model_config_json(m);
-    if (cfg) {
-        json_error_t jerr;
-        json_t *j = json_loads(cfg, 0, &jerr);
-        if (!j) return graft_err_set(err, GRAFT_E_NOMEM, graft_model_dir(m), NULL, 0, "cannot re-read config.json");
-        if (torch_dtype) {
-            json_object_set_new(j, "torch_dtype", json_string(torch_dtype));
-            if (json_object_get(j, "dtype")) json_object_set_new(j, "dtype", json_string(torch_dtype));
-        }
-        struct graft__buf b;
-        graft__buf_init(&b, GRAFT_CONFIG_MAX_BYTES * 4);
-        graft__json_dump_pretty(&b, j);
-        json_decref(j);
-        rc = b.failed ? graft_err_set(err, GRAFT_E_NOMEM, graft_model_dir(m), NULL, 0, "out of memory")
-                      : graft_writer_add_file(w, "config.json", b.data, b.len, err);
-        graft__buf_free(&b);
-        if (rc) return rc;
-    }
-    return graft_writer_copy_tokenizer(w, m, err);
+    int rc = cfg ? graft__writer_add_config(w, cfg, torch_dtype, -1, err) : GRAFT_OK;
+    return rc ? rc : graft_writer_copy_tokenizer(w, m, err);
 }
 
 int graft_writer_copy_tokenizer(struct graft_writer *w, const struct graft_model *m, struct graft_err *err) {

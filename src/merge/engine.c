@@ -328,12 +328,7 @@ static int plan_tensor(struct plan *p, const char *out_name, int n_src, const in
     int rc = resolve_params(p, o, sl, src, names, t);
     if (rc) return rc;
     if (p->method->validate && (rc = p->method->validate(mt, p->err))) {
-        if (p->err->code == GRAFT_E_CONFIG && !strstr(p->err->msg, p->cfg->path)) { // prefix the config file
-            char msg[GRAFT_ERR_MSG_MAX];
-            snprintf(msg, sizeof msg, "%s", p->err->msg);
-            graft_err_clear(p->err);
-            cfail(p, "%s", msg);
-        }
+        if (p->err->code == GRAFT_E_CONFIG && !strstr(p->err->msg, p->cfg->path)) graft__err_prefix(p->err, p->cfg->path, NULL, 0);
         return rc;
     }
     // Output dtype: out_dtype, else dtype, else the reference input's.
@@ -623,13 +618,7 @@ static int run_tensor(struct exec *x, struct otensor *o) {
         const struct graft_model *m = p->models[o->in[i].model].m;
         graft_st_release(graft_model_shard(m, o->in[i].t->shard), o->in[i].t->info->begin, o->in[i].t->info->n_bytes);
     }
-    if (rc && p->err->code != GRAFT_OK && !strstr(p->err->msg, o->name)) {
-        char msg[GRAFT_ERR_MSG_MAX];
-        snprintf(msg, sizeof msg, "%s", p->err->msg);
-        int code = p->err->code;
-        graft_err_clear(p->err);
-        graft_err_set(p->err, code, NULL, o->name, strlen(o->name), "%s", msg);
-    }
+    if (rc && !strstr(p->err->msg, o->name)) graft__err_prefix(p->err, NULL, o->name, strlen(o->name));
     return rc;
 }
 
@@ -638,26 +627,10 @@ static int run_tensor(struct exec *x, struct otensor *o) {
 static int write_config(struct plan *p, struct graft_writer *w) {
     const char *cfg = graft_model_config_json(p->models[p->donor].m);
     if (!cfg) return GRAFT_OK;
-    json_t *j = json_loads(cfg, 0, NULL);
-    if (!j) return graft_err_set(p->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
     int dt = p->cfg->out_dtype >= 0 ? p->cfg->out_dtype : p->cfg->dtype;
-    if (dt >= 0 && graft_dtype_torch_name((enum graft_dtype)dt)) {
-        json_object_set_new(j, "torch_dtype", json_string(graft_dtype_torch_name((enum graft_dtype)dt)));
-        if (json_object_get(j, "dtype")) json_object_set_new(j, "dtype", json_string(graft_dtype_torch_name((enum graft_dtype)dt)));
-    }
-    if (!p->cfg->from_models) { // slices: the layer count is the sum of the slice lengths
-        static const char *const keys[] = {"num_hidden_layers", "n_layer", "num_layers", "n_layers"};
-        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
-            if (json_is_integer(json_object_get(j, keys[k]))) json_object_set_new(j, keys[k], json_integer(p->out_layers));
-    }
-    struct graft__buf b;
-    graft__buf_init(&b, 64u << 20);
-    graft__json_dump_pretty(&b, j);
-    json_decref(j);
-    int rc = b.failed ? graft_err_set(p->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory")
-                      : graft_writer_add_file(w, "config.json", b.data, b.len, p->err);
-    graft__buf_free(&b);
-    return rc;
+    // slices: the layer count is the sum of the slice lengths
+    return graft__writer_add_config(w, cfg, dt >= 0 ? graft_dtype_torch_name((enum graft_dtype)dt) : NULL,
+                                    p->cfg->from_models ? -1 : p->out_layers, p->err);
 }
 
 static int write_card(struct plan *p, struct graft_writer *w) {
