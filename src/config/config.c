@@ -230,6 +230,48 @@ static int read_dtype(struct rd *r, yaml_node_t *n, int *out) {
     return GRAFT_OK;
 }
 
+// tokenizer.tokens: {TOKEN: {source: MODEL | {kind: model_token, model, token | token_id} | {kind: zero}, force}}
+static int read_tokens(struct rd *r, yaml_node_t *n, struct graft_merge_config *c) {
+    if (n->type != YAML_MAPPING_NODE) return fail(r, n, "tokenizer.tokens must be a mapping of token → {source, force}");
+    size_t cnt = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+    if (!(c->tokens = graft__calloc(cnt ? cnt : 1, sizeof *c->tokens))) return graft_err_set(r->err, GRAFT_E_NOMEM, r->label, NULL, 0, "out of memory");
+    int rc;
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = node(r, p->key), *v = node(r, p->value);
+        struct graft_token_cfg *t = &c->tokens[c->n_tokens++];
+        t->line = line_of(k), t->src_id = -1;
+        if ((rc = dup_str(r, k, "a tokenizer.tokens key", &t->token))) return rc;
+        if (!v || v->type != YAML_MAPPING_NODE) return fail(r, v, "tokenizer.tokens['%s'] must be a mapping (source, force)", t->token);
+        static const char *const allowed[] = {"source", "force", NULL};
+        if ((rc = check_keys(r, v, "a tokenizer.tokens entry", allowed))) return rc;
+        yaml_node_t *f = get(r, v, "force"), *s = get(r, v, "source");
+        if (f && !scalar_bool(f, &t->force)) return fail(r, f, "force must be true or false");
+        if (!s) continue;
+        if (s->type != YAML_MAPPING_NODE) {
+            t->kind = GRAFT_TOKSRC_MODEL;
+            if ((rc = read_model_ref(r, s, &t->model))) return rc;
+            continue;
+        }
+        static const char *const sallowed[] = {"kind", "model", "token", "token_id", NULL};
+        if ((rc = check_keys(r, s, "a token source", sallowed))) return rc;
+        const char *kind = scalar(get(r, s, "kind"));
+        if (kind && !strcmp(kind, "zero")) { t->kind = GRAFT_TOKSRC_ZERO; continue; }
+        if (!kind || strcmp(kind, "model_token"))
+            return fail(r, s, "token source kind must be 'model_token' or 'zero'");
+        t->kind = GRAFT_TOKSRC_MODEL_TOKEN;
+        yaml_node_t *m = get(r, s, "model"), *tn = get(r, s, "token"), *ti = get(r, s, "token_id");
+        if (!m) return fail(r, s, "a model_token source needs 'model'");
+        if ((rc = read_model_ref(r, m, &t->model))) return rc;
+        if (!tn == !ti) return fail(r, s, "a model_token source needs exactly one of 'token' and 'token_id'");
+        if (tn && (rc = dup_str(r, tn, "token", &t->src_token))) return rc;
+        double id;
+        if (ti && (!is_plain(ti) || !scalar_number(ti, &id) || id != floor(id) || id < 0 || id > 1e9))
+            return fail(r, ti, "token_id must be a non-negative integer");
+        if (ti) t->src_id = (long)id;
+    }
+    return GRAFT_OK;
+}
+
 static int read_config(struct rd *r, struct graft_merge_config *c) {
     yaml_node_t *root = yaml_document_get_root_node(r->doc);
     if (!root) return fail(r, NULL, "the file is empty");
@@ -306,8 +348,15 @@ static int read_config(struct rd *r, struct graft_merge_config *c) {
         yaml_node_t *s = get(r, tk, "source");
         if ((rc = dup_str(r, s ? s : tk, "tokenizer.source", &c->tokenizer_source)) && s) return rc;
         if (!s) { graft_err_clear(r->err); c->tokenizer_source = graft__strdup("union"); }
-        if (get(r, tk, "tokens") || get(r, tk, "pad_to_multiple_of"))
-            return fail(r, tk, "tokenizer.tokens and pad_to_multiple_of are not supported yet");
+        yaml_node_t *pm = get(r, tk, "pad_to_multiple_of");
+        if (pm) {
+            double v;
+            if (!is_plain(pm) || !scalar_number(pm, &v) || v != floor(v) || v < 1 || v > 1e6)
+                return fail(r, pm, "tokenizer.pad_to_multiple_of must be a positive integer");
+            c->pad_to_multiple_of = (long)v;
+        }
+        yaml_node_t *tl = get(r, tk, "tokens");
+        if (tl && (rc = read_tokens(r, tl, c))) return rc;
     }
     yaml_node_t *ct = get(r, root, "chat_template");
     if (ct && (rc = dup_str(r, ct, "chat_template", &c->chat_template))) return rc;
@@ -380,6 +429,8 @@ void graft_config_free(struct graft_merge_config *c) {
     params_free(&c->params);
     graft__free(c->path), graft__free(c->text), graft__free(c->merge_method), graft__free(c->base_model);
     graft__free(c->tokenizer_source), graft__free(c->chat_template);
+    for (size_t i = 0; i < c->n_tokens; i++) graft__free(c->tokens[i].token), graft__free(c->tokens[i].model), graft__free(c->tokens[i].src_token);
+    graft__free(c->tokens);
     graft__free(c);
 }
 

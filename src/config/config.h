@@ -55,6 +55,19 @@ struct graft_slice {
     int                  line;
 };
 
+// A `tokenizer.tokens` entry: where token `token`'s embedding row comes from.
+enum graft_tok_src { GRAFT_TOKSRC_AUTO, GRAFT_TOKSRC_MODEL, GRAFT_TOKSRC_MODEL_TOKEN, GRAFT_TOKSRC_ZERO };
+
+struct graft_token_cfg {
+    char              *token;
+    enum graft_tok_src kind;
+    char              *model;     // MODEL, MODEL_TOKEN
+    char              *src_token; // MODEL_TOKEN by name, or NULL
+    long               src_id;    // MODEL_TOKEN by id (when src_token is NULL)
+    bool               force;     // use the source row even in models that have the token
+    int                line;
+};
+
 struct graft_merge_config {
     char               *path;          // config file
     char               *text;          // the YAML as read (copied to mergekit_config.yml)
@@ -69,6 +82,9 @@ struct graft_merge_config {
     int                 out_dtype;     // or -1
     char               *tokenizer_source; // "base", "union", a model, or NULL
     char               *chat_template;
+    struct graft_token_cfg *tokens;    // tokenizer.tokens
+    size_t              n_tokens;
+    long                pad_to_multiple_of; // tokenizer.pad_to_multiple_of, or 0
 };
 
 // Parse and validate a config file. Paths stay as written (resolved later against the config's folder).

@@ -17,8 +17,27 @@ void graft__fmt_double(char *out, size_t cap, double v);
 struct graft_writer;
 // Add config.json from `config_json` (compact JSON text) with "torch_dtype" (and "dtype" when present)
 // set to `torch_dtype` unless NULL, and the layer-count key set to `n_layers` unless negative.
+// `vocab_size` (when ≥ 0) replaces vocab_size (or text_config.vocab_size).
 int graft__writer_add_config(struct graft_writer *w, const char *config_json, const char *torch_dtype, int n_layers,
-                             struct graft_err *err);
+                             long vocab_size, struct graft_err *err);
+
+// A model's vocabulary from its tokenizer.json (src/io/vocab.c).
+struct graft_model;
+struct graft__vocab {
+    char    *path;         // the tokenizer.json read
+    json_t  *root;         // its JSON
+    json_t  *ids;          // token → id: regular vocabulary and added tokens
+    json_t  *added;        // token → its added_tokens entry
+    uint64_t n_ids;        // largest id + 1
+    long     config_vocab; // config.json vocab_size (or text_config.vocab_size), -1 if absent
+};
+int  graft__vocab_load(const struct graft_model *m, struct graft__vocab **out, struct graft_err *err);
+void graft__vocab_free(struct graft__vocab *v);
+long graft__config_vocab_size(const char *config_json);
+
+// Copy the tokenizer and generation files of model m, except the names in `skip` (NULL-terminated).
+int graft__writer_copy_tokenizer_except(struct graft_writer *w, const struct graft_model *m, const char *const *skip,
+                                        struct graft_err *err);
 
 // Checked I/O with fault injection (GRAFT_FAULT_IO in test builds). Return 0 or -1 with errno set.
 int graft__pwrite_full(int fd, const void *buf, size_t n, uint64_t off);

@@ -23,7 +23,7 @@ const char *graft_dtype_torch_name(enum graft_dtype t) {
 }
 
 int graft__writer_add_config(struct graft_writer *w, const char *config_json, const char *torch_dtype, int n_layers,
-                             struct graft_err *err) {
+                             long vocab_size, struct graft_err *err) {
     json_t *j = json_loads(config_json, 0, NULL);
     if (!j) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "cannot re-read config.json");
     if (torch_dtype) { // transformers v5 writes "dtype"; keep both in step when present
@@ -34,6 +34,13 @@ int graft__writer_add_config(struct graft_writer *w, const char *config_json, co
         static const char *const keys[] = {"num_hidden_layers", "n_layer", "num_layers", "n_layers"};
         for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
             if (json_is_integer(json_object_get(j, keys[k]))) json_object_set_new(j, keys[k], json_integer(n_layers));
+    }
+    if (vocab_size >= 0) {
+        json_t *tc = json_object_get(j, "text_config");
+        if (!json_object_get(j, "vocab_size") && json_is_integer(json_object_get(tc, "vocab_size")))
+            json_object_set_new(tc, "vocab_size", json_integer(vocab_size));
+        else
+            json_object_set_new(j, "vocab_size", json_integer(vocab_size));
     }
     struct graft__buf b;
     graft__buf_init(&b, GRAFT_CONFIG_MAX_BYTES * 4);
@@ -49,13 +56,21 @@ int graft_writer_copy_side_files(struct graft_writer *w, const struct graft_mode
                                  struct graft_err *err) {
     if (!graft_model_is_dir(m)) return GRAFT_OK;
     const char *cfg = graft_model_config_json(m);
-    int rc = cfg ? graft__writer_add_config(w, cfg, torch_dtype, -1, err) : GRAFT_OK;
+    int rc = cfg ? graft__writer_add_config(w, cfg, torch_dtype, -1, -1, err) : GRAFT_OK;
     return rc ? rc : graft_writer_copy_tokenizer(w, m, err);
 }
 
 int graft_writer_copy_tokenizer(struct graft_writer *w, const struct graft_model *m, struct graft_err *err) {
+    return graft__writer_copy_tokenizer_except(w, m, NULL, err);
+}
+
+int graft__writer_copy_tokenizer_except(struct graft_writer *w, const struct graft_model *m, const char *const *skip,
+                                        struct graft_err *err) {
     if (!graft_model_is_dir(m)) return GRAFT_OK;
     for (size_t i = 0; i < sizeof side_files / sizeof side_files[0]; i++) {
+        bool skipped = false;
+        for (size_t k = 0; skip && skip[k] && !skipped; k++) skipped = !strcmp(skip[k], side_files[i]);
+        if (skipped) continue;
         char *p = graft__asprintf("%s/%s", graft_model_dir(m), side_files[i]);
         if (!p) return graft_err_set(err, GRAFT_E_NOMEM, graft_model_dir(m), NULL, 0, "out of memory");
         struct stat sb;

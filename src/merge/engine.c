@@ -17,48 +17,11 @@
 #include <unistd.h>
 #include "graft/graft.h"
 #include "engine.h"
+#include "plan.h"
 #include "../config/config.h"
 #include "../io/io-impl.h"
 
 #define DEFAULT_CHUNK (1u << 18)
-
-struct mmodel {
-    char               *path;      // resolved
-    const char         *ref;       // as written in the config
-    struct graft_model *m;
-    int                 n_layers;  // max layer index + 1 (0 when no layered tensors)
-    char               *prefix;    // layer prefix, e.g. "model.layers"
-};
-
-struct oin { int model; const struct graft_model_tensor *t; };
-
-struct otensor {
-    char            *name;
-    enum graft_dtype dtype;
-    int              n_dims;
-    uint64_t         ne[GRAFT_MAX_DIMS];
-    int              n_in;
-    struct oin       in[GRAFT_MAX_INPUTS];
-    struct graft_mt  mt;
-    long             wid;
-    bool             identity; // only the base has this tensor: the output is the base (converted)
-    bool             copy;     // identity (or passthrough × 1) in the same dtype: bytes are copied
-};
-
-struct plan {
-    const struct graft_merge_config *cfg;
-    const struct graft_method       *method;
-    const struct graft_merge_options *opt;
-    char                            *cfg_dir;
-    struct mmodel                    models[GRAFT_MAX_INPUTS];
-    int                              n_models;
-    int                              base;        // model index of base_model, or -1
-    struct otensor                  *t;
-    size_t                           n, cap;
-    int                              out_layers;
-    int                              donor;       // model whose config/tokenizer the output takes
-    struct graft_err                *err;
-};
 
 int graft_mparam_index(const struct graft_method *m, const char *name) {
     for (int i = 0; i < m->n_params; i++)
@@ -70,8 +33,7 @@ struct graft_merge_options graft_merge_default_options(void) {
     return (struct graft_merge_options){.n_threads = 1, .copy_tokenizer = true, .write_model_card = true};
 }
 
-static int cfail(struct plan *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int cfail(struct plan *p, const char *fmt, ...) {
+int graft__plan_fail(struct plan *p, const char *fmt, ...) {
     char msg[400];
     va_list ap;
     va_start(ap, fmt);
@@ -80,8 +42,7 @@ static int cfail(struct plan *p, const char *fmt, ...) {
     return graft_err_set(p->err, GRAFT_E_CONFIG, p->cfg->path, NULL, 0, "%s", msg);
 }
 
-static void warnf(struct plan *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void warnf(struct plan *p, const char *fmt, ...) {
+void graft__plan_warn(struct plan *p, const char *fmt, ...) {
     FILE *f = p->opt->log ? p->opt->log : stderr;
     va_list ap;
     va_start(ap, fmt);
@@ -118,7 +79,7 @@ static bool is_pre_name(const char *n) {
            strstr(n, "word_embeddings") || strstr(n, "tok_embeddings") || strstr(n, "embeddings.");
 }
 
-static int open_model(struct plan *p, const char *ref, int *out) {
+int graft__plan_open_model(struct plan *p, const char *ref, int *out) {
     char *path = ref[0] == '/' ? graft__strdup(ref) : graft__asprintf("%s/%s", p->cfg_dir, ref);
     if (!path) return graft_err_set(p->err, GRAFT_E_NOMEM, ref, NULL, 0, "out of memory");
     char real[PATH_MAX];
@@ -126,17 +87,17 @@ static int open_model(struct plan *p, const char *ref, int *out) {
     if (stat(path, &sb) != 0 || !realpath(path, real)) {
         int rc;
         if (ref[0] != '/' && ref[0] != '.' && strchr(ref, '/') && !strchr(strchr(ref, '/') + 1, '/'))
-            rc = cfail(p, "model '%s' is not a local folder (looked in %s); graft works offline on local folders: download the "
+            rc = graft__plan_fail(p, "model '%s' is not a local folder (looked in %s); graft works offline on local folders: download the "
                           "Hugging Face repo first and give its path", ref, path);
         else
-            rc = cfail(p, "model '%s' not found (looked in %s)", ref, path);
+            rc = graft__plan_fail(p, "model '%s' not found (looked in %s)", ref, path);
         graft__free(path);
         return rc;
     }
     graft__free(path);
     for (int i = 0; i < p->n_models; i++)
         if (!strcmp(p->models[i].path, real)) { *out = i; return GRAFT_OK; }
-    if (p->n_models == GRAFT_MAX_INPUTS) return cfail(p, "more than %d models", GRAFT_MAX_INPUTS);
+    if (p->n_models == GRAFT_MAX_INPUTS) return graft__plan_fail(p, "more than %d models", GRAFT_MAX_INPUTS);
     struct mmodel *mm = &p->models[p->n_models];
     memset(mm, 0, sizeof *mm);
     if (!(mm->path = graft__strdup(real))) return graft_err_set(p->err, GRAFT_E_NOMEM, ref, NULL, 0, "out of memory");
@@ -186,8 +147,8 @@ static int resolve_params(struct plan *p, struct otensor *o, const struct graft_
             bool found = false;
             if (sl && (v = graft_params_get(&sl->params, mp->name))) found = graft_pv_eval(v, o->name, t, &x, &s);
             if (!found && (v = graft_params_get(&p->cfg->params, mp->name))) found = graft_pv_eval(v, o->name, t, &x, &s);
-            if (s) return cfail(p, "parameter '%s' must be a number, got '%s'", mp->name, s);
-            if (!found && mp->required) return cfail(p, "missing required parameter '%s' for tensor %s (merge_method %s)", mp->name, o->name, m->name);
+            if (s) return graft__plan_fail(p, "parameter '%s' must be a number, got '%s'", mp->name, s);
+            if (!found && mp->required) return graft__plan_fail(p, "missing required parameter '%s' for tensor %s (merge_method %s)", mp->name, o->name, m->name);
             mt->gp[k] = x;
             continue;
         }
@@ -199,11 +160,11 @@ static int resolve_params(struct plan *p, struct otensor *o, const struct graft_
             if (srcs[i] && (v = graft_params_get(&srcs[i]->params, mp->name))) found = graft_pv_eval(v, in_names[i], t, &x, &s);
             if (!found && sl && (v = graft_params_get(&sl->params, mp->name))) found = graft_pv_eval(v, in_names[i], t, &x, &s);
             if (!found && (v = graft_params_get(&p->cfg->params, mp->name))) found = graft_pv_eval(v, in_names[i], t, &x, &s);
-            if (s) return cfail(p, "parameter '%s' must be a number, got '%s'", mp->name, s);
+            if (s) return graft__plan_fail(p, "parameter '%s' must be a number, got '%s'", mp->name, s);
             if (!found && mp->required && i != mt->base)
-                return cfail(p, "missing required parameter '%s' for model '%s', tensor %s", mp->name, p->models[o->in[i].model].ref, o->name);
+                return graft__plan_fail(p, "missing required parameter '%s' for model '%s', tensor %s", mp->name, p->models[o->in[i].model].ref, o->name);
             if (!found && mp->required && i == mt->base && m->base == GRAFT_BASE_IGNORED)
-                return cfail(p, "base_model '%s' takes part in this %s merge but has no '%s': list it under models with one, or drop base_model",
+                return graft__plan_fail(p, "base_model '%s' takes part in this %s merge but has no '%s': list it under models with one, or drop base_model",
                              p->models[o->in[i].model].ref, m->name, mp->name);
             mt->pm[i][k] = x;
         }
@@ -276,14 +237,14 @@ static int plan_tensor(struct plan *p, const char *out_name, int n_src, const in
         if (!same) {
             char a[96], b[96];
             if (p->method->base == GRAFT_BASE_REQUIRED && i != base && p->method->max_models != 1 && !embed) {
-                warnf(p, "%s: model '%s' has shape %s, base has %s: left out of this tensor", out_name, p->models[in[i].model].ref,
+                graft__plan_warn(p, "%s: model '%s' has shape %s, base has %s: left out of this tensor", out_name, p->models[in[i].model].ref,
                       shape_text(a, sizeof a, x->n_dims, x->ne), shape_text(b, sizeof b, r->n_dims, r->ne));
                 continue;
             }
-            return cfail(p, "tensor %s: shape %s in '%s' does not match %s in '%s'", out_name, shape_text(a, sizeof a, x->n_dims, x->ne),
+            return graft__plan_fail(p, "tensor %s: shape %s in '%s' does not match %s in '%s'", out_name, shape_text(a, sizeof a, x->n_dims, x->ne),
                          p->models[in[i].model].ref, shape_text(b, sizeof b, r->n_dims, r->ne), p->models[in[ref].model].ref);
         }
-        if (embed && r->n_dims == 2 && x->ne[0] != rows) {
+        if (embed && r->n_dims == 2 && x->ne[0] != rows && !p->vp) {
             if (base < 0 && x->ne[0] < rows) rows = x->ne[0];
         }
         in[keep] = in[i], names[keep] = names[i], src[keep] = src[i];
@@ -297,8 +258,11 @@ static int plan_tensor(struct plan *p, const char *out_name, int n_src, const in
     memcpy(o->in, in, sizeof in[0] * (size_t)n_in);
     o->n_dims = r->n_dims;
     memcpy(o->ne, r->ne, sizeof o->ne);
-    if (embed && r->n_dims == 2 && rows != r->ne[0]) {
-        warnf(p, "%s: embedding sizes differ between models; using the first %llu rows", out_name, (unsigned long long)rows);
+    if (embed && r->n_dims == 2 && p->vp) { // rows follow the output vocabulary
+        o->remap = true;
+        o->ne[0] = graft__vplan_rows(p->vp);
+    } else if (embed && r->n_dims == 2 && rows != r->ne[0]) {
+        graft__plan_warn(p, "%s: embedding sizes differ between models; using the first %llu rows", out_name, (unsigned long long)rows);
         o->ne[0] = rows;
     }
     struct graft_mt *mt = &o->mt;
@@ -313,20 +277,21 @@ static int plan_tensor(struct plan *p, const char *out_name, int n_src, const in
     }
     int others = n_in - (base >= 0 && p->method->base != GRAFT_BASE_IGNORED ? 1 : 0);
     if (p->method->base == GRAFT_BASE_REQUIRED && base < 0)
-        return cfail(p, "tensor %s: the base model has no such tensor, and %s needs it", out_name, p->method->name);
+        return graft__plan_fail(p, "tensor %s: the base model has no such tensor, and %s needs it", out_name, p->method->name);
     if (others < p->method->min_models || (p->method->max_models >= 0 && others > p->method->max_models)) {
         if (others == 0 && base >= 0) { // only the base has it: carried over unchanged below
         } else if (p->method->max_models >= 0 && p->method->min_models == p->method->max_models)
-            return cfail(p, "merge_method %s takes exactly %d model%s besides the base; tensor %s has %d", p->method->name,
+            return graft__plan_fail(p, "merge_method %s takes exactly %d model%s besides the base; tensor %s has %d", p->method->name,
                          p->method->min_models, p->method->min_models == 1 ? "" : "s", out_name, others);
         else if (others < p->method->min_models)
-            return cfail(p, "merge_method %s needs at least %d models besides the base; tensor %s has %d", p->method->name,
+            return graft__plan_fail(p, "merge_method %s needs at least %d models besides the base; tensor %s has %d", p->method->name,
                          p->method->min_models, out_name, others);
         else
-            return cfail(p, "merge_method %s takes at most %d models; tensor %s has %d", p->method->name, p->method->max_models, out_name, others);
+            return graft__plan_fail(p, "merge_method %s takes at most %d models; tensor %s has %d", p->method->name, p->method->max_models, out_name, others);
     }
     int rc = resolve_params(p, o, sl, src, names, t);
     if (rc) return rc;
+    if (o->remap && (rc = graft__vplan_check_tensor(p, o))) return rc;
     if (p->method->validate && (rc = p->method->validate(mt, p->err))) {
         if (p->err->code == GRAFT_E_CONFIG && !strstr(p->err->msg, p->cfg->path)) graft__err_prefix(p->err, p->cfg->path, NULL, 0);
         return rc;
@@ -341,7 +306,7 @@ static int plan_tensor(struct plan *p, const char *out_name, int n_src, const in
     int lone = base >= 0 ? base : 0;
     o->identity = base >= 0 && others == 0 && p->method->base != GRAFT_BASE_IGNORED;
     bool unscaled = !strcmp(p->method->name, "passthrough") && PM(mt, 0, "scale") == 1.0;
-    o->copy = (o->identity || unscaled) && o->dtype == in[lone].t->info->dtype && mt->numel == in[lone].t->info->n_elem;
+    o->copy = (o->identity || unscaled) && !o->remap && o->dtype == in[lone].t->info->dtype && mt->numel == in[lone].t->info->n_elem;
     return GRAFT_OK;
 }
 
@@ -408,18 +373,18 @@ static int build_plan(struct plan *p) {
     const struct graft_merge_config *c = p->cfg;
     int rc;
     p->base = -1;
-    if (c->base_model && (rc = open_model(p, c->base_model, &p->base))) return rc;
+    if (c->base_model && (rc = graft__plan_open_model(p, c->base_model, &p->base))) return rc;
     if (p->method->base == GRAFT_BASE_REQUIRED && p->base < 0)
-        return cfail(p, "merge_method %s needs base_model", p->method->name);
+        return graft__plan_fail(p, "merge_method %s needs base_model", p->method->name);
     // model index of every source; ranges of `models:` entries are the whole model
     int *idx[64] = {0};
-    if (c->n_slices > 64) return cfail(p, "more than 64 slices");
+    if (c->n_slices > 64) return graft__plan_fail(p, "more than 64 slices");
     bool base_listed = false;
     for (size_t s = 0; s < c->n_slices; s++) {
         idx[s] = graft__calloc(c->slices[s].n_src + 1, sizeof(int));
         if (!idx[s]) { rc = graft_err_set(p->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
         for (size_t i = 0; i < c->slices[s].n_src; i++) {
-            if ((rc = open_model(p, c->slices[s].src[i].model, &idx[s][i]))) goto out;
+            if ((rc = graft__plan_open_model(p, c->slices[s].src[i].model, &idx[s][i]))) goto out;
             base_listed |= idx[s][i] == p->base;
         }
     }
@@ -435,7 +400,7 @@ static int build_plan(struct plan *p) {
             struct graft_source *src = i < sl0->n_src ? &sl0->src[i] : &extra;
             const struct mmodel *mm = &p->models[idx[0][i]];
             if (L >= 0 && mm->n_layers != L) {
-                rc = cfail(p, "models have different numbers of layers (%d in '%s', %d in '%s'); use slices to choose layer ranges", L,
+                rc = graft__plan_fail(p, "models have different numbers of layers (%d in '%s', %d in '%s'); use slices to choose layer ranges", L,
                            p->models[idx[0][0]].ref, mm->n_layers, mm->ref);
                 goto out;
             }
@@ -458,7 +423,7 @@ static int build_plan(struct plan *p) {
                 const struct graft_source *src = &c->slices[s].src[i];
                 const struct mmodel *mm = &p->models[idx[s][i]];
                 if (src->range[1] > mm->n_layers) {
-                    rc = cfail(p, "line %d: layer_range [%d, %d] is past the %d layers of '%s'", src->line, src->range[0], src->range[1],
+                    rc = graft__plan_fail(p, "line %d: layer_range [%d, %d] is past the %d layers of '%s'", src->line, src->range[0], src->range[1],
                                mm->n_layers, src->model);
                     goto out;
                 }
@@ -467,7 +432,7 @@ static int build_plan(struct plan *p) {
             for (size_t s = 0; s < c->n_slices; s++) {
                 bool has = false;
                 for (size_t i = 0; i < c->slices[s].n_src; i++) has |= idx[s][i] == p->base;
-                if (!has) { rc = cfail(p, "line %d: base_model '%s' must be one of this slice's sources", c->slices[s].line, c->base_model); goto out; }
+                if (!has) { rc = graft__plan_fail(p, "line %d: base_model '%s' must be one of this slice's sources", c->slices[s].line, c->base_model); goto out; }
             }
     }
     p->donor = p->base >= 0 ? p->base : idx[0][0];
@@ -478,19 +443,20 @@ static int build_plan(struct plan *p) {
         json_t *aa = a ? json_object_get(a, "architectures") : NULL, *bb = b ? json_object_get(b, "architectures") : NULL;
         bool differ = aa && bb && !json_equal(aa, bb);
         json_decref(a), json_decref(b);
-        if (differ) { rc = cfail(p, "'%s' and '%s' have different architectures; pass --allow-crimes to merge them anyway", p->models[p->donor].ref, p->models[i].ref); goto out; }
+        if (differ) { rc = graft__plan_fail(p, "'%s' and '%s' have different architectures; pass --allow-crimes to merge them anyway", p->models[p->donor].ref, p->models[i].ref); goto out; }
     }
     for (int i = 0; i < p->n_models; i++)
         if (p->models[i].n_layers && p->models[p->donor].n_layers && p->models[i].prefix && p->models[p->donor].prefix &&
             strcmp(p->models[i].prefix, p->models[p->donor].prefix)) {
-            rc = cfail(p, "'%s' names its layers '%s.N' but '%s' uses '%s.N'", p->models[i].ref, p->models[i].prefix, p->models[p->donor].ref, p->models[p->donor].prefix);
+            rc = graft__plan_fail(p, "'%s' names its layers '%s.N' but '%s' uses '%s.N'", p->models[i].ref, p->models[i].prefix, p->models[p->donor].ref, p->models[p->donor].prefix);
             goto out;
         }
+    if ((rc = graft__vplan_build(p))) goto out;
     if ((rc = plan_loose(p, sl0, idx[0], true))) goto out;
     for (size_t s = 0; s < c->n_slices; s++)
         if ((rc = plan_layers(p, &c->slices[s], idx[s]))) goto out;
     if ((rc = plan_loose(p, &c->slices[c->n_slices - 1], idx[c->n_slices - 1], false))) goto out;
-    if (p->n == 0) rc = cfail(p, "the plan has no tensors");
+    if (p->n == 0) rc = graft__plan_fail(p, "the plan has no tensors");
 out:
     for (size_t s = 0; s < c->n_slices; s++) graft__free(idx[s]);
     return rc;
@@ -510,6 +476,7 @@ static void print_plan(struct plan *p, struct graft_writer *w, FILE *f) {
                 graft_writer_shard_name(w, graft_writer_tensor_shard(w, o->wid)));
         for (int g = 0; g < p->method->n_params; g++)
             if (!p->method->params[g].per_model) fprintf(f, "  %s = %g\n", p->method->params[g].name, o->mt.gp[g]);
+        if (o->remap) fprintf(f, "  rows follow the output vocabulary (%s)\n", p->cfg->tokenizer_source);
         for (int k = 0; k < o->n_in; k++) {
             fprintf(f, "  %s%s:%s", k == o->mt.base ? "base " : "", p->models[o->in[k].model].ref, o->in[k].t->info->name);
             for (int g = 0; g < p->method->n_params; g++)
@@ -544,7 +511,8 @@ static void load_chunk(struct exec *x, int ith, uint64_t e0, uint64_t n, const f
         uint64_t off;
         graft_dtype_nbytes(ti->dtype, e0, &off);
         float *dst = x->in[ith] + (size_t)i * x->max_chunk;
-        graft_row_to_f32(ti->dtype, graft_model_data(m, o->in[i].t) + off, dst, (size_t)n);
+        if (o->remap) graft__vplan_load(x->p, o, i, e0, n, dst, x->tmp[ith]); // the kernel's scratch is free while loading
+        else graft_row_to_f32(ti->dtype, graft_model_data(m, o->in[i].t) + off, dst, (size_t)n);
         ptrs[i] = dst;
     }
 }
@@ -590,6 +558,7 @@ static int run_tensor(struct exec *x, struct otensor *o) {
     if (o->copy) return copy_tensor(x);
     int nth = p->opt->n_threads > 0 ? p->opt->n_threads : 1;
     int rc = GRAFT_OK;
+    if (o->remap && (rc = graft__vplan_pad_rows(p, o))) return rc;
     if (!o->identity && mt->m->init && (rc = mt->m->init(mt, p->err))) return rc;
     int np = o->identity ? 0 : mt->m->n_passes ? mt->m->n_passes(mt) : 0;
     for (int pass = 0; pass < np && !rc; pass++) {
@@ -613,6 +582,8 @@ static int run_tensor(struct exec *x, struct otensor *o) {
     if (mt->m->free_state) mt->m->free_state(mt);
     graft__free(mt->state);
     mt->state = NULL;
+    graft__free(o->pad);
+    o->pad = NULL;
     // Input pages of this tensor are consumed: drop them from our resident set.
     for (int i = 0; i < o->n_in; i++) {
         const struct graft_model *m = p->models[o->in[i].model].m;
@@ -630,7 +601,7 @@ static int write_config(struct plan *p, struct graft_writer *w) {
     int dt = p->cfg->out_dtype >= 0 ? p->cfg->out_dtype : p->cfg->dtype;
     // slices: the layer count is the sum of the slice lengths
     return graft__writer_add_config(w, cfg, dt >= 0 ? graft_dtype_torch_name((enum graft_dtype)dt) : NULL,
-                                    p->cfg->from_models ? -1 : p->out_layers, p->err);
+                                    p->cfg->from_models ? -1 : p->out_layers, graft__vplan_vocab_size(p->vp), p->err);
 }
 
 static int write_card(struct plan *p, struct graft_writer *w) {
@@ -657,9 +628,6 @@ static int write_card(struct plan *p, struct graft_writer *w) {
     return rc;
 }
 
-static int side_files(struct plan *p, struct graft_writer *w) {
-    return p->opt->copy_tokenizer ? graft_writer_copy_tokenizer(w, p->models[p->donor].m, p->err) : GRAFT_OK;
-}
 
 // ---- entry point -------------------------------------------------------------------------------------
 
@@ -726,17 +694,18 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
     }
     if (!rc) rc = write_config(&p, w);
     if (!rc && opt->write_model_card) rc = write_card(&p, w);
-    if (!rc) rc = side_files(&p, w);
+    if (!rc) rc = graft__plan_write_tokenizer(&p, w);
     if (!rc) rc = graft_writer_commit(w, err);
 out:
     if (x.in)
         for (int t = 0; t < nth; t++) graft__free(x.in[t]), graft__free(x.tmp[t]), graft__free(x.out[t]), graft__free(x.enc[t]);
     graft__free(x.in), graft__free(x.tmp), graft__free(x.out), graft__free(x.enc);
     graft_writer_free(w);
-    for (size_t i = 0; i < p.n; i++) graft__free(p.t[i].name);
+    for (size_t i = 0; i < p.n; i++) graft__free(p.t[i].name), graft__free(p.t[i].pad);
     graft__free(p.t);
     for (int i = 0; i < p.n_models; i++) graft_model_close(p.models[i].m), graft__free(p.models[i].path), graft__free(p.models[i].prefix);
     graft__free(p.cfg_dir);
+    graft__vplan_free(p.vp);
     graft_config_free(cfg);
     return rc;
 }

@@ -1,0 +1,74 @@
+// The merge plan shared by the engine and its helpers (vocabulary remapping): opened models, output
+// tensors with their inputs and resolved parameters. Internal to src/merge.
+#ifndef GRAFT_MERGE_PLAN_H
+#define GRAFT_MERGE_PLAN_H
+#include "graft/graft.h"
+#include "engine.h"
+#include "../config/config.h"
+
+struct mmodel {
+    char               *path;      // resolved
+    const char         *ref;       // as written in the config
+    struct graft_model *m;
+    int                 n_layers;  // max layer index + 1 (0 when no layered tensors)
+    char               *prefix;    // layer prefix, e.g. "model.layers"
+};
+
+struct oin { int model; const struct graft_model_tensor *t; };
+
+struct otensor {
+    char            *name;
+    enum graft_dtype dtype;
+    int              n_dims;
+    uint64_t         ne[GRAFT_MAX_DIMS];
+    int              n_in;
+    struct oin       in[GRAFT_MAX_INPUTS];
+    struct graft_mt  mt;
+    long             wid;
+    bool             identity; // only the base has this tensor: the output is the base (converted)
+    bool             copy;     // identity (or passthrough × 1) in the same dtype: bytes are copied
+    bool             remap;    // embedding rows follow the output vocabulary (tokenizer merge)
+    float           *pad;      // remap with padding: per input, the mean row used for padding rows
+};
+
+struct plan {
+    const struct graft_merge_config *cfg;
+    const struct graft_method       *method;
+    const struct graft_merge_options *opt;
+    char                            *cfg_dir;
+    struct mmodel                    models[GRAFT_MAX_INPUTS];
+    int                              n_models;
+    int                              base;        // model index of base_model, or -1
+    struct otensor                  *t;
+    size_t                           n, cap;
+    int                              out_layers;
+    int                              donor;       // model whose config/tokenizer the output takes
+    struct graft_vplan              *vp;          // output vocabulary (tokenizer_source / tokenizer), or NULL
+    struct graft_err                *err;
+};
+
+
+// Config error (exit 4) naming the config file.
+int  graft__plan_fail(struct plan *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void graft__plan_warn(struct plan *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// Open (or find, by real path) the model a config reference names.
+int  graft__plan_open_model(struct plan *p, const char *ref, int *out);
+
+// ---- vocabulary (vocab.c) ----------------------------------------------------------------------------
+// Build p->vp from tokenizer_source / tokenizer: MergeKit's output vocabulary (base, a model, union)
+// and each model's permutation new id → old row.
+int  graft__vplan_build(struct plan *p);
+void graft__vplan_free(struct graft_vplan *vp);
+uint64_t graft__vplan_rows(const struct graft_vplan *vp); // output embedding rows (padded)
+// Check an embedding tensor's inputs against the token sources (rows in range, sources present).
+int  graft__vplan_check_tensor(struct plan *p, const struct otensor *o);
+// Input i of remapped tensor o, elements [e0, e0+n) of the [rows × H] output-vocabulary matrix, as f32.
+// `tmp` holds at least n floats.
+void graft__vplan_load(const struct plan *p, const struct otensor *o, int i, uint64_t e0, uint64_t n, float *dst, float *tmp);
+// Padding rows: per input, the mean of its first len(vocab) remapped rows (sets o->pad).
+int  graft__vplan_pad_rows(struct plan *p, struct otensor *o);
+// Tokenizer files of the output (vocabulary, chat template, the rest copied from the source model),
+// and the vocab_size to write into config.json (-1: unchanged).
+int  graft__plan_write_tokenizer(struct plan *p, struct graft_writer *w);
+long graft__vplan_vocab_size(const struct graft_vplan *vp);
+#endif
