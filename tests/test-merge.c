@@ -345,6 +345,26 @@ TEST(merge_spherical_means) {
     CHECK_VEC(v, 0.38268343f, 0.92387953f);
 }
 
+TEST(merge_nuslerp_row_wise) {
+    // [3, 2] tensors. Columns (row_wise): j=0 p=(1,0,2) ⊥ q=(0,1,0) → sin(45°)/sin(90°) of each;
+    // j=1 p = q = (1,1,0), colinear → LERP. Rows instead (flatten false): row 0 (1,1) vs (0,1) at 45°.
+    static const float p[6] = {1, 1, 0, 1, 2, 0}, q[6] = {0, 1, 1, 1, 0, 0};
+    struct tt mp[] = {{"model.norm.weight", 2, {3, 2}, p}}, mq[] = {{"model.norm.weight", 2, {3, 2}, q}};
+    mkmodel(tpath("p"), mp, 1, 0);
+    mkmodel(tpath("q"), mq, 1, 0);
+    struct graft_err err;
+    float v[6];
+    CHECK_EQ(run_merge("merge_method: nuslerp\nmodels: [{model: p, parameters: {weight: 1}}, {model: q, parameters: {weight: 1}}]\n"
+                       "parameters: {nuslerp_flatten: false, nuslerp_row_wise: true}\n", "rw", 2, 0, &err), 0);
+    CHECK(get("rw", "model.norm.weight", v, 6));
+    CHECK_VEC(v, 0.70710678f, 1, 0.70710678f, 1, 1.41421356f, 0);
+    CHECK_EQ(run_merge("merge_method: nuslerp\nmodels: [{model: p, parameters: {weight: 1}}, {model: q, parameters: {weight: 1}}]\n"
+                       "parameters: {nuslerp_flatten: false}\n", "rows", 2, 0, &err), 0);
+    CHECK(get("rows", "model.norm.weight", v, 6));
+    const float k = 0.38268343f / 0.70710678f; // sin(22.5°)/sin(45°)
+    CHECK_VEC(v, k, 2 * k, k, 2 * k, 1.41421356f, 0); // row 2: (2,0) vs (0,0): |q| clamps, cos 0 → θ = 90°, sin 45° · (2,0)
+}
+
 TEST(merge_ram_and_model_stock_exact) {
     static const float z[3] = {0, 0, 0}, a[3] = {1, 2, 0}, b[3] = {3, 0, 0};
     struct tt mz[] = {{"model.norm.weight", 1, {3, 0}, z}}, ma[] = {{"model.norm.weight", 1, {3, 0}, a}}, mb[] = {{"model.norm.weight", 1, {3, 0}, b}};
