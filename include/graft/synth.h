@@ -1,4 +1,4 @@
-// graft — synthetic models for demos, tests and benchmarks: a random LLaMA-layout Hugging Face folder
+// graft — synthetic models for demos, tests and benchmarks: a random Hugging Face folder (Llama, Qwen2, Gemma, Phi-3, GPT-2, GPT-NeoX, Mixtral layouts)
 // (config.json, generation_config.json, HF tensor names), or a fine-tune-like derivative of a base model
 // (base + heavy-tailed random delta). Values come from the counter-based generator, so the same
 // parameters and seed give the same bytes for any thread count.

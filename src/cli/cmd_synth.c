@@ -1,16 +1,16 @@
-// graft synth: random LLaMA-layout models (or fine-tune-like derivatives) for demos, tests, benches.
+// graft synth: random models in common HF layouts (or fine-tune-like derivatives) for demos, tests, benches.
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 #include "cli.h"
 
 static const char help[] =
-    "Usage: graft synth OUT [--arch llama] [--layers N] [--hidden N] [--intermediate N] [--heads N]\n"
+    "Usage: graft synth OUT [--arch A] [--layers N] [--hidden N] [--intermediate N] [--heads N]\n"
     "                       [--kv-heads N] [--vocab N] [--dtype T] [--seed S] [--tie]\n"
     "                       [--like BASE --delta SCALE] [--threads N] [--out-shard-size S] [--force]\n"
     "\n"
-    "Write a random model folder with the Hugging Face LLaMA layout (config.json, generation_config.json,\n"
-    "model.embed_tokens / model.layers.N.{self_attn,mlp,…} / model.norm / lm_head tensors).\n"
+    "Write a random model folder in a Hugging Face layout (config.json, generation_config.json, tokenizer files,\n"
+    "and the architecture's tensor names, e.g. model.embed_tokens / model.layers.N.{self_attn,mlp} / lm_head).\n"
     "Matrices ~ N(0, 0.02²) (approximately), norm weights ~ 1 + N(0, 0.1²). The same options and seed give\n"
     "the same bytes whatever --threads is.\n"
     "\n"
@@ -18,7 +18,7 @@ static const char help[] =
     "SCALE × Laplace(0,1) noise keyed by --seed; BASE's config and tokenizer files are copied.\n"
     "\n"
     "Options (defaults):\n"
-    "  --arch A            llama (mistral is an alias)\n"
+    "  --arch A            llama, mistral, qwen2, gemma, phi3, gpt2, gpt_neox, mixtral (4 experts)\n"
     "  --layers N          2          --hidden N        64       --intermediate N  172\n"
     "  --heads N           4          --kv-heads N      2        --vocab N         256\n"
     "  --dtype T           bf16 (f32, f16, bf16, f8_e4m3, f8_e5m2); with --like: BASE's dtype\n"

@@ -1,4 +1,6 @@
-// Synthetic LLaMA-layout models. Tensor values are pure functions of (seed, tensor name, index).
+// Synthetic models in the tensor layouts of common Hugging Face architectures (Llama/Mistral/Qwen2,
+// Gemma, Phi-3, GPT-2, GPT-NeoX, Mixtral), with a small BPE tokenizer. Tensor values are pure functions
+// of (seed, tensor name, index).
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,6 +26,8 @@ struct spec {
     enum init_kind kind;
 };
 
+#define N_EXPERTS 4 // mixtral
+
 struct job {
     const struct graft_synth_params *p;
     struct graft_writer *w;
@@ -40,28 +44,99 @@ static void spec_add(struct spec *s, size_t *n, const char *name, uint64_t a, ui
     x->n_dims = b ? 2 : 1, x->ne[0] = a, x->ne[1] = b, x->kind = k;
 }
 
-static size_t llama_specs(const struct graft_synth_params *p, struct spec *s) {
+// Tensor names and shapes of each layout ([out, in] for Linear; GPT-2's Conv1D is [in, out]).
+static size_t arch_specs(const struct graft_synth_params *p, struct spec *s) {
     size_t n = 0;
-    uint64_t h = (uint64_t)p->hidden, hd = h / (uint64_t)p->n_heads, kv = hd * (uint64_t)p->n_kv_heads;
+    uint64_t h = (uint64_t)p->hidden, hd = h / (uint64_t)p->n_heads, kv = hd * (uint64_t)p->n_kv_heads, f = (uint64_t)p->intermediate;
+    uint64_t V = (uint64_t)p->vocab;
+    const char *a = p->arch;
     char name[96];
-    spec_add(s, &n, "model.embed_tokens.weight", (uint64_t)p->vocab, h, INIT_NORMAL);
-    for (int l = 0; l < p->n_layers; l++) {
-#define L(fmt, a, b, k) (snprintf(name, sizeof name, "model.layers.%d." fmt, l), spec_add(s, &n, name, a, b, k))
-        L("input_layernorm.weight", h, 0, INIT_NORM_WEIGHT);
-        L("self_attn.q_proj.weight", hd * (uint64_t)p->n_heads, h, INIT_NORMAL);
-        L("self_attn.k_proj.weight", kv, h, INIT_NORMAL);
-        L("self_attn.v_proj.weight", kv, h, INIT_NORMAL);
-        L("self_attn.o_proj.weight", h, hd * (uint64_t)p->n_heads, INIT_NORMAL);
-        L("post_attention_layernorm.weight", h, 0, INIT_NORM_WEIGHT);
-        L("mlp.gate_proj.weight", (uint64_t)p->intermediate, h, INIT_NORMAL);
-        L("mlp.up_proj.weight", (uint64_t)p->intermediate, h, INIT_NORMAL);
-        L("mlp.down_proj.weight", h, (uint64_t)p->intermediate, INIT_NORMAL);
-#undef L
+#define A(...) (spec_add(s, &n, __VA_ARGS__))
+#define L(fmt, x, y, k) (snprintf(name, sizeof name, fmt, l), spec_add(s, &n, name, x, y, k))
+    if (!strcmp(a, "gpt2")) {
+        A("transformer.wte.weight", V, h, INIT_NORMAL);
+        A("transformer.wpe.weight", 1024, h, INIT_NORMAL);
+        for (int l = 0; l < p->n_layers; l++) {
+            L("transformer.h.%d.ln_1.weight", h, 0, INIT_NORM_WEIGHT);
+            L("transformer.h.%d.ln_1.bias", h, 0, INIT_NORMAL);
+            L("transformer.h.%d.attn.c_attn.weight", h, 3 * h, INIT_NORMAL);
+            L("transformer.h.%d.attn.c_attn.bias", 3 * h, 0, INIT_NORMAL);
+            L("transformer.h.%d.attn.c_proj.weight", h, h, INIT_NORMAL);
+            L("transformer.h.%d.attn.c_proj.bias", h, 0, INIT_NORMAL);
+            L("transformer.h.%d.ln_2.weight", h, 0, INIT_NORM_WEIGHT);
+            L("transformer.h.%d.ln_2.bias", h, 0, INIT_NORMAL);
+            L("transformer.h.%d.mlp.c_fc.weight", h, f, INIT_NORMAL);
+            L("transformer.h.%d.mlp.c_fc.bias", f, 0, INIT_NORMAL);
+            L("transformer.h.%d.mlp.c_proj.weight", f, h, INIT_NORMAL);
+            L("transformer.h.%d.mlp.c_proj.bias", h, 0, INIT_NORMAL);
+        }
+        A("transformer.ln_f.weight", h, 0, INIT_NORM_WEIGHT);
+        A("transformer.ln_f.bias", h, 0, INIT_NORMAL);
+        return n; // GPT-2 always ties lm_head
     }
+    if (!strcmp(a, "gpt_neox")) {
+        A("gpt_neox.embed_in.weight", V, h, INIT_NORMAL);
+        for (int l = 0; l < p->n_layers; l++) {
+            L("gpt_neox.layers.%d.input_layernorm.weight", h, 0, INIT_NORM_WEIGHT);
+            L("gpt_neox.layers.%d.input_layernorm.bias", h, 0, INIT_NORMAL);
+            L("gpt_neox.layers.%d.post_attention_layernorm.weight", h, 0, INIT_NORM_WEIGHT);
+            L("gpt_neox.layers.%d.post_attention_layernorm.bias", h, 0, INIT_NORMAL);
+            L("gpt_neox.layers.%d.attention.query_key_value.weight", 3 * h, h, INIT_NORMAL);
+            L("gpt_neox.layers.%d.attention.query_key_value.bias", 3 * h, 0, INIT_NORMAL);
+            L("gpt_neox.layers.%d.attention.dense.weight", h, h, INIT_NORMAL);
+            L("gpt_neox.layers.%d.attention.dense.bias", h, 0, INIT_NORMAL);
+            L("gpt_neox.layers.%d.mlp.dense_h_to_4h.weight", f, h, INIT_NORMAL);
+            L("gpt_neox.layers.%d.mlp.dense_h_to_4h.bias", f, 0, INIT_NORMAL);
+            L("gpt_neox.layers.%d.mlp.dense_4h_to_h.weight", h, f, INIT_NORMAL);
+            L("gpt_neox.layers.%d.mlp.dense_4h_to_h.bias", h, 0, INIT_NORMAL);
+        }
+        A("gpt_neox.final_layer_norm.weight", h, 0, INIT_NORM_WEIGHT);
+        A("gpt_neox.final_layer_norm.bias", h, 0, INIT_NORMAL);
+        if (!p->tie_embeddings) A("embed_out.weight", V, h, INIT_NORMAL);
+        return n;
+    }
+    bool phi3 = !strcmp(a, "phi3"), mixtral = !strcmp(a, "mixtral"), qwen2 = !strcmp(a, "qwen2");
+    A("model.embed_tokens.weight", V, h, INIT_NORMAL);
+    for (int l = 0; l < p->n_layers; l++) {
+        L("model.layers.%d.input_layernorm.weight", h, 0, INIT_NORM_WEIGHT);
+        if (phi3) {
+            L("model.layers.%d.self_attn.qkv_proj.weight", hd * (uint64_t)p->n_heads + 2 * kv, h, INIT_NORMAL);
+        } else {
+            L("model.layers.%d.self_attn.q_proj.weight", hd * (uint64_t)p->n_heads, h, INIT_NORMAL);
+            if (qwen2) L("model.layers.%d.self_attn.q_proj.bias", hd * (uint64_t)p->n_heads, 0, INIT_NORMAL);
+            L("model.layers.%d.self_attn.k_proj.weight", kv, h, INIT_NORMAL);
+            if (qwen2) L("model.layers.%d.self_attn.k_proj.bias", kv, 0, INIT_NORMAL);
+            L("model.layers.%d.self_attn.v_proj.weight", kv, h, INIT_NORMAL);
+            if (qwen2) L("model.layers.%d.self_attn.v_proj.bias", kv, 0, INIT_NORMAL);
+        }
+        L("model.layers.%d.self_attn.o_proj.weight", h, hd * (uint64_t)p->n_heads, INIT_NORMAL);
+        L("model.layers.%d.post_attention_layernorm.weight", h, 0, INIT_NORM_WEIGHT);
+        if (phi3) {
+            L("model.layers.%d.mlp.gate_up_proj.weight", 2 * f, h, INIT_NORMAL);
+            L("model.layers.%d.mlp.down_proj.weight", h, f, INIT_NORMAL);
+        } else if (mixtral) {
+            L("model.layers.%d.block_sparse_moe.gate.weight", N_EXPERTS, h, INIT_NORMAL);
+            for (int e = 0; e < N_EXPERTS; e++) {
+                char fmt[96];
+                snprintf(fmt, sizeof fmt, "model.layers.%%d.block_sparse_moe.experts.%d.w%%d.weight", e);
+                snprintf(name, sizeof name, fmt, l, 1), A(name, f, h, INIT_NORMAL);
+                snprintf(name, sizeof name, fmt, l, 2), A(name, h, f, INIT_NORMAL);
+                snprintf(name, sizeof name, fmt, l, 3), A(name, f, h, INIT_NORMAL);
+            }
+        } else {
+            L("model.layers.%d.mlp.gate_proj.weight", f, h, INIT_NORMAL);
+            L("model.layers.%d.mlp.up_proj.weight", f, h, INIT_NORMAL);
+            L("model.layers.%d.mlp.down_proj.weight", h, f, INIT_NORMAL);
+        }
+    }
+#undef L
+#undef A
     spec_add(s, &n, "model.norm.weight", h, 0, INIT_NORM_WEIGHT);
-    if (!p->tie_embeddings) spec_add(s, &n, "lm_head.weight", (uint64_t)p->vocab, h, INIT_NORMAL);
+    if (!p->tie_embeddings && strcmp(a, "gemma")) spec_add(s, &n, "lm_head.weight", V, h, INIT_NORMAL);
     return n;
 }
+
+static size_t arch_max_specs(const struct graft_synth_params *p) { return 4 + (size_t)p->n_layers * (13 + 3 * N_EXPERTS); }
 
 static int synth_chunk(void *ctx, size_t item, int ith, struct graft_err *err) {
     struct job *j = ctx;
@@ -109,27 +184,90 @@ static int synth_chunk(void *ctx, size_t item, int ith, struct graft_err *err) {
     return graft_writer_write(j->w, (long)ti, off, j->out[ith], (size_t)len, err);
 }
 
-static char *llama_config(const struct graft_synth_params *p) {
-    json_t *c = json_pack("{s:[s], s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:s, s:b, s:s, s:i, s:i, s:f, s:b, s:b}",
-        "architectures", "LlamaForCausalLM", "model_type", "llama", "hidden_size", p->hidden,
-        "intermediate_size", p->intermediate, "num_attention_heads", p->n_heads, "num_key_value_heads", p->n_kv_heads,
-        "num_hidden_layers", p->n_layers, "vocab_size", p->vocab, "max_position_embeddings", 2048,
-        "rms_norm_eps", 1e-5, "rope_theta", 10000.0, "hidden_act", "silu", "tie_word_embeddings", p->tie_embeddings,
-        "torch_dtype", graft_dtype_torch_name(p->dtype) ? graft_dtype_torch_name(p->dtype) : "float32",
-        "bos_token_id", 1, "eos_token_id", 2, "initializer_range", p->init_std, "attention_bias", 0, "use_cache", 1);
+static const struct { const char *arch, *cls, *type; } archs[] = {
+    {"llama", "LlamaForCausalLM", "llama"},     {"mistral", "MistralForCausalLM", "mistral"}, {"qwen2", "Qwen2ForCausalLM", "qwen2"},
+    {"gemma", "GemmaForCausalLM", "gemma"},     {"phi3", "Phi3ForCausalLM", "phi3"},          {"gpt2", "GPT2LMHeadModel", "gpt2"},
+    {"gpt_neox", "GPTNeoXForCausalLM", "gpt_neox"}, {"mixtral", "MixtralForCausalLM", "mixtral"},
+};
+
+static int arch_index(const char *a) {
+    for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++)
+        if (!strcmp(archs[i].arch, a)) return (int)i;
+    return -1;
+}
+
+static char *dump(json_t *c) {
     if (!c) return NULL;
     struct graft__buf b;
-    graft__buf_init(&b, 1 << 20);
+    graft__buf_init(&b, 64u << 20);
     graft__json_dump_pretty(&b, c);
     json_decref(c);
     if (b.failed) { graft__buf_free(&b); return NULL; }
     return b.data;
 }
 
+// config.json in the architecture's own key names (GPT-2 uses n_embd/n_layer/n_head).
+static char *arch_config(const struct graft_synth_params *p) {
+    int ai = arch_index(p->arch);
+    const char *dt = graft_dtype_torch_name(p->dtype) ? graft_dtype_torch_name(p->dtype) : "float32";
+    bool tied = p->tie_embeddings || !strcmp(p->arch, "gemma") || !strcmp(p->arch, "gpt2");
+    json_t *c = json_pack("{s:[s], s:s}", "architectures", archs[ai].cls, "model_type", archs[ai].type);
+    if (!c) return NULL;
+    if (!strcmp(p->arch, "gpt2")) {
+        json_object_set_new(c, "n_embd", json_integer(p->hidden));
+        json_object_set_new(c, "n_inner", json_integer(p->intermediate));
+        json_object_set_new(c, "n_head", json_integer(p->n_heads));
+        json_object_set_new(c, "n_layer", json_integer(p->n_layers));
+        json_object_set_new(c, "n_positions", json_integer(1024));
+    } else {
+        json_object_set_new(c, "hidden_size", json_integer(p->hidden));
+        json_object_set_new(c, "intermediate_size", json_integer(p->intermediate));
+        json_object_set_new(c, "num_attention_heads", json_integer(p->n_heads));
+        if (strcmp(p->arch, "gpt_neox")) json_object_set_new(c, "num_key_value_heads", json_integer(p->n_kv_heads));
+        json_object_set_new(c, "num_hidden_layers", json_integer(p->n_layers));
+        json_object_set_new(c, "max_position_embeddings", json_integer(2048));
+        json_object_set_new(c, "rope_theta", json_real(10000.0));
+    }
+    if (!strcmp(p->arch, "mixtral")) {
+        json_object_set_new(c, "num_local_experts", json_integer(N_EXPERTS));
+        json_object_set_new(c, "num_experts_per_tok", json_integer(2));
+    }
+    json_object_set_new(c, "vocab_size", json_integer(p->vocab));
+    json_object_set_new(c, "tie_word_embeddings", json_boolean(tied));
+    json_object_set_new(c, "torch_dtype", json_string(dt));
+    json_object_set_new(c, "bos_token_id", json_integer(1));
+    json_object_set_new(c, "eos_token_id", json_integer(2));
+    json_object_set_new(c, "initializer_range", json_real(p->init_std));
+    json_object_set_new(c, "use_cache", json_true());
+    return dump(c);
+}
+
+// A small BPE tokenizer.json whose vocabulary is <unk> <s> </s> (special, added) and t3…t{V-1}
+// (regular), so vocabularies of different sizes overlap by id as real fine-tunes do.
+static char *synth_tokenizer(const struct graft_synth_params *p) {
+    json_t *vocab = json_object(), *added = json_array();
+    static const char *const special[] = {"<unk>", "<s>", "</s>"};
+    for (int i = 0; i < p->vocab; i++) {
+        char t[32];
+        if (i < 3) snprintf(t, sizeof t, "%s", special[i]);
+        else snprintf(t, sizeof t, "t%d", i);
+        json_object_set_new(vocab, t, json_integer(i));
+        if (i < 3)
+            json_array_append_new(added, json_pack("{s:i, s:s, s:b, s:b, s:b, s:b, s:b}", "id", i, "content", t, "single_word", 0, "lstrip", 0,
+                                                   "rstrip", 0, "normalized", 0, "special", 1));
+    }
+    return dump(json_pack("{s:s, s:n, s:n, s:o, s:n, s:n, s:n, s:n, s:{s:s, s:n, s:n, s:n, s:n, s:b, s:b, s:b, s:o, s:[]}}",
+        "version", "1.0", "truncation", "padding", "added_tokens", added, "normalizer", "pre_tokenizer", "post_processor", "decoder",
+        "model", "type", "BPE", "dropout", "unk_token", "continuing_subword_prefix", "end_of_word_suffix", "fuse_unk", 0,
+        "byte_fallback", 0, "ignore_merges", 0, "vocab", vocab, "merges"));
+}
+
 int graft_synth(const char *target, const struct graft_synth_params *p, struct graft_err *err) {
     if (!p->like) {
-        if (strcmp(p->arch, "llama") && strcmp(p->arch, "mistral"))
-            return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "unknown --arch '%s' (supported: llama, mistral)", p->arch);
+        if (arch_index(p->arch) < 0)
+            return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0,
+                                 "unknown --arch '%s' (supported: llama, mistral, qwen2, gemma, phi3, gpt2, gpt_neox, mixtral)", p->arch);
+        if (p->vocab < 3) return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "--vocab must be at least 3 (<unk>, <s>, </s>)");
         if (p->n_layers < 0 || p->hidden <= 0 || p->intermediate <= 0 || p->n_heads <= 0 || p->n_kv_heads <= 0 || p->vocab <= 0 ||
             p->hidden % p->n_heads || p->n_heads % p->n_kv_heads || p->n_layers > 100000)
             return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0,
@@ -142,10 +280,10 @@ int graft_synth(const char *target, const struct graft_synth_params *p, struct g
     struct graft_writer *w = NULL;
     char *cfg = NULL;
     int rc;
-    size_t n = p->like ? graft_model_n_tensors(p->like) : 2 + 9 * (size_t)p->n_layers + 2;
+    size_t n = p->like ? graft_model_n_tensors(p->like) : arch_max_specs(p);
     if (!p->like && !(j.specs = graft__calloc(n, sizeof *j.specs)))
         return graft_err_set(err, GRAFT_E_NOMEM, target, NULL, 0, "out of memory");
-    if (!p->like) n = llama_specs(p, j.specs);
+    if (!p->like) n = arch_specs(p, j.specs);
     j.n = n;
     struct graft_writer_params wp = graft_writer_default_params();
     wp.max_shard_bytes = p->max_shard_bytes, wp.flags = p->writer_flags;
@@ -183,10 +321,18 @@ int graft_synth(const char *target, const struct graft_synth_params *p, struct g
         rc = graft_writer_copy_side_files(w, p->like, graft_dtype_torch_name(p->dtype), err);
     } else {
         static const char gen[] = "{\n  \"_from_model_config\": true,\n  \"bos_token_id\": 1,\n  \"eos_token_id\": 2\n}\n";
-        cfg = llama_config(p);
-        rc = cfg ? graft_writer_add_file(w, "config.json", cfg, strlen(cfg), err)
-                 : graft_err_set(err, GRAFT_E_NOMEM, target, NULL, 0, "out of memory");
+        static const char tcfg[] = "{\n  \"bos_token\": \"<s>\",\n  \"eos_token\": \"</s>\",\n  \"unk_token\": \"<unk>\",\n"
+                                   "  \"model_max_length\": 2048,\n  \"tokenizer_class\": \"PreTrainedTokenizerFast\"\n}\n";
+        static const char stm[] = "{\n  \"bos_token\": \"<s>\",\n  \"eos_token\": \"</s>\",\n  \"unk_token\": \"<unk>\"\n}\n";
+        char *tok = synth_tokenizer(p);
+        cfg = arch_config(p);
+        rc = cfg && tok ? graft_writer_add_file(w, "config.json", cfg, strlen(cfg), err)
+                        : graft_err_set(err, GRAFT_E_NOMEM, target, NULL, 0, "out of memory");
         if (!rc) rc = graft_writer_add_file(w, "generation_config.json", gen, sizeof gen - 1, err);
+        if (!rc) rc = graft_writer_add_file(w, "tokenizer.json", tok, strlen(tok), err);
+        if (!rc) rc = graft_writer_add_file(w, "tokenizer_config.json", tcfg, sizeof tcfg - 1, err);
+        if (!rc) rc = graft_writer_add_file(w, "special_tokens_map.json", stm, sizeof stm - 1, err);
+        graft__free(tok);
     }
     if (!rc) rc = graft_writer_commit(w, err);
 out:

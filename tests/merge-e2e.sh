@@ -1,0 +1,252 @@
+#!/bin/sh
+# End-to-end merges on `graft synth` models: every architecture layout graft is tested with
+# (Llama, Mistral, Qwen2, Gemma, Phi-3, GPT-2, GPT-NeoX, Mixtral), each example config of
+# shared/methods-mergekit.md §1.7, tokenizer unions, bad configs (exit 4, nothing written), kill -9
+# during a merge and — in builds with fault injection — failing writes and allocations of a merge.
+# Usage: tests/merge-e2e.sh BUILD_DIR [faults]
+set -u
+B=${1:?build dir}
+FAULTS=${2:-}
+G="$PWD/$B/graft"
+T=$(mktemp -d "${TMPDIR:-/tmp}/graft-e2e-XXXXXX")
+trap 'rm -rf "$T"' EXIT
+export ASAN_OPTIONS="exitcode=86:detect_leaks=1:abort_on_error=0"
+export UBSAN_OPTIONS="exitcode=87:print_stacktrace=1"
+pass=0 fail=0
+ok()  { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "not ok - $*"; }
+expect() {
+    want=$1; shift
+    "$@" >"$T/out" 2>"$T/err"; got=$?
+    if [ "$got" = "$want" ]; then ok; else bad "exit $got (want $want): $* :: $(head -c 400 "$T/err")"; fi
+}
+# names NAME DIR: the sorted tensor names of a model
+names() { "$G" inspect "$1" --json | sed -n 's/^ *"name": "\([^"]*\)".*/\1/p' | sort; }
+cd "$T" || exit 1
+
+# ---- architectures: ties, slerp and a layer-stacking passthrough on each layout ----
+for arch in llama mistral qwen2 gemma phi3 gpt2 gpt_neox mixtral; do
+    expect 0 "$G" synth $arch-base --arch $arch --layers 3 --hidden 32 --intermediate 48 --heads 4 --kv-heads 2 --vocab 64 --seed 3
+    expect 0 "$G" synth $arch-a --like $arch-base --delta 0.01 --seed 4
+    expect 0 "$G" synth $arch-b --like $arch-base --delta 0.01 --seed 5
+    printf 'merge_method: ties\nbase_model: %s-base\nmodels:\n  - model: %s-a\n    parameters: {density: 0.5, weight: 0.6}\n  - model: %s-b\n    parameters: {density: 0.3, weight: 0.4}\n' \
+        $arch $arch $arch > $arch-ties.yml
+    expect 0 "$G" merge $arch-ties.yml $arch-ties --threads 2
+    expect 0 "$G" verify $arch-ties
+    [ -n "$(names $arch-base)" ] && [ "$(names $arch-ties)" = "$(names $arch-base)" ] && ok || bad "$arch: ties output tensor names differ from the base's"
+    printf 'merge_method: slerp\nbase_model: %s-a\nmodels: [{model: %s-a}, {model: %s-b}]\nparameters: {t: [0, 0.5, 1]}\n' $arch $arch $arch > $arch-slerp.yml
+    expect 0 "$G" merge $arch-slerp.yml $arch-slerp --threads 2
+    # frankenmerge: a[0,3) + b[1,3) = 5 layers, renumbered, config layer count rewritten
+    printf 'slices:\n  - sources: [{model: %s-a, layer_range: [0, 3]}]\n  - sources: [{model: %s-b, layer_range: [1, 3]}]\nmerge_method: passthrough\n' $arch $arch > $arch-stack.yml
+    expect 0 "$G" merge $arch-stack.yml $arch-stack
+    n=$(names $arch-stack | sed -n 's/^[a-z_.]*\.\([0-9][0-9]*\)\..*/\1/p' | sort -n | uniq | tail -n 1)
+    [ "$n" = 4 ] && ok || bad "$arch: stacked model's last layer index is '$n', want 4"
+    grep -qE '"(num_hidden_layers|n_layer)": 5' $arch-stack/config.json && ok || bad "$arch: layer count not rewritten to 5"
+done
+# a passthrough copy of a layout is byte-identical
+printf 'merge_method: passthrough\nmodels: [{model: phi3-a}]\n' > copy.yml
+expect 0 "$G" merge copy.yml copy
+cmp -s copy/model.safetensors phi3-a/model.safetensors && ok || bad "passthrough of one model is not a byte copy"
+
+# ---- the example configurations (shared/methods-mergekit.md §1.7) ----
+expect 0 "$G" synth base --layers 4 --hidden 64 --intermediate 96 --vocab 96 --seed 1
+for i in 1 2 3; do expect 0 "$G" synth ft$i --like base --delta 0.01 --seed $((10 + i)); done
+cat > ex-ties.yml <<'YML'
+merge_method: ties
+base_model: base
+models:
+  - model: ft1
+    parameters: {density: [1, 0.7, 0.1], weight: 1.0}
+  - model: ft2
+    parameters: {density: 0.5, weight: [0, 0.3, 0.7, 1]}
+  - model: ft3
+    parameters:
+      density: 0.33
+      weight:
+        - filter: mlp
+          value: 0.5
+        - value: 0
+parameters: {normalize: true, int8_mask: true}
+dtype: float16
+YML
+cat > ex-gradient-slerp.yml <<'YML'
+slices:
+  - sources:
+      - {model: ft1, layer_range: [0, 4]}
+      - {model: ft2, layer_range: [0, 4]}
+merge_method: slerp
+base_model: ft1
+parameters:
+  t:
+    - {filter: self_attn, value: [0, 0.5, 0.3, 0.7, 1]}
+    - {filter: mlp,       value: [1, 0.5, 0.7, 0.3, 0]}
+    - value: 0.5
+dtype: float16
+YML
+cat > ex-stack.yml <<'YML'
+slices:
+  - sources: [{model: ft1, layer_range: [0, 3]}]
+  - sources: [{model: ft2, layer_range: [1, 4]}]
+merge_method: passthrough
+dtype: float16
+YML
+cat > ex-linear.yml <<'YML'
+models:
+  - model: ft1
+    parameters: {weight: 1.0}
+  - model: ft2
+    parameters: {weight: 0.3}
+  - model: ft3
+    parameters: {weight: 0.5}
+merge_method: linear
+dtype: float16
+YML
+cat > ex-bio.yml <<'YML'
+models:
+  - model: ft1
+    parameters: {density: 0.5, weight: 0.5}
+  - model: ft2
+    parameters: {density: 0.5, weight: 0.5}
+merge_method: ties
+base_model: base
+parameters: {normalize: false, int8_mask: true}
+dtype: float16
+YML
+cat > ex-fusion.yml <<'YML'
+models:
+  - model: ft1
+  - model: ft2
+merge_method: arcee_fusion
+base_model: ft1
+dtype: bfloat16
+YML
+for ex in ties gradient-slerp stack linear bio fusion; do
+    expect 0 "$G" merge ex-$ex.yml out-$ex --threads 2
+    expect 0 "$G" verify out-$ex
+    for f in config.json README.md mergekit_config.yml tokenizer.json generation_config.json; do
+        [ -f out-$ex/$f ] && ok || bad "example $ex: output lacks $f"
+    done
+done
+grep -q '"torch_dtype": "float16"' out-linear/config.json && ok || bad "linear example: torch_dtype not float16"
+grep -q '"num_hidden_layers": 6' out-stack/config.json && ok || bad "stack example: num_hidden_layers not 6"
+"$G" inspect out-ties | grep -q "^F16 " && ok || bad "ties example: output not float16"
+cmp -s ex-ties.yml out-ties/mergekit_config.yml && ok || bad "mergekit_config.yml is not the config verbatim"
+
+# ---- tokenizer union (README example shape) on models with different vocabularies ----
+expect 0 "$G" synth v-base --layers 2 --hidden 32 --intermediate 48 --vocab 80 --seed 1
+expect 0 "$G" synth v-big --layers 2 --hidden 32 --intermediate 48 --vocab 90 --seed 2
+cat > ex-tok.yml <<'YML'
+merge_method: linear
+base_model: v-base
+models:
+  - model: v-base
+    parameters: {weight: 1}
+  - model: v-big
+    parameters: {weight: 1}
+tokenizer:
+  source: union
+  tokens:
+    <|im_start|>: {source: {kind: model_token, model: v-big, token: "</s>"}}
+    t85: {source: v-big}
+    <s>: {source: v-big, force: true}
+    <|unused|>: {source: {kind: zero}}
+  pad_to_multiple_of: 64
+chat_template: chatml
+YML
+expect 0 "$G" merge ex-tok.yml out-tok
+# 80 + t80…t89 + <|im_start|> + <|unused|> = 92 tokens → 128 rows
+grep -q '"vocab_size": 128' out-tok/config.json && ok || bad "union: vocab_size not 128: $(grep vocab_size out-tok/config.json)"
+"$G" inspect out-tok | grep -q "\[128, 32\] .*model.embed_tokens.weight" && ok || bad "union: embed_tokens not [128, 32]"
+grep -q '"content": "t89"' out-tok/tokenizer.json && grep -q '<|im_start|>' out-tok/tokenizer_config.json && ok || bad "union: tokenizer files"
+sed 's/<|im_start|>: .*/<|im_start|>: {source: v-big}/' ex-tok.yml > bad-tok.yml
+expect 4 "$G" merge bad-tok.yml out-tok2 # <|im_start|> is in no model: v-big cannot be its source
+grep -q "'<|im_start|>' is not in the vocabulary of 'v-big'" err && ok || bad "token source error: $(cat err)"
+
+# ---- bad configs: exit 4, a precise message, nothing written ----
+badcfg() { # NAME EXPECTED-MESSAGE YAML
+    printf '%s' "$3" > bad-$1.yml
+    expect 4 "$G" merge bad-$1.yml bad-$1
+    grep -q -- "$2" err && ok || bad "$1: message '$(cat err)' lacks '$2'"
+    [ ! -e bad-$1 ] && ok || bad "$1: output written"
+}
+badcfg method "unknown merge_method 'tie'" 'merge_method: tie
+base_model: base
+models: [{model: ft1}]
+'
+badcfg density "density" 'merge_method: ties
+base_model: base
+models: [{model: ft1, parameters: {density: 1.5, weight: 1}}]
+'
+badcfg range "past the 4 layers" 'merge_method: passthrough
+slices:
+  - sources: [{model: ft1, layer_range: [2, 9]}]
+'
+expect 0 "$G" synth wide --layers 4 --hidden 32 --intermediate 96 --vocab 96 --seed 1
+badcfg shape "does not match" 'merge_method: linear
+models: [{model: ft1, parameters: {weight: 1}}, {model: wide, parameters: {weight: 1}}]
+'
+badcfg layers "different numbers of layers" 'merge_method: linear
+models: [{model: ft1, parameters: {weight: 1}}, {model: v-base, parameters: {weight: 1}}]
+'
+badcfg hub "works offline" 'merge_method: linear
+models: [{model: meta-llama/Llama-3-8B, parameters: {weight: 1}}]
+'
+badcfg key "unknown key" 'merge_method: linear
+modles: [{model: ft1}]
+'
+
+# ---- kill -9 during a merge: the output is absent or complete ----
+expect 0 "$G" synth kb --layers 2 --hidden 512 --intermediate 1536 --vocab 4096 --heads 8 --kv-heads 8 --seed 1
+expect 0 "$G" synth kf --like kb --seed 2
+printf 'merge_method: dare_ties\nbase_model: kb\nmodels: [{model: kf, parameters: {density: 0.5, weight: 1}}]\ndtype: float32\n' > kill.yml
+t0=$(date +%s%N); "$G" merge kill.yml kdone --threads 2 2>/dev/null; t1=$(date +%s%N)
+dur_ms=$(( (t1 - t0) / 1000000 ))
+i=0 complete=0
+while [ $i -lt 8 ]; do
+    i=$((i + 1))
+    rm -rf kout
+    "$G" merge kill.yml kout --threads 2 2>/dev/null &
+    pid=$!
+    ms=$(( dur_ms * i / 7 ))
+    sleep "$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))"
+    kill -9 $pid 2>/dev/null
+    wait $pid 2>/dev/null
+    if [ -e kout ]; then
+        cmp -s kout/model.safetensors kdone/model.safetensors && complete=$((complete + 1)) || bad "kill $i left a wrong output"
+    fi
+done
+echo "# kill -9 during merge: $complete of 8 runs had finished; the rest left nothing (one run: ${dur_ms} ms)"
+rm -rf kout
+expect 0 "$G" merge kill.yml kout --threads 2
+ls -A | grep -q "graft-tmp" && bad "stale temp folders after killed merges" || ok
+
+# ---- fault injection during a merge (sanitizer build only) ----
+if [ "$FAULTS" = faults ]; then
+    for spec in open:4 mkdir:1 write:1 write:4 fsync:1 fsync:3 rename:1; do
+        for e in ENOSPC EIO; do
+            GRAFT_FAULT_IO="$spec:$e" "$G" merge ex-ties.yml fo --out-shard-size 100K >/dev/null 2>"$T/err"
+            rc=$?
+            if [ $rc = 0 ]; then
+                "$G" verify fo >/dev/null 2>&1 && ok || bad "merge fault $spec: success but invalid output"
+                rm -rf fo
+            else
+                [ $rc = 1 ] || [ $rc = 3 ] && [ ! -e fo ] && ok || bad "merge fault $spec:$e: exit $rc or output left: $(head -c 300 "$T/err")"
+            fi
+            ls -A | grep -q "graft-tmp" && bad "merge fault $spec:$e left a temp folder" || ok
+        done
+    done
+    n=1 fails=0
+    while [ $n -le 600 ]; do
+        GRAFT_FAULT_ALLOC=$n "$G" merge ex-tok.yml fa >/dev/null 2>"$T/err"
+        rc=$?
+        [ $rc = 0 ] && break
+        fails=$((fails + 1))
+        if { [ $rc = 1 ] || [ $rc = 4 ]; } && [ ! -e fa ]; then ok; else bad "merge alloc fault $n: exit $rc: $(head -c 300 "$T/err")"; fi
+        n=$((n + 1))
+    done
+    echo "# merge allocation faults: $fails failing allocation points exercised, then success at #$n"
+    [ -d fa ] && "$G" verify fa >/dev/null && ok || bad "no successful merge after allocation faults"
+fi
+
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]
