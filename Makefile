@@ -7,7 +7,7 @@ CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes
 ifeq ($(SAN),1)
   OPT := -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -DGRAFT_FAULT_INJECTION
 else
-  OPT := -O2
+  OPT := -O3 -fno-trapping-math
 endif
 CFLAGS  ?=
 CFLAGS  += $(CFLAGS_BASE) $(OPT)
@@ -28,7 +28,7 @@ all: deps $(BUILD)/graft $(BUILD)/libgraft.a $(BUILD)/tests/unit $(BUILD)/tests/
 deps:
 	@sh scripts/deps.sh
 
-$(BUILD)/obj/%.o: %.c
+$(BUILD)/obj/%.o: %.c Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -56,6 +56,7 @@ asan:
 	@$(MAKE) --no-print-directory BUILD=build/asan SAN=1 all
 
 test: all
+	@sh scripts/deps.sh test
 	@$(MAKE) --no-print-directory BUILD=build/asan SAN=1 all
 	@sh tests/run-all.sh
 
@@ -71,6 +72,7 @@ demo: all
 
 bench: all
 	@sh bench/convert.sh
+	@sh bench/merge.sh
 
 clean:
 	rm -rf build

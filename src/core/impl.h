@@ -71,4 +71,29 @@ void graft__buf_printf(struct graft__buf *b, const char *fmt, ...) __attribute__
 // other bytes < 0x20 as \u00XX, everything else raw.
 void graft__buf_json_str(struct graft__buf *b, const char *s, size_t n);
 
+
+// Counter-based generator (src/core/rng.c documents it). 64-bit draws: SplitMix64 started at `key`.
+static inline uint64_t graft__mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static inline uint64_t graft__rng_u64(uint64_t key, uint64_t counter) { return graft__mix64(key + (counter + 1) * 0x9E3779B97F4A7C15ull); }
+// Uniform floats (24 bits) from two rounds of a 32-bit integer hash (lowbias32), cheap enough to draw
+// one per weight: u(key, i) = H(H(lo32(i) ^ lo32(key)) ^ K(key, hi32(i))) >> 8 · 2⁻²⁴ with
+// K(key, h) = hi32(mix64(key + h)).
+static inline uint32_t graft__hash32(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x7FEB352Du;
+    x ^= x >> 15;
+    x *= 0x846CA68Bu;
+    return x ^ (x >> 16);
+}
+static inline uint32_t graft__rng_k1(uint64_t key, uint64_t hi) { return (uint32_t)(graft__mix64(key + hi) >> 32); }
+static inline float graft__rng_uniform(uint64_t key, uint64_t counter) {
+    uint32_t x = graft__hash32(graft__hash32((uint32_t)counter ^ (uint32_t)key) ^ graft__rng_k1(key, counter >> 32));
+    return (float)(x >> 8) * 0x1.0p-24f;
+}
+// out[j] = graft__rng_uniform(key, c0 + j) for j < n, vectorized (AVX2 when the CPU has it).
+void graft__rng_uniform_block(uint64_t key, uint64_t c0, size_t n, float *out);
 #endif

@@ -21,7 +21,7 @@
 #include "../config/config.h"
 #include "../io/io-impl.h"
 
-#define DEFAULT_CHUNK (1u << 18)
+#define DEFAULT_CHUNK (1u << 16)
 
 int graft_mparam_index(const struct graft_method *m, const char *name) {
     for (int i = 0; i < m->n_params; i++)

@@ -3,6 +3,13 @@
 #define GRAFT_MERGE_ENGINE_H
 #include "method.h"
 
+// Hot loops are compiled twice, for AVX2 and for the baseline, and picked at load time by the CPU.
+#if defined(__x86_64__) && !defined(__clang__)
+#define GRAFT_KERNEL __attribute__((target_clones("avx2", "default")))
+#else
+#define GRAFT_KERNEL
+#endif
+
 struct graft_mt {
     const struct graft_method *m;
     const char *name;         // output tensor name

@@ -95,38 +95,39 @@ static int cmp_pair(const void *a, const void *b) {
     return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
-// keep[e] ∈ {0,1} for input i over this chunk (needs the state of earlier passes).
-static void mask(const struct graft_mt *mt, const struct st *s, int i, const struct graft_chunk *c, float *mag, float *keep) {
+// keep[e] ∈ {0,1} for input i over this chunk (needs the state of earlier passes). Returns true,
+// without writing keep[], when every element is kept.
+static bool mask(const struct graft_mt *mt, const struct st *s, int i, const struct graft_chunk *c, float *mag, float *keep) {
     const float *x = c->in[i], *b = c->in[mt->base];
     uint64_t n = c->n;
     switch (var(mt)->sp) {
     case SP_NONE:
-        for (uint64_t e = 0; e < n; e++) keep[e] = 1;
-        return;
+        return true;
     case SP_MAGNITUDE:
+        if (s->sel[i].k >= mt->numel) return true; // density 1: no pruning
         for (uint64_t e = 0; e < n; e++) mag[e] = fabsf(x[e] - b[e]);
-        if (s->sel[i].k >= mt->numel) { for (uint64_t e = 0; e < n; e++) keep[e] = 1; return; } // density 1: no pruning
         graft_select_mask(&s->sel[i], c->idx, mag, n, keep);
-        return;
+        return false;
     case SP_OUTLIERS: {
         for (uint64_t e = 0; e < n; e++) mag[e] = fabsf(x[e] - b[e]);
         graft_select_mask(&s->sel[GRAFT_MAX_INPUTS + i], c->idx, mag, n, keep);
         float *top = mag + n; // second half of the scratch
         graft_select_mask(&s->sel[i], c->idx, mag, n, top);
         for (uint64_t e = 0; e < n; e++) keep[e] = keep[e] * (1 - top[e]);
-        return;
+        return false;
     }
     case SP_RANDOM: {
         double d = pmv(mt, i, "density", 1.0);
-        if (d >= 1) { for (uint64_t e = 0; e < n; e++) keep[e] = 1; return; }
+        if (d >= 1) return true;
         float df = (float)d;
-        for (uint64_t e = 0; e < n; e++) keep[e] = graft_rng_uniform(mt->key[i], c->e0 + e) < df ? 1.0f : 0.0f;
-        return;
+        graft__rng_uniform_block(mt->key[i], c->e0, (size_t)n, keep);
+        for (uint64_t e = 0; e < n; e++) keep[e] = keep[e] < df ? 1.0f : 0.0f;
+        return false;
     }
     case SP_DELLA: {
         double d = pmv(mt, i, "density", 1.0), eps = pmv(mt, i, "epsilon", 0.15);
-        if (d >= 1) { for (uint64_t e = 0; e < n; e++) keep[e] = 1; return; }
-        if (d <= 0) { for (uint64_t e = 0; e < n; e++) keep[e] = 0; return; }
+        if (d >= 1) return true;
+        if (d <= 0) { for (uint64_t e = 0; e < n; e++) keep[e] = 0; return false; }
         uint64_t L = mt->row_len;
         struct pair *pr = (struct pair *)mag; // L pairs fit: the scratch holds 2 floats per element
         for (uint64_t r0 = 0; r0 < n; r0 += L) {
@@ -136,12 +137,32 @@ static void mask(const struct graft_mt *mt, const struct st *s, int i, const str
                 double rn = L > 1 ? (double)rk / (double)(L - 1) : 0.0;
                 float pkeep = (float)((d - eps) + rn * 2 * eps);
                 uint64_t j = pr[rk].idx;
-                keep[r0 + j] = graft_rng_uniform(mt->key[i], c->e0 + r0 + j) < pkeep ? 1.0f : 0.0f;
+                keep[r0 + j] = graft__rng_uniform(mt->key[i], c->e0 + r0 + j) < pkeep ? 1.0f : 0.0f;
             }
         }
-        return;
+        return false;
     }
     }
+    return true;
+}
+
+// Σ|x − b| and Σ|x − b|·keep over a chunk in double, in 8 fixed lanes (vectorizable, and the same
+// sums whatever the thread count), combined in lane order.
+GRAFT_KERNEL static void l1_sums(const float *restrict x, const float *restrict b, const float *restrict keep, uint64_t n, double out[2]) {
+    double s0[8] = {0}, s1[8] = {0};
+    uint64_t e = 0;
+    for (; e + 8 <= n; e += 8)
+        for (int l = 0; l < 8; l++) {
+            double d = fabs((double)x[e + l] - (double)b[e + l]);
+            s0[l] += d, s1[l] += keep ? d * (double)keep[e + l] : d;
+        }
+    for (int l = 0; e < n; e++, l++) {
+        double d = fabs((double)x[e] - (double)b[e]);
+        s0[l] += d, s1[l] += keep ? d * (double)keep[e] : d;
+    }
+    double a = 0, k = 0;
+    for (int l = 0; l < 8; l++) a += s0[l], k += s1[l];
+    out[0] = a, out[1] = k;
 }
 
 static void stat(const struct graft_mt *mt, int pass, const struct graft_chunk *c, double *part, void *acc) {
@@ -150,13 +171,8 @@ static void stat(const struct graft_mt *mt, int pass, const struct graft_chunk *
     if (pass == s->pass_l1) {
         for (int i = 0; i < mt->n_in; i++) {
             if (i == mt->base) continue;
-            mask(mt, s, i, c, mag, keep);
-            double before = 0, after = 0;
-            for (uint64_t e = 0; e < c->n; e++) {
-                double d = fabs((double)c->in[i][e] - c->in[mt->base][e]);
-                before += d, after += d * keep[e];
-            }
-            part[2 * i] = before, part[2 * i + 1] = after;
+            bool all = mask(mt, s, i, c, mag, keep);
+            l1_sums(c->in[i], c->in[mt->base], all ? NULL : keep, c->n, part + 2 * i);
         }
         return;
     }
@@ -210,40 +226,61 @@ static int combine(struct graft_mt *mt, int pass, const double *part, void *cons
     return GRAFT_OK;
 }
 
+// wd = wi·((x − b)·keep·ri) in place of the mask in wd (keep = 1 when `all`), added into sum.
+GRAFT_KERNEL static void weigh(const float *restrict x, const float *restrict b, float *restrict wd, float *restrict sum, float wi,
+                               float ri, bool all, bool first, uint64_t n) {
+    if (all && ri == 1.0f) for (uint64_t e = 0; e < n; e++) wd[e] = wi * (x[e] - b[e]);
+    else if (all) for (uint64_t e = 0; e < n; e++) wd[e] = wi * ((x[e] - b[e]) * ri);
+    else for (uint64_t e = 0; e < n; e++) wd[e] = wi * (((x[e] - b[e]) * wd[e]) * ri);
+    if (first) for (uint64_t e = 0; e < n; e++) sum[e] = 0.0f + wd[e];
+    else for (uint64_t e = 0; e < n; e++) sum[e] += wd[e];
+}
+
+// Add the wd values whose sign agrees with the sum's (0 counts as +) to mixed, their weight to div.
+// Branch-free so that it vectorizes.
+GRAFT_KERNEL __attribute__((noinline)) static void consensus_add(const float *restrict sum, const float *restrict wd, float wi, float *restrict mixed,
+                          float *restrict div, uint64_t n) {
+    for (uint64_t e = 0; e < n; e++) {
+        float sp = sum[e] >= 0 ? 1.0f : 0.0f, pos = wd[e] > 0 ? 1.0f : 0.0f, neg = wd[e] < 0 ? 1.0f : 0.0f;
+        float agree = sp * pos + (1.0f - sp) * neg;
+        mixed[e] += agree * wd[e];
+        div[e] += agree * wi;
+    }
+}
+
 static void apply(const struct graft_mt *mt, const struct graft_chunk *c, float *out) {
     struct st *s = mt->state;
     const float *B = c->in[mt->base];
-    float *mag = c->tmp;
-    float *keeps = c->tmp + 2 * c->n; // n_in masks of n floats
-    for (int i = 0; i < mt->n_in; i++)
-        if (i != mt->base) mask(mt, s, i, c, mag, keeps + (size_t)i * c->n);
+    const uint64_t n = c->n;
+    float *mixed = c->tmp, *div = c->tmp + n;      // scratch: 2n floats, then one n-float buffer per input
+    float *wds = c->tmp + 2 * n;
     bool consensus = var(mt)->consensus, normalize = gpv(mt, "normalize", 0) != 0;
     float lambda = (float)gpv(mt, "lambda", 1.0);
-    float w[GRAFT_MAX_INPUTS], r[GRAFT_MAX_INPUTS];
-    for (int i = 0; i < mt->n_in; i++) w[i] = (float)pmv(mt, i, "weight", 1.0), r[i] = (float)s->ratio[i];
-    for (uint64_t e = 0; e < c->n; e++) {
-        float wd[GRAFT_MAX_INPUTS], sum = 0;
-        for (int i = 0; i < mt->n_in; i++) {
-            if (i == mt->base) { wd[i] = 0; continue; }
-            wd[i] = w[i] * ((c->in[i][e] - B[e]) * keeps[(size_t)i * c->n + e] * r[i]);
-            sum += wd[i];
-        }
-        float mixed = 0, div = 0;
-        if (consensus) {
-            float maj = sum >= 0 ? 1.0f : -1.0f;
-            for (int i = 0; i < mt->n_in; i++) {
-                if (i == mt->base) continue;
-                if ((wd[i] > 0 && maj > 0) || (wd[i] < 0 && maj < 0)) mixed += wd[i], div += w[i];
-            }
-            if (div == 0) div = 1;
-        } else {
-            mixed = sum;
-            for (int i = 0; i < mt->n_in; i++)
-                if (i != mt->base) div += w[i];
-            if (fabsf(div) < 1e-8f) div = 1;
-        }
-        if (normalize) mixed /= div;
-        out[e] = B[e] + mixed * lambda;
+    float w[GRAFT_MAX_INPUTS];
+    int nz = 0;
+    // wd_i = w_i · (δ_i · keep_i · r_i), input by input (vectorizable loops); sum in input order → out
+    for (int i = 0; i < mt->n_in; i++) {
+        if (i == mt->base) continue;
+        float *wd = wds + (size_t)i * n;
+        bool all = mask(mt, s, i, c, mixed, wd); // the mask lands in wd, then becomes wd
+        const float *x = c->in[i];
+        float wi = w[i] = (float)pmv(mt, i, "weight", 1.0), ri = (float)s->ratio[i];
+        weigh(x, B, wd, out, wi, ri, all, nz++ == 0, n);
+    }
+    if (consensus) { // majority sign of the sum (0 → +); keep the agreeing wd_i; divisor Σ their w_i
+        memset(mixed, 0, n * sizeof *mixed);
+        memset(div, 0, n * sizeof *div);
+        for (int i = 0; i < mt->n_in; i++)
+            if (i != mt->base) consensus_add(out, wds + (size_t)i * n, w[i], mixed, div, n);
+        if (normalize) for (uint64_t e = 0; e < n; e++) out[e] = B[e] + mixed[e] / (div[e] + (div[e] == 0.0f ? 1.0f : 0.0f)) * lambda;
+        else for (uint64_t e = 0; e < n; e++) out[e] = B[e] + mixed[e] * lambda;
+    } else {
+        float d = 0;
+        for (int i = 0; i < mt->n_in; i++)
+            if (i != mt->base) d += w[i];
+        if (fabsf(d) < 1e-8f) d = 1;
+        if (!nz) memset(out, 0, n * sizeof *out);
+        for (uint64_t e = 0; e < n; e++) out[e] = B[e] + (normalize ? out[e] / d : out[e]) * lambda;
     }
 }
 

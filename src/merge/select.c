@@ -12,7 +12,7 @@ static inline uint32_t bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; 
 size_t graft_select_acc_bytes(int pass, int n_streams) { return pass < 2 ? (size_t)n_streams * NB * sizeof(uint64_t) : 0; }
 size_t graft_select_partial_len(int pass, int n_streams) { return pass == 2 ? (size_t)n_streams : 0; }
 
-void graft_select_stat(struct graft_select *sel, int pass, int s, const float *mag, uint64_t n, double *partial,
+GRAFT_KERNEL void graft_select_stat(struct graft_select *sel, int pass, int s, const float *mag, uint64_t n, double *partial,
                        void *acc, int n_streams) {
     (void)n_streams;
     struct graft_select *x = &sel[s];
@@ -21,9 +21,10 @@ void graft_select_stat(struct graft_select *sel, int pass, int s, const float *m
     if (pass == 0) {
         for (uint64_t i = 0; i < n; i++) h[bits(mag[i]) >> 16]++;
     } else if (pass == 1) {
+        const uint32_t hb = x->hi_bucket;
         for (uint64_t i = 0; i < n; i++) {
             uint32_t b = bits(mag[i]);
-            if ((b >> 16) == x->hi_bucket) h[b & 0xFFFF]++;
+            if ((b >> 16) == hb) h[b & 0xFFFF]++; // rare: one bucket of many, so well predicted
         }
     } else {
         uint64_t eq = 0;
@@ -59,15 +60,16 @@ int graft_select_combine(struct graft_select *sel, int n_streams, int pass, cons
     return GRAFT_OK;
 }
 
-void graft_select_mask(const struct graft_select *x, size_t chunk_idx, const float *mag, uint64_t n, float *keep) {
+GRAFT_KERNEL void graft_select_mask(const struct graft_select *x, size_t chunk_idx, const float *restrict mag, uint64_t n, float *restrict keep) {
     if (x->k == 0) { memset(keep, 0, n * sizeof *keep); return; }
+    const uint32_t thr = x->thr;
+    for (uint64_t i = 0; i < n; i++) keep[i] = bits(mag[i]) > thr ? 1.0f : 0.0f; // branch-free, vectorizable
+    // ties at the threshold: the first ties_kept of them in element order; this chunk's share is known
     uint64_t tie = x->tie_prefix ? x->tie_prefix[chunk_idx] : 0;
-    for (uint64_t i = 0; i < n; i++) {
-        uint32_t b = bits(mag[i]);
-        if (b > x->thr) keep[i] = 1.0f;
-        else if (b == x->thr) keep[i] = tie++ < x->ties_kept ? 1.0f : 0.0f;
-        else keep[i] = 0.0f;
-    }
+    uint64_t here = x->tie_prefix ? x->tie_prefix[chunk_idx + 1] - tie : n;
+    if (tie >= x->ties_kept || here == 0) return;
+    for (uint64_t i = 0; i < n && tie < x->ties_kept; i++)
+        if (bits(mag[i]) == thr) keep[i] = 1.0f, tie++;
 }
 
 void graft_select_free(struct graft_select *sel, int n_streams) {

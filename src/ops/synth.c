@@ -161,7 +161,7 @@ static int synth_chunk(void *ctx, size_t item, int ith, struct graft_err *err) {
         // Heavy-tailed delta: Laplace(0, delta) — most weights move a little, a few move a lot.
         uint64_t key = graft_rng_key(p->seed, 1, t->name, t->name_len);
         for (uint64_t i = 0; i < ne; i++) {
-            float u = graft_rng_uniform(key, e0 + i) * 2.0f - 1.0f;
+            float u = graft__rng_uniform(key, e0 + i) * 2.0f - 1.0f;
             float a = fabsf(u);
             float lap = -logf(1.0f - a + 0x1.0p-25f);
             f[i] += p->delta * (u < 0 ? -lap : lap);
@@ -227,6 +227,17 @@ static char *arch_config(const struct graft_synth_params *p) {
         json_object_set_new(c, "num_hidden_layers", json_integer(p->n_layers));
         json_object_set_new(c, "max_position_embeddings", json_integer(2048));
         json_object_set_new(c, "rope_theta", json_real(10000.0));
+    }
+    if (!strcmp(p->arch, "gpt2")) {
+        json_object_set_new(c, "layer_norm_epsilon", json_real(1e-5));
+        json_object_set_new(c, "activation_function", json_string("gelu_new"));
+    } else if (!strcmp(p->arch, "gpt_neox")) {
+        json_object_set_new(c, "layer_norm_eps", json_real(1e-5));
+        json_object_set_new(c, "hidden_act", json_string("gelu"));
+    } else {
+        json_object_set_new(c, "rms_norm_eps", json_real(1e-5));
+        json_object_set_new(c, "hidden_act", json_string(strcmp(p->arch, "gemma") ? "silu" : "gelu_pytorch_tanh"));
+        json_object_set_new(c, "attention_bias", json_boolean(!strcmp(p->arch, "qwen2")));
     }
     if (!strcmp(p->arch, "mixtral")) {
         json_object_set_new(c, "num_local_experts", json_integer(N_EXPERTS));

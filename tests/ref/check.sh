@@ -1,0 +1,61 @@
+#!/bin/bash
+# Cross-check graft merge against the independent NumPy reference (tests/ref/merge_ref.py).
+#   tests/ref/check.sh GRAFT_BIN [CONFIG_NAME...]      (default: every tests/ref/configs/*.yml)
+# Generates small f32/bf16 models with `GRAFT_BIN synth`, merges each config with graft and with
+# merge_ref.py, compares every tensor: f32 |graft-ref| <= 1e-5*max(1,|ref|); f16/bf16 within 1 ulp.
+# A config may carry "# args: ..." (extra merge arguments, e.g. --seed 7, given to both) and
+# "# compare: ..." (extra merge_ref.py --compare options for a documented legitimate difference).
+# Env: PYTHON (default /usr/bin/python3), KEEP=1 keeps the work folder.
+set -u
+GRAFT=${1:?usage: check.sh GRAFT_BIN [CONFIG_NAME...]}
+shift
+case $GRAFT in /*) ;; *) GRAFT=$PWD/$GRAFT ;; esac
+PY=${PYTHON:-/usr/bin/python3}
+HERE=$(cd "$(dirname "$0")" && pwd)
+REF=$HERE/merge_ref.py
+W=$(mktemp -d "${TMPDIR:-/tmp}/graft-ref.XXXXXX")
+if [ "${KEEP:-0}" = 1 ]; then echo "work folder: $W"; else trap 'rm -rf "$W"' EXIT; fi
+
+M=$W/models
+mkdir -p "$M" "$W/configs" "$W/out"
+synth() { "$GRAFT" synth "$@" --threads 2 >"$W/synth.log" 2>&1 || { cat "$W/synth.log" >&2; echo "synth $* failed" >&2; exit 2; }; }
+synth "$M/base" --layers 3 --hidden 64 --intermediate 96 --vocab 128 --dtype f32 --seed 1
+for i in 1 2 3; do synth "$M/ft$i" --like "$M/base" --delta 0.01 --seed $((i + 1)); done
+synth "$M/ftshard" --like "$M/base" --delta 0.02 --seed 9 --out-shard-size 40K
+synth "$M/bbase" --layers 3 --hidden 64 --intermediate 96 --vocab 128 --dtype bf16 --seed 5
+for i in 1 2; do synth "$M/bft$i" --like "$M/bbase" --delta 0.01 --seed $((i + 10)); done
+# "big" models: tensors of 327,680 and 524,288 elements span several of graft's 256 Ki-element chunks
+synth "$M/Lbase" --layers 2 --hidden 512 --intermediate 640 --vocab 1024 --dtype bf16 --seed 21
+for i in 1 2; do synth "$M/Lft$i" --like "$M/Lbase" --delta 0.01 --seed $((i + 21)); done
+
+if [ $# -gt 0 ]; then
+    cfgs=(); for c in "$@"; do cfgs+=("$HERE/configs/${c%.yml}.yml"); done
+else
+    cfgs=("$HERE"/configs/*.yml)
+fi
+pass=0 fail=0
+for cfg in "${cfgs[@]}"; do
+    name=$(basename "$cfg" .yml)
+    cp "$cfg" "$W/configs/"
+    c=$W/configs/$name.yml
+    args=$(sed -n 's/^# args: *//p' "$cfg" | head -1)
+    cmp=$(sed -n 's/^# compare: *//p' "$cfg" | head -1)
+    # shellcheck disable=SC2086
+    if ! "$GRAFT" merge "$c" "$W/out/$name.graft" --threads 2 $args >"$W/out/$name.graft.log" 2>&1; then
+        printf 'FAIL %-34s graft merge failed: %s\n' "$name" "$(grep -v '^$' "$W/out/$name.graft.log" | tail -1)"
+        fail=$((fail + 1)); continue
+    fi
+    # shellcheck disable=SC2086
+    if ! "$PY" "$REF" "$c" "$W/out/$name.ref" $args >"$W/out/$name.ref.log" 2>&1; then
+        printf 'FAIL %-34s merge_ref.py failed: %s\n' "$name" "$(tail -1 "$W/out/$name.ref.log")"
+        fail=$((fail + 1)); continue
+    fi
+    # shellcheck disable=SC2086
+    if msg=$("$PY" "$REF" --compare "$W/out/$name.graft" "$W/out/$name.ref" $cmp 2>&1); then
+        printf 'PASS %-34s %s\n' "$name" "$msg"; pass=$((pass + 1))
+    else
+        printf 'FAIL %-34s %s\n' "$name" "$msg"; fail=$((fail + 1))
+    fi
+done
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

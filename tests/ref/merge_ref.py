@@ -1,0 +1,829 @@
+#!/usr/bin/python3
+"""Independent NumPy reference of MergeKit's 20 merge methods (graft cross-check and NumPy baseline).
+
+    merge_ref.py CONFIG.yml OUT_DIR [--seed S]      merge; writes OUT_DIR/model.safetensors
+    merge_ref.py --compare GOT_DIR REF_DIR          compare two model folders tensor by tensor
+
+Written from shared/methods-mergekit.md §1.4 and §2 (the MergeKit formulas), with graft's documented
+decisions (docs/merge.md): compute in float32 whatever `dtype:` says; top-k ties kept lowest element
+index first; breadcrumbs with floor(gamma*numel) = 0 keeps the top floor(density*numel); della ranks
+ties by position and a one-column row has rank_norm 0; arcee_fusion uses exact quantiles; random
+methods draw graft's counter-based uniforms (src/core/rng.c), the only piece mirrored from graft.
+Whole tensors, one tensor name at a time, NumPy vector operations only. Python 3 + NumPy + PyYAML.
+"""
+import json
+import math
+import mmap
+import os
+import re
+import struct
+import sys
+
+import numpy as np
+import yaml
+
+F32, F64 = np.float32, np.float64
+
+# ---- safetensors -------------------------------------------------------------------------------------
+
+ST_DTYPES = {"F32": (np.float32, 4), "F16": (np.float16, 2), "BF16": (np.uint16, 2)}
+OUT_NAMES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
+
+
+class SafeFile:
+    def __init__(self, path):
+        self.path = path
+        with open(path, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            hdr = json.loads(f.read(n))
+            self.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self.base = 8 + n
+        hdr.pop("__metadata__", None)
+        self.tensors = hdr
+
+    def raw(self, name):
+        info = self.tensors[name]
+        dt, size = ST_DTYPES[info["dtype"]]
+        a, b = info["data_offsets"]
+        arr = np.frombuffer(self.mm, dtype=dt, count=(b - a) // size, offset=self.base + a)
+        return info["dtype"], arr.reshape(info["shape"])
+
+
+def to_f32(dtype, arr):
+    if dtype == "BF16":
+        return (arr.astype(np.uint32) << 16).view(np.float32)
+    return arr.astype(np.float32)
+
+
+class Model:
+    """A model folder: model.safetensors or model.safetensors.index.json + shards."""
+
+    def __init__(self, path):
+        self.path = path
+        idx = os.path.join(path, "model.safetensors.index.json")
+        files = {}
+        self.where = {}
+        if os.path.exists(idx):
+            with open(idx) as f:
+                wm = json.load(f)["weight_map"]
+            for name, fn in wm.items():
+                if fn not in files:
+                    files[fn] = SafeFile(os.path.join(path, fn))
+                self.where[name] = files[fn]
+        else:
+            sf = SafeFile(os.path.join(path, "model.safetensors"))
+            for name in sf.tensors:
+                self.where[name] = sf
+        # safetensors headers are sorted by name; keep the file's order
+        self.names = list(self.where)
+        self.prefix, self.n_layers = None, 0
+        for n in self.names:
+            s = split_layer(n)
+            if s is None:
+                continue
+            if self.prefix is None:
+                self.prefix = s[0]
+            if s[0] == self.prefix:
+                self.n_layers = max(self.n_layers, s[1] + 1)
+
+    def shape(self, name):
+        return tuple(self.where[name].tensors[name]["shape"])
+
+    def dtype(self, name):
+        return self.where[name].tensors[name]["dtype"]
+
+    def load(self, name):
+        return to_f32(*self.where[name].raw(name))
+
+
+LAYER_RE = re.compile(r"^(.*?)\.(\d+)\.(.+)$")
+
+
+def split_layer(name):
+    m = LAYER_RE.match(name)
+    return (m.group(1), int(m.group(2)), m.group(3)) if m else None
+
+
+def f32_to_bf16(x):
+    """Round-to-nearest-even float32 -> bfloat16 bits; NaN stays a (quiet) NaN."""
+    b = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    r = ((b + np.uint32(0x7FFF) + ((b >> 16) & np.uint32(1))) >> 16).astype(np.uint16)
+    nan = np.isnan(x)
+    if nan.any():
+        r[nan] = ((b[nan] >> 16) | np.uint32(0x40)).astype(np.uint16)
+    return r
+
+
+def write_safetensors(path, tensors, data):
+    """tensors: [(name, st_dtype, shape)]; data(i) -> ndarray of tensor i in its storage dtype."""
+    hdr, off, sizes = {"__metadata__": {"format": "pt"}}, 0, []
+    for name, dt, shape in tensors:
+        n = ST_DTYPES[dt][1] * int(np.prod(shape, dtype=np.int64))
+        hdr[name] = {"dtype": dt, "shape": list(shape), "data_offsets": [off, off + n]}
+        off += n
+        sizes.append(n)
+    h = json.dumps(hdr, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for i, n in enumerate(sizes):
+            b = np.ascontiguousarray(data(i)).tobytes()
+            if len(b) != n:
+                raise Fail("%s: %d bytes, expected %d" % (tensors[i][0], len(b), n))
+            f.write(b)
+
+
+def encode(x, st_dtype):
+    if st_dtype == "F32":
+        return x.astype(np.float32)
+    if st_dtype == "F16":
+        return x.astype(np.float16)
+    return f32_to_bf16(x)
+
+# ---- graft's counter-based generator (src/core/rng.c, src/core/impl.h graft__rng_u64) -----------
+
+M64 = (1 << 64) - 1
+
+
+def _mix64_int(z):
+    z &= M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
+def rng_key(seed, model, name):
+    h = 0xCBF29CE484222325  # FNV-1a of the tensor name
+    for c in name.encode():
+        h = ((h ^ c) * 0x100000001B3) & M64
+    return _mix64_int(_mix64_int(seed ^ 0x6A09E667F3BCC909) ^ _mix64_int(model + 0x9E3779B97F4A7C15) ^ h)
+
+
+def _mix64_np(z):
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _hash32_np(x):
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x7FEB352D)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x846CA68B)
+    return x ^ (x >> np.uint32(16))
+
+
+def rng_uniform(key, n):
+    """float32 uniforms in [0, 1) (24 bits) for counters 0..n-1 under key (graft's src/core/impl.h):
+    u(key, i) = H(H(lo32(i) ^ lo32(key)) ^ K) >> 8 · 2^-24, H = lowbias32, K = hi32(mix64(key + hi32(i)))."""
+    assert n < 2 ** 32
+    with np.errstate(over="ignore"):
+        k0 = np.uint32(key & 0xFFFFFFFF)
+        k1 = np.uint32(_mix64_int(key) >> 32)  # hi32(i) = 0 for every tensor here
+        x = _hash32_np(_hash32_np(np.arange(n, dtype=np.uint32) ^ k0) ^ k1)
+    return (x >> np.uint32(8)).astype(np.float32) * np.float32(2.0 ** -24)
+
+
+# ---- parameters (methods-mergekit.md §1.4) -----------------------------------------------------------
+
+
+def _is_num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def evaluate(setting, name, t):
+    """MergeKit evaluate_setting: scalar, gradient list, or list of {filter, value}; None = no match."""
+    if setting is None:
+        return None
+    if isinstance(setting, dict):
+        setting = [setting]
+    if isinstance(setting, list):
+        if not setting:
+            return None
+        if all(isinstance(x, dict) for x in setting):
+            for c in setting:
+                f = c.get("filter")
+                if f is None or f == "*" or f in name:
+                    return evaluate(c.get("value"), name, t)
+            return None
+        n = len(setting)
+        if all(_is_num(x) for x in setting):
+            p = t * (n - 1)
+            i0 = int(p)
+            i1 = min(n - 1, i0 + 1)
+            f = p - i0
+            return (1 - f) * setting[i0] + f * setting[i1]
+        return setting[int(t * (n - 1))]
+    return setting
+
+
+# method: (global params {name: default}, per-model params {name: default}); REQ = required
+REQ = object()
+GTA_G = {"rescale": False, "lambda": 1.0, "int8_mask": False}
+METHODS = {
+    "linear": ({"normalize": True}, {"weight": REQ}),
+    "slerp": ({"t": REQ}, {}),
+    "nuslerp": ({"nuslerp_flatten": True, "nuslerp_row_wise": False}, {"weight": REQ}),
+    "multislerp": ({"normalize_weights": True, "eps": 1e-8}, {"weight": REQ}),
+    "karcher": ({"max_iter": 10, "tol": 1e-5}, {}),
+    "task_arithmetic": (dict(GTA_G, normalize=False), {"weight": REQ, "density": 1.0}),
+    "ties": (dict(GTA_G, normalize=True), {"weight": REQ, "density": 1.0}),
+    "dare_ties": (dict(GTA_G, normalize=False, rescale=True), {"weight": REQ, "density": 1.0}),
+    "dare_linear": (dict(GTA_G, normalize=False, rescale=True), {"weight": REQ, "density": 1.0}),
+    "breadcrumbs": (dict(GTA_G, normalize=False), {"weight": REQ, "density": 1.0, "gamma": 0.01}),
+    "breadcrumbs_ties": (dict(GTA_G, normalize=False), {"weight": REQ, "density": 1.0, "gamma": 0.01}),
+    "della": (dict(GTA_G, normalize=True, rescale=True), {"weight": REQ, "density": 1.0, "epsilon": 0.15}),
+    "della_linear": (dict(GTA_G, normalize=False, rescale=True), {"weight": REQ, "density": 1.0, "epsilon": 0.15}),
+    "sce": ({"select_topk": 1.0, "int8_mask": False}, {}),
+    "ram": ({"epsilon": 1e-5}, {}),
+    "ramplus_tl": ({"r": 0.1, "alpha": 0.2, "epsilon": 1e-5}, {}),
+    "model_stock": ({"filter_wise": False}, {}),
+    "nearswap": ({"t": REQ}, {}),
+    "arcee_fusion": ({}, {}),
+    "passthrough": ({}, {"scale": None}),
+}
+BASE_REQUIRED = {"slerp", "task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties",
+                 "della", "della_linear", "sce", "ram", "ramplus_tl", "model_stock", "nearswap", "arcee_fusion"}
+
+
+class Fail(Exception):
+    pass
+
+# ---- methods: each gets the input arrays (float32), the base position (or None), per-model params,
+# ---- global params, and a context (output tensor name, model indices, seed) ----------------------------
+
+
+def fsum(arrs):
+    out = arrs[0].copy()
+    for a in arrs[1:]:
+        out += a
+    return out
+
+
+def norm(x):
+    return math.sqrt(float(np.dot(x.ravel().astype(F64), x.ravel().astype(F64))))
+
+
+def dot(x, y):
+    return float(np.dot(x.ravel().astype(F64), y.ravel().astype(F64)))
+
+
+def m_linear(X, base, pm, gp, ctx):
+    w = [F32(p["weight"]) for p in pm]
+    r = fsum([wi * x for wi, x in zip(w, X)])
+    if gp["normalize"]:
+        r = r / F32(sum(float(p["weight"]) for p in pm))
+    return r
+
+
+def m_passthrough(X, base, pm, gp, ctx):
+    if len(X) != 1:
+        raise Fail("passthrough takes exactly one input")
+    s = pm[0]["scale"]
+    return X[0] * F32(s) if s is not None else X[0]
+
+
+def m_slerp(X, base, pm, gp, ctx):
+    if len(X) == 1:
+        return X[0]
+    if len(X) != 2:
+        raise Fail("slerp needs exactly 2 models")
+    v0, v1 = X[base], X[1 - base]
+    t = float(gp["t"])
+    n0, n1 = norm(v0), norm(v1)
+    d = dot(v0, v1) / ((n0 if n0 > 1e-8 else 1.0) * (n1 if n1 > 1e-8 else 1.0))
+    if abs(d) > 0.9995:
+        return F32(1 - t) * v0 + F32(t) * v1
+    th0 = math.acos(d)
+    tht = th0 * t
+    s0 = math.sin(th0 - tht) / math.sin(th0)
+    s1 = math.sin(tht) / math.sin(th0)
+    return F32(s0) * v0 + F32(s1) * v1
+
+
+def _vectors(x, flatten, row_wise):
+    """View as [n_vectors, len] (float64) per nuslerp's modes."""
+    if flatten or x.ndim < 2:
+        return x.reshape(1, -1).astype(F64), lambda r: r.reshape(x.shape)
+    if row_wise:  # vectors are v[:, j] (dim-0 slices)
+        m = x.reshape(x.shape[0], -1).T.astype(F64)
+        return m, lambda r: r.T.reshape(x.shape)
+    m = x.reshape(-1, x.shape[-1]).astype(F64)
+    return m, lambda r: r.reshape(x.shape)
+
+
+def m_nuslerp(X, base, pm, gp, ctx):
+    idx = [i for i in range(len(X)) if i != base]
+    if len(idx) != 2:
+        raise Fail("nuslerp needs exactly 2 models besides the base")
+    a, b = idx
+    wa, wb = float(pm[a]["weight"]), float(pm[b]["weight"])
+    t = 0.5 if abs(wa + wb) < 1e-6 else wb / (wa + wb)
+    va, vb = X[a], X[b]
+    if base is not None:
+        va, vb = va - X[base], vb - X[base]
+    A, back = _vectors(va, gp["nuslerp_flatten"], gp["nuslerp_row_wise"])
+    Bv, _ = _vectors(vb, gp["nuslerp_flatten"], gp["nuslerp_row_wise"])
+    na = np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-7)
+    nb = np.maximum(np.linalg.norm(Bv, axis=1, keepdims=True), 1e-7)
+    c = np.clip(np.sum((A / na) * (Bv / nb), axis=1, keepdims=True), -1, 1)
+    th = np.arccos(c)
+    s = np.sin(th)
+    lin = np.abs(s) < 1e-8
+    ss = np.where(lin, 1.0, s)
+    res = np.where(lin, (1 - t) * A + t * Bv, (np.sin((1 - t) * th) * A + np.sin(t * th) * Bv) / ss)
+    res = back(res).astype(F32)
+    return res + X[base] if base is not None else res
+
+
+def m_multislerp(X, base, pm, gp, ctx):
+    idx = [i for i in range(len(X)) if i != base]
+    if len(idx) == 1:
+        return X[idx[0]]
+    eps = float(gp["eps"])
+    w = np.array([float(pm[i]["weight"]) for i in idx])
+    if gp["normalize_weights"]:
+        w = w / w.sum()
+    F = np.stack([(X[i] - X[base] if base is not None else X[i]).ravel() for i in idx]).astype(F64)
+    n = np.linalg.norm(F, axis=1)
+    U = F / (n[:, None] + eps)
+    m = w @ U
+    mn = np.linalg.norm(m)
+    if mn < eps:
+        if len(idx) == 2:
+            r = (w[0] * F[0] + w[1] * F[1]).astype(F32).reshape(X[idx[0]].shape)
+            return r + X[base] if base is not None else r
+        raise Fail("multislerp: weighted sum of the unit vectors is zero")
+    m = m / mn
+    T = U - (U @ m)[:, None] * m[None, :]
+    tau = w @ T
+    r = np.linalg.norm(tau) + eps
+    res = (m * math.cos(r) + tau * (math.sin(r) / r)) * float(w @ n)
+    res = res.astype(F32).reshape(X[idx[0]].shape)
+    return res + X[base] if base is not None else res
+
+
+def m_karcher(X, base, pm, gp, ctx):
+    M = len(X)
+    tol, max_iter = float(gp["tol"]), int(gp["max_iter"])
+    F = np.stack([x.ravel() for x in X]).astype(F64)
+    alpha = np.full(M, 1.0 / M)
+    n = np.linalg.norm(F, axis=1)
+    U = np.where(n[:, None] > 0, F / np.where(n > 0, n, 1)[:, None], 0.0)
+    valid = n > tol
+    if not valid.any():
+        return np.zeros_like(X[0])
+    a = np.where(valid, alpha, 0.0) / alpha[valid].sum()
+    u = a @ U
+    un = np.linalg.norm(u)
+    u = U[int(np.argmax(valid))] if un < tol else u / un
+    for _ in range(max_iter):
+        c = np.clip(U @ u, -1, 1)
+        th = np.arccos(c)
+        use = valid & (th >= tol)
+        coef = np.where(use, a * th / np.where(use, np.sin(th), 1.0), 0.0)
+        T = coef @ U - (coef @ c) * u
+        tn = np.linalg.norm(T)
+        if tn < tol:
+            break
+        u = math.cos(tn) * u + math.sin(tn) * (T / tn)
+        un = np.linalg.norm(u)
+        if un > tol:
+            u = u / un
+    return (float(alpha @ n) * u).astype(F32).reshape(X[0].shape)
+
+
+def m_model_stock(X, base, pm, gp, ctx):
+    idx = [i for i in range(len(X)) if i != base]
+    if not idx:
+        return X[base]
+    if len(idx) < 2:
+        raise Fail("model_stock needs at least 2 models besides the base")
+    w0 = X[base]
+    N = len(idx)
+    if gp["filter_wise"]:
+        rows = lambda x: x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
+    else:
+        rows = lambda x: x.reshape(1, -1)
+    O = [rows(X[i] - w0).astype(F64) for i in idx]
+    nrm = [np.linalg.norm(o, axis=1) for o in O]
+    cs, npairs = 0.0, 0
+    for i in range(N):
+        for j in range(i + 1, N):
+            cs = cs + np.clip(np.sum(O[i] * O[j], axis=1) / np.maximum(nrm[i] * nrm[j], 1e-6), -1, 1)
+            npairs += 1
+    cos = cs / npairs
+    t = N * cos / (1 + (N - 1) * cos)
+    mean = fsum([X[i] for i in idx]) / F32(N)
+    if gp["filter_wise"]:
+        t = t.astype(F32).reshape(w0.shape[:-1] + (1,)) if w0.ndim > 1 else F32(t[0])
+    else:
+        t = F32(t[0])
+    return t * mean + (F32(1) - t) * w0
+
+
+def m_nearswap(X, base, pm, gp, ctx):
+    idx = [i for i in range(len(X)) if i != base]
+    if len(idx) != 1:
+        raise Fail("nearswap takes exactly one model besides the base")
+    B, b = X[base], X[idx[0]]
+    w = np.clip(F32(gp["t"]) / np.maximum(np.abs(B - b), F32(1e-6)), 0, 1).astype(F32)
+    return w * b + (F32(1) - w) * B
+
+
+def m_arcee_fusion(X, base, pm, gp, ctx):
+    idx = [i for i in range(len(X)) if i != base]
+    if len(idx) != 1:
+        raise Fail("arcee_fusion takes exactly one model besides the base")
+    a, b = X[base], X[idx[0]]
+    diff = np.abs(b - a)
+
+    def softmax(x):
+        x = x.astype(F64)
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    p = softmax(b) + 1e-8
+    q = softmax(a) + 1e-8
+    kl = np.sum(p * np.log(p / q), axis=-1)
+    imp = diff * np.asarray(kl).astype(F32)[..., None]  # kl: one value per row (a scalar for 1-D)
+    s = np.sort(imp.ravel())
+    n = s.size
+    q25, q50, q75 = (s[int(q * (n - 1))] for q in (0.25, 0.5, 0.75))
+    thr = q50 + F32(1.5) * (q75 - q25)
+    mask = (imp >= thr).astype(F32)
+    return a + (b - a) * mask
+
+
+def m_sce(X, base, pm, gp, ctx):
+    B = X[base]
+    T = np.stack([X[i] - B for i in range(len(X)) if i != base])
+    N = T.shape[0]
+    k_frac = float(gp["select_topk"])
+    if k_frac < 1:
+        flat = T.reshape(N, -1)
+        mean = flat.mean(axis=0, dtype=F64)
+        var = (((flat - mean) ** 2).mean(axis=0)).astype(F32)  # population variance (f64, rounded to f32)
+        keep = np.zeros(var.size, dtype=bool)
+        if k_frac > 0:
+            k = int(np.count_nonzero(var) * k_frac)
+            if k > 0:
+                keep[topk_mask_idx(np.abs(var), k)] = True
+        T = T * keep.reshape((1,) + B.shape)
+    S = T.sum(axis=0)
+    maj = np.where(S >= 0, F32(1), F32(-1))
+    E = (np.sign(T) == maj).astype(F32)
+    s = np.array([float(np.mean(t.astype(F64) ** 2)) for t in T])
+    W = s / s.sum() if s.sum() >= 1e-6 else np.full(N, 1.0 / N)
+    num = fsum([T[i] * F32(W[i]) * E[i] for i in range(N)])
+    den = fsum([F32(W[i]) * E[i] for i in range(N)])
+    return B + num / np.maximum(den, F32(1e-6))
+
+
+def _ram(X, base, gp, plus):
+    B = X[base]
+    T = [X[i] - B for i in range(len(X)) if i != base]
+    eps = float(gp["epsilon"])
+    A = [np.abs(t) > eps for t in T]
+    c = np.sum(A, axis=0)
+    uniq, over = c == 1, c > 1
+    cdiv = np.maximum(c, 1).astype(F32)
+    out = np.zeros_like(B)
+    for t, a in zip(T, A):
+        lam = 1.0
+        if plus:
+            shared = int(np.count_nonzero(a & over))
+            un = int(np.count_nonzero(a & uniq))
+            rho = shared / max(un, eps)
+            lam = 1 + float(gp["r"]) * min(max(rho, 0.0), float(gp["alpha"]))
+        out += np.where(a & uniq, F32(lam) * t, 0) + np.where(a & over, t / cdiv, 0)
+    return B + out
+
+
+def m_ram(X, base, pm, gp, ctx):
+    return _ram(X, base, gp, False)
+
+
+def m_ramplus_tl(X, base, pm, gp, ctx):
+    return _ram(X, base, gp, True)
+
+# ---- GTA family ----------------------------------------------------------------------------------------
+
+
+GTA = {  # name: (sparsification, sign consensus)
+    "task_arithmetic": (None, False), "ties": ("magnitude", True), "dare_ties": ("random", True),
+    "dare_linear": ("random", False), "breadcrumbs": ("outliers", False), "breadcrumbs_ties": ("outliers", True),
+    "della": ("della", True), "della_linear": ("della", False),
+}
+
+
+def topk_mask_idx(mag, k):
+    """Flat indices of the k largest of mag; ties at the threshold: lowest index first."""
+    order = np.argsort(-mag.ravel(), kind="stable")
+    return order[:k]
+
+
+def sparsify(d, kind, p, rescale, key):
+    dens = float(p["density"])
+    if kind is None or dens >= 1:
+        return d
+    flat = d.ravel()
+    n = flat.size
+    mag = np.abs(flat)
+    if kind == "magnitude":
+        k = int(dens * n)
+        if k <= 0:
+            raise Fail("ties: density gives k = 0")
+        keep = np.zeros(n, dtype=bool)
+        keep[topk_mask_idx(mag, k)] = True
+    elif kind == "outliers":
+        target = int(dens * n)
+        n_top = int(float(p["gamma"]) * n)
+        n_bot = n - target - n_top
+        if n_bot < 0:
+            n_top += n_bot
+            n_bot = 0
+        order = np.argsort(-mag, kind="stable")  # descending; ties lowest index first
+        keep = np.zeros(n, dtype=bool)
+        keep[order[n_top:n_top + target]] = True  # == MergeKit's idx[n_bot : -n_top]; n_top = 0 -> top target
+    elif kind == "random":
+        keep = rng_uniform(key, n) < F32(dens)
+    elif kind == "della":
+        eps = float(p["epsilon"])
+        if dens <= 0:
+            return np.zeros_like(d)
+        if not (dens - eps > 0 and dens + eps < 1):
+            raise Fail("della: need 0 < density - epsilon and density + epsilon < 1")
+        L = d.shape[-1] if d.ndim else 1
+        m2 = mag.reshape(-1, L)
+        rank = np.empty(m2.shape, dtype=np.int64)
+        order = np.argsort(m2, axis=1, kind="stable")  # ascending, ties by position
+        np.put_along_axis(rank, order, np.arange(L)[None, :], axis=1)
+        rn = rank / (L - 1) if L > 1 else np.zeros(m2.shape)
+        pk = ((dens - eps) + rn * 2 * eps).astype(F32)
+        keep = rng_uniform(key, n) < pk.ravel()
+    m = np.where(keep, flat, F32(0))
+    if rescale:
+        before = float(np.sum(mag, dtype=F64))
+        after = float(np.sum(np.abs(m), dtype=F64))
+        if before >= 1e-7 and after >= 1e-7:
+            m = m * F32(before / after)
+    return m.reshape(d.shape)
+
+
+def m_gta(X, base, pm, gp, ctx):
+    kind, consensus = GTA[ctx["method"]]
+    B = X[base]
+    idx = [i for i in range(len(X)) if i != base]
+    if not idx:
+        return B
+    D, w = [], []
+    for i in idx:
+        d = X[i] - B
+        key = rng_key(ctx["seed"], ctx["models"][i], ctx["name"])
+        D.append(sparsify(d, kind, pm[i], gp["rescale"], key))
+        w.append(F32(pm[i]["weight"]))
+    WD = [wi * d for wi, d in zip(w, D)]
+    if consensus:
+        S = fsum(WD)
+        maj = np.where(S >= 0, F32(1), F32(-1))
+        Mk = [np.sign(x) == maj for x in WD]
+        mixed = fsum([np.where(m, x, F32(0)) for m, x in zip(Mk, WD)])
+        div = fsum([np.where(m, wi, F32(0)).astype(F32) for m, wi in zip(Mk, w)])
+        div[div == 0] = 1
+    else:
+        mixed = fsum(WD)
+        div = F32(sum(float(x) for x in w))
+        if abs(div) < 1e-8:
+            div = F32(1)
+    if gp["normalize"]:
+        mixed = mixed / div
+    lam = float(gp["lambda"])
+    if lam != 1:
+        mixed = mixed * F32(lam)
+    return B + mixed
+
+
+IMPL = {"linear": m_linear, "passthrough": m_passthrough, "slerp": m_slerp, "nuslerp": m_nuslerp,
+        "multislerp": m_multislerp, "karcher": m_karcher, "model_stock": m_model_stock, "nearswap": m_nearswap,
+        "arcee_fusion": m_arcee_fusion, "sce": m_sce, "ram": m_ram, "ramplus_tl": m_ramplus_tl}
+for _n in GTA:
+    IMPL[_n] = m_gta
+
+# ---- planning (methods-mergekit.md §1.2–1.4) -----------------------------------------------------------
+
+PRE_PAT = ("embed_tokens", "wte.", "wpe.", "embed_in", "word_embeddings", "tok_embeddings", "embeddings.")
+
+
+def merge(cfg_path, out_dir, seed=0):
+    with open(cfg_path) as f:
+        cfg = yaml.safe_load(f)
+    cdir = os.path.dirname(os.path.abspath(cfg_path))
+    method = cfg["merge_method"]
+    if method not in METHODS:
+        raise Fail("unknown merge_method %s" % method)
+    gdef, mdef = METHODS[method]
+    top = cfg.get("parameters") or {}
+
+    models, paths = [], {}  # model index order: base first, then sources in order (graft's planner order)
+
+    def open_model(ref):
+        p = os.path.realpath(ref if os.path.isabs(ref) else os.path.join(cdir, ref))
+        if p not in paths:
+            paths[p] = len(models)
+            models.append(Model(p))
+        return paths[p]
+
+    base = open_model(cfg["base_model"]) if cfg.get("base_model") else None
+    if method in BASE_REQUIRED and base is None:
+        raise Fail("%s needs base_model" % method)
+    slices = []  # [(slice params, [(model idx, layer start, params)], L)]
+    if "models" in cfg:
+        srcs = [(open_model(m["model"]), m.get("parameters") or {}) for m in cfg["models"]]
+        if base is not None and base not in [s[0] for s in srcs]:
+            srcs.append((base, {}))
+        L = models[srcs[0][0]].n_layers
+        slices.append(({}, [(mi, 0, p) for mi, p in srcs], L))
+    else:
+        for sl in cfg["slices"]:
+            srcs = []
+            for s in sl["sources"]:
+                r = s.get("layer_range")
+                srcs.append((open_model(s["model"]), r[0], s.get("parameters") or {}, r[1] - r[0]))
+            slices.append((sl.get("parameters") or {}, [(a, b, c) for a, b, c, _ in srcs], srcs[0][3]))
+    donor = base if base is not None else slices[0][1][0][0]
+    out_dt = cfg.get("out_dtype") or cfg.get("dtype")
+    if out_dt:
+        out_dt = OUT_NAMES[out_dt.replace("torch.", "")]
+
+    def resolve(sl_params, srcs, in_names, out_name, t):
+        gp = {}
+        for k, d in gdef.items():
+            v = evaluate(sl_params.get(k), out_name, t)
+            if v is None:
+                v = evaluate(top.get(k), out_name, t)
+            if v is None:
+                if d is REQ:
+                    raise Fail("missing parameter %s for %s" % (k, out_name))
+                v = d
+            gp[k] = v
+        pm = []
+        for (mi, _, sp), nm in zip(srcs, in_names):
+            p = {}
+            for k, d in mdef.items():
+                v = evaluate(sp.get(k), nm, t)
+                if v is None:
+                    v = evaluate(sl_params.get(k), nm, t)
+                if v is None:
+                    v = evaluate(top.get(k), nm, t)
+                if v is None:
+                    if d is REQ and mi != base:
+                        raise Fail("missing parameter %s for %s" % (k, nm))
+                    v = None if d is REQ else d
+                p[k] = v
+            pm.append(p)
+        return gp, pm
+
+    out = []
+
+    def do_tensor(out_name, sl_params, srcs, in_names, t):
+        keep = [(s, nm) for s, nm in zip(srcs, in_names) if nm in models[s[0]].where]
+        if not keep:
+            return
+        srcs, in_names = [k[0] for k in keep], [k[1] for k in keep]
+        # deduplicate the same model (MergeKit's inputs are a dict keyed by model)
+        seen, s2, n2 = set(), [], []
+        for s, nm in zip(srcs, in_names):
+            if s[0] not in seen:
+                seen.add(s[0]), s2.append(s), n2.append(nm)
+        srcs, in_names = s2, n2
+        mids = [s[0] for s in srcs]
+        bpos = mids.index(base) if base in mids else None
+        gp, pm = resolve(sl_params, srcs, in_names, out_name, t)
+        ref = mids.index(base) if bpos is not None else 0
+        odt = out_dt or models[mids[ref]].dtype(in_names[ref])
+        out.append((out_name, odt, models[mids[ref]].shape(in_names[ref]), (mids, in_names, bpos, pm, gp)))
+
+    def compute(out_name, odt, shape, job):
+        mids, in_names, bpos, pm, gp = job
+        X = [models[m].load(nm) for m, nm in zip(mids, in_names)]
+        if bpos is not None and len(mids) == 1 and method != "passthrough":
+            r = X[0]  # only the base has it: copied
+        else:
+            ctx = {"method": method, "name": out_name, "models": mids, "seed": seed}
+            r = IMPL[method](X, bpos, pm, gp, ctx)
+        return encode(np.asarray(r, dtype=F32).reshape(shape), odt)
+
+    def loose(sl, pre):
+        sp, srcs, _ = sl
+        done = set(o[0] for o in out)
+        for s in srcs:
+            m = models[s[0]]
+            for nm in m.names:
+                sp_ = split_layer(nm)
+                if (sp_ is not None and sp_[0] == m.prefix) or any(p in nm for p in PRE_PAT) != pre or nm in done:
+                    continue
+                done.add(nm)
+                do_tensor(nm, sp, srcs, [nm] * len(srcs), 0.0)
+
+    loose(slices[0], True)
+    out_layer = 0
+    for sl in slices:
+        sp, srcs, L = sl
+        prefix = models[srcs[0][0]].prefix
+        for k in range(L):
+            t = 1.0 if L == 1 else k / (L - 1)
+            rests = []
+            for s in srcs:
+                m = models[s[0]]
+                for nm in m.names:
+                    x = split_layer(nm)
+                    if x and x[0] == m.prefix and x[1] == s[1] + k and x[2] not in rests:
+                        rests.append(x[2])
+            for rest in rests:
+                in_names = ["%s.%d.%s" % (models[s[0]].prefix, s[1] + k, rest) for s in srcs]
+                do_tensor("%s.%d.%s" % (prefix, out_layer, rest), sp, srcs, in_names, t)
+            out_layer += 1
+    loose(slices[-1], False)
+    os.makedirs(out_dir, exist_ok=True)
+    # plan complete: header first, then one tensor at a time (memory: the inputs of one tensor)
+    write_safetensors(os.path.join(out_dir, "model.safetensors"), [(o[0], o[1], o[2]) for o in out],
+                      lambda i: compute(*out[i]))
+    return len(out)
+
+# ---- comparison ------------------------------------------------------------------------------------------
+
+
+def ordered_bits(bits, nbits):
+    b = bits.astype(np.int64)
+    sign = np.int64(1) << (nbits - 1)
+    return np.where(b & sign, -(b & (sign - 1)), b)
+
+
+def compare(got_dir, ref_dir, rtol=1e-5, ulps=1, max_bad_frac=0.0):
+    """Returns (ok, message). f32: |got-ref| <= rtol*max(1,|ref|); f16/bf16: <= `ulps` ulps.
+    max_bad_frac: fraction of elements per tensor allowed over that (documented legitimate differences)."""
+    G, R = Model(got_dir), Model(ref_dir)
+    gn, rn = set(G.where), set(R.where)
+    if gn != rn:
+        return False, "tensor sets differ: only graft %s, only ref %s" % (sorted(gn - rn)[:3], sorted(rn - gn)[:3])
+    worst, worst_info, failed = (-1.0, False), "", False
+    for name in sorted(rn):
+        gd, ga = G.where[name].raw(name)
+        rd, ra = R.where[name].raw(name)
+        if gd != rd or list(ga.shape) != list(ra.shape):
+            return False, "%s: dtype/shape %s%s vs ref %s%s" % (name, gd, list(ga.shape), rd, list(ra.shape))
+        gf, rf = to_f32(gd, ga).astype(F64), to_f32(rd, ra).astype(F64)
+        if gd == "F32":
+            err, lim, unit = np.abs(gf - rf) / np.maximum(1.0, np.abs(rf)), rtol, "rel"
+        else:
+            err = np.abs(ordered_bits(ga.view(np.uint16), 16) - ordered_bits(ra.view(np.uint16), 16)).astype(F64)
+            lim, unit = ulps, "ulp"
+        ng, nr = np.isnan(gf), np.isnan(rf)
+        err = np.where(ng & nr, 0.0, np.where(ng | nr, np.inf, err)).ravel()
+        if not err.size:
+            continue
+        bad = int(np.count_nonzero(err > lim))
+        fail = bad > max_bad_frac * err.size
+        j = int(np.argmax(err))
+        failed |= fail
+        if (fail, err[j]) > worst:
+            worst = (fail, err[j])
+            worst_info = "%s[%d] graft %.9g ref %.9g (%s diff %.3g, %d/%d elements over %g)" % (
+                name, j, gf.ravel()[j], rf.ravel()[j], unit, err[j], bad, err.size, lim)
+    return not failed, ("worst " + worst_info) if worst_info else "no tensors"
+
+
+def main(argv):
+    if len(argv) >= 1 and argv[0] == "--compare":
+        args, kw, i = [], {}, 1
+        opts = {"--rtol": "rtol", "--ulps": "ulps", "--max-bad-frac": "max_bad_frac"}
+        while i < len(argv):
+            if argv[i] in opts:
+                kw[opts[argv[i]]] = float(argv[i + 1])
+                i += 2
+            else:
+                args.append(argv[i])
+                i += 1
+        ok, msg = compare(args[0], args[1], **kw)
+        print(msg)
+        return 0 if ok else 1
+    seed = 0
+    if "--seed" in argv:
+        i = argv.index("--seed")
+        seed = int(argv[i + 1])
+        argv = argv[:i] + argv[i + 2:]
+    if len(argv) != 2:
+        sys.stderr.write(__doc__)
+        return 2
+    try:
+        merge(argv[0], argv[1], seed)
+    except Fail as e:
+        sys.stderr.write("merge_ref: %s\n" % e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
