@@ -9,7 +9,7 @@ suite() {
     name=$1; shift
     echo "== $name"
     out=$("$@" 2>&1); rc=$?
-    printf '%s\n' "$out" | grep -v '^ok ' | tail -n 40
+    printf '%s\n' "$out" | grep -v '^ok \|^PASS ' | tail -n 40
     line=$(printf '%s\n' "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed' | tail -n 1)
     if [ -n "$line" ]; then
         p=${line%% passed*}; f=${line#*passed, }; f=${f%% failed*}
