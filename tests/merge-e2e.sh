@@ -246,6 +246,18 @@ if [ "$FAULTS" = faults ]; then
     done
     echo "# merge allocation faults: $fails failing allocation points exercised, then success at #$n"
     [ -d fa ] && "$G" verify fa >/dev/null && ok || bad "no successful merge after allocation faults"
+    # ties (selection pools, tie prefixes, histograms): every 7th allocation point
+    n=1 fails=0
+    while [ $n -le 3000 ]; do
+        GRAFT_FAULT_ALLOC=$n "$G" merge ex-ties.yml ft --threads 2 >/dev/null 2>"$T/err"
+        rc=$?
+        [ $rc = 0 ] && break
+        fails=$((fails + 1))
+        if [ $rc = 1 ] && [ ! -e ft ]; then ok; else bad "ties alloc fault $n: exit $rc: $(head -c 300 "$T/err")"; fi
+        n=$((n + 7))
+    done
+    echo "# ties allocation faults: $fails failing points exercised (every 7th), then success at #$n"
+    [ -d ft ] && "$G" verify ft >/dev/null && ok || bad "no successful ties merge after allocation faults"
 fi
 
 echo "$pass passed, $fail failed"

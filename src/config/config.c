@@ -377,7 +377,8 @@ int graft_config_parse(const char *text, size_t len, const char *label, struct g
     if (!yaml_parser_initialize(&parser)) { graft_config_free(c); return graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory"); }
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     if (!yaml_parser_load(&parser, &doc)) {
-        rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %zu column %zu: invalid YAML: %s", parser.problem_mark.line + 1,
+        rc = parser.error == YAML_MEMORY_ERROR ? graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory reading the YAML")
+           : graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %zu column %zu: invalid YAML: %s", parser.problem_mark.line + 1,
                            parser.problem_mark.column + 1, parser.problem ? parser.problem : "syntax error");
         yaml_parser_delete(&parser);
         graft_config_free(c);
@@ -397,7 +398,8 @@ int graft_config_load(const char *path, struct graft_merge_config **out, struct 
     size_t len;
     *out = NULL;
     int rc = graft__read_small_file(path, CONFIG_MAX_BYTES, &text, &len, err);
-    if (rc) { // a config that cannot be read is a config error (exit 4), whatever the reason
+    if (rc == GRAFT_E_NOMEM) return rc;
+    if (rc) { // a config that cannot be read (missing, a folder, too big, I/O error) is a config error (exit 4)
         if (err) err->code = GRAFT_E_CONFIG;
         return GRAFT_E_CONFIG;
     }

@@ -524,6 +524,7 @@ static int exec_chunk(void *ctx, size_t item, int ith, struct graft_err *err) {
     struct graft_mt *mt = &o->mt;
     uint64_t e0 = (uint64_t)item * mt->chunk, n = mt->numel - e0 < mt->chunk ? mt->numel - e0 : mt->chunk;
     const float *ptrs[GRAFT_MAX_INPUTS];
+    if (x->pass >= 0 && mt->m->wants_chunk && !mt->m->wants_chunk(mt, x->pass, item)) return GRAFT_OK;
     load_chunk(x, ith, e0, n, ptrs);
     struct graft_chunk c = {.idx = item, .e0 = e0, .n = n, .in = ptrs, .tmp = x->tmp[ith]};
     if (x->pass >= 0) {
@@ -561,8 +562,7 @@ static int run_tensor(struct exec *x, struct otensor *o) {
     int rc = GRAFT_OK;
     if (o->remap && (rc = graft__vplan_pad_rows(p, o))) return rc;
     if (!o->identity && mt->m->init && (rc = mt->m->init(mt, p->err))) return rc;
-    int np = o->identity ? 0 : mt->m->n_passes ? mt->m->n_passes(mt) : 0;
-    for (int pass = 0; pass < np && !rc; pass++) {
+    for (int pass = 0; !rc && !o->identity && mt->m->n_passes && pass < mt->m->n_passes(mt); pass++) {
         x->pass = pass;
         x->plen = mt->m->partial_len ? mt->m->partial_len(mt, pass) : 0;
         x->abytes = mt->m->acc_bytes ? mt->m->acc_bytes(mt, pass) : 0;
@@ -698,8 +698,12 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
     if (!rc) rc = graft__plan_write_tokenizer(&p, w);
     if (!rc) rc = graft_writer_commit(w, err);
 out:
-    if (x.in)
-        for (int t = 0; t < nth; t++) graft__free(x.in[t]), graft__free(x.tmp[t]), graft__free(x.out[t]), graft__free(x.enc[t]);
+    for (int t = 0; t < nth; t++) {
+        if (x.in) graft__free(x.in[t]);
+        if (x.tmp) graft__free(x.tmp[t]);
+        if (x.out) graft__free(x.out[t]);
+        if (x.enc) graft__free(x.enc[t]);
+    }
     graft__free(x.in), graft__free(x.tmp), graft__free(x.out), graft__free(x.enc);
     graft_writer_free(w);
     for (size_t i = 0; i < p.n; i++) graft__free(p.t[i].name), graft__free(p.t[i].pad);

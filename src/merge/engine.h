@@ -34,25 +34,40 @@ int graft_mparam_index(const struct graft_method *m, const char *name);
 #define PM(mt, i, name) ((mt)->pm[i][graft_mparam_index((mt)->m, name)])
 
 // ---- exact top-k by magnitude without sorting (select.c) -------------------------------------------
-// For each of up to GRAFT_MAX_INPUTS streams of magnitudes (non-negative floats), find the k largest,
-// ties broken by lower element index first. Three passes: a 65,536-bucket histogram of the high 16
-// bits of the f32 pattern, one of the low 16 bits inside the chosen bucket (giving the exact k-th
-// value), then per-chunk counts of elements equal to it (prefix sums give each chunk its share of the
-// ties). O(numel) time, O(65,536) memory per stream and thread.
+// For each of up to 2·GRAFT_MAX_INPUTS streams of magnitudes (non-negative floats, which order like
+// their f32 bit patterns), find the k largest, ties broken by lower element index first.
+// Two statistic passes in the usual case:
+//   pass 0 — a 65,536-bucket histogram of the high 16 bits over a fixed sample of chunks (every chunk
+//            of small tensors, making it exact) brackets the k-th value between two buckets;
+//   pass 1 — every chunk counts its elements above the bracket and appends those inside it (value,
+//            chunk) to a shared pool; the exact k-th value is then selected within the pool, and the
+//            pool's per-chunk counts of elements equal to it give each chunk its share of the ties.
+// When the sample misjudged the bracket (or the pool would overflow), three exact passes follow
+// (2: full high-bits histogram, 3: low-bits histogram inside the chosen bucket, 4: per-chunk tie
+// counts). Either way the result is the same exact selection; only the pass count differs.
+// Memory: 65,536 counters per stream and thread, and a pool of (value, chunk) pairs sized from the
+// sample (a few % of the tensor at most; capped, beyond which the exact passes run instead).
+struct graft_select_pool;
 struct graft_select {
     uint64_t  k;          // how many to keep
+    uint64_t  n;          // elements in the stream (the tensor's)
+    int       passes;     // statistic passes this stream needs (2, or 5 after a fallback); 0 = none
     uint32_t  thr;        // bit pattern of the k-th largest magnitude (valid when k > 0)
-    uint32_t  hi_bucket;  // after pass 0
-    uint64_t  above_hi;   // elements in buckets above hi_bucket
+    uint32_t  lo_b, hi_b; // pass 1 bracket (high-16-bit buckets, inclusive); hi_b also the fallback bucket
+    uint64_t  above_hi;   // fallback: elements in buckets above hi_b
     uint64_t  above;      // elements strictly greater than thr
     uint64_t  ties_kept;  // elements equal to thr that are kept (the first ones in index order)
     uint64_t *tie_prefix; // per chunk: equal-to-thr elements before this chunk (n_chunks + 1)
+    struct graft_select_pool *pool;
 };
-#define GRAFT_SELECT_PASSES 3
+// Set k and n of a stream before pass 0 (k ≥ n keeps everything, k = 0 nothing; neither needs passes).
+void   graft_select_init(struct graft_select *sel, uint64_t k, uint64_t n);
+int    graft_select_passes(const struct graft_select *sel, int n_streams); // most passes any stream needs
+bool   graft_select_wants_chunk(int pass, size_t chunk, size_t n_chunks);  // pass 0 samples chunks
 size_t graft_select_acc_bytes(int pass, int n_streams);  // per-thread accumulator size
 size_t graft_select_partial_len(int pass, int n_streams);
-// Accumulate stream s of a chunk (mag[0..n) are magnitudes of elements e0…).
-void graft_select_stat(struct graft_select *sel, int pass, int s, const float *mag, uint64_t n,
+// Accumulate stream s of chunk `chunk` (mag[0..n) are the magnitudes of its elements).
+void graft_select_stat(struct graft_select *sel, int pass, int s, size_t chunk, const float *mag, uint64_t n,
                        double *partial, void *acc, int n_streams);
 int  graft_select_combine(struct graft_select *sel, int n_streams, int pass, const double *partials,
                           size_t n_chunks, size_t partial_len, void *const *accs, int n_accs, struct graft_err *err);

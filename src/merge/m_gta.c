@@ -29,9 +29,7 @@ struct variant { enum sparsify sp; bool consensus; };
 struct st {
     struct graft_select sel[2 * GRAFT_MAX_INPUTS]; // magnitude: stream i; outliers: i (top γ) and N + i (top γ + density)
     double ratio[GRAFT_MAX_INPUTS];                // L1 rescale factor per input (1 when not rescaling)
-    int    n_passes;                               // selection passes (when any model prunes by magnitude) + L1 pass
-    int    pass_l1;                                // the L1 pass, or -1
-    bool   select;                                 // selection passes run
+    bool   l1;                                     // an L1 pass follows the selection passes
 };
 
 static const struct variant *var(const struct graft_mt *mt);
@@ -47,7 +45,10 @@ static double gpv(const struct graft_mt *mt, const char *name, double def) { int
 
 static bool rescaling(const struct graft_mt *mt) { return gpv(mt, "rescale", 0) != 0 && var(mt)->sp != SP_NONE; }
 
-static int n_passes(const struct graft_mt *mt) { return ((const struct st *)mt->state)->n_passes; }
+static int n_sel(const struct graft_mt *mt) { return graft_select_passes(((const struct st *)mt->state)->sel, 2 * GRAFT_MAX_INPUTS); }
+static bool is_l1(const struct graft_mt *mt, int pass) { return ((const struct st *)mt->state)->l1 && pass == n_sel(mt); }
+// Selection passes (as many as the streams need: 2, or 5 when a sample misjudged) then the L1 pass.
+static int n_passes(const struct graft_mt *mt) { return n_sel(mt) + (((const struct st *)mt->state)->l1 ? 1 : 0); }
 
 static int init(struct graft_mt *mt, struct graft_err *err) {
     struct st *s = mt->state = graft__calloc(1, sizeof *s);
@@ -59,31 +60,32 @@ static int init(struct graft_mt *mt, struct graft_err *err) {
         double d = pmv(mt, i, "density", 1.0);
         uint64_t target = d >= 1 ? mt->numel : (uint64_t)(d * (double)mt->numel);
         if (var(mt)->sp == SP_MAGNITUDE) {
-            s->sel[i].k = target;
-            s->select |= target < mt->numel;
+            graft_select_init(&s->sel[i], target, mt->numel);
         } else if (var(mt)->sp == SP_OUTLIERS) {
             uint64_t n_top = (uint64_t)(pmv(mt, i, "gamma", 0.01) * (double)mt->numel);
             if (target + n_top > mt->numel) n_top = mt->numel - target; // n_bot < 0: fewer outliers dropped
-            s->sel[i].k = n_top;
-            s->sel[GRAFT_MAX_INPUTS + i].k = n_top + target;
-            s->select = true;
+            graft_select_init(&s->sel[i], n_top, mt->numel);
+            graft_select_init(&s->sel[GRAFT_MAX_INPUTS + i], n_top + target, mt->numel);
         }
     }
-    s->n_passes = s->select ? GRAFT_SELECT_PASSES : 0;
-    s->pass_l1 = rescaling(mt) ? s->n_passes++ : -1;
+    s->l1 = rescaling(mt);
     return GRAFT_OK;
 }
 
-static int n_streams(const struct graft_mt *mt) { return var(mt)->sp == SP_OUTLIERS ? 2 * GRAFT_MAX_INPUTS : GRAFT_MAX_INPUTS; }
+static bool wants_chunk(const struct graft_mt *mt, int pass, size_t chunk) {
+    return pass >= n_sel(mt) || graft_select_wants_chunk(pass, chunk, mt->n_chunks);
+}
 
-// Only the streams in use get histograms: map stream index → compact slot.
+static int n_used(const struct graft_mt *mt) { return var(mt)->sp == SP_OUTLIERS ? 2 * mt->n_in : mt->n_in; }
+
+// Only the streams in use get histograms and partials: map stream index → compact slot.
 static size_t partial_len(const struct graft_mt *mt, int pass) {
-    if (pass != ((const struct st *)mt->state)->pass_l1) return graft_select_partial_len(pass, n_streams(mt));
-    return 2 * (size_t)mt->n_in; // L1 pass: Σ|δ_i|, Σ|kept δ_i|
+    if (is_l1(mt, pass)) return 2 * (size_t)mt->n_in; // L1 pass: Σ|δ_i|, Σ|kept δ_i|
+    return graft_select_partial_len(pass, n_used(mt));
 }
 static size_t acc_bytes(const struct graft_mt *mt, int pass) {
-    if (pass != ((const struct st *)mt->state)->pass_l1) return graft_select_acc_bytes(pass, var(mt)->sp == SP_OUTLIERS ? 2 * mt->n_in : mt->n_in);
-    return 0;
+    if (is_l1(mt, pass)) return 0;
+    return graft_select_acc_bytes(pass, n_used(mt));
 }
 // Compact histogram slot of stream s (inputs first, then the outlier streams).
 static int slot(const struct graft_mt *mt, int s) { return s < GRAFT_MAX_INPUTS ? s : mt->n_in + (s - GRAFT_MAX_INPUTS); }
@@ -168,7 +170,7 @@ GRAFT_KERNEL static void l1_sums(const float *restrict x, const float *restrict 
 static void stat(const struct graft_mt *mt, int pass, const struct graft_chunk *c, double *part, void *acc) {
     struct st *s = mt->state;
     float *mag = c->tmp, *keep = c->tmp + 2 * c->n;
-    if (pass == s->pass_l1) {
+    if (is_l1(mt, pass)) {
         for (int i = 0; i < mt->n_in; i++) {
             if (i == mt->base) continue;
             bool all = mask(mt, s, i, c, mag, keep);
@@ -182,19 +184,17 @@ static void stat(const struct graft_mt *mt, int pass, const struct graft_chunk *
         for (uint64_t e = 0; e < c->n; e++) mag[e] = fabsf(c->in[i][e] - c->in[mt->base][e]);
         int streams[2] = {i, GRAFT_MAX_INPUTS + i};
         for (int k = 0; k < (var(mt)->sp == SP_OUTLIERS ? 2 : 1); k++) {
-            // histograms are compact (one per used stream); partials are indexed by compact slot too
-            struct graft_select *sel = &s->sel[streams[k]];
-            struct graft_select one = *sel;
+            // histograms and partials are compact (one per used stream): view this stream's as stream 0
             int sl = slot(mt, streams[k]);
-            if (pass < 2) graft_select_stat(&one, pass, 0, mag, c->n, NULL, (uint64_t *)acc + (size_t)sl * 65536, 1);
-            else graft_select_stat(&one, pass, 0, mag, c->n, part + sl, NULL, 1);
+            graft_select_stat(&s->sel[streams[k]], pass, 0, c->idx, mag, c->n, part ? part + sl : NULL,
+                              acc ? (uint64_t *)acc + (size_t)sl * 65536 : NULL, 1);
         }
     }
 }
 
 static int combine(struct graft_mt *mt, int pass, const double *part, void *const *accs, int n_accs, struct graft_err *err) {
     struct st *s = mt->state;
-    if (pass == s->pass_l1) {
+    if (is_l1(mt, pass)) {
         for (int i = 0; i < mt->n_in; i++) {
             if (i == mt->base) continue;
             double before = 0, after = 0;
@@ -209,17 +209,10 @@ static int combine(struct graft_mt *mt, int pass, const double *part, void *cons
         int streams[2] = {i, GRAFT_MAX_INPUTS + i};
         for (int k = 0; k < (var(mt)->sp == SP_OUTLIERS ? 2 : 1); k++) {
             int sl = slot(mt, streams[k]);
-            // view the compact per-thread histograms / partial column of this stream as stream 0
+            // view the compact per-thread histograms of this stream as stream 0; partials by column
             void *views[256];
             for (int t = 0; t < n_accs && t < 256; t++) views[t] = (uint64_t *)accs[t] + (size_t)sl * 65536;
-            double *col = NULL;
-            if (pass == 2) {
-                col = graft__calloc(mt->n_chunks, sizeof *col);
-                if (!col) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
-                for (size_t q = 0; q < mt->n_chunks; q++) col[q] = part[q * plen + (size_t)sl];
-            }
-            int rc = graft_select_combine(&s->sel[streams[k]], 1, pass, col, mt->n_chunks, 1, views, n_accs, err);
-            graft__free(col);
+            int rc = graft_select_combine(&s->sel[streams[k]], 1, pass, part ? part + sl : NULL, mt->n_chunks, plen, views, n_accs, err);
             if (rc) return rc;
         }
     }
@@ -321,6 +314,7 @@ static const struct graft_mparam p_della_l[] = {{"weight", true, true, 0}, {"den
     {.name = nm, .pretty = pr, .base = GRAFT_BASE_REQUIRED, .min_models = 1, .max_models = -1, .params = pp,       \
      .n_params = (int)(sizeof pp / sizeof pp[0]), .rows = rows_, .random = rnd, .n_passes = n_passes,               \
      .partial_len = partial_len, .acc_bytes = acc_bytes, .stat = stat, .combine = combine, .apply = apply,          \
+     .wants_chunk = wants_chunk,                                                                                     \
      .validate = validate, .init = init, .free_state = free_state}
 
 const struct graft_method graft_methods_gta[8] = {

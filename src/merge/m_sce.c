@@ -4,7 +4,7 @@
 //   Calculate: W_i = mean(τ_i²) over the tensor (after selection) / Σ_j mean(τ_j²) (1/N if Σ < 1e-6).
 //   Erase: TIES sign election on the unweighted τ (maj = sign(Σ τ_i), 0 → +).
 //   R = B + Σ_i τ_i W_i E_i / max(Σ_i W_i E_i, 1e-6)
-// Passes: nonzero count; 3 selection passes (when selecting); Σ τ_i².
+// Passes: nonzero count; the selection passes (2, or 5 when the sample misjudged); Σ τ_i².
 #include <math.h>
 #include <string.h>
 #include "engine.h"
@@ -12,7 +12,10 @@
 
 static const struct graft_mparam params[] = {{"select_topk", false, false, 1}, {"int8_mask", false, false, 0}};
 
-struct st { struct graft_select sel; bool select, none; int pass_sq; double W[GRAFT_MAX_INPUTS]; };
+struct st { struct graft_select sel; bool select, none; double W[GRAFT_MAX_INPUTS]; };
+
+// The Σ τ² pass comes after the count pass and the selection passes.
+static int pass_sq(const struct graft_mt *mt) { return 1 + graft_select_passes(&((const struct st *)mt->state)->sel, 1); }
 
 static bool selecting(const struct graft_mt *mt) { return GP(mt, "select_topk") < 1; }
 
@@ -21,11 +24,13 @@ static int init(struct graft_mt *mt, struct graft_err *err) {
     if (!s) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
     s->select = selecting(mt);
     s->none = GP(mt, "select_topk") <= 0;
-    s->pass_sq = s->select ? 1 + GRAFT_SELECT_PASSES : 0;
     return GRAFT_OK;
 }
 
-static int n_passes(const struct graft_mt *mt) { return ((const struct st *)mt->state)->pass_sq + 1; }
+static int n_passes(const struct graft_mt *mt) { return pass_sq(mt) + 1; }
+static bool wants_chunk(const struct graft_mt *mt, int pass, size_t chunk) {
+    return pass < 1 || pass >= pass_sq(mt) || graft_select_wants_chunk(pass - 1, chunk, mt->n_chunks);
+}
 
 static float variance(const struct graft_mt *mt, const struct graft_chunk *c, uint64_t e) {
     double m = 0, q = 0;
@@ -37,14 +42,12 @@ static float variance(const struct graft_mt *mt, const struct graft_chunk *c, ui
 }
 
 static size_t partial_len(const struct graft_mt *mt, int pass) {
-    const struct st *s = mt->state;
-    if (pass == s->pass_sq) return (size_t)mt->n_in;
+    if (pass == pass_sq(mt)) return (size_t)mt->n_in;
     if (pass == 0) return 1;
     return graft_select_partial_len(pass - 1, 1);
 }
 static size_t acc_bytes(const struct graft_mt *mt, int pass) {
-    const struct st *s = mt->state;
-    return pass >= 1 && pass < s->pass_sq ? graft_select_acc_bytes(pass - 1, 1) : 0;
+    return pass >= 1 && pass < pass_sq(mt) ? graft_select_acc_bytes(pass - 1, 1) : 0;
 }
 
 // keep[e] for this chunk (1 when not selecting).
@@ -59,7 +62,7 @@ static void keep_mask(const struct graft_mt *mt, const struct graft_chunk *c, fl
 static void stat(const struct graft_mt *mt, int pass, const struct graft_chunk *c, double *part, void *acc) {
     struct st *s = mt->state;
     float *var = c->tmp, *keep = c->tmp + c->n;
-    if (pass == s->pass_sq) {
+    if (pass == pass_sq(mt)) {
         keep_mask(mt, c, var, keep);
         for (int i = 0; i < mt->n_in; i++) {
             if (i == mt->base) continue;
@@ -76,12 +79,12 @@ static void stat(const struct graft_mt *mt, int pass, const struct graft_chunk *
         part[0] = nz;
         return;
     }
-    graft_select_stat(&s->sel, pass - 1, 0, var, c->n, part, acc, 1);
+    graft_select_stat(&s->sel, pass - 1, 0, c->idx, var, c->n, part, acc, 1);
 }
 
 static int combine(struct graft_mt *mt, int pass, const double *part, void *const *accs, int n_accs, struct graft_err *err) {
     struct st *s = mt->state;
-    if (pass == s->pass_sq) {
+    if (pass == pass_sq(mt)) {
         double sum = 0, q[GRAFT_MAX_INPUTS] = {0};
         int N = 0;
         for (int i = 0; i < mt->n_in; i++) {
@@ -96,8 +99,9 @@ static int combine(struct graft_mt *mt, int pass, const double *part, void *cons
     if (pass == 0) {
         double nz = 0;
         for (size_t k = 0; k < mt->n_chunks; k++) nz += part[k];
-        s->sel.k = (uint64_t)(nz * GP(mt, "select_topk"));
+        graft_select_init(&s->sel, (uint64_t)(nz * GP(mt, "select_topk")), mt->numel);
         if (s->sel.k == 0) s->none = true;
+        if (!s->select) s->sel.passes = 0;
         return GRAFT_OK;
     }
     return graft_select_combine(&s->sel, 1, pass - 1, part, mt->n_chunks, partial_len(mt, pass), accs, n_accs, err);
@@ -125,6 +129,6 @@ static void free_state(struct graft_mt *mt) { if (mt->state) graft_select_free(&
 
 const struct graft_method graft_method_sce = {
     .name = "sce", .pretty = "SCE", .base = GRAFT_BASE_REQUIRED, .min_models = 1, .max_models = -1, .params = params,
-    .n_params = 2, .init = init, .n_passes = n_passes, .partial_len = partial_len, .acc_bytes = acc_bytes, .stat = stat,
+    .n_params = 2, .init = init, .n_passes = n_passes, .wants_chunk = wants_chunk, .partial_len = partial_len, .acc_bytes = acc_bytes, .stat = stat,
     .combine = combine, .apply = apply, .free_state = free_state,
 };

@@ -53,8 +53,12 @@ struct graft_method {
     bool        random;                     // uses the counter-based generator (--seed)
     // Build per-tensor state before anything else runs for a tensor (optional).
     int    (*init)(struct graft_mt *mt, struct graft_err *err);
-    // Number of statistic passes for this tensor (0 when NULL); called after init.
+    // Number of statistic passes for this tensor (0 when NULL); called after init and again after each
+    // pass's combine (a combine may add passes).
     int    (*n_passes)(const struct graft_mt *mt);
+    // Does `pass` need chunk `chunk`? (optional; a sampling pass skips most chunks, which are then
+    // neither loaded nor given to stat)
+    bool   (*wants_chunk)(const struct graft_mt *mt, int pass, size_t chunk);
     // Doubles of per-chunk partial results in `pass`, and bytes of per-thread accumulator.
     size_t (*partial_len)(const struct graft_mt *mt, int pass);
     size_t (*acc_bytes)(const struct graft_mt *mt, int pass);

@@ -1,77 +1,294 @@
-// Exact top-k by magnitude in O(numel): radix selection over the f32 bit patterns (non-negative floats
-// order like their bit patterns), in two 16-bit histogram passes, then a tie-count pass so that ties
-// at the threshold are kept in element-index order whatever the thread count.
+// Exact top-k by magnitude in O(numel) without sorting the tensor (see engine.h for the passes).
+// Non-negative floats order like their f32 bit patterns, so everything works on uint32 patterns.
+// Ties at the threshold are kept in element-index order whatever the thread count: each chunk learns
+// how many equal elements come before it.
+#include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 #include "engine.h"
 #include "../core/impl.h"
 
 #define NB 65536
+#define SAMPLE_CHUNKS 16             // pass 0 looks at about this many chunks (1 Mi elements)
+#define POOL_MAX (8ull << 20)        // pool entries at most (64 MiB); beyond, the exact passes run instead
+
+struct graft_select_pool {
+    _Atomic uint64_t n;   // entries reserved (may exceed cap: then the pool overflowed)
+    uint64_t         cap;
+    uint32_t        *val; // bit patterns
+    uint32_t        *chunk;
+};
 
 static inline uint32_t bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 
-size_t graft_select_acc_bytes(int pass, int n_streams) { return pass < 2 ? (size_t)n_streams * NB * sizeof(uint64_t) : 0; }
-size_t graft_select_partial_len(int pass, int n_streams) { return pass == 2 ? (size_t)n_streams : 0; }
+void graft_select_init(struct graft_select *sel, uint64_t k, uint64_t n) {
+    memset(sel, 0, sizeof *sel);
+    sel->k = k, sel->n = n;
+    sel->passes = k > 0 && k < n ? 2 : 0;
+}
 
-GRAFT_KERNEL void graft_select_stat(struct graft_select *sel, int pass, int s, const float *mag, uint64_t n, double *partial,
-                       void *acc, int n_streams) {
+int graft_select_passes(const struct graft_select *sel, int n_streams) {
+    int p = 0;
+    for (int s = 0; s < n_streams; s++) p = sel[s].passes > p ? sel[s].passes : p;
+    return p;
+}
+
+static size_t stride(size_t n_chunks) { return n_chunks <= SAMPLE_CHUNKS ? 1 : n_chunks / SAMPLE_CHUNKS; }
+
+bool graft_select_wants_chunk(int pass, size_t chunk, size_t n_chunks) { return pass != 0 || chunk % stride(n_chunks) == 0; }
+
+size_t graft_select_acc_bytes(int pass, int n_streams) { return pass == 0 || pass == 2 || pass == 3 ? (size_t)n_streams * NB * sizeof(uint64_t) : 0; }
+size_t graft_select_partial_len(int pass, int n_streams) { return pass == 1 || pass == 4 ? (size_t)n_streams : 0; }
+
+static bool active(const struct graft_select *x, int pass) { return pass < x->passes; }
+
+GRAFT_KERNEL static uint64_t count_above(const float *restrict mag, uint64_t n, uint32_t above) {
+    uint64_t c = 0;
+    for (uint64_t i = 0; i < n; i++) c += bits(mag[i]) > above;
+    return c;
+}
+
+GRAFT_KERNEL static uint64_t count_eq(const float *restrict mag, uint64_t n, uint32_t v) {
+    uint64_t c = 0;
+    for (uint64_t i = 0; i < n; i++) c += bits(mag[i]) == v;
+    return c;
+}
+
+GRAFT_KERNEL static uint64_t count_in(const float *restrict mag, uint64_t n, uint32_t lo, uint32_t hi) {
+    uint64_t c = 0;
+    for (uint64_t i = 0; i < n; i++) c += (bits(mag[i]) - lo) <= (hi - lo); // lo ≤ b ≤ hi, one compare
+    return c;
+}
+
+// Append the m in-bracket patterns of mag to val/chunk: branch-free compaction (every element is
+// written to the next free slot, which only advances for a match; the loop ends at the m-th match so
+// no write leaves the reserved range).
+static void fill(const float *restrict mag, uint64_t n, uint32_t lo, uint32_t hi, uint32_t chunk, uint32_t *restrict val,
+                 uint32_t *restrict ch, uint64_t m) {
+    uint64_t at = 0;
+    for (uint64_t i = 0; i < n && at < m; i++) {
+        uint32_t b = bits(mag[i]);
+        val[at] = b, ch[at] = chunk;
+        at += (b - lo) <= (hi - lo);
+    }
+}
+
+#if defined(__x86_64__) && !defined(__clang__)
+#include <immintrin.h>
+// fill() for AVX2: test 8 elements at once and visit only the groups holding a match (a few % of
+// elements are in the bracket, so most groups are skipped).
+__attribute__((target("avx2"))) static void fill_avx2(const float *restrict mag, uint64_t n, uint32_t lo, uint32_t hi, uint32_t chunk,
+                                                      uint32_t *restrict val, uint32_t *restrict ch) {
+    const __m256i vlo = _mm256_set1_epi32((int)lo), bias = _mm256_set1_epi32((int)0x80000000u);
+    const __m256i span = _mm256_set1_epi32((int)((hi - lo) ^ 0x80000000u));
+    uint64_t at = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i b = _mm256_loadu_si256((const __m256i *)(const void *)(mag + i));
+        __m256i d = _mm256_xor_si256(_mm256_sub_epi32(b, vlo), bias); // unsigned b − lo ≤ hi − lo, as signed
+        unsigned msk = ~(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(d, span))) & 0xFFu;
+        while (msk) {
+            unsigned j = (unsigned)__builtin_ctz(msk);
+            msk &= msk - 1;
+            val[at] = bits(mag[i + j]), ch[at] = chunk, at++;
+        }
+    }
+    for (; i < n; i++) {
+        uint32_t b = bits(mag[i]);
+        if ((b - lo) <= (hi - lo)) val[at] = b, ch[at] = chunk, at++;
+    }
+}
+#endif
+
+GRAFT_KERNEL static void hist_hi(const float *restrict mag, uint64_t n, uint64_t *restrict h) {
+    for (uint64_t i = 0; i < n; i++) h[bits(mag[i]) >> 16]++;
+}
+
+GRAFT_KERNEL void graft_select_stat(struct graft_select *sel, int pass, int s, size_t chunk, const float *mag, uint64_t n,
+                                    double *partial, void *acc, int n_streams) {
     (void)n_streams;
     struct graft_select *x = &sel[s];
-    if (x->k == 0) return;
-    uint64_t *h = (uint64_t *)acc + (size_t)s * NB;
-    if (pass == 0) {
-        for (uint64_t i = 0; i < n; i++) h[bits(mag[i]) >> 16]++;
-    } else if (pass == 1) {
-        const uint32_t hb = x->hi_bucket;
+    if (!active(x, pass)) return;
+    uint64_t *h = acc ? (uint64_t *)acc + (size_t)s * NB : NULL;
+    switch (pass) {
+    case 0:
+    case 2: hist_hi(mag, n, h); return;
+    case 1: {
+        // above the bracket: counted; inside it: appended to the pool (reserve, then fill)
+        const uint32_t lo = x->lo_b << 16, hi = (x->hi_b << 16) | 0xFFFF;
+        partial[s] = (double)count_above(mag, n, hi);
+        uint64_t m = count_in(mag, n, lo, hi);
+        if (!m) return;
+        struct graft_select_pool *p = x->pool;
+        uint64_t at = atomic_fetch_add_explicit(&p->n, m, memory_order_relaxed);
+        if (at + m > p->cap) return; // overflow: combine sees n > cap and falls back
+#if defined(__x86_64__) && !defined(__clang__)
+        if (__builtin_cpu_supports("avx2")) fill_avx2(mag, n, lo, hi, (uint32_t)chunk, p->val + at, p->chunk + at);
+        else
+#endif
+            fill(mag, n, lo, hi, (uint32_t)chunk, p->val + at, p->chunk + at, m);
+        return;
+    }
+    case 3: {
+        const uint32_t hb = x->hi_b;
         for (uint64_t i = 0; i < n; i++) {
             uint32_t b = bits(mag[i]);
-            if ((b >> 16) == hb) h[b & 0xFFFF]++; // rare: one bucket of many, so well predicted
+            if ((b >> 16) == hb) h[b & 0xFFFF]++; // one bucket of many: well predicted
         }
-    } else {
-        uint64_t eq = 0;
-        for (uint64_t i = 0; i < n; i++) eq += bits(mag[i]) == x->thr;
-        partial[s] = (double)eq;
+        return;
     }
+    case 4: partial[s] = (double)count_eq(mag, n, x->thr); return;
+    }
+}
+
+// Histogram of one stream summed over the threads.
+static void sum_hist(const struct graft_select *sel, int s, void *const *accs, int n_accs, uint64_t *out) {
+    (void)sel;
+    memset(out, 0, NB * sizeof *out);
+    for (int t = 0; t < n_accs; t++) {
+        const uint64_t *h = (const uint64_t *)accs[t] + (size_t)s * NB;
+        for (size_t b = 0; b < NB; b++) out[b] += h[b];
+    }
+}
+
+static void pool_free(struct graft_select *x) {
+    if (!x->pool) return;
+    graft__free(x->pool->val), graft__free(x->pool->chunk), graft__free(x->pool);
+    x->pool = NULL;
+}
+
+static int nomem(struct graft_err *err) { return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for top-k selection"); }
+
+// Pass 0: bracket the k-th largest from the sample. With a full sample the bracket is the exact bucket.
+static int combine_sample(struct graft_select *x, const uint64_t *h, struct graft_err *err) {
+    uint64_t S = 0;
+    for (size_t b = 0; b < NB; b++) S += h[b];
+    double scale = S ? (double)x->n / (double)S : 1.0, k = (double)x->k;
+    // Sampling error of a rank estimate, inflated for chunk (cluster) sampling; 0 for a full sample.
+    double margin = S >= x->n ? 0.0 : 8.0 * sqrt(k * scale) + 0.002 * (double)x->n + 4.0 * scale;
+    double run = 0, inside = 0;
+    int hi_b = -1, lo_b = 0;
+    for (int b = NB - 1; b >= 0; b--) {
+        double next = run + (double)h[b] * scale;
+        if (hi_b < 0 && next >= k - margin) hi_b = b; // buckets above hi_b hold < k − margin
+        if (hi_b >= 0) inside += (double)h[b] * scale;
+        if (next >= k + margin || b == 0) { lo_b = b; break; }
+        run = next;
+    }
+    if (hi_b < 0) hi_b = 0;
+    x->hi_b = (uint32_t)hi_b, x->lo_b = (uint32_t)(lo_b <= hi_b ? lo_b : hi_b);
+    uint64_t cap = (uint64_t)(2.0 * inside) + 65536;
+    if (cap > x->n) cap = x->n;
+    if (cap > POOL_MAX) cap = POOL_MAX;
+    struct graft_select_pool *p = graft__calloc(1, sizeof *p);
+    if (!p) return nomem(err);
+    x->pool = p;
+    p->cap = cap;
+    p->val = graft__malloc((size_t)cap * sizeof *p->val);
+    p->chunk = graft__malloc((size_t)cap * sizeof *p->chunk);
+    if (!p->val || !p->chunk) return nomem(err);
+    atomic_init(&p->n, 0);
+    return GRAFT_OK;
+}
+
+// The r-th largest (1-based) of v[0..m) by a two-level radix selection; v is not modified.
+static int kth_largest(const uint32_t *v, uint64_t m, uint64_t r, uint32_t *out, struct graft_err *err) {
+    uint64_t *h = graft__calloc(NB, sizeof *h);
+    if (!h) return nomem(err);
+    for (uint64_t i = 0; i < m; i++) h[v[i] >> 16]++;
+    uint64_t run = 0;
+    uint32_t hb = 0;
+    for (int b = NB - 1; b >= 0; b--) {
+        if (run + h[b] >= r) { hb = (uint32_t)b; break; }
+        run += h[b];
+    }
+    memset(h, 0, NB * sizeof *h);
+    for (uint64_t i = 0; i < m; i++)
+        if ((v[i] >> 16) == hb) h[v[i] & 0xFFFF]++;
+    for (int b = NB - 1; b >= 0; b--) {
+        if (run + h[b] >= r) { *out = (hb << 16) | (uint32_t)b; break; }
+        run += h[b];
+    }
+    graft__free(h);
+    return GRAFT_OK;
+}
+
+// Pass 1: the exact threshold inside the pool, or a fallback to the exact passes.
+static int combine_pool(struct graft_select *x, const double *partials, size_t n_chunks, size_t partial_len, int s,
+                        struct graft_err *err) {
+    uint64_t A = 0;
+    for (size_t c = 0; c < n_chunks; c++) A += (uint64_t)partials[c * partial_len + (size_t)s];
+    struct graft_select_pool *p = x->pool;
+    uint64_t m = atomic_load(&p->n);
+    if (m > p->cap || x->k <= A || x->k > A + m) { // the sample misjudged: run the exact passes
+        pool_free(x);
+        x->passes = 5;
+        return GRAFT_OK;
+    }
+    int rc = kth_largest(p->val, m, x->k - A, &x->thr, err);
+    if (rc) return rc;
+    uint64_t gt = 0;
+    x->tie_prefix = graft__calloc(n_chunks + 1, sizeof *x->tie_prefix);
+    if (!x->tie_prefix) return nomem(err);
+    for (uint64_t i = 0; i < m; i++) {
+        gt += p->val[i] > x->thr;
+        if (p->val[i] == x->thr) x->tie_prefix[p->chunk[i] + 1]++;
+    }
+    for (size_t c = 0; c < n_chunks; c++) x->tie_prefix[c + 1] += x->tie_prefix[c];
+    x->above = A + gt, x->ties_kept = x->k - x->above;
+    pool_free(x);
+    return GRAFT_OK;
 }
 
 int graft_select_combine(struct graft_select *sel, int n_streams, int pass, const double *partials, size_t n_chunks,
                          size_t partial_len, void *const *accs, int n_accs, struct graft_err *err) {
-    for (int s = 0; s < n_streams; s++) {
+    uint64_t *h = pass == 0 || pass == 2 || pass == 3 ? graft__malloc(NB * sizeof *h) : NULL;
+    if ((pass == 0 || pass == 2 || pass == 3) && !h) return nomem(err);
+    int rc = GRAFT_OK;
+    for (int s = 0; s < n_streams && !rc; s++) {
         struct graft_select *x = &sel[s];
-        if (x->k == 0) continue;
-        if (pass < 2) {
-            uint64_t run = pass == 0 ? 0 : x->above_hi;
+        if (!active(x, pass)) continue;
+        if (h) sum_hist(sel, s, accs, n_accs, h);
+        if (pass == 0) rc = combine_sample(x, h, err);
+        else if (pass == 1) rc = combine_pool(x, partials, n_chunks, partial_len, s, err);
+        else if (pass == 2 || pass == 3) {
+            uint64_t run = pass == 2 ? 0 : x->above_hi;
             for (int b = NB - 1; b >= 0; b--) {
-                uint64_t cnt = 0;
-                for (int t = 0; t < n_accs; t++) cnt += ((const uint64_t *)accs[t])[(size_t)s * NB + (size_t)b];
-                if (run + cnt >= x->k) {
-                    if (pass == 0) x->hi_bucket = (uint32_t)b, x->above_hi = run;
-                    else x->thr = (x->hi_bucket << 16) | (uint32_t)b, x->above = run, x->ties_kept = x->k - run;
+                if (run + h[b] >= x->k) {
+                    if (pass == 2) x->hi_b = (uint32_t)b, x->above_hi = run;
+                    else x->thr = (x->hi_b << 16) | (uint32_t)b, x->above = run, x->ties_kept = x->k - run;
                     break;
                 }
-                run += cnt;
+                run += h[b];
             }
         } else {
             graft__free(x->tie_prefix);
             x->tie_prefix = graft__calloc(n_chunks + 1, sizeof *x->tie_prefix);
-            if (!x->tie_prefix) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+            if (!x->tie_prefix) { rc = nomem(err); break; }
             for (size_t c = 0; c < n_chunks; c++) x->tie_prefix[c + 1] = x->tie_prefix[c] + (uint64_t)partials[c * partial_len + (size_t)s];
         }
     }
-    return GRAFT_OK;
+    graft__free(h);
+    return rc;
 }
 
-GRAFT_KERNEL void graft_select_mask(const struct graft_select *x, size_t chunk_idx, const float *restrict mag, uint64_t n, float *restrict keep) {
+GRAFT_KERNEL void graft_select_mask(const struct graft_select *x, size_t chunk_idx, const float *restrict mag, uint64_t n,
+                                    float *restrict keep) {
     if (x->k == 0) { memset(keep, 0, n * sizeof *keep); return; }
+    if (x->k >= x->n) { for (uint64_t i = 0; i < n; i++) keep[i] = 1.0f; return; }
     const uint32_t thr = x->thr;
-    for (uint64_t i = 0; i < n; i++) keep[i] = bits(mag[i]) > thr ? 1.0f : 0.0f; // branch-free, vectorizable
     // ties at the threshold: the first ties_kept of them in element order; this chunk's share is known
     uint64_t tie = x->tie_prefix ? x->tie_prefix[chunk_idx] : 0;
     uint64_t here = x->tie_prefix ? x->tie_prefix[chunk_idx + 1] - tie : n;
+    if (x->tie_prefix && tie + here <= x->ties_kept) { // every tie of this chunk is kept
+        for (uint64_t i = 0; i < n; i++) keep[i] = bits(mag[i]) >= thr ? 1.0f : 0.0f;
+        return;
+    }
+    for (uint64_t i = 0; i < n; i++) keep[i] = bits(mag[i]) > thr ? 1.0f : 0.0f; // branch-free, vectorizable
     if (tie >= x->ties_kept || here == 0) return;
-    for (uint64_t i = 0; i < n && tie < x->ties_kept; i++)
+    for (uint64_t i = 0; i < n && tie < x->ties_kept; i++) // the one chunk where the kept ties end
         if (bits(mag[i]) == thr) keep[i] = 1.0f, tie++;
 }
 
 void graft_select_free(struct graft_select *sel, int n_streams) {
-    for (int s = 0; s < n_streams; s++) graft__free(sel[s].tie_prefix), sel[s].tie_prefix = NULL;
+    for (int s = 0; s < n_streams; s++) graft__free(sel[s].tie_prefix), sel[s].tie_prefix = NULL, pool_free(&sel[s]);
 }
