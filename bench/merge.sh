@@ -80,7 +80,7 @@ rss() { # DIR METHOD → "peak RssAnon MiB, peak RSS MiB"
     echo "$((a / 1024)) MiB RssAnon, $((r / 1024)) MiB RSS"
     rm -rf out
 }
-echo "memory (2 threads, chunk 256 Ki elements: threads × chunk work buffers ≈ $((2 * 262144 * 4 * 8 / 1048576)) MiB):"
+echo "memory (2 threads, chunk 64 Ki elements: work buffers 2 × (2 × 3 inputs + 5) × chunk floats ≈ $((2 * 11 * 65536 * 4 / 1048576)) MiB):"
 for m in linear ties dare_ties; do echo "  1 GB models, $m: $(rss m1g $m)"; done
 if [ "$BIG" = 1 ]; then
     gen m4g 36
