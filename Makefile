@@ -15,7 +15,7 @@ LDLIBS  := -ljansson -lyaml -lm -pthread
 
 LIB_SRC  := $(sort $(wildcard src/core/*.c src/io/*.c src/ops/*.c src/config/*.c src/merge/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
-TEST_SRC := $(sort $(wildcard tests/test-*.c)) tests/harness.c tests/corrupt.c
+TEST_SRC := $(sort $(wildcard tests/test-*.c)) tests/harness.c tests/corrupt.c tests/mergetest.c
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)

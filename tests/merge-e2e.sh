@@ -8,18 +8,7 @@ set -u
 B=${1:?build dir}
 FAULTS=${2:-}
 G="$PWD/$B/graft"
-T=$(mktemp -d "${TMPDIR:-/tmp}/graft-e2e-XXXXXX")
-trap 'rm -rf "$T"' EXIT
-export ASAN_OPTIONS="exitcode=86:detect_leaks=1:abort_on_error=0"
-export UBSAN_OPTIONS="exitcode=87:print_stacktrace=1"
-pass=0 fail=0
-ok()  { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "not ok - $*"; }
-expect() {
-    want=$1; shift
-    "$@" >"$T/out" 2>"$T/err"; got=$?
-    if [ "$got" = "$want" ]; then ok; else bad "exit $got (want $want): $* :: $(head -c 400 "$T/err")"; fi
-}
+. "$(dirname "$0")/lib.sh"
 # names NAME DIR: the sorted tensor names of a model
 names() { "$G" inspect "$1" --json | sed -n 's/^ *"name": "\([^"]*\)".*/\1/p' | sort; }
 cd "$T" || exit 1
@@ -235,29 +224,8 @@ if [ "$FAULTS" = faults ]; then
             ls -A | grep -q "graft-tmp" && bad "merge fault $spec:$e left a temp folder" || ok
         done
     done
-    n=1 fails=0
-    while [ $n -le 600 ]; do
-        GRAFT_FAULT_ALLOC=$n "$G" merge ex-tok.yml fa >/dev/null 2>"$T/err"
-        rc=$?
-        [ $rc = 0 ] && break
-        fails=$((fails + 1))
-        if { [ $rc = 1 ] || [ $rc = 4 ]; } && [ ! -e fa ]; then ok; else bad "merge alloc fault $n: exit $rc: $(head -c 300 "$T/err")"; fi
-        n=$((n + 1))
-    done
-    echo "# merge allocation faults: $fails failing allocation points exercised, then success at #$n"
-    [ -d fa ] && "$G" verify fa >/dev/null && ok || bad "no successful merge after allocation faults"
-    # ties (selection pools, tie prefixes, histograms): every 7th allocation point
-    n=1 fails=0
-    while [ $n -le 3000 ]; do
-        GRAFT_FAULT_ALLOC=$n "$G" merge ex-ties.yml ft --threads 2 >/dev/null 2>"$T/err"
-        rc=$?
-        [ $rc = 0 ] && break
-        fails=$((fails + 1))
-        if [ $rc = 1 ] && [ ! -e ft ]; then ok; else bad "ties alloc fault $n: exit $rc: $(head -c 300 "$T/err")"; fi
-        n=$((n + 7))
-    done
-    echo "# ties allocation faults: $fails failing points exercised (every 7th), then success at #$n"
-    [ -d ft ] && "$G" verify ft >/dev/null && ok || bad "no successful ties merge after allocation faults"
+    alloc_faults 1 fa "$G" merge ex-tok.yml fa
+    alloc_faults 7 ft "$G" merge ex-ties.yml ft --threads 2 # selection pools, tie prefixes, histograms
 fi
 
 echo "$pass passed, $fail failed"

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 #include "harness.h"
+#include "mergetest.h"
 #include "graft/graft.h"
 
 // A model folder with tensors "model.embed_tokens.weight" [2,2], "model.layers.L.w" [2,3] for each
@@ -31,16 +32,7 @@ static void mkmodel(const char *dir, const struct tt *t, int n, int n_layers) {
 }
 
 static int run_merge(const char *yaml, const char *out, int threads, uint64_t seed, struct graft_err *err) {
-    const char *cfg = tpath("cfg-%s.yml", out);
-    twrite(cfg, yaml, strlen(yaml));
-    struct graft_merge_options o = graft_merge_default_options();
-    o.n_threads = threads, o.seed = seed, o.chunk_elems = 4; // tiny chunks: many chunks even for tiny tensors
-    FILE *devnull = fopen("/dev/null", "w");
-    o.log = devnull;
-    graft_err_clear(err);
-    int rc = graft_merge(cfg, tpath("%s", out), &o, err);
-    fclose(devnull);
-    return rc;
+    return merge_yaml(yaml, out, threads, seed, 4, err); // tiny chunks: many chunks even for tiny tensors
 }
 
 // Read tensor `name` of model folder `dir` as floats (n elements).

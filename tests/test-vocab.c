@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 #include "harness.h"
+#include "mergetest.h"
 #include "graft/graft.h"
 
 // A tied model (no lm_head) with embedding rows v[r] = (x, -x) and one layer tensor, its tokenizer.json
@@ -48,16 +49,7 @@ static void three_vocab_models(void) {
 }
 
 static int vmerge(const char *yaml, const char *out, struct graft_err *err) {
-    const char *cfg = tpath("cfg-%s.yml", out);
-    twrite(cfg, yaml, strlen(yaml));
-    struct graft_merge_options o = graft_merge_default_options();
-    o.n_threads = 2, o.chunk_elems = 3; // chunks cut rows: the loader must handle partial rows
-    FILE *devnull = fopen("/dev/null", "w");
-    o.log = devnull;
-    graft_err_clear(err);
-    int rc = graft_merge(cfg, tpath("%s", out), &o, err);
-    fclose(devnull);
-    return rc;
+    return merge_yaml(yaml, out, 2, 0, 3, err); // chunks cut rows: the loader must handle partial rows
 }
 
 // Check the output embedding's first column against want[] (the second must be its negation).

@@ -157,7 +157,9 @@ int graft__vplan_build(struct plan *p) {
     vp->src_model = base;
     if ((rc = graft__vocab_load(p->models[base].m, &v[base], p->err))) goto out;
     for (int i = 0; i < n_ref; i++) {
-        if (i == base || !graft__vocab_load(p->models[i].m, &v[i], p->err)) continue;
+        if (i == base || !(rc = graft__vocab_load(p->models[i].m, &v[i], p->err))) continue;
+        if (rc == GRAFT_E_NOMEM || rc == GRAFT_E_IO) goto out; // only a missing or unusable tokenizer is tolerated
+        rc = GRAFT_OK;
         graft__plan_warn(p, "%s; assuming '%s' has the same vocabulary as '%s'", p->err->msg, p->models[i].ref, p->models[base].ref);
         graft_err_clear(p->err);
     }

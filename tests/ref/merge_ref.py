@@ -423,20 +423,21 @@ def m_model_stock(X, base, pm, gp, ctx):
     return t * mean + (F32(1) - t) * w0
 
 
-def m_nearswap(X, base, pm, gp, ctx):
+def _the_other(X, base, method):
     idx = [i for i in range(len(X)) if i != base]
     if len(idx) != 1:
-        raise Fail("nearswap takes exactly one model besides the base")
-    B, b = X[base], X[idx[0]]
+        raise Fail(method + " takes exactly one model besides the base")
+    return X[idx[0]]
+
+
+def m_nearswap(X, base, pm, gp, ctx):
+    B, b = X[base], _the_other(X, base, "nearswap")
     w = np.clip(F32(gp["t"]) / np.maximum(np.abs(B - b), F32(1e-6)), 0, 1).astype(F32)
     return w * b + (F32(1) - w) * B
 
 
 def m_arcee_fusion(X, base, pm, gp, ctx):
-    idx = [i for i in range(len(X)) if i != base]
-    if len(idx) != 1:
-        raise Fail("arcee_fusion takes exactly one model besides the base")
-    a, b = X[base], X[idx[0]]
+    a, b = X[base], _the_other(X, base, "arcee_fusion")
     diff = np.abs(b - a)
 
     def softmax(x):
