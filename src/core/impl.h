@@ -72,6 +72,14 @@ void graft__buf_printf(struct graft__buf *b, const char *fmt, ...) __attribute__
 void graft__buf_json_str(struct graft__buf *b, const char *s, size_t n);
 
 
+// Hot loops are compiled twice, for AVX2 and for baseline x86-64, and picked at load time (GCC's
+// target_clones; other compilers get the baseline only).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define GRAFT_KERNEL __attribute__((target_clones("avx2", "default")))
+#else
+#define GRAFT_KERNEL
+#endif
+
 // Counter-based generator (src/core/rng.c documents it). 64-bit draws: SplitMix64 started at `key`.
 static inline uint64_t graft__mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;

@@ -25,7 +25,7 @@ float graft_rng_normalish(uint64_t key, uint64_t counter) {
     return (s - 2.0f) * 1.7320508f; // Irwin–Hall(4): variance 1/3 → rescale to 1
 }
 
-__attribute__((target_clones("avx2", "default")))
+GRAFT_KERNEL
 void graft__rng_uniform_block(uint64_t key, uint64_t c0, size_t n, float *out) {
     const uint32_t k0 = (uint32_t)key;
     for (size_t j = 0; j < n;) {

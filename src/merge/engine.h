@@ -2,13 +2,7 @@
 #ifndef GRAFT_MERGE_ENGINE_H
 #define GRAFT_MERGE_ENGINE_H
 #include "method.h"
-
-// Hot loops are compiled twice, for AVX2 and for the baseline, and picked at load time by the CPU.
-#if defined(__x86_64__) && !defined(__clang__)
-#define GRAFT_KERNEL __attribute__((target_clones("avx2", "default")))
-#else
-#define GRAFT_KERNEL
-#endif
+#include "../core/impl.h"
 
 struct graft_mt {
     const struct graft_method *m;
