@@ -65,6 +65,9 @@ void graft_select_stat(struct graft_select *sel, int pass, int s, size_t chunk, 
                        double *partial, void *acc, int n_streams);
 int  graft_select_combine(struct graft_select *sel, int n_streams, int pass, const double *partials,
                           size_t n_chunks, size_t partial_len, void *const *accs, int n_accs, struct graft_err *err);
+// How chunk c decides (after the passes): 1 keep magnitudes ≥ *thr, 0 keep those > *thr, −1 walk
+// the ties element by element (graft_select_mask does it) — lets kernels fuse the test.
+int  graft_select_rule(const struct graft_select *sel, size_t chunk_idx, uint32_t *thr);
 // Mark kept elements of stream sel (chunk c): keep[j] = 1 or 0.
 void graft_select_mask(const struct graft_select *sel, size_t chunk_idx, const float *mag, uint64_t n, float *keep);
 void graft_select_free(struct graft_select *sel, int n_streams);

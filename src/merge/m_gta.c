@@ -229,6 +229,31 @@ GRAFT_KERNEL static void weigh(const float *restrict x, const float *restrict b,
     else for (uint64_t e = 0; e < n; e++) sum[e] += wd[e];
 }
 
+// weigh() with the top-k mask fused in: keep = |x − b| > thr (≥ thr when `ge`), same arithmetic.
+GRAFT_KERNEL static void weigh_topk(const float *restrict x, const float *restrict b, float *restrict wd, float *restrict sum, float wi,
+                                    float ri, uint32_t thr, bool ge, bool first, uint64_t n) {
+    for (uint64_t e = 0; e < n; e++) {
+        float d = x[e] - b[e], a = fabsf(d);
+        uint32_t u;
+        memcpy(&u, &a, 4);
+        float k = (ge ? u >= thr : u > thr) ? 1.0f : 0.0f;
+        wd[e] = wi * ((d * k) * ri);
+    }
+    if (first) for (uint64_t e = 0; e < n; e++) sum[e] = 0.0f + wd[e];
+    else for (uint64_t e = 0; e < n; e++) sum[e] += wd[e];
+}
+
+// weigh() with DARE's mask fused in: wd holds uniforms on entry; keep = u < density.
+GRAFT_KERNEL static void weigh_random(const float *restrict x, const float *restrict b, float *restrict wd, float *restrict sum,
+                                      float wi, float ri, float dens, bool first, uint64_t n) {
+    for (uint64_t e = 0; e < n; e++) {
+        float k = wd[e] < dens ? 1.0f : 0.0f;
+        wd[e] = wi * (((x[e] - b[e]) * k) * ri);
+    }
+    if (first) for (uint64_t e = 0; e < n; e++) sum[e] = 0.0f + wd[e];
+    else for (uint64_t e = 0; e < n; e++) sum[e] += wd[e];
+}
+
 // Add the wd values whose sign agrees with the sum's (0 counts as +) to mixed, their weight to div.
 // Branch-free so that it vectorizes.
 GRAFT_KERNEL __attribute__((noinline)) static void consensus_add(const float *restrict sum, const float *restrict wd, float wi, float *restrict mixed,
@@ -255,9 +280,21 @@ static void apply(const struct graft_mt *mt, const struct graft_chunk *c, float 
     for (int i = 0; i < mt->n_in; i++) {
         if (i == mt->base) continue;
         float *wd = wds + (size_t)i * n;
-        bool all = mask(mt, s, i, c, mixed, wd); // the mask lands in wd, then becomes wd
         const float *x = c->in[i];
         float wi = w[i] = (float)pmv(mt, i, "weight", 1.0), ri = (float)s->ratio[i];
+        uint32_t thr;
+        int rule = var(mt)->sp == SP_MAGNITUDE && s->sel[i].k > 0 && s->sel[i].k < mt->numel ? graft_select_rule(&s->sel[i], c->idx, &thr) : -1;
+        if (rule >= 0) { // TIES: test |δ| against the threshold inside the weighting loop
+            weigh_topk(x, B, wd, out, wi, ri, thr, rule == 1, nz++ == 0, n);
+            continue;
+        }
+        double dens = pmv(mt, i, "density", 1.0);
+        if (var(mt)->sp == SP_RANDOM && dens < 1) { // DARE: draw into wd, test inside the weighting loop
+            graft__rng_uniform_block(mt->key[i], c->e0, (size_t)n, wd);
+            weigh_random(x, B, wd, out, wi, ri, (float)dens, nz++ == 0, n);
+            continue;
+        }
+        bool all = mask(mt, s, i, c, mixed, wd); // the mask lands in wd, then becomes wd
         weigh(x, B, wd, out, wi, ri, all, nz++ == 0, n);
     }
     if (consensus) { // majority sign of the sum (0 → +); keep the agreeing wd_i; divisor Σ their w_i

@@ -271,21 +271,27 @@ int graft_select_combine(struct graft_select *sel, int n_streams, int pass, cons
     return rc;
 }
 
+int graft_select_rule(const struct graft_select *x, size_t chunk_idx, uint32_t *thr) {
+    *thr = x->thr;
+    if (!x->tie_prefix) return -1;
+    uint64_t tie = x->tie_prefix[chunk_idx], here = x->tie_prefix[chunk_idx + 1] - tie;
+    if (tie + here <= x->ties_kept) return 1; // every tie of this chunk is kept
+    if (tie >= x->ties_kept || here == 0) return 0;
+    return -1;                                // the one chunk where the kept ties end
+}
+
 GRAFT_KERNEL void graft_select_mask(const struct graft_select *x, size_t chunk_idx, const float *restrict mag, uint64_t n,
                                     float *restrict keep) {
     if (x->k == 0) { memset(keep, 0, n * sizeof *keep); return; }
     if (x->k >= x->n) { for (uint64_t i = 0; i < n; i++) keep[i] = 1.0f; return; }
-    const uint32_t thr = x->thr;
-    // ties at the threshold: the first ties_kept of them in element order; this chunk's share is known
-    uint64_t tie = x->tie_prefix ? x->tie_prefix[chunk_idx] : 0;
-    uint64_t here = x->tie_prefix ? x->tie_prefix[chunk_idx + 1] - tie : n;
-    if (x->tie_prefix && tie + here <= x->ties_kept) { // every tie of this chunk is kept
-        for (uint64_t i = 0; i < n; i++) keep[i] = bits(mag[i]) >= thr ? 1.0f : 0.0f;
-        return;
-    }
+    uint32_t thr;
+    int rule = graft_select_rule(x, chunk_idx, &thr);
+    if (rule == 1) { for (uint64_t i = 0; i < n; i++) keep[i] = bits(mag[i]) >= thr ? 1.0f : 0.0f; return; }
     for (uint64_t i = 0; i < n; i++) keep[i] = bits(mag[i]) > thr ? 1.0f : 0.0f; // branch-free, vectorizable
-    if (tie >= x->ties_kept || here == 0) return;
-    for (uint64_t i = 0; i < n && tie < x->ties_kept; i++) // the one chunk where the kept ties end
+    if (rule == 0) return;
+    // ties at the threshold: the first ties_kept of them in element order
+    uint64_t tie = x->tie_prefix ? x->tie_prefix[chunk_idx] : 0;
+    for (uint64_t i = 0; i < n && tie < x->ties_kept; i++)
         if (bits(mag[i]) == thr) keep[i] = 1.0f, tie++;
 }
 
