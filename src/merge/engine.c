@@ -518,6 +518,18 @@ static void load_chunk(struct exec *x, int ith, uint64_t e0, uint64_t n, const f
     }
 }
 
+// Encode thread ith's output chunk (elements e0…e0+n) in the output dtype and write it.
+static int write_chunk(struct exec *x, int ith, uint64_t e0, uint64_t n, struct graft_err *err) {
+    struct otensor *o = x->o;
+    uint64_t off, len;
+    graft_dtype_nbytes(o->dtype, e0, &off);
+    graft_dtype_nbytes(o->dtype, n, &len);
+    graft_row_from_f32(o->dtype, x->out[ith], x->enc[ith], (size_t)n);
+    int rc = graft_writer_write(x->w, o->wid, off, x->enc[ith], (size_t)len, err);
+    graft_progress_add(x->p->opt->progress, len);
+    return rc;
+}
+
 static int exec_chunk(void *ctx, size_t item, int ith, struct graft_err *err) {
     struct exec *x = ctx;
     struct otensor *o = x->o;
@@ -525,6 +537,17 @@ static int exec_chunk(void *ctx, size_t item, int ith, struct graft_err *err) {
     uint64_t e0 = (uint64_t)item * mt->chunk, n = mt->numel - e0 < mt->chunk ? mt->numel - e0 : mt->chunk;
     const float *ptrs[GRAFT_MAX_INPUTS];
     if (x->pass >= 0 && mt->m->wants_chunk && !mt->m->wants_chunk(mt, x->pass, item)) return GRAFT_OK;
+    if (x->pass < 0 && mt->m->apply_raw && !o->identity && !o->remap) { // fused kernel on the stored inputs
+        const void *raw[GRAFT_MAX_INPUTS];
+        enum graft_dtype dt[GRAFT_MAX_INPUTS];
+        for (int i = 0; i < o->n_in; i++) {
+            uint64_t off;
+            dt[i] = o->in[i].t->info->dtype;
+            graft_dtype_nbytes(dt[i], e0, &off);
+            raw[i] = graft_model_data(x->p->models[o->in[i].model].m, o->in[i].t) + off;
+        }
+        if (mt->m->apply_raw(mt, raw, dt, n, x->out[ith])) return write_chunk(x, ith, e0, n, err);
+    }
     load_chunk(x, ith, e0, n, ptrs);
     struct graft_chunk c = {.idx = item, .e0 = e0, .n = n, .in = ptrs, .tmp = x->tmp[ith]};
     if (x->pass >= 0) {
@@ -534,13 +557,7 @@ static int exec_chunk(void *ctx, size_t item, int ith, struct graft_err *err) {
     float *out = x->out[ith];
     if (o->identity) memcpy(out, ptrs[mt->base], (size_t)n * sizeof *out);
     else mt->m->apply(mt, &c, out);
-    uint64_t off, len;
-    graft_dtype_nbytes(o->dtype, e0, &off);
-    graft_dtype_nbytes(o->dtype, n, &len);
-    graft_row_from_f32(o->dtype, out, x->enc[ith], (size_t)n);
-    int rc = graft_writer_write(x->w, o->wid, off, x->enc[ith], (size_t)len, err);
-    graft_progress_add(x->p->opt->progress, len);
-    return rc;
+    return write_chunk(x, ith, e0, n, err);
 }
 
 static int copy_tensor(struct exec *x) {

@@ -314,6 +314,44 @@ static void apply(const struct graft_mt *mt, const struct graft_chunk *c, float 
     }
 }
 
+static inline float bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+// task_arithmetic straight from bf16 inputs: apply()'s operations in the same order per element
+// (wd_i = w_i·(x_i − b), summed in input order, then b + (Σ/div or Σ)·λ), without staging copies.
+GRAFT_KERNEL static void ta_bf16(const uint16_t *const *x, int n_in, int base, const float *w, bool normalize, float div,
+                                 float lambda, uint64_t n, float *restrict out) {
+    const uint16_t *restrict b = x[base];
+    bool first = true;
+    for (int i = 0; i < n_in; i++) {
+        if (i == base) continue;
+        const uint16_t *restrict xi = x[i];
+        const float wi = w[i];
+        if (first) for (uint64_t e = 0; e < n; e++) out[e] = 0.0f + wi * (bf16(xi[e]) - bf16(b[e]));
+        else for (uint64_t e = 0; e < n; e++) out[e] += wi * (bf16(xi[e]) - bf16(b[e]));
+        first = false;
+    }
+    if (first) memset(out, 0, n * sizeof *out);
+    if (normalize) for (uint64_t e = 0; e < n; e++) out[e] = bf16(b[e]) + out[e] / div * lambda;
+    else for (uint64_t e = 0; e < n; e++) out[e] = bf16(b[e]) + out[e] * lambda;
+}
+
+static bool apply_raw(const struct graft_mt *mt, const void *const *raw, const enum graft_dtype *dt, uint64_t n, float *out) {
+    if (var(mt)->sp != SP_NONE || var(mt)->consensus) return false;
+    for (int i = 0; i < mt->n_in; i++)
+        if (dt[i] != GRAFT_DTYPE_BF16) return false;
+    float w[GRAFT_MAX_INPUTS], d = 0;
+    for (int i = 0; i < mt->n_in; i++)
+        if (i != mt->base) w[i] = (float)pmv(mt, i, "weight", 1.0), d += w[i];
+    if (fabsf(d) < 1e-8f) d = 1;
+    ta_bf16((const uint16_t *const *)raw, mt->n_in, mt->base, w, gpv(mt, "normalize", 0) != 0, d, (float)gpv(mt, "lambda", 1.0), n, out);
+    return true;
+}
+
 static int validate(const struct graft_mt *mt, struct graft_err *err) {
     for (int i = 0; i < mt->n_in; i++) {
         if (i == mt->base) continue;
@@ -351,6 +389,7 @@ static const struct graft_mparam p_della_l[] = {{"weight", true, true, 0}, {"den
     {.name = nm, .pretty = pr, .base = GRAFT_BASE_REQUIRED, .min_models = 1, .max_models = -1, .params = pp,       \
      .n_params = (int)(sizeof pp / sizeof pp[0]), .rows = rows_, .random = rnd, .n_passes = n_passes,               \
      .partial_len = partial_len, .acc_bytes = acc_bytes, .stat = stat, .combine = combine, .apply = apply,          \
+     .apply_raw = apply_raw,                                                                                         \
      .wants_chunk = wants_chunk,                                                                                     \
      .validate = validate, .init = init, .free_state = free_state}
 

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "graft/dtype.h"
 #include "graft/status.h"
 
 #define GRAFT_MAX_INPUTS 64
@@ -67,6 +68,10 @@ struct graft_method {
     int    (*combine)(struct graft_mt *mt, int pass, const double *partials, void *const *accs, int n_accs,
                       struct graft_err *err);
     void   (*apply)(const struct graft_mt *mt, const struct graft_chunk *c, float *out);
+    // Optional fast path on the stored inputs (raw[i] points at element e0 of input i, stored as dt[i]),
+    // skipping the f32 staging copies; returns false when it does not handle these dtypes (then apply
+    // runs). Must give exactly apply's result.
+    bool   (*apply_raw)(const struct graft_mt *mt, const void *const *raw, const enum graft_dtype *dt, uint64_t n, float *out);
     // Check the resolved parameters of a tensor before anything runs (ranges, counts); optional.
     int    (*validate)(const struct graft_mt *mt, struct graft_err *err);
     void   (*free_state)(struct graft_mt *mt); // optional
