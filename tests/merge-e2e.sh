@@ -121,6 +121,18 @@ grep -q '"num_hidden_layers": 6' out-stack/config.json && ok || bad "stack examp
 "$G" inspect out-ties | grep -q "^F16 " && ok || bad "ties example: output not float16"
 cmp -s ex-ties.yml out-ties/mergekit_config.yml && ok || bad "mergekit_config.yml is not the config verbatim"
 
+# ---- fused bf16 kernels (apply_raw) give the staged f32 path's bytes: same merge on f32 copies ----
+for m in ft1 ft2 ft3 base; do expect 0 "$G" convert $m $m-f32 --dtype f32; done
+for meth in linear task_arithmetic; do
+    for v in "" -f32; do
+        b="base_model: base$v"; [ $meth = linear ] && b="name: x"
+        printf 'merge_method: %s\n%s\nmodels:\n  - model: ft1%s\n    parameters: {weight: 0.7}\n  - model: ft2%s\n    parameters: {weight: -0.2}\n  - model: ft3%s\n    parameters: {weight: 0.4}\nparameters: {normalize: true}\nout_dtype: bfloat16\n' \
+            $meth "$b" "$v" "$v" "$v" > raw-$meth$v.yml
+        expect 0 "$G" merge raw-$meth$v.yml raw-$meth$v --threads 2
+    done
+    cmp -s raw-$meth/model.safetensors raw-$meth-f32/model.safetensors && ok || bad "$meth: fused bf16 path differs from the f32 path"
+done
+
 # ---- tokenizer union (README example shape) on models with different vocabularies ----
 expect 0 "$G" synth v-base --layers 2 --hidden 32 --intermediate 48 --vocab 80 --seed 1
 expect 0 "$G" synth v-big --layers 2 --hidden 32 --intermediate 48 --vocab 90 --seed 2
