@@ -197,7 +197,7 @@ modles: [{model: ft1}]
 '
 
 # ---- kill -9 during a merge: the output is absent or complete ----
-expect 0 "$G" synth kb --layers 2 --hidden 512 --intermediate 1536 --vocab 4096 --heads 8 --kv-heads 8 --seed 1
+expect 0 "$G" synth kb --layers 2 --hidden 1024 --intermediate 2816 --vocab 8192 --heads 8 --kv-heads 8 --seed 1
 expect 0 "$G" synth kf --like kb --seed 2
 printf 'merge_method: dare_ties\nbase_model: kb\nmodels: [{model: kf, parameters: {density: 0.5, weight: 1}}]\ndtype: float32\n' > kill.yml
 t0=$(date +%s%N); "$G" merge kill.yml kdone --threads 2 2>/dev/null; t1=$(date +%s%N)
