@@ -260,7 +260,7 @@ static int plan_tensor(struct plan *p, const char *out_name, int n_src, const in
     memcpy(o->ne, r->ne, sizeof o->ne);
     if (embed && r->n_dims == 2 && p->vp) { // rows follow the output vocabulary
         o->remap = true;
-        o->ne[0] = graft__vplan_rows(p->vp);
+        o->ne[0] = (uint64_t)graft__vplan_vocab_size(p->vp);
     } else if (embed && r->n_dims == 2 && rows != r->ne[0]) {
         graft__plan_warn(p, "%s: embedding sizes differ between models; using the first %llu rows", out_name, (unsigned long long)rows);
         o->ne[0] = rows;
@@ -507,13 +507,9 @@ struct exec {
 static void load_chunk(struct exec *x, int ith, uint64_t e0, uint64_t n, const float **ptrs) {
     struct otensor *o = x->o;
     for (int i = 0; i < o->n_in; i++) {
-        const struct graft_tensor_info *ti = o->in[i].t->info;
-        const struct graft_model *m = x->p->models[o->in[i].model].m;
-        uint64_t off;
-        graft_dtype_nbytes(ti->dtype, e0, &off);
         float *dst = x->in[ith] + (size_t)i * x->max_chunk;
         if (o->remap) graft__vplan_load(x->p, o, i, e0, n, dst, x->tmp[ith]); // the kernel's scratch is free while loading
-        else graft_row_to_f32(ti->dtype, graft_model_data(m, o->in[i].t) + off, dst, (size_t)n);
+        else graft_row_to_f32(o->in[i].t->info->dtype, graft__plan_input_at(x->p, o, i, e0), dst, (size_t)n);
         ptrs[i] = dst;
     }
 }
@@ -540,12 +536,7 @@ static int exec_chunk(void *ctx, size_t item, int ith, struct graft_err *err) {
     if (x->pass < 0 && mt->m->apply_raw && !o->identity && !o->remap) { // fused kernel on the stored inputs
         const void *raw[GRAFT_MAX_INPUTS];
         enum graft_dtype dt[GRAFT_MAX_INPUTS];
-        for (int i = 0; i < o->n_in; i++) {
-            uint64_t off;
-            dt[i] = o->in[i].t->info->dtype;
-            graft_dtype_nbytes(dt[i], e0, &off);
-            raw[i] = graft_model_data(x->p->models[o->in[i].model].m, o->in[i].t) + off;
-        }
+        for (int i = 0; i < o->n_in; i++) dt[i] = o->in[i].t->info->dtype, raw[i] = graft__plan_input_at(x->p, o, i, e0);
         if (mt->m->apply_raw(mt, raw, dt, n, x->out[ith])) return write_chunk(x, ith, e0, n, err);
     }
     load_chunk(x, ith, e0, n, ptrs);

@@ -48,6 +48,13 @@ struct plan {
 };
 
 
+// Address of element `elem` of input i of o, in its stored dtype.
+static inline const uint8_t *graft__plan_input_at(const struct plan *p, const struct otensor *o, int i, uint64_t elem) {
+    uint64_t off;
+    graft_dtype_nbytes(o->in[i].t->info->dtype, elem, &off);
+    return graft_model_data(p->models[o->in[i].model].m, o->in[i].t) + off;
+}
+
 // Config error (exit 4) naming the config file.
 int  graft__plan_fail(struct plan *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void graft__plan_warn(struct plan *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -59,7 +66,6 @@ int  graft__plan_open_model(struct plan *p, const char *ref, int *out);
 // and each model's permutation new id → old row.
 int  graft__vplan_build(struct plan *p);
 void graft__vplan_free(struct graft_vplan *vp);
-uint64_t graft__vplan_rows(const struct graft_vplan *vp); // output embedding rows (padded)
 // Check an embedding tensor's inputs against the token sources (rows in range, sources present).
 int  graft__vplan_check_tensor(struct plan *p, const struct otensor *o);
 // Input i of remapped tensor o, elements [e0, e0+n) of the [rows × H] output-vocabulary matrix, as f32.
@@ -67,8 +73,8 @@ int  graft__vplan_check_tensor(struct plan *p, const struct otensor *o);
 void graft__vplan_load(const struct plan *p, const struct otensor *o, int i, uint64_t e0, uint64_t n, float *dst, float *tmp);
 // Padding rows: per input, the mean of its first len(vocab) remapped rows (sets o->pad).
 int  graft__vplan_pad_rows(struct plan *p, struct otensor *o);
-// Tokenizer files of the output (vocabulary, chat template, the rest copied from the source model),
-// and the vocab_size to write into config.json (-1: unchanged).
+// Tokenizer files of the output (vocabulary, chat template, the rest copied from the source model).
 int  graft__plan_write_tokenizer(struct plan *p, struct graft_writer *w);
+// Output embedding rows (the padded vocabulary), also config.json's vocab_size; -1 without a vplan.
 long graft__vplan_vocab_size(const struct graft_vplan *vp);
 #endif

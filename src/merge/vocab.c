@@ -25,7 +25,6 @@ struct graft_vplan {
     int          src_model;                // model whose other tokenizer files are copied
 };
 
-uint64_t graft__vplan_rows(const struct graft_vplan *vp) { return vp->n_pad; }
 long graft__vplan_vocab_size(const struct graft_vplan *vp) { return vp ? (long)vp->n_pad : -1; }
 
 void graft__vplan_free(struct graft_vplan *vp) {
@@ -109,7 +108,10 @@ static int strip_vocab(struct plan *p, const struct graft__vocab *v, long vs, js
                 keep = !(l && json_object_get(unused, l)) && !(sp && json_object_get(unused, sp + 1));
                 graft__free(l);
             } else {
-                for (size_t k = 0; k < json_array_size(m) && keep; k++) keep = !json_object_get(unused, json_string_value(json_array_get(m, k)) ? json_string_value(json_array_get(m, k)) : "");
+                for (size_t k = 0; k < json_array_size(m) && keep; k++) {
+                    const char *part = json_string_value(json_array_get(m, k));
+                    keep = !part || !json_object_get(unused, part);
+                }
             }
             if (keep) json_array_append(mk, m);
         }
@@ -121,9 +123,9 @@ out:
     return rc;
 }
 
-// Append an added token (HF AddedToken fields, in tokenizers' order) with the next free id.
-static int add_token(struct plan *p, struct graft_vplan *vp, json_t *ids, const char *tok, const json_t *like) {
-    json_int_t nid = (json_int_t)max_id(ids);
+// Append an added token (HF AddedToken fields, in tokenizers' order) with the next free id, *next.
+static int add_token(struct plan *p, struct graft_vplan *vp, json_t *ids, json_int_t *next, const char *tok, const json_t *like) {
+    json_int_t nid = (*next)++;
     json_t *e = json_object();
     if (!e) return nomem(p);
     json_object_set_new(e, "id", json_integer(nid));
@@ -145,6 +147,12 @@ static int add_token(struct plan *p, struct graft_vplan *vp, json_t *ids, const 
 
 static long vocab_rows(const struct graft__vocab *v) { return v->config_vocab > 0 ? v->config_vocab : (long)v->n_ids; }
 
+// Token → id of model m as the merge sees it: the base's stripped vocabulary (sids) for the base and
+// for models whose tokenizer could not be read (assumed to be the base's), else its own.
+static const json_t *model_ids(struct graft__vocab *const *v, int m, int base, const json_t *sids) {
+    return m == base || !v[m] ? sids : v[m]->ids;
+}
+
 int graft__vplan_build(struct plan *p) {
     const struct graft_merge_config *c = p->cfg;
     if (!c->tokenizer_source) return GRAFT_OK;
@@ -152,6 +160,7 @@ int graft__vplan_build(struct plan *p) {
     struct graft__vocab *v[GRAFT_MAX_INPUTS] = {0};
     json_t *sroot = NULL, *sids = NULL, *ids = NULL, *out_added = NULL;
     struct idtok *order = NULL;
+    json_int_t next = 0; // the id the next added token gets
     struct graft_vplan *vp = graft__calloc(1, sizeof *vp);
     if (!vp || !(vp->new_added = json_array())) { rc = nomem(p); goto out; }
     vp->src_model = base;
@@ -169,13 +178,14 @@ int graft__vplan_build(struct plan *p) {
         vp->tokenizer = json_incref(sroot), ids = json_incref(sids);
     } else if (!strcmp(s, "union")) {
         vp->tokenizer = json_deep_copy(sroot), ids = json_deep_copy(sids), out_added = json_object();
+        next = (json_int_t)max_id(sids);
         json_t *regular = json_array();
         if (!vp->tokenizer || !ids || !out_added || !regular) { json_decref(regular); rc = nomem(p); goto out; }
         // regular tokens of every model (base first), then every added token; the first definition wins
         for (int k = -1; k < n_ref && !rc; k++) {
             int m = k < 0 ? base : k;
             if ((k >= 0 && m == base) || !v[m]) continue;
-            const json_t *mids = m == base ? sids : v[m]->ids;
+            const json_t *mids = model_ids(v, m, base, sids);
             long vs = vocab_rows(v[m]);
             size_t nt;
             struct idtok *a = sorted_tokens(mids, &nt);
@@ -197,13 +207,13 @@ int graft__vplan_build(struct plan *p) {
         }
         for (size_t t = 0; t < json_array_size(regular) && !rc; t++) {
             const char *tok = json_string_value(json_array_get(regular, t));
-            if (!json_object_get(ids, tok) && !json_object_get(out_added, tok)) rc = add_token(p, vp, ids, tok, NULL);
+            if (!json_object_get(ids, tok) && !json_object_get(out_added, tok)) rc = add_token(p, vp, ids, &next, tok, NULL);
         }
         json_decref(regular);
         const char *tok;
         json_t *e;
         json_object_foreach(out_added, tok, e)
-            if (!rc && !json_object_get(ids, tok)) rc = add_token(p, vp, ids, tok, e);
+            if (!rc && !json_object_get(ids, tok)) rc = add_token(p, vp, ids, &next, tok, e);
         if (rc) goto out;
     } else {
         if ((rc = graft__plan_open_model(p, s, &src))) goto out;
@@ -212,10 +222,11 @@ int graft__vplan_build(struct plan *p) {
         if (!vp->tokenizer || !ids) { rc = nomem(p); goto out; }
         vp->src_model = src;
     }
+    if (strcmp(s, "union")) next = (json_int_t)max_id(ids);
     for (size_t k = 0; k < c->n_tokens && !rc; k++)
-        if (!json_object_get(ids, c->tokens[k].token)) rc = add_token(p, vp, ids, c->tokens[k].token, NULL);
+        if (!json_object_get(ids, c->tokens[k].token)) rc = add_token(p, vp, ids, &next, c->tokens[k].token, NULL);
     if (rc) goto out;
-    vp->n = max_id(ids);
+    vp->n = (uint64_t)next;
     long pm = c->pad_to_multiple_of > 0 ? c->pad_to_multiple_of : 1;
     vp->n_pad = (vp->n + (uint64_t)pm - 1) / (uint64_t)pm * (uint64_t)pm;
     // Permutations: a model's row for every output token it has below its vocab_size.
@@ -226,7 +237,7 @@ int graft__vplan_build(struct plan *p) {
     for (int m = 0; m < p->n_models; m++) {
         if (!(vp->perm[m] = graft__malloc((size_t)vp->n * sizeof(int32_t)))) { rc = nomem(p); goto out; }
         for (uint64_t r = 0; r < vp->n; r++) vp->perm[m][r] = -1;
-        const json_t *mids = m == base || !v[m] ? sids : v[m]->ids;
+        const json_t *mids = model_ids(v, m, base, sids);
         long vs = v[m] ? vocab_rows(v[m]) : graft__config_vocab_size(graft_model_config_json(p->models[m].m));
         if (vs < 0) vs = (long)json_object_size(mids);
         for (size_t t = 0; t < nt; t++) {
@@ -257,7 +268,7 @@ int graft__vplan_build(struct plan *p) {
                 goto out;
             }
             if (tc->kind == GRAFT_TOKSRC_MODEL_TOKEN) {
-                const json_t *mids = t->model == base || !v[t->model] ? sids : v[t->model]->ids;
+                const json_t *mids = model_ids(v, t->model, base, sids);
                 json_t *o = tc->src_token ? json_object_get(mids, tc->src_token) : NULL;
                 if (tc->src_token && !o) {
                     rc = graft__plan_fail(p, "line %d: token '%s' is not in the vocabulary of '%s'", tc->line, tc->src_token, tc->model);
@@ -317,9 +328,7 @@ static int32_t row_of(const struct plan *p, const struct otensor *o, int j, uint
 
 static void load_row(const struct plan *p, const struct otensor *o, int j, uint64_t row, uint64_t c0, uint64_t len, float *d) {
     const struct graft_tensor_info *ti = o->in[j].t->info;
-    uint64_t off;
-    graft_dtype_nbytes(ti->dtype, row * ti->ne[1] + c0, &off);
-    graft_row_to_f32(ti->dtype, graft_model_data(p->models[o->in[j].model].m, o->in[j].t) + off, d, (size_t)len);
+    graft_row_to_f32(ti->dtype, graft__plan_input_at(p, o, j, row * ti->ne[1] + c0), d, (size_t)len);
 }
 
 // The row a model lacking token r (or forced) gets: the token's configured source, else the only
