@@ -8,6 +8,7 @@
 #endif
 #include "graft/dtype.h"
 #include "dtype-impl.h"
+#include "impl.h"
 
 static const struct graft_dtype_traits traits[GRAFT_DTYPE_COUNT] = {
     [GRAFT_DTYPE_BOOL]        = {"BOOL", "bool", 8, false, true},
@@ -118,7 +119,7 @@ uint16_t graft_f32_to_bf16_ref(float f) {
     return (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
 }
 
-float graft_bf16_to_f32_ref(uint16_t h) { return u2f((uint32_t)h << 16); }
+float graft_bf16_to_f32_ref(uint16_t h) { return graft__bf16_to_f32(h); }
 
 // PyTorch c10 fp8e4m3fn_from_fp32_value: no inf, |x| ≥ 480 (and inf, NaN) → NaN 0x7F.
 uint8_t graft_f32_to_f8e4m3_ref(float f) {

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include <string.h>
 #include "graft/status.h"
 
 // Every allocation goes through these so tests can fail the Nth one (GRAFT_FAULT_ALLOC=N in builds
@@ -79,6 +80,14 @@ void graft__buf_json_str(struct graft__buf *b, const char *s, size_t n);
 #else
 #define GRAFT_KERNEL
 #endif
+
+// bf16 → f32 of one value (exact: the high half of an f32), inline so element loops vectorize.
+static inline float graft__bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
 
 // Counter-based generator (src/core/rng.c documents it). 64-bit draws: SplitMix64 started at `key`.
 static inline uint64_t graft__mix64(uint64_t z) {

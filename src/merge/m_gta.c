@@ -219,14 +219,28 @@ static int combine(struct graft_mt *mt, int pass, const double *part, void *cons
     return GRAFT_OK;
 }
 
+// sum = 0 + wd for the first input, sum += wd for the others (inlined into the kernels below).
+static inline void accumulate(float *restrict sum, const float *restrict wd, bool first, uint64_t n) {
+    if (first) for (uint64_t e = 0; e < n; e++) sum[e] = 0.0f + wd[e];
+    else for (uint64_t e = 0; e < n; e++) sum[e] += wd[e];
+}
+
+// The non-base inputs' weights as floats in w[]; returns their sum, the divisor of a normalized
+// non-consensus merge (1 when it vanishes).
+static float weights(const struct graft_mt *mt, float *w) {
+    float d = 0;
+    for (int i = 0; i < mt->n_in; i++)
+        if (i != mt->base) w[i] = (float)pmv(mt, i, "weight", 1.0), d += w[i];
+    return fabsf(d) < 1e-8f ? 1.0f : d;
+}
+
 // wd = wi·((x − b)·keep·ri) in place of the mask in wd (keep = 1 when `all`), added into sum.
 GRAFT_KERNEL static void weigh(const float *restrict x, const float *restrict b, float *restrict wd, float *restrict sum, float wi,
                                float ri, bool all, bool first, uint64_t n) {
     if (all && ri == 1.0f) for (uint64_t e = 0; e < n; e++) wd[e] = wi * (x[e] - b[e]);
     else if (all) for (uint64_t e = 0; e < n; e++) wd[e] = wi * ((x[e] - b[e]) * ri);
     else for (uint64_t e = 0; e < n; e++) wd[e] = wi * (((x[e] - b[e]) * wd[e]) * ri);
-    if (first) for (uint64_t e = 0; e < n; e++) sum[e] = 0.0f + wd[e];
-    else for (uint64_t e = 0; e < n; e++) sum[e] += wd[e];
+    accumulate(sum, wd, first, n);
 }
 
 // weigh() with the top-k mask fused in: keep = |x − b| > thr (≥ thr when `ge`), same arithmetic.
@@ -239,8 +253,7 @@ GRAFT_KERNEL static void weigh_topk(const float *restrict x, const float *restri
         float k = (ge ? u >= thr : u > thr) ? 1.0f : 0.0f;
         wd[e] = wi * ((d * k) * ri);
     }
-    if (first) for (uint64_t e = 0; e < n; e++) sum[e] = 0.0f + wd[e];
-    else for (uint64_t e = 0; e < n; e++) sum[e] += wd[e];
+    accumulate(sum, wd, first, n);
 }
 
 // weigh() with DARE's mask fused in: wd holds uniforms on entry; keep = u < density.
@@ -250,8 +263,7 @@ GRAFT_KERNEL static void weigh_random(const float *restrict x, const float *rest
         float k = wd[e] < dens ? 1.0f : 0.0f;
         wd[e] = wi * (((x[e] - b[e]) * k) * ri);
     }
-    if (first) for (uint64_t e = 0; e < n; e++) sum[e] = 0.0f + wd[e];
-    else for (uint64_t e = 0; e < n; e++) sum[e] += wd[e];
+    accumulate(sum, wd, first, n);
 }
 
 // Add the wd values whose sign agrees with the sum's (0 counts as +) to mixed, their weight to div.
@@ -274,14 +286,14 @@ static void apply(const struct graft_mt *mt, const struct graft_chunk *c, float 
     float *wds = c->tmp + 2 * n;
     bool consensus = var(mt)->consensus, normalize = gpv(mt, "normalize", 0) != 0;
     float lambda = (float)gpv(mt, "lambda", 1.0);
-    float w[GRAFT_MAX_INPUTS];
+    float w[GRAFT_MAX_INPUTS], d = weights(mt, w);
     int nz = 0;
     // wd_i = w_i · (δ_i · keep_i · r_i), input by input (vectorizable loops); sum in input order → out
     for (int i = 0; i < mt->n_in; i++) {
         if (i == mt->base) continue;
         float *wd = wds + (size_t)i * n;
         const float *x = c->in[i];
-        float wi = w[i] = (float)pmv(mt, i, "weight", 1.0), ri = (float)s->ratio[i];
+        float wi = w[i], ri = (float)s->ratio[i];
         uint32_t thr;
         int rule = var(mt)->sp == SP_MAGNITUDE && s->sel[i].k > 0 && s->sel[i].k < mt->numel ? graft_select_rule(&s->sel[i], c->idx, &thr) : -1;
         if (rule >= 0) { // TIES: test |δ| against the threshold inside the weighting loop
@@ -305,20 +317,9 @@ static void apply(const struct graft_mt *mt, const struct graft_chunk *c, float 
         if (normalize) for (uint64_t e = 0; e < n; e++) out[e] = B[e] + mixed[e] / (div[e] + (div[e] == 0.0f ? 1.0f : 0.0f)) * lambda;
         else for (uint64_t e = 0; e < n; e++) out[e] = B[e] + mixed[e] * lambda;
     } else {
-        float d = 0;
-        for (int i = 0; i < mt->n_in; i++)
-            if (i != mt->base) d += w[i];
-        if (fabsf(d) < 1e-8f) d = 1;
         if (!nz) memset(out, 0, n * sizeof *out);
         for (uint64_t e = 0; e < n; e++) out[e] = B[e] + (normalize ? out[e] / d : out[e]) * lambda;
     }
-}
-
-static inline float bf16(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
 }
 
 // task_arithmetic straight from bf16 inputs: apply()'s operations in the same order per element
@@ -331,23 +332,20 @@ GRAFT_KERNEL static void ta_bf16(const uint16_t *const *x, int n_in, int base, c
         if (i == base) continue;
         const uint16_t *restrict xi = x[i];
         const float wi = w[i];
-        if (first) for (uint64_t e = 0; e < n; e++) out[e] = 0.0f + wi * (bf16(xi[e]) - bf16(b[e]));
-        else for (uint64_t e = 0; e < n; e++) out[e] += wi * (bf16(xi[e]) - bf16(b[e]));
+        if (first) for (uint64_t e = 0; e < n; e++) out[e] = 0.0f + wi * (graft__bf16_to_f32(xi[e]) - graft__bf16_to_f32(b[e]));
+        else for (uint64_t e = 0; e < n; e++) out[e] += wi * (graft__bf16_to_f32(xi[e]) - graft__bf16_to_f32(b[e]));
         first = false;
     }
     if (first) memset(out, 0, n * sizeof *out);
-    if (normalize) for (uint64_t e = 0; e < n; e++) out[e] = bf16(b[e]) + out[e] / div * lambda;
-    else for (uint64_t e = 0; e < n; e++) out[e] = bf16(b[e]) + out[e] * lambda;
+    if (normalize) for (uint64_t e = 0; e < n; e++) out[e] = graft__bf16_to_f32(b[e]) + out[e] / div * lambda;
+    else for (uint64_t e = 0; e < n; e++) out[e] = graft__bf16_to_f32(b[e]) + out[e] * lambda;
 }
 
 static bool apply_raw(const struct graft_mt *mt, const void *const *raw, const enum graft_dtype *dt, uint64_t n, float *out) {
     if (var(mt)->sp != SP_NONE || var(mt)->consensus) return false;
     for (int i = 0; i < mt->n_in; i++)
         if (dt[i] != GRAFT_DTYPE_BF16) return false;
-    float w[GRAFT_MAX_INPUTS], d = 0;
-    for (int i = 0; i < mt->n_in; i++)
-        if (i != mt->base) w[i] = (float)pmv(mt, i, "weight", 1.0), d += w[i];
-    if (fabsf(d) < 1e-8f) d = 1;
+    float w[GRAFT_MAX_INPUTS], d = weights(mt, w);
     ta_bf16((const uint16_t *const *)raw, mt->n_in, mt->base, w, gpv(mt, "normalize", 0) != 0, d, (float)gpv(mt, "lambda", 1.0), n, out);
     return true;
 }

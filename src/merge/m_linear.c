@@ -29,42 +29,38 @@ GRAFT_KERNEL static void weighted_sum(const float *const *x, const float *w, int
     for (uint64_t e = 0; e < n; e++) out[e] *= scale;
 }
 
-static inline float bf16(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 // weighted_sum straight from bf16 inputs (the common checkpoint dtype): the same operations in the
 // same order per element, without the f32 staging copies.
 GRAFT_KERNEL static void weighted_sum_bf16(const uint16_t *const *x, const float *w, int n_in, float scale, uint64_t n,
                                            float *restrict out) {
     const uint16_t *restrict x0 = x[0];
-    for (uint64_t e = 0; e < n; e++) out[e] = 0.0f + w[0] * bf16(x0[e]);
+    for (uint64_t e = 0; e < n; e++) out[e] = 0.0f + w[0] * graft__bf16_to_f32(x0[e]);
     for (int i = 1; i < n_in; i++) {
         const uint16_t *restrict xi = x[i];
         const float wi = w[i];
-        for (uint64_t e = 0; e < n; e++) out[e] += wi * bf16(xi[e]);
+        for (uint64_t e = 0; e < n; e++) out[e] += wi * graft__bf16_to_f32(xi[e]);
     }
     for (uint64_t e = 0; e < n; e++) out[e] *= scale;
+}
+
+// The weights as floats in w[], and the final scale (1/Σw when normalizing, else 1).
+static float weights(const struct graft_mt *mt, float *w) {
+    double sw = 0;
+    for (int i = 0; i < mt->n_in; i++) sw += PM(mt, i, "weight"), w[i] = (float)PM(mt, i, "weight");
+    return GP(mt, "normalize") != 0 ? (float)(1.0 / sw) : 1.0f;
 }
 
 static bool apply_raw(const struct graft_mt *mt, const void *const *raw, const enum graft_dtype *dt, uint64_t n, float *out) {
     for (int i = 0; i < mt->n_in; i++)
         if (dt[i] != GRAFT_DTYPE_BF16) return false;
-    double sw = 0;
-    float w[GRAFT_MAX_INPUTS];
-    for (int i = 0; i < mt->n_in; i++) sw += PM(mt, i, "weight"), w[i] = (float)PM(mt, i, "weight");
-    weighted_sum_bf16((const uint16_t *const *)raw, w, mt->n_in, GP(mt, "normalize") != 0 ? (float)(1.0 / sw) : 1.0f, n, out);
+    float w[GRAFT_MAX_INPUTS], scale = weights(mt, w);
+    weighted_sum_bf16((const uint16_t *const *)raw, w, mt->n_in, scale, n, out);
     return true;
 }
 
 static void apply(const struct graft_mt *mt, const struct graft_chunk *c, float *out) {
-    double sw = 0;
-    float w[GRAFT_MAX_INPUTS];
-    for (int i = 0; i < mt->n_in; i++) sw += PM(mt, i, "weight"), w[i] = (float)PM(mt, i, "weight");
-    weighted_sum(c->in, w, mt->n_in, GP(mt, "normalize") != 0 ? (float)(1.0 / sw) : 1.0f, c->n, out);
+    float w[GRAFT_MAX_INPUTS], scale = weights(mt, w);
+    weighted_sum(c->in, w, mt->n_in, scale, c->n, out);
 }
 
 const struct graft_method graft_method_linear = {

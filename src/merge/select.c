@@ -141,8 +141,7 @@ GRAFT_KERNEL void graft_select_stat(struct graft_select *sel, int pass, int s, s
 }
 
 // Histogram of one stream summed over the threads.
-static void sum_hist(const struct graft_select *sel, int s, void *const *accs, int n_accs, uint64_t *out) {
-    (void)sel;
+static void sum_hist(int s, void *const *accs, int n_accs, uint64_t *out) {
     memset(out, 0, NB * sizeof *out);
     for (int t = 0; t < n_accs; t++) {
         const uint64_t *h = (const uint64_t *)accs[t] + (size_t)s * NB;
@@ -191,23 +190,26 @@ static int combine_sample(struct graft_select *x, const uint64_t *h, struct graf
 }
 
 // The r-th largest (1-based) of v[0..m) by a two-level radix selection; v is not modified.
+// Walking a histogram down from the top bucket with *run elements already above it: the bucket
+// where the count reaches r (*run becomes the count above that bucket).
+static uint32_t bucket_of_rank(const uint64_t *h, uint64_t r, uint64_t *run) {
+    for (int b = NB - 1; b > 0; b--) {
+        if (*run + h[b] >= r) return (uint32_t)b;
+        *run += h[b];
+    }
+    return 0;
+}
+
 static int kth_largest(const uint32_t *v, uint64_t m, uint64_t r, uint32_t *out, struct graft_err *err) {
     uint64_t *h = graft__calloc(NB, sizeof *h);
     if (!h) return nomem(err);
     for (uint64_t i = 0; i < m; i++) h[v[i] >> 16]++;
     uint64_t run = 0;
-    uint32_t hb = 0;
-    for (int b = NB - 1; b >= 0; b--) {
-        if (run + h[b] >= r) { hb = (uint32_t)b; break; }
-        run += h[b];
-    }
+    uint32_t hb = bucket_of_rank(h, r, &run);
     memset(h, 0, NB * sizeof *h);
     for (uint64_t i = 0; i < m; i++)
         if ((v[i] >> 16) == hb) h[v[i] & 0xFFFF]++;
-    for (int b = NB - 1; b >= 0; b--) {
-        if (run + h[b] >= r) { *out = (hb << 16) | (uint32_t)b; break; }
-        run += h[b];
-    }
+    *out = (hb << 16) | bucket_of_rank(h, r, &run);
     graft__free(h);
     return GRAFT_OK;
 }
@@ -247,19 +249,14 @@ int graft_select_combine(struct graft_select *sel, int n_streams, int pass, cons
     for (int s = 0; s < n_streams && !rc; s++) {
         struct graft_select *x = &sel[s];
         if (!active(x, pass)) continue;
-        if (h) sum_hist(sel, s, accs, n_accs, h);
+        if (h) sum_hist(s, accs, n_accs, h);
         if (pass == 0) rc = combine_sample(x, h, err);
         else if (pass == 1) rc = combine_pool(x, partials, n_chunks, partial_len, s, err);
         else if (pass == 2 || pass == 3) {
             uint64_t run = pass == 2 ? 0 : x->above_hi;
-            for (int b = NB - 1; b >= 0; b--) {
-                if (run + h[b] >= x->k) {
-                    if (pass == 2) x->hi_b = (uint32_t)b, x->above_hi = run;
-                    else x->thr = (x->hi_b << 16) | (uint32_t)b, x->above = run, x->ties_kept = x->k - run;
-                    break;
-                }
-                run += h[b];
-            }
+            uint32_t b = bucket_of_rank(h, x->k, &run);
+            if (pass == 2) x->hi_b = b, x->above_hi = run;
+            else x->thr = (x->hi_b << 16) | b, x->above = run, x->ties_kept = x->k - run;
         } else {
             graft__free(x->tie_prefix);
             x->tie_prefix = graft__calloc(n_chunks + 1, sizeof *x->tie_prefix);
