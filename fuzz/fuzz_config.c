@@ -13,6 +13,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         double v;
         const char *s = NULL;
         for (size_t i = 0; i < c->params.n; i++) graft_pv_eval(&c->params.p[i].value, "model.layers.3.mlp.up_proj.weight", 0.5, &v, &s);
+        for (size_t m = 0; m < c->n_modules; m++)
+            for (size_t i = 0; i < c->modules[m].params.n; i++)
+                graft_pv_eval(&c->modules[m].params.p[i].value, "vision_tower.encoder.layers.1.mlp.fc1.weight", 1.0, &v, &s);
         graft_config_free(c);
     }
     return 0;

@@ -1,6 +1,6 @@
 #!/bin/sh
 # End-to-end merges on `graft synth` models: every architecture layout graft is tested with
-# (Llama, Mistral, Qwen2, Gemma, Phi-3, GPT-2, GPT-NeoX, Mixtral), each example config of
+# (Llama, Mistral, Qwen2, Gemma, Phi-3, GPT-2, GPT-NeoX, Mixtral, Gemma 3 VLM), `modules:`, each example config of
 # shared/methods-mergekit.md §1.7, tokenizer unions, bad configs (exit 4, nothing written), kill -9
 # during a merge and — in builds with fault injection — failing writes and allocations of a merge.
 # Usage: tests/merge-e2e.sh BUILD_DIR [faults]
@@ -14,7 +14,7 @@ names() { "$G" inspect "$1" --json | sed -n 's/^ *"name": "\([^"]*\)".*/\1/p' | 
 cd "$T" || exit 1
 
 # ---- architectures: ties, slerp and a layer-stacking passthrough on each layout ----
-for arch in llama mistral qwen2 gemma phi3 gpt2 gpt_neox mixtral; do
+for arch in llama mistral qwen2 gemma phi3 gpt2 gpt_neox mixtral gemma3vl; do
     expect 0 "$G" synth $arch-base --arch $arch --layers 3 --hidden 32 --intermediate 48 --heads 4 --kv-heads 2 --vocab 64 --seed 3
     expect 0 "$G" synth $arch-a --like $arch-base --delta 0.01 --seed 4
     expect 0 "$G" synth $arch-b --like $arch-base --delta 0.01 --seed 5
@@ -36,6 +36,36 @@ done
 printf 'merge_method: passthrough\nmodels: [{model: phi3-a}]\n' > copy.yml
 expect 0 "$G" merge copy.yml copy
 cmp -s copy/model.safetensors phi3-a/model.safetensors && ok || bad "passthrough of one model is not a byte copy"
+
+# ---- modules: a vision–language model merged module by module ----
+cat > mod.yml <<'YML'
+merge_method: linear
+modules:
+  text_decoder:
+    slices:
+      - sources: [{model: gemma3vl-a, layer_range: [0, 3]}]
+      - sources: [{model: gemma3vl-b, layer_range: [2, 3]}]
+    parameters: {weight: 1}
+  vision_tower:
+    slices:
+      - sources: [{model: gemma3vl-a, layer_range: [0, 1]}, {model: gemma3vl-b, layer_range: [1, 2]}]
+    parameters: {weight: 0.5}
+  multi_modal_projector:
+    models: [{model: gemma3vl-b, parameters: {weight: 1}}]
+YML
+expect 0 "$G" merge mod.yml mod --threads 2
+expect 0 "$G" verify mod
+python3 - mod/config.json <<'PY' && ok || bad "modules: layer counts in config.json: $(tr -d ' \n' < mod/config.json | head -c 300)"
+import json, sys
+c = json.load(open(sys.argv[1]))
+sys.exit(0 if c["text_config"]["num_hidden_layers"] == 4 and c["vision_config"]["num_hidden_layers"] == 1 else 1)
+PY
+n=$(names mod | grep -c '^vision_tower.vision_model.encoder.layers.0.')
+[ "$n" = 12 ] && ok || bad "modules: vision layer 0 has $n tensors, want 12"
+names mod | grep -q 'encoder.layers.1.' && bad "modules: vision layer 1 written" || ok
+names mod | grep -q '^language_model.model.layers.3.mlp.up_proj.weight$' && ok || bad "modules: text layer 3 missing"
+[ "$(names mod | grep -c multi_modal_projector)" = 2 ] && ok || bad "modules: projector tensors"
+"$G" merge mod.yml mod2 --dry-run > plan.txt && grep -q "^plan: merge_method linear, .* 5 layers" plan.txt && ok || bad "modules: dry-run plan: $(head -1 plan.txt)"
 
 # ---- the example configurations (shared/methods-mergekit.md §1.7) ----
 expect 0 "$G" synth base --layers 4 --hidden 64 --intermediate 96 --vocab 96 --seed 1
@@ -122,13 +152,17 @@ grep -q '"num_hidden_layers": 6' out-stack/config.json && ok || bad "stack examp
 cmp -s ex-ties.yml out-ties/mergekit_config.yml && ok || bad "mergekit_config.yml is not the config verbatim"
 
 # ---- fused bf16 kernels (apply_raw) give the staged f32 path's bytes: same merge on f32 copies ----
-for m in ft1 ft2 ft3 base; do expect 0 "$G" convert $m $m-f32 --dtype f32; done
-for meth in linear task_arithmetic; do
+# (tensors of 8 chunks, so that top-k thresholds apply per chunk and one chunk holds the tie boundary)
+expect 0 "$G" synth rb --layers 1 --hidden 512 --intermediate 1024 --heads 8 --kv-heads 8 --vocab 1024 --seed 1
+for i in 1 2 3; do expect 0 "$G" synth rb$i --like rb --delta 0.01 --seed $((20 + i)); done
+for m in rb1 rb2 rb3 rb; do expect 0 "$G" convert $m $m-f32 --dtype f32; done
+for meth in linear task_arithmetic ties dare_ties dare_linear; do
     for v in "" -f32; do
-        b="base_model: base$v"; [ $meth = linear ] && b="name: x"
-        printf 'merge_method: %s\n%s\nmodels:\n  - model: ft1%s\n    parameters: {weight: 0.7}\n  - model: ft2%s\n    parameters: {weight: -0.2}\n  - model: ft3%s\n    parameters: {weight: 0.4}\nparameters: {normalize: true}\nout_dtype: bfloat16\n' \
-            $meth "$b" "$v" "$v" "$v" > raw-$meth$v.yml
-        expect 0 "$G" merge raw-$meth$v.yml raw-$meth$v --threads 2
+        b="base_model: rb$v"; [ $meth = linear ] && b="name: x"
+        dens=""; case $meth in ties|dare_*) dens=", density: 0.5" ;; esac
+        printf 'merge_method: %s\n%s\nmodels:\n  - model: rb1%s\n    parameters: {weight: 0.7%s}\n  - model: rb2%s\n    parameters: {weight: -0.2%s}\n  - model: rb3%s\n    parameters: {weight: 0.4, density: 0.3}\nparameters: {normalize: true}\nout_dtype: bfloat16\n' \
+            $meth "$b" "$v" "$dens" "$v" "$dens" "$v" > raw-$meth$v.yml
+        expect 0 "$G" merge raw-$meth$v.yml raw-$meth$v --threads 2 --seed 3
     done
     cmp -s raw-$meth/model.safetensors raw-$meth-f32/model.safetensors && ok || bad "$meth: fused bf16 path differs from the f32 path"
 done
@@ -194,6 +228,33 @@ models: [{model: meta-llama/Llama-3-8B, parameters: {weight: 1}}]
 '
 badcfg key "unknown key" 'merge_method: linear
 modles: [{model: ft1}]
+'
+badcfg modunlisted "belongs to module 'vision_tower', which 'modules' does not list" 'merge_method: linear
+modules:
+  text_decoder: {models: [{model: gemma3vl-a, parameters: {weight: 1}}]}
+  multi_modal_projector: {models: [{model: gemma3vl-a, parameters: {weight: 1}}]}
+'
+badcfg modnone "module 'audio_tower' matches no tensor" 'merge_method: linear
+modules:
+  text_decoder: {models: [{model: gemma3vl-a, parameters: {weight: 1}}]}
+  vision_tower: {models: [{model: gemma3vl-a, parameters: {weight: 1}}]}
+  multi_modal_projector: {models: [{model: gemma3vl-a, parameters: {weight: 1}}]}
+  audio_tower: {models: [{model: gemma3vl-a, parameters: {weight: 1}}]}
+'
+badcfg modboth "module 'text_decoder' needs exactly one of 'models' or 'slices'" 'merge_method: linear
+modules:
+  text_decoder: {models: [{model: gemma3vl-a}], slices: [{sources: [{model: gemma3vl-a, layer_range: [0, 1]}]}]}
+'
+badcfg modtop "exactly one of 'models', 'slices' or 'modules'" 'merge_method: linear
+models: [{model: ft1, parameters: {weight: 1}}]
+modules:
+  text_decoder: {models: [{model: gemma3vl-a}]}
+'
+badcfg modrange "past the 3 layers of 'gemma3vl-a' in module vision_tower" 'merge_method: passthrough
+modules:
+  text_decoder: {models: [{model: gemma3vl-a}]}
+  multi_modal_projector: {models: [{model: gemma3vl-a}]}
+  vision_tower: {slices: [{sources: [{model: gemma3vl-a, layer_range: [1, 4]}]}]}
 '
 
 # ---- kill -9 during a merge: the output is absent or complete ----

@@ -275,6 +275,54 @@ TEST(merge_dare_fraction_and_seed) {
     graft_model_close(bm);
 }
 
+// Encoder–decoder names (T5): modules encoder / decoder / shared, each with its own method parameters
+// and layers; the top-level lm_head (no marker) goes to `shared`.
+TEST(merge_modules_exact) {
+    static const float x[2][8] = {{1, 2, 3, 4, 5, 6, 7, 8}, {3, 6, 9, 12, 15, 18, 21, 24}};
+    for (int m = 0; m < 2; m++) {
+        struct tt t[] = {{"decoder.block.0.w", 1, {2, 0}, x[m]},     {"decoder.block.1.w", 1, {2, 0}, x[m] + 2},
+                         {"encoder.block.0.w", 1, {2, 0}, x[m] + 4}, {"encoder.final_layer_norm.weight", 1, {2, 0}, x[m] + 6},
+                         {"lm_head.weight", 1, {2, 0}, x[m] + 2},    {"shared.weight", 1, {2, 0}, x[m]}};
+        mkmodel(tpath(m ? "t5b" : "t5a"), t, 6, 2);
+    }
+    CHECK_OK();
+    struct graft_err err;
+    // decoder: a's layer 1 then b's layers 0–1 stacked (3 layers), weight from the module level;
+    // encoder: one layer, so t = 1 picks the last gradient value (b only); shared (with lm_head):
+    // equal weights from the top level.
+    CHECK_EQ(run_merge("merge_method: linear\nmodules:\n"
+                       "  decoder:\n    slices:\n      - sources: [{model: t5a, layer_range: [1, 2]}]\n"
+                       "      - sources: [{model: t5b, layer_range: [0, 2]}]\n    parameters: {weight: 2}\n"
+                       "  encoder:\n    models:\n      - model: t5a\n        parameters: {weight: [1, 0]}\n"
+                       "      - model: t5b\n        parameters: {weight: [0, 1]}\n"
+                       "  shared:\n    models: [{model: t5a}, {model: t5b}]\n"
+                       "parameters: {weight: 1}\n", "mod", 2, 0, &err), 0);
+    float v[2];
+    CHECK(get("mod", "decoder.block.0.w", v, 2)); // a layer 1
+    CHECK_VEC(v, 3, 4);
+    CHECK(get("mod", "decoder.block.1.w", v, 2)); // b layer 0
+    CHECK_VEC(v, 3, 6);
+    CHECK(get("mod", "decoder.block.2.w", v, 2)); // b layer 1
+    CHECK_VEC(v, 9, 12);
+    CHECK(get("mod", "encoder.block.0.w", v, 2)); // t = 1 in a one-layer module: b
+    CHECK_VEC(v, 15, 18);
+    CHECK(get("mod", "encoder.final_layer_norm.weight", v, 2)); // not a layer: t = 0, a
+    CHECK_VEC(v, 7, 8);
+    CHECK(get("mod", "shared.weight", v, 2)); // mean of (1,2) and (3,6)
+    CHECK_VEC(v, 2, 4);
+    CHECK(get("mod", "lm_head.weight", v, 2)); // mean of (3,4) and (9,12)
+    CHECK_VEC(v, 6, 8);
+    // T5 counts decoder layers in num_decoder_layers: absent from this config, so nothing changes
+    char *cfg = tread(tpath("mod/config.json"), NULL);
+    CHECK_CONTAINS(cfg, "\"num_hidden_layers\": 2");
+    free(cfg);
+    // a module the config does not list: its tensors would be lost, so it is an error
+    CHECK_EQ(run_merge("merge_method: linear\nmodules:\n  decoder: {models: [{model: t5a}]}\n  shared: {models: [{model: t5a}]}\n"
+                       "parameters: {weight: 1}\n", "bad", 1, 0, &err), GRAFT_E_CONFIG);
+    CHECK_CONTAINS(err.msg, "tensor encoder.block.0.w of 't5a' belongs to module 'encoder'");
+    CHECK(!texists(tpath("bad")));
+}
+
 TEST(merge_config_errors) {
     three_models();
     CHECK_OK();

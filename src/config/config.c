@@ -272,47 +272,33 @@ static int read_tokens(struct rd *r, yaml_node_t *n, struct graft_merge_config *
     return GRAFT_OK;
 }
 
-static int read_config(struct rd *r, struct graft_merge_config *c) {
-    yaml_node_t *root = yaml_document_get_root_node(r->doc);
-    if (!root) return fail(r, NULL, "the file is empty");
-    if (root->type != YAML_MAPPING_NODE) return fail(r, root, "the top level must be a mapping (merge_method: …, models: …)");
-    static const char *const allowed[] = {"merge_method", "base_model", "models", "slices", "modules", "parameters", "dtype",
-                                          "out_dtype", "tokenizer_source", "tokenizer", "chat_template", "name", NULL};
-    int rc = check_keys(r, root, "the top level", allowed);
-    if (rc) return rc;
-    yaml_node_t *mm = get(r, root, "merge_method");
-    if (!mm) return fail(r, root, "missing 'merge_method'");
-    if ((rc = dup_str(r, mm, "merge_method", &c->merge_method))) return rc;
-    c->method_line = line_of(mm);
-    yaml_node_t *bm = get(r, root, "base_model");
-    if (bm && (rc = read_model_ref(r, bm, &c->base_model))) return rc;
-    yaml_node_t *models = get(r, root, "models"), *slices = get(r, root, "slices"), *modules = get(r, root, "modules");
-    if (modules) return fail(r, modules, "'modules' (multi-module architectures) is not supported yet; use models or slices");
-    if (!!models + !!slices != 1) return fail(r, root, "exactly one of 'models' or 'slices' is required");
+// `models:` or `slices:` of the whole model or of one module.
+static int read_group(struct rd *r, yaml_node_t *models, yaml_node_t *slices, struct graft_module *g) {
+    int rc;
     if (models) {
         if (models->type != YAML_SEQUENCE_NODE || models->data.sequence.items.top == models->data.sequence.items.start)
             return fail(r, models, "'models' must be a non-empty list");
         size_t cnt = (size_t)(models->data.sequence.items.top - models->data.sequence.items.start);
-        c->from_models = true;
-        c->slices = graft__calloc(1, sizeof *c->slices);
-        if (!c->slices || !(c->slices[0].src = graft__calloc(cnt, sizeof *c->slices[0].src)))
+        g->from_models = true;
+        g->slices = graft__calloc(1, sizeof *g->slices);
+        if (!g->slices || !(g->slices[0].src = graft__calloc(cnt, sizeof *g->slices[0].src)))
             return graft_err_set(r->err, GRAFT_E_NOMEM, r->label, NULL, 0, "out of memory");
-        c->n_slices = 1;
-        c->slices[0].line = line_of(models);
+        g->n_slices = 1;
+        g->slices[0].line = line_of(models);
         for (size_t i = 0; i < cnt; i++) {
-            c->slices[0].n_src++;
-            if ((rc = read_source(r, node(r, models->data.sequence.items.start[i]), &c->slices[0].src[i], false))) return rc;
+            g->slices[0].n_src++;
+            if ((rc = read_source(r, node(r, models->data.sequence.items.start[i]), &g->slices[0].src[i], false))) return rc;
         }
     } else {
         if (slices->type != YAML_SEQUENCE_NODE || slices->data.sequence.items.top == slices->data.sequence.items.start)
             return fail(r, slices, "'slices' must be a non-empty list");
         size_t cnt = (size_t)(slices->data.sequence.items.top - slices->data.sequence.items.start);
-        c->slices = graft__calloc(cnt, sizeof *c->slices);
-        if (!c->slices) return graft_err_set(r->err, GRAFT_E_NOMEM, r->label, NULL, 0, "out of memory");
+        g->slices = graft__calloc(cnt, sizeof *g->slices);
+        if (!g->slices) return graft_err_set(r->err, GRAFT_E_NOMEM, r->label, NULL, 0, "out of memory");
         for (size_t i = 0; i < cnt; i++) {
             yaml_node_t *s = node(r, slices->data.sequence.items.start[i]);
-            struct graft_slice *sl = &c->slices[i];
-            c->n_slices++;
+            struct graft_slice *sl = &g->slices[i];
+            g->n_slices++;
             sl->line = line_of(s);
             if (!s || s->type != YAML_MAPPING_NODE) return fail(r, s, "each slice must be a mapping with 'sources'");
             static const char *const sallowed[] = {"sources", "parameters", "base_model", "residual_weight", NULL};
@@ -332,6 +318,52 @@ static int read_config(struct rd *r, struct graft_merge_config *c) {
             yaml_node_t *pa = get(r, s, "parameters");
             if (pa && (rc = read_params(r, pa, &sl->params))) return rc;
         }
+    }
+    return GRAFT_OK;
+}
+
+static int read_config(struct rd *r, struct graft_merge_config *c) {
+    yaml_node_t *root = yaml_document_get_root_node(r->doc);
+    if (!root) return fail(r, NULL, "the file is empty");
+    if (root->type != YAML_MAPPING_NODE) return fail(r, root, "the top level must be a mapping (merge_method: …, models: …)");
+    static const char *const allowed[] = {"merge_method", "base_model", "models", "slices", "modules", "parameters", "dtype",
+                                          "out_dtype", "tokenizer_source", "tokenizer", "chat_template", "name", NULL};
+    int rc = check_keys(r, root, "the top level", allowed);
+    if (rc) return rc;
+    yaml_node_t *mm = get(r, root, "merge_method");
+    if (!mm) return fail(r, root, "missing 'merge_method'");
+    if ((rc = dup_str(r, mm, "merge_method", &c->merge_method))) return rc;
+    c->method_line = line_of(mm);
+    yaml_node_t *bm = get(r, root, "base_model");
+    if (bm && (rc = read_model_ref(r, bm, &c->base_model))) return rc;
+    yaml_node_t *models = get(r, root, "models"), *slices = get(r, root, "slices"), *modules = get(r, root, "modules");
+    if (!!models + !!slices + !!modules != 1) return fail(r, root, "exactly one of 'models', 'slices' or 'modules' is required");
+    if (modules) {
+        if (modules->type != YAML_MAPPING_NODE || modules->data.mapping.pairs.top == modules->data.mapping.pairs.start)
+            return fail(r, modules, "'modules' must be a non-empty mapping of module name → {models | slices, parameters}");
+        size_t cnt = (size_t)(modules->data.mapping.pairs.top - modules->data.mapping.pairs.start);
+        if (!(c->modules = graft__calloc(cnt, sizeof *c->modules))) return graft_err_set(r->err, GRAFT_E_NOMEM, r->label, NULL, 0, "out of memory");
+        for (size_t i = 0; i < cnt; i++) {
+            yaml_node_pair_t *pr = &modules->data.mapping.pairs.start[i];
+            yaml_node_t *k = node(r, pr->key), *v = node(r, pr->value);
+            struct graft_module *g = &c->modules[c->n_modules++];
+            g->line = line_of(k);
+            if ((rc = dup_str(r, k, "a module name", &g->name))) return rc;
+            for (size_t j = 0; j + 1 < c->n_modules; j++)
+                if (!strcmp(c->modules[j].name, g->name)) return fail(r, k, "module '%s' is listed twice", g->name);
+            if (!v || v->type != YAML_MAPPING_NODE) return fail(r, v ? v : k, "module '%s' must be a mapping with 'models' or 'slices'", g->name);
+            static const char *const mallowed[] = {"models", "slices", "parameters", NULL};
+            if ((rc = check_keys(r, v, "a module", mallowed))) return rc;
+            yaml_node_t *gm = get(r, v, "models"), *gs = get(r, v, "slices"), *mp = get(r, v, "parameters");
+            if (!!gm + !!gs != 1) return fail(r, v, "module '%s' needs exactly one of 'models' or 'slices'", g->name);
+            if ((rc = read_group(r, gm, gs, g))) return rc;
+            if (mp && (rc = read_params(r, mp, &g->params))) return rc;
+        }
+    } else {
+        if (!(c->modules = graft__calloc(1, sizeof *c->modules))) return graft_err_set(r->err, GRAFT_E_NOMEM, r->label, NULL, 0, "out of memory");
+        c->n_modules = 1;
+        c->modules[0].line = line_of(root);
+        if ((rc = read_group(r, models, slices, &c->modules[0]))) return rc;
     }
     yaml_node_t *pa = get(r, root, "parameters");
     if (pa && (rc = read_params(r, pa, &c->params))) return rc;
@@ -422,12 +454,18 @@ static void params_free(struct graft_params *ps) {
 
 void graft_config_free(struct graft_merge_config *c) {
     if (!c) return;
-    for (size_t i = 0; i < c->n_slices; i++) {
-        for (size_t j = 0; j < c->slices[i].n_src; j++) graft__free(c->slices[i].src[j].model), params_free(&c->slices[i].src[j].params);
-        graft__free(c->slices[i].src);
-        params_free(&c->slices[i].params);
+    for (size_t m = 0; m < c->n_modules; m++) {
+        struct graft_module *g = &c->modules[m];
+        for (size_t i = 0; i < g->n_slices; i++) {
+            for (size_t j = 0; j < g->slices[i].n_src; j++) graft__free(g->slices[i].src[j].model), params_free(&g->slices[i].src[j].params);
+            graft__free(g->slices[i].src);
+            params_free(&g->slices[i].params);
+        }
+        graft__free(g->slices);
+        params_free(&g->params);
+        graft__free(g->name);
     }
-    graft__free(c->slices);
+    graft__free(c->modules);
     params_free(&c->params);
     graft__free(c->path), graft__free(c->text), graft__free(c->merge_method), graft__free(c->base_model);
     graft__free(c->tokenizer_source), graft__free(c->chat_template);

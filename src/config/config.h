@@ -1,7 +1,7 @@
 // MergeKit YAML configuration → validated in-memory form (internal to graft).
 //
-// Schema (MergeKit 0.1.4, shared/methods-mergekit.md §1): merge_method, base_model, models | slices,
-// parameters, dtype, out_dtype, tokenizer_source | tokenizer, chat_template. Unknown keys and wrong
+// Schema (MergeKit 0.1.4, shared/methods-mergekit.md §1): merge_method, base_model, models | slices |
+// modules, parameters, dtype, out_dtype, tokenizer_source | tokenizer, chat_template. Unknown keys and wrong
 // types are errors naming the key, its line and what is allowed (GRAFT_E_CONFIG).
 #ifndef GRAFT_CONFIG_H
 #define GRAFT_CONFIG_H
@@ -68,15 +68,25 @@ struct graft_token_cfg {
     int                line;
 };
 
+// A group of slices: the whole model (top-level `models:` / `slices:`, name NULL) or one entry of
+// `modules:` (e.g. text_decoder, vision_tower), which merges just that module's tensors.
+struct graft_module {
+    char               *name;          // NULL: the whole model
+    bool                from_models;   // `models:` (whole module) rather than `slices:`
+    struct graft_slice *slices;        // `models:` becomes one slice whose layer ranges are filled later
+    size_t              n_slices;
+    struct graft_params params;        // modules[*].parameters (between slice and top level)
+    int                 line;
+};
+
 struct graft_merge_config {
     char               *path;          // config file
     char               *text;          // the YAML as read (copied to mergekit_config.yml)
     char               *merge_method;
     int                 method_line;
     char               *base_model;    // NULL if none
-    bool                from_models;   // `models:` (whole-model merge) rather than `slices:`
-    struct graft_slice *slices;        // `models:` becomes one slice whose layer ranges are filled later
-    size_t              n_slices;
+    struct graft_module *modules;      // one unnamed module, or the entries of `modules:` in file order
+    size_t              n_modules;
     struct graft_params params;        // top-level `parameters`
     int                 dtype;         // compute dtype (enum graft_dtype) or -1
     int                 out_dtype;     // or -1

@@ -16,10 +16,16 @@ void graft__fmt_double(char *out, size_t cap, double v);
 
 struct graft_writer;
 // Add config.json from `config_json` (compact JSON text) with "torch_dtype" (and "dtype" when present)
-// set to `torch_dtype` unless NULL, and the layer-count key set to `n_layers` unless negative.
+// set to `torch_dtype` unless NULL, and layer counts rewritten (see graft__layer_count).
 // `vocab_size` (when ≥ 0) replaces vocab_size (or text_config.vocab_size).
-int graft__writer_add_config(struct graft_writer *w, const char *config_json, const char *torch_dtype, int n_layers,
-                             long vocab_size, struct graft_err *err);
+// A layer count to write into config.json: every key of `keys` (NULL-terminated; "a.b" reaches into a
+// nested object) that holds an integer gets `value`.
+struct graft__layer_count {
+    const char *const *keys;
+    int                value;
+};
+int graft__writer_add_config(struct graft_writer *w, const char *config_json, const char *torch_dtype,
+                             const struct graft__layer_count *counts, size_t n_counts, long vocab_size, struct graft_err *err);
 
 // A model's vocabulary from its tokenizer.json (src/io/vocab.c).
 struct graft_model;

@@ -22,19 +22,35 @@ const char *graft_dtype_torch_name(enum graft_dtype t) {
     }
 }
 
-int graft__writer_add_config(struct graft_writer *w, const char *config_json, const char *torch_dtype, int n_layers,
-                             long vocab_size, struct graft_err *err) {
+// The integer at dotted path `key` ("text_config.num_hidden_layers") of j: its parent and last key.
+static json_t *int_at(json_t *j, const char *key, const char **last) {
+    const char *dot;
+    while (j && (dot = strchr(key, '.'))) {
+        char part[64];
+        size_t n = (size_t)(dot - key);
+        if (n >= sizeof part) return NULL;
+        memcpy(part, key, n), part[n] = 0;
+        j = json_object_get(j, part);
+        key = dot + 1;
+    }
+    *last = key;
+    return json_is_object(j) && json_is_integer(json_object_get(j, key)) ? j : NULL;
+}
+
+int graft__writer_add_config(struct graft_writer *w, const char *config_json, const char *torch_dtype,
+                             const struct graft__layer_count *counts, size_t n_counts, long vocab_size, struct graft_err *err) {
     json_t *j = json_loads(config_json, 0, NULL);
     if (!j) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "cannot re-read config.json");
     if (torch_dtype) { // transformers v5 writes "dtype"; keep both in step when present
         json_object_set_new(j, "torch_dtype", json_string(torch_dtype));
         if (json_object_get(j, "dtype")) json_object_set_new(j, "dtype", json_string(torch_dtype));
     }
-    if (n_layers >= 0) {
-        static const char *const keys[] = {"num_hidden_layers", "n_layer", "num_layers", "n_layers"};
-        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
-            if (json_is_integer(json_object_get(j, keys[k]))) json_object_set_new(j, keys[k], json_integer(n_layers));
-    }
+    for (size_t c = 0; c < n_counts; c++)
+        for (const char *const *k = counts[c].keys; *k; k++) {
+            const char *last;
+            json_t *o = int_at(j, *k, &last);
+            if (o) json_object_set_new(o, last, json_integer(counts[c].value));
+        }
     if (vocab_size >= 0) {
         json_t *tc = json_object_get(j, "text_config");
         if (!json_object_get(j, "vocab_size") && json_is_integer(json_object_get(tc, "vocab_size")))
@@ -56,7 +72,7 @@ int graft_writer_copy_side_files(struct graft_writer *w, const struct graft_mode
                                  struct graft_err *err) {
     if (!graft_model_is_dir(m)) return GRAFT_OK;
     const char *cfg = graft_model_config_json(m);
-    int rc = cfg ? graft__writer_add_config(w, cfg, torch_dtype, -1, -1, err) : GRAFT_OK;
+    int rc = cfg ? graft__writer_add_config(w, cfg, torch_dtype, NULL, 0, -1, err) : GRAFT_OK;
     return rc ? rc : graft_writer_copy_tokenizer(w, m, err);
 }
 

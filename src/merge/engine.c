@@ -79,6 +79,74 @@ static bool is_pre_name(const char *n) {
            strstr(n, "word_embeddings") || strstr(n, "tok_embeddings") || strstr(n, "embeddings.");
 }
 
+// ---- modules ---------------------------------------------------------------------------------------
+// `modules:` splits a multi-module model (VLM, encoder–decoder) by tensor name. MergeKit's modular
+// architectures name their modules as below; a tensor belongs to the module whose marker appears as
+// whole dotted components furthest left in its name (the longest marker on a tie), so
+// "vision_tower.vision_model.encoder.layers.0…" is vision_tower, "visual.merger.mlp.0.weight" is the
+// projector and "encoder.block.0…" is encoder. A module name not in the table is its own marker.
+// Tensors with no marker ("model.layers.0…" of Qwen2-VL, a top-level "lm_head.weight") belong to the
+// first listed of text_decoder, language_model, shared, decoder.
+static const struct {
+    const char *module;
+    const char *marks[4];
+} module_marks[] = {
+    {"text_decoder", {"language_model", NULL}},
+    {"language_model", {"language_model", NULL}},
+    {"vision_tower", {"vision_tower", "vision_model", "visual", NULL}},
+    {"vision_model", {"vision_model", "vision_tower", "visual", NULL}},
+    {"multi_modal_projector", {"multi_modal_projector", "visual.merger", "mm_projector", NULL}},
+    {"encoder", {"encoder", NULL}},
+    {"decoder", {"decoder", NULL}},
+    {"shared", {"shared", NULL}},
+};
+#define N_MODULE_MARKS (sizeof module_marks / sizeof module_marks[0])
+
+// Does `mark` occur in name at position i as whole components?
+static bool mark_at(const char *name, size_t len, size_t i, const char *mark) {
+    size_t n = strlen(mark);
+    return i + n <= len && !memcmp(name + i, mark, n) && (i + n == len || name[i + n] == '.');
+}
+
+static const char *const *marks_of(const char *module) {
+    for (size_t k = 0; k < N_MODULE_MARKS; k++)
+        if (!strcmp(module_marks[k].module, module)) return module_marks[k].marks;
+    return NULL;
+}
+
+// The config module (index) tensor `name` belongs to; -1 when it belongs to a module the config does
+// not list (*unlisted: that module's name, or NULL when no module claims it). Always 0 without `modules:`.
+static int module_of(const struct plan *p, const char *name, size_t len, const char **unlisted) {
+    const struct graft_merge_config *c = p->cfg;
+    if (unlisted) *unlisted = NULL;
+    if (!c->modules[0].name) return 0;
+    for (size_t i = 0; i < len; i++) {
+        if (i && name[i - 1] != '.') continue;
+        int best = -1;
+        size_t best_len = 0;
+        const char *best_unlisted = NULL;
+        for (size_t m = 0; m < c->n_modules; m++) { // listed modules first: they win ties with unlisted ones
+            const char *const *mk = marks_of(c->modules[m].name);
+            const char *self[2] = {c->modules[m].name, NULL};
+            for (const char *const *k = mk ? mk : self; *k; k++)
+                if (strlen(*k) > best_len && mark_at(name, len, i, *k)) best = (int)m, best_len = strlen(*k);
+        }
+        for (size_t k = 0; k < N_MODULE_MARKS; k++)
+            for (const char *const *mk = module_marks[k].marks; *mk; mk++)
+                if (strlen(*mk) > best_len && mark_at(name, len, i, *mk)) best = -1, best_len = strlen(*mk), best_unlisted = module_marks[k].module;
+        if (best >= 0) return best;
+        if (best_unlisted) {
+            if (unlisted) *unlisted = best_unlisted;
+            return -1;
+        }
+    }
+    static const char *const fallback[] = {"text_decoder", "language_model", "shared", "decoder"};
+    for (size_t f = 0; f < sizeof fallback / sizeof fallback[0]; f++)
+        for (size_t m = 0; m < c->n_modules; m++)
+            if (!strcmp(c->modules[m].name, fallback[f])) return (int)m;
+    return -1;
+}
+
 int graft__plan_open_model(struct plan *p, const char *ref, int *out) {
     char *path = ref[0] == '/' ? graft__strdup(ref) : graft__asprintf("%s/%s", p->cfg_dir, ref);
     if (!path) return graft_err_set(p->err, GRAFT_E_NOMEM, ref, NULL, 0, "out of memory");
@@ -105,36 +173,38 @@ int graft__plan_open_model(struct plan *p, const char *ref, int *out) {
     int rc = graft_model_open(real, &mm->m, p->err);
     if (rc) { graft__free(mm->path); return rc; }
     p->n_models++;
-    // Layer structure from the names.
+    // Layer structure of each module from the names.
     for (size_t i = 0; i < graft_model_n_tensors(mm->m); i++) {
         const struct graft_tensor_info *t = graft_model_tensor(mm->m, i)->info;
         size_t pl;
         long idx;
         const char *rest;
-        if (!split_layer(t->name, t->name_len, &pl, &idx, &rest)) continue;
-        if (!mm->prefix) {
-            if (!(mm->prefix = graft__strndup(t->name, pl))) return graft_err_set(p->err, GRAFT_E_NOMEM, ref, NULL, 0, "out of memory");
-        } else if (strlen(mm->prefix) != pl || strncmp(mm->prefix, t->name, pl)) {
-            continue; // a second layered module (e.g. a vision tower): its tensors count as non-layer weights
+        int mi = module_of(p, t->name, t->name_len, NULL);
+        if (mi < 0 || !split_layer(t->name, t->name_len, &pl, &idx, &rest)) continue;
+        if (!mm->prefix[mi]) {
+            if (!(mm->prefix[mi] = graft__strndup(t->name, pl))) return graft_err_set(p->err, GRAFT_E_NOMEM, ref, NULL, 0, "out of memory");
+        } else if (strlen(mm->prefix[mi]) != pl || strncmp(mm->prefix[mi], t->name, pl)) {
+            continue; // a second layered part of the module (e.g. a vision tower): its tensors count as non-layer weights
         }
-        if (idx + 1 > mm->n_layers) mm->n_layers = (int)idx + 1;
+        if (idx + 1 > mm->n_layers[mi]) mm->n_layers[mi] = (int)idx + 1;
     }
     *out = p->n_models - 1;
     return GRAFT_OK;
 }
 
-// Is `name` a layer tensor of model mm (under its main prefix)?
-static bool in_main_layers(const struct mmodel *mm, const char *name, size_t len) {
+// Is `name` a layer tensor of model mm in module mi (under the module's layer prefix)?
+static bool in_layers(const struct mmodel *mm, int mi, const char *name, size_t len) {
     size_t pl;
     long idx;
     const char *rest;
-    return mm->prefix && split_layer(name, len, &pl, &idx, &rest) && pl == strlen(mm->prefix) && !strncmp(name, mm->prefix, pl);
+    return mm->prefix[mi] && split_layer(name, len, &pl, &idx, &rest) && pl == strlen(mm->prefix[mi]) && !strncmp(name, mm->prefix[mi], pl);
 }
 
 // ---- parameters --------------------------------------------------------------------------------------
 
-static int resolve_params(struct plan *p, struct otensor *o, const struct graft_slice *sl, const struct graft_source *const *srcs,
-                          const char *const *in_names, double t) {
+// Precedence: source > slice > module > top level > the method's default (global parameters skip the source).
+static int resolve_params(struct plan *p, struct otensor *o, const struct graft_module *g, const struct graft_slice *sl,
+                          const struct graft_source *const *srcs, const char *const *in_names, double t) {
     const struct graft_method *m = p->method;
     struct graft_mt *mt = &o->mt;
     for (int k = 0; k < m->n_params; k++) {
@@ -146,6 +216,7 @@ static int resolve_params(struct plan *p, struct otensor *o, const struct graft_
             const char *s = NULL;
             bool found = false;
             if (sl && (v = graft_params_get(&sl->params, mp->name))) found = graft_pv_eval(v, o->name, t, &x, &s);
+            if (!found && (v = graft_params_get(&g->params, mp->name))) found = graft_pv_eval(v, o->name, t, &x, &s);
             if (!found && (v = graft_params_get(&p->cfg->params, mp->name))) found = graft_pv_eval(v, o->name, t, &x, &s);
             if (s) return graft__plan_fail(p, "parameter '%s' must be a number, got '%s'", mp->name, s);
             if (!found && mp->required) return graft__plan_fail(p, "missing required parameter '%s' for tensor %s (merge_method %s)", mp->name, o->name, m->name);
@@ -159,6 +230,7 @@ static int resolve_params(struct plan *p, struct otensor *o, const struct graft_
             bool found = false;
             if (srcs[i] && (v = graft_params_get(&srcs[i]->params, mp->name))) found = graft_pv_eval(v, in_names[i], t, &x, &s);
             if (!found && sl && (v = graft_params_get(&sl->params, mp->name))) found = graft_pv_eval(v, in_names[i], t, &x, &s);
+            if (!found && (v = graft_params_get(&g->params, mp->name))) found = graft_pv_eval(v, in_names[i], t, &x, &s);
             if (!found && (v = graft_params_get(&p->cfg->params, mp->name))) found = graft_pv_eval(v, in_names[i], t, &x, &s);
             if (s) return graft__plan_fail(p, "parameter '%s' must be a number, got '%s'", mp->name, s);
             if (!found && mp->required && i != mt->base)
@@ -197,19 +269,24 @@ static const char *shape_text(char *buf, size_t cap, int n_dims, const uint64_t 
 
 // Add one output tensor whose input i is tensor in_names[i] of model models[i] (NULL entries: absent).
 static int plan_tensor(struct plan *p, const char *out_name, int n_src, const int *models, const char *const *in_names,
-                       const struct graft_slice *sl, const struct graft_source *const *srcs, double t) {
+                       const struct graft_module *g, const struct graft_slice *sl, const struct graft_source *const *srcs, double t) {
     struct oin in[GRAFT_MAX_INPUTS];
     const char *names[GRAFT_MAX_INPUTS];
     const struct graft_source *src[GRAFT_MAX_INPUTS];
+    char tied_buf[GRAFT_MAX_INPUTS][256];
     int n_in = 0, base = -1;
     bool embed = is_embed_name(out_name);
     for (int i = 0; i < n_src; i++) {
         const struct graft_model_tensor *mt = graft_model_find(p->models[models[i]].m, in_names[i], strlen(in_names[i]));
         const char *used = in_names[i];
-        if (!mt && strstr(in_names[i], "lm_head.weight")) { // tied embeddings: the embedding stands in for lm_head
-            static const char *const tied[] = {"model.embed_tokens.weight", "transformer.wte.weight", "model.embed_in.weight"};
-            for (size_t k = 0; k < sizeof tied / sizeof tied[0] && !mt; k++)
-                if ((mt = graft_model_find(p->models[models[i]].m, tied[k], strlen(tied[k])))) used = tied[k];
+        size_t nl = strlen(in_names[i]);
+        if (!mt && nl >= 14 && !strcmp(in_names[i] + nl - 14, "lm_head.weight")) { // tied: the embedding stands in for lm_head
+            static const char *const tied[] = {"model.embed_tokens.weight", "transformer.wte.weight", "model.embed_in.weight",
+                                               "model.language_model.embed_tokens.weight"};
+            for (size_t k = 0; k < sizeof tied / sizeof tied[0] && !mt; k++) { // under the same prefix ("language_model.")
+                snprintf(tied_buf[i], sizeof tied_buf[i], "%.*s%s", (int)(nl - 14), in_names[i], tied[k]);
+                if ((mt = graft_model_find(p->models[models[i]].m, tied_buf[i], strlen(tied_buf[i])))) used = tied_buf[i];
+            }
         }
         if (!mt) continue;
         in[n_in] = (struct oin){models[i], mt};
@@ -290,7 +367,7 @@ static int plan_tensor(struct plan *p, const char *out_name, int n_src, const in
         else
             return graft__plan_fail(p, "merge_method %s takes at most %d models; tensor %s has %d", p->method->name, p->method->max_models, out_name, others);
     }
-    int rc = resolve_params(p, o, sl, src, names, t);
+    int rc = resolve_params(p, o, g, sl, src, names, t);
     if (rc) return rc;
     if (o->remap && (rc = graft__vplan_check_tensor(p, o))) return rc;
     if (p->method->validate && (rc = p->method->validate(mt, p->err))) {
@@ -311,8 +388,8 @@ static int plan_tensor(struct plan *p, const char *out_name, int n_src, const in
     return GRAFT_OK;
 }
 
-// Names of the non-layer tensors of a model, pre or post, in its tensor order.
-static int plan_loose(struct plan *p, const struct graft_slice *sl, const int *models, bool pre) {
+// The non-layer tensors of module mi, pre or post, in the sources' tensor order.
+static int plan_loose(struct plan *p, int mi, const struct graft_slice *sl, const int *models, bool pre) {
     int n_src = (int)sl->n_src;
     const struct graft_source *srcs[GRAFT_MAX_INPUTS];
     for (int i = 0; i < n_src; i++) srcs[i] = &sl->src[i];
@@ -320,25 +397,26 @@ static int plan_loose(struct plan *p, const struct graft_slice *sl, const int *m
         const struct mmodel *mm = &p->models[models[s]];
         for (size_t k = 0; k < graft_model_n_tensors(mm->m); k++) {
             const struct graft_tensor_info *ti = graft_model_tensor(mm->m, k)->info;
-            if (in_main_layers(mm, ti->name, ti->name_len) || is_pre_name(ti->name) != pre) continue;
+            if (module_of(p, ti->name, ti->name_len, NULL) != mi || in_layers(mm, mi, ti->name, ti->name_len) || is_pre_name(ti->name) != pre)
+                continue;
             bool done = false; // planned already (from an earlier source of this slice)
             for (size_t j = 0; j < p->n && !done; j++) done = !strcmp(p->t[j].name, ti->name);
             if (done) continue;
             const char *names[GRAFT_MAX_INPUTS];
             for (int i = 0; i < n_src; i++) names[i] = ti->name;
-            int rc = plan_tensor(p, ti->name, n_src, models, names, sl, srcs, 0.0);
+            int rc = plan_tensor(p, ti->name, n_src, models, names, &p->cfg->modules[mi], sl, srcs, 0.0);
             if (rc) return rc;
         }
     }
     return GRAFT_OK;
 }
 
-static int plan_layers(struct plan *p, const struct graft_slice *sl, const int *models) {
+static int plan_layers(struct plan *p, int mi, const struct graft_slice *sl, const int *models) {
     int n_src = (int)sl->n_src, L = sl->src[0].range[1] - sl->src[0].range[0];
     const struct graft_source *srcs[GRAFT_MAX_INPUTS];
     for (int i = 0; i < n_src; i++) srcs[i] = &sl->src[i];
-    const char *out_prefix = p->models[models[0]].prefix;
-    for (int k = 0; k < L; k++, p->out_layers++) {
+    const char *out_prefix = p->models[models[0]].prefix[mi];
+    for (int k = 0; k < L; k++, p->mod_layers[mi]++, p->out_layers++) {
         double t = L == 1 ? 1.0 : (double)k / (double)(L - 1);
         // per-layer names: union over the sources, in the first source's order
         for (int s = 0; s < n_src; s++) {
@@ -349,20 +427,20 @@ static int plan_layers(struct plan *p, const struct graft_slice *sl, const int *
                 size_t pl;
                 long idx;
                 const char *rest;
-                if (!in_main_layers(mm, ti->name, ti->name_len) || !split_layer(ti->name, ti->name_len, &pl, &idx, &rest) || idx != in_layer) continue;
+                if (!in_layers(mm, mi, ti->name, ti->name_len) || !split_layer(ti->name, ti->name_len, &pl, &idx, &rest) || idx != in_layer) continue;
                 char out_name[1024];
-                snprintf(out_name, sizeof out_name, "%s.%d.%s", out_prefix, p->out_layers, rest);
+                snprintf(out_name, sizeof out_name, "%s.%d.%s", out_prefix, p->mod_layers[mi], rest);
                 bool done = false;
                 for (size_t j = p->n; j-- > 0 && !done;) done = !strcmp(p->t[j].name, out_name);
                 if (done) continue;
                 char in_buf[GRAFT_MAX_INPUTS][1024];
                 const char *names[GRAFT_MAX_INPUTS];
                 for (int i = 0; i < n_src; i++) {
-                    snprintf(in_buf[i], sizeof in_buf[i], "%s.%d.%s", p->models[models[i]].prefix ? p->models[models[i]].prefix : "",
+                    snprintf(in_buf[i], sizeof in_buf[i], "%s.%d.%s", p->models[models[i]].prefix[mi] ? p->models[models[i]].prefix[mi] : "",
                              sl->src[i].range[0] + k, rest);
                     names[i] = in_buf[i];
                 }
-                int rc = plan_tensor(p, out_name, n_src, models, names, sl, srcs, t);
+                int rc = plan_tensor(p, out_name, n_src, models, names, &p->cfg->modules[mi], sl, srcs, t);
                 if (rc) return rc;
             }
         }
@@ -370,73 +448,93 @@ static int plan_layers(struct plan *p, const struct graft_slice *sl, const int *
     return GRAFT_OK;
 }
 
-static int build_plan(struct plan *p) {
-    const struct graft_merge_config *c = p->cfg;
+// One module's slices: normalise `models:` (whole layer range, the base appended when not listed),
+// check the ranges, then plan its pre weights, layers and post weights.
+static int plan_module(struct plan *p, int mi, int **idx) {
+    struct graft_module *g = &p->cfg->modules[mi];
+    const char *what = g->name ? g->name : "the model";
+    struct graft_slice *sl0 = &g->slices[0];
     int rc;
-    p->base = -1;
-    if (c->base_model && (rc = graft__plan_open_model(p, c->base_model, &p->base))) return rc;
-    if (p->method->base == GRAFT_BASE_REQUIRED && p->base < 0)
-        return graft__plan_fail(p, "merge_method %s needs base_model", p->method->name);
-    // model index of every source; ranges of `models:` entries are the whole model
-    int *idx[64] = {0};
-    if (c->n_slices > 64) return graft__plan_fail(p, "more than 64 slices");
-    bool base_listed = false;
-    for (size_t s = 0; s < c->n_slices; s++) {
-        idx[s] = graft__calloc(c->slices[s].n_src + 1, sizeof(int));
-        if (!idx[s]) { rc = graft_err_set(p->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
-        for (size_t i = 0; i < c->slices[s].n_src; i++) {
-            if ((rc = graft__plan_open_model(p, c->slices[s].src[i].model, &idx[s][i]))) goto out;
-            base_listed |= idx[s][i] == p->base;
-        }
-    }
-    struct graft_slice *sl0 = &c->slices[0];
-    struct graft_source extra = {0};
-    if (c->from_models) {
+    if (g->from_models) {
+        bool base_listed = false;
+        for (size_t i = 0; i < sl0->n_src; i++) base_listed |= idx[0][i] == p->base;
+        struct graft_source extra = {0};
         if (p->base >= 0 && !base_listed) { // MergeKit appends an unlisted base as a source without parameters
-            extra.model = c->base_model;
+            extra.model = p->cfg->base_model;
             idx[0][sl0->n_src] = p->base;
         }
         int L = -1;
         for (size_t i = 0; i < sl0->n_src + (extra.model ? 1 : 0); i++) {
             struct graft_source *src = i < sl0->n_src ? &sl0->src[i] : &extra;
             const struct mmodel *mm = &p->models[idx[0][i]];
-            if (L >= 0 && mm->n_layers != L) {
-                rc = graft__plan_fail(p, "models have different numbers of layers (%d in '%s', %d in '%s'); use slices to choose layer ranges", L,
-                           p->models[idx[0][0]].ref, mm->n_layers, mm->ref);
-                goto out;
-            }
-            L = mm->n_layers;
-            src->range[0] = 0, src->range[1] = mm->n_layers, src->has_range = true;
+            if (L >= 0 && mm->n_layers[mi] != L)
+                return graft__plan_fail(p, "models have different numbers of layers in %s (%d in '%s', %d in '%s'); use slices to choose layer ranges",
+                                        what, L, p->models[idx[0][0]].ref, mm->n_layers[mi], mm->ref);
+            L = mm->n_layers[mi];
+            src->range[0] = 0, src->range[1] = mm->n_layers[mi], src->has_range = true;
         }
         if (extra.model) { // the config now owns a copy of the base reference as the extra source
             struct graft_source *ns = graft__realloc(sl0->src, (sl0->n_src + 1) * sizeof *sl0->src);
-            if (!ns || !(extra.model = graft__strdup(c->base_model))) {
-                if (ns) sl0->src = ns;
-                rc = graft_err_set(p->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
-                goto out;
-            }
-            sl0->src = ns;
+            if (ns) sl0->src = ns;
+            if (!ns || !(extra.model = graft__strdup(p->cfg->base_model))) return graft_err_set(p->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
             sl0->src[sl0->n_src++] = extra;
         }
     } else {
-        for (size_t s = 0; s < c->n_slices; s++)
-            for (size_t i = 0; i < c->slices[s].n_src; i++) {
-                const struct graft_source *src = &c->slices[s].src[i];
+        for (size_t s = 0; s < g->n_slices; s++)
+            for (size_t i = 0; i < g->slices[s].n_src; i++) {
+                const struct graft_source *src = &g->slices[s].src[i];
                 const struct mmodel *mm = &p->models[idx[s][i]];
-                if (src->range[1] > mm->n_layers) {
-                    rc = graft__plan_fail(p, "line %d: layer_range [%d, %d] is past the %d layers of '%s'", src->line, src->range[0], src->range[1],
-                               mm->n_layers, src->model);
-                    goto out;
-                }
+                if (src->range[1] > mm->n_layers[mi])
+                    return graft__plan_fail(p, "line %d: layer_range [%d, %d] is past the %d layers of '%s'%s%s", src->line, src->range[0], src->range[1],
+                                            mm->n_layers[mi], src->model, g->name ? " in module " : "", g->name ? g->name : "");
             }
         if (p->method->base == GRAFT_BASE_REQUIRED)
-            for (size_t s = 0; s < c->n_slices; s++) {
+            for (size_t s = 0; s < g->n_slices; s++) {
                 bool has = false;
-                for (size_t i = 0; i < c->slices[s].n_src; i++) has |= idx[s][i] == p->base;
-                if (!has) { rc = graft__plan_fail(p, "line %d: base_model '%s' must be one of this slice's sources", c->slices[s].line, c->base_model); goto out; }
+                for (size_t i = 0; i < g->slices[s].n_src; i++) has |= idx[s][i] == p->base;
+                if (!has) return graft__plan_fail(p, "line %d: base_model '%s' must be one of this slice's sources", g->slices[s].line, p->cfg->base_model);
             }
     }
-    p->donor = p->base >= 0 ? p->base : idx[0][0];
+    const struct mmodel *first = &p->models[idx[0][0]];
+    for (size_t s = 0; s < g->n_slices; s++)
+        for (size_t i = 0; i < g->slices[s].n_src; i++) {
+            const struct mmodel *mm = &p->models[idx[s][i]];
+            if (mm->n_layers[mi] && first->n_layers[mi] && strcmp(mm->prefix[mi], first->prefix[mi]))
+                return graft__plan_fail(p, "'%s' names its layers '%s.N' but '%s' uses '%s.N'", mm->ref, mm->prefix[mi], first->ref, first->prefix[mi]);
+        }
+    size_t n0 = p->n;
+    if ((rc = plan_loose(p, mi, sl0, idx[0], true))) return rc;
+    for (size_t s = 0; s < g->n_slices; s++)
+        if ((rc = plan_layers(p, mi, &g->slices[s], idx[s]))) return rc;
+    if ((rc = plan_loose(p, mi, &g->slices[g->n_slices - 1], idx[g->n_slices - 1], false))) return rc;
+    if (g->name && p->n == n0)
+        return graft__plan_fail(p, "line %d: module '%s' matches no tensor of its models (graft finds a module by the name components of "
+                                "its tensors: text_decoder ← language_model, vision_tower ← vision_tower/vision_model/visual, "
+                                "multi_modal_projector ← multi_modal_projector/visual.merger, other names ← themselves)", g->line, g->name);
+    return GRAFT_OK;
+}
+
+static int build_plan(struct plan *p) {
+    const struct graft_merge_config *c = p->cfg;
+    int rc;
+    p->base = -1;
+    if (c->n_modules > GRAFT_MAX_MODULES) return graft__plan_fail(p, "more than %d modules", GRAFT_MAX_MODULES);
+    if (c->base_model && (rc = graft__plan_open_model(p, c->base_model, &p->base))) return rc;
+    if (p->method->base == GRAFT_BASE_REQUIRED && p->base < 0)
+        return graft__plan_fail(p, "merge_method %s needs base_model", p->method->name);
+    // model index of every source of every slice of every module
+    int **idx[GRAFT_MAX_MODULES] = {0};
+    for (size_t m = 0; m < c->n_modules; m++) {
+        const struct graft_module *g = &c->modules[m];
+        if (g->n_slices > 64) { rc = graft__plan_fail(p, "more than 64 slices"); goto out; }
+        if (!(idx[m] = graft__calloc(g->n_slices, sizeof *idx[m]))) goto nomem;
+        for (size_t s = 0; s < g->n_slices; s++) {
+            if (!(idx[m][s] = graft__calloc(g->slices[s].n_src + 1, sizeof(int)))) goto nomem;
+            for (size_t i = 0; i < g->slices[s].n_src; i++)
+                if ((rc = graft__plan_open_model(p, g->slices[s].src[i].model, &idx[m][s][i]))) goto out;
+        }
+    }
+    p->donor = p->base >= 0 ? p->base : idx[0][0][0];
     // Architecture check: the same `architectures` everywhere unless --allow-crimes.
     const char *arch0 = graft_model_config_json(p->models[p->donor].m);
     for (int i = 0; i < p->n_models && !p->opt->allow_crimes; i++) {
@@ -446,20 +544,30 @@ static int build_plan(struct plan *p) {
         json_decref(a), json_decref(b);
         if (differ) { rc = graft__plan_fail(p, "'%s' and '%s' have different architectures; pass --allow-crimes to merge them anyway", p->models[p->donor].ref, p->models[i].ref); goto out; }
     }
-    for (int i = 0; i < p->n_models; i++)
-        if (p->models[i].n_layers && p->models[p->donor].n_layers && p->models[i].prefix && p->models[p->donor].prefix &&
-            strcmp(p->models[i].prefix, p->models[p->donor].prefix)) {
-            rc = graft__plan_fail(p, "'%s' names its layers '%s.N' but '%s' uses '%s.N'", p->models[i].ref, p->models[i].prefix, p->models[p->donor].ref, p->models[p->donor].prefix);
-            goto out;
-        }
+    // With `modules:`, every tensor of the donor must belong to a listed module: an unlisted one would be
+    // missing from the output (MergeKit drops it silently).
+    const struct graft_model *dm = p->models[p->donor].m;
+    for (size_t k = 0; c->modules[0].name && k < graft_model_n_tensors(dm); k++) {
+        const struct graft_tensor_info *ti = graft_model_tensor(dm, k)->info;
+        const char *unl;
+        if (module_of(p, ti->name, ti->name_len, &unl) >= 0) continue;
+        rc = unl ? graft__plan_fail(p, "tensor %s of '%s' belongs to module '%s', which 'modules' does not list: add %s with its models or slices",
+                                    ti->name, p->models[p->donor].ref, unl, unl)
+                 : graft__plan_fail(p, "tensor %s of '%s' belongs to none of the listed modules: add a text_decoder (or decoder/shared) module for it",
+                                    ti->name, p->models[p->donor].ref);
+        goto out;
+    }
     if ((rc = graft__vplan_build(p))) goto out;
-    if ((rc = plan_loose(p, sl0, idx[0], true))) goto out;
-    for (size_t s = 0; s < c->n_slices; s++)
-        if ((rc = plan_layers(p, &c->slices[s], idx[s]))) goto out;
-    if ((rc = plan_loose(p, &c->slices[c->n_slices - 1], idx[c->n_slices - 1], false))) goto out;
-    if (p->n == 0) rc = graft__plan_fail(p, "the plan has no tensors");
+    for (size_t m = 0; m < c->n_modules && !rc; m++) rc = plan_module(p, (int)m, idx[m]);
+    if (!rc && p->n == 0) rc = graft__plan_fail(p, "the plan has no tensors");
+    goto out;
+nomem:
+    rc = graft_err_set(p->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
 out:
-    for (size_t s = 0; s < c->n_slices; s++) graft__free(idx[s]);
+    for (size_t m = 0; m < c->n_modules; m++) {
+        for (size_t s = 0; idx[m] && s < c->modules[m].n_slices; s++) graft__free(idx[m][s]);
+        graft__free(idx[m]);
+    }
     return rc;
 }
 
@@ -533,11 +641,14 @@ static int exec_chunk(void *ctx, size_t item, int ith, struct graft_err *err) {
     uint64_t e0 = (uint64_t)item * mt->chunk, n = mt->numel - e0 < mt->chunk ? mt->numel - e0 : mt->chunk;
     const float *ptrs[GRAFT_MAX_INPUTS];
     if (x->pass >= 0 && mt->m->wants_chunk && !mt->m->wants_chunk(mt, x->pass, item)) return GRAFT_OK;
-    if (x->pass < 0 && mt->m->apply_raw && !o->identity && !o->remap) { // fused kernel on the stored inputs
+    if ((x->pass < 0 ? mt->m->apply_raw != NULL : mt->m->stat_raw != NULL) && !o->identity && !o->remap) { // fused kernels on the stored inputs
         const void *raw[GRAFT_MAX_INPUTS];
         enum graft_dtype dt[GRAFT_MAX_INPUTS];
         for (int i = 0; i < o->n_in; i++) dt[i] = o->in[i].t->info->dtype, raw[i] = graft__plan_input_at(x->p, o, i, e0);
-        if (mt->m->apply_raw(mt, raw, dt, n, x->out[ith])) return write_chunk(x, ith, e0, n, err);
+        struct graft_chunk rc_ = {.idx = item, .e0 = e0, .n = n, .in = NULL, .tmp = x->tmp[ith]};
+        if (x->pass >= 0 && mt->m->stat_raw(mt, x->pass, &rc_, raw, dt, x->partials ? x->partials + item * x->plen : NULL, x->accs ? x->accs[ith] : NULL))
+            return GRAFT_OK;
+        if (x->pass < 0 && mt->m->apply_raw(mt, &rc_, raw, dt, x->out[ith])) return write_chunk(x, ith, e0, n, err);
     }
     load_chunk(x, ith, e0, n, ptrs);
     struct graft_chunk c = {.idx = item, .e0 = e0, .n = n, .in = ptrs, .tmp = x->tmp[ith]};
@@ -604,13 +715,32 @@ static int run_tensor(struct exec *x, struct otensor *o) {
 
 // ---- output files ------------------------------------------------------------------------------------
 
+// config.json keys that count each module's layers (the first slice-built module sets them).
+static const char *const *layer_keys(const char *module) {
+    static const char *const whole[] = {"num_hidden_layers", "n_layer", "num_layers", "n_layers", "text_config.num_hidden_layers", NULL};
+    static const char *const text[] = {"text_config.num_hidden_layers", "num_hidden_layers", NULL};
+    static const char *const vision[] = {"vision_config.num_hidden_layers", "vision_config.depth", NULL};
+    static const char *const enc[] = {"num_layers", "encoder_layers", NULL}, *const dec[] = {"num_decoder_layers", "decoder_layers", NULL};
+    static const char *const none[] = {NULL};
+    if (!module) return whole;
+    if (!strcmp(module, "text_decoder") || !strcmp(module, "language_model")) return text;
+    if (!strcmp(module, "vision_tower") || !strcmp(module, "vision_model")) return vision;
+    if (!strcmp(module, "encoder")) return enc;
+    if (!strcmp(module, "decoder")) return dec;
+    return none;
+}
+
 static int write_config(struct plan *p, struct graft_writer *w) {
     const char *cfg = graft_model_config_json(p->models[p->donor].m);
     if (!cfg) return GRAFT_OK;
     int dt = p->cfg->out_dtype >= 0 ? p->cfg->out_dtype : p->cfg->dtype;
-    // slices: the layer count is the sum of the slice lengths
-    return graft__writer_add_config(w, cfg, dt >= 0 ? graft_dtype_torch_name((enum graft_dtype)dt) : NULL,
-                                    p->cfg->from_models ? -1 : p->out_layers, graft__vplan_vocab_size(p->vp), p->err);
+    // slices: a module's layer count is the sum of its slice lengths (`models:` keeps the model's)
+    struct graft__layer_count counts[GRAFT_MAX_MODULES];
+    size_t n = 0;
+    for (size_t m = 0; m < p->cfg->n_modules; m++)
+        if (!p->cfg->modules[m].from_models) counts[n++] = (struct graft__layer_count){layer_keys(p->cfg->modules[m].name), p->mod_layers[m]};
+    return graft__writer_add_config(w, cfg, dt >= 0 ? graft_dtype_torch_name((enum graft_dtype)dt) : NULL, counts, n,
+                                    graft__vplan_vocab_size(p->vp), p->err);
 }
 
 static int write_card(struct plan *p, struct graft_writer *w) {
@@ -716,7 +846,10 @@ out:
     graft_writer_free(w);
     for (size_t i = 0; i < p.n; i++) graft__free(p.t[i].name), graft__free(p.t[i].pad);
     graft__free(p.t);
-    for (int i = 0; i < p.n_models; i++) graft_model_close(p.models[i].m), graft__free(p.models[i].path), graft__free(p.models[i].prefix);
+    for (int i = 0; i < p.n_models; i++) {
+        graft_model_close(p.models[i].m), graft__free(p.models[i].path);
+        for (int m = 0; m < GRAFT_MAX_MODULES; m++) graft__free(p.models[i].prefix[m]);
+    }
     graft__free(p.cfg_dir);
     graft__vplan_free(p.vp);
     graft_config_free(cfg);

@@ -16,6 +16,7 @@
 // ⌊density·numel⌋ — MergeKit's empty-slice quirk would zero the task vector); della keeps element j
 // of a row with probability (density − ε) + 2ε·(rank_j − 1)/(n − 1), rank by |δ| ascending.
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include "engine.h"
@@ -148,23 +149,51 @@ static bool mask(const struct graft_mt *mt, const struct st *s, int i, const str
     return true;
 }
 
-// Σ|x − b| and Σ|x − b|·keep over a chunk in double, in 8 fixed lanes (vectorizable, and the same
-// sums whatever the thread count), combined in lane order.
-GRAFT_KERNEL static void l1_sums(const float *restrict x, const float *restrict b, const float *restrict keep, uint64_t n, double out[2]) {
-    double s0[8] = {0}, s1[8] = {0};
+// Σ|x − b| and Σ|x − b|·keep in double, in 8 fixed lanes (vectorizable, and the same sums whatever the
+// thread count): groups of 8 elements, then a tail into lanes 0, 1, …. Several calls continue the
+// same lanes when every call but the last has a multiple of 8 elements.
+typedef float v8f __attribute__((vector_size(32)));
+typedef double v8d __attribute__((vector_size(64)));
+typedef long long v8l __attribute__((vector_size(64)));
+
+// Written with vector types: the auto-vectorizer leaves the keep product scalar.
+GRAFT_KERNEL static void l1_lanes(const float *restrict x, const float *restrict b, const float *restrict keep, uint64_t n,
+                                  double *restrict lanes0, double *restrict lanes1) {
+    v8d s0, s1;
+    memcpy(&s0, lanes0, sizeof s0), memcpy(&s1, lanes1, sizeof s1);
+    const v8l abs_mask = {INT64_MAX, INT64_MAX, INT64_MAX, INT64_MAX, INT64_MAX, INT64_MAX, INT64_MAX, INT64_MAX};
     uint64_t e = 0;
-    for (; e + 8 <= n; e += 8)
-        for (int l = 0; l < 8; l++) {
-            double d = fabs((double)x[e + l] - (double)b[e + l]);
-            s0[l] += d, s1[l] += keep ? d * (double)keep[e + l] : d;
+    for (; e + 8 <= n; e += 8) {
+        v8f xv, bv;
+        memcpy(&xv, x + e, sizeof xv), memcpy(&bv, b + e, sizeof bv);
+        v8d d = (v8d)((v8l)(__builtin_convertvector(xv, v8d) - __builtin_convertvector(bv, v8d)) & abs_mask);
+        s0 += d;
+        if (keep) {
+            v8f kv;
+            memcpy(&kv, keep + e, sizeof kv);
+            s1 += d * __builtin_convertvector(kv, v8d);
+        } else {
+            s1 += d;
         }
+    }
+    memcpy(lanes0, &s0, sizeof s0), memcpy(lanes1, &s1, sizeof s1);
     for (int l = 0; e < n; e++, l++) {
         double d = fabs((double)x[e] - (double)b[e]);
-        s0[l] += d, s1[l] += keep ? d * (double)keep[e] : d;
+        lanes0[l] += d, lanes1[l] += keep ? d * (double)keep[e] : d;
     }
+}
+
+// The lanes combined in lane order.
+static void l1_total(const double *s0, const double *s1, double out[2]) {
     double a = 0, k = 0;
     for (int l = 0; l < 8; l++) a += s0[l], k += s1[l];
     out[0] = a, out[1] = k;
+}
+
+static void l1_sums(const float *x, const float *b, const float *keep, uint64_t n, double out[2]) {
+    double s0[8] = {0}, s1[8] = {0};
+    l1_lanes(x, b, keep, n, s0, s1);
+    l1_total(s0, s1, out);
 }
 
 static void stat(const struct graft_mt *mt, int pass, const struct graft_chunk *c, double *part, void *acc) {
@@ -190,6 +219,56 @@ static void stat(const struct graft_mt *mt, int pass, const struct graft_chunk *
                               acc ? (uint64_t *)acc + (size_t)sl * 65536 : NULL, 1);
         }
     }
+}
+
+// stat() straight from bf16 inputs: the magnitudes |x − b| without staging every input as f32, and
+// DARE's L1 pass in blocks (same lanes, same sums). Other sparsifiers' L1 passes go through stat().
+GRAFT_KERNEL static void abs_diff_bf16(const uint16_t *restrict x, const uint16_t *restrict b, uint64_t n, float *restrict mag) {
+    for (uint64_t e = 0; e < n; e++) mag[e] = fabsf(graft__bf16_to_f32(x[e]) - graft__bf16_to_f32(b[e]));
+}
+
+static bool stat_raw(const struct graft_mt *mt, int pass, const struct graft_chunk *c, const void *const *raw, const enum graft_dtype *dt,
+                     double *part, void *acc) {
+    struct st *s = mt->state;
+    for (int i = 0; i < mt->n_in; i++)
+        if (dt[i] != GRAFT_DTYPE_BF16) return false;
+    const uint16_t *b = raw[mt->base];
+    if (is_l1(mt, pass)) {
+        if (var(mt)->sp != SP_RANDOM) return false;
+        // blocks of L1_BLOCK (a multiple of 8) or the whole chunk; scratch (n_in + 2) × chunk ≥ 3 × blk
+        const uint64_t blk = mt->chunk <= 2048 ? mt->chunk : 2048;
+        float *xf = c->tmp, *bf = xf + blk, *keep = bf + blk;
+        for (int i = 0; i < mt->n_in; i++) {
+            if (i == mt->base) continue;
+            double d = pmv(mt, i, "density", 1.0), s0[8] = {0}, s1[8] = {0};
+            const uint16_t *x = raw[i];
+            for (uint64_t o = 0; o < c->n; o += blk) {
+                uint64_t m = c->n - o < blk ? c->n - o : blk;
+                graft_row_to_f32(GRAFT_DTYPE_BF16, x + o, xf, (size_t)m);
+                graft_row_to_f32(GRAFT_DTYPE_BF16, b + o, bf, (size_t)m);
+                if (d < 1) { // mask()'s DARE draw
+                    float df = (float)d;
+                    graft__rng_uniform_block(mt->key[i], c->e0 + o, (size_t)m, keep);
+                    for (uint64_t e = 0; e < m; e++) keep[e] = keep[e] < df ? 1.0f : 0.0f;
+                }
+                l1_lanes(xf, bf, d < 1 ? keep : NULL, m, s0, s1);
+            }
+            l1_total(s0, s1, part + 2 * i);
+        }
+        return true;
+    }
+    float *mag = c->tmp;
+    for (int i = 0; i < mt->n_in; i++) {
+        if (i == mt->base) continue;
+        abs_diff_bf16(raw[i], b, c->n, mag);
+        int streams[2] = {i, GRAFT_MAX_INPUTS + i};
+        for (int k = 0; k < (var(mt)->sp == SP_OUTLIERS ? 2 : 1); k++) {
+            int sl = slot(mt, streams[k]);
+            graft_select_stat(&s->sel[streams[k]], pass, 0, c->idx, mag, c->n, part ? part + sl : NULL,
+                              acc ? (uint64_t *)acc + (size_t)sl * 65536 : NULL, 1);
+        }
+    }
+    return true;
 }
 
 static int combine(struct graft_mt *mt, int pass, const double *part, void *const *accs, int n_accs, struct graft_err *err) {
@@ -322,31 +401,110 @@ static void apply(const struct graft_mt *mt, const struct graft_chunk *c, float 
     }
 }
 
-// task_arithmetic straight from bf16 inputs: apply()'s operations in the same order per element
-// (wd_i = w_i·(x_i − b), summed in input order, then b + (Σ/div or Σ)·λ), without staging copies.
-GRAFT_KERNEL static void ta_bf16(const uint16_t *const *x, int n_in, int base, const float *w, bool normalize, float div,
-                                 float lambda, uint64_t n, float *restrict out) {
-    const uint16_t *restrict b = x[base];
-    bool first = true;
+// ---- fused path on bf16 inputs ---------------------------------------------------------------------
+// apply() again, straight from the stored bf16 inputs and in blocks of at most BLK elements so that
+// every intermediate stays in L1 (apply() streams chunk-sized arrays through L2 several times). Each
+// element goes through the same float operations in the same order as apply()'s kernels, so the
+// output bytes are identical (tests/merge-e2e.sh compares the two paths).
+#define BLK 512
+
+enum kmode { K_ALL, K_ZERO, K_GT, K_GE, K_RAND };
+
+struct rin {
+    const uint16_t *x;
+    float           w, r, dens;
+    enum kmode      mode;
+    uint32_t        thr;
+    uint64_t        key;
+};
+
+// One block of m elements: wd_i into wd + i·blk, Σ into out, then the consensus or plain combination.
+GRAFT_KERNEL static void gta_bf16_block(const struct rin *in, int n_in, const uint16_t *restrict b, uint64_t e0, uint64_t m,
+                                        uint64_t blk, bool consensus, bool normalize, float d, float lambda, float *restrict mixed,
+                                        float *restrict div, float *restrict wds, float *restrict out) {
     for (int i = 0; i < n_in; i++) {
-        if (i == base) continue;
-        const uint16_t *restrict xi = x[i];
-        const float wi = w[i];
-        if (first) for (uint64_t e = 0; e < n; e++) out[e] = 0.0f + wi * (graft__bf16_to_f32(xi[e]) - graft__bf16_to_f32(b[e]));
-        else for (uint64_t e = 0; e < n; e++) out[e] += wi * (graft__bf16_to_f32(xi[e]) - graft__bf16_to_f32(b[e]));
-        first = false;
+        const uint16_t *restrict x = in[i].x;
+        float *restrict wd = wds + (size_t)i * blk;
+        const float wi = in[i].w, ri = in[i].r;
+        switch (in[i].mode) {
+        case K_ALL:
+            if (ri == 1.0f) for (uint64_t e = 0; e < m; e++) wd[e] = wi * (graft__bf16_to_f32(x[e]) - graft__bf16_to_f32(b[e]));
+            else for (uint64_t e = 0; e < m; e++) wd[e] = wi * ((graft__bf16_to_f32(x[e]) - graft__bf16_to_f32(b[e])) * ri);
+            break;
+        case K_ZERO:
+            for (uint64_t e = 0; e < m; e++) wd[e] = wi * (((graft__bf16_to_f32(x[e]) - graft__bf16_to_f32(b[e])) * 0.0f) * ri);
+            break;
+        case K_GT:
+        case K_GE: {
+            const uint32_t thr = in[i].thr;
+            const bool ge = in[i].mode == K_GE;
+            for (uint64_t e = 0; e < m; e++) {
+                float dd = graft__bf16_to_f32(x[e]) - graft__bf16_to_f32(b[e]), a = fabsf(dd);
+                uint32_t u;
+                memcpy(&u, &a, 4);
+                float k = (ge ? u >= thr : u > thr) ? 1.0f : 0.0f;
+                wd[e] = wi * ((dd * k) * ri);
+            }
+            break;
+        }
+        case K_RAND: {
+            const float dens = in[i].dens;
+            graft__rng_uniform_block(in[i].key, e0, (size_t)m, wd);
+            for (uint64_t e = 0; e < m; e++) {
+                float k = wd[e] < dens ? 1.0f : 0.0f;
+                wd[e] = wi * (((graft__bf16_to_f32(x[e]) - graft__bf16_to_f32(b[e])) * k) * ri);
+            }
+            break;
+        }
+        }
+        accumulate(out, wd, i == 0, m);
     }
-    if (first) memset(out, 0, n * sizeof *out);
-    if (normalize) for (uint64_t e = 0; e < n; e++) out[e] = graft__bf16_to_f32(b[e]) + out[e] / div * lambda;
-    else for (uint64_t e = 0; e < n; e++) out[e] = graft__bf16_to_f32(b[e]) + out[e] * lambda;
+    if (consensus) {
+        memset(mixed, 0, m * sizeof *mixed);
+        memset(div, 0, m * sizeof *div);
+        for (int i = 0; i < n_in; i++) consensus_add(out, wds + (size_t)i * blk, in[i].w, mixed, div, m);
+        if (normalize) for (uint64_t e = 0; e < m; e++) out[e] = graft__bf16_to_f32(b[e]) + mixed[e] / (div[e] + (div[e] == 0.0f ? 1.0f : 0.0f)) * lambda;
+        else for (uint64_t e = 0; e < m; e++) out[e] = graft__bf16_to_f32(b[e]) + mixed[e] * lambda;
+    } else {
+        if (!n_in) memset(out, 0, m * sizeof *out);
+        for (uint64_t e = 0; e < m; e++) out[e] = graft__bf16_to_f32(b[e]) + (normalize ? out[e] / d : out[e]) * lambda;
+    }
 }
 
-static bool apply_raw(const struct graft_mt *mt, const void *const *raw, const enum graft_dtype *dt, uint64_t n, float *out) {
-    if (var(mt)->sp != SP_NONE || var(mt)->consensus) return false;
+static bool apply_raw(const struct graft_mt *mt, const struct graft_chunk *c, const void *const *raw, const enum graft_dtype *dt, float *out) {
+    const struct st *s = mt->state;
+    enum sparsify sp = var(mt)->sp;
+    if (sp == SP_OUTLIERS || sp == SP_DELLA) return false;
     for (int i = 0; i < mt->n_in; i++)
         if (dt[i] != GRAFT_DTYPE_BF16) return false;
+    struct rin in[GRAFT_MAX_INPUTS];
     float w[GRAFT_MAX_INPUTS], d = weights(mt, w);
-    ta_bf16((const uint16_t *const *)raw, mt->n_in, mt->base, w, gpv(mt, "normalize", 0) != 0, d, (float)gpv(mt, "lambda", 1.0), n, out);
+    int n = 0;
+    for (int i = 0; i < mt->n_in; i++) { // the mask apply() would use for input i on this chunk
+        if (i == mt->base) continue;
+        struct rin *r = &in[n++];
+        *r = (struct rin){.x = (const uint16_t *)raw[i], .w = w[i], .r = (float)s->ratio[i], .mode = K_ALL, .key = mt->key[i]};
+        double dens = pmv(mt, i, "density", 1.0);
+        if (sp == SP_MAGNITUDE && s->sel[i].k > 0 && s->sel[i].k < mt->numel) {
+            int rule = graft_select_rule(&s->sel[i], c->idx, &r->thr);
+            if (rule < 0) return false; // the chunk where the kept ties end: apply() handles it
+            r->mode = rule ? K_GE : K_GT;
+        } else if (sp == SP_MAGNITUDE && s->sel[i].k == 0) {
+            r->mode = K_ZERO;
+        } else if (sp == SP_RANDOM && dens < 1) {
+            r->mode = K_RAND, r->dens = (float)dens;
+        }
+    }
+    const uint64_t blk = mt->chunk < BLK ? mt->chunk : BLK; // scratch: (n_in + 2) × chunk floats ≥ (n + 2) × blk
+    float *mixed = c->tmp, *div = c->tmp + blk, *wds = c->tmp + 2 * blk;
+    bool consensus = var(mt)->consensus, normalize = gpv(mt, "normalize", 0) != 0;
+    float lambda = (float)gpv(mt, "lambda", 1.0);
+    const uint16_t *b = raw[mt->base];
+    for (uint64_t o = 0; o < c->n; o += blk) {
+        uint64_t m = c->n - o < blk ? c->n - o : blk;
+        gta_bf16_block(in, n, b + o, c->e0 + o, m, blk, consensus, normalize, d, lambda, mixed, div, wds, out + o);
+        for (int i = 0; i < n; i++) in[i].x += m;
+    }
     return true;
 }
 
@@ -387,7 +545,7 @@ static const struct graft_mparam p_della_l[] = {{"weight", true, true, 0}, {"den
     {.name = nm, .pretty = pr, .base = GRAFT_BASE_REQUIRED, .min_models = 1, .max_models = -1, .params = pp,       \
      .n_params = (int)(sizeof pp / sizeof pp[0]), .rows = rows_, .random = rnd, .n_passes = n_passes,               \
      .partial_len = partial_len, .acc_bytes = acc_bytes, .stat = stat, .combine = combine, .apply = apply,          \
-     .apply_raw = apply_raw,                                                                                         \
+     .apply_raw = apply_raw, .stat_raw = stat_raw,                                                                   \
      .wants_chunk = wants_chunk,                                                                                     \
      .validate = validate, .init = init, .free_state = free_state}
 

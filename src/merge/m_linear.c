@@ -50,7 +50,8 @@ static float weights(const struct graft_mt *mt, float *w) {
     return GP(mt, "normalize") != 0 ? (float)(1.0 / sw) : 1.0f;
 }
 
-static bool apply_raw(const struct graft_mt *mt, const void *const *raw, const enum graft_dtype *dt, uint64_t n, float *out) {
+static bool apply_raw(const struct graft_mt *mt, const struct graft_chunk *c, const void *const *raw, const enum graft_dtype *dt, float *out) {
+    uint64_t n = c->n;
     for (int i = 0; i < mt->n_in; i++)
         if (dt[i] != GRAFT_DTYPE_BF16) return false;
     float w[GRAFT_MAX_INPUTS], scale = weights(mt, w);

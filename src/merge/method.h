@@ -64,14 +64,19 @@ struct graft_method {
     size_t (*partial_len)(const struct graft_mt *mt, int pass);
     size_t (*acc_bytes)(const struct graft_mt *mt, int pass);
     void   (*stat)(const struct graft_mt *mt, int pass, const struct graft_chunk *c, double *partial, void *acc);
-    // partials: n_chunks × partial_len doubles in chunk order; accs: n_threads accumulators.
+    // Optional stat on the stored inputs (raw and c as for apply_raw); returns false when it does not
+    // handle this chunk (then the inputs are staged and stat runs). Must give exactly stat's result.
+    bool   (*stat_raw)(const struct graft_mt *mt, int pass, const struct graft_chunk *c, const void *const *raw,
+                       const enum graft_dtype *dt, double *partial, void *acc);
+    // partials: n_chunks × partial_len doubles in chunk order, zeroed; accs: n_threads accumulators.
     int    (*combine)(struct graft_mt *mt, int pass, const double *partials, void *const *accs, int n_accs,
                       struct graft_err *err);
     void   (*apply)(const struct graft_mt *mt, const struct graft_chunk *c, float *out);
-    // Optional fast path on the stored inputs (raw[i] points at element e0 of input i, stored as dt[i]),
-    // skipping the f32 staging copies; returns false when it does not handle these dtypes (then apply
-    // runs). Must give exactly apply's result.
-    bool   (*apply_raw)(const struct graft_mt *mt, const void *const *raw, const enum graft_dtype *dt, uint64_t n, float *out);
+    // Optional fast path on the stored inputs (raw[i] points at element c->e0 of input i, stored as
+    // dt[i]; c->in is NULL, c->tmp is the usual scratch), skipping the f32 staging copies; returns
+    // false when it does not handle this chunk (then apply runs). Must give exactly apply's result.
+    bool   (*apply_raw)(const struct graft_mt *mt, const struct graft_chunk *c, const void *const *raw, const enum graft_dtype *dt,
+                        float *out);
     // Check the resolved parameters of a tensor before anything runs (ranges, counts); optional.
     int    (*validate)(const struct graft_mt *mt, struct graft_err *err);
     void   (*free_state)(struct graft_mt *mt); // optional

@@ -6,12 +6,15 @@
 #include "engine.h"
 #include "../config/config.h"
 
+#define GRAFT_MAX_MODULES 8
+
 struct mmodel {
     char               *path;      // resolved
     const char         *ref;       // as written in the config
     struct graft_model *m;
-    int                 n_layers;  // max layer index + 1 (0 when no layered tensors)
-    char               *prefix;    // layer prefix, e.g. "model.layers"
+    // per module of the config (one when there is no `modules:`), from the tensor names:
+    int                 n_layers[GRAFT_MAX_MODULES]; // max layer index + 1 (0 when no layered tensors)
+    char               *prefix[GRAFT_MAX_MODULES];   // layer prefix, e.g. "model.layers"
 };
 
 struct oin { int model; const struct graft_model_tensor *t; };
@@ -41,7 +44,8 @@ struct plan {
     int                              base;        // model index of base_model, or -1
     struct otensor                  *t;
     size_t                           n, cap;
-    int                              out_layers;
+    int                              out_layers;  // all modules
+    int                              mod_layers[GRAFT_MAX_MODULES]; // output layers per module
     int                              donor;       // model whose config/tokenizer the output takes
     struct graft_vplan              *vp;          // output vocabulary (tokenizer_source / tokenizer), or NULL
     struct graft_err                *err;

@@ -54,31 +54,28 @@ GRAFT_KERNEL static uint64_t count_eq(const float *restrict mag, uint64_t n, uin
     return c;
 }
 
-GRAFT_KERNEL static uint64_t count_in(const float *restrict mag, uint64_t n, uint32_t lo, uint32_t hi) {
-    uint64_t c = 0;
-    for (uint64_t i = 0; i < n; i++) c += (bits(mag[i]) - lo) <= (hi - lo); // lo ≤ b ≤ hi, one compare
-    return c;
-}
+// Pool entries are appended a block at a time: the in-bracket patterns of a block are compacted into a
+// local buffer, then one atomic reservation and a copy put them in the pool.
+#define BLOCK 2048
 
-// Append the m in-bracket patterns of mag to val/chunk: branch-free compaction (every element is
-// written to the next free slot, which only advances for a match; the loop ends at the m-th match so
-// no write leaves the reserved range).
-static void fill(const float *restrict mag, uint64_t n, uint32_t lo, uint32_t hi, uint32_t chunk, uint32_t *restrict val,
-                 uint32_t *restrict ch, uint64_t m) {
+// The patterns of mag[0..n) (n ≤ BLOCK) with lo ≤ b ≤ hi, in element order, into out; returns how
+// many. Branch-free: every element is written to the next free slot, which only advances for a match.
+static uint64_t compact(const float *restrict mag, uint64_t n, uint32_t lo, uint32_t hi, uint32_t *restrict out) {
     uint64_t at = 0;
-    for (uint64_t i = 0; i < n && at < m; i++) {
+    for (uint64_t i = 0; i < n; i++) {
         uint32_t b = bits(mag[i]);
-        val[at] = b, ch[at] = chunk;
+        out[at] = b;
         at += (b - lo) <= (hi - lo);
     }
+    return at;
 }
 
 #if defined(__x86_64__) && !defined(__clang__)
 #include <immintrin.h>
-// fill() for AVX2: test 8 elements at once and visit only the groups holding a match (a few % of
-// elements are in the bracket, so most groups are skipped).
-__attribute__((target("avx2"))) static void fill_avx2(const float *restrict mag, uint64_t n, uint32_t lo, uint32_t hi, uint32_t chunk,
-                                                      uint32_t *restrict val, uint32_t *restrict ch) {
+// compact() for AVX2 + BMI2: 8 elements at a time, the matching lanes moved to the front by a
+// permutation derived from the match mask (pdep/pext), stored whole; `out` has 8 slots of slack.
+__attribute__((target("avx2,bmi2"))) static uint64_t compact_avx2(const float *restrict mag, uint64_t n, uint32_t lo, uint32_t hi,
+                                                                   uint32_t *restrict out) {
     const __m256i vlo = _mm256_set1_epi32((int)lo), bias = _mm256_set1_epi32((int)0x80000000u);
     const __m256i span = _mm256_set1_epi32((int)((hi - lo) ^ 0x80000000u));
     uint64_t at = 0, i = 0;
@@ -86,16 +83,12 @@ __attribute__((target("avx2"))) static void fill_avx2(const float *restrict mag,
         __m256i b = _mm256_loadu_si256((const __m256i *)(const void *)(mag + i));
         __m256i d = _mm256_xor_si256(_mm256_sub_epi32(b, vlo), bias); // unsigned b − lo ≤ hi − lo, as signed
         unsigned msk = ~(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(d, span))) & 0xFFu;
-        while (msk) {
-            unsigned j = (unsigned)__builtin_ctz(msk);
-            msk &= msk - 1;
-            val[at] = bits(mag[i + j]), ch[at] = chunk, at++;
-        }
+        uint64_t sel = _pext_u64(0x0706050403020100ull, _pdep_u64(msk, 0x0101010101010101ull) * 0xFF);
+        __m256i perm = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sel));
+        _mm256_storeu_si256((__m256i *)(void *)(out + at), _mm256_permutevar8x32_epi32(b, perm));
+        at += (uint64_t)__builtin_popcount(msk);
     }
-    for (; i < n; i++) {
-        uint32_t b = bits(mag[i]);
-        if ((b - lo) <= (hi - lo)) val[at] = b, ch[at] = chunk, at++;
-    }
+    return at + compact(mag + i, n - i, lo, hi, out + at);
 }
 #endif
 
@@ -113,19 +106,27 @@ GRAFT_KERNEL void graft_select_stat(struct graft_select *sel, int pass, int s, s
     case 0:
     case 2: hist_hi(mag, n, h); return;
     case 1: {
-        // above the bracket: counted; inside it: appended to the pool (reserve, then fill)
+        // above the bracket: counted; inside it: appended to the pool, a block at a time
         const uint32_t lo = x->lo_b << 16, hi = (x->hi_b << 16) | 0xFFFF;
-        partial[s] = (double)count_above(mag, n, hi);
-        uint64_t m = count_in(mag, n, lo, hi);
-        if (!m) return;
+        partial[s] += (double)count_above(mag, n, hi);
         struct graft_select_pool *p = x->pool;
-        uint64_t at = atomic_fetch_add_explicit(&p->n, m, memory_order_relaxed);
-        if (at + m > p->cap) return; // overflow: combine sees n > cap and falls back
+        uint32_t buf[BLOCK + 8];
 #if defined(__x86_64__) && !defined(__clang__)
-        if (__builtin_cpu_supports("avx2")) fill_avx2(mag, n, lo, hi, (uint32_t)chunk, p->val + at, p->chunk + at);
-        else
+        const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi2");
 #endif
-            fill(mag, n, lo, hi, (uint32_t)chunk, p->val + at, p->chunk + at, m);
+        for (uint64_t o = 0; o < n; o += BLOCK) {
+            uint64_t len = n - o < BLOCK ? n - o : BLOCK, m;
+#if defined(__x86_64__) && !defined(__clang__)
+            if (avx2) m = compact_avx2(mag + o, len, lo, hi, buf);
+            else
+#endif
+                m = compact(mag + o, len, lo, hi, buf);
+            if (!m) continue;
+            uint64_t at = atomic_fetch_add_explicit(&p->n, m, memory_order_relaxed);
+            if (at + m > p->cap) continue; // overflow: combine sees n > cap and falls back
+            memcpy(p->val + at, buf, m * sizeof *buf);
+            for (uint64_t j = 0; j < m; j++) p->chunk[at + j] = (uint32_t)chunk;
+        }
         return;
     }
     case 3: {
@@ -136,7 +137,7 @@ GRAFT_KERNEL void graft_select_stat(struct graft_select *sel, int pass, int s, s
         }
         return;
     }
-    case 4: partial[s] = (double)count_eq(mag, n, x->thr); return;
+    case 4: partial[s] += (double)count_eq(mag, n, x->thr); return;
     }
 }
 

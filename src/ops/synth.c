@@ -1,5 +1,5 @@
 // Synthetic models in the tensor layouts of common Hugging Face architectures (Llama/Mistral/Qwen2,
-// Gemma, Phi-3, GPT-2, GPT-NeoX, Mixtral), with a small BPE tokenizer. Tensor values are pure functions
+// Gemma, Phi-3, GPT-2, GPT-NeoX, Mixtral, Gemma 3 vision–language), with a small BPE tokenizer. Tensor values are pure functions
 // of (seed, tensor name, index).
 #include <math.h>
 #include <stdio.h>
@@ -22,7 +22,7 @@ enum init_kind { INIT_NORMAL, INIT_NORM_WEIGHT };
 struct spec {
     char          name[96];
     int           n_dims;
-    uint64_t      ne[2];
+    uint64_t      ne[4];
     enum init_kind kind;
 };
 
@@ -41,7 +41,66 @@ struct job {
 static void spec_add(struct spec *s, size_t *n, const char *name, uint64_t a, uint64_t b, enum init_kind k) {
     struct spec *x = &s[(*n)++];
     snprintf(x->name, sizeof x->name, "%s", name);
-    x->n_dims = b ? 2 : 1, x->ne[0] = a, x->ne[1] = b, x->kind = k;
+    x->n_dims = b ? 2 : 1, x->ne[0] = a, x->ne[1] = b, x->ne[2] = x->ne[3] = 1, x->kind = k;
+}
+
+static uint64_t spec_numel(const struct spec *x) {
+    uint64_t n = 1;
+    for (int d = 0; d < x->n_dims; d++) n *= x->ne[d];
+    return n;
+}
+
+// Gemma 3 vision–language layout (Gemma3ForConditionalGeneration as transformers 4.50 saves it): a
+// Gemma 3 text decoder under "language_model.", a SigLIP vision tower and the projector.
+#define VIS_H 32
+#define VIS_I 64
+static void gemma3vl_specs(const struct graft_synth_params *p, struct spec *s, size_t *n) {
+    uint64_t h = (uint64_t)p->hidden, hd = h / (uint64_t)p->n_heads, kv = hd * (uint64_t)p->n_kv_heads, f = (uint64_t)p->intermediate;
+    char name[96];
+#define T(fmt, x, y, k) (snprintf(name, sizeof name, "language_model.model.layers.%d." fmt, l), spec_add(s, n, name, x, y, k))
+#define V(fmt, x, y, k) (snprintf(name, sizeof name, "vision_tower.vision_model.encoder.layers.%d." fmt, l), spec_add(s, n, name, x, y, k))
+    spec_add(s, n, "language_model.model.embed_tokens.weight", (uint64_t)p->vocab, h, INIT_NORMAL);
+    for (int l = 0; l < p->n_layers; l++) {
+        T("input_layernorm.weight", h, 0, INIT_NORM_WEIGHT);
+        T("self_attn.q_proj.weight", hd * (uint64_t)p->n_heads, h, INIT_NORMAL);
+        T("self_attn.q_norm.weight", hd, 0, INIT_NORM_WEIGHT);
+        T("self_attn.k_proj.weight", kv, h, INIT_NORMAL);
+        T("self_attn.k_norm.weight", hd, 0, INIT_NORM_WEIGHT);
+        T("self_attn.v_proj.weight", kv, h, INIT_NORMAL);
+        T("self_attn.o_proj.weight", h, hd * (uint64_t)p->n_heads, INIT_NORMAL);
+        T("post_attention_layernorm.weight", h, 0, INIT_NORM_WEIGHT);
+        T("pre_feedforward_layernorm.weight", h, 0, INIT_NORM_WEIGHT);
+        T("mlp.gate_proj.weight", f, h, INIT_NORMAL);
+        T("mlp.up_proj.weight", f, h, INIT_NORMAL);
+        T("mlp.down_proj.weight", h, f, INIT_NORMAL);
+        T("post_feedforward_layernorm.weight", h, 0, INIT_NORM_WEIGHT);
+    }
+    spec_add(s, n, "language_model.model.norm.weight", h, 0, INIT_NORM_WEIGHT);
+    spec_add(s, n, "multi_modal_projector.mm_input_projection_weight", VIS_H, h, INIT_NORMAL);
+    spec_add(s, n, "multi_modal_projector.mm_soft_emb_norm.weight", VIS_H, 0, INIT_NORM_WEIGHT);
+    struct spec *pe = &s[*n];
+    spec_add(s, n, "vision_tower.vision_model.embeddings.patch_embedding.weight", VIS_H, 3, INIT_NORMAL);
+    pe->n_dims = 4, pe->ne[2] = pe->ne[3] = 14; // [out, channels, 14, 14] convolution
+    spec_add(s, n, "vision_tower.vision_model.embeddings.patch_embedding.bias", VIS_H, 0, INIT_NORMAL);
+    spec_add(s, n, "vision_tower.vision_model.embeddings.position_embedding.weight", 16, VIS_H, INIT_NORMAL);
+    for (int l = 0; l < p->n_layers; l++) {
+        V("layer_norm1.weight", VIS_H, 0, INIT_NORM_WEIGHT);
+        V("layer_norm1.bias", VIS_H, 0, INIT_NORMAL);
+        V("self_attn.q_proj.weight", VIS_H, VIS_H, INIT_NORMAL);
+        V("self_attn.k_proj.weight", VIS_H, VIS_H, INIT_NORMAL);
+        V("self_attn.v_proj.weight", VIS_H, VIS_H, INIT_NORMAL);
+        V("self_attn.out_proj.weight", VIS_H, VIS_H, INIT_NORMAL);
+        V("layer_norm2.weight", VIS_H, 0, INIT_NORM_WEIGHT);
+        V("layer_norm2.bias", VIS_H, 0, INIT_NORMAL);
+        V("mlp.fc1.weight", VIS_I, VIS_H, INIT_NORMAL);
+        V("mlp.fc1.bias", VIS_I, 0, INIT_NORMAL);
+        V("mlp.fc2.weight", VIS_H, VIS_I, INIT_NORMAL);
+        V("mlp.fc2.bias", VIS_H, 0, INIT_NORMAL);
+    }
+    spec_add(s, n, "vision_tower.vision_model.post_layernorm.weight", VIS_H, 0, INIT_NORM_WEIGHT);
+    spec_add(s, n, "vision_tower.vision_model.post_layernorm.bias", VIS_H, 0, INIT_NORMAL);
+#undef T
+#undef V
 }
 
 // Tensor names and shapes of each layout ([out, in] for Linear; GPT-2's Conv1D is [in, out]).
@@ -51,6 +110,10 @@ static size_t arch_specs(const struct graft_synth_params *p, struct spec *s) {
     uint64_t V = (uint64_t)p->vocab;
     const char *a = p->arch;
     char name[96];
+    if (!strcmp(a, "gemma3vl")) {
+        gemma3vl_specs(p, s, &n);
+        return n;
+    }
 #define A(...) (spec_add(s, &n, __VA_ARGS__))
 #define L(fmt, x, y, k) (snprintf(name, sizeof name, fmt, l), spec_add(s, &n, name, x, y, k))
     if (!strcmp(a, "gpt2")) {
@@ -136,7 +199,7 @@ static size_t arch_specs(const struct graft_synth_params *p, struct spec *s) {
     return n;
 }
 
-static size_t arch_max_specs(const struct graft_synth_params *p) { return 4 + (size_t)p->n_layers * (13 + 3 * N_EXPERTS); }
+static size_t arch_max_specs(const struct graft_synth_params *p) { return 12 + (size_t)p->n_layers * (13 + 3 * N_EXPERTS); }
 
 static int synth_chunk(void *ctx, size_t item, int ith, struct graft_err *err) {
     struct job *j = ctx;
@@ -168,7 +231,7 @@ static int synth_chunk(void *ctx, size_t item, int ith, struct graft_err *err) {
         }
     } else {
         const struct spec *s = &j->specs[ti];
-        out = p->dtype, n_elem = s->n_dims == 2 ? s->ne[0] * s->ne[1] : s->ne[0];
+        out = p->dtype, n_elem = spec_numel(s);
         ne = graft__chunks_len(&j->c, e0, n_elem);
         uint64_t key = graft_rng_key(p->seed, 0, s->name, strlen(s->name));
         for (uint64_t i = 0; i < ne; i++) {
@@ -188,6 +251,7 @@ static const struct { const char *arch, *cls, *type; } archs[] = {
     {"llama", "LlamaForCausalLM", "llama"},     {"mistral", "MistralForCausalLM", "mistral"}, {"qwen2", "Qwen2ForCausalLM", "qwen2"},
     {"gemma", "GemmaForCausalLM", "gemma"},     {"phi3", "Phi3ForCausalLM", "phi3"},          {"gpt2", "GPT2LMHeadModel", "gpt2"},
     {"gpt_neox", "GPTNeoXForCausalLM", "gpt_neox"}, {"mixtral", "MixtralForCausalLM", "mixtral"},
+    {"gemma3vl", "Gemma3ForConditionalGeneration", "gemma3"},
 };
 
 static int arch_index(const char *a) {
@@ -210,7 +274,7 @@ static char *dump(json_t *c) {
 static char *arch_config(const struct graft_synth_params *p) {
     int ai = arch_index(p->arch);
     const char *dt = graft_dtype_torch_name(p->dtype) ? graft_dtype_torch_name(p->dtype) : "float32";
-    bool tied = p->tie_embeddings || !strcmp(p->arch, "gemma") || !strcmp(p->arch, "gpt2");
+    bool tied = p->tie_embeddings || !strcmp(p->arch, "gemma") || !strcmp(p->arch, "gemma3vl") || !strcmp(p->arch, "gpt2");
     json_t *c = json_pack("{s:[s], s:s}", "architectures", archs[ai].cls, "model_type", archs[ai].type);
     if (!c) return NULL;
     if (!strcmp(p->arch, "gpt2")) {
@@ -236,7 +300,7 @@ static char *arch_config(const struct graft_synth_params *p) {
         json_object_set_new(c, "hidden_act", json_string("gelu"));
     } else {
         json_object_set_new(c, "rms_norm_eps", json_real(1e-5));
-        json_object_set_new(c, "hidden_act", json_string(strcmp(p->arch, "gemma") ? "silu" : "gelu_pytorch_tanh"));
+        json_object_set_new(c, "hidden_act", json_string(strncmp(p->arch, "gemma", 5) ? "silu" : "gelu_pytorch_tanh"));
         json_object_set_new(c, "attention_bias", json_boolean(!strcmp(p->arch, "qwen2")));
     }
     if (!strcmp(p->arch, "mixtral")) {
@@ -250,6 +314,19 @@ static char *arch_config(const struct graft_synth_params *p) {
     json_object_set_new(c, "eos_token_id", json_integer(2));
     json_object_set_new(c, "initializer_range", json_real(p->init_std));
     json_object_set_new(c, "use_cache", json_true());
+    if (!strcmp(p->arch, "gemma3vl")) { // text settings move into text_config, as in Gemma 3's config
+        json_t *top = json_pack("{s:[s], s:s, s:i, s:i, s:i, s:s, s:b}", "architectures", archs[ai].cls, "model_type", "gemma3",
+                                "boi_token_index", 1, "eoi_token_index", 2, "mm_tokens_per_image", 16, "torch_dtype", dt, "tie_word_embeddings", 1);
+        json_t *vis = json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:i}", "model_type", "siglip_vision_model", "hidden_size", VIS_H,
+                                "intermediate_size", VIS_I, "num_hidden_layers", p->n_layers, "num_attention_heads", 2, "patch_size", 14, "image_size", 56);
+        json_object_set_new(c, "model_type", json_string("gemma3_text"));
+        json_object_del(c, "architectures");
+        json_object_del(c, "torch_dtype");
+        json_object_set_new(c, "head_dim", json_integer(p->hidden / p->n_heads));
+        json_object_set_new(top, "text_config", c);
+        json_object_set_new(top, "vision_config", vis);
+        c = top;
+    }
     return dump(c);
 }
 
@@ -277,7 +354,7 @@ int graft_synth(const char *target, const struct graft_synth_params *p, struct g
     if (!p->like) {
         if (arch_index(p->arch) < 0)
             return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0,
-                                 "unknown --arch '%s' (supported: llama, mistral, qwen2, gemma, phi3, gpt2, gpt_neox, mixtral)", p->arch);
+                                 "unknown --arch '%s' (supported: llama, mistral, qwen2, gemma, phi3, gpt2, gpt_neox, mixtral, gemma3vl)", p->arch);
         if (p->vocab < 3) return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "--vocab must be at least 3 (<unk>, <s>, </s>)");
         if (p->n_layers < 0 || p->hidden <= 0 || p->intermediate <= 0 || p->n_heads <= 0 || p->n_kv_heads <= 0 || p->vocab <= 0 ||
             p->hidden % p->n_heads || p->n_heads % p->n_kv_heads || p->n_layers > 100000)
@@ -319,7 +396,7 @@ int graft_synth(const char *target, const struct graft_synth_params *p, struct g
         } else {
             const struct spec *s = &j.specs[i];
             id = graft_writer_add_tensor(w, s->name, strlen(s->name), p->dtype, s->n_dims, s->ne, err);
-            graft__chunks_set(&j.c, i, s->n_dims == 2 ? s->ne[0] * s->ne[1] : s->ne[0]);
+            graft__chunks_set(&j.c, i, spec_numel(s));
         }
         if (id < 0) { rc = (int)id; goto out; }
     }

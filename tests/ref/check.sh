@@ -27,6 +27,9 @@ for i in 1 2; do synth "$M/bft$i" --like "$M/bbase" --delta 0.01 --seed $((i + 1
 # "big" models: tensors of 327,680 and 524,288 elements span several of graft's 256 Ki-element chunks
 synth "$M/Lbase" --layers 2 --hidden 512 --intermediate 640 --vocab 1024 --dtype bf16 --seed 21
 for i in 1 2; do synth "$M/Lft$i" --like "$M/Lbase" --delta 0.01 --seed $((i + 21)); done
+# a vision–language layout for `modules:`
+synth "$M/vlbase" --arch gemma3vl --layers 3 --hidden 64 --intermediate 96 --vocab 128 --dtype f32 --seed 31
+for i in 1 2; do synth "$M/vlft$i" --like "$M/vlbase" --delta 0.01 --seed $((i + 31)); done
 
 if [ $# -gt 0 ]; then
     cfgs=(); for c in "$@"; do cfgs+=("$HERE/configs/${c%.yml}.yml"); done

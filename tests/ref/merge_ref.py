@@ -76,15 +76,21 @@ class Model:
                 self.where[name] = sf
         # safetensors headers are sorted by name; keep the file's order
         self.names = list(self.where)
-        self.prefix, self.n_layers = None, 0
-        for n in self.names:
-            s = split_layer(n)
+        self.prefix, self.n_layers = self.layers(self.names)
+
+    @staticmethod
+    def layers(names):
+        """(layer prefix, layer count) of a list of names: the first ".N." prefix seen."""
+        prefix, n = None, 0
+        for nm in names:
+            s = split_layer(nm)
             if s is None:
                 continue
-            if self.prefix is None:
-                self.prefix = s[0]
-            if s[0] == self.prefix:
-                self.n_layers = max(self.n_layers, s[1] + 1)
+            if prefix is None:
+                prefix = s[0]
+            if s[0] == prefix:
+                n = max(n, s[1] + 1)
+        return prefix, n
 
     def shape(self, name):
         return tuple(self.where[name].tensors[name]["shape"])
@@ -617,6 +623,37 @@ for _n in GTA:
 PRE_PAT = ("embed_tokens", "wte.", "wpe.", "embed_in", "word_embeddings", "tok_embeddings", "embeddings.")
 
 
+# ---- modules (docs/merge.md "Multi-module models") ----------------------------------------------------
+
+MODULE_MARKS = {
+    "text_decoder": ["language_model"], "language_model": ["language_model"],
+    "vision_tower": ["vision_tower", "vision_model", "visual"], "vision_model": ["vision_model", "vision_tower", "visual"],
+    "multi_modal_projector": ["multi_modal_projector", "visual.merger", "mm_projector"],
+    "encoder": ["encoder"], "decoder": ["decoder"], "shared": ["shared"],
+}
+MODULE_FALLBACK = ["text_decoder", "language_model", "shared", "decoder"]
+
+
+def module_of(name, listed):
+    """The listed module owning tensor `name`; ("!", other) when an unlisted known module owns it."""
+    parts = name.split(".")
+    for j in range(len(parts)):
+        best, blen = None, 0
+        cands = [(m, mk, True) for m in listed for mk in MODULE_MARKS.get(m, [m])]
+        cands += [(m, mk, False) for m, mks in MODULE_MARKS.items() for mk in mks]
+        for m, mk, is_listed in cands:
+            k = mk.split(".")
+            if parts[j:j + len(k)] == k and len(mk) > blen:
+                best, blen = (m, is_listed), len(mk)
+        if best:
+            return best[0] if best[1] else ("!", best[0])
+    for m in MODULE_FALLBACK:
+        if m in listed:
+            return m
+    return ("!", None)
+
+
+
 def merge(cfg_path, out_dir, seed=0):
     with open(cfg_path) as f:
         cfg = yaml.safe_load(f)
@@ -639,29 +676,51 @@ def merge(cfg_path, out_dir, seed=0):
     base = open_model(cfg["base_model"]) if cfg.get("base_model") else None
     if method in BASE_REQUIRED and base is None:
         raise Fail("%s needs base_model" % method)
-    slices = []  # [(slice params, [(model idx, layer start, params)], L)]
-    if "models" in cfg:
-        srcs = [(open_model(m["model"]), m.get("parameters") or {}) for m in cfg["models"]]
-        if base is not None and base not in [s[0] for s in srcs]:
-            srcs.append((base, {}))
-        L = models[srcs[0][0]].n_layers
-        slices.append(({}, [(mi, 0, p) for mi, p in srcs], L))
+    # groups: the whole model, or each entry of `modules:` (name, its config, its parameters)
+    if "modules" in cfg:
+        groups = [(name, g, g.get("parameters") or {}) for name, g in cfg["modules"].items()]
     else:
-        for sl in cfg["slices"]:
-            srcs = []
-            for s in sl["sources"]:
-                r = s.get("layer_range")
-                srcs.append((open_model(s["model"]), r[0], s.get("parameters") or {}, r[1] - r[0]))
-            slices.append((sl.get("parameters") or {}, [(a, b, c) for a, b, c, _ in srcs], srcs[0][3]))
-    donor = base if base is not None else slices[0][1][0][0]
+        groups = [(None, cfg, {})]
+    listed = [g[0] for g in groups]
+
+    def owner(nm):
+        return None if listed == [None] else module_of(nm, listed)
+
+    def group_slices(g, mod):
+        slices = []  # [(slice params, [(model idx, layer start, params)], L)]
+        if "models" in g:
+            srcs = [(open_model(m["model"]), m.get("parameters") or {}) for m in g["models"]]
+            if base is not None and base not in [s[0] for s in srcs]:
+                srcs.append((base, {}))
+            L = layers_of(srcs[0][0], mod)[1]
+            slices.append(({}, [(mi, 0, p) for mi, p in srcs], L))
+        else:
+            for sl in g["slices"]:
+                srcs = []
+                for s in sl["sources"]:
+                    r = s.get("layer_range")
+                    srcs.append((open_model(s["model"]), r[0], s.get("parameters") or {}, r[1] - r[0]))
+                slices.append((sl.get("parameters") or {}, [(a, b, c) for a, b, c, _ in srcs], srcs[0][3]))
+        return slices
+
+    def layers_of(mi, mod):
+        return Model.layers([nm for nm in models[mi].names if owner(nm) == mod])
+
+    all_slices = [group_slices(g, name) for name, g, _ in groups]
+    donor = base if base is not None else all_slices[0][0][1][0][0]
+    for nm in models[donor].names:
+        if isinstance(owner(nm), tuple):
+            raise Fail("tensor %s belongs to no listed module" % nm)
     out_dt = cfg.get("out_dtype") or cfg.get("dtype")
     if out_dt:
         out_dt = OUT_NAMES[out_dt.replace("torch.", "")]
 
-    def resolve(sl_params, srcs, in_names, out_name, t):
+    def resolve(sl_params, mod_params, srcs, in_names, out_name, t):
         gp = {}
         for k, d in gdef.items():
             v = evaluate(sl_params.get(k), out_name, t)
+            if v is None:
+                v = evaluate(mod_params.get(k), out_name, t)
             if v is None:
                 v = evaluate(top.get(k), out_name, t)
             if v is None:
@@ -674,10 +733,9 @@ def merge(cfg_path, out_dir, seed=0):
             p = {}
             for k, d in mdef.items():
                 v = evaluate(sp.get(k), nm, t)
-                if v is None:
-                    v = evaluate(sl_params.get(k), nm, t)
-                if v is None:
-                    v = evaluate(top.get(k), nm, t)
+                for level in (sl_params, mod_params, top):
+                    if v is None:
+                        v = evaluate(level.get(k), nm, t)
                 if v is None:
                     if d is REQ and mi != base:
                         raise Fail("missing parameter %s for %s" % (k, nm))
@@ -688,7 +746,7 @@ def merge(cfg_path, out_dir, seed=0):
 
     out = []
 
-    def do_tensor(out_name, sl_params, srcs, in_names, t):
+    def do_tensor(out_name, sl_params, mod_params, srcs, in_names, t):
         keep = [(s, nm) for s, nm in zip(srcs, in_names) if nm in models[s[0]].where]
         if not keep:
             return
@@ -701,7 +759,7 @@ def merge(cfg_path, out_dir, seed=0):
         srcs, in_names = s2, n2
         mids = [s[0] for s in srcs]
         bpos = mids.index(base) if base in mids else None
-        gp, pm = resolve(sl_params, srcs, in_names, out_name, t)
+        gp, pm = resolve(sl_params, mod_params, srcs, in_names, out_name, t)
         ref = mids.index(base) if bpos is not None else 0
         odt = out_dt or models[mids[ref]].dtype(in_names[ref])
         out.append((out_name, odt, models[mids[ref]].shape(in_names[ref]), (mids, in_names, bpos, pm, gp)))
@@ -716,37 +774,38 @@ def merge(cfg_path, out_dir, seed=0):
             r = IMPL[method](X, bpos, pm, gp, ctx)
         return encode(np.asarray(r, dtype=F32).reshape(shape), odt)
 
-    def loose(sl, pre):
+    def loose(sl, mod, mod_params, pre):
         sp, srcs, _ = sl
         done = set(o[0] for o in out)
         for s in srcs:
             m = models[s[0]]
+            prefix = layers_of(s[0], mod)[0]
             for nm in m.names:
                 sp_ = split_layer(nm)
-                if (sp_ is not None and sp_[0] == m.prefix) or any(p in nm for p in PRE_PAT) != pre or nm in done:
+                if owner(nm) != mod or (sp_ is not None and sp_[0] == prefix) or any(p in nm for p in PRE_PAT) != pre or nm in done:
                     continue
                 done.add(nm)
-                do_tensor(nm, sp, srcs, [nm] * len(srcs), 0.0)
+                do_tensor(nm, sp, mod_params, srcs, [nm] * len(srcs), 0.0)
 
-    loose(slices[0], True)
-    out_layer = 0
-    for sl in slices:
-        sp, srcs, L = sl
-        prefix = models[srcs[0][0]].prefix
-        for k in range(L):
-            t = 1.0 if L == 1 else k / (L - 1)
-            rests = []
-            for s in srcs:
-                m = models[s[0]]
-                for nm in m.names:
-                    x = split_layer(nm)
-                    if x and x[0] == m.prefix and x[1] == s[1] + k and x[2] not in rests:
-                        rests.append(x[2])
-            for rest in rests:
-                in_names = ["%s.%d.%s" % (models[s[0]].prefix, s[1] + k, rest) for s in srcs]
-                do_tensor("%s.%d.%s" % (prefix, out_layer, rest), sp, srcs, in_names, t)
-            out_layer += 1
-    loose(slices[-1], False)
+    for (mod, _, mod_params), slices in zip(groups, all_slices):
+        loose(slices[0], mod, mod_params, True)
+        out_layer = 0
+        for sl in slices:
+            sp, srcs, L = sl
+            prefixes = [layers_of(s[0], mod)[0] for s in srcs]
+            for k in range(L):
+                t = 1.0 if L == 1 else k / (L - 1)
+                rests = []
+                for s, pf in zip(srcs, prefixes):
+                    for nm in models[s[0]].names:
+                        x = split_layer(nm)
+                        if x and owner(nm) == mod and x[0] == pf and x[1] == s[1] + k and x[2] not in rests:
+                            rests.append(x[2])
+                for rest in rests:
+                    in_names = ["%s.%d.%s" % (pf, s[1] + k, rest) for s, pf in zip(srcs, prefixes)]
+                    do_tensor("%s.%d.%s" % (prefixes[0], out_layer, rest), sp, mod_params, srcs, in_names, t)
+                out_layer += 1
+        loose(slices[-1], mod, mod_params, False)
     os.makedirs(out_dir, exist_ok=True)
     # plan complete: header first, then one tensor at a time (memory: the inputs of one tensor)
     write_safetensors(os.path.join(out_dir, "model.safetensors"), [(o[0], o[1], o[2]) for o in out],
