@@ -87,20 +87,23 @@ static bool is_pre_name(const char *n) {
 // projector and "encoder.block.0…" is encoder. A module name not in the table is its own marker.
 // Tensors with no marker ("model.layers.0…" of Qwen2-VL, a top-level "lm_head.weight") belong to the
 // first listed of text_decoder, language_model, shared, decoder.
-static const struct {
+// What graft knows of each module name: its markers and the config.json keys counting its layers.
+struct module_kind {
     const char *module;
     const char *marks[4];
-} module_marks[] = {
-    {"text_decoder", {"language_model", NULL}},
-    {"language_model", {"language_model", NULL}},
-    {"vision_tower", {"vision_tower", "vision_model", "visual", NULL}},
-    {"vision_model", {"vision_model", "vision_tower", "visual", NULL}},
-    {"multi_modal_projector", {"multi_modal_projector", "visual.merger", "mm_projector", NULL}},
-    {"encoder", {"encoder", NULL}},
-    {"decoder", {"decoder", NULL}},
-    {"shared", {"shared", NULL}},
+    const char *layer_keys[3];
 };
-#define N_MODULE_MARKS (sizeof module_marks / sizeof module_marks[0])
+static const struct module_kind module_kinds[] = {
+    {"text_decoder", {"language_model", NULL}, {"text_config.num_hidden_layers", "num_hidden_layers", NULL}},
+    {"language_model", {"language_model", NULL}, {"text_config.num_hidden_layers", "num_hidden_layers", NULL}},
+    {"vision_tower", {"vision_tower", "vision_model", "visual", NULL}, {"vision_config.num_hidden_layers", "vision_config.depth", NULL}},
+    {"vision_model", {"vision_model", "vision_tower", "visual", NULL}, {"vision_config.num_hidden_layers", "vision_config.depth", NULL}},
+    {"multi_modal_projector", {"multi_modal_projector", "visual.merger", "mm_projector", NULL}, {NULL}},
+    {"encoder", {"encoder", NULL}, {"num_layers", "encoder_layers", NULL}},
+    {"decoder", {"decoder", NULL}, {"num_decoder_layers", "decoder_layers", NULL}},
+    {"shared", {"shared", NULL}, {NULL}},
+};
+#define N_MODULE_KINDS (sizeof module_kinds / sizeof module_kinds[0])
 
 // Does `mark` occur in name at position i as whole components?
 static bool mark_at(const char *name, size_t len, size_t i, const char *mark) {
@@ -108,9 +111,9 @@ static bool mark_at(const char *name, size_t len, size_t i, const char *mark) {
     return i + n <= len && !memcmp(name + i, mark, n) && (i + n == len || name[i + n] == '.');
 }
 
-static const char *const *marks_of(const char *module) {
-    for (size_t k = 0; k < N_MODULE_MARKS; k++)
-        if (!strcmp(module_marks[k].module, module)) return module_marks[k].marks;
+static const struct module_kind *kind_of(const char *module) {
+    for (size_t k = 0; k < N_MODULE_KINDS; k++)
+        if (!strcmp(module_kinds[k].module, module)) return &module_kinds[k];
     return NULL;
 }
 
@@ -126,14 +129,14 @@ static int module_of(const struct plan *p, const char *name, size_t len, const c
         size_t best_len = 0;
         const char *best_unlisted = NULL;
         for (size_t m = 0; m < c->n_modules; m++) { // listed modules first: they win ties with unlisted ones
-            const char *const *mk = marks_of(c->modules[m].name);
+            const struct module_kind *mk = kind_of(c->modules[m].name);
             const char *self[2] = {c->modules[m].name, NULL};
-            for (const char *const *k = mk ? mk : self; *k; k++)
+            for (const char *const *k = mk ? mk->marks : self; *k; k++)
                 if (strlen(*k) > best_len && mark_at(name, len, i, *k)) best = (int)m, best_len = strlen(*k);
         }
-        for (size_t k = 0; k < N_MODULE_MARKS; k++)
-            for (const char *const *mk = module_marks[k].marks; *mk; mk++)
-                if (strlen(*mk) > best_len && mark_at(name, len, i, *mk)) best = -1, best_len = strlen(*mk), best_unlisted = module_marks[k].module;
+        for (size_t k = 0; k < N_MODULE_KINDS; k++)
+            for (const char *const *mk = module_kinds[k].marks; *mk; mk++)
+                if (strlen(*mk) > best_len && mark_at(name, len, i, *mk)) best = -1, best_len = strlen(*mk), best_unlisted = module_kinds[k].module;
         if (best >= 0) return best;
         if (best_unlisted) {
             if (unlisted) *unlisted = best_unlisted;
@@ -416,7 +419,7 @@ static int plan_layers(struct plan *p, int mi, const struct graft_slice *sl, con
     const struct graft_source *srcs[GRAFT_MAX_INPUTS];
     for (int i = 0; i < n_src; i++) srcs[i] = &sl->src[i];
     const char *out_prefix = p->models[models[0]].prefix[mi];
-    for (int k = 0; k < L; k++, p->mod_layers[mi]++, p->out_layers++) {
+    for (int k = 0; k < L; k++, p->mod_layers[mi]++) {
         double t = L == 1 ? 1.0 : (double)k / (double)(L - 1);
         // per-layer names: union over the sources, in the first source's order
         for (int s = 0; s < n_src; s++) {
@@ -574,7 +577,9 @@ out:
 // ---- dry run -----------------------------------------------------------------------------------------
 
 static void print_plan(struct plan *p, struct graft_writer *w, FILE *f) {
-    fprintf(f, "plan: merge_method %s, %zu output tensors, %d layers, %d models", p->method->name, p->n, p->out_layers, p->n_models);
+    int layers = 0;
+    for (size_t m = 0; m < p->cfg->n_modules; m++) layers += p->mod_layers[m];
+    fprintf(f, "plan: merge_method %s, %zu output tensors, %d layers, %d models", p->method->name, p->n, layers, p->n_models);
     if (p->base >= 0) fprintf(f, ", base %s", p->models[p->base].ref);
     fprintf(f, "\noutput: %d shard%s, %llu bytes\n", graft_writer_n_shards(w), graft_writer_n_shards(w) == 1 ? "" : "s",
             (unsigned long long)graft_writer_total_bytes(w));
@@ -715,19 +720,13 @@ static int run_tensor(struct exec *x, struct otensor *o) {
 
 // ---- output files ------------------------------------------------------------------------------------
 
-// config.json keys that count each module's layers (the first slice-built module sets them).
+// config.json keys that count a module's layers (every one that exists is rewritten).
 static const char *const *layer_keys(const char *module) {
     static const char *const whole[] = {"num_hidden_layers", "n_layer", "num_layers", "n_layers", "text_config.num_hidden_layers", NULL};
-    static const char *const text[] = {"text_config.num_hidden_layers", "num_hidden_layers", NULL};
-    static const char *const vision[] = {"vision_config.num_hidden_layers", "vision_config.depth", NULL};
-    static const char *const enc[] = {"num_layers", "encoder_layers", NULL}, *const dec[] = {"num_decoder_layers", "decoder_layers", NULL};
     static const char *const none[] = {NULL};
     if (!module) return whole;
-    if (!strcmp(module, "text_decoder") || !strcmp(module, "language_model")) return text;
-    if (!strcmp(module, "vision_tower") || !strcmp(module, "vision_model")) return vision;
-    if (!strcmp(module, "encoder")) return enc;
-    if (!strcmp(module, "decoder")) return dec;
-    return none;
+    const struct module_kind *k = kind_of(module);
+    return k ? k->layer_keys : none;
 }
 
 static int write_config(struct plan *p, struct graft_writer *w) {

@@ -98,6 +98,12 @@ static int cmp_pair(const void *a, const void *b) {
     return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
+// DARE's keep mask: keep[e] = 1 when uniform(key, e0 + e) < density, else 0.
+static void dare_draw(uint64_t key, uint64_t e0, uint64_t n, float dens, float *keep) {
+    graft__rng_uniform_block(key, e0, (size_t)n, keep);
+    for (uint64_t e = 0; e < n; e++) keep[e] = keep[e] < dens ? 1.0f : 0.0f;
+}
+
 // keep[e] ∈ {0,1} for input i over this chunk (needs the state of earlier passes). Returns true,
 // without writing keep[], when every element is kept.
 static bool mask(const struct graft_mt *mt, const struct st *s, int i, const struct graft_chunk *c, float *mag, float *keep) {
@@ -122,9 +128,7 @@ static bool mask(const struct graft_mt *mt, const struct st *s, int i, const str
     case SP_RANDOM: {
         double d = pmv(mt, i, "density", 1.0);
         if (d >= 1) return true;
-        float df = (float)d;
-        graft__rng_uniform_block(mt->key[i], c->e0, (size_t)n, keep);
-        for (uint64_t e = 0; e < n; e++) keep[e] = keep[e] < df ? 1.0f : 0.0f;
+        dare_draw(mt->key[i], c->e0, n, (float)d, keep);
         return false;
     }
     case SP_DELLA: {
@@ -196,6 +200,17 @@ static void l1_sums(const float *x, const float *b, const float *keep, uint64_t 
     l1_total(s0, s1, out);
 }
 
+// Selection pass of input i's stream(s) (outliers: two) over the magnitudes mag[0..n) of chunk `idx`.
+static void select_stat_input(const struct graft_mt *mt, int pass, int i, size_t idx, const float *mag, uint64_t n, double *part, void *acc) {
+    struct st *s = mt->state;
+    int streams[2] = {i, GRAFT_MAX_INPUTS + i};
+    for (int k = 0; k < (var(mt)->sp == SP_OUTLIERS ? 2 : 1); k++) {
+        // histograms and partials are compact (one per used stream): view this stream's as stream 0
+        int sl = slot(mt, streams[k]);
+        graft_select_stat(&s->sel[streams[k]], pass, 0, idx, mag, n, part ? part + sl : NULL, acc ? (uint64_t *)acc + (size_t)sl * 65536 : NULL, 1);
+    }
+}
+
 static void stat(const struct graft_mt *mt, int pass, const struct graft_chunk *c, double *part, void *acc) {
     struct st *s = mt->state;
     float *mag = c->tmp, *keep = c->tmp + 2 * c->n;
@@ -211,13 +226,7 @@ static void stat(const struct graft_mt *mt, int pass, const struct graft_chunk *
     for (int i = 0; i < mt->n_in; i++) {
         if (i == mt->base) continue;
         for (uint64_t e = 0; e < c->n; e++) mag[e] = fabsf(c->in[i][e] - c->in[mt->base][e]);
-        int streams[2] = {i, GRAFT_MAX_INPUTS + i};
-        for (int k = 0; k < (var(mt)->sp == SP_OUTLIERS ? 2 : 1); k++) {
-            // histograms and partials are compact (one per used stream): view this stream's as stream 0
-            int sl = slot(mt, streams[k]);
-            graft_select_stat(&s->sel[streams[k]], pass, 0, c->idx, mag, c->n, part ? part + sl : NULL,
-                              acc ? (uint64_t *)acc + (size_t)sl * 65536 : NULL, 1);
-        }
+        select_stat_input(mt, pass, i, c->idx, mag, c->n, part, acc);
     }
 }
 
@@ -229,13 +238,12 @@ GRAFT_KERNEL static void abs_diff_bf16(const uint16_t *restrict x, const uint16_
 
 static bool stat_raw(const struct graft_mt *mt, int pass, const struct graft_chunk *c, const void *const *raw, const enum graft_dtype *dt,
                      double *part, void *acc) {
-    struct st *s = mt->state;
     for (int i = 0; i < mt->n_in; i++)
         if (dt[i] != GRAFT_DTYPE_BF16) return false;
     const uint16_t *b = raw[mt->base];
     if (is_l1(mt, pass)) {
         if (var(mt)->sp != SP_RANDOM) return false;
-        // blocks of L1_BLOCK (a multiple of 8) or the whole chunk; scratch (n_in + 2) × chunk ≥ 3 × blk
+        // blocks of 2,048 (a multiple of 8) or the whole chunk; scratch (n_in + 2) × chunk ≥ 3 × blk
         const uint64_t blk = mt->chunk <= 2048 ? mt->chunk : 2048;
         float *xf = c->tmp, *bf = xf + blk, *keep = bf + blk;
         for (int i = 0; i < mt->n_in; i++) {
@@ -246,11 +254,7 @@ static bool stat_raw(const struct graft_mt *mt, int pass, const struct graft_chu
                 uint64_t m = c->n - o < blk ? c->n - o : blk;
                 graft_row_to_f32(GRAFT_DTYPE_BF16, x + o, xf, (size_t)m);
                 graft_row_to_f32(GRAFT_DTYPE_BF16, b + o, bf, (size_t)m);
-                if (d < 1) { // mask()'s DARE draw
-                    float df = (float)d;
-                    graft__rng_uniform_block(mt->key[i], c->e0 + o, (size_t)m, keep);
-                    for (uint64_t e = 0; e < m; e++) keep[e] = keep[e] < df ? 1.0f : 0.0f;
-                }
+                if (d < 1) dare_draw(mt->key[i], c->e0 + o, m, (float)d, keep); // as mask() draws
                 l1_lanes(xf, bf, d < 1 ? keep : NULL, m, s0, s1);
             }
             l1_total(s0, s1, part + 2 * i);
@@ -261,12 +265,7 @@ static bool stat_raw(const struct graft_mt *mt, int pass, const struct graft_chu
     for (int i = 0; i < mt->n_in; i++) {
         if (i == mt->base) continue;
         abs_diff_bf16(raw[i], b, c->n, mag);
-        int streams[2] = {i, GRAFT_MAX_INPUTS + i};
-        for (int k = 0; k < (var(mt)->sp == SP_OUTLIERS ? 2 : 1); k++) {
-            int sl = slot(mt, streams[k]);
-            graft_select_stat(&s->sel[streams[k]], pass, 0, c->idx, mag, c->n, part ? part + sl : NULL,
-                              acc ? (uint64_t *)acc + (size_t)sl * 65536 : NULL, 1);
-        }
+        select_stat_input(mt, pass, i, c->idx, mag, c->n, part, acc);
     }
     return true;
 }
@@ -357,6 +356,23 @@ GRAFT_KERNEL __attribute__((noinline)) static void consensus_add(const float *re
     }
 }
 
+// How apply() weighs input i on chunk `idx`: keep everything (K_ALL) or nothing (K_ZERO), a top-k
+// threshold (K_GT, K_GE with *thr), a DARE draw (K_RAND), or mask() (K_MASK: breadcrumbs, DELLA and
+// the chunk where the kept ties end). apply() and the bf16 path both follow it.
+enum kmode { K_ALL, K_ZERO, K_GT, K_GE, K_RAND, K_MASK };
+
+static enum kmode input_mode(const struct graft_mt *mt, int i, size_t idx, uint32_t *thr) {
+    const struct st *s = mt->state;
+    enum sparsify sp = var(mt)->sp;
+    if (sp == SP_MAGNITUDE && s->sel[i].k > 0 && s->sel[i].k < mt->numel) {
+        int rule = graft_select_rule(&s->sel[i], idx, thr);
+        return rule < 0 ? K_MASK : rule ? K_GE : K_GT;
+    }
+    if (sp == SP_RANDOM && pmv(mt, i, "density", 1.0) < 1) return K_RAND;
+    if (sp == SP_MAGNITUDE && s->sel[i].k == 0) return K_ZERO;
+    return sp == SP_NONE || sp == SP_MAGNITUDE || sp == SP_RANDOM ? K_ALL : K_MASK; // mask() would keep everything
+}
+
 static void apply(const struct graft_mt *mt, const struct graft_chunk *c, float *out) {
     struct st *s = mt->state;
     const float *B = c->in[mt->base];
@@ -374,15 +390,14 @@ static void apply(const struct graft_mt *mt, const struct graft_chunk *c, float 
         const float *x = c->in[i];
         float wi = w[i], ri = (float)s->ratio[i];
         uint32_t thr;
-        int rule = var(mt)->sp == SP_MAGNITUDE && s->sel[i].k > 0 && s->sel[i].k < mt->numel ? graft_select_rule(&s->sel[i], c->idx, &thr) : -1;
-        if (rule >= 0) { // TIES: test |δ| against the threshold inside the weighting loop
-            weigh_topk(x, B, wd, out, wi, ri, thr, rule == 1, nz++ == 0, n);
+        enum kmode mode = input_mode(mt, i, c->idx, &thr);
+        if (mode == K_GT || mode == K_GE) { // TIES: test |δ| against the threshold inside the weighting loop
+            weigh_topk(x, B, wd, out, wi, ri, thr, mode == K_GE, nz++ == 0, n);
             continue;
         }
-        double dens = pmv(mt, i, "density", 1.0);
-        if (var(mt)->sp == SP_RANDOM && dens < 1) { // DARE: draw into wd, test inside the weighting loop
+        if (mode == K_RAND) { // DARE: draw into wd, test inside the weighting loop
             graft__rng_uniform_block(mt->key[i], c->e0, (size_t)n, wd);
-            weigh_random(x, B, wd, out, wi, ri, (float)dens, nz++ == 0, n);
+            weigh_random(x, B, wd, out, wi, ri, (float)pmv(mt, i, "density", 1.0), nz++ == 0, n);
             continue;
         }
         bool all = mask(mt, s, i, c, mixed, wd); // the mask lands in wd, then becomes wd
@@ -408,7 +423,6 @@ static void apply(const struct graft_mt *mt, const struct graft_chunk *c, float 
 // output bytes are identical (tests/merge-e2e.sh compares the two paths).
 #define BLK 512
 
-enum kmode { K_ALL, K_ZERO, K_GT, K_GE, K_RAND };
 
 struct rin {
     const uint16_t *x;
@@ -447,6 +461,8 @@ GRAFT_KERNEL static void gta_bf16_block(const struct rin *in, int n_in, const ui
             }
             break;
         }
+        case K_MASK: // not here: apply_raw leaves such chunks to apply()
+            break;
         case K_RAND: {
             const float dens = in[i].dens;
             graft__rng_uniform_block(in[i].key, e0, (size_t)m, wd);
@@ -473,8 +489,6 @@ GRAFT_KERNEL static void gta_bf16_block(const struct rin *in, int n_in, const ui
 
 static bool apply_raw(const struct graft_mt *mt, const struct graft_chunk *c, const void *const *raw, const enum graft_dtype *dt, float *out) {
     const struct st *s = mt->state;
-    enum sparsify sp = var(mt)->sp;
-    if (sp == SP_OUTLIERS || sp == SP_DELLA) return false;
     for (int i = 0; i < mt->n_in; i++)
         if (dt[i] != GRAFT_DTYPE_BF16) return false;
     struct rin in[GRAFT_MAX_INPUTS];
@@ -483,17 +497,9 @@ static bool apply_raw(const struct graft_mt *mt, const struct graft_chunk *c, co
     for (int i = 0; i < mt->n_in; i++) { // the mask apply() would use for input i on this chunk
         if (i == mt->base) continue;
         struct rin *r = &in[n++];
-        *r = (struct rin){.x = (const uint16_t *)raw[i], .w = w[i], .r = (float)s->ratio[i], .mode = K_ALL, .key = mt->key[i]};
-        double dens = pmv(mt, i, "density", 1.0);
-        if (sp == SP_MAGNITUDE && s->sel[i].k > 0 && s->sel[i].k < mt->numel) {
-            int rule = graft_select_rule(&s->sel[i], c->idx, &r->thr);
-            if (rule < 0) return false; // the chunk where the kept ties end: apply() handles it
-            r->mode = rule ? K_GE : K_GT;
-        } else if (sp == SP_MAGNITUDE && s->sel[i].k == 0) {
-            r->mode = K_ZERO;
-        } else if (sp == SP_RANDOM && dens < 1) {
-            r->mode = K_RAND, r->dens = (float)dens;
-        }
+        *r = (struct rin){.x = (const uint16_t *)raw[i], .w = w[i], .r = (float)s->ratio[i], .dens = (float)pmv(mt, i, "density", 1.0),
+                          .key = mt->key[i]};
+        if ((r->mode = input_mode(mt, i, c->idx, &r->thr)) == K_MASK) return false; // apply() handles it
     }
     const uint64_t blk = mt->chunk < BLK ? mt->chunk : BLK; // scratch: (n_in + 2) × chunk floats ≥ (n + 2) × blk
     float *mixed = c->tmp, *div = c->tmp + blk, *wds = c->tmp + 2 * blk;

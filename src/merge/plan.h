@@ -44,7 +44,6 @@ struct plan {
     int                              base;        // model index of base_model, or -1
     struct otensor                  *t;
     size_t                           n, cap;
-    int                              out_layers;  // all modules
     int                              mod_layers[GRAFT_MAX_MODULES]; // output layers per module
     int                              donor;       // model whose config/tokenizer the output takes
     struct graft_vplan              *vp;          // output vocabulary (tokenizer_source / tokenizer), or NULL

@@ -703,8 +703,12 @@ def merge(cfg_path, out_dir, seed=0):
                 slices.append((sl.get("parameters") or {}, [(a, b, c) for a, b, c, _ in srcs], srcs[0][3]))
         return slices
 
+    layer_cache = {}
+
     def layers_of(mi, mod):
-        return Model.layers([nm for nm in models[mi].names if owner(nm) == mod])
+        if (mi, mod) not in layer_cache:
+            layer_cache[(mi, mod)] = Model.layers([nm for nm in models[mi].names if owner(nm) == mod])
+        return layer_cache[(mi, mod)]
 
     all_slices = [group_slices(g, name) for name, g, _ in groups]
     donor = base if base is not None else all_slices[0][0][1][0][0]
@@ -718,11 +722,10 @@ def merge(cfg_path, out_dir, seed=0):
     def resolve(sl_params, mod_params, srcs, in_names, out_name, t):
         gp = {}
         for k, d in gdef.items():
-            v = evaluate(sl_params.get(k), out_name, t)
-            if v is None:
-                v = evaluate(mod_params.get(k), out_name, t)
-            if v is None:
-                v = evaluate(top.get(k), out_name, t)
+            v = None
+            for level in (sl_params, mod_params, top):
+                if v is None:
+                    v = evaluate(level.get(k), out_name, t)
             if v is None:
                 if d is REQ:
                     raise Fail("missing parameter %s for %s" % (k, out_name))
