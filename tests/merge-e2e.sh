@@ -165,6 +165,9 @@ for meth in linear task_arithmetic ties dare_ties dare_linear; do
         expect 0 "$G" merge raw-$meth$v.yml raw-$meth$v --threads 2 --seed 3
     done
     cmp -s raw-$meth/model.safetensors raw-$meth-f32/model.safetensors && ok || bad "$meth: fused bf16 path differs from the f32 path"
+    # the hand-written AVX-512 kernels (where the CPU has them) against the portable code
+    GRAFT_CPU=generic "$G" merge raw-$meth.yml raw-$meth-gen --threads 2 --seed 3 >/dev/null 2>&1 && ok || bad "$meth: GRAFT_CPU=generic merge failed"
+    cmp -s raw-$meth/model.safetensors raw-$meth-gen/model.safetensors && ok || bad "$meth: AVX-512 kernels differ from the portable code"
 done
 
 # ---- tokenizer union (README example shape) on models with different vocabularies ----

@@ -1,6 +1,7 @@
 // Element types: the traits table, PyTorch-exact scalar conversions (the `_ref` definitions of
 // correctness) and row conversions that dispatch to the vectorised x86 path when available.
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #if defined(__x86_64__) || defined(__i386__)
@@ -231,6 +232,24 @@ bool graft_cpu_has_f16c(void) {
     if (v < 0) {
         unsigned a, b, c, d;
         v = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) && __builtin_cpu_supports("avx2");
+        cached = v;
+    }
+    return v;
+#else
+    return false;
+#endif
+}
+
+bool graft__cpu_avx512(void) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+    // The hand-written AVX-512 kernels (F, BW, DQ, VL). GRAFT_CPU=generic turns them off so that tests
+    // can compare them with the portable code on the same machine. Cached like graft_cpu_has_f16c.
+    static _Atomic int cached = -1;
+    int v = cached;
+    if (v < 0) {
+        const char *env = getenv("GRAFT_CPU");
+        v = !(env && !strcmp(env, "generic")) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
         cached = v;
     }
     return v;

@@ -113,4 +113,11 @@ static inline float graft__rng_uniform(uint64_t key, uint64_t counter) {
 }
 // out[j] = graft__rng_uniform(key, c0 + j) for j < n, vectorized (AVX2 when the CPU has it).
 void graft__rng_uniform_block(uint64_t key, uint64_t c0, size_t n, float *out);
+// keep[j] = graft__rng_uniform(key, c0 + j) < p ? 1 : 0, compared as integers (no float conversion).
+void graft__rng_keep_block(uint64_t key, uint64_t c0, size_t n, float p, float *keep);
+uint32_t graft__rng_keep_threshold(float p);
+// The same test, one bit per element: element j → bits[j / 8] bit j % 8.
+// The CPU has AVX-512 F/BW/DQ/VL and GRAFT_CPU is not "generic" (hand-written kernels may run).
+bool graft__cpu_avx512(void);
+void graft__rng_keep_bits(uint64_t key, uint64_t c0, size_t n, float p, uint8_t *bits);
 #endif

@@ -1,5 +1,8 @@
 // Counter-based random numbers: value = mix(key, counter), no state, so any element can be drawn by
 // any thread and results never depend on scheduling or thread count.
+#include <math.h>
+#include <stdbool.h>
+#include <string.h>
 #include "graft/util.h"
 #include "impl.h"
 
@@ -34,6 +37,71 @@ void graft__rng_uniform_block(uint64_t key, uint64_t c0, size_t n, float *out) {
         const uint32_t k1 = graft__rng_k1(key, hi), lo = (uint32_t)c;
         float *o = out + j;
         for (size_t e = 0; e < run; e++) o[e] = (float)(graft__hash32(graft__hash32((lo + (uint32_t)e) ^ k0) ^ k1) >> 8) * 0x1.0p-24f;
+        j += run;
+    }
+}
+
+// The integer form of `uniform < p`: u = k·2⁻²⁴ < p ⇔ k < ⌈p·2²⁴⌉ (p·2²⁴ is exact in double).
+uint32_t graft__rng_keep_threshold(float p) {
+    double s = (double)p * 16777216.0;
+    if (!(s > 0)) return 0;
+    return s >= 16777216.0 ? 16777216u : (uint32_t)ceil(s);
+}
+
+GRAFT_KERNEL
+void graft__rng_keep_block(uint64_t key, uint64_t c0, size_t n, float p, float *keep) {
+    const uint32_t k0 = (uint32_t)key, t = graft__rng_keep_threshold(p);
+    for (size_t j = 0; j < n;) {
+        uint64_t c = c0 + j, hi = c >> 32;
+        size_t run = (size_t)((((hi + 1) << 32) - c) < n - j ? (((hi + 1) << 32) - c) : n - j); // same high word
+        const uint32_t k1 = graft__rng_k1(key, hi), lo = (uint32_t)c;
+        float *o = keep + j;
+        for (size_t e = 0; e < run; e++) o[e] = (graft__hash32(graft__hash32((lo + (uint32_t)e) ^ k0) ^ k1) >> 8) < t ? 1.0f : 0.0f;
+        j += run;
+    }
+}
+
+// The same test as graft__rng_keep_block, one bit per element: element j → bits[j / 8], bit j % 8
+// (c0 need not be a multiple of 8; bits[0] bit 0 is element c0). A last partial byte is written whole.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#define T512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
+T512 static inline __m512i hash32x16(__m512i x) {
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7FEB352D));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x846CA68Bu));
+    return _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+}
+// Groups of 16 counters lo, lo + 1, … (no carry into the high word within run): returns how many done.
+T512 static size_t keep_bits_avx512(uint32_t k0, uint32_t k1, uint32_t lo, size_t run, uint32_t t, uint8_t *bits) {
+    const __m512i vk0 = _mm512_set1_epi32((int)k0), vk1 = _mm512_set1_epi32((int)k1), vt = _mm512_set1_epi32((int)t);
+    const __m512i step = _mm512_set1_epi32(16);
+    __m512i c = _mm512_add_epi32(_mm512_set1_epi32((int)lo), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    size_t e = 0;
+    for (; e + 16 <= run; e += 16) {
+        __m512i h = hash32x16(_mm512_xor_si512(hash32x16(_mm512_xor_si512(c, vk0)), vk1));
+        __mmask16 k = _mm512_cmplt_epu32_mask(_mm512_srli_epi32(h, 8), vt);
+        memcpy(bits + e / 8, &k, 2); // little-endian: element e → bit 0 of the first byte
+        c = _mm512_add_epi32(c, step);
+    }
+    return e;
+}
+#endif
+
+void graft__rng_keep_bits(uint64_t key, uint64_t c0, size_t n, float p, uint8_t *bits) {
+    const uint32_t k0 = (uint32_t)key, t = graft__rng_keep_threshold(p);
+    memset(bits, 0, (n + 7) / 8);
+    for (size_t j = 0; j < n;) {
+        uint64_t c = c0 + j, hi = c >> 32;
+        size_t run = (size_t)((((hi + 1) << 32) - c) < n - j ? (((hi + 1) << 32) - c) : n - j); // same high word
+        const uint32_t k1 = graft__rng_k1(key, hi), lo = (uint32_t)c;
+        size_t e = 0;
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+        if (j % 8 == 0 && graft__cpu_avx512()) e = keep_bits_avx512(k0, k1, lo, run, t, bits + j / 8);
+#endif
+        for (; e < run; e++)
+            if ((graft__hash32(graft__hash32((lo + (uint32_t)e) ^ k0) ^ k1) >> 8) < t) bits[(j + e) / 8] |= (uint8_t)(1u << ((j + e) % 8));
         j += run;
     }
 }

@@ -63,6 +63,9 @@ size_t graft_select_partial_len(int pass, int n_streams);
 // Accumulate stream s of chunk `chunk` (mag[0..n) are the magnitudes of its elements).
 void graft_select_stat(struct graft_select *sel, int pass, int s, size_t chunk, const float *mag, uint64_t n,
                        double *partial, void *acc, int n_streams);
+// The same from bf16 inputs, the magnitudes being |x − b| (scratch: n floats, used when not fused).
+void graft_select_stat_bf16(struct graft_select *sel, int pass, int s, size_t chunk, const uint16_t *x, const uint16_t *b, uint64_t n,
+                            double *partial, void *acc, float *scratch);
 int  graft_select_combine(struct graft_select *sel, int n_streams, int pass, const double *partials,
                           size_t n_chunks, size_t partial_len, void *const *accs, int n_accs, struct graft_err *err);
 // How chunk c decides (after the passes): 1 keep magnitudes ≥ *thr, 0 keep those > *thr, −1 walk

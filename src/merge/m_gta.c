@@ -22,6 +22,7 @@
 #include "engine.h"
 #include "graft/util.h"
 #include "../core/impl.h"
+#include "kern-x86.h"
 
 enum sparsify { SP_NONE, SP_MAGNITUDE, SP_RANDOM, SP_OUTLIERS, SP_DELLA };
 
@@ -31,7 +32,12 @@ struct st {
     struct graft_select sel[2 * GRAFT_MAX_INPUTS]; // magnitude: stream i; outliers: i (top γ) and N + i (top γ + density)
     double ratio[GRAFT_MAX_INPUTS];                // L1 rescale factor per input (1 when not rescaling)
     bool   l1;                                     // an L1 pass follows the selection passes
+    uint8_t *bits[GRAFT_MAX_INPUTS];               // DARE with rescale: the keep mask the L1 pass drew, one
+                                                   // bit per element, reused by apply (NULL: apply redraws)
 };
+
+// At most this many bytes of DARE keep bits per tensor (beyond, apply draws the mask again).
+#define DARE_BITS_MAX (64ull << 20)
 
 static const struct variant *var(const struct graft_mt *mt);
 
@@ -70,6 +76,13 @@ static int init(struct graft_mt *mt, struct graft_err *err) {
         }
     }
     s->l1 = rescaling(mt);
+    if (s->l1 && var(mt)->sp == SP_RANDOM && (mt->chunk % 8 == 0 || mt->n_chunks == 1)) { // chunks start on whole bytes
+        uint64_t bytes = (mt->numel + 7) / 8, total = 0;
+        for (int i = 0; i < mt->n_in; i++)
+            if (i != mt->base && pmv(mt, i, "density", 1.0) < 1) total += bytes;
+        for (int i = 0; i < mt->n_in && total <= DARE_BITS_MAX; i++)
+            if (i != mt->base && pmv(mt, i, "density", 1.0) < 1) s->bits[i] = graft__malloc((size_t)bytes); // NULL: apply redraws
+    }
     return GRAFT_OK;
 }
 
@@ -99,10 +112,7 @@ static int cmp_pair(const void *a, const void *b) {
 }
 
 // DARE's keep mask: keep[e] = 1 when uniform(key, e0 + e) < density, else 0.
-static void dare_draw(uint64_t key, uint64_t e0, uint64_t n, float dens, float *keep) {
-    graft__rng_uniform_block(key, e0, (size_t)n, keep);
-    for (uint64_t e = 0; e < n; e++) keep[e] = keep[e] < dens ? 1.0f : 0.0f;
-}
+static void dare_draw(uint64_t key, uint64_t e0, uint64_t n, float dens, float *keep) { graft__rng_keep_block(key, e0, (size_t)n, dens, keep); }
 
 // keep[e] ∈ {0,1} for input i over this chunk (needs the state of earlier passes). Returns true,
 // without writing keep[], when every element is kept.
@@ -187,6 +197,55 @@ GRAFT_KERNEL static void l1_lanes(const float *restrict x, const float *restrict
     }
 }
 
+// l1_lanes() on bf16 inputs with the keep mask as bits (NULL: all kept): the same lanes and sums
+// (bf16 → f32 → double is exact either way; adding d·0 = +0 leaves a lane unchanged).
+typedef uint16_t v8h __attribute__((vector_size(16)));
+typedef uint32_t v8u __attribute__((vector_size(32)));
+GRAFT_KERNEL static void l1_lanes_bf16(const uint16_t *restrict x, const uint16_t *restrict b, const uint8_t *restrict bits, uint64_t n,
+                                       double *restrict lanes0, double *restrict lanes1) {
+    uint64_t e = 0;
+#if GRAFT_HAVE_KERN_X86
+    if (graft__cpu_avx512()) e = graft__l1_bf16_avx512(x, b, bits, n, lanes0, lanes1);
+#endif
+    v8d s0, s1;
+    memcpy(&s0, lanes0, sizeof s0), memcpy(&s1, lanes1, sizeof s1);
+    const v8l abs_mask = {INT64_MAX, INT64_MAX, INT64_MAX, INT64_MAX, INT64_MAX, INT64_MAX, INT64_MAX, INT64_MAX};
+    const v8l bit = {1, 2, 4, 8, 16, 32, 64, 128};
+    for (; e + 8 <= n; e += 8) {
+        v8h xh, bh;
+        memcpy(&xh, x + e, sizeof xh), memcpy(&bh, b + e, sizeof bh);
+        v8f xv = (v8f)(__builtin_convertvector(xh, v8u) << 16), bv = (v8f)(__builtin_convertvector(bh, v8u) << 16);
+        v8d d = (v8d)((v8l)(__builtin_convertvector(xv, v8d) - __builtin_convertvector(bv, v8d)) & abs_mask);
+        s0 += d;
+        if (bits) {
+            v8l byte = (v8l){0} + (long long)bits[e / 8];
+            s1 += (v8d)((v8l)d & ((byte & bit) != 0)); // a vector comparison is −1 (all ones) per true lane
+        } else {
+            s1 += d;
+        }
+    }
+    memcpy(lanes0, &s0, sizeof s0), memcpy(lanes1, &s1, sizeof s1);
+    for (int l = 0; e < n; e++, l++) {
+        double d = fabs((double)graft__bf16_to_f32(x[e]) - (double)graft__bf16_to_f32(b[e]));
+        lanes0[l] += d, lanes1[l] += !bits || (bits[e / 8] >> (e % 8)) & 1 ? d : 0.0;
+    }
+}
+
+// keep[e] = bit e of bits as 1.0 or 0.0.
+static void unpack_bits(const uint8_t *bits, uint64_t n, float *keep) {
+    uint64_t e = 0;
+#if GRAFT_HAVE_KERN_X86
+    if (graft__cpu_avx512()) e = graft__unpack_bits_avx512(bits, n, keep);
+#endif
+    for (; e < n; e++) keep[e] = (bits[e / 8] >> (e % 8)) & 1 ? 1.0f : 0.0f;
+}
+
+// keep floats (0 or 1) as bits.
+static void pack_bits(const float *keep, uint64_t n, uint8_t *bits) {
+    memset(bits, 0, (size_t)(n + 7) / 8);
+    for (uint64_t e = 0; e < n; e++) bits[e / 8] |= (uint8_t)((keep[e] != 0.0f) << (e % 8));
+}
+
 // The lanes combined in lane order.
 static void l1_total(const double *s0, const double *s1, double out[2]) {
     double a = 0, k = 0;
@@ -219,6 +278,7 @@ static void stat(const struct graft_mt *mt, int pass, const struct graft_chunk *
             if (i == mt->base) continue;
             bool all = mask(mt, s, i, c, mag, keep);
             l1_sums(c->in[i], c->in[mt->base], all ? NULL : keep, c->n, part + 2 * i);
+            if (s->bits[i] && !all) pack_bits(keep, c->n, s->bits[i] + c->e0 / 8);
         }
         return;
     }
@@ -243,29 +303,36 @@ static bool stat_raw(const struct graft_mt *mt, int pass, const struct graft_chu
     const uint16_t *b = raw[mt->base];
     if (is_l1(mt, pass)) {
         if (var(mt)->sp != SP_RANDOM) return false;
-        // blocks of 2,048 (a multiple of 8) or the whole chunk; scratch (n_in + 2) × chunk ≥ 3 × blk
+        // blocks of 2,048 (a multiple of 8) or the whole chunk; the mask's bits go to the tensor's
+        // store, or to the scratch (which holds ≥ blk floats)
+        const struct st *s = mt->state;
         const uint64_t blk = mt->chunk <= 2048 ? mt->chunk : 2048;
-        float *xf = c->tmp, *bf = xf + blk, *keep = bf + blk;
         for (int i = 0; i < mt->n_in; i++) {
             if (i == mt->base) continue;
             double d = pmv(mt, i, "density", 1.0), s0[8] = {0}, s1[8] = {0};
             const uint16_t *x = raw[i];
             for (uint64_t o = 0; o < c->n; o += blk) {
                 uint64_t m = c->n - o < blk ? c->n - o : blk;
-                graft_row_to_f32(GRAFT_DTYPE_BF16, x + o, xf, (size_t)m);
-                graft_row_to_f32(GRAFT_DTYPE_BF16, b + o, bf, (size_t)m);
-                if (d < 1) dare_draw(mt->key[i], c->e0 + o, m, (float)d, keep); // as mask() draws
-                l1_lanes(xf, bf, d < 1 ? keep : NULL, m, s0, s1);
+                uint8_t *bits = s->bits[i] ? s->bits[i] + (c->e0 + o) / 8 : (uint8_t *)c->tmp;
+                if (d < 1) graft__rng_keep_bits(mt->key[i], c->e0 + o, (size_t)m, (float)d, bits); // as mask() draws
+                l1_lanes_bf16(x + o, b + o, d < 1 ? bits : NULL, m, s0, s1);
             }
             l1_total(s0, s1, part + 2 * i);
         }
         return true;
     }
-    float *mag = c->tmp;
+    struct st *s = mt->state;
     for (int i = 0; i < mt->n_in; i++) {
         if (i == mt->base) continue;
-        abs_diff_bf16(raw[i], b, c->n, mag);
-        select_stat_input(mt, pass, i, c->idx, mag, c->n, part, acc);
+        if (var(mt)->sp == SP_OUTLIERS) { // two streams over the same magnitudes
+            abs_diff_bf16(raw[i], b, c->n, c->tmp);
+            select_stat_input(mt, pass, i, c->idx, c->tmp, c->n, part, acc);
+            continue;
+        }
+        // histograms and partials are compact (one per used stream): view this stream's as stream 0
+        int sl = slot(mt, i);
+        graft_select_stat_bf16(&s->sel[i], pass, 0, c->idx, raw[i], b, c->n, part ? part + sl : NULL,
+                               acc ? (uint64_t *)acc + (size_t)sl * 65536 : NULL, c->tmp);
     }
     return true;
 }
@@ -334,16 +401,6 @@ GRAFT_KERNEL static void weigh_topk(const float *restrict x, const float *restri
     accumulate(sum, wd, first, n);
 }
 
-// weigh() with DARE's mask fused in: wd holds uniforms on entry; keep = u < density.
-GRAFT_KERNEL static void weigh_random(const float *restrict x, const float *restrict b, float *restrict wd, float *restrict sum,
-                                      float wi, float ri, float dens, bool first, uint64_t n) {
-    for (uint64_t e = 0; e < n; e++) {
-        float k = wd[e] < dens ? 1.0f : 0.0f;
-        wd[e] = wi * (((x[e] - b[e]) * k) * ri);
-    }
-    accumulate(sum, wd, first, n);
-}
-
 // Add the wd values whose sign agrees with the sum's (0 counts as +) to mixed, their weight to div.
 // Branch-free so that it vectorizes.
 GRAFT_KERNEL __attribute__((noinline)) static void consensus_add(const float *restrict sum, const float *restrict wd, float wi, float *restrict mixed,
@@ -395,9 +452,10 @@ static void apply(const struct graft_mt *mt, const struct graft_chunk *c, float 
             weigh_topk(x, B, wd, out, wi, ri, thr, mode == K_GE, nz++ == 0, n);
             continue;
         }
-        if (mode == K_RAND) { // DARE: draw into wd, test inside the weighting loop
-            graft__rng_uniform_block(mt->key[i], c->e0, (size_t)n, wd);
-            weigh_random(x, B, wd, out, wi, ri, (float)pmv(mt, i, "density", 1.0), nz++ == 0, n);
+        if (mode == K_RAND) { // DARE: the keep mask (stored by the L1 pass, or drawn) into wd
+            if (s->bits[i]) unpack_bits(s->bits[i] + c->e0 / 8, n, wd);
+            else dare_draw(mt->key[i], c->e0, n, (float)pmv(mt, i, "density", 1.0), wd);
+            weigh(x, B, wd, out, wi, ri, false, nz++ == 0, n);
             continue;
         }
         bool all = mask(mt, s, i, c, mixed, wd); // the mask lands in wd, then becomes wd
@@ -426,6 +484,7 @@ static void apply(const struct graft_mt *mt, const struct graft_chunk *c, float 
 
 struct rin {
     const uint16_t *x;
+    const uint8_t  *bits; // K_RAND: the stored keep mask of the tensor, or NULL
     float           w, r, dens;
     enum kmode      mode;
     uint32_t        thr;
@@ -463,15 +522,11 @@ GRAFT_KERNEL static void gta_bf16_block(const struct rin *in, int n_in, const ui
         }
         case K_MASK: // not here: apply_raw leaves such chunks to apply()
             break;
-        case K_RAND: {
-            const float dens = in[i].dens;
-            graft__rng_uniform_block(in[i].key, e0, (size_t)m, wd);
-            for (uint64_t e = 0; e < m; e++) {
-                float k = wd[e] < dens ? 1.0f : 0.0f;
-                wd[e] = wi * (((graft__bf16_to_f32(x[e]) - graft__bf16_to_f32(b[e])) * k) * ri);
-            }
+        case K_RAND:
+            if (in[i].bits) unpack_bits(in[i].bits + e0 / 8, m, wd);
+            else dare_draw(in[i].key, e0, m, in[i].dens, wd);
+            for (uint64_t e = 0; e < m; e++) wd[e] = wi * (((graft__bf16_to_f32(x[e]) - graft__bf16_to_f32(b[e])) * wd[e]) * ri);
             break;
-        }
         }
         accumulate(out, wd, i == 0, m);
     }
@@ -498,7 +553,7 @@ static bool apply_raw(const struct graft_mt *mt, const struct graft_chunk *c, co
         if (i == mt->base) continue;
         struct rin *r = &in[n++];
         *r = (struct rin){.x = (const uint16_t *)raw[i], .w = w[i], .r = (float)s->ratio[i], .dens = (float)pmv(mt, i, "density", 1.0),
-                          .key = mt->key[i]};
+                          .key = mt->key[i], .bits = s->bits[i]};
         if ((r->mode = input_mode(mt, i, c->idx, &r->thr)) == K_MASK) return false; // apply() handles it
     }
     const uint64_t blk = mt->chunk < BLK ? mt->chunk : BLK; // scratch: (n_in + 2) × chunk floats ≥ (n + 2) × blk
@@ -535,7 +590,9 @@ static int validate(const struct graft_mt *mt, struct graft_err *err) {
 
 static void free_state(struct graft_mt *mt) {
     struct st *s = mt->state;
-    if (s) graft_select_free(s->sel, 2 * GRAFT_MAX_INPUTS);
+    if (!s) return;
+    graft_select_free(s->sel, 2 * GRAFT_MAX_INPUTS);
+    for (int i = 0; i < GRAFT_MAX_INPUTS; i++) graft__free(s->bits[i]), s->bits[i] = NULL;
 }
 
 #define COMMON_GLOBALS(norm, resc) {"normalize", false, false, norm}, {"rescale", false, false, resc}, {"lambda", false, false, 1}, {"int8_mask", false, false, 0}

@@ -7,6 +7,7 @@
 #include <string.h>
 #include "engine.h"
 #include "../core/impl.h"
+#include "kern-x86.h"
 
 #define NB 65536
 #define SAMPLE_CHUNKS 16             // pass 0 looks at about this many chunks (1 Mi elements)
@@ -37,7 +38,8 @@ static size_t stride(size_t n_chunks) { return n_chunks <= SAMPLE_CHUNKS ? 1 : n
 
 bool graft_select_wants_chunk(int pass, size_t chunk, size_t n_chunks) { return pass != 0 || chunk % stride(n_chunks) == 0; }
 
-size_t graft_select_acc_bytes(int pass, int n_streams) { return pass == 0 || pass == 2 || pass == 3 ? (size_t)n_streams * NB * sizeof(uint64_t) : 0; }
+// Passes 0, 2, 3: histograms; pass 1: the high-bits histogram of the pool's entries.
+size_t graft_select_acc_bytes(int pass, int n_streams) { return pass <= 3 ? (size_t)n_streams * NB * sizeof(uint64_t) : 0; }
 size_t graft_select_partial_len(int pass, int n_streams) { return pass == 1 || pass == 4 ? (size_t)n_streams : 0; }
 
 static bool active(const struct graft_select *x, int pass) { return pass < x->passes; }
@@ -92,6 +94,18 @@ __attribute__((target("avx2,bmi2"))) static uint64_t compact_avx2(const float *r
 }
 #endif
 
+// Append m bracket entries of chunk `chunk` to the pool (one atomic reservation) and count their
+// high-bits buckets in this thread's histogram h.
+static void pool_add(struct graft_select *x, size_t chunk, const uint32_t *buf, uint64_t m, uint64_t *restrict h) {
+    if (!m) return;
+    for (uint64_t j = 0; j < m; j++) h[buf[j] >> 16]++;
+    struct graft_select_pool *p = x->pool;
+    uint64_t at = atomic_fetch_add_explicit(&p->n, m, memory_order_relaxed);
+    if (at + m > p->cap) return; // overflow: combine sees n > cap and falls back
+    memcpy(p->val + at, buf, m * sizeof *buf);
+    for (uint64_t j = 0; j < m; j++) p->chunk[at + j] = (uint32_t)chunk;
+}
+
 GRAFT_KERNEL static void hist_hi(const float *restrict mag, uint64_t n, uint64_t *restrict h) {
     for (uint64_t i = 0; i < n; i++) h[bits(mag[i]) >> 16]++;
 }
@@ -109,8 +123,7 @@ GRAFT_KERNEL void graft_select_stat(struct graft_select *sel, int pass, int s, s
         // above the bracket: counted; inside it: appended to the pool, a block at a time
         const uint32_t lo = x->lo_b << 16, hi = (x->hi_b << 16) | 0xFFFF;
         partial[s] += (double)count_above(mag, n, hi);
-        struct graft_select_pool *p = x->pool;
-        uint32_t buf[BLOCK + 8];
+        uint32_t buf[BLOCK + 16];
 #if defined(__x86_64__) && !defined(__clang__)
         const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi2");
 #endif
@@ -121,11 +134,7 @@ GRAFT_KERNEL void graft_select_stat(struct graft_select *sel, int pass, int s, s
             else
 #endif
                 m = compact(mag + o, len, lo, hi, buf);
-            if (!m) continue;
-            uint64_t at = atomic_fetch_add_explicit(&p->n, m, memory_order_relaxed);
-            if (at + m > p->cap) continue; // overflow: combine sees n > cap and falls back
-            memcpy(p->val + at, buf, m * sizeof *buf);
-            for (uint64_t j = 0; j < m; j++) p->chunk[at + j] = (uint32_t)chunk;
+            pool_add(x, chunk, buf, m, h);
         }
         return;
     }
@@ -139,6 +148,38 @@ GRAFT_KERNEL void graft_select_stat(struct graft_select *sel, int pass, int s, s
     }
     case 4: partial[s] += (double)count_eq(mag, n, x->thr); return;
     }
+}
+
+GRAFT_KERNEL static void abs_diff_bf16(const uint16_t *restrict x, const uint16_t *restrict b, uint64_t n, float *restrict mag) {
+    for (uint64_t e = 0; e < n; e++) mag[e] = fabsf(graft__bf16_to_f32(x[e]) - graft__bf16_to_f32(b[e]));
+}
+
+void graft_select_stat_bf16(struct graft_select *sel, int pass, int s, size_t chunk, const uint16_t *x, const uint16_t *b, uint64_t n,
+                            double *partial, void *acc, float *scratch) {
+    struct graft_select *xs = &sel[s];
+    if (!active(xs, pass)) return;
+#if GRAFT_HAVE_KERN_X86
+    if (pass == 1 && graft__cpu_avx512()) { // |x − b| never leaves the registers but for the pool's entries
+        uint64_t *h = (uint64_t *)acc + (size_t)s * NB, above = 0;
+        const uint32_t lo = xs->lo_b << 16, hi = (xs->hi_b << 16) | 0xFFFF;
+        uint32_t buf[BLOCK + 16];
+        for (uint64_t o = 0; o < n; o += BLOCK) {
+            uint64_t len = n - o < BLOCK ? n - o : BLOCK, m = 0;
+            uint64_t done = graft__bracket_bf16_avx512(x + o, b + o, len, lo, hi, buf, &m, &above);
+            if (done < len) { // the tail, as the portable path
+                float tail[16];
+                abs_diff_bf16(x + o + done, b + o + done, len - done, tail);
+                above += count_above(tail, len - done, hi);
+                m += compact(tail, len - done, lo, hi, buf + m);
+            }
+            pool_add(xs, chunk, buf, m, h);
+        }
+        partial[s] += (double)above;
+        return;
+    }
+#endif
+    abs_diff_bf16(x, b, n, scratch);
+    graft_select_stat(sel, pass, s, chunk, scratch, n, partial, acc, 1);
 }
 
 // Histogram of one stream summed over the threads.
@@ -201,22 +242,9 @@ static uint32_t bucket_of_rank(const uint64_t *h, uint64_t r, uint64_t *run) {
     return 0;
 }
 
-static int kth_largest(const uint32_t *v, uint64_t m, uint64_t r, uint32_t *out, struct graft_err *err) {
-    uint64_t *h = graft__calloc(NB, sizeof *h);
-    if (!h) return nomem(err);
-    for (uint64_t i = 0; i < m; i++) h[v[i] >> 16]++;
-    uint64_t run = 0;
-    uint32_t hb = bucket_of_rank(h, r, &run);
-    memset(h, 0, NB * sizeof *h);
-    for (uint64_t i = 0; i < m; i++)
-        if ((v[i] >> 16) == hb) h[v[i] & 0xFFFF]++;
-    *out = (hb << 16) | bucket_of_rank(h, r, &run);
-    graft__free(h);
-    return GRAFT_OK;
-}
-
-// Pass 1: the exact threshold inside the pool, or a fallback to the exact passes.
-static int combine_pool(struct graft_select *x, const double *partials, size_t n_chunks, size_t partial_len, int s,
+// Pass 1: the exact threshold inside the pool, or a fallback to the exact passes. h is the pool's
+// high-bits histogram: it names the k-th value's bucket, so only that bucket's entries are examined.
+static int combine_pool(struct graft_select *x, const uint64_t *h, const double *partials, size_t n_chunks, size_t partial_len, int s,
                         struct graft_err *err) {
     uint64_t A = 0;
     for (size_t c = 0; c < n_chunks; c++) A += (uint64_t)partials[c * partial_len + (size_t)s];
@@ -227,32 +255,40 @@ static int combine_pool(struct graft_select *x, const double *partials, size_t n
         x->passes = 5;
         return GRAFT_OK;
     }
-    int rc = kth_largest(p->val, m, x->k - A, &x->thr, err);
-    if (rc) return rc;
-    uint64_t gt = 0;
+    uint64_t run = A;
+    const uint32_t hb = bucket_of_rank(h, x->k, &run); // run: elements above bucket hb
+    // the entries of bucket hb, in pool order (branch-free compaction of their positions)
+    uint64_t cnt = h[hb], at = 0;
+    uint32_t *pos = graft__malloc((size_t)(cnt + 1) * sizeof *pos);
+    uint64_t *h2 = graft__calloc(NB, sizeof *h2);
     x->tie_prefix = graft__calloc(n_chunks + 1, sizeof *x->tie_prefix);
-    if (!x->tie_prefix) return nomem(err);
-    for (uint64_t i = 0; i < m; i++) {
-        gt += p->val[i] > x->thr;
-        if (p->val[i] == x->thr) x->tie_prefix[p->chunk[i] + 1]++;
+    if (!pos || !h2 || !x->tie_prefix) { graft__free(pos), graft__free(h2); return nomem(err); }
+    for (uint64_t i = 0; i < m && at <= cnt; i++) {
+        pos[at] = (uint32_t)i;
+        at += (p->val[i] >> 16) == hb;
     }
+    for (uint64_t j = 0; j < at; j++) h2[p->val[pos[j]] & 0xFFFF]++;
+    x->thr = (hb << 16) | bucket_of_rank(h2, x->k, &run);
+    for (uint64_t j = 0; j < at; j++)
+        if (p->val[pos[j]] == x->thr) x->tie_prefix[p->chunk[pos[j]] + 1]++;
     for (size_t c = 0; c < n_chunks; c++) x->tie_prefix[c + 1] += x->tie_prefix[c];
-    x->above = A + gt, x->ties_kept = x->k - x->above;
+    x->above = run, x->ties_kept = x->k - run;
+    graft__free(pos), graft__free(h2);
     pool_free(x);
     return GRAFT_OK;
 }
 
 int graft_select_combine(struct graft_select *sel, int n_streams, int pass, const double *partials, size_t n_chunks,
                          size_t partial_len, void *const *accs, int n_accs, struct graft_err *err) {
-    uint64_t *h = pass == 0 || pass == 2 || pass == 3 ? graft__malloc(NB * sizeof *h) : NULL;
-    if ((pass == 0 || pass == 2 || pass == 3) && !h) return nomem(err);
+    uint64_t *h = pass <= 3 ? graft__malloc(NB * sizeof *h) : NULL;
+    if (pass <= 3 && !h) return nomem(err);
     int rc = GRAFT_OK;
     for (int s = 0; s < n_streams && !rc; s++) {
         struct graft_select *x = &sel[s];
         if (!active(x, pass)) continue;
         if (h) sum_hist(s, accs, n_accs, h);
         if (pass == 0) rc = combine_sample(x, h, err);
-        else if (pass == 1) rc = combine_pool(x, partials, n_chunks, partial_len, s, err);
+        else if (pass == 1) rc = combine_pool(x, h, partials, n_chunks, partial_len, s, err);
         else if (pass == 2 || pass == 3) {
             uint64_t run = pass == 2 ? 0 : x->above_hi;
             uint32_t b = bucket_of_rank(h, x->k, &run);
