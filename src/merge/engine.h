@@ -36,9 +36,12 @@ int graft_mparam_index(const struct graft_method *m, const char *name);
 //   pass 1 — every chunk counts its elements above the bracket and appends those inside it (value,
 //            chunk) to a shared pool; the exact k-th value is then selected within the pool, and the
 //            pool's per-chunk counts of elements equal to it give each chunk its share of the ties.
-// When the sample misjudged the bracket (or the pool would overflow), three exact passes follow
-// (2: full high-bits histogram, 3: low-bits histogram inside the chosen bucket, 4: per-chunk tie
-// counts). Either way the result is the same exact selection; only the pass count differs.
+// Pass 1 counts every bracket bucket exactly but pools only a narrower store window around the
+// sample's estimate; when the k-th value's bucket is outside it (or the pool overflowed), pass 2
+// repeats pass 1 on that one bucket. When the k-th value is outside the bracket (or its bucket is too
+// big to pool), three exact passes follow (2: full high-bits histogram, 3: low-bits histogram inside
+// the chosen bucket, 4: per-chunk tie counts). Either way the result is the same exact selection; only
+// the pass count differs.
 // Memory: 65,536 counters per stream and thread, and a pool of (value, chunk) pairs sized from the
 // sample (a few % of the tensor at most; capped, beyond which the exact passes run instead).
 struct graft_select_pool;
@@ -48,6 +51,8 @@ struct graft_select {
     int       passes;     // statistic passes this stream needs (2, or 5 after a fallback); 0 = none
     uint32_t  thr;        // bit pattern of the k-th largest magnitude (valid when k > 0)
     uint32_t  lo_b, hi_b; // pass 1 bracket (high-16-bit buckets, inclusive); hi_b also the fallback bucket
+    uint32_t  st_lo, st_hi; // pass 1 store window (inside the bracket): entries the pool keeps
+    bool      collect;    // pass 2 repeats pass 1 on the one bucket that holds the k-th value
     uint64_t  above_hi;   // fallback: elements in buckets above hi_b
     uint64_t  above;      // elements strictly greater than thr
     uint64_t  ties_kept;  // elements equal to thr that are kept (the first ones in index order)

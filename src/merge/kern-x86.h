@@ -10,6 +10,8 @@
 uint64_t graft__l1_bf16_avx512(const uint16_t *x, const uint16_t *b, const uint8_t *bits, uint64_t n, double *lanes0, double *lanes1);
 uint64_t graft__bracket_bf16_avx512(const uint16_t *x, const uint16_t *b, uint64_t n, uint32_t lo, uint32_t hi, uint32_t *out, uint64_t *m,
                                     uint64_t *above);
+uint64_t graft__bucket_entries_avx512(const uint32_t *val, const uint32_t *chunk, uint64_t m, uint32_t hb, uint64_t cnt, uint32_t *sv,
+                                      uint32_t *sc, uint64_t *at);
 uint64_t graft__unpack_bits_avx512(const uint8_t *bits, uint64_t n, float *keep);
 #else
 #define GRAFT_HAVE_KERN_X86 0

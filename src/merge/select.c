@@ -40,9 +40,11 @@ bool graft_select_wants_chunk(int pass, size_t chunk, size_t n_chunks) { return 
 
 // Passes 0, 2, 3: histograms; pass 1: the high-bits histogram of the pool's entries.
 size_t graft_select_acc_bytes(int pass, int n_streams) { return pass <= 3 ? (size_t)n_streams * NB * sizeof(uint64_t) : 0; }
-size_t graft_select_partial_len(int pass, int n_streams) { return pass == 1 || pass == 4 ? (size_t)n_streams : 0; }
+size_t graft_select_partial_len(int pass, int n_streams) { return pass == 1 || pass == 2 || pass == 4 ? (size_t)n_streams : 0; }
 
 static bool active(const struct graft_select *x, int pass) { return pass < x->passes; }
+// What pass `pass` does for this stream: a collecting pass 2 repeats pass 1 on one bucket.
+static int kind(const struct graft_select *x, int pass) { return pass == 2 && x->collect ? 1 : pass; }
 
 GRAFT_KERNEL static uint64_t count_above(const float *restrict mag, uint64_t n, uint32_t above) {
     uint64_t c = 0;
@@ -94,11 +96,21 @@ __attribute__((target("avx2,bmi2"))) static uint64_t compact_avx2(const float *r
 }
 #endif
 
-// Append m bracket entries of chunk `chunk` to the pool (one atomic reservation) and count their
-// high-bits buckets in this thread's histogram h.
-static void pool_add(struct graft_select *x, size_t chunk, const uint32_t *buf, uint64_t m, uint64_t *restrict h) {
+// Count the high-bits buckets of m bracket entries of chunk `chunk` in this thread's histogram h, and
+// append those inside the store window to the pool (one atomic reservation). buf is overwritten.
+static void pool_add(struct graft_select *x, size_t chunk, uint32_t *buf, uint64_t m, uint64_t *restrict h) {
     if (!m) return;
     for (uint64_t j = 0; j < m; j++) h[buf[j] >> 16]++;
+    if (x->st_lo != x->lo_b || x->st_hi != x->hi_b) { // keep the store window's entries (branch-free)
+        const uint32_t lo = x->st_lo << 16, span = ((x->st_hi << 16) | 0xFFFF) - lo;
+        uint64_t k = 0;
+        for (uint64_t j = 0; j < m; j++) {
+            uint32_t v = buf[j];
+            buf[k] = v;
+            k += v - lo <= span;
+        }
+        if (!(m = k)) return;
+    }
     struct graft_select_pool *p = x->pool;
     uint64_t at = atomic_fetch_add_explicit(&p->n, m, memory_order_relaxed);
     if (at + m > p->cap) return; // overflow: combine sees n > cap and falls back
@@ -116,7 +128,7 @@ GRAFT_KERNEL void graft_select_stat(struct graft_select *sel, int pass, int s, s
     struct graft_select *x = &sel[s];
     if (!active(x, pass)) return;
     uint64_t *h = acc ? (uint64_t *)acc + (size_t)s * NB : NULL;
-    switch (pass) {
+    switch (kind(x, pass)) {
     case 0:
     case 2: hist_hi(mag, n, h); return;
     case 1: {
@@ -159,7 +171,7 @@ void graft_select_stat_bf16(struct graft_select *sel, int pass, int s, size_t ch
     struct graft_select *xs = &sel[s];
     if (!active(xs, pass)) return;
 #if GRAFT_HAVE_KERN_X86
-    if (pass == 1 && graft__cpu_avx512()) { // |x − b| never leaves the registers but for the pool's entries
+    if (kind(xs, pass) == 1 && graft__cpu_avx512()) { // |x − b| never leaves the registers but for the pool's entries
         uint64_t *h = (uint64_t *)acc + (size_t)s * NB, above = 0;
         const uint32_t lo = xs->lo_b << 16, hi = (xs->hi_b << 16) | 0xFFFF;
         uint32_t buf[BLOCK + 16];
@@ -182,12 +194,13 @@ void graft_select_stat_bf16(struct graft_select *sel, int pass, int s, size_t ch
     graft_select_stat(sel, pass, s, chunk, scratch, n, partial, acc, 1);
 }
 
-// Histogram of one stream summed over the threads.
-static void sum_hist(int s, void *const *accs, int n_accs, uint64_t *out) {
+// Histogram of one stream summed over the threads, buckets lo…hi (the others zero). Pass 1 counts
+// only the bracket: reading the untouched rest would fault in pages of zeros for nothing.
+static void sum_hist(int s, void *const *accs, int n_accs, uint64_t *out, uint32_t lo, uint32_t hi) {
     memset(out, 0, NB * sizeof *out);
     for (int t = 0; t < n_accs; t++) {
         const uint64_t *h = (const uint64_t *)accs[t] + (size_t)s * NB;
-        for (size_t b = 0; b < NB; b++) out[b] += h[b];
+        for (size_t b = lo; b <= hi; b++) out[b] += h[b];
     }
 }
 
@@ -199,25 +212,44 @@ static void pool_free(struct graft_select *x) {
 
 static int nomem(struct graft_err *err) { return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for top-k selection"); }
 
+// Buckets lo…hi that hold the values of rank k ± margin by the sample's estimate (h[b]·scale elements
+// in bucket b); *inside: the estimated count within.
+static void bracket(const uint64_t *h, double scale, double k, double margin, uint32_t *lo, uint32_t *hi, double *inside) {
+    double run = 0;
+    int hi_b = -1, lo_b = 0;
+    *inside = 0;
+    for (int b = NB - 1; b >= 0; b--) {
+        double next = run + (double)h[b] * scale;
+        if (hi_b < 0 && next >= k - margin) hi_b = b; // buckets above hi_b hold < k − margin
+        if (hi_b >= 0) *inside += (double)h[b] * scale;
+        if (next >= k + margin || b == 0) { lo_b = b; break; }
+        run = next;
+    }
+    if (hi_b < 0) hi_b = 0;
+    *hi = (uint32_t)hi_b, *lo = (uint32_t)(lo_b <= hi_b ? lo_b : hi_b);
+}
+
+static int pool_new(struct graft_select *x, uint64_t cap, struct graft_err *err);
+
 // Pass 0: bracket the k-th largest from the sample. With a full sample the bracket is the exact bucket.
 static int combine_sample(struct graft_select *x, const uint64_t *h, struct graft_err *err) {
     uint64_t S = 0;
     for (size_t b = 0; b < NB; b++) S += h[b];
     double scale = S ? (double)x->n / (double)S : 1.0, k = (double)x->k;
     // Sampling error of a rank estimate, inflated for chunk (cluster) sampling; 0 for a full sample.
-    double margin = S >= x->n ? 0.0 : 8.0 * sqrt(k * scale) + 0.002 * (double)x->n + 4.0 * scale;
-    double run = 0, inside = 0;
-    int hi_b = -1, lo_b = 0;
-    for (int b = NB - 1; b >= 0; b--) {
-        double next = run + (double)h[b] * scale;
-        if (hi_b < 0 && next >= k - margin) hi_b = b; // buckets above hi_b hold < k − margin
-        if (hi_b >= 0) inside += (double)h[b] * scale;
-        if (next >= k + margin || b == 0) { lo_b = b; break; }
-        run = next;
-    }
-    if (hi_b < 0) hi_b = 0;
-    x->hi_b = (uint32_t)hi_b, x->lo_b = (uint32_t)(lo_b <= hi_b ? lo_b : hi_b);
-    uint64_t cap = (uint64_t)(2.0 * inside) + 65536;
+    // The bracket is wide (a k-th value outside it costs three exact passes); the store window, whose
+    // entries go to the pool, is narrower (a k-th value outside it costs one pass collecting its bucket).
+    bool full = S >= x->n;
+    double inside;
+    bracket(h, scale, k, full ? 0.0 : 8.0 * sqrt(k * scale) + 0.002 * (double)x->n + 4.0 * scale, &x->lo_b, &x->hi_b, &inside);
+    bracket(h, scale, k, full ? 0.0 : 3.0 * sqrt(k * scale) + 4.0 * scale, &x->st_lo, &x->st_hi, &inside);
+    if (x->st_lo < x->lo_b) x->st_lo = x->lo_b;
+    if (x->st_hi > x->hi_b) x->st_hi = x->hi_b;
+    return pool_new(x, (uint64_t)(2.0 * inside) + 65536, err);
+}
+
+// A new empty pool of at most cap entries (and no more than POOL_MAX or the tensor).
+static int pool_new(struct graft_select *x, uint64_t cap, struct graft_err *err) {
     if (cap > x->n) cap = x->n;
     if (cap > POOL_MAX) cap = POOL_MAX;
     struct graft_select_pool *p = graft__calloc(1, sizeof *p);
@@ -231,7 +263,6 @@ static int combine_sample(struct graft_select *x, const uint64_t *h, struct graf
     return GRAFT_OK;
 }
 
-// The r-th largest (1-based) of v[0..m) by a two-level radix selection; v is not modified.
 // Walking a histogram down from the top bucket with *run elements already above it: the bucket
 // where the count reaches r (*run becomes the count above that bucket).
 static uint32_t bucket_of_rank(const uint64_t *h, uint64_t r, uint64_t *run) {
@@ -242,38 +273,62 @@ static uint32_t bucket_of_rank(const uint64_t *h, uint64_t r, uint64_t *run) {
     return 0;
 }
 
+// The pool entries whose high bits are hb, in pool order, into sv (values) and sc (chunks), which have
+// room for cnt (their number) + 16; returns how many were found.
+static uint64_t bucket_entries(const uint32_t *val, const uint32_t *chunk, uint64_t m, uint32_t hb, uint64_t cnt, uint32_t *sv, uint32_t *sc) {
+    uint64_t i = 0, at = 0;
+#if GRAFT_HAVE_KERN_X86
+    if (graft__cpu_avx512()) i = graft__bucket_entries_avx512(val, chunk, m, hb, cnt, sv, sc, &at);
+#endif
+    for (; i < m && at <= cnt; i++) { // branch-free: every entry is written, the count advances on a match
+        sv[at] = val[i], sc[at] = chunk[i];
+        at += (val[i] >> 16) == hb;
+    }
+    return at < cnt ? at : cnt;
+}
+
 // Pass 1: the exact threshold inside the pool, or a fallback to the exact passes. h is the pool's
 // high-bits histogram: it names the k-th value's bucket, so only that bucket's entries are examined.
 static int combine_pool(struct graft_select *x, const uint64_t *h, const double *partials, size_t n_chunks, size_t partial_len, int s,
                         struct graft_err *err) {
-    uint64_t A = 0;
+    uint64_t A = 0, in = 0;
     for (size_t c = 0; c < n_chunks; c++) A += (uint64_t)partials[c * partial_len + (size_t)s];
+    for (uint32_t b = x->lo_b; b <= x->hi_b; b++) in += h[b];
     struct graft_select_pool *p = x->pool;
     uint64_t m = atomic_load(&p->n);
-    if (m > p->cap || x->k <= A || x->k > A + m) { // the sample misjudged: run the exact passes
+    if (x->k <= A || x->k > A + in) { // the k-th value is outside the bracket: run the exact passes
+        if (x->collect) return graft_err_set(err, GRAFT_E_INTERNAL, NULL, NULL, 0, "top-k selection: collected bucket miscounted");
         pool_free(x);
         x->passes = 5;
         return GRAFT_OK;
     }
     uint64_t run = A;
     const uint32_t hb = bucket_of_rank(h, x->k, &run); // run: elements above bucket hb
-    // the entries of bucket hb, in pool order (branch-free compaction of their positions)
-    uint64_t cnt = h[hb], at = 0;
-    uint32_t *pos = graft__malloc((size_t)(cnt + 1) * sizeof *pos);
+    if (m > p->cap || hb < x->st_lo || hb > x->st_hi) { // not in the pool: collect bucket hb in one more pass
+        if (x->collect || h[hb] > POOL_MAX) { // (a huge bucket: the exact passes need no pool)
+            pool_free(x);
+            x->collect = false, x->passes = 5;
+            return GRAFT_OK;
+        }
+        pool_free(x);
+        x->lo_b = x->hi_b = x->st_lo = x->st_hi = hb;
+        x->collect = true, x->passes = 3;
+        return pool_new(x, h[hb], err);
+    }
+    // the entries of bucket hb (value, chunk), in pool order
+    uint64_t cnt = h[hb];
+    uint32_t *sv = graft__malloc((size_t)(cnt + 16) * sizeof *sv), *sc = graft__malloc((size_t)(cnt + 16) * sizeof *sc);
     uint64_t *h2 = graft__calloc(NB, sizeof *h2);
     x->tie_prefix = graft__calloc(n_chunks + 1, sizeof *x->tie_prefix);
-    if (!pos || !h2 || !x->tie_prefix) { graft__free(pos), graft__free(h2); return nomem(err); }
-    for (uint64_t i = 0; i < m && at <= cnt; i++) {
-        pos[at] = (uint32_t)i;
-        at += (p->val[i] >> 16) == hb;
-    }
-    for (uint64_t j = 0; j < at; j++) h2[p->val[pos[j]] & 0xFFFF]++;
+    if (!sv || !sc || !h2 || !x->tie_prefix) { graft__free(sv), graft__free(sc), graft__free(h2); return nomem(err); }
+    uint64_t at = bucket_entries(p->val, p->chunk, m, hb, cnt, sv, sc);
+    for (uint64_t j = 0; j < at; j++) h2[sv[j] & 0xFFFF]++;
     x->thr = (hb << 16) | bucket_of_rank(h2, x->k, &run);
     for (uint64_t j = 0; j < at; j++)
-        if (p->val[pos[j]] == x->thr) x->tie_prefix[p->chunk[pos[j]] + 1]++;
+        if (sv[j] == x->thr) x->tie_prefix[sc[j] + 1]++;
     for (size_t c = 0; c < n_chunks; c++) x->tie_prefix[c + 1] += x->tie_prefix[c];
     x->above = run, x->ties_kept = x->k - run;
-    graft__free(pos), graft__free(h2);
+    graft__free(sv), graft__free(sc), graft__free(h2);
     pool_free(x);
     return GRAFT_OK;
 }
@@ -286,9 +341,10 @@ int graft_select_combine(struct graft_select *sel, int n_streams, int pass, cons
     for (int s = 0; s < n_streams && !rc; s++) {
         struct graft_select *x = &sel[s];
         if (!active(x, pass)) continue;
-        if (h) sum_hist(s, accs, n_accs, h);
+        int kd = kind(x, pass);
+        if (h) sum_hist(s, accs, n_accs, h, kd == 1 ? x->lo_b : 0, kd == 1 ? x->hi_b : NB - 1);
         if (pass == 0) rc = combine_sample(x, h, err);
-        else if (pass == 1) rc = combine_pool(x, h, partials, n_chunks, partial_len, s, err);
+        else if (kd == 1) rc = combine_pool(x, h, partials, n_chunks, partial_len, s, err);
         else if (pass == 2 || pass == 3) {
             uint64_t run = pass == 2 ? 0 : x->above_hi;
             uint32_t b = bucket_of_rank(h, x->k, &run);
