@@ -48,12 +48,16 @@ gen() { # DIR LAYERS: base + two fine-tunes of ~LAYERS×100 MB + 260 MB
 gen m1g 8
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 now() { date +%s.%N; }
-timeit() { t0=$(now); "$@" >/dev/null 2>&1; t1=$(now); echo "$t0 $t1" | awk '{printf "%.3f\n", $2 - $1}'; }
+# Every timed run starts from the same state: the previous run's output deleted and all dirty pages
+# written back, untimed — deleting an fsynced 1 GB file costs ~0.3 s, deleting cp's never-written
+# copy almost nothing, and neither belongs to the run being measured.
+clean() { rm -rf out cp_out np_out.safetensors; sync; }
+timeit() { clean; t0=$(now); "$@" >/dev/null 2>&1; t1=$(now); echo "$t0 $t1" | awk '{printf "%.3f\n", $2 - $1}'; }
 warm() { cat "$1"/base/*.safetensors "$1"/ft1/*.safetensors "$1"/ft2/*.safetensors > /dev/null; }
-floor_run() { warm m1g; rm -rf cp_out; cp -r m1g/base cp_out; }
+floor_run() { warm m1g; cp -r m1g/base cp_out; }
 floor_sync_run() { floor_run; sync; }
-graft_run() { rm -rf out; "$G" merge "m1g/$1.yml" out --threads 2; }
-np_run() { rm -f np_out.safetensors; "$PY" "$ROOT/bench/numpy_merge.py" "$1" np_out.safetensors m1g/base m1g/ft1 m1g/ft2; }
+graft_run() { "$G" merge "m1g/$1.yml" out --threads 2; }
+np_run() { "$PY" "$ROOT/bench/numpy_merge.py" "$1" np_out.safetensors m1g/base m1g/ft1 m1g/ft2; }
 bytes=$(du -sbL m1g/base | cut -f1)
 warm m1g
 floor=$(for i in $(seq $RUNS); do timeit floor_run; done | median)

@@ -64,26 +64,15 @@ void graft__rng_keep_block(uint64_t key, uint64_t c0, size_t n, float p, float *
 // The same test as graft__rng_keep_block, one bit per element: element j → bits[j / 8], bit j % 8
 // (c0 need not be a multiple of 8; bits[0] bit 0 is element c0). A last partial byte is written whole.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#include <immintrin.h>
-#define T512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
-T512 static inline __m512i hash32x16(__m512i x) {
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
-    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7FEB352D));
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
-    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x846CA68Bu));
-    return _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
-}
+#include "rng-x86.h"
 // Groups of 16 counters lo, lo + 1, … (no carry into the high word within run): returns how many done.
-T512 static size_t keep_bits_avx512(uint32_t k0, uint32_t k1, uint32_t lo, size_t run, uint32_t t, uint8_t *bits) {
-    const __m512i vk0 = _mm512_set1_epi32((int)k0), vk1 = _mm512_set1_epi32((int)k1), vt = _mm512_set1_epi32((int)t);
-    const __m512i step = _mm512_set1_epi32(16);
-    __m512i c = _mm512_add_epi32(_mm512_set1_epi32((int)lo), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+GRAFT_T512 static size_t keep_bits_avx512(uint32_t k0, uint32_t k1, uint32_t lo, size_t run, uint32_t t, uint8_t *bits) {
+    __m512i c = graft__counters16(lo);
     size_t e = 0;
     for (; e + 16 <= run; e += 16) {
-        __m512i h = hash32x16(_mm512_xor_si512(hash32x16(_mm512_xor_si512(c, vk0)), vk1));
-        __mmask16 k = _mm512_cmplt_epu32_mask(_mm512_srli_epi32(h, 8), vt);
+        __mmask16 k = graft__keep16(c, k0, k1, t);
         memcpy(bits + e / 8, &k, 2); // little-endian: element e → bit 0 of the first byte
-        c = _mm512_add_epi32(c, step);
+        c = _mm512_add_epi32(c, _mm512_set1_epi32(16));
     }
     return e;
 }

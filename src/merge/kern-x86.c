@@ -7,6 +7,7 @@
 #if GRAFT_HAVE_KERN_X86
 #include <immintrin.h>
 #include <string.h>
+#include "../core/rng-x86.h"
 
 #define T512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
 
@@ -22,9 +23,8 @@ T512 uint64_t graft__l1_bf16_avx512(const uint16_t *x, const uint16_t *b, const 
     __m512d s0 = _mm512_loadu_pd(lanes0), s1 = _mm512_loadu_pd(lanes1);
     uint64_t e = 0;
     for (; e + 16 <= n; e += 16) {
-        __m512 xv = load_bf16(x + e), bv = load_bf16(b + e);
-        __m512d dl = _mm512_abs_pd(_mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(xv)), _mm512_cvtps_pd(_mm512_castps512_ps256(bv))));
-        __m512d dh = _mm512_abs_pd(_mm512_sub_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(xv, 1)), _mm512_cvtps_pd(_mm512_extractf32x8_ps(bv, 1))));
+        __m512 d = _mm512_abs_ps(_mm512_sub_ps(load_bf16(x + e), load_bf16(b + e)));
+        __m512d dl = _mm512_cvtps_pd(_mm512_castps512_ps256(d)), dh = _mm512_cvtps_pd(_mm512_extractf32x8_ps(d, 1));
         s0 = _mm512_add_pd(s0, dl);
         if (bits) {
             s1 = _mm512_mask_add_pd(s1, bits[e / 8], s1, dl);
@@ -75,6 +75,29 @@ T512 uint64_t graft__bucket_entries_avx512(const uint32_t *val, const uint32_t *
     }
     *at = a;
     return i;
+}
+
+// DARE's L1 pass over one run of counters (no carry into the high word): the keep bits drawn as
+// graft__rng_keep_bits draws them (into bits, 2 bytes per 16 elements) and the lanes summed as
+// graft__l1_bf16_avx512 sums them, in one loop so that the hashing overlaps the loads.
+T512 uint64_t graft__dare_l1_bf16_avx512(const uint16_t *x, const uint16_t *b, uint32_t k0, uint32_t k1, uint32_t lo, uint32_t t, uint64_t n,
+                                         uint8_t *bits, double *lanes0, double *lanes1) {
+    __m512d s0 = _mm512_loadu_pd(lanes0), s1 = _mm512_loadu_pd(lanes1);
+    __m512i c = graft__counters16(lo);
+    uint64_t e = 0;
+    for (; e + 16 <= n; e += 16) {
+        __mmask16 k = graft__keep16(c, k0, k1, t);
+        c = _mm512_add_epi32(c, _mm512_set1_epi32(16));
+        memcpy(bits + e / 8, &k, 2);
+        __m512 d = _mm512_abs_ps(_mm512_sub_ps(load_bf16(x + e), load_bf16(b + e)));
+        __m512d dl = _mm512_cvtps_pd(_mm512_castps512_ps256(d)), dh = _mm512_cvtps_pd(_mm512_extractf32x8_ps(d, 1));
+        s0 = _mm512_add_pd(s0, dl);
+        s1 = _mm512_mask_add_pd(s1, (__mmask8)k, s1, dl);
+        s0 = _mm512_add_pd(s0, dh);
+        s1 = _mm512_mask_add_pd(s1, (__mmask8)(k >> 8), s1, dh);
+    }
+    _mm512_storeu_pd(lanes0, s0), _mm512_storeu_pd(lanes1, s1);
+    return e;
 }
 
 // keep[e] = bit e of bits (1.0 or 0.0), 16 at a time.

@@ -163,7 +163,8 @@ static bool mask(const struct graft_mt *mt, const struct st *s, int i, const str
     return true;
 }
 
-// Σ|x − b| and Σ|x − b|·keep in double, in 8 fixed lanes (vectorizable, and the same sums whatever the
+// Σ|x − b| and Σ|x − b|·keep, each |x − b| computed in float (the f32 task vector, as the reference
+// computes it) and summed in double in 8 fixed lanes (vectorizable, and the same sums whatever the
 // thread count): groups of 8 elements, then a tail into lanes 0, 1, …. Several calls continue the
 // same lanes when every call but the last has a multiple of 8 elements.
 typedef float v8f __attribute__((vector_size(32)));
@@ -180,7 +181,7 @@ GRAFT_KERNEL static void l1_lanes(const float *restrict x, const float *restrict
     for (; e + 8 <= n; e += 8) {
         v8f xv, bv;
         memcpy(&xv, x + e, sizeof xv), memcpy(&bv, b + e, sizeof bv);
-        v8d d = (v8d)((v8l)(__builtin_convertvector(xv, v8d) - __builtin_convertvector(bv, v8d)) & abs_mask);
+        v8d d = (v8d)((v8l)__builtin_convertvector(xv - bv, v8d) & abs_mask);
         s0 += d;
         if (keep) {
             v8f kv;
@@ -192,13 +193,13 @@ GRAFT_KERNEL static void l1_lanes(const float *restrict x, const float *restrict
     }
     memcpy(lanes0, &s0, sizeof s0), memcpy(lanes1, &s1, sizeof s1);
     for (int l = 0; e < n; e++, l++) {
-        double d = fabs((double)x[e] - (double)b[e]);
+        double d = (double)fabsf(x[e] - b[e]);
         lanes0[l] += d, lanes1[l] += keep ? d * (double)keep[e] : d;
     }
 }
 
 // l1_lanes() on bf16 inputs with the keep mask as bits (NULL: all kept): the same lanes and sums
-// (bf16 → f32 → double is exact either way; adding d·0 = +0 leaves a lane unchanged).
+// (bf16 → f32 is exact; adding d·0 = +0 leaves a lane unchanged).
 typedef uint16_t v8h __attribute__((vector_size(16)));
 typedef uint32_t v8u __attribute__((vector_size(32)));
 GRAFT_KERNEL static void l1_lanes_bf16(const uint16_t *restrict x, const uint16_t *restrict b, const uint8_t *restrict bits, uint64_t n,
@@ -215,7 +216,7 @@ GRAFT_KERNEL static void l1_lanes_bf16(const uint16_t *restrict x, const uint16_
         v8h xh, bh;
         memcpy(&xh, x + e, sizeof xh), memcpy(&bh, b + e, sizeof bh);
         v8f xv = (v8f)(__builtin_convertvector(xh, v8u) << 16), bv = (v8f)(__builtin_convertvector(bh, v8u) << 16);
-        v8d d = (v8d)((v8l)(__builtin_convertvector(xv, v8d) - __builtin_convertvector(bv, v8d)) & abs_mask);
+        v8d d = (v8d)((v8l)__builtin_convertvector(xv - bv, v8d) & abs_mask);
         s0 += d;
         if (bits) {
             v8l byte = (v8l){0} + (long long)bits[e / 8];
@@ -226,7 +227,7 @@ GRAFT_KERNEL static void l1_lanes_bf16(const uint16_t *restrict x, const uint16_
     }
     memcpy(lanes0, &s0, sizeof s0), memcpy(lanes1, &s1, sizeof s1);
     for (int l = 0; e < n; e++, l++) {
-        double d = fabs((double)graft__bf16_to_f32(x[e]) - (double)graft__bf16_to_f32(b[e]));
+        double d = (double)fabsf(graft__bf16_to_f32(x[e]) - graft__bf16_to_f32(b[e]));
         lanes0[l] += d, lanes1[l] += !bits || (bits[e / 8] >> (e % 8)) & 1 ? d : 0.0;
     }
 }
@@ -314,8 +315,14 @@ static bool stat_raw(const struct graft_mt *mt, int pass, const struct graft_chu
             for (uint64_t o = 0; o < c->n; o += blk) {
                 uint64_t m = c->n - o < blk ? c->n - o : blk;
                 uint8_t *bits = s->bits[i] ? s->bits[i] + (c->e0 + o) / 8 : (uint8_t *)c->tmp;
-                if (d < 1) graft__rng_keep_bits(mt->key[i], c->e0 + o, (size_t)m, (float)d, bits); // as mask() draws
-                l1_lanes_bf16(x + o, b + o, d < 1 ? bits : NULL, m, s0, s1);
+                uint64_t done = 0, c0 = c->e0 + o;
+#if GRAFT_HAVE_KERN_X86
+                if (d < 1 && graft__cpu_avx512() && c0 >> 32 == (c0 + m - 1) >> 32) // draws and sums in one loop
+                    done = graft__dare_l1_bf16_avx512(x + o, b + o, (uint32_t)mt->key[i], graft__rng_k1(mt->key[i], c0 >> 32), (uint32_t)c0,
+                                                      graft__rng_keep_threshold((float)d), m, bits, s0, s1);
+#endif
+                if (d < 1 && done < m) graft__rng_keep_bits(mt->key[i], c0 + done, (size_t)(m - done), (float)d, bits + done / 8); // as mask() draws
+                l1_lanes_bf16(x + o + done, b + o + done, d < 1 ? bits + done / 8 : NULL, m - done, s0, s1);
             }
             l1_total(s0, s1, part + 2 * i);
         }
