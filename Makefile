@@ -11,7 +11,7 @@ else
 endif
 CFLAGS  ?=
 CFLAGS  += $(CFLAGS_BASE) $(OPT)
-LDLIBS  := -ljansson -lyaml -lm -pthread
+LDLIBS  := -ljansson -lyaml -llapacke -lopenblas -lm -pthread
 
 LIB_SRC  := $(sort $(wildcard src/core/*.c src/io/*.c src/ops/*.c src/config/*.c src/merge/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
@@ -63,9 +63,9 @@ test: all
 # libFuzzer builds (clang): make fuzz && build/fuzz/safetensors -max_total_time=600 fuzz/corpus/safetensors
 fuzz: deps
 	@mkdir -p build/fuzz
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_safetensors.c $(LIB_SRC) -ljansson -lyaml -lm -pthread -o build/fuzz/safetensors
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_index.c $(LIB_SRC) -ljansson -lyaml -lm -pthread -o build/fuzz/index
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_config.c $(LIB_SRC) -ljansson -lyaml -lm -pthread -o build/fuzz/config
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_safetensors.c $(LIB_SRC) $(LDLIBS) -o build/fuzz/safetensors
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_index.c $(LIB_SRC) $(LDLIBS) -o build/fuzz/index
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_config.c $(LIB_SRC) $(LDLIBS) -o build/fuzz/config
 
 demo: all
 	@sh scripts/demo.sh

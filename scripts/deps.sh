@@ -1,11 +1,14 @@
 #!/bin/sh
-# Install the Debian packages graft builds against, when missing. Called by `make`; safe to re-run.
+# Install the Debian packages graft builds against (jansson, libyaml, LAPACKE + OpenBLAS), when
+# missing. Called by `make`; safe to re-run.
 # `deps.sh test` also installs what the test suite uses: bash, Python 3 with NumPy and PyYAML (the
 # independent reference merge in tests/ref) and `script` (progress-line test).
 set -e
 need=""
 [ -f /usr/include/jansson.h ] || need="$need libjansson-dev"
 [ -f /usr/include/yaml.h ] || need="$need libyaml-dev"
+[ -f /usr/include/lapacke.h ] || need="$need liblapacke-dev"
+ls /usr/lib/*/libopenblas.so >/dev/null 2>&1 || need="$need libopenblas-dev"
 command -v cc >/dev/null 2>&1 || need="$need gcc"
 command -v make >/dev/null 2>&1 || need="$need make"
 if [ "${1:-}" = test ]; then

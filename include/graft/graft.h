@@ -23,5 +23,6 @@
 #include "convert.h"
 #include "synth.h"
 #include "merge.h"
+#include "lora.h"
 
 #endif

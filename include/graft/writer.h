@@ -44,6 +44,7 @@ struct graft_writer_params {
     // returns.
     const char *const *protect;
     size_t      n_protect;
+    const char *stem;            // shard file name stem (NULL → "model"; "adapter_model" for adapters)
 };
 
 struct graft_writer_params graft_writer_default_params(void);

@@ -22,4 +22,6 @@ int cmd_convert(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
+int cmd_extract_lora(int argc, char **argv);
+int cmd_apply_lora(int argc, char **argv);
 #endif

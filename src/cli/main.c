@@ -15,6 +15,8 @@ static const char usage[] =
     "  convert IN OUT --dtype T        convert floating tensors to f32/f16/bf16/f8_e4m3/f8_e5m2\n"
     "  synth OUT [options]             write a random LLaMA-layout model, or a fine-tune-like copy\n"
     "  merge CONFIG.yml OUT [options]  merge models from a MergeKit YAML config\n"
+    "  extract-lora --base B --model F OUT   a LoRA adapter from a fine-tune's difference to its base\n"
+    "  apply-lora BASE ADAPTER OUT     merge a PEFT LoRA adapter into its base model\n"
     "\n"
     "PATH / IN is a .safetensors file or a model folder (model.safetensors, or shards listed in\n"
     "model.safetensors.index.json, plus config.json). Run `graft COMMAND --help` for details.\n"
@@ -80,6 +82,7 @@ bool cli_dtype(const char *cmd, const char *s, enum graft_dtype *out) {
 int main(int argc, char **argv) {
     static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
         {"inspect", cmd_inspect}, {"verify", cmd_verify}, {"convert", cmd_convert}, {"synth", cmd_synth}, {"merge", cmd_merge},
+        {"extract-lora", cmd_extract_lora}, {"apply-lora", cmd_apply_lora},
     };
     if (argc < 2) {
         fputs(usage, stderr);
@@ -95,5 +98,5 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
-    return cli_usage(NULL, "unknown command '%s' (commands: inspect, verify, convert, synth, merge)", argv[1]);
+    return cli_usage(NULL, "unknown command '%s' (commands: inspect, verify, convert, synth, merge, extract-lora, apply-lora)", argv[1]);
 }

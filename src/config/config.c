@@ -92,23 +92,46 @@ static int dup_str(struct rd *r, yaml_node_t *n, const char *what, char **out) {
     return GRAFT_OK;
 }
 
-// A model reference: "path" or {model: {path: ...}} / {path: ...}. LoRA and revisions are refused here.
+// A model reference: "path", "path+lora" (MergeKit's LoRA syntax: the PEFT adapter folder `lora` is
+// applied to `path`), or {model: {path: ..., lora: ...}} / {path: ..., lora: ...}; kept as "path" or
+// "path+lora" for the planner. Revisions are refused (they need the Hugging Face Hub).
 static int read_model_ref(struct rd *r, yaml_node_t *n, char **out) {
     if (n && n->type == YAML_MAPPING_NODE) {
         static const char *const allowed[] = {"model", "path", "lora", "override_architecture", "revision", NULL};
         int rc = check_keys(r, n, "a model reference", allowed);
         if (rc) return rc;
-        if (get(r, n, "lora")) return fail(r, n, "LoRA references (model + lora) are not supported yet: apply the LoRA first");
         if (get(r, n, "revision")) return fail(r, n, "'revision' needs the Hugging Face Hub; graft works offline on local folders");
-        yaml_node_t *m = get(r, n, "model");
-        if (m && m->type == YAML_MAPPING_NODE) return read_model_ref(r, m, out);
+        yaml_node_t *m = get(r, n, "model"), *l = get(r, n, "lora");
+        if (m && m->type == YAML_MAPPING_NODE) {
+            if (l) return fail(r, l, "'lora' goes inside the inner model reference");
+            return read_model_ref(r, m, out);
+        }
         yaml_node_t *p = m ? m : get(r, n, "path");
         if (!p) return fail(r, n, "a model reference needs 'path'");
-        return dup_str(r, p, "model path", out);
+        if ((rc = dup_str(r, p, "model path", out))) return rc;
+        if (strchr(*out, '+')) return fail(r, p, "'%s': a path with '+' is read as model+lora; give 'lora' separately", *out);
+        if (l && l->type == YAML_MAPPING_NODE) {
+            static const char *const lk[] = {"path", "revision", NULL};
+            if ((rc = check_keys(r, l, "a LoRA reference", lk))) return rc;
+            if (get(r, l, "revision")) return fail(r, l, "'revision' needs the Hugging Face Hub; graft works offline on local folders");
+            l = get(r, l, "path");
+            if (!l) return fail(r, n, "a LoRA reference needs 'path'");
+        }
+        if (l) {
+            const char *ls = scalar(l);
+            if (!ls || !*ls || strchr(ls, '+')) return fail(r, l, "'lora' must be the path of a PEFT adapter folder");
+            char *both = graft__asprintf("%s+%s", *out, ls);
+            if (!both) return graft_err_set(r->err, GRAFT_E_NOMEM, r->label, NULL, 0, "out of memory");
+            graft__free(*out);
+            *out = both;
+        }
+        return GRAFT_OK;
     }
     const char *s = scalar(n);
     if (!s || !*s) return fail(r, n, "model must be a path string");
-    if (strchr(s, '+')) return fail(r, n, "'%s': LoRA references (model+lora) are not supported yet: apply the LoRA first", s);
+    const char *plus = strchr(s, '+');
+    if (plus && (plus == s || !plus[1] || strchr(plus + 1, '+')))
+        return fail(r, n, "'%s': a LoRA reference is model+lora (one '+', both paths non-empty)", s);
     if (strchr(s, '@')) return fail(r, n, "'%s': revisions need the Hugging Face Hub; graft works offline on local folders", s);
     return dup_str(r, n, "model", out);
 }

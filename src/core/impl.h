@@ -117,7 +117,29 @@ void graft__rng_uniform_block(uint64_t key, uint64_t c0, size_t n, float *out);
 void graft__rng_keep_block(uint64_t key, uint64_t c0, size_t n, float p, float *keep);
 uint32_t graft__rng_keep_threshold(float p);
 // The same test, one bit per element: element j → bits[j / 8] bit j % 8.
+void graft__rng_keep_bits(uint64_t key, uint64_t c0, size_t n, float p, uint8_t *bits);
 // The CPU has AVX-512 F/BW/DQ/VL and GRAFT_CPU is not "generic" (hand-written kernels may run).
 bool graft__cpu_avx512(void);
-void graft__rng_keep_bits(uint64_t key, uint64_t c0, size_t n, float p, uint8_t *bits);
+
+// ---- linear algebra (linalg.c, LAPACKE + OpenBLAS) ----------------------------------------------------
+// Truncated SVD of an m×n row-major f32 matrix by the Gram route (see linalg.c).
+struct graft__svd {
+    size_t  m, n, k;  // k = min(m, n)
+    bool    left;     // m ≤ n: the Gram matrix is M·Mᵀ and its eigenvectors are the left vectors
+    double *lambda;   // k eigenvalues = squared singular values, descending, ≥ 0
+    double *vec;      // k × k row-major; column j is the eigenvector of lambda[j]
+    double  energy;   // ‖M‖_F² (the Gram trace)
+};
+int    graft__svd_gram(const float *M, size_t m, size_t n, struct graft__svd *s, struct graft_err *err);
+void   graft__svd_free(struct graft__svd *s);
+double graft__svd_sv(const struct graft__svd *s, size_t j);   // S_j
+double graft__svd_tail(const struct graft__svd *s, size_t r); // Σ_{j ≥ r} S_j²
+// Top r triplets: S[r], U (m × r row-major), Vt (r × n row-major), in double.
+int    graft__svd_factors(const struct graft__svd *s, const float *M, size_t r, double *U, double *S, double *Vt,
+                          struct graft_err *err);
+// C (m × n, row-major, ldc) += alpha · op(A) · op(B), op = transpose when ta/tb; single-threaded BLAS.
+void   graft__sgemm_acc(bool ta, bool tb, size_t m, size_t n, size_t k, float alpha, const float *A, size_t lda, const float *B,
+                        size_t ldb, float *C, size_t ldc);
+// Make OpenBLAS run each call on the calling thread (graft parallelises over matrices itself).
+void   graft__blas_single_thread(void);
 #endif

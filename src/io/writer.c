@@ -41,6 +41,7 @@ struct shard {
 
 struct graft_writer {
     char              *target, *parent, *base, *tmp;
+    char               stem[64]; // shard file names: <stem>.safetensors, <stem>-0000i-of-0000N.safetensors
     unsigned           flags;
     uint64_t           max_shard;
     struct out_tensor *t;
@@ -115,6 +116,7 @@ int graft_writer_open(const char *target, const struct graft_writer_params *para
     int rc = GRAFT_OK;
     w->flags     = params->flags;
     w->max_shard = params->max_shard_bytes ? params->max_shard_bytes : GRAFT_DEFAULT_SHARD_BYTES;
+    snprintf(w->stem, sizeof w->stem, "%s", params->stem && *params->stem ? params->stem : "model");
     size_t len = strlen(target);
     while (len > 1 && target[len - 1] == '/') len--;
     w->target = graft__strndup(target, len);
@@ -373,8 +375,8 @@ int graft_writer_layout(struct graft_writer *w, struct graft_err *err) {
     size_t first = 0;
     for (int s = 0; s < n_shards && !rc; s++) {
         struct shard *sh = &w->shards[s];
-        sh->name = n_shards == 1 ? graft__strdup("model.safetensors")
-                                 : graft__asprintf("model-%05d-of-%05d.safetensors", s + 1, n_shards);
+        sh->name = n_shards == 1 ? graft__asprintf("%s.safetensors", w->stem)
+                                 : graft__asprintf("%s-%05d-of-%05d.safetensors", w->stem, s + 1, n_shards);
         sh->path = (w->flags & GRAFT_WRITER_SINGLE_FILE) ? graft__strdup(w->tmp)
                                                          : (sh->name ? graft__asprintf("%s/%s", w->tmp, sh->name) : NULL);
         if (!sh->name || !sh->path) { rc = OOM(w); break; }
@@ -469,7 +471,9 @@ static int write_index(struct graft_writer *w, struct graft_err *err) {
     json_object_set(root, "weight_map", wm);
     graft__json_dump_pretty(&b, root);
     if (b.failed) { rc = OOM(w); goto out; }
-    rc = graft_writer_add_file(w, "model.safetensors.index.json", b.data, b.len, err);
+    char name[96];
+    snprintf(name, sizeof name, "%s.safetensors.index.json", w->stem);
+    rc = graft_writer_add_file(w, name, b.data, b.len, err);
 out:
     graft__buf_free(&b);
     graft__free(list);

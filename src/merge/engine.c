@@ -20,6 +20,7 @@
 #include "plan.h"
 #include "../config/config.h"
 #include "../io/io-impl.h"
+#include "graft/lora.h"
 
 #define DEFAULT_CHUNK (1u << 16)
 
@@ -150,10 +151,10 @@ static int module_of(const struct plan *p, const char *name, size_t len, const c
     return -1;
 }
 
-int graft__plan_open_model(struct plan *p, const char *ref, int *out) {
+// A path of the config resolved to a real path (relative to the config's folder), or a config error.
+static int resolve_ref(struct plan *p, const char *ref, char *real) {
     char *path = ref[0] == '/' ? graft__strdup(ref) : graft__asprintf("%s/%s", p->cfg_dir, ref);
     if (!path) return graft_err_set(p->err, GRAFT_E_NOMEM, ref, NULL, 0, "out of memory");
-    char real[PATH_MAX];
     struct stat sb;
     if (stat(path, &sb) != 0 || !realpath(path, real)) {
         int rc;
@@ -166,14 +167,70 @@ int graft__plan_open_model(struct plan *p, const char *ref, int *out) {
         return rc;
     }
     graft__free(path);
+    return GRAFT_OK;
+}
+
+// `base+adapter` (MergeKit's LoRA reference): the adapter is applied into a folder under p->lora_dir
+// (beside the output, removed when the merge ends) and that model is opened. A dry run checks that the
+// adapter fits and plans with the base, whose tensors have the same names and shapes.
+static int open_lora_model(struct plan *p, const char *base_real, const char *ad_real, struct graft_model **out) {
+    struct graft_model *base = NULL;
+    int rc = graft_model_open(base_real, &base, p->err);
+    if (rc) return rc;
+    struct graft_lora_apply_params ap = graft_lora_apply_default_params();
+    ap.n_threads = p->opt->n_threads > 0 ? p->opt->n_threads : 1;
+    ap.dry_run = p->opt->dry_run;
+    char *target = NULL;
+    if (!ap.dry_run) {
+        if (!p->lora_made) {
+            if (mkdir(p->lora_dir, 0755) != 0) {
+                rc = graft_err_set(p->err, GRAFT_E_IO, p->lora_dir, NULL, 0, "cannot create a folder for LoRA-applied models: %s", strerror(errno));
+                graft_model_close(base);
+                return rc;
+            }
+            p->lora_made = true;
+        }
+        target = graft__asprintf("%s/%d", p->lora_dir, p->n_models);
+        if (!target) { graft_model_close(base); return graft_err_set(p->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); }
+    }
+    rc = graft_lora_apply(base, ad_real, ap.dry_run ? "" : target, &ap, NULL, NULL, p->err);
+    if (rc || ap.dry_run) {
+        if (!rc) *out = base;
+        else graft_model_close(base);
+        graft__free(target);
+        return rc;
+    }
+    graft_model_close(base);
+    rc = graft_model_open(target, out, p->err);
+    graft__free(target);
+    return rc;
+}
+
+int graft__plan_open_model(struct plan *p, const char *ref, int *out) {
+    char real[PATH_MAX], ad_real[PATH_MAX] = "";
+    const char *plus = strchr(ref, '+');
+    int rc;
+    if (plus) { // base+adapter
+        if (strchr(plus + 1, '+')) return graft__plan_fail(p, "'%s': a model reference holds at most one '+' (model+lora)", ref);
+        char *b = graft__strndup(ref, (size_t)(plus - ref));
+        if (!b) return graft_err_set(p->err, GRAFT_E_NOMEM, ref, NULL, 0, "out of memory");
+        rc = !*b || !plus[1] ? graft__plan_fail(p, "'%s': expected model+lora", ref) : resolve_ref(p, b, real);
+        graft__free(b);
+        if (!rc) rc = resolve_ref(p, plus + 1, ad_real);
+        if (rc) return rc;
+    } else if ((rc = resolve_ref(p, ref, real))) {
+        return rc;
+    }
+    char key[2 * PATH_MAX + 2];
+    snprintf(key, sizeof key, "%s%s%s", real, *ad_real ? "+" : "", ad_real);
     for (int i = 0; i < p->n_models; i++)
-        if (!strcmp(p->models[i].path, real)) { *out = i; return GRAFT_OK; }
+        if (!strcmp(p->models[i].path, key)) { *out = i; return GRAFT_OK; }
     if (p->n_models == GRAFT_MAX_INPUTS) return graft__plan_fail(p, "more than %d models", GRAFT_MAX_INPUTS);
     struct mmodel *mm = &p->models[p->n_models];
     memset(mm, 0, sizeof *mm);
-    if (!(mm->path = graft__strdup(real))) return graft_err_set(p->err, GRAFT_E_NOMEM, ref, NULL, 0, "out of memory");
+    if (!(mm->path = graft__strdup(key))) return graft_err_set(p->err, GRAFT_E_NOMEM, ref, NULL, 0, "out of memory");
     mm->ref = ref;
-    int rc = graft_model_open(real, &mm->m, p->err);
+    rc = *ad_real ? open_lora_model(p, real, ad_real, &mm->m) : graft_model_open(real, &mm->m, p->err);
     if (rc) { graft__free(mm->path); return rc; }
     p->n_models++;
     // Layer structure of each module from the names.
@@ -780,6 +837,18 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
     const char *slash = strrchr(config_path, '/');
     p.cfg_dir = slash ? graft__strndup(config_path, slash == config_path ? 1 : (size_t)(slash - config_path)) : graft__strdup(".");
     if (!p.cfg_dir) { rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
+    { // LoRA-applied inputs go beside the output, named like the writer's temp folders (so a later run
+      // removes them if this one is killed)
+        size_t ol = strlen(out_dir);
+        while (ol > 1 && out_dir[ol - 1] == '/') ol--;
+        char *od = graft__strndup(out_dir, ol), *sep = od ? strrchr(od, '/') : NULL;
+        const char *parent = ".", *name = od;
+        if (sep == od) parent = "/", name = sep + 1;      // "/out"
+        else if (sep) *sep = 0, parent = od, name = sep + 1; // "a/b/out"
+        p.lora_dir = od ? graft__asprintf("%s/.%s.graft-tmp-%ld-lora", parent, name, (long)getpid()) : NULL;
+        graft__free(od);
+        if (!p.lora_dir) { rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
+    }
     if (!(p.method = graft_method_find(cfg->merge_method))) {
         rc = graft_err_set(err, GRAFT_E_CONFIG, cfg->path, NULL, 0, "line %d: unknown merge_method '%s' (available: %s)", cfg->method_line,
                            cfg->merge_method, graft_method_names());
@@ -788,12 +857,21 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
     if ((rc = build_plan(&p))) goto out;
 
     // Output layout, chunking and scratch sizes are all known before any math.
-    const char *protect[GRAFT_MAX_INPUTS];
-    for (int i = 0; i < p.n_models; i++) protect[i] = p.models[i].path;
+    // inputs the output must not touch: each model (a LoRA reference: its base and its adapter)
+    const char *protect[2 * GRAFT_MAX_INPUTS];
+    char *split[GRAFT_MAX_INPUTS] = {0};
+    size_t np = 0;
+    for (int i = 0; i < p.n_models; i++) {
+        char *plus = strchr(p.models[i].path, '+');
+        if (plus && (split[i] = graft__strndup(p.models[i].path, (size_t)(plus - p.models[i].path)))) protect[np++] = split[i], protect[np++] = plus + 1;
+        else protect[np++] = p.models[i].path;
+    }
     struct graft_writer_params wp = graft_writer_default_params();
-    wp.max_shard_bytes = opt->max_shard_bytes, wp.flags = opt->writer_flags, wp.protect = protect, wp.n_protect = (size_t)p.n_models;
+    wp.max_shard_bytes = opt->max_shard_bytes, wp.flags = opt->writer_flags, wp.protect = protect, wp.n_protect = np;
     if (opt->dry_run) wp.flags |= GRAFT_WRITER_FORCE; // nothing is written; a plan of an existing output is fine
-    if ((rc = graft_writer_open(out_dir, &wp, &w, err))) goto out;
+    rc = graft_writer_open(out_dir, &wp, &w, err);
+    for (int i = 0; i < p.n_models; i++) graft__free(split[i]);
+    if (rc) goto out;
     uint64_t chunk = opt->chunk_elems ? opt->chunk_elems : DEFAULT_CHUNK, max_chunk = 1;
     int max_in = 1;
     for (size_t i = 0; i < p.n; i++) {
@@ -850,6 +928,8 @@ out:
         for (int m = 0; m < GRAFT_MAX_MODULES; m++) graft__free(p.models[i].prefix[m]);
     }
     graft__free(p.cfg_dir);
+    if (p.lora_made) graft__rm_tree(p.lora_dir);
+    graft__free(p.lora_dir);
     graft__vplan_free(p.vp);
     graft_config_free(cfg);
     return rc;

@@ -9,7 +9,7 @@
 #define GRAFT_MAX_MODULES 8
 
 struct mmodel {
-    char               *path;      // resolved
+    char               *path;      // resolved (a LoRA reference: "<base>+<adapter>", both resolved)
     const char         *ref;       // as written in the config
     struct graft_model *m;
     // per module of the config (one when there is no `modules:`), from the tensor names:
@@ -39,6 +39,8 @@ struct plan {
     const struct graft_method       *method;
     const struct graft_merge_options *opt;
     char                            *cfg_dir;
+    char                            *lora_dir;    // where `model+lora` references are applied (beside the output), or NULL
+    bool                             lora_made;   // lora_dir exists and must be removed
     struct mmodel                    models[GRAFT_MAX_INPUTS];
     int                              n_models;
     int                              base;        // model index of base_model, or -1
