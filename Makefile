@@ -73,6 +73,7 @@ demo: all
 bench: all
 	@sh bench/convert.sh
 	@sh bench/merge.sh
+	@sh bench/lora.sh
 
 clean:
 	rm -rf build

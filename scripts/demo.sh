@@ -30,4 +30,7 @@ step cat ties.yml
 step "$G" merge ties.yml merged --dry-run
 step "$G" merge ties.yml merged
 step "$G" verify merged
+step "$G" extract-lora --base base --model finetune2 finetune2-lora --rank 16
+step "$G" apply-lora base finetune2-lora finetune2-approx
+step "$G" verify finetune2-approx
 printf '\ndemo: all outputs are in %s\n' "$D"

@@ -42,6 +42,17 @@ static bool push(const char ***v, size_t *n, const char *s) {
     return true;
 }
 
+// A JSON string literal (module names come from the checkpoint: escape what JSON needs).
+static void json_str(const char *v) {
+    putchar('"');
+    for (const unsigned char *c = (const unsigned char *)v; *c; c++) {
+        if (*c == '"' || *c == '\\') printf("\\%c", *c);
+        else if (*c < 0x20) printf("\\u%04x", *c);
+        else putchar(*c);
+    }
+    putchar('"');
+}
+
 static const char *kind_name(enum graft_lora_kind k) {
     return k == GRAFT_LORA_WHOLE ? "whole" : k == GRAFT_LORA_EMBEDDING ? "embedding" : "lora";
 }
@@ -111,10 +122,12 @@ int cmd_extract_lora(int argc, char **argv) {
             const struct graft_lora_module *m = &rep.mods[i];
             if (m->kind == GRAFT_LORA_WHOLE) n_whole++;
             else n_lora++, worst = m->rel_error > worst ? m->rel_error : worst;
-            if (json)
-                printf("%s\n  {\"name\": \"%s\", \"kind\": \"%s\", \"shape\": [%llu, %llu], \"rank\": %d, \"rel_error\": %.9g}", i ? "," : "",
-                       m->name, kind_name(m->kind), (unsigned long long)m->rows, (unsigned long long)m->cols, m->rank,
-                       m->rel_error < 0 ? 0.0 : m->rel_error);
+            if (json) {
+                printf("%s\n  {\"name\": ", i ? "," : "");
+                json_str(m->name);
+                printf(", \"kind\": \"%s\", \"shape\": [%llu, %llu], \"rank\": %d, \"rel_error\": %.9g}", kind_name(m->kind),
+                       (unsigned long long)m->rows, (unsigned long long)m->cols, m->rank, m->rel_error < 0 ? 0.0 : m->rel_error);
+            }
             else if (m->kind == GRAFT_LORA_WHOLE)
                 printf("%-60s %-9s [%llu, %llu]  saved whole\n", m->name, kind_name(m->kind), (unsigned long long)m->rows, (unsigned long long)m->cols);
             else if (m->rel_error < 0)

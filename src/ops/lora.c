@@ -620,8 +620,14 @@ static int plan_apply(struct ajob *j, const struct adapter_cfg *c, const char *a
             struct atensor *x = find_target(j, name);
             if (!x) return graft_err_set(err, GRAFT_E_FORMAT, apath, ti->name, ti->name_len, "the base model has no tensor '%s': is this adapter for another model?", name);
             if (x->repl) return graft_err_set(err, GRAFT_E_FORMAT, apath, ti->name, ti->name_len, "tensor given twice");
-            if (ti->n_dims != x->t->info->n_dims || cols_of(ti) != cols_of(x->t->info))
-                return graft_err_set(err, GRAFT_E_FORMAT, apath, ti->name, ti->name_len, "shape does not fit the base's '%s'", name);
+            char mod[1100];
+            snprintf(mod, sizeof mod, "%s", name);
+            if (ends_with(mod, strlen(mod), ".weight")) mod[strlen(mod) - 7] = 0;
+            bool rows_only = ti->n_dims == 2 && x->t->info->n_dims == 2 && ti->ne[1] == x->t->info->ne[1] && (is_input_embedding(mod) || is_output_head(mod));
+            if (ti->n_elem != x->t->info->n_elem && !rows_only)
+                return graft_err_set(err, GRAFT_E_FORMAT, apath, ti->name, ti->name_len,
+                                     "%d-D, %llu elements: does not fit the base's '%s' (%llu elements): is this adapter for another model?", ti->n_dims,
+                                     (unsigned long long)ti->n_elem, name, (unsigned long long)x->t->info->n_elem);
             if (ti->n_elem != x->t->info->n_elem)
                 return graft_err_set(err, GRAFT_E_FORMAT, apath, ti->name, ti->name_len,
                                      "%llu rows where the base has %llu: resize the base's vocabulary first (graft does not change config.json here)",

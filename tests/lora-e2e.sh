@@ -1,0 +1,156 @@
+#!/bin/sh
+# LoRA end to end on `graft synth` models, checked against NumPy (tests/ref/lora_ref.py): extract-lora
+# factors are the best rank-r approximation of each delta, the reported errors and energy ranks are
+# numpy's, a full-rank adapter applied gives the fine-tune back, apply-lora computes W + s·B·A with
+# rank/alpha patterns, rsLoRA, fan_in_fan_out, embeddings and modules_to_save, `model+lora` merges
+# equal merges of the applied model; bad adapters and options fail cleanly with nothing written; in
+# builds with fault injection, failing allocations and writes.
+# Usage: tests/lora-e2e.sh BUILD_DIR [faults]
+set -u
+B=${1:?build dir}
+FAULTS=${2:-}
+G="$PWD/$B/graft"
+REF="$PWD/tests/ref/lora_ref.py"
+PY=${PYTHON:-/usr/bin/python3}
+. "$(dirname "$0")/lib.sh"
+cd "$T" || exit 1
+ref() { if "$PY" "$REF" "$@" >"$T/pyout" 2>&1; then ok; else bad "lora_ref.py $1: $(tail -c 400 "$T/pyout")"; fi; }
+nothing() { [ ! -e "$1" ] && ! ls -A | grep -q "graft-tmp" && ok || bad "$2: left output or a temp folder behind"; }
+
+expect 0 "$G" synth base --layers 2 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --vocab 128 --dtype f32 --seed 1
+expect 0 "$G" synth ft --like base --delta 0.01 --seed 2
+expect 0 "$G" synth bbase --layers 2 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --vocab 128 --dtype bf16 --seed 3
+expect 0 "$G" synth bft --like bbase --delta 0.01 --seed 4
+
+# ---- extract: factors against numpy's SVD (left and right Gram routes: 96×64 and 64×96 matrices) ----
+expect 0 "$G" extract-lora --base base --model ft ad8 --rank 8 --json --threads 2
+cp "$T/out" rep8.json
+ref extract base ft ad8 rep8.json 8
+grep -q '"embed_tokens"' ad8/adapter_config.json && grep -q '"lm_head"' ad8/adapter_config.json && ok || bad "embeddings not in modules_to_save"
+grep -q '"model.layers.0.input_layernorm", "kind": "whole"' rep8.json && ok || bad "norms not saved whole"
+[ -f ad8/README.md ] && [ ! -e ad8/model.safetensors ] && ok || bad "adapter folder layout"
+# same bytes for any thread count
+expect 0 "$G" extract-lora --base base --model ft ad8t1 --rank 8 --threads 1
+cmp -s ad8/adapter_model.safetensors ad8t1/adapter_model.safetensors && ok || bad "extract-lora output depends on --threads"
+# --embed-lora: embedding as lora_embedding_A/B (transposed), lm_head as a regular pair
+expect 0 "$G" extract-lora --base base --model ft ade --rank 5 --embed-lora --json
+cp "$T/out" repe.json
+ref extract base ft ade repe.json 5
+grep -q '"model.embed_tokens", "kind": "embedding"' repe.json && ok || bad "--embed-lora: embedding kind"
+# energy and sv-epsilon choose ranks from the spectrum
+expect 0 "$G" extract-lora --base base --model ft aden --energy 0.5 --json
+cp "$T/out" repen.json
+ref energy base ft repen.json 0.5
+expect 0 "$G" extract-lora --base base --model ft adsv --sv-epsilon 1e9 --json
+grep -q '"rank": 1,' "$T/out" && ! grep -q '"rank": [2-9]' "$T/out" && ok || bad "--sv-epsilon above every singular value should keep rank 1"
+# selection: include / exclude / save-module / skip-undecomposable
+expect 0 "$G" extract-lora --base base --model ft adi --include 'mlp' --exclude 'layers\.1\.' --save-module up_proj --json
+n=$(grep -c '"name"' "$T/out")
+[ "$n" = 3 ] && grep -q '"model.layers.0.mlp.up_proj", "kind": "whole"' "$T/out" && ! grep -q 'layers.1' "$T/out" && ok || bad "include/exclude/save-module: $(cat "$T/out")"
+expect 0 "$G" extract-lora --base base --model ft adu --skip-undecomposable --rank 4 --json
+grep -q 'layernorm' "$T/out" && bad "--skip-undecomposable kept norms" || ok
+# bf16 models: factors in bf16
+expect 0 "$G" extract-lora --base bbase --model bft adb --rank 8
+"$G" inspect adb/adapter_model.safetensors | grep -q "^BF16 " && ok || bad "bf16 adapter factors not in bf16"
+# a fine-tune with a larger vocabulary: embedding and lm_head saved whole (even with --embed-lora),
+# the card says to resize; applying that adapter to the smaller base is refused with that advice
+expect 0 "$G" synth big --layers 2 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --vocab 136 --dtype f32 --seed 9
+expect 0 "$G" extract-lora --base base --model big adv --rank 4 --embed-lora --json
+grep -q '"model.embed_tokens", "kind": "whole", "shape": \[136, 64\]' "$T/out" && grep -q '"lm_head", "kind": "whole"' "$T/out" && ok || bad "grown vocabulary: $(head -c 300 "$T/out")"
+grep -q "resize_token_embeddings" adv/README.md && ok || bad "grown vocabulary: no resize advice in README.md"
+expect 3 "$G" apply-lora base adv xv
+grep -q "resize" "$T/err" && ok || bad "applying a grown-vocabulary adapter: $(cat "$T/err")"
+nothing xv "grown-vocabulary apply"
+# dry run: a plan, nothing written
+expect 0 "$G" extract-lora --base base --model ft dry --dry-run
+nothing dry "extract-lora --dry-run"
+grep -q "rank ≤ 64" "$T/out" && ok || bad "dry run plan does not show rank caps"
+
+# ---- round trip: a full-rank adapter applied to the base gives the fine-tune back ----
+expect 0 "$G" extract-lora --base base --model ft adfull --rank 1000 --embed-lora
+expect 0 "$G" apply-lora base adfull back --threads 2
+ref close back ft base 1e-5
+expect 0 "$G" verify back
+cmp -s back/config.json base/config.json && ok || bad "apply-lora did not copy config.json"
+expect 0 "$G" apply-lora bbase adb bback
+expect 0 "$G" verify bback
+
+# ---- apply: hand-made PEFT adapters against numpy ----
+ref make-adapter base adp patterns
+expect 0 "$G" apply-lora base adp outp --threads 2
+ref apply base adp outp 1
+expect 0 "$G" apply-lora base adp outp2 --scale 0.5
+ref apply base adp outp2 0.5
+ref make-adapter base adf fanin
+expect 0 "$G" apply-lora base adf outf
+ref apply base adf outf 1
+expect 0 "$G" apply-lora base adp outp.safetensors
+[ -f outp.safetensors ] && ok || bad "apply-lora to a single .safetensors file"
+expect 0 "$G" apply-lora base adp --dry-run
+grep -q "fits" "$T/err" && ok || bad "apply-lora --dry-run message"
+
+# ---- bad inputs: clear errors, nothing written ----
+expect 0 "$G" synth other --layers 2 --hidden 32 --intermediate 48 --heads 4 --kv-heads 2 --vocab 128 --dtype f32 --seed 7
+expect 3 "$G" apply-lora other adp x1
+grep -q "another model\|do not fit" "$T/err" && ok || bad "adapter for another model: $(cat "$T/err")"
+nothing x1 "adapter for another model"
+mkdir -p broken && cp adp/adapter_config.json broken/
+"$PY" -c "
+import sys; sys.path.insert(0, '$PWD/../tests/ref'); sys.path.insert(0, '$(dirname "$REF")')
+import lora_ref as L
+t = L.load('adp/adapter_model.safetensors'); t = {k: v for k, v in t.items() if 'layers.0.mlp.down_proj.lora_B' not in k}
+L.save('broken/adapter_model.safetensors', t)" && ok || bad "could not write the broken adapter"
+expect 3 "$G" apply-lora base broken x2
+grep -q "only one of lora_A / lora_B" "$T/err" && ok || bad "missing lora_B: $(cat "$T/err")"
+nothing x2 "missing lora_B"
+mkdir -p badr && cp adp/adapter_model.safetensors badr/ && sed 's/"r": 4/"r": 3/' adp/adapter_config.json > badr/adapter_config.json
+expect 3 "$G" apply-lora base badr x3
+grep -q "rank 3" "$T/err" && ok || bad "rank mismatch: $(cat "$T/err")"
+mkdir -p noconf && cp adp/adapter_model.safetensors noconf/
+expect 3 "$G" apply-lora base noconf x4
+mkdir -p notlora && cp adp/adapter_model.safetensors notlora/ && echo '{"peft_type": "IA3", "r": 4}' > notlora/adapter_config.json
+expect 3 "$G" apply-lora base notlora x5
+grep -q "LORA" "$T/err" && ok || bad "non-LoRA adapter: $(cat "$T/err")"
+expect 2 "$G" extract-lora --base base --model ft x6 --include '('
+grep -q "regular expression" "$T/err" && ok || bad "bad regex message"
+expect 3 "$G" extract-lora --base base --model other x7
+grep -q "shape\|does not extend" "$T/err" && ok || bad "shape mismatch message: $(cat "$T/err")"
+nothing x7 "extract with mismatched shapes"
+expect 2 "$G" extract-lora --model ft x8
+expect 2 "$G" extract-lora --base base --model ft x9 --rank 0
+expect 2 "$G" apply-lora base
+mkdir -p full && touch full/keep
+expect 1 "$G" apply-lora base adp full
+[ -f full/keep ] && ok || bad "apply-lora replaced a non-empty folder without --force"
+
+# ---- model+lora in merge configs ----
+expect 0 "$G" apply-lora base adp applied
+printf 'merge_method: linear\nmodels:\n  - model: base+adp\n    parameters: {weight: 0.7}\n  - model: ft\n    parameters: {weight: 0.3}\n' > ml.yml
+printf 'merge_method: linear\nmodels:\n  - model: applied\n    parameters: {weight: 0.7}\n  - model: ft\n    parameters: {weight: 0.3}\n' > mm.yml
+printf 'merge_method: linear\nmodels:\n  - model: {model: {path: base, lora: adp}}\n    parameters: {weight: 0.7}\n  - model: ft\n    parameters: {weight: 0.3}\n' > mo.yml
+expect 0 "$G" merge ml.yml ml --threads 2
+expect 0 "$G" merge mm.yml mm
+expect 0 "$G" merge mo.yml mo
+cmp -s ml/model.safetensors mm/model.safetensors && cmp -s mo/model.safetensors mm/model.safetensors && ok || bad "model+lora merge differs from merging the applied model"
+ls -A | grep -q "graft-tmp" && bad "model+lora left a temp folder" || ok
+expect 0 "$G" merge ml.yml mdry --dry-run
+nothing mdry "merge --dry-run with a LoRA reference"
+printf 'merge_method: linear\nmodels:\n  - model: base+adp+adp\n    parameters: {weight: 1}\n' > bad1.yml
+expect 4 "$G" merge bad1.yml b1
+printf 'merge_method: linear\nmodels:\n  - model: base+missing\n    parameters: {weight: 1}\n' > bad2.yml
+expect 4 "$G" merge bad2.yml b2
+printf 'merge_method: linear\nmodels:\n  - model: other+adp\n    parameters: {weight: 1}\n' > bad3.yml
+expect 3 "$G" merge bad3.yml b3
+nothing b3 "merge with an adapter for another model"
+
+if [ "$FAULTS" = faults ]; then
+    alloc_faults 3 fx "$G" extract-lora --base base --model ft fx --rank 4 --threads 2
+    alloc_faults 3 fa "$G" apply-lora base adp fa --threads 2
+    for spec in write fsync rename; do
+        GRAFT_FAULT_IO="$spec:1:ENOSPC" "$G" apply-lora base adp fio >/dev/null 2>"$T/err"
+        [ $? = 1 ] && [ ! -e fio ] && ok || bad "apply-lora with a failing $spec: $(cat "$T/err")"
+    done
+fi
+
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]

@@ -1,0 +1,103 @@
+// Truncated SVD by the Gram route (src/core/linalg.c): singular values, vectors and signs on matrices
+// whose SVD is known by hand, both Gram sides (m ≤ n and m > n), rank-deficient input, the
+// Eckart–Young tail, and orthonormality / reconstruction on a random matrix.
+#include <math.h>
+#include <stdlib.h>
+#include "harness.h"
+#include "../src/core/impl.h"
+
+static bool near(double a, double b, double tol) { return fabs(a - b) <= tol; }
+
+// M = [[3, 0, 0], [0, −4, 0]]: S = (4, 3); u₁ = (0, 1) (sign: largest entry positive), v₁ = (0, −1, 0);
+// u₂ = (1, 0), v₂ = (1, 0, 0). The transpose swaps the roles (right-hand Gram route).
+TEST(svd_by_hand_both_sides) {
+    const float M[6] = {3, 0, 0, 0, -4, 0}, Mt[6] = {3, 0, 0, -4, 0, 0};
+    struct graft_err err;
+    for (int side = 0; side < 2; side++) {
+        struct graft__svd s;
+        size_t m = side ? 3 : 2, n = side ? 2 : 3;
+        CHECK_EQ(graft__svd_gram(side ? Mt : M, m, n, &s, &err), GRAFT_OK);
+        CHECK(s.left == (side == 0));
+        CHECK(near(s.energy, 25, 1e-12) && near(graft__svd_sv(&s, 0), 4, 1e-12) && near(graft__svd_sv(&s, 1), 3, 1e-12));
+        CHECK(near(graft__svd_tail(&s, 1), 9, 1e-12) && near(graft__svd_tail(&s, 2), 0, 1e-12));
+        double U[6], S[2], Vt[6];
+        CHECK_EQ(graft__svd_factors(&s, side ? Mt : M, 2, U, S, Vt, &err), GRAFT_OK);
+        // the short side carries the positive sign: M: u₁ = (0, 1); Mᵀ: v₁ = (0, 1)
+        if (!side) {
+            CHECK(near(U[0 * 2 + 0], 0, 1e-12) && near(U[1 * 2 + 0], 1, 1e-12) && near(U[0 * 2 + 1], 1, 1e-12));
+            CHECK(near(Vt[0 * 3 + 1], -1, 1e-12) && near(Vt[1 * 3 + 0], 1, 1e-12));
+        } else {
+            CHECK(near(Vt[0 * 2 + 1], 1, 1e-12) && near(Vt[1 * 2 + 0], 1, 1e-12));
+            CHECK(near(U[1 * 2 + 0], -1, 1e-12) && near(U[0 * 2 + 1], 1, 1e-12));
+        }
+        graft__svd_free(&s);
+    }
+}
+
+// A rank-1 matrix u·vᵀ: one singular value |u|·|v|, the rest 0, and the rank-1 factors rebuild it.
+TEST(svd_rank_one_and_zero_directions) {
+    float M[4 * 5];
+    const float u[4] = {1, -2, 0.5f, 3}, v[5] = {2, 0, -1, 1, 0.25f};
+    double nu = 0, nv = 0;
+    for (int i = 0; i < 4; i++) nu += u[i] * u[i];
+    for (int j = 0; j < 5; j++) nv += v[j] * v[j];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 5; j++) M[i * 5 + j] = u[i] * v[j];
+    struct graft_err err;
+    struct graft__svd s;
+    CHECK_EQ(graft__svd_gram(M, 4, 5, &s, &err), GRAFT_OK);
+    CHECK(near(graft__svd_sv(&s, 0), sqrt(nu * nv), 1e-9));
+    for (size_t j = 1; j < s.k; j++) CHECK(graft__svd_sv(&s, j) < 1e-6);
+    double U[4 * 4], S[4], Vt[4 * 5];
+    CHECK_EQ(graft__svd_factors(&s, M, 4, U, S, Vt, &err), GRAFT_OK);
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 5; j++) CHECK(near(U[i * 4] * S[0] * Vt[j], M[i * 5 + j], 1e-5));
+    for (int c = 0; c < 4; c++) CHECK(isfinite(U[c]) && isfinite(Vt[c * 5])); // zero directions give no NaN
+    graft__svd_free(&s);
+    float Z[6] = {0};
+    CHECK_EQ(graft__svd_gram(Z, 2, 3, &s, &err), GRAFT_OK);
+    CHECK(s.energy == 0 && graft__svd_sv(&s, 0) == 0);
+    graft__svd_free(&s);
+}
+
+// Random 70 × 40 (right side) and 40 × 70 (left side): U and V orthonormal, U·S·Vᵀ = M, descending S.
+TEST(svd_random_reconstructs) {
+    enum { A = 70, Bn = 40 };
+    float *M = malloc(A * Bn * sizeof *M), *Mt = malloc(A * Bn * sizeof *Mt);
+    uint64_t st = 11;
+    for (int i = 0; i < A * Bn; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        M[i] = (float)((double)(st >> 11) / 9007199254740992.0 - 0.5);
+    }
+    for (int i = 0; i < A; i++)
+        for (int j = 0; j < Bn; j++) Mt[j * A + i] = M[i * Bn + j];
+    struct graft_err err;
+    for (int side = 0; side < 2; side++) {
+        size_t m = side ? Bn : A, n = side ? A : Bn, k = Bn;
+        const float *X = side ? Mt : M;
+        struct graft__svd s;
+        CHECK_EQ(graft__svd_gram(X, m, n, &s, &err), GRAFT_OK);
+        double *U = malloc(m * k * sizeof *U), *S = malloc(k * sizeof *S), *Vt = malloc(k * n * sizeof *Vt);
+        CHECK_EQ(graft__svd_factors(&s, X, k, U, S, Vt, &err), GRAFT_OK);
+        double worst = 0, orth = 0;
+        for (size_t i = 0; i < m; i++)
+            for (size_t j = 0; j < n; j++) {
+                double r = 0;
+                for (size_t c = 0; c < k; c++) r += U[i * k + c] * S[c] * Vt[c * n + j];
+                worst = fmax(worst, fabs(r - X[i * n + j]));
+            }
+        for (size_t a = 0; a < k; a++)
+            for (size_t b = 0; b < k; b++) {
+                double du = 0, dv = 0;
+                for (size_t i = 0; i < m; i++) du += U[i * k + a] * U[i * k + b];
+                for (size_t j = 0; j < n; j++) dv += Vt[a * n + j] * Vt[b * n + j];
+                orth = fmax(orth, fmax(fabs(du - (a == b)), fabs(dv - (a == b))));
+            }
+        for (size_t c = 1; c < k; c++) CHECK(S[c] <= S[c - 1]);
+        CHECK(worst < 1e-9);
+        CHECK(orth < 1e-9);
+        free(U), free(S), free(Vt);
+        graft__svd_free(&s);
+    }
+    free(M), free(Mt);
+}
