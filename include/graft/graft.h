@@ -24,5 +24,6 @@
 #include "synth.h"
 #include "merge.h"
 #include "lora.h"
+#include "quantize.h"
 
 #endif

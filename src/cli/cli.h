@@ -24,4 +24,6 @@ int cmd_synth(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_extract_lora(int argc, char **argv);
 int cmd_apply_lora(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
+int cmd_dequantize(int argc, char **argv);
 #endif

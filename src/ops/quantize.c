@@ -1,0 +1,370 @@
+// Round-to-nearest symmetric group-wise quantization (int8 / int4) and dequantization, streaming:
+// work items are blocks of whole rows of one tensor (rows × cols ≈ 1 Mi elements), so a block's
+// values, scales and error sums are written at fixed offsets and summed in item order — the bytes
+// and the reported errors do not depend on the thread count. See include/graft/quantize.h.
+#include <jansson.h>
+#include <math.h>
+#include <regex.h>
+#include <stdio.h>
+#include <string.h>
+#include "graft/convert.h"
+#include "graft/quantize.h"
+#include "graft/writer.h"
+#include "../core/impl.h"
+#include "../io/io-impl.h"
+
+#define BLOCK_ELEMS (1u << 20)
+
+struct graft_quantize_params graft_quantize_default_params(void) {
+    return (struct graft_quantize_params){.bits = 8, .group = 128, .n_threads = 1};
+}
+
+void graft_quant_report_free(struct graft_quant_report *r) {
+    if (!r) return;
+    for (size_t i = 0; i < r->n; i++) graft__free(r->names[i]);
+    graft__free(r->names), graft__free(r->rel_error);
+    memset(r, 0, sizeof *r);
+}
+
+static int nomem(struct graft_err *err) { return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); }
+
+static bool is_embedding_or_head(const char *name) {
+    return strstr(name, "embed_tokens") || strstr(name, "lm_head") || strstr(name, "wte.") || strstr(name, "word_embeddings") ||
+           strstr(name, "tok_embeddings") || strstr(name, "embed_in") || strstr(name, "embed_out");
+}
+
+// One output item of either direction: rows [r0, r0 + nr) of tensor t.
+struct qt {
+    const struct graft_model_tensor *t, *scale; // input (dequantize: the integers and their scales)
+    bool     quant;                             // converted (else copied)
+    uint64_t rows, cols, groups, rpi;           // rows per item
+    size_t   first;                             // first item
+    long     id, id_scale;
+    double  *err2, *norm2;                      // per item: Σ(w − ŵ)², Σ w² (quantize)
+};
+
+struct qjob {
+    const struct graft_model *m;
+    struct qt *ts;
+    size_t n, items;
+    int bits, group;
+    enum graft_dtype out_dt; // dequantize
+    struct graft_writer *w;
+    struct graft_progress *progress;
+};
+
+static size_t locate(const struct qjob *j, size_t item) {
+    size_t lo = 0, hi = j->n;
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if (j->ts[mid].first <= item) lo = mid; else hi = mid;
+    }
+    return lo;
+}
+
+static int quant_item(void *ctx, size_t item, int ith, struct graft_err *err) {
+    (void)ith;
+    struct qjob *j = ctx;
+    size_t ti = locate(j, item);
+    struct qt *x = &j->ts[ti];
+    if (!x->quant) {
+        if (item != x->first) return GRAFT_OK;
+        int rc = x->t->info->n_bytes ? graft_writer_write(j->w, x->id, 0, graft_model_data(j->m, x->t), (size_t)x->t->info->n_bytes, err) : GRAFT_OK;
+        graft_progress_add(j->progress, x->t->info->n_bytes);
+        return rc;
+    }
+    size_t k = item - x->first;
+    uint64_t r0 = k * x->rpi, nr = x->rows - r0 < x->rpi ? x->rows - r0 : x->rpi, cols = x->cols, n = nr * cols;
+    const int qmax = j->bits == 8 ? 127 : 7;
+    float *w = graft__malloc((size_t)n * sizeof *w), *sc = graft__malloc((size_t)(nr * x->groups) * sizeof *sc);
+    uint8_t *q = graft__malloc((size_t)(j->bits == 8 ? n : nr * (cols / 2)));
+    int rc = GRAFT_OK;
+    if (!w || !sc || !q) { rc = nomem(err); goto out; }
+    uint64_t off;
+    graft_dtype_nbytes(x->t->info->dtype, r0 * cols, &off);
+    graft_row_to_f32(x->t->info->dtype, graft_model_data(j->m, x->t) + off, w, (size_t)n);
+    double e2 = 0, n2 = 0;
+    for (uint64_t r = 0; r < nr; r++) {
+        const float *row = w + r * cols;
+        for (uint64_t g = 0; g < x->groups; g++) {
+            uint64_t c0 = g * (uint64_t)j->group, c1 = c0 + (uint64_t)j->group < cols ? c0 + (uint64_t)j->group : cols;
+            float amax = 0;
+            for (uint64_t c = c0; c < c1; c++) amax = fmaxf(amax, fabsf(row[c]));
+            float s = amax / (float)qmax;
+            sc[r * x->groups + g] = s;
+            for (uint64_t c = c0; c < c1; c++) {
+                float v = s > 0 ? nearbyintf(row[c] / s) : 0.0f; // round half to even (the default mode)
+                v = v > (float)qmax ? (float)qmax : v < (float)-qmax ? (float)-qmax : v;
+                int iv = (int)v;
+                double d = (double)row[c] - (double)(v * s);
+                e2 += d * d, n2 += (double)row[c] * (double)row[c];
+                if (j->bits == 8) q[r * cols + c] = (uint8_t)(int8_t)iv;
+                else if (c % 2 == 0) q[r * (cols / 2) + c / 2] = (uint8_t)(iv & 0xF); // columns come in order: low nibble first
+                else q[r * (cols / 2) + c / 2] |= (uint8_t)((iv & 0xF) << 4);
+            }
+        }
+    }
+    x->err2[k] = e2, x->norm2[k] = n2;
+    uint64_t qoff = j->bits == 8 ? r0 * cols : r0 * (cols / 2), qlen = j->bits == 8 ? n : nr * (cols / 2);
+    rc = graft_writer_write(j->w, x->id, qoff, q, (size_t)qlen, err);
+    if (!rc) rc = graft_writer_write(j->w, x->id_scale, r0 * x->groups * 4, sc, (size_t)(nr * x->groups * 4), err);
+    graft_progress_add(j->progress, n * (uint64_t)(graft_dtype_traits(x->t->info->dtype)->bits / 8));
+out:
+    graft__free(w), graft__free(sc), graft__free(q);
+    if (rc && !strstr(err->msg, x->t->info->name)) graft__err_prefix(err, NULL, x->t->info->name, x->t->info->name_len);
+    return rc;
+}
+
+// Items of one tensor (rows per item so that an item holds about BLOCK_ELEMS elements).
+static void set_items(struct qt *x, size_t *items) {
+    x->rpi = x->cols ? BLOCK_ELEMS / x->cols : 1;
+    if (!x->rpi) x->rpi = 1;
+    x->first = *items;
+    *items += x->quant ? (size_t)((x->rows + x->rpi - 1) / x->rpi) : 1;
+}
+
+static int protect_and_open(const struct graft_model *m, const char *target, uint64_t max_shard, unsigned flags, struct graft_writer **w,
+                            struct graft_err *err) {
+    const char *protect[1026];
+    size_t np = 0;
+    for (int i = 0; i < graft_model_n_shards(m) && np < 1024; i++) protect[np++] = graft_st_path(graft_model_shard(m, i));
+    if (graft_model_is_dir(m)) protect[np++] = graft_model_dir(m);
+    struct graft_writer_params wp = graft_writer_default_params();
+    size_t tl = strlen(target);
+    bool single = tl > 12 && !strcmp(target + tl - 12, ".safetensors");
+    wp.max_shard_bytes = max_shard, wp.flags = flags | (single ? GRAFT_WRITER_SINGLE_FILE : 0), wp.protect = protect, wp.n_protect = np;
+    return graft_writer_open(target, &wp, w, err);
+}
+
+// config.json with quantization_config set (q != NULL) or removed, torch_dtype set when given, plus
+// the tokenizer files.
+static int side_files(struct graft_writer *w, const struct graft_model *m, json_t *q, const char *torch_dtype, bool single, struct graft_err *err) {
+    if (single) { json_decref(q); return GRAFT_OK; }
+    const char *cfg = graft_model_config_json(m);
+    int rc = GRAFT_OK;
+    if (cfg) {
+        json_t *root = json_loads(cfg, 0, NULL);
+        if (!root) { json_decref(q); return graft_err_set(err, GRAFT_E_FORMAT, graft_model_dir(m), NULL, 0, "config.json: cannot be parsed"); }
+        if (q) json_object_set_new(root, "quantization_config", q);
+        else json_object_del(root, "quantization_config");
+        if (torch_dtype) json_object_set_new(root, "torch_dtype", json_string(torch_dtype));
+        struct graft__buf b;
+        graft__buf_init(&b, 64u << 20);
+        graft__json_dump_pretty(&b, root);
+        rc = b.failed ? nomem(err) : graft_writer_add_file(w, "config.json", b.data, b.len, err);
+        graft__buf_free(&b);
+        json_decref(root);
+    } else {
+        json_decref(q);
+    }
+    return rc ? rc : graft_writer_copy_tokenizer(w, m, err);
+}
+
+int graft_quantize(const struct graft_model *m, const char *target, const struct graft_quantize_params *p, struct graft_quant_report *rep,
+                   struct graft_err *err) {
+    if (p->bits != 8 && p->bits != 4) return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "the scheme must be int8 or int4");
+    if (p->group < 1) return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "the group size must be at least 1");
+    const char *cfg = graft_model_config_json(m);
+    if (cfg && strstr(cfg, "\"quantization_config\""))
+        return graft_err_set(err, GRAFT_E_USAGE, graft_model_path(m), NULL, 0, "the model is quantized already (config.json has quantization_config)");
+    struct qjob j = {.m = m, .bits = p->bits, .group = p->group, .progress = p->progress};
+    j.n = graft_model_n_tensors(m);
+    regex_t *rx = graft__calloc(p->n_exclude + 1, sizeof *rx);
+    size_t n_rx = 0;
+    int rc = (j.ts = graft__calloc(j.n ? j.n : 1, sizeof *j.ts)) && rx ? GRAFT_OK : nomem(err);
+    for (; !rc && n_rx < p->n_exclude; n_rx++)
+        if (regcomp(&rx[n_rx], p->exclude[n_rx], REG_EXTENDED | REG_NOSUB)) {
+            rc = graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "--exclude '%s' is not a valid regular expression", p->exclude[n_rx]);
+            break;
+        }
+    const char *first_dt = NULL;
+    size_t nq = 0;
+    for (size_t i = 0; !rc && i < j.n; i++) {
+        struct qt *x = &j.ts[i];
+        x->t = graft_model_tensor(m, i), x->id = x->id_scale = -1;
+        const struct graft_tensor_info *t = x->t->info;
+        const struct graft_dtype_traits *dt = graft_dtype_traits(t->dtype);
+        bool excluded = false;
+        for (size_t k = 0; k < n_rx && !excluded; k++) excluded = regexec(&rx[k], t->name, 0, NULL, 0) == 0;
+        x->quant = t->n_dims == 2 && dt && dt->is_float && dt->to_f32 && t->n_elem > 0 && !excluded && (p->embeddings || !is_embedding_or_head(t->name));
+        x->rows = t->n_dims ? t->ne[0] : 1, x->cols = t->n_dims == 2 ? t->ne[1] : t->n_elem;
+        if (x->quant && p->bits == 4 && x->cols % 2)
+            rc = graft_err_set(err, GRAFT_E_USAGE, graft_model_path(m), t->name, t->name_len, "int4 packs two values per byte: %llu columns is odd (--exclude it)",
+                               (unsigned long long)x->cols);
+        x->groups = (x->cols + (uint64_t)p->group - 1) / (uint64_t)p->group;
+        set_items(x, &j.items);
+        if (x->quant) {
+            nq++;
+            if (!first_dt) first_dt = graft_dtype_torch_name(t->dtype);
+            size_t ni = j.items - x->first;
+            x->err2 = graft__calloc(ni, sizeof *x->err2), x->norm2 = graft__calloc(ni, sizeof *x->norm2);
+            if (!x->err2 || !x->norm2) rc = nomem(err);
+        }
+    }
+    if (!rc && nq == 0) rc = graft_err_set(err, GRAFT_E_USAGE, graft_model_path(m), NULL, 0, "no 2-D floating tensor to quantize");
+    struct graft_writer *w = NULL;
+    if (!rc && !p->dry_run) rc = protect_and_open(m, target, p->max_shard_bytes, p->writer_flags, &w, err);
+    j.w = w;
+    for (size_t i = 0; !rc && w && i < j.n; i++) {
+        struct qt *x = &j.ts[i];
+        const struct graft_tensor_info *t = x->t->info;
+        if (!x->quant) {
+            x->id = graft_writer_add_tensor(w, t->name, t->name_len, t->dtype, t->n_dims, t->ne, err);
+            if (x->id < 0) rc = (int)x->id;
+            continue;
+        }
+        uint64_t qne[2] = {x->rows, p->bits == 8 ? x->cols : x->cols / 2}, sne[2] = {x->rows, x->groups};
+        x->id = graft_writer_add_tensor(w, t->name, t->name_len, p->bits == 8 ? GRAFT_DTYPE_I8 : GRAFT_DTYPE_U8, 2, qne, err);
+        char *sn = graft__asprintf("%.*s_scale", (int)t->name_len, t->name);
+        if (!sn) rc = nomem(err);
+        if (!rc && x->id < 0) rc = (int)x->id;
+        if (!rc && graft_model_find(m, sn, strlen(sn)))
+            rc = graft_err_set(err, GRAFT_E_USAGE, graft_model_path(m), sn, strlen(sn), "the model already has this tensor: is it quantized already?");
+        if (!rc) x->id_scale = graft_writer_add_tensor(w, sn, strlen(sn), GRAFT_DTYPE_F32, 2, sne, err);
+        if (!rc && x->id_scale < 0) rc = (int)x->id_scale;
+        graft__free(sn);
+    }
+    if (!rc && w) rc = graft_writer_layout(w, err);
+    if (!rc && w) rc = graft_pool_run(p->n_threads > 0 ? p->n_threads : 1, j.items, quant_item, &j,
+                                      p->progress && p->progress->enabled ? graft_progress_draw : NULL, p->progress, err);
+    if (!rc && w) {
+        json_t *q = json_pack("{s:s, s:i, s:i, s:b, s:s, s:s}", "quant_method", "graft_rtn", "bits", p->bits, "group_size", p->group, "symmetric", 1,
+                              "scale_dtype", "float32", "dequantized_dtype", first_dt ? first_dt : "bfloat16");
+        size_t tl = strlen(target);
+        rc = q ? side_files(w, m, q, NULL, tl > 12 && !strcmp(target + tl - 12, ".safetensors"), err) : nomem(err);
+    }
+    if (!rc && w) rc = graft_writer_commit(w, err);
+    if (!rc && rep) {
+        memset(rep, 0, sizeof *rep);
+        rep->names = graft__calloc(nq + 1, sizeof *rep->names), rep->rel_error = graft__calloc(nq + 1, sizeof *rep->rel_error);
+        if (!rep->names || !rep->rel_error) rc = nomem(err);
+        for (size_t i = 0; !rc && i < j.n; i++) {
+            struct qt *x = &j.ts[i];
+            if (!x->quant) { rep->n_kept++; continue; }
+            double e2 = 0, n2 = 0;
+            size_t ni = (size_t)((x->rows + x->rpi - 1) / x->rpi);
+            for (size_t k = 0; k < ni; k++) e2 += x->err2[k], n2 += x->norm2[k];
+            rep->names[rep->n] = graft__strndup(x->t->info->name, x->t->info->name_len);
+            rep->rel_error[rep->n++] = p->dry_run ? -1 : n2 > 0 ? sqrt(e2 / n2) : 0;
+        }
+    }
+    graft_writer_free(w);
+    for (size_t i = 0; j.ts && i < j.n; i++) graft__free(j.ts[i].err2), graft__free(j.ts[i].norm2);
+    graft__free(j.ts);
+    for (size_t k = 0; k < n_rx; k++) regfree(&rx[k]);
+    graft__free(rx);
+    return rc;
+}
+
+static int dequant_item(void *ctx, size_t item, int ith, struct graft_err *err) {
+    (void)ith;
+    struct qjob *j = ctx;
+    size_t ti = locate(j, item);
+    struct qt *x = &j->ts[ti];
+    if (!x->quant) {
+        if (item != x->first) return GRAFT_OK;
+        int rc = x->t->info->n_bytes ? graft_writer_write(j->w, x->id, 0, graft_model_data(j->m, x->t), (size_t)x->t->info->n_bytes, err) : GRAFT_OK;
+        graft_progress_add(j->progress, x->t->info->n_bytes);
+        return rc;
+    }
+    uint64_t r0 = (item - x->first) * x->rpi, nr = x->rows - r0 < x->rpi ? x->rows - r0 : x->rpi, cols = x->cols, n = nr * cols;
+    bool int8 = x->t->info->dtype == GRAFT_DTYPE_I8;
+    float *w = graft__malloc((size_t)n * sizeof *w), *sc = graft__malloc((size_t)(nr * x->groups) * sizeof *sc);
+    void *enc = graft__malloc((size_t)n * 4);
+    int rc = GRAFT_OK;
+    if (!w || !sc || !enc) { rc = nomem(err); goto out; }
+    graft_row_to_f32(x->scale->info->dtype, graft_model_data(j->m, x->scale) + r0 * x->groups * (graft_dtype_traits(x->scale->info->dtype)->bits / 8), sc,
+                     (size_t)(nr * x->groups));
+    const uint8_t *q = graft_model_data(j->m, x->t) + (int8 ? r0 * cols : r0 * (cols / 2));
+    for (uint64_t r = 0; r < nr; r++)
+        for (uint64_t c = 0; c < cols; c++) {
+            int v;
+            if (int8) v = (int8_t)q[r * cols + c];
+            else {
+                uint8_t b = q[r * (cols / 2) + c / 2], nib = c % 2 ? b >> 4 : b & 0xF;
+                v = nib & 8 ? (int)nib - 16 : (int)nib;
+            }
+            w[r * cols + c] = (float)v * sc[r * x->groups + c / (uint64_t)j->group];
+        }
+    uint64_t off, len;
+    graft_dtype_nbytes(j->out_dt, r0 * cols, &off);
+    graft_dtype_nbytes(j->out_dt, n, &len);
+    graft_row_from_f32(j->out_dt, w, enc, (size_t)n);
+    rc = graft_writer_write(j->w, x->id, off, enc, (size_t)len, err);
+    graft_progress_add(j->progress, x->t->info->n_bytes);
+out:
+    graft__free(w), graft__free(sc), graft__free(enc);
+    if (rc && !strstr(err->msg, x->t->info->name)) graft__err_prefix(err, NULL, x->t->info->name, x->t->info->name_len);
+    return rc;
+}
+
+int graft_dequantize(const struct graft_model *m, const char *target, enum graft_dtype dtype, int n_threads, unsigned writer_flags,
+                     struct graft_progress *progress, size_t *n_done, struct graft_err *err) {
+    const char *cfg = graft_model_config_json(m);
+    json_t *root = cfg ? json_loads(cfg, 0, NULL) : NULL, *qc = json_object_get(root, "quantization_config");
+    int group = (int)json_integer_value(json_object_get(qc, "group_size"));
+    const char *qm = json_string_value(json_object_get(qc, "quant_method")), *dd = json_string_value(json_object_get(qc, "dequantized_dtype"));
+    int rc = GRAFT_OK;
+    if (!qc || !qm || strcmp(qm, "graft_rtn") || group < 1)
+        rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0,
+                           "config.json has no graft quantization_config (quant_method \"graft_rtn\" with group_size): not made by graft quantize?");
+    if (!rc && dtype == GRAFT_DTYPE_COUNT) {
+        int t = dd ? graft_dtype_from_cli_name(dd) : -1;
+        dtype = t >= 0 ? (enum graft_dtype)t : GRAFT_DTYPE_BF16;
+    }
+    struct qjob j = {.m = m, .group = group, .out_dt = dtype, .progress = progress};
+    j.n = graft_model_n_tensors(m);
+    size_t nd = 0, n_out = 0;
+    if (!rc && !(j.ts = graft__calloc(j.n ? j.n : 1, sizeof *j.ts))) rc = nomem(err);
+    for (size_t i = 0; !rc && i < j.n; i++) {
+        const struct graft_model_tensor *t = graft_model_tensor(m, i);
+        const struct graft_tensor_info *ti = t->info;
+        if (ti->name_len > 6 && !memcmp(ti->name + ti->name_len - 6, "_scale", 6)) { // a scale: used by its tensor
+            const struct graft_model_tensor *owner = graft_model_find(m, ti->name, ti->name_len - 6);
+            if (owner && (owner->info->dtype == GRAFT_DTYPE_I8 || owner->info->dtype == GRAFT_DTYPE_U8)) continue;
+        }
+        struct qt *x = &j.ts[n_out++];
+        x->t = t, x->id = -1;
+        char *sn = graft__asprintf("%.*s_scale", (int)ti->name_len, ti->name);
+        if (!sn) { rc = nomem(err); break; }
+        x->scale = graft_model_find(m, sn, strlen(sn));
+        graft__free(sn);
+        x->quant = x->scale && (ti->dtype == GRAFT_DTYPE_I8 || ti->dtype == GRAFT_DTYPE_U8) && ti->n_dims == 2;
+        x->rows = ti->n_dims ? ti->ne[0] : 1;
+        x->cols = x->quant ? (ti->dtype == GRAFT_DTYPE_I8 ? ti->ne[1] : 2 * ti->ne[1]) : ti->n_elem;
+        if (x->quant) {
+            x->groups = (x->cols + (uint64_t)group - 1) / (uint64_t)group;
+            const struct graft_tensor_info *s = x->scale->info;
+            const struct graft_dtype_traits *sd = graft_dtype_traits(s->dtype);
+            if (s->n_dims != 2 || s->ne[0] != x->rows || s->ne[1] != x->groups || !sd || !sd->is_float || sd->bits % 8)
+                rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), s->name, s->name_len,
+                                   "scales must be floating [%llu, %llu] for %llu columns in groups of %d", (unsigned long long)x->rows,
+                                   (unsigned long long)x->groups, (unsigned long long)x->cols, group);
+            nd++;
+        }
+        set_items(x, &j.items);
+    }
+    j.n = n_out;
+    struct graft_writer *w = NULL;
+    if (!rc) rc = protect_and_open(m, target, 0, writer_flags, &w, err);
+    j.w = w;
+    for (size_t i = 0; !rc && i < j.n; i++) {
+        struct qt *x = &j.ts[i];
+        const struct graft_tensor_info *t = x->t->info;
+        uint64_t ne[2] = {x->rows, x->cols};
+        x->id = x->quant ? graft_writer_add_tensor(w, t->name, t->name_len, dtype, 2, ne, err)
+                         : graft_writer_add_tensor(w, t->name, t->name_len, t->dtype, t->n_dims, t->ne, err);
+        if (x->id < 0) rc = (int)x->id;
+    }
+    if (!rc) rc = graft_writer_layout(w, err);
+    if (!rc) rc = graft_pool_run(n_threads > 0 ? n_threads : 1, j.items, dequant_item, &j, progress && progress->enabled ? graft_progress_draw : NULL,
+                                 progress, err);
+    size_t tl = strlen(target);
+    if (!rc) rc = side_files(w, m, NULL, graft_dtype_torch_name(dtype), tl > 12 && !strcmp(target + tl - 12, ".safetensors"), err);
+    if (!rc) rc = graft_writer_commit(w, err);
+    if (n_done) *n_done = nd;
+    graft_writer_free(w);
+    graft__free(j.ts);
+    json_decref(root);
+    return rc;
+}

@@ -1,0 +1,72 @@
+#!/bin/sh
+# Checkpoint operations end to end on `graft synth` models: quantize / dequantize (int8, int4, group
+# sizes that do and do not divide the rows, bf16 and f32 inputs) checked bit for bit against NumPy
+# (tests/ref/quant_ref.py); thread-count independence; bad options and inputs fail cleanly with
+# nothing written; in builds with fault injection, failing allocations and writes.
+# Usage: tests/ops-e2e.sh BUILD_DIR [faults]
+set -u
+B=${1:?build dir}
+FAULTS=${2:-}
+G="$PWD/$B/graft"
+QREF="$PWD/tests/ref/quant_ref.py"
+PY=${PYTHON:-/usr/bin/python3}
+. "$(dirname "$0")/lib.sh"
+cd "$T" || exit 1
+nothing() { [ ! -e "$1" ] && ! ls -A | grep -q "graft-tmp" && ok || bad "$2: left output or a temp folder behind"; }
+
+expect 0 "$G" synth m32 --layers 2 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --vocab 128 --dtype f32 --seed 1
+expect 0 "$G" synth mbf --layers 2 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --vocab 128 --dtype bf16 --seed 2
+
+# ---- quantize / dequantize against numpy ----
+for m in m32 mbf; do
+    for spec in "8 32" "4 32" "8 40" "4 7"; do
+        set -- $spec
+        bits=$1 grp=$2
+        q=$m-q$bits-$grp
+        expect 0 "$G" quantize $m $q --scheme int$bits --group $grp --threads 2
+        cp "$T/out" $q.txt
+        expect 0 "$G" dequantize $q $q-dq --dtype f32
+        if [ $m = m32 ]; then src=$m; else src=$m-f32; [ -d $src ] || "$G" convert $m $src --dtype f32 >/dev/null 2>&1; fi
+        if "$PY" "$QREF" check $src $q $q-dq $bits $grp $q.txt >"$T/py" 2>&1; then ok; else bad "int$bits group $grp on $m: $(cat "$T/py")"; fi
+        expect 0 "$G" verify $q
+    done
+done
+grep -q '"quant_method": "graft_rtn"' m32-q8-32/config.json && grep -q '"group_size": 32' m32-q8-32/config.json && ok || bad "quantization_config"
+! grep -q quantization_config m32-q8-32-dq/config.json && grep -q '"torch_dtype": "float32"' m32-q8-32-dq/config.json && ok || bad "dequantize config.json"
+"$G" inspect mbf-q4-32 | grep -q "^U8 " && ok || bad "int4 not stored as U8"
+"$G" inspect m32-q8-32 | grep -q "lm_head.weight" && "$G" inspect m32-q8-32 | grep "lm_head.weight" | grep -q "^F32" && ok || bad "lm_head quantized without --embeddings"
+expect 0 "$G" quantize m32 qe --scheme int8 --embeddings --exclude 'mlp'
+grep -q "lm_head" "$T/out" && ! grep -q "mlp" "$T/out" && ok || bad "--embeddings / --exclude"
+# default dequantized dtype: the one recorded
+expect 0 "$G" dequantize mbf-q8-32 mbf-back
+"$G" inspect mbf-back | grep "q_proj.weight" | grep -q "^BF16" && ok || bad "dequantize default dtype is not the recorded bf16"
+# same bytes for any thread count
+expect 0 "$G" quantize mbf qt1 --scheme int4 --group 32 --threads 1
+cmp -s qt1/model.safetensors mbf-q4-32/model.safetensors && ok || bad "quantize depends on --threads"
+expect 0 "$G" quantize m32 qdry --scheme int8 --dry-run
+nothing qdry "quantize --dry-run"
+
+# ---- bad options and inputs ----
+expect 2 "$G" quantize m32 x1 --scheme int3
+expect 2 "$G" quantize m32 x2
+expect 2 "$G" quantize m32 x3 --scheme int8 --group 0
+expect 2 "$G" quantize m32 x4 --scheme int8 --exclude '('
+nothing x4 "bad regex"
+expect 2 "$G" quantize m32-q8-32 x5 --scheme int8
+grep -q "quantized already\|no 2-D floating" "$T/err" && ok || bad "quantizing a quantized model: $(cat "$T/err")"
+expect 3 "$G" dequantize m32 x6
+grep -q "quantization_config" "$T/err" && ok || bad "dequantizing a plain model: $(cat "$T/err")"
+nothing x6 "dequantize of a plain model"
+expect 2 "$G" dequantize m32-q8-32 x7 --dtype f8_e4m3
+
+if [ "$FAULTS" = faults ]; then
+    alloc_faults 2 fq "$G" quantize m32 fq --scheme int4 --group 32 --threads 2
+    alloc_faults 2 fd "$G" dequantize m32-q4-32 fd --threads 2
+    for spec in write fsync rename; do
+        GRAFT_FAULT_IO="$spec:1:ENOSPC" "$G" quantize m32 fio --scheme int8 >/dev/null 2>"$T/err"
+        [ $? = 1 ] && [ ! -e fio ] && ok || bad "quantize with a failing $spec: $(cat "$T/err")"
+    done
+fi
+
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]
