@@ -16,7 +16,7 @@ TEST(svd_by_hand_both_sides) {
     for (int side = 0; side < 2; side++) {
         struct graft__svd s;
         size_t m = side ? 3 : 2, n = side ? 2 : 3;
-        CHECK_EQ(graft__svd_gram(side ? Mt : M, m, n, &s, &err), GRAFT_OK);
+        CHECK_EQ(graft__svd_gram(side ? Mt : M, m, n, 2, &s, &err), GRAFT_OK);
         CHECK(s.left == (side == 0));
         CHECK(near(s.energy, 25, 1e-12) && near(graft__svd_sv(&s, 0), 4, 1e-12) && near(graft__svd_sv(&s, 1), 3, 1e-12));
         CHECK(near(graft__svd_tail(&s, 1), 9, 1e-12) && near(graft__svd_tail(&s, 2), 0, 1e-12));
@@ -30,6 +30,13 @@ TEST(svd_by_hand_both_sides) {
             CHECK(near(Vt[0 * 2 + 1], 1, 1e-12) && near(Vt[1 * 2 + 0], 1, 1e-12));
             CHECK(near(U[1 * 2 + 0], -1, 1e-12) && near(U[0 * 2 + 1], 1, 1e-12));
         }
+        graft__svd_free(&s);
+        // values only (how ranks are chosen from the spectrum), and one vector (tail from the energy)
+        CHECK_EQ(graft__svd_gram(side ? Mt : M, m, n, 0, &s, &err), GRAFT_OK);
+        CHECK(s.n_vals == 2 && s.vec == NULL && near(graft__svd_sv(&s, 1), 3, 1e-12) && near(graft__svd_tail(&s, 1), 9, 1e-12));
+        graft__svd_free(&s);
+        CHECK_EQ(graft__svd_gram(side ? Mt : M, m, n, 1, &s, &err), GRAFT_OK);
+        CHECK(s.n_vals == 1 && near(graft__svd_sv(&s, 0), 4, 1e-12) && near(graft__svd_tail(&s, 1), 9, 1e-12));
         graft__svd_free(&s);
     }
 }
@@ -45,7 +52,7 @@ TEST(svd_rank_one_and_zero_directions) {
         for (int j = 0; j < 5; j++) M[i * 5 + j] = u[i] * v[j];
     struct graft_err err;
     struct graft__svd s;
-    CHECK_EQ(graft__svd_gram(M, 4, 5, &s, &err), GRAFT_OK);
+    CHECK_EQ(graft__svd_gram(M, 4, 5, 4, &s, &err), GRAFT_OK);
     CHECK(near(graft__svd_sv(&s, 0), sqrt(nu * nv), 1e-9));
     for (size_t j = 1; j < s.k; j++) CHECK(graft__svd_sv(&s, j) < 1e-6);
     double U[4 * 4], S[4], Vt[4 * 5];
@@ -55,7 +62,7 @@ TEST(svd_rank_one_and_zero_directions) {
     for (int c = 0; c < 4; c++) CHECK(isfinite(U[c]) && isfinite(Vt[c * 5])); // zero directions give no NaN
     graft__svd_free(&s);
     float Z[6] = {0};
-    CHECK_EQ(graft__svd_gram(Z, 2, 3, &s, &err), GRAFT_OK);
+    CHECK_EQ(graft__svd_gram(Z, 2, 3, 0, &s, &err), GRAFT_OK);
     CHECK(s.energy == 0 && graft__svd_sv(&s, 0) == 0);
     graft__svd_free(&s);
 }
@@ -76,7 +83,7 @@ TEST(svd_random_reconstructs) {
         size_t m = side ? Bn : A, n = side ? A : Bn, k = Bn;
         const float *X = side ? Mt : M;
         struct graft__svd s;
-        CHECK_EQ(graft__svd_gram(X, m, n, &s, &err), GRAFT_OK);
+        CHECK_EQ(graft__svd_gram(X, m, n, k, &s, &err), GRAFT_OK);
         double *U = malloc(m * k * sizeof *U), *S = malloc(k * sizeof *S), *Vt = malloc(k * n * sizeof *Vt);
         CHECK_EQ(graft__svd_factors(&s, X, k, U, S, Vt, &err), GRAFT_OK);
         double worst = 0, orth = 0;

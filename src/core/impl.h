@@ -126,15 +126,18 @@ bool graft__cpu_avx512(void);
 struct graft__svd {
     size_t  m, n, k;  // k = min(m, n)
     bool    left;     // m ≤ n: the Gram matrix is M·Mᵀ and its eigenvectors are the left vectors
-    double *lambda;   // k eigenvalues = squared singular values, descending, ≥ 0
-    double *vec;      // k × k row-major; column j is the eigenvector of lambda[j]
+    double *lambda;   // n_vals eigenvalues = squared singular values, descending, ≥ 0
+    size_t  n_vals;   // k (values only) or r_vec
+    double *vec;      // k × r_vec row-major; column j is the eigenvector of lambda[j] (NULL when r_vec = 0)
+    size_t  r_vec;
     double  energy;   // ‖M‖_F² (the Gram trace)
 };
-int    graft__svd_gram(const float *M, size_t m, size_t n, struct graft__svd *s, struct graft_err *err);
+// r_vec = 0: every singular value, no vectors; else the top r_vec triplets' data.
+int    graft__svd_gram(const float *M, size_t m, size_t n, size_t r_vec, struct graft__svd *s, struct graft_err *err);
 void   graft__svd_free(struct graft__svd *s);
 double graft__svd_sv(const struct graft__svd *s, size_t j);   // S_j
 double graft__svd_tail(const struct graft__svd *s, size_t r); // Σ_{j ≥ r} S_j²
-// Top r triplets: S[r], U (m × r row-major), Vt (r × n row-major), in double.
+// Top r ≤ r_vec triplets: S[r], U (m × r row-major), Vt (r × n row-major), in double.
 int    graft__svd_factors(const struct graft__svd *s, const float *M, size_t r, double *U, double *S, double *Vt,
                           struct graft_err *err);
 // C (m × n, row-major, ldc) += alpha · op(A) · op(B), op = transpose when ta/tb; single-threaded BLAS.

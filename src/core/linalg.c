@@ -1,8 +1,8 @@
 // Dense linear algebra on top of LAPACKE / OpenBLAS (Debian's liblapacke-dev, libopenblas-dev).
 //
 // Truncated SVD by the Gram route: for an m×n matrix M with k = min(m, n), the k×k Gram matrix
-// (M·Mᵀ when m ≤ n, else Mᵀ·M) is accumulated in double from f32 blocks, eigendecomposed with
-// dsyevd (divide and conquer), and the top r eigenpairs give S = √λ, one side's singular vectors
+// (M·Mᵀ when m ≤ n, else Mᵀ·M) is accumulated in double from f32 blocks, and dsyevr (MRRR) gives its
+// top r eigenpairs (or, for choosing r, every eigenvalue alone): S = √λ, one side's singular vectors
 // directly and the other side's as M·v / S (or uᵀ·M / S), also in double. Against a full sgesdd this
 // costs one syrk (m·n·k) plus a k×k eigensolve instead of the bidiagonalisation of M, and in double the
 // squared spectrum loses nothing that f32 results could show: eigenvalue errors are ~1e-16·λ₁, so a
@@ -24,18 +24,20 @@ void graft__blas_single_thread(void) { openblas_set_num_threads(1); }
 
 enum { BLK = 256 }; // rows or columns of M converted to double at a time
 
-int graft__svd_gram(const float *M, size_t m, size_t n, struct graft__svd *s, struct graft_err *err) {
+int graft__svd_gram(const float *M, size_t m, size_t n, size_t r_vec, struct graft__svd *s, struct graft_err *err) {
     memset(s, 0, sizeof *s);
     s->m = m, s->n = n, s->left = m <= n, s->k = s->left ? m : n;
     size_t k = s->k;
     if (k == 0) return GRAFT_OK;
+    if (r_vec > k) r_vec = k;
     if (k > (size_t)1 << 20 || k * k > ((size_t)1 << 40) / sizeof(double))
         return graft_err_set(err, GRAFT_E_LIMIT, NULL, NULL, 0, "matrix of %zu × %zu is too large for an SVD", m, n);
-    s->vec = graft__calloc(k * k, sizeof *s->vec);
+    double *G = graft__calloc(k * k, sizeof *G), *D = graft__malloc(k * BLK * sizeof *D);
     s->lambda = graft__malloc(k * sizeof *s->lambda);
-    double *D = graft__malloc(k * BLK * sizeof *D);
-    if (!s->vec || !s->lambda || !D) {
-        graft__free(D);
+    s->vec = r_vec ? graft__malloc(k * r_vec * sizeof *s->vec) : NULL;
+    lapack_int *isuppz = graft__malloc(2 * (k + 1) * sizeof *isuppz);
+    if (!G || !D || !s->lambda || (r_vec && !s->vec) || !isuppz) {
+        graft__free(D), graft__free(G), graft__free(isuppz);
         graft__svd_free(s);
         return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for a %zu × %zu Gram matrix", k, k);
     }
@@ -47,32 +49,40 @@ int graft__svd_gram(const float *M, size_t m, size_t n, struct graft__svd *s, st
         if (s->left) {
             for (size_t i = 0; i < k; i++)
                 for (size_t j = 0; j < w; j++) D[i * w + j] = M[i * n + b0 + j];
-            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int)k, (int)w, 1.0, D, (int)w, 1.0, s->vec, (int)k);
+            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int)k, (int)w, 1.0, D, (int)w, 1.0, G, (int)k);
         } else {
             for (size_t i = 0; i < w; i++)
                 for (size_t j = 0; j < k; j++) D[i * k + j] = M[(b0 + i) * n + j];
-            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)k, (int)w, 1.0, D, (int)k, 1.0, s->vec, (int)k);
+            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)k, (int)w, 1.0, D, (int)k, 1.0, G, (int)k);
         }
     }
     graft__free(D);
-    for (size_t i = 0; i < k; i++) s->energy += s->vec[i * k + i]; // trace = ‖M‖_F²
-    lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int)k, s->vec, (lapack_int)k, s->lambda);
-    if (info != 0) {
+    for (size_t i = 0; i < k; i++) s->energy += G[i * k + i]; // trace = ‖M‖_F²
+    // dsyevr (MRRR): every eigenvalue, or only the top r_vec eigenpairs — never all k eigenvectors
+    lapack_int found = 0;
+    lapack_int info = r_vec ? LAPACKE_dsyevr(LAPACK_ROW_MAJOR, 'V', 'I', 'U', (lapack_int)k, G, (lapack_int)k, 0, 0, (lapack_int)(k - r_vec + 1),
+                                             (lapack_int)k, 0.0, &found, s->lambda, s->vec, (lapack_int)r_vec, isuppz)
+                            : LAPACKE_dsyevr(LAPACK_ROW_MAJOR, 'N', 'A', 'U', (lapack_int)k, G, (lapack_int)k, 0, 0, 0, 0, 0.0, &found, s->lambda,
+                                             NULL, 1, isuppz);
+    graft__free(G), graft__free(isuppz);
+    if (info != 0 || (size_t)found != (r_vec ? r_vec : k)) {
         graft__svd_free(s);
         return graft_err_set(err, info < 0 ? GRAFT_E_INTERNAL : GRAFT_E_FORMAT, NULL, NULL, 0,
                              "eigendecomposition of a %zu × %zu Gram matrix failed (LAPACK info %d)%s", k, k, (int)info,
                              info > 0 ? ": the matrix holds NaN or infinite values?" : "");
     }
-    // lambda ascending → descending; clamp the rounding negatives
-    for (size_t i = 0; i < k / 2; i++) {
+    s->n_vals = (size_t)found, s->r_vec = r_vec;
+    // ascending → descending; clamp the rounding negatives
+    size_t nv = s->n_vals;
+    for (size_t i = 0; i < nv / 2; i++) {
         double t = s->lambda[i];
-        s->lambda[i] = s->lambda[k - 1 - i], s->lambda[k - 1 - i] = t;
-        for (size_t row = 0; row < k; row++) {
-            double *r = s->vec + row * k;
-            t = r[i], r[i] = r[k - 1 - i], r[k - 1 - i] = t;
+        s->lambda[i] = s->lambda[nv - 1 - i], s->lambda[nv - 1 - i] = t;
+        for (size_t row = 0; r_vec && row < k; row++) {
+            double *r = s->vec + row * r_vec;
+            t = r[i], r[i] = r[nv - 1 - i], r[nv - 1 - i] = t;
         }
     }
-    for (size_t i = 0; i < k; i++)
+    for (size_t i = 0; i < nv; i++)
         if (!(s->lambda[i] > 0)) s->lambda[i] = 0;
     return GRAFT_OK;
 }
@@ -82,42 +92,47 @@ void graft__svd_free(struct graft__svd *s) {
     s->vec = s->lambda = NULL;
 }
 
-double graft__svd_sv(const struct graft__svd *s, size_t j) { return j < s->k ? sqrt(s->lambda[j]) : 0.0; }
+double graft__svd_sv(const struct graft__svd *s, size_t j) { return j < s->n_vals ? sqrt(s->lambda[j]) : 0.0; }
 
-// Σ_{j ≥ r} λ_j: the squared Frobenius error of the best rank-r approximation (Eckart–Young).
+// Σ_{j ≥ r} λ_j: the squared Frobenius error of the best rank-r approximation (Eckart–Young). With
+// every eigenvalue known, summed smallest first; else the energy minus the known top ones.
 double graft__svd_tail(const struct graft__svd *s, size_t r) {
     double t = 0;
-    for (size_t j = s->k; j-- > r;) t += s->lambda[j]; // smallest first: less rounding
-    return t;
+    if (s->n_vals == s->k) {
+        for (size_t j = s->k; j-- > r;) t += s->lambda[j];
+        return t;
+    }
+    for (size_t j = 0; j < r && j < s->n_vals; j++) t += s->lambda[j];
+    return s->energy - t > 0 ? s->energy - t : 0;
 }
 
 int graft__svd_factors(const struct graft__svd *s, const float *M, size_t r, double *U, double *S, double *Vt,
                        struct graft_err *err) {
-    size_t m = s->m, n = s->n, k = s->k;
-    if (r > k) r = k;
+    size_t m = s->m, n = s->n, k = s->k, w = s->r_vec;
+    if (r > w) r = w; // only the computed eigenvectors
     // the short side's vectors (columns of vec), signs fixed, into U (m × r) or Vt (r × n)
     for (size_t j = 0; j < r; j++) {
         size_t best = 0;
         for (size_t i = 1; i < k; i++)
-            if (fabs(s->vec[i * k + j]) > fabs(s->vec[best * k + j])) best = i;
-        double sg = s->vec[best * k + j] < 0 ? -1.0 : 1.0;
+            if (fabs(s->vec[i * w + j]) > fabs(s->vec[best * w + j])) best = i;
+        double sg = s->vec[best * w + j] < 0 ? -1.0 : 1.0;
         S[j] = sqrt(s->lambda[j]);
         for (size_t i = 0; i < k; i++) {
-            double v = sg * s->vec[i * k + j];
+            double v = sg * s->vec[i * w + j];
             if (s->left) U[i * r + j] = v;
             else Vt[j * n + i] = v;
         }
     }
     if (!r) return GRAFT_OK;
     // the long side: Vt = diag(1/S)·Uᵀ·M (left) or U = M·V·diag(1/S) (right), blockwise in double
-    double *D = graft__malloc((s->left ? BLK * n : BLK * n) * sizeof *D);
+    double *D = graft__malloc(BLK * n * sizeof *D);
     if (!D) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for SVD factors");
     if (s->left) {
         memset(Vt, 0, r * n * sizeof *Vt);
         for (size_t r0 = 0; r0 < m; r0 += BLK) {
-            size_t w = m - r0 < BLK ? m - r0 : BLK;
-            for (size_t i = 0; i < w * n; i++) D[i] = M[r0 * n + i];
-            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)n, (int)w, 1.0, U + r0 * r, (int)r, D, (int)n, 1.0, Vt,
+            size_t bw = m - r0 < BLK ? m - r0 : BLK;
+            for (size_t i = 0; i < bw * n; i++) D[i] = M[r0 * n + i];
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)n, (int)bw, 1.0, U + r0 * r, (int)r, D, (int)n, 1.0, Vt,
                         (int)n);
         }
         for (size_t j = 0; j < r; j++) {
@@ -126,9 +141,9 @@ int graft__svd_factors(const struct graft__svd *s, const float *M, size_t r, dou
         }
     } else {
         for (size_t r0 = 0; r0 < m; r0 += BLK) {
-            size_t w = m - r0 < BLK ? m - r0 : BLK;
-            for (size_t i = 0; i < w * n; i++) D[i] = M[r0 * n + i];
-            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)w, (int)r, (int)n, 1.0, D, (int)n, Vt, (int)n, 0.0, U + r0 * r, (int)r);
+            size_t bw = m - r0 < BLK ? m - r0 : BLK;
+            for (size_t i = 0; i < bw * n; i++) D[i] = M[r0 * n + i];
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)bw, (int)r, (int)n, 1.0, D, (int)n, Vt, (int)n, 0.0, U + r0 * r, (int)r);
         }
         for (size_t i = 0; i < m; i++)
             for (size_t j = 0; j < r; j++) U[i * r + j] *= S[j] > 0 ? 1.0 / S[j] : 0.0;

@@ -173,7 +173,7 @@ static int extract_module(void *ctx, size_t item, int ith, struct graft_err *err
     int rc = GRAFT_OK;
     if (!D || !tmp) { rc = nomem(err); goto out; }
     load_delta(j, x, D, tmp);
-    if ((rc = graft__svd_gram(D, (size_t)x->rows, (size_t)x->cols, &s, err))) goto out;
+    if ((rc = graft__svd_gram(D, (size_t)x->rows, (size_t)x->cols, j->spectrum_only ? 0 : (size_t)x->rank, &s, err))) goto out;
     if (j->spectrum_only) { x->rank = choose_rank(&s, j->p); goto out; }
     size_t r = (size_t)x->rank;
     x->rel_error = s.energy > 0 ? sqrt(graft__svd_tail(&s, r) / s.energy) : 0.0;
