@@ -74,6 +74,7 @@ bench: all
 	@sh bench/convert.sh
 	@sh bench/merge.sh
 	@sh bench/lora.sh
+	@sh bench/ops.sh
 
 clean:
 	rm -rf build

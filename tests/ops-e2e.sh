@@ -1,7 +1,8 @@
 #!/bin/sh
 # Checkpoint operations end to end on `graft synth` models: quantize / dequantize (int8, int4, group
 # sizes that do and do not divide the rows, bf16 and f32 inputs) checked bit for bit against NumPy
-# (tests/ref/quant_ref.py); thread-count independence; bad options and inputs fail cleanly with
+# (tests/ref/quant_ref.py); prune (magnitude per tensor and global, N:M, Wanda, ties at the threshold)
+# checked element for element against NumPy (tests/ref/prune_ref.py); thread-count independence; bad options and inputs fail cleanly with
 # nothing written; in builds with fault injection, failing allocations and writes.
 # Usage: tests/ops-e2e.sh BUILD_DIR [faults]
 set -u
@@ -9,6 +10,7 @@ B=${1:?build dir}
 FAULTS=${2:-}
 G="$PWD/$B/graft"
 QREF="$PWD/tests/ref/quant_ref.py"
+PREF="$PWD/tests/ref/prune_ref.py"
 PY=${PYTHON:-/usr/bin/python3}
 . "$(dirname "$0")/lib.sh"
 cd "$T" || exit 1
@@ -59,9 +61,50 @@ grep -q "quantization_config" "$T/err" && ok || bad "dequantizing a plain model:
 nothing x6 "dequantize of a plain model"
 expect 2 "$G" dequantize m32-q8-32 x7 --dtype f8_e4m3
 
+# ---- prune against numpy ----
+pref() { if "$PY" "$PREF" "$@" >"$T/py" 2>&1; then ok; else bad "prune_ref $*: $(cat "$T/py")"; fi; }
+expect 0 "$G" prune m32 pl --sparsity 0.5 --threads 2
+pref check m32 pl layer 0.5
+expect 0 "$G" prune m32 pg --sparsity 0.3 --scope global
+pref check m32 pg global 0.3
+expect 0 "$G" prune m32 pn --nm 2:4
+pref check m32 pn nm 2:4
+pref stats m32 stats.safetensors
+expect 0 "$G" prune m32 pw --sparsity 0.4 --wanda stats.safetensors
+pref check m32 pw wanda 0.4 stats.safetensors
+expect 0 "$G" prune m32 pwn --nm 4:8 --wanda stats.safetensors
+pref check m32 pwn wanda-nm 4:8 stats.safetensors
+# heavy ties (bf16 weights rounded to a few values): exact counts, lower index kept
+expect 0 "$G" synth tie --layers 1 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --vocab 128 --dtype f32 --seed 5
+"$PY" -c "
+import sys; sys.path.insert(0, '$(dirname "$PREF")')
+import numpy as np, lora_ref as L
+t = L.load('tie/model.safetensors'); t = {k: np.round(v * 20) / 20 for k, v in t.items()}
+L.save('tie/model.safetensors', t)" && ok || bad "could not write the tied model"
+expect 0 "$G" prune tie ptie --sparsity 0.37 --threads 2
+pref check tie ptie layer 0.37
+grep -q "sparsity 0.5000" "$T/out" || true
+expect 0 "$G" prune mbf pb --sparsity 0.5 --threads 1
+expect 0 "$G" prune mbf pb2 --sparsity 0.5 --threads 2
+cmp -s pb/model.safetensors pb2/model.safetensors && ok || bad "prune depends on --threads"
+expect 0 "$G" prune m32 pdry --nm 2:4 --dry-run
+nothing pdry "prune --dry-run"
+expect 2 "$G" prune m32 y1
+expect 2 "$G" prune m32 y2 --sparsity 1
+expect 2 "$G" prune m32 y3 --sparsity 0.5 --nm 2:4
+expect 2 "$G" prune m32 y4 --nm 4:4
+expect 2 "$G" prune m32 y5 --nm 2:4 --scope global
+expect 3 "$G" prune m32 y6 --nm 2:5
+grep -q "not a multiple of M" "$T/err" && ok || bad "N:M on a row length not divisible by M: $(cat "$T/err")"
+nothing y6 "N:M with a bad M"
+expect 3 "$G" prune m32 y7 --sparsity 0.5 --wanda m32
+grep -q "Wanda statistics" "$T/err" && ok || bad "bad Wanda statistics: $(cat "$T/err")"
+
 if [ "$FAULTS" = faults ]; then
     alloc_faults 2 fq "$G" quantize m32 fq --scheme int4 --group 32 --threads 2
     alloc_faults 2 fd "$G" dequantize m32-q4-32 fd --threads 2
+    alloc_faults 2 fp "$G" prune m32 fp --sparsity 0.5 --threads 2
+    alloc_faults 2 fg "$G" prune m32 fg --sparsity 0.5 --scope global
     for spec in write fsync rename; do
         GRAFT_FAULT_IO="$spec:1:ENOSPC" "$G" quantize m32 fio --scheme int8 >/dev/null 2>"$T/err"
         [ $? = 1 ] && [ ! -e fio ] && ok || bad "quantize with a failing $spec: $(cat "$T/err")"

@@ -27,6 +27,8 @@ suite "merge end-to-end (release)" sh tests/merge-e2e.sh build
 suite "merge end-to-end (asan+ubsan, fault injection)" sh tests/merge-e2e.sh build/asan faults
 suite "LoRA extract/apply end-to-end (release)" sh tests/lora-e2e.sh build
 suite "LoRA extract/apply end-to-end (asan+ubsan, fault injection)" sh tests/lora-e2e.sh build/asan faults
+suite "prune / quantize end-to-end (release)" sh tests/ops-e2e.sh build
+suite "prune / quantize end-to-end (asan+ubsan, fault injection)" sh tests/ops-e2e.sh build/asan faults
 suite "merge vs independent NumPy reference (66 configs)" bash tests/ref/check.sh build/graft
 suite "fuzz corpus: safetensors (asan+ubsan)" build/asan/tests/fuzz-safetensors fuzz/corpus/safetensors
 suite "fuzz corpus: index (asan+ubsan)" build/asan/tests/fuzz-index fuzz/corpus/index

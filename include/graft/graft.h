@@ -25,5 +25,6 @@
 #include "merge.h"
 #include "lora.h"
 #include "quantize.h"
+#include "prune.h"
 
 #endif

@@ -26,4 +26,5 @@ int cmd_extract_lora(int argc, char **argv);
 int cmd_apply_lora(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_dequantize(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
 #endif

@@ -399,6 +399,7 @@ int graft_lora_extract(const struct graft_model *base, const struct graft_model 
     if (!rc) rc = compile_all(exc, p->exclude, p->n_exclude, "--exclude", &n_exc, err);
     if (!rc) rc = plan_extract(&j, inc, exc, &n_skipped, err);
     if (!rc && j.n == 0) rc = graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "no module to extract (check --include / --exclude)");
+    if (!rc && rep && !(rep->mods = graft__calloc(j.n, sizeof *rep->mods))) rc = nomem(err); // now: nothing may fail once the output exists
     bool data_rank = p->energy > 0 || p->sv_epsilon > 0;
     if (!rc && data_rank && !p->dry_run) { // ranks from the spectra first
         j.spectrum_only = true;
@@ -446,17 +447,16 @@ int graft_lora_extract(const struct graft_model *base, const struct graft_model 
         if (!rc) rc = graft_writer_commit(w, err);
     }
     if (!rc && rep) {
-        rep->mods = graft__calloc(j.n ? j.n : 1, sizeof *rep->mods);
-        if (!rep->mods) rc = nomem(err);
-        for (size_t i = 0; !rc && i < j.n; i++) {
+        for (size_t i = 0; i < j.n; i++) {
             const struct xmod *x = &j.mods[i];
             rep->mods[i] = (struct graft_lora_module){.name = x->name, .kind = x->kind, .rows = x->kind == GRAFT_LORA_EMBEDDING ? x->cols : x->rows,
                                                        .cols = x->kind == GRAFT_LORA_EMBEDDING ? x->rows : x->cols,
                                                        .rank = x->kind == GRAFT_LORA_WHOLE ? 0 : x->rank, .rel_error = x->rel_error};
             j.mods[i].name = NULL; // moved into the report
         }
-        rep->n = rc ? 0 : j.n, rep->n_skipped = n_skipped;
+        rep->n = j.n, rep->n_skipped = n_skipped;
     }
+    if (rc && rep) graft__free(rep->mods), rep->mods = NULL;
     graft_writer_free(w);
     for (size_t i = 0; i < j.n; i++) graft__free(j.mods[i].name);
     graft__free(j.mods);

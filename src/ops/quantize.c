@@ -202,6 +202,13 @@ int graft_quantize(const struct graft_model *m, const char *target, const struct
         }
     }
     if (!rc && nq == 0) rc = graft_err_set(err, GRAFT_E_USAGE, graft_model_path(m), NULL, 0, "no 2-D floating tensor to quantize");
+    if (!rc && rep) { // allocated now: nothing may fail once the output exists
+        memset(rep, 0, sizeof *rep);
+        rep->names = graft__calloc(nq + 1, sizeof *rep->names), rep->rel_error = graft__calloc(nq + 1, sizeof *rep->rel_error);
+        if (!rep->names || !rep->rel_error) rc = nomem(err);
+        for (size_t i = 0; !rc && i < j.n; i++)
+            if (j.ts[i].quant && !(rep->names[rep->n++] = graft__strndup(j.ts[i].t->info->name, j.ts[i].t->info->name_len))) rc = nomem(err);
+    }
     struct graft_writer *w = NULL;
     if (!rc && !p->dry_run) rc = protect_and_open(m, target, p->max_shard_bytes, p->writer_flags, &w, err);
     j.w = w;
@@ -235,19 +242,17 @@ int graft_quantize(const struct graft_model *m, const char *target, const struct
     }
     if (!rc && w) rc = graft_writer_commit(w, err);
     if (!rc && rep) {
-        memset(rep, 0, sizeof *rep);
-        rep->names = graft__calloc(nq + 1, sizeof *rep->names), rep->rel_error = graft__calloc(nq + 1, sizeof *rep->rel_error);
-        if (!rep->names || !rep->rel_error) rc = nomem(err);
-        for (size_t i = 0; !rc && i < j.n; i++) {
+        size_t q = 0;
+        for (size_t i = 0; i < j.n; i++) {
             struct qt *x = &j.ts[i];
             if (!x->quant) { rep->n_kept++; continue; }
             double e2 = 0, n2 = 0;
             size_t ni = (size_t)((x->rows + x->rpi - 1) / x->rpi);
             for (size_t k = 0; k < ni; k++) e2 += x->err2[k], n2 += x->norm2[k];
-            rep->names[rep->n] = graft__strndup(x->t->info->name, x->t->info->name_len);
-            rep->rel_error[rep->n++] = p->dry_run ? -1 : n2 > 0 ? sqrt(e2 / n2) : 0;
+            rep->rel_error[q++] = p->dry_run ? -1 : n2 > 0 ? sqrt(e2 / n2) : 0;
         }
     }
+    if (rc && rep) graft_quant_report_free(rep);
     graft_writer_free(w);
     for (size_t i = 0; j.ts && i < j.n; i++) graft__free(j.ts[i].err2), graft__free(j.ts[i].norm2);
     graft__free(j.ts);
