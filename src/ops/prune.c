@@ -20,7 +20,7 @@
 #include "../core/impl.h"
 #include "../merge/engine.h"
 
-#define CHUNK_ELEMS (1u << 20)
+#define CHUNK_ELEMS (1u << 16) // a block's magnitudes, mask and bytes stay in L2
 
 struct graft_prune_params graft_prune_default_params(void) { return (struct graft_prune_params){.n_threads = 1}; }
 
@@ -118,8 +118,36 @@ static int cmp_scored(const void *a, const void *b) {
     return x->i > y->i ? -1 : x->i < y->i;
 }
 
+// N:4 over a row (the common 2:4): per group, how many of the other three beat each element (a larger
+// score, or an equal one at a lower index); kept when fewer than N do. Straight-line, vectorizable.
+GRAFT_KERNEL static void nm4(const float *restrict sc, uint64_t cols, int n, float *restrict keep) {
+    for (uint64_t g = 0; g < cols / 4; g++) {
+        float s0 = sc[4 * g], s1 = sc[4 * g + 1], s2 = sc[4 * g + 2], s3 = sc[4 * g + 3];
+        int b0 = (s1 > s0) + (s2 > s0) + (s3 > s0);
+        int b1 = (s0 >= s1) + (s2 > s1) + (s3 > s1);
+        int b2 = (s0 >= s2) + (s1 >= s2) + (s3 > s2);
+        int b3 = (s0 >= s3) + (s1 >= s3) + (s2 >= s3);
+        keep[4 * g] = b0 < n ? 1.0f : 0.0f, keep[4 * g + 1] = b1 < n ? 1.0f : 0.0f;
+        keep[4 * g + 2] = b2 < n ? 1.0f : 0.0f, keep[4 * g + 3] = b3 < n ? 1.0f : 0.0f;
+    }
+}
+
 // keep[] for one row of scores: zero the `drop` lowest (of the whole row, or per group of M).
 static void row_mask(const float *score, uint64_t cols, int nm_n, int nm_m, uint64_t drop, struct scored *tmp, float *keep) {
+    if (nm_m == 4) { nm4(score, cols, nm_n, keep); return; }
+    if (nm_m && nm_m <= 16) { // small groups: an element is kept when fewer than N others beat it
+        for (uint64_t c0 = 0; c0 < cols; c0 += (uint64_t)nm_m)
+            for (int a = 0; a < nm_m; a++) {
+                float sa = score[c0 + (uint64_t)a];
+                int beat = 0;
+                for (int b = 0; b < nm_m; b++) {
+                    float sb = score[c0 + (uint64_t)b];
+                    beat += sb > sa || (sb == sa && b < a);
+                }
+                keep[c0 + (uint64_t)a] = beat < nm_n ? 1.0f : 0.0f;
+            }
+        return;
+    }
     for (uint64_t c = 0; c < cols; c++) keep[c] = 1.0f;
     uint64_t g = nm_m ? (uint64_t)nm_m : cols, d = nm_m ? (uint64_t)(nm_m - nm_n) : drop;
     for (uint64_t c0 = 0; c0 < cols; c0 += g) {
@@ -127,6 +155,27 @@ static void row_mask(const float *score, uint64_t cols, int nm_n, int nm_m, uint
         qsort(tmp, (size_t)g, sizeof *tmp, cmp_scored);
         for (uint64_t c = 0; c < d && c < g; c++) keep[c0 + tmp[c].i] = 0.0f;
     }
+}
+
+// dst = src with the elements whose keep is 0 zeroed (es bytes each); returns the zeros after.
+GRAFT_KERNEL static uint64_t zero_pruned(const uint8_t *src, uint8_t *restrict dst, const float *restrict keep, const float *restrict mag, uint64_t n,
+                                         size_t es) {
+    uint64_t z = 0;
+    for (uint64_t i = 0; i < n; i++) z += keep[i] == 0.0f || mag[i] == 0.0f;
+    if (es == 2) {
+        const uint16_t *s = (const uint16_t *)(const void *)src;
+        uint16_t *d = (uint16_t *)(void *)dst;
+        for (uint64_t i = 0; i < n; i++) d[i] = keep[i] != 0.0f ? s[i] : 0;
+    } else if (es == 4) {
+        const uint32_t *s = (const uint32_t *)(const void *)src;
+        uint32_t *d = (uint32_t *)(void *)dst;
+        for (uint64_t i = 0; i < n; i++) d[i] = keep[i] != 0.0f ? s[i] : 0;
+    } else {
+        for (uint64_t i = 0; i < n; i++)
+            if (keep[i] != 0.0f) memcpy(dst + i * es, src + i * es, es);
+            else memset(dst + i * es, 0, es);
+    }
+    return z;
 }
 
 static int write_item(void *ctx, size_t item, int ith, struct graft_err *err) {
@@ -171,14 +220,7 @@ static int write_item(void *ctx, size_t item, int ith, struct graft_err *err) {
     graft_dtype_nbytes(t->dtype, chunk * x->rpc * x->cols, &off);
     graft_dtype_nbytes(t->dtype, n, &len);
     uint8_t *b = j->buf[ith];
-    memcpy(b, graft_model_data(j->m, x->t) + off, (size_t)len);
-    size_t es = (size_t)(graft_dtype_traits(t->dtype)->bits / 8);
-    uint64_t z = 0;
-    for (uint64_t i = 0; i < n; i++) {
-        if (keep[i] == 0.0f) memset(b + i * es, 0, es);
-        z += keep[i] == 0.0f || mag[i] == 0.0f;
-    }
-    x->zeros[chunk] = z;
+    x->zeros[chunk] = zero_pruned(graft_model_data(j->m, x->t) + off, b, keep, mag, n, (size_t)(graft_dtype_traits(t->dtype)->bits / 8));
     int rc = graft_writer_write(j->w, x->id, off, b, (size_t)len, err);
     graft_progress_add(p->progress, len);
     return rc;
