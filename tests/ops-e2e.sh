@@ -2,7 +2,8 @@
 # Checkpoint operations end to end on `graft synth` models: quantize / dequantize (int8, int4, group
 # sizes that do and do not divide the rows, bf16 and f32 inputs) checked bit for bit against NumPy
 # (tests/ref/quant_ref.py); prune (magnitude per tensor and global, N:M, Wanda, ties at the threshold)
-# checked element for element against NumPy (tests/ref/prune_ref.py); thread-count independence; bad options and inputs fail cleanly with
+# checked element for element against NumPy (tests/ref/prune_ref.py); upcycle (experts equal the dense
+# MLP, zero / N(0, σ²) routers, Mixtral config, mergeable); thread-count independence; bad options and inputs fail cleanly with
 # nothing written; in builds with fault injection, failing allocations and writes.
 # Usage: tests/ops-e2e.sh BUILD_DIR [faults]
 set -u
@@ -100,11 +101,52 @@ nothing y6 "N:M with a bad M"
 expect 3 "$G" prune m32 y7 --sparsity 0.5 --wanda m32
 grep -q "Wanda statistics" "$T/err" && ok || bad "bad Wanda statistics: $(cat "$T/err")"
 
+# ---- upcycle: experts are the dense MLP, the router zero or N(0, σ²), Mixtral's config ----
+expect 0 "$G" upcycle m32 up --experts 4 --top-k 2 --seed 7 --threads 2
+expect 0 "$G" verify up
+expect 0 "$G" upcycle m32 up0 --experts 4 --top-k 1 --router-init zero
+expect 0 "$G" upcycle m32 upb --experts 4 --top-k 2 --seed 7 --router-std 0.5 --threads 1
+expect 0 "$G" upcycle m32 upt --experts 4 --top-k 2 --seed 7 --threads 1
+cmp -s up/model.safetensors upt/model.safetensors && ok || bad "upcycle depends on --threads"
+"$PY" -c "
+import sys, json; sys.path.insert(0, '$(dirname "$QREF")')
+import numpy as np, lora_ref as L
+d, u, z, b = (L.load(x) for x in ('m32', 'up', 'up0', 'upb'))
+for l in range(2):
+    p = 'model.layers.%d.' % l
+    for e in range(4):
+        for w, src in (('w1', 'gate_proj'), ('w3', 'up_proj'), ('w2', 'down_proj')):
+            assert np.array_equal(u[p + 'block_sparse_moe.experts.%d.%s.weight' % (e, w)], d[p + 'mlp.%s.weight' % src]), (l, e, w)
+    assert p + 'mlp.gate_proj.weight' not in u
+    r = u[p + 'block_sparse_moe.gate.weight']
+    assert r.shape == (4, 64) and abs(r.std() - 0.02) < 0.004 and abs(r.mean()) < 0.004, (r.std(), r.mean())
+    assert abs(b[p + 'block_sparse_moe.gate.weight'].std() - 0.5) < 0.1
+    assert not z[p + 'block_sparse_moe.gate.weight'].any()
+    assert not np.array_equal(r, u['model.layers.%d.block_sparse_moe.gate.weight' % (1 - l)])
+for k in d:
+    if '.mlp.' not in k: assert np.array_equal(u[k], d[k]), k
+c = json.load(open('up/config.json'))
+assert c['model_type'] == 'mixtral' and c['architectures'] == ['MixtralForCausalLM'] and c['num_local_experts'] == 4 and c['num_experts_per_tok'] == 2
+assert json.load(open('up0/config.json'))['num_experts_per_tok'] == 1
+print('ok')" >"$T/py" 2>&1 && ok || bad "upcycle outputs: $(tail -c 400 "$T/py")"
+expect 0 "$G" upcycle m32 ups --experts 4 --top-k 2 --seed 8
+cmp -s up/model.safetensors ups/model.safetensors && bad "upcycle: another seed gave the same router" || ok
+printf 'merge_method: linear\nmodels:\n  - model: up\n    parameters: {weight: 0.5}\n  - model: ups\n    parameters: {weight: 0.5}\n' > upm.yml
+expect 0 "$G" merge upm.yml upm
+expect 0 "$G" synth q2 --arch qwen2 --layers 1 --hidden 32 --intermediate 48 --heads 4 --kv-heads 2 --vocab 64
+expect 3 "$G" upcycle q2 x10 --experts 4 --top-k 2
+nothing x10 "upcycle of a Qwen2 model"
+expect 2 "$G" upcycle m32 x11 --experts 4 --top-k 5
+expect 2 "$G" upcycle m32 x12 --experts 1 --top-k 1
+expect 0 "$G" upcycle m32 x13 --experts 4 --top-k 2 --dry-run
+nothing x13 "upcycle --dry-run"
+
 if [ "$FAULTS" = faults ]; then
     alloc_faults 2 fq "$G" quantize m32 fq --scheme int4 --group 32 --threads 2
     alloc_faults 2 fd "$G" dequantize m32-q4-32 fd --threads 2
     alloc_faults 2 fp "$G" prune m32 fp --sparsity 0.5 --threads 2
     alloc_faults 2 fg "$G" prune m32 fg --sparsity 0.5 --scope global
+    alloc_faults 2 fu "$G" upcycle m32 fu --experts 3 --top-k 2 --threads 2
     for spec in write fsync rename; do
         GRAFT_FAULT_IO="$spec:1:ENOSPC" "$G" quantize m32 fio --scheme int8 >/dev/null 2>"$T/err"
         [ $? = 1 ] && [ ! -e fio ] && ok || bad "quantize with a failing $spec: $(cat "$T/err")"

@@ -26,5 +26,6 @@
 #include "lora.h"
 #include "quantize.h"
 #include "prune.h"
+#include "upcycle.h"
 
 #endif

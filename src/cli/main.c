@@ -20,6 +20,7 @@ static const char usage[] =
     "  quantize IN OUT --scheme S      round-to-nearest group-wise int8 / int4 weights (safetensors)\n"
     "  dequantize IN OUT               back to floating point\n"
     "  prune IN OUT --sparsity S | --nm N:M   magnitude (layer or global), N:M and Wanda pruning\n"
+    "  upcycle IN OUT --experts E --top-k K   dense Llama/Mistral → Mixtral-layout MoE (sparse upcycling)\n"
     "\n"
     "PATH / IN is a .safetensors file or a model folder (model.safetensors, or shards listed in\n"
     "model.safetensors.index.json, plus config.json). Run `graft COMMAND --help` for details.\n"
@@ -86,7 +87,7 @@ int main(int argc, char **argv) {
     static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
         {"inspect", cmd_inspect}, {"verify", cmd_verify}, {"convert", cmd_convert}, {"synth", cmd_synth}, {"merge", cmd_merge},
         {"extract-lora", cmd_extract_lora}, {"apply-lora", cmd_apply_lora},
-        {"quantize", cmd_quantize}, {"dequantize", cmd_dequantize}, {"prune", cmd_prune},
+        {"quantize", cmd_quantize}, {"dequantize", cmd_dequantize}, {"prune", cmd_prune}, {"upcycle", cmd_upcycle},
     };
     if (argc < 2) {
         fputs(usage, stderr);
@@ -102,5 +103,5 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
-    return cli_usage(NULL, "unknown command '%s' (commands: inspect, verify, convert, synth, merge, extract-lora, apply-lora, quantize, dequantize, prune)", argv[1]);
+    return cli_usage(NULL, "unknown command '%s' (commands: inspect, verify, convert, synth, merge, extract-lora, apply-lora, quantize, dequantize, prune, upcycle)", argv[1]);
 }
