@@ -3,7 +3,8 @@
 # sizes that do and do not divide the rows, bf16 and f32 inputs) checked bit for bit against NumPy
 # (tests/ref/quant_ref.py); prune (magnitude per tensor and global, N:M, Wanda, ties at the threshold)
 # checked element for element against NumPy (tests/ref/prune_ref.py); upcycle (experts equal the dense
-# MLP, zero / N(0, σ²) routers, Mixtral config, mergeable); thread-count independence; bad options and inputs fail cleanly with
+# MLP, zero / N(0, σ²) routers, Mixtral config, mergeable); reparam (BN, RepVGG, weight-norm folds
+# against NumPy's own convolution, tests/ref/reparam_ref.py); thread-count independence; bad options and inputs fail cleanly with
 # nothing written; in builds with fault injection, failing allocations and writes.
 # Usage: tests/ops-e2e.sh BUILD_DIR [faults]
 set -u
@@ -12,6 +13,7 @@ FAULTS=${2:-}
 G="$PWD/$B/graft"
 QREF="$PWD/tests/ref/quant_ref.py"
 PREF="$PWD/tests/ref/prune_ref.py"
+RREF="$PWD/tests/ref/reparam_ref.py"
 PY=${PYTHON:-/usr/bin/python3}
 . "$(dirname "$0")/lib.sh"
 cd "$T" || exit 1
@@ -141,12 +143,30 @@ expect 2 "$G" upcycle m32 x12 --experts 1 --top-k 1
 expect 0 "$G" upcycle m32 x13 --experts 4 --top-k 2 --dry-run
 nothing x13 "upcycle --dry-run"
 
+# ---- reparam: folded layers compute what the originals did (NumPy's own convolution) ----
+"$PY" "$RREF" make conv.safetensors >/dev/null 2>&1 && ok || bad "could not write the conv checkpoint"
+for f in bn repvgg weight-norm; do
+    expect 0 "$G" reparam conv.safetensors r-$f.safetensors --fold $f --threads 2
+    if "$PY" "$RREF" check $f conv.safetensors r-$f.safetensors >"$T/py" 2>&1; then ok; else bad "reparam $f: $(cat "$T/py")"; fi
+done
+expect 0 "$G" reparam conv.safetensors r-bn2.safetensors --fold bn --threads 1
+cmp -s r-bn.safetensors r-bn2.safetensors && ok || bad "reparam depends on --threads"
+expect 0 "$G" inspect r-bn.safetensors
+grep -q "stem.bn" "$T/out" && bad "BN tensors left after folding" || ok
+expect 3 "$G" reparam m32 x20 --fold repvgg
+grep -q "nothing to fold" "$T/err" && ok || bad "reparam with nothing to fold: $(cat "$T/err")"
+nothing x20 "reparam with nothing to fold"
+expect 2 "$G" reparam conv.safetensors x21 --fold bogus
+expect 2 "$G" reparam conv.safetensors x22
+expect 2 "$G" reparam conv.safetensors x23 --fold bn --pair nonsense
+
 if [ "$FAULTS" = faults ]; then
     alloc_faults 2 fq "$G" quantize m32 fq --scheme int4 --group 32 --threads 2
     alloc_faults 2 fd "$G" dequantize m32-q4-32 fd --threads 2
     alloc_faults 2 fp "$G" prune m32 fp --sparsity 0.5 --threads 2
     alloc_faults 2 fg "$G" prune m32 fg --sparsity 0.5 --scope global
     alloc_faults 2 fu "$G" upcycle m32 fu --experts 3 --top-k 2 --threads 2
+    alloc_faults 1 fr.safetensors "$G" reparam conv.safetensors fr.safetensors --fold repvgg --threads 2
     for spec in write fsync rename; do
         GRAFT_FAULT_IO="$spec:1:ENOSPC" "$G" quantize m32 fio --scheme int8 >/dev/null 2>"$T/err"
         [ $? = 1 ] && [ ! -e fio ] && ok || bad "quantize with a failing $spec: $(cat "$T/err")"

@@ -27,5 +27,6 @@
 #include "quantize.h"
 #include "prune.h"
 #include "upcycle.h"
+#include "reparam.h"
 
 #endif
