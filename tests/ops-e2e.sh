@@ -4,7 +4,8 @@
 # (tests/ref/quant_ref.py); prune (magnitude per tensor and global, N:M, Wanda, ties at the threshold)
 # checked element for element against NumPy (tests/ref/prune_ref.py); upcycle (experts equal the dense
 # MLP, zero / N(0, σ²) routers, Mixtral config, mergeable); reparam (BN, RepVGG, weight-norm folds
-# against NumPy's own convolution, tests/ref/reparam_ref.py); thread-count independence; bad options and inputs fail cleanly with
+# against NumPy's own convolution, tests/ref/reparam_ref.py); moe (experts from their models,
+# residual/noise scales, routers, bad configs); thread-count independence; bad options and inputs fail cleanly with
 # nothing written; in builds with fault injection, failing allocations and writes.
 # Usage: tests/ops-e2e.sh BUILD_DIR [faults]
 set -u
@@ -160,6 +161,65 @@ expect 2 "$G" reparam conv.safetensors x21 --fold bogus
 expect 2 "$G" reparam conv.safetensors x22
 expect 2 "$G" reparam conv.safetensors x23 --fold bn --pair nonsense
 
+# ---- moe (mergekit-moe configs, Mixtral output) ----
+expect 0 "$G" synth e1 --like m32 --delta 0.05 --seed 11
+expect 0 "$G" synth e2 --like m32 --delta 0.05 --seed 12
+cat > moe.yml <<'YML'
+base_model: m32
+gate_mode: random
+experts_per_token: 2
+experts:
+  - source_model: e1
+  - source_model: e2
+    residual_scale: 0.5
+  - source_model: m32
+    noise_scale: 0.01
+  - source_model: e1
+YML
+expect 0 "$G" moe moe.yml moeo --seed 3 --threads 2
+expect 0 "$G" verify moeo
+expect 0 "$G" moe moe.yml moeo1 --seed 3 --threads 1
+cmp -s moeo/model.safetensors moeo1/model.safetensors && ok || bad "moe depends on --threads"
+"$PY" -c "
+import sys, json; sys.path.insert(0, '$(dirname "$QREF")')
+import numpy as np, lora_ref as L
+b, e1, e2, o = (L.load(x) for x in ('m32', 'e1', 'e2', 'moeo'))
+src = [e1, e2, b, e1]
+for l in range(2):
+    p = 'model.layers.%d.' % l
+    for e in range(4):
+        for w, part in (('w1', 'gate_proj'), ('w3', 'up_proj'), ('w2', 'down_proj')):
+            got, want = o[p + 'block_sparse_moe.experts.%d.%s.weight' % (e, w)], src[e][p + 'mlp.%s.weight' % part]
+            if e == 1 and w == 'w2': want = (want * np.float32(0.5)).astype(np.float32)
+            if e == 2:
+                d = got - want
+                assert abs(d.std() - 0.01) < 0.003 and abs(d.mean()) < 0.003, (l, w, d.std())
+            else:
+                assert np.array_equal(got, want), (l, e, w)
+    r = o[p + 'block_sparse_moe.gate.weight']
+    assert r.shape == (4, 64) and 0.8 < r.std() < 1.2, r.std()
+for k in b:
+    if '.mlp.' not in k: assert np.array_equal(o[k], b[k]), k
+c = json.load(open('moeo/config.json'))
+assert c['model_type'] == 'mixtral' and c['num_local_experts'] == 4 and c['num_experts_per_tok'] == 2
+print('ok')" >"$T/py" 2>&1 && ok || bad "moe outputs: $(tail -c 400 "$T/py")"
+[ -f moeo/mergekit_moe_config.yml ] && ok || bad "moe: no mergekit_moe_config.yml"
+printf 'base_model: m32\ngate_mode: uniform_random\ndtype: bfloat16\nexperts:\n  - {source_model: e1, positive_prompts: [code]}\n  - {source_model: e2, positive_prompts: [math]}\n' > moeu.yml
+expect 0 "$G" moe moeu.yml moeu
+"$G" inspect moeu | grep "gate.weight" | grep -q "^BF16" && ok || bad "moe dtype: bfloat16 not applied"
+moebad() { printf "$2" > mb.yml; expect 4 "$G" moe mb.yml mbo; grep -q "$3" "$T/err" && ok || bad "moe $1: $(cat "$T/err")"; nothing mbo "moe $1"; }
+moebad hidden 'base_model: m32\nexperts:\n  - {source_model: e1, positive_prompts: [a]}\n  - {source_model: e2, positive_prompts: [b]}\n' "evaluator"
+moebad cheap 'base_model: m32\ngate_mode: cheap_embed\nexperts:\n  - {source_model: e1, positive_prompts: [a]}\n  - {source_model: e2, positive_prompts: [b]}\n' "tokenized"
+moebad k 'base_model: m32\ngate_mode: random\nexperts_per_token: 3\nexperts:\n  - {source_model: e1}\n  - {source_model: e2}\n' "more than"
+moebad prompts 'base_model: m32\ngate_mode: uniform_random\nexperts:\n  - {source_model: e1}\n  - {source_model: e2}\n' "positive_prompts"
+moebad same 'base_model: m32\ngate_mode: random\nexperts:\n  - {source_model: e1}\n  - {source_model: e1}\n' "same model"
+moebad key 'base_model: m32\ngate_mode: random\nexpert: []\n' "unknown key"
+moebad shared 'base_model: m32\ngate_mode: random\nexperts: [{source_model: e1}]\nshared_experts: [{source_model: e2}]\n' "shared_experts"
+printf 'base_model: m32\ngate_mode: random\nexperts:\n  - {source_model: e1}\n  - {source_model: e1}\n' > msame.yml
+expect 0 "$G" moe msame.yml msame --i-understand-this-is-not-useful-without-training
+printf 'base_model: q2\ngate_mode: random\nexperts:\n  - {source_model: q2}\n  - {source_model: q2}\n' > mq.yml
+expect 3 "$G" moe mq.yml mq --i-understand-this-is-not-useful-without-training
+
 if [ "$FAULTS" = faults ]; then
     alloc_faults 2 fq "$G" quantize m32 fq --scheme int4 --group 32 --threads 2
     alloc_faults 2 fd "$G" dequantize m32-q4-32 fd --threads 2
@@ -167,6 +227,7 @@ if [ "$FAULTS" = faults ]; then
     alloc_faults 2 fg "$G" prune m32 fg --sparsity 0.5 --scope global
     alloc_faults 2 fu "$G" upcycle m32 fu --experts 3 --top-k 2 --threads 2
     alloc_faults 1 fr.safetensors "$G" reparam conv.safetensors fr.safetensors --fold repvgg --threads 2
+    alloc_faults 2 fm "$G" moe moe.yml fm --threads 2
     for spec in write fsync rename; do
         GRAFT_FAULT_IO="$spec:1:ENOSPC" "$G" quantize m32 fio --scheme int8 >/dev/null 2>"$T/err"
         [ $? = 1 ] && [ ! -e fio ] && ok || bad "quantize with a failing $spec: $(cat "$T/err")"

@@ -335,7 +335,8 @@ TEST(merge_config_errors) {
         {"merge_method: linear\nmodles: [{model: a}]\n", "unknown key 'modles'"},
         {"merge_method: linear\nmodels: [{model: nothere, parameters: {weight: 1}}]\n", "not found"},
         {"merge_method: linear\nmodels: [{model: org/repo, parameters: {weight: 1}}]\n", "works offline"},
-        {"merge_method: linear\nmodels: [{model: a+lora, parameters: {weight: 1}}]\n", "LoRA"},
+        {"merge_method: linear\nmodels: [{model: a+lora, parameters: {weight: 1}}]\n", "model 'lora' not found"}, // the adapter folder
+        {"merge_method: linear\nmodels: [{model: a+b+c, parameters: {weight: 1}}]\n", "model+lora"},
         {"merge_method: slerp\nbase_model: base\nmodels: [{model: a}, {model: b}]\nparameters: {t: 0.5}\n", "exactly 1 model"},
         {"merge_method: della\nbase_model: base\nmodels: [{model: a, parameters: {weight: 1, density: 0.1}}]\n", "epsilon"},
         {"merge_method: linear\nmodels: [{model: a, parameters: {weight: 1}}\n", "invalid YAML"},

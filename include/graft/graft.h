@@ -28,5 +28,6 @@
 #include "prune.h"
 #include "upcycle.h"
 #include "reparam.h"
+#include "moe.h"
 
 #endif

@@ -29,4 +29,5 @@ int cmd_dequantize(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_upcycle(int argc, char **argv);
 int cmd_reparam(int argc, char **argv);
+int cmd_moe(int argc, char **argv);
 #endif

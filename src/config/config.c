@@ -527,3 +527,128 @@ bool graft_pv_eval(const struct graft_pv *v, const char *tensor, double t, doubl
     }
     return false;
 }
+
+// ---- mergekit-moe configs ------------------------------------------------------------------------
+
+static int read_prompts(struct rd *r, yaml_node_t *n, const char *what, char ***out, size_t *cnt) {
+    if (!n) return GRAFT_OK;
+    if (n->type != YAML_SEQUENCE_NODE) return fail(r, n, "%s must be a list of strings", what);
+    size_t k = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    if (!(*out = graft__calloc(k + 1, sizeof **out))) return graft_err_set(r->err, GRAFT_E_NOMEM, r->label, NULL, 0, "out of memory");
+    for (size_t i = 0; i < k; i++) {
+        int rc = dup_str(r, node(r, n->data.sequence.items.start[i]), what, &(*out)[i]);
+        if (rc) return rc;
+        (*cnt)++;
+    }
+    return GRAFT_OK;
+}
+
+static int read_moe_expert(struct rd *r, yaml_node_t *n, struct graft_moe_expert *e) {
+    if (!n || n->type != YAML_MAPPING_NODE) return fail(r, n, "an expert must be a mapping with source_model");
+    static const char *const allowed[] = {"source_model", "positive_prompts", "negative_prompts", "noise_scale", "residual_scale", NULL};
+    int rc = check_keys(r, n, "an expert", allowed);
+    if (rc) return rc;
+    e->line = line_of(n);
+    yaml_node_t *m = get(r, n, "source_model");
+    if (!m) return fail(r, n, "an expert needs source_model");
+    if ((rc = read_model_ref(r, m, &e->model))) return rc;
+    if (strchr(e->model, '+')) return fail(r, m, "LoRA references are not supported in MoE configs: apply the adapter first (graft apply-lora)");
+    if ((rc = read_prompts(r, get(r, n, "positive_prompts"), "positive_prompts", &e->pos, &e->n_pos))) return rc;
+    if ((rc = read_prompts(r, get(r, n, "negative_prompts"), "negative_prompts", &e->neg, &e->n_neg))) return rc;
+    yaml_node_t *ns = get(r, n, "noise_scale"), *rs = get(r, n, "residual_scale");
+    if (ns && !(scalar(ns) && !strcmp(scalar(ns), "null"))) {
+        if (!scalar_number(ns, &e->noise_scale) || e->noise_scale < 0) return fail(r, ns, "noise_scale must be a number ≥ 0");
+        e->has_noise = true;
+    }
+    if (rs && !(scalar(rs) && !strcmp(scalar(rs), "null"))) {
+        if (!scalar_number(rs, &e->residual_scale)) return fail(r, rs, "residual_scale must be a number");
+        e->has_residual = true;
+    }
+    return GRAFT_OK;
+}
+
+static int read_moe(struct rd *r, struct graft_moe_config *c) {
+    yaml_node_t *root = yaml_document_get_root_node(r->doc);
+    if (!root || root->type != YAML_MAPPING_NODE) return fail(r, root, "a MoE config must be a mapping");
+    static const char *const allowed[] = {"base_model", "gate_mode", "dtype", "experts_per_token", "architecture", "experts", "shared_experts", NULL};
+    int rc = check_keys(r, root, "the MoE config", allowed);
+    if (rc) return rc;
+    yaml_node_t *n;
+    if (!(n = get(r, root, "base_model"))) return fail(r, root, "base_model is required");
+    if ((rc = read_model_ref(r, n, &c->base_model))) return rc;
+    if (strchr(c->base_model, '+')) return fail(r, n, "LoRA references are not supported in MoE configs: apply the adapter first (graft apply-lora)");
+    if ((n = get(r, root, "gate_mode"))) {
+        if ((rc = dup_str(r, n, "gate_mode", &c->gate_mode))) return rc;
+        static const char *const modes[] = {"hidden", "hidden_avg", "hidden_last", "cheap_embed", "random", "uniform_random", NULL};
+        bool ok = false;
+        for (const char *const *m = modes; *m && !ok; m++) ok = !strcmp(*m, c->gate_mode);
+        if (!ok) return fail(r, n, "unknown gate_mode '%s' (allowed: hidden, hidden_avg, hidden_last, cheap_embed, random, uniform_random)", c->gate_mode);
+    } else if (!(c->gate_mode = graft__strdup("hidden"))) {
+        return graft_err_set(r->err, GRAFT_E_NOMEM, r->label, NULL, 0, "out of memory");
+    }
+    if ((n = get(r, root, "dtype")) && (rc = read_dtype(r, n, &c->dtype))) return rc;
+    c->experts_per_token = 2;
+    if ((n = get(r, root, "experts_per_token"))) {
+        double v;
+        if (!scalar_number(n, &v) || v != floor(v) || v < 1 || v > 1024) return fail(r, n, "experts_per_token must be a whole number ≥ 1");
+        c->experts_per_token = (int)v;
+    }
+    if ((n = get(r, root, "architecture")) && !(scalar(n) && !strcmp(scalar(n), "null")) && (rc = dup_str(r, n, "architecture", &c->architecture))) return rc;
+    if ((n = get(r, root, "shared_experts")) && n->type == YAML_SEQUENCE_NODE && n->data.sequence.items.top > n->data.sequence.items.start)
+        return fail(r, n, "shared_experts (DeepSeek / Qwen MoE outputs) are not supported yet: graft writes Mixtral's layout");
+    yaml_node_t *ex = get(r, root, "experts");
+    if (!ex || ex->type != YAML_SEQUENCE_NODE || ex->data.sequence.items.top == ex->data.sequence.items.start)
+        return fail(r, ex ? ex : root, "experts must be a non-empty list");
+    size_t k = (size_t)(ex->data.sequence.items.top - ex->data.sequence.items.start);
+    if (!(c->experts = graft__calloc(k, sizeof *c->experts))) return graft_err_set(r->err, GRAFT_E_NOMEM, r->label, NULL, 0, "out of memory");
+    for (size_t i = 0; i < k; i++) {
+        c->n_experts++;
+        if ((rc = read_moe_expert(r, node(r, ex->data.sequence.items.start[i]), &c->experts[i]))) return rc;
+    }
+    return GRAFT_OK;
+}
+
+void graft_moe_config_free(struct graft_moe_config *c) {
+    if (!c) return;
+    for (size_t i = 0; i < c->n_experts; i++) {
+        struct graft_moe_expert *e = &c->experts[i];
+        for (size_t k = 0; k < e->n_pos; k++) graft__free(e->pos[k]);
+        for (size_t k = 0; k < e->n_neg; k++) graft__free(e->neg[k]);
+        graft__free(e->pos), graft__free(e->neg), graft__free(e->model);
+    }
+    graft__free(c->experts), graft__free(c->base_model), graft__free(c->gate_mode), graft__free(c->architecture), graft__free(c->path), graft__free(c->text);
+    graft__free(c);
+}
+
+int graft_moe_config_load(const char *path, struct graft_moe_config **out, struct graft_err *err) {
+    *out = NULL;
+    char *text;
+    size_t len;
+    int rc = graft__read_small_file(path, CONFIG_MAX_BYTES, &text, &len, err);
+    if (rc == GRAFT_E_NOMEM) return rc;
+    if (rc) { if (err) err->code = GRAFT_E_CONFIG; return GRAFT_E_CONFIG; }
+    struct graft_moe_config *c = graft__calloc(1, sizeof *c);
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    if (!c || !(c->path = graft__strdup(path)) || !yaml_parser_initialize(&parser)) {
+        graft__free(text), graft_moe_config_free(c);
+        return graft_err_set(err, GRAFT_E_NOMEM, path, NULL, 0, "out of memory");
+    }
+    c->text = text, c->dtype = -1;
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    if (!yaml_parser_load(&parser, &doc)) {
+        rc = parser.error == YAML_MEMORY_ERROR ? graft_err_set(err, GRAFT_E_NOMEM, path, NULL, 0, "out of memory reading the YAML")
+           : graft_err_set(err, GRAFT_E_CONFIG, path, NULL, 0, "line %zu column %zu: invalid YAML: %s", parser.problem_mark.line + 1,
+                           parser.problem_mark.column + 1, parser.problem ? parser.problem : "syntax error");
+        yaml_parser_delete(&parser);
+        graft_moe_config_free(c);
+        return rc;
+    }
+    struct rd r = {&doc, path, err};
+    rc = read_moe(&r, c);
+    yaml_document_delete(&doc);
+    yaml_parser_delete(&parser);
+    if (rc) { graft_moe_config_free(c); return rc; }
+    *out = c;
+    return GRAFT_OK;
+}

@@ -110,4 +110,24 @@ const struct graft_pv *graft_params_get(const struct graft_params *ps, const cha
 // Returns false when no conditional matches (fall through to the next precedence level).
 // Numbers and booleans come back in *num; strings in *str.
 bool graft_pv_eval(const struct graft_pv *v, const char *tensor, double t, double *num, const char **str);
+// mergekit-moe configs (see src/ops/moe.c).
+struct graft_moe_expert {
+    char   *model;
+    char  **pos, **neg;           // positive / negative prompts
+    size_t  n_pos, n_neg;
+    double  noise_scale, residual_scale;
+    bool    has_noise, has_residual;
+    int     line;
+};
+struct graft_moe_config {
+    char   *path, *text;
+    char   *base_model, *gate_mode, *architecture;
+    int     dtype;                // -1: the base's
+    int     experts_per_token;
+    struct graft_moe_expert *experts;
+    size_t  n_experts;
+};
+int  graft_moe_config_load(const char *path, struct graft_moe_config **out, struct graft_err *err);
+void graft_moe_config_free(struct graft_moe_config *c);
+
 #endif

@@ -1,0 +1,253 @@
+// mergekit-moe (shared/methods-mergekit.md §6.3), Mixtral output. Every tensor outside `.mlp.` comes
+// from base_model; per layer, expert e's gate_proj / up_proj / down_proj (from its source_model)
+// become block_sparse_moe.experts.e.w1 / w3 / w2 — down_proj times residual_scale, and N(0, s²) noise
+// added when noise_scale is set — and block_sparse_moe.gate.weight [E, hidden] is the router. Gates:
+// random (N(0, 1), as torch.randn) and uniform_random (U(−1/√H, 1/√H)) from graft's counter-based
+// generator keyed by (--seed, tensor name); hidden* and cheap_embed need prompt hidden states or
+// tokenized prompts, which arrive with the evaluator (issue 6): a clear error until then. Validation as
+// MergeKit's: experts_per_token ≤ number of experts; prompts required unless random (uniform_random
+// too, a MergeKit quirk); identical prompt sets rejected; all experts from one model rejected without
+// allow_same_model. Inputs must be Llama or Mistral; the output dtype is `dtype:` or the base's.
+// Streaming: expert tensors are copied from their mappings (converted when the dtype changes).
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "graft/convert.h"
+#include "graft/moe.h"
+#include "graft/writer.h"
+#include "../config/config.h"
+#include "../merge/method.h" // GRAFT_MAX_INPUTS
+#include "../core/impl.h"
+#include "../io/io-impl.h"
+
+struct graft_moe_options graft_moe_default_options(void) { return (struct graft_moe_options){.n_threads = 1, .copy_tokenizer = true}; }
+
+static int nomem(struct graft_err *err) { return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); }
+
+struct mt_out {
+    char *name;
+    const struct graft_model *m;
+    const struct graft_model_tensor *src; // NULL: a router
+    enum graft_dtype dt;
+    uint64_t ne[2];
+    int n_dims;
+    double scale, noise;                  // expert down_proj residual scale, noise σ
+    long id;
+};
+
+struct mjob {
+    struct mt_out *ts;
+    size_t n;
+    bool uniform;
+    uint64_t seed;
+    struct graft_writer *w;
+    struct graft_progress *progress;
+};
+
+static float normal_draw(uint64_t key, uint64_t i) { // Box–Muller on two counter-based uniforms
+    double u1 = ((double)(graft_rng_u64(key, 2 * i) >> 11) + 0.5) * 0x1.0p-53, u2 = (double)(graft_rng_u64(key, 2 * i + 1) >> 11) * 0x1.0p-53;
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
+    (void)ith;
+    struct mjob *j = ctx;
+    struct mt_out *x = &j->ts[item];
+    uint64_t n = x->n_dims == 1 ? x->ne[0] : x->ne[0] * x->ne[1], nb;
+    if (x->src && x->src->info->dtype == x->dt && x->scale == 1.0 && x->noise == 0) {
+        int rc = x->src->info->n_bytes ? graft_writer_write(j->w, x->id, 0, graft_model_data(x->m, x->src), (size_t)x->src->info->n_bytes, err) : GRAFT_OK;
+        graft_progress_add(j->progress, x->src->info->n_bytes);
+        return rc;
+    }
+    float *v = graft__malloc((size_t)(n ? n : 1) * sizeof *v);
+    void *enc = graft__malloc((size_t)(n ? n : 1) * 8);
+    if (!v || !enc) { graft__free(v), graft__free(enc); return nomem(err); }
+    uint64_t key = graft_rng_key(j->seed, 0, x->name, strlen(x->name));
+    if (x->src) {
+        graft_row_to_f32(x->src->info->dtype, graft_model_data(x->m, x->src), v, (size_t)n);
+        for (uint64_t i = 0; i < n; i++) v[i] = (float)(v[i] * x->scale) + (x->noise > 0 ? (float)x->noise * normal_draw(key, i) : 0.0f);
+    } else {
+        float b = 1.0f / sqrtf((float)x->ne[1]);
+        for (uint64_t i = 0; i < n; i++) v[i] = j->uniform ? (2.0f * graft_rng_uniform(key, i) - 1.0f) * b : normal_draw(key, i);
+    }
+    graft_dtype_nbytes(x->dt, n, &nb);
+    graft_row_from_f32(x->dt, v, enc, (size_t)n);
+    int rc = graft_writer_write(j->w, x->id, 0, enc, (size_t)nb, err);
+    graft__free(v), graft__free(enc);
+    graft_progress_add(j->progress, nb);
+    return rc;
+}
+
+static bool same_prompts(const struct graft_moe_expert *a, const struct graft_moe_expert *b) {
+    if (a->n_pos != b->n_pos || a->n_neg != b->n_neg) return false;
+    for (size_t i = 0; i < a->n_pos; i++)
+        if (strcmp(a->pos[i], b->pos[i])) return false;
+    for (size_t i = 0; i < a->n_neg; i++)
+        if (strcmp(a->neg[i], b->neg[i])) return false;
+    return true;
+}
+
+int graft_moe(const char *config_path, const char *out_dir, const struct graft_moe_options *o, int *n_experts, int *n_layers, struct graft_err *err) {
+    struct graft_moe_config *c = NULL;
+    int rc = graft_moe_config_load(config_path, &c, err);
+    if (rc) return rc;
+    int E = (int)c->n_experts, K = c->experts_per_token, layers = 0;
+    bool random = !strcmp(c->gate_mode, "random"), uniform = !strcmp(c->gate_mode, "uniform_random");
+    struct graft_model *models[GRAFT_MAX_INPUTS + 1] = {0};
+    char *paths[GRAFT_MAX_INPUTS + 1] = {0};
+    int midx[GRAFT_MAX_INPUTS] = {0}, n_models = 0;
+    struct mjob j = {.seed = o->seed, .uniform = uniform, .progress = o->progress};
+    struct graft_writer *w = NULL;
+    json_t *root = NULL;
+    const char *slash = strrchr(config_path, '/');
+    char *dir = slash ? graft__strndup(config_path, slash == config_path ? 1 : (size_t)(slash - config_path)) : graft__strdup(".");
+    if (!dir) { rc = nomem(err); goto out; }
+    if (K > E) { rc = graft_err_set(err, GRAFT_E_CONFIG, config_path, NULL, 0, "experts_per_token %d is more than the %d experts", K, E); goto out; }
+    if (E > GRAFT_MAX_INPUTS) { rc = graft_err_set(err, GRAFT_E_CONFIG, config_path, NULL, 0, "at most %d experts", GRAFT_MAX_INPUTS); goto out; }
+    for (int e = 0; e < E && !random; e++) {
+        if (!c->experts[e].n_pos) { rc = graft_err_set(err, GRAFT_E_CONFIG, config_path, NULL, 0, "line %d: gate_mode %s needs positive_prompts for every expert", c->experts[e].line, c->gate_mode); goto out; }
+    }
+    if (!random && E > 1) {
+        bool all_same = true;
+        for (int e = 1; e < E; e++) all_same &= same_prompts(&c->experts[0], &c->experts[e]);
+        if (all_same) { rc = graft_err_set(err, GRAFT_E_CONFIG, config_path, NULL, 0, "every expert has the same prompts: the router could not tell them apart"); goto out; }
+    }
+    if (!random && !uniform) {
+        rc = graft_err_set(err, GRAFT_E_CONFIG, config_path, NULL, 0,
+                           "gate_mode %s needs %s, which comes with graft's evaluator (issue 6); use gate_mode: random (or uniform_random) for now", c->gate_mode,
+                           strcmp(c->gate_mode, "cheap_embed") ? "the base model's hidden states on the prompts" : "the prompts tokenized with tokenizer.json");
+        goto out;
+    }
+    if (c->architecture && strncmp(c->architecture, "mixtral", 7) && strncmp(c->architecture, "Mixtral", 7)) {
+        rc = graft_err_set(err, GRAFT_E_CONFIG, config_path, NULL, 0, "architecture '%s': graft writes Mixtral's layout only for now", c->architecture);
+        goto out;
+    }
+    // open base (model 0) and each distinct expert model
+    for (int e = -1; e < E; e++) {
+        const char *ref = e < 0 ? c->base_model : c->experts[e].model;
+        char *p = ref[0] == '/' ? graft__strdup(ref) : graft__asprintf("%s/%s", dir, ref), real[PATH_MAX];
+        if (!p) { rc = nomem(err); goto out; }
+        struct stat sb;
+        if (stat(p, &sb) != 0 || !realpath(p, real)) {
+            rc = graft_err_set(err, GRAFT_E_CONFIG, config_path, NULL, 0, "model '%s' not found (looked in %s); graft works offline on local folders", ref, p);
+            graft__free(p);
+            goto out;
+        }
+        graft__free(p);
+        int found = -1;
+        for (int i = 0; i < n_models; i++)
+            if (!strcmp(paths[i], real)) found = i;
+        if (found < 0) {
+            if (!(paths[n_models] = graft__strdup(real))) { rc = nomem(err); goto out; }
+            if ((rc = graft_model_open(real, &models[n_models], err))) goto out;
+            const char *cfg = graft_model_config_json(models[n_models]);
+            json_t *cj = cfg ? json_loads(cfg, 0, NULL) : NULL;
+            const char *mt = json_string_value(json_object_get(cj, "model_type"));
+            bool ok = mt && (!strcmp(mt, "llama") || !strcmp(mt, "mistral"));
+            json_decref(cj);
+            if (!ok) { rc = graft_err_set(err, GRAFT_E_FORMAT, real, NULL, 0, "Mixtral output needs Llama or Mistral models (model_type '%s')", mt ? mt : "?"); goto out; }
+            found = n_models++;
+        }
+        if (e >= 0) midx[e] = found;
+    }
+    if (E > 1 && !o->allow_same_model) {
+        bool same = true;
+        for (int e = 1; e < E; e++) same &= midx[e] == midx[0];
+        if (same) { rc = graft_err_set(err, GRAFT_E_CONFIG, config_path, NULL, 0, "every expert is the same model: pass --i-understand-this-is-not-useful-without-training"); goto out; }
+    }
+    const struct graft_model *base = models[0];
+    root = json_loads(graft_model_config_json(base), 0, NULL);
+    if (!root) { rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(base), NULL, 0, "config.json cannot be parsed"); goto out; }
+    enum graft_dtype out_dt = c->dtype >= 0 ? (enum graft_dtype)c->dtype : GRAFT_DTYPE_COUNT;
+    size_t nt = graft_model_n_tensors(base);
+    if (!(j.ts = graft__calloc(nt * (size_t)(E + 1) + 1, sizeof *j.ts))) { rc = nomem(err); goto out; }
+    static const char *const parts[3] = {"gate_proj", "up_proj", "down_proj"}, *const wn[3] = {"w1", "w3", "w2"};
+    for (size_t i = 0; i < nt && !rc; i++) {
+        const struct graft_model_tensor *t = graft_model_tensor(base, i);
+        const char *name = t->info->name, *mlp = strstr(name, ".mlp.");
+        enum graft_dtype dt = out_dt != GRAFT_DTYPE_COUNT && graft_dtype_traits(t->info->dtype)->is_float ? out_dt : t->info->dtype;
+        if (!mlp) {
+            struct mt_out *x = &j.ts[j.n++];
+            *x = (struct mt_out){.name = graft__strndup(name, t->info->name_len), .m = base, .src = t, .dt = dt, .n_dims = t->info->n_dims,
+                                 .scale = 1.0, .id = -1};
+            x->ne[0] = t->info->ne[0], x->ne[1] = t->info->n_dims > 1 ? t->info->ne[1] : 1;
+            if (t->info->n_dims > 2) { rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(base), name, t->info->name_len, "tensors above 2-D are not expected here"); break; }
+            if (!x->name) rc = nomem(err);
+            continue;
+        }
+        if (strcmp(mlp + 5, "gate_proj.weight")) continue; // one layer at a time, at its gate_proj
+        int pre = (int)(mlp - name);
+        struct mt_out *r = &j.ts[j.n++];
+        *r = (struct mt_out){.name = graft__asprintf("%.*s.block_sparse_moe.gate.weight", pre, name), .dt = dt, .n_dims = 2,
+                             .ne = {(uint64_t)E, t->info->ne[1]}, .scale = 1.0, .id = -1};
+        if (!r->name) { rc = nomem(err); break; }
+        for (int e = 0; e < E && !rc; e++)
+            for (int k = 0; k < 3 && !rc; k++) {
+                char src[1100];
+                snprintf(src, sizeof src, "%.*s.mlp.%s.weight", pre, name, parts[k]);
+                const struct graft_model *em = models[midx[e]];
+                const struct graft_model_tensor *st = graft_model_find(em, src, strlen(src)), *bt = graft_model_find(base, src, strlen(src));
+                if (!st || !bt || st->info->n_elem != bt->info->n_elem || st->info->n_dims != 2) {
+                    rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(em), src, strlen(src), "missing, or shaped unlike the base's: the experts must share the base's architecture");
+                    break;
+                }
+                struct mt_out *x = &j.ts[j.n++];
+                *x = (struct mt_out){.name = graft__asprintf("%.*s.block_sparse_moe.experts.%d.%s.weight", pre, name, e, wn[k]), .m = em, .src = st,
+                                     .dt = out_dt != GRAFT_DTYPE_COUNT ? out_dt : st->info->dtype, .n_dims = 2, .ne = {st->info->ne[0], st->info->ne[1]},
+                                     .scale = k == 2 && c->experts[e].has_residual ? c->experts[e].residual_scale : 1.0,
+                                     .noise = c->experts[e].has_noise ? c->experts[e].noise_scale : 0.0, .id = -1};
+                if (!x->name) rc = nomem(err);
+            }
+        layers++;
+    }
+    if (!rc && !layers) rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(base), NULL, 0, "no layers.N.mlp.gate_proj in the base model");
+    if (!rc && !o->dry_run) {
+        const char *protect[2 * GRAFT_MAX_INPUTS + 2];
+        size_t np = 0;
+        for (int i = 0; i < n_models; i++) protect[np++] = paths[i];
+        struct graft_writer_params wp = graft_writer_default_params();
+        wp.max_shard_bytes = o->max_shard_bytes, wp.flags = o->writer_flags, wp.protect = protect, wp.n_protect = np;
+        rc = graft_writer_open(out_dir, &wp, &w, err);
+        j.w = w;
+        for (size_t i = 0; !rc && i < j.n; i++) {
+            struct mt_out *x = &j.ts[i];
+            uint64_t ne[2] = {x->ne[0], x->ne[1]};
+            if ((x->id = graft_writer_add_tensor(w, x->name, strlen(x->name), x->dt, x->n_dims, ne, err)) < 0) rc = (int)x->id;
+        }
+        if (!rc) rc = graft_writer_layout(w, err);
+        if (!rc) rc = graft_pool_run(o->n_threads > 0 ? o->n_threads : 1, j.n, write_one, &j, o->progress && o->progress->enabled ? graft_progress_draw : NULL,
+                                     o->progress, err);
+        if (!rc) {
+            json_object_set_new(root, "architectures", json_pack("[s]", "MixtralForCausalLM"));
+            json_object_set_new(root, "model_type", json_string("mixtral"));
+            json_object_set_new(root, "num_local_experts", json_integer(E));
+            json_object_set_new(root, "num_experts_per_tok", json_integer(K));
+            json_object_set_new(root, "sliding_window", json_null());
+            if (out_dt != GRAFT_DTYPE_COUNT) json_object_set_new(root, "torch_dtype", json_string(graft_dtype_torch_name(out_dt)));
+            struct graft__buf b;
+            graft__buf_init(&b, 64u << 20);
+            graft__json_dump_pretty(&b, root);
+            rc = b.failed ? nomem(err) : graft_writer_add_file(w, "config.json", b.data, b.len, err);
+            graft__buf_free(&b);
+        }
+        if (!rc && o->copy_tokenizer) rc = graft_writer_copy_tokenizer(w, base, err);
+        if (!rc) rc = graft_writer_add_file(w, "mergekit_moe_config.yml", c->text, strlen(c->text), err);
+        if (!rc) rc = graft_writer_commit(w, err);
+    }
+    if (!rc && (E & (E - 1))) fprintf(stderr, "graft: warning: %d experts is not a power of two (llama.cpp prefers powers of two)\n", E);
+out:
+    if (n_experts) *n_experts = E;
+    if (n_layers) *n_layers = layers;
+    graft_writer_free(w);
+    for (size_t i = 0; j.ts && i < j.n; i++) graft__free(j.ts[i].name);
+    graft__free(j.ts);
+    for (int i = 0; i < n_models; i++) graft_model_close(models[i]), graft__free(paths[i]);
+    json_decref(root);
+    graft__free(dir);
+    graft_moe_config_free(c);
+    return rc;
+}
