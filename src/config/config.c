@@ -418,6 +418,20 @@ static int read_config(struct rd *r, struct graft_merge_config *c) {
     return GRAFT_OK;
 }
 
+// One YAML document from text; a syntax error is a config error naming line and column.
+static int parse_yaml(const char *text, size_t len, const char *label, yaml_document_t *doc, struct graft_err *err) {
+    yaml_parser_t parser;
+    if (!yaml_parser_initialize(&parser)) return graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory");
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    int rc = GRAFT_OK;
+    if (!yaml_parser_load(&parser, doc))
+        rc = parser.error == YAML_MEMORY_ERROR ? graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory reading the YAML")
+           : graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %zu column %zu: invalid YAML: %s", parser.problem_mark.line + 1,
+                           parser.problem_mark.column + 1, parser.problem ? parser.problem : "syntax error");
+    yaml_parser_delete(&parser);
+    return rc;
+}
+
 int graft_config_parse(const char *text, size_t len, const char *label, struct graft_merge_config **out, struct graft_err *err) {
     *out = NULL;
     struct graft_merge_config *c = graft__calloc(1, sizeof *c);
@@ -426,23 +440,12 @@ int graft_config_parse(const char *text, size_t len, const char *label, struct g
     c->path = graft__strdup(label);
     c->text = graft__strndup(text, len);
     if (!c->path || !c->text) { graft_config_free(c); return graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory"); }
-    yaml_parser_t parser;
     yaml_document_t doc;
-    int rc;
-    if (!yaml_parser_initialize(&parser)) { graft_config_free(c); return graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory"); }
-    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-    if (!yaml_parser_load(&parser, &doc)) {
-        rc = parser.error == YAML_MEMORY_ERROR ? graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory reading the YAML")
-           : graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %zu column %zu: invalid YAML: %s", parser.problem_mark.line + 1,
-                           parser.problem_mark.column + 1, parser.problem ? parser.problem : "syntax error");
-        yaml_parser_delete(&parser);
-        graft_config_free(c);
-        return rc;
-    }
+    int rc = parse_yaml(text, len, label, &doc, err);
+    if (rc) { graft_config_free(c); return rc; }
     struct rd r = {&doc, label, err};
     rc = read_config(&r, c);
     yaml_document_delete(&doc);
-    yaml_parser_delete(&parser);
     if (rc) { graft_config_free(c); return rc; }
     *out = c;
     return GRAFT_OK;
@@ -628,26 +631,16 @@ int graft_moe_config_load(const char *path, struct graft_moe_config **out, struc
     if (rc == GRAFT_E_NOMEM) return rc;
     if (rc) { if (err) err->code = GRAFT_E_CONFIG; return GRAFT_E_CONFIG; }
     struct graft_moe_config *c = graft__calloc(1, sizeof *c);
-    yaml_parser_t parser;
-    yaml_document_t doc;
-    if (!c || !(c->path = graft__strdup(path)) || !yaml_parser_initialize(&parser)) {
+    if (!c || !(c->path = graft__strdup(path))) {
         graft__free(text), graft_moe_config_free(c);
         return graft_err_set(err, GRAFT_E_NOMEM, path, NULL, 0, "out of memory");
     }
     c->text = text, c->dtype = -1;
-    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-    if (!yaml_parser_load(&parser, &doc)) {
-        rc = parser.error == YAML_MEMORY_ERROR ? graft_err_set(err, GRAFT_E_NOMEM, path, NULL, 0, "out of memory reading the YAML")
-           : graft_err_set(err, GRAFT_E_CONFIG, path, NULL, 0, "line %zu column %zu: invalid YAML: %s", parser.problem_mark.line + 1,
-                           parser.problem_mark.column + 1, parser.problem ? parser.problem : "syntax error");
-        yaml_parser_delete(&parser);
-        graft_moe_config_free(c);
-        return rc;
-    }
+    yaml_document_t doc;
+    if ((rc = parse_yaml(text, len, path, &doc, err))) { graft_moe_config_free(c); return rc; }
     struct rd r = {&doc, path, err};
     rc = read_moe(&r, c);
     yaml_document_delete(&doc);
-    yaml_parser_delete(&parser);
     if (rc) { graft_moe_config_free(c); return rc; }
     *out = c;
     return GRAFT_OK;

@@ -23,6 +23,7 @@
 #include "../merge/method.h" // GRAFT_MAX_INPUTS
 #include "../core/impl.h"
 #include "../io/io-impl.h"
+#include "ops-impl.h"
 
 struct graft_moe_options graft_moe_default_options(void) { return (struct graft_moe_options){.n_threads = 1, .copy_tokenizer = true}; }
 
@@ -143,14 +144,15 @@ int graft_moe(const char *config_path, const char *out_dir, const struct graft_m
             if (!strcmp(paths[i], real)) found = i;
         if (found < 0) {
             if (!(paths[n_models] = graft__strdup(real))) { rc = nomem(err); goto out; }
-            if ((rc = graft_model_open(real, &models[n_models], err))) goto out;
-            const char *cfg = graft_model_config_json(models[n_models]);
+            if ((rc = graft_model_open(real, &models[n_models], err))) { graft__free(paths[n_models]), paths[n_models] = NULL; goto out; }
+            found = n_models++; // owned from here: closed at the end whatever happens
+            const char *cfg = graft_model_config_json(models[found]);
             json_t *cj = cfg ? json_loads(cfg, 0, NULL) : NULL;
             const char *mt = json_string_value(json_object_get(cj, "model_type"));
             bool ok = mt && (!strcmp(mt, "llama") || !strcmp(mt, "mistral"));
-            json_decref(cj);
-            if (!ok) { rc = graft_err_set(err, GRAFT_E_FORMAT, real, NULL, 0, "Mixtral output needs Llama or Mistral models (model_type '%s')", mt ? mt : "?"); goto out; }
-            found = n_models++;
+            if (!ok) rc = graft_err_set(err, GRAFT_E_FORMAT, real, NULL, 0, "Mixtral output needs Llama or Mistral models (model_type '%s')", mt ? mt : "?");
+            json_decref(cj); // mt lived in it
+            if (rc) goto out;
         }
         if (e >= 0) midx[e] = found;
     }
@@ -222,17 +224,8 @@ int graft_moe(const char *config_path, const char *out_dir, const struct graft_m
         if (!rc) rc = graft_pool_run(o->n_threads > 0 ? o->n_threads : 1, j.n, write_one, &j, o->progress && o->progress->enabled ? graft_progress_draw : NULL,
                                      o->progress, err);
         if (!rc) {
-            json_object_set_new(root, "architectures", json_pack("[s]", "MixtralForCausalLM"));
-            json_object_set_new(root, "model_type", json_string("mixtral"));
-            json_object_set_new(root, "num_local_experts", json_integer(E));
-            json_object_set_new(root, "num_experts_per_tok", json_integer(K));
-            json_object_set_new(root, "sliding_window", json_null());
             if (out_dt != GRAFT_DTYPE_COUNT) json_object_set_new(root, "torch_dtype", json_string(graft_dtype_torch_name(out_dt)));
-            struct graft__buf b;
-            graft__buf_init(&b, 64u << 20);
-            graft__json_dump_pretty(&b, root);
-            rc = b.failed ? nomem(err) : graft_writer_add_file(w, "config.json", b.data, b.len, err);
-            graft__buf_free(&b);
+            rc = graft__ops_add_mixtral_config(w, root, E, K, err);
         }
         if (!rc && o->copy_tokenizer) rc = graft_writer_copy_tokenizer(w, base, err);
         if (!rc) rc = graft_writer_add_file(w, "mergekit_moe_config.yml", c->text, strlen(c->text), err);

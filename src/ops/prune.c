@@ -19,6 +19,7 @@
 #include "graft/writer.h"
 #include "../core/impl.h"
 #include "../merge/engine.h"
+#include "ops-impl.h"
 
 #define CHUNK_ELEMS (1u << 16) // a block's magnitudes, mask and bytes stay in L2
 
@@ -187,11 +188,7 @@ static int write_item(void *ctx, size_t item, int ith, struct graft_err *err) {
     }
     struct pt *x = &j->ts[lo];
     const struct graft_tensor_info *t = x->t->info;
-    if (!x->prune) {
-        int rc = t->n_bytes ? graft_writer_write(j->w, x->id, 0, graft_model_data(j->m, x->t), (size_t)t->n_bytes, err) : GRAFT_OK;
-        graft_progress_add(j->p->progress, t->n_bytes);
-        return rc;
-    }
+    if (!x->prune) return graft__ops_copy_tensor(j->w, x->id, j->m, x->t, j->p->progress, err);
     uint64_t chunk = item - x->first_item, n, off, len;
     float *mag = j->mag[ith], *keep = j->keep[ith];
     load_mag(j, x, chunk, mag, &n);
@@ -226,10 +223,6 @@ static int write_item(void *ctx, size_t item, int ith, struct graft_err *err) {
     return rc;
 }
 
-static bool is_embedding_or_head(const char *name) {
-    return strstr(name, "embed_tokens") || strstr(name, "lm_head") || strstr(name, "wte.") || strstr(name, "word_embeddings") ||
-           strstr(name, "tok_embeddings") || strstr(name, "embed_in") || strstr(name, "embed_out");
-}
 
 int graft_prune(const struct graft_model *m, const char *target, const struct graft_prune_params *p, struct graft_prune_report *rep,
                 struct graft_err *err) {
@@ -256,7 +249,7 @@ int graft_prune(const struct graft_model *m, const char *target, const struct gr
         const struct graft_dtype_traits *dt = graft_dtype_traits(t->dtype);
         bool excluded = false;
         for (size_t k = 0; k < n_rx && !excluded; k++) excluded = regexec(&rx[k], t->name, 0, NULL, 0) == 0;
-        x->prune = t->n_dims == 2 && dt && dt->is_float && dt->bits % 8 == 0 && t->n_elem > 0 && !excluded && (p->embeddings || !is_embedding_or_head(t->name));
+        x->prune = t->n_dims == 2 && dt && dt->is_float && dt->bits % 8 == 0 && t->n_elem > 0 && !excluded && (p->embeddings || !graft__ops_is_embedding_or_head(t->name));
         x->first_item = j.items;
         if (!x->prune) { j.items++; continue; }
         x->rows = t->ne[0], x->cols = t->ne[1];
@@ -317,15 +310,8 @@ int graft_prune(const struct graft_model *m, const char *target, const struct gr
         if (rc) goto out;
     }
     {
-        const char *protect[1030];
-        size_t np = 0;
-        for (int i = 0; i < graft_model_n_shards(m) && np < 1024; i++) protect[np++] = graft_st_path(graft_model_shard(m, i));
-        if (graft_model_is_dir(m)) protect[np++] = graft_model_dir(m);
-        struct graft_writer_params wp = graft_writer_default_params();
-        size_t tl = strlen(target);
-        bool single = tl > 12 && !strcmp(target + tl - 12, ".safetensors");
-        wp.max_shard_bytes = p->max_shard_bytes, wp.flags = p->writer_flags | (single ? GRAFT_WRITER_SINGLE_FILE : 0), wp.protect = protect, wp.n_protect = np;
-        if ((rc = graft_writer_open(target, &wp, &w, err))) goto out;
+        bool single = graft__ops_single_file(target);
+        if ((rc = graft__ops_writer_open(m, target, p->max_shard_bytes, p->writer_flags, &w, err))) goto out;
         j.w = w;
         for (size_t i = 0; !rc && i < j.n; i++) {
             const struct graft_tensor_info *t = j.ts[i].t->info;

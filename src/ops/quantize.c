@@ -12,6 +12,7 @@
 #include "graft/writer.h"
 #include "../core/impl.h"
 #include "../io/io-impl.h"
+#include "ops-impl.h"
 
 #define BLOCK_ELEMS (1u << 16) // a block's values and integers stay in L2
 
@@ -27,11 +28,6 @@ void graft_quant_report_free(struct graft_quant_report *r) {
 }
 
 static int nomem(struct graft_err *err) { return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); }
-
-static bool is_embedding_or_head(const char *name) {
-    return strstr(name, "embed_tokens") || strstr(name, "lm_head") || strstr(name, "wte.") || strstr(name, "word_embeddings") ||
-           strstr(name, "tok_embeddings") || strstr(name, "embed_in") || strstr(name, "embed_out");
-}
 
 // One output item of either direction: rows [r0, r0 + nr) of tensor t.
 struct qt {
@@ -116,12 +112,7 @@ static int quant_item(void *ctx, size_t item, int ith, struct graft_err *err) {
     struct qjob *j = ctx;
     size_t ti = locate(j, item);
     struct qt *x = &j->ts[ti];
-    if (!x->quant) {
-        if (item != x->first) return GRAFT_OK;
-        int rc = x->t->info->n_bytes ? graft_writer_write(j->w, x->id, 0, graft_model_data(j->m, x->t), (size_t)x->t->info->n_bytes, err) : GRAFT_OK;
-        graft_progress_add(j->progress, x->t->info->n_bytes);
-        return rc;
-    }
+    if (!x->quant) return item == x->first ? graft__ops_copy_tensor(j->w, x->id, j->m, x->t, j->progress, err) : GRAFT_OK;
     size_t k = item - x->first;
     uint64_t r0 = k * x->rpi, nr = x->rows - r0 < x->rpi ? x->rows - r0 : x->rpi, cols = x->cols, n = nr * cols;
     const int qmax = j->bits == 8 ? 127 : 7;
@@ -158,18 +149,6 @@ static void set_items(struct qt *x, size_t *items) {
     *items += x->quant ? (size_t)((x->rows + x->rpi - 1) / x->rpi) : 1;
 }
 
-static int protect_and_open(const struct graft_model *m, const char *target, uint64_t max_shard, unsigned flags, struct graft_writer **w,
-                            struct graft_err *err) {
-    const char *protect[1026];
-    size_t np = 0;
-    for (int i = 0; i < graft_model_n_shards(m) && np < 1024; i++) protect[np++] = graft_st_path(graft_model_shard(m, i));
-    if (graft_model_is_dir(m)) protect[np++] = graft_model_dir(m);
-    struct graft_writer_params wp = graft_writer_default_params();
-    size_t tl = strlen(target);
-    bool single = tl > 12 && !strcmp(target + tl - 12, ".safetensors");
-    wp.max_shard_bytes = max_shard, wp.flags = flags | (single ? GRAFT_WRITER_SINGLE_FILE : 0), wp.protect = protect, wp.n_protect = np;
-    return graft_writer_open(target, &wp, w, err);
-}
 
 // config.json with quantization_config set (q != NULL) or removed, torch_dtype set when given, plus
 // the tokenizer files.
@@ -221,7 +200,7 @@ int graft_quantize(const struct graft_model *m, const char *target, const struct
         const struct graft_dtype_traits *dt = graft_dtype_traits(t->dtype);
         bool excluded = false;
         for (size_t k = 0; k < n_rx && !excluded; k++) excluded = regexec(&rx[k], t->name, 0, NULL, 0) == 0;
-        x->quant = t->n_dims == 2 && dt && dt->is_float && dt->to_f32 && t->n_elem > 0 && !excluded && (p->embeddings || !is_embedding_or_head(t->name));
+        x->quant = t->n_dims == 2 && dt && dt->is_float && dt->to_f32 && t->n_elem > 0 && !excluded && (p->embeddings || !graft__ops_is_embedding_or_head(t->name));
         x->rows = t->n_dims ? t->ne[0] : 1, x->cols = t->n_dims == 2 ? t->ne[1] : t->n_elem;
         if (x->quant && p->bits == 4 && x->cols % 2)
             rc = graft_err_set(err, GRAFT_E_USAGE, graft_model_path(m), t->name, t->name_len, "int4 packs two values per byte: %llu columns is odd (--exclude it)",
@@ -245,7 +224,7 @@ int graft_quantize(const struct graft_model *m, const char *target, const struct
             if (j.ts[i].quant && !(rep->names[rep->n++] = graft__strndup(j.ts[i].t->info->name, j.ts[i].t->info->name_len))) rc = nomem(err);
     }
     struct graft_writer *w = NULL;
-    if (!rc && !p->dry_run) rc = protect_and_open(m, target, p->max_shard_bytes, p->writer_flags, &w, err);
+    if (!rc && !p->dry_run) rc = graft__ops_writer_open(m, target, p->max_shard_bytes, p->writer_flags, &w, err);
     j.w = w;
     for (size_t i = 0; !rc && w && i < j.n; i++) {
         struct qt *x = &j.ts[i];
@@ -272,8 +251,7 @@ int graft_quantize(const struct graft_model *m, const char *target, const struct
     if (!rc && w) {
         json_t *q = json_pack("{s:s, s:i, s:i, s:b, s:s, s:s}", "quant_method", "graft_rtn", "bits", p->bits, "group_size", p->group, "symmetric", 1,
                               "scale_dtype", "float32", "dequantized_dtype", first_dt ? first_dt : "bfloat16");
-        size_t tl = strlen(target);
-        rc = q ? side_files(w, m, q, NULL, tl > 12 && !strcmp(target + tl - 12, ".safetensors"), err) : nomem(err);
+        rc = q ? side_files(w, m, q, NULL, graft__ops_single_file(target), err) : nomem(err);
     }
     if (!rc && w) rc = graft_writer_commit(w, err);
     if (!rc && rep) {
@@ -301,12 +279,7 @@ static int dequant_item(void *ctx, size_t item, int ith, struct graft_err *err) 
     struct qjob *j = ctx;
     size_t ti = locate(j, item);
     struct qt *x = &j->ts[ti];
-    if (!x->quant) {
-        if (item != x->first) return GRAFT_OK;
-        int rc = x->t->info->n_bytes ? graft_writer_write(j->w, x->id, 0, graft_model_data(j->m, x->t), (size_t)x->t->info->n_bytes, err) : GRAFT_OK;
-        graft_progress_add(j->progress, x->t->info->n_bytes);
-        return rc;
-    }
+    if (!x->quant) return item == x->first ? graft__ops_copy_tensor(j->w, x->id, j->m, x->t, j->progress, err) : GRAFT_OK;
     uint64_t r0 = (item - x->first) * x->rpi, nr = x->rows - r0 < x->rpi ? x->rows - r0 : x->rpi, cols = x->cols, n = nr * cols;
     bool int8 = x->t->info->dtype == GRAFT_DTYPE_I8;
     float *w = graft__malloc((size_t)n * sizeof *w), *sc = graft__malloc((size_t)(nr * x->groups) * sizeof *sc);
@@ -386,7 +359,7 @@ int graft_dequantize(const struct graft_model *m, const char *target, enum graft
     }
     j.n = n_out;
     struct graft_writer *w = NULL;
-    if (!rc) rc = protect_and_open(m, target, 0, writer_flags, &w, err);
+    if (!rc) rc = graft__ops_writer_open(m, target, 0, writer_flags, &w, err);
     j.w = w;
     for (size_t i = 0; !rc && i < j.n; i++) {
         struct qt *x = &j.ts[i];
@@ -399,8 +372,7 @@ int graft_dequantize(const struct graft_model *m, const char *target, enum graft
     if (!rc) rc = graft_writer_layout(w, err);
     if (!rc) rc = graft_pool_run(n_threads > 0 ? n_threads : 1, j.items, dequant_item, &j, progress && progress->enabled ? graft_progress_draw : NULL,
                                  progress, err);
-    size_t tl = strlen(target);
-    if (!rc) rc = side_files(w, m, NULL, graft_dtype_torch_name(dtype), tl > 12 && !strcmp(target + tl - 12, ".safetensors"), err);
+    if (!rc) rc = side_files(w, m, NULL, graft_dtype_torch_name(dtype), graft__ops_single_file(target), err);
     if (!rc) rc = graft_writer_commit(w, err);
     if (n_done) *n_done = nd;
     graft_writer_free(w);

@@ -23,6 +23,7 @@
 #include "graft/writer.h"
 #include "../core/impl.h"
 #include "../io/io-impl.h"
+#include "ops-impl.h"
 
 // Names are built in 1100-byte buffers from tensor names checked to be ≤ 512 bytes (graft_reparam
 // refuses longer ones first), so these snprintf calls cannot truncate.
@@ -334,15 +335,8 @@ int graft_reparam(const struct graft_model *m, const char *target, const struct 
     }
     struct graft_writer *w = NULL;
     if (!rc && !p->dry_run) {
-        const char *protect[1030];
-        size_t np = 0;
-        for (int i = 0; i < graft_model_n_shards(m) && np < 1024; i++) protect[np++] = graft_st_path(graft_model_shard(m, i));
-        if (graft_model_is_dir(m)) protect[np++] = graft_model_dir(m);
-        struct graft_writer_params wp = graft_writer_default_params();
-        size_t tl = strlen(target);
-        bool single = tl > 12 && !strcmp(target + tl - 12, ".safetensors");
-        wp.flags = p->writer_flags | (single ? GRAFT_WRITER_SINGLE_FILE : 0), wp.protect = protect, wp.n_protect = np;
-        rc = graft_writer_open(target, &wp, &w, err);
+        bool single = graft__ops_single_file(target);
+        rc = graft__ops_writer_open(m, target, 0, p->writer_flags, &w, err);
         j.w = w;
         for (size_t k = 0; !rc && k < j.n_out; k++) { // kept tensors first, as they were ordered
             struct rt *x = &j.out[(k + n_new) % j.n_out];

@@ -15,6 +15,7 @@
 #include "graft/writer.h"
 #include "../core/impl.h"
 #include "../io/io-impl.h"
+#include "ops-impl.h"
 
 struct graft_upcycle_params graft_upcycle_default_params(void) {
     return (struct graft_upcycle_params){.experts = 8, .top_k = 2, .n_threads = 1};
@@ -44,12 +45,7 @@ static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
     (void)ith;
     struct ujob *j = ctx;
     struct ut *x = &j->ts[item];
-    if (x->src) {
-        uint64_t nb = x->src->info->n_bytes;
-        int rc = nb ? graft_writer_write(j->w, x->id, 0, graft_model_data(j->m, x->src), (size_t)nb, err) : GRAFT_OK;
-        graft_progress_add(j->p->progress, nb);
-        return rc;
-    }
+    if (x->src) return graft__ops_copy_tensor(j->w, x->id, j->m, x->src, j->p->progress, err);
     uint64_t n = x->ne[0] * x->ne[1], nb;
     float *v = graft__calloc((size_t)n, sizeof *v);
     void *enc = graft__malloc((size_t)n * 8 + 8);
@@ -139,13 +135,7 @@ int graft_upcycle(const struct graft_model *m, const char *target, const struct 
     if (!rc && !layers) rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "no layers.N.mlp.gate_proj / up_proj / down_proj to upcycle");
     struct graft_writer *w = NULL;
     if (!rc && !p->dry_run) {
-        const char *protect[1030];
-        size_t np = 0;
-        for (int i = 0; i < graft_model_n_shards(m) && np < 1024; i++) protect[np++] = graft_st_path(graft_model_shard(m, i));
-        if (graft_model_is_dir(m)) protect[np++] = graft_model_dir(m);
-        struct graft_writer_params wp = graft_writer_default_params();
-        wp.max_shard_bytes = p->max_shard_bytes, wp.flags = p->writer_flags, wp.protect = protect, wp.n_protect = np;
-        rc = graft_writer_open(target, &wp, &w, err);
+        rc = graft__ops_writer_open(m, target, p->max_shard_bytes, p->writer_flags, &w, err);
         j.w = w;
         for (size_t i = 0; !rc && i < j.n; i++) {
             struct ut *x = &j.ts[i];
@@ -158,18 +148,9 @@ int graft_upcycle(const struct graft_model *m, const char *target, const struct 
         if (!rc) rc = graft_pool_run(p->n_threads > 0 ? p->n_threads : 1, j.n, write_one, &j, p->progress && p->progress->enabled ? graft_progress_draw : NULL,
                                      p->progress, err);
         if (!rc) { // config.json: Mixtral's
-            json_object_set_new(root, "architectures", json_pack("[s]", "MixtralForCausalLM"));
-            json_object_set_new(root, "model_type", json_string("mixtral"));
-            json_object_set_new(root, "num_local_experts", json_integer(p->experts));
-            json_object_set_new(root, "num_experts_per_tok", json_integer(p->top_k));
             json_object_set_new(root, "output_router_logits", json_false());
             json_object_set_new(root, "router_aux_loss_coef", json_real(0.02));
-            json_object_del(root, "attention_bias"), json_object_del(root, "mlp_bias"), json_object_del(root, "head_dim");
-            struct graft__buf b;
-            graft__buf_init(&b, 64u << 20);
-            graft__json_dump_pretty(&b, root);
-            rc = b.failed ? nomem(err) : graft_writer_add_file(w, "config.json", b.data, b.len, err);
-            graft__buf_free(&b);
+            rc = graft__ops_add_mixtral_config(w, root, p->experts, p->top_k, err);
         }
         if (!rc) rc = graft_writer_copy_tokenizer(w, m, err);
         if (!rc) rc = graft_writer_commit(w, err);

@@ -46,10 +46,12 @@ def load(path):
 
 
 def save(path, tensors):
+    """F32 tensors (int64 arrays stay I64)."""
     hdr, off, blobs = {}, 0, []
     for k in sorted(tensors):
-        a = np.ascontiguousarray(tensors[k], dtype=np.float32)
-        hdr[k] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
+        i64 = np.asarray(tensors[k]).dtype == np.int64
+        a = np.ascontiguousarray(tensors[k], dtype=np.int64 if i64 else np.float32)
+        hdr[k] = {"dtype": "I64" if i64 else "F32", "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
         blobs.append(a.tobytes())
         off += a.nbytes
     h = json.dumps(hdr).encode()

@@ -8,26 +8,16 @@
                                              random input equal the original layers' (eval-mode BN, zero padding)
 """
 import json
+import os
 import struct
 import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lora_ref import save  # noqa: E402
+
 EPS = 1e-5
-
-
-def save(path, t):
-    hdr, off, blobs = {}, 0, []
-    for k in sorted(t):
-        a = np.ascontiguousarray(t[k])
-        dt = "I64" if a.dtype == np.int64 else "F32"
-        a = a if dt == "I64" else a.astype(np.float32)
-        hdr[k] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
-        blobs.append(a.tobytes())
-        off += a.nbytes
-    h = json.dumps(hdr).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    open(path, "wb").write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 
 
 def load(path):

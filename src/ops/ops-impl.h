@@ -1,0 +1,24 @@
+// Pieces shared by the checkpoint operations (src/ops): opening an output for one input model, the
+// names of embeddings and heads, a whole tensor copied from its mapping, Mixtral's config.json.
+#ifndef GRAFT_OPS_IMPL_H
+#define GRAFT_OPS_IMPL_H
+#include <jansson.h>
+#include <stdbool.h>
+#include "graft/model.h"
+#include "graft/util.h"
+#include "graft/writer.h"
+#include "../core/impl.h"
+
+// A writer for `target` (a folder, or one file when it ends in ".safetensors"), protecting every
+// shard and the folder of `m`.
+int  graft__ops_writer_open(const struct graft_model *m, const char *target, uint64_t max_shard, unsigned flags, struct graft_writer **w,
+                            struct graft_err *err);
+bool graft__ops_single_file(const char *target);
+// Input embeddings and output heads, by the names transformers uses (left alone by default).
+bool graft__ops_is_embedding_or_head(const char *name);
+// Tensor t of m written whole as output tensor id, straight from the mapping.
+int  graft__ops_copy_tensor(struct graft_writer *w, long id, const struct graft_model *m, const struct graft_model_tensor *t,
+                            struct graft_progress *progress, struct graft_err *err);
+// config.json from `root` turned into Mixtral's (E experts, K per token) and added to the writer.
+int  graft__ops_add_mixtral_config(struct graft_writer *w, json_t *root, int experts, int per_token, struct graft_err *err);
+#endif
