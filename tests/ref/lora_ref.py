@@ -39,6 +39,8 @@ def load(path):
             a = (np.frombuffer(raw, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
         elif v["dtype"] == "F16":
             a = np.frombuffer(raw, dtype=np.float16).astype(np.float32)
+        elif v["dtype"] == "I64":
+            a = np.frombuffer(raw, dtype=np.int64)
         else:
             raise SystemExit("unsupported dtype " + v["dtype"])
         out[k] = a.reshape(v["shape"])

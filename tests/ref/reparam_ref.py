@@ -7,32 +7,20 @@
   reparam_ref.py check MODE IN OUT           MODE bn | repvgg | weight-norm: outputs of the folded layers on a
                                              random input equal the original layers' (eval-mode BN, zero padding)
 """
-import json
 import os
-import struct
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lora_ref import save  # noqa: E402
+from lora_ref import load as load_f32, save  # noqa: E402
 
 EPS = 1e-5
 
 
 def load(path):
-    b = open(path, "rb").read()
-    n = struct.unpack("<Q", b[:8])[0]
-    h = json.loads(b[8:8 + n])
-    d = b[8 + n:]
-    out = {}
-    for k, v in h.items():
-        if k == "__metadata__":
-            continue
-        s, e = v["data_offsets"]
-        dt = {"F32": np.float32, "I64": np.int64}[v["dtype"]]
-        out[k] = np.frombuffer(d[s:e], dtype=dt).reshape(v["shape"]).astype(np.float64 if dt == np.float32 else np.int64)
-    return out
+    """Every tensor as float64 (int64 kept)."""
+    return {k: v if v.dtype == np.int64 else v.astype(np.float64) for k, v in load_f32(path).items()}
 
 
 def bn(rng, c, name, t):
