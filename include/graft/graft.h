@@ -29,5 +29,6 @@
 #include "upcycle.h"
 #include "reparam.h"
 #include "moe.h"
+#include "expand.h"
 
 #endif

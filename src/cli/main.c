@@ -23,6 +23,7 @@ static const char usage[] =
     "  upcycle IN OUT --experts E --top-k K   dense Llama/Mistral → Mixtral-layout MoE (sparse upcycling)\n"
     "  reparam IN OUT --fold bn|repvgg|weight-norm   fold BatchNorm / RepVGG branches / weight norm\n"
     "  moe CONFIG.yml OUT              mergekit-moe configs: experts from several models (Mixtral layout)\n"
+    "  expand IN OUT [--hidden H] [--intermediate I] [--add-layers N@P]   function-preserving growth\n"
     "\n"
     "PATH / IN is a .safetensors file or a model folder (model.safetensors, or shards listed in\n"
     "model.safetensors.index.json, plus config.json). Run `graft COMMAND --help` for details.\n"
@@ -89,7 +90,7 @@ int main(int argc, char **argv) {
     static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
         {"inspect", cmd_inspect}, {"verify", cmd_verify}, {"convert", cmd_convert}, {"synth", cmd_synth}, {"merge", cmd_merge},
         {"extract-lora", cmd_extract_lora}, {"apply-lora", cmd_apply_lora},
-        {"quantize", cmd_quantize}, {"dequantize", cmd_dequantize}, {"prune", cmd_prune}, {"upcycle", cmd_upcycle}, {"reparam", cmd_reparam}, {"moe", cmd_moe},
+        {"quantize", cmd_quantize}, {"dequantize", cmd_dequantize}, {"prune", cmd_prune}, {"upcycle", cmd_upcycle}, {"reparam", cmd_reparam}, {"moe", cmd_moe}, {"expand", cmd_expand},
     };
     if (argc < 2) {
         fputs(usage, stderr);
@@ -105,5 +106,5 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
-    return cli_usage(NULL, "unknown command '%s' (commands: inspect, verify, convert, synth, merge, extract-lora, apply-lora, quantize, dequantize, prune, upcycle, reparam, moe)", argv[1]);
+    return cli_usage(NULL, "unknown command '%s' (commands: inspect, verify, convert, synth, merge, extract-lora, apply-lora, quantize, dequantize, prune, upcycle, reparam, moe, expand)", argv[1]);
 }
