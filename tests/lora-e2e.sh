@@ -128,10 +128,15 @@ expect 0 "$G" apply-lora base adp applied
 printf 'merge_method: linear\nmodels:\n  - model: base+adp\n    parameters: {weight: 0.7}\n  - model: ft\n    parameters: {weight: 0.3}\n' > ml.yml
 printf 'merge_method: linear\nmodels:\n  - model: applied\n    parameters: {weight: 0.7}\n  - model: ft\n    parameters: {weight: 0.3}\n' > mm.yml
 printf 'merge_method: linear\nmodels:\n  - model: {model: {path: base, lora: adp}}\n    parameters: {weight: 0.7}\n  - model: ft\n    parameters: {weight: 0.3}\n' > mo.yml
+printf 'merge_method: linear\nmodels:\n  - model: base@adp\n    parameters: {weight: 0.7}\n  - model: ft\n    parameters: {weight: 0.3}\n' > ma.yml
+expect 0 "$G" merge ma.yml ma
 expect 0 "$G" merge ml.yml ml --threads 2
 expect 0 "$G" merge mm.yml mm
 expect 0 "$G" merge mo.yml mo
-cmp -s ml/model.safetensors mm/model.safetensors && cmp -s mo/model.safetensors mm/model.safetensors && ok || bad "model+lora merge differs from merging the applied model"
+cmp -s ml/model.safetensors mm/model.safetensors && cmp -s mo/model.safetensors mm/model.safetensors && cmp -s ma/model.safetensors mm/model.safetensors && ok || bad "model+lora merge differs from merging the applied model"
+printf 'merge_method: linear\nmodels:\n  - model: base@main\n    parameters: {weight: 1}\n' > mrev.yml
+expect 4 "$G" merge mrev.yml mrev
+grep -q "revisions need" "$T/err" && ok || bad "model@revision message: $(cat "$T/err")"
 ls -A | grep -q "graft-tmp" && bad "model+lora left a temp folder" || ok
 expect 0 "$G" merge ml.yml mdry --dry-run
 nothing mdry "merge --dry-run with a LoRA reference"

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <yaml.h>
 #include "config.h"
 #include "graft/dtype.h"
@@ -92,8 +93,20 @@ static int dup_str(struct rd *r, yaml_node_t *n, const char *what, char **out) {
     return GRAFT_OK;
 }
 
+// Is `p` (relative to the config file's folder) a PEFT adapter folder (it has adapter_config.json)?
+// Then "model@p" names a LoRA, not a Hugging Face revision.
+static bool is_adapter_dir(const char *config_path, const char *p) {
+    const char *slash = strrchr(config_path, '/');
+    char *f = p[0] == '/' ? graft__asprintf("%s/adapter_config.json", p)
+            : graft__asprintf("%.*s/%s/adapter_config.json", slash ? (int)(slash - config_path) : 1, slash ? config_path : ".", p);
+    struct stat sb;
+    bool yes = f && stat(f, &sb) == 0 && S_ISREG(sb.st_mode);
+    graft__free(f);
+    return yes;
+}
+
 // A model reference: "path", "path+lora" (MergeKit's LoRA syntax: the PEFT adapter folder `lora` is
-// applied to `path`), or {model: {path: ..., lora: ...}} / {path: ..., lora: ...}; kept as "path" or
+// applied to `path`; "path@lora" too when lora is an adapter folder, else '@' is a revision), or {model: {path: ..., lora: ...}} / {path: ..., lora: ...}; kept as "path" or
 // "path+lora" for the planner. Revisions are refused (they need the Hugging Face Hub).
 static int read_model_ref(struct rd *r, yaml_node_t *n, char **out) {
     if (n && n->type == YAML_MAPPING_NODE) {
@@ -132,7 +145,12 @@ static int read_model_ref(struct rd *r, yaml_node_t *n, char **out) {
     const char *plus = strchr(s, '+');
     if (plus && (plus == s || !plus[1] || strchr(plus + 1, '+')))
         return fail(r, n, "'%s': a LoRA reference is model+lora (one '+', both paths non-empty)", s);
-    if (strchr(s, '@')) return fail(r, n, "'%s': revisions need the Hugging Face Hub; graft works offline on local folders", s);
+    const char *at = strchr(s, '@');
+    if (at && !plus && at > s && at[1] && !strchr(at + 1, '@') && is_adapter_dir(r->label, at + 1)) { // model@adapter: a LoRA reference too
+        if ((*out = graft__strdup(s))) (*out)[at - s] = '+';
+        return *out ? GRAFT_OK : graft_err_set(r->err, GRAFT_E_NOMEM, r->label, NULL, 0, "out of memory");
+    }
+    if (at) return fail(r, n, "'%s': revisions need the Hugging Face Hub; graft works offline on local folders", s);
     return dup_str(r, n, "model", out);
 }
 
