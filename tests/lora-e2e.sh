@@ -66,6 +66,23 @@ expect 0 "$G" extract-lora --base base --model ft dry --dry-run
 nothing dry "extract-lora --dry-run"
 grep -q "rank ≤ 64" "$T/out" && ok || bad "dry run plan does not show rank caps"
 
+# an unchanged model: --energy keeps one (zero) component per module
+expect 0 "$G" extract-lora --base base --model base adz --energy 0.9 --json
+grep '"kind": "lora"' "$T/out" | grep -q '"rank": \([02-9]\|1[0-9]\)' && bad "--energy on a zero delta: ranks other than 1" || ok
+# a tied base and an untied fine-tune: lm_head is saved whole and applying it unties the output
+expect 0 "$G" synth tb --layers 2 --hidden 32 --intermediate 48 --heads 4 --kv-heads 2 --vocab 64 --dtype f32 --seed 5 --tie
+expect 0 "$G" synth tf --layers 2 --hidden 32 --intermediate 48 --heads 4 --kv-heads 2 --vocab 64 --dtype f32 --seed 6
+expect 0 "$G" extract-lora --base tb --model tf tad --rank 4
+expect 0 "$G" apply-lora tb tad tout
+grep -q '"tie_word_embeddings": false' tout/config.json && ok || bad "tied base: output config still tied"
+"$PY" -c "
+import sys; sys.path.insert(0, '$(dirname "$REF")')
+import numpy as np, lora_ref as L
+assert np.array_equal(L.load('tout')['lm_head.weight'], L.load('tf')['lm_head.weight'])" && ok || bad "tied base: lm_head is not the fine-tune's"
+expect 0 "$G" extract-lora --base tb --model tf tadl --rank 4 --embed-lora
+expect 3 "$G" apply-lora tb tadl toutl
+grep -q "untied base" "$T/err" && ok || bad "LoRA factors for a tied lm_head: $(cat "$T/err")"
+
 # ---- round trip: a full-rank adapter applied to the base gives the fine-tune back ----
 expect 0 "$G" extract-lora --base base --model ft adfull --rank 1000 --embed-lora
 expect 0 "$G" apply-lora base adfull back --threads 2

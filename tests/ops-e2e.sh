@@ -48,6 +48,11 @@ grep -q "lm_head" "$T/out" && ! grep -q "mlp" "$T/out" && ok || bad "--embedding
 # default dequantized dtype: the one recorded
 expect 0 "$G" dequantize mbf-q8-32 mbf-back
 "$G" inspect mbf-back | grep "q_proj.weight" | grep -q "^BF16" && ok || bad "dequantize default dtype is not the recorded bf16"
+# float64 weights round-trip through int8 (the dequantized dtype is float64)
+expect 0 "$G" convert m32 m64 --dtype f64
+expect 0 "$G" quantize m64 q64 --scheme int8
+expect 0 "$G" dequantize q64 dq64
+"$G" inspect dq64 | grep "q_proj.weight" | grep -q "^F64" && ok || bad "float64 dequantize dtype"
 # same bytes for any thread count
 expect 0 "$G" quantize mbf qt1 --scheme int4 --group 32 --threads 1
 cmp -s qt1/model.safetensors mbf-q4-32/model.safetensors && ok || bad "quantize depends on --threads"

@@ -41,6 +41,12 @@ int graft__svd_gram(const float *M, size_t m, size_t n, size_t r_vec, struct gra
         graft__svd_free(s);
         return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for a %zu × %zu Gram matrix", k, k);
     }
+    for (size_t i = 0; i < m * n; i++)
+        if (!isfinite(M[i])) {
+            graft__free(D), graft__free(G), graft__free(isuppz);
+            graft__svd_free(s);
+            return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "the matrix holds NaN or infinite values");
+        }
     // G (upper triangle, row-major) = Σ over blocks of D·Dᵀ (left: D = M[:, c0..c1) as k × w) or
     // Dᵀ·D (right: D = M[r0..r1, :] as w × k), in a fixed block order
     size_t other = s->left ? n : m;

@@ -118,7 +118,8 @@ static bool name_matches(const char *module, const char *want) {
 // The rank kept for a spectrum: the cap, then energy and sv_epsilon (never below 1).
 static int choose_rank(const struct graft__svd *s, const struct graft_lora_extract_params *p) {
     size_t r = s->k < (size_t)p->max_rank ? s->k : (size_t)p->max_rank;
-    if (p->energy > 0 && s->energy > 0) {
+    if (p->energy > 0 && s->energy == 0) return 1; // Δ = 0: one (zero) component is the fewest
+    if (p->energy > 0) {
         double run = 0;
         size_t need = 0;
         while (need < s->k && run < p->energy * s->energy) run += s->lambda[need++];
@@ -271,6 +272,9 @@ static int plan_extract(struct xjob *j, regex_t *inc, regex_t *exc, size_t *n_sk
                 continue;
             } else x->kind = GRAFT_LORA_WHOLE;
         }
+        // factors are written in the fine-tune's dtype: it must be one graft can encode; an empty weight
+        // has nothing to decompose
+        if (x->kind != GRAFT_LORA_WHOLE && (!graft_dtype_is_float_target(t->dtype) || t->n_elem == 0)) x->kind = GRAFT_LORA_WHOLE;
         if (x->kind == GRAFT_LORA_WHOLE) {
             x->rows = t->n_dims ? t->ne[0] : 1, x->cols = cols_of(t);
             continue;
@@ -489,6 +493,9 @@ struct ajob {
     struct atensor *ts;
     size_t n;
     struct graft_writer *w;
+    // a tied base whose adapter saves lm_head whole: the output gains that lm_head (untied)
+    const struct graft_model_tensor *head, *head_like; // the adapter's tensor; the base embedding it stands beside
+    long head_id;
 };
 
 // Rows of W processed per sgemm block (rows × cols f32 at most about 4 Mi elements).
@@ -497,6 +504,18 @@ static uint64_t block_rows(uint64_t cols) { uint64_t r = cols ? (4u << 20) / col
 static int apply_tensor(void *ctx, size_t item, int ith, struct graft_err *err) {
     (void)ith;
     struct ajob *j = ctx;
+    if (item == j->n) { // the untied lm_head, in the embedding's dtype
+        const struct graft_tensor_info *h = j->head->info;
+        uint64_t nb;
+        graft_dtype_nbytes(j->head_like->info->dtype, h->n_elem, &nb);
+        void *buf = graft__malloc((size_t)(nb ? nb : 1));
+        if (!buf) return nomem(err);
+        int rc = graft_row_convert(h->dtype, graft_model_data(j->ad, j->head), j->head_like->info->dtype, buf, (size_t)h->n_elem)
+                     ? graft_writer_write(j->w, j->head_id, 0, buf, (size_t)nb, err)
+                     : graft_err_set(err, GRAFT_E_FORMAT, NULL, h->name, h->name_len, "cannot convert this tensor to the embedding's dtype");
+        graft__free(buf);
+        return rc;
+    }
     struct atensor *x = &j->ts[item];
     const struct graft_tensor_info *t = x->t->info;
     enum graft_dtype dt = t->dtype;
@@ -618,6 +637,15 @@ static int plan_apply(struct ajob *j, const struct adapter_cfg *c, const char *a
         memcpy(name, s, mlen), name[mlen] = 0; // the module (or, for a whole tensor, the tensor name)
         if (kind < 0) { // modules_to_save: replaces the base tensor of the same name
             struct atensor *x = find_target(j, name);
+            const struct graft_model_tensor *tied = !x && ends_with(name, strlen(name), "lm_head.weight") ? find_or_tied(j->base, name) : NULL;
+            if (tied) { // a tied base: the saved lm_head becomes its own tensor
+                if (j->head || ti->n_dims != 2 || tied->info->n_dims != 2 || ti->ne[0] != tied->info->ne[0] || ti->ne[1] != tied->info->ne[1] ||
+                    !graft_dtype_is_float_target(tied->info->dtype))
+                    return graft_err_set(err, GRAFT_E_FORMAT, apath, ti->name, ti->name_len, "does not fit the base's tied embedding");
+                j->head = at, j->head_like = tied;
+                (*n_whole)++;
+                continue;
+            }
             if (!x) return graft_err_set(err, GRAFT_E_FORMAT, apath, ti->name, ti->name_len, "the base model has no tensor '%s': is this adapter for another model?", name);
             if (x->repl) return graft_err_set(err, GRAFT_E_FORMAT, apath, ti->name, ti->name_len, "tensor given twice");
             char mod[1100];
@@ -638,6 +666,9 @@ static int plan_apply(struct ajob *j, const struct adapter_cfg *c, const char *a
         }
         strcat(name, kind == 2 ? ".bias" : ".weight");
         struct atensor *x = find_target(j, name);
+        if (!x && find_or_tied(j->base, name))
+            return graft_err_set(err, GRAFT_E_FORMAT, apath, ti->name, ti->name_len,
+                                 "the base ties lm_head to its input embedding: LoRA factors for lm_head need an untied base");
         if (!x) return graft_err_set(err, GRAFT_E_FORMAT, apath, ti->name, ti->name_len, "the base model has no tensor '%s': is this adapter for another model?", name);
         if (kind == 2) {
             if (ti->n_elem != x->t->info->n_elem) return graft_err_set(err, GRAFT_E_FORMAT, apath, ti->name, ti->name_len, "bias length differs from the base's");
@@ -663,6 +694,9 @@ static int plan_apply(struct ajob *j, const struct adapter_cfg *c, const char *a
         }
         if (!x->a) continue;
         if (x->repl) return graft_err_set(err, GRAFT_E_FORMAT, apath, t->name, t->name_len, "both replaced whole and given LoRA factors");
+        if (!graft_dtype_is_float_target(t->dtype))
+            return graft_err_set(err, GRAFT_E_FORMAT, apath, t->name, t->name_len, "the base stores this tensor as %s: LoRA needs a float16, bfloat16 or float32 weight",
+                                 graft_dtype_traits(t->dtype) ? graft_dtype_traits(t->dtype)->name : "?");
         const struct graft_tensor_info *A = x->a->info, *B = x->b->info;
         uint64_t rank = A->n_dims ? A->ne[0] : 0, bcols = B->n_dims >= 1 && B->ne[0] ? B->n_elem / B->ne[0] : 0;
         x->transposed = !x->embedding && c->fan_in_fan_out;
@@ -751,11 +785,28 @@ int graft_lora_apply(const struct graft_model *base, const char *adapter, const 
             j.ts[i].id = graft_writer_add_tensor(w, t->name, t->name_len, t->dtype, t->n_dims, t->ne, err);
             if (j.ts[i].id < 0) rc = (int)j.ts[i].id;
         }
+        if (!rc && j.head) {
+            const char *hn = j.head->info->name + (j.head->info->name_len > strlen(PFX) && !memcmp(j.head->info->name, PFX, strlen(PFX)) ? strlen(PFX) : 0);
+            j.head_id = graft_writer_add_tensor(w, hn, strlen(hn), j.head_like->info->dtype, 2, j.head->info->ne, err);
+            if (j.head_id < 0) rc = (int)j.head_id;
+        }
         if (!rc) rc = graft_writer_layout(w, err);
         if (!rc)
-            rc = graft_pool_run(p->n_threads > 0 ? p->n_threads : 1, j.n, apply_tensor, &j,
+            rc = graft_pool_run(p->n_threads > 0 ? p->n_threads : 1, j.n + (j.head ? 1 : 0), apply_tensor, &j,
                                 p->progress && p->progress->enabled ? graft_progress_draw : NULL, p->progress, err);
-        if (!rc && p->copy_side_files && !(wp.flags & GRAFT_WRITER_SINGLE_FILE)) rc = graft_writer_copy_side_files(w, base, NULL, err);
+        bool files = p->copy_side_files && !(wp.flags & GRAFT_WRITER_SINGLE_FILE);
+        if (!rc && files && j.head && graft_model_config_json(base)) { // the output is untied now
+            json_t *cfg = json_loads(graft_model_config_json(base), 0, NULL);
+            struct graft__buf b;
+            graft__buf_init(&b, 64u << 20);
+            if (cfg) json_object_set_new(cfg, "tie_word_embeddings", json_false()), graft__json_dump_pretty(&b, cfg);
+            rc = !cfg || b.failed ? nomem(err) : graft_writer_add_file(w, "config.json", b.data, b.len, err);
+            graft__buf_free(&b);
+            json_decref(cfg);
+            if (!rc) rc = graft_writer_copy_tokenizer(w, base, err);
+        } else if (!rc && files) {
+            rc = graft_writer_copy_side_files(w, base, NULL, err);
+        }
         if (!rc) rc = graft_writer_commit(w, err);
     }
     if (n_lora) *n_lora = nl;

@@ -197,6 +197,11 @@ int graft_moe(const char *config_path, const char *out_dir, const struct graft_m
                     rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(em), src, strlen(src), "missing, or shaped unlike the base's: the experts must share the base's architecture");
                     break;
                 }
+                if (!graft_dtype_is_float_target(st->info->dtype)) {
+                    rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(em), src, strlen(src), "stored as %s: experts need float16, bfloat16 or float32 weights",
+                                       graft_dtype_traits(st->info->dtype) ? graft_dtype_traits(st->info->dtype)->name : "?");
+                    break;
+                }
                 struct mt_out *x = &j.ts[j.n++];
                 *x = (struct mt_out){.name = graft__asprintf("%.*s.block_sparse_moe.experts.%d.%s.weight", pre, name, e, wn[k]), .m = em, .src = st,
                                      .dt = out_dt != GRAFT_DTYPE_COUNT ? out_dt : st->info->dtype, .n_dims = 2, .ne = {st->info->ne[0], st->info->ne[1]},

@@ -42,7 +42,7 @@ int graft__ops_add_mixtral_config(struct graft_writer *w, json_t *root, int expe
     json_object_set_new(root, "num_local_experts", json_integer(experts));
     json_object_set_new(root, "num_experts_per_tok", json_integer(per_token));
     json_object_set_new(root, "sliding_window", json_null());
-    json_object_del(root, "attention_bias"), json_object_del(root, "mlp_bias"), json_object_del(root, "head_dim");
+    json_object_del(root, "attention_bias"), json_object_del(root, "mlp_bias"); // head_dim stays: Mixtral honours it
     struct graft__buf b;
     graft__buf_init(&b, 64u << 20);
     graft__json_dump_pretty(&b, root);

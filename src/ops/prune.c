@@ -159,22 +159,34 @@ static void row_mask(const float *score, uint64_t cols, int nm_n, int nm_m, uint
 }
 
 // dst = src with the elements whose keep is 0 zeroed (es bytes each); returns the zeros after.
-GRAFT_KERNEL static uint64_t zero_pruned(const uint8_t *src, uint8_t *restrict dst, const float *restrict keep, const float *restrict mag, uint64_t n,
-                                         size_t es) {
+// Counts the zeros of the result from its bytes (±0 in the stored dtype; Wanda scores may be 0 for
+// kept weights). The mapped input may be unaligned: elements are read with memcpy.
+GRAFT_KERNEL static uint64_t zero_pruned(const uint8_t *src, uint8_t *restrict dst, const float *restrict keep, uint64_t n, size_t es) {
     uint64_t z = 0;
-    for (uint64_t i = 0; i < n; i++) z += keep[i] == 0.0f || mag[i] == 0.0f;
     if (es == 2) {
-        const uint16_t *s = (const uint16_t *)(const void *)src;
         uint16_t *d = (uint16_t *)(void *)dst;
-        for (uint64_t i = 0; i < n; i++) d[i] = keep[i] != 0.0f ? s[i] : 0;
+        for (uint64_t i = 0; i < n; i++) {
+            uint16_t v;
+            memcpy(&v, src + 2 * i, 2);
+            d[i] = keep[i] != 0.0f ? v : 0;
+            z += (d[i] & 0x7FFF) == 0;
+        }
     } else if (es == 4) {
-        const uint32_t *s = (const uint32_t *)(const void *)src;
         uint32_t *d = (uint32_t *)(void *)dst;
-        for (uint64_t i = 0; i < n; i++) d[i] = keep[i] != 0.0f ? s[i] : 0;
-    } else {
-        for (uint64_t i = 0; i < n; i++)
+        for (uint64_t i = 0; i < n; i++) {
+            uint32_t v;
+            memcpy(&v, src + 4 * i, 4);
+            d[i] = keep[i] != 0.0f ? v : 0;
+            z += (d[i] & 0x7FFFFFFFu) == 0;
+        }
+    } else { // F64 (and any other whole-byte float): zero bits apart from the sign
+        for (uint64_t i = 0; i < n; i++) {
             if (keep[i] != 0.0f) memcpy(dst + i * es, src + i * es, es);
             else memset(dst + i * es, 0, es);
+            bool zero = true;
+            for (size_t b = 0; b < es; b++) zero &= (dst[i * es + b] & (b == es - 1 ? 0x7F : 0xFF)) == 0;
+            z += zero;
+        }
     }
     return z;
 }
@@ -217,7 +229,7 @@ static int write_item(void *ctx, size_t item, int ith, struct graft_err *err) {
     graft_dtype_nbytes(t->dtype, chunk * x->rpc * x->cols, &off);
     graft_dtype_nbytes(t->dtype, n, &len);
     uint8_t *b = j->buf[ith];
-    x->zeros[chunk] = zero_pruned(graft_model_data(j->m, x->t) + off, b, keep, mag, n, (size_t)(graft_dtype_traits(t->dtype)->bits / 8));
+    x->zeros[chunk] = zero_pruned(graft_model_data(j->m, x->t) + off, b, keep, n, (size_t)(graft_dtype_traits(t->dtype)->bits / 8));
     int rc = graft_writer_write(j->w, x->id, off, b, (size_t)len, err);
     graft_progress_add(p->progress, len);
     return rc;

@@ -283,7 +283,7 @@ static int dequant_item(void *ctx, size_t item, int ith, struct graft_err *err) 
     uint64_t r0 = (item - x->first) * x->rpi, nr = x->rows - r0 < x->rpi ? x->rows - r0 : x->rpi, cols = x->cols, n = nr * cols;
     bool int8 = x->t->info->dtype == GRAFT_DTYPE_I8;
     float *w = graft__malloc((size_t)n * sizeof *w), *sc = graft__malloc((size_t)(nr * x->groups) * sizeof *sc);
-    void *enc = graft__malloc((size_t)n * 4);
+    void *enc = graft__malloc((size_t)n * 8); // up to F64
     int rc = GRAFT_OK;
     if (!w || !sc || !enc) { rc = nomem(err); goto out; }
     graft_row_to_f32(x->scale->info->dtype, graft_model_data(j->m, x->scale) + r0 * x->groups * (graft_dtype_traits(x->scale->info->dtype)->bits / 8), sc,
@@ -323,7 +323,7 @@ int graft_dequantize(const struct graft_model *m, const char *target, enum graft
                            "config.json has no graft quantization_config (quant_method \"graft_rtn\" with group_size): not made by graft quantize?");
     if (!rc && dtype == GRAFT_DTYPE_COUNT) {
         int t = dd ? graft_dtype_from_cli_name(dd) : -1;
-        dtype = t >= 0 ? (enum graft_dtype)t : GRAFT_DTYPE_BF16;
+        dtype = t == GRAFT_DTYPE_F32 || t == GRAFT_DTYPE_F16 || t == GRAFT_DTYPE_BF16 || t == GRAFT_DTYPE_F64 ? (enum graft_dtype)t : GRAFT_DTYPE_BF16;
     }
     struct qjob j = {.m = m, .group = group, .out_dt = dtype, .progress = progress};
     j.n = graft_model_n_tensors(m);

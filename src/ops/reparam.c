@@ -77,6 +77,12 @@ static double *load64(const struct graft_model *m, const struct graft_model_tens
 }
 
 static struct rt *add_out(struct rjob *j, const char *name, enum graft_dtype dt, int nd, const uint64_t *ne, double *data, struct graft_err *err) {
+    if (data && !graft_dtype_is_float_target(dt)) { // computed values must be encodable
+        graft__free(data);
+        graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(j->m), name, strlen(name), "stored as %s: folding needs float16, bfloat16, float32 or float64",
+                      graft_dtype_traits(dt) ? graft_dtype_traits(dt)->name : "?");
+        return NULL;
+    }
     if (j->n_out == j->cap) {
         size_t c = j->cap ? 2 * j->cap : 64;
         struct rt *o = graft__realloc(j->out, c * sizeof *o);
@@ -166,10 +172,10 @@ static int fold_bn(struct rjob *j, size_t *n_folds, struct graft_err *err) {
         if (rc) { graft__free(K), graft__free(b); return rc; }
         char name[1100];
         snprintf(name, sizeof name, "%s.weight", conv);
-        if (!add_out(j, name, w->info->dtype, w->info->n_dims, w->info->ne, K, err)) { graft__free(b); return GRAFT_E_NOMEM; }
+        if (!add_out(j, name, w->info->dtype, w->info->n_dims, w->info->ne, K, err)) { graft__free(b); return err->code; }
         snprintf(name, sizeof name, "%s.bias", conv);
         uint64_t bne[1] = {cout};
-        if (!add_out(j, name, w->info->dtype, 1, bne, b, err)) return GRAFT_E_NOMEM;
+        if (!add_out(j, name, w->info->dtype, 1, bne, b, err)) return err->code;
         drop_t(j, w);
         if (b0) drop_t(j, b0);
         drop_bn(j, bn);
@@ -222,10 +228,10 @@ static int fold_repvgg(struct rjob *j, size_t *n_folds, struct graft_err *err) {
         if (rc) { graft__free(K), graft__free(b); return rc; }
         char name[1100];
         snprintf(name, sizeof name, "%s.rbr_reparam.weight", P);
-        if (!add_out(j, name, t->dtype, 4, t->ne, K, err)) { graft__free(b); return GRAFT_E_NOMEM; }
+        if (!add_out(j, name, t->dtype, 4, t->ne, K, err)) { graft__free(b); return err->code; }
         snprintf(name, sizeof name, "%s.rbr_reparam.bias", P);
         uint64_t bne[1] = {cout};
-        if (!add_out(j, name, t->dtype, 1, bne, b, err)) return GRAFT_E_NOMEM;
+        if (!add_out(j, name, t->dtype, 1, bne, b, err)) return err->code;
         drop_t(j, w3);
         if (w1) drop_t(j, w1);
         snprintf(mb, sizeof mb, "%s.rbr_dense.bn", P), drop_bn(j, mb);
@@ -283,7 +289,7 @@ static int fold_wn(struct rjob *j, size_t *n_folds, struct graft_err *err) {
         }
         (void)outer;
         graft__free(gv), graft__free(nrm);
-        if (!add_out(j, out, t->dtype, t->n_dims, t->ne, v, err)) return GRAFT_E_NOMEM;
+        if (!add_out(j, out, t->dtype, t->n_dims, t->ne, v, err)) return err->code;
         drop_t(j, vt), drop_t(j, gt);
         (*n_folds)++;
     }
