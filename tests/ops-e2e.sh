@@ -5,7 +5,7 @@
 # checked element for element against NumPy (tests/ref/prune_ref.py); upcycle (experts equal the dense
 # MLP, zero / N(0, σ²) routers, Mixtral config, mergeable); reparam (BN, RepVGG, weight-norm folds
 # against NumPy's own convolution, tests/ref/reparam_ref.py); moe (experts from their models,
-# residual/noise scales, routers, bad configs); expand (logits unchanged under an independent NumPy
+# residual/noise scales, routers, Qwen2-MoE with a shared expert, bad configs); expand (logits unchanged under an independent NumPy
 # Llama forward, tests/ref/llama_ref.py); thread-count independence; bad options and inputs fail cleanly with
 # nothing written; in builds with fault injection, failing allocations and writes.
 # Usage: tests/ops-e2e.sh BUILD_DIR [faults]
@@ -221,7 +221,32 @@ moebad k 'base_model: m32\ngate_mode: random\nexperts_per_token: 3\nexperts:\n  
 moebad prompts 'base_model: m32\ngate_mode: uniform_random\nexperts:\n  - {source_model: e1}\n  - {source_model: e2}\n' "positive_prompts"
 moebad same 'base_model: m32\ngate_mode: random\nexperts:\n  - {source_model: e1}\n  - {source_model: e1}\n' "same model"
 moebad key 'base_model: m32\ngate_mode: random\nexpert: []\n' "unknown key"
-moebad shared 'base_model: m32\ngate_mode: random\nexperts: [{source_model: e1}]\nshared_experts: [{source_model: e2}]\n' "shared_experts"
+moebad shared2 'base_model: m32\ngate_mode: random\nexperts: [{source_model: e1}, {source_model: e2}]\nshared_experts: [{source_model: e2}, {source_model: e1}]\n' "at most one"
+moebad sharedp 'base_model: m32\ngate_mode: uniform_random\nexperts:\n  - {source_model: e1, positive_prompts: [a]}\n  - {source_model: e2, positive_prompts: [b]}\nshared_experts: [{source_model: m32}]\n' "shared expert needs"
+moebad arch 'base_model: m32\ngate_mode: random\narchitecture: qwen\nexperts: [{source_model: e1}, {source_model: e2}]\n' "Qwen2-MoE needs one shared expert"
+# a shared expert: Qwen2-MoE's layout, zero q/k/v biases added for a Llama base
+printf 'base_model: m32\ngate_mode: random\nexperts: [{source_model: e1}, {source_model: e2}]\nshared_experts: [{source_model: m32, residual_scale: 0.5}]\n' > moeq.yml
+expect 0 "$G" moe moeq.yml moeq --seed 2
+expect 0 "$G" verify moeq
+"$PY" -c "
+import sys, json; sys.path.insert(0, '$(dirname "$QREF")')
+import numpy as np, lora_ref as L
+b, e1, e2, o = (L.load(x) for x in ('m32', 'e1', 'e2', 'moeq'))
+for l in range(2):
+    p = 'model.layers.%d.' % l
+    for e, src in enumerate((e1, e2)):
+        for part in ('gate_proj', 'up_proj', 'down_proj'):
+            assert np.array_equal(o[p + 'mlp.experts.%d.%s.weight' % (e, part)], src[p + 'mlp.%s.weight' % part])
+    assert np.array_equal(o[p + 'mlp.shared_expert.up_proj.weight'], b[p + 'mlp.up_proj.weight'])
+    assert np.array_equal(o[p + 'mlp.shared_expert.down_proj.weight'], (b[p + 'mlp.down_proj.weight'] * np.float32(0.5)).astype(np.float32))
+    assert o[p + 'mlp.gate.weight'].shape == (2, 64) and o[p + 'mlp.shared_expert_gate.weight'].shape == (1, 64)
+    for q in 'qkv':
+        bias = o[p + 'self_attn.%s_proj.bias' % q]
+        assert bias.shape == (b[p + 'self_attn.%s_proj.weight' % q].shape[0],) and not bias.any()
+c = json.load(open('moeq/config.json'))
+assert c['model_type'] == 'qwen2_moe' and c['architectures'] == ['Qwen2MoeForCausalLM'] and c['num_experts'] == 2
+assert c['shared_expert_intermediate_size'] == c['moe_intermediate_size'] == c['intermediate_size'] and c['norm_topk_prob'] is True
+print('ok')" >"$T/py" 2>&1 && ok || bad "moe with a shared expert: $(tail -c 400 "$T/py")"
 printf 'base_model: m32\ngate_mode: random\nexperts:\n  - {source_model: e1}\n  - {source_model: e1}\n' > msame.yml
 expect 0 "$G" moe msame.yml msame --i-understand-this-is-not-useful-without-training
 printf 'base_model: q2\ngate_mode: random\nexperts:\n  - {source_model: q2}\n  - {source_model: q2}\n' > mq.yml

@@ -615,8 +615,15 @@ static int read_moe(struct rd *r, struct graft_moe_config *c) {
         c->experts_per_token = (int)v;
     }
     if ((n = get(r, root, "architecture")) && !(scalar(n) && !strcmp(scalar(n), "null")) && (rc = dup_str(r, n, "architecture", &c->architecture))) return rc;
-    if ((n = get(r, root, "shared_experts")) && n->type == YAML_SEQUENCE_NODE && n->data.sequence.items.top > n->data.sequence.items.start)
-        return fail(r, n, "shared_experts (DeepSeek / Qwen MoE outputs) are not supported yet: graft writes Mixtral's layout");
+    if ((n = get(r, root, "shared_experts")) && !(scalar(n) && !strcmp(scalar(n), "null"))) {
+        if (n->type != YAML_SEQUENCE_NODE) return fail(r, n, "shared_experts must be a list");
+        size_t ns = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+        if (ns > 1) return fail(r, n, "at most one shared expert");
+        if (ns == 1) {
+            c->has_shared = true;
+            if ((rc = read_moe_expert(r, node(r, n->data.sequence.items.start[0]), &c->shared))) return rc;
+        }
+    }
     yaml_node_t *ex = get(r, root, "experts");
     if (!ex || ex->type != YAML_SEQUENCE_NODE || ex->data.sequence.items.top == ex->data.sequence.items.start)
         return fail(r, ex ? ex : root, "experts must be a non-empty list");
@@ -631,6 +638,9 @@ static int read_moe(struct rd *r, struct graft_moe_config *c) {
 
 void graft_moe_config_free(struct graft_moe_config *c) {
     if (!c) return;
+    for (size_t k = 0; k < c->shared.n_pos; k++) graft__free(c->shared.pos[k]);
+    for (size_t k = 0; k < c->shared.n_neg; k++) graft__free(c->shared.neg[k]);
+    graft__free(c->shared.pos), graft__free(c->shared.neg), graft__free(c->shared.model);
     for (size_t i = 0; i < c->n_experts; i++) {
         struct graft_moe_expert *e = &c->experts[i];
         for (size_t k = 0; k < e->n_pos; k++) graft__free(e->pos[k]);

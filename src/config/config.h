@@ -126,6 +126,8 @@ struct graft_moe_config {
     int     experts_per_token;
     struct graft_moe_expert *experts;
     size_t  n_experts;
+    struct graft_moe_expert shared; // shared_experts[0] (Qwen2-MoE output) when has_shared
+    bool    has_shared;
 };
 int  graft_moe_config_load(const char *path, struct graft_moe_config **out, struct graft_err *err);
 void graft_moe_config_free(struct graft_moe_config *c);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include "graft/convert.h"
 #include "graft/moe.h"
@@ -37,6 +38,7 @@ struct mt_out {
     uint64_t ne[2];
     int n_dims;
     double scale, noise;                  // expert down_proj residual scale, noise σ
+    bool zero;                            // all zeros (attention biases Qwen2-MoE needs)
     long id;
 };
 
@@ -59,6 +61,13 @@ static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
     struct mjob *j = ctx;
     struct mt_out *x = &j->ts[item];
     uint64_t n = x->n_dims == 1 ? x->ne[0] : x->ne[0] * x->ne[1], nb;
+    if (x->zero) {
+        graft_dtype_nbytes(x->dt, n, &nb);
+        void *z = graft__calloc(1, (size_t)(nb ? nb : 1));
+        int rc = z ? graft_writer_write(j->w, x->id, 0, z, (size_t)nb, err) : nomem(err);
+        graft__free(z);
+        return rc;
+    }
     if (x->src && x->src->info->dtype == x->dt && x->scale == 1.0 && x->noise == 0) {
         int rc = x->src->info->n_bytes ? graft_writer_write(j->w, x->id, 0, graft_model_data(x->m, x->src), (size_t)x->src->info->n_bytes, err) : GRAFT_OK;
         graft_progress_add(j->progress, x->src->info->n_bytes);
@@ -83,6 +92,31 @@ static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
     return rc;
 }
 
+// Qwen2MoeConfig fields (as MergeKit's qwen output): experts of the base's intermediate size, one
+// shared expert of the same size, every layer sparse, top-k probabilities renormalised.
+static int add_qwen_config(struct graft_writer *w, json_t *root, int experts, int per_token, struct graft_err *err) {
+    json_t *is = json_object_get(root, "intermediate_size");
+    json_object_set_new(root, "architectures", json_pack("[s]", "Qwen2MoeForCausalLM"));
+    json_object_set_new(root, "model_type", json_string("qwen2_moe"));
+    json_object_set_new(root, "num_experts", json_integer(experts));
+    json_object_set_new(root, "num_experts_per_tok", json_integer(per_token));
+    json_object_set_new(root, "decoder_sparse_step", json_integer(1));
+    json_object_set_new(root, "norm_topk_prob", json_true());
+    json_object_set_new(root, "moe_intermediate_size", json_incref(is));
+    json_object_set_new(root, "shared_expert_intermediate_size", json_incref(is));
+    json_object_set_new(root, "mlp_only_layers", json_array());
+    json_object_set_new(root, "use_sliding_window", json_false());
+    json_object_set_new(root, "output_router_logits", json_false());
+    json_object_set_new(root, "router_aux_loss_coef", json_real(0.001));
+    json_object_del(root, "attention_bias");
+    struct graft__buf b;
+    graft__buf_init(&b, 64u << 20);
+    graft__json_dump_pretty(&b, root);
+    int rc = b.failed ? nomem(err) : graft_writer_add_file(w, "config.json", b.data, b.len, err);
+    graft__buf_free(&b);
+    return rc;
+}
+
 static bool same_prompts(const struct graft_moe_expert *a, const struct graft_moe_expert *b) {
     if (a->n_pos != b->n_pos || a->n_neg != b->n_neg) return false;
     for (size_t i = 0; i < a->n_pos; i++)
@@ -100,7 +134,8 @@ int graft_moe(const char *config_path, const char *out_dir, const struct graft_m
     bool random = !strcmp(c->gate_mode, "random"), uniform = !strcmp(c->gate_mode, "uniform_random");
     struct graft_model *models[GRAFT_MAX_INPUTS + 1] = {0};
     char *paths[GRAFT_MAX_INPUTS + 1] = {0};
-    int midx[GRAFT_MAX_INPUTS] = {0}, n_models = 0;
+    int midx[GRAFT_MAX_INPUTS + 1] = {0}, n_models = 0; // experts, then the shared expert
+    bool qwen = c->has_shared; // a shared expert: Qwen2-MoE's layout
     struct mjob j = {.seed = o->seed, .uniform = uniform, .progress = o->progress};
     struct graft_writer *w = NULL;
     json_t *root = NULL;
@@ -123,13 +158,16 @@ int graft_moe(const char *config_path, const char *out_dir, const struct graft_m
                            strcmp(c->gate_mode, "cheap_embed") ? "the base model's hidden states on the prompts" : "the prompts tokenized with tokenizer.json");
         goto out;
     }
-    if (c->architecture && strncmp(c->architecture, "mixtral", 7) && strncmp(c->architecture, "Mixtral", 7)) {
-        rc = graft_err_set(err, GRAFT_E_CONFIG, config_path, NULL, 0, "architecture '%s': graft writes Mixtral's layout only for now", c->architecture);
+    if (c->architecture && (qwen ? strncasecmp(c->architecture, "qwen", 4) || !strncasecmp(c->architecture, "qwen3", 5)
+                                  : strncasecmp(c->architecture, "mixtral", 7))) {
+        rc = graft_err_set(err, GRAFT_E_CONFIG, config_path, NULL, 0, "architecture '%s': graft writes %s", c->architecture,
+                           qwen ? "Qwen2-MoE's layout when there is a shared expert" : "Mixtral's layout (Qwen2-MoE needs one shared expert)");
         goto out;
     }
-    // open base (model 0) and each distinct expert model
-    for (int e = -1; e < E; e++) {
-        const char *ref = e < 0 ? c->base_model : c->experts[e].model;
+    if (qwen && !random && !c->shared.n_pos) { rc = graft_err_set(err, GRAFT_E_CONFIG, config_path, NULL, 0, "line %d: the shared expert needs positive_prompts", c->shared.line); goto out; }
+    // open base (model 0), each distinct expert model, and the shared expert's
+    for (int e = -1; e < E + (qwen ? 1 : 0); e++) {
+        const char *ref = e < 0 ? c->base_model : e < E ? c->experts[e].model : c->shared.model;
         char *p = ref[0] == '/' ? graft__strdup(ref) : graft__asprintf("%s/%s", dir, ref), real[PATH_MAX];
         if (!p) { rc = nomem(err); goto out; }
         struct stat sb;
@@ -143,14 +181,16 @@ int graft_moe(const char *config_path, const char *out_dir, const struct graft_m
         for (int i = 0; i < n_models; i++)
             if (!strcmp(paths[i], real)) found = i;
         if (found < 0) {
+            if (n_models > GRAFT_MAX_INPUTS) { rc = graft_err_set(err, GRAFT_E_CONFIG, config_path, NULL, 0, "more than %d distinct models", GRAFT_MAX_INPUTS); goto out; }
             if (!(paths[n_models] = graft__strdup(real))) { rc = nomem(err); goto out; }
             if ((rc = graft_model_open(real, &models[n_models], err))) { graft__free(paths[n_models]), paths[n_models] = NULL; goto out; }
             found = n_models++; // owned from here: closed at the end whatever happens
             const char *cfg = graft_model_config_json(models[found]);
             json_t *cj = cfg ? json_loads(cfg, 0, NULL) : NULL;
             const char *mt = json_string_value(json_object_get(cj, "model_type"));
-            bool ok = mt && (!strcmp(mt, "llama") || !strcmp(mt, "mistral"));
-            if (!ok) rc = graft_err_set(err, GRAFT_E_FORMAT, real, NULL, 0, "Mixtral output needs Llama or Mistral models (model_type '%s')", mt ? mt : "?");
+            bool ok = mt && (!strcmp(mt, "llama") || !strcmp(mt, "mistral") || (qwen && !strcmp(mt, "qwen2")));
+            if (!ok) rc = graft_err_set(err, GRAFT_E_FORMAT, real, NULL, 0, "%s output needs %s models (model_type '%s')", qwen ? "Qwen2-MoE" : "Mixtral",
+                                        qwen ? "Llama, Mistral or Qwen2" : "Llama or Mistral", mt ? mt : "?");
             json_decref(cj); // mt lived in it
             if (rc) goto out;
         }
@@ -184,10 +224,27 @@ int graft_moe(const char *config_path, const char *out_dir, const struct graft_m
         if (strcmp(mlp + 5, "gate_proj.weight")) continue; // one layer at a time, at its gate_proj
         int pre = (int)(mlp - name);
         struct mt_out *r = &j.ts[j.n++];
-        *r = (struct mt_out){.name = graft__asprintf("%.*s.block_sparse_moe.gate.weight", pre, name), .dt = dt, .n_dims = 2,
-                             .ne = {(uint64_t)E, t->info->ne[1]}, .scale = 1.0, .id = -1};
+        *r = (struct mt_out){.name = qwen ? graft__asprintf("%.*s.mlp.gate.weight", pre, name) : graft__asprintf("%.*s.block_sparse_moe.gate.weight", pre, name),
+                             .dt = dt, .n_dims = 2, .ne = {(uint64_t)E, t->info->ne[1]}, .scale = 1.0, .id = -1};
         if (!r->name) { rc = nomem(err); break; }
-        for (int e = 0; e < E && !rc; e++)
+        if (qwen) { // the shared expert's gate, and zero q/k/v biases where the base has none
+            struct mt_out *sg = &j.ts[j.n++];
+            *sg = (struct mt_out){.name = graft__asprintf("%.*s.mlp.shared_expert_gate.weight", pre, name), .dt = dt, .n_dims = 2,
+                                  .ne = {1, t->info->ne[1]}, .scale = 1.0, .id = -1};
+            if (!sg->name) { rc = nomem(err); break; }
+            for (int q = 0; q < 3 && !rc; q++) {
+                char bn[1100], wn2[1100];
+                snprintf(bn, sizeof bn, "%.*s.self_attn.%c_proj.bias", pre, name, "qkv"[q]);
+                snprintf(wn2, sizeof wn2, "%.*s.self_attn.%c_proj.weight", pre, name, "qkv"[q]);
+                const struct graft_model_tensor *wt = graft_model_find(base, wn2, strlen(wn2));
+                if (graft_model_find(base, bn, strlen(bn))) continue;
+                if (!wt) { rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(base), wn2, strlen(wn2), "missing"); break; }
+                struct mt_out *bz = &j.ts[j.n++];
+                *bz = (struct mt_out){.name = graft__strdup(bn), .dt = dt, .n_dims = 1, .ne = {wt->info->ne[0], 1}, .zero = true, .scale = 1.0, .id = -1};
+                if (!bz->name) rc = nomem(err);
+            }
+        }
+        for (int e = 0; e < E + (qwen ? 1 : 0) && !rc; e++)
             for (int k = 0; k < 3 && !rc; k++) {
                 char src[1100];
                 snprintf(src, sizeof src, "%.*s.mlp.%s.weight", pre, name, parts[k]);
@@ -203,10 +260,14 @@ int graft_moe(const char *config_path, const char *out_dir, const struct graft_m
                     break;
                 }
                 struct mt_out *x = &j.ts[j.n++];
-                *x = (struct mt_out){.name = graft__asprintf("%.*s.block_sparse_moe.experts.%d.%s.weight", pre, name, e, wn[k]), .m = em, .src = st,
+                const struct graft_moe_expert *ex = e < E ? &c->experts[e] : &c->shared;
+                char *on = !qwen ? graft__asprintf("%.*s.block_sparse_moe.experts.%d.%s.weight", pre, name, e, wn[k])
+                         : e < E ? graft__asprintf("%.*s.mlp.experts.%d.%s.weight", pre, name, e, parts[k])
+                                 : graft__asprintf("%.*s.mlp.shared_expert.%s.weight", pre, name, parts[k]);
+                *x = (struct mt_out){.name = on, .m = em, .src = st,
                                      .dt = out_dt != GRAFT_DTYPE_COUNT ? out_dt : st->info->dtype, .n_dims = 2, .ne = {st->info->ne[0], st->info->ne[1]},
-                                     .scale = k == 2 && c->experts[e].has_residual ? c->experts[e].residual_scale : 1.0,
-                                     .noise = c->experts[e].has_noise ? c->experts[e].noise_scale : 0.0, .id = -1};
+                                     .scale = k == 2 && ex->has_residual ? ex->residual_scale : 1.0,
+                                     .noise = ex->has_noise ? ex->noise_scale : 0.0, .id = -1};
                 if (!x->name) rc = nomem(err);
             }
         layers++;
@@ -230,7 +291,7 @@ int graft_moe(const char *config_path, const char *out_dir, const struct graft_m
                                      o->progress, err);
         if (!rc) {
             if (out_dt != GRAFT_DTYPE_COUNT) json_object_set_new(root, "torch_dtype", json_string(graft_dtype_torch_name(out_dt)));
-            rc = graft__ops_add_mixtral_config(w, root, E, K, err);
+            rc = qwen ? add_qwen_config(w, root, E, K, err) : graft__ops_add_mixtral_config(w, root, E, K, err);
         }
         if (!rc && o->copy_tokenizer) rc = graft_writer_copy_tokenizer(w, base, err);
         if (!rc) rc = graft_writer_add_file(w, "mergekit_moe_config.yml", c->text, strlen(c->text), err);
