@@ -111,8 +111,8 @@ static inline float graft__rng_uniform(uint64_t key, uint64_t counter) {
     uint32_t x = graft__hash32(graft__hash32((uint32_t)counter ^ (uint32_t)key) ^ graft__rng_k1(key, counter >> 32));
     return (float)(x >> 8) * 0x1.0p-24f;
 }
-// out[j] = graft__rng_uniform(key, c0 + j) for j < n, vectorized (AVX2 when the CPU has it).
-void graft__rng_uniform_block(uint64_t key, uint64_t c0, size_t n, float *out);
+// scale · a standard normal draw i of key (Box–Muller on graft__rng_u64 draws 2i, 2i + 1), in double.
+double graft__rng_normal(uint64_t key, uint64_t i, double scale);
 // keep[j] = graft__rng_uniform(key, c0 + j) < p ? 1 : 0, compared as integers (no float conversion).
 void graft__rng_keep_block(uint64_t key, uint64_t c0, size_t n, float p, float *keep);
 uint32_t graft__rng_keep_threshold(float p);

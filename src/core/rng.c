@@ -28,17 +28,11 @@ float graft_rng_normalish(uint64_t key, uint64_t counter) {
     return (s - 2.0f) * 1.7320508f; // Irwin–Hall(4): variance 1/3 → rescale to 1
 }
 
-GRAFT_KERNEL
-void graft__rng_uniform_block(uint64_t key, uint64_t c0, size_t n, float *out) {
-    const uint32_t k0 = (uint32_t)key;
-    for (size_t j = 0; j < n;) {
-        uint64_t c = c0 + j, hi = c >> 32;
-        size_t run = (size_t)((((hi + 1) << 32) - c) < n - j ? (((hi + 1) << 32) - c) : n - j); // same high word
-        const uint32_t k1 = graft__rng_k1(key, hi), lo = (uint32_t)c;
-        float *o = out + j;
-        for (size_t e = 0; e < run; e++) o[e] = (float)(graft__hash32(graft__hash32((lo + (uint32_t)e) ^ k0) ^ k1) >> 8) * 0x1.0p-24f;
-        j += run;
-    }
+// scale · N(0, 1) by Box–Muller on the two counter-based 64-bit draws 2i and 2i + 1 of key (in double;
+// the scale applied before the cosine, so that callers' bytes do not depend on where they scale).
+double graft__rng_normal(uint64_t key, uint64_t i, double scale) {
+    double u1 = ((double)(graft__rng_u64(key, 2 * i) >> 11) + 0.5) * 0x1.0p-53, u2 = (double)(graft__rng_u64(key, 2 * i + 1) >> 11) * 0x1.0p-53;
+    return scale * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
 // The integer form of `uniform < p`: u = k·2⁻²⁴ < p ⇔ k < ⌈p·2²⁴⌉ (p·2²⁴ is exact in double).

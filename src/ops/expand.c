@@ -53,10 +53,7 @@ struct xjob {
     struct graft_writer *w;
 };
 
-static float draw(uint64_t key, uint64_t i) {
-    double u1 = ((double)(graft_rng_u64(key, 2 * i) >> 11) + 0.5) * 0x1.0p-53, u2 = (double)(graft_rng_u64(key, 2 * i + 1) >> 11) * 0x1.0p-53;
-    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-}
+static float draw(uint64_t key, uint64_t i) { return (float)graft__rng_normal(key, i, 1.0); }
 
 static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
     (void)ith;
@@ -242,11 +239,7 @@ int graft_expand(const struct graft_model *m, const char *target, const struct g
                 if (json_is_number(e)) json_object_set_new(root, "rms_norm_eps", json_real(json_number_value(e) * (double)h / (double)p->hidden));
             }
             if (p->intermediate) json_object_set_new(root, "intermediate_size", json_integer(p->intermediate));
-            struct graft__buf b;
-            graft__buf_init(&b, 64u << 20);
-            graft__json_dump_pretty(&b, root);
-            rc = b.failed ? nomem(err) : graft_writer_add_file(w, "config.json", b.data, b.len, err);
-            graft__buf_free(&b);
+            rc = graft__ops_add_json(w, "config.json", root, err);
         }
         if (!rc) rc = graft_writer_copy_tokenizer(w, m, err);
         if (!rc) rc = graft_writer_commit(w, err);

@@ -24,6 +24,7 @@
 #include "graft/writer.h"
 #include "../core/impl.h"
 #include "../io/io-impl.h"
+#include "ops-impl.h"
 
 #define PFX "base_model.model."
 
@@ -797,11 +798,8 @@ int graft_lora_apply(const struct graft_model *base, const char *adapter, const 
         bool files = p->copy_side_files && !(wp.flags & GRAFT_WRITER_SINGLE_FILE);
         if (!rc && files && j.head && graft_model_config_json(base)) { // the output is untied now
             json_t *cfg = json_loads(graft_model_config_json(base), 0, NULL);
-            struct graft__buf b;
-            graft__buf_init(&b, 64u << 20);
-            if (cfg) json_object_set_new(cfg, "tie_word_embeddings", json_false()), graft__json_dump_pretty(&b, cfg);
-            rc = !cfg || b.failed ? nomem(err) : graft_writer_add_file(w, "config.json", b.data, b.len, err);
-            graft__buf_free(&b);
+            if (cfg) json_object_set_new(cfg, "tie_word_embeddings", json_false());
+            rc = cfg ? graft__ops_add_json(w, "config.json", cfg, err) : nomem(err);
             json_decref(cfg);
             if (!rc) rc = graft_writer_copy_tokenizer(w, base, err);
         } else if (!rc && files) {

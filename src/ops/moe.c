@@ -51,10 +51,7 @@ struct mjob {
     struct graft_progress *progress;
 };
 
-static float normal_draw(uint64_t key, uint64_t i) { // Box–Muller on two counter-based uniforms
-    double u1 = ((double)(graft_rng_u64(key, 2 * i) >> 11) + 0.5) * 0x1.0p-53, u2 = (double)(graft_rng_u64(key, 2 * i + 1) >> 11) * 0x1.0p-53;
-    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-}
+static float normal_draw(uint64_t key, uint64_t i) { return (float)graft__rng_normal(key, i, 1.0); }
 
 static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
     (void)ith;
@@ -109,12 +106,7 @@ static int add_qwen_config(struct graft_writer *w, json_t *root, int experts, in
     json_object_set_new(root, "output_router_logits", json_false());
     json_object_set_new(root, "router_aux_loss_coef", json_real(0.001));
     json_object_del(root, "attention_bias");
-    struct graft__buf b;
-    graft__buf_init(&b, 64u << 20);
-    graft__json_dump_pretty(&b, root);
-    int rc = b.failed ? nomem(err) : graft_writer_add_file(w, "config.json", b.data, b.len, err);
-    graft__buf_free(&b);
-    return rc;
+    return graft__ops_add_json(w, "config.json", root, err);
 }
 
 static bool same_prompts(const struct graft_moe_expert *a, const struct graft_moe_expert *b) {

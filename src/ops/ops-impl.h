@@ -19,6 +19,8 @@ bool graft__ops_is_embedding_or_head(const char *name);
 // Tensor t of m written whole as output tensor id, straight from the mapping.
 int  graft__ops_copy_tensor(struct graft_writer *w, long id, const struct graft_model *m, const struct graft_model_tensor *t,
                             struct graft_progress *progress, struct graft_err *err);
+// `root` written as file `name` of the output, pretty-printed as transformers writes JSON (≤ 64 MiB).
+int  graft__ops_add_json(struct graft_writer *w, const char *name, const json_t *root, struct graft_err *err);
 // config.json from `root` turned into Mixtral's (E experts, K per token) and added to the writer.
 int  graft__ops_add_mixtral_config(struct graft_writer *w, json_t *root, int experts, int per_token, struct graft_err *err);
 #endif

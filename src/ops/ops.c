@@ -43,10 +43,14 @@ int graft__ops_add_mixtral_config(struct graft_writer *w, json_t *root, int expe
     json_object_set_new(root, "num_experts_per_tok", json_integer(per_token));
     json_object_set_new(root, "sliding_window", json_null());
     json_object_del(root, "attention_bias"), json_object_del(root, "mlp_bias"); // head_dim stays: Mixtral honours it
+    return graft__ops_add_json(w, "config.json", root, err);
+}
+
+int graft__ops_add_json(struct graft_writer *w, const char *name, const json_t *root, struct graft_err *err) {
     struct graft__buf b;
     graft__buf_init(&b, 64u << 20);
     graft__json_dump_pretty(&b, root);
-    int rc = b.failed ? graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory") : graft_writer_add_file(w, "config.json", b.data, b.len, err);
+    int rc = b.failed ? graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory") : graft_writer_add_file(w, name, b.data, b.len, err);
     graft__buf_free(&b);
     return rc;
 }

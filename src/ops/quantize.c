@@ -162,11 +162,7 @@ static int side_files(struct graft_writer *w, const struct graft_model *m, json_
         if (q) json_object_set_new(root, "quantization_config", q);
         else json_object_del(root, "quantization_config");
         if (torch_dtype) json_object_set_new(root, "torch_dtype", json_string(torch_dtype));
-        struct graft__buf b;
-        graft__buf_init(&b, 64u << 20);
-        graft__json_dump_pretty(&b, root);
-        rc = b.failed ? nomem(err) : graft_writer_add_file(w, "config.json", b.data, b.len, err);
-        graft__buf_free(&b);
+        rc = graft__ops_add_json(w, "config.json", root, err);
         json_decref(root);
     } else {
         json_decref(q);

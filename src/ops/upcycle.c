@@ -50,12 +50,9 @@ static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
     float *v = graft__calloc((size_t)n, sizeof *v);
     void *enc = graft__malloc((size_t)n * 8 + 8);
     if (!v || !enc) { graft__free(v), graft__free(enc); return nomem(err); }
-    if (!j->p->router_zero) { // Box–Muller on two counter-based uniforms per element
+    if (!j->p->router_zero) {
         uint64_t key = graft_rng_key(j->p->seed, 0, x->name, strlen(x->name));
-        for (uint64_t i = 0; i < n; i++) {
-            double u1 = ((double)(graft_rng_u64(key, 2 * i) >> 11) + 0.5) * 0x1.0p-53, u2 = (double)(graft_rng_u64(key, 2 * i + 1) >> 11) * 0x1.0p-53;
-            v[i] = (float)(j->std * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-        }
+        for (uint64_t i = 0; i < n; i++) v[i] = (float)graft__rng_normal(key, i, j->std);
     }
     graft_dtype_nbytes(x->dt, n, &nb);
     graft_row_from_f32(x->dt, v, enc, (size_t)n);
