@@ -11,9 +11,9 @@ else
 endif
 CFLAGS  ?=
 CFLAGS  += $(CFLAGS_BASE) $(OPT)
-LDLIBS  := -ljansson -lyaml -llapacke -lopenblas -lm -pthread
+LDLIBS  := -ljansson -lyaml -lpcre2-8 -lutf8proc -llapacke -lopenblas -lm -pthread
 
-LIB_SRC  := $(sort $(wildcard src/core/*.c src/io/*.c src/ops/*.c src/config/*.c src/merge/*.c))
+LIB_SRC  := $(sort $(wildcard src/core/*.c src/io/*.c src/ops/*.c src/config/*.c src/merge/*.c src/eval/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/test-*.c)) tests/harness.c tests/corrupt.c tests/mergetest.c
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)

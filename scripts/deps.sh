@@ -1,19 +1,21 @@
 #!/bin/sh
-# Install the Debian packages graft builds against (jansson, libyaml, LAPACKE + OpenBLAS), when
+# Install the Debian packages graft builds against (jansson, libyaml, PCRE2, utf8proc, LAPACKE + OpenBLAS), when
 # missing. Called by `make`; safe to re-run.
-# `deps.sh test` also installs what the test suite uses: bash, Python 3 with NumPy and PyYAML (the
-# independent reference merge in tests/ref) and `script` (progress-line test).
+# `deps.sh test` also installs what the test suite uses: bash, Python 3 with NumPy and PyYAML and regex (the
+# independent references in tests/ref) and `script` (progress-line test).
 set -e
 need=""
 [ -f /usr/include/jansson.h ] || need="$need libjansson-dev"
 [ -f /usr/include/yaml.h ] || need="$need libyaml-dev"
+[ -f /usr/include/pcre2.h ] || need="$need libpcre2-dev"
+[ -f /usr/include/utf8proc.h ] || need="$need libutf8proc-dev"
 [ -f /usr/include/lapacke.h ] || need="$need liblapacke-dev"
 ls /usr/lib/*/libopenblas.so >/dev/null 2>&1 || need="$need libopenblas-dev"
 command -v cc >/dev/null 2>&1 || need="$need gcc"
 command -v make >/dev/null 2>&1 || need="$need make"
 if [ "${1:-}" = test ]; then
     command -v bash >/dev/null 2>&1 || need="$need bash"
-    /usr/bin/python3 -c 'import numpy, yaml' >/dev/null 2>&1 || need="$need python3 python3-numpy python3-yaml"
+    /usr/bin/python3 -c 'import numpy, yaml, regex' >/dev/null 2>&1 || need="$need python3 python3-numpy python3-yaml python3-regex"
 fi
 [ -z "$need" ] && exit 0
 echo "graft: installing Debian packages:$need" >&2

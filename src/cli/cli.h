@@ -31,4 +31,5 @@ int cmd_upcycle(int argc, char **argv);
 int cmd_reparam(int argc, char **argv);
 int cmd_moe(int argc, char **argv);
 int cmd_expand(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 #endif
