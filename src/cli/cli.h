@@ -32,4 +32,5 @@ int cmd_reparam(int argc, char **argv);
 int cmd_moe(int argc, char **argv);
 int cmd_expand(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 #endif

@@ -3,6 +3,12 @@
 
   llama_ref.py same MODEL_A MODEL_B TOL    logits of A and B on a fixed token sequence agree within TOL
                                            (relative to the largest |logit|)
+  llama_ref.py ppl MODEL IDS CTX BOS STRIDE LOGITS RESULT TOL
+                                           windows of the token ids in file IDS as graft eval cuts them
+                                           (BOS id or -1; STRIDE 0 = non-overlapping): the logits graft
+                                           dumped (LOGITS, f32) agree within TOL relative to the largest
+                                           |logit| of each window, and graft's mean NLL (RESULT, its
+                                           --json output) within 0.1 %
 """
 import json
 import os
@@ -18,38 +24,56 @@ def rmsnorm(x, g, eps):
     return x / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps) * g
 
 
-def rope(x, pos, theta):
+def inv_freq(c, hd):
+    inv = 1.0 / c.get("rope_theta", 10000.0) ** (np.arange(0, hd, 2) / hd)
+    rs = c.get("rope_scaling") or {}
+    kind = rs.get("rope_type", rs.get("type", "default"))
+    if kind == "linear":
+        inv = inv / rs["factor"]
+    elif kind == "llama3":  # Llama 3.1: long wavelengths slowed by `factor`, a smooth ramp between
+        f, lo, hi, old = rs["factor"], rs.get("low_freq_factor", 1.0), rs.get("high_freq_factor", 4.0), rs.get("original_max_position_embeddings", 8192)
+        wl = 2 * np.pi / inv
+        smooth = (old / wl - lo) / (hi - lo)
+        mid = (1 - smooth) * inv / f + smooth * inv
+        inv = np.where(wl < old / hi, inv, np.where(wl > old / lo, inv / f, mid))
+    return inv
+
+
+def rope(x, pos, inv):
     hd = x.shape[-1]
-    inv = 1.0 / theta ** (np.arange(0, hd, 2) / hd)
     ang = np.outer(pos, inv)
     cos, sin = np.cos(np.concatenate([ang, ang], -1)), np.sin(np.concatenate([ang, ang], -1))
     rot = np.concatenate([-x[..., hd // 2:], x[..., :hd // 2]], -1)
     return x * cos[:, None, :] + rot * sin[:, None, :]
 
 
-def logits(path, tokens):
-    W = {k: v.astype(np.float64) for k, v in load(path).items()}
+def logits(path, tokens, W=None):
+    if W is None:
+        W = {k: v.astype(np.float64) for k, v in load(path).items()}
     c = json.load(open(os.path.join(path, "config.json")))
     H, nh, nkv, L = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"], c["num_hidden_layers"]
     hd = c.get("head_dim") or H // nh
-    eps, theta = c.get("rms_norm_eps", 1e-6), c.get("rope_theta", 10000.0)
+    eps, inv = c.get("rms_norm_eps", 1e-6), inv_freq(c, hd)
     T = len(tokens)
     pos = np.arange(T)
     x = W["model.embed_tokens.weight"][tokens]
     mask = np.triu(np.full((T, T), -np.inf), 1)
+    sw = c.get("sliding_window") if (c["architectures"][0] == "MistralForCausalLM" or c.get("use_sliding_window")) else None
+    if sw:
+        mask = mask + np.tril(np.full((T, T), -np.inf), -sw)
     for l in range(L):
         p = "model.layers.%d." % l
         h = rmsnorm(x, W[p + "input_layernorm.weight"], eps)
         q = (h @ W[p + "self_attn.q_proj.weight"].T + W.get(p + "self_attn.q_proj.bias", 0)).reshape(T, nh, hd)
         k = (h @ W[p + "self_attn.k_proj.weight"].T + W.get(p + "self_attn.k_proj.bias", 0)).reshape(T, nkv, hd)
         v = (h @ W[p + "self_attn.v_proj.weight"].T + W.get(p + "self_attn.v_proj.bias", 0)).reshape(T, nkv, hd)
-        q, k = rope(q, pos, theta), rope(k, pos, theta)
+        q, k = rope(q, pos, inv), rope(k, pos, inv)
         k, v = np.repeat(k, nh // nkv, axis=1), np.repeat(v, nh // nkv, axis=1)
         s = np.einsum("thd,uhd->htu", q, k) / np.sqrt(hd) + mask
         a = np.exp(s - s.max(-1, keepdims=True))
         a /= a.sum(-1, keepdims=True)
         o = np.einsum("htu,uhd->thd", a, v).reshape(T, nh * hd)
-        x = x + o @ W[p + "self_attn.o_proj.weight"].T
+        x = x + o @ W[p + "self_attn.o_proj.weight"].T + W.get(p + "self_attn.o_proj.bias", 0)
         h = rmsnorm(x, W[p + "post_attention_layernorm.weight"], eps)
         g, u = h @ W[p + "mlp.gate_proj.weight"].T, h @ W[p + "mlp.up_proj.weight"].T
         x = x + (g / (1 + np.exp(-g)) * u) @ W[p + "mlp.down_proj.weight"].T
@@ -58,8 +82,57 @@ def logits(path, tokens):
     return x @ head.T
 
 
+def windows(ids, ctx, bos, stride):
+    """(tokens, first scored position) per window, each of ctx tokens with the BOS."""
+    C = ctx - (bos >= 0)
+    step = min(stride or C, C)
+    out, done, b = [], 0, 0
+    while b < len(ids):
+        e = min(b + C, len(ids))
+        first = max(done, b)
+        if bos < 0 and first == b:
+            first = b + 1
+        out.append(([bos] if bos >= 0 else []) + ids[b:e])
+        out[-1] = (out[-1], first - b + (bos >= 0))
+        done = e
+        if e == len(ids):
+            break
+        b += step
+    return out
+
+
+def ppl(a):
+    path, ids, ctx, bos, stride, dump, res, tol = a[0], a[1], int(a[2]), int(a[3]), int(a[4]), a[5], a[6], float(a[7])
+    ids = [int(t) for t in open(ids).read().split()]
+    W = {k: v.astype(np.float64) for k, v in load(path).items()}
+    got = np.fromfile(dump, dtype="<f4")
+    at, nll, n, worst = 0, 0.0, 0, 0.0
+    for toks, first in windows(ids, ctx, bos, stride):
+        lg = logits(path, np.array(toks), W)
+        g = got[at:at + lg.size].reshape(lg.shape)
+        at += lg.size
+        worst = max(worst, np.abs(g - lg).max() / np.abs(lg).max())
+        ls = lg - lg.max(-1, keepdims=True)
+        ls = ls - np.log(np.exp(ls).sum(-1, keepdims=True))
+        for i in range(max(first, 1), len(toks)):
+            nll -= ls[i - 1, toks[i]]
+            n += 1
+    if at != got.size:
+        sys.exit("FAIL: graft dumped %d logits, the windows have %d" % (got.size, at))
+    r = json.load(open(res))
+    mean = nll / n
+    if worst > tol:
+        sys.exit("FAIL: logits differ by %.3g relative (tolerance %g)" % (worst, tol))
+    if r["tokens_scored"] != n or abs(np.exp(r["nll"]) / np.exp(mean) - 1) > 1e-3:
+        sys.exit("FAIL: graft scored %d tokens, perplexity %.6f; the reference %d, %.6f" % (r["tokens_scored"], np.exp(r["nll"]), n, np.exp(mean)))
+    print("ok logits within %.2g, perplexity %.6f vs %.6f (%d tokens)" % (worst, np.exp(r["nll"]), np.exp(mean), n))
+
+
 if __name__ == "__main__":
     a = sys.argv[1:]
+    if a[0] == "ppl":
+        ppl(a[1:])
+        sys.exit(0)
     toks = np.array([1, 5, 9, 3, 17, 42, 7, 2, 11, 30])
     la, lb = logits(a[1], toks), logits(a[2], toks)
     d = np.abs(la - lb).max() / np.abs(la).max()

@@ -1,0 +1,66 @@
+// graft — a Llama-family forward pass on the CPU (Llama, Mistral, Qwen2): perplexity and the
+// activation statistics other methods need (Gram matrices for RegMean/MaTS, input norms for Wanda).
+//
+// Weights stay where they are (a mapped file, or memory the caller owns) in F32, F16 or BF16 and are
+// converted to f32 one block of rows at a time, right before the sgemm that uses them; the math is
+// float32 throughout (log-sum-exp in double). Work is split into fixed blocks, so results are
+// bit-identical for any thread count.
+#ifndef GRAFT_EVAL_H
+#define GRAFT_EVAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "dtype.h"
+#include "model.h"
+#include "status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct graft_llama;
+
+// Where a tensor's bytes are: return false when the model has no tensor of that name.
+struct graft_tensor_ref {
+    const void      *data;
+    enum graft_dtype dtype;
+    int              n_dims;
+    uint64_t         ne[2];
+};
+typedef bool (*graft_tensor_lookup)(void *ctx, const char *name, struct graft_tensor_ref *out);
+
+// Build a forward pass from config.json text and a tensor lookup (`name` is used in messages). The
+// tensors must stay valid until graft_llama_free(). Errors: GRAFT_E_FORMAT (unsupported architecture
+// or config, missing tensor, wrong shape or dtype), GRAFT_E_NOMEM.
+int  graft_llama_new(const char *config_json, graft_tensor_lookup lookup, void *ctx, const char *name, int n_threads,
+                     struct graft_llama **out, struct graft_err *err);
+// The same over an open model (its mapping).
+int  graft_llama_open(const struct graft_model *m, int n_threads, struct graft_llama **out, struct graft_err *err);
+void graft_llama_free(struct graft_llama *L); // NULL-safe
+
+int32_t graft_llama_vocab(const struct graft_llama *L);
+int     graft_llama_n_layers(const struct graft_llama *L);
+int     graft_llama_hidden(const struct graft_llama *L);
+uint64_t graft_llama_n_params(const struct graft_llama *L); // weights a token passes through (for FLOP counts)
+
+// What to collect while running (graft_llama_collect_new).
+enum graft_collect { GRAFT_COLLECT_NONE, GRAFT_COLLECT_GRAM, GRAFT_COLLECT_ACT_NORM };
+struct graft_llama_stats;
+int  graft_llama_stats_new(const struct graft_llama *L, enum graft_collect what, struct graft_llama_stats **out, struct graft_err *err);
+void graft_llama_stats_free(struct graft_llama_stats *s);
+// Write the statistics as safetensors (F32), one tensor per linear weight name: `gram` [in, in] =
+// Σ_tokens x xᵀ, or `act-norm` [in] = Σ_tokens x_j² (docs/eval.md). Atomic like every output.
+int  graft_llama_stats_save(const struct graft_llama_stats *s, const char *path, uint64_t n_tokens, struct graft_err *err);
+
+// Run `n_seq` sequences of `len` tokens each (tokens[s·len + i]). For every position i < len − 1 with
+// i + 1 ≥ score_from[s] (score_from NULL: all), adds −log p(tokens[i+1] | tokens[≤ i]) to *nll and
+// one to *n_scored. `logits` (may be NULL) receives all n_seq·len·vocab logits. `stats` (may be NULL)
+// accumulates the inputs of every linear layer over all tokens.
+int graft_llama_forward(struct graft_llama *L, const int32_t *tokens, int n_seq, int len, const int *score_from, double *nll,
+                        uint64_t *n_scored, float *logits, struct graft_llama_stats *stats, struct graft_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

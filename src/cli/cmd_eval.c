@@ -1,0 +1,237 @@
+// graft eval: perplexity of a Llama-family model on text (or token ids), and activation statistics.
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cli.h"
+#include "graft/eval.h"
+#include "graft/tokenizer.h"
+
+static const char help[] =
+    "Usage: graft eval MODEL (--text FILE... | --tokens FILE...) [options]\n"
+    "\n"
+    "Perplexity of a Llama, Mistral or Qwen2 model (F32/F16/BF16 safetensors) on the CPU. Each file is\n"
+    "tokenized with MODEL/tokenizer.json (--text) or read as whitespace-separated token ids (--tokens,\n"
+    "as `graft tokenize` prints them) and cut into windows of --ctx tokens that never span two files.\n"
+    "Each window starts with BOS when the tokenizer adds one (tokenizer_config.json add_bos_token, else\n"
+    "the post-processor template); every token after the BOS is predicted once. With --stride S the\n"
+    "windows slide by S tokens and only the tokens not yet scored count (Hugging Face's sliding-window\n"
+    "perplexity). Prints the mean negative log-likelihood (nats/token), perplexity = exp(mean NLL) and\n"
+    "tokens/s (all window positions, per second of forward pass).\n"
+    "\n"
+    "Options:\n"
+    "  --text FILE        UTF-8 text (repeatable)\n"
+    "  --tokens FILE      token ids (repeatable; BOS is still added per window unless --no-bos)\n"
+    "  --ctx N            window length in tokens, BOS included (default 512)\n"
+    "  --stride S         slide windows by S tokens (default: non-overlapping)\n"
+    "  --batch B          windows per forward pass (default 1; larger batches amortise weight conversion)\n"
+    "  --max-tokens N     stop after the first N tokens of each file\n"
+    "  --bos / --no-bos   force BOS at the start of each window on or off\n"
+    "  --collect KIND OUT write statistics of every linear layer's inputs to OUT (.safetensors):\n"
+    "                     gram (Σ x xᵀ, [in, in], for RegMean/MaTS) or act-norm (Σ x², [in], for\n"
+    "                     `graft prune --wanda`); format in docs/eval.md\n"
+    "  --dump-logits FILE raw little-endian f32 logits [window][position][vocab] (for tests)\n"
+    "  --threads N        worker threads (default: number of CPUs)\n"
+    "  --json             one JSON object on stdout\n"
+    "  -h, --help         this text\n";
+
+struct doc { int32_t *ids; size_t n; };
+struct window { const int32_t *src; size_t n; int score_from; }; // tokens after BOS; first scored position
+
+static int read_ids(const char *path, struct doc *d, struct graft_err *err) {
+    FILE *f = fopen(path, "r");
+    if (!f) return graft_err_set(err, GRAFT_E_IO, path, NULL, 0, "cannot open");
+    size_t cap = 1024;
+    d->ids = malloc(cap * sizeof *d->ids), d->n = 0;
+    long v;
+    int rc = GRAFT_OK, r;
+    while (d->ids && (r = fscanf(f, "%ld", &v)) == 1) {
+        if (v < 0 || v > INT32_MAX) { rc = graft_err_set(err, GRAFT_E_FORMAT, path, NULL, 0, "token id %ld out of range", v); break; }
+        if (d->n == cap) {
+            int32_t *n = realloc(d->ids, (cap *= 2) * sizeof *n);
+            if (!n) { free(d->ids), d->ids = NULL; break; }
+            d->ids = n;
+        }
+        d->ids[d->n++] = (int32_t)v;
+    }
+    if (!rc && !d->ids) rc = graft_err_set(err, GRAFT_E_NOMEM, path, NULL, 0, "out of memory");
+    if (!rc && !feof(f)) rc = graft_err_set(err, GRAFT_E_FORMAT, path, NULL, 0, "not a list of whitespace-separated token ids (after %zu ids)", d->n);
+    fclose(f);
+    return rc;
+}
+
+static int read_text(const char *path, const struct graft_tokenizer *t, struct doc *d, struct graft_err *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return graft_err_set(err, GRAFT_E_IO, path, NULL, 0, "cannot open");
+    size_t cap = 1 << 16, n = 0;
+    char *b = malloc(cap);
+    for (size_t r; b && (r = fread(b + n, 1, cap - n, f)) > 0;) {
+        n += r;
+        if (n == cap) {
+            char *nb = realloc(b, cap *= 2);
+            if (!nb) free(b);
+            b = nb;
+        }
+    }
+    fclose(f);
+    if (!b) return graft_err_set(err, GRAFT_E_NOMEM, path, NULL, 0, "out of memory");
+    struct graft_err e2;
+    graft_err_clear(&e2);
+    int rc = graft_tokenizer_encode(t, b, n, &d->ids, &d->n, &e2);
+    if (rc) graft_err_set(err, rc, path, NULL, 0, "%s", e2.msg);
+    free(b);
+    return rc;
+}
+
+int cmd_eval(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"text", required_argument, 0, 'x'}, {"tokens", required_argument, 0, 'k'}, {"ctx", required_argument, 0, 'c'},
+        {"stride", required_argument, 0, 's'}, {"batch", required_argument, 0, 'b'}, {"max-tokens", required_argument, 0, 'm'},
+        {"bos", no_argument, 0, 'B'}, {"no-bos", no_argument, 0, 'N'}, {"collect", required_argument, 0, 'C'},
+        {"dump-logits", required_argument, 0, 'D'}, {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *texts[256], *toks[256], *dump = NULL, *collect_out = NULL;
+    int n_texts = 0, n_toks = 0, ctx = 512, stride = 0, batch = 1, max_tokens = 0, bos_mode = -1, n_threads = graft_n_cpus(), c;
+    enum graft_collect collect = GRAFT_COLLECT_NONE;
+    bool json = false;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'x':
+            if (n_texts == 256) return cli_usage("eval", "at most 256 --text files");
+            texts[n_texts++] = optarg;
+            break;
+        case 'k':
+            if (n_toks == 256) return cli_usage("eval", "at most 256 --tokens files");
+            toks[n_toks++] = optarg;
+            break;
+        case 'c': if (!cli_int("eval", "--ctx", optarg, 2, 1 << 20, &ctx)) return GRAFT_EXIT_USAGE; break;
+        case 's': if (!cli_int("eval", "--stride", optarg, 1, 1 << 20, &stride)) return GRAFT_EXIT_USAGE; break;
+        case 'b': if (!cli_int("eval", "--batch", optarg, 1, 4096, &batch)) return GRAFT_EXIT_USAGE; break;
+        case 'm': if (!cli_int("eval", "--max-tokens", optarg, 1, INT32_MAX, &max_tokens)) return GRAFT_EXIT_USAGE; break;
+        case 'B': bos_mode = 1; break;
+        case 'N': bos_mode = 0; break;
+        case 'C':
+            if (!strcmp(optarg, "gram")) collect = GRAFT_COLLECT_GRAM;
+            else if (!strcmp(optarg, "act-norm")) collect = GRAFT_COLLECT_ACT_NORM;
+            else return cli_usage("eval", "--collect expects gram or act-norm, got '%s'", optarg);
+            if (optind >= argc) return cli_usage("eval", "--collect %s needs an output path", optarg);
+            collect_out = argv[optind++];
+            break;
+        case 'D': dump = optarg; break;
+        case 't': if (!cli_threads("eval", optarg, &n_threads)) return GRAFT_EXIT_USAGE; break;
+        case 'j': json = true; break;
+        case 'h': fputs(help, stdout); return GRAFT_EXIT_OK;
+        default: return cli_usage("eval", "unknown option");
+        }
+    }
+    if (argc - optind != 1) return cli_usage("eval", "expected one MODEL");
+    if (!n_texts && !n_toks) return cli_usage("eval", "give --text FILE or --tokens FILE");
+    const char *path = argv[optind];
+    struct graft_err err;
+    graft_err_clear(&err);
+    struct graft_model *m = NULL;
+    struct graft_llama *L = NULL;
+    struct graft_tokenizer *tk = NULL;
+    struct graft_llama_stats *st = NULL;
+    struct doc docs[512] = {{0}};
+    int n_docs = 0, rc = GRAFT_OK;
+    struct window *win = NULL;
+    int32_t *buf = NULL;
+    int *sf = NULL;
+    float *logits = NULL;
+    FILE *df = NULL;
+    if ((rc = graft_model_open(path, &m, &err)) || (rc = graft_llama_open(m, n_threads, &L, &err))) goto out;
+    int32_t bos = -1;
+    if (n_texts || bos_mode != 0) {
+        struct graft_err e2;
+        graft_err_clear(&e2);
+        int r = graft_model_is_dir(m) ? graft_tokenizer_load(graft_model_dir(m), &tk, &e2) : GRAFT_E_NOTFOUND;
+        if (r && n_texts) { rc = r, err = e2; goto out; }
+        if (!r) bos = graft_tokenizer_bos(tk);
+    }
+    if (bos_mode == 0) bos = -1;
+    if (bos_mode == 1 && bos < 0) {
+        rc = graft_err_set(&err, GRAFT_E_USAGE, path, NULL, 0, "--bos: the tokenizer names no BOS token");
+        goto out;
+    }
+    for (int i = 0; i < n_texts && !rc; i++) rc = read_text(texts[i], tk, &docs[n_docs++], &err);
+    for (int i = 0; i < n_toks && !rc; i++) rc = read_ids(toks[i], &docs[n_docs++], &err);
+    if (rc) goto out;
+    // Windows: C text tokens each (ctx minus the BOS), sliding by `stride` when given.
+    size_t C = (size_t)ctx - (bos >= 0), n_win = 0, cap = 0;
+    if (C < 2 && bos < 0) { rc = graft_err_set(&err, GRAFT_E_USAGE, path, NULL, 0, "--ctx must leave room for two tokens"); goto out; }
+    size_t step = stride ? (size_t)stride : C;
+    if (step > C) step = C;
+    for (int d = 0; d < n_docs; d++) {
+        size_t n = docs[d].n;
+        if (max_tokens && n > (size_t)max_tokens) n = (size_t)max_tokens;
+        size_t scored_to = 0; // tokens [0, scored_to) of the document are scored already
+        for (size_t b = 0; b < n; b += step) {
+            size_t e = b + C < n ? b + C : n;
+            if (n_win == cap) {
+                struct window *nw = realloc(win, (cap = cap ? 2 * cap : 64) * sizeof *nw);
+                if (!nw) { rc = graft_err_set(&err, GRAFT_E_NOMEM, path, NULL, 0, "out of memory"); goto out; }
+                win = nw;
+            }
+            // window position of document token t is t − b + (bos ≥ 0)
+            size_t first = scored_to > b ? scored_to : b;
+            if (bos < 0 && first == b) first = b + 1; // without BOS the first token has no context
+            win[n_win++] = (struct window){docs[d].ids + b, e - b, (int)(first - b + (bos >= 0))};
+            scored_to = e;
+            if (e == n) break;
+        }
+    }
+    if (!n_win) { rc = graft_err_set(&err, GRAFT_E_USAGE, path, NULL, 0, "no tokens to evaluate"); goto out; }
+    if (collect && (rc = graft_llama_stats_new(L, collect, &st, &err))) goto out;
+    if (dump && !(df = fopen(dump, "wb"))) { rc = graft_err_set(&err, GRAFT_E_IO, dump, NULL, 0, "cannot create"); goto out; }
+    size_t V = (size_t)graft_llama_vocab(L);
+    buf = malloc((size_t)batch * (size_t)ctx * sizeof *buf), sf = malloc((size_t)batch * sizeof *sf);
+    if (dump) logits = malloc((size_t)batch * (size_t)ctx * V * sizeof *logits);
+    if (!buf || !sf || (dump && !logits)) { rc = graft_err_set(&err, GRAFT_E_NOMEM, path, NULL, 0, "out of memory"); goto out; }
+    double nll = 0, t0 = graft_now();
+    uint64_t scored = 0, positions = 0;
+    for (size_t w = 0; w < n_win && !rc;) {
+        // a batch: consecutive windows of the same length
+        size_t len = win[w].n + (bos >= 0), nb = 0;
+        while (w + nb < n_win && nb < (size_t)batch && win[w + nb].n + (bos >= 0) == len) {
+            int32_t *o = buf + nb * len;
+            if (bos >= 0) *o++ = bos;
+            memcpy(o, win[w + nb].src, win[w + nb].n * sizeof *o);
+            sf[nb] = win[w + nb].score_from;
+            nb++;
+        }
+        rc = graft_llama_forward(L, buf, (int)nb, (int)len, sf, &nll, &scored, logits, st, &err);
+        if (!rc && df && fwrite(logits, sizeof(float), nb * len * V, df) != nb * len * V)
+            rc = graft_err_set(&err, GRAFT_E_IO, dump, NULL, 0, "write failed");
+        positions += nb * len;
+        w += nb;
+    }
+    double secs = graft_now() - t0;
+    if (rc) goto out;
+    if (df && fclose(df)) { df = NULL; rc = graft_err_set(&err, GRAFT_E_IO, dump, NULL, 0, "write failed"); goto out; }
+    df = NULL;
+    if (st && (rc = graft_llama_stats_save(st, collect_out, positions, &err))) goto out;
+    if (!scored) { rc = graft_err_set(&err, GRAFT_E_USAGE, path, NULL, 0, "no token was scored (texts shorter than two tokens?)"); goto out; }
+    double mean = nll / (double)scored;
+    if (json)
+        printf("{\"model\": \"%s\", \"windows\": %zu, \"ctx\": %d, \"bos\": %d, \"tokens_scored\": %llu, \"positions\": %llu, "
+               "\"nll\": %.9g, \"perplexity\": %.9g, \"seconds\": %.4f, \"tokens_per_second\": %.2f}\n",
+               path, n_win, ctx, (int)bos, (unsigned long long)scored, (unsigned long long)positions, mean, exp(mean), secs,
+               (double)positions / secs);
+    else
+        printf("%s: %llu tokens scored in %zu windows of ≤ %d: mean NLL %.6f nats, perplexity %.4f, %.1f tokens/s\n", path,
+               (unsigned long long)scored, n_win, ctx, mean, exp(mean), (double)positions / secs);
+    if (st) fprintf(stderr, "graft: %s statistics over %llu tokens: %s\n", collect == GRAFT_COLLECT_GRAM ? "gram" : "act-norm",
+                    (unsigned long long)positions, collect_out);
+out:
+    if (df) fclose(df), remove(dump);
+    for (int d = 0; d < n_docs; d++) free(docs[d].ids);
+    free(win), free(buf), free(sf), free(logits);
+    graft_llama_stats_free(st);
+    graft_tokenizer_free(tk);
+    graft_llama_free(L);
+    graft_model_close(m);
+    return rc ? cli_fail(&err) : GRAFT_EXIT_OK;
+}

@@ -1,0 +1,538 @@
+// Llama-family forward pass (include/graft/eval.h): Llama, Mistral and Qwen2 decoders as transformers
+// computes them — RMSNorm, RoPE with the rotate-half convention (rope_scaling llama3 / linear),
+// grouped-query attention with a causal (and optional sliding-window) mask, SiLU-gated MLP, tied or
+// untied head. Every matrix product is OpenBLAS sgemm on blocks of 128 weight rows converted to f32
+// just before use; the blocks are fixed, so the result does not depend on the thread count.
+#include <cblas.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "graft/eval.h"
+#include "graft/util.h"
+#include "graft/writer.h"
+#include "../core/impl.h"
+
+#define NB 128 // weight rows per block
+
+struct w { const void *p; enum graft_dtype dt; uint64_t rows, cols; };
+
+struct layer {
+    struct w q, k, v, o, gate, up, down;
+    float   *bq, *bk, *bv, *bo; // NULL when absent
+    float   *g_in, *g_post;
+};
+
+struct graft_llama {
+    char   *name;
+    int     nl, H, ni, nh, nkv, hd, V, sliding;
+    float   eps;
+    float  *inv_freq;             // hd/2 rotary frequencies (scaled)
+    struct layer *layers;
+    struct w embed, head;
+    float  *g_final;
+    int     n_threads;
+    uint64_t n_params;
+};
+
+struct graft_llama_stats {
+    enum graft_collect what;
+    int     L;
+    size_t  dim[4];
+    double **acc; // per layer 4 inputs: attention in (q,k,v), o_proj in, MLP in (gate, up), down_proj in
+};
+
+// ---- loading -----------------------------------------------------------------------------------------
+
+static bool model_lookup(void *ctx, const char *name, struct graft_tensor_ref *out) {
+    const struct graft_model *m = ctx;
+    const struct graft_model_tensor *t = graft_model_find(m, name, strlen(name));
+    if (!t) return false;
+    out->data = graft_model_data(m, t);
+    out->dtype = t->info->dtype;
+    out->n_dims = t->info->n_dims;
+    out->ne[0] = t->info->n_dims > 0 ? t->info->ne[0] : 1;
+    out->ne[1] = t->info->n_dims > 1 ? t->info->ne[1] : 1;
+    return true;
+}
+
+int graft_llama_open(const struct graft_model *m, int n_threads, struct graft_llama **out, struct graft_err *err) {
+    const char *cfg = graft_model_config_json(m);
+    if (!cfg) return graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "no config.json: the forward pass needs the architecture");
+    return graft_llama_new(cfg, model_lookup, (void *)m, graft_model_path(m), n_threads, out, err);
+}
+
+static bool float_dt(enum graft_dtype d) { return d == GRAFT_DTYPE_F32 || d == GRAFT_DTYPE_F16 || d == GRAFT_DTYPE_BF16; }
+
+static int get_w(struct graft_llama *L, graft_tensor_lookup lk, void *ctx, const char *nm, uint64_t rows, uint64_t cols, bool optional,
+                 struct w *w, struct graft_err *err) {
+    struct graft_tensor_ref r;
+    memset(w, 0, sizeof *w);
+    if (!lk(ctx, nm, &r)) {
+        if (optional) return GRAFT_OK;
+        return graft_err_set(err, GRAFT_E_FORMAT, L->name, nm, strlen(nm), "missing: the forward pass needs this tensor");
+    }
+    bool vec = cols == 0;
+    if (!float_dt(r.dtype)) return graft_err_set(err, GRAFT_E_FORMAT, L->name, nm, strlen(nm), "dtype %s: the forward pass reads F32, F16 or BF16", graft_dtype_traits(r.dtype)->name);
+    if (vec ? (r.n_dims != 1 || r.ne[0] != rows) : (r.n_dims != 2 || r.ne[0] != rows || r.ne[1] != cols))
+        return graft_err_set(err, GRAFT_E_FORMAT, L->name, nm, strlen(nm), "shape [%llu%s%llu], config.json implies [%llu%s%llu]",
+                             (unsigned long long)r.ne[0], r.n_dims > 1 ? ", " : "", r.n_dims > 1 ? (unsigned long long)r.ne[1] : 0ull,
+                             (unsigned long long)rows, vec ? "" : ", ", vec ? 0ull : (unsigned long long)cols);
+    *w = (struct w){r.data, r.dtype, rows, vec ? 1 : cols};
+    if (!vec) L->n_params += rows * cols;
+    return GRAFT_OK;
+}
+
+// A 1-D tensor (norm gain, bias) as a fresh f32 array; NULL and OK when optional and absent.
+static int get_vec(struct graft_llama *L, graft_tensor_lookup lk, void *ctx, const char *nm, uint64_t n, bool optional, float **out,
+                   struct graft_err *err) {
+    struct w w;
+    *out = NULL;
+    int rc = get_w(L, lk, ctx, nm, n, 0, optional, &w, err);
+    if (rc || !w.p) return rc;
+    if (!(*out = graft__malloc(n * sizeof(float)))) return graft_err_set(err, GRAFT_E_NOMEM, L->name, NULL, 0, "out of memory");
+    graft_row_to_f32(w.dt, w.p, *out, n);
+    return GRAFT_OK;
+}
+
+static long jint(json_t *c, const char *k, long dflt) {
+    json_t *v = json_object_get(c, k);
+    return json_is_integer(v) ? (long)json_integer_value(v) : dflt;
+}
+static double jnum(json_t *c, const char *k, double dflt) {
+    json_t *v = json_object_get(c, k);
+    return json_is_number(v) ? json_number_value(v) : dflt;
+}
+
+// Rotary frequencies as transformers computes them: 1/θ^(2i/d), then the rope_scaling rule.
+static int rope_init(struct graft_llama *L, json_t *c, struct graft_err *err) {
+    int half = L->hd / 2;
+    if (!(L->inv_freq = graft__malloc((size_t)half * sizeof(float)))) return graft_err_set(err, GRAFT_E_NOMEM, L->name, NULL, 0, "out of memory");
+    double theta = jnum(c, "rope_theta", 10000.0);
+    for (int i = 0; i < half; i++) L->inv_freq[i] = (float)(1.0 / pow(theta, (double)(2 * i) / L->hd));
+    json_t *rs = json_object_get(c, "rope_scaling");
+    if (!rs || json_is_null(rs)) return GRAFT_OK;
+    json_t *tv = json_object_get(rs, "rope_type");
+    if (!json_is_string(tv)) tv = json_object_get(rs, "type");
+    const char *type = json_string_value(tv);
+    double factor = jnum(rs, "factor", 1.0);
+    if (!type || !strcmp(type, "default")) return GRAFT_OK;
+    if (!(factor > 0)) return graft_err_set(err, GRAFT_E_FORMAT, L->name, NULL, 0, "config.json: rope_scaling.factor must be positive");
+    if (!strcmp(type, "linear")) {
+        for (int i = 0; i < half; i++) L->inv_freq[i] = (float)(L->inv_freq[i] / factor);
+        return GRAFT_OK;
+    }
+    if (!strcmp(type, "llama3")) {
+        double lo = jnum(rs, "low_freq_factor", 1.0), hi = jnum(rs, "high_freq_factor", 4.0);
+        double old = jnum(rs, "original_max_position_embeddings", 8192.0);
+        if (!(hi > lo)) return graft_err_set(err, GRAFT_E_FORMAT, L->name, NULL, 0, "config.json: rope_scaling needs high_freq_factor > low_freq_factor");
+        double lo_wl = old / lo, hi_wl = old / hi;
+        for (int i = 0; i < half; i++) {
+            double f = L->inv_freq[i], wl = 2 * M_PI / f;
+            if (wl < hi_wl) continue;
+            if (wl > lo_wl) f /= factor;
+            else {
+                double s = (old / wl - lo) / (hi - lo);
+                f = (1 - s) * f / factor + s * f;
+            }
+            L->inv_freq[i] = (float)f;
+        }
+        return GRAFT_OK;
+    }
+    return graft_err_set(err, GRAFT_E_FORMAT, L->name, NULL, 0, "config.json: rope_scaling type \"%s\" is not supported (default, linear, llama3)", type);
+}
+
+int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, const char *name, int n_threads, struct graft_llama **out,
+                    struct graft_err *err) {
+    *out = NULL;
+    json_error_t je;
+    json_t *c = json_loads(config_json, 0, &je);
+    struct graft_llama *L = graft__calloc(1, sizeof *L);
+    int rc = GRAFT_OK;
+    if (!L || !(L->name = graft__strdup(name))) { rc = graft_err_set(err, GRAFT_E_NOMEM, name, NULL, 0, "out of memory"); goto out; }
+    if (!json_is_object(c)) { rc = graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0, "config.json is not a JSON object"); goto out; }
+    const char *arch = json_string_value(json_array_get(json_object_get(c, "architectures"), 0));
+    if (!arch || (strcmp(arch, "LlamaForCausalLM") && strcmp(arch, "MistralForCausalLM") && strcmp(arch, "Qwen2ForCausalLM"))) {
+        rc = graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0, "config.json: architecture %s is not supported by the evaluator (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)",
+                           arch ? arch : "(none)");
+        goto out;
+    }
+    const char *act = json_string_value(json_object_get(c, "hidden_act"));
+    if (act && strcmp(act, "silu")) { rc = graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0, "config.json: hidden_act \"%s\" (the evaluator computes silu)", act); goto out; }
+    L->n_threads = n_threads < 1 ? 1 : n_threads;
+    L->nl = (int)jint(c, "num_hidden_layers", -1), L->H = (int)jint(c, "hidden_size", -1), L->ni = (int)jint(c, "intermediate_size", -1);
+    L->nh = (int)jint(c, "num_attention_heads", -1), L->nkv = (int)jint(c, "num_key_value_heads", L->nh), L->V = (int)jint(c, "vocab_size", -1);
+    L->hd = (int)jint(c, "head_dim", L->nh > 0 ? L->H / L->nh : -1);
+    L->eps = (float)jnum(c, "rms_norm_eps", 1e-6);
+    if (L->nl < 1 || L->nl > 4096 || L->H < 1 || L->H > (1 << 20) || L->ni < 1 || L->ni > (1 << 22) || L->nh < 1 || L->nh > 4096 || L->nkv < 1 ||
+        L->nh % L->nkv || L->V < 1 || L->V > (1 << 24) || L->hd < 2 || L->hd % 2 || L->hd > 4096) {
+        rc = graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0, "config.json: layer, width, head or vocabulary counts are missing or inconsistent");
+        goto out;
+    }
+    json_t *usw = json_object_get(c, "use_sliding_window");
+    if (!strcmp(arch, "MistralForCausalLM") || json_is_true(usw)) L->sliding = (int)jint(c, "sliding_window", 0);
+    if ((rc = rope_init(L, c, err))) goto out;
+    if (!(L->layers = graft__calloc((size_t)L->nl, sizeof *L->layers))) { rc = graft_err_set(err, GRAFT_E_NOMEM, name, NULL, 0, "out of memory"); goto out; }
+    uint64_t H = (uint64_t)L->H, qd = (uint64_t)L->nh * L->hd, kd = (uint64_t)L->nkv * L->hd, In = (uint64_t)L->ni;
+    char nm[128];
+#define W(field, fmt, r, cl) (snprintf(nm, sizeof nm, "model.layers.%d." fmt, l), rc = get_w(L, lk, ctx, nm, r, cl, false, &ly->field, err))
+#define B(field, fmt, n, opt) (snprintf(nm, sizeof nm, "model.layers.%d." fmt, l), rc = get_vec(L, lk, ctx, nm, n, opt, &ly->field, err))
+    for (int l = 0; l < L->nl && !rc; l++) {
+        struct layer *ly = &L->layers[l];
+        if (W(q, "self_attn.q_proj.weight", qd, H) || W(k, "self_attn.k_proj.weight", kd, H) || W(v, "self_attn.v_proj.weight", kd, H) ||
+            W(o, "self_attn.o_proj.weight", H, qd) || W(gate, "mlp.gate_proj.weight", In, H) || W(up, "mlp.up_proj.weight", In, H) ||
+            W(down, "mlp.down_proj.weight", H, In) || B(g_in, "input_layernorm.weight", H, false) || B(g_post, "post_attention_layernorm.weight", H, false) ||
+            B(bq, "self_attn.q_proj.bias", qd, true) || B(bk, "self_attn.k_proj.bias", kd, true) || B(bv, "self_attn.v_proj.bias", kd, true) ||
+            B(bo, "self_attn.o_proj.bias", H, true))
+            break;
+    }
+#undef W
+#undef B
+    if (rc) goto out;
+    if ((rc = get_w(L, lk, ctx, "model.embed_tokens.weight", (uint64_t)L->V, H, false, &L->embed, err)) ||
+        (rc = get_vec(L, lk, ctx, "model.norm.weight", H, false, &L->g_final, err)) ||
+        (rc = get_w(L, lk, ctx, "lm_head.weight", (uint64_t)L->V, H, true, &L->head, err)))
+        goto out;
+    L->n_params -= (uint64_t)L->V * H; // the embedding is a lookup, not a product
+    if (!L->head.p) {
+        if (json_is_false(json_object_get(c, "tie_word_embeddings"))) {
+            rc = graft_err_set(err, GRAFT_E_FORMAT, name, "lm_head.weight", 14, "missing, and config.json says tie_word_embeddings: false");
+            goto out;
+        }
+        L->head = L->embed, L->n_params += (uint64_t)L->V * H;
+    }
+out:
+    json_decref(c);
+    if (rc) graft_llama_free(L);
+    else *out = L;
+    return rc;
+}
+
+void graft_llama_free(struct graft_llama *L) {
+    if (!L) return;
+    if (L->layers)
+        for (int l = 0; l < L->nl; l++) {
+            struct layer *y = &L->layers[l];
+            graft__free(y->bq), graft__free(y->bk), graft__free(y->bv), graft__free(y->bo), graft__free(y->g_in), graft__free(y->g_post);
+        }
+    graft__free(L->layers), graft__free(L->inv_freq), graft__free(L->g_final), graft__free(L->name);
+    graft__free(L);
+}
+
+int32_t  graft_llama_vocab(const struct graft_llama *L) { return L->V; }
+int      graft_llama_n_layers(const struct graft_llama *L) { return L->nl; }
+int      graft_llama_hidden(const struct graft_llama *L) { return L->H; }
+uint64_t graft_llama_n_params(const struct graft_llama *L) { return L->n_params; }
+
+// ---- kernels -----------------------------------------------------------------------------------------
+
+// Y[M × N] (+)= X[M × K] · Wᵀ (+ bias), W [N × K] in its stored dtype, by blocks of NB rows. In head
+// mode the block's logits go to scratch, and each row's max, Σexp and the target's logit are kept per
+// block (combined in block order afterwards).
+struct lin {
+    const float *X;
+    size_t M, K;
+    const struct w *W;
+    float *Y;
+    size_t ldy;
+    const float *bias;
+    bool accumulate;
+    float **wbuf, **ybuf; // per thread: NB × K converted weights; head mode: M × NB logits
+    // head mode
+    const int32_t *target; // per row: the next token, or -1
+    double *bmax, *bsum;   // [block × M]
+    float *tlogit;         // per row
+    float *logits;         // optional full M × N copy
+};
+
+static const float *weight_block(const struct w *W, size_t r0, size_t nr, float *buf) {
+    size_t es = ((size_t)graft_dtype_traits(W->dt)->bits / 8);
+    const uint8_t *src = (const uint8_t *)W->p + r0 * W->cols * es;
+    if (W->dt == GRAFT_DTYPE_F32 && ((uintptr_t)src & 3) == 0) return (const float *)src;
+    graft_row_to_f32(W->dt, src, buf, nr * W->cols);
+    return buf;
+}
+
+static int lin_item(void *ctx, size_t item, int ith, struct graft_err *err) {
+    (void)err;
+    struct lin *j = ctx;
+    size_t r0 = item * NB, nr = j->W->rows - r0 < NB ? j->W->rows - r0 : NB;
+    const float *Wb = weight_block(j->W, r0, nr, j->wbuf[ith]);
+    if (!j->target) {
+        float *Y = j->Y + r0;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->M, (int)nr, (int)j->K, 1.0f, j->X, (int)j->K, Wb, (int)j->K,
+                    j->accumulate ? 1.0f : 0.0f, Y, (int)j->ldy);
+        if (j->bias)
+            for (size_t m = 0; m < j->M; m++)
+                for (size_t n = 0; n < nr; n++) Y[m * j->ldy + n] += j->bias[r0 + n];
+        return GRAFT_OK;
+    }
+    float *Y = j->ybuf[ith];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->M, (int)nr, (int)j->K, 1.0f, j->X, (int)j->K, Wb, (int)j->K, 0.0f, Y, (int)nr);
+    for (size_t m = 0; m < j->M; m++) {
+        const float *y = Y + m * nr;
+        float mx = -INFINITY;
+        for (size_t n = 0; n < nr; n++) mx = y[n] > mx ? y[n] : mx;
+        double s = 0;
+        for (size_t n = 0; n < nr; n++) s += exp((double)(y[n] - mx));
+        j->bmax[item * j->M + m] = mx, j->bsum[item * j->M + m] = s;
+        int32_t t = j->target[m];
+        if (t >= (int32_t)r0 && t < (int32_t)(r0 + nr)) j->tlogit[m] = y[t - r0];
+        if (j->logits) memcpy(j->logits + m * j->W->rows + r0, y, nr * sizeof(float));
+    }
+    return GRAFT_OK;
+}
+
+static int linear(struct graft_llama *L, struct lin *j, struct graft_err *err) {
+    return graft_pool_run(L->n_threads, (j->W->rows + NB - 1) / NB, lin_item, j, NULL, NULL, err);
+}
+
+static void rmsnorm(const float *x, const float *g, float eps, size_t M, size_t H, float *out) {
+    for (size_t m = 0; m < M; m++) {
+        const float *r = x + m * H;
+        double ss = 0;
+        for (size_t i = 0; i < H; i++) ss += (double)r[i] * r[i];
+        float inv = (float)(1.0 / sqrt(ss / (double)H + eps));
+        for (size_t i = 0; i < H; i++) out[m * H + i] = g[i] * (r[i] * inv);
+    }
+}
+
+// Rotate-half RoPE on every head of rows [s·T, s·T + T): position = row index within its sequence.
+static void rope(const struct graft_llama *L, float *x, size_t M, size_t T, int heads) {
+    int half = L->hd / 2;
+    size_t ld = (size_t)heads * L->hd;
+    for (size_t m = 0; m < M; m++) {
+        double pos = (double)(m % T);
+        for (int i = 0; i < half; i++) {
+            float ang = (float)pos * L->inv_freq[i]; // float32 product, as transformers
+            float c = cosf(ang), s = sinf(ang);
+            for (int h = 0; h < heads; h++) {
+                float *p = x + m * ld + (size_t)h * L->hd;
+                float a = p[i], b = p[i + half];
+                p[i] = a * c - b * s;
+                p[i + half] = b * c + a * s;
+            }
+        }
+    }
+}
+
+struct attn {
+    const struct graft_llama *L;
+    const float *q, *k, *v;
+    float *o;
+    size_t T;
+    float **sbuf; // per thread T × T
+};
+
+// One (sequence, head): softmax(q kᵀ / √d + causal mask) v.
+static int attn_item(void *ctx, size_t item, int ith, struct graft_err *err) {
+    (void)err;
+    struct attn *a = ctx;
+    const struct graft_llama *L = a->L;
+    size_t s = item / (size_t)L->nh, h = item % (size_t)L->nh, kv = h / (size_t)(L->nh / L->nkv), T = a->T;
+    size_t qd = (size_t)L->nh * L->hd, kd = (size_t)L->nkv * L->hd;
+    const float *q = a->q + s * T * qd + h * L->hd, *k = a->k + s * T * kd + kv * L->hd, *v = a->v + s * T * kd + kv * L->hd;
+    float *S = a->sbuf[ith], *o = a->o + s * T * qd + h * L->hd;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, L->hd, 1.0f / sqrtf((float)L->hd), q, (int)qd, k, (int)kd, 0.0f, S, (int)T);
+    for (size_t i = 0; i < T; i++) {
+        float *r = S + i * T;
+        size_t j0 = L->sliding > 0 && i >= (size_t)L->sliding ? i - (size_t)L->sliding + 1 : 0;
+        float mx = -INFINITY;
+        for (size_t j = j0; j <= i; j++) mx = r[j] > mx ? r[j] : mx;
+        float sum = 0;
+        for (size_t j = j0; j <= i; j++) sum += (r[j] = expf(r[j] - mx));
+        float inv = 1.0f / sum;
+        for (size_t j = 0; j < j0; j++) r[j] = 0;
+        for (size_t j = j0; j <= i; j++) r[j] *= inv;
+        for (size_t j = i + 1; j < T; j++) r[j] = 0;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, L->hd, (int)T, 1.0f, S, (int)T, v, (int)kd, 0.0f, o, (int)qd);
+    return GRAFT_OK;
+}
+
+// ---- statistics --------------------------------------------------------------------------------------
+
+int graft_llama_stats_new(const struct graft_llama *L, enum graft_collect what, struct graft_llama_stats **out, struct graft_err *err) {
+    struct graft_llama_stats *s = graft__calloc(1, sizeof *s);
+    *out = NULL;
+    if (!s) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+    s->what = what, s->L = L->nl;
+    s->dim[0] = s->dim[2] = (size_t)L->H, s->dim[1] = (size_t)L->nh * L->hd, s->dim[3] = (size_t)L->ni;
+    if (!(s->acc = graft__calloc((size_t)L->nl * 4, sizeof *s->acc))) goto nomem;
+    for (int l = 0; l < L->nl; l++)
+        for (int w = 0; w < 4; w++) {
+            size_t d = s->dim[w], n = what == GRAFT_COLLECT_GRAM ? d * d : d;
+            if (!(s->acc[l * 4 + w] = graft__calloc(n, sizeof(double)))) goto nomem;
+        }
+    *out = s;
+    return GRAFT_OK;
+nomem:
+    graft_llama_stats_free(s);
+    return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for the statistics (Gram matrices take in² doubles per linear input)");
+}
+
+void graft_llama_stats_free(struct graft_llama_stats *s) {
+    if (!s) return;
+    if (s->acc)
+        for (int i = 0; i < s->L * 4; i++) graft__free(s->acc[i]);
+    graft__free(s->acc);
+    graft__free(s);
+}
+
+// Add the M rows of X (an input of linear group `which` of `layer`). tmp: d × d floats (Gram).
+static void stats_add(struct graft_llama_stats *s, int layer, int which, const float *X, size_t M, float *tmp) {
+    double *acc = s->acc[layer * 4 + which];
+    size_t d = s->dim[which];
+    if (s->what == GRAFT_COLLECT_ACT_NORM) {
+        for (size_t m = 0; m < M; m++)
+            for (size_t i = 0; i < d; i++) acc[i] += (double)X[m * d + i] * X[m * d + i];
+        return;
+    }
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)M, 1.0f, X, (int)d, 0.0f, tmp, (int)d);
+    for (size_t i = 0; i < d; i++)
+        for (size_t j = i; j < d; j++) acc[i * d + j] += tmp[i * d + j];
+}
+
+int graft_llama_stats_save(const struct graft_llama_stats *s, const char *path, uint64_t n_tokens, struct graft_err *err) {
+    static const char *const lin[4][3] = {{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}, {"self_attn.o_proj"},
+                                          {"mlp.gate_proj", "mlp.up_proj"}, {"mlp.down_proj"}};
+    bool gram = s->what == GRAFT_COLLECT_GRAM;
+    struct graft_writer_params wp = graft_writer_default_params();
+    wp.flags = GRAFT_WRITER_SINGLE_FILE | GRAFT_WRITER_FORCE;
+    struct graft_writer *w;
+    int rc = graft_writer_open(path, &wp, &w, err);
+    if (rc) return rc;
+    char nm[160], num[32];
+    snprintf(num, sizeof num, "%llu", (unsigned long long)n_tokens);
+    rc = graft_writer_set_meta(w, "graft_statistics", gram ? "gram" : "act-norm", err);
+    if (!rc) rc = graft_writer_set_meta(w, "graft_tokens", num, err);
+    float *row = NULL;
+    // The writer plans the whole file first: one pass declares, the second writes.
+    for (int pass = 0; pass < 2 && !rc; pass++) {
+        long id = 0;
+        if (pass == 1 && (rc = graft_writer_layout(w, err))) break;
+        for (int l = 0; l < s->L && !rc; l++)
+            for (int k = 0; k < 4 && !rc; k++)
+                for (int n = 0; n < 3 && lin[k][n] && !rc; n++, id++) {
+                    size_t d = s->dim[k];
+                    snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", l, lin[k][n]);
+                    if (pass == 0) {
+                        uint64_t ne[2] = {d, d};
+                        long r = graft_writer_add_tensor(w, nm, strlen(nm), GRAFT_DTYPE_F32, gram ? 2 : 1, ne, err);
+                        if (r < 0) rc = (int)r;
+                        continue;
+                    }
+                    const double *acc = s->acc[l * 4 + k];
+                    float *nr = graft__realloc(row, d * sizeof(float));
+                    if (!nr) { rc = graft_err_set(err, GRAFT_E_NOMEM, path, NULL, 0, "out of memory"); break; }
+                    row = nr;
+                    for (size_t i = 0; i < (gram ? d : 1) && !rc; i++) {
+                        for (size_t j = 0; j < d; j++) row[j] = (float)(gram ? (j >= i ? acc[i * d + j] : acc[j * d + i]) : acc[j]);
+                        rc = graft_writer_write(w, id, i * d * sizeof(float), row, d * sizeof(float), err);
+                    }
+                }
+    }
+    graft__free(row);
+    if (!rc) rc = graft_writer_commit(w, err);
+    graft_writer_free(w);
+    return rc;
+}
+
+// ---- the forward pass --------------------------------------------------------------------------------
+
+static float **thread_bufs(int n, size_t each) {
+    float **b = graft__calloc((size_t)n, sizeof *b);
+    if (!b) return NULL;
+    for (int i = 0; i < n; i++)
+        if (!(b[i] = graft__malloc(each * sizeof(float)))) {
+            for (int j = 0; j < i; j++) graft__free(b[j]);
+            graft__free(b);
+            return NULL;
+        }
+    return b;
+}
+static void free_bufs(float **b, int n) {
+    if (!b) return;
+    for (int i = 0; i < n; i++) graft__free(b[i]);
+    graft__free(b);
+}
+
+int graft_llama_forward(struct graft_llama *L, const int32_t *tokens, int n_seq, int len, const int *score_from, double *nll,
+                        uint64_t *n_scored, float *logits, struct graft_llama_stats *stats, struct graft_err *err) {
+    if (n_seq < 1 || len < 1) return graft_err_set(err, GRAFT_E_USAGE, L->name, NULL, 0, "nothing to evaluate");
+    size_t T = (size_t)len, M = (size_t)n_seq * T, H = (size_t)L->H, In = (size_t)L->ni, qd = (size_t)L->nh * L->hd, kd = (size_t)L->nkv * L->hd;
+    for (size_t m = 0; m < M; m++)
+        if (tokens[m] < 0 || tokens[m] >= L->V)
+            return graft_err_set(err, GRAFT_E_USAGE, L->name, NULL, 0, "token id %ld is outside the vocabulary (%d)", (long)tokens[m], L->V);
+    size_t maxk = H > In ? H : In, maxk2 = qd > maxk ? qd : maxk;
+    size_t nblk = ((size_t)L->V + NB - 1) / NB;
+    float *x = graft__malloc(M * H * sizeof(float)), *h = graft__malloc(M * maxk2 * sizeof(float)), *q = graft__malloc(M * qd * sizeof(float));
+    float *k = graft__malloc(M * kd * sizeof(float)), *v = graft__malloc(M * kd * sizeof(float)), *att = graft__malloc(M * qd * sizeof(float));
+    float *g = graft__malloc(M * In * sizeof(float)), *u = graft__malloc(M * In * sizeof(float)), *tl = graft__malloc(M * sizeof(float));
+    double *bmax = graft__malloc(nblk * M * sizeof(double)), *bsum = graft__malloc(nblk * M * sizeof(double));
+    int32_t *target = graft__malloc(M * sizeof(int32_t));
+    float *gtmp = stats && stats->what == GRAFT_COLLECT_GRAM ? graft__malloc(maxk2 * maxk2 * sizeof(float)) : NULL;
+    int nt = L->n_threads;
+    float **wbuf = thread_bufs(nt, NB * maxk2), **ybuf = thread_bufs(nt, M * NB), **sbuf = thread_bufs(nt, T * T);
+    int rc = GRAFT_OK;
+    if (!x || !h || !q || !k || !v || !att || !g || !u || !tl || !bmax || !bsum || !target || !wbuf || !ybuf || !sbuf ||
+        (stats && stats->what == GRAFT_COLLECT_GRAM && !gtmp)) {
+        rc = graft_err_set(err, GRAFT_E_NOMEM, L->name, NULL, 0, "out of memory for the activations of %zu tokens", M);
+        goto out;
+    }
+    graft__blas_single_thread();
+    size_t es = ((size_t)graft_dtype_traits(L->embed.dt)->bits / 8);
+    for (size_t m = 0; m < M; m++) graft_row_to_f32(L->embed.dt, (const uint8_t *)L->embed.p + (size_t)tokens[m] * H * es, x + m * H, H);
+    for (int l = 0; l < L->nl && !rc; l++) {
+        const struct layer *ly = &L->layers[l];
+        rmsnorm(x, ly->g_in, L->eps, M, H, h);
+        if (stats) stats_add(stats, l, 0, h, M, gtmp);
+        struct lin jq = {h, M, H, &ly->q, q, qd, ly->bq, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL}, jk = jq, jv = jq;
+        jk.W = &ly->k, jk.Y = k, jk.ldy = kd, jk.bias = ly->bk;
+        jv.W = &ly->v, jv.Y = v, jv.ldy = kd, jv.bias = ly->bv;
+        if ((rc = linear(L, &jq, err)) || (rc = linear(L, &jk, err)) || (rc = linear(L, &jv, err))) break;
+        rope(L, q, M, T, L->nh);
+        rope(L, k, M, T, L->nkv);
+        struct attn a = {L, q, k, v, att, T, sbuf};
+        if ((rc = graft_pool_run(nt, (size_t)n_seq * L->nh, attn_item, &a, NULL, NULL, err))) break;
+        if (stats) stats_add(stats, l, 1, att, M, gtmp);
+        struct lin jo = {att, M, qd, &ly->o, x, H, ly->bo, true, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL};
+        if ((rc = linear(L, &jo, err))) break;
+        rmsnorm(x, ly->g_post, L->eps, M, H, h);
+        if (stats) stats_add(stats, l, 2, h, M, gtmp);
+        struct lin jg = {h, M, H, &ly->gate, g, In, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL}, ju = jg;
+        ju.W = &ly->up, ju.Y = u;
+        if ((rc = linear(L, &jg, err)) || (rc = linear(L, &ju, err))) break;
+        for (size_t i = 0; i < M * In; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        if (stats) stats_add(stats, l, 3, g, M, gtmp);
+        struct lin jd = {g, M, In, &ly->down, x, H, NULL, true, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL};
+        if ((rc = linear(L, &jd, err))) break;
+    }
+    if (rc) goto out;
+    rmsnorm(x, L->g_final, L->eps, M, H, h);
+    for (size_t m = 0; m < M; m++) {
+        size_t s = m / T, i = m % T;
+        bool scored = i + 1 < T && (!score_from || (int)(i + 1) >= score_from[s]);
+        target[m] = scored ? tokens[m + 1] : -1;
+        tl[m] = 0;
+    }
+    struct lin jh = {h, M, H, &L->head, NULL, 0, NULL, false, wbuf, ybuf, target, bmax, bsum, tl, logits};
+    if ((rc = linear(L, &jh, err))) goto out;
+    double sum = 0;
+    uint64_t cnt = 0;
+    for (size_t m = 0; m < M; m++) {
+        if (target[m] < 0) continue;
+        double mx = -INFINITY, se = 0;
+        for (size_t b = 0; b < nblk; b++) mx = bmax[b * M + m] > mx ? bmax[b * M + m] : mx;
+        for (size_t b = 0; b < nblk; b++) se += bsum[b * M + m] * exp(bmax[b * M + m] - mx);
+        sum += mx + log(se) - tl[m];
+        cnt++;
+    }
+    *nll += sum, *n_scored += cnt;
+out:
+    graft__free(x), graft__free(h), graft__free(q), graft__free(k), graft__free(v), graft__free(att), graft__free(g), graft__free(u);
+    graft__free(tl), graft__free(bmax), graft__free(bsum), graft__free(target), graft__free(gtmp);
+    free_bufs(wbuf, nt), free_bufs(ybuf, nt), free_bufs(sbuf, nt);
+    return rc;
+}
