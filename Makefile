@@ -23,7 +23,8 @@ TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 .PHONY: all deps test demo bench clean fuzz asan
 .SECONDARY:
 all: deps $(BUILD)/graft $(BUILD)/libgraft.a $(BUILD)/tests/unit $(BUILD)/tests/gen-corrupt \
-     $(BUILD)/tests/fuzz-safetensors $(BUILD)/tests/fuzz-index $(BUILD)/tests/fuzz-config
+     $(BUILD)/tests/fuzz-safetensors $(BUILD)/tests/fuzz-index $(BUILD)/tests/fuzz-config \
+     $(BUILD)/tests/fuzz-tokenizer
 
 deps:
 	@sh scripts/deps.sh
@@ -66,6 +67,7 @@ fuzz: deps
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_safetensors.c $(LIB_SRC) $(LDLIBS) -o build/fuzz/safetensors
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_index.c $(LIB_SRC) $(LDLIBS) -o build/fuzz/index
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_config.c $(LIB_SRC) $(LDLIBS) -o build/fuzz/config
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_tokenizer.c $(LIB_SRC) $(LDLIBS) -o build/fuzz/tokenizer
 
 demo: all
 	@sh scripts/demo.sh

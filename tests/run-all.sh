@@ -29,9 +29,12 @@ suite "LoRA extract/apply end-to-end (release)" sh tests/lora-e2e.sh build
 suite "LoRA extract/apply end-to-end (asan+ubsan, fault injection)" sh tests/lora-e2e.sh build/asan faults
 suite "prune / quantize end-to-end (release)" sh tests/ops-e2e.sh build
 suite "prune / quantize end-to-end (asan+ubsan, fault injection)" sh tests/ops-e2e.sh build/asan faults
+suite "evaluator / tokenizers end-to-end (release)" sh tests/eval-e2e.sh build
+suite "evaluator / tokenizers end-to-end (asan+ubsan, fault injection)" sh tests/eval-e2e.sh build/asan faults
 suite "merge vs independent NumPy reference (66 configs)" bash tests/ref/check.sh build/graft
 suite "fuzz corpus: safetensors (asan+ubsan)" build/asan/tests/fuzz-safetensors fuzz/corpus/safetensors
 suite "fuzz corpus: index (asan+ubsan)" build/asan/tests/fuzz-index fuzz/corpus/index
 suite "fuzz corpus: config (asan+ubsan)" build/asan/tests/fuzz-config fuzz/corpus/config
+suite "fuzz corpus: tokenizer (asan+ubsan)" build/asan/tests/fuzz-tokenizer fuzz/corpus/tokenizer
 echo "$total_pass passed, $total_fail failed"
 [ $total_fail = 0 ]

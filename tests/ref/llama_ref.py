@@ -47,7 +47,7 @@ def rope(x, pos, inv):
     return x * cos[:, None, :] + rot * sin[:, None, :]
 
 
-def logits(path, tokens, W=None):
+def logits(path, tokens, W=None, taps=None):
     if W is None:
         W = {k: v.astype(np.float64) for k, v in load(path).items()}
     c = json.load(open(os.path.join(path, "config.json")))
@@ -64,6 +64,8 @@ def logits(path, tokens, W=None):
     for l in range(L):
         p = "model.layers.%d." % l
         h = rmsnorm(x, W[p + "input_layernorm.weight"], eps)
+        tap = (lambda k, v: taps.setdefault((l, k), []).append(v)) if taps is not None else (lambda k, v: None)
+        tap(0, h)
         q = (h @ W[p + "self_attn.q_proj.weight"].T + W.get(p + "self_attn.q_proj.bias", 0)).reshape(T, nh, hd)
         k = (h @ W[p + "self_attn.k_proj.weight"].T + W.get(p + "self_attn.k_proj.bias", 0)).reshape(T, nkv, hd)
         v = (h @ W[p + "self_attn.v_proj.weight"].T + W.get(p + "self_attn.v_proj.bias", 0)).reshape(T, nkv, hd)
@@ -73,10 +75,14 @@ def logits(path, tokens, W=None):
         a = np.exp(s - s.max(-1, keepdims=True))
         a /= a.sum(-1, keepdims=True)
         o = np.einsum("htu,uhd->thd", a, v).reshape(T, nh * hd)
+        tap(1, o)
         x = x + o @ W[p + "self_attn.o_proj.weight"].T + W.get(p + "self_attn.o_proj.bias", 0)
         h = rmsnorm(x, W[p + "post_attention_layernorm.weight"], eps)
+        tap(2, h)
         g, u = h @ W[p + "mlp.gate_proj.weight"].T, h @ W[p + "mlp.up_proj.weight"].T
-        x = x + (g / (1 + np.exp(-g)) * u) @ W[p + "mlp.down_proj.weight"].T
+        act = g / (1 + np.exp(-g)) * u
+        tap(3, act)
+        x = x + act @ W[p + "mlp.down_proj.weight"].T
     x = rmsnorm(x, W["model.norm.weight"], eps)
     head = W.get("lm_head.weight", W["model.embed_tokens.weight"])
     return x @ head.T
@@ -128,10 +134,39 @@ def ppl(a):
     print("ok logits within %.2g, perplexity %.6f vs %.6f (%d tokens)" % (worst, np.exp(r["nll"]), np.exp(mean), n))
 
 
+def stats(a):
+    """graft eval --collect KIND FILE: every linear's input statistics over all window positions."""
+    path, ids, ctx, bos, kind, f = a[0], a[1], int(a[2]), int(a[3]), a[4], a[5]
+    ids = [int(t) for t in open(ids).read().split()]
+    W = {k: v.astype(np.float64) for k, v in load(path).items()}
+    taps = {}
+    for toks, _ in windows(ids, ctx, bos, 0):
+        logits(path, np.array(toks), W, taps)
+    got = load(f)
+    names = {0: ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], 1: ["self_attn.o_proj"],
+             2: ["mlp.gate_proj", "mlp.up_proj"], 3: ["mlp.down_proj"]}
+    worst, n = 0.0, 0
+    for (l, k), xs in taps.items():
+        X = np.concatenate(xs, 0)
+        want = X.T @ X if kind == "gram" else (X * X).sum(0)
+        for nm in names[k]:
+            g = got["model.layers.%d.%s.weight" % (l, nm)].astype(np.float64)
+            worst = max(worst, np.abs(g - want).max() / np.abs(want).max())
+            n += 1
+    if n != len(got):
+        sys.exit("FAIL: %d statistics written, %d expected" % (len(got), n))
+    if worst > 1e-4:
+        sys.exit("FAIL: %s statistics differ by %.3g relative" % (kind, worst))
+    print("ok %d %s statistics within %.2g" % (n, kind, worst))
+
+
 if __name__ == "__main__":
     a = sys.argv[1:]
     if a[0] == "ppl":
         ppl(a[1:])
+        sys.exit(0)
+    if a[0] == "stats":
+        stats(a[1:])
         sys.exit(0)
     toks = np.array([1, 5, 9, 3, 17, 42, 7, 2, 11, 30])
     la, lb = logits(a[1], toks), logits(a[2], toks)

@@ -1,0 +1,157 @@
+#!/bin/sh
+# The evaluator end to end: tokenizers (byte-level Llama-3 / GPT-2 / Qwen2 with NFC, SentencePiece-style
+# with byte fallback, Metaspace) trained by tests/ref/tok_ref.py, whose independent encoder must give
+# the same ids on multilingual text, emoji, whitespace runs, digits and inline special tokens, and
+# decode must give the text back; graft eval's logits and perplexity against an independent NumPy
+# forward (tests/ref/llama_ref.py) for Llama (f32, bf16, tied), Qwen2 (biases, f16), Mistral (sliding
+# window), rope_scaling llama3 and linear, non-overlapping and strided windows, with and without BOS;
+# thread-count independence; --collect gram / act-norm against NumPy, and act-norm feeding
+# `graft prune --wanda`; bad tokenizers, configs and token files fail cleanly.
+# Usage: tests/eval-e2e.sh BUILD_DIR [faults]
+set -u
+B=${1:?build dir}
+FAULTS=${2:-}
+G="$PWD/$B/graft"
+TREF="$PWD/tests/ref/tok_ref.py"
+LREF="$PWD/tests/ref/llama_ref.py"
+PY=${PYTHON:-/usr/bin/python3}
+. "$(dirname "$0")/lib.sh"
+cd "$T" || exit 1
+
+# ---- tokenizers against the independent encoder ----
+printf 'The quick brown fox jumps over the lazy dog. It'"'"'s DON'"'"'T they'"'"'LL\n\nGröße über Übung — “quotes” and ‘single’…\nЁжик в тумане. 敏捷的棕色狐狸跳过了懒狗。日本語のテキスト。\nمرحبا بالعالم\nemoji: 👩‍👩‍👧‍👦 🎉🇩🇪 ok\ncombining: e\314\201 vs \303\251, ﬁ ligature, Ⅻ\n   leading spaces,\ttabs\t\tand   runs    \n\n\n  \r\nnumbers 1234567 3.14159 2024-11-29\ncode: for (int i = 0; i < n; i++) { x += y; }   \n' > plain.txt
+{ cat plain.txt; printf '<|begin_of_text|>special<|eot_id|> in text <s> and </s> too <|im_start|>x<|im_end|>\n'; } > special.txt
+printf ' starts and ends with a space ' > space.txt
+printf '' > empty.txt
+printf 'x' > one.txt
+for k in llama3 gpt2 qwen2 spm metaspace; do
+    "$PY" "$TREF" make $k tok-$k || bad "tok_ref make $k"
+    for f in plain special space empty one; do
+        want=$("$PY" "$TREF" encode tok-$k $f.txt)
+        got=$("$G" tokenize tok-$k $f.txt 2>"$T/err")
+        if [ "$want" = "$got" ]; then ok; else bad "tokenize $k $f.txt differs from the reference: $(head -c 300 "$T/err")"; fi
+    done
+    # decode(encode(text)) is the text (Qwen2's NFC normalizer composes e + U+0301)
+    "$G" tokenize tok-$k plain.txt > ids.txt && "$G" tokenize --decode tok-$k ids.txt > back.txt
+    if [ $k = qwen2 ]; then "$PY" -c 'import sys, unicodedata; sys.stdout.write(unicodedata.normalize("NFC", open("plain.txt", encoding="utf-8", newline="").read()))' > want.txt
+    else cp plain.txt want.txt; fi
+    cmp -s back.txt want.txt && ok || bad "decode(encode(text)) != text for $k"
+done
+# byte fallback: characters the SentencePiece vocabulary lacks become <0xXX> tokens
+printf '🎉' > party.txt
+"$G" tokenize tok-spm party.txt > ids.txt
+want=""
+for b in F0 9F 8E 89; do want="$want $("$PY" -c "import json; print(json.load(open('tok-spm/tokenizer.json'))['model']['vocab']['<0x$b>'])")"; done
+[ "$(cat ids.txt)" = "$("$PY" -c "import json; print(json.load(open('tok-spm/tokenizer.json'))['model']['vocab']['▁'])")$want" ] && ok || bad "byte fallback ids: $(cat ids.txt) (want ▁ then$want)"
+"$G" tokenize --bos tok-llama3 one.txt | grep -q "^$("$PY" -c "import json; print([a['id'] for a in json.load(open('tok-llama3/tokenizer.json'))['added_tokens'] if a['content']=='<|begin_of_text|>'][0])") " && ok || bad "llama3 BOS from the post-processor template"
+[ "$("$G" tokenize --bos tok-spm one.txt | cut -d' ' -f1)" = 1 ] && ok || bad "spm BOS from add_bos_token"
+[ "$("$G" tokenize --bos tok-qwen2 one.txt | wc -w)" = 1 ] && ok || bad "qwen2 adds no BOS (add_bos_token false)"
+"$G" tokenize --json tok-gpt2 one.txt | grep -q '"ids": \[' && ok || bad "tokenize --json"
+# hostile or unsupported tokenizer files
+mkdir -p badtok
+for case in '{"model": {"type": "Unigram", "vocab": []}}|model type "Unigram" is not supported' \
+            '{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a c"]}}|merge 0' \
+            '{"model": {"type": "BPE", "vocab": {"a": 0, "b": 0}, "merges": []}}|id 0 is given to two' \
+            '{"model": {"type": "BPE", "vocab": {"a": 99999999}, "merges": []}}|over the limit' \
+            '{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(("}}}|regex' \
+            '{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "normalizer": {"type": "BertNormalizer"}}|normalizer "BertNormalizer" is not supported' \
+            '{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "added_tokens": [{"id": 5}]}|added token 0' \
+            '{"model": {"type": "BPE", "vocab": {"a": 0, "a": 1}, "merges": []}}|duplicate' \
+            '{"model": 5}|no "model" object' \
+            'not json|line 1'; do
+    printf '%s' "${case%%|*}" > badtok/tokenizer.json
+    expect 3 "$G" tokenize badtok one.txt
+    grep -q "^graft: error: badtok/tokenizer.json: " "$T/err" && grep -qF "${case#*|}" "$T/err" && ok || bad "bad tokenizer '${case%%|*}': $(cat "$T/err")"
+done
+printf '\377\376bad' > badutf.txt
+expect 3 "$G" tokenize tok-gpt2 badutf.txt
+grep -q "badutf.txt: .*not valid UTF-8 (byte 0)" "$T/err" && ok || bad "invalid UTF-8 text: $(cat "$T/err")"
+expect 3 "$G" tokenize . one.txt
+grep -q "no tokenizer.json" "$T/err" && ok || bad "missing tokenizer.json: $(cat "$T/err")"
+
+# ---- forward pass and perplexity against NumPy ----
+expect 0 "$G" synth m32 --dtype f32 --layers 2 --hidden 64 --heads 4 --kv-heads 2 --vocab 640 --seed 3
+expect 0 "$G" synth mbf --dtype bf16 --layers 2 --hidden 64 --heads 4 --kv-heads 1 --vocab 640 --tie --seed 4
+expect 0 "$G" synth q2 --arch qwen2 --dtype f16 --layers 2 --hidden 64 --heads 4 --kv-heads 2 --vocab 640 --seed 5
+expect 0 "$G" synth mi --arch mistral --dtype bf16 --layers 2 --hidden 64 --vocab 640 --seed 6
+"$PY" -c '
+import json
+def edit(p, **kw):
+    c = json.load(open(p + "/config.json")); c.update(kw); json.dump(c, open(p + "/config.json", "w"))
+edit("mi", sliding_window=16)
+' || bad "config edit"
+cp -r m32 r3 && cp -r m32 r4
+"$PY" -c '
+import json
+for p, rs in (("r3", {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
+              ("r4", {"type": "linear", "factor": 4.0})):
+    c = json.load(open(p + "/config.json")); c["rope_scaling"] = rs; c["rope_theta"] = 500000.0; json.dump(c, open(p + "/config.json", "w"))
+'
+for m in m32 mbf q2 mi r3 r4; do rm -f $m/tokenizer.json $m/tokenizer_config.json; cp tok-llama3/tokenizer.json tok-llama3/tokenizer_config.json $m/; done
+"$G" tokenize m32 plain.txt > plain.ids
+BOS=$("$G" tokenize --bos m32 one.txt | cut -d' ' -f1)
+"$PY" -c 'import random; random.seed(7); print(" ".join(str(random.randrange(640)) for _ in range(333)))' > rand.ids
+check() { # MODEL IDS CTX BOS STRIDE [graft options]
+    m=$1 ids=$2 ctx=$3 bos=$4 stride=$5; shift 5
+    "$G" eval $m --tokens $ids --ctx $ctx --dump-logits lg.bin --json "$@" > res.json 2>"$T/err" || { bad "eval $m $*: $(cat "$T/err")"; return; }
+    if "$PY" "$LREF" ppl $m $ids $ctx $bos $stride lg.bin res.json 1e-4 > "$T/py" 2>&1; then ok; else bad "eval $m ctx $ctx bos $bos stride $stride $*: $(cat "$T/py")"; fi
+}
+check m32 plain.ids 64 "$BOS" 0 --batch 3
+check m32 rand.ids 50 -1 0 --no-bos --threads 1
+check mbf plain.ids 64 "$BOS" 24 --stride 24 --batch 2
+check q2 rand.ids 48 -1 0 --no-bos --batch 4
+check mi rand.ids 48 "$BOS" 0
+check r3 rand.ids 64 -1 20 --no-bos --stride 20
+check r4 plain.ids 40 "$BOS" 0 --batch 5
+# text input: the same as its ids
+"$G" eval m32 --text plain.txt --ctx 64 --json > t1.json && "$G" eval m32 --tokens plain.ids --ctx 64 --json > t2.json &&
+    [ "$(cut -d, -f5-7 t1.json)" = "$(cut -d, -f5-7 t2.json)" ] && ok || bad "--text and --tokens disagree: $(cat t1.json t2.json)"
+# the same bits for any thread count and batch size
+"$G" eval mbf --tokens rand.ids --ctx 40 --threads 1 --dump-logits a.bin >/dev/null 2>&1 && "$G" eval mbf --tokens rand.ids --ctx 40 --threads 3 --batch 4 --dump-logits b.bin >/dev/null 2>&1
+cmp -s a.bin b.bin && ok || bad "logits depend on --threads / --batch"
+# statistics
+for kind in gram act-norm; do
+    expect 0 "$G" eval q2 --tokens rand.ids --ctx 64 --no-bos --batch 2 --collect $kind st-$kind.safetensors
+    if "$PY" "$LREF" stats q2 rand.ids 64 -1 $kind st-$kind.safetensors > "$T/py" 2>&1; then ok; else bad "--collect $kind: $(cat "$T/py")"; fi
+done
+expect 0 "$G" eval mbf --text plain.txt --ctx 64 --collect act-norm wanda.safetensors
+expect 0 "$G" prune mbf pruned --sparsity 0.5 --wanda wanda.safetensors
+expect 0 "$G" verify pruned
+
+# ---- bad input ----
+expect 2 "$G" eval m32
+expect 2 "$G" eval m32 --tokens rand.ids --ctx 1
+expect 2 "$G" eval m32 --tokens rand.ids --collect bogus x
+printf '1 2 x 3' > bad.ids
+expect 3 "$G" eval m32 --tokens bad.ids
+grep -q "bad.ids: not a list of whitespace-separated token ids" "$T/err" && ok || bad "bad ids: $(cat "$T/err")"
+printf '1 2 999999' > big.ids
+expect 2 "$G" eval m32 --tokens big.ids
+grep -q "token id 999999 is outside the vocabulary" "$T/err" && ok || bad "out-of-vocabulary id: $(cat "$T/err")"
+cp -r m32 gpt && sed -i 's/LlamaForCausalLM/GPT2LMHeadModel/' gpt/config.json
+expect 3 "$G" eval gpt --tokens rand.ids
+grep -q "architecture GPT2LMHeadModel is not supported by the evaluator" "$T/err" && ok || bad "unsupported architecture: $(cat "$T/err")"
+cp -r m32 scaled && sed -i 's/"rope_theta"/"rope_scaling": {"type": "yarn", "factor": 2.0}, "rope_theta"/' scaled/config.json
+expect 3 "$G" eval scaled --tokens rand.ids
+grep -q 'rope_scaling type "yarn" is not supported' "$T/err" && ok || bad "yarn: $(cat "$T/err")"
+"$G" synth wrong --dtype f32 --layers 2 --hidden 64 --heads 4 --kv-heads 2 --vocab 640 --intermediate 100 >/dev/null 2>&1
+sed -i 's/"intermediate_size": 100/"intermediate_size": 172/' wrong/config.json
+expect 3 "$G" eval wrong --tokens rand.ids
+grep -q "tensor 'model.layers.0.mlp.gate_proj.weight': shape \[100, 64\], config.json implies \[172, 64\]" "$T/err" && ok || bad "wrong shape: $(cat "$T/err")"
+expect 0 "$G" quantize m32 q8 --scheme int8
+expect 3 "$G" eval q8 --tokens rand.ids
+grep -q "dtype I8: the forward pass reads F32, F16 or BF16" "$T/err" && ok || bad "int8 weights: $(cat "$T/err")"
+expect 2 "$G" eval mbf --tokens rand.ids --bos --no-bos --ctx 8 --max-tokens 1
+if [ "$FAULTS" = faults ]; then
+    n=1 fails=0
+    while [ $n -le 400 ]; do
+        GRAFT_FAULT_ALLOC=$n "$G" eval mbf --text plain.txt --ctx 64 --collect gram fst.safetensors >/dev/null 2>"$T/err"; rc=$?
+        [ $rc = 0 ] && break
+        fails=$((fails + 1))
+        [ $rc = 1 ] && grep -q "out of memory" "$T/err" && [ ! -e fst.safetensors ] && ok || bad "eval alloc fault $n: exit $rc: $(head -c 300 "$T/err")"
+        n=$((n + 7))
+    done
+    echo "# eval allocation faults: $fails failing points exercised"
+fi
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]
