@@ -77,6 +77,7 @@ bench: all
 	@sh bench/merge.sh
 	@sh bench/lora.sh
 	@sh bench/ops.sh
+	@sh bench/eval.sh
 
 clean:
 	rm -rf build

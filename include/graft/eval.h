@@ -43,6 +43,9 @@ int32_t graft_llama_vocab(const struct graft_llama *L);
 int     graft_llama_n_layers(const struct graft_llama *L);
 int     graft_llama_hidden(const struct graft_llama *L);
 uint64_t graft_llama_n_params(const struct graft_llama *L); // weights a token passes through (for FLOP counts)
+// Floating-point operations of one graft_llama_forward call: 2 per weight per token, plus the
+// attention products (computed over full len × len score matrices).
+double   graft_llama_flops(const struct graft_llama *L, int n_seq, int len);
 
 // What to collect while running (graft_llama_collect_new).
 enum graft_collect { GRAFT_COLLECT_NONE, GRAFT_COLLECT_GRAM, GRAFT_COLLECT_ACT_NORM };

@@ -190,7 +190,7 @@ int cmd_eval(int argc, char **argv) {
     buf = malloc((size_t)batch * (size_t)ctx * sizeof *buf), sf = malloc((size_t)batch * sizeof *sf);
     if (dump) logits = malloc((size_t)batch * (size_t)ctx * V * sizeof *logits);
     if (!buf || !sf || (dump && !logits)) { rc = graft_err_set(&err, GRAFT_E_NOMEM, path, NULL, 0, "out of memory"); goto out; }
-    double nll = 0, t0 = graft_now();
+    double nll = 0, t0 = graft_now(), flop = 0;
     uint64_t scored = 0, positions = 0;
     for (size_t w = 0; w < n_win && !rc;) {
         // a batch: consecutive windows of the same length
@@ -206,6 +206,7 @@ int cmd_eval(int argc, char **argv) {
         if (!rc && df && fwrite(logits, sizeof(float), nb * len * V, df) != nb * len * V)
             rc = graft_err_set(&err, GRAFT_E_IO, dump, NULL, 0, "write failed");
         positions += nb * len;
+        flop += graft_llama_flops(L, (int)nb, (int)len);
         w += nb;
     }
     double secs = graft_now() - t0;
@@ -217,9 +218,9 @@ int cmd_eval(int argc, char **argv) {
     double mean = nll / (double)scored;
     if (json)
         printf("{\"model\": \"%s\", \"windows\": %zu, \"ctx\": %d, \"bos\": %d, \"tokens_scored\": %llu, \"positions\": %llu, "
-               "\"nll\": %.9g, \"perplexity\": %.9g, \"seconds\": %.4f, \"tokens_per_second\": %.2f}\n",
+               "\"nll\": %.9g, \"perplexity\": %.9g, \"seconds\": %.4f, \"tokens_per_second\": %.2f, \"gflop_per_second\": %.2f}\n",
                path, n_win, ctx, (int)bos, (unsigned long long)scored, (unsigned long long)positions, mean, exp(mean), secs,
-               (double)positions / secs);
+               (double)positions / secs, flop / secs / 1e9);
     else
         printf("%s: %llu tokens scored in %zu windows of ≤ %d: mean NLL %.6f nats, perplexity %.4f, %.1f tokens/s\n", path,
                (unsigned long long)scored, n_win, ctx, mean, exp(mean), (double)positions / secs);

@@ -224,6 +224,10 @@ int32_t  graft_llama_vocab(const struct graft_llama *L) { return L->V; }
 int      graft_llama_n_layers(const struct graft_llama *L) { return L->nl; }
 int      graft_llama_hidden(const struct graft_llama *L) { return L->H; }
 uint64_t graft_llama_n_params(const struct graft_llama *L) { return L->n_params; }
+double   graft_llama_flops(const struct graft_llama *L, int n_seq, int len) {
+    double T = len;
+    return (double)n_seq * (2.0 * (double)L->n_params * T + 4.0 * T * T * L->hd * L->nh * L->nl);
+}
 
 // ---- kernels -----------------------------------------------------------------------------------------
 
