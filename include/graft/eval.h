@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include "dtype.h"
 #include "model.h"
 #include "status.h"
@@ -62,6 +63,24 @@ int  graft_llama_stats_save(const struct graft_llama_stats *s, const char *path,
 // accumulates the inputs of every linear layer over all tokens.
 int graft_llama_forward(struct graft_llama *L, const int32_t *tokens, int n_seq, int len, const int *score_from, double *nll,
                         uint64_t *n_scored, float *logits, struct graft_llama_stats *stats, struct graft_err *err);
+
+// Perplexity over documents (token ids, no BOS): windows of `ctx` tokens, BOS first when bos ≥ 0,
+// never spanning two documents; with stride > 0 they slide by `stride` tokens and only tokens not
+// scored before count. Consecutive windows of equal length run `batch` at a time.
+struct graft_ppl_opts {
+    int      ctx, stride, batch;
+    int32_t  bos;          // BOS id, or -1
+    size_t   max_tokens;   // per document, 0 = all
+    FILE    *dump_logits;  // optional: f32 logits [window][position][vocab]
+    struct graft_llama_stats *stats; // optional
+};
+struct graft_ppl_result {
+    double   nll;          // sum of −log p over scored tokens
+    uint64_t scored, positions, windows;
+    double   flop, seconds; // forward passes only
+};
+int graft_eval_ppl(struct graft_llama *L, const int32_t *const *docs, const size_t *lens, int n_docs, const struct graft_ppl_opts *o,
+                   struct graft_ppl_result *r, struct graft_err *err);
 
 #ifdef __cplusplus
 }

@@ -37,7 +37,6 @@ static const char help[] =
     "  -h, --help         this text\n";
 
 struct doc { int32_t *ids; size_t n; };
-struct window { const int32_t *src; size_t n; int score_from; }; // tokens after BOS; first scored position
 
 static int read_ids(const char *path, struct doc *d, struct graft_err *err) {
     FILE *f = fopen(path, "r");
@@ -137,10 +136,6 @@ int cmd_eval(int argc, char **argv) {
     struct graft_llama_stats *st = NULL;
     struct doc docs[512] = {{0}};
     int n_docs = 0, rc = GRAFT_OK;
-    struct window *win = NULL;
-    int32_t *buf = NULL;
-    int *sf = NULL;
-    float *logits = NULL;
     FILE *df = NULL;
     if ((rc = graft_model_open(path, &m, &err)) || (rc = graft_llama_open(m, n_threads, &L, &err))) goto out;
     int32_t bos = -1;
@@ -159,58 +154,20 @@ int cmd_eval(int argc, char **argv) {
     for (int i = 0; i < n_texts && !rc; i++) rc = read_text(texts[i], tk, &docs[n_docs++], &err);
     for (int i = 0; i < n_toks && !rc; i++) rc = read_ids(toks[i], &docs[n_docs++], &err);
     if (rc) goto out;
-    // Windows: C text tokens each (ctx minus the BOS), sliding by `stride` when given.
-    size_t C = (size_t)ctx - (bos >= 0), n_win = 0, cap = 0;
-    if (C < 2 && bos < 0) { rc = graft_err_set(&err, GRAFT_E_USAGE, path, NULL, 0, "--ctx must leave room for two tokens"); goto out; }
-    size_t step = stride ? (size_t)stride : C;
-    if (step > C) step = C;
-    for (int d = 0; d < n_docs; d++) {
-        size_t n = docs[d].n;
-        if (max_tokens && n > (size_t)max_tokens) n = (size_t)max_tokens;
-        size_t scored_to = 0; // tokens [0, scored_to) of the document are scored already
-        for (size_t b = 0; b < n; b += step) {
-            size_t e = b + C < n ? b + C : n;
-            if (n_win == cap) {
-                struct window *nw = realloc(win, (cap = cap ? 2 * cap : 64) * sizeof *nw);
-                if (!nw) { rc = graft_err_set(&err, GRAFT_E_NOMEM, path, NULL, 0, "out of memory"); goto out; }
-                win = nw;
-            }
-            // window position of document token t is t − b + (bos ≥ 0)
-            size_t first = scored_to > b ? scored_to : b;
-            if (bos < 0 && first == b) first = b + 1; // without BOS the first token has no context
-            win[n_win++] = (struct window){docs[d].ids + b, e - b, (int)(first - b + (bos >= 0))};
-            scored_to = e;
-            if (e == n) break;
-        }
-    }
-    if (!n_win) { rc = graft_err_set(&err, GRAFT_E_USAGE, path, NULL, 0, "no tokens to evaluate"); goto out; }
     if (collect && (rc = graft_llama_stats_new(L, collect, &st, &err))) goto out;
     if (dump && !(df = fopen(dump, "wb"))) { rc = graft_err_set(&err, GRAFT_E_IO, dump, NULL, 0, "cannot create"); goto out; }
-    size_t V = (size_t)graft_llama_vocab(L);
-    buf = malloc((size_t)batch * (size_t)ctx * sizeof *buf), sf = malloc((size_t)batch * sizeof *sf);
-    if (dump) logits = malloc((size_t)batch * (size_t)ctx * V * sizeof *logits);
-    if (!buf || !sf || (dump && !logits)) { rc = graft_err_set(&err, GRAFT_E_NOMEM, path, NULL, 0, "out of memory"); goto out; }
-    double nll = 0, t0 = graft_now(), flop = 0;
-    uint64_t scored = 0, positions = 0;
-    for (size_t w = 0; w < n_win && !rc;) {
-        // a batch: consecutive windows of the same length
-        size_t len = win[w].n + (bos >= 0), nb = 0;
-        while (w + nb < n_win && nb < (size_t)batch && win[w + nb].n + (bos >= 0) == len) {
-            int32_t *o = buf + nb * len;
-            if (bos >= 0) *o++ = bos;
-            memcpy(o, win[w + nb].src, win[w + nb].n * sizeof *o);
-            sf[nb] = win[w + nb].score_from;
-            nb++;
-        }
-        rc = graft_llama_forward(L, buf, (int)nb, (int)len, sf, &nll, &scored, logits, st, &err);
-        if (!rc && df && fwrite(logits, sizeof(float), nb * len * V, df) != nb * len * V)
-            rc = graft_err_set(&err, GRAFT_E_IO, dump, NULL, 0, "write failed");
-        positions += nb * len;
-        flop += graft_llama_flops(L, (int)nb, (int)len);
-        w += nb;
+    const int32_t *dv[512];
+    size_t dl[512];
+    for (int d = 0; d < n_docs; d++) dv[d] = docs[d].ids, dl[d] = docs[d].n;
+    struct graft_ppl_opts po = {ctx, stride, batch, bos, (size_t)max_tokens, df, st};
+    struct graft_ppl_result res;
+    if ((rc = graft_eval_ppl(L, dv, dl, n_docs, &po, &res, &err))) {
+        if (!err.msg[0] || strncmp(err.msg, path, strlen(path))) { struct graft_err e2 = err; graft_err_clear(&err); graft_err_set(&err, e2.code, path, NULL, 0, "%s", e2.msg); }
+        goto out;
     }
-    double secs = graft_now() - t0;
-    if (rc) goto out;
+    double secs = res.seconds, nll = res.nll;
+    uint64_t scored = res.scored, positions = res.positions;
+    size_t n_win = res.windows;
     if (df && fclose(df)) { df = NULL; rc = graft_err_set(&err, GRAFT_E_IO, dump, NULL, 0, "write failed"); goto out; }
     df = NULL;
     if (st && (rc = graft_llama_stats_save(st, collect_out, positions, &err))) goto out;
@@ -220,7 +177,7 @@ int cmd_eval(int argc, char **argv) {
         printf("{\"model\": \"%s\", \"windows\": %zu, \"ctx\": %d, \"bos\": %d, \"tokens_scored\": %llu, \"positions\": %llu, "
                "\"nll\": %.9g, \"perplexity\": %.9g, \"seconds\": %.4f, \"tokens_per_second\": %.2f, \"gflop_per_second\": %.2f}\n",
                path, n_win, ctx, (int)bos, (unsigned long long)scored, (unsigned long long)positions, mean, exp(mean), secs,
-               (double)positions / secs, flop / secs / 1e9);
+               (double)positions / secs, res.flop / secs / 1e9);
     else
         printf("%s: %llu tokens scored in %zu windows of ≤ %d: mean NLL %.6f nats, perplexity %.4f, %.1f tokens/s\n", path,
                (unsigned long long)scored, n_win, ctx, mean, exp(mean), (double)positions / secs);
@@ -229,7 +186,6 @@ int cmd_eval(int argc, char **argv) {
 out:
     if (df) fclose(df), remove(dump);
     for (int d = 0; d < n_docs; d++) free(docs[d].ids);
-    free(win), free(buf), free(sf), free(logits);
     graft_llama_stats_free(st);
     graft_tokenizer_free(tk);
     graft_llama_free(L);
