@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include "status.h"
 #include "util.h"
+#include "writer.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -30,6 +31,12 @@ struct graft_merge_options {
     FILE     *plan_out;          // where --dry-run prints (stdout if NULL)
     FILE     *log;               // warnings (stderr if NULL)
     struct graft_progress *progress;
+    // The config's YAML text (config_path then only names it and anchors relative model paths), or
+    // NULL to read config_path.
+    const char *config_text;
+    // When set, nothing is written to disk: the merged model stays in memory and the committed
+    // GRAFT_WRITER_MEMORY writer is handed back here (read it with graft_writer_mem_*, free it).
+    struct graft_writer **in_memory;
 };
 
 struct graft_merge_options graft_merge_default_options(void);

@@ -30,6 +30,9 @@ int  graft_tokenizer_load(const char *dir, struct graft_tokenizer **out, struct 
 // post-processor template starts with a special token.
 int  graft_tokenizer_load_json(const char *json, size_t len, const char *name, struct graft_tokenizer **out,
                                struct graft_err *err);
+// From texts already in memory: tokenizer.json, and tokenizer_config.json / config.json (NULL when absent).
+int  graft_tokenizer_load_texts(const char *tok_json, size_t len, const char *tokenizer_config, const char *config, const char *name,
+                                struct graft_tokenizer **out, struct graft_err *err);
 void graft_tokenizer_free(struct graft_tokenizer *t); // NULL-safe
 
 // Encode UTF-8 text (no BOS added). *ids is malloc'd (free()), *n its length.

@@ -35,6 +35,7 @@ extern "C" {
 enum graft_writer_flags {
     GRAFT_WRITER_FORCE       = 1 << 0, // replace a non-empty target folder or an existing file
     GRAFT_WRITER_SINGLE_FILE = 1 << 1, // write one .safetensors file, not a folder
+    GRAFT_WRITER_MEMORY      = 1 << 2, // keep everything in memory (graft_writer_mem_*); the target only names it
 };
 
 struct graft_writer_params {
@@ -93,6 +94,11 @@ int  graft_writer_add_file(struct graft_writer *w, const char *name, const void 
 
 // Make the output appear. After success the writer only needs freeing.
 int  graft_writer_commit(struct graft_writer *w, struct graft_err *err);
+// GRAFT_WRITER_MEMORY outputs, after commit: a tensor's bytes by name (false if absent), and an added
+// file's contents (NUL-terminated; NULL if absent). Valid until graft_writer_free().
+bool graft_writer_mem_tensor(const struct graft_writer *w, const char *name, const void **data, enum graft_dtype *dtype, int *n_dims,
+                             const uint64_t **ne);
+const char *graft_writer_mem_file(const struct graft_writer *w, const char *name, size_t *len);
 
 #ifdef __cplusplus
 }

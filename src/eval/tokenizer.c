@@ -485,38 +485,43 @@ void graft_tokenizer_free(struct graft_tokenizer *t) {
 
 // BOS: tokenizer_config.json's add_bos_token decides when it is there (true: its bos_token, else
 // config.json's bos_token_id); without it the post-processor template does.
-static int load_bos(struct graft_tokenizer *t, const char *dir, struct graft_err *err) {
-    char *p = graft__asprintf("%s/tokenizer_config.json", dir);
-    if (!p) return graft_err_set(err, GRAFT_E_NOMEM, dir, NULL, 0, "out of memory");
-    json_t *tc = NULL;
-    struct graft_err e2 = {0};
-    int rc = graft__load_json_file(p, GRAFT_CONFIG_MAX_BYTES, &tc, &e2);
-    if (rc == GRAFT_E_NOTFOUND) rc = GRAFT_OK;
-    else if (rc) graft_err_set(err, e2.code, NULL, NULL, 0, "%s", e2.msg);
+static int apply_bos(struct graft_tokenizer *t, const char *tc_text, const char *cfg_text, struct graft_err *err) {
+    json_t *tc = tc_text ? json_loads(tc_text, 0, NULL) : NULL;
     json_t *add = json_object_get(tc, "add_bos_token");
-    if (!rc && json_is_boolean(add)) {
+    int rc = GRAFT_OK;
+    if (json_is_boolean(add)) {
         t->bos = -1;
         if (json_is_true(add)) {
             json_t *b = json_object_get(tc, "bos_token");
             const char *s = json_is_string(b) ? json_string_value(b) : jstr(b, "content");
             if (s) t->bos = vocab_find(t, s, strlen(s));
-            if (t->bos < 0) { // config.json's id
-                char *cp = graft__asprintf("%s/config.json", dir);
-                json_t *cfg = NULL;
-                struct graft_err e3 = {0};
-                if (cp && !graft__load_json_file(cp, GRAFT_CONFIG_MAX_BYTES, &cfg, &e3)) {
-                    json_t *id = json_object_get(cfg, "bos_token_id");
-                    if (json_is_integer(id) && json_integer_value(id) >= 0 && json_integer_value(id) < t->n_ids) t->bos = (int32_t)json_integer_value(id);
-                }
-                json_decref(cfg);
-                graft__free(cp);
-            }
-            if (t->bos < 0) rc = graft_err_set(err, GRAFT_E_FORMAT, p, NULL, 0, "add_bos_token is true but no BOS token is known (bos_token, or config.json bos_token_id)");
+            json_t *cfg = t->bos < 0 && cfg_text ? json_loads(cfg_text, 0, NULL) : NULL;
+            json_t *id = json_object_get(cfg, "bos_token_id");
+            if (t->bos < 0 && json_is_integer(id) && json_integer_value(id) >= 0 && json_integer_value(id) < t->n_ids) t->bos = (int32_t)json_integer_value(id);
+            json_decref(cfg);
+            if (t->bos < 0) rc = graft_err_set(err, GRAFT_E_FORMAT, t->name, NULL, 0, "tokenizer_config.json: add_bos_token is true but no BOS token is known (bos_token, or config.json bos_token_id)");
         }
     }
     json_decref(tc);
-    graft__free(p);
     return rc;
+}
+
+int graft_tokenizer_load_texts(const char *tok_json, size_t len, const char *tokenizer_config, const char *config, const char *name,
+                               struct graft_tokenizer **out, struct graft_err *err) {
+    *out = NULL;
+    if (graft__utf8_check((const uint8_t *)tok_json, len) != len) return graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0, "not valid UTF-8");
+    int rc = graft_tokenizer_load_json(tok_json, len, name, out, err);
+    if (!rc && (rc = apply_bos(*out, tokenizer_config, config, err))) graft_tokenizer_free(*out), *out = NULL;
+    return rc;
+}
+
+// A small side file's text, or NULL when absent or unreadable (they only refine the BOS rule).
+static char *side_file(const char *dir, const char *name) {
+    char *p = graft__asprintf("%s/%s", dir, name), *text = NULL;
+    struct graft_err e = {0};
+    if (p && graft__read_small_file(p, GRAFT_CONFIG_MAX_BYTES, &text, NULL, &e)) text = NULL;
+    graft__free(p);
+    return text;
 }
 
 int graft_tokenizer_load(const char *dir, struct graft_tokenizer **out, struct graft_err *err) {
@@ -529,11 +534,9 @@ int graft_tokenizer_load(const char *dir, struct graft_tokenizer **out, struct g
         graft_err_clear(err);
         rc = graft_err_set(err, GRAFT_E_NOTFOUND, p, NULL, 0, "no tokenizer.json (graft reads the fast-tokenizer file; give --tokens instead)");
     }
-    if (!rc && graft__utf8_check((const uint8_t *)text, len) != len) rc = graft_err_set(err, GRAFT_E_FORMAT, p, NULL, 0, "not valid UTF-8");
-    if (!rc) rc = graft_tokenizer_load_json(text, len, p, out, err);
-    if (!rc && (rc = load_bos(*out, dir, err))) graft_tokenizer_free(*out), *out = NULL;
-    graft__free(text);
-    graft__free(p);
+    char *tc = rc ? NULL : side_file(dir, "tokenizer_config.json"), *cfg = rc ? NULL : side_file(dir, "config.json");
+    if (!rc) rc = graft_tokenizer_load_texts(text, len, tc, cfg, p, out, err);
+    graft__free(tc), graft__free(cfg), graft__free(text), graft__free(p);
     return rc;
 }
 

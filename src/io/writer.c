@@ -54,6 +54,9 @@ struct graft_writer {
     int                n_shards;
     char             **files;   // extra files added
     size_t             n_files;
+    uint8_t           *mem;     // GRAFT_WRITER_MEMORY: all tensor data, in declaration order
+    char             **fdata;   // GRAFT_WRITER_MEMORY: the added files' contents (NUL-terminated)
+    size_t            *flen;
     bool               laid_out, committed, target_nonempty;
 };
 
@@ -121,6 +124,11 @@ int graft_writer_open(const char *target, const struct graft_writer_params *para
     while (len > 1 && target[len - 1] == '/') len--;
     w->target = graft__strndup(target, len);
     if (!w->target) { rc = OOM(w); goto fail; }
+    if (w->flags & GRAFT_WRITER_MEMORY) { // nothing on disk: no folder, no checks against the inputs
+        if ((rc = graft_writer_set_meta(w, "format", "pt", err))) goto fail;
+        *out = w;
+        return GRAFT_OK;
+    }
     const char *slash = strrchr(w->target, '/');
     w->base   = graft__strdup(slash ? slash + 1 : w->target);
     w->parent = slash ? graft__strndup(w->target, slash == w->target ? 1 : (size_t)(slash - w->target)) : graft__strdup(".");
@@ -191,8 +199,11 @@ void graft_writer_free(struct graft_writer *w) {
     if (!w->committed && w->tmp) graft__rm_tree(w->tmp); // abort: nothing of the output remains
     for (size_t i = 0; i < w->n; i++) graft__free(w->t[i].name);
     for (size_t i = 0; i < 2 * w->n_meta; i++) graft__free(w->meta[i]);
-    for (size_t i = 0; i < w->n_files; i++) graft__free(w->files[i]);
-    graft__free(w->files);
+    for (size_t i = 0; i < w->n_files; i++) {
+        graft__free(w->files[i]);
+        if (w->fdata) graft__free(w->fdata[i]);
+    }
+    graft__free(w->files), graft__free(w->fdata), graft__free(w->flen), graft__free(w->mem);
     graft__free(w->meta);
     graft__free(w->shards);
     graft__free(w->t);
@@ -372,6 +383,16 @@ int graft_writer_layout(struct graft_writer *w, struct graft_err *err) {
     w->n_shards = n_shards;
     for (int s = 0; s < n_shards; s++) w->shards[s].fd = -1;
     int rc = GRAFT_OK;
+    if (w->flags & GRAFT_WRITER_MEMORY) {
+        uint64_t total = graft_writer_total_bytes(w), off = 0;
+        graft__free(list);
+        if (total > SIZE_MAX / 2 || !(w->mem = graft__malloc(total ? (size_t)total : 1)))
+            return graft_err_set(err, GRAFT_E_NOMEM, w->target, NULL, 0, "out of memory for a %llu-byte model held in memory", (unsigned long long)total);
+        for (size_t i = 0; i < w->n; i++) w->t[i].file_off = off, off += w->t[i].n_bytes;
+        for (int s = 0; s < n_shards && !rc; s++)
+            if (!(w->shards[s].name = graft__asprintf("%s-%d.safetensors", w->stem, s)) || !(w->shards[s].path = graft__strdup(w->target))) rc = OOM(w);
+        return rc;
+    }
     size_t first = 0;
     for (int s = 0; s < n_shards && !rc; s++) {
         struct shard *sh = &w->shards[s];
@@ -410,6 +431,11 @@ int graft_writer_write(struct graft_writer *w, long tensor, uint64_t off, const 
     if (!graft__add_u64(off, n, &end) || end > t->n_bytes)
         return graft_err_set(err, GRAFT_E_INTERNAL, w->target, t->name, t->name_len, "write past the tensor's end");
     struct shard *sh = &w->shards[t->shard];
+    if (w->mem) {
+        memcpy(w->mem + t->file_off + off, buf, n);
+        atomic_fetch_add(&t->written, (uint64_t)n);
+        return GRAFT_OK;
+    }
     if (graft__pwrite_full(sh->fd, buf, n, t->file_off + off))
         return graft_err_set(err, GRAFT_E_IO, sh->path, t->name, t->name_len, "write failed: %s", strerror(errno));
     // Every KICK bytes, start write-back of the whole file's dirty pages (asynchronously) so the
@@ -434,6 +460,18 @@ int graft_writer_add_file(struct graft_writer *w, const char *name, const void *
     if (!f) return OOM(w);
     w->files = f;
     if (!(f[w->n_files] = graft__strdup(name))) return OOM(w);
+    if (w->flags & GRAFT_WRITER_MEMORY) {
+        char **nd = graft__realloc(w->fdata, (w->n_files + 1) * sizeof *nd);
+        if (nd) w->fdata = nd;
+        size_t *nl = nd ? graft__realloc(w->flen, (w->n_files + 1) * sizeof *nl) : NULL;
+        if (nl) w->flen = nl;
+        char *copy = nl ? graft__malloc(len + 1) : NULL;
+        if (!copy) { graft__free(f[w->n_files]); return OOM(w); }
+        memcpy(copy, data, len), copy[len] = 0;
+        w->fdata[w->n_files] = copy, w->flen[w->n_files] = len;
+        w->n_files++;
+        return GRAFT_OK;
+    }
     w->n_files++;
     char *p = graft__asprintf("%s/%s", w->tmp, name);
     if (!p) return OOM(w);
@@ -488,6 +526,10 @@ int graft_writer_commit(struct graft_writer *w, struct graft_err *err) {
             return graft_err_set(err, GRAFT_E_INTERNAL, w->target, w->t[i].name, w->t[i].name_len,
                                  "only %llu of %llu bytes were written", (unsigned long long)atomic_load(&w->t[i].written),
                                  (unsigned long long)w->t[i].n_bytes);
+    if (w->flags & GRAFT_WRITER_MEMORY) {
+        w->committed = true;
+        return GRAFT_OK;
+    }
     for (int s = 0; s < w->n_shards; s++) {
         struct shard *sh = &w->shards[s];
         if (graft__fsync(sh->fd)) return graft_err_set(err, GRAFT_E_IO, sh->path, NULL, 0, "fsync failed: %s", strerror(errno));
@@ -527,4 +569,25 @@ int graft_writer_commit(struct graft_writer *w, struct graft_err *err) {
     if (graft__fsync_dir(w->parent))
         return graft_err_set(err, GRAFT_E_IO, w->parent, NULL, 0, "fsync of the parent folder failed: %s", strerror(errno));
     return GRAFT_OK;
+}
+
+bool graft_writer_mem_tensor(const struct graft_writer *w, const char *name, const void **data, enum graft_dtype *dtype, int *n_dims,
+                             const uint64_t **ne) {
+    if (!w->mem) return false;
+    size_t len = strlen(name);
+    for (size_t i = 0; i < w->n; i++)
+        if (w->t[i].name_len == len && !memcmp(w->t[i].name, name, len)) {
+            *data = w->mem + w->t[i].file_off, *dtype = w->t[i].dtype, *n_dims = w->t[i].n_dims, *ne = w->t[i].ne;
+            return true;
+        }
+    return false;
+}
+
+const char *graft_writer_mem_file(const struct graft_writer *w, const char *name, size_t *len) {
+    for (size_t i = 0; w->fdata && i < w->n_files; i++)
+        if (!strcmp(w->files[i], name)) {
+            if (len) *len = w->flen[i];
+            return w->fdata[i];
+        }
+    return NULL;
 }

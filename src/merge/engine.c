@@ -828,7 +828,8 @@ static int write_card(struct plan *p, struct graft_writer *w) {
 
 int graft_merge(const char *config_path, const char *out_dir, const struct graft_merge_options *opt, struct graft_err *err) {
     struct graft_merge_config *cfg = NULL;
-    int rc = graft_config_load(config_path, &cfg, err);
+    int rc = opt->config_text ? graft_config_parse(opt->config_text, strlen(opt->config_text), config_path, &cfg, err)
+                              : graft_config_load(config_path, &cfg, err);
     if (rc) return rc;
     struct plan p = {.cfg = cfg, .opt = opt, .err = err, .base = -1};
     struct graft_writer *w = NULL;
@@ -868,6 +869,7 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
     }
     struct graft_writer_params wp = graft_writer_default_params();
     wp.max_shard_bytes = opt->max_shard_bytes, wp.flags = opt->writer_flags, wp.protect = protect, wp.n_protect = np;
+    if (opt->in_memory) wp.flags |= GRAFT_WRITER_MEMORY;
     if (opt->dry_run) wp.flags |= GRAFT_WRITER_FORCE; // nothing is written; a plan of an existing output is fine
     rc = graft_writer_open(out_dir, &wp, &w, err);
     for (int i = 0; i < p.n_models; i++) graft__free(split[i]);
@@ -912,6 +914,7 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
     if (!rc && opt->write_model_card) rc = write_card(&p, w);
     if (!rc) rc = graft__plan_write_tokenizer(&p, w);
     if (!rc) rc = graft_writer_commit(w, err);
+    if (!rc && opt->in_memory) *opt->in_memory = w, w = NULL;
 out:
     for (int t = 0; t < nth; t++) {
         if (x.in) graft__free(x.in[t]);
