@@ -118,6 +118,61 @@ expect 0 "$G" eval mbf --text plain.txt --ctx 64 --collect act-norm wanda.safete
 expect 0 "$G" prune mbf pruned --sparsity 0.5 --wanda wanda.safetensors
 expect 0 "$G" verify pruned
 
+# ---- evolve ----
+expect 0 "$G" synth base --dtype bf16 --layers 2 --hidden 64 --vocab 640 --seed 10
+expect 0 "$G" synth ft1 --like base --delta 0.02 --seed 11
+expect 0 "$G" synth ft2 --like base --delta 0.02 --seed 12
+for m in base ft1 ft2; do cp tok-llama3/tokenizer.json tok-llama3/tokenizer_config.json $m/; done
+cat > genome.yml <<'EOT'
+merge_method: task_arithmetic
+base_model: base
+models:
+  - model: ft1
+    parameters:
+      weight: {search: [0, 1]}   # one value
+  - model: ft2
+    parameters:
+      weight:
+        search: [0.2, 0.8]
+        groups: 2
+dtype: bfloat16
+EOT
+expect 0 "$G" evolve genome.yml --eval plain.txt --budget 14 --ctx 48 --seed 3 evo
+grep -q "2 generations (14 evaluations)" "$T/err" && ok || bad "evolve generations: $(cat "$T/err")"
+[ "$(grep -c '"k":' evo.evolve.log)" = 14 ] && [ "$(grep -c '"sigma":' evo.evolve.log)" = 2 ] && ok || bad "evolve log: $(head -c 400 evo.evolve.log)"
+cmp -s "$T/out" evo/mergekit_config.yml && grep -q "weight: 0\.[0-9]*   # one value" evo/mergekit_config.yml && grep -q "^        \[0\.[0-9]*, 0\.[0-9]*\]" evo/mergekit_config.yml && ok || bad "evolve best config: $(cat evo/mergekit_config.yml)"
+# the reported best is what the written model scores, and the same NLL as the log's minimum
+best=$(sed -n 's/.*best mean NLL \([0-9.]*\).*/\1/p' "$T/err")
+"$G" eval evo --text plain.txt --ctx 48 --json > e.json
+"$PY" -c 'import json, sys; e = json.load(open("e.json")); b = float(sys.argv[1]); m = min(json.loads(l)["nll"] for l in open("evo.evolve.log") if "\"k\"" in l); sys.exit(0 if abs(e["nll"] - b) < 1e-6 and abs(m - b) < 1e-6 else 1)' "$best" && ok || bad "evolve best ($best) is not what its model scores: $(cat e.json)"
+# the same merge by the ordinary path from the written config (placed beside the genome: model paths
+# are relative to the config file's folder)
+cp evo/mergekit_config.yml best.yml
+expect 0 "$G" merge best.yml again
+cmp -s evo/model.safetensors again/model.safetensors && ok || bad "evolve's model differs from merging its config"
+# resume: the logged candidates are replayed, the budget extended; equals a fresh run of the full budget
+expect 0 "$G" evolve genome.yml --eval plain.txt --budget 28 --ctx 48 --seed 3 --resume --force evo
+[ "$(grep -c '"k":' evo.evolve.log)" = 28 ] && ok || bad "resume did not extend the log"
+expect 0 "$G" evolve genome.yml --eval plain.txt --budget 28 --ctx 48 --seed 3 --threads 1 fresh
+cmp -s evo/model.safetensors fresh/model.safetensors && ok || bad "resumed evolve differs from a fresh run"
+expect 1 "$G" evolve genome.yml --eval plain.txt --budget 14 --ctx 48 --seed 3 evo
+grep -q "already exists; use --force" "$T/err" && ok || bad "evolve over an existing OUT: $(cat "$T/err")"
+expect 1 "$G" evolve genome.yml --eval plain.txt --budget 14 --ctx 48 --seed 3 evo3 --log evo.evolve.log
+grep -q "an evolve log is already there" "$T/err" && [ ! -e evo3 ] && ok || bad "evolve over an existing log: $(cat "$T/err")"
+expect 2 "$G" evolve genome.yml --eval plain.txt --budget 14 --ctx 48 --seed 4 --resume evo3 --log evo.evolve.log
+grep -q "written for another genome, seed" "$T/err" && [ ! -e evo3 ] && ok || bad "resume with another seed: $(cat "$T/err")"
+for bad in 'weight: {search: [1, 0]}|search expects [lo, hi]' 'weight: {search: [0, 1], groups: 0}|groups expects' \
+           'weight: {search: [0, 1], step: 2}|takes only' 'weight: 0.5|no search ranges' 'weight: {search: [0, x]}|search expects'; do
+    printf 'merge_method: linear\nmodels:\n  - model: ft1\n    parameters:\n      %s\n  - model: ft2\n    parameters:\n      weight: 1.0\n' "${bad%%|*}" > g.yml
+    expect 4 "$G" evolve g.yml --eval plain.txt --budget 4 gx
+    grep -qF "g.yml: " "$T/err" && grep -qF "${bad#*|}" "$T/err" && [ ! -e gx ] && [ ! -e gx.evolve.log ] && ok || bad "genome '${bad%%|*}': $(cat "$T/err")"
+done
+printf 'merge_method: nonsense\nmodels:\n  - model: ft1\n    parameters:\n      weight: {search: [0, 1]}\n' > g.yml
+expect 4 "$G" evolve g.yml --eval plain.txt --budget 4 gx
+grep -q "unknown merge_method 'nonsense'" "$T/err" && [ ! -e gx ] && ok || bad "evolve with a bad method: $(cat "$T/err")"
+expect 2 "$G" evolve genome.yml --budget 4 gx
+expect 2 "$G" evolve genome.yml --eval plain.txt gx
+
 # ---- bad input ----
 expect 2 "$G" eval m32
 expect 2 "$G" eval m32 --tokens rand.ids --ctx 1

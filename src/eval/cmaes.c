@@ -130,7 +130,9 @@ int graft_cmaes_tell(struct graft_cmaes *c, const double *f, struct graft_err *e
             c->C[(size_t)i * n + j] = c->C[(size_t)j * n + i] = v;
         }
     c->sigma *= exp(c->cs / c->ds * (psn / c->chi - 1));
-    // B, D from C (eigenvalues floored at a tiny positive value against round-off)
+    // B, D from C (eigenvalues floored at a tiny positive value against round-off); LAPACK on one
+    // thread, as OpenBLAS's threaded paths may round differently and candidates must replay exactly
+    graft__blas_single_thread();
     memcpy(c->B, c->C, (size_t)n * n * sizeof(double));
     if (LAPACKE_dsyev(LAPACK_ROW_MAJOR, 'V', 'U', n, c->B, n, ev)) { rc = graft_err_set(err, GRAFT_E_INTERNAL, NULL, NULL, 0, "CMA-ES: eigendecomposition failed"); goto out; }
     for (int i = 0; i < n; i++) c->D[i] = sqrt(fmax(ev[i], 1e-300));
