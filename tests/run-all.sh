@@ -36,5 +36,6 @@ suite "fuzz corpus: safetensors (asan+ubsan)" build/asan/tests/fuzz-safetensors 
 suite "fuzz corpus: index (asan+ubsan)" build/asan/tests/fuzz-index fuzz/corpus/index
 suite "fuzz corpus: config (asan+ubsan)" build/asan/tests/fuzz-config fuzz/corpus/config
 suite "fuzz corpus: tokenizer (asan+ubsan)" build/asan/tests/fuzz-tokenizer fuzz/corpus/tokenizer
+suite "fuzz corpus: genome (asan+ubsan)" build/asan/tests/fuzz-genome fuzz/corpus/genome
 echo "$total_pass passed, $total_fail failed"
 [ $total_fail = 0 ]
