@@ -215,8 +215,18 @@ printf 'base_model: m32\ngate_mode: uniform_random\ndtype: bfloat16\nexperts:\n 
 expect 0 "$G" moe moeu.yml moeu
 "$G" inspect moeu | grep "gate.weight" | grep -q "^BF16" && ok || bad "moe dtype: bfloat16 not applied"
 moebad() { printf "$2" > mb.yml; expect 4 "$G" moe mb.yml mbo; grep -q "$3" "$T/err" && ok || bad "moe $1: $(cat "$T/err")"; nothing mbo "moe $1"; }
-moebad hidden 'base_model: m32\nexperts:\n  - {source_model: e1, positive_prompts: [a]}\n  - {source_model: e2, positive_prompts: [b]}\n' "evaluator"
-moebad cheap 'base_model: m32\ngate_mode: cheap_embed\nexperts:\n  - {source_model: e1, positive_prompts: [a]}\n  - {source_model: e2, positive_prompts: [b]}\n' "tokenized"
+# routers from prompts (hidden, hidden_last, hidden_avg, cheap_embed) against the NumPy forward and
+# an independent tokenizer; negative prompts subtract; a Qwen2-MoE shared expert gets its own vector
+expect 0 "$G" synth gb --layers 2 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --vocab 640 --dtype f32 --seed 21
+"$PY" "$(dirname "$QREF")/tok_ref.py" make llama3 gb
+expect 0 "$G" synth ge1 --like gb --delta 0.01 --seed 22
+expect 0 "$G" synth ge2 --like gb --delta 0.01 --seed 23
+GBOS=$("$G" tokenize --bos gb /dev/null | cut -d' ' -f1)
+for mode in hidden hidden_last hidden_avg cheap_embed; do
+    printf 'base_model: gb\ngate_mode: %s\ndtype: float32\nexperts:\n  - source_model: ge1\n    positive_prompts: ["Write a function in C", "for (int i = 0; i < n; i++)"]\n    negative_prompts: ["Größe über Übung"]\n  - source_model: ge2\n    positive_prompts: ["The quick brown fox jumps over the lazy dog."]\nshared_experts:\n  - source_model: gb\n    positive_prompts: ["numbers 12345"]\n' $mode > moeg.yml
+    expect 0 "$G" moe moeg.yml moeg-$mode --threads 2
+    if "$PY" "$LREF" gates gb moeg-$mode moeg.yml "$GBOS" > "$T/py" 2>&1; then ok; else bad "moe gate_mode $mode: $(cat "$T/py")"; fi
+done
 moebad k 'base_model: m32\ngate_mode: random\nexperts_per_token: 3\nexperts:\n  - {source_model: e1}\n  - {source_model: e2}\n' "more than"
 moebad prompts 'base_model: m32\ngate_mode: uniform_random\nexperts:\n  - {source_model: e1}\n  - {source_model: e2}\n' "positive_prompts"
 moebad same 'base_model: m32\ngate_mode: random\nexperts:\n  - {source_model: e1}\n  - {source_model: e1}\n' "same model"

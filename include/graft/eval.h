@@ -64,6 +64,10 @@ int  graft_llama_stats_save(const struct graft_llama_stats *s, const char *path,
 int graft_llama_forward(struct graft_llama *L, const int32_t *tokens, int n_seq, int len, const int *score_from, double *nll,
                         uint64_t *n_scored, float *logits, struct graft_llama_stats *stats, struct graft_err *err);
 
+// The input of every decoder layer (the residual stream, transformers' hidden_states[l]) for one
+// sequence: out[l · len · hidden + i · hidden + j], n_layers × len × hidden floats.
+int graft_llama_layer_inputs(struct graft_llama *L, const int32_t *tokens, int len, float *out, struct graft_err *err);
+
 // Perplexity over documents (token ids, no BOS): windows of `ctx` tokens, BOS first when bos ≥ 0,
 // never spanning two documents; with stride > 0 they slide by `stride` tokens and only tokens not
 // scored before count. Consecutive windows of equal length run `batch` at a time.

@@ -462,8 +462,10 @@ static void free_bufs(float **b, int n) {
     graft__free(b);
 }
 
-int graft_llama_forward(struct graft_llama *L, const int32_t *tokens, int n_seq, int len, const int *score_from, double *nll,
-                        uint64_t *n_scored, float *logits, struct graft_llama_stats *stats, struct graft_err *err) {
+// The forward pass; with `capture` set, each layer's input (the residual stream) is copied to
+// capture[l · M · H …] and the head is skipped.
+static int run(struct graft_llama *L, const int32_t *tokens, int n_seq, int len, const int *score_from, double *nll, uint64_t *n_scored,
+               float *logits, struct graft_llama_stats *stats, float *capture, struct graft_err *err) {
     if (n_seq < 1 || len < 1) return graft_err_set(err, GRAFT_E_USAGE, L->name, NULL, 0, "nothing to evaluate");
     size_t T = (size_t)len, M = (size_t)n_seq * T, H = (size_t)L->H, In = (size_t)L->ni, qd = (size_t)L->nh * L->hd, kd = (size_t)L->nkv * L->hd;
     for (size_t m = 0; m < M; m++)
@@ -490,6 +492,7 @@ int graft_llama_forward(struct graft_llama *L, const int32_t *tokens, int n_seq,
     for (size_t m = 0; m < M; m++) graft_row_to_f32(L->embed.dt, (const uint8_t *)L->embed.p + (size_t)tokens[m] * H * es, x + m * H, H);
     for (int l = 0; l < L->nl && !rc; l++) {
         const struct layer *ly = &L->layers[l];
+        if (capture) memcpy(capture + (size_t)l * M * H, x, M * H * sizeof(float));
         rmsnorm(x, ly->g_in, L->eps, M, H, h);
         if (stats) stats_add(stats, l, 0, h, M, gtmp);
         struct lin jq = {h, M, H, &ly->q, q, qd, ly->bq, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL}, jk = jq, jv = jq;
@@ -513,7 +516,7 @@ int graft_llama_forward(struct graft_llama *L, const int32_t *tokens, int n_seq,
         struct lin jd = {g, M, In, &ly->down, x, H, NULL, true, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL};
         if ((rc = linear(L, &jd, err))) break;
     }
-    if (rc) goto out;
+    if (rc || capture) goto out;
     rmsnorm(x, L->g_final, L->eps, M, H, h);
     for (size_t m = 0; m < M; m++) {
         size_t s = m / T, i = m % T;
@@ -539,4 +542,13 @@ out:
     graft__free(tl), graft__free(bmax), graft__free(bsum), graft__free(target), graft__free(gtmp);
     free_bufs(wbuf, nt), free_bufs(ybuf, nt), free_bufs(sbuf, nt);
     return rc;
+}
+
+int graft_llama_forward(struct graft_llama *L, const int32_t *tokens, int n_seq, int len, const int *score_from, double *nll,
+                        uint64_t *n_scored, float *logits, struct graft_llama_stats *stats, struct graft_err *err) {
+    return run(L, tokens, n_seq, len, score_from, nll, n_scored, logits, stats, NULL, err);
+}
+
+int graft_llama_layer_inputs(struct graft_llama *L, const int32_t *tokens, int len, float *out, struct graft_err *err) {
+    return run(L, tokens, 1, len, NULL, NULL, NULL, NULL, NULL, out, err);
 }

@@ -3,8 +3,9 @@
 // become block_sparse_moe.experts.e.w1 / w3 / w2 — down_proj times residual_scale, and N(0, s²) noise
 // added when noise_scale is set — and block_sparse_moe.gate.weight [E, hidden] is the router. Gates:
 // random (N(0, 1), as torch.randn) and uniform_random (U(−1/√H, 1/√H)) from graft's counter-based
-// generator keyed by (--seed, tensor name); hidden* and cheap_embed need prompt hidden states or
-// tokenized prompts, which arrive with the evaluator (issue 6): a clear error until then. Validation as
+// generator keyed by (--seed, tensor name); hidden / hidden_last / hidden_avg from the base model's
+// residual stream on BOS + prompt (graft's evaluator), cheap_embed from its embedding rows (see
+// prompt_gates). Validation as
 // MergeKit's: experts_per_token ≤ number of experts; prompts required unless random (uniform_random
 // too, a MergeKit quirk); identical prompt sets rejected; all experts from one model rejected without
 // allow_same_model. Inputs must be Llama or Mistral; the output dtype is `dtype:` or the base's.
@@ -18,7 +19,9 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include "graft/convert.h"
+#include "graft/eval.h"
 #include "graft/moe.h"
+#include "graft/tokenizer.h"
 #include "graft/writer.h"
 #include "../config/config.h"
 #include "../merge/method.h" // GRAFT_MAX_INPUTS
@@ -34,6 +37,7 @@ struct mt_out {
     char *name;
     const struct graft_model *m;
     const struct graft_model_tensor *src; // NULL: a router
+    const float *data;                    // a router from prompts: its rows (f32), else drawn
     enum graft_dtype dt;
     uint64_t ne[2];
     int n_dims;
@@ -74,7 +78,8 @@ static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
     void *enc = graft__malloc((size_t)(n ? n : 1) * 8);
     if (!v || !enc) { graft__free(v), graft__free(enc); return nomem(err); }
     uint64_t key = graft_rng_key(j->seed, 0, x->name, strlen(x->name));
-    if (x->src) {
+    if (x->data) memcpy(v, x->data, (size_t)n * sizeof *v);
+    else if (x->src) {
         graft_row_to_f32(x->src->info->dtype, graft_model_data(x->m, x->src), v, (size_t)n);
         for (uint64_t i = 0; i < n; i++) v[i] = (float)(v[i] * x->scale) + (x->noise > 0 ? (float)x->noise * normal_draw(key, i) : 0.0f);
     } else {
@@ -109,6 +114,89 @@ static int add_qwen_config(struct graft_writer *w, json_t *root, int experts, in
     return graft__ops_add_json(w, "config.json", root, err);
 }
 
+// MergeKit's router vectors from prompts (mergekit/moe/router.py): each prompt is BOS + text; per
+// prompt a vector per layer — hidden / hidden_last: the layer's input at the last token; hidden_avg:
+// its mean over the tokens; cheap_embed: the sum of the tokens' embedding rows, the same for every
+// layer — averaged over the positive prompts, minus the same over the negative ones, then L2-normalised
+// per layer. out: n_sets × layers × H, set s = expert s (the shared expert last).
+static int prompt_gates(const struct graft_model *base, const char *mode, const struct graft_moe_expert *const *sets, int n_sets, int n_threads,
+                        float **out, int *out_layers, struct graft_err *err) {
+    struct graft_tokenizer *tk = NULL;
+    struct graft_llama *L = NULL;
+    double *acc = NULL;
+    float *hs = NULL, *res = NULL;
+    int32_t *ids = NULL;
+    int rc = graft_model_is_dir(base) ? graft_tokenizer_load(graft_model_dir(base), &tk, err)
+                                      : graft_err_set(err, GRAFT_E_NOTFOUND, graft_model_path(base), NULL, 0, "gate_mode %s needs the base model's folder (tokenizer.json)", mode);
+    if (!rc) rc = graft_llama_open(base, n_threads, &L, err);
+    if (rc) goto out;
+    bool cheap = !strcmp(mode, "cheap_embed"), avg = !strcmp(mode, "hidden_avg");
+    size_t NL = (size_t)graft_llama_n_layers(L), H = (size_t)graft_llama_hidden(L);
+    int32_t bos = graft_tokenizer_bos(tk);
+    const struct graft_model_tensor *emb = graft_model_find(base, "model.embed_tokens.weight", 25);
+    acc = graft__malloc(NL * H * sizeof *acc), res = graft__calloc((size_t)n_sets * NL * H, sizeof *res);
+    if (!acc || !res || !emb) { rc = emb ? nomem(err) : graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(base), "model.embed_tokens.weight", 25, "missing"); goto out; }
+    for (int s = 0; s < n_sets && !rc; s++) {
+        memset(acc, 0, NL * H * sizeof *acc);
+        for (int neg = 0; neg < 2 && !rc; neg++) {
+            char **pr = neg ? sets[s]->neg : sets[s]->pos;
+            size_t np = neg ? sets[s]->n_neg : sets[s]->n_pos;
+            for (size_t p = 0; p < np && !rc; p++) {
+                int32_t *tok;
+                size_t nt;
+                if ((rc = graft_tokenizer_encode(tk, pr[p], strlen(pr[p]), &tok, &nt, err))) break;
+                size_t T = nt + (bos >= 0);
+                graft__free(ids);
+                if (!(ids = graft__malloc((T ? T : 1) * sizeof *ids))) { graft__free(tok); rc = nomem(err); break; }
+                if (bos >= 0) ids[0] = bos;
+                memcpy(ids + (bos >= 0), tok, nt * sizeof *tok);
+                graft__free(tok);
+                if (!T) continue;
+                double wgt = (neg ? -1.0 : 1.0) / (double)np;
+                if (cheap) {
+                    float *row = graft__malloc(H * sizeof *row);
+                    if (!row) { rc = nomem(err); break; }
+                    size_t es = (size_t)graft_dtype_traits(emb->info->dtype)->bits / 8;
+                    for (size_t t = 0; t < T; t++) {
+                        if ((uint64_t)ids[t] >= emb->info->ne[0]) { rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(base), NULL, 0, "token id %ld beyond the embedding rows", (long)ids[t]); break; }
+                        graft_row_to_f32(emb->info->dtype, graft_model_data(base, emb) + (size_t)ids[t] * H * es, row, H);
+                        for (size_t l = 0; l < NL; l++)
+                            for (size_t j = 0; j < H; j++) acc[l * H + j] += wgt * row[j];
+                    }
+                    graft__free(row);
+                    continue;
+                }
+                graft__free(hs);
+                if (!(hs = graft__malloc(NL * T * H * sizeof *hs))) { rc = nomem(err); break; }
+                if ((rc = graft_llama_layer_inputs(L, ids, (int)T, hs, err))) break;
+                for (size_t l = 0; l < NL; l++)
+                    for (size_t t = avg ? 0 : T - 1; t < T; t++)
+                        for (size_t j = 0; j < H; j++) acc[l * H + j] += wgt * hs[(l * T + t) * H + j] / (avg ? (double)T : 1.0);
+            }
+        }
+        for (size_t l = 0; l < NL && !rc; l++) {
+            double nrm = 0;
+            for (size_t j = 0; j < H; j++) nrm += acc[l * H + j] * acc[l * H + j];
+            nrm = fmax(sqrt(nrm), 1e-8);
+            for (size_t j = 0; j < H; j++) res[((size_t)s * NL + l) * H + j] = (float)(acc[l * H + j] / nrm);
+        }
+    }
+    if (!rc) *out = res, res = NULL, *out_layers = (int)NL;
+out:
+    graft__free(acc), graft__free(hs), graft__free(res), graft__free(ids);
+    graft_llama_free(L);
+    graft_tokenizer_free(tk);
+    return rc;
+}
+
+// Rows [first, first + n) of the routers for one layer, gathered into a fresh [n × H] array.
+static const float *route_rows(const float *gates, int n, int first, int layers, int layer, size_t H, float **keep) {
+    float *r = graft__malloc((size_t)n * H * sizeof *r);
+    if (!r) return NULL;
+    for (int e = 0; e < n; e++) memcpy(r + (size_t)e * H, gates + ((size_t)(first + e) * layers + layer) * H, H * sizeof *r);
+    return *keep = r;
+}
+
 static bool same_prompts(const struct graft_moe_expert *a, const struct graft_moe_expert *b) {
     if (a->n_pos != b->n_pos || a->n_neg != b->n_neg) return false;
     for (size_t i = 0; i < a->n_pos; i++)
@@ -131,6 +219,9 @@ int graft_moe(const char *config_path, const char *out_dir, const struct graft_m
     struct mjob j = {.seed = o->seed, .uniform = uniform, .progress = o->progress};
     struct graft_writer *w = NULL;
     json_t *root = NULL;
+    float *gates = NULL, **owned = NULL; // prompt routers: (E + shared) × layers × H; per-router row copies
+    int gate_layers = 0;
+    size_t n_owned = 0;
     const char *slash = strrchr(config_path, '/');
     char *dir = slash ? graft__strndup(config_path, slash == config_path ? 1 : (size_t)(slash - config_path)) : graft__strdup(".");
     if (!dir) { rc = nomem(err); goto out; }
@@ -144,10 +235,9 @@ int graft_moe(const char *config_path, const char *out_dir, const struct graft_m
         for (int e = 1; e < E; e++) all_same &= same_prompts(&c->experts[0], &c->experts[e]);
         if (all_same) { rc = graft_err_set(err, GRAFT_E_CONFIG, config_path, NULL, 0, "every expert has the same prompts: the router could not tell them apart"); goto out; }
     }
-    if (!random && !uniform) {
-        rc = graft_err_set(err, GRAFT_E_CONFIG, config_path, NULL, 0,
-                           "gate_mode %s needs %s, which comes with graft's evaluator (issue 6); use gate_mode: random (or uniform_random) for now", c->gate_mode,
-                           strcmp(c->gate_mode, "cheap_embed") ? "the base model's hidden states on the prompts" : "the prompts tokenized with tokenizer.json");
+    if (!random && !uniform && strcmp(c->gate_mode, "hidden") && strcmp(c->gate_mode, "hidden_last") && strcmp(c->gate_mode, "hidden_avg") &&
+        strcmp(c->gate_mode, "cheap_embed")) {
+        rc = graft_err_set(err, GRAFT_E_CONFIG, config_path, NULL, 0, "gate_mode '%s' (hidden, hidden_avg, hidden_last, cheap_embed, random, uniform_random)", c->gate_mode);
         goto out;
     }
     if (c->architecture && (qwen ? strncasecmp(c->architecture, "qwen", 4) || !strncasecmp(c->architecture, "qwen3", 5)
@@ -194,11 +284,23 @@ int graft_moe(const char *config_path, const char *out_dir, const struct graft_m
         if (same) { rc = graft_err_set(err, GRAFT_E_CONFIG, config_path, NULL, 0, "every expert is the same model: pass --i-understand-this-is-not-useful-without-training"); goto out; }
     }
     const struct graft_model *base = models[0];
+    if (!random && !uniform) {
+        const struct graft_moe_expert *sets[GRAFT_MAX_INPUTS + 1];
+        for (int e = 0; e < E; e++) sets[e] = &c->experts[e];
+        if (qwen) sets[E] = &c->shared;
+        if ((rc = prompt_gates(base, c->gate_mode, sets, E + qwen, o->n_threads, &gates, &gate_layers, err))) goto out;
+    }
     root = json_loads(graft_model_config_json(base), 0, NULL);
     if (!root) { rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(base), NULL, 0, "config.json cannot be parsed"); goto out; }
     enum graft_dtype out_dt = c->dtype >= 0 ? (enum graft_dtype)c->dtype : GRAFT_DTYPE_COUNT;
     size_t nt = graft_model_n_tensors(base);
     if (!(j.ts = graft__calloc(nt * (size_t)(E + 1) + 1, sizeof *j.ts))) { rc = nomem(err); goto out; }
+    uint64_t gate_stride = 0;
+    if (gates) {
+        const struct graft_model_tensor *et = graft_model_find(base, "model.embed_tokens.weight", 25);
+        gate_stride = et ? et->info->ne[1] : 0;
+        if (!(owned = graft__calloc(2 * (size_t)gate_layers + 2, sizeof *owned))) { rc = nomem(err); goto out; }
+    }
     static const char *const parts[3] = {"gate_proj", "up_proj", "down_proj"}, *const wn[3] = {"w1", "w3", "w2"};
     for (size_t i = 0; i < nt && !rc; i++) {
         const struct graft_model_tensor *t = graft_model_tensor(base, i);
@@ -219,11 +321,20 @@ int graft_moe(const char *config_path, const char *out_dir, const struct graft_m
         *r = (struct mt_out){.name = qwen ? graft__asprintf("%.*s.mlp.gate.weight", pre, name) : graft__asprintf("%.*s.block_sparse_moe.gate.weight", pre, name),
                              .dt = dt, .n_dims = 2, .ne = {(uint64_t)E, t->info->ne[1]}, .scale = 1.0, .id = -1};
         if (!r->name) { rc = nomem(err); break; }
+        int layer = -1;
+        const char *ls = strstr(name, "layers.");
+        if (gates && (!ls || sscanf(ls + 7, "%d", &layer) != 1 || layer < 0 || layer >= gate_layers || t->info->ne[1] != gate_stride)) {
+            rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(base), name, t->info->name_len, "no layer index the prompt routers cover");
+            break;
+        }
+        // rows e of the router: expert e's vector for this layer
+        if (gates && !(r->data = route_rows(gates, E, 0, gate_layers, layer, (size_t)gate_stride, &owned[n_owned++]))) { rc = nomem(err); break; }
         if (qwen) { // the shared expert's gate, and zero q/k/v biases where the base has none
             struct mt_out *sg = &j.ts[j.n++];
             *sg = (struct mt_out){.name = graft__asprintf("%.*s.mlp.shared_expert_gate.weight", pre, name), .dt = dt, .n_dims = 2,
                                   .ne = {1, t->info->ne[1]}, .scale = 1.0, .id = -1};
             if (!sg->name) { rc = nomem(err); break; }
+            if (gates && !(sg->data = route_rows(gates, 1, E, gate_layers, layer, (size_t)gate_stride, &owned[n_owned++]))) { rc = nomem(err); break; }
             for (int q = 0; q < 3 && !rc; q++) {
                 char bn[1100], wn2[1100];
                 snprintf(bn, sizeof bn, "%.*s.self_attn.%c_proj.bias", pre, name, "qkv"[q]);
@@ -296,6 +407,8 @@ out:
     graft_writer_free(w);
     for (size_t i = 0; j.ts && i < j.n; i++) graft__free(j.ts[i].name);
     graft__free(j.ts);
+    for (size_t i = 0; i < n_owned; i++) graft__free(owned[i]);
+    graft__free(owned), graft__free(gates);
     for (int i = 0; i < n_models; i++) graft_model_close(models[i]), graft__free(paths[i]);
     json_decref(root);
     graft__free(dir);

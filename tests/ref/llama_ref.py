@@ -63,8 +63,9 @@ def logits(path, tokens, W=None, taps=None):
         mask = mask + np.tril(np.full((T, T), -np.inf), -sw)
     for l in range(L):
         p = "model.layers.%d." % l
-        h = rmsnorm(x, W[p + "input_layernorm.weight"], eps)
         tap = (lambda k, v: taps.setdefault((l, k), []).append(v)) if taps is not None else (lambda k, v: None)
+        tap(-1, x)
+        h = rmsnorm(x, W[p + "input_layernorm.weight"], eps)
         tap(0, h)
         q = (h @ W[p + "self_attn.q_proj.weight"].T + W.get(p + "self_attn.q_proj.bias", 0)).reshape(T, nh, hd)
         k = (h @ W[p + "self_attn.k_proj.weight"].T + W.get(p + "self_attn.k_proj.bias", 0)).reshape(T, nkv, hd)
@@ -147,6 +148,8 @@ def stats(a):
              2: ["mlp.gate_proj", "mlp.up_proj"], 3: ["mlp.down_proj"]}
     worst, n = 0.0, 0
     for (l, k), xs in taps.items():
+        if k < 0:
+            continue
         X = np.concatenate(xs, 0)
         want = X.T @ X if kind == "gram" else (X * X).sum(0)
         for nm in names[k]:
@@ -160,8 +163,50 @@ def stats(a):
     print("ok %d %s statistics within %.2g" % (n, kind, worst))
 
 
+def gates(a):
+    """graft moe with gate_mode hidden / hidden_last / hidden_avg / cheap_embed: the routers, from BOS + prompt."""
+    import yaml
+    from tok_ref import encode
+    base, out, cfgp, bos = a[0], a[1], a[2], int(a[3])
+    cfg = yaml.safe_load(open(cfgp))
+    mode = cfg["gate_mode"]
+    tok = json.load(open(os.path.join(base, "tokenizer.json"), encoding="utf-8"))
+    W = {k: v.astype(np.float64) for k, v in load(base).items()}
+    L = json.load(open(os.path.join(base, "config.json")))["num_hidden_layers"]
+    sets = cfg["experts"] + cfg.get("shared_experts", [])
+
+    def vec(prompt):
+        ids = ([bos] if bos >= 0 else []) + encode(tok, prompt)
+        if mode == "cheap_embed":
+            return np.repeat(W["model.embed_tokens.weight"][ids].sum(0)[None], L, 0)
+        taps = {}
+        logits(base, np.array(ids), W, taps)
+        xs = np.stack([taps[(l, -1)][0] for l in range(L)])  # L × T × H
+        return xs.mean(1) if mode == "hidden_avg" else xs[:, -1]
+    want = []
+    for e in sets:
+        v = sum(vec(p) for p in e["positive_prompts"]) / len(e["positive_prompts"])
+        if e.get("negative_prompts"):
+            v = v - sum(vec(p) for p in e["negative_prompts"]) / len(e["negative_prompts"])
+        want.append(v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-8))
+    got = load(out)
+    E = len(cfg["experts"])
+    worst = 0.0
+    for l in range(L):
+        r = got.get("model.layers.%d.block_sparse_moe.gate.weight" % l, got.get("model.layers.%d.mlp.gate.weight" % l))
+        worst = max(worst, np.abs(r - np.stack([w[l] for w in want[:E]])).max())
+        if len(sets) > E:
+            worst = max(worst, np.abs(got["model.layers.%d.mlp.shared_expert_gate.weight" % l][0] - want[E][l]).max())
+    if worst > 1e-5:
+        sys.exit("FAIL: %s routers differ by %.3g" % (mode, worst))
+    print("ok %s routers within %.2g" % (mode, worst))
+
+
 if __name__ == "__main__":
     a = sys.argv[1:]
+    if a[0] == "gates":
+        gates(a[1:])
+        sys.exit(0)
     if a[0] == "ppl":
         ppl(a[1:])
         sys.exit(0)
