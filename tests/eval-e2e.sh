@@ -103,6 +103,22 @@ check q2 rand.ids 48 -1 0 --no-bos --batch 4
 check mi rand.ids 48 "$BOS" 0
 check r3 rand.ids 64 -1 20 --no-bos --stride 20
 check r4 plain.ids 40 "$BOS" 0 --batch 5
+# Mixtral (graft moe of distinct experts, random router) against the NumPy MoE forward; sparse
+# upcycling preserves the dense model's function: logits equal the dense model's (zero or random
+# router: the experts are copies, and top-k weights are renormalised)
+expect 0 "$G" synth ex1 --like m32 --delta 0.05 --seed 31
+expect 0 "$G" synth ex2 --like m32 --delta 0.05 --seed 32
+printf 'base_model: m32\ngate_mode: random\ndtype: float32\nexperts_per_token: 2\nexperts:\n  - {source_model: ex1}\n  - {source_model: ex2}\n  - {source_model: m32}\n' > moe.yml
+expect 0 "$G" moe moe.yml mx --seed 4
+check mx rand.ids 48 -1 0 --no-bos --batch 2
+"$G" eval m32 --tokens rand.ids --ctx 64 --no-bos --dump-logits dense.bin >/dev/null 2>&1
+for init in zero random; do
+    expect 0 "$G" upcycle m32 up-$init --experts 4 --top-k 2 --router-init $init --seed 5
+    "$G" eval up-$init --tokens rand.ids --ctx 64 --no-bos --dump-logits up.bin >/dev/null 2>&1
+    "$PY" -c 'import numpy as np, sys; a, b = np.fromfile("dense.bin", "<f4"), np.fromfile("up.bin", "<f4"); d = np.abs(a - b).max() / np.abs(a).max(); print(d); sys.exit(0 if a.size == b.size and d < 1e-5 else 1)' > "$T/py" 2>&1 && ok || bad "upcycle --router-init $init changes the logits: $(cat "$T/py")"
+done
+expect 2 "$G" eval mx --tokens rand.ids --collect gram mxg.safetensors
+grep -q "statistics of mixture-of-experts layers are not collected" "$T/err" && ok || bad "stats on MoE: $(cat "$T/err")"
 # text input: the same as its ids
 "$G" eval m32 --text plain.txt --ctx 64 --json > t1.json && "$G" eval m32 --tokens plain.ids --ctx 64 --json > t2.json &&
     [ "$(cut -d, -f5-7 t1.json)" = "$(cut -d, -f5-7 t2.json)" ] && ok || bad "--text and --tokens disagree: $(cat t1.json t2.json)"

@@ -22,11 +22,13 @@ struct layer {
     struct w q, k, v, o, gate, up, down;
     float   *bq, *bk, *bv, *bo; // NULL when absent
     float   *g_in, *g_post;
+    struct w router, *w1, *w2, *w3; // Mixtral: block_sparse_moe.gate and experts.e.{w1, w2, w3}
 };
 
 struct graft_llama {
     char   *name;
     int     nl, H, ni, nh, nkv, hd, V, sliding;
+    int     n_exp, top_k;         // Mixtral experts per layer and per token (0: a dense MLP)
     float   eps;
     float  *inv_freq;             // hd/2 rotary frequencies (scaled)
     struct layer *layers;
@@ -153,10 +155,19 @@ int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, 
     if (!L || !(L->name = graft__strdup(name))) { rc = graft_err_set(err, GRAFT_E_NOMEM, name, NULL, 0, "out of memory"); goto out; }
     if (!json_is_object(c)) { rc = graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0, "config.json is not a JSON object"); goto out; }
     const char *arch = json_string_value(json_array_get(json_object_get(c, "architectures"), 0));
-    if (!arch || (strcmp(arch, "LlamaForCausalLM") && strcmp(arch, "MistralForCausalLM") && strcmp(arch, "Qwen2ForCausalLM"))) {
-        rc = graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0, "config.json: architecture %s is not supported by the evaluator (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)",
+    if (!arch || (strcmp(arch, "LlamaForCausalLM") && strcmp(arch, "MistralForCausalLM") && strcmp(arch, "Qwen2ForCausalLM") &&
+                  strcmp(arch, "MixtralForCausalLM"))) {
+        rc = graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0,
+                           "config.json: architecture %s is not supported by the evaluator (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, MixtralForCausalLM)",
                            arch ? arch : "(none)");
         goto out;
+    }
+    if (!strcmp(arch, "MixtralForCausalLM")) {
+        L->n_exp = (int)jint(c, "num_local_experts", -1), L->top_k = (int)jint(c, "num_experts_per_tok", 2);
+        if (L->n_exp < 1 || L->n_exp > 1024 || L->top_k < 1 || L->top_k > L->n_exp) {
+            rc = graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0, "config.json: num_local_experts / num_experts_per_tok are missing or inconsistent");
+            goto out;
+        }
     }
     const char *act = json_string_value(json_object_get(c, "hidden_act"));
     if (act && strcmp(act, "silu")) { rc = graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0, "config.json: hidden_act \"%s\" (the evaluator computes silu)", act); goto out; }
@@ -171,7 +182,7 @@ int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, 
         goto out;
     }
     json_t *usw = json_object_get(c, "use_sliding_window");
-    if (!strcmp(arch, "MistralForCausalLM") || json_is_true(usw)) L->sliding = (int)jint(c, "sliding_window", 0);
+    if (!strcmp(arch, "MistralForCausalLM") || !strcmp(arch, "MixtralForCausalLM") || json_is_true(usw)) L->sliding = (int)jint(c, "sliding_window", 0);
     if ((rc = rope_init(L, c, err))) goto out;
     if (!(L->layers = graft__calloc((size_t)L->nl, sizeof *L->layers))) { rc = graft_err_set(err, GRAFT_E_NOMEM, name, NULL, 0, "out of memory"); goto out; }
     uint64_t H = (uint64_t)L->H, qd = (uint64_t)L->nh * L->hd, kd = (uint64_t)L->nkv * L->hd, In = (uint64_t)L->ni;
@@ -180,9 +191,24 @@ int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, 
 #define B(field, fmt, n, opt) (snprintf(nm, sizeof nm, "model.layers.%d." fmt, l), rc = get_vec(L, lk, ctx, nm, n, opt, &ly->field, err))
     for (int l = 0; l < L->nl && !rc; l++) {
         struct layer *ly = &L->layers[l];
+        if (L->n_exp) {
+            if (!(ly->w1 = graft__calloc(3 * (size_t)L->n_exp, sizeof *ly->w1))) { rc = graft_err_set(err, GRAFT_E_NOMEM, name, NULL, 0, "out of memory"); break; }
+            ly->w2 = ly->w1 + L->n_exp, ly->w3 = ly->w2 + L->n_exp;
+            if (W(router, "block_sparse_moe.gate.weight", (uint64_t)L->n_exp, H)) break;
+            L->n_params -= (uint64_t)L->n_exp * H;
+            for (int e = 0; e < L->n_exp && !rc; e++)
+                for (int k = 0; k < 3 && !rc; k++) {
+                    snprintf(nm, sizeof nm, "model.layers.%d.block_sparse_moe.experts.%d.w%d.weight", l, e, k + 1);
+                    struct w *dst = k == 0 ? &ly->w1[e] : k == 1 ? &ly->w2[e] : &ly->w3[e];
+                    rc = get_w(L, lk, ctx, nm, k == 1 ? H : In, k == 1 ? In : H, false, dst, err);
+                    L->n_params -= In * H; // a token passes through top_k experts, counted below
+                }
+            if (rc) break;
+            L->n_params += (uint64_t)L->top_k * 3 * In * H + (uint64_t)L->n_exp * H;
+        }
         if (W(q, "self_attn.q_proj.weight", qd, H) || W(k, "self_attn.k_proj.weight", kd, H) || W(v, "self_attn.v_proj.weight", kd, H) ||
-            W(o, "self_attn.o_proj.weight", H, qd) || W(gate, "mlp.gate_proj.weight", In, H) || W(up, "mlp.up_proj.weight", In, H) ||
-            W(down, "mlp.down_proj.weight", H, In) || B(g_in, "input_layernorm.weight", H, false) || B(g_post, "post_attention_layernorm.weight", H, false) ||
+            W(o, "self_attn.o_proj.weight", H, qd) || (!L->n_exp && (W(gate, "mlp.gate_proj.weight", In, H) || W(up, "mlp.up_proj.weight", In, H) ||
+            W(down, "mlp.down_proj.weight", H, In))) || B(g_in, "input_layernorm.weight", H, false) || B(g_post, "post_attention_layernorm.weight", H, false) ||
             B(bq, "self_attn.q_proj.bias", qd, true) || B(bk, "self_attn.k_proj.bias", kd, true) || B(bv, "self_attn.v_proj.bias", kd, true) ||
             B(bo, "self_attn.o_proj.bias", H, true))
             break;
@@ -215,6 +241,7 @@ void graft_llama_free(struct graft_llama *L) {
         for (int l = 0; l < L->nl; l++) {
             struct layer *y = &L->layers[l];
             graft__free(y->bq), graft__free(y->bk), graft__free(y->bv), graft__free(y->bo), graft__free(y->g_in), graft__free(y->g_post);
+            graft__free(y->w1);
         }
     graft__free(L->layers), graft__free(L->inv_freq), graft__free(L->g_final), graft__free(L->name);
     graft__free(L);
@@ -355,11 +382,66 @@ static int attn_item(void *ctx, size_t item, int ith, struct graft_err *err) {
     return GRAFT_OK;
 }
 
+// Mixtral's sparse MoE block (transformers' MixtralSparseMoeBlock): router logits → softmax → the
+// top-k experts (ties: lower index first), their weights renormalised to sum 1; each expert runs
+// on the rows routed to it, x += Σ w_e · w2(silu(w1 h) ⊙ w3 h), experts added in index order.
+// Scratch: g, u (M × I).
+static int moe_block(struct graft_llama *L, const struct layer *ly, const float *h, size_t M, float *x, float *g, float *u,
+                     float **wbuf, float **ybuf, struct graft_err *err) {
+    size_t H = (size_t)L->H, In = (size_t)L->ni, E = (size_t)L->n_exp, K = (size_t)L->top_k;
+    float *logit = graft__malloc(M * E * sizeof(float)), *wt = graft__malloc(M * K * sizeof(float)), *y = graft__malloc(M * H * sizeof(float));
+    float *xe = graft__malloc(M * H * sizeof(float));
+    int *sel = graft__malloc(M * K * sizeof(int));
+    size_t *rows = graft__malloc(M * sizeof(size_t));
+    float *rw = graft__malloc(M * sizeof(float));
+    int rc = GRAFT_OK;
+    if (!logit || !wt || !y || !xe || !sel || !rows || !rw) { rc = graft_err_set(err, GRAFT_E_NOMEM, L->name, NULL, 0, "out of memory"); goto out; }
+    struct lin jr = {h, M, H, &ly->router, logit, E, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL};
+    if ((rc = linear(L, &jr, err))) goto out;
+    for (size_t m = 0; m < M; m++) {
+        float *r = logit + m * E, mx = -INFINITY, sum = 0;
+        for (size_t e = 0; e < E; e++) mx = r[e] > mx ? r[e] : mx;
+        for (size_t e = 0; e < E; e++) sum += (r[e] = expf(r[e] - mx));
+        for (size_t e = 0; e < E; e++) r[e] /= sum;
+        float tot = 0;
+        for (size_t k = 0; k < K; k++) { // k-th largest, lower index first among equals
+            int best = -1;
+            for (size_t e = 0; e < E; e++) {
+                bool taken = false;
+                for (size_t j = 0; j < k; j++) taken |= sel[m * K + j] == (int)e;
+                if (!taken && (best < 0 || r[e] > r[best])) best = (int)e;
+            }
+            sel[m * K + k] = best, wt[m * K + k] = r[best], tot += r[best];
+        }
+        for (size_t k = 0; k < K; k++) wt[m * K + k] /= tot;
+    }
+    for (size_t e = 0; e < E && !rc; e++) {
+        size_t n = 0;
+        for (size_t m = 0; m < M; m++)
+            for (size_t k = 0; k < K; k++)
+                if (sel[m * K + k] == (int)e) rows[n] = m, rw[n] = wt[m * K + k], n++;
+        if (!n) continue;
+        for (size_t i = 0; i < n; i++) memcpy(xe + i * H, h + rows[i] * H, H * sizeof(float));
+        struct lin j1 = {xe, n, H, &ly->w1[e], g, In, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL}, j3 = j1;
+        j3.W = &ly->w3[e], j3.Y = u;
+        if ((rc = linear(L, &j1, err)) || (rc = linear(L, &j3, err))) break;
+        for (size_t i = 0; i < n * In; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        struct lin j2 = {g, n, In, &ly->w2[e], y, H, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL};
+        if ((rc = linear(L, &j2, err))) break;
+        for (size_t i = 0; i < n; i++)
+            for (size_t c = 0; c < H; c++) x[rows[i] * H + c] += rw[i] * y[i * H + c];
+    }
+out:
+    graft__free(logit), graft__free(wt), graft__free(y), graft__free(xe), graft__free(sel), graft__free(rows), graft__free(rw);
+    return rc;
+}
+
 // ---- statistics --------------------------------------------------------------------------------------
 
 int graft_llama_stats_new(const struct graft_llama *L, enum graft_collect what, struct graft_llama_stats **out, struct graft_err *err) {
-    struct graft_llama_stats *s = graft__calloc(1, sizeof *s);
     *out = NULL;
+    if (L->n_exp) return graft_err_set(err, GRAFT_E_USAGE, L->name, NULL, 0, "statistics of mixture-of-experts layers are not collected (dense models only)");
+    struct graft_llama_stats *s = graft__calloc(1, sizeof *s);
     if (!s) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
     s->what = what, s->L = L->nl;
     s->dim[0] = s->dim[2] = (size_t)L->H, s->dim[1] = (size_t)L->nh * L->hd, s->dim[3] = (size_t)L->ni;
@@ -507,6 +589,10 @@ static int run(struct graft_llama *L, const int32_t *tokens, int n_seq, int len,
         struct lin jo = {att, M, qd, &ly->o, x, H, ly->bo, true, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL};
         if ((rc = linear(L, &jo, err))) break;
         rmsnorm(x, ly->g_post, L->eps, M, H, h);
+        if (L->n_exp) {
+            if ((rc = moe_block(L, ly, h, M, x, g, u, wbuf, ybuf, err))) break;
+            continue;
+        }
         if (stats) stats_add(stats, l, 2, h, M, gtmp);
         struct lin jg = {h, M, H, &ly->gate, g, In, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL}, ju = jg;
         ju.W = &ly->up, ju.Y = u;

@@ -58,7 +58,7 @@ def logits(path, tokens, W=None, taps=None):
     pos = np.arange(T)
     x = W["model.embed_tokens.weight"][tokens]
     mask = np.triu(np.full((T, T), -np.inf), 1)
-    sw = c.get("sliding_window") if (c["architectures"][0] == "MistralForCausalLM" or c.get("use_sliding_window")) else None
+    sw = c.get("sliding_window") if (c["architectures"][0] in ("MistralForCausalLM", "MixtralForCausalLM") or c.get("use_sliding_window")) else None
     if sw:
         mask = mask + np.tril(np.full((T, T), -np.inf), -sw)
     for l in range(L):
@@ -79,6 +79,20 @@ def logits(path, tokens, W=None, taps=None):
         tap(1, o)
         x = x + o @ W[p + "self_attn.o_proj.weight"].T + W.get(p + "self_attn.o_proj.bias", 0)
         h = rmsnorm(x, W[p + "post_attention_layernorm.weight"], eps)
+        if c.get("num_local_experts"):  # Mixtral: softmax router, top-k renormalised, experts summed
+            E, K = c["num_local_experts"], c.get("num_experts_per_tok", 2)
+            r = h @ W[p + "block_sparse_moe.gate.weight"].T
+            r = np.exp(r - r.max(-1, keepdims=True))
+            r /= r.sum(-1, keepdims=True)
+            out = np.zeros_like(x)
+            for t in range(T):
+                top = sorted(range(E), key=lambda e: (-r[t, e], e))[:K]
+                for e in top:
+                    q_ = "block_sparse_moe.experts.%d." % e
+                    g = W[p + q_ + "w1.weight"] @ h[t]
+                    out[t] += r[t, e] / r[t, top].sum() * (W[p + q_ + "w2.weight"] @ (g / (1 + np.exp(-g)) * (W[p + q_ + "w3.weight"] @ h[t])))
+            x = x + out
+            continue
         tap(2, h)
         g, u = h @ W[p + "mlp.gate_proj.weight"].T, h @ W[p + "mlp.up_proj.weight"].T
         act = g / (1 + np.exp(-g)) * u
