@@ -1,7 +1,7 @@
 // Llama-family forward pass (include/graft/eval.h): Llama, Mistral and Qwen2 decoders as transformers
 // computes them — RMSNorm, RoPE with the rotate-half convention (rope_scaling llama3 / linear),
 // grouped-query attention with a causal (and optional sliding-window) mask, SiLU-gated MLP, tied or
-// untied head. Every matrix product is OpenBLAS sgemm on blocks of 128 weight rows converted to f32
+// untied head. Every matrix product is OpenBLAS sgemm on blocks of 256 weight rows converted to f32
 // just before use; the blocks are fixed, so the result does not depend on the thread count.
 #include <cblas.h>
 #include <jansson.h>
@@ -14,7 +14,7 @@
 #include "graft/writer.h"
 #include "../core/impl.h"
 
-#define NB 128 // weight rows per block
+#define NB 256 // weight rows per block
 
 struct w { const void *p; enum graft_dtype dt; uint64_t rows, cols; };
 
@@ -305,8 +305,8 @@ static int lin_item(void *ctx, size_t item, int ith, struct graft_err *err) {
         const float *y = Y + m * nr;
         float mx = -INFINITY;
         for (size_t n = 0; n < nr; n++) mx = y[n] > mx ? y[n] : mx;
-        double s = 0;
-        for (size_t n = 0; n < nr; n++) s += exp((double)(y[n] - mx));
+        float s = 0; // ≤ 256 terms, each ≤ 1: float is plenty, and expf is several times cheaper
+        for (size_t n = 0; n < nr; n++) s += expf(y[n] - mx);
         j->bmax[item * j->M + m] = mx, j->bsum[item * j->M + m] = s;
         int32_t t = j->target[m];
         if (t >= (int32_t)r0 && t < (int32_t)(r0 + nr)) j->tlogit[m] = y[t - r0];
@@ -317,6 +317,20 @@ static int lin_item(void *ctx, size_t item, int ith, struct graft_err *err) {
 
 static int linear(struct graft_llama *L, struct lin *j, struct graft_err *err) {
     return graft_pool_run(L->n_threads, (j->W->rows + NB - 1) / NB, lin_item, j, NULL, NULL, err);
+}
+
+// g ← silu(g) ⊙ u over n elements, in fixed 64 Ki-element items on the pool.
+struct swiglu { float *g; const float *u; size_t n; };
+static int swiglu_item(void *ctx, size_t item, int ith, struct graft_err *err) {
+    (void)ith, (void)err;
+    struct swiglu *a = ctx;
+    size_t b = item << 16, e = b + (1u << 16) < a->n ? b + (1u << 16) : a->n;
+    for (size_t i = b; i < e; i++) a->g[i] = a->g[i] / (1.0f + expf(-a->g[i])) * a->u[i];
+    return GRAFT_OK;
+}
+static int swiglu(const struct graft_llama *L, float *g, const float *u, size_t n, struct graft_err *err) {
+    struct swiglu a = {g, u, n};
+    return graft_pool_run(L->n_threads, (n + 0xFFFF) >> 16, swiglu_item, &a, NULL, NULL, err);
 }
 
 static void rmsnorm(const float *x, const float *g, float eps, size_t M, size_t H, float *out) {
@@ -425,7 +439,7 @@ static int moe_block(struct graft_llama *L, const struct layer *ly, const float 
         struct lin j1 = {xe, n, H, &ly->w1[e], g, In, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL}, j3 = j1;
         j3.W = &ly->w3[e], j3.Y = u;
         if ((rc = linear(L, &j1, err)) || (rc = linear(L, &j3, err))) break;
-        for (size_t i = 0; i < n * In; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        if ((rc = swiglu(L, g, u, n * In, err))) break;
         struct lin j2 = {g, n, In, &ly->w2[e], y, H, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL};
         if ((rc = linear(L, &j2, err))) break;
         for (size_t i = 0; i < n; i++)
@@ -597,7 +611,7 @@ static int run(struct graft_llama *L, const int32_t *tokens, int n_seq, int len,
         struct lin jg = {h, M, H, &ly->gate, g, In, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL}, ju = jg;
         ju.W = &ly->up, ju.Y = u;
         if ((rc = linear(L, &jg, err)) || (rc = linear(L, &ju, err))) break;
-        for (size_t i = 0; i < M * In; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        if ((rc = swiglu(L, g, u, M * In, err))) break;
         if (stats) stats_add(stats, l, 3, g, M, gtmp);
         struct lin jd = {g, M, In, &ly->down, x, H, NULL, true, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL};
         if ((rc = linear(L, &jd, err))) break;
