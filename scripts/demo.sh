@@ -33,4 +33,7 @@ step "$G" verify merged
 step "$G" extract-lora --base base --model finetune2 finetune2-lora --rank 16
 step "$G" apply-lora base finetune2-lora finetune2-approx
 step "$G" verify finetune2-approx
+awk 'BEGIN { x = 7; for (i = 0; i < 600; i++) { x = (x * 1103515245 + 12345) % 2147483648; printf "%d ", x % 2048 } print "" }' > ids.txt
+step "$G" eval base --tokens ids.txt --ctx 128 --batch 2
+step "$G" eval merged --tokens ids.txt --ctx 128 --batch 2 --json
 printf '\ndemo: all outputs are in %s\n' "$D"
