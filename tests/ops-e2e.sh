@@ -278,6 +278,21 @@ same qb qx 1e-6
 expect 0 "$G" synth tb --layers 2 --hidden 32 --intermediate 48 --heads 4 --kv-heads 2 --vocab 64 --dtype f32 --seed 5 --tie
 expect 0 "$G" expand tb tx --hidden 40
 same tb tx 1e-6
+# more heads: GQA (4 query heads over 2 KV heads → 8, old heads reordered to keep their KV head),
+# MHA (KV heads grow too), Qwen2 biases, combined with hidden growth
+expect 0 "$G" expand m32 xh --heads 8 --threads 2
+same m32 xh 1e-6
+grep -q '"num_attention_heads": 8' xh/config.json && grep -q '"num_key_value_heads": 2' xh/config.json && grep -q '"head_dim": 16' xh/config.json && ok || bad "expand --heads: config"
+expect 0 "$G" synth mha --layers 2 --hidden 32 --intermediate 48 --heads 4 --kv-heads 4 --vocab 64 --dtype f32 --seed 6
+expect 0 "$G" expand mha mhax --heads 6 --hidden 40
+same mha mhax 1e-6
+grep -q '"num_key_value_heads": 6' mhax/config.json && ok || bad "expand --heads on MHA: KV heads"
+expect 0 "$G" expand qb qh --heads 6 --add-layers 1@0
+same qb qh 1e-6
+expect 2 "$G" expand m32 y14 --heads 5
+grep -q "multiple of the 2 key/value heads" "$T/err" && ok || bad "expand --heads 5 over 2 KV heads: $(cat "$T/err")"
+expect 2 "$G" expand m32 y15 --heads 4
+nothing y15 "expand --heads not growing"
 expect 0 "$G" expand m32 xd --duplicate 0:2
 grep -q '"num_hidden_layers": 4' xd/config.json && ok || bad "expand --duplicate: layer count"
 if "$PY" "$LREF" same m32 xd 1e-6 >/dev/null 2>&1; then bad "expand --duplicate should change the function (reference not sensitive?)"; else ok; fi

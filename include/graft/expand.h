@@ -14,6 +14,7 @@ extern "C" {
 struct graft_expand_params {
     int      hidden;        // new hidden_size (0: unchanged)
     int      intermediate;  // new intermediate_size (0: unchanged)
+    int      heads;         // new num_attention_heads (0: unchanged), same head_dim
     int      add_n, add_at; // add_n identity blocks before layer add_at (0 … num_hidden_layers)
     int      dup_a, dup_b;  // duplicate layers [dup_a, dup_b) after dup_b − 1 (dup_b = 0: none)
     double   init_std;      // σ of the new "arbitrary" weights (0 → initializer_range, else 0.02)

@@ -5,13 +5,16 @@
 #include "cli.h"
 
 static const char help[] =
-    "Usage: graft expand MODEL OUT [--hidden H] [--intermediate I] [--add-layers N@P] [--duplicate A:B] [options]\n"
+    "Usage: graft expand MODEL OUT [--hidden H] [--intermediate I] [--heads N] [--add-layers N@P] [--duplicate A:B] [options]\n"
     "\n"
     "Function-preserving growth (Gesmundo & Maile 2023) of Llama, Mistral and Qwen2 models:\n"
     "  --hidden H         wider residual stream: embeddings gain zero columns, q/k/v/gate/up/lm_head gain\n"
     "                     random input columns, o_proj/down_proj zero output rows, every RMSNorm gain g\n"
     "                     becomes g·√(h/H) with zero new entries (head_dim is kept; RoPE unchanged)\n"
     "  --intermediate I   wider MLP: gate/up gain random rows, down_proj zero columns\n"
+    "  --heads N          more attention heads of the same head_dim: new q rows (and k/v heads for\n"
+    "                     multi-head attention) random, o_proj zero columns; with grouped KV heads N must\n"
+    "                     be a multiple of their count and old heads are reordered to keep their KV head\n"
     "  --add-layers N@P   N new blocks before layer P (0 … layers): copies of the neighbouring block with\n"
     "                     o_proj and down_proj zero, so each computes the identity\n"
     "  --duplicate A:B    depth up-scaling (SOLAR-style): layers A…B−1 repeated after B−1. NOT function\n"
@@ -31,7 +34,7 @@ static const char help[] =
 
 int cmd_expand(int argc, char **argv) {
     static const struct option opts[] = {
-        {"hidden", required_argument, 0, 'H'}, {"intermediate", required_argument, 0, 'I'}, {"add-layers", required_argument, 0, 'a'},
+        {"hidden", required_argument, 0, 'H'}, {"intermediate", required_argument, 0, 'I'}, {"heads", required_argument, 0, 'N'}, {"add-layers", required_argument, 0, 'a'},
         {"duplicate", required_argument, 0, 'd'}, {"init-std", required_argument, 0, 's'}, {"seed", required_argument, 0, 'S'},
         {"out-shard-size", required_argument, 0, 'o'}, {"threads", required_argument, 0, 't'}, {"dry-run", no_argument, 0, 'n'},
         {"force", no_argument, 0, 'f'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
@@ -44,6 +47,7 @@ int cmd_expand(int argc, char **argv) {
         switch (c) {
         case 'H': if (!cli_int("expand", "--hidden", optarg, 1, 1 << 24, &p.hidden)) return GRAFT_EXIT_USAGE; break;
         case 'I': if (!cli_int("expand", "--intermediate", optarg, 1, 1 << 24, &p.intermediate)) return GRAFT_EXIT_USAGE; break;
+        case 'N': if (!cli_int("expand", "--heads", optarg, 1, 1 << 16, &p.heads)) return GRAFT_EXIT_USAGE; break;
         case 'a':
             if (sscanf(optarg, "%d@%d%c", &p.add_n, &p.add_at, &tail) != 2 || p.add_n < 1 || p.add_n > 4096 || p.add_at < 0)
                 return cli_usage("expand", "--add-layers expects N@P (N new blocks before layer P), got '%s'", optarg);
@@ -62,7 +66,8 @@ int cmd_expand(int argc, char **argv) {
         default: return cli_usage("expand", "unknown option");
         }
     }
-    if (!p.hidden && !p.intermediate && !p.add_n && !p.dup_b) return cli_usage("expand", "nothing to do: give --hidden, --intermediate, --add-layers or --duplicate");
+    if (!p.hidden && !p.intermediate && !p.heads && !p.add_n && !p.dup_b)
+        return cli_usage("expand", "nothing to do: give --hidden, --intermediate, --heads, --add-layers or --duplicate");
     if (argc - optind != 2 && !(p.dry_run && argc - optind == 1)) return cli_usage("expand", "expected MODEL and OUT");
     struct graft_err err;
     graft_err_clear(&err);

@@ -6,6 +6,12 @@
 //                      dims are 0 is √(h/H') times the old one, once rms_norm_eps is scaled by h/H' too).
 //                      config: hidden_size, rms_norm_eps, head_dim kept.
 //   --intermediate I'  gate/up gain rows drawn N(0, σ²); down_proj gains zero columns.
+//   --heads H'         new attention heads of the same head_dim: q_proj rows drawn N(0, σ²) (and, for
+//                      multi-head attention, new k/v heads too), o_proj zero input columns, so the new
+//                      heads add nothing. With grouped KV heads, H' must be a multiple of the KV-head
+//                      count and the new query heads join the groups evenly: old heads are reordered
+//                      (q rows and o_proj columns together) so each keeps its KV head. head_dim and
+//                      RoPE are unchanged; config: num_attention_heads (num_key_value_heads), head_dim.
 //   --add-layers N@P   N new blocks after layer P−1 (P = 0: first), copies of the block before them (or
 //                      after, at P = 0) with o_proj and down_proj zero: each computes the identity.
 //   --duplicate A:B    depth up-scaling (SOLAR): layers A…B−1 copied again right after B−1 — NOT
@@ -40,6 +46,8 @@ struct xt {
     uint64_t ne[2];           // output shape (1-D: ne[0])
     enum fill new_rows, new_cols;
     double   scale;           // applied to the copied values (RMSNorm gains)
+    const int64_t *rmap, *cmap; // output row / column → source row / column, −1 new (NULL: the first
+                                // rows / columns are the source's, the rest new)
     bool     zero;            // all zero (the o_proj / down_proj of a new block)
     long     id;
 };
@@ -51,6 +59,8 @@ struct xjob {
     size_t n, cap;
     double std;
     struct graft_writer *w;
+    int64_t *qmap, *kvmap;    // --heads: q rows (o_proj columns) and, for MHA, k/v rows
+    uint64_t q_old, q_new, kv_old, kv_new; // their widths before and after
 };
 
 static float draw(uint64_t key, uint64_t i) { return (float)graft__rng_normal(key, i, 1.0); }
@@ -61,7 +71,7 @@ static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
     struct xt *x = &j->ts[item];
     const struct graft_tensor_info *t = x->src->info;
     uint64_t R = x->ne[0], C = x->n_dims == 2 ? x->ne[1] : 1, r0 = t->ne[0], c0 = t->n_dims == 2 ? t->ne[1] : 1, nb;
-    if (!x->zero && R == r0 && C == c0 && x->scale == 1.0)
+    if (!x->zero && R == r0 && C == c0 && x->scale == 1.0 && !x->rmap && !x->cmap)
         return graft__ops_copy_tensor(j->w, x->id, j->m, x->src, j->p->progress, err);
     float *in = graft__malloc((size_t)(r0 * c0) * sizeof *in), *out = graft__malloc((size_t)(R * C) * sizeof *out);
     void *enc = graft__malloc((size_t)(R * C) * 8 + 8);
@@ -70,10 +80,15 @@ static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
     uint64_t key = graft_rng_key(j->p->seed, 0, x->name, strlen(x->name));
     for (uint64_t r = 0; r < R; r++)
         for (uint64_t c = 0; c < C; c++) {
+            int64_t sr = x->rmap ? x->rmap[r] : r < r0 ? (int64_t)r : -1, sc = x->cmap ? x->cmap[c] : c < c0 ? (int64_t)c : -1;
             float v;
+            if ((sr >= 0 && (uint64_t)sr >= r0) || (sc >= 0 && (uint64_t)sc >= c0)) { // a map past the source: a bug, never garbage
+                graft__free(in), graft__free(out), graft__free(enc);
+                return graft_err_set(err, GRAFT_E_INTERNAL, NULL, x->name, strlen(x->name), "row/column map out of range");
+            }
             if (x->zero) v = 0;
-            else if (r < r0 && c < c0) v = (float)(in[r * c0 + c] * x->scale);
-            else if ((r >= r0 && x->new_rows == F_RAND) || (r < r0 && c >= c0 && x->new_cols == F_RAND)) v = (float)j->std * draw(key, r * C + c);
+            else if (sr >= 0 && sc >= 0) v = (float)(in[(uint64_t)sr * c0 + (uint64_t)sc] * x->scale);
+            else if ((sr < 0 && x->new_rows == F_RAND) || (sr >= 0 && sc < 0 && x->new_cols == F_RAND)) v = (float)j->std * draw(key, r * C + c);
             else v = 0;
             out[r * C + c] = v;
         }
@@ -85,13 +100,28 @@ static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
 }
 
 // How a tensor named `rest` (the part after "model.layers.N.", or a top-level name) grows.
-static int plan_shape(const struct graft_expand_params *p, uint64_t h, uint64_t I, const char *name, const struct graft_tensor_info *t, struct xt *x,
+static int plan_shape(const struct graft_expand_params *p, const struct xjob *j, uint64_t h, uint64_t I, const char *name, const struct graft_tensor_info *t, struct xt *x,
                       struct graft_err *err, const char *path) {
     uint64_t H = p->hidden ? (uint64_t)p->hidden : h, I2 = p->intermediate ? (uint64_t)p->intermediate : I;
     x->n_dims = t->n_dims, x->ne[0] = t->ne[0], x->ne[1] = t->n_dims == 2 ? t->ne[1] : 1, x->scale = 1.0, x->new_rows = x->new_cols = F_ZERO;
     if (t->n_dims > 2) return graft_err_set(err, GRAFT_E_FORMAT, path, t->name, t->name_len, "a %d-D tensor: only Llama-family layouts can grow", t->n_dims);
     const char *s;
     bool grow_h = H != h;
+    if (j->qmap && (strstr(name, "q_proj.") || (j->kvmap && (strstr(name, "k_proj.") || strstr(name, "v_proj."))))) {
+        bool q = strstr(name, "q_proj.") != NULL;
+        if (t->ne[0] != (q ? j->q_old : j->kv_old)) goto odd;
+        x->rmap = q ? j->qmap : j->kvmap, x->ne[0] = q ? j->q_new : j->kv_new;
+        if (t->n_dims == 2) { // weights: new heads' rows drawn; biases: zero
+            if (t->ne[1] != h) goto odd;
+            x->ne[1] = H, x->new_rows = F_RAND, x->new_cols = F_RAND;
+        }
+        return GRAFT_OK;
+    }
+    if (j->qmap && strstr(name, "o_proj.weight")) {
+        if (t->ne[0] != h || t->ne[1] != j->q_old) goto odd;
+        x->ne[0] = H, x->ne[1] = j->q_new, x->cmap = j->qmap; // zero columns for the new heads
+        return GRAFT_OK;
+    }
     if (strstr(name, "q_proj.bias") || strstr(name, "k_proj.bias") || strstr(name, "v_proj.bias")) {
         return GRAFT_OK; // attention widths do not change
     } else if (strstr(name, "o_proj.bias") || strstr(name, "down_proj.bias")) {
@@ -171,6 +201,30 @@ int graft_expand(const struct graft_model *m, const char *target, const struct g
         rc = graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "growth only: --hidden ≥ %llu and --intermediate ≥ %llu", (unsigned long long)h, (unsigned long long)I);
         goto out;
     }
+    uint64_t nh = (uint64_t)json_integer_value(json_object_get(root, "num_attention_heads")), nkv = nh, hd = 0, nkv2 = 0;
+    if (json_is_integer(json_object_get(root, "num_key_value_heads"))) nkv = (uint64_t)json_integer_value(json_object_get(root, "num_key_value_heads"));
+    if (p->heads) {
+        hd = json_is_integer(json_object_get(root, "head_dim")) ? (uint64_t)json_integer_value(json_object_get(root, "head_dim")) : nh ? h / nh : 0;
+        uint64_t H2 = (uint64_t)p->heads;
+        if (!nh || !nkv || nh % nkv || !hd) { rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "config.json needs num_attention_heads (and consistent num_key_value_heads)"); goto out; }
+        bool mha = nkv == nh;
+        if (H2 <= nh) { rc = graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "--heads %d: growth only, more than the %llu heads", p->heads, (unsigned long long)nh); goto out; }
+        if (!mha && H2 % nkv) {
+            rc = graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "--heads %d must be a multiple of the %llu key/value heads (grouped-query attention)", p->heads,
+                               (unsigned long long)nkv);
+            goto out;
+        }
+        nkv2 = mha ? H2 : nkv;
+        j.q_old = nh * hd, j.q_new = H2 * hd, j.kv_old = nkv * hd, j.kv_new = nkv2 * hd;
+        if (!(j.qmap = graft__malloc(j.q_new * sizeof *j.qmap)) || (mha && !(j.kvmap = graft__malloc(j.kv_new * sizeof *j.kvmap)))) { rc = nomem(err); goto out; }
+        uint64_t g = nh / nkv, g2 = H2 / nkv2; // query heads per KV head, before and after (MHA: 1 and 1)
+        for (uint64_t head = 0; head < H2; head++) {
+            uint64_t grp = head / g2, slot = head % g2;
+            bool old = grp < nkv && slot < g; // MHA: the first nh heads; GQA: the first g of each group
+            for (uint64_t d = 0; d < hd; d++) j.qmap[head * hd + d] = old ? (int64_t)((grp * g + slot) * hd + d) : -1;
+        }
+        for (uint64_t r = 0; mha && r < j.kv_new; r++) j.kvmap[r] = r < j.kv_old ? (int64_t)r : -1;
+    }
     int nl = L + p->add_n + (p->dup_b - p->dup_a);
     if (p->add_n && (p->add_at < 0 || p->add_at > L)) { rc = graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "--add-layers position %d is past the %d layers", p->add_at, L); goto out; }
     if (p->dup_b && !(0 <= p->dup_a && p->dup_a < p->dup_b && p->dup_b <= L)) { rc = graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "--duplicate A:B needs 0 ≤ A < B ≤ %d", L); goto out; }
@@ -198,7 +252,7 @@ int graft_expand(const struct graft_model *m, const char *target, const struct g
         if (!x) { rc = GRAFT_E_NOMEM; break; }
         x->src = t, x->name = graft__strndup(t->info->name, t->info->name_len);
         if (!x->name) { rc = nomem(err); break; }
-        rc = plan_shape(p, h, I, x->name, t->info, x, err, graft_model_path(m));
+        rc = plan_shape(p, &j, h, I, x->name, t->info, x, err, graft_model_path(m));
     }
     for (int k = 0; !rc && k < nl; k++) {
         long src = order[k] >= 0 ? order[k] : -order[k] - 1;
@@ -213,7 +267,7 @@ int graft_expand(const struct graft_model *m, const char *target, const struct g
             const char *l = strstr(t->info->name, "layers.");
             x->src = t, x->name = graft__asprintf("%.*slayers.%d.%s", (int)(l - t->info->name), t->info->name, k, rest);
             if (!x->name) { rc = nomem(err); break; }
-            rc = plan_shape(p, h, I, x->name, t->info, x, err, graft_model_path(m));
+            rc = plan_shape(p, &j, h, I, x->name, t->info, x, err, graft_model_path(m));
             x->zero = fresh && (strstr(rest, "o_proj.") || strstr(rest, "down_proj."));
         }
     }
@@ -239,6 +293,11 @@ int graft_expand(const struct graft_model *m, const char *target, const struct g
                 if (json_is_number(e)) json_object_set_new(root, "rms_norm_eps", json_real(json_number_value(e) * (double)h / (double)p->hidden));
             }
             if (p->intermediate) json_object_set_new(root, "intermediate_size", json_integer(p->intermediate));
+            if (p->heads) {
+                json_object_set_new(root, "num_attention_heads", json_integer(p->heads));
+                json_object_set_new(root, "num_key_value_heads", json_integer((json_int_t)nkv2));
+                json_object_set_new(root, "head_dim", json_integer((json_int_t)hd));
+            }
             rc = graft__ops_add_json(w, "config.json", root, err);
         }
         if (!rc) rc = graft_writer_copy_tokenizer(w, m, err);
@@ -248,7 +307,7 @@ int graft_expand(const struct graft_model *m, const char *target, const struct g
 out:
     graft_writer_free(w);
     for (size_t i = 0; i < j.n; i++) graft__free(j.ts[i].name);
-    graft__free(j.ts), graft__free(order);
+    graft__free(j.ts), graft__free(order), graft__free(j.qmap), graft__free(j.kvmap);
     json_decref(root);
     return rc;
 }
