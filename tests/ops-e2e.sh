@@ -153,7 +153,7 @@ nothing x13 "upcycle --dry-run"
 
 # ---- reparam: folded layers compute what the originals did (NumPy's own convolution) ----
 "$PY" "$RREF" make conv.safetensors >/dev/null 2>&1 && ok || bad "could not write the conv checkpoint"
-for f in bn repvgg weight-norm; do
+for f in bn repvgg mobileone weight-norm; do
     expect 0 "$G" reparam conv.safetensors r-$f.safetensors --fold $f --threads 2
     if "$PY" "$RREF" check $f conv.safetensors r-$f.safetensors >"$T/py" 2>&1; then ok; else bad "reparam $f: $(cat "$T/py")"; fi
 done

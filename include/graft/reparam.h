@@ -12,7 +12,7 @@
 extern "C" {
 #endif
 
-enum graft_fold { GRAFT_FOLD_BN, GRAFT_FOLD_REPVGG, GRAFT_FOLD_WEIGHT_NORM };
+enum graft_fold { GRAFT_FOLD_BN, GRAFT_FOLD_REPVGG, GRAFT_FOLD_WEIGHT_NORM, GRAFT_FOLD_MOBILEONE };
 
 struct graft_reparam_params {
     enum graft_fold fold;

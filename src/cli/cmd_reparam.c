@@ -6,7 +6,7 @@
 #include "cli.h"
 
 static const char help[] =
-    "Usage: graft reparam MODEL OUT --fold bn|repvgg|weight-norm [--eps E] [--pair BN=CONV] [--threads N] [--force] [--dry-run]\n"
+    "Usage: graft reparam MODEL OUT --fold bn|repvgg|mobileone|weight-norm [--eps E] [--pair BN=CONV] [--threads N] [--force] [--dry-run]\n"
     "\n"
     "  --fold bn           a convolution or linear weight W (bias b0) followed by BatchNorm (γ, β, running mean μ,\n"
     "                      running var σ²): W' = W·t per output channel, b' = β + (b0 − μ)·t, t = γ / √(σ² + ε).\n"
@@ -16,6 +16,9 @@ static const char help[] =
     "  --fold repvgg       RepVGG blocks P.rbr_dense / P.rbr_1x1 (conv + bn) and P.rbr_identity (bn): one 3×3\n"
     "                      kernel and bias P.rbr_reparam.weight / .bias (the 1×1 padded to the centre, the\n"
     "                      identity as a unit kernel), each branch BN-folded first.\n"
+    "  --fold mobileone    MobileOne blocks (also FastViT's): P.rbr_conv.N (k×k conv + bn, any number),\n"
+    "                      P.rbr_scale (1×1 conv + bn) and P.rbr_skip (bn) into P.reparam_conv.weight / .bias;\n"
+    "                      FastViT's large kernels P.lkb_origin + P.small_conv (conv + bn) into P.lkb_reparam.\n"
     "  --fold weight-norm  w = g·v / ‖v‖ for NAME_g / NAME_v or parametrizations.NAME.original0 / original1;\n"
     "                      the norm runs over every axis but the one where g matches v (g of size 1: one norm\n"
     "                      over the whole tensor, PyTorch's dim=None).\n"
@@ -49,6 +52,7 @@ int cmd_reparam(int argc, char **argv) {
             if (!strcmp(optarg, "bn")) p.fold = GRAFT_FOLD_BN;
             else if (!strcmp(optarg, "repvgg")) p.fold = GRAFT_FOLD_REPVGG;
             else if (!strcmp(optarg, "weight-norm")) p.fold = GRAFT_FOLD_WEIGHT_NORM;
+            else if (!strcmp(optarg, "mobileone")) p.fold = GRAFT_FOLD_MOBILEONE;
             else ok = false, cli_usage("reparam", "--fold expects bn, repvgg or weight-norm, got '%s'", optarg);
             break;
         case 'e': ok = cli_float("reparam", "--eps", optarg, 1e-30, 1.0, &p.eps); break;
@@ -66,7 +70,7 @@ int cmd_reparam(int argc, char **argv) {
         }
         if (!ok) { rc = GRAFT_EXIT_USAGE; goto done; }
     }
-    if (!have_fold) { rc = cli_usage("reparam", "--fold bn|repvgg|weight-norm is required"); goto done; }
+    if (!have_fold) { rc = cli_usage("reparam", "--fold bn|repvgg|mobileone|weight-norm is required"); goto done; }
     if (argc - optind != 2 && !(p.dry_run && argc - optind == 1)) { rc = cli_usage("reparam", "expected MODEL and OUT"); goto done; }
     p.pair = pairs;
     struct graft_err err;

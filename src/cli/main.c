@@ -21,7 +21,7 @@ static const char usage[] =
     "  dequantize IN OUT               back to floating point\n"
     "  prune IN OUT --sparsity S | --nm N:M   magnitude (layer or global), N:M and Wanda pruning\n"
     "  upcycle IN OUT --experts E --top-k K   dense Llama/Mistral → Mixtral-layout MoE (sparse upcycling)\n"
-    "  reparam IN OUT --fold bn|repvgg|weight-norm   fold BatchNorm / RepVGG branches / weight norm\n"
+    "  reparam IN OUT --fold bn|repvgg|mobileone|weight-norm   fold BatchNorm / RepVGG or MobileOne branches / weight norm\n"
     "  moe CONFIG.yml OUT              mergekit-moe configs: experts from several models (Mixtral layout)\n"
     "  expand IN OUT [--hidden H] [--intermediate I] [--add-layers N@P]   function-preserving growth\n"
     "  eval MODEL --text FILE...       perplexity of a Llama/Mistral/Qwen2 model; --collect gram|act-norm\n"

@@ -10,6 +10,11 @@
 //      each branch BN-fused, the 1×1 kernel zero-padded to 3×3 at the centre, the identity as a BN-fused
 //      kernel with 1 at (i, i mod Cin/g, centre); summed into P.rbr_reparam.weight / .bias (RepVGG's
 //      deploy names).
+// mobileone — a MobileOne block P (Apple's ml-mobileone, also FastViT's): k×k branches
+//      P.rbr_conv.N.{conv,bn} (N = 0, 1, …), an optional 1×1 P.rbr_scale.{conv,bn} and an optional
+//      identity BN P.rbr_skip, into P.reparam_conv.weight / .bias; and FastViT's large-kernel convolution
+//      P.lkb_origin.{conv,bn} plus an optional P.small_conv.{conv,bn}, into P.lkb_reparam. Smaller
+//      kernels are zero-padded to the centre (every branch pads k//2, as the reference code does).
 // weight-norm — w = g·v / ‖v‖ (PyTorch weight_norm: NAME_g / NAME_v, or
 //      parametrizations.NAME.original0 / original1), the norm over every axis but `dim`, inferred from
 //      g's shape (the axis where g matches v; g all ones-shaped: one norm over the whole tensor, dim=None).
@@ -241,6 +246,97 @@ static int fold_repvgg(struct rjob *j, size_t *n_folds, struct graft_err *err) {
     return GRAFT_OK;
 }
 
+// Add conv + BN branch `br` (br.conv.weight [cout, cg, s, s], s odd ≤ k, and br.bn) into the k×k
+// kernel K and bias b, centred. *found: whether the branch exists.
+static int add_branch(struct rjob *j, const char *br, uint64_t cout, uint64_t cg, uint64_t k, double *K, double *b, bool *found,
+                      struct graft_err *err) {
+    const struct graft_model_tensor *w = find(j->m, br, ".conv.weight");
+    *found = w != NULL;
+    if (!w) return GRAFT_OK;
+    const struct graft_tensor_info *t = w->info;
+    uint64_t sz = t->n_dims == 4 ? t->ne[2] : 0;
+    if (t->n_dims != 4 || t->ne[0] != cout || t->ne[1] != cg || t->ne[3] != sz || !(sz & 1) || sz > k)
+        return graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(j->m), t->name, t->name_len,
+                             "a branch must be a square odd kernel [%llu, %llu, s, s] with s ≤ %llu", (unsigned long long)cout, (unsigned long long)cg,
+                             (unsigned long long)k);
+    const struct graft_model_tensor *cb = find(j->m, br, ".conv.bias");
+    double *kb = load64(j->m, w), *bb = cb ? load64(j->m, cb) : graft__calloc((size_t)cout, sizeof *bb);
+    char bn[1100];
+    snprintf(bn, sizeof bn, "%s.bn", br);
+    int rc = !kb || !bb ? nomem(err) : fuse_bn(j, bn, kb, cout, cg * sz * sz, bb, err);
+    uint64_t off = (k - sz) / 2;
+    for (uint64_t c = 0; !rc && c < cout; c++) {
+        b[c] += bb[c];
+        for (uint64_t g = 0; g < cg; g++)
+            for (uint64_t u = 0; u < sz; u++)
+                for (uint64_t v = 0; v < sz; v++) K[((c * cg + g) * k + u + off) * k + v + off] += kb[((c * cg + g) * sz + u) * sz + v];
+    }
+    graft__free(kb), graft__free(bb);
+    if (!rc) {
+        drop_t(j, w);
+        if (cb) drop_t(j, cb);
+        drop_bn(j, bn);
+    }
+    return rc;
+}
+
+static int fold_mobileone(struct rjob *j, size_t *n_folds, struct graft_err *err) {
+    size_t nt = graft_model_n_tensors(j->m);
+    for (size_t i = 0; i < nt; i++) {
+        const struct graft_tensor_info *t = graft_model_tensor(j->m, i)->info;
+        static const char *const first[2] = {".rbr_conv.0.conv.weight", ".lkb_origin.conv.weight"};
+        int kind = -1;
+        for (int f = 0; f < 2; f++) {
+            size_t sl = strlen(first[f]);
+            if (t->name_len >= sl && !strcmp(t->name + t->name_len - sl, first[f])) kind = f;
+        }
+        if (kind < 0) continue;
+        char P[1100], br[1100];
+        snprintf(P, sizeof P, "%.*s", (int)(t->name_len - strlen(first[kind])), t->name);
+        if (t->n_dims != 4 || t->ne[2] != t->ne[3] || !(t->ne[2] & 1))
+            return graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(j->m), t->name, t->name_len, "must be a square odd convolution kernel");
+        uint64_t cout = t->ne[0], cg = t->ne[1], k = t->ne[2], per = cg * k * k;
+        double *K = graft__calloc((size_t)(cout * per), sizeof *K), *b = graft__calloc((size_t)cout, sizeof *b);
+        int rc = !K || !b ? nomem(err) : GRAFT_OK;
+        bool found = true;
+        if (kind == 0) {
+            for (int n = 0; !rc && found; n++) {
+                snprintf(br, sizeof br, "%s.rbr_conv.%d", P, n);
+                rc = add_branch(j, br, cout, cg, k, K, b, &found, err);
+            }
+            snprintf(br, sizeof br, "%s.rbr_scale", P);
+            if (!rc) rc = add_branch(j, br, cout, cg, k, K, b, &found, err);
+            snprintf(br, sizeof br, "%s.rbr_skip", P);
+            if (!rc && find(j->m, br, ".running_mean")) { // identity: 1 at (c, c mod Cin/g, centre), then its BN
+                double *kid = graft__calloc((size_t)(cout * per), sizeof *kid), *bid = graft__calloc((size_t)cout, sizeof *bid);
+                if (!kid || !bid) rc = nomem(err);
+                for (uint64_t c = 0; !rc && c < cout; c++) kid[c * per + (c % cg) * k * k + (k / 2) * k + k / 2] = 1.0;
+                if (!rc) rc = fuse_bn(j, br, kid, cout, per, bid, err);
+                for (uint64_t c = 0; !rc && c < cout; c++) {
+                    b[c] += bid[c];
+                    for (uint64_t e = 0; e < per; e++) K[c * per + e] += kid[c * per + e];
+                }
+                graft__free(kid), graft__free(bid);
+                if (!rc) drop_bn(j, br);
+            }
+        } else {
+            snprintf(br, sizeof br, "%s.lkb_origin", P);
+            rc = add_branch(j, br, cout, cg, k, K, b, &found, err);
+            snprintf(br, sizeof br, "%s.small_conv", P);
+            if (!rc) rc = add_branch(j, br, cout, cg, k, K, b, &found, err);
+        }
+        if (rc) { graft__free(K), graft__free(b); return rc; }
+        char name[1100];
+        snprintf(name, sizeof name, "%s.%s.weight", P, kind ? "lkb_reparam" : "reparam_conv");
+        if (!add_out(j, name, t->dtype, 4, t->ne, K, err)) { graft__free(b); return err->code; }
+        snprintf(name, sizeof name, "%s.%s.bias", P, kind ? "lkb_reparam" : "reparam_conv");
+        uint64_t bne[1] = {cout};
+        if (!add_out(j, name, t->dtype, 1, bne, b, err)) return err->code;
+        (*n_folds)++;
+    }
+    return GRAFT_OK;
+}
+
 // Weight normalisation: (g, v) pairs in either naming.
 static int fold_wn(struct rjob *j, size_t *n_folds, struct graft_err *err) {
     size_t nt = graft_model_n_tensors(j->m);
@@ -325,10 +421,11 @@ int graft_reparam(const struct graft_model *m, const char *target, const struct 
         if (graft_model_tensor(m, i)->info->name_len > NAME_CAP)
             return graft_err_set(err, GRAFT_E_LIMIT, graft_model_path(m), NULL, 0, "a tensor name is longer than %d bytes", NAME_CAP);
     int rc = (j.drop = graft__calloc(nt ? nt : 1, sizeof *j.drop)) ? GRAFT_OK : nomem(err);
-    if (!rc) rc = p->fold == GRAFT_FOLD_BN ? fold_bn(&j, &folds, err) : p->fold == GRAFT_FOLD_REPVGG ? fold_repvgg(&j, &folds, err) : fold_wn(&j, &folds, err);
+    if (!rc) rc = p->fold == GRAFT_FOLD_BN ? fold_bn(&j, &folds, err) : p->fold == GRAFT_FOLD_REPVGG ? fold_repvgg(&j, &folds, err)
+                : p->fold == GRAFT_FOLD_MOBILEONE ? fold_mobileone(&j, &folds, err) : fold_wn(&j, &folds, err);
     if (!rc && !folds)
         rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "nothing to fold: no tensors match the %s patterns (see graft reparam --help)",
-                           p->fold == GRAFT_FOLD_BN ? "BatchNorm" : p->fold == GRAFT_FOLD_REPVGG ? "RepVGG" : "weight_norm");
+                           p->fold == GRAFT_FOLD_BN ? "BatchNorm" : p->fold == GRAFT_FOLD_REPVGG ? "RepVGG" : p->fold == GRAFT_FOLD_MOBILEONE ? "MobileOne / FastViT" : "weight_norm");
     size_t n_new = j.n_out;
     for (size_t i = 0; !rc && i < nt; i++) { // kept input tensors, in input order, then the folded ones
         if (j.drop[i]) continue;

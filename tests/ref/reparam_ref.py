@@ -4,7 +4,7 @@
   reparam_ref.py make OUT.safetensors        a checkpoint with conv+BN pairs (named conv/bn, conv1/bn1, a numbered
                                              Sequential), a linear layer, RepVGG blocks (groups 1 and 2) and
                                              weight-normalised tensors (NAME_g/NAME_v and parametrizations)
-  reparam_ref.py check MODE IN OUT           MODE bn | repvgg | weight-norm: outputs of the folded layers on a
+  reparam_ref.py check MODE IN OUT           MODE bn | repvgg | mobileone | weight-norm: outputs of the folded layers on a
                                              random input equal the original layers' (eval-mode BN, zero padding)
 """
 import os
@@ -42,6 +42,17 @@ def make(out):
         t[name + ".rbr_dense.conv.weight"] = rng.normal(0, 0.3, (8, 8 // g, 3, 3)); bn(rng, 8, name + ".rbr_dense.bn", t)
         t[name + ".rbr_1x1.conv.weight"] = rng.normal(0, 0.3, (8, 8 // g, 1, 1)); bn(rng, 8, name + ".rbr_1x1.bn", t)
         bn(rng, 8, name + ".rbr_identity", t)
+    # MobileOne blocks: three 3×3 branches, a 1×1 scale branch and an identity BN (groups 1 and
+    # depthwise); a 1×1 block with two branches and no scale; FastViT's 7×7 large kernel + 3×3 small one
+    for name, g in (("mo", 1), ("modw", 8)):
+        for n in range(3):
+            t[name + ".rbr_conv.%d.conv.weight" % n] = rng.normal(0, 0.3, (8, 8 // g, 3, 3)); bn(rng, 8, name + ".rbr_conv.%d.bn" % n, t)
+        t[name + ".rbr_scale.conv.weight"] = rng.normal(0, 0.3, (8, 8 // g, 1, 1)); bn(rng, 8, name + ".rbr_scale.bn", t)
+        bn(rng, 8, name + ".rbr_skip", t)
+    for n in range(2):
+        t["mopw.rbr_conv.%d.conv.weight" % n] = rng.normal(0, 0.3, (6, 8, 1, 1)); bn(rng, 6, "mopw.rbr_conv.%d.bn" % n, t)
+    t["lk.lkb_origin.conv.weight"] = rng.normal(0, 0.3, (8, 1, 7, 7)); bn(rng, 8, "lk.lkb_origin.bn", t)
+    t["lk.small_conv.conv.weight"] = rng.normal(0, 0.3, (8, 1, 3, 3)); bn(rng, 8, "lk.small_conv.bn", t)
     t["wn.weight_g"] = rng.uniform(0.5, 2, (6, 1, 1)); t["wn.weight_v"] = rng.normal(0, 1, (6, 4, 3))
     t["wn2.weight_g"] = rng.uniform(0.5, 2, (1, 5, 1)); t["wn2.weight_v"] = rng.normal(0, 1, (3, 5, 2))   # dim = 1
     t["pw.parametrizations.weight.original0"] = np.array(1.7); t["pw.parametrizations.weight.original1"] = rng.normal(0, 1, (5, 3))  # dim=None
@@ -52,6 +63,7 @@ def make(out):
 def conv(x, w, b=None, groups=1):
     """x [Cin, H, W], w [Cout, Cin/g, k, k], zero padding k//2, stride 1."""
     cout, cg, k, _ = w.shape
+    groups = x.shape[0] // cg
     p = k // 2
     xp = np.pad(x, ((0, 0), (p, p), (p, p)))
     H, W = x.shape[1:]
@@ -100,6 +112,23 @@ def check(mode, inp, out):
             cmp(ref, conv(x, O[name + ".rbr_reparam.weight"], O[name + ".rbr_reparam.bias"], groups=g))
             if any(k.startswith(name + ".rbr_dense") or k.startswith(name + ".rbr_identity") for k in O):
                 sys.exit("FAIL: branch tensors of %s are still there" % name)
+    elif mode == "mobileone":
+        def branch(x, name):
+            return bn_apply(conv(x, I[name + ".conv.weight"]), I, name + ".bn")
+        for name, cin in (("mo", 8), ("modw", 8), ("mopw", 8)):
+            x = rng.normal(0, 1, (cin, 6, 6))
+            ref = sum(branch(x, name + ".rbr_conv.%d" % n) for n in range(3) if name + ".rbr_conv.%d.conv.weight" % n in I)
+            if name + ".rbr_scale.conv.weight" in I:
+                ref = ref + branch(x, name + ".rbr_scale")
+            if name + ".rbr_skip.running_mean" in I:
+                ref = ref + bn_apply(x, I, name + ".rbr_skip")
+            cmp(ref, conv(x, O[name + ".reparam_conv.weight"], O[name + ".reparam_conv.bias"]))
+            if any(k.startswith(name + ".rbr_") for k in O):
+                sys.exit("FAIL: branch tensors of %s are still there" % name)
+        x = rng.normal(0, 1, (8, 9, 9))
+        cmp(branch(x, "lk.lkb_origin") + branch(x, "lk.small_conv"), conv(x, O["lk.lkb_reparam.weight"], O["lk.lkb_reparam.bias"]))
+        if any(k.startswith("lk.lkb_origin") or k.startswith("lk.small_conv") for k in O):
+            sys.exit("FAIL: large-kernel branch tensors are still there")
     else:
         v, g = I["wn.weight_v"], I["wn.weight_g"]
         cmp(g * v / np.sqrt((v ** 2).sum(axis=(1, 2), keepdims=True)), O["wn.weight"])
