@@ -270,6 +270,9 @@ expect 0 "$G" verify xw
 grep -q '"num_hidden_layers": 3' xw/config.json && grep -q '"hidden_size": 80' xw/config.json && ok || bad "expand: config not updated"
 expect 0 "$G" expand m32 xa --add-layers 2@0
 same m32 xa 1e-6
+expect 0 "$G" expand m32 xm --add-layers 1@0 --add-layers 2@2 --add-layers 1@1
+same m32 xm 1e-6
+grep -q '"num_hidden_layers": 6' xm/config.json && ok || bad "expand: repeated --add-layers count"
 expect 0 "$G" expand m32 xe --add-layers 1@2 --intermediate 100
 same m32 xe 1e-6
 expect 0 "$G" synth qb --arch qwen2 --layers 2 --hidden 32 --intermediate 48 --heads 4 --kv-heads 2 --vocab 64 --dtype f32 --seed 4

@@ -11,11 +11,13 @@
 extern "C" {
 #endif
 
+#define GRAFT_EXPAND_MAX_ADDS 64
 struct graft_expand_params {
     int      hidden;        // new hidden_size (0: unchanged)
     int      intermediate;  // new intermediate_size (0: unchanged)
     int      heads;         // new num_attention_heads (0: unchanged), same head_dim
-    int      add_n, add_at; // add_n identity blocks before layer add_at (0 … num_hidden_layers)
+    int      add_n[GRAFT_EXPAND_MAX_ADDS], add_at[GRAFT_EXPAND_MAX_ADDS]; // add_n[i] identity blocks before layer add_at[i]
+    int      n_adds;        //   (0 … num_hidden_layers), for i < n_adds
     int      dup_a, dup_b;  // duplicate layers [dup_a, dup_b) after dup_b − 1 (dup_b = 0: none)
     double   init_std;      // σ of the new "arbitrary" weights (0 → initializer_range, else 0.02)
     uint64_t seed;

@@ -16,7 +16,8 @@ static const char help[] =
     "                     multi-head attention) random, o_proj zero columns; with grouped KV heads N must\n"
     "                     be a multiple of their count and old heads are reordered to keep their KV head\n"
     "  --add-layers N@P   N new blocks before layer P (0 … layers): copies of the neighbouring block with\n"
-    "                     o_proj and down_proj zero, so each computes the identity\n"
+    "                     o_proj and down_proj zero, so each computes the identity; repeatable (positions\n"
+    "                     count the input's layers)\n"
     "  --duplicate A:B    depth up-scaling (SOLAR-style): layers A…B−1 repeated after B−1. NOT function\n"
     "                     preserving: for continued training\n"
     "The model computes what it did before (up to float rounding) after every transformation but\n"
@@ -49,8 +50,11 @@ int cmd_expand(int argc, char **argv) {
         case 'I': if (!cli_int("expand", "--intermediate", optarg, 1, 1 << 24, &p.intermediate)) return GRAFT_EXIT_USAGE; break;
         case 'N': if (!cli_int("expand", "--heads", optarg, 1, 1 << 16, &p.heads)) return GRAFT_EXIT_USAGE; break;
         case 'a':
-            if (sscanf(optarg, "%d@%d%c", &p.add_n, &p.add_at, &tail) != 2 || p.add_n < 1 || p.add_n > 4096 || p.add_at < 0)
+            if (p.n_adds == GRAFT_EXPAND_MAX_ADDS) return cli_usage("expand", "at most %d --add-layers", GRAFT_EXPAND_MAX_ADDS);
+            if (sscanf(optarg, "%d@%d%c", &p.add_n[p.n_adds], &p.add_at[p.n_adds], &tail) != 2 || p.add_n[p.n_adds] < 1 || p.add_n[p.n_adds] > 4096 ||
+                p.add_at[p.n_adds] < 0)
                 return cli_usage("expand", "--add-layers expects N@P (N new blocks before layer P), got '%s'", optarg);
+            p.n_adds++;
             break;
         case 'd':
             if (sscanf(optarg, "%d:%d%c", &p.dup_a, &p.dup_b, &tail) != 2 || p.dup_a < 0 || p.dup_b <= p.dup_a)
@@ -66,7 +70,7 @@ int cmd_expand(int argc, char **argv) {
         default: return cli_usage("expand", "unknown option");
         }
     }
-    if (!p.hidden && !p.intermediate && !p.heads && !p.add_n && !p.dup_b)
+    if (!p.hidden && !p.intermediate && !p.heads && !p.n_adds && !p.dup_b)
         return cli_usage("expand", "nothing to do: give --hidden, --intermediate, --heads, --add-layers or --duplicate");
     if (argc - optind != 2 && !(p.dry_run && argc - optind == 1)) return cli_usage("expand", "expected MODEL and OUT");
     struct graft_err err;

@@ -14,6 +14,7 @@
 //                      RoPE are unchanged; config: num_attention_heads (num_key_value_heads), head_dim.
 //   --add-layers N@P   N new blocks after layer P−1 (P = 0: first), copies of the block before them (or
 //                      after, at P = 0) with o_proj and down_proj zero: each computes the identity.
+//                      Repeatable; every P counts the input's layers.
 //   --duplicate A:B    depth up-scaling (SOLAR): layers A…B−1 copied again right after B−1 — NOT
 //                      function preserving; for continued training.
 // σ = --init-std, else config.json's initializer_range, else 0.02; draws keyed by (--seed, tensor name).
@@ -225,15 +226,19 @@ int graft_expand(const struct graft_model *m, const char *target, const struct g
         }
         for (uint64_t r = 0; mha && r < j.kv_new; r++) j.kvmap[r] = r < j.kv_old ? (int64_t)r : -1;
     }
-    int nl = L + p->add_n + (p->dup_b - p->dup_a);
-    if (p->add_n && (p->add_at < 0 || p->add_at > L)) { rc = graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "--add-layers position %d is past the %d layers", p->add_at, L); goto out; }
+    int nl = L + (p->dup_b - p->dup_a);
+    for (int a = 0; a < p->n_adds; a++) {
+        if (p->add_at[a] < 0 || p->add_at[a] > L) { rc = graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "--add-layers position %d is past the %d layers", p->add_at[a], L); goto out; }
+        nl += p->add_n[a];
+    }
     if (p->dup_b && !(0 <= p->dup_a && p->dup_a < p->dup_b && p->dup_b <= L)) { rc = graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "--duplicate A:B needs 0 ≤ A < B ≤ %d", L); goto out; }
     if (!(order = graft__calloc((size_t)nl, sizeof *order))) { rc = nomem(err); goto out; }
     {
         int k = 0;
         for (int l = 0; l <= L; l++) {
-            if (p->add_n && l == p->add_at)
-                for (int a = 0; a < p->add_n; a++) order[k++] = -(1 + (l > 0 ? l - 1 : 0));
+            for (int a = 0; a < p->n_adds; a++) // positions refer to the input's layers; several may coincide
+                if (l == p->add_at[a])
+                    for (int b = 0; b < p->add_n[a]; b++) order[k++] = -(1 + (l > 0 ? l - 1 : 0));
             if (l == L) break;
             order[k++] = l;
             if (p->dup_b && l == p->dup_b - 1)
