@@ -17,6 +17,12 @@ bool cli_int(const char *cmd, const char *opt, const char *s, int min, int max, 
 bool cli_float(const char *cmd, const char *opt, const char *s, double min, double max, double *out);
 bool cli_dtype(const char *cmd, const char *s, enum graft_dtype *out);
 
+// A whole file ("-": standard input), NUL-terminated; NULL when it cannot be read (free()).
+char *cli_read_file(const char *path, size_t *len);
+// A text file tokenized; errors name the file.
+struct graft_tokenizer;
+int cli_encode_file(const struct graft_tokenizer *t, const char *path, int32_t **ids, size_t *n, struct graft_err *err);
+
 int cmd_inspect(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_verify(int argc, char **argv);

@@ -60,29 +60,6 @@ static int read_ids(const char *path, struct doc *d, struct graft_err *err) {
     return rc;
 }
 
-static int read_text(const char *path, const struct graft_tokenizer *t, struct doc *d, struct graft_err *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return graft_err_set(err, GRAFT_E_IO, path, NULL, 0, "cannot open");
-    size_t cap = 1 << 16, n = 0;
-    char *b = malloc(cap);
-    for (size_t r; b && (r = fread(b + n, 1, cap - n, f)) > 0;) {
-        n += r;
-        if (n == cap) {
-            char *nb = realloc(b, cap *= 2);
-            if (!nb) free(b);
-            b = nb;
-        }
-    }
-    fclose(f);
-    if (!b) return graft_err_set(err, GRAFT_E_NOMEM, path, NULL, 0, "out of memory");
-    struct graft_err e2;
-    graft_err_clear(&e2);
-    int rc = graft_tokenizer_encode(t, b, n, &d->ids, &d->n, &e2);
-    if (rc) graft_err_set(err, rc, path, NULL, 0, "%s", e2.msg);
-    free(b);
-    return rc;
-}
-
 int cmd_eval(int argc, char **argv) {
     static const struct option opts[] = {
         {"text", required_argument, 0, 'x'}, {"tokens", required_argument, 0, 'k'}, {"ctx", required_argument, 0, 'c'},
@@ -151,7 +128,7 @@ int cmd_eval(int argc, char **argv) {
         rc = graft_err_set(&err, GRAFT_E_USAGE, path, NULL, 0, "--bos: the tokenizer names no BOS token");
         goto out;
     }
-    for (int i = 0; i < n_texts && !rc; i++) rc = read_text(texts[i], tk, &docs[n_docs++], &err);
+    for (int i = 0; i < n_texts && !rc; i++) rc = cli_encode_file(tk, texts[i], &docs[n_docs].ids, &docs[n_docs].n, &err), n_docs++;
     for (int i = 0; i < n_toks && !rc; i++) rc = read_ids(toks[i], &docs[n_docs++], &err);
     if (rc) goto out;
     if (collect && (rc = graft_llama_stats_new(L, collect, &st, &err))) goto out;

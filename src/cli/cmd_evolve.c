@@ -83,25 +83,7 @@ static int tokenize_evals(struct run *r, struct graft_writer *w) {
                                         "tokenizer.json (of the merge's donor)", &t, r->err);
     if (rc) return rc;
     r->bos = graft_tokenizer_bos(t);
-    for (int i = 0; i < r->n_evals && !rc; i++) {
-        FILE *f = fopen(r->evals[i], "rb");
-        if (!f) { rc = graft_err_set(r->err, GRAFT_E_IO, r->evals[i], NULL, 0, "cannot open"); break; }
-        size_t cap = 1 << 16, n = 0;
-        char *b = malloc(cap);
-        for (size_t got; b && (got = fread(b + n, 1, cap - n, f)) > 0;) {
-            n += got;
-            if (n == cap) {
-                char *nb = realloc(b, cap *= 2);
-                if (!nb) free(b);
-                b = nb;
-            }
-        }
-        fclose(f);
-        struct graft_err e2 = {0};
-        if (!b) rc = graft_err_set(r->err, GRAFT_E_NOMEM, r->evals[i], NULL, 0, "out of memory");
-        else if ((rc = graft_tokenizer_encode(t, b, n, &r->docs[i], &r->lens[i], &e2))) graft_err_set(r->err, rc, r->evals[i], NULL, 0, "%s", e2.msg);
-        free(b);
-    }
+    for (int i = 0; i < r->n_evals && !rc; i++) rc = cli_encode_file(t, r->evals[i], &r->docs[i], &r->lens[i], r->err);
     graft_tokenizer_free(t);
     r->have_docs = !rc;
     return rc;

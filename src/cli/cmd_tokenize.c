@@ -21,24 +21,6 @@ static const char help[] =
     "  --json        {\"file\": ..., \"ids\": [...]} per file, one object a line (encode only)\n"
     "  -h, --help    this text\n";
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f) return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *b = malloc(cap);
-    for (size_t r; b && (r = fread(b + n, 1, cap - n, f)) > 0;) {
-        n += r;
-        if (n == cap) {
-            char *nb = realloc(b, cap *= 2);
-            if (!nb) free(b);
-            b = nb;
-        }
-    }
-    if (f != stdin) fclose(f);
-    if (b) *len = n;
-    return b;
-}
-
 // The error, prefixed with the text file it concerns.
 static int fail_in(const char *file, const struct graft_err *err) {
     struct graft_err e;
@@ -72,7 +54,7 @@ int cmd_tokenize(int argc, char **argv) {
     int n_files = argc - optind > 1 ? argc - optind - 1 : 1, rc = GRAFT_EXIT_OK;
     for (int f = 0; f < n_files && rc == GRAFT_EXIT_OK; f++) {
         size_t len = 0;
-        char *text = slurp(files[f], &len);
+        char *text = cli_read_file(files[f], &len);
         if (!text) {
             graft_err_set(&err, GRAFT_E_IO, files[f], NULL, 0, "cannot read the file");
             rc = cli_fail(&err);
@@ -81,8 +63,7 @@ int cmd_tokenize(int argc, char **argv) {
         if (decode) {
             size_t n = 0, cap = len / 2 + 1;
             int32_t *ids = malloc(cap * sizeof *ids);
-            char *p = text, *end;
-            text = realloc(text, len + 1), p = text, text[len] = 0;
+            char *p = text, *end; // cli_read_file NUL-terminates
             for (long v; ids && (v = strtol(p, &end, 10), end != p); p = end) ids[n++] = (int32_t)v;
             char *out = NULL;
             size_t ol = 0;

@@ -1,0 +1,36 @@
+// Text files for the commands that tokenize (eval, evolve, tokenize).
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cli.h"
+#include "graft/tokenizer.h"
+
+char *cli_read_file(const char *path, size_t *len) {
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    if (!f) return NULL;
+    size_t cap = 1 << 16, n = 0;
+    char *b = malloc(cap + 1);
+    for (size_t r; b && (r = fread(b + n, 1, cap - n, f)) > 0;) {
+        n += r;
+        if (n == cap) {
+            char *nb = realloc(b, (cap *= 2) + 1);
+            if (!nb) free(b);
+            b = nb;
+        }
+    }
+    if (f != stdin) fclose(f);
+    if (b) b[n] = 0, *len = n;
+    return b;
+}
+
+int cli_encode_file(const struct graft_tokenizer *t, const char *path, int32_t **ids, size_t *n, struct graft_err *err) {
+    size_t len = 0;
+    char *text = cli_read_file(path, &len);
+    if (!text) return graft_err_set(err, GRAFT_E_IO, path, NULL, 0, "cannot read the file");
+    struct graft_err e2;
+    graft_err_clear(&e2);
+    int rc = graft_tokenizer_encode(t, text, len, ids, n, &e2);
+    if (rc) graft_err_set(err, rc, path, NULL, 0, "%s", e2.msg);
+    free(text);
+    return rc;
+}
