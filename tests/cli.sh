@@ -62,6 +62,7 @@ done < "$T/classes"
 only_entries "$T/c"
 
 # ---- a real model: synth, convert, verify, thread independence ----
+ROOT=$PWD
 cd "$T"
 expect 0 "$G" synth base --layers 2 --hidden 128 --intermediate 344 --vocab 512 --seed 3
 expect 0 "$G" synth ft --like base --delta 0.02 --seed 9
@@ -167,6 +168,21 @@ if [ "$FAULTS" = faults ]; then
     done
     alloc_faults 1 fa "$G" convert ft fa --dtype f16 --out-shard-size 100K
 fi
+
+# GGUF files: inspect and verify read them; a truncated or corrupted one is refused with its reason
+GG="$ROOT/fuzz/corpus/gguf"
+expect 0 "$G" verify "$GG/quant.gguf"
+grep -q "GGUF v3, 5 tensors, 2 key/values" "$T/out" && ok || bad "verify gguf: $(cat "$T/out")"
+expect 0 "$G" inspect "$GG/basic.gguf"
+grep -q "tokenizer.ggml.tokens .*\[string × 2\] \"<s>\", \"hi\"" "$T/out" && grep -q "^BF16 *\[2\]" "$T/out" && ok || bad "inspect gguf: $(cat "$T/out")"
+expect 0 "$G" inspect --json "$GG/quant.gguf"
+grep -q '"format": *"gguf"' "$T/out" && grep -q '"type": *"Q6_K"' "$T/out" && ok || bad "inspect --json gguf: $(cat "$T/out")"
+head -c 500 "$GG/basic.gguf" > cut.gguf
+expect 3 "$G" verify cut.gguf
+grep -q "cut.gguf: truncated" "$T/err" && ok || bad "truncated gguf: $(cat "$T/err")"
+cp "$GG/basic.gguf" bad.gguf && printf '\001' | dd of=bad.gguf bs=1 seek=4 conv=notrunc 2>/dev/null
+expect 3 "$G" inspect bad.gguf
+grep -q "bad.gguf: GGUF version 1" "$T/err" && ok || bad "gguf version: $(cat "$T/err")"
 
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

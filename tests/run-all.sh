@@ -37,5 +37,6 @@ suite "fuzz corpus: index (asan+ubsan)" build/asan/tests/fuzz-index fuzz/corpus/
 suite "fuzz corpus: config (asan+ubsan)" build/asan/tests/fuzz-config fuzz/corpus/config
 suite "fuzz corpus: tokenizer (asan+ubsan)" build/asan/tests/fuzz-tokenizer fuzz/corpus/tokenizer
 suite "fuzz corpus: genome (asan+ubsan)" build/asan/tests/fuzz-genome fuzz/corpus/genome
+suite "fuzz corpus: gguf (asan+ubsan)" build/asan/tests/fuzz-gguf fuzz/corpus/gguf
 echo "$total_pass passed, $total_fail failed"
 [ $total_fail = 0 ]

@@ -23,6 +23,10 @@ char *cli_read_file(const char *path, size_t *len);
 struct graft_tokenizer;
 int cli_encode_file(const struct graft_tokenizer *t, const char *path, int32_t **ids, size_t *n, struct graft_err *err);
 
+// inspect / verify of a GGUF file (gguf_show.c)
+int cli_gguf_inspect(const char *path, bool as_json);
+int cli_gguf_verify(const char *path);
+
 int cmd_inspect(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_verify(int argc, char **argv);

@@ -4,12 +4,13 @@
 #include <stdio.h>
 #include <string.h>
 #include "cli.h"
+#include "graft/gguf.h"
 #include "../io/io-impl.h"
 
 static const char help[] =
     "Usage: graft inspect PATH [--json]\n"
     "\n"
-    "List the tensors of a .safetensors file or a model folder: name, dtype, shape, shard file and the\n"
+    "List the tensors of a .safetensors file, a model folder or a GGUF file: name, dtype, shape, shard file and the\n"
     "byte offset of its data in that file; then the parameter count, data bytes, __metadata__ and a\n"
     "summary of config.json. The model is fully validated first (as `graft verify`).\n"
     "\n"
@@ -119,6 +120,7 @@ int cmd_inspect(int argc, char **argv) {
     if (argc - optind != 1) return cli_usage("inspect", "expected one PATH");
     struct graft_err err;
     graft_err_clear(&err);
+    if (graft_gguf_sniff(argv[optind])) return cli_gguf_inspect(argv[optind], as_json);
     struct graft_model *m;
     if (graft_model_open(argv[optind], &m, &err)) return cli_fail(&err);
     int rc = GRAFT_EXIT_OK;

@@ -2,6 +2,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include "cli.h"
+#include "graft/gguf.h"
 
 static const char help[] =
     "Usage: graft verify PATH\n"
@@ -9,7 +10,8 @@ static const char help[] =
     "Validate a .safetensors file or a model folder completely: header framing, JSON, dtypes, shapes,\n"
     "overflow-checked sizes, offsets that tile the data exactly, file sizes; for folders the index\n"
     "(shard names, every shard present, every tensor in exactly the shard the index names) and\n"
-    "config.json (valid JSON object without duplicate keys).\n"
+    "config.json (valid JSON object without duplicate keys). A GGUF file (v2/v3) is validated as llama.cpp's\n"
+    "reader would, and more strictly (docs/gguf.md).\n"
     "Prints one summary line on success. Exit codes: 0 clean, 3 invalid input, 1 I/O failure.\n";
 
 int cmd_verify(int argc, char **argv) {
@@ -23,6 +25,7 @@ int cmd_verify(int argc, char **argv) {
     if (argc - optind != 1) return cli_usage("verify", "expected one PATH");
     struct graft_err err;
     graft_err_clear(&err);
+    if (graft_gguf_sniff(argv[optind])) return cli_gguf_verify(argv[optind]);
     struct graft_model *m;
     if (graft_model_open(argv[optind], &m, &err)) return cli_fail(&err);
     printf("ok: %s: %zu tensors in %d file%s, %llu parameters, %llu bytes\n", argv[optind], graft_model_n_tensors(m),

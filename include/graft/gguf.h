@@ -1,0 +1,100 @@
+// graft — GGUF (llama.cpp's format, v2 and v3, little-endian) read as hostile input.
+//
+// Validation runs in one fixed order before anything is trusted (shared/formats.md §4.3, made
+// stricter): magic; version 2 or 3 (a byte-swapped version is named as a big-endian file, which is
+// not supported); tensor and key/value counts capped and bounded by the bytes left; every key and
+// string: length ≤ bytes left (and ≤ 1 GiB), keys non-empty, valid UTF-8 and unique; value types
+// 0…12, arrays of a non-array type with count ≤ 2^30 and count × element size ≤ bytes left (strings
+// walked one by one); general.alignment a UINT32 power of two ≤ 1 MiB; per tensor: name 1…63 bytes of
+// UTF-8, unique; ≤ 4 dims; every dim ≤ INT64_MAX and their product overflow-checked; a known type
+// whose block divides ne[0]; byte size overflow-checked; offsets exactly the canonical sequence
+// (each tensor right after the previous one's padded end, as ggml requires); the data section, padded
+// after the last tensor too, inside the file. Access is zero-copy through a read-only mapping.
+#ifndef GRAFT_GGUF_H
+#define GRAFT_GGUF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum graft_gguf_vtype {
+    GRAFT_GGUF_U8, GRAFT_GGUF_I8, GRAFT_GGUF_U16, GRAFT_GGUF_I16, GRAFT_GGUF_U32, GRAFT_GGUF_I32, GRAFT_GGUF_F32,
+    GRAFT_GGUF_BOOL, GRAFT_GGUF_STRING, GRAFT_GGUF_ARRAY, GRAFT_GGUF_U64, GRAFT_GGUF_I64, GRAFT_GGUF_F64,
+};
+
+// ggml tensor types graft knows by id (the others are named in messages by their id).
+enum graft_ggml_type {
+    GRAFT_GGML_F32 = 0, GRAFT_GGML_F16 = 1, GRAFT_GGML_Q4_0 = 2, GRAFT_GGML_Q4_1 = 3, GRAFT_GGML_Q8_0 = 8,
+    GRAFT_GGML_Q4_K = 12, GRAFT_GGML_Q6_K = 14, GRAFT_GGML_I8 = 24, GRAFT_GGML_I16 = 25, GRAFT_GGML_I32 = 26,
+    GRAFT_GGML_I64 = 27, GRAFT_GGML_F64 = 28, GRAFT_GGML_BF16 = 30, GRAFT_GGML_TYPE_COUNT = 43,
+};
+
+#define GRAFT_GGUF_MAX_TENSORS  (1u << 20)
+#define GRAFT_GGUF_MAX_KV       (1u << 20)
+#define GRAFT_GGUF_MAX_NAME     63
+#define GRAFT_GGUF_DEFAULT_ALIGNMENT 32
+
+struct graft_gguf_kv {
+    const char    *key;      // NUL-terminated copy
+    size_t         key_len;
+    uint32_t       type;     // enum graft_gguf_vtype
+    uint32_t       arr_type; // element type when type is ARRAY
+    uint64_t       n;        // array elements (1 otherwise)
+    const uint8_t *value;    // the value's bytes in the mapping (for ARRAY: the first element)
+};
+
+struct graft_gguf_tensor {
+    const char *name;        // NUL-terminated copy
+    size_t      name_len;
+    uint32_t    n_dims;
+    uint64_t    ne[4];       // ggml order: ne[0] is the innermost (fastest) dimension; unused dims are 1
+    uint32_t    type;        // enum graft_ggml_type
+    uint64_t    offset;      // from the data section start
+    uint64_t    n_elem, n_bytes;
+};
+
+struct graft_gguf;
+int  graft_gguf_open(const char *path, struct graft_gguf **out, struct graft_err *err);
+// Over a caller's buffer (fuzzing, tests); the buffer must outlive the handle.
+int  graft_gguf_open_mem(const void *buf, size_t len, const char *label, struct graft_gguf **out, struct graft_err *err);
+void graft_gguf_close(struct graft_gguf *g); // NULL-safe
+// True when the file starts with the GGUF magic (cheap; for dispatch).
+bool graft_gguf_sniff(const char *path);
+
+uint32_t graft_gguf_version(const struct graft_gguf *g);
+uint32_t graft_gguf_alignment(const struct graft_gguf *g);
+uint64_t graft_gguf_data_offset(const struct graft_gguf *g);
+size_t   graft_gguf_n_kv(const struct graft_gguf *g);
+const struct graft_gguf_kv *graft_gguf_kv(const struct graft_gguf *g, size_t i);
+const struct graft_gguf_kv *graft_gguf_find_kv(const struct graft_gguf *g, const char *key);
+size_t   graft_gguf_n_tensors(const struct graft_gguf *g);
+const struct graft_gguf_tensor *graft_gguf_tensor(const struct graft_gguf *g, size_t i);
+const struct graft_gguf_tensor *graft_gguf_find(const struct graft_gguf *g, const char *name);
+const uint8_t *graft_gguf_data(const struct graft_gguf *g, const struct graft_gguf_tensor *t);
+
+// Typed reads of scalar values: any integer type that fits (u64), numbers (f64), strings (borrowed,
+// not NUL-terminated). False when the key is absent or of another kind.
+bool graft_gguf_get_u64(const struct graft_gguf *g, const char *key, uint64_t *v);
+bool graft_gguf_get_f64(const struct graft_gguf *g, const char *key, double *v);
+bool graft_gguf_get_str(const struct graft_gguf *g, const char *key, const char **s, size_t *len);
+// Element i of a string array (bounds already validated at open); false if out of range.
+bool graft_gguf_arr_str(const struct graft_gguf_kv *kv, uint64_t i, const char **s, size_t *len);
+
+// Type facts: name ("Q8_0"), values per block and bytes per block (0 for unknown or removed ids).
+const char *graft_ggml_type_name(uint32_t type);
+uint32_t    graft_ggml_block_size(uint32_t type);
+uint32_t    graft_ggml_type_size(uint32_t type);
+// Decode n elements (a multiple of the block size) of a tensor's bytes to f32: F32, F16, BF16, F64,
+// I8/I16/I32, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K. False for other types.
+bool graft_ggml_to_f32(uint32_t type, const void *src, float *dst, uint64_t n);
+const char *graft_gguf_vtype_name(uint32_t t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
