@@ -93,6 +93,36 @@ uint32_t    graft_ggml_type_size(uint32_t type);
 // I8/I16/I32, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K. False for other types.
 bool graft_ggml_to_f32(uint32_t type, const void *src, float *dst, uint64_t n);
 const char *graft_gguf_vtype_name(uint32_t t);
+// Encode n values (a multiple of the block) as F32, F16, BF16 (round to nearest even), Q8_0 or Q4_0
+// (ggml's reference quantizers, bit for bit). False for other types.
+bool graft_ggml_from_f32(uint32_t type, const float *src, void *dst, uint64_t n);
+
+// ---- writing ----------------------------------------------------------------------------------------
+// Declare key/values and tensors, then layout (the header is written, every offset fixed), then
+// tensor bytes from any thread, then commit (fsync, rename into place). Freed uncommitted, nothing is
+// left behind. flags: GRAFT_WRITER_FORCE replaces an existing file.
+struct graft_gguf_writer;
+int  graft_gguf_writer_open(const char *target, unsigned flags, struct graft_gguf_writer **out, struct graft_err *err);
+void graft_gguf_writer_free(struct graft_gguf_writer *w);
+int  graft_gguf_w_u32(struct graft_gguf_writer *w, const char *key, uint32_t v, struct graft_err *err);
+int  graft_gguf_w_i32(struct graft_gguf_writer *w, const char *key, int32_t v, struct graft_err *err);
+int  graft_gguf_w_f32(struct graft_gguf_writer *w, const char *key, float v, struct graft_err *err);
+int  graft_gguf_w_bool(struct graft_gguf_writer *w, const char *key, bool v, struct graft_err *err);
+int  graft_gguf_w_str(struct graft_gguf_writer *w, const char *key, const char *s, size_t n, struct graft_err *err);
+// An array: values points at n packed elements, or for strings at n `const char *` (lens NULL: NUL-terminated).
+int  graft_gguf_w_arr(struct graft_gguf_writer *w, const char *key, uint32_t elem_type, const void *values, const size_t *lens, uint64_t n,
+                      struct graft_err *err);
+// ne in ggml order (innermost first). Returns the tensor's id (≥ 0) or a negative status.
+long graft_gguf_w_tensor(struct graft_gguf_writer *w, const char *name, uint32_t n_dims, const uint64_t *ne, uint32_t type, struct graft_err *err);
+uint64_t graft_gguf_w_tensor_bytes(const struct graft_gguf_writer *w, long id);
+int  graft_gguf_w_layout(struct graft_gguf_writer *w, struct graft_err *err);
+int  graft_gguf_w_write(struct graft_gguf_writer *w, long id, uint64_t off, const void *buf, size_t n, struct graft_err *err);
+int  graft_gguf_w_commit(struct graft_gguf_writer *w, struct graft_err *err);
+
+// A Llama / Mistral / Qwen2 Hugging Face folder as one GGUF file (src/ops/gguf_convert.c): matrices as
+// `type` (F32, F16, BF16, Q8_0, Q4_0), 1-D tensors F32. flags: GRAFT_WRITER_FORCE.
+struct graft_model;
+int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type, int n_threads, unsigned flags, struct graft_err *err);
 
 #ifdef __cplusplus
 }

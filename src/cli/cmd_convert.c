@@ -3,9 +3,11 @@
 #include <stdio.h>
 #include <string.h>
 #include "cli.h"
+#include "graft/gguf.h"
 
 static const char help[] =
     "Usage: graft convert IN OUT --dtype T [--out-shard-size S] [--threads N] [--force]\n"
+    "       graft convert IN OUT.gguf --to gguf [--type f32|f16|bf16|q8_0|q4_0] [--threads N] [--force]\n"
     "\n"
     "Convert every floating tensor of IN (a .safetensors file or a model folder) to T, rounding to\n"
     "nearest even exactly as PyTorch's tensor.to(): f32, f16, bf16, f8_e4m3 (float8_e4m3fn) or f8_e5m2.\n"
@@ -17,7 +19,11 @@ static const char help[] =
     "The output appears atomically: it is written to a temporary folder beside OUT, synced, then renamed.\n"
     "\n"
     "Options:\n"
-    "  --dtype T            target type (required)\n"
+    "  --dtype T            target type (required for safetensors output)\n"
+    "  --to gguf            one GGUF file for llama.cpp (Llama, Mistral, Qwen2 folders): llama.cpp's tensor\n"
+    "                       names, its q/k row permutation (Llama, Mistral), metadata and the tokenizer from\n"
+    "                       tokenizer.json; also chosen by an OUT ending in .gguf (docs/gguf.md)\n"
+    "  --type T             GGUF matrix type: f32, f16 (default), bf16, q8_0, q4_0; 1-D tensors stay f32\n"
     "  --out-shard-size S   max tensor bytes per shard: 5G, 500M, 2GiB, 5B (MergeKit: B = 10^9). Default 5G\n"
     "  --threads N          worker threads (default: number of CPUs)\n"
     "  --force              replace OUT if it exists and is not empty\n"
@@ -28,7 +34,10 @@ int cmd_convert(int argc, char **argv) {
     static const struct option opts[] = {
         {"dtype", required_argument, 0, 'd'}, {"out-shard-size", required_argument, 0, 's'},
         {"threads", required_argument, 0, 't'}, {"force", no_argument, 0, 'f'},
-        {"no-copy-tokenizer", no_argument, 0, 'n'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"no-copy-tokenizer", no_argument, 0, 'n'}, {"to", required_argument, 0, 'T'}, {"type", required_argument, 0, 'y'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    bool to_gguf = false;
+    uint32_t gtype = GRAFT_GGML_F16;
     struct graft_convert_params p = graft_convert_default_params();
     p.n_threads = graft_n_cpus();
     bool have_dtype = false;
@@ -41,11 +50,37 @@ int cmd_convert(int argc, char **argv) {
         case 't': if (!cli_threads("convert", optarg, &p.n_threads)) return GRAFT_EXIT_USAGE; break;
         case 'f': p.writer_flags |= GRAFT_WRITER_FORCE; break;
         case 'n': p.copy_side_files = false; break;
+        case 'T':
+            if (!strcmp(optarg, "gguf")) to_gguf = true;
+            else if (strcmp(optarg, "safetensors") && strcmp(optarg, "hf")) return cli_usage("convert", "--to expects gguf, hf or safetensors, got '%s'", optarg);
+            break;
+        case 'y':
+            if (!strcmp(optarg, "f32")) gtype = GRAFT_GGML_F32;
+            else if (!strcmp(optarg, "f16")) gtype = GRAFT_GGML_F16;
+            else if (!strcmp(optarg, "bf16")) gtype = GRAFT_GGML_BF16;
+            else if (!strcmp(optarg, "q8_0")) gtype = GRAFT_GGML_Q8_0;
+            else if (!strcmp(optarg, "q4_0")) gtype = GRAFT_GGML_Q4_0;
+            else return cli_usage("convert", "--type expects f32, f16, bf16, q8_0 or q4_0, got '%s'", optarg);
+            break;
         case 'h': fputs(help, stdout); return GRAFT_EXIT_OK;
         default: return cli_usage("convert", "unknown option");
         }
     }
     if (argc - optind != 2) return cli_usage("convert", "expected IN and OUT");
+    size_t ol = strlen(argv[optind + 1]);
+    if (ol > 5 && !strcmp(argv[optind + 1] + ol - 5, ".gguf")) to_gguf = true;
+    if (to_gguf) {
+        struct graft_err gerr;
+        graft_err_clear(&gerr);
+        struct graft_model *gm;
+        if (graft_model_open(argv[optind], &gm, &gerr)) return cli_fail(&gerr);
+        double t0 = graft_now();
+        int grc = graft_to_gguf(gm, argv[optind + 1], gtype, p.n_threads, p.writer_flags, &gerr);
+        graft_model_close(gm);
+        if (grc) return cli_fail(&gerr);
+        fprintf(stderr, "graft: wrote %s (%s matrices) in %.2fs\n", argv[optind + 1], graft_ggml_type_name(gtype), graft_now() - t0);
+        return GRAFT_EXIT_OK;
+    }
     if (!have_dtype) return cli_usage("convert", "--dtype is required");
     struct graft_err err;
     graft_err_clear(&err);

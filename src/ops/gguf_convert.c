@@ -1,0 +1,323 @@
+// Hugging Face Llama / Mistral / Qwen2 folder → one GGUF file for llama.cpp (shared/formats.md §4.7):
+// llama.cpp's tensor names, the Q/K row permutation its converter applies for Llama-type rotary
+// layouts (not for Qwen2, which llama.cpp runs with NEOX rotation), its metadata keys, and the
+// tokenizer as tokenizer.ggml.* arrays. 1-D tensors stay F32 as the converter keeps them; matrices
+// take the requested type (a quantized type falls back to F16 for rows that are not a multiple of
+// its 32-value block, as gguf-py does). Tensors are converted a block of rows at a time.
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "graft/gguf.h"
+#include "graft/tokenizer.h"
+#include "graft/util.h"
+#include "graft/model.h"
+#include "graft/writer.h"
+#include "../core/impl.h"
+#include "../io/io-impl.h"
+
+struct gt {
+    const struct graft_model_tensor *src;
+    char     name[96];
+    uint32_t type;
+    int      permute_heads; // > 0: permute rows in groups of this many heads (q: n_head, k: n_head_kv)
+    long     id;
+};
+
+struct gjob {
+    const struct graft_model *m;
+    struct graft_gguf_writer *w;
+    struct gt *t;
+    size_t n;
+    float *rope_factors; // llama3 rope_freqs (NULL when none)
+    size_t n_rope;
+    long rope_id;
+};
+
+static int nomem(struct graft_err *err) { return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); }
+
+// HF name → llama.cpp name; false when graft knows no GGUF name for it.
+static bool gguf_name(const char *hf, char *out, size_t cap) {
+    static const struct { const char *hf, *gg; } top[] = {
+        {"model.embed_tokens.weight", "token_embd.weight"}, {"model.norm.weight", "output_norm.weight"}, {"lm_head.weight", "output.weight"}};
+    for (size_t i = 0; i < 3; i++)
+        if (!strcmp(hf, top[i].hf)) return snprintf(out, cap, "%s", top[i].gg), true;
+    static const struct { const char *hf, *gg; } lay[] = {
+        {"input_layernorm", "attn_norm"}, {"post_attention_layernorm", "ffn_norm"}, {"self_attn.q_proj", "attn_q"}, {"self_attn.k_proj", "attn_k"},
+        {"self_attn.v_proj", "attn_v"}, {"self_attn.o_proj", "attn_output"}, {"mlp.gate_proj", "ffn_gate"}, {"mlp.up_proj", "ffn_up"},
+        {"mlp.down_proj", "ffn_down"}};
+    int l, n = 0;
+    if (sscanf(hf, "model.layers.%d.%n", &l, &n) != 1 || !n) return false;
+    const char *rest = hf + n;
+    for (size_t i = 0; i < sizeof lay / sizeof lay[0]; i++) {
+        size_t k = strlen(lay[i].hf);
+        if (!strncmp(rest, lay[i].hf, k) && (!strcmp(rest + k, ".weight") || !strcmp(rest + k, ".bias")))
+            return snprintf(out, cap, "blk.%d.%s%s", l, lay[i].gg, rest + k), true;
+    }
+    return false;
+}
+
+// llama.cpp's converter permutes q/k rows: per head, the two rotary halves interleaved —
+// out[h·d + 2j + i] = in[h·d + i·d/2 + j].
+static uint64_t permuted_src_row(uint64_t r, uint64_t head_dim) {
+    uint64_t h = r / head_dim, k = r % head_dim, j = k / 2, i = k % 2;
+    return h * head_dim + i * (head_dim / 2) + j;
+}
+
+static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
+    (void)ith;
+    struct gjob *j = ctx;
+    if (item == j->n) { // rope_freqs
+        return graft_gguf_w_write(j->w, j->rope_id, 0, j->rope_factors, j->n_rope * sizeof(float), err);
+    }
+    struct gt *x = &j->t[item];
+    const struct graft_tensor_info *t = x->src->info;
+    uint64_t rows = t->n_dims == 2 ? t->ne[0] : 1, cols = t->n_dims == 2 ? t->ne[1] : t->n_elem;
+    uint64_t hd = x->permute_heads ? rows / (uint64_t)x->permute_heads : 1, block = x->permute_heads ? hd : 64;
+    if (block > rows) block = rows ? rows : 1;
+    size_t es = (size_t)graft_dtype_traits(t->dtype)->bits / 8;
+    uint64_t row_bytes = cols / graft_ggml_block_size(x->type) * graft_ggml_type_size(x->type);
+    float *f = graft__malloc((size_t)(block * cols) * sizeof *f);
+    uint8_t *enc = graft__malloc((size_t)(block * row_bytes) + 1);
+    int rc = f && enc ? GRAFT_OK : nomem(err);
+    const uint8_t *src = graft_model_data(j->m, x->src);
+    for (uint64_t r0 = 0; !rc && r0 < rows; r0 += block) {
+        uint64_t nr = rows - r0 < block ? rows - r0 : block;
+        for (uint64_t r = 0; r < nr; r++) {
+            uint64_t sr = x->permute_heads ? permuted_src_row(r0 + r, hd) : r0 + r;
+            graft_row_to_f32(t->dtype, src + sr * cols * es, f + r * cols, (size_t)cols);
+        }
+        graft_ggml_from_f32(x->type, f, enc, nr * cols);
+        rc = graft_gguf_w_write(j->w, x->id, r0 * row_bytes, enc, (size_t)(nr * row_bytes), err);
+    }
+    graft__free(f), graft__free(enc);
+    return rc;
+}
+
+static long jint(json_t *o, const char *k, long d) { json_t *v = json_object_get(o, k); return json_is_integer(v) ? (long)json_integer_value(v) : d; }
+static double jnum(json_t *o, const char *k, double d) { json_t *v = json_object_get(o, k); return json_is_number(v) ? json_number_value(v) : d; }
+
+// tokenizer.ggml.* from tokenizer.json (+ tokenizer_config.json): gpt2 (byte-level BPE) or llama
+// (SentencePiece-style BPE); vocabulary padded to the embedding rows with [PADn] unused tokens.
+static int write_tokenizer(struct graft_gguf_writer *w, const struct graft_model *m, json_t *cfg, uint64_t n_rows, struct graft_err *err) {
+    char *p = graft__asprintf("%s/tokenizer.json", graft_model_dir(m));
+    json_t *tj = NULL, *tc = NULL;
+    int rc = p ? graft__load_json_file(p, GRAFT_TOKENIZER_MAX_BYTES, &tj, err) : nomem(err);
+    if (rc == GRAFT_E_NOTFOUND) {
+        graft_err_clear(err);
+        rc = graft_err_set(err, GRAFT_E_NOTFOUND, p, NULL, 0, "a GGUF file carries its tokenizer: the model folder needs tokenizer.json");
+    }
+    char *pc = graft__asprintf("%s/tokenizer_config.json", graft_model_dir(m));
+    struct graft_err e2 = {0};
+    if (pc) graft__load_json_file(pc, 16u << 20, &tc, &e2);
+    graft__free(pc);
+    char **tok = NULL;
+    int32_t *type = NULL;
+    float *score = NULL;
+    const char **mer = NULL;
+    char **mer_own = NULL;
+    size_t n_mer = 0;
+    if (rc) goto out;
+    json_t *model = json_object_get(tj, "model"), *vocab = json_object_get(model, "vocab"), *merges = json_object_get(model, "merges");
+    if (!json_is_object(vocab)) { rc = graft_err_set(err, GRAFT_E_FORMAT, p, NULL, 0, "no BPE vocabulary (model.vocab)"); goto out; }
+    const char *mt = json_string_value(json_object_get(model, "type"));
+    if (mt && strcmp(mt, "BPE")) { rc = graft_err_set(err, GRAFT_E_FORMAT, p, NULL, 0, "model type %s: graft converts BPE tokenizers", mt); goto out; }
+    char *dump = json_dumps(tj, JSON_COMPACT);
+    bool bytelevel = dump && strstr(dump, "\"type\":\"ByteLevel\"");
+    const char *pre = "default";
+    if (dump && strstr(dump, "\\\\p{N}{1,3}")) pre = "llama-bpe";
+    else if (dump && strstr(dump, "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}|")) pre = "qwen2";
+    else if (bytelevel) pre = "gpt-2";
+    free(dump);
+    size_t n = (size_t)n_rows;
+    tok = graft__calloc(n, sizeof *tok), type = graft__calloc(n, sizeof *type), score = graft__calloc(n, sizeof *score);
+    if (!tok || !type || !score) { rc = nomem(err); goto out; }
+    const char *k;
+    json_t *v;
+    json_object_foreach(vocab, k, v) {
+        json_int_t id = json_integer_value(v);
+        if (id < 0 || (uint64_t)id >= n_rows) { rc = graft_err_set(err, GRAFT_E_FORMAT, p, NULL, 0, "token id %lld is beyond the %llu embedding rows", (long long)id, (unsigned long long)n_rows); goto out; }
+        tok[id] = (char *)k, type[id] = 1;
+        if (!bytelevel && strlen(k) == 6 && !strncmp(k, "<0x", 3) && k[5] == '>') type[id] = 6;
+    }
+    size_t i;
+    json_array_foreach(json_object_get(tj, "added_tokens"), i, v) {
+        json_int_t id = json_integer_value(json_object_get(v, "id"));
+        const char *c = json_string_value(json_object_get(v, "content"));
+        if (!c || id < 0 || (uint64_t)id >= n_rows) { rc = graft_err_set(err, GRAFT_E_FORMAT, p, NULL, 0, "added token %zu is beyond the embedding rows", i); goto out; }
+        tok[id] = (char *)c, type[id] = json_is_true(json_object_get(v, "special")) ? 3 : 4;
+    }
+    const char *unk = json_string_value(json_object_get(model, "unk_token"));
+    char pad[40];
+    for (size_t id = 0; id < n; id++) {
+        if (!tok[id]) { // ids the tokenizer leaves free (padded embeddings): unused placeholders
+            snprintf(pad, sizeof pad, "[PAD%zu]", id);
+            if (!(tok[id] = graft__strdup(pad))) { rc = nomem(err); goto out; }
+            type[id] = -5; // marks an owned placeholder; stored as 5 (unused)
+        } else if (unk && !strcmp(tok[id], unk)) type[id] = 2;
+    }
+    // merges as "a b" strings; the SentencePiece form scores a token by the rank of the merge making it
+    n_mer = json_array_size(merges);
+    mer = graft__calloc(n_mer + 1, sizeof *mer), mer_own = graft__calloc(n_mer + 1, sizeof *mer_own);
+    if (!mer || !mer_own) { rc = nomem(err); goto out; }
+    for (size_t r = 0; r < n_mer; r++) {
+        json_t *e = json_array_get(merges, r);
+        if (json_is_string(e)) mer[r] = json_string_value(e);
+        else if (json_is_array(e) && json_array_size(e) == 2) {
+            if (!(mer_own[r] = graft__asprintf("%s %s", json_string_value(json_array_get(e, 0)), json_string_value(json_array_get(e, 1))))) { rc = nomem(err); goto out; }
+            mer[r] = mer_own[r];
+        } else { rc = graft_err_set(err, GRAFT_E_FORMAT, p, NULL, 0, "merge %zu is neither \"a b\" nor [a, b]", r); goto out; }
+        if (!bytelevel) {
+            const char *sp = strchr(mer[r], ' ');
+            char *joined = sp ? graft__asprintf("%.*s%s", (int)(sp - mer[r]), mer[r], sp + 1) : NULL;
+            json_t *idv = joined ? json_object_get(vocab, joined) : NULL;
+            if (json_is_integer(idv) && score[json_integer_value(idv)] == 0) score[json_integer_value(idv)] = -(float)(r + 1);
+            graft__free(joined);
+        }
+    }
+    int32_t *tt = graft__malloc(n * sizeof *tt);
+    if (!tt) { rc = nomem(err); goto out; }
+    for (size_t id = 0; id < n; id++) tt[id] = type[id] < 0 ? 5 : type[id];
+    const char *model_name = bytelevel ? "gpt2" : "llama";
+    rc = graft_gguf_w_str(w, "tokenizer.ggml.model", model_name, strlen(model_name), err);
+    if (!rc) rc = graft_gguf_w_str(w, "tokenizer.ggml.pre", pre, strlen(pre), err);
+    if (!rc) rc = graft_gguf_w_arr(w, "tokenizer.ggml.tokens", GRAFT_GGUF_STRING, tok, NULL, n, err);
+    if (!rc && !bytelevel) rc = graft_gguf_w_arr(w, "tokenizer.ggml.scores", GRAFT_GGUF_F32, score, NULL, n, err);
+    if (!rc) rc = graft_gguf_w_arr(w, "tokenizer.ggml.token_type", GRAFT_GGUF_I32, tt, NULL, n, err);
+    if (!rc && bytelevel) rc = graft_gguf_w_arr(w, "tokenizer.ggml.merges", GRAFT_GGUF_STRING, mer, NULL, n_mer, err);
+    graft__free(tt);
+    // special ids: config.json, else tokenizer_config.json's token strings
+    static const char *const keys[3][3] = {{"bos_token_id", "bos_token", "tokenizer.ggml.bos_token_id"},
+                                           {"eos_token_id", "eos_token", "tokenizer.ggml.eos_token_id"},
+                                           {"pad_token_id", "pad_token", "tokenizer.ggml.padding_token_id"}};
+    for (int s = 0; s < 3 && !rc; s++) {
+        long id = jint(cfg, keys[s][0], -1);
+        json_t *ts = json_object_get(tc, keys[s][1]);
+        const char *str = json_is_string(ts) ? json_string_value(ts) : json_string_value(json_object_get(ts, "content"));
+        for (size_t q = 0; id < 0 && str && q < n; q++)
+            if (!strcmp(tok[q], str)) id = (long)q;
+        if (id >= 0 && (uint64_t)id < n_rows) rc = graft_gguf_w_u32(w, keys[s][2], (uint32_t)id, err);
+    }
+    if (!rc && unk) {
+        json_t *uid = json_object_get(vocab, unk);
+        if (json_is_integer(uid)) rc = graft_gguf_w_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)json_integer_value(uid), err);
+    }
+    json_t *ab = json_object_get(tc, "add_bos_token");
+    if (!rc) rc = graft_gguf_w_bool(w, "tokenizer.ggml.add_bos_token", json_is_boolean(ab) ? json_is_true(ab) : !bytelevel || !strcmp(pre, "llama-bpe"), err);
+    if (!rc) rc = graft_gguf_w_bool(w, "tokenizer.ggml.add_eos_token", json_is_true(json_object_get(tc, "add_eos_token")), err);
+    json_t *ct = json_object_get(tc, "chat_template");
+    if (!rc && json_is_string(ct)) rc = graft_gguf_w_str(w, "tokenizer.chat_template", json_string_value(ct), json_string_length(ct), err);
+out:
+    for (size_t id = 0; tok && type && id < n_rows; id++)
+        if (type[id] < 0) graft__free(tok[id]);
+    for (size_t r = 0; mer_own && r < n_mer; r++) graft__free(mer_own[r]);
+    graft__free(tok), graft__free(type), graft__free(score), graft__free(mer), graft__free(mer_own), graft__free(p);
+    json_decref(tj), json_decref(tc);
+    return rc;
+}
+
+int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type, int n_threads, unsigned flags, struct graft_err *err) {
+    const char *cs = graft_model_config_json(m);
+    json_t *c = cs ? json_loads(cs, 0, NULL) : NULL;
+    struct gjob j = {.m = m, .rope_id = -1};
+    int rc = GRAFT_OK;
+    if (!c) return graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "needs the model folder's config.json");
+    const char *archs = json_string_value(json_array_get(json_object_get(c, "architectures"), 0));
+    const char *arch = !archs ? NULL : !strcmp(archs, "LlamaForCausalLM") || !strcmp(archs, "MistralForCausalLM") ? "llama" : !strcmp(archs, "Qwen2ForCausalLM") ? "qwen2" : NULL;
+    if (!arch) { rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "architecture %s: GGUF conversion covers LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM", archs ? archs : "(none)"); goto out; }
+    bool permute = !strcmp(arch, "llama");
+    long H = jint(c, "hidden_size", -1), nh = jint(c, "num_attention_heads", -1), nkv = jint(c, "num_key_value_heads", nh), L = jint(c, "num_hidden_layers", -1);
+    long hd = jint(c, "head_dim", nh > 0 ? H / nh : -1), V = jint(c, "vocab_size", -1);
+    if (H < 1 || nh < 1 || nkv < 1 || L < 1 || hd < 2 || V < 1) { rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "config.json lacks hidden_size, heads, layers or vocab_size"); goto out; }
+    const struct graft_model_tensor *emb = graft_model_find(m, "model.embed_tokens.weight", 25);
+    if (!emb || emb->info->n_dims != 2) { rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), "model.embed_tokens.weight", 25, "missing or not 2-D"); goto out; }
+    if (!(j.t = graft__calloc(graft_model_n_tensors(m), sizeof *j.t))) { rc = nomem(err); goto out; }
+    for (size_t i = 0; i < graft_model_n_tensors(m) && !rc; i++) {
+        const struct graft_model_tensor *t = graft_model_tensor(m, i);
+        if (strstr(t->info->name, "rotary_emb.inv_freq")) continue; // recomputed by llama.cpp
+        struct gt *x = &j.t[j.n];
+        if (!gguf_name(t->info->name, x->name, sizeof x->name)) {
+            rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), t->info->name, t->info->name_len, "no llama.cpp name for this tensor");
+            break;
+        }
+        if (!graft_dtype_traits(t->info->dtype)->is_float || t->info->n_dims > 2) {
+            rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), t->info->name, t->info->name_len, "only 1-D and 2-D floating tensors convert");
+            break;
+        }
+        x->src = t, x->id = -1;
+        uint64_t cols = t->info->n_dims == 2 ? t->info->ne[1] : t->info->n_elem;
+        x->type = t->info->n_dims < 2 ? GRAFT_GGML_F32 : type;
+        if (graft_ggml_block_size(x->type) > 1 && cols % graft_ggml_block_size(x->type)) x->type = GRAFT_GGML_F16;
+        if (permute && strstr(x->name, ".attn_q.")) x->permute_heads = (int)nh;
+        if (permute && strstr(x->name, ".attn_k.")) x->permute_heads = (int)nkv;
+        if (x->permute_heads && (t->info->ne[0] % (uint64_t)x->permute_heads || (t->info->ne[0] / (uint64_t)x->permute_heads) % 2)) {
+            rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), t->info->name, t->info->name_len, "rows are not whole rotary heads");
+            break;
+        }
+        j.n++;
+    }
+    if (rc) goto out;
+    if ((rc = graft_gguf_writer_open(target, flags, &j.w, err))) goto out;
+    struct graft_gguf_writer *w = j.w;
+    char key[128];
+    const char *base = strrchr(graft_model_dir(m), '/');
+    base = base ? base + 1 : graft_model_dir(m);
+    uint32_t ftype = type == GRAFT_GGML_F32 ? 0 : type == GRAFT_GGML_F16 ? 1 : type == GRAFT_GGML_Q4_0 ? 2 : type == GRAFT_GGML_Q8_0 ? 7 : 32; // 32: MOSTLY_BF16
+#define KU(name, v) (snprintf(key, sizeof key, "%s." name, arch), rc = rc ? rc : graft_gguf_w_u32(w, key, (uint32_t)(v), err))
+#define KF(name, v) (snprintf(key, sizeof key, "%s." name, arch), rc = rc ? rc : graft_gguf_w_f32(w, key, (float)(v), err))
+    rc = graft_gguf_w_str(w, "general.architecture", arch, strlen(arch), err);
+    if (!rc) rc = graft_gguf_w_str(w, "general.name", base, strlen(base), err);
+    if (!rc) rc = graft_gguf_w_u32(w, "general.file_type", ftype, err);
+    if (!rc && graft_ggml_block_size(type) > 1) rc = graft_gguf_w_u32(w, "general.quantization_version", 2, err);
+    KU("context_length", jint(c, "max_position_embeddings", 2048));
+    KU("embedding_length", H);
+    KU("block_count", L);
+    KU("feed_forward_length", jint(c, "intermediate_size", 0));
+    KU("attention.head_count", nh);
+    KU("attention.head_count_kv", nkv);
+    KU("rope.dimension_count", hd);
+    KU("vocab_size", emb->info->ne[0]);
+    KF("rope.freq_base", jnum(c, "rope_theta", 10000.0));
+    KF("attention.layer_norm_rms_epsilon", jnum(c, "rms_norm_eps", 1e-6));
+    if (!rc && json_object_get(c, "head_dim") && hd != H / nh) KU("attention.key_length", hd), KU("attention.value_length", hd);
+    json_t *rs = json_object_get(c, "rope_scaling");
+    const char *rt = json_string_value(json_object_get(rs, "rope_type")) ? json_string_value(json_object_get(rs, "rope_type")) : json_string_value(json_object_get(rs, "type"));
+    if (!rc && rt && !strcmp(rt, "linear")) {
+        snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+        rc = graft_gguf_w_str(w, key, "linear", 6, err);
+        KF("rope.scaling.factor", jnum(rs, "factor", 1.0));
+    } else if (!rc && rt && !strcmp(rt, "llama3")) { // llama.cpp takes llama3 scaling as per-frequency factors (rope_freqs)
+        double f = jnum(rs, "factor", 8.0), lo = jnum(rs, "low_freq_factor", 1.0), hi = jnum(rs, "high_freq_factor", 4.0), old = jnum(rs, "original_max_position_embeddings", 8192);
+        double theta = jnum(c, "rope_theta", 10000.0);
+        j.n_rope = (size_t)hd / 2;
+        if (!(j.rope_factors = graft__malloc(j.n_rope * sizeof(float)))) rc = nomem(err);
+        for (size_t i = 0; !rc && i < j.n_rope; i++) {
+            double freq = 1.0 / pow(theta, (double)(2 * i) / (double)hd), wl = 2 * M_PI / freq;
+            double r = wl < old / hi ? 1.0 : wl > old / lo ? f : 1.0 / ((1 - (old / wl - lo) / (hi - lo)) / f + (old / wl - lo) / (hi - lo));
+            j.rope_factors[i] = (float)r;
+        }
+    } else if (!rc && rt && strcmp(rt, "default")) {
+        rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "rope_scaling type %s is not converted (linear, llama3)", rt);
+    }
+#undef KU
+#undef KF
+    if (!rc) rc = write_tokenizer(w, m, c, emb->info->ne[0], err);
+    if (!rc && j.rope_factors) {
+        uint64_t ne[1] = {j.n_rope};
+        if ((j.rope_id = graft_gguf_w_tensor(w, "rope_freqs.weight", 1, ne, GRAFT_GGML_F32, err)) < 0) rc = (int)j.rope_id;
+    }
+    for (size_t i = 0; i < j.n && !rc; i++) {
+        const struct graft_tensor_info *t = j.t[i].src->info;
+        uint64_t ne[2] = {t->n_dims == 2 ? t->ne[1] : t->n_elem, t->n_dims == 2 ? t->ne[0] : 1}; // ggml order: innermost first
+        if ((j.t[i].id = graft_gguf_w_tensor(w, j.t[i].name, t->n_dims == 2 ? 2 : 1, ne, j.t[i].type, err)) < 0) rc = (int)j.t[i].id;
+    }
+    if (!rc) rc = graft_gguf_w_layout(w, err);
+    if (!rc) rc = graft_pool_run(n_threads > 0 ? n_threads : 1, j.n + (j.rope_factors ? 1 : 0), write_one, &j, NULL, NULL, err);
+    if (!rc) rc = graft_gguf_w_commit(w, err);
+out:
+    graft_gguf_writer_free(j.w);
+    graft__free(j.t), graft__free(j.rope_factors);
+    json_decref(c);
+    return rc;
+}

@@ -1,0 +1,55 @@
+#!/bin/sh
+# GGUF end to end: `graft convert --to gguf` of Llama (f32 and bf16 sources, tied and untied), Qwen2
+# (biases, no q/k permutation) and a SentencePiece-style tokenizer, at every output type, checked by an
+# independent Python GGUF reader (tests/ref/gguf_ref.py): names, shapes, the q/k permutation, bytes of
+# every tensor (q8_0 / q4_0 recomputed with ggml's reference quantizers), metadata and tokenizer arrays;
+# graft's own reader accepts each file; thread independence; refusals (unsupported architecture,
+# existing output, missing tokenizer) leave nothing behind.
+# Usage: tests/gguf-e2e.sh BUILD_DIR [faults]
+set -u
+B=${1:?build dir}
+FAULTS=${2:-}
+G="$PWD/$B/graft"
+REF="$PWD/tests/ref/gguf_ref.py"
+TREF="$PWD/tests/ref/tok_ref.py"
+PY=${PYTHON:-/usr/bin/python3}
+. "$(dirname "$0")/lib.sh"
+cd "$T" || exit 1
+
+expect 0 "$G" synth l32 --dtype f32 --layers 2 --hidden 64 --heads 4 --kv-heads 2 --vocab 640 --seed 1
+expect 0 "$G" synth lbf --dtype bf16 --layers 2 --hidden 64 --intermediate 96 --heads 4 --kv-heads 4 --vocab 700 --tie --seed 2
+expect 0 "$G" synth q2 --arch qwen2 --dtype f16 --layers 2 --hidden 64 --heads 4 --kv-heads 2 --vocab 640 --seed 3
+"$PY" "$TREF" make llama3 l32 && "$PY" "$TREF" make spm lbf && "$PY" "$TREF" make qwen2 q2 || bad "tokenizer fixtures"
+for m in l32 lbf q2; do
+    for t in f32 f16 bf16 q8_0 q4_0; do
+        expect 0 "$G" convert $m $m-$t.gguf --to gguf --type $t --threads 2
+        expect 0 "$G" verify $m-$t.gguf
+        if "$PY" "$REF" check $m $m-$t.gguf $t > "$T/py" 2>&1; then ok; else bad "convert $m to $t: $(cat "$T/py")"; fi
+    done
+done
+"$G" inspect lbf-q8_0.gguf | grep -q 'tokenizer.ggml.model *"llama"' && "$G" inspect lbf-q8_0.gguf | grep -q "tokenizer.ggml.scores" && ok || bad "SentencePiece-style tokenizer metadata"
+"$G" inspect q2-f16.gguf | grep -q 'tokenizer.ggml.pre *"qwen2"' && "$G" inspect q2-f16.gguf | grep -q "blk.0.attn_q.bias" && ok || bad "Qwen2 metadata / biases"
+"$G" inspect l32-f16.gguf | grep -q 'tokenizer.ggml.pre *"llama-bpe"' && ok || bad "Llama 3 pre-tokenizer name"
+# the OUT suffix chooses GGUF; default type f16; same bytes for any thread count
+expect 0 "$G" convert l32 auto.gguf --threads 1
+cmp -s auto.gguf l32-f16.gguf && ok || bad "convert to gguf depends on --threads or the default type"
+# refusals
+expect 1 "$G" convert l32 l32-f16.gguf --to gguf
+grep -q "already exists; use --force" "$T/err" && ok || bad "existing gguf output: $(cat "$T/err")"
+expect 0 "$G" convert l32 l32-f16.gguf --to gguf --force
+expect 0 "$G" synth g2 --arch gpt2 --layers 1 --hidden 32 --intermediate 48 --heads 4 --vocab 64
+expect 3 "$G" convert g2 g2.gguf
+grep -q "GGUF conversion covers" "$T/err" && [ ! -e g2.gguf ] && ! ls -A | grep -q graft-tmp && ok || bad "gpt2 to gguf: $(cat "$T/err")"
+cp -r l32 notok && rm notok/tokenizer.json
+expect 3 "$G" convert notok notok.gguf
+grep -q "needs tokenizer.json" "$T/err" && [ ! -e notok.gguf ] && ! ls -A | grep -q graft-tmp && ok || bad "no tokenizer: $(cat "$T/err")"
+expect 2 "$G" convert l32 x.gguf --type q5_k
+if [ "$FAULTS" = faults ]; then
+    alloc_faults 3 fa.gguf "$G" convert l32 fa.gguf --type q4_0 --threads 2
+    for spec in write fsync rename; do
+        GRAFT_FAULT_IO="$spec:1:ENOSPC" "$G" convert l32 fio.gguf >/dev/null 2>"$T/err"
+        [ $? = 1 ] && [ ! -e fio.gguf ] && ! ls -A | grep -q graft-tmp && ok || bad "gguf convert with a failing $spec: $(cat "$T/err")"
+    done
+fi
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]

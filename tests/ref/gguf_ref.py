@@ -1,0 +1,178 @@
+#!/usr/bin/python3
+"""An independent GGUF reader and check of `graft convert --to gguf` (tests/gguf-e2e.sh).
+
+  gguf_ref.py check HF_FOLDER FILE.gguf TYPE    every tensor of the HF folder is in the file under
+        llama.cpp's name, q/k rows permuted as llama.cpp's converter does (Llama/Mistral), 1-D tensors
+        F32, matrices TYPE (f32, f16, bf16: exact rounding; q8_0, q4_0: the bytes of ggml's reference
+        quantizers, recomputed here; a quantized type falls back to F16 when rows are not multiples of
+        32); metadata from config.json; the tokenizer's tokens by id; merges for byte-level BPE.
+"""
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lora_ref import load  # noqa: E402
+
+TYPES = {0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 8: ("Q8_0", 32, 34), 30: ("BF16", 1, 2)}
+
+
+def read_gguf(path):
+    b = open(path, "rb").read()
+    assert b[:4] == b"GGUF", "magic"
+    ver, nt, nkv = struct.unpack_from("<IQQ", b, 4)
+    at = 24
+
+    def rstr():
+        nonlocal at
+        n, = struct.unpack_from("<Q", b, at)
+        s = b[at + 8:at + 8 + n].decode("utf-8")
+        at += 8 + n
+        return s
+    fmt = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+    def rval(t):
+        nonlocal at
+        if t == 8:
+            return rstr()
+        if t == 9:
+            et, n = struct.unpack_from("<IQ", b, at)
+            at += 12
+            return [rval(et) for _ in range(n)]
+        v, = struct.unpack_from("<" + fmt[t], b, at)
+        at += struct.calcsize(fmt[t])
+        return v
+    kv = {}
+    for _ in range(nkv):
+        k = rstr()
+        t, = struct.unpack_from("<I", b, at)
+        at += 4
+        kv[k] = rval(t)
+    infos = []
+    for _ in range(nt):
+        name = rstr()
+        nd, = struct.unpack_from("<I", b, at)
+        ne = struct.unpack_from("<%dQ" % nd, b, at + 4)
+        typ, off = struct.unpack_from("<IQ", b, at + 4 + 8 * nd)
+        at += 4 + 8 * nd + 12
+        infos.append((name, ne, typ, off))
+    align = kv.get("general.alignment", 32)
+    data = (at + align - 1) // align * align
+    tensors = {}
+    for name, ne, typ, off in infos:
+        n = int(np.prod(ne))
+        _, blck, size = TYPES[typ]
+        tensors[name] = (ne, typ, b[data + off:data + off + n // blck * size])
+    return kv, tensors
+
+
+def f16_bits(x):
+    return np.asarray(x, dtype=np.float32).astype(np.float16)
+
+
+def bf16_bytes(x):
+    u = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)  # round to nearest even (no NaNs here)
+    return r.tobytes()
+
+
+def q8_0(x):
+    out = bytearray()
+    for blk in x.reshape(-1, 32):
+        amax = np.float32(np.abs(blk).max())
+        d = np.float32(amax / np.float32(127))
+        idv = np.float32(1) / d if d != 0 else np.float32(0)
+        out += f16_bits(d).tobytes()
+        v = blk * idv
+        q = np.where(v >= 0, np.floor(v + np.float32(0.5)), -np.floor(-v + np.float32(0.5)))  # roundf: ties away from zero
+        out += q.astype(np.int8).tobytes()
+    return bytes(out)
+
+
+def q4_0(x):
+    out = bytearray()
+    for blk in x.reshape(-1, 32):
+        amax, mx = np.float32(0), np.float32(0)
+        for v in blk:
+            if amax < abs(v):
+                amax, mx = np.float32(abs(v)), v
+        d = np.float32(mx / np.float32(-8))
+        idv = np.float32(1) / d if d != 0 else np.float32(0)
+        out += f16_bits(d).tobytes()
+        q = np.minimum(15, np.trunc(blk * idv + np.float32(8.5)).astype(np.int64))
+        out += bytes(int(q[j]) | (int(q[j + 16]) << 4) for j in range(16))
+    return bytes(out)
+
+
+def permute(w, n_head):
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def gguf_name(hf):
+    top = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight", "lm_head.weight": "output.weight"}
+    if hf in top:
+        return top[hf]
+    lay = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+           "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    parts = hf.split(".")
+    mod, suf = ".".join(parts[3:-1]), parts[-1]
+    return "blk.%s.%s.%s" % (parts[2], lay[mod], suf)
+
+
+def check(folder, path, typ):
+    kv, T = read_gguf(path)
+    c = json.load(open(os.path.join(folder, "config.json")))
+    W = load(folder)
+    arch = "qwen2" if c["architectures"][0] == "Qwen2ForCausalLM" else "llama"
+    nh, nkv = c["num_attention_heads"], c.get("num_key_value_heads", c["num_attention_heads"])
+    want_kv = {"general.architecture": arch, "%s.block_count" % arch: c["num_hidden_layers"], "%s.embedding_length" % arch: c["hidden_size"],
+               "%s.attention.head_count" % arch: nh, "%s.attention.head_count_kv" % arch: nkv,
+               "%s.feed_forward_length" % arch: c["intermediate_size"], "%s.context_length" % arch: c["max_position_embeddings"]}
+    for k, v in want_kv.items():
+        if kv.get(k) != v:
+            sys.exit("FAIL: %s = %r, want %r" % (k, kv.get(k), v))
+    if abs(kv["%s.rope.freq_base" % arch] - c.get("rope_theta", 10000.0)) > 1e-3 * c.get("rope_theta", 10000.0):
+        sys.exit("FAIL: rope.freq_base")
+    tok = json.load(open(os.path.join(folder, "tokenizer.json"), encoding="utf-8"))
+    ids = dict(tok["model"]["vocab"])
+    for a in tok.get("added_tokens") or []:
+        ids[a["content"]] = a["id"]
+    toks = kv["tokenizer.ggml.tokens"]
+    if len(toks) != W["model.embed_tokens.weight"].shape[0] or any(toks[i] != t for t, i in ids.items()):
+        sys.exit("FAIL: tokenizer.ggml.tokens do not match tokenizer.json's ids")
+    if kv["tokenizer.ggml.model"] == "gpt2" and len(kv["tokenizer.ggml.merges"]) != len(tok["model"]["merges"]):
+        sys.exit("FAIL: merges")
+    gt = {"f32": 0, "f16": 1, "bf16": 30, "q8_0": 8, "q4_0": 2}[typ]
+    n = 0
+    for name, w in W.items():
+        g = gguf_name(name)
+        if g not in T:
+            sys.exit("FAIL: %s (%s) missing" % (g, name))
+        ne, t, raw = T[g]
+        if tuple(ne) != tuple(reversed(w.shape)):
+            sys.exit("FAIL: %s shape %s, want %s reversed" % (g, ne, w.shape))
+        x = w.astype(np.float32)
+        if arch == "llama" and (".attn_q." in g or ".attn_k." in g):
+            x = permute(x, nh if ".attn_q." in g else nkv)
+        want_t = 0 if w.ndim == 1 else gt
+        if want_t in (2, 8) and x.shape[-1] % 32:
+            want_t = 1
+        if t != want_t:
+            sys.exit("FAIL: %s stored as type %d, want %d" % (g, t, want_t))
+        flat = np.ascontiguousarray(x).reshape(-1)
+        want = {0: lambda v: v.astype("<f4").tobytes(), 1: lambda v: f16_bits(v).tobytes(), 30: bf16_bytes, 8: q8_0, 2: q4_0}[t](flat)
+        if raw != want:
+            sys.exit("FAIL: %s bytes differ from the reference (%s)" % (g, TYPES[t][0]))
+        n += 1
+    print("ok %d tensors, metadata and tokenizer (%s)" % (n, typ))
+
+
+if __name__ == "__main__":
+    a = sys.argv[1:]
+    if a[0] == "check":
+        check(a[1], a[2], a[3])
+    else:
+        raise SystemExit(__doc__)
