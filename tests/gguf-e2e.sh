@@ -33,6 +33,24 @@ done
 # the OUT suffix chooses GGUF; default type f16; same bytes for any thread count
 expect 0 "$G" convert l32 auto.gguf --threads 1
 cmp -s auto.gguf l32-f16.gguf && ok || bad "convert to gguf depends on --threads or the default type"
+# graft eval on the GGUF conversion: the F32 file scores exactly what the HF folder does (the q/k
+# permutation undone), to 0.1 % at least; quantized files stay close; the tokenizer comes from
+# --tokenizer for text, and BOS from the GGUF metadata for ids
+printf 'The quick brown fox jumps over the lazy dog. Größe über Übung 12345, the the then.\n敏捷的棕色狐狸跳过了懒狗。\n' > t.txt
+for m in l32 q2; do
+    "$G" eval $m --text t.txt --ctx 24 --json > hf.json 2>"$T/err" || bad "eval $m: $(cat "$T/err")"
+    "$G" tokenize $m t.txt > t.ids
+    for t in f32 q8_0; do
+        "$G" eval $m-$t.gguf --text t.txt --tokenizer $m --ctx 24 --json > g1.json 2>"$T/err" || bad "eval $m-$t.gguf: $(cat "$T/err")"
+        "$G" eval $m-$t.gguf --tokens t.ids --ctx 24 --json > g2.json 2>"$T/err" || bad "eval $m-$t.gguf --tokens: $(cat "$T/err")"
+        tol=0.001; [ $t = q8_0 ] && tol=0.05
+        "$PY" -c 'import json, sys, math; h, a, b = (json.load(open(f)) for f in ("hf.json", "g1.json", "g2.json")); t = float(sys.argv[1])
+ok = all(abs(math.exp(x["nll"]) / math.exp(h["nll"]) - 1) <= t and x["tokens_scored"] == h["tokens_scored"] and x["bos"] == h["bos"] for x in (a, b))
+sys.exit(0 if ok else 1)' $tol && ok || bad "eval of $m-$t.gguf differs from the HF folder: $(cat hf.json g1.json g2.json)"
+    done
+done
+expect 3 "$G" eval l32-f32.gguf --text t.txt
+grep -q "needs a tokenizer: give --tokenizer DIR" "$T/err" && ok || bad "eval gguf --text without a tokenizer: $(cat "$T/err")"
 # refusals
 expect 1 "$G" convert l32 l32-f16.gguf --to gguf
 grep -q "already exists; use --force" "$T/err" && ok || bad "existing gguf output: $(cat "$T/err")"

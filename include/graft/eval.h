@@ -27,7 +27,8 @@ struct graft_tensor_ref {
     const void      *data;
     enum graft_dtype dtype;
     int              n_dims;
-    uint64_t         ne[2];
+    uint64_t         ne[2];     // HF order: [rows, cols]
+    uint32_t         ggml_type; // a quantized ggml type (Q8_0, Q4_0, …) the data is stored in; 0: dtype says
 };
 typedef bool (*graft_tensor_lookup)(void *ctx, const char *name, struct graft_tensor_ref *out);
 
@@ -38,6 +39,10 @@ int  graft_llama_new(const char *config_json, graft_tensor_lookup lookup, void *
                      struct graft_llama **out, struct graft_err *err);
 // The same over an open model (its mapping).
 int  graft_llama_open(const struct graft_model *m, int n_threads, struct graft_llama **out, struct graft_err *err);
+// Over a GGUF file (architectures llama and qwen2): config from its metadata, tensors by llama.cpp's
+// names, q/k rows un-permuted (decoded to f32 once), quantized matrices decoded block by block.
+struct graft_gguf;
+int  graft_llama_open_gguf(const struct graft_gguf *g, int n_threads, struct graft_llama **out, struct graft_err *err);
 void graft_llama_free(struct graft_llama *L); // NULL-safe
 
 int32_t graft_llama_vocab(const struct graft_llama *L);

@@ -123,6 +123,12 @@ int  graft_gguf_w_commit(struct graft_gguf_writer *w, struct graft_err *err);
 // `type` (F32, F16, BF16, Q8_0, Q4_0), 1-D tensors F32. flags: GRAFT_WRITER_FORCE.
 struct graft_model;
 int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type, int n_threads, unsigned flags, struct graft_err *err);
+// llama.cpp's name of a Hugging Face Llama-family tensor ("model.layers.3.mlp.up_proj.weight" →
+// "blk.3.ffn_up.weight"); false when there is none.
+bool graft_gguf_hf_name(const char *hf, char *out, size_t cap);
+// The q/k permutation of llama.cpp's converter: GGUF row r holds HF row graft_gguf_permuted_row(r, d)
+// (d = head_dim): per head, the two rotary halves interleaved.
+uint64_t graft_gguf_permuted_row(uint64_t r, uint64_t head_dim);
 
 #ifdef __cplusplus
 }

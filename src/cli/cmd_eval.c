@@ -6,10 +6,12 @@
 #include <string.h>
 #include "cli.h"
 #include "graft/eval.h"
+#include "graft/gguf.h"
 #include "graft/tokenizer.h"
 
 static const char help[] =
     "Usage: graft eval MODEL (--text FILE... | --tokens FILE...) [options]\n"
+    "       (MODEL: a Hugging Face folder, or a GGUF file — llama / qwen2 — with --tokenizer for --text)\n"
     "\n"
     "Perplexity of a Llama, Mistral or Qwen2 model (F32/F16/BF16 safetensors) on the CPU. Each file is\n"
     "tokenized with MODEL/tokenizer.json (--text) or read as whitespace-separated token ids (--tokens,\n"
@@ -32,6 +34,7 @@ static const char help[] =
     "                     gram (Σ x xᵀ, [in, in], for RegMean/MaTS) or act-norm (Σ x², [in], for\n"
     "                     `graft prune --wanda`); format in docs/eval.md\n"
     "  --dump-logits FILE raw little-endian f32 logits [window][position][vocab] (for tests)\n"
+    "  --tokenizer DIR    tokenizer.json (and tokenizer_config.json) from DIR instead of MODEL's folder\n"
     "  --threads N        worker threads (default: number of CPUs)\n"
     "  --json             one JSON object on stdout\n"
     "  -h, --help         this text\n";
@@ -65,9 +68,9 @@ int cmd_eval(int argc, char **argv) {
         {"text", required_argument, 0, 'x'}, {"tokens", required_argument, 0, 'k'}, {"ctx", required_argument, 0, 'c'},
         {"stride", required_argument, 0, 's'}, {"batch", required_argument, 0, 'b'}, {"max-tokens", required_argument, 0, 'm'},
         {"bos", no_argument, 0, 'B'}, {"no-bos", no_argument, 0, 'N'}, {"collect", required_argument, 0, 'C'},
-        {"dump-logits", required_argument, 0, 'D'}, {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'j'},
+        {"dump-logits", required_argument, 0, 'D'}, {"tokenizer", required_argument, 0, 'K'}, {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'j'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    const char *texts[256], *toks[256], *dump = NULL, *collect_out = NULL;
+    const char *texts[256], *toks[256], *dump = NULL, *collect_out = NULL, *tok_dir = NULL;
     int n_texts = 0, n_toks = 0, ctx = 512, stride = 0, batch = 1, max_tokens = 0, bos_mode = -1, n_threads = graft_n_cpus(), c;
     enum graft_collect collect = GRAFT_COLLECT_NONE;
     bool json = false;
@@ -96,6 +99,7 @@ int cmd_eval(int argc, char **argv) {
             collect_out = argv[optind++];
             break;
         case 'D': dump = optarg; break;
+        case 'K': tok_dir = optarg; break;
         case 't': if (!cli_threads("eval", optarg, &n_threads)) return GRAFT_EXIT_USAGE; break;
         case 'j': json = true; break;
         case 'h': fputs(help, stdout); return GRAFT_EXIT_OK;
@@ -108,19 +112,36 @@ int cmd_eval(int argc, char **argv) {
     struct graft_err err;
     graft_err_clear(&err);
     struct graft_model *m = NULL;
+    struct graft_gguf *gg = NULL;
     struct graft_llama *L = NULL;
     struct graft_tokenizer *tk = NULL;
     struct graft_llama_stats *st = NULL;
     struct doc docs[512] = {{0}};
     int n_docs = 0, rc = GRAFT_OK;
     FILE *df = NULL;
-    if ((rc = graft_model_open(path, &m, &err)) || (rc = graft_llama_open(m, n_threads, &L, &err))) goto out;
     int32_t bos = -1;
-    if (n_texts || bos_mode != 0) {
+    if (graft_gguf_sniff(path)) {
+        if ((rc = graft_gguf_open(path, &gg, &err))) goto out;
+        if ((rc = graft_llama_open_gguf(gg, n_threads, &L, &err))) {
+            struct graft_err e2 = err;
+            graft_err_clear(&err);
+            graft_err_set(&err, e2.code, path, NULL, 0, "%s", e2.msg);
+            goto out;
+        }
+        uint64_t b;
+        const struct graft_gguf_kv *ab = graft_gguf_find_kv(gg, "tokenizer.ggml.add_bos_token");
+        if (graft_gguf_get_u64(gg, "tokenizer.ggml.bos_token_id", &b) && (!ab || (ab->type == GRAFT_GGUF_BOOL && ab->value[0]))) bos = (int32_t)b;
+    } else if ((rc = graft_model_open(path, &m, &err)) || (rc = graft_llama_open(m, n_threads, &L, &err))) goto out;
+    if (n_texts || bos_mode != 0 || tok_dir) {
         struct graft_err e2;
         graft_err_clear(&e2);
-        int r = graft_model_is_dir(m) ? graft_tokenizer_load(graft_model_dir(m), &tk, &e2) : GRAFT_E_NOTFOUND;
-        if (r && n_texts) { rc = r, err = e2; goto out; }
+        const char *dir = tok_dir ? tok_dir : m && graft_model_is_dir(m) ? graft_model_dir(m) : NULL;
+        int r = dir ? graft_tokenizer_load(dir, &tk, &e2) : GRAFT_E_NOTFOUND;
+        if (r && (n_texts || tok_dir)) {
+            if (!dir) graft_err_set(&e2, r, path, NULL, 0, "--text needs a tokenizer: give --tokenizer DIR (a folder with tokenizer.json)");
+            rc = r, err = e2;
+            goto out;
+        }
         if (!r) bos = graft_tokenizer_bos(tk);
     }
     if (bos_mode == 0) bos = -1;
@@ -167,5 +188,6 @@ out:
     graft_tokenizer_free(tk);
     graft_llama_free(L);
     graft_model_close(m);
+    graft_gguf_close(gg);
     return rc ? cli_fail(&err) : GRAFT_EXIT_OK;
 }

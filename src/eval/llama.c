@@ -10,13 +10,24 @@
 #include <string.h>
 
 #include "graft/eval.h"
+#include "graft/gguf.h"
 #include "graft/util.h"
 #include "graft/writer.h"
 #include "../core/impl.h"
 
 #define NB 256 // weight rows per block
 
-struct w { const void *p; enum graft_dtype dt; uint64_t rows, cols; };
+struct w { const void *p; enum graft_dtype dt; uint64_t rows, cols; uint32_t gq; }; // gq: a quantized ggml type (0: dt)
+
+// Bytes of one row of w, and its rows decoded to f32.
+static size_t row_bytes(const struct w *W) {
+    return W->gq ? (size_t)(W->cols / graft_ggml_block_size(W->gq) * graft_ggml_type_size(W->gq)) : (size_t)W->cols * graft_dtype_traits(W->dt)->bits / 8;
+}
+static void rows_to_f32(const struct w *W, size_t r0, size_t nr, float *out) {
+    const uint8_t *src = (const uint8_t *)W->p + r0 * row_bytes(W);
+    if (W->gq) graft_ggml_to_f32(W->gq, src, out, nr * W->cols);
+    else graft_row_to_f32(W->dt, src, out, nr * W->cols);
+}
 
 struct layer {
     struct w q, k, v, o, gate, up, down;
@@ -36,7 +47,11 @@ struct graft_llama {
     float  *g_final;
     int     n_threads;
     uint64_t n_params;
+    void   *aux;                  // what the tensor source owns (GGUF: un-permuted q/k), freed with L
+    void  (*aux_free)(void *);
 };
+
+void graft__llama_set_aux(struct graft_llama *L, void *aux, void (*aux_free)(void *)) { L->aux = aux, L->aux_free = aux_free; }
 
 struct graft_llama_stats {
     enum graft_collect what;
@@ -69,19 +84,26 @@ static bool float_dt(enum graft_dtype d) { return d == GRAFT_DTYPE_F32 || d == G
 
 static int get_w(struct graft_llama *L, graft_tensor_lookup lk, void *ctx, const char *nm, uint64_t rows, uint64_t cols, bool optional,
                  struct w *w, struct graft_err *err) {
-    struct graft_tensor_ref r;
+    struct graft_tensor_ref r = {0};
     memset(w, 0, sizeof *w);
     if (!lk(ctx, nm, &r)) {
         if (optional) return GRAFT_OK;
         return graft_err_set(err, GRAFT_E_FORMAT, L->name, nm, strlen(nm), "missing: the forward pass needs this tensor");
     }
     bool vec = cols == 0;
-    if (!float_dt(r.dtype)) return graft_err_set(err, GRAFT_E_FORMAT, L->name, nm, strlen(nm), "dtype %s: the forward pass reads F32, F16 or BF16", graft_dtype_traits(r.dtype)->name);
+    uint64_t inner = vec ? rows : cols;
+    if (r.ggml_type) { // a quantized GGUF tensor: decoded block by block like the float types
+        uint32_t blck = graft_ggml_block_size(r.ggml_type);
+        float probe[256];
+        if (!blck || blck > 256 || inner % blck || !graft_ggml_to_f32(r.ggml_type, r.data, probe, blck))
+            return graft_err_set(err, GRAFT_E_FORMAT, L->name, nm, strlen(nm), "ggml type %s is not decoded by the evaluator", graft_ggml_type_name(r.ggml_type));
+    } else if (!float_dt(r.dtype))
+        return graft_err_set(err, GRAFT_E_FORMAT, L->name, nm, strlen(nm), "dtype %s: the forward pass reads F32, F16 or BF16", graft_dtype_traits(r.dtype)->name);
     if (vec ? (r.n_dims != 1 || r.ne[0] != rows) : (r.n_dims != 2 || r.ne[0] != rows || r.ne[1] != cols))
         return graft_err_set(err, GRAFT_E_FORMAT, L->name, nm, strlen(nm), "shape [%llu%s%llu], config.json implies [%llu%s%llu]",
                              (unsigned long long)r.ne[0], r.n_dims > 1 ? ", " : "", r.n_dims > 1 ? (unsigned long long)r.ne[1] : 0ull,
                              (unsigned long long)rows, vec ? "" : ", ", vec ? 0ull : (unsigned long long)cols);
-    *w = (struct w){r.data, r.dtype, rows, vec ? 1 : cols};
+    *w = (struct w){r.data, r.dtype, rows, vec ? 1 : cols, r.ggml_type};
     if (!vec) L->n_params += rows * cols;
     return GRAFT_OK;
 }
@@ -94,7 +116,8 @@ static int get_vec(struct graft_llama *L, graft_tensor_lookup lk, void *ctx, con
     int rc = get_w(L, lk, ctx, nm, n, 0, optional, &w, err);
     if (rc || !w.p) return rc;
     if (!(*out = graft__malloc(n * sizeof(float)))) return graft_err_set(err, GRAFT_E_NOMEM, L->name, NULL, 0, "out of memory");
-    graft_row_to_f32(w.dt, w.p, *out, n);
+    if (w.gq) graft_ggml_to_f32(w.gq, w.p, *out, n);
+    else graft_row_to_f32(w.dt, w.p, *out, n);
     return GRAFT_OK;
 }
 
@@ -244,6 +267,7 @@ void graft_llama_free(struct graft_llama *L) {
             graft__free(y->w1);
         }
     graft__free(L->layers), graft__free(L->inv_freq), graft__free(L->g_final), graft__free(L->name);
+    if (L->aux_free) L->aux_free(L->aux);
     graft__free(L);
 }
 
@@ -278,10 +302,9 @@ struct lin {
 };
 
 static const float *weight_block(const struct w *W, size_t r0, size_t nr, float *buf) {
-    size_t es = ((size_t)graft_dtype_traits(W->dt)->bits / 8);
-    const uint8_t *src = (const uint8_t *)W->p + r0 * W->cols * es;
-    if (W->dt == GRAFT_DTYPE_F32 && ((uintptr_t)src & 3) == 0) return (const float *)src;
-    graft_row_to_f32(W->dt, src, buf, nr * W->cols);
+    const uint8_t *src = (const uint8_t *)W->p + r0 * row_bytes(W);
+    if (!W->gq && W->dt == GRAFT_DTYPE_F32 && ((uintptr_t)src & 3) == 0) return (const float *)src;
+    rows_to_f32(W, r0, nr, buf);
     return buf;
 }
 
@@ -584,8 +607,7 @@ static int run(struct graft_llama *L, const int32_t *tokens, int n_seq, int len,
         goto out;
     }
     graft__blas_single_thread();
-    size_t es = ((size_t)graft_dtype_traits(L->embed.dt)->bits / 8);
-    for (size_t m = 0; m < M; m++) graft_row_to_f32(L->embed.dt, (const uint8_t *)L->embed.p + (size_t)tokens[m] * H * es, x + m * H, H);
+    for (size_t m = 0; m < M; m++) rows_to_f32(&L->embed, (size_t)tokens[m], 1, x + m * H);
     for (int l = 0; l < L->nl && !rc; l++) {
         const struct layer *ly = &L->layers[l];
         if (capture) memcpy(capture + (size_t)l * M * H, x, M * H * sizeof(float));

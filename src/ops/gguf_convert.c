@@ -38,7 +38,7 @@ struct gjob {
 static int nomem(struct graft_err *err) { return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); }
 
 // HF name → llama.cpp name; false when graft knows no GGUF name for it.
-static bool gguf_name(const char *hf, char *out, size_t cap) {
+bool graft_gguf_hf_name(const char *hf, char *out, size_t cap) {
     static const struct { const char *hf, *gg; } top[] = {
         {"model.embed_tokens.weight", "token_embd.weight"}, {"model.norm.weight", "output_norm.weight"}, {"lm_head.weight", "output.weight"}};
     for (size_t i = 0; i < 3; i++)
@@ -60,7 +60,7 @@ static bool gguf_name(const char *hf, char *out, size_t cap) {
 
 // llama.cpp's converter permutes q/k rows: per head, the two rotary halves interleaved —
 // out[h·d + 2j + i] = in[h·d + i·d/2 + j].
-static uint64_t permuted_src_row(uint64_t r, uint64_t head_dim) {
+uint64_t graft_gguf_permuted_row(uint64_t r, uint64_t head_dim) {
     uint64_t h = r / head_dim, k = r % head_dim, j = k / 2, i = k % 2;
     return h * head_dim + i * (head_dim / 2) + j;
 }
@@ -85,7 +85,7 @@ static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
     for (uint64_t r0 = 0; !rc && r0 < rows; r0 += block) {
         uint64_t nr = rows - r0 < block ? rows - r0 : block;
         for (uint64_t r = 0; r < nr; r++) {
-            uint64_t sr = x->permute_heads ? permuted_src_row(r0 + r, hd) : r0 + r;
+            uint64_t sr = x->permute_heads ? graft_gguf_permuted_row(r0 + r, hd) : r0 + r;
             graft_row_to_f32(t->dtype, src + sr * cols * es, f + r * cols, (size_t)cols);
         }
         graft_ggml_from_f32(x->type, f, enc, nr * cols);
@@ -187,24 +187,29 @@ static int write_tokenizer(struct graft_gguf_writer *w, const struct graft_model
     if (!rc) rc = graft_gguf_w_arr(w, "tokenizer.ggml.token_type", GRAFT_GGUF_I32, tt, NULL, n, err);
     if (!rc && bytelevel) rc = graft_gguf_w_arr(w, "tokenizer.ggml.merges", GRAFT_GGUF_STRING, mer, NULL, n_mer, err);
     graft__free(tt);
-    // special ids: config.json, else tokenizer_config.json's token strings
+    // BOS as graft eval takes it (add_bos_token, else the post-processor template); other special ids
+    // from tokenizer_config.json's token strings, else config.json's ids (gguf-py's order)
+    struct graft_tokenizer *gt = NULL;
+    struct graft_err e3 = {0};
+    int32_t tb = graft_tokenizer_load(graft_model_dir(m), &gt, &e3) ? -1 : graft_tokenizer_bos(gt);
+    graft_tokenizer_free(gt);
     static const char *const keys[3][3] = {{"bos_token_id", "bos_token", "tokenizer.ggml.bos_token_id"},
                                            {"eos_token_id", "eos_token", "tokenizer.ggml.eos_token_id"},
                                            {"pad_token_id", "pad_token", "tokenizer.ggml.padding_token_id"}};
     for (int s = 0; s < 3 && !rc; s++) {
-        long id = jint(cfg, keys[s][0], -1);
+        long id = s == 0 ? tb : -1;
         json_t *ts = json_object_get(tc, keys[s][1]);
         const char *str = json_is_string(ts) ? json_string_value(ts) : json_string_value(json_object_get(ts, "content"));
         for (size_t q = 0; id < 0 && str && q < n; q++)
             if (!strcmp(tok[q], str)) id = (long)q;
+        if (id < 0) id = jint(cfg, keys[s][0], -1);
         if (id >= 0 && (uint64_t)id < n_rows) rc = graft_gguf_w_u32(w, keys[s][2], (uint32_t)id, err);
     }
     if (!rc && unk) {
         json_t *uid = json_object_get(vocab, unk);
         if (json_is_integer(uid)) rc = graft_gguf_w_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)json_integer_value(uid), err);
     }
-    json_t *ab = json_object_get(tc, "add_bos_token");
-    if (!rc) rc = graft_gguf_w_bool(w, "tokenizer.ggml.add_bos_token", json_is_boolean(ab) ? json_is_true(ab) : !bytelevel || !strcmp(pre, "llama-bpe"), err);
+    if (!rc) rc = graft_gguf_w_bool(w, "tokenizer.ggml.add_bos_token", tb >= 0, err);
     if (!rc) rc = graft_gguf_w_bool(w, "tokenizer.ggml.add_eos_token", json_is_true(json_object_get(tc, "add_eos_token")), err);
     json_t *ct = json_object_get(tc, "chat_template");
     if (!rc && json_is_string(ct)) rc = graft_gguf_w_str(w, "tokenizer.chat_template", json_string_value(ct), json_string_length(ct), err);
@@ -237,7 +242,7 @@ int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type
         const struct graft_model_tensor *t = graft_model_tensor(m, i);
         if (strstr(t->info->name, "rotary_emb.inv_freq")) continue; // recomputed by llama.cpp
         struct gt *x = &j.t[j.n];
-        if (!gguf_name(t->info->name, x->name, sizeof x->name)) {
+        if (!graft_gguf_hf_name(t->info->name, x->name, sizeof x->name)) {
             rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), t->info->name, t->info->name_len, "no llama.cpp name for this tensor");
             break;
         }
