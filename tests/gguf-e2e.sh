@@ -51,6 +51,19 @@ sys.exit(0 if ok else 1)' $tol && ok || bad "eval of $m-$t.gguf differs from the
 done
 expect 3 "$G" eval l32-f32.gguf --text t.txt
 grep -q "needs a tokenizer: give --tokenizer DIR" "$T/err" && ok || bad "eval gguf --text without a tokenizer: $(cat "$T/err")"
+# merging straight to GGUF: the same bytes as merging to a folder and converting it
+expect 0 "$G" synth f1 --like l32 --delta 0.02 --seed 11
+expect 0 "$G" synth f2 --like l32 --delta 0.02 --seed 12
+printf 'merge_method: ties\nbase_model: l32\nmodels:\n  - model: f1\n    parameters: {weight: 0.6, density: 0.5}\n  - model: f2\n    parameters: {weight: 0.4, density: 0.5}\ndtype: float32\n' > ties.yml
+expect 0 "$G" merge ties.yml merged.gguf --type q4_0 --threads 2
+expect 0 "$G" merge ties.yml merged --threads 1
+expect 0 "$G" convert merged merged2.gguf --type q4_0
+cmp -s merged.gguf merged2.gguf && ok || bad "merge to GGUF differs from merge + convert"
+! ls -A | grep -q graft-tmp && ok || bad "merge to GGUF left its temporary folder"
+expect 1 "$G" merge ties.yml merged.gguf
+grep -q "already exists" "$T/err" && ok || bad "merge over an existing GGUF: $(cat "$T/err")"
+expect 0 "$G" merge ties.yml m.out --format gguf --type q8_0
+expect 0 "$G" verify m.out
 # refusals
 expect 1 "$G" convert l32 l32-f16.gguf --to gguf
 grep -q "already exists; use --force" "$T/err" && ok || bad "existing gguf output: $(cat "$T/err")"

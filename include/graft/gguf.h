@@ -120,9 +120,11 @@ int  graft_gguf_w_write(struct graft_gguf_writer *w, long id, uint64_t off, cons
 int  graft_gguf_w_commit(struct graft_gguf_writer *w, struct graft_err *err);
 
 // A Llama / Mistral / Qwen2 Hugging Face folder as one GGUF file (src/ops/gguf_convert.c): matrices as
-// `type` (F32, F16, BF16, Q8_0, Q4_0), 1-D tensors F32. flags: GRAFT_WRITER_FORCE.
+// `type` (F32, F16, BF16, Q8_0, Q4_0), 1-D tensors F32. general.name is `name`, or the folder's name
+// when NULL. flags: GRAFT_WRITER_FORCE.
 struct graft_model;
-int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type, int n_threads, unsigned flags, struct graft_err *err);
+int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type, const char *name, int n_threads, unsigned flags,
+                  struct graft_err *err);
 // llama.cpp's name of a Hugging Face Llama-family tensor ("model.layers.3.mlp.up_proj.weight" →
 // "blk.3.ffn_up.weight"); false when there is none.
 bool graft_gguf_hf_name(const char *hf, char *out, size_t cap);

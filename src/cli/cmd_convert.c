@@ -75,7 +75,7 @@ int cmd_convert(int argc, char **argv) {
         struct graft_model *gm;
         if (graft_model_open(argv[optind], &gm, &gerr)) return cli_fail(&gerr);
         double t0 = graft_now();
-        int grc = graft_to_gguf(gm, argv[optind + 1], gtype, p.n_threads, p.writer_flags, &gerr);
+        int grc = graft_to_gguf(gm, argv[optind + 1], gtype, NULL, p.n_threads, p.writer_flags, &gerr);
         graft_model_close(gm);
         if (grc) return cli_fail(&gerr);
         fprintf(stderr, "graft: wrote %s (%s matrices) in %.2fs\n", argv[optind + 1], graft_ggml_type_name(gtype), graft_now() - t0);

@@ -2,12 +2,17 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include "cli.h"
+#include "graft/gguf.h"
+#include "../io/io-impl.h"
 
 static const char help[] =
     "Usage: graft merge CONFIG.yml OUT_DIR [--threads N] [--seed S] [--out-shard-size S] [--dry-run] [--force]\n"
     "                  [--copy-tokenizer|--no-copy-tokenizer] [--allow-crimes]\n"
-    "                  [--write-model-card|--no-write-model-card]\n"
+    "                  [--write-model-card|--no-write-model-card] [--format gguf [--type T]]\n"
     "\n"
     "Merge models as MergeKit's `mergekit-yaml CONFIG OUT` does, from the same YAML: merge_method,\n"
     "base_model, models or slices (layer_range) or modules (per-module models/slices/parameters for\n"
@@ -39,17 +44,24 @@ static const char help[] =
     "  --force                   replace OUT_DIR if it exists and is not empty\n"
     "  --no-copy-tokenizer       do not copy tokenizer/generation files from the base (or first) model\n"
     "  --allow-crimes            allow models whose config.json architectures differ\n"
-    "  --no-write-model-card     do not write README.md and mergekit_config.yml\n";
+    "  --no-write-model-card     do not write README.md and mergekit_config.yml\n"
+    "  --format gguf             write one GGUF file for llama.cpp instead (also chosen by OUT ending in .gguf):\n"
+    "                            the merge goes to a temporary folder beside OUT, then is converted as\n"
+    "                            `graft convert --to gguf` does (Llama, Mistral, Qwen2) and the folder removed\n"
+    "  --type T                  GGUF matrix type: f32, f16 (default), bf16, q8_0, q4_0\n";
 
 int cmd_merge(int argc, char **argv) {
-    enum { O_THREADS = 256, O_SEED, O_SHARD, O_DRY, O_FORCE, O_COPY, O_NOCOPY, O_CRIMES, O_CARD, O_NOCARD };
+    enum { O_THREADS = 256, O_SEED, O_SHARD, O_DRY, O_FORCE, O_COPY, O_NOCOPY, O_CRIMES, O_CARD, O_NOCARD, O_FORMAT, O_TYPE };
     static const struct option opts[] = {
         {"threads", required_argument, 0, O_THREADS}, {"seed", required_argument, 0, O_SEED},
         {"random-seed", required_argument, 0, O_SEED}, {"out-shard-size", required_argument, 0, O_SHARD},
         {"dry-run", no_argument, 0, O_DRY}, {"force", no_argument, 0, O_FORCE},
         {"copy-tokenizer", no_argument, 0, O_COPY}, {"no-copy-tokenizer", no_argument, 0, O_NOCOPY},
         {"allow-crimes", no_argument, 0, O_CRIMES}, {"write-model-card", no_argument, 0, O_CARD},
-        {"no-write-model-card", no_argument, 0, O_NOCARD}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"no-write-model-card", no_argument, 0, O_NOCARD}, {"format", required_argument, 0, O_FORMAT}, {"type", required_argument, 0, O_TYPE},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    bool gguf = false;
+    uint32_t gtype = GRAFT_GGML_F16;
     struct graft_merge_options o = graft_merge_default_options();
     o.n_threads = graft_n_cpus();
     int c;
@@ -68,6 +80,19 @@ int cmd_merge(int argc, char **argv) {
         case O_CRIMES: o.allow_crimes = true; break;
         case O_CARD: o.write_model_card = true; break;
         case O_NOCARD: o.write_model_card = false; break;
+        case O_FORMAT:
+            if (!strcmp(optarg, "gguf")) gguf = true;
+            else if (strcmp(optarg, "hf") && strcmp(optarg, "safetensors")) return cli_usage("merge", "--format expects gguf or hf, got '%s'", optarg);
+            break;
+        case O_TYPE: {
+            static const char *const names[5] = {"f32", "f16", "bf16", "q8_0", "q4_0"};
+            static const uint32_t types[5] = {GRAFT_GGML_F32, GRAFT_GGML_F16, GRAFT_GGML_BF16, GRAFT_GGML_Q8_0, GRAFT_GGML_Q4_0};
+            int k = 0;
+            while (k < 5 && strcmp(optarg, names[k])) k++;
+            if (k == 5) return cli_usage("merge", "--type expects f32, f16, bf16, q8_0 or q4_0, got '%s'", optarg);
+            gtype = types[k];
+            break;
+        }
         case 'h': fputs(help, stdout); return GRAFT_EXIT_OK;
         default: return cli_usage("merge", "unknown option");
         }
@@ -79,6 +104,36 @@ int cmd_merge(int argc, char **argv) {
     graft_progress_init(&prog, "merge", 0);
     o.progress = &prog;
     double t0 = graft_now();
+    const char *out = argv[optind + 1];
+    size_t ol = strlen(out);
+    if (ol > 5 && !strcmp(out + ol - 5, ".gguf")) gguf = true;
+    if (gguf && !o.dry_run) { // merge into a folder beside OUT, convert, remove the folder
+        struct stat sb;
+        if (!(o.writer_flags & GRAFT_WRITER_FORCE) && lstat(out, &sb) == 0) {
+            graft_err_set(&err, GRAFT_E_EXISTS, out, NULL, 0, "file already exists; use --force to replace it");
+            return cli_fail(&err);
+        }
+        const char *slash = strrchr(out, '/');
+        char *tmp = slash ? graft__asprintf("%.*s/.%s.graft-tmp-%ld-hf", (int)(slash - out), out, slash + 1, (long)getpid())
+                          : graft__asprintf(".%s.graft-tmp-%ld-hf", out, (long)getpid());
+        if (!tmp) { graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); return cli_fail(&err); }
+        unsigned keep = o.writer_flags;
+        o.writer_flags &= ~(unsigned)GRAFT_WRITER_FORCE;
+        int rc = graft_merge(argv[optind], tmp, &o, &err);
+        graft_progress_finish(&prog);
+        struct graft_model *m = NULL;
+        if (!rc) rc = graft_model_open(tmp, &m, &err);
+        char *name = graft__strndup(slash ? slash + 1 : out, strlen(slash ? slash + 1 : out) - (ol > 5 && !strcmp(out + ol - 5, ".gguf") ? 5 : 0));
+        if (!rc && !name) rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+        if (!rc) rc = graft_to_gguf(m, out, gtype, name, o.n_threads, keep, &err);
+        graft__free(name);
+        graft_model_close(m);
+        graft__rm_tree(tmp);
+        free(tmp);
+        if (rc) return cli_fail(&err);
+        fprintf(stderr, "graft: merged into %s (GGUF, %s matrices) in %.2fs\n", out, graft_ggml_type_name(gtype), graft_now() - t0);
+        return GRAFT_EXIT_OK;
+    }
     int rc = graft_merge(argv[optind], argv[optind + 1], &o, &err);
     graft_progress_finish(&prog);
     if (rc) return cli_fail(&err);

@@ -222,7 +222,7 @@ out:
     return rc;
 }
 
-int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type, int n_threads, unsigned flags, struct graft_err *err) {
+int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type, const char *name, int n_threads, unsigned flags, struct graft_err *err) {
     const char *cs = graft_model_config_json(m);
     json_t *c = cs ? json_loads(cs, 0, NULL) : NULL;
     struct gjob j = {.m = m, .rope_id = -1};
@@ -266,8 +266,8 @@ int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type
     if ((rc = graft_gguf_writer_open(target, flags, &j.w, err))) goto out;
     struct graft_gguf_writer *w = j.w;
     char key[128];
-    const char *base = strrchr(graft_model_dir(m), '/');
-    base = base ? base + 1 : graft_model_dir(m);
+    const char *base = name ? name : strrchr(graft_model_dir(m), '/');
+    base = name ? name : base ? base + 1 : graft_model_dir(m);
     uint32_t ftype = type == GRAFT_GGML_F32 ? 0 : type == GRAFT_GGML_F16 ? 1 : type == GRAFT_GGML_Q4_0 ? 2 : type == GRAFT_GGML_Q8_0 ? 7 : 32; // 32: MOSTLY_BF16
 #define KU(name, v) (snprintf(key, sizeof key, "%s." name, arch), rc = rc ? rc : graft_gguf_w_u32(w, key, (uint32_t)(v), err))
 #define KF(name, v) (snprintf(key, sizeof key, "%s." name, arch), rc = rc ? rc : graft_gguf_w_f32(w, key, (float)(v), err))
