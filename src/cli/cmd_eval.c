@@ -8,6 +8,7 @@
 #include "graft/eval.h"
 #include "graft/gguf.h"
 #include "graft/tokenizer.h"
+#include "../core/impl.h"
 
 static const char help[] =
     "Usage: graft eval MODEL (--text FILE... | --tokens FILE...) [options]\n"
@@ -123,9 +124,7 @@ int cmd_eval(int argc, char **argv) {
     if (graft_gguf_sniff(path)) {
         if ((rc = graft_gguf_open(path, &gg, &err))) goto out;
         if ((rc = graft_llama_open_gguf(gg, n_threads, &L, &err))) {
-            struct graft_err e2 = err;
-            graft_err_clear(&err);
-            graft_err_set(&err, e2.code, path, NULL, 0, "%s", e2.msg);
+            graft__err_prefix(&err, path, NULL, 0);
             goto out;
         }
         uint64_t b;
@@ -160,7 +159,7 @@ int cmd_eval(int argc, char **argv) {
     struct graft_ppl_opts po = {ctx, stride, batch, bos, (size_t)max_tokens, df, st};
     struct graft_ppl_result res;
     if ((rc = graft_eval_ppl(L, dv, dl, n_docs, &po, &res, &err))) {
-        if (!err.msg[0] || strncmp(err.msg, path, strlen(path))) { struct graft_err e2 = err; graft_err_clear(&err); graft_err_set(&err, e2.code, path, NULL, 0, "%s", e2.msg); }
+        if (!err.msg[0] || strncmp(err.msg, path, strlen(path))) graft__err_prefix(&err, path, NULL, 0);
         goto out;
     }
     double secs = res.seconds, nll = res.nll;

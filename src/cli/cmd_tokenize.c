@@ -5,6 +5,7 @@
 #include <string.h>
 #include "cli.h"
 #include "graft/tokenizer.h"
+#include "../core/impl.h"
 
 static const char help[] =
     "Usage: graft tokenize MODEL_DIR [FILE...] [--bos] [--decode] [--json]\n"
@@ -22,11 +23,9 @@ static const char help[] =
     "  -h, --help    this text\n";
 
 // The error, prefixed with the text file it concerns.
-static int fail_in(const char *file, const struct graft_err *err) {
-    struct graft_err e;
-    graft_err_clear(&e);
-    graft_err_set(&e, err->code, file, NULL, 0, "%s", err->msg);
-    return cli_fail(&e);
+static int fail_in(const char *file, struct graft_err *err) {
+    graft__err_prefix(err, file, NULL, 0);
+    return cli_fail(err);
 }
 
 int cmd_tokenize(int argc, char **argv) {

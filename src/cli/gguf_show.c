@@ -41,13 +41,22 @@ static void value_text(const struct graft_gguf_kv *kv, char *buf, size_t cap) {
     if (kv->type == GRAFT_GGUF_ARRAY && kv->n > show && pos < cap) snprintf(buf + pos, cap - pos, ", …");
 }
 
-int cli_gguf_inspect(const char *path, bool as_json) {
+// Open (fully validated) and total the elements and bytes of every tensor. Returns the exit code
+// (the error printed) when the file is refused.
+static int open_totals(const char *path, struct graft_gguf **g, uint64_t *params, uint64_t *bytes) {
     struct graft_err err;
     graft_err_clear(&err);
-    struct graft_gguf *g;
-    if (graft_gguf_open(path, &g, &err)) return cli_fail(&err);
+    if (graft_gguf_open(path, g, &err)) return cli_fail(&err);
+    *params = *bytes = 0;
+    for (size_t i = 0; i < graft_gguf_n_tensors(*g); i++) *params += graft_gguf_tensor(*g, i)->n_elem, *bytes += graft_gguf_tensor(*g, i)->n_bytes;
+    return GRAFT_EXIT_OK;
+}
+
+int cli_gguf_inspect(const char *path, bool as_json) {
     uint64_t params = 0, bytes = 0;
-    for (size_t i = 0; i < graft_gguf_n_tensors(g); i++) params += graft_gguf_tensor(g, i)->n_elem, bytes += graft_gguf_tensor(g, i)->n_bytes;
+    struct graft_gguf *g;
+    int ex = open_totals(path, &g, &params, &bytes);
+    if (ex) return ex;
     char v[512];
     if (as_json) {
         json_t *root = json_object(), *kvs = json_object(), *ts = json_array();
@@ -102,12 +111,10 @@ int cli_gguf_inspect(const char *path, bool as_json) {
 }
 
 int cli_gguf_verify(const char *path) {
-    struct graft_err err;
-    graft_err_clear(&err);
-    struct graft_gguf *g;
-    if (graft_gguf_open(path, &g, &err)) return cli_fail(&err);
     uint64_t params = 0, bytes = 0;
-    for (size_t i = 0; i < graft_gguf_n_tensors(g); i++) params += graft_gguf_tensor(g, i)->n_elem, bytes += graft_gguf_tensor(g, i)->n_bytes;
+    struct graft_gguf *g;
+    int ex = open_totals(path, &g, &params, &bytes);
+    if (ex) return ex;
     printf("ok: %s: GGUF v%u, %zu tensors, %zu key/values, %llu parameters, %llu bytes\n", path, graft_gguf_version(g), graft_gguf_n_tensors(g),
            graft_gguf_n_kv(g), (unsigned long long)params, (unsigned long long)bytes);
     graft_gguf_close(g);

@@ -4,6 +4,7 @@
 #include <string.h>
 #include "cli.h"
 #include "graft/tokenizer.h"
+#include "../core/impl.h"
 
 char *cli_read_file(const char *path, size_t *len) {
     FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
@@ -27,10 +28,8 @@ int cli_encode_file(const struct graft_tokenizer *t, const char *path, int32_t *
     size_t len = 0;
     char *text = cli_read_file(path, &len);
     if (!text) return graft_err_set(err, GRAFT_E_IO, path, NULL, 0, "cannot read the file");
-    struct graft_err e2;
-    graft_err_clear(&e2);
-    int rc = graft_tokenizer_encode(t, text, len, ids, n, &e2);
-    if (rc) graft_err_set(err, rc, path, NULL, 0, "%s", e2.msg);
+    int rc = graft_tokenizer_encode(t, text, len, ids, n, err);
+    if (rc) graft__err_prefix(err, path, NULL, 0);
     free(text);
     return rc;
 }

@@ -84,13 +84,21 @@ static int rd_str(struct rd *r, const uint8_t **s, uint64_t *n, uint64_t max, co
 
 static bool pow2(uint64_t x) { return x && !(x & (x - 1)); }
 
-// Open addressing on name hashes: returns true if `name` is already there, else inserts index i.
-static bool seen(uint32_t *slots, size_t n_slots, const char *name, size_t len, size_t i, const char *(*name_of)(const void *, size_t), const void *arr) {
+// Open addressing on name hashes (slots hold index + 1): the slot holding `name`, or the empty slot
+// where it would go. Names hold no NUL (checked when read).
+static uint32_t *probe(uint32_t *slots, size_t n_slots, const char *name, size_t len, const char *(*name_of)(const void *, size_t), const void *arr) {
     for (size_t h = graft__name_hash(name, len) & (n_slots - 1);; h = (h + 1) & (n_slots - 1)) {
-        if (!slots[h]) { slots[h] = (uint32_t)i + 1; return false; }
+        if (!slots[h]) return &slots[h];
         const char *o = name_of(arr, slots[h] - 1);
-        if (strlen(o) == len && !memcmp(o, name, len)) return true;
+        if (strlen(o) == len && !memcmp(o, name, len)) return &slots[h];
     }
+}
+// True if `name` is already there, else records index i for it.
+static bool seen(uint32_t *slots, size_t n_slots, const char *name, size_t len, size_t i, const char *(*name_of)(const void *, size_t), const void *arr) {
+    uint32_t *s = probe(slots, n_slots, name, len, name_of, arr);
+    if (*s) return true;
+    *s = (uint32_t)i + 1;
+    return false;
 }
 static const char *kv_name(const void *a, size_t i) { return ((const struct graft_gguf_kv *)a)[i].key; }
 static const char *t_name(const void *a, size_t i) { return ((const struct graft_gguf_tensor *)a)[i].name; }
@@ -285,21 +293,13 @@ const struct graft_gguf_tensor *graft_gguf_tensor(const struct graft_gguf *g, si
 const uint8_t *graft_gguf_data(const struct graft_gguf *g, const struct graft_gguf_tensor *t) { return g->map + g->data_off + t->offset; }
 
 const struct graft_gguf_kv *graft_gguf_find_kv(const struct graft_gguf *g, const char *key) {
-    size_t len = strlen(key);
-    for (size_t h = graft__name_hash(key, len) & (g->n_kslots - 1);; h = (h + 1) & (g->n_kslots - 1)) {
-        if (!g->kslots[h]) return NULL;
-        const struct graft_gguf_kv *kv = &g->kv[g->kslots[h] - 1];
-        if (kv->key_len == len && !memcmp(kv->key, key, len)) return kv;
-    }
+    uint32_t s = *probe(g->kslots, g->n_kslots, key, strlen(key), kv_name, g->kv);
+    return s ? &g->kv[s - 1] : NULL;
 }
 
 const struct graft_gguf_tensor *graft_gguf_find(const struct graft_gguf *g, const char *name) {
-    size_t len = strlen(name);
-    for (size_t h = graft__name_hash(name, len) & (g->n_tslots - 1);; h = (h + 1) & (g->n_tslots - 1)) {
-        if (!g->tslots[h]) return NULL;
-        const struct graft_gguf_tensor *t = &g->t[g->tslots[h] - 1];
-        if (t->name_len == len && !memcmp(t->name, name, len)) return t;
-    }
+    uint32_t s = *probe(g->tslots, g->n_tslots, name, strlen(name), t_name, g->t);
+    return s ? &g->t[s - 1] : NULL;
 }
 
 bool graft_gguf_get_u64(const struct graft_gguf *g, const char *key, uint64_t *v) {
