@@ -14,6 +14,7 @@
 #include "graft/util.h"
 #include "graft/writer.h"
 #include "../core/impl.h"
+#include "../io/io-impl.h"
 
 #define NB 256 // weight rows per block
 
@@ -121,27 +122,18 @@ static int get_vec(struct graft_llama *L, graft_tensor_lookup lk, void *ctx, con
     return GRAFT_OK;
 }
 
-static long jint(json_t *c, const char *k, long dflt) {
-    json_t *v = json_object_get(c, k);
-    return json_is_integer(v) ? (long)json_integer_value(v) : dflt;
-}
-static double jnum(json_t *c, const char *k, double dflt) {
-    json_t *v = json_object_get(c, k);
-    return json_is_number(v) ? json_number_value(v) : dflt;
-}
-
 // Rotary frequencies as transformers computes them: 1/θ^(2i/d), then the rope_scaling rule.
 static int rope_init(struct graft_llama *L, json_t *c, struct graft_err *err) {
     int half = L->hd / 2;
     if (!(L->inv_freq = graft__malloc((size_t)half * sizeof(float)))) return graft_err_set(err, GRAFT_E_NOMEM, L->name, NULL, 0, "out of memory");
-    double theta = jnum(c, "rope_theta", 10000.0);
+    double theta = graft__json_num(c, "rope_theta", 10000.0);
     for (int i = 0; i < half; i++) L->inv_freq[i] = (float)(1.0 / pow(theta, (double)(2 * i) / L->hd));
     json_t *rs = json_object_get(c, "rope_scaling");
     if (!rs || json_is_null(rs)) return GRAFT_OK;
     json_t *tv = json_object_get(rs, "rope_type");
     if (!json_is_string(tv)) tv = json_object_get(rs, "type");
     const char *type = json_string_value(tv);
-    double factor = jnum(rs, "factor", 1.0);
+    double factor = graft__json_num(rs, "factor", 1.0);
     if (!type || !strcmp(type, "default")) return GRAFT_OK;
     if (!(factor > 0)) return graft_err_set(err, GRAFT_E_FORMAT, L->name, NULL, 0, "config.json: rope_scaling.factor must be positive");
     if (!strcmp(type, "linear")) {
@@ -149,8 +141,8 @@ static int rope_init(struct graft_llama *L, json_t *c, struct graft_err *err) {
         return GRAFT_OK;
     }
     if (!strcmp(type, "llama3")) {
-        double lo = jnum(rs, "low_freq_factor", 1.0), hi = jnum(rs, "high_freq_factor", 4.0);
-        double old = jnum(rs, "original_max_position_embeddings", 8192.0);
+        double lo = graft__json_num(rs, "low_freq_factor", 1.0), hi = graft__json_num(rs, "high_freq_factor", 4.0);
+        double old = graft__json_num(rs, "original_max_position_embeddings", 8192.0);
         if (!(hi > lo)) return graft_err_set(err, GRAFT_E_FORMAT, L->name, NULL, 0, "config.json: rope_scaling needs high_freq_factor > low_freq_factor");
         double lo_wl = old / lo, hi_wl = old / hi;
         for (int i = 0; i < half; i++) {
@@ -186,7 +178,7 @@ int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, 
         goto out;
     }
     if (!strcmp(arch, "MixtralForCausalLM")) {
-        L->n_exp = (int)jint(c, "num_local_experts", -1), L->top_k = (int)jint(c, "num_experts_per_tok", 2);
+        L->n_exp = (int)graft__json_int(c, "num_local_experts", -1), L->top_k = (int)graft__json_int(c, "num_experts_per_tok", 2);
         if (L->n_exp < 1 || L->n_exp > 1024 || L->top_k < 1 || L->top_k > L->n_exp) {
             rc = graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0, "config.json: num_local_experts / num_experts_per_tok are missing or inconsistent");
             goto out;
@@ -195,17 +187,17 @@ int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, 
     const char *act = json_string_value(json_object_get(c, "hidden_act"));
     if (act && strcmp(act, "silu")) { rc = graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0, "config.json: hidden_act \"%s\" (the evaluator computes silu)", act); goto out; }
     L->n_threads = n_threads < 1 ? 1 : n_threads;
-    L->nl = (int)jint(c, "num_hidden_layers", -1), L->H = (int)jint(c, "hidden_size", -1), L->ni = (int)jint(c, "intermediate_size", -1);
-    L->nh = (int)jint(c, "num_attention_heads", -1), L->nkv = (int)jint(c, "num_key_value_heads", L->nh), L->V = (int)jint(c, "vocab_size", -1);
-    L->hd = (int)jint(c, "head_dim", L->nh > 0 ? L->H / L->nh : -1);
-    L->eps = (float)jnum(c, "rms_norm_eps", 1e-6);
+    L->nl = (int)graft__json_int(c, "num_hidden_layers", -1), L->H = (int)graft__json_int(c, "hidden_size", -1), L->ni = (int)graft__json_int(c, "intermediate_size", -1);
+    L->nh = (int)graft__json_int(c, "num_attention_heads", -1), L->nkv = (int)graft__json_int(c, "num_key_value_heads", L->nh), L->V = (int)graft__json_int(c, "vocab_size", -1);
+    L->hd = (int)graft__json_int(c, "head_dim", L->nh > 0 ? L->H / L->nh : -1);
+    L->eps = (float)graft__json_num(c, "rms_norm_eps", 1e-6);
     if (L->nl < 1 || L->nl > 4096 || L->H < 1 || L->H > (1 << 20) || L->ni < 1 || L->ni > (1 << 22) || L->nh < 1 || L->nh > 4096 || L->nkv < 1 ||
         L->nh % L->nkv || L->V < 1 || L->V > (1 << 24) || L->hd < 2 || L->hd % 2 || L->hd > 4096) {
         rc = graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0, "config.json: layer, width, head or vocabulary counts are missing or inconsistent");
         goto out;
     }
     json_t *usw = json_object_get(c, "use_sliding_window");
-    if (!strcmp(arch, "MistralForCausalLM") || !strcmp(arch, "MixtralForCausalLM") || json_is_true(usw)) L->sliding = (int)jint(c, "sliding_window", 0);
+    if (!strcmp(arch, "MistralForCausalLM") || !strcmp(arch, "MixtralForCausalLM") || json_is_true(usw)) L->sliding = (int)graft__json_int(c, "sliding_window", 0);
     if ((rc = rope_init(L, c, err))) goto out;
     if (!(L->layers = graft__calloc((size_t)L->nl, sizeof *L->layers))) { rc = graft_err_set(err, GRAFT_E_NOMEM, name, NULL, 0, "out of memory"); goto out; }
     uint64_t H = (uint64_t)L->H, qd = (uint64_t)L->nh * L->hd, kd = (uint64_t)L->nkv * L->hd, In = (uint64_t)L->ni;

@@ -9,6 +9,15 @@
 int graft__read_small_file(const char *path, size_t max, char **out, size_t *out_len, struct graft_err *err);
 // Load a JSON object file: UTF-8, no duplicate keys, ≤ max bytes. Caller json_decref()s.
 int graft__load_json_file(const char *path, size_t max, json_t **out, struct graft_err *err);
+// A member of object o as an integer / a number, or dflt when absent or of another type.
+static inline long graft__json_int(const json_t *o, const char *k, long dflt) {
+    json_t *v = json_object_get(o, k);
+    return json_is_integer(v) ? (long)json_integer_value(v) : dflt;
+}
+static inline double graft__json_num(const json_t *o, const char *k, double dflt) {
+    json_t *v = json_object_get(o, k);
+    return json_is_number(v) ? json_number_value(v) : dflt;
+}
 // Append `j` as Python's json.dumps(j, indent=2) + "\n" would write it (key order kept).
 void graft__json_dump_pretty(struct graft__buf *b, const json_t *j);
 // Shortest round-trip decimal form of a double, always with '.' or an exponent.

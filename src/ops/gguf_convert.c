@@ -95,8 +95,6 @@ static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
     return rc;
 }
 
-static long jint(json_t *o, const char *k, long d) { json_t *v = json_object_get(o, k); return json_is_integer(v) ? (long)json_integer_value(v) : d; }
-static double jnum(json_t *o, const char *k, double d) { json_t *v = json_object_get(o, k); return json_is_number(v) ? json_number_value(v) : d; }
 
 // tokenizer.ggml.* from tokenizer.json (+ tokenizer_config.json): gpt2 (byte-level BPE) or llama
 // (SentencePiece-style BPE); vocabulary padded to the embedding rows with [PADn] unused tokens.
@@ -202,7 +200,7 @@ static int write_tokenizer(struct graft_gguf_writer *w, const struct graft_model
         const char *str = json_is_string(ts) ? json_string_value(ts) : json_string_value(json_object_get(ts, "content"));
         for (size_t q = 0; id < 0 && str && q < n; q++)
             if (!strcmp(tok[q], str)) id = (long)q;
-        if (id < 0) id = jint(cfg, keys[s][0], -1);
+        if (id < 0) id = graft__json_int(cfg, keys[s][0], -1);
         if (id >= 0 && (uint64_t)id < n_rows) rc = graft_gguf_w_u32(w, keys[s][2], (uint32_t)id, err);
     }
     if (!rc && unk) {
@@ -232,8 +230,8 @@ int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type
     const char *arch = !archs ? NULL : !strcmp(archs, "LlamaForCausalLM") || !strcmp(archs, "MistralForCausalLM") ? "llama" : !strcmp(archs, "Qwen2ForCausalLM") ? "qwen2" : NULL;
     if (!arch) { rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "architecture %s: GGUF conversion covers LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM", archs ? archs : "(none)"); goto out; }
     bool permute = !strcmp(arch, "llama");
-    long H = jint(c, "hidden_size", -1), nh = jint(c, "num_attention_heads", -1), nkv = jint(c, "num_key_value_heads", nh), L = jint(c, "num_hidden_layers", -1);
-    long hd = jint(c, "head_dim", nh > 0 ? H / nh : -1), V = jint(c, "vocab_size", -1);
+    long H = graft__json_int(c, "hidden_size", -1), nh = graft__json_int(c, "num_attention_heads", -1), nkv = graft__json_int(c, "num_key_value_heads", nh), L = graft__json_int(c, "num_hidden_layers", -1);
+    long hd = graft__json_int(c, "head_dim", nh > 0 ? H / nh : -1), V = graft__json_int(c, "vocab_size", -1);
     if (H < 1 || nh < 1 || nkv < 1 || L < 1 || hd < 2 || V < 1) { rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "config.json lacks hidden_size, heads, layers or vocab_size"); goto out; }
     const struct graft_model_tensor *emb = graft_model_find(m, "model.embed_tokens.weight", 25);
     if (!emb || emb->info->n_dims != 2) { rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), "model.embed_tokens.weight", 25, "missing or not 2-D"); goto out; }
@@ -275,26 +273,26 @@ int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type
     if (!rc) rc = graft_gguf_w_str(w, "general.name", base, strlen(base), err);
     if (!rc) rc = graft_gguf_w_u32(w, "general.file_type", ftype, err);
     if (!rc && graft_ggml_block_size(type) > 1) rc = graft_gguf_w_u32(w, "general.quantization_version", 2, err);
-    KU("context_length", jint(c, "max_position_embeddings", 2048));
+    KU("context_length", graft__json_int(c, "max_position_embeddings", 2048));
     KU("embedding_length", H);
     KU("block_count", L);
-    KU("feed_forward_length", jint(c, "intermediate_size", 0));
+    KU("feed_forward_length", graft__json_int(c, "intermediate_size", 0));
     KU("attention.head_count", nh);
     KU("attention.head_count_kv", nkv);
     KU("rope.dimension_count", hd);
     KU("vocab_size", emb->info->ne[0]);
-    KF("rope.freq_base", jnum(c, "rope_theta", 10000.0));
-    KF("attention.layer_norm_rms_epsilon", jnum(c, "rms_norm_eps", 1e-6));
+    KF("rope.freq_base", graft__json_num(c, "rope_theta", 10000.0));
+    KF("attention.layer_norm_rms_epsilon", graft__json_num(c, "rms_norm_eps", 1e-6));
     if (!rc && json_object_get(c, "head_dim") && hd != H / nh) KU("attention.key_length", hd), KU("attention.value_length", hd);
     json_t *rs = json_object_get(c, "rope_scaling");
     const char *rt = json_string_value(json_object_get(rs, "rope_type")) ? json_string_value(json_object_get(rs, "rope_type")) : json_string_value(json_object_get(rs, "type"));
     if (!rc && rt && !strcmp(rt, "linear")) {
         snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
         rc = graft_gguf_w_str(w, key, "linear", 6, err);
-        KF("rope.scaling.factor", jnum(rs, "factor", 1.0));
+        KF("rope.scaling.factor", graft__json_num(rs, "factor", 1.0));
     } else if (!rc && rt && !strcmp(rt, "llama3")) { // llama.cpp takes llama3 scaling as per-frequency factors (rope_freqs)
-        double f = jnum(rs, "factor", 8.0), lo = jnum(rs, "low_freq_factor", 1.0), hi = jnum(rs, "high_freq_factor", 4.0), old = jnum(rs, "original_max_position_embeddings", 8192);
-        double theta = jnum(c, "rope_theta", 10000.0);
+        double f = graft__json_num(rs, "factor", 8.0), lo = graft__json_num(rs, "low_freq_factor", 1.0), hi = graft__json_num(rs, "high_freq_factor", 4.0), old = graft__json_num(rs, "original_max_position_embeddings", 8192);
+        double theta = graft__json_num(c, "rope_theta", 10000.0);
         j.n_rope = (size_t)hd / 2;
         if (!(j.rope_factors = graft__malloc(j.n_rope * sizeof(float)))) rc = nomem(err);
         for (size_t i = 0; !rc && i < j.n_rope; i++) {
