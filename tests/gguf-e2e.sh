@@ -49,8 +49,18 @@ ok = all(abs(math.exp(x["nll"]) / math.exp(h["nll"]) - 1) <= t and x["tokens_sco
 sys.exit(0 if ok else 1)' $tol && ok || bad "eval of $m-$t.gguf differs from the HF folder: $(cat hf.json g1.json g2.json)"
     done
 done
-expect 3 "$G" eval l32-f32.gguf --text t.txt
-grep -q "needs a tokenizer: give --tokenizer DIR" "$T/err" && ok || bad "eval gguf --text without a tokenizer: $(cat "$T/err")"
+# the GGUF's own vocabulary (tokenizer.ggml.*, rebuilt as tokenizer.json) tokenizes exactly as the HF
+# folder's tokenizer.json: byte-level llama3 and qwen2 with merges, SentencePiece with merges derived
+# from the scores; eval --text on a GGUF then needs no --tokenizer
+"$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); import tok_ref; open("long.txt", "w").write(tok_ref.CORPUS * 2)' "$(dirname "$TREF")"
+for m in l32 lbf q2; do
+    for txt in t.txt long.txt; do
+        "$G" tokenize $m $txt --bos > a.ids && "$G" tokenize $m-q4_0.gguf $txt --bos > b.ids 2>"$T/err" && cmp -s a.ids b.ids && ok || bad "GGUF vocabulary of $m tokenizes $txt differently: $(cat "$T/err")"
+    done
+    "$G" eval $m --text long.txt --ctx 24 --json > hf.json && "$G" eval $m-f32.gguf --text long.txt --ctx 24 --json > g1.json 2>"$T/err" && \
+        "$PY" -c 'import json; a, b = json.load(open("hf.json")), json.load(open("g1.json")); exit(0 if a["nll"] == b["nll"] and a["bos"] == b["bos"] and a["tokens_scored"] == b["tokens_scored"] else 1)' \
+        && ok || bad "eval --text of $m-f32.gguf with its own vocabulary: $(cat hf.json g1.json "$T/err")"
+done
 # merging straight to GGUF: the same bytes as merging to a folder and converting it
 expect 0 "$G" synth f1 --like l32 --delta 0.02 --seed 11
 expect 0 "$G" synth f2 --like l32 --delta 0.02 --seed 12
@@ -64,7 +74,73 @@ expect 1 "$G" merge ties.yml merged.gguf
 grep -q "already exists" "$T/err" && ok || bad "merge over an existing GGUF: $(cat "$T/err")"
 expect 0 "$G" merge ties.yml m.out --format gguf --type q8_0
 expect 0 "$G" verify m.out
+# GGUF → Hugging Face: F32/F16/BF16 files give back the source's tensors bit for bit (q/k rows
+# un-permuted), config.json keeps every architectural field, tokenizer files, generation_config.json
+for pair in l32:f32 lbf:bf16 q2:f16; do
+    m=${pair%%:*} t=${pair#*:}
+    expect 0 "$G" convert $m-$t.gguf $m-back --threads 2
+    "$PY" - $m $m-back <<'PYEOF' && ok || bad "GGUF → HF of $m-$t.gguf is not the source"
+import json, struct, sys
+def load(p):
+    b = open(p + "/model.safetensors", "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n]); d = b[8 + n:]
+    return {k: (v["dtype"], v["shape"], d[v["data_offsets"][0]:v["data_offsets"][1]]) for k, v in h.items() if k != "__metadata__"}
+a, b = load(sys.argv[1]), load(sys.argv[2])
+ca, cb = (json.load(open(p + "/config.json")) for p in sys.argv[1:3])
+keys = ["architectures", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "num_hidden_layers", "vocab_size",
+        "max_position_embeddings", "rms_norm_eps", "rope_theta", "tie_word_embeddings", "torch_dtype"]
+bad = [k for k in keys if ca.get(k) != cb.get(k)]
+sys.exit(0 if a == b and not bad else print("tensors equal:", a == b, "config differs:", bad) or 1)
+PYEOF
+    [ -f $m-back/tokenizer.json ] && [ -f $m-back/tokenizer_config.json ] && [ -f $m-back/generation_config.json ] && ok || bad "$m-back lacks tokenizer or generation files"
+    "$G" tokenize $m long.txt --bos > a.ids && "$G" tokenize $m-back long.txt --bos > b.ids && cmp -s a.ids b.ids && ok || bad "$m-back tokenizes differently"
+done
+# quantized files decode to f32 (or --dtype); the decoded model evaluates as the GGUF file does
+expect 0 "$G" convert l32-q8_0.gguf l32-q8back --to hf
+grep -q '"torch_dtype": "float32"' l32-q8back/config.json && ok || bad "decoded q8_0 is not float32"
+"$G" eval l32-q8_0.gguf --text long.txt --ctx 24 --json > g1.json && "$G" eval l32-q8back --text long.txt --ctx 24 --json > g2.json && \
+    "$PY" -c 'import json; a, b = json.load(open("g1.json")), json.load(open("g2.json")); exit(0 if a["nll"] == b["nll"] else 1)' && ok || bad "decoded q8_0 evaluates differently: $(cat g1.json g2.json)"
+expect 0 "$G" convert l32-q4_0.gguf l32-bf --dtype bf16
+grep -q '"torch_dtype": "bfloat16"' l32-bf/config.json && "$G" inspect l32-bf | grep -q "BF16" && ok || bad "--dtype bf16 from a GGUF file"
+# GGUF → GGUF (re-typing) goes through the same decoding
+expect 0 "$G" convert l32-f32.gguf again-q8_0.gguf --type q8_0
+cmp -s again-q8_0.gguf l32-q8_0.gguf && ok || bad "f32 GGUF → q8_0 GGUF differs from HF → q8_0"
+# llama3 rope_scaling: written as rope_freqs, read back into config.json, evaluated from the GGUF
+cp -r l32 r3 && "$PY" -c 'import json; c = json.load(open("r3/config.json")); c["rope_scaling"] = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64, "rope_type": "llama3"}; json.dump(c, open("r3/config.json", "w"))'
+expect 0 "$G" convert r3 r3.gguf --type f32
+expect 0 "$G" convert r3.gguf r3-back
+"$PY" -c 'import json; a, b = (json.load(open(p + "/config.json"))["rope_scaling"] for p in ("r3", "r3-back")); exit(0 if a == b else print(a, b) or 1)' && ok || bad "llama3 rope_scaling round trip"
+for m in r3 r3.gguf r3-back; do "$G" eval $m --text long.txt --ctx 64 --json > $m.ev.json || bad "eval $m"; done
+"$PY" -c 'import json; a, b, c = (json.load(open(p + ".ev.json"))["nll"] for p in ("r3", "r3.gguf", "r3-back")); exit(0 if a == b == c else print(a, b, c) or 1)' && ok || bad "llama3 rope from GGUF evaluates differently"
+"$G" eval l32 --text long.txt --ctx 64 --json > l32.ev.json && "$PY" -c 'import json; exit(0 if json.load(open("l32.ev.json"))["nll"] != json.load(open("r3.ev.json"))["nll"] else 1)' && ok || bad "llama3 scaling had no effect"
+# GGUF files as merge inputs: the same bytes as merging the HF folders
+expect 0 "$G" convert f1 f1.gguf --type f32
+expect 0 "$G" convert f2 f2.gguf --type f32
+sed 's/l32$/l32-f32.gguf/; s/f1$/f1.gguf/; s/f2$/f2.gguf/' ties.yml > tiesg.yml
+expect 0 "$G" merge tiesg.yml merged-g --threads 2
+cmp -s merged/model.safetensors merged-g/model.safetensors && [ -f merged-g/tokenizer.json ] && ok || bad "merge of GGUF inputs differs from merging the folders"
+mkdir -p g && expect 0 "$G" merge tiesg.yml g/merged.gguf --type q4_0
+cmp -s merged.gguf g/merged.gguf && ok || bad "GGUF → merge → GGUF differs"
+expect 0 "$G" extract-lora --base l32-f32.gguf --model f1.gguf --rank 4 lora-g
+expect 0 "$G" extract-lora --base l32 --model f1 --rank 4 lora-h
+cmp -s lora-g/adapter_model.safetensors lora-h/adapter_model.safetensors && ok || bad "extract-lora from GGUF inputs differs"
+! ls "${TMPDIR:-/var/tmp}" 2>/dev/null | grep -q "graft-gguf-" && ok || bad "GGUF decoding left its temporary folder"
+# temporaries of killed runs (their process is gone) are removed by the next run
+touch .stale.gguf.graft-tmp-2147483646 && mkdir -p .stale.gguf.graft-tmp-2147483645-hf tmpd/graft-gguf-2147483646-Ab12Cd
+expect 0 "$G" convert l32 stale.gguf --type q8_0
+[ ! -e .stale.gguf.graft-tmp-2147483646 ] && [ ! -e .stale.gguf.graft-tmp-2147483645-hf ] && ok || bad "stale GGUF temporaries left: $(ls -a)"
+GRAFT_TMPDIR="$PWD/tmpd" "$G" inspect stale.gguf >/dev/null && GRAFT_TMPDIR="$PWD/tmpd" "$G" merge tiesg.yml stale-m >/dev/null 2>&1
+[ -z "$(ls -A tmpd)" ] && [ -d stale-m ] && ok || bad "stale decoded-GGUF folders left: $(ls -A tmpd)"
 # refusals
+expect 2 "$G" convert l32-f32.gguf one.safetensors
+grep -q "converts to a folder" "$T/err" && ok || bad "gguf to one safetensors file: $(cat "$T/err")"
+expect 1 "$G" convert l32-f32.gguf l32-back
+grep -q "already exists" "$T/err" && ok || bad "gguf to an existing folder: $(cat "$T/err")"
+"$PY" -c 'import struct; b = open("l32-f32.gguf", "rb").read(); k = b"general.architecture" + struct.pack("<IQ", 8, 5) + b"llama"; assert k in b; open("arch.gguf", "wb").write(b.replace(k, k[:-5] + b"gemma", 1))'
+expect 3 "$G" convert arch.gguf arch-out
+grep -q "arch.gguf: GGUF architecture 'gemma'" "$T/err" && [ ! -e arch-out ] && ok || bad "gemma GGUF to HF: $(cat "$T/err")"
+sed 's/l32-f32.gguf$/arch.gguf/' tiesg.yml > tiesa.yml
+expect 3 "$G" merge tiesa.yml never
+grep -q "arch.gguf" "$T/err" && [ ! -e never ] && ok || bad "merge with an unreadable GGUF input: $(cat "$T/err")"
 expect 1 "$G" convert l32 l32-f16.gguf --to gguf
 grep -q "already exists; use --force" "$T/err" && ok || bad "existing gguf output: $(cat "$T/err")"
 expect 0 "$G" convert l32 l32-f16.gguf --to gguf --force
@@ -80,7 +156,15 @@ if [ "$FAULTS" = faults ]; then
     for spec in write fsync rename; do
         GRAFT_FAULT_IO="$spec:1:ENOSPC" "$G" convert l32 fio.gguf >/dev/null 2>"$T/err"
         [ $? = 1 ] && [ ! -e fio.gguf ] && ! ls -A | grep -q graft-tmp && ok || bad "gguf convert with a failing $spec: $(cat "$T/err")"
+        GRAFT_FAULT_IO="$spec:1:ENOSPC" "$G" convert l32-q8_0.gguf fio-hf >/dev/null 2>"$T/err"
+        [ $? = 1 ] && [ ! -e fio-hf ] && ! ls -A | grep -q graft-tmp && ok || bad "gguf → hf with a failing $spec: $(cat "$T/err")"
     done
+    alloc_faults 5 fa-hf "$G" convert l32-q8_0.gguf fa-hf --threads 2
+    # GGUF inputs are decoded into a private folder under GRAFT_TMPDIR, removed on every failure
+    mkdir -p gt && export GRAFT_TMPDIR="$PWD/gt"
+    alloc_faults 17 fa-merge "$G" merge tiesg.yml fa-merge --threads 2
+    [ -z "$(ls -A gt)" ] && ok || bad "decoded GGUF inputs left behind: $(ls gt)"
+    unset GRAFT_TMPDIR
 fi
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

@@ -6,6 +6,7 @@
 #include <string.h>
 #include "harness.h"
 #include "graft/gguf.h"
+#include "graft/tokenizer.h"
 
 struct gb { uint8_t *p; size_t n, cap; };
 static void put(struct gb *b, const void *d, size_t n) {
@@ -190,4 +191,133 @@ TEST(gguf_refuses_adversarial_files) {
         graft_gguf_close(g);
         free(b.p);
     }
+}
+
+// Golden bytes: a tiny file written by graft's GGUF writer equals, byte for byte, the file assembled
+// here by hand from the format (header, key/values in order, tensor infos, padding to 32, data);
+// the Q8_0 block of −16…15 is ggml's reference quantization worked out by hand: d = 16/127 →
+// f16 0x3008, q = round(x·127/16).
+TEST(gguf_writer_golden_bytes) {
+    struct graft_err err;
+    graft_err_clear(&err);
+    struct graft_gguf_writer *w = NULL;
+    const char *path = tpath("g.gguf");
+    CHECK_EQ(graft_gguf_writer_open(path, 0, &w, &err), GRAFT_OK);
+    const char *toks[2] = {"<s>", "ab"};
+    int32_t types[2] = {3, 1};
+    CHECK_EQ(graft_gguf_w_str(w, "general.architecture", "llama", 5, &err), GRAFT_OK);
+    CHECK_EQ(graft_gguf_w_u32(w, "llama.block_count", 1, &err), GRAFT_OK);
+    CHECK_EQ(graft_gguf_w_f32(w, "llama.rope.freq_base", 10000.0f, &err), GRAFT_OK);
+    CHECK_EQ(graft_gguf_w_bool(w, "tokenizer.ggml.add_bos_token", true, &err), GRAFT_OK);
+    CHECK_EQ(graft_gguf_w_arr(w, "tokenizer.ggml.tokens", GRAFT_GGUF_STRING, toks, NULL, 2, &err), GRAFT_OK);
+    CHECK_EQ(graft_gguf_w_arr(w, "tokenizer.ggml.token_type", GRAFT_GGUF_I32, types, NULL, 2, &err), GRAFT_OK);
+    uint64_t ne_a[1] = {3}, ne_b[2] = {32, 1}, ne_c[1] = {2};
+    CHECK_EQ(graft_gguf_w_tensor(w, "a", 1, ne_a, GRAFT_GGML_F32, &err), 0);
+    CHECK_EQ(graft_gguf_w_tensor(w, "blk.0.b", 2, ne_b, GRAFT_GGML_Q8_0, &err), 1);
+    CHECK_EQ(graft_gguf_w_tensor(w, "c", 1, ne_c, GRAFT_GGML_F16, &err), 2);
+    CHECK_EQ(graft_gguf_w_layout(w, &err), GRAFT_OK);
+    float av[3] = {1.0f, -2.0f, 0.5f}, bv[32];
+    for (int i = 0; i < 32; i++) bv[i] = (float)(i - 16);
+    uint8_t q8[34], cv[4] = {0x00, 0x3C, 0x00, 0xC0}; // f16 1.0, −2.0
+    CHECK(graft_ggml_from_f32(GRAFT_GGML_Q8_0, bv, q8, 32));
+    CHECK_EQ(graft_gguf_w_write(w, 1, 0, q8, 34, &err), GRAFT_OK);
+    CHECK_EQ(graft_gguf_w_write(w, 0, 0, av, 12, &err), GRAFT_OK);
+    CHECK_EQ(graft_gguf_w_write(w, 2, 0, cv, 4, &err), GRAFT_OK);
+    CHECK_EQ(graft_gguf_w_commit(w, &err), GRAFT_OK);
+    graft_gguf_writer_free(w);
+
+    struct gb b = {0};
+    head(&b, 3, 3, 6);
+    str(&b, "general.architecture"), u32(&b, GRAFT_GGUF_STRING), str(&b, "llama");
+    str(&b, "llama.block_count"), u32(&b, GRAFT_GGUF_U32), u32(&b, 1);
+    str(&b, "llama.rope.freq_base"), u32(&b, GRAFT_GGUF_F32), u32(&b, 0x461C4000);
+    str(&b, "tokenizer.ggml.add_bos_token"), u32(&b, GRAFT_GGUF_BOOL), put(&b, "\x01", 1);
+    str(&b, "tokenizer.ggml.tokens"), u32(&b, GRAFT_GGUF_ARRAY), u32(&b, GRAFT_GGUF_STRING), u64(&b, 2), str(&b, "<s>"), str(&b, "ab");
+    str(&b, "tokenizer.ggml.token_type"), u32(&b, GRAFT_GGUF_ARRAY), u32(&b, GRAFT_GGUF_I32), u64(&b, 2), u32(&b, 3), u32(&b, 1);
+    uint64_t e_a[1] = {3}, e_b[2] = {32, 1}, e_c[1] = {2};
+    tinfo(&b, "a", 1, e_a, GRAFT_GGML_F32, 0);        // 12 bytes → 32
+    tinfo(&b, "blk.0.b", 2, e_b, GRAFT_GGML_Q8_0, 32); // 34 bytes → 64
+    tinfo(&b, "c", 1, e_c, GRAFT_GGML_F16, 96);       // 4 bytes → 32
+    pad(&b, 32);
+    u32(&b, 0x3F800000), u32(&b, 0xC0000000), u32(&b, 0x3F000000), pad(&b, 32);
+    static const int8_t q[32] = {-127, -119, -111, -103, -95, -87, -79, -71, -64, -56, -48, -40, -32, -24, -16, -8,
+                                 0, 8, 16, 24, 32, 40, 48, 56, 64, 71, 79, 87, 95, 103, 111, 119};
+    put(&b, "\x08\x30", 2), put(&b, q, 32), pad(&b, 32);
+    put(&b, cv, 4), pad(&b, 32);
+    size_t n = 0;
+    char *got = tread(path, &n);
+    CHECK(got);
+    CHECK_EQ(n, b.n);
+    size_t at = 0;
+    while (at < n && (uint8_t)got[at] == b.p[at]) at++;
+    CHECK_EQ(at, n); // the first differing byte, if any
+    free(got), free(b.p);
+}
+
+// A SentencePiece-type vocabulary comes back as BPE merges: every split of a piece into two pieces,
+// ranked by the piece's score (ties: piece id, then left and right ids), worked out by hand here;
+// the rebuilt tokenizer then encodes as llama.cpp's highest-score-first merging does.
+TEST(gguf_spm_vocabulary_rebuilt_as_merges) {
+    static const char *const tok[8] = {"<unk>", "<s>", "\xe2\x96\x81", "a", "b", "ab", "\xe2\x96\x81" "a", "\xe2\x96\x81" "ab"};
+    static const int32_t ty[8] = {2, 3, 1, 1, 1, 1, 1, 1};
+    static const float sc[8] = {0, 0, 0, 0, 0, -1, -2, -3};
+    struct gb b = {0};
+    head(&b, 3, 1, 7);
+    str(&b, "general.architecture"), u32(&b, GRAFT_GGUF_STRING), str(&b, "llama");
+    str(&b, "tokenizer.ggml.model"), u32(&b, GRAFT_GGUF_STRING), str(&b, "llama");
+    str(&b, "tokenizer.ggml.tokens"), u32(&b, GRAFT_GGUF_ARRAY), u32(&b, GRAFT_GGUF_STRING), u64(&b, 8);
+    for (int i = 0; i < 8; i++) str(&b, tok[i]);
+    str(&b, "tokenizer.ggml.token_type"), u32(&b, GRAFT_GGUF_ARRAY), u32(&b, GRAFT_GGUF_I32), u64(&b, 8), put(&b, ty, sizeof ty);
+    str(&b, "tokenizer.ggml.scores"), u32(&b, GRAFT_GGUF_ARRAY), u32(&b, GRAFT_GGUF_F32), u64(&b, 8), put(&b, sc, sizeof sc);
+    str(&b, "tokenizer.ggml.bos_token_id"), u32(&b, GRAFT_GGUF_U32), u32(&b, 1);
+    str(&b, "tokenizer.ggml.unknown_token_id"), u32(&b, GRAFT_GGUF_U32), u32(&b, 0);
+    uint64_t ne[1] = {32};
+    tinfo(&b, "x", 1, ne, GRAFT_GGML_F32, 0);
+    pad(&b, 32);
+    for (int i = 0; i < 32; i++) u32(&b, 0);
+    struct graft_gguf *g = NULL;
+    struct graft_err err;
+    CHECK_EQ(open_buf(&b, &g, &err), GRAFT_OK);
+    char *tj = NULL, *tc = NULL;
+    CHECK_EQ(graft_gguf_hf_tokenizer(g, &tj, &tc, &err), GRAFT_OK);
+    const char *m = strstr(tj, "\"merges\"");
+    CHECK(m);
+    const char *m1 = strstr(m, "\"a b\""), *m2 = strstr(m, "\"\\u2581 a\""), *m3 = strstr(m, "\"\\u2581 ab\""), *m4 = strstr(m, "\"\\u2581a b\""); // JSON as Python writes it
+    CHECK(m1 && m2 && m3 && m4 && m1 < m2 && m2 < m3 && m3 < m4);
+    CHECK(!strstr(m, "\"<s"));
+    CHECK_CONTAINS(tc, "\"add_bos_token\": true");
+    CHECK_CONTAINS(tc, "\"bos_token\": \"<s>\"");
+    struct graft_tokenizer *t = NULL;
+    CHECK_EQ(graft_tokenizer_load_texts(tj, strlen(tj), tc, NULL, "t.gguf", &t, &err), GRAFT_OK);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    CHECK_EQ(graft_tokenizer_encode(t, "ab ab", 5, &ids, &n, &err), GRAFT_OK);
+    CHECK_EQ(n, 2);
+    CHECK_EQ(ids[0], 7);
+    CHECK_EQ(ids[1], 7);
+    CHECK_EQ(graft_tokenizer_bos(t), 1);
+    free(ids);
+    graft_tokenizer_free(t);
+    free(tj), free(tc);
+    graft_gguf_close(g);
+    free(b.p);
+}
+
+// GGUF ⇄ HF tensor names are inverse; unknown names have none.
+TEST(gguf_hf_names_are_inverse) {
+    static const char *const hf[] = {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight", "model.layers.0.self_attn.q_proj.weight",
+                                     "model.layers.12.self_attn.k_proj.bias", "model.layers.3.mlp.down_proj.weight", "model.layers.7.post_attention_layernorm.weight"};
+    char a[128], back[128];
+    for (size_t i = 0; i < sizeof hf / sizeof hf[0]; i++) {
+        CHECK(graft_gguf_hf_name(hf[i], a, sizeof a));
+        CHECK(graft_gguf_name_to_hf(a, back, sizeof back));
+        CHECK_STR(back, hf[i]);
+    }
+    CHECK(graft_gguf_name_to_hf("blk.3.ffn_up.weight", back, sizeof back));
+    CHECK_STR(back, "model.layers.3.mlp.up_proj.weight");
+    CHECK(!graft_gguf_name_to_hf("blk.3.ffn_gate_exps.weight", back, sizeof back));
+    CHECK(!graft_gguf_name_to_hf("blk.-1.ffn_up.weight", back, sizeof back));
+    CHECK(!graft_gguf_name_to_hf("rope_freqs.weight", back, sizeof back));
+    // the row permutation and its inverse as used to un-permute
+    for (uint64_t r = 0; r < 64; r++) CHECK(graft_gguf_permuted_row(r, 16) < 64);
 }

@@ -131,6 +131,28 @@ bool graft_gguf_hf_name(const char *hf, char *out, size_t cap);
 // The q/k permutation of llama.cpp's converter: GGUF row r holds HF row graft_gguf_permuted_row(r, d)
 // (d = head_dim): per head, the two rotary halves interleaved.
 uint64_t graft_gguf_permuted_row(uint64_t r, uint64_t head_dim);
+// The inverse of graft_gguf_hf_name ("blk.3.ffn_up.weight" → "model.layers.3.mlp.up_proj.weight").
+bool graft_gguf_name_to_hf(const char *gguf, char *out, size_t cap);
+
+// ---- GGUF → Hugging Face (src/io/gguf_hf.c; llama and qwen2 files) -----------------------------------
+// config.json rebuilt from the metadata (compact JSON, free() it): architecture, sizes, rms eps,
+// rope_theta, linear rope scaling, llama3 rope_scaling recovered from rope_freqs (refused when the
+// factors are not llama3's), tie_word_embeddings when there is no output.weight, bos/eos ids.
+int graft_gguf_hf_config(const struct graft_gguf *g, char **out, struct graft_err *err);
+// tokenizer.json and tokenizer_config.json (graft__free() both) from tokenizer.ggml.*: gpt2-type
+// vocabularies with their merges and the pre-tokenizer named by tokenizer.ggml.pre (default/gpt-2,
+// llama-bpe, qwen2); llama-type (SentencePiece) vocabularies with merges derived from the scores (every
+// split of a piece into two pieces, ranked by the piece's score, as transformers' SentencePieceExtractor),
+// byte fallback and the ▁ prefix. GRAFT_E_NOTFOUND when the file has no tokenizer.
+int graft_gguf_hf_tokenizer(const struct graft_gguf *g, char **tokenizer_json, char **tokenizer_config_json, struct graft_err *err);
+// Write `g` as a Hugging Face folder at `target`: tensors renamed, q/k un-permuted (llama), F32/F16/BF16
+// matrices kept as they are (bit for bit), quantized ones decoded to F32, 1-D F32 tensors (which the
+// converter widens) in the matrices' dtype (config.json's torch_dtype) — or every tensor as `dtype`
+// when ≥ 0 (an enum graft_dtype float type); config.json, tokenizer files and generation_config.json.
+// `label` names the GGUF file in messages and is protected from being overwritten. flags: writer flags.
+struct graft_progress;
+int graft_gguf_to_hf(const struct graft_gguf *g, const char *label, const char *target, int dtype, int n_threads, unsigned flags,
+                     struct graft_progress *progress, struct graft_err *err);
 
 #ifdef __cplusplus
 }

@@ -23,7 +23,8 @@ extern "C" {
 
 struct graft_tokenizer;
 
-// Load `DIR/tokenizer.json` (plus `tokenizer_config.json` and `config.json` for BOS, when present).
+// Load `DIR/tokenizer.json` (plus `tokenizer_config.json` and `config.json` for BOS, when present);
+// `DIR` may also be a GGUF file, whose tokenizer.ggml.* vocabulary is rebuilt (graft_gguf_hf_tokenizer).
 // Errors: GRAFT_E_IO, GRAFT_E_FORMAT (malformed or unsupported), GRAFT_E_NOTFOUND, GRAFT_E_LIMIT.
 int  graft_tokenizer_load(const char *dir, struct graft_tokenizer **out, struct graft_err *err);
 // From the text of tokenizer.json alone (`name` is used in messages); no BOS unless the

@@ -8,6 +8,7 @@
 static const char help[] =
     "Usage: graft convert IN OUT --dtype T [--out-shard-size S] [--threads N] [--force]\n"
     "       graft convert IN OUT.gguf --to gguf [--type f32|f16|bf16|q8_0|q4_0] [--threads N] [--force]\n"
+    "       graft convert IN.gguf OUT [--to hf] [--dtype T] [--threads N] [--force]\n"
     "\n"
     "Convert every floating tensor of IN (a .safetensors file or a model folder) to T, rounding to\n"
     "nearest even exactly as PyTorch's tensor.to(): f32, f16, bf16, f8_e4m3 (float8_e4m3fn) or f8_e5m2.\n"
@@ -23,6 +24,10 @@ static const char help[] =
     "  --to gguf            one GGUF file for llama.cpp (Llama, Mistral, Qwen2 folders): llama.cpp's tensor\n"
     "                       names, its q/k row permutation (Llama, Mistral), metadata and the tokenizer from\n"
     "                       tokenizer.json; also chosen by an OUT ending in .gguf (docs/gguf.md)\n"
+    "  --to hf              (IN a .gguf file: the default) a Hugging Face folder: names, q/k rows, config.json,\n"
+    "                       tokenizer.json, tokenizer_config.json and generation_config.json rebuilt from the\n"
+    "                       GGUF; F32/F16/BF16 tensors kept bit for bit, quantized ones decoded to f32 unless\n"
+    "                       --dtype is given (llama and qwen2 files)\n"
     "  --type T             GGUF matrix type: f32, f16 (default), bf16, q8_0, q4_0; 1-D tensors stay f32\n"
     "  --out-shard-size S   max tensor bytes per shard: 5G, 500M, 2GiB, 5B (MergeKit: B = 10^9). Default 5G\n"
     "  --threads N          worker threads (default: number of CPUs)\n"
@@ -30,13 +35,35 @@ static const char help[] =
     "  --no-copy-tokenizer  do not copy config.json and tokenizer files\n"
     "  -h, --help           this text\n";
 
+// A GGUF file as a Hugging Face folder.
+static int from_gguf(const char *in, const char *out, int dtype, const struct graft_convert_params *p) {
+    size_t ol = strlen(out);
+    if (ol > 12 && !strcmp(out + ol - 12, ".safetensors")) return cli_usage("convert", "a GGUF file converts to a folder (config.json and tokenizer files come with it), not to one .safetensors file");
+    struct graft_err err;
+    graft_err_clear(&err);
+    struct graft_gguf *g;
+    if (graft_gguf_open(in, &g, &err)) return cli_fail(&err);
+    uint64_t total = 0;
+    for (size_t i = 0; i < graft_gguf_n_tensors(g); i++) total += graft_gguf_tensor(g, i)->n_bytes;
+    struct graft_progress prog;
+    graft_progress_init(&prog, "convert", total);
+    double t0 = graft_now();
+    int rc = graft_gguf_to_hf(g, in, out, dtype, p->n_threads, p->writer_flags, &prog, &err);
+    graft_progress_finish(&prog);
+    size_t n = graft_gguf_n_tensors(g);
+    graft_gguf_close(g);
+    if (rc) return cli_fail(&err);
+    fprintf(stderr, "graft: wrote %s (%zu GGUF tensors) in %.2fs\n", out, n, graft_now() - t0);
+    return GRAFT_EXIT_OK;
+}
+
 int cmd_convert(int argc, char **argv) {
     static const struct option opts[] = {
         {"dtype", required_argument, 0, 'd'}, {"out-shard-size", required_argument, 0, 's'},
         {"threads", required_argument, 0, 't'}, {"force", no_argument, 0, 'f'},
         {"no-copy-tokenizer", no_argument, 0, 'n'}, {"to", required_argument, 0, 'T'}, {"type", required_argument, 0, 'y'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    bool to_gguf = false;
+    bool to_gguf = false, to_hf = false;
     uint32_t gtype = GRAFT_GGML_F16;
     struct graft_convert_params p = graft_convert_default_params();
     p.n_threads = graft_n_cpus();
@@ -52,7 +79,8 @@ int cmd_convert(int argc, char **argv) {
         case 'n': p.copy_side_files = false; break;
         case 'T':
             if (!strcmp(optarg, "gguf")) to_gguf = true;
-            else if (strcmp(optarg, "safetensors") && strcmp(optarg, "hf")) return cli_usage("convert", "--to expects gguf, hf or safetensors, got '%s'", optarg);
+            else if (!strcmp(optarg, "hf")) to_hf = true;
+            else if (strcmp(optarg, "safetensors")) return cli_usage("convert", "--to expects gguf, hf or safetensors, got '%s'", optarg);
             break;
         case 'y':
             if (!strcmp(optarg, "f32")) gtype = GRAFT_GGML_F32;
@@ -68,14 +96,23 @@ int cmd_convert(int argc, char **argv) {
     }
     if (argc - optind != 2) return cli_usage("convert", "expected IN and OUT");
     size_t ol = strlen(argv[optind + 1]);
-    if (ol > 5 && !strcmp(argv[optind + 1] + ol - 5, ".gguf")) to_gguf = true;
+    if (ol > 5 && !strcmp(argv[optind + 1] + ol - 5, ".gguf") && !to_hf) to_gguf = true;
+    if (!to_gguf && graft_gguf_sniff(argv[optind])) return from_gguf(argv[optind], argv[optind + 1], have_dtype ? (int)p.dtype : -1, &p);
     if (to_gguf) {
         struct graft_err gerr;
         graft_err_clear(&gerr);
         struct graft_model *gm;
         if (graft_model_open(argv[optind], &gm, &gerr)) return cli_fail(&gerr);
         double t0 = graft_now();
-        int grc = graft_to_gguf(gm, argv[optind + 1], gtype, NULL, p.n_threads, p.writer_flags, &gerr);
+        char name[256] = "";
+        struct graft_gguf *in = NULL;
+        const char *gn;
+        size_t gl;
+        if (graft_gguf_sniff(argv[optind]) && !graft_gguf_open(argv[optind], &in, &gerr) && graft_gguf_get_str(in, "general.name", &gn, &gl) && gl < sizeof name)
+            memcpy(name, gn, gl), name[gl] = 0; // GGUF → GGUF keeps the model's name
+        graft_gguf_close(in);
+        graft_err_clear(&gerr);
+        int grc = graft_to_gguf(gm, argv[optind + 1], gtype, name[0] ? name : NULL, p.n_threads, p.writer_flags, &gerr);
         graft_model_close(gm);
         if (grc) return cli_fail(&gerr);
         fprintf(stderr, "graft: wrote %s (%s matrices) in %.2fs\n", argv[optind + 1], graft_ggml_type_name(gtype), graft_now() - t0);

@@ -12,7 +12,8 @@
 
 static const char help[] =
     "Usage: graft eval MODEL (--text FILE... | --tokens FILE...) [options]\n"
-    "       (MODEL: a Hugging Face folder, or a GGUF file — llama / qwen2 — with --tokenizer for --text)\n"
+    "       (MODEL: a Hugging Face folder, or a GGUF file — llama / qwen2 — whose tokenizer.ggml.* vocabulary\n"
+    "       tokenizes --text unless --tokenizer DIR is given)\n"
     "\n"
     "Perplexity of a Llama, Mistral or Qwen2 model (F32/F16/BF16 safetensors) on the CPU. Each file is\n"
     "tokenized with MODEL/tokenizer.json (--text) or read as whitespace-separated token ids (--tokens,\n"
@@ -134,10 +135,10 @@ int cmd_eval(int argc, char **argv) {
     if (n_texts || bos_mode != 0 || tok_dir) {
         struct graft_err e2;
         graft_err_clear(&e2);
-        const char *dir = tok_dir ? tok_dir : m && graft_model_is_dir(m) ? graft_model_dir(m) : NULL;
+        const char *dir = tok_dir ? tok_dir : m && graft_model_is_dir(m) ? graft_model_dir(m) : gg ? path : NULL;
         int r = dir ? graft_tokenizer_load(dir, &tk, &e2) : GRAFT_E_NOTFOUND;
         if (r && (n_texts || tok_dir)) {
-            if (!dir) graft_err_set(&e2, r, path, NULL, 0, "--text needs a tokenizer: give --tokenizer DIR (a folder with tokenizer.json)");
+            if (r == GRAFT_E_NOTFOUND && (!dir || (gg && !tok_dir))) graft_err_clear(&e2), graft_err_set(&e2, r, path, NULL, 0, "--text needs a tokenizer%s: give --tokenizer DIR (a folder with tokenizer.json)", gg ? " and the GGUF file carries none" : "");
             rc = r, err = e2;
             goto out;
         }

@@ -1,5 +1,5 @@
 // The evaluator over a GGUF file (graft_llama_open_gguf): a transformers config.json rebuilt from the
-// GGUF metadata, tensors found by llama.cpp's names, q/k rows of `llama` files un-permuted into f32
+// GGUF metadata (graft_gguf_hf_config), tensors found by llama.cpp's names, q/k rows of `llama` files un-permuted into f32
 // copies (the converter's permutation is exact, so F32 files compute what the HF folder does).
 #include <jansson.h>
 #include <stdio.h>
@@ -63,57 +63,19 @@ static bool lookup(void *ctx, const char *name, struct graft_tensor_ref *out) {
 
 int graft_llama_open_gguf(const struct graft_gguf *g, int n_threads, struct graft_llama **out, struct graft_err *err) {
     *out = NULL;
-    const char *a;
-    size_t al;
-    char arch[32], key[96];
-    if (!graft_gguf_get_str(g, "general.architecture", &a, &al) || al >= sizeof arch)
-        return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "GGUF file without general.architecture");
-    memcpy(arch, a, al), arch[al] = 0;
-    const char *hf = !strcmp(arch, "llama") ? "LlamaForCausalLM" : !strcmp(arch, "qwen2") ? "Qwen2ForCausalLM" : NULL;
-    if (!hf) return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "GGUF architecture '%s': the evaluator runs llama and qwen2", arch);
-    if (graft_gguf_find(g, "rope_freqs.weight"))
-        return graft_err_set(err, GRAFT_E_FORMAT, NULL, "rope_freqs.weight", 17, "per-frequency RoPE factors (llama3 scaling) are not evaluated from GGUF yet");
-    uint64_t H = 0, I = 0, L = 0, nh = 0, nkv = 0, hd = 0, ctx = 2048;
-    double eps = 1e-6, theta = 10000.0, factor = 0;
-#define U(name, v) (snprintf(key, sizeof key, "%s." name, arch), graft_gguf_get_u64(g, key, &(v)))
-#define F(name, v) (snprintf(key, sizeof key, "%s." name, arch), graft_gguf_get_f64(g, key, &(v)))
-    if (!U("embedding_length", H) || !U("feed_forward_length", I) || !U("block_count", L) || !U("attention.head_count", nh))
-        return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "GGUF metadata lacks %s.embedding_length, feed_forward_length, block_count or attention.head_count", arch);
-    if (!U("attention.head_count_kv", nkv)) nkv = nh;
-    if (!U("attention.key_length", hd) && (!U("rope.dimension_count", hd) || !hd)) hd = nh ? H / nh : 0;
-    U("context_length", ctx);
-    F("attention.layer_norm_rms_epsilon", eps);
-    F("rope.freq_base", theta);
-    const char *st;
-    size_t sl;
-    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
-    bool linear = graft_gguf_get_str(g, key, &st, &sl) && sl == 6 && !memcmp(st, "linear", 6);
-    if (linear) F("rope.scaling.factor", factor);
-#undef U
-#undef F
-    const struct graft_gguf_tensor *emb = graft_gguf_find(g, "token_embd.weight");
-    if (!emb || emb->n_dims != 2) return graft_err_set(err, GRAFT_E_FORMAT, NULL, "token_embd.weight", 17, "missing or not 2-D");
-    json_t *c = json_object();
-    json_object_set_new(c, "architectures", json_pack("[s]", hf));
-    json_object_set_new(c, "hidden_size", json_integer((json_int_t)H));
-    json_object_set_new(c, "intermediate_size", json_integer((json_int_t)I));
-    json_object_set_new(c, "num_hidden_layers", json_integer((json_int_t)L));
-    json_object_set_new(c, "num_attention_heads", json_integer((json_int_t)nh));
-    json_object_set_new(c, "num_key_value_heads", json_integer((json_int_t)nkv));
-    json_object_set_new(c, "head_dim", json_integer((json_int_t)hd));
-    json_object_set_new(c, "vocab_size", json_integer((json_int_t)emb->ne[1]));
-    json_object_set_new(c, "max_position_embeddings", json_integer((json_int_t)ctx));
-    json_object_set_new(c, "rms_norm_eps", json_real(eps));
-    json_object_set_new(c, "rope_theta", json_real(theta));
-    json_object_set_new(c, "hidden_act", json_string("silu"));
-    json_object_set_new(c, "tie_word_embeddings", json_boolean(!graft_gguf_find(g, "output.weight")));
-    if (linear) json_object_set_new(c, "rope_scaling", json_pack("{s:s, s:f}", "type", "linear", "factor", factor));
-    char *cfg = json_dumps(c, JSON_COMPACT);
-    json_decref(c);
+    char *cfg = NULL;
+    int rc = graft_gguf_hf_config(g, &cfg, err); // llama3 rope_freqs come back as config.json's rope_scaling
+    if (rc) return rc;
+    json_t *c = json_loads(cfg, 0, NULL);
     struct src *s = graft__calloc(1, sizeof *s);
-    if (!cfg || !s) { free(cfg), graft__free(s); return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); }
-    *s = (struct src){.g = g, .permuted = !strcmp(arch, "llama"), .n_head = nh, .n_kv = nkv, .head_dim = hd};
-    int rc = graft_llama_new(cfg, lookup, s, "GGUF model", n_threads, out, err);
+    if (!c || !s) { free(cfg), json_decref(c), graft__free(s); return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); }
+    uint64_t nh = (uint64_t)json_integer_value(json_object_get(c, "num_attention_heads"));
+    uint64_t hd = json_object_get(c, "head_dim") ? (uint64_t)json_integer_value(json_object_get(c, "head_dim")) : (uint64_t)json_integer_value(json_object_get(c, "hidden_size")) / nh;
+    const char *arch = json_string_value(json_object_get(c, "model_type"));
+    *s = (struct src){.g = g, .permuted = arch && !strcmp(arch, "llama"), .n_head = nh,
+                      .n_kv = (uint64_t)json_integer_value(json_object_get(c, "num_key_value_heads")), .head_dim = hd};
+    json_decref(c);
+    rc = graft_llama_new(cfg, lookup, s, "GGUF model", n_threads, out, err);
     free(cfg);
     if (s->failed) {
         graft_llama_free(*out), *out = NULL;

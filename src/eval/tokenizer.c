@@ -10,6 +10,7 @@
 #include <utf8proc.h>
 
 #include "graft/model.h"
+#include "graft/gguf.h"
 #include "graft/tokenizer.h"
 #include "../io/io-impl.h"
 
@@ -524,8 +525,22 @@ static char *side_file(const char *dir, const char *name) {
     return text;
 }
 
+// The vocabulary a GGUF file carries, rebuilt as tokenizer.json (graft_gguf_hf_tokenizer).
+static int load_gguf(const char *path, struct graft_tokenizer **out, struct graft_err *err) {
+    struct graft_gguf *g;
+    char *tj = NULL, *tc = NULL;
+    int rc = graft_gguf_open(path, &g, err);
+    if (rc) return rc;
+    if ((rc = graft_gguf_hf_tokenizer(g, &tj, &tc, err))) graft__err_prefix(err, path, NULL, 0);
+    else rc = graft_tokenizer_load_texts(tj, strlen(tj), tc, NULL, path, out, err);
+    graft__free(tj), graft__free(tc);
+    graft_gguf_close(g);
+    return rc;
+}
+
 int graft_tokenizer_load(const char *dir, struct graft_tokenizer **out, struct graft_err *err) {
     *out = NULL;
+    if (graft_gguf_sniff(dir)) return load_gguf(dir, out, err);
     char *p = graft__asprintf("%s/tokenizer.json", dir), *text = NULL;
     if (!p) return graft_err_set(err, GRAFT_E_NOMEM, dir, NULL, 0, "out of memory");
     size_t len = 0;

@@ -46,6 +46,12 @@ int graft_gguf_writer_open(const char *target, unsigned flags, struct graft_gguf
     graft__buf_init(&w->kv, 1u << 30);
     const char *slash = strrchr(target, '/');
     w->target = graft__strdup(target);
+    { // temporaries of this target left by killed runs
+        char *dir = slash ? graft__strndup(target, slash == target ? 1 : (size_t)(slash - target)) : graft__strdup(".");
+        char *prefix = graft__asprintf(".%s.graft-tmp-", slash ? slash + 1 : target);
+        if (dir && prefix) graft__remove_stale(dir, prefix);
+        graft__free(dir), graft__free(prefix);
+    }
     w->tmp = slash ? graft__asprintf("%.*s/.%s.graft-tmp-%ld", (int)(slash - target), target, slash + 1, (long)getpid())
                    : graft__asprintf(".%s.graft-tmp-%ld", target, (long)getpid());
     if (!w->target || !w->tmp) { graft_gguf_writer_free(w); return graft_err_set(err, GRAFT_E_NOMEM, target, NULL, 0, "out of memory"); }

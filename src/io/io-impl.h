@@ -60,6 +60,8 @@ int graft__fsync(int fd);
 int graft__rename(const char *from, const char *to);
 // Remove a file or a folder tree (best effort; links are removed, never followed).
 void graft__rm_tree(const char *path);
+// Remove entries of `dir` named PREFIX<pid>… whose process no longer exists (left by killed runs).
+void graft__remove_stale(const char *dir, const char *prefix);
 // fsync a folder by path.
 int graft__fsync_dir(const char *path);
 #endif

@@ -8,7 +8,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "graft/gguf.h"
 #include "graft/model.h"
+#include "graft/util.h"
 #include "../core/impl.h"
 #include "io-impl.h"
 
@@ -23,6 +25,7 @@ struct graft_model {
     size_t                     n_slots;
     char                      *config;  // compact config.json text or NULL
     uint64_t                   n_params, n_bytes;
+    char                      *tmp;     // a GGUF input's decoded folder, removed at close
 };
 
 static bool is_regular(const char *path) {
@@ -247,8 +250,39 @@ static int open_folder_single(struct graft_model *m, struct graft_err *err) {
     return rc;
 }
 
+// A GGUF file: decoded once into a Hugging Face folder in a private temporary directory
+// ($GRAFT_TMPDIR, else $TMPDIR, else /var/tmp), which lives as long as the model.
+static int open_gguf(const char *path, struct graft_model **out, struct graft_err *err) {
+    const char *base = getenv("GRAFT_TMPDIR");
+    if (!base || !*base) base = getenv("TMPDIR");
+    if (!base || !*base) base = "/var/tmp";
+    graft__remove_stale(base, "graft-gguf-"); // folders of killed runs
+    char *tmp = graft__asprintf("%s/graft-gguf-%ld-XXXXXX", base, (long)getpid()), *dir = NULL;
+    struct graft_gguf *g = NULL;
+    if (!tmp) return graft_err_set(err, GRAFT_E_NOMEM, path, NULL, 0, "out of memory");
+    int rc = graft_gguf_open(path, &g, err);
+    if (!rc && !mkdtemp(tmp)) {
+        rc = graft_err_set(err, GRAFT_E_IO, path, NULL, 0, "cannot create a temporary folder in %s to decode the GGUF file: %s (set GRAFT_TMPDIR)", base, strerror(errno));
+        graft__free(tmp), tmp = NULL;
+    }
+    if (!rc && !(dir = graft__asprintf("%s/model", tmp))) rc = graft_err_set(err, GRAFT_E_NOMEM, path, NULL, 0, "out of memory");
+    if (!rc) rc = graft_gguf_to_hf(g, path, dir, -1, graft_n_cpus(), 0, NULL, err);
+    graft_gguf_close(g);
+    if (!rc) rc = graft_model_open(dir, out, err);
+    if (!rc) {
+        char *p = graft__strdup(path);
+        if (!p) rc = graft_err_set(err, GRAFT_E_NOMEM, path, NULL, 0, "out of memory");
+        else graft__free((*out)->path), (*out)->path = p, (*out)->tmp = tmp, tmp = NULL;
+        if (rc) graft_model_close(*out), *out = NULL;
+    }
+    if (tmp) graft__rm_tree(tmp);
+    graft__free(tmp), graft__free(dir);
+    return rc;
+}
+
 int graft_model_open(const char *path, struct graft_model **out, struct graft_err *err) {
     *out = NULL;
+    if (graft_gguf_sniff(path)) return open_gguf(path, out, err);
     struct graft_model *m = graft__calloc(1, sizeof *m);
     if (!m) return graft_err_set(err, GRAFT_E_NOMEM, path, NULL, 0, "out of memory");
     int rc = GRAFT_OK;
@@ -312,6 +346,8 @@ void graft_model_close(struct graft_model *m) {
     graft__free(m->path);
     graft__free(m->dir);
     graft__free(m->index_path);
+    if (m->tmp) graft__rm_tree(m->tmp);
+    graft__free(m->tmp);
     graft__free(m);
 }
 

@@ -85,11 +85,10 @@ static bool dir_is_empty(const char *path) {
 }
 
 // Remove temp outputs of this target left by runs that were killed (their pid is gone).
-static void remove_stale_temps(struct graft_writer *w) {
-    DIR *d = opendir(w->parent);
+// Remove entries of `dir` named PREFIX<pid>… whose process is gone (temporaries of killed runs).
+void graft__remove_stale(const char *dir, const char *prefix) {
+    DIR *d = opendir(dir);
     if (!d) return;
-    char *prefix = graft__asprintf(".%s.graft-tmp-", w->base);
-    if (!prefix) { closedir(d); return; }
     size_t pl = strlen(prefix);
     struct dirent *de;
     while ((de = readdir(d))) {
@@ -101,12 +100,17 @@ static void remove_stale_temps(struct graft_writer *w) {
         while (num[k] >= '0' && num[k] <= '9' && k < sizeof digits - 1) digits[k] = num[k], k++;
         if (!graft_parse_u64(digits, INT_MAX, &pid)) continue;
         if ((pid_t)pid == getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
-        char *p = graft__asprintf("%s/%s", w->parent, de->d_name);
+        char *p = graft__asprintf("%s/%s", dir, de->d_name);
         if (p) graft__rm_tree(p);
         graft__free(p);
     }
-    graft__free(prefix);
     closedir(d);
+}
+
+static void remove_stale_temps(struct graft_writer *w) {
+    char *prefix = graft__asprintf(".%s.graft-tmp-", w->base);
+    if (prefix) graft__remove_stale(w->parent, prefix);
+    graft__free(prefix);
 }
 
 int graft_writer_open(const char *target, const struct graft_writer_params *params, struct graft_writer **out,

@@ -37,34 +37,6 @@ struct gjob {
 
 static int nomem(struct graft_err *err) { return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); }
 
-// HF name → llama.cpp name; false when graft knows no GGUF name for it.
-bool graft_gguf_hf_name(const char *hf, char *out, size_t cap) {
-    static const struct { const char *hf, *gg; } top[] = {
-        {"model.embed_tokens.weight", "token_embd.weight"}, {"model.norm.weight", "output_norm.weight"}, {"lm_head.weight", "output.weight"}};
-    for (size_t i = 0; i < 3; i++)
-        if (!strcmp(hf, top[i].hf)) return snprintf(out, cap, "%s", top[i].gg), true;
-    static const struct { const char *hf, *gg; } lay[] = {
-        {"input_layernorm", "attn_norm"}, {"post_attention_layernorm", "ffn_norm"}, {"self_attn.q_proj", "attn_q"}, {"self_attn.k_proj", "attn_k"},
-        {"self_attn.v_proj", "attn_v"}, {"self_attn.o_proj", "attn_output"}, {"mlp.gate_proj", "ffn_gate"}, {"mlp.up_proj", "ffn_up"},
-        {"mlp.down_proj", "ffn_down"}};
-    int l, n = 0;
-    if (sscanf(hf, "model.layers.%d.%n", &l, &n) != 1 || !n) return false;
-    const char *rest = hf + n;
-    for (size_t i = 0; i < sizeof lay / sizeof lay[0]; i++) {
-        size_t k = strlen(lay[i].hf);
-        if (!strncmp(rest, lay[i].hf, k) && (!strcmp(rest + k, ".weight") || !strcmp(rest + k, ".bias")))
-            return snprintf(out, cap, "blk.%d.%s%s", l, lay[i].gg, rest + k), true;
-    }
-    return false;
-}
-
-// llama.cpp's converter permutes q/k rows: per head, the two rotary halves interleaved —
-// out[h·d + 2j + i] = in[h·d + i·d/2 + j].
-uint64_t graft_gguf_permuted_row(uint64_t r, uint64_t head_dim) {
-    uint64_t h = r / head_dim, k = r % head_dim, j = k / 2, i = k % 2;
-    return h * head_dim + i * (head_dim / 2) + j;
-}
-
 static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
     (void)ith;
     struct gjob *j = ctx;
