@@ -1,9 +1,13 @@
 // Fuzz target: the GGUF reader (src/io/gguf.c) on arbitrary bytes. A file that opens must allow every
 // accessor: typed reads of each key, every string-array element, and decoding of every tensor whose
-// type graft decodes (bounded in size) — all inside the buffer.
+// type graft decodes (bounded in size) — all inside the buffer; and the Hugging Face views built from
+// the metadata (config.json, tokenizer.json rebuilt from tokenizer.ggml.*), which must fail cleanly or
+// give a tokenizer that loads.
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include "graft/gguf.h"
+#include "graft/tokenizer.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -26,6 +30,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         float *out = malloc((size_t)t->n_elem * sizeof *out + 4);
         if (out) graft_ggml_to_f32(t->type, graft_gguf_data(g, t), out, t->n_elem);
         free(out);
+    }
+    char *cfg = NULL, *tj = NULL, *tc = NULL;
+    if (!graft_gguf_hf_config(g, &cfg, &err)) free(cfg);
+    graft_err_clear(&err);
+    if (!graft_gguf_hf_tokenizer(g, &tj, &tc, &err)) {
+        struct graft_tokenizer *t = NULL;
+        if (!graft_tokenizer_load_texts(tj, strlen(tj), tc, NULL, "fuzz.gguf", &t, &err)) {
+            int32_t *ids = NULL;
+            size_t n = 0;
+            if (!graft_tokenizer_encode(t, "ab a\nb", 6, &ids, &n, &err)) free(ids);
+            graft_tokenizer_free(t);
+        }
+        free(tj), free(tc);
     }
     graft_gguf_close(g);
     return 0;

@@ -3,6 +3,7 @@
 // Eckart–Young tail, and orthonormality / reconstruction on a random matrix.
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 #include "harness.h"
 #include "../src/core/impl.h"
 
@@ -107,4 +108,52 @@ TEST(svd_random_reconstructs) {
         graft__svd_free(&s);
     }
     free(M), free(Mt);
+}
+
+// sgesdd thin SVD: known values on both shapes, reconstruction and orthonormal factors on a random
+// matrix, and the polar factor P·Qh: orthonormal columns (tall) or rows (wide) to 1e-5, and the
+// identity for a matrix that already has orthonormal columns.
+TEST(svd_thin_and_polar) {
+    struct graft_err err;
+    const float M[6] = {3, 0, 0, 0, -4, 0};
+    float U[4], S[2], Vt[6];
+    CHECK_EQ(graft__svd_thin(M, 2, 3, U, S, Vt, &err), GRAFT_OK);
+    CHECK(near(S[0], 4, 1e-6) && near(S[1], 3, 1e-6));
+    float A[5 * 3], B[5 * 3];
+    unsigned x = 12345;
+    for (int i = 0; i < 15; i++) x = x * 1103515245u + 12345u, A[i] = (float)((x >> 8) % 2001) / 1000.0f - 1.0f;
+    float U2[15], S2[3], V2[9];
+    CHECK_EQ(graft__svd_thin(A, 5, 3, U2, S2, V2, &err), GRAFT_OK);
+    for (int i = 0; i < 5; i++)
+        for (int j = 0; j < 3; j++) {
+            double r = 0;
+            for (int k = 0; k < 3; k++) r += (double)U2[i * 3 + k] * S2[k] * V2[k * 3 + j];
+            CHECK(near(r, A[i * 3 + j], 1e-5));
+        }
+    memcpy(B, A, sizeof A);
+    CHECK_EQ(graft__polar(B, 5, 3, &err), GRAFT_OK); // tall: BᵀB = I
+    for (int a = 0; a < 3; a++)
+        for (int b = 0; b < 3; b++) {
+            double d = 0;
+            for (int i = 0; i < 5; i++) d += (double)B[i * 3 + a] * B[i * 3 + b];
+            CHECK(near(d, a == b, 1e-5));
+        }
+    float W[3 * 5];
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 5; j++) W[i * 5 + j] = A[j * 3 + i];
+    CHECK_EQ(graft__polar(W, 3, 5, &err), GRAFT_OK); // wide: WWᵀ = I, and it is the transpose of the tall one
+    for (int a = 0; a < 3; a++)
+        for (int b = 0; b < 3; b++) {
+            double d = 0;
+            for (int j = 0; j < 5; j++) d += (double)W[a * 5 + j] * W[b * 5 + j];
+            CHECK(near(d, a == b, 1e-5));
+        }
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 5; j++) CHECK(near(W[i * 5 + j], B[j * 3 + i], 1e-5));
+    float Q[4] = {0, 1, 1, 0}; // already orthogonal: its own polar factor
+    CHECK_EQ(graft__polar(Q, 2, 2, &err), GRAFT_OK);
+    CHECK(near(Q[0], 0, 1e-6) && near(Q[1], 1, 1e-6) && near(Q[2], 1, 1e-6) && near(Q[3], 0, 1e-6));
+    const float bad[2] = {1, NAN};
+    float u1[1], s1[1], v1[2];
+    CHECK_EQ(graft__svd_thin(bad, 1, 2, u1, s1, v1, &err), GRAFT_E_FORMAT);
 }

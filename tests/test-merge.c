@@ -448,3 +448,81 @@ TEST(merge_arcee_fusion_exact) {
     CHECK(get("af", "model.norm.weight", v, 9));
     CHECK_VEC(v, 0, 0, 0, 0, 0, 0, 0, 0, 100);
 }
+
+// The SVD-based merges on matrices whose SVDs are known by hand (base 0, so outputs are Δ·α):
+// iso_c flattens diag(3, 1) to diag(2, 2) and keeps the sum of equal-norm orthogonal rank-1 tasks;
+// iso_cts with common_space_fraction 0.5 on 4×4 diagonal tasks keeps the top-2 common directions
+// (4, 3) and one task-specific direction per task (1 and 2): mean 2.5 → 2.5·I; with the default 0.8
+// on 2×2, round(0.5·…) leaves no task-specific room and it equals iso_c; tsv with three orthogonal
+// rank-1 tasks on 3×3 keeps each task's direction: the plain sum; with three generic 4×4 tasks it keeps
+// one direction per task: rank 3. Vectors and scalars: the mean task vector. Threads do not matter.
+static void diag_models(const char *prefix, int n, const float *const *d, int count) {
+    for (int t = 0; t < count; t++) {
+        float w[16] = {0}, nv[4] = {0};
+        for (int i = 0; i < n; i++) w[i * n + i] = d[t][i], nv[i] = d[t][i];
+        struct tt x[] = {{"model.layers.0.w", 2, {(uint64_t)n, (uint64_t)n}, w}, {"model.norm.weight", 1, {(uint64_t)n, 0}, nv}};
+        mkmodel(tpath("%s%d", prefix, t), x, 2, 1);
+    }
+}
+
+static const float *z16(void) { static const float z[16] = {0}; return z; }
+
+TEST(merge_isotropic_and_tsv_by_hand) {
+    struct graft_err err;
+    float v[16];
+    static const float z[4] = {0}, a1[2] = {3, 0}, a2[2] = {0, 1}, e1[2] = {2, 0}, e2[2] = {0, 2};
+    const float *two[] = {z, a1, a2}, *eq[] = {z, e1, e2};
+    diag_models("d", 2, two, 3);
+    diag_models("e", 2, eq, 3);
+    CHECK_OK();
+    CHECK_EQ(run_merge("merge_method: iso_c\nbase_model: d0\nmodels: [{model: d1}, {model: d2}]\n", "ic", 2, 0, &err), 0);
+    CHECK(get("ic", "model.layers.0.w", v, 4));
+    CHECK_VEC(v, 2, 0, 0, 2);
+    CHECK(get("ic", "model.norm.weight", v, 2));
+    CHECK_VEC(v, 1.5f, 0.5f); // mean task vector
+    CHECK_EQ(run_merge("merge_method: iso_c\nbase_model: e0\nmodels: [{model: e1}, {model: e2}]\nparameters: {scaling_factor: 0.5}\n", "ie", 3, 0, &err), 0);
+    CHECK(get("ie", "model.layers.0.w", v, 4));
+    CHECK_VEC(v, 1, 0, 0, 1); // = 0.5 · (τ1 + τ2)
+    CHECK_EQ(run_merge("merge_method: iso_cts\nbase_model: d0\nmodels: [{model: d1}, {model: d2}]\n", "icts2", 2, 0, &err), 0);
+    CHECK(get("icts2", "model.layers.0.w", v, 4));
+    CHECK_VEC(v, 2, 0, 0, 2);
+    static const float t1[4] = {4, 0, 1, 0}, t2[4] = {0, 3, 0, 2};
+    const float *four[] = {z, t1, t2};
+    diag_models("f", 4, four, 3);
+    CHECK_EQ(run_merge("merge_method: iso_cts\nbase_model: f0\nmodels: [{model: f1}, {model: f2}]\nparameters: {common_space_fraction: 0.5}\n", "icts", 1, 0, &err), 0);
+    CHECK(get("icts", "model.layers.0.w", v, 16));
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) CHECK(fabs(v[i * 4 + j] - (i == j ? 2.5 : 0)) < 1e-5);
+    static const float s1[3] = {3, 0, 0}, s2[3] = {0, 2, 0}, s3[3] = {0, 0, 1};
+    const float *three[] = {z, s1, s2, s3};
+    diag_models("g", 3, three, 4);
+    CHECK_EQ(run_merge("merge_method: tsv\nbase_model: g0\nmodels: [{model: g1}, {model: g2}, {model: g3}]\n", "tsv", 2, 0, &err), 0);
+    CHECK(get("tsv", "model.layers.0.w", v, 9));
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) CHECK(fabs(v[i * 3 + j] - (i == j ? 3 - i : 0)) < 1e-5);
+    // generic 4×4 tasks, T = 3: one direction each → Δ has rank ≤ 3 (det 0), same for 1 and 4 threads
+    float w[3][16];
+    for (int t = 0; t < 3; t++) {
+        for (int i = 0; i < 16; i++) w[t][i] = (float)sin(1.0 + 7.0 * t + 3.1 * i);
+        struct tt x[] = {{"model.layers.0.w", 2, {4, 4}, w[t]}, {"model.norm.weight", 1, {4, 0}, w[t]}};
+        mkmodel(tpath("h%d", t + 1), x, 2, 1);
+    }
+    struct tt x0[] = {{"model.layers.0.w", 2, {4, 4}, z16()}, {"model.norm.weight", 1, {4, 0}, z}};
+    mkmodel(tpath("h0"), x0, 2, 1);
+    CHECK_OK();
+    CHECK_EQ(run_merge("merge_method: tsv\nbase_model: h0\nmodels: [{model: h1}, {model: h2}, {model: h3}]\n", "th1", 1, 0, &err), 0);
+    CHECK_EQ(run_merge("merge_method: tsv\nbase_model: h0\nmodels: [{model: h1}, {model: h2}, {model: h3}]\n", "th4", 4, 0, &err), 0);
+    float u[16];
+    CHECK(get("th1", "model.layers.0.w", v, 16) && get("th4", "model.layers.0.w", u, 16));
+    CHECK(!memcmp(u, v, sizeof u));
+    double m[4][4], det = 1, nrm = 0;
+    for (int i = 0; i < 16; i++) m[i / 4][i % 4] = v[i], nrm += (double)v[i] * v[i];
+    for (int c = 0; c < 4; c++) { // Gaussian elimination with partial pivoting
+        int p = c;
+        for (int r = c + 1; r < 4; r++) if (fabs(m[r][c]) > fabs(m[p][c])) p = r;
+        if (p != c) { for (int k = 0; k < 4; k++) { double tmp = m[c][k]; m[c][k] = m[p][k]; m[p][k] = tmp; } det = -det; }
+        det *= m[c][c];
+        for (int r = c + 1; r < 4 && m[c][c] != 0; r++) { double f = m[r][c] / m[c][c]; for (int k = c; k < 4; k++) m[r][k] -= f * m[c][k]; }
+    }
+    CHECK(fabs(det) < 1e-4 * nrm * nrm);
+}

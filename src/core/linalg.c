@@ -163,3 +163,33 @@ void graft__sgemm_acc(bool ta, bool tb, size_t m, size_t n, size_t kk, float alp
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)kk, alpha, A, (int)lda, B,
                 (int)ldb, 1.0f, C, (int)ldc);
 }
+
+// Thin SVD by LAPACK's divide and conquer (sgesdd), in f32 as the reference implementations run it.
+// The row-major m×n matrix is, as stored, the column-major n×m matrix Mᵀ = V·S·Uᵀ, so LAPACK's left
+// factor of Mᵀ is our Vt and its right factor our U, both already row-major: no transposed copies.
+int graft__svd_thin(const float *M, size_t m, size_t n, float *U, float *S, float *Vt, struct graft_err *err) {
+    size_t k = m < n ? m : n;
+    if (!k) return GRAFT_OK;
+    for (size_t i = 0; i < m * n; i++)
+        if (!isfinite(M[i])) return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "non-finite value in a %zu×%zu matrix to decompose", m, n);
+    float *A = graft__malloc(m * n * sizeof *A);
+    if (!A) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for the SVD of a %zu×%zu matrix", m, n);
+    memcpy(A, M, m * n * sizeof *A);
+    lapack_int info = LAPACKE_sgesdd(LAPACK_COL_MAJOR, 'S', (lapack_int)n, (lapack_int)m, A, (lapack_int)n, S, Vt, (lapack_int)n, U, (lapack_int)k);
+    graft__free(A);
+    if (info) return graft_err_set(err, info < 0 ? GRAFT_E_NOMEM : GRAFT_E_FORMAT, NULL, NULL, 0, "sgesdd failed (info %d) on a %zu×%zu matrix", (int)info, m, n);
+    return GRAFT_OK;
+}
+
+// polar(A) = P·Qh for the thin SVD A = P·S·Qh (the nearest matrix with orthonormal rows or columns).
+int graft__polar(float *A, size_t m, size_t n, struct graft_err *err) {
+    size_t k = m < n ? m : n;
+    float *P = graft__malloc(m * k * sizeof *P), *S = graft__malloc(k * sizeof *S), *Q = graft__malloc(k * n * sizeof *Q);
+    int rc = P && S && Q ? graft__svd_thin(A, m, n, P, S, Q, err) : graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+    if (!rc) {
+        memset(A, 0, m * n * sizeof *A);
+        graft__sgemm_acc(false, false, m, n, k, 1.0f, P, k, Q, n, A, n);
+    }
+    graft__free(P), graft__free(S), graft__free(Q);
+    return rc;
+}

@@ -408,6 +408,7 @@ static int plan_tensor(struct plan *p, const char *out_name, int n_src, const in
     for (int d = 0; d < o->n_dims; d++) mt->numel *= o->ne[d];
     mt->row_len = o->n_dims ? o->ne[o->n_dims - 1] : 1;
     mt->dim0 = o->n_dims && o->ne[0] ? o->ne[0] : 1;
+    mt->n_dims = o->n_dims;
     if (!mt->row_len) mt->row_len = 1;
     for (int i = 0; i < n_in; i++) {
         mt->model_id[i] = in[i].model;

@@ -12,6 +12,7 @@ struct graft_mt {
     uint64_t    numel;
     uint64_t    row_len;      // last dimension (numel for 1-D and scalars)
     uint64_t    dim0;         // first dimension (1 for scalars)
+    int         n_dims;
     uint64_t    chunk;        // elements per chunk (a multiple of row_len when m->rows)
     size_t      n_chunks;
     bool        is_embed;

@@ -248,9 +248,13 @@ METHODS = {
     "nearswap": ({"t": REQ}, {}),
     "arcee_fusion": ({}, {}),
     "passthrough": ({}, {"scale": None}),
+    "iso_c": ({"scaling_factor": 1.0}, {}),
+    "iso_cts": ({"scaling_factor": 1.0, "common_space_fraction": 0.8}, {}),
+    "tsv": ({"scaling_factor": 1.0}, {}),
 }
 BASE_REQUIRED = {"slerp", "task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties",
-                 "della", "della_linear", "sce", "ram", "ramplus_tl", "model_stock", "nearswap", "arcee_fusion"}
+                 "della", "della_linear", "sce", "ram", "ramplus_tl", "model_stock", "nearswap", "arcee_fusion",
+                 "iso_c", "iso_cts", "tsv"}
 
 
 class Fail(Exception):
@@ -612,7 +616,78 @@ def m_gta(X, base, pm, gp, ctx):
     return B + mixed
 
 
-IMPL = {"linear": m_linear, "passthrough": m_passthrough, "slerp": m_slerp, "nuslerp": m_nuslerp,
+# ---- SVD-based task-vector merges (methods-research.md A7, A8), in float64 with NumPy's own SVD --------
+
+def _tasks(X, base):
+    B = X[base]
+    return B, [(X[i] - B).astype(F64) for i in range(len(X)) if i != base]
+
+
+def _is_matrix(x, ctx):
+    return x.ndim == 2 and "text_projection" not in ctx["name"]
+
+
+def _polar(a):
+    p, _, qh = np.linalg.svd(a, full_matrices=False)
+    return p @ qh
+
+
+def _lowrank(X, base, gp, ctx, delta_fn):
+    B, tv = _tasks(X, base)
+    if _is_matrix(B, ctx):
+        d = delta_fn(tv)
+    else:
+        d = tv[0].copy()
+        for i in range(1, len(tv)):
+            d += (tv[i] - d) / (i + 1)
+    return (B.astype(F64) + float(gp["scaling_factor"]) * d).astype(F32)
+
+
+def m_iso_c(X, base, pm, gp, ctx):
+    def delta(tv):
+        u, s, vh = np.linalg.svd(sum(tv), full_matrices=False)
+        return s.mean() * (u @ vh)
+    return _lowrank(X, base, gp, ctx, delta)
+
+
+def m_iso_cts(X, base, pm, gp, ctx):
+    def delta(tv):
+        T = len(tv)
+        m, n = tv[0].shape
+        r = min(m, n)
+        kc = int(r * float(gp["common_space_fraction"]))
+        kts = round((r - kc) / T) * T  # Python rounds half to even, as the reference
+        kc = r - kts
+        s_t = kts // T
+        u, s, vh = np.linalg.svd(sum(tv), full_matrices=False)
+        uc, sc, vc = u[:, :kc], s[:kc], vh[:kc]
+        U, S, V = np.zeros((m, r)), np.zeros(r), np.zeros((r, n))
+        for t, x in enumerate(tv):
+            xt = x - uc @ (uc.T @ x)
+            ut, st, vt = np.linalg.svd(xt, full_matrices=False)
+            U[:, t * s_t:(t + 1) * s_t], S[t * s_t:(t + 1) * s_t], V[t * s_t:(t + 1) * s_t] = ut[:, :s_t], st[:s_t], vt[:s_t]
+        U[:, T * s_t:], S[T * s_t:], V[T * s_t:] = uc, sc, vc
+        return S.mean() * (_polar(U) @ _polar(V))
+    return _lowrank(X, base, gp, ctx, delta)
+
+
+def m_tsv(X, base, pm, gp, ctx):
+    def delta(tv):
+        T = len(tv)
+        m, n = tv[0].shape
+        r = min(m, n)
+        k = r // T
+        if k == 0:
+            return sum(tv)  # graft's guard (the reference would give 0)
+        U, S, V = np.zeros((m, r)), np.zeros(r), np.zeros((r, n))
+        for t, x in enumerate(tv):
+            u, s, vh = np.linalg.svd(x, full_matrices=False)
+            U[:, t * k:(t + 1) * k], S[t * k:(t + 1) * k], V[t * k:(t + 1) * k] = u[:, :k], s[:k], vh[:k]
+        return _polar(U) @ np.diag(S) @ _polar(V)
+    return _lowrank(X, base, gp, ctx, delta)
+
+
+IMPL = {"iso_c": m_iso_c, "iso_cts": m_iso_cts, "tsv": m_tsv, "linear": m_linear, "passthrough": m_passthrough, "slerp": m_slerp, "nuslerp": m_nuslerp,
         "multislerp": m_multislerp, "karcher": m_karcher, "model_stock": m_model_stock, "nearswap": m_nearswap,
         "arcee_fusion": m_arcee_fusion, "sce": m_sce, "ram": m_ram, "ramplus_tl": m_ramplus_tl}
 for _n in GTA:

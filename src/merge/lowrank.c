@@ -1,0 +1,72 @@
+// Gathering task matrices for the SVD-based merges, and their apply step (lowrank.h).
+#include <string.h>
+#include "lowrank.h"
+
+int graft__lr_init(struct graft_mt *mt, bool sum_only, struct graft_err *err) {
+    struct graft_lr *lr = mt->state = graft__calloc(1, sizeof *lr);
+    if (!lr) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+    for (int i = 0; i < mt->n_in; i++)
+        if (i != mt->base) lr->tin[lr->T++] = i;
+    lr->mat = mt->n_dims == 2 && mt->dim0 > 0 && mt->row_len > 0 && !strstr(mt->name, "text_projection") && lr->T > 0;
+    lr->sum_only = sum_only, lr->m = mt->dim0, lr->n = mt->row_len;
+    if (!lr->mat) return GRAFT_OK;
+    size_t n = (size_t)(sum_only ? 1 : lr->T) * (size_t)mt->numel;
+    if (!(lr->tv = sum_only ? graft__calloc(n, sizeof(float)) : graft__malloc(n * sizeof(float))))
+        return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for %d task matrices of %llu×%llu", sum_only ? 1 : lr->T,
+                             (unsigned long long)lr->m, (unsigned long long)lr->n);
+    return GRAFT_OK;
+}
+
+int graft__lr_passes(const struct graft_mt *mt) { return ((const struct graft_lr *)mt->state)->mat ? 1 : 0; }
+size_t graft__lr_partial_len(const struct graft_mt *mt, int pass) { (void)mt, (void)pass; return 1; }
+
+void graft__lr_stat(const struct graft_mt *mt, int pass, const struct graft_chunk *c, double *partial, void *acc) {
+    (void)pass, (void)partial, (void)acc;
+    const struct graft_lr *lr = mt->state;
+    const float *B = c->in[mt->base];
+    if (lr->sum_only) { // Σ_t τ_t in task order, as sum(tvs) computes it
+        float *d = lr->tv + c->e0;
+        for (uint64_t e = 0; e < c->n; e++) {
+            float s = 0;
+            for (int t = 0; t < lr->T; t++) s += c->in[lr->tin[t]][e] - B[e];
+            d[e] = s;
+        }
+        return;
+    }
+    for (int t = 0; t < lr->T; t++) {
+        float *d = lr->tv + (size_t)t * mt->numel + c->e0;
+        const float *x = c->in[lr->tin[t]];
+        for (uint64_t e = 0; e < c->n; e++) d[e] = x[e] - B[e];
+    }
+}
+
+void graft__lr_apply(const struct graft_mt *mt, const struct graft_chunk *c, float *out) {
+    const struct graft_lr *lr = mt->state;
+    const float *B = c->in[mt->base];
+    float a = (float)GP(mt, "scaling_factor");
+    if (lr->mat) {
+        const float *d = lr->delta + c->e0;
+        for (uint64_t e = 0; e < c->n; e++) out[e] = B[e] + a * d[e];
+        return;
+    }
+    for (uint64_t e = 0; e < c->n; e++) { // running mean, as the reference accumulates it
+        float mean = 0;
+        for (int t = 0; t < lr->T; t++) {
+            float x = c->in[lr->tin[t]][e] - B[e];
+            mean = t == 0 ? x : mean + (x - mean) / (float)(t + 1);
+        }
+        out[e] = B[e] + a * mean;
+    }
+}
+
+int graft__lr_product(struct graft_lr *lr, const float *A, const float *Bm, size_t k, float scale, struct graft_err *err) {
+    if (!(lr->delta = graft__calloc((size_t)(lr->m * lr->n), sizeof(float))))
+        return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+    if (k) graft__sgemm_acc(false, false, (size_t)lr->m, (size_t)lr->n, k, scale, A, k, Bm, (size_t)lr->n, lr->delta, (size_t)lr->n);
+    return GRAFT_OK;
+}
+
+void graft__lr_free(struct graft_mt *mt) {
+    struct graft_lr *lr = mt->state;
+    if (lr) graft__free(lr->tv), graft__free(lr->delta);
+}

@@ -1,0 +1,29 @@
+// Shared machinery of the SVD-based task-vector merges (iso_c, iso_cts, tsv): each 2-D tensor's task
+// matrices τ_t = θ_t − θ0 are gathered whole in one statistic pass (chunks write disjoint ranges), the
+// method's combine turns them into Δ on one thread (LAPACK), and apply writes θ0 + α·Δ. Other tensors
+// (1-D, scalars, > 2-D, names containing "text_projection" as in the reference code) take the running
+// mean of the task vectors, θ0 + α·mean_t τ_t. Memory: the T task matrices of the current tensor plus
+// the method's factors, a few m×n matrices.
+#ifndef GRAFT_MERGE_LOWRANK_H
+#define GRAFT_MERGE_LOWRANK_H
+#include "engine.h"
+
+struct graft_lr {
+    int       T;                        // task vectors: inputs other than the base
+    int       tin[GRAFT_MAX_INPUTS];    // input index of task t
+    bool      mat;                      // handled as a matrix
+    bool      sum_only;                 // gather Σ_t τ_t only (iso_c)
+    uint64_t  m, n;
+    float    *tv;                       // T × m × n (or m × n when sum_only)
+    float    *delta;                    // Δ (m × n) once combined
+};
+
+int    graft__lr_init(struct graft_mt *mt, bool sum_only, struct graft_err *err);
+int    graft__lr_passes(const struct graft_mt *mt);
+size_t graft__lr_partial_len(const struct graft_mt *mt, int pass);
+void   graft__lr_stat(const struct graft_mt *mt, int pass, const struct graft_chunk *c, double *partial, void *acc);
+void   graft__lr_apply(const struct graft_mt *mt, const struct graft_chunk *c, float *out);
+void   graft__lr_free(struct graft_mt *mt);
+// Δ = scale · A·B for A m×k and B k×n (row-major), into lr->delta (allocated here).
+int    graft__lr_product(struct graft_lr *lr, const float *A, const float *B, size_t k, float scale, struct graft_err *err);
+#endif

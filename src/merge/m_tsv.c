@@ -1,0 +1,48 @@
+// tsv — Task Singular Vectors merge (Gargiulo et al., CVPR 2025; methods-research.md A8). Per m×n
+// matrix, r = min(m, n), k = ⌊r/T⌋: each task's top k singular triplets fill columns t·k … of Ũ, s̃,
+// Ṽh (the rest stay 0); Δ = polar(Ũ)·diag(s̃)·polar(Ṽh) (the "TSV orthogonalisation"); θ = θ0 + α·Δ.
+// Other tensors: θ0 + α·mean_t τ_t. Guard: when r < T (k = 0) the reference gives Δ = 0; graft takes
+// the plain sum Σ_t τ_t instead (task arithmetic), so such tensors still merge. T + 2 SVDs per matrix.
+#include <string.h>
+#include "lowrank.h"
+
+static const struct graft_mparam params[] = {{"scaling_factor", false, false, 1.0}};
+
+static int init(struct graft_mt *mt, struct graft_err *err) { return graft__lr_init(mt, false, err); }
+
+static int combine(struct graft_mt *mt, int pass, const double *partials, void *const *accs, int n_accs, struct graft_err *err) {
+    (void)pass, (void)partials, (void)accs, (void)n_accs;
+    struct graft_lr *lr = mt->state;
+    size_t m = (size_t)lr->m, n = (size_t)lr->n, r = m < n ? m : n, T = (size_t)lr->T, mn = m * n, k = r / T;
+    int rc = GRAFT_OK;
+    if (!k) { // r < T: task arithmetic
+        if (!(lr->delta = graft__calloc(mn, sizeof(float)))) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+        for (size_t e = 0; e < mn; e++)
+            for (size_t t = 0; t < T; t++) lr->delta[e] += lr->tv[t * mn + e];
+        graft__free(lr->tv), lr->tv = NULL;
+        return GRAFT_OK;
+    }
+    float *Uo = graft__calloc(m * r, sizeof(float)), *So = graft__calloc(r, sizeof(float)), *Vo = graft__calloc(r * n, sizeof(float));
+    float *Ux = graft__malloc(m * r * sizeof(float)), *Sx = graft__malloc(r * sizeof(float)), *Vx = graft__malloc(r * n * sizeof(float));
+    if (!Uo || !So || !Vo || !Ux || !Sx || !Vx) rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+    for (size_t t = 0; !rc && t < T; t++) {
+        rc = graft__svd_thin(lr->tv + t * mn, m, n, Ux, Sx, Vx, err);
+        for (size_t i = 0; !rc && i < m; i++) memcpy(Uo + i * r + t * k, Ux + i * r, k * sizeof(float));
+        if (!rc) memcpy(So + t * k, Sx, k * sizeof(float)), memcpy(Vo + t * k * n, Vx, k * n * sizeof(float));
+    }
+    graft__free(Ux), graft__free(Sx), graft__free(Vx), graft__free(lr->tv);
+    lr->tv = NULL;
+    if (!rc) rc = graft__polar(Uo, m, r, err);
+    if (!rc) rc = graft__polar(Vo, r, n, err);
+    for (size_t i = 0; !rc && i < m; i++)
+        for (size_t j = 0; j < r; j++) Uo[i * r + j] *= So[j];
+    if (!rc) rc = graft__lr_product(lr, Uo, Vo, r, 1.0f, err);
+    graft__free(Uo), graft__free(So), graft__free(Vo);
+    return rc;
+}
+
+const struct graft_method graft_method_tsv = {
+    .name = "tsv", .pretty = "TSV-Merge (task singular vectors)", .base = GRAFT_BASE_REQUIRED, .min_models = 1, .max_models = -1,
+    .params = params, .n_params = 1, .init = init, .n_passes = graft__lr_passes, .partial_len = graft__lr_partial_len, .stat = graft__lr_stat,
+    .combine = combine, .apply = graft__lr_apply, .free_state = graft__lr_free,
+};
