@@ -80,6 +80,7 @@ bench: all
 	@sh bench/lora.sh
 	@sh bench/ops.sh
 	@sh bench/eval.sh
+	@sh bench/research.sh
 
 clean:
 	rm -rf build

@@ -1,7 +1,8 @@
 // Baseline for bench/lora.sh: what mergekit-extract-lora does per matrix — the delta of every 2-D
 // weight (input embedding and lm_head excluded, as extract-lora's default) and one full thin SVD of
 // it (LAPACKE_sgesdd, jobz 'S', single-threaded BLAS), the matrices spread over N threads.
-// Usage: sgesdd BASE FT N_THREADS   (prints the seconds the SVDs took)
+// Usage: sgesdd BASE FT N_THREADS [all]   (prints the seconds the SVDs took; `all`: every 2-D tensor,
+// embeddings included, as the SVD-based merges of bench/research.sh decompose them)
 #include <lapacke.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +30,8 @@ static int one(void *ctx, size_t item, int ith, struct graft_err *err) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) return 2;
+    if (argc != 4 && argc != 5) return 2;
+    int all = argc == 5 && !strcmp(argv[4], "all");
     openblas_set_num_threads(1);
     struct graft_err err;
     struct graft_model *b, *f;
@@ -37,7 +39,7 @@ int main(int argc, char **argv) {
     struct job j = {b, f, calloc(graft_model_n_tensors(f), sizeof(size_t)), 0};
     for (size_t i = 0; i < graft_model_n_tensors(f); i++) {
         const struct graft_tensor_info *t = graft_model_tensor(f, i)->info;
-        if (t->n_dims == 2 && !strstr(t->name, "embed_tokens") && !strstr(t->name, "lm_head")) j.ids[j.n++] = i;
+        if (t->n_dims == 2 && (all || (!strstr(t->name, "embed_tokens") && !strstr(t->name, "lm_head")))) j.ids[j.n++] = i;
     }
     double t0 = graft_now();
     if (graft_pool_run(atoi(argv[3]), j.n, one, &j, NULL, NULL, &err)) { fprintf(stderr, "sgesdd failed\n"); return 1; }

@@ -526,3 +526,25 @@ TEST(merge_isotropic_and_tsv_by_hand) {
     }
     CHECK(fabs(det) < 1e-4 * nrm * nrm);
 }
+
+// pcb with one task: β grows with |τ|, so pcb_ratio keeps the top fraction of entries by magnitude
+// (minmax maps the threshold entry itself to 0) and the kept ones come back as τc·λ·s / s = λ·τc.
+// τ = (1, −2, 0.5, 4), d = 4: the reference's upper clip index int(4·(1 − 1e-4) − 1) = 2 clips |τ| at
+// the third smallest, 2, so τc = (1, −2, 0.5, 2). Ratio 1 drops only the smallest (0.5); ratio 0.5
+// keeps only the last (β = e·tanh(16) > e·tanh(4)), times λ = 0.5.
+TEST(merge_pcb_by_hand) {
+    static const float z[4] = {0}, t[4] = {1, -2, 0.5f, 4};
+    struct tt mz[] = {{"model.norm.weight", 1, {4, 0}, z}}, mt_[] = {{"model.norm.weight", 1, {4, 0}, t}};
+    mkmodel(tpath("z"), mz, 1, 0);
+    mkmodel(tpath("t"), mt_, 1, 0);
+    struct graft_err err;
+    float v[4];
+    CHECK_EQ(run_merge("merge_method: pcb\nbase_model: z\nmodels: [{model: t}]\nparameters: {pcb_ratio: 1}\n", "p1", 2, 0, &err), 0);
+    CHECK(get("p1", "model.norm.weight", v, 4));
+    CHECK_VEC(v, 1, -2, 0, 2);
+    CHECK_EQ(run_merge("merge_method: pcb\nbase_model: z\nmodels: [{model: t, parameters: {weight: 0.5}}]\nparameters: {pcb_ratio: 0.5}\n", "p2", 3, 0, &err), 0);
+    CHECK(get("p2", "model.norm.weight", v, 4));
+    CHECK_VEC(v, 0, 0, 0, 1);
+    CHECK_EQ(run_merge("merge_method: pcb\nbase_model: z\nmodels: [{model: t}]\nparameters: {pcb_ratio: 0}\n", "p3", 1, 0, &err), GRAFT_E_CONFIG);
+    CHECK_CONTAINS(err.msg, "pcb_ratio must be in (0, 1]");
+}

@@ -44,4 +44,5 @@ int cmd_expand(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_evolve(int argc, char **argv);
+int cmd_analyze(int argc, char **argv);
 #endif

@@ -27,9 +27,10 @@ static const char usage[] =
     "  eval MODEL --text FILE...       perplexity of a Llama/Mistral/Qwen2 model; --collect gram|act-norm\n"
     "  evolve GENOME.yml --eval TEXT --budget N OUT   CMA-ES search of merge parameters by perplexity\n"
     "  tokenize MODEL [FILE...]        token ids of text with the model's tokenizer.json (or --decode)\n"
+    "  analyze --base BASE MODEL...    task-vector norms, cosines, sign conflicts, overlaps, effective ranks\n"
     "\n"
     "PATH / IN is a .safetensors file or a model folder (model.safetensors, or shards listed in\n"
-    "model.safetensors.index.json, plus config.json). Run `graft COMMAND --help` for details.\n"
+    "model.safetensors.index.json, plus config.json), or a GGUF file (docs/gguf.md). Run `graft COMMAND --help` for details.\n"
     "\n"
     "Exit codes: 0 ok, 1 runtime or I/O failure, 2 usage error, 3 bad input file, 4 bad config.\n"
     "Errors are one line on stderr: graft: error: <file>: tensor '<name>': <reason>\n";
@@ -94,7 +95,7 @@ int main(int argc, char **argv) {
         {"inspect", cmd_inspect}, {"verify", cmd_verify}, {"convert", cmd_convert}, {"synth", cmd_synth}, {"merge", cmd_merge},
         {"extract-lora", cmd_extract_lora}, {"apply-lora", cmd_apply_lora},
         {"quantize", cmd_quantize}, {"dequantize", cmd_dequantize}, {"prune", cmd_prune}, {"upcycle", cmd_upcycle}, {"reparam", cmd_reparam}, {"moe", cmd_moe}, {"expand", cmd_expand},
-        {"tokenize", cmd_tokenize}, {"eval", cmd_eval}, {"evolve", cmd_evolve},
+        {"tokenize", cmd_tokenize}, {"eval", cmd_eval}, {"evolve", cmd_evolve}, {"analyze", cmd_analyze},
     };
     if (argc < 2) {
         fputs(usage, stderr);
@@ -110,5 +111,5 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
-    return cli_usage(NULL, "unknown command '%s' (commands: inspect, verify, convert, synth, merge, extract-lora, apply-lora, quantize, dequantize, prune, upcycle, reparam, moe, expand, tokenize, eval, evolve)", argv[1]);
+    return cli_usage(NULL, "unknown command '%s' (commands: inspect, verify, convert, synth, merge, extract-lora, apply-lora, quantize, dequantize, prune, upcycle, reparam, moe, expand, tokenize, eval, evolve, analyze)", argv[1]);
 }

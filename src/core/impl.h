@@ -121,6 +121,10 @@ void graft__rng_keep_bits(uint64_t key, uint64_t c0, size_t n, float p, uint8_t 
 // The CPU has AVX-512 F/BW/DQ/VL and GRAFT_CPU is not "generic" (hand-written kernels may run).
 bool graft__cpu_avx512(void);
 
+// The k-th smallest (0-based) of v[0..n), n > 0, k < n; v is reordered. Quickselect with a median of
+// three, falling back to a sort when partitions keep coming out lopsided. NaN-free input.
+float graft__kth_smallest(float *v, size_t n, size_t k);
+
 // ---- linear algebra (linalg.c, LAPACKE + OpenBLAS) ----------------------------------------------------
 // Truncated SVD of an m×n row-major f32 matrix by the Gram route (see linalg.c).
 struct graft__svd {

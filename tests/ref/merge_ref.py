@@ -251,10 +251,11 @@ METHODS = {
     "iso_c": ({"scaling_factor": 1.0}, {}),
     "iso_cts": ({"scaling_factor": 1.0, "common_space_fraction": 0.8}, {}),
     "tsv": ({"scaling_factor": 1.0}, {}),
+    "pcb": ({"pcb_ratio": 0.1, "clip_ratio": 1e-4}, {"weight": 1.0}),
 }
 BASE_REQUIRED = {"slerp", "task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties",
                  "della", "della_linear", "sce", "ram", "ramplus_tl", "model_stock", "nearswap", "arcee_fusion",
-                 "iso_c", "iso_cts", "tsv"}
+                 "iso_c", "iso_cts", "tsv", "pcb"}
 
 
 class Fail(Exception):
@@ -687,7 +688,43 @@ def m_tsv(X, base, pm, gp, ctx):
     return _lowrank(X, base, gp, ctx, delta)
 
 
-IMPL = {"iso_c": m_iso_c, "iso_cts": m_iso_cts, "tsv": m_tsv, "linear": m_linear, "passthrough": m_passthrough, "slerp": m_slerp, "nuslerp": m_nuslerp,
+def m_pcb(X, base, pm, gp, ctx):
+    """PCB_merge of the official code (pcb-merging.py) on this tensor's flattened task vectors, with
+    sort-based order statistics; a constant row normalises to 0 (graft's guard for the NaN)."""
+    B = X[base]
+    idx = [i for i in range(len(X)) if i != base]
+    tv = np.stack([(X[i] - B).ravel() for i in idx]).astype(F32)
+    n, d = tv.shape
+    c, r = float(gp["clip_ratio"]), float(gp["pcb_ratio"])
+
+    def clamp(x, lo_q, hi_q):
+        srt = np.sort(x, axis=1)
+        lo = srt[:, int(d * lo_q)][:, None]
+        hi = srt[:, min(int(d * (1 - hi_q) - 1), d - 1)][:, None]
+        return np.minimum(np.maximum(x, lo), hi)
+
+    def normalize(x):
+        mn, mx = x.min(axis=1, keepdims=True), x.max(axis=1, keepdims=True)
+        den = mx - mn
+        return np.where(den > 0, (x - mn) / np.where(den > 0, den, F32(1)), F32(0)).astype(F32)
+
+    A = clamp(np.abs(tv), c, c)
+    tc = (np.sign(tv) * A).astype(F32)
+    col = tv[0].copy()
+    for k in range(1, n):
+        col = col + tv[k]
+    beta = (np.exp(F32(n) * normalize(A) ** 2) * np.tanh(tv * col)).astype(F32)
+    scale = normalize(clamp(beta, 1 - r, 0))
+    lam = np.array([pm[i]["weight"] for i in idx], dtype=F32)[:, None]
+    num = np.zeros(d, F32)
+    den = np.zeros(d, F32)
+    for k in range(n):
+        num = num + lam[k] * tc[k] * scale[k]
+        den = den + scale[k]
+    return (B.ravel() + num / np.maximum(den, F32(1e-12))).reshape(B.shape).astype(F32)
+
+
+IMPL = {"pcb": m_pcb, "iso_c": m_iso_c, "iso_cts": m_iso_cts, "tsv": m_tsv, "linear": m_linear, "passthrough": m_passthrough, "slerp": m_slerp, "nuslerp": m_nuslerp,
         "multislerp": m_multislerp, "karcher": m_karcher, "model_stock": m_model_stock, "nearswap": m_nearswap,
         "arcee_fusion": m_arcee_fusion, "sce": m_sce, "ram": m_ram, "ramplus_tl": m_ramplus_tl}
 for _n in GTA:

@@ -1,0 +1,90 @@
+#!/bin/sh
+# Research merges and `graft analyze` end to end: analyze on hand-built relations (a model against
+# itself and against its negation: cos 1 / −1, conflict 0 / 1, overlap 1, distances 0 / 2‖τ‖),
+# agreement with an independent NumPy computation (tests/ref/analyze_ref.py) on dense and sparse task
+# vectors (f32 and bf16), thread independence of analyze and of iso_c / iso_cts / tsv / pcb, config
+# and usage errors.
+# Usage: tests/research-e2e.sh BUILD_DIR [faults]
+set -u
+B=${1:?build dir}
+FAULTS=${2:-}
+G="$PWD/$B/graft"
+AREF="$PWD/tests/ref/analyze_ref.py"
+PY=${PYTHON:-/usr/bin/python3}
+. "$(dirname "$0")/lib.sh"
+cd "$T" || exit 1
+
+expect 0 "$G" synth base --dtype f32 --layers 2 --hidden 32 --intermediate 48 --heads 4 --vocab 96 --seed 1
+for i in 1 2 3; do expect 0 "$G" synth ft$i --like base --delta 0.02 --seed $((i + 1)); done
+printf 'merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - model: ft1\n    parameters: {weight: -1.0}\ndtype: float32\n' > neg.yml
+expect 0 "$G" merge neg.yml neg1
+cp -r ft1 same1
+expect 0 "$G" analyze --base base ft1 same1 neg1 --json
+cp "$T/out" hand.json
+"$PY" - <<'PYEOF' && ok || bad "analyze of a model against itself and its negation: $(head -c 600 hand.json)"
+import json, math
+m = json.load(open("hand.json"))["model"]
+p = {(x["a"], x["b"]): x for x in m["pairs"]}
+n = m["norm"]
+ok = abs(n[0] - n[1]) == 0 and abs(n[0] - n[2]) < 1e-9 * n[0]
+a, b = p[(0, 1)], p[(0, 2)]
+ok &= abs(a["cos"] - 1) < 1e-12 and a["euclid"] == 0 and a["conflict"] == 0 and a["overlap"] == 1 and abs(a["pearson"] - 1) < 1e-9
+ok &= abs(b["cos"] + 1) < 1e-12 and abs(b["abs_cos"] - 1) < 1e-12 and b["conflict"] == 1 and b["overlap"] == 1 and abs(b["euclid"] - 2 * n[0]) < 1e-9 * n[0]
+raise SystemExit(0 if ok else 1)
+PYEOF
+# agreement with NumPy: dense f32 task vectors, and sparse ones (TIES with density 0.3 leaves 70 % zeros)
+expect 0 "$G" analyze --base base ft1 ft2 ft3 --json --threads 3
+cp "$T/out" a3.json
+"$PY" "$AREF" a3.json base ft1 ft2 ft3 > "$T/py" 2>&1 && ok || bad "analyze vs NumPy: $(cat "$T/py")"
+expect 0 "$G" analyze --base base ft1 ft2 ft3 --json --threads 1
+cmp -s "$T/out" a3.json && ok || bad "analyze depends on --threads"
+for i in 1 2; do
+    printf 'merge_method: ties\nbase_model: base\nmodels:\n  - model: ft%d\n    parameters: {weight: 1.0, density: 0.3}\ndtype: float32\n' $i > sp$i.yml
+    expect 0 "$G" merge sp$i.yml sp$i
+done
+expect 0 "$G" analyze --base base sp1 sp2 ft3 --json --density 0.1
+cp "$T/out" sp.json
+"$PY" "$AREF" sp.json base sp1 sp2 ft3 --density 0.1 > "$T/py" 2>&1 && ok || bad "analyze of sparse task vectors vs NumPy: $(cat "$T/py")"
+expect 0 "$G" synth bb --dtype bf16 --layers 1 --hidden 32 --intermediate 48 --heads 4 --vocab 64 --seed 7
+for i in 1 2; do expect 0 "$G" synth bf$i --like bb --delta 0.05 --seed $((i + 7)); done
+expect 0 "$G" analyze --base bb bf1 bf2 --json
+cp "$T/out" bf.json
+"$PY" "$AREF" bf.json bb bf1 bf2 > "$T/py" 2>&1 && ok || bad "analyze of bf16 models vs NumPy: $(cat "$T/py")"
+# the readable table: whole model, then layers and tensors on request
+expect 0 "$G" analyze --base base ft1 ft2 --per-layer --per-tensor
+grep -q "^whole model" "$T/out" && grep -q "^layer 1" "$T/out" && grep -q "^model.layers.0.mlp.up_proj.weight" "$T/out" && grep -q "A-B" "$T/out" && ok || bad "analyze table: $(head -20 "$T/out")"
+# a model whose tensors differ in shape is analysed on the shared ones only
+expect 0 "$G" synth other --dtype f32 --layers 2 --hidden 32 --intermediate 64 --heads 4 --vocab 96 --seed 5
+expect 0 "$G" analyze --base base ft1 other
+grep -q "tensors skipped" "$T/out" && ok || bad "skipped tensors not reported: $(head -5 "$T/out")"
+# usage errors
+expect 2 "$G" analyze ft1 ft2
+grep -q -- "--base BASE is required" "$T/err" && ok || bad "analyze without --base: $(cat "$T/err")"
+expect 2 "$G" analyze --base base ft1 ft1 ft1 ft1 ft1 ft1 ft1 ft1 ft1 ft1 ft1 ft1 ft1 ft1 ft1 ft1 ft1
+expect 3 "$G" analyze --base base nowhere
+expect 2 "$G" analyze --base base ft1 --density 0
+# research merges: the same bytes for any thread count
+for m in iso_c iso_cts tsv pcb; do
+    printf 'merge_method: %s\nbase_model: base\nmodels:\n  - model: ft1\n  - model: ft2\n  - model: ft3\ndtype: float32\n' $m > $m.yml
+    expect 0 "$G" merge $m.yml $m-1 --threads 1
+    expect 0 "$G" merge $m.yml $m-3 --threads 3
+    cmp -s $m-1/model.safetensors $m-3/model.safetensors && ok || bad "$m depends on --threads"
+    expect 0 "$G" merge $m.yml $m-plan --dry-run
+    grep -q "$m" "$T/out" && ok || bad "$m dry run: $(head -5 "$T/out")"
+done
+printf 'merge_method: iso_cts\nbase_model: base\nmodels:\n  - model: ft1\n  - model: ft2\nparameters: {common_space_fraction: 1.5}\n' > bad1.yml
+expect 4 "$G" merge bad1.yml never
+grep -q "common_space_fraction must be in \[0, 1\]" "$T/err" && [ ! -e never ] && ok || bad "bad common_space_fraction: $(cat "$T/err")"
+printf 'merge_method: pcb\nbase_model: base\nmodels:\n  - model: ft1\nparameters: {pcb_ratio: 2}\n' > bad2.yml
+expect 4 "$G" merge bad2.yml never
+grep -q "pcb_ratio must be in (0, 1\]" "$T/err" && [ ! -e never ] && ok || bad "bad pcb_ratio: $(cat "$T/err")"
+printf 'merge_method: tsv\nmodels:\n  - model: ft1\n  - model: ft2\n' > bad3.yml
+expect 4 "$G" merge bad3.yml never
+if [ "$FAULTS" = faults ]; then
+    alloc_faults 7 fa-iso "$G" merge iso_cts.yml fa-iso --threads 2
+    alloc_faults 7 fa-pcb "$G" merge pcb.yml fa-pcb --threads 2
+    GRAFT_FAULT_ALLOC=3 "$G" analyze --base base ft1 ft2 >/dev/null 2>"$T/err"
+    [ $? = 1 ] && grep -q "out of memory" "$T/err" && ok || bad "analyze with a failing allocation: $(cat "$T/err")"
+fi
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]
