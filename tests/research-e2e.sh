@@ -1,5 +1,6 @@
 #!/bin/sh
-# Research merges and `graft analyze` end to end: analyze on hand-built relations (a model against
+# Research merges and `graft analyze` end to end: regmean / mats from `graft eval --collect gram`
+# files and fisher files (thread independence, bad statistics files); analyze on hand-built relations (a model against
 # itself and against its negation: cos 1 / −1, conflict 0 / 1, overlap 1, distances 0 / 2‖τ‖),
 # agreement with an independent NumPy computation (tests/ref/analyze_ref.py) on dense and sparse task
 # vectors (f32 and bf16), thread independence of analyze and of iso_c / iso_cts / tsv / pcb, config
@@ -72,6 +73,23 @@ for m in iso_c iso_cts tsv pcb; do
     expect 0 "$G" merge $m.yml $m-plan --dry-run
     grep -q "$m" "$T/out" && ok || bad "$m dry run: $(head -5 "$T/out")"
 done
+# statistics methods fed by graft eval --collect gram, and Fisher files: thread independence
+"$PY" -c 'import random; random.seed(5); print(" ".join(str(random.randrange(96)) for _ in range(300)))' > ids.txt
+for i in 1 2 3; do expect 0 "$G" eval ft$i --tokens ids.txt --ctx 64 --collect gram g$i.safetensors; done
+for m in regmean mats; do
+    printf 'merge_method: %s\nbase_model: base\nmodels:\n  - model: ft1\n    parameters: {gram: g1.safetensors}\n  - model: ft2\n    parameters: {gram: g2.safetensors}\n  - model: ft3\n    parameters: {gram: g3.safetensors}\ndtype: float32\n' $m > $m.yml
+    [ $m = regmean ] && sed -i '/^base_model/d' $m.yml
+    expect 0 "$G" merge $m.yml $m-1 --threads 1
+    expect 0 "$G" merge $m.yml $m-3 --threads 3
+    cmp -s $m-1/model.safetensors $m-3/model.safetensors && ok || bad "$m depends on --threads"
+done
+printf 'merge_method: fisher\nmodels:\n  - model: ft1\n    parameters: {fisher: g1.safetensors}\n  - model: ft2\n    parameters: {fisher: g2.safetensors}\n' > fbad.yml
+expect 4 "$G" merge fbad.yml never
+grep -q "g1.safetensors has no tensor" "$T/err" && [ ! -e never ] && ok || bad "fisher with Gram files: $(cat "$T/err")"
+head -c 100 g2.safetensors > gcut.safetensors
+sed 's/g2.safetensors/gcut.safetensors/' regmean.yml > rcut.yml
+expect 3 "$G" merge rcut.yml never
+grep -q "gcut.safetensors" "$T/err" && [ ! -e never ] && ok || bad "truncated statistics file: $(cat "$T/err")"
 printf 'merge_method: iso_cts\nbase_model: base\nmodels:\n  - model: ft1\n  - model: ft2\nparameters: {common_space_fraction: 1.5}\n' > bad1.yml
 expect 4 "$G" merge bad1.yml never
 grep -q "common_space_fraction must be in \[0, 1\]" "$T/err" && [ ! -e never ] && ok || bad "bad common_space_fraction: $(cat "$T/err")"
@@ -83,6 +101,7 @@ expect 4 "$G" merge bad3.yml never
 if [ "$FAULTS" = faults ]; then
     alloc_faults 7 fa-iso "$G" merge iso_cts.yml fa-iso --threads 2
     alloc_faults 7 fa-pcb "$G" merge pcb.yml fa-pcb --threads 2
+    alloc_faults 7 fa-rm "$G" merge regmean.yml fa-rm --threads 2
     GRAFT_FAULT_ALLOC=3 "$G" analyze --base base ft1 ft2 >/dev/null 2>"$T/err"
     [ $? = 1 ] && grep -q "out of memory" "$T/err" && ok || bad "analyze with a failing allocation: $(cat "$T/err")"
 fi

@@ -33,7 +33,9 @@ suite "evaluator / tokenizers end-to-end (release)" sh tests/eval-e2e.sh build
 suite "evaluator / tokenizers end-to-end (asan+ubsan, fault injection)" sh tests/eval-e2e.sh build/asan faults
 suite "GGUF convert end-to-end (release)" sh tests/gguf-e2e.sh build
 suite "GGUF convert end-to-end (asan+ubsan, fault injection)" sh tests/gguf-e2e.sh build/asan faults
-suite "merge vs independent NumPy reference (66 configs)" bash tests/ref/check.sh build/graft
+suite "research merges / analyze end-to-end (release)" sh tests/research-e2e.sh build
+suite "research merges / analyze end-to-end (asan+ubsan, fault injection)" sh tests/research-e2e.sh build/asan faults
+suite "merge vs independent NumPy reference (tests/ref/configs)" bash tests/ref/check.sh build/graft
 suite "fuzz corpus: safetensors (asan+ubsan)" build/asan/tests/fuzz-safetensors fuzz/corpus/safetensors
 suite "fuzz corpus: index (asan+ubsan)" build/asan/tests/fuzz-index fuzz/corpus/index
 suite "fuzz corpus: config (asan+ubsan)" build/asan/tests/fuzz-config fuzz/corpus/config

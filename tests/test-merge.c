@@ -548,3 +548,48 @@ TEST(merge_pcb_by_hand) {
     CHECK_EQ(run_merge("merge_method: pcb\nbase_model: z\nmodels: [{model: t}]\nparameters: {pcb_ratio: 0}\n", "p3", 1, 0, &err), GRAFT_E_CONFIG);
     CHECK_CONTAINS(err.msg, "pcb_ratio must be in (0, 1]");
 }
+
+// RegMean, Fisher and MaTS on hand-checkable statistics. RegMean with diagonal Grams G1 = diag(1, 3),
+// G2 = diag(3, 1) weights each input column: W = [(1·1 + 3·3)/4, (3·2 + 1·6)/4] = [2.5, 3]; MaTS
+// converges to the same (two CG steps for a 2×2 system); Fisher per element (no floor, no
+// normalisation): (1·1 + 3·3)/4 = 2.5 and (0·1 + 1·5)/1 = 5. Bad statistics are config errors naming
+// the file and tensor.
+TEST(merge_statistics_methods_by_hand) {
+    static const float w1[2] = {1, 2}, w2[2] = {3, 6}, g1[4] = {1, 0, 0, 3}, g2[4] = {3, 0, 0, 1}, g3[9] = {0};
+    static const float n1[2] = {1, 1}, n2[2] = {3, 5}, f1[2] = {1, 0}, f2[2] = {3, 1};
+    struct tt m1[] = {{"model.layers.0.w", 2, {1, 2}, w1}, {"model.norm.weight", 1, {2, 0}, n1}};
+    struct tt m2[] = {{"model.layers.0.w", 2, {1, 2}, w2}, {"model.norm.weight", 1, {2, 0}, n2}};
+    struct tt s1[] = {{"model.layers.0.w", 2, {2, 2}, g1}}, s2[] = {{"model.layers.0.w", 2, {2, 2}, g2}}, s3[] = {{"model.layers.0.w", 2, {3, 3}, g3}};
+    struct tt fa[] = {{"model.layers.0.w", 2, {1, 2}, w1}, {"model.norm.weight", 1, {2, 0}, f1}};
+    struct tt fb[] = {{"model.layers.0.w", 2, {1, 2}, w1}, {"model.norm.weight", 1, {2, 0}, f2}};
+    mkmodel(tpath("m1"), m1, 2, 1), mkmodel(tpath("m2"), m2, 2, 1);
+    mkmodel(tpath("s1"), s1, 1, 0), mkmodel(tpath("s2"), s2, 1, 0), mkmodel(tpath("s3"), s3, 1, 0), mkmodel(tpath("s4"), m1 + 1, 1, 0);
+    mkmodel(tpath("fa"), fa, 2, 0), mkmodel(tpath("fb"), fb, 2, 0);
+    CHECK_OK();
+    struct graft_err err;
+    float v[2];
+    CHECK_EQ(run_merge("merge_method: regmean\nmodels:\n  - {model: m1, parameters: {gram: s1}}\n  - {model: m2, parameters: {gram: s2}}\n", "rm", 2, 0, &err), 0);
+    CHECK(get("rm", "model.layers.0.w", v, 2));
+    CHECK_VEC(v, 2.5f, 3);
+    CHECK(get("rm", "model.norm.weight", v, 2));
+    CHECK_VEC(v, 2, 3); // no Gram: the mean
+    CHECK_EQ(run_merge("merge_method: mats\nmodels:\n  - {model: m1, parameters: {gram: s1}}\n  - {model: m2, parameters: {gram: s2}}\n", "ma", 1, 0, &err), 0);
+    CHECK(get("ma", "model.layers.0.w", v, 2));
+    CHECK_VEC(v, 2.5f, 3);
+    CHECK_EQ(run_merge("merge_method: fisher\nmodels:\n  - {model: m1, parameters: {fisher: fa}}\n  - {model: m2, parameters: {fisher: fb}}\n"
+                       "parameters: {fisher_floor: 0, favor_target_model: false, normalize_fishers: false}\n", "fi", 2, 0, &err), 0);
+    CHECK(get("fi", "model.norm.weight", v, 2));
+    CHECK_VEC(v, 2.5f, 5);
+    // errors: no statistics, a missing file, a missing tensor, a wrong shape
+    CHECK_EQ(run_merge("merge_method: regmean\nmodels:\n  - {model: m1, parameters: {gram: s1}}\n  - {model: m2}\n", "e1", 1, 0, &err), GRAFT_E_CONFIG);
+    CHECK_CONTAINS(err.msg, "model 'm2' needs its gram statistics");
+    CHECK_EQ(run_merge("merge_method: regmean\nmodels:\n  - {model: m1, parameters: {gram: s1}}\n  - {model: m2, parameters: {gram: nope}}\n", "e2", 1, 0, &err), GRAFT_E_CONFIG);
+    CHECK_CONTAINS(err.msg, "statistics file 'nope' not found");
+    CHECK_EQ(run_merge("merge_method: regmean\nmodels:\n  - {model: m1, parameters: {gram: s1}}\n  - {model: m2, parameters: {gram: s4}}\n", "e3", 1, 0, &err), GRAFT_E_CONFIG);
+    CHECK_CONTAINS(err.msg, "has no tensor model.layers.0.w (model 'm2')");
+    CHECK_EQ(run_merge("merge_method: regmean\nmodels:\n  - {model: m1, parameters: {gram: s1}}\n  - {model: m2, parameters: {gram: s3}}\n", "e4", 1, 0, &err), GRAFT_E_CONFIG);
+    CHECK_CONTAINS(err.msg, "statistics tensor model.layers.0.w in ");
+    CHECK_CONTAINS(err.msg, "is F32 [3, 3]; regmean needs a floating tensor of shape [2, 2]");
+    CHECK_EQ(run_merge("merge_method: fisher\nmodels:\n  - {model: m1, parameters: {fisher: fa}}\n  - {model: m2, parameters: {fisher: s1}}\n", "e5", 1, 0, &err), GRAFT_E_CONFIG);
+    CHECK(!texists(tpath("e5")));
+}

@@ -328,6 +328,103 @@ static const char *shape_text(char *buf, size_t cap, int n_dims, const uint64_t 
 }
 
 // Add one output tensor whose input i is tensor in_names[i] of model models[i] (NULL entries: absent).
+// ---- statistics files (Fisher, Gram) -----------------------------------------------------------------
+
+static int open_stats(struct plan *p, const char *ref, int *out) {
+    char real[PATH_MAX];
+    char *path = ref[0] == '/' ? graft__strdup(ref) : graft__asprintf("%s/%s", p->cfg_dir, ref);
+    if (!path) return graft_err_set(p->err, GRAFT_E_NOMEM, ref, NULL, 0, "out of memory");
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !realpath(path, real)) {
+        int rc = graft__plan_fail(p, "statistics file '%s' not found (looked in %s)", ref, path);
+        graft__free(path);
+        return rc;
+    }
+    graft__free(path);
+    for (int i = 0; i < p->n_stats; i++)
+        if (!strcmp(p->stats[i].path, real)) { *out = i; return GRAFT_OK; }
+    if (p->n_stats == GRAFT_MAX_INPUTS) return graft__plan_fail(p, "more than %d statistics files", GRAFT_MAX_INPUTS);
+    struct mstats *ms = &p->stats[p->n_stats];
+    memset(ms, 0, sizeof *ms);
+    ms->norm2 = -1;
+    if (!(ms->path = graft__strdup(real))) return graft_err_set(p->err, GRAFT_E_NOMEM, ref, NULL, 0, "out of memory");
+    int rc = graft_model_open(real, &ms->m, p->err);
+    if (rc) { graft__free(ms->path); return rc; }
+    ms->scale = 1;
+    const struct graft_st *sh = graft_model_n_shards(ms->m) ? graft_model_shard(ms->m, 0) : NULL;
+    const char *kind = sh ? graft_st_meta_get(sh, "graft_statistics") : NULL, *ntok = sh ? graft_st_meta_get(sh, "graft_tokens") : NULL;
+    uint64_t nt;
+    if (kind && !strcmp(kind, "gram") && ntok && graft_parse_u64(ntok, UINT64_MAX, &nt) && nt) ms->scale = 1.0 / (double)nt;
+    *out = p->n_stats++;
+    return GRAFT_OK;
+}
+
+// Σ of squares of every floating value of a statistics file (Fisher normalisation), read once.
+static int stats_norm2(struct plan *p, struct mstats *ms) {
+    if (ms->norm2 >= 0) return GRAFT_OK;
+    float buf[4096];
+    double s = 0;
+    for (size_t i = 0; i < graft_model_n_tensors(ms->m); i++) {
+        const struct graft_model_tensor *t = graft_model_tensor(ms->m, i);
+        if (!graft_dtype_traits(t->info->dtype)->is_float) continue;
+        const uint8_t *d = graft_model_data(ms->m, t);
+        size_t es = (size_t)graft_dtype_traits(t->info->dtype)->bits / 8;
+        for (uint64_t e = 0; e < t->info->n_elem; e += 4096) {
+            size_t n = t->info->n_elem - e < 4096 ? (size_t)(t->info->n_elem - e) : 4096;
+            graft_row_to_f32(t->info->dtype, d + e * es, buf, n);
+            for (size_t k = 0; k < n; k++) s += (double)buf[k] * buf[k];
+        }
+    }
+    if (!isfinite(s)) return graft__plan_fail(p, "statistics file %s holds non-finite values", ms->path);
+    ms->norm2 = s;
+    return GRAFT_OK;
+}
+
+static const char *shape_text(char *buf, size_t cap, int n_dims, const uint64_t *ne);
+
+// Find each input's statistics for tensor o (methods with m->stats).
+static int plan_stats(struct plan *p, struct otensor *o, const struct graft_source *const *srcs, const char *const *in_names) {
+    const struct graft_method *m = p->method;
+    struct graft_mt *mt = &o->mt;
+    int have = 0, need = 0, missing = -1;
+    const char *missing_file = NULL;
+    for (int i = 0; i < o->n_in; i++) {
+        mt->stat[i] = NULL;
+        if (i == mt->base && m->base != GRAFT_BASE_IGNORED) continue;
+        const struct graft_tensor_info *x = o->in[i].t->info;
+        if (!graft_dtype_traits(x->dtype)->is_float) continue;
+        const struct graft_pv *v = srcs[i] ? graft_params_get(&srcs[i]->params, m->stats) : NULL;
+        if (!v || v->kind != GRAFT_PV_STRING)
+            return graft__plan_fail(p, "model '%s' needs its %s statistics for merge_method %s: give it `parameters: {%s: PATH}` (a safetensors "
+                                       "file or folder; docs/merge.md)", p->models[o->in[i].model].ref, m->stats, m->name, m->stats);
+        int si = 0, rc = open_stats(p, v->str, &si);
+        if (rc) return rc;
+        struct mstats *ms = &p->stats[si];
+        if (m->stats_kind == GRAFT_STATS_GRAM && x->n_dims != 2) continue; // Gram matrices belong to linear weights only
+        need++;
+        const struct graft_model_tensor *t = graft_model_find(ms->m, in_names[i], strlen(in_names[i]));
+        if (!t) { if (missing < 0) missing = i, missing_file = ms->path; continue; }
+        uint64_t want[2] = {m->stats_kind == GRAFT_STATS_GRAM ? x->ne[1] : 0, x->ne[1]};
+        bool ok = graft_dtype_traits(t->info->dtype)->is_float && t->info->n_dims == (m->stats_kind == GRAFT_STATS_GRAM ? 2 : x->n_dims);
+        for (int d = 0; ok && d < t->info->n_dims; d++) ok = t->info->ne[d] == (m->stats_kind == GRAFT_STATS_GRAM ? want[d] : x->ne[d]);
+        if (!ok) {
+            char a[96], b[96];
+            return graft__plan_fail(p, "statistics tensor %s in %s is %s %s; %s needs a floating tensor of shape %s", in_names[i], ms->path,
+                                    graft_dtype_traits(t->info->dtype)->name, shape_text(a, sizeof a, t->info->n_dims, t->info->ne), m->name,
+                                    m->stats_kind == GRAFT_STATS_GRAM ? shape_text(b, sizeof b, 2, want) : shape_text(b, sizeof b, x->n_dims, x->ne));
+        }
+        mt->stat[i] = graft_model_data(ms->m, t), mt->stat_dt[i] = t->info->dtype;
+        if (m->stats_kind == GRAFT_STATS_SAME && (rc = stats_norm2(p, ms))) return rc;
+        mt->stat_norm2[i] = ms->norm2, mt->stat_scale[i] = ms->scale;
+        have++;
+    }
+    // Fisher needs every merged tensor; Gram matrices may be absent for all models (that tensor is averaged)
+    if (missing >= 0 && (have || m->stats_kind == GRAFT_STATS_SAME))
+        return graft__plan_fail(p, "statistics file %s has no tensor %s (model '%s'); every model's %s file must cover the same tensors", missing_file,
+                                in_names[missing], p->models[o->in[missing].model].ref, m->stats);
+    return GRAFT_OK;
+}
+
 static int plan_tensor(struct plan *p, const char *out_name, int n_src, const int *models, const char *const *in_names,
                        const struct graft_module *g, const struct graft_slice *sl, const struct graft_source *const *srcs, double t) {
     struct oin in[GRAFT_MAX_INPUTS];
@@ -430,6 +527,7 @@ static int plan_tensor(struct plan *p, const char *out_name, int n_src, const in
     }
     int rc = resolve_params(p, o, g, sl, src, names, t);
     if (rc) return rc;
+    if (p->method->stats && (rc = plan_stats(p, o, src, names))) return rc;
     if (o->remap && (rc = graft__vplan_check_tensor(p, o))) return rc;
     if (p->method->validate && (rc = p->method->validate(mt, p->err))) {
         if (p->err->code == GRAFT_E_CONFIG && !strstr(p->err->msg, p->cfg->path)) graft__err_prefix(p->err, p->cfg->path, NULL, 0);
@@ -860,7 +958,7 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
 
     // Output layout, chunking and scratch sizes are all known before any math.
     // inputs the output must not touch: each model (a LoRA reference: its base and its adapter)
-    const char *protect[2 * GRAFT_MAX_INPUTS];
+    const char *protect[3 * GRAFT_MAX_INPUTS];
     char *split[GRAFT_MAX_INPUTS] = {0};
     size_t np = 0;
     for (int i = 0; i < p.n_models; i++) {
@@ -868,6 +966,7 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
         if (plus && (split[i] = graft__strndup(p.models[i].path, (size_t)(plus - p.models[i].path)))) protect[np++] = split[i], protect[np++] = plus + 1;
         else protect[np++] = p.models[i].path;
     }
+    for (int i = 0; i < p.n_stats && np < 3 * GRAFT_MAX_INPUTS; i++) protect[np++] = p.stats[i].path;
     struct graft_writer_params wp = graft_writer_default_params();
     wp.max_shard_bytes = opt->max_shard_bytes, wp.flags = opt->writer_flags, wp.protect = protect, wp.n_protect = np;
     if (opt->in_memory) wp.flags |= GRAFT_WRITER_MEMORY;
@@ -931,6 +1030,7 @@ out:
         graft_model_close(p.models[i].m), graft__free(p.models[i].path);
         for (int m = 0; m < GRAFT_MAX_MODULES; m++) graft__free(p.models[i].prefix[m]);
     }
+    for (int i = 0; i < p.n_stats; i++) graft_model_close(p.stats[i].m), graft__free(p.stats[i].path);
     graft__free(p.cfg_dir);
     if (p.lora_made) graft__rm_tree(p.lora_dir);
     graft__free(p.lora_dir);

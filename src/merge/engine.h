@@ -21,6 +21,12 @@ struct graft_mt {
     uint64_t    key[GRAFT_MAX_INPUTS];                   // RNG key per input: (seed, model, tensor name)
     int         model_id[GRAFT_MAX_INPUTS];              // config model index of each input
     void       *state;        // method state, zeroed before the first pass, freed after apply
+    // statistics (methods with m->stats): input i's tensor in its statistics file (NULL when this tensor
+    // has none), its dtype, and ‖all of that file's values‖² (computed once per file)
+    const uint8_t   *stat[GRAFT_MAX_INPUTS];
+    enum graft_dtype stat_dt[GRAFT_MAX_INPUTS];
+    double           stat_norm2[GRAFT_MAX_INPUTS];
+    double           stat_scale[GRAFT_MAX_INPUTS]; // multiply values by this: 1/N for graft's summed Gram files (graft_tokens = N), else 1
 };
 
 // Parameter index by name in the method's table (a programming error if absent).

@@ -43,6 +43,8 @@ struct graft_chunk {
 
 struct graft_mt; // a merge of one output tensor (see engine.h)
 
+enum { GRAFT_STATS_SAME = 1, GRAFT_STATS_GRAM = 2 };
+
 struct graft_method {
     const char *name;
     const char *pretty;                     // for the model card
@@ -51,6 +53,13 @@ struct graft_method {
     const struct graft_mparam *params;
     int         n_params;
     bool        rows;                       // chunks must hold whole rows (last dimension)
+    // Per-model statistics file named by this per-model parameter (a path, e.g. "gram", "fisher"), or
+    // NULL. Every input other than a required/optional base needs one; each tensor's statistics are
+    // found by the input tensor's name: GRAFT_STATS_SAME — a tensor of the same shape (Fisher);
+    // GRAFT_STATS_GRAM — for 2-D weights [out × in], an [in × in] Gram matrix (other tensors have none).
+    // A tensor with statistics in some models but not all, or of the wrong shape, is a config error.
+    const char *stats;
+    int         stats_kind;
     bool        random;                     // uses the counter-based generator (--seed)
     // Build per-tensor state before anything else runs for a tensor (optional).
     int    (*init)(struct graft_mt *mt, struct graft_err *err);

@@ -19,6 +19,14 @@ struct mmodel {
 
 struct oin { int model; const struct graft_model_tensor *t; };
 
+// A statistics file (Fisher diagonals, Gram matrices) named in the config.
+struct mstats {
+    char               *path;      // resolved
+    struct graft_model *m;
+    double              norm2;     // Σ of squares of every value (−1 until computed)
+    double              scale;     // 1/N for `graft eval --collect gram` files (Σ x xᵀ over graft_tokens = N), else 1
+};
+
 struct otensor {
     char            *name;
     enum graft_dtype dtype;
@@ -44,6 +52,8 @@ struct plan {
     struct mmodel                    models[GRAFT_MAX_INPUTS];
     int                              n_models;
     int                              base;        // model index of base_model, or -1
+    struct mstats                    stats[GRAFT_MAX_INPUTS];
+    int                              n_stats;
     struct otensor                  *t;
     size_t                           n, cap;
     int                              mod_layers[GRAFT_MAX_MODULES]; // output layers per module

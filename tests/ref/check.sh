@@ -27,6 +27,19 @@ for i in 1 2; do synth "$M/bft$i" --like "$M/bbase" --delta 0.01 --seed $((i + 1
 # "big" models: tensors of 327,680 and 524,288 elements span several of graft's 256 Ki-element chunks
 synth "$M/Lbase" --layers 2 --hidden 512 --intermediate 640 --vocab 1024 --dtype bf16 --seed 21
 for i in 1 2; do synth "$M/Lft$i" --like "$M/Lbase" --delta 0.01 --seed $((i + 21)); done
+# Gram statistics of the fine-tunes (RegMean / MaTS): graft eval --collect gram on random ids
+"$PY" -c 'import random; random.seed(7); print(" ".join(str(random.randrange(128)) for _ in range(400)))' > "$M/ids.txt"
+for i in 1 2 3; do "$GRAFT" eval "$M/ft$i" --tokens "$M/ids.txt" --ctx 64 --collect gram "$M/ft$i.gram.safetensors" >"$W/synth.log" 2>&1 || { cat "$W/synth.log" >&2; exit 2; }; done
+# diagonal Fisher files of ft1, ft2 (positive, spanning four decades; one tensor all zero, below the floor)
+for i in 1 2; do
+    "$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); import numpy as np, merge_ref as r
+m = r.Model(sys.argv[2]); rng = np.random.default_rng(int(sys.argv[4]))
+ts = [(k, "F32", list(m.where[k].tensors[k]["shape"])) for k in m.names]
+def f(j):
+    x = (10.0 ** rng.uniform(-4, 0, size=ts[j][2])).astype(np.float32)
+    return x * 0 if ts[j][0].endswith("norm.weight") and j % 2 else x
+r.write_safetensors(sys.argv[3], ts, f)' "$HERE" "$M/ft$i" "$M/ft$i.fisher.safetensors" $i || exit 2
+done
 # a vision–language layout for `modules:`
 synth "$M/vlbase" --arch gemma3vl --layers 3 --hidden 64 --intermediate 96 --vocab 128 --dtype f32 --seed 31
 for i in 1 2; do synth "$M/vlft$i" --like "$M/vlbase" --delta 0.01 --seed $((i + 31)); done

@@ -38,7 +38,7 @@ class SafeFile:
             hdr = json.loads(f.read(n))
             self.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         self.base = 8 + n
-        hdr.pop("__metadata__", None)
+        self.meta = hdr.pop("__metadata__", None) or {}
         self.tensors = hdr
 
     def raw(self, name):
@@ -252,6 +252,9 @@ METHODS = {
     "iso_cts": ({"scaling_factor": 1.0, "common_space_fraction": 0.8}, {}),
     "tsv": ({"scaling_factor": 1.0}, {}),
     "pcb": ({"pcb_ratio": 0.1, "clip_ratio": 1e-4}, {"weight": 1.0}),
+    "regmean": ({"reduce_non_diagonal": 0.1}, {"weight": 1.0, "gram": None}),
+    "mats": ({"iterations": 100, "model_lambda": 1.0, "init_lambda": 0.3}, {"gram": None}),
+    "fisher": ({"fisher_floor": 1e-6, "favor_target_model": True, "normalize_fishers": True}, {"weight": 1.0, "fisher": None}),
 }
 BASE_REQUIRED = {"slerp", "task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties",
                  "della", "della_linear", "sce", "ram", "ramplus_tl", "model_stock", "nearswap", "arcee_fusion",
@@ -724,7 +727,97 @@ def m_pcb(X, base, pm, gp, ctx):
     return (B.ravel() + num / np.maximum(den, F32(1e-12))).reshape(B.shape).astype(F32)
 
 
-IMPL = {"pcb": m_pcb, "iso_c": m_iso_c, "iso_cts": m_iso_cts, "tsv": m_tsv, "linear": m_linear, "passthrough": m_passthrough, "slerp": m_slerp, "nuslerp": m_nuslerp,
+_STATS = {}
+
+
+def stats_tensor(ctx, path, name):
+    """Tensor `name` of a statistics file (relative to the config) as float64, or None."""
+    p = os.path.normpath(os.path.join(ctx["cfg_dir"], path))
+    if p not in _STATS:
+        _STATS[p] = SafeFile(p if p.endswith(".safetensors") else os.path.join(p, "model.safetensors"))
+    sf = _STATS[p]
+    if name not in sf.tensors:
+        return None
+    x = to_f32(*sf.raw(name)).astype(F64)
+    meta = sf.meta if hasattr(sf, "meta") else {}
+    if meta.get("graft_statistics") == "gram" and meta.get("graft_tokens"):
+        x = x / float(meta["graft_tokens"])  # graft's files hold Σ x xᵀ over graft_tokens tokens
+    return x
+
+
+def m_regmean(X, base, pm, gp, ctx):
+    """RegMean (bloomberg/dataless-model-merging regmean_mean_params) with graft's per-model weights."""
+    w = [float(p["weight"]) for p in pm]
+    G = [stats_tensor(ctx, pm[i]["gram"], ctx["in_names"][i]) if X[i].ndim == 2 else None for i in range(len(X))]
+    if any(g is None for g in G):
+        return (sum(F64(w[i]) * X[i].astype(F64) for i in range(len(X))) / sum(w)).astype(F32)
+    a = float(gp["reduce_non_diagonal"])
+    A, Bm = 0, 0
+    for i, g in enumerate(G):
+        gt = w[i] * (a * g + (1 - a) * np.diag(np.diag(g)))
+        A = A + gt
+        Bm = Bm + gt @ X[i].astype(F64).T
+    return np.linalg.solve(A, Bm).T.astype(F32)
+
+
+def stats_norm(ctx, path):
+    p = os.path.normpath(os.path.join(ctx["cfg_dir"], path))
+    stats_tensor(ctx, path, "")  # opens it
+    sf = _STATS[p]
+    return math.sqrt(sum(float((to_f32(*sf.raw(k)).astype(F64) ** 2).sum()) for k in sf.tensors))
+
+
+def m_fisher(X, base, pm, gp, ctx):
+    """mmatena/model_merging merging.py: coefficients over the Fisher norms, floor, rhs / lhs (float32)."""
+    n = len(X)
+    F = [stats_tensor(ctx, pm[i]["fisher"], ctx["in_names"][i]).astype(F32) for i in range(n)]
+    c = [float(pm[i]["weight"]) for i in range(n)]
+    if gp["normalize_fishers"]:
+        c = [c[i] / stats_norm(ctx, pm[i]["fisher"]) for i in range(n)]
+    lhs, rhs = np.zeros(X[0].shape, F32), np.zeros(X[0].shape, F32)
+    for i in range(n):
+        f = F[i]
+        if not gp["favor_target_model"] or i == 0:
+            f = np.maximum(f, F32(gp["fisher_floor"]))
+        cf = F32(c[i]) * f
+        lhs, rhs = lhs + cf, rhs + cf * X[i]
+    return (rhs / lhs).astype(F32)
+
+
+def m_mats(X, base, pm, gp, ctx):
+    """MaTS blockwise: CG on Σ scale(G_i)·V = Σ scale(G_i)·W_iᵀ as scipy's cg (rtol 1e-5), started from
+    task arithmetic (init_lambda) with a base, else the average."""
+    idx = [i for i in range(len(X)) if i != base]
+    G = [stats_tensor(ctx, pm[i]["gram"], ctx["in_names"][i]) if X[i].ndim == 2 else None for i in idx]
+    if any(g is None for g in G):
+        return (sum(X[i].astype(F64) for i in idx) / len(idx)).astype(F32)
+    lam = float(gp["model_lambda"])
+    sc = [lam * g + (1 - lam) * np.diag(np.diag(g)) for g in G]
+    A = sum(sc)
+    b = sum(s_ @ X[i].astype(F64).T for s_, i in zip(sc, idx))
+    if base is not None:
+        B = X[base].astype(F64)
+        x = (B + float(gp["init_lambda"]) * sum(X[i].astype(F64) - B for i in idx)).T.copy()
+    else:
+        x = (sum(X[i].astype(F64) for i in idx) / len(idx)).T.copy()
+    r = b - A @ x
+    tol = 1e-5 * np.linalg.norm(b)
+    p = None
+    rho_prev = None
+    for it in range(int(gp["iterations"])):
+        if np.linalg.norm(r) < tol:
+            break
+        rho = float((r * r).sum())
+        p = r.copy() if it == 0 else r + (rho / rho_prev) * p
+        q = A @ p
+        alpha = rho / float((p * q).sum())
+        x = x + alpha * p
+        r = r - alpha * q
+        rho_prev = rho
+    return x.T.astype(F32)
+
+
+IMPL = {"mats": m_mats, "fisher": m_fisher, "regmean": m_regmean, "pcb": m_pcb, "iso_c": m_iso_c, "iso_cts": m_iso_cts, "tsv": m_tsv, "linear": m_linear, "passthrough": m_passthrough, "slerp": m_slerp, "nuslerp": m_nuslerp,
         "multislerp": m_multislerp, "karcher": m_karcher, "model_stock": m_model_stock, "nearswap": m_nearswap,
         "arcee_fusion": m_arcee_fusion, "sce": m_sce, "ram": m_ram, "ramplus_tl": m_ramplus_tl}
 for _n in GTA:
@@ -885,7 +978,7 @@ def merge(cfg_path, out_dir, seed=0):
         if bpos is not None and len(mids) == 1 and method != "passthrough":
             r = X[0]  # only the base has it: copied
         else:
-            ctx = {"method": method, "name": out_name, "models": mids, "seed": seed}
+            ctx = {"method": method, "name": out_name, "models": mids, "seed": seed, "cfg_dir": cdir, "in_names": in_names}
             r = IMPL[method](X, bpos, pm, gp, ctx)
         return encode(np.asarray(r, dtype=F32).reshape(shape), odt)
 

@@ -1,0 +1,109 @@
+// regmean — RegMean, dataless knowledge fusion by merging weights (Jin et al., ICLR 2023;
+// methods-research.md A5). Each model i comes with Gram matrices G_i = X_iᵀX_i / N_i of the inputs of
+// its linear layers (`parameters: {gram: PATH}`: a safetensors file with one [in × in] tensor per
+// linear weight name, as `graft eval --collect gram` writes; docs/merge.md); graft's files hold
+// Σ x xᵀ and their token count (metadata graft_tokens), which is divided out. Per linear weight
+// W_i [out × in]:
+//   G̃_i = w_i·(a·G_i + (1 − a)·diag(G_i))          (a = reduce_non_diagonal: off-diagonals × a)
+//   W*ᵀ = (Σ_i G̃_i)⁻¹ · Σ_i G̃_i·W_iᵀ              (an LU solve in double, not an explicit inverse)
+// Tensors without Gram matrices (embeddings, norms, biases): the weighted mean Σ w_i θ_i / Σ w_i.
+#include <lapacke.h>
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+#include "engine.h"
+
+static const struct graft_mparam params[] = {{"weight", true, false, 1.0}, {"reduce_non_diagonal", false, false, 0.1}};
+
+struct st {
+    bool   mat;        // this tensor has Gram matrices
+    float *w;          // n_in × out × in gathered weights
+    float *res;        // the solved weight (out × in)
+};
+
+static int validate(const struct graft_mt *mt, struct graft_err *err) {
+    double a = GP(mt, "reduce_non_diagonal");
+    if (!(a >= 0 && a <= 1)) return graft_err_set(err, GRAFT_E_CONFIG, NULL, NULL, 0, "reduce_non_diagonal must be in [0, 1], got %g", a);
+    for (int i = 0; i < mt->n_in; i++)
+        if (!(PM(mt, i, "weight") > 0)) return graft_err_set(err, GRAFT_E_CONFIG, NULL, NULL, 0, "regmean weights must be positive, got %g", PM(mt, i, "weight"));
+    return GRAFT_OK;
+}
+
+static int init(struct graft_mt *mt, struct graft_err *err) {
+    struct st *s = mt->state = graft__calloc(1, sizeof *s);
+    if (!s) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+    s->mat = mt->stat[0] != NULL;
+    if (s->mat && !(s->w = graft__malloc((size_t)mt->n_in * (size_t)mt->numel * sizeof(float))))
+        return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for %d weights of %llu values", mt->n_in, (unsigned long long)mt->numel);
+    return GRAFT_OK;
+}
+
+static int n_passes(const struct graft_mt *mt) { return ((const struct st *)mt->state)->mat ? 1 : 0; }
+static size_t partial_len(const struct graft_mt *mt, int pass) { (void)mt, (void)pass; return 1; }
+
+static void stat(const struct graft_mt *mt, int pass, const struct graft_chunk *c, double *partial, void *acc) {
+    (void)pass, (void)partial, (void)acc;
+    const struct st *s = mt->state;
+    for (int i = 0; i < mt->n_in; i++) memcpy(s->w + (size_t)i * mt->numel + c->e0, c->in[i], (size_t)c->n * sizeof(float));
+}
+
+static int combine(struct graft_mt *mt, int pass, const double *partials, void *const *accs, int n_accs, struct graft_err *err) {
+    (void)pass, (void)partials, (void)accs, (void)n_accs;
+    struct st *s = mt->state;
+    size_t out = (size_t)mt->dim0, in = (size_t)mt->row_len;
+    double a = GP(mt, "reduce_non_diagonal");
+    double *A = graft__calloc(in * in, sizeof *A), *Bm = graft__calloc(in * out, sizeof *Bm), *G = graft__malloc(in * in * sizeof *G);
+    double *W = graft__malloc(in * out * sizeof *W);
+    float *row = graft__malloc(in * sizeof *row);
+    lapack_int *piv = graft__malloc(in * sizeof *piv);
+    int rc = A && Bm && G && W && row && piv ? GRAFT_OK : graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for %zu×%zu Gram matrices", in, in);
+    for (int i = 0; !rc && i < mt->n_in; i++) {
+        size_t es = (size_t)graft_dtype_traits(mt->stat_dt[i])->bits / 8;
+        double w = PM(mt, i, "weight") * mt->stat_scale[i];
+        for (size_t r = 0; r < in; r++) {
+            graft_row_to_f32(mt->stat_dt[i], mt->stat[i] + r * in * es, row, in);
+            for (size_t q = 0; q < in; q++) G[r * in + q] = w * (r == q ? (double)row[q] : a * (double)row[q]);
+        }
+        for (size_t k = 0; k < in * in; k++) A[k] += G[k];
+        const float *Wi = s->w + (size_t)i * mt->numel; // [out × in]; Wᵢᵀ is [in × out]
+        for (size_t o = 0; o < out; o++)
+            for (size_t q = 0; q < in; q++) W[q * out + o] = Wi[o * in + q];
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)in, (int)out, (int)in, 1.0, G, (int)in, W, (int)out, 1.0, Bm, (int)out);
+    }
+    for (size_t k = 0; !rc && k < in * in; k++)
+        if (!isfinite(A[k])) rc = graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "non-finite values in the Gram matrices");
+    if (!rc) {
+        lapack_int info = LAPACKE_dgesv(LAPACK_ROW_MAJOR, (lapack_int)in, (lapack_int)out, A, (lapack_int)in, piv, Bm, (lapack_int)out);
+        if (info > 0) rc = graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "the summed Gram matrix is singular (input %d never active?): RegMean needs a positive diagonal", (int)info);
+        else if (info < 0) rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "dgesv failed (%d)", (int)info);
+    }
+    if (!rc && !(s->res = graft__malloc(out * in * sizeof(float)))) rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+    for (size_t o = 0; !rc && o < out; o++)
+        for (size_t q = 0; q < in; q++) s->res[o * in + q] = (float)Bm[q * out + o];
+    graft__free(A), graft__free(Bm), graft__free(G), graft__free(W), graft__free(row), graft__free(piv);
+    graft__free(s->w), s->w = NULL;
+    return rc;
+}
+
+static void apply(const struct graft_mt *mt, const struct graft_chunk *c, float *out) {
+    const struct st *s = mt->state;
+    if (s->mat) { memcpy(out, s->res + c->e0, (size_t)c->n * sizeof(float)); return; }
+    double sw = 0;
+    for (int i = 0; i < mt->n_in; i++) sw += PM(mt, i, "weight");
+    for (uint64_t e = 0; e < c->n; e++) {
+        float acc = 0;
+        for (int i = 0; i < mt->n_in; i++) acc += (float)PM(mt, i, "weight") * c->in[i][e];
+        out[e] = acc / (float)sw;
+    }
+}
+
+static void free_state(struct graft_mt *mt) {
+    struct st *s = mt->state;
+    if (s) graft__free(s->w), graft__free(s->res);
+}
+
+const struct graft_method graft_method_regmean = {
+    .name = "regmean", .pretty = "RegMean", .base = GRAFT_BASE_IGNORED, .min_models = 2, .max_models = -1, .params = params, .n_params = 2,
+    .stats = "gram", .stats_kind = GRAFT_STATS_GRAM, .init = init, .n_passes = n_passes, .partial_len = partial_len, .stat = stat,
+    .combine = combine, .apply = apply, .validate = validate, .free_state = free_state,
+};
