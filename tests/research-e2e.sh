@@ -1,6 +1,7 @@
 #!/bin/sh
 # Research merges and `graft analyze` end to end: regmean / mats from `graft eval --collect gram`
-# files and fisher files (thread independence, bad statistics files); analyze on hand-built relations (a model against
+# files and fisher files (thread independence, bad statistics files); opcm against NumPy, its norm
+# rule and --resume; analyze on hand-built relations (a model against
 # itself and against its negation: cos 1 / −1, conflict 0 / 1, overlap 1, distances 0 / 2‖τ‖),
 # agreement with an independent NumPy computation (tests/ref/analyze_ref.py) on dense and sparse task
 # vectors (f32 and bf16), thread independence of analyze and of iso_c / iso_cts / tsv / pcb, config
@@ -11,6 +12,7 @@ B=${1:?build dir}
 FAULTS=${2:-}
 G="$PWD/$B/graft"
 AREF="$PWD/tests/ref/analyze_ref.py"
+OREF="$PWD/tests/ref/opcm_ref.py"
 PY=${PYTHON:-/usr/bin/python3}
 . "$(dirname "$0")/lib.sh"
 cd "$T" || exit 1
@@ -90,6 +92,34 @@ head -c 100 g2.safetensors > gcut.safetensors
 sed 's/g2.safetensors/gcut.safetensors/' regmean.yml > rcut.yml
 expect 3 "$G" merge rcut.yml never
 grep -q "gcut.safetensors" "$T/err" && [ ! -e never ] && ok || bad "truncated statistics file: $(cat "$T/err")"
+# opcm: against an independent float64 implementation with full SVDs (tests/ref/opcm_ref.py); the
+# merged task vector's norm is the mean task-vector norm; --resume from the state of a merge of the
+# first models gives the bytes of one merge of all of them; threads do not matter
+printf 'merge_method: opcm\nbase_model: base\nmodels:\n  - model: ft1\n  - model: ft2\n  - model: ft3\nparameters: {alpha: 0.6}\ndtype: float32\n' > opcm.yml
+expect 0 "$G" merge opcm.yml op-all --threads 3
+"$PY" "$OREF" op-all 0.6 base ft1 ft2 ft3 > "$T/py" 2>&1 && ok || bad "opcm vs NumPy: $(cat "$T/py")"
+[ -f op-all.opcm-state.safetensors ] && ! ls -a | grep -q "graft-tmp" && ok || bad "opcm state missing or temporaries left: $(ls -a)"
+expect 0 "$G" merge opcm.yml op-1 --threads 1
+cmp -s op-all/model.safetensors op-1/model.safetensors && ok || bad "opcm depends on --threads"
+"$PY" - <<'PYEOF' && ok || bad "opcm norm rule"
+import json, struct, numpy as np
+def load(p):
+    b = open(p + "/model.safetensors", "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n]); d = b[8 + n:]
+    return {k: np.frombuffer(d[v["data_offsets"][0]:v["data_offsets"][1]], np.float32).astype(np.float64) for k, v in h.items() if k != "__metadata__"}
+b, o = load("base"), load("op-all")
+tn = [np.sqrt(sum(((load("ft%d" % i)[k] - b[k]) ** 2).sum() for k in b)) for i in (1, 2, 3)]
+m = np.sqrt(sum(((o[k] - b[k]) ** 2).sum() for k in b))
+raise SystemExit(0 if abs(m - np.mean(tn)) < 1e-5 * m else 1)
+PYEOF
+printf 'merge_method: opcm\nbase_model: base\nmodels:\n  - model: ft1\n  - model: ft2\nparameters: {alpha: 0.6}\ndtype: float32\n' > opcm12.yml
+printf 'merge_method: opcm\nbase_model: base\nmodels:\n  - model: ft3\nparameters: {alpha: 0.6}\ndtype: float32\n' > opcm3.yml
+expect 0 "$G" merge opcm12.yml op12
+expect 0 "$G" merge opcm3.yml op123 --resume op12.opcm-state.safetensors
+cmp -s op-all/model.safetensors op123/model.safetensors && cmp -s op-all.opcm-state.safetensors op123.opcm-state.safetensors && ok || bad "opcm --resume differs from one merge"
+expect 3 "$G" merge opcm3.yml never --resume ft1/model.safetensors
+grep -q "not an opcm state" "$T/err" && [ ! -e never ] && ! ls -a | grep -q "graft-tmp" && ok || bad "resume from a non-state: $(cat "$T/err")"
+expect 2 "$G" merge iso_c.yml never --resume op12.opcm-state.safetensors
+grep -q -- "--resume continues an opcm merge" "$T/err" && ok || bad "--resume with iso_c: $(cat "$T/err")"
 printf 'merge_method: iso_cts\nbase_model: base\nmodels:\n  - model: ft1\n  - model: ft2\nparameters: {common_space_fraction: 1.5}\n' > bad1.yml
 expect 4 "$G" merge bad1.yml never
 grep -q "common_space_fraction must be in \[0, 1\]" "$T/err" && [ ! -e never ] && ok || bad "bad common_space_fraction: $(cat "$T/err")"
@@ -102,6 +132,11 @@ if [ "$FAULTS" = faults ]; then
     alloc_faults 7 fa-iso "$G" merge iso_cts.yml fa-iso --threads 2
     alloc_faults 7 fa-pcb "$G" merge pcb.yml fa-pcb --threads 2
     alloc_faults 7 fa-rm "$G" merge regmean.yml fa-rm --threads 2
+    alloc_faults 11 fa-op "$G" merge opcm.yml fa-op --threads 2
+    for spec in write open; do
+        GRAFT_FAULT_IO="$spec:1:ENOSPC" "$G" merge opcm.yml fio-op >/dev/null 2>"$T/err"
+        [ $? = 1 ] && [ ! -e fio-op ] && ! ls -a | grep -q "graft-tmp" && ok || bad "opcm with a failing $spec: $(cat "$T/err")"
+    done
     GRAFT_FAULT_ALLOC=3 "$G" analyze --base base ft1 ft2 >/dev/null 2>"$T/err"
     [ $? = 1 ] && grep -q "out of memory" "$T/err" && ok || bad "analyze with a failing allocation: $(cat "$T/err")"
 fi

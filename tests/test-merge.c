@@ -593,3 +593,30 @@ TEST(merge_statistics_methods_by_hand) {
     CHECK_EQ(run_merge("merge_method: fisher\nmodels:\n  - {model: m1, parameters: {fisher: fa}}\n  - {model: m2, parameters: {fisher: s1}}\n", "e5", 1, 0, &err), GRAFT_E_CONFIG);
     CHECK(!texists(tpath("e5")));
 }
+
+// opcm: τ₂ = diag(3, 0) lies on M = τ₁ = diag(2, 1)'s singular directions, so its projection P is
+// diagonal and zeroed — it adds nothing; λ = ‖M‖/mean(‖τ₁‖, ‖τ₂‖) = √5 / ((√5 + 3)/2), θ = M/λ. A task
+// vector orthogonal to M's directions (off-diagonal) passes whole (with α = 1, r* = 2 zeroes the
+// whole 2×2 block instead). The merged task vector's norm is the mean task-vector norm.
+TEST(merge_opcm_by_hand) {
+    static const float z[4] = {0}, t1[4] = {2, 0, 0, 1}, t2[4] = {3, 0, 0, 0}, t3[4] = {0, 4, 0, 0};
+    struct tt mz[] = {{"model.layers.0.w", 2, {2, 2}, z}}, m1[] = {{"model.layers.0.w", 2, {2, 2}, t1}}, m2[] = {{"model.layers.0.w", 2, {2, 2}, t2}},
+              m3[] = {{"model.layers.0.w", 2, {2, 2}, t3}};
+    mkmodel(tpath("z"), mz, 1, 1), mkmodel(tpath("a"), m1, 1, 1), mkmodel(tpath("b"), m2, 1, 1), mkmodel(tpath("c"), m3, 1, 1);
+    CHECK_OK();
+    struct graft_err err;
+    float v[4];
+    CHECK_EQ(run_merge("merge_method: opcm\nbase_model: z\nmodels: [{model: a}, {model: b}]\n", "o1", 2, 0, &err), 0);
+    CHECK(get("o1", "model.layers.0.w", v, 4));
+    double s = (sqrt(5.0) + 3) / 2 / sqrt(5.0);
+    CHECK_VEC(v, (float)(2 * s), 0, 0, (float)s);
+    // orthogonal: P = Uᵀτ₃V = [[0, 4], [0, 0]] off the diagonal and (α = 0.5: r* = 0) kept: M' = [[2, 4], [0, 1]]
+    CHECK_EQ(run_merge("merge_method: opcm\nbase_model: z\nmodels: [{model: a}, {model: c}]\n", "o2", 1, 0, &err), 0);
+    CHECK(get("o2", "model.layers.0.w", v, 4));
+    double nu = (sqrt(5.0) + 4) / 2, l = sqrt(21.0) / nu;
+    CHECK_VEC(v, (float)(2 / l), (float)(4 / l), 0, (float)(1 / l));
+    double n2 = 0;
+    for (int i = 0; i < 4; i++) n2 += (double)v[i] * v[i];
+    CHECK(fabs(sqrt(n2) - nu) < 1e-5 * nu);
+    CHECK_EQ(run_merge("merge_method: opcm\nbase_model: z\nmodels: [{model: a}, {model: b}]\nparameters: {alpha: 2}\n", "o3", 1, 0, &err), GRAFT_E_CONFIG);
+}

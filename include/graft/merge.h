@@ -37,6 +37,8 @@ struct graft_merge_options {
     // When set, nothing is written to disk: the merged model stays in memory and the committed
     // GRAFT_WRITER_MEMORY writer is handed back here (read it with graft_writer_mem_*, free it).
     struct graft_writer **in_memory;
+    // opcm: continue from this state (OUT.opcm-state.safetensors of an earlier merge), or NULL.
+    const char *resume;
 };
 
 struct graft_merge_options graft_merge_default_options(void);

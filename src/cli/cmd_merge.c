@@ -24,7 +24,8 @@ static const char help[] =
     "breadcrumbs, breadcrumbs_ties, della, della_linear, sce, ram, ramplus_tl, model_stock, nearswap, arcee_fusion,\n"
     "passthrough; beyond MergeKit (docs/merge.md): iso_c, iso_cts (scaling_factor, common_space_fraction),\n"
     "tsv (scaling_factor), pcb (pcb_ratio, clip_ratio, per-model weight; ranked per tensor); with per-model\n"
-    "statistics files: regmean and mats ({gram: PATH}), fisher ({fisher: PATH}).\n"
+    "statistics files: regmean and mats ({gram: PATH}), fisher ({fisher: PATH}); continual: opcm (alpha;\n"
+    "--resume).\n"
     "Model paths are folders, .safetensors or .gguf files.\n"
     "\n"
     "Vocabularies: with tokenizer_source base | union | MODEL (or a tokenizer: block) the output vocabulary\n"
@@ -51,10 +52,13 @@ static const char help[] =
     "  --format gguf             write one GGUF file for llama.cpp instead (also chosen by OUT ending in .gguf):\n"
     "                            the merge goes to a temporary folder beside OUT, then is converted as\n"
     "                            `graft convert --to gguf` does (Llama, Mistral, Qwen2) and the folder removed\n"
-    "  --type T                  GGUF matrix type: f32, f16 (default), bf16, q8_0, q4_0\n";
+    "  --type T                  GGUF matrix type: f32, f16 (default), bf16, q8_0, q4_0\n"
+    "  --resume STATE            opcm: fold the config's models into an earlier opcm merge, whose state\n"
+    "                            (merged task vector, λ, norms) that merge wrote beside its output as\n"
+    "                            OUT.opcm-state.safetensors; this merge writes its own state the same way\n";
 
 int cmd_merge(int argc, char **argv) {
-    enum { O_THREADS = 256, O_SEED, O_SHARD, O_DRY, O_FORCE, O_COPY, O_NOCOPY, O_CRIMES, O_CARD, O_NOCARD, O_FORMAT, O_TYPE };
+    enum { O_THREADS = 256, O_SEED, O_SHARD, O_DRY, O_FORCE, O_COPY, O_NOCOPY, O_CRIMES, O_CARD, O_NOCARD, O_FORMAT, O_TYPE, O_RESUME };
     static const struct option opts[] = {
         {"threads", required_argument, 0, O_THREADS}, {"seed", required_argument, 0, O_SEED},
         {"random-seed", required_argument, 0, O_SEED}, {"out-shard-size", required_argument, 0, O_SHARD},
@@ -62,7 +66,7 @@ int cmd_merge(int argc, char **argv) {
         {"copy-tokenizer", no_argument, 0, O_COPY}, {"no-copy-tokenizer", no_argument, 0, O_NOCOPY},
         {"allow-crimes", no_argument, 0, O_CRIMES}, {"write-model-card", no_argument, 0, O_CARD},
         {"no-write-model-card", no_argument, 0, O_NOCARD}, {"format", required_argument, 0, O_FORMAT}, {"type", required_argument, 0, O_TYPE},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"resume", required_argument, 0, O_RESUME}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     bool gguf = false;
     uint32_t gtype = GRAFT_GGML_F16;
     struct graft_merge_options o = graft_merge_default_options();
@@ -96,6 +100,7 @@ int cmd_merge(int argc, char **argv) {
             gtype = types[k];
             break;
         }
+        case O_RESUME: o.resume = optarg; break;
         case 'h': fputs(help, stdout); return GRAFT_EXIT_OK;
         default: return cli_usage("merge", "unknown option");
         }

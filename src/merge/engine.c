@@ -833,6 +833,29 @@ static int copy_tensor(struct exec *x) {
     return rc;
 }
 
+int graft__engine_copy_base(struct plan *p, struct graft_writer *w, struct otensor *o) {
+    const struct oin *in = &o->in[o->mt.base >= 0 ? o->mt.base : 0];
+    const struct graft_model *m = p->models[in->model].m;
+    uint64_t nb = graft_writer_tensor_bytes(w, o->wid);
+    if (o->copy || !nb) {
+        int rc = nb ? graft_writer_write(w, o->wid, 0, graft_model_data(m, in->t), (size_t)nb, p->err) : GRAFT_OK;
+        graft_progress_add(p->opt->progress, nb);
+        return rc;
+    }
+    size_t n = (size_t)o->mt.numel;
+    float *f = graft__malloc(n * sizeof *f);
+    uint8_t *enc = graft__malloc((size_t)nb + 1);
+    int rc = f && enc ? GRAFT_OK : graft_err_set(p->err, GRAFT_E_NOMEM, NULL, o->name, strlen(o->name), "out of memory");
+    if (!rc) {
+        graft_row_to_f32(in->t->info->dtype, graft_model_data(m, in->t), f, n);
+        graft_row_from_f32(o->dtype, f, enc, n);
+        rc = graft_writer_write(w, o->wid, 0, enc, (size_t)nb, p->err);
+        graft_progress_add(p->opt->progress, nb);
+    }
+    graft__free(f), graft__free(enc);
+    return rc;
+}
+
 static int run_tensor(struct exec *x, struct otensor *o) {
     struct plan *p = x->p;
     struct graft_mt *mt = &o->mt;
@@ -949,6 +972,10 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
         graft__free(od);
         if (!p.lora_dir) { rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
     }
+    if (opt->resume && !(p.method = graft_method_find(cfg->merge_method), p.method && p.method->whole)) {
+        rc = graft_err_set(err, GRAFT_E_USAGE, cfg->path, NULL, 0, "--resume continues an opcm merge; this config's merge_method is %s", cfg->merge_method);
+        goto out;
+    }
     if (!(p.method = graft_method_find(cfg->merge_method))) {
         rc = graft_err_set(err, GRAFT_E_CONFIG, cfg->path, NULL, 0, "line %d: unknown merge_method '%s' (available: %s)", cfg->method_line,
                            cfg->merge_method, graft_method_names());
@@ -1006,7 +1033,8 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
         ok = x.in[t] && x.tmp[t] && x.out[t] && x.enc[t];
     }
     if (!ok) { rc = graft_err_set(err, GRAFT_E_NOMEM, out_dir, NULL, 0, "out of memory for %d × %llu-element work buffers", nth, (unsigned long long)max_chunk); goto out; }
-    for (size_t i = 0; i < p.n && !rc; i++) {
+    if (p.method->whole) rc = p.method->whole(&p, w, out_dir, err);
+    for (size_t i = 0; i < p.n && !rc && !p.method->whole; i++) {
         rc = run_tensor(&x, &p.t[i]);
         if (opt->progress && opt->progress->enabled) graft_progress_draw(opt->progress);
     }
@@ -1014,6 +1042,7 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
     if (!rc && opt->write_model_card) rc = write_card(&p, w);
     if (!rc) rc = graft__plan_write_tokenizer(&p, w);
     if (!rc) rc = graft_writer_commit(w, err);
+    if (!rc && p.extra) rc = graft_writer_commit(p.extra, err);
     if (!rc && opt->in_memory) *opt->in_memory = w, w = NULL;
 out:
     for (int t = 0; t < nth; t++) {
@@ -1024,6 +1053,7 @@ out:
     }
     graft__free(x.in), graft__free(x.tmp), graft__free(x.out), graft__free(x.enc);
     graft_writer_free(w);
+    graft_writer_free(p.extra);
     for (size_t i = 0; i < p.n; i++) graft__free(p.t[i].name), graft__free(p.t[i].pad);
     graft__free(p.t);
     for (int i = 0; i < p.n_models; i++) {

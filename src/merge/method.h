@@ -42,6 +42,7 @@ struct graft_chunk {
 };
 
 struct graft_mt; // a merge of one output tensor (see engine.h)
+struct graft_writer;
 
 enum { GRAFT_STATS_SAME = 1, GRAFT_STATS_GRAM = 2 };
 
@@ -89,6 +90,9 @@ struct graft_method {
     // Check the resolved parameters of a tensor before anything runs (ranges, counts); optional.
     int    (*validate)(const struct graft_mt *mt, struct graft_err *err);
     void   (*free_state)(struct graft_mt *mt); // optional
+    // Methods that need passes over the whole model between tensors (opcm) replace the per-tensor run:
+    // given the plan (struct plan, src/merge/plan.h) and the laid-out writer, write every output tensor.
+    int    (*whole)(void *plan, struct graft_writer *w, const char *out_dir, struct graft_err *err);
 };
 
 const struct graft_method *graft_method_find(const char *name);

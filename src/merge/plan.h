@@ -59,6 +59,7 @@ struct plan {
     int                              mod_layers[GRAFT_MAX_MODULES]; // output layers per module
     int                              donor;       // model whose config/tokenizer the output takes
     struct graft_vplan              *vp;          // output vocabulary (tokenizer_source / tokenizer), or NULL
+    struct graft_writer             *extra;       // a second output (opcm's state), committed right after the model
     struct graft_err                *err;
 };
 
@@ -73,6 +74,8 @@ static inline const uint8_t *graft__plan_input_at(const struct plan *p, const st
 // Config error (exit 4) naming the config file.
 int  graft__plan_fail(struct plan *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void graft__plan_warn(struct plan *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// Write tensor o as its base input (bytes when o->copy, else converted to o->dtype).
+int  graft__engine_copy_base(struct plan *p, struct graft_writer *w, struct otensor *o);
 // Open (or find, by real path) the model a config reference names.
 int  graft__plan_open_model(struct plan *p, const char *ref, int *out);
 

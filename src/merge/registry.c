@@ -6,7 +6,7 @@ extern const struct graft_method graft_method_linear, graft_method_passthrough, 
 extern const struct graft_method graft_methods_gta[8];
 extern const struct graft_method graft_method_ram, graft_method_ramplus_tl, graft_method_model_stock, graft_method_karcher,
     graft_method_multislerp, graft_method_nuslerp, graft_method_sce, graft_method_arcee_fusion;
-extern const struct graft_method graft_method_iso_c, graft_method_iso_cts, graft_method_tsv, graft_method_pcb, graft_method_regmean, graft_method_fisher, graft_method_mats;
+extern const struct graft_method graft_method_iso_c, graft_method_iso_cts, graft_method_tsv, graft_method_pcb, graft_method_regmean, graft_method_fisher, graft_method_mats, graft_method_opcm;
 
 static const struct graft_method *const registry[] = {
     &graft_method_linear,
@@ -36,6 +36,7 @@ static const struct graft_method *const registry[] = {
     &graft_method_regmean,
     &graft_method_fisher,
     &graft_method_mats,
+    &graft_method_opcm,
 };
 
 const struct graft_method *graft_method_find(const char *name) {
@@ -46,5 +47,5 @@ const struct graft_method *graft_method_find(const char *name) {
 
 const char *graft_method_names(void) {
     return "linear, slerp, nuslerp, multislerp, karcher, task_arithmetic, ties, dare_linear, dare_ties, breadcrumbs, "
-           "breadcrumbs_ties, della, della_linear, sce, ram, ramplus_tl, model_stock, nearswap, arcee_fusion, passthrough, iso_c, iso_cts, tsv, pcb, regmean, fisher, mats";
+           "breadcrumbs_ties, della, della_linear, sce, ram, ramplus_tl, model_stock, nearswap, arcee_fusion, passthrough, iso_c, iso_cts, tsv, pcb, regmean, fisher, mats, opcm";
 }
