@@ -23,7 +23,7 @@ static const char help[] =
     "Methods: linear, slerp, nuslerp, multislerp, karcher, task_arithmetic, ties, dare_linear, dare_ties,\n"
     "breadcrumbs, breadcrumbs_ties, della, della_linear, sce, ram, ramplus_tl, model_stock, nearswap, arcee_fusion,\n"
     "passthrough; beyond MergeKit (docs/merge.md): iso_c, iso_cts (scaling_factor, common_space_fraction),\n"
-    "tsv (scaling_factor), pcb (pcb_ratio, clip_ratio, per-model weight; ranked per tensor); with per-model\n"
+    "tsv (scaling_factor), pcb (pcb_ratio, clip_ratio, per_tensor, per-model weight); with per-model\n"
     "statistics files: regmean and mats ({gram: PATH}), fisher ({fisher: PATH}); continual: opcm (alpha;\n"
     "--resume).\n"
     "Model paths are folders, .safetensors or .gguf files.\n"

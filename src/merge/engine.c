@@ -1033,8 +1033,9 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
         ok = x.in[t] && x.tmp[t] && x.out[t] && x.enc[t];
     }
     if (!ok) { rc = graft_err_set(err, GRAFT_E_NOMEM, out_dir, NULL, 0, "out of memory for %d × %llu-element work buffers", nth, (unsigned long long)max_chunk); goto out; }
-    if (p.method->whole) rc = p.method->whole(&p, w, out_dir, err);
-    for (size_t i = 0; i < p.n && !rc && !p.method->whole; i++) {
+    bool whole = p.method->whole != NULL;
+    if (whole && (rc = p.method->whole(&p, w, out_dir, err)) > 0) rc = GRAFT_OK, whole = false; // declined: tensor by tensor
+    for (size_t i = 0; i < p.n && !rc && !whole; i++) {
         rc = run_tensor(&x, &p.t[i]);
         if (opt->progress && opt->progress->enabled) graft_progress_draw(opt->progress);
     }

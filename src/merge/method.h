@@ -91,7 +91,8 @@ struct graft_method {
     int    (*validate)(const struct graft_mt *mt, struct graft_err *err);
     void   (*free_state)(struct graft_mt *mt); // optional
     // Methods that need passes over the whole model between tensors (opcm) replace the per-tensor run:
-    // given the plan (struct plan, src/merge/plan.h) and the laid-out writer, write every output tensor.
+    // given the plan (struct plan, src/merge/plan.h) and the laid-out writer, write every output tensor
+    // (or return 1 without writing anything to have the tensors merged one by one as usual).
     int    (*whole)(void *plan, struct graft_writer *w, const char *out_dir, struct graft_err *err);
 };
 

@@ -251,7 +251,7 @@ METHODS = {
     "iso_c": ({"scaling_factor": 1.0}, {}),
     "iso_cts": ({"scaling_factor": 1.0, "common_space_fraction": 0.8}, {}),
     "tsv": ({"scaling_factor": 1.0}, {}),
-    "pcb": ({"pcb_ratio": 0.1, "clip_ratio": 1e-4}, {"weight": 1.0}),
+    "pcb": ({"pcb_ratio": 0.1, "clip_ratio": 1e-4, "per_tensor": False}, {"weight": 1.0}),
     "regmean": ({"reduce_non_diagonal": 0.1}, {"weight": 1.0, "gram": None}),
     "mats": ({"iterations": 100, "model_lambda": 1.0, "init_lambda": 0.3}, {"gram": None}),
     "fisher": ({"fisher_floor": 1e-6, "favor_target_model": True, "normalize_fishers": True}, {"weight": 1.0, "fisher": None}),
@@ -691,33 +691,62 @@ def m_tsv(X, base, pm, gp, ctx):
     return _lowrank(X, base, gp, ctx, delta)
 
 
-def m_pcb(X, base, pm, gp, ctx):
-    """PCB_merge of the official code (pcb-merging.py) on this tensor's flattened task vectors, with
-    sort-based order statistics; a constant row normalises to 0 (graft's guard for the NaN)."""
+def _pcb_parts(X, base):
     B = X[base]
     idx = [i for i in range(len(X)) if i != base]
-    tv = np.stack([(X[i] - B).ravel() for i in idx]).astype(F32)
-    n, d = tv.shape
-    c, r = float(gp["clip_ratio"]), float(gp["pcb_ratio"])
+    return B, idx, np.stack([(X[i] - B).ravel() for i in idx]).astype(F32)
 
-    def clamp(x, lo_q, hi_q):
-        srt = np.sort(x, axis=1)
-        lo = srt[:, int(d * lo_q)][:, None]
-        hi = srt[:, min(int(d * (1 - hi_q) - 1), d - 1)][:, None]
-        return np.minimum(np.maximum(x, lo), hi)
 
-    def normalize(x):
-        mn, mx = x.min(axis=1, keepdims=True), x.max(axis=1, keepdims=True)
-        den = mx - mn
-        return np.where(den > 0, (x - mn) / np.where(den > 0, den, F32(1)), F32(0)).astype(F32)
-
-    A = clamp(np.abs(tv), c, c)
-    tc = (np.sign(tv) * A).astype(F32)
+def _pcb_beta(tv, lo, hi):
+    n = tv.shape[0]
+    A = np.minimum(np.maximum(np.abs(tv), lo), hi)
+    den = hi - lo
+    nm = np.where(den > 0, (A - lo) / np.where(den > 0, den, F32(1)), F32(0)).astype(F32)
     col = tv[0].copy()
     for k in range(1, n):
         col = col + tv[k]
-    beta = (np.exp(F32(n) * normalize(A) ** 2) * np.tanh(tv * col)).astype(F32)
-    scale = normalize(clamp(beta, 1 - r, 0))
+    return A, (np.exp(F32(n) * nm ** 2) * np.tanh(tv * col)).astype(F32)
+
+
+def _kth(v, q):
+    """The reference's sorted(v)[int(q)] (int() truncates toward zero; clamped to the last index)."""
+    return np.sort(v)[min(max(int(q), 0), v.size - 1)]
+
+
+def pcb_global(jobs, load, c, r):
+    """Whole-model thresholds: per task, |τ| clip bounds and the β drop bound over every merged tensor."""
+    parts = [_pcb_parts(load(j), j[2]) for j in jobs]
+    n = parts[0][2].shape[0]
+    flat = np.concatenate([p[2] for p in parts], axis=1)
+    d = flat.shape[1]
+    lo = np.array([_kth(np.abs(flat[k]), d * c) for k in range(n)], F32)[:, None]
+    hi = np.array([_kth(np.abs(flat[k]), d * (1 - c) - 1) for k in range(n)], F32)[:, None]
+    beta = np.concatenate([_pcb_beta(p[2], lo, hi)[1] for p in parts], axis=1)
+    bl = np.array([_kth(beta[k], d * (1 - r)) for k in range(n)], F32)[:, None]
+    bh = beta.max(axis=1).astype(F32)[:, None]
+    return lo, hi, bl, bh
+
+
+def m_pcb(X, base, pm, gp, ctx):
+    """PCB_merge of the official code (pcb-merging.py): order statistics over the whole flattened
+    model (ctx["pcb_global"]) or, with per_tensor, over this tensor; a constant row normalises to 0
+    (graft's guard for the NaN)."""
+    B, idx, tv = _pcb_parts(X, base)
+    n, d = tv.shape
+    c, r = float(gp["clip_ratio"]), float(gp["pcb_ratio"])
+    if ctx.get("pcb_global") is not None:
+        lo, hi, bl, bh = ctx["pcb_global"]
+    else:
+        lo = np.array([_kth(np.abs(tv[k]), d * c) for k in range(n)], F32)[:, None]
+        hi = np.array([_kth(np.abs(tv[k]), d * (1 - c) - 1) for k in range(n)], F32)[:, None]
+    A, beta = _pcb_beta(tv, lo, hi)
+    tc = (np.sign(tv) * A).astype(F32)
+    if ctx.get("pcb_global") is None:
+        bl = np.array([_kth(beta[k], d * (1 - r)) for k in range(n)], F32)[:, None]
+        bh = beta.max(axis=1).astype(F32)[:, None]
+    cl = np.minimum(np.maximum(beta, bl), bh)
+    den = bh - bl
+    scale = np.where(den > 0, (cl - bl) / np.where(den > 0, den, F32(1)), F32(0)).astype(F32)
     lam = np.array([pm[i]["weight"] for i in idx], dtype=F32)[:, None]
     num = np.zeros(d, F32)
     den = np.zeros(d, F32)
@@ -972,13 +1001,16 @@ def merge(cfg_path, out_dir, seed=0):
         odt = out_dt or models[mids[ref]].dtype(in_names[ref])
         out.append((out_name, odt, models[mids[ref]].shape(in_names[ref]), (mids, in_names, bpos, pm, gp)))
 
+    glob = {}
+
     def compute(out_name, odt, shape, job):
         mids, in_names, bpos, pm, gp = job
         X = [models[m].load(nm) for m, nm in zip(mids, in_names)]
         if bpos is not None and len(mids) == 1 and method != "passthrough":
             r = X[0]  # only the base has it: copied
         else:
-            ctx = {"method": method, "name": out_name, "models": mids, "seed": seed, "cfg_dir": cdir, "in_names": in_names}
+            ctx = {"method": method, "name": out_name, "models": mids, "seed": seed, "cfg_dir": cdir, "in_names": in_names,
+                   "pcb_global": glob.get("pcb")}
             r = IMPL[method](X, bpos, pm, gp, ctx)
         return encode(np.asarray(r, dtype=F32).reshape(shape), odt)
 
@@ -1014,6 +1046,10 @@ def merge(cfg_path, out_dir, seed=0):
                     do_tensor("%s.%d.%s" % (prefixes[0], out_layer, rest), sp, mod_params, srcs, in_names, t)
                 out_layer += 1
         loose(slices[-1], mod, mod_params, False)
+    if method == "pcb" and out and not out[0][3][4]["per_tensor"]:
+        merged = [o[3] for o in out if not (o[3][2] is not None and len(o[3][0]) == 1)]
+        g0 = merged[0][4]
+        glob["pcb"] = pcb_global(merged, lambda j: [models[m].load(nm) for m, nm in zip(j[0], j[1])], float(g0["clip_ratio"]), float(g0["pcb_ratio"]))
     os.makedirs(out_dir, exist_ok=True)
     # plan complete: header first, then one tensor at a time (memory: the inputs of one tensor)
     write_safetensors(os.path.join(out_dir, "model.safetensors"), [(o[0], o[1], o[2]) for o in out],
