@@ -70,3 +70,35 @@ void graft__lr_free(struct graft_mt *mt) {
     struct graft_lr *lr = mt->state;
     if (lr) graft__free(lr->tv), graft__free(lr->delta);
 }
+
+int graft__gather_init(struct graft_mt *mt, struct graft_err *err) {
+    struct graft_gather *s = mt->state = graft__calloc(1, sizeof *s);
+    if (!s) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+    for (int i = 0; i < mt->n_in; i++)
+        if (i != mt->base) s->tin[s->T++] = i;
+    s->mat = s->T && mt->stat[s->tin[0]] != NULL;
+    if (s->mat && !(s->w = graft__malloc((size_t)mt->n_in * (size_t)mt->numel * sizeof(float))))
+        return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for %d weights of %llu values", mt->n_in, (unsigned long long)mt->numel);
+    return GRAFT_OK;
+}
+
+int graft__gather_passes(const struct graft_mt *mt) { return ((const struct graft_gather *)mt->state)->mat ? 1 : 0; }
+
+void graft__gather_stat(const struct graft_mt *mt, int pass, const struct graft_chunk *c, double *partial, void *acc) {
+    (void)pass, (void)partial, (void)acc;
+    const struct graft_gather *s = mt->state;
+    for (int i = 0; i < mt->n_in; i++) memcpy(s->w + (size_t)i * mt->numel + c->e0, c->in[i], (size_t)c->n * sizeof(float));
+}
+
+void graft__gather_free(struct graft_mt *mt) {
+    struct graft_gather *s = mt->state;
+    if (s) graft__free(s->w), graft__free(s->res);
+}
+
+void graft__gram_load(const struct graft_mt *mt, int i, double lam, double scale, double *G, float *row) {
+    size_t in = (size_t)mt->row_len, es = (size_t)graft_dtype_traits(mt->stat_dt[i])->bits / 8;
+    for (size_t a = 0; a < in; a++) {
+        graft_row_to_f32(mt->stat_dt[i], mt->stat[i] + a * in * es, row, in);
+        for (size_t c = 0; c < in; c++) G[a * in + c] = scale * (a == c ? (double)row[c] : lam * (double)row[c]);
+    }
+}

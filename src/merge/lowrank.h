@@ -27,3 +27,18 @@ void   graft__lr_free(struct graft_mt *mt);
 // Δ = scale · A·B for A m×k and B k×n (row-major), into lr->delta (allocated here).
 int    graft__lr_product(struct graft_lr *lr, const float *A, const float *B, size_t k, float scale, struct graft_err *err);
 #endif
+
+// Every input of a tensor gathered whole (regmean, mats: the weights themselves, base included), and
+// the result those methods solve for. `mat`: the tensor has statistics (a Gram matrix per model).
+struct graft_gather {
+    bool   mat;
+    int    T, tin[GRAFT_MAX_INPUTS]; // inputs other than the base
+    float *w;                        // n_in × numel
+    float *res;                      // numel, once solved
+};
+int    graft__gather_init(struct graft_mt *mt, struct graft_err *err);
+int    graft__gather_passes(const struct graft_mt *mt);
+void   graft__gather_stat(const struct graft_mt *mt, int pass, const struct graft_chunk *c, double *partial, void *acc);
+void   graft__gather_free(struct graft_mt *mt);
+// Input i's Gram matrix (in × in) in double: diagonal × scale, off-diagonals × scale·lam; row: in floats of scratch.
+void   graft__gram_load(const struct graft_mt *mt, int i, double lam, double scale, double *G, float *row);

@@ -11,16 +11,10 @@
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
-#include "engine.h"
+#include "lowrank.h"
 
 static const struct graft_mparam params[] = {{"iterations", false, false, 100}, {"model_lambda", false, false, 1.0}, {"init_lambda", false, false, 0.3}};
 
-struct st {
-    bool   mat;
-    int    T, tin[GRAFT_MAX_INPUTS];
-    float *w;      // n_in × numel gathered inputs (base included, for the start)
-    float *res;
-};
 
 static int validate(const struct graft_mt *mt, struct graft_err *err) {
     double it = GP(mt, "iterations"), l = GP(mt, "model_lambda");
@@ -29,25 +23,8 @@ static int validate(const struct graft_mt *mt, struct graft_err *err) {
     return GRAFT_OK;
 }
 
-static int init(struct graft_mt *mt, struct graft_err *err) {
-    struct st *s = mt->state = graft__calloc(1, sizeof *s);
-    if (!s) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
-    for (int i = 0; i < mt->n_in; i++)
-        if (i != mt->base) s->tin[s->T++] = i;
-    s->mat = s->T && mt->stat[s->tin[0]] != NULL;
-    if (s->mat && !(s->w = graft__malloc((size_t)mt->n_in * (size_t)mt->numel * sizeof(float))))
-        return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for %d weights of %llu values", mt->n_in, (unsigned long long)mt->numel);
-    return GRAFT_OK;
-}
 
-static int n_passes(const struct graft_mt *mt) { return ((const struct st *)mt->state)->mat ? 1 : 0; }
-static size_t partial_len(const struct graft_mt *mt, int pass) { (void)mt, (void)pass; return 1; }
 
-static void stat(const struct graft_mt *mt, int pass, const struct graft_chunk *c, double *partial, void *acc) {
-    (void)pass, (void)partial, (void)acc;
-    const struct st *s = mt->state;
-    for (int i = 0; i < mt->n_in; i++) memcpy(s->w + (size_t)i * mt->numel + c->e0, c->in[i], (size_t)c->n * sizeof(float));
-}
 
 static double dot(const double *a, const double *b, size_t n) {
     double s = 0;
@@ -57,7 +34,7 @@ static double dot(const double *a, const double *b, size_t n) {
 
 static int combine(struct graft_mt *mt, int pass, const double *partials, void *const *accs, int n_accs, struct graft_err *err) {
     (void)pass, (void)partials, (void)accs, (void)n_accs;
-    struct st *s = mt->state;
+    struct graft_gather *s = mt->state;
     size_t out = (size_t)mt->dim0, in = (size_t)mt->row_len, N = in * out, numel = (size_t)mt->numel;
     double lam = GP(mt, "model_lambda"), il = GP(mt, "init_lambda");
     double *A = graft__calloc(in * in, sizeof *A), *G = graft__malloc(in * in * sizeof *G), *b = graft__calloc(N, sizeof *b);
@@ -66,11 +43,7 @@ static int combine(struct graft_mt *mt, int pass, const double *partials, void *
     int rc = A && G && b && W && x && r && p && q && row ? GRAFT_OK : graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for %zu×%zu Gram matrices", in, in);
     for (int t = 0; !rc && t < s->T; t++) {
         int i = s->tin[t];
-        size_t es = (size_t)graft_dtype_traits(mt->stat_dt[i])->bits / 8;
-        for (size_t a = 0; a < in; a++) {
-            graft_row_to_f32(mt->stat_dt[i], mt->stat[i] + a * in * es, row, in);
-            for (size_t c = 0; c < in; c++) G[a * in + c] = mt->stat_scale[i] * (a == c ? (double)row[c] : lam * (double)row[c]);
-        }
+        graft__gram_load(mt, i, lam, mt->stat_scale[i], G, row);
         for (size_t k = 0; k < in * in; k++) A[k] += G[k];
         const float *Wi = s->w + (size_t)i * numel;
         for (size_t o = 0; o < out; o++)
@@ -123,7 +96,7 @@ static int combine(struct graft_mt *mt, int pass, const double *partials, void *
 }
 
 static void apply(const struct graft_mt *mt, const struct graft_chunk *c, float *out) {
-    const struct st *s = mt->state;
+    const struct graft_gather *s = mt->state;
     if (s->mat) { memcpy(out, s->res + c->e0, (size_t)c->n * sizeof(float)); return; }
     for (uint64_t e = 0; e < c->n; e++) {
         float acc = 0;
@@ -132,13 +105,9 @@ static void apply(const struct graft_mt *mt, const struct graft_chunk *c, float 
     }
 }
 
-static void free_state(struct graft_mt *mt) {
-    struct st *s = mt->state;
-    if (s) graft__free(s->w), graft__free(s->res);
-}
 
 const struct graft_method graft_method_mats = {
     .name = "mats", .pretty = "MaTS (conjugate gradient, blockwise)", .base = GRAFT_BASE_OPTIONAL, .min_models = 2, .max_models = -1, .params = params,
-    .n_params = 3, .stats = "gram", .stats_kind = GRAFT_STATS_GRAM, .init = init, .n_passes = n_passes, .partial_len = partial_len, .stat = stat,
-    .combine = combine, .apply = apply, .validate = validate, .free_state = free_state,
+    .n_params = 3, .stats = "gram", .stats_kind = GRAFT_STATS_GRAM, .init = graft__gather_init, .n_passes = graft__gather_passes, .partial_len = graft__lr_partial_len, .stat = graft__gather_stat,
+    .combine = combine, .apply = apply, .validate = validate, .free_state = graft__gather_free,
 };

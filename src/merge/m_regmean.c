@@ -11,15 +11,10 @@
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
-#include "engine.h"
+#include "lowrank.h"
 
 static const struct graft_mparam params[] = {{"weight", true, false, 1.0}, {"reduce_non_diagonal", false, false, 0.1}};
 
-struct st {
-    bool   mat;        // this tensor has Gram matrices
-    float *w;          // n_in × out × in gathered weights
-    float *res;        // the solved weight (out × in)
-};
 
 static int validate(const struct graft_mt *mt, struct graft_err *err) {
     double a = GP(mt, "reduce_non_diagonal");
@@ -29,27 +24,12 @@ static int validate(const struct graft_mt *mt, struct graft_err *err) {
     return GRAFT_OK;
 }
 
-static int init(struct graft_mt *mt, struct graft_err *err) {
-    struct st *s = mt->state = graft__calloc(1, sizeof *s);
-    if (!s) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
-    s->mat = mt->stat[0] != NULL;
-    if (s->mat && !(s->w = graft__malloc((size_t)mt->n_in * (size_t)mt->numel * sizeof(float))))
-        return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for %d weights of %llu values", mt->n_in, (unsigned long long)mt->numel);
-    return GRAFT_OK;
-}
 
-static int n_passes(const struct graft_mt *mt) { return ((const struct st *)mt->state)->mat ? 1 : 0; }
-static size_t partial_len(const struct graft_mt *mt, int pass) { (void)mt, (void)pass; return 1; }
 
-static void stat(const struct graft_mt *mt, int pass, const struct graft_chunk *c, double *partial, void *acc) {
-    (void)pass, (void)partial, (void)acc;
-    const struct st *s = mt->state;
-    for (int i = 0; i < mt->n_in; i++) memcpy(s->w + (size_t)i * mt->numel + c->e0, c->in[i], (size_t)c->n * sizeof(float));
-}
 
 static int combine(struct graft_mt *mt, int pass, const double *partials, void *const *accs, int n_accs, struct graft_err *err) {
     (void)pass, (void)partials, (void)accs, (void)n_accs;
-    struct st *s = mt->state;
+    struct graft_gather *s = mt->state;
     size_t out = (size_t)mt->dim0, in = (size_t)mt->row_len;
     double a = GP(mt, "reduce_non_diagonal");
     double *A = graft__calloc(in * in, sizeof *A), *Bm = graft__calloc(in * out, sizeof *Bm), *G = graft__malloc(in * in * sizeof *G);
@@ -58,12 +38,7 @@ static int combine(struct graft_mt *mt, int pass, const double *partials, void *
     lapack_int *piv = graft__malloc(in * sizeof *piv);
     int rc = A && Bm && G && W && row && piv ? GRAFT_OK : graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for %zu×%zu Gram matrices", in, in);
     for (int i = 0; !rc && i < mt->n_in; i++) {
-        size_t es = (size_t)graft_dtype_traits(mt->stat_dt[i])->bits / 8;
-        double w = PM(mt, i, "weight") * mt->stat_scale[i];
-        for (size_t r = 0; r < in; r++) {
-            graft_row_to_f32(mt->stat_dt[i], mt->stat[i] + r * in * es, row, in);
-            for (size_t q = 0; q < in; q++) G[r * in + q] = w * (r == q ? (double)row[q] : a * (double)row[q]);
-        }
+        graft__gram_load(mt, i, a, PM(mt, i, "weight") * mt->stat_scale[i], G, row);
         for (size_t k = 0; k < in * in; k++) A[k] += G[k];
         const float *Wi = s->w + (size_t)i * mt->numel; // [out × in]; Wᵢᵀ is [in × out]
         for (size_t o = 0; o < out; o++)
@@ -86,7 +61,7 @@ static int combine(struct graft_mt *mt, int pass, const double *partials, void *
 }
 
 static void apply(const struct graft_mt *mt, const struct graft_chunk *c, float *out) {
-    const struct st *s = mt->state;
+    const struct graft_gather *s = mt->state;
     if (s->mat) { memcpy(out, s->res + c->e0, (size_t)c->n * sizeof(float)); return; }
     double sw = 0;
     for (int i = 0; i < mt->n_in; i++) sw += PM(mt, i, "weight");
@@ -97,13 +72,9 @@ static void apply(const struct graft_mt *mt, const struct graft_chunk *c, float 
     }
 }
 
-static void free_state(struct graft_mt *mt) {
-    struct st *s = mt->state;
-    if (s) graft__free(s->w), graft__free(s->res);
-}
 
 const struct graft_method graft_method_regmean = {
     .name = "regmean", .pretty = "RegMean", .base = GRAFT_BASE_IGNORED, .min_models = 2, .max_models = -1, .params = params, .n_params = 2,
-    .stats = "gram", .stats_kind = GRAFT_STATS_GRAM, .init = init, .n_passes = n_passes, .partial_len = partial_len, .stat = stat,
-    .combine = combine, .apply = apply, .validate = validate, .free_state = free_state,
+    .stats = "gram", .stats_kind = GRAFT_STATS_GRAM, .init = graft__gather_init, .n_passes = graft__gather_passes, .partial_len = graft__lr_partial_len, .stat = graft__gather_stat,
+    .combine = combine, .apply = apply, .validate = validate, .free_state = graft__gather_free,
 };

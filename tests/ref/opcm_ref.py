@@ -2,27 +2,15 @@
 """Independent OPCM (methods-research.md A9, fusion_bench's opcm with full SVDs) in float64 NumPy on
 single-file model folders; compares with graft's output.
 Usage: opcm_ref.py GRAFT_OUT ALPHA BASE MODEL..."""
-import json
-import struct
+import os
 import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from analyze_ref import load  # noqa: E402  (the same single-file safetensors reader)
+
 EMB = ("embed_tokens", "wte.", "wpe.", "embed_in", "word_embeddings", "tok_embeddings", "embeddings.")
-
-
-def load(d):
-    b = open(d + "/model.safetensors", "rb").read()
-    n = struct.unpack("<Q", b[:8])[0]
-    h = json.loads(b[8:8 + n])
-    out = {}
-    for k, v in h.items():
-        if k == "__metadata__":
-            continue
-        raw = b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]]
-        a = (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32) if v["dtype"] == "BF16" else np.frombuffer(raw, {"F32": np.float32, "F16": np.float16}[v["dtype"]])
-        out[k] = a.astype(np.float64).reshape(v["shape"])
-    return out
 
 
 def main(a):
