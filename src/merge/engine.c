@@ -864,7 +864,7 @@ static int run_tensor(struct exec *x, struct otensor *o) {
     int nth = p->opt->n_threads > 0 ? p->opt->n_threads : 1;
     int rc = GRAFT_OK;
     if (o->remap && (rc = graft__vplan_pad_rows(p, o))) return rc;
-    if (!o->identity && mt->m->init && (rc = mt->m->init(mt, p->err))) return rc;
+    if (!o->identity && mt->m->init) rc = mt->m->init(mt, p->err); // on failure the state is freed below
     for (int pass = 0; !rc && !o->identity && mt->m->n_passes && pass < mt->m->n_passes(mt); pass++) {
         x->pass = pass;
         x->plen = mt->m->partial_len ? mt->m->partial_len(mt, pass) : 0;
