@@ -122,8 +122,7 @@ int cmd_merge(int argc, char **argv) {
             return cli_fail(&err);
         }
         const char *slash = strrchr(out, '/');
-        char *tmp = slash ? graft__asprintf("%.*s/.%s.graft-tmp-%ld-hf", (int)(slash - out), out, slash + 1, (long)getpid())
-                          : graft__asprintf(".%s.graft-tmp-%ld-hf", out, (long)getpid());
+        char *tmp = graft__temp_beside(out, "-hf");
         if (!tmp) { graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); return cli_fail(&err); }
         unsigned keep = o.writer_flags;
         o.writer_flags &= ~(unsigned)GRAFT_WRITER_FORCE;

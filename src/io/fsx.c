@@ -53,3 +53,29 @@ static int rm_entry(const char *path, const struct stat *sb, int type, struct FT
 void graft__rm_tree(const char *path) {
     nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
+
+// Where `target`'s folder part ends: the length of "<dir>" in "<dir>/<name>" (trailing '/' ignored),
+// with *name_at / *name_len the name; -1 when target has no folder part.
+static long split_target(const char *target, size_t *name_at, size_t *name_len) {
+    size_t ol = strlen(target);
+    while (ol > 1 && target[ol - 1] == '/') ol--;
+    const char *sl = memrchr(target, '/', ol);
+    *name_at = sl ? (size_t)(sl - target) + 1 : 0, *name_len = ol - *name_at;
+    return sl ? (long)(sl - target) : -1;
+}
+
+char *graft__temp_beside(const char *target, const char *suffix) {
+    size_t at, nl;
+    long dl = split_target(target, &at, &nl);
+    if (dl < 0) return graft__asprintf(".%.*s.graft-tmp-%ld%s", (int)nl, target, (long)getpid(), suffix);
+    return graft__asprintf("%.*s/.%.*s.graft-tmp-%ld%s", (int)dl, target, (int)nl, target + at, (long)getpid(), suffix);
+}
+
+void graft__remove_stale_beside(const char *target) {
+    size_t at, nl;
+    long dl = split_target(target, &at, &nl);
+    char *dir = dl < 0 ? graft__strdup(".") : graft__strndup(target, dl ? (size_t)dl : 1);
+    char *prefix = graft__asprintf(".%.*s.graft-tmp-", (int)nl, target + at);
+    if (dir && prefix) graft__remove_stale(dir, prefix);
+    graft__free(dir), graft__free(prefix);
+}

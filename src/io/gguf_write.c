@@ -44,16 +44,9 @@ int graft_gguf_writer_open(const char *target, unsigned flags, struct graft_gguf
     if (!w) return graft_err_set(err, GRAFT_E_NOMEM, target, NULL, 0, "out of memory");
     w->fd = -1, w->flags = flags, w->alignment = GRAFT_GGUF_DEFAULT_ALIGNMENT;
     graft__buf_init(&w->kv, 1u << 30);
-    const char *slash = strrchr(target, '/');
     w->target = graft__strdup(target);
-    { // temporaries of this target left by killed runs
-        char *dir = slash ? graft__strndup(target, slash == target ? 1 : (size_t)(slash - target)) : graft__strdup(".");
-        char *prefix = graft__asprintf(".%s.graft-tmp-", slash ? slash + 1 : target);
-        if (dir && prefix) graft__remove_stale(dir, prefix);
-        graft__free(dir), graft__free(prefix);
-    }
-    w->tmp = slash ? graft__asprintf("%.*s/.%s.graft-tmp-%ld", (int)(slash - target), target, slash + 1, (long)getpid())
-                   : graft__asprintf(".%s.graft-tmp-%ld", target, (long)getpid());
+    graft__remove_stale_beside(target); // temporaries of this target left by killed runs
+    w->tmp = graft__temp_beside(target, "");
     if (!w->target || !w->tmp) { graft_gguf_writer_free(w); return graft_err_set(err, GRAFT_E_NOMEM, target, NULL, 0, "out of memory"); }
     int inj = graft__fault_io("open");
     w->fd = inj ? (errno = inj, -1) : open(w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);

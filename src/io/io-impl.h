@@ -62,6 +62,13 @@ int graft__rename(const char *from, const char *to);
 void graft__rm_tree(const char *path);
 // Remove entries of `dir` named PREFIX<pid>… whose process no longer exists (left by killed runs).
 void graft__remove_stale(const char *dir, const char *prefix);
+// "<dir>/.<name>.graft-tmp-<pid><suffix>" for target "<dir>/<name>" (trailing '/' ignored; without a
+// folder part, relative to the working folder): the name of every temporary graft keeps beside an
+// output, so that graft__remove_stale_beside (or the folder writer) of a later run removes it if this
+// process is killed.
+char *graft__temp_beside(const char *target, const char *suffix);
+// Remove the temporaries of killed runs beside target (".<name>.graft-tmp-<dead pid>…").
+void graft__remove_stale_beside(const char *target);
 // fsync a folder by path.
 int graft__fsync_dir(const char *path);
 #endif

@@ -962,14 +962,7 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
     if (!p.cfg_dir) { rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
     { // LoRA-applied inputs go beside the output, named like the writer's temp folders (so a later run
       // removes them if this one is killed)
-        size_t ol = strlen(out_dir);
-        while (ol > 1 && out_dir[ol - 1] == '/') ol--;
-        char *od = graft__strndup(out_dir, ol), *sep = od ? strrchr(od, '/') : NULL;
-        const char *parent = ".", *name = od;
-        if (sep == od) parent = "/", name = sep + 1;      // "/out"
-        else if (sep) *sep = 0, parent = od, name = sep + 1; // "a/b/out"
-        p.lora_dir = od ? graft__asprintf("%s/.%s.graft-tmp-%ld-lora", parent, name, (long)getpid()) : NULL;
-        graft__free(od);
+        p.lora_dir = graft__temp_beside(out_dir, "-lora");
         if (!p.lora_dir) { rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
     }
     if (opt->resume && !(p.method = graft_method_find(cfg->merge_method), p.method && p.method->whole)) {

@@ -184,9 +184,7 @@ static int run(struct plan *p, struct graft_writer *w, const char *out_dir, stru
     {   // the temporary M' file beside the output (named like the writer's temporaries: removed if we are killed)
         size_t ol = strlen(out_dir);
         while (ol > 1 && out_dir[ol - 1] == '/') ol--;
-        const char *sl = memrchr(out_dir, '/', ol);
-        tmp = sl ? graft__asprintf("%.*s/.%.*s.graft-tmp-%ld-opcm", (int)(sl - out_dir), out_dir, (int)(ol - (size_t)(sl - out_dir) - 1), sl + 1, (long)getpid())
-                 : graft__asprintf(".%.*s.graft-tmp-%ld-opcm", (int)ol, out_dir, (long)getpid());
+        tmp = graft__temp_beside(out_dir, "-opcm");
         state_path = graft__asprintf("%.*s.opcm-state.safetensors", (int)ol, out_dir);
         if (!tmp || !state_path) { rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
         int inj = graft__fault_io("open");
