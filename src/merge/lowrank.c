@@ -1,4 +1,5 @@
 // Gathering task matrices for the SVD-based merges, and their apply step (lowrank.h).
+#include <cblas.h>
 #include <string.h>
 #include "lowrank.h"
 
@@ -95,10 +96,27 @@ void graft__gather_free(struct graft_mt *mt) {
     if (s) graft__free(s->w), graft__free(s->res);
 }
 
-void graft__gram_load(const struct graft_mt *mt, int i, double lam, double scale, double *G, float *row) {
-    size_t in = (size_t)mt->row_len, es = (size_t)graft_dtype_traits(mt->stat_dt[i])->bits / 8;
-    for (size_t a = 0; a < in; a++) {
-        graft_row_to_f32(mt->stat_dt[i], mt->stat[i] + a * in * es, row, in);
-        for (size_t c = 0; c < in; c++) G[a * in + c] = scale * (a == c ? (double)row[c] : lam * (double)row[c]);
+int graft__gram_system(const struct graft_mt *mt, const int *ins, const double *scale, int n, double lam, double *A, double *B,
+                       struct graft_err *err) {
+    const struct graft_gather *s = mt->state;
+    size_t out = (size_t)mt->dim0, in = (size_t)mt->row_len;
+    double *G = graft__malloc(in * in * sizeof *G), *W = graft__malloc(in * out * sizeof *W);
+    float *row = graft__malloc(in * sizeof *row);
+    int rc = G && W && row ? GRAFT_OK : graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for %zu×%zu Gram matrices", in, in);
+    if (!rc) memset(A, 0, in * in * sizeof *A), memset(B, 0, in * out * sizeof *B);
+    for (int k = 0; !rc && k < n; k++) {
+        int i = ins[k];
+        size_t es = (size_t)graft_dtype_traits(mt->stat_dt[i])->bits / 8;
+        for (size_t a = 0; a < in; a++) {
+            graft_row_to_f32(mt->stat_dt[i], mt->stat[i] + a * in * es, row, in);
+            for (size_t c = 0; c < in; c++) G[a * in + c] = scale[k] * (a == c ? (double)row[c] : lam * (double)row[c]);
+        }
+        for (size_t q = 0; q < in * in; q++) A[q] += G[q];
+        const float *Wi = s->w + (size_t)i * mt->numel; // [out × in]; Wᵢᵀ is [in × out]
+        for (size_t o = 0; o < out; o++)
+            for (size_t c = 0; c < in; c++) W[c * out + o] = Wi[o * in + c];
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)in, (int)out, (int)in, 1.0, G, (int)in, W, (int)out, 1.0, B, (int)out);
     }
+    graft__free(G), graft__free(W), graft__free(row);
+    return rc;
 }

@@ -40,5 +40,8 @@ int    graft__gather_init(struct graft_mt *mt, struct graft_err *err);
 int    graft__gather_passes(const struct graft_mt *mt);
 void   graft__gather_stat(const struct graft_mt *mt, int pass, const struct graft_chunk *c, double *partial, void *acc);
 void   graft__gather_free(struct graft_mt *mt);
-// Input i's Gram matrix (in × in) in double: diagonal × scale, off-diagonals × scale·lam; row: in floats of scratch.
-void   graft__gram_load(const struct graft_mt *mt, int i, double lam, double scale, double *G, float *row);
+// The normal equations of the Gram-based merges over inputs ins[0..n): A = Σ G̃_i (in × in) and
+// B = Σ G̃_i·W_iᵀ (in × out), in double, with G̃_i input i's Gram matrix whose diagonal is multiplied by
+// scale[k] and its off-diagonals by scale[k]·lam. A and B are overwritten.
+int    graft__gram_system(const struct graft_mt *mt, const int *ins, const double *scale, int n, double lam, double *A, double *B,
+                          struct graft_err *err);

@@ -15,16 +15,12 @@
 
 static const struct graft_mparam params[] = {{"iterations", false, false, 100}, {"model_lambda", false, false, 1.0}, {"init_lambda", false, false, 0.3}};
 
-
 static int validate(const struct graft_mt *mt, struct graft_err *err) {
     double it = GP(mt, "iterations"), l = GP(mt, "model_lambda");
     if (!(it >= 0 && it <= 100000 && it == floor(it))) return graft_err_set(err, GRAFT_E_CONFIG, NULL, NULL, 0, "iterations must be an integer in [0, 100000], got %g", it);
     if (!(l >= 0 && l <= 1)) return graft_err_set(err, GRAFT_E_CONFIG, NULL, NULL, 0, "model_lambda must be in [0, 1], got %g", l);
     return GRAFT_OK;
 }
-
-
-
 
 static double dot(const double *a, const double *b, size_t n) {
     double s = 0;
@@ -37,19 +33,11 @@ static int combine(struct graft_mt *mt, int pass, const double *partials, void *
     struct graft_gather *s = mt->state;
     size_t out = (size_t)mt->dim0, in = (size_t)mt->row_len, N = in * out, numel = (size_t)mt->numel;
     double lam = GP(mt, "model_lambda"), il = GP(mt, "init_lambda");
-    double *A = graft__calloc(in * in, sizeof *A), *G = graft__malloc(in * in * sizeof *G), *b = graft__calloc(N, sizeof *b);
-    double *W = graft__malloc(N * sizeof *W), *x = graft__calloc(N, sizeof *x), *r = graft__malloc(N * sizeof *r), *p = graft__malloc(N * sizeof *p), *q = graft__malloc(N * sizeof *q);
-    float *row = graft__malloc(in * sizeof *row);
-    int rc = A && G && b && W && x && r && p && q && row ? GRAFT_OK : graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for %zu×%zu Gram matrices", in, in);
-    for (int t = 0; !rc && t < s->T; t++) {
-        int i = s->tin[t];
-        graft__gram_load(mt, i, lam, mt->stat_scale[i], G, row);
-        for (size_t k = 0; k < in * in; k++) A[k] += G[k];
-        const float *Wi = s->w + (size_t)i * numel;
-        for (size_t o = 0; o < out; o++)
-            for (size_t c = 0; c < in; c++) W[c * out + o] = Wi[o * in + c];
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)in, (int)out, (int)in, 1.0, G, (int)in, W, (int)out, 1.0, b, (int)out);
-    }
+    double *A = graft__malloc(in * in * sizeof *A), *b = graft__malloc(N * sizeof *b), scale[GRAFT_MAX_INPUTS];
+    double *x = graft__calloc(N, sizeof *x), *r = graft__malloc(N * sizeof *r), *p = graft__malloc(N * sizeof *p), *q = graft__malloc(N * sizeof *q);
+    for (int t = 0; t < s->T; t++) scale[t] = mt->stat_scale[s->tin[t]];
+    int rc = A && b && x && r && p && q ? graft__gram_system(mt, s->tin, scale, s->T, lam, A, b, err)
+                                        : graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for %zu×%zu Gram matrices", in, in);
     // start: task arithmetic from the base, else the average
     for (size_t o = 0; !rc && o < out; o++)
         for (size_t c = 0; c < in; c++) {
@@ -90,7 +78,7 @@ static int combine(struct graft_mt *mt, int pass, const double *partials, void *
     if (!rc && !(s->res = graft__malloc(numel * sizeof(float)))) rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
     for (size_t o = 0; !rc && o < out; o++)
         for (size_t c = 0; c < in; c++) s->res[o * in + c] = (float)x[c * out + o];
-    graft__free(A), graft__free(G), graft__free(b), graft__free(W), graft__free(x), graft__free(r), graft__free(p), graft__free(q), graft__free(row);
+    graft__free(A), graft__free(b), graft__free(x), graft__free(r), graft__free(p), graft__free(q);
     graft__free(s->w), s->w = NULL;
     return rc;
 }
@@ -104,7 +92,6 @@ static void apply(const struct graft_mt *mt, const struct graft_chunk *c, float 
         out[e] = s->T ? acc / (float)s->T : c->in[0][e];
     }
 }
-
 
 const struct graft_method graft_method_mats = {
     .name = "mats", .pretty = "MaTS (conjugate gradient, blockwise)", .base = GRAFT_BASE_OPTIONAL, .min_models = 2, .max_models = -1, .params = params,

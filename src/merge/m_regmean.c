@@ -8,13 +8,11 @@
 //   W*ᵀ = (Σ_i G̃_i)⁻¹ · Σ_i G̃_i·W_iᵀ              (an LU solve in double, not an explicit inverse)
 // Tensors without Gram matrices (embeddings, norms, biases): the weighted mean Σ w_i θ_i / Σ w_i.
 #include <lapacke.h>
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 #include "lowrank.h"
 
 static const struct graft_mparam params[] = {{"weight", true, false, 1.0}, {"reduce_non_diagonal", false, false, 0.1}};
-
 
 static int validate(const struct graft_mt *mt, struct graft_err *err) {
     double a = GP(mt, "reduce_non_diagonal");
@@ -24,27 +22,17 @@ static int validate(const struct graft_mt *mt, struct graft_err *err) {
     return GRAFT_OK;
 }
 
-
-
-
 static int combine(struct graft_mt *mt, int pass, const double *partials, void *const *accs, int n_accs, struct graft_err *err) {
     (void)pass, (void)partials, (void)accs, (void)n_accs;
     struct graft_gather *s = mt->state;
     size_t out = (size_t)mt->dim0, in = (size_t)mt->row_len;
     double a = GP(mt, "reduce_non_diagonal");
-    double *A = graft__calloc(in * in, sizeof *A), *Bm = graft__calloc(in * out, sizeof *Bm), *G = graft__malloc(in * in * sizeof *G);
-    double *W = graft__malloc(in * out * sizeof *W);
-    float *row = graft__malloc(in * sizeof *row);
+    double *A = graft__malloc(in * in * sizeof *A), *Bm = graft__malloc(in * out * sizeof *Bm), scale[GRAFT_MAX_INPUTS];
     lapack_int *piv = graft__malloc(in * sizeof *piv);
-    int rc = A && Bm && G && W && row && piv ? GRAFT_OK : graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for %zu×%zu Gram matrices", in, in);
-    for (int i = 0; !rc && i < mt->n_in; i++) {
-        graft__gram_load(mt, i, a, PM(mt, i, "weight") * mt->stat_scale[i], G, row);
-        for (size_t k = 0; k < in * in; k++) A[k] += G[k];
-        const float *Wi = s->w + (size_t)i * mt->numel; // [out × in]; Wᵢᵀ is [in × out]
-        for (size_t o = 0; o < out; o++)
-            for (size_t q = 0; q < in; q++) W[q * out + o] = Wi[o * in + q];
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)in, (int)out, (int)in, 1.0, G, (int)in, W, (int)out, 1.0, Bm, (int)out);
-    }
+    int ins[GRAFT_MAX_INPUTS];
+    for (int i = 0; i < mt->n_in; i++) ins[i] = i, scale[i] = PM(mt, i, "weight") * mt->stat_scale[i];
+    int rc = A && Bm && piv ? graft__gram_system(mt, ins, scale, mt->n_in, a, A, Bm, err)
+                            : graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for %zu×%zu Gram matrices", in, in);
     for (size_t k = 0; !rc && k < in * in; k++)
         if (!isfinite(A[k])) rc = graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "non-finite values in the Gram matrices");
     if (!rc) {
@@ -55,7 +43,7 @@ static int combine(struct graft_mt *mt, int pass, const double *partials, void *
     if (!rc && !(s->res = graft__malloc(out * in * sizeof(float)))) rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
     for (size_t o = 0; !rc && o < out; o++)
         for (size_t q = 0; q < in; q++) s->res[o * in + q] = (float)Bm[q * out + o];
-    graft__free(A), graft__free(Bm), graft__free(G), graft__free(W), graft__free(row), graft__free(piv);
+    graft__free(A), graft__free(Bm), graft__free(piv);
     graft__free(s->w), s->w = NULL;
     return rc;
 }
@@ -71,7 +59,6 @@ static void apply(const struct graft_mt *mt, const struct graft_chunk *c, float 
         out[e] = acc / (float)sw;
     }
 }
-
 
 const struct graft_method graft_method_regmean = {
     .name = "regmean", .pretty = "RegMean", .base = GRAFT_BASE_IGNORED, .min_models = 2, .max_models = -1, .params = params, .n_params = 2,
