@@ -152,23 +152,27 @@ static int module_of(const struct plan *p, const char *name, size_t len, const c
 }
 
 // A path of the config resolved to a real path (relative to the config's folder), or a config error.
-static int resolve_ref(struct plan *p, const char *ref, char *real) {
+// A path of the config (relative to its folder) made real; `what` names it in the error ("model", or
+// "statistics file", which gets no Hugging Face hint).
+static int resolve_path(struct plan *p, const char *ref, const char *what, char *real) {
     char *path = ref[0] == '/' ? graft__strdup(ref) : graft__asprintf("%s/%s", p->cfg_dir, ref);
     if (!path) return graft_err_set(p->err, GRAFT_E_NOMEM, ref, NULL, 0, "out of memory");
     struct stat sb;
     if (stat(path, &sb) != 0 || !realpath(path, real)) {
         int rc;
-        if (ref[0] != '/' && ref[0] != '.' && strchr(ref, '/') && !strchr(strchr(ref, '/') + 1, '/'))
+        if (!strcmp(what, "model") && ref[0] != '/' && ref[0] != '.' && strchr(ref, '/') && !strchr(strchr(ref, '/') + 1, '/'))
             rc = graft__plan_fail(p, "model '%s' is not a local folder (looked in %s); graft works offline on local folders: download the "
                           "Hugging Face repo first and give its path", ref, path);
         else
-            rc = graft__plan_fail(p, "model '%s' not found (looked in %s)", ref, path);
+            rc = graft__plan_fail(p, "%s '%s' not found (looked in %s)", what, ref, path);
         graft__free(path);
         return rc;
     }
     graft__free(path);
     return GRAFT_OK;
 }
+
+static int resolve_ref(struct plan *p, const char *ref, char *real) { return resolve_path(p, ref, "model", real); }
 
 // `base+adapter` (MergeKit's LoRA reference): the adapter is applied into a folder under p->lora_dir
 // (beside the output, removed when the merge ends) and that model is opened. A dry run checks that the
@@ -332,15 +336,8 @@ static const char *shape_text(char *buf, size_t cap, int n_dims, const uint64_t 
 
 static int open_stats(struct plan *p, const char *ref, int *out) {
     char real[PATH_MAX];
-    char *path = ref[0] == '/' ? graft__strdup(ref) : graft__asprintf("%s/%s", p->cfg_dir, ref);
-    if (!path) return graft_err_set(p->err, GRAFT_E_NOMEM, ref, NULL, 0, "out of memory");
-    struct stat sb;
-    if (stat(path, &sb) != 0 || !realpath(path, real)) {
-        int rc = graft__plan_fail(p, "statistics file '%s' not found (looked in %s)", ref, path);
-        graft__free(path);
-        return rc;
-    }
-    graft__free(path);
+    int rc = resolve_path(p, ref, "statistics file", real);
+    if (rc) return rc;
     for (int i = 0; i < p->n_stats; i++)
         if (!strcmp(p->stats[i].path, real)) { *out = i; return GRAFT_OK; }
     if (p->n_stats == GRAFT_MAX_INPUTS) return graft__plan_fail(p, "more than %d statistics files", GRAFT_MAX_INPUTS);
@@ -348,7 +345,7 @@ static int open_stats(struct plan *p, const char *ref, int *out) {
     memset(ms, 0, sizeof *ms);
     ms->norm2 = -1;
     if (!(ms->path = graft__strdup(real))) return graft_err_set(p->err, GRAFT_E_NOMEM, ref, NULL, 0, "out of memory");
-    int rc = graft_model_open(real, &ms->m, p->err);
+    rc = graft_model_open(real, &ms->m, p->err);
     if (rc) { graft__free(ms->path); return rc; }
     ms->scale = 1;
     const struct graft_st *sh = graft_model_n_shards(ms->m) ? graft_model_shard(ms->m, 0) : NULL;
