@@ -5,7 +5,6 @@
 // give a tokenizer that loads.
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 #include "graft/gguf.h"
 #include "graft/tokenizer.h"
 
@@ -31,18 +30,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (out) graft_ggml_to_f32(t->type, graft_gguf_data(g, t), out, t->n_elem);
         free(out);
     }
-    char *cfg = NULL, *tj = NULL, *tc = NULL;
+    char *cfg = NULL;
     if (!graft_gguf_hf_config(g, &cfg, &err)) free(cfg);
     graft_err_clear(&err);
-    if (!graft_gguf_hf_tokenizer(g, &tj, &tc, &err)) {
-        struct graft_tokenizer *t = NULL;
-        if (!graft_tokenizer_load_texts(tj, strlen(tj), tc, NULL, "fuzz.gguf", &t, &err)) {
-            int32_t *ids = NULL;
-            size_t n = 0;
-            if (!graft_tokenizer_encode(t, "ab a\nb", 6, &ids, &n, &err)) free(ids);
-            graft_tokenizer_free(t);
-        }
-        free(tj), free(tc);
+    struct graft_tokenizer *t = NULL;
+    if (!graft_tokenizer_load_gguf(g, "fuzz.gguf", &t, &err)) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        if (!graft_tokenizer_encode(t, "ab a\nb", 6, &ids, &n, &err)) free(ids);
+        graft_tokenizer_free(t);
     }
     graft_gguf_close(g);
     return 0;

@@ -34,6 +34,10 @@ int  graft_tokenizer_load_json(const char *json, size_t len, const char *name, s
 // From texts already in memory: tokenizer.json, and tokenizer_config.json / config.json (NULL when absent).
 int  graft_tokenizer_load_texts(const char *tok_json, size_t len, const char *tokenizer_config, const char *config, const char *name,
                                 struct graft_tokenizer **out, struct graft_err *err);
+// From an open GGUF file's tokenizer.ggml.* vocabulary (`name` is used in messages); GRAFT_E_NOTFOUND
+// when it carries none.
+struct graft_gguf;
+int  graft_tokenizer_load_gguf(const struct graft_gguf *g, const char *name, struct graft_tokenizer **out, struct graft_err *err);
 void graft_tokenizer_free(struct graft_tokenizer *t); // NULL-safe
 
 // Encode UTF-8 text (no BOS added). *ids is malloc'd (free()), *n its length.

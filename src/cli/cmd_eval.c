@@ -136,7 +136,9 @@ int cmd_eval(int argc, char **argv) {
         struct graft_err e2;
         graft_err_clear(&e2);
         const char *dir = tok_dir ? tok_dir : m && graft_model_is_dir(m) ? graft_model_dir(m) : gg ? path : NULL;
-        int r = dir ? graft_tokenizer_load(dir, &tk, &e2) : GRAFT_E_NOTFOUND;
+        int r = gg && !tok_dir ? graft_tokenizer_load_gguf(gg, path, &tk, &e2) // the file already open
+              : dir            ? graft_tokenizer_load(dir, &tk, &e2)
+                               : GRAFT_E_NOTFOUND;
         if (r && (n_texts || tok_dir)) {
             if (r == GRAFT_E_NOTFOUND && (!dir || (gg && !tok_dir))) graft_err_clear(&e2), graft_err_set(&e2, r, path, NULL, 0, "--text needs a tokenizer%s: give --tokenizer DIR (a folder with tokenizer.json)", gg ? " and the GGUF file carries none" : "");
             rc = r, err = e2;

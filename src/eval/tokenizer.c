@@ -526,14 +526,21 @@ static char *side_file(const char *dir, const char *name) {
 }
 
 // The vocabulary a GGUF file carries, rebuilt as tokenizer.json (graft_gguf_hf_tokenizer).
+int graft_tokenizer_load_gguf(const struct graft_gguf *g, const char *name, struct graft_tokenizer **out, struct graft_err *err) {
+    char *tj = NULL, *tc = NULL;
+    *out = NULL;
+    int rc = graft_gguf_hf_tokenizer(g, &tj, &tc, err);
+    if (rc) graft__err_prefix(err, name, NULL, 0);
+    else rc = graft_tokenizer_load_texts(tj, strlen(tj), tc, NULL, name, out, err);
+    graft__free(tj), graft__free(tc);
+    return rc;
+}
+
 static int load_gguf(const char *path, struct graft_tokenizer **out, struct graft_err *err) {
     struct graft_gguf *g;
-    char *tj = NULL, *tc = NULL;
     int rc = graft_gguf_open(path, &g, err);
     if (rc) return rc;
-    if ((rc = graft_gguf_hf_tokenizer(g, &tj, &tc, err))) graft__err_prefix(err, path, NULL, 0);
-    else rc = graft_tokenizer_load_texts(tj, strlen(tj), tc, NULL, path, out, err);
-    graft__free(tj), graft__free(tc);
+    rc = graft_tokenizer_load_gguf(g, path, out, err);
     graft_gguf_close(g);
     return rc;
 }
