@@ -50,12 +50,17 @@ static uint64_t trunc_idx(double x) { return x <= 0 ? 0 : (uint64_t)x; }
 
 static float minmax(float x, float lo, float hi) { return hi > lo ? (x - lo) / (hi - lo) : 0.0f; }
 
-// β_i at element e of the chunk (s->lo/hi known).
-static float beta(const struct graft_mt *mt, const struct st *s, const struct graft_chunk *c, int t, uint64_t e) {
+// Σ_k τ_k of element e of the chunk (in task order, once per element).
+static float colsum(const struct graft_mt *mt, const struct st *s, const struct graft_chunk *c, uint64_t e) {
     const float *B = c->in[mt->base];
     float col = 0;
     for (int k = 0; k < s->T; k++) col += c->in[s->tin[k]][e] - B[e];
-    float x = c->in[s->tin[t]][e] - B[e], a = fminf(fmaxf(fabsf(x), s->lo[t]), s->hi[t]), nm = minmax(a, s->lo[t], s->hi[t]);
+    return col;
+}
+
+// β of task t for its task-vector value x and the column sum col (s->lo/hi known).
+static float beta(const struct st *s, int t, float x, float col) {
+    float a = fminf(fmaxf(fabsf(x), s->lo[t]), s->hi[t]), nm = minmax(a, s->lo[t], s->hi[t]);
     return expf((float)s->T * (nm * nm)) * tanhf(x * col);
 }
 
@@ -63,13 +68,15 @@ static void stat(const struct graft_mt *mt, int pass, const struct graft_chunk *
     (void)partial, (void)acc;
     const struct st *s = mt->state;
     const float *B = c->in[mt->base];
+    float *col = c->tmp;
+    for (uint64_t e = 0; pass == 1 && e < c->n; e++) col[e] = colsum(mt, s, c, e);
     for (int t = 0; t < s->T; t++) {
         float *d = s->buf + (size_t)t * mt->numel + c->e0;
         const float *x = c->in[s->tin[t]];
         if (pass == 0)
             for (uint64_t e = 0; e < c->n; e++) d[e] = fabsf(x[e] - B[e]);
         else
-            for (uint64_t e = 0; e < c->n; e++) d[e] = beta(mt, s, c, t, e);
+            for (uint64_t e = 0; e < c->n; e++) d[e] = beta(s, t, x[e] - B[e], col[e]);
     }
 }
 
@@ -102,11 +109,11 @@ static void apply(const struct graft_mt *mt, const struct graft_chunk *c, float 
     const struct st *s = mt->state;
     const float *B = c->in[mt->base];
     for (uint64_t e = 0; e < c->n; e++) {
-        float num = 0, den = 0;
+        float num = 0, den = 0, col = colsum(mt, s, c, e);
         for (int t = 0; t < s->T; t++) {
             float x = c->in[s->tin[t]][e] - B[e], a = fminf(fmaxf(fabsf(x), s->lo[t]), s->hi[t]);
             float tc = x > 0 ? a : x < 0 ? -a : 0.0f;
-            float b = beta(mt, s, c, t, e), sc = minmax(fminf(fmaxf(b, s->bl[t]), s->bh[t]), s->bl[t], s->bh[t]);
+            float b = beta(s, t, x, col), sc = minmax(fminf(fmaxf(b, s->bl[t]), s->bh[t]), s->bl[t], s->bh[t]);
             num += (float)PM(mt, s->tin[t], "weight") * tc * sc;
             den += sc;
         }
@@ -178,11 +185,13 @@ static int wpass(void *ctx, size_t item, int ith, struct graft_err *err) {
         if (!rc) graft_progress_add(j->p->opt->progress, len);
         graft__free(enc);
     } else {
+        float *col = buf + (size_t)n_in * n; // β passes: Σ_k τ_k once per element
+        for (uint64_t e = 0; j->pass >= 2 && e < n; e++) col[e] = colsum(mt, s, &c, e);
         for (int t = 0; t < j->T; t++) {
             const float *x = in[s->tin[t]], *B = in[mt->base];
             uint64_t *h = acc + (size_t)t * 2 * HB;
             for (uint64_t e = 0; e < n; e++) {
-                float v = j->pass < 2 ? fabsf(x[e] - B[e]) : beta(mt, s, &c, t, e);
+                float v = j->pass < 2 ? fabsf(x[e] - B[e]) : beta(s, t, x[e] - B[e], col[e]);
                 uint32_t k = fkey(v);
                 if (j->pass == 0 || j->pass == 2) {
                     h[k >> 16]++;
