@@ -31,7 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         free(out);
     }
     char *cfg = NULL;
-    if (!graft_gguf_hf_config(g, &cfg, &err)) free(cfg);
+    if (!graft_gguf_hf_config(g, &cfg, NULL, &err)) free(cfg);
     graft_err_clear(&err);
     struct graft_tokenizer *t = NULL;
     if (!graft_tokenizer_load_gguf(g, "fuzz.gguf", &t, &err)) {

@@ -137,8 +137,13 @@ bool graft_gguf_name_to_hf(const char *gguf, char *out, size_t cap);
 // ---- GGUF → Hugging Face (src/io/gguf_hf.c; llama and qwen2 files) -----------------------------------
 // config.json rebuilt from the metadata (compact JSON, free() it): architecture, sizes, rms eps,
 // rope_theta, linear rope scaling, llama3 rope_scaling recovered from rope_freqs (refused when the
-// factors are not llama3's), tie_word_embeddings when there is no output.weight, bos/eos ids.
-int graft_gguf_hf_config(const struct graft_gguf *g, char **out, struct graft_err *err);
+// factors are not llama3's), tie_word_embeddings when there is no output.weight, bos/eos ids. When
+// heads is not NULL it receives the attention layout behind it.
+struct graft_gguf_heads {
+    uint64_t n_head, n_kv, head_dim;
+    bool     permuted; // q/k rows carry llama.cpp's converter permutation (architecture llama)
+};
+int graft_gguf_hf_config(const struct graft_gguf *g, char **out, struct graft_gguf_heads *heads, struct graft_err *err);
 // tokenizer.json and tokenizer_config.json (graft__free() both) from tokenizer.ggml.*: gpt2-type
 // vocabularies with their merges and the pre-tokenizer named by tokenizer.ggml.pre (default/gpt-2,
 // llama-bpe, qwen2); llama-type (SentencePiece) vocabularies with merges derived from the scores (every

@@ -1,7 +1,6 @@
 // The evaluator over a GGUF file (graft_llama_open_gguf): a transformers config.json rebuilt from the
 // GGUF metadata (graft_gguf_hf_config), tensors found by llama.cpp's names, q/k rows of `llama` files un-permuted into f32
 // copies (the converter's permutation is exact, so F32 files compute what the HF folder does).
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +13,7 @@ void graft__llama_set_aux(struct graft_llama *L, void *aux, void (*aux_free)(voi
 struct src {
     const struct graft_gguf *g;
     bool permuted;          // llama: q/k rows were permuted by the converter
-    uint64_t n_head, n_kv, head_dim;
+    uint64_t head_dim;
     float **own;            // un-permuted q/k copies
     size_t n_own;
     bool failed;            // out of memory while un-permuting
@@ -64,17 +63,12 @@ static bool lookup(void *ctx, const char *name, struct graft_tensor_ref *out) {
 int graft_llama_open_gguf(const struct graft_gguf *g, int n_threads, struct graft_llama **out, struct graft_err *err) {
     *out = NULL;
     char *cfg = NULL;
-    int rc = graft_gguf_hf_config(g, &cfg, err); // llama3 rope_freqs come back as config.json's rope_scaling
+    struct graft_gguf_heads h;
+    int rc = graft_gguf_hf_config(g, &cfg, &h, err); // llama3 rope_freqs come back as config.json's rope_scaling
     if (rc) return rc;
-    json_t *c = json_loads(cfg, 0, NULL);
     struct src *s = graft__calloc(1, sizeof *s);
-    if (!c || !s) { free(cfg), json_decref(c), graft__free(s); return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); }
-    uint64_t nh = (uint64_t)json_integer_value(json_object_get(c, "num_attention_heads"));
-    uint64_t hd = json_object_get(c, "head_dim") ? (uint64_t)json_integer_value(json_object_get(c, "head_dim")) : (uint64_t)json_integer_value(json_object_get(c, "hidden_size")) / nh;
-    const char *arch = json_string_value(json_object_get(c, "model_type"));
-    *s = (struct src){.g = g, .permuted = arch && !strcmp(arch, "llama"), .n_head = nh,
-                      .n_kv = (uint64_t)json_integer_value(json_object_get(c, "num_key_value_heads")), .head_dim = hd};
-    json_decref(c);
+    if (!s) { free(cfg); return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); }
+    *s = (struct src){.g = g, .permuted = h.permuted, .head_dim = h.head_dim};
     rc = graft_llama_new(cfg, lookup, s, "GGUF model", n_threads, out, err);
     free(cfg);
     if (s->failed) {

@@ -131,7 +131,7 @@ static bool get_str(const struct graft_gguf *g, const char *key, char *buf, size
     return true;
 }
 
-static int hf_config(const struct graft_gguf *g, json_t **out, struct graft_err *err) {
+static int hf_config(const struct graft_gguf *g, json_t **out, struct graft_gguf_heads *heads, struct graft_err *err) {
     *out = NULL;
     char arch[32], key[96];
     if (!get_str(g, "general.architecture", arch, sizeof arch))
@@ -203,14 +203,15 @@ static int hf_config(const struct graft_gguf *g, json_t **out, struct graft_err 
     if (graft_gguf_get_u64(g, "tokenizer.ggml.bos_token_id", &u)) json_object_set_new(c, "bos_token_id", json_integer((json_int_t)u));
     if (graft_gguf_get_u64(g, "tokenizer.ggml.eos_token_id", &u)) json_object_set_new(c, "eos_token_id", json_integer((json_int_t)u));
     json_object_set_new(c, "torch_dtype", json_string(td));
+    if (heads) *heads = (struct graft_gguf_heads){.n_head = nh, .n_kv = nkv, .head_dim = hd, .permuted = !strcmp(arch, "llama")};
     *out = c;
     return GRAFT_OK;
 }
 
-int graft_gguf_hf_config(const struct graft_gguf *g, char **out, struct graft_err *err) {
+int graft_gguf_hf_config(const struct graft_gguf *g, char **out, struct graft_gguf_heads *heads, struct graft_err *err) {
     json_t *c;
     *out = NULL;
-    int rc = hf_config(g, &c, err);
+    int rc = hf_config(g, &c, heads, err);
     if (rc) return rc;
     *out = json_dumps(c, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(c);
@@ -469,13 +470,10 @@ int graft_gguf_to_hf(const struct graft_gguf *g, const char *label, const char *
     json_t *cfg = NULL;
     char *cfg_text = NULL, *tj = NULL, *tcj = NULL;
     struct hjob j = {.g = g, .progress = progress, .label = label};
-    int rc = hf_config(g, &cfg, err);
+    struct graft_gguf_heads hh;
+    int rc = hf_config(g, &cfg, &hh, err);
     if (rc) { graft__err_prefix(err, label, NULL, 0); goto out; }
-    char arch[32] = "";
-    get_str(g, "general.architecture", arch, sizeof arch);
-    uint64_t nh = (uint64_t)json_integer_value(json_object_get(cfg, "num_attention_heads")), nkv = (uint64_t)json_integer_value(json_object_get(cfg, "num_key_value_heads"));
-    uint64_t hd = json_object_get(cfg, "head_dim") ? (uint64_t)json_integer_value(json_object_get(cfg, "head_dim"))
-                                                   : (uint64_t)json_integer_value(json_object_get(cfg, "hidden_size")) / nh;
+    uint64_t nh = hh.n_head, nkv = hh.n_kv, hd = hh.head_dim;
     const char *td = json_string_value(json_object_get(cfg, "torch_dtype"));
     enum graft_dtype model_dt = !strcmp(td, "float16") ? GRAFT_DTYPE_F16 : !strcmp(td, "bfloat16") ? GRAFT_DTYPE_BF16 : GRAFT_DTYPE_F32;
     size_t n = graft_gguf_n_tensors(g), k = 0;
@@ -501,7 +499,7 @@ int graft_gguf_to_hf(const struct graft_gguf *g, const char *label, const char *
         if (dtype < 0 && t->n_dims == 1 && t->type == GRAFT_GGML_F32) x->out = model_dt; // norms and biases, kept F32 by the converter
         x->cols = t->ne[0], x->rows = t->n_dims == 2 ? t->ne[1] : 1;
         bool q = strstr(t->name, ".attn_q.") != NULL, kk = strstr(t->name, ".attn_k.") != NULL;
-        if (!strcmp(arch, "llama") && (q || kk)) {
+        if (hh.permuted && (q || kk)) {
             x->hd = hd;
             if (hd < 2 || hd % 2 || x->rows % hd || x->rows / hd != (q ? nh : nkv)) {
                 rc = graft_err_set(err, GRAFT_E_FORMAT, label, t->name, t->name_len, "%llu rows are not %llu heads of %llu", (unsigned long long)x->rows,
