@@ -11,6 +11,7 @@ else
 endif
 CFLAGS  ?=
 CFLAGS  += $(CFLAGS_BASE) $(OPT)
+NPROC   := $(shell nproc 2>/dev/null || echo 2)
 LDLIBS  := -ljansson -lyaml -lpcre2-8 -lutf8proc -llapacke -lopenblas -lm -pthread
 
 LIB_SRC  := $(sort $(wildcard src/core/*.c src/io/*.c src/ops/*.c src/config/*.c src/merge/*.c src/eval/*.c))
@@ -29,7 +30,8 @@ all: deps $(BUILD)/graft $(BUILD)/libgraft.a $(BUILD)/tests/unit $(BUILD)/tests/
 deps:
 	@sh scripts/deps.sh
 
-$(BUILD)/obj/%.o: %.c Makefile
+# deps first (order-only): under -j no compiler starts before the Debian headers are installed
+$(BUILD)/obj/%.o: %.c Makefile | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -56,9 +58,10 @@ $(BUILD)/tests/fuzz-%: $(BUILD)/obj/fuzz/fuzz_%.o $(BUILD)/obj/fuzz/fuzz_main.o 
 asan:
 	@$(MAKE) --no-print-directory BUILD=build/asan SAN=1 all
 
-test: all
+# both builds side by side on every core, then the suites (tests/run-all.sh runs them in parallel too)
+test:
 	@sh scripts/deps.sh test
-	@$(MAKE) --no-print-directory BUILD=build/asan SAN=1 all
+	@$(MAKE) --no-print-directory -j$(NPROC) all asan
 	@sh tests/run-all.sh
 
 # libFuzzer builds (clang): make fuzz && build/fuzz/safetensors -max_total_time=600 fuzz/corpus/safetensors
@@ -71,7 +74,9 @@ fuzz: deps
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_genome.c $(LIB_SRC) $(LDLIBS) -o build/fuzz/genome
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_gguf.c $(LIB_SRC) $(LDLIBS) -o build/fuzz/gguf
 
-demo: all
+demo:
+	@sh scripts/deps.sh
+	@$(MAKE) --no-print-directory -j$(NPROC) all
 	@sh scripts/demo.sh
 
 bench: all

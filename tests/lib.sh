@@ -12,22 +12,40 @@ expect() {
     "$@" >"$T/out" 2>"$T/err"; got=$?
     if [ "$got" = "$want" ]; then ok; else bad "exit $got (want $want): $* :: $(head -c 400 "$T/err")"; fi
 }
-# alloc_faults STRIDE OUT CMD...: run CMD with its 1st, (1+STRIDE)th, … allocation failing (builds with
-# fault injection) until a run succeeds; each failure must exit 1 with an out-of-memory message and
-# leave neither OUT nor a temp folder; the final run's OUT must verify.
+# alloc_faults STRIDE OUT CMD...: allocation failures in CMD (builds with fault injection). One clean run
+# records every allocation site (GRAFT_FAULT_SITES); then the first allocation of each site fails in
+# turn (GRAFT_FAULT_ALLOC_SITE), and so do allocations 1, 1+S, 1+2S, … with S = max(STRIDE, total/24)
+# (later occurrences: a failure halfway through the output). Each failure must exit 1 with an
+# out-of-memory message and leave neither OUT nor a temp folder (a failure the command survives must
+# still give a valid OUT); the recorded run's OUT must verify.
 alloc_faults() {
     stride=$1 out=$2; shift 2
-    n=1 fails=0
-    while [ $n -le 5000 ]; do
-        GRAFT_FAULT_ALLOC=$n "$@" >/dev/null 2>"$T/err"
+    rm -f "$T/sites"
+    GRAFT_FAULT_SITES="$T/sites" "$@" >/dev/null 2>"$T/err"
+    rc=$?
+    if [ $rc != 0 ] || [ ! -e "$out" ] || ! "$G" verify "$out" >/dev/null 2>&1; then
+        bad "recording allocation sites of '$*': exit $rc: $(head -c 400 "$T/err")"; return
+    fi
+    ok; rm -rf "$out" "$out.opcm-state.safetensors" # (a continual merge's state beside its output)
+    total=$(sed -n 's/^total //p' "$T/sites" | tail -n 1)
+    s=$((total / 24)); [ $s -lt $stride ] && s=$stride
+    sites=$(grep -v '^total ' "$T/sites" | cut -d' ' -f1)
+    nsites=$(printf '%s\n' $sites | grep -c .)
+    fails=0
+    for spec in $(printf 'site:%s\n' $sites) $(seq 1 $s "$total" | sed 's/^/nth:/'); do
+        case $spec in
+            site:*) GRAFT_FAULT_ALLOC_SITE=${spec#site:} "$@" >/dev/null 2>"$T/err" ;;
+            nth:*) GRAFT_FAULT_ALLOC=${spec#nth:} "$@" >/dev/null 2>"$T/err" ;;
+        esac
         rc=$?
-        [ $rc = 0 ] && break
+        if [ $rc = 0 ]; then # an allocation whose failure is handled by a fallback
+            "$G" verify "$out" >/dev/null 2>&1 && ok || bad "alloc fault $spec of '$*': success but invalid output"
+            rm -rf "$out" "$out.opcm-state.safetensors"; continue
+        fi
         fails=$((fails + 1))
-        if [ $rc = 1 ] && [ ! -e "$out" ] && grep -q "out of memory\|cannot" "$T/err"; then ok
-        else bad "alloc fault $n of '$*': exit $rc, output $(ls -d "$out" 2>/dev/null): $(head -c 400 "$T/err")"; fi
-        ls -A | grep -q "graft-tmp" && bad "alloc fault $n of '$*' left a temp folder"
-        n=$((n + stride))
+        if [ $rc = 1 ] && [ ! -e "$out" ] && [ ! -e "$out.opcm-state.safetensors" ] && grep -q "out of memory\|cannot" "$T/err"; then ok
+        else bad "alloc fault $spec of '$*': exit $rc, output $(ls -d "$out" 2>/dev/null): $(head -c 400 "$T/err")"; fi
+        ls -A | grep -q "graft-tmp" && bad "alloc fault $spec of '$*' left a temp folder"
     done
-    echo "# allocation faults of '$*': $fails failing points exercised (every ${stride}th), then success at #$n"
-    [ -e "$out" ] && "$G" verify "$out" >/dev/null && ok || bad "no successful '$*' after allocation faults"
+    echo "# allocation faults of '$*': $nsites sites and every ${s}th of $total allocations, $fails failing runs"
 }

@@ -82,7 +82,7 @@ bool graft_row_from_f32(enum graft_dtype t, const float *src, void *dst, size_t 
 // Same, forced onto the scalar reference path (for tests and benchmarks).
 bool graft_row_to_f32_ref(enum graft_dtype t, const void *src, float *dst, size_t n);
 bool graft_row_from_f32_ref(enum graft_dtype t, const float *src, void *dst, size_t n);
-// Whether the running CPU gets the vectorised path (F16C + AVX2).
+// Whether the running CPU gets the vectorised path (F16C + AVX2; not with GRAFT_CPU=generic).
 bool graft_cpu_has_f16c(void);
 
 // Convert `n` elements from one dtype to another through f32 (exact for the decode step, one rounding

@@ -223,6 +223,19 @@ bool graft_row_from_f32_ref(enum graft_dtype t, const float *src, void *dst, siz
     }
 }
 
+bool graft__cpu_generic(void) {
+    // GRAFT_CPU=generic turns every hand-written vector path off (F16C/AVX2 conversions, AVX2 and
+    // AVX-512 kernels), so that tests can compare them with the portable code on the same machine.
+    static _Atomic int cached = -1;
+    int v = cached;
+    if (v < 0) {
+        const char *env = getenv("GRAFT_CPU");
+        v = env && !strcmp(env, "generic");
+        cached = v;
+    }
+    return v;
+}
+
 bool graft_cpu_has_f16c(void) {
 #if defined(__x86_64__) || defined(__i386__)
     // CPUID is slow (it traps in virtual machines), so the answer — a fact of the machine, the same for
@@ -231,7 +244,7 @@ bool graft_cpu_has_f16c(void) {
     int v = cached;
     if (v < 0) {
         unsigned a, b, c, d;
-        v = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) && __builtin_cpu_supports("avx2");
+        v = !graft__cpu_generic() && __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) && __builtin_cpu_supports("avx2");
         cached = v;
     }
     return v;
@@ -242,13 +255,12 @@ bool graft_cpu_has_f16c(void) {
 
 bool graft__cpu_avx512(void) {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-    // The hand-written AVX-512 kernels (F, BW, DQ, VL). GRAFT_CPU=generic turns them off so that tests
-    // can compare them with the portable code on the same machine. Cached like graft_cpu_has_f16c.
+    // The hand-written AVX-512 kernels (F, BW, DQ, VL), unless GRAFT_CPU=generic. Cached like
+    // graft_cpu_has_f16c.
     static _Atomic int cached = -1;
     int v = cached;
     if (v < 0) {
-        const char *env = getenv("GRAFT_CPU");
-        v = !(env && !strcmp(env, "generic")) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        v = !graft__cpu_generic() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
         cached = v;
     }

@@ -120,6 +120,8 @@ uint32_t graft__rng_keep_threshold(float p);
 void graft__rng_keep_bits(uint64_t key, uint64_t c0, size_t n, float p, uint8_t *bits);
 // The CPU has AVX-512 F/BW/DQ/VL and GRAFT_CPU is not "generic" (hand-written kernels may run).
 bool graft__cpu_avx512(void);
+// GRAFT_CPU=generic: only the portable code paths run (tests compare them with the vector ones).
+bool graft__cpu_generic(void);
 
 // The k-th smallest (0-based) of v[0..n), n > 0, k < n; v is reordered. Quickselect with a median of
 // three, falling back to a sort when partitions keep coming out lopsided. NaN-free input.

@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -762,8 +763,12 @@ struct exec {
     int                   pass;        // -1 = apply
     double               *partials;
     size_t                plen;
-    void                **accs;
+    void                **accs;        // this pass: the accumulators of the threads that ran a chunk
     size_t                abytes;
+    void                **acc_buf;     // per thread, kept across passes and tensors (acc_cap bytes)
+    size_t               *acc_cap;
+    _Atomic int          *acc_pass;    // the pass token a thread's buffer was last zeroed for
+    int                   token;
     float               **in;          // per thread: GRAFT_MAX_INPUTS × chunk floats (one block)
     float               **tmp, **out;
     uint8_t             **enc;
@@ -799,19 +804,27 @@ static int exec_chunk(void *ctx, size_t item, int ith, struct graft_err *err) {
     uint64_t e0 = (uint64_t)item * mt->chunk, n = mt->numel - e0 < mt->chunk ? mt->numel - e0 : mt->chunk;
     const float *ptrs[GRAFT_MAX_INPUTS];
     if (x->pass >= 0 && mt->m->wants_chunk && !mt->m->wants_chunk(mt, x->pass, item)) return GRAFT_OK;
+    void *acc = NULL;
+    if (x->pass >= 0 && x->abytes) { // zeroed on a thread's first chunk of the pass: idle threads cost nothing
+        acc = x->acc_buf[ith];
+        if (atomic_load_explicit(&x->acc_pass[ith], memory_order_relaxed) != x->token) {
+            memset(acc, 0, x->abytes);
+            atomic_store_explicit(&x->acc_pass[ith], x->token, memory_order_relaxed);
+        }
+    }
     if ((x->pass < 0 ? mt->m->apply_raw != NULL : mt->m->stat_raw != NULL) && !o->identity && !o->remap) { // fused kernels on the stored inputs
         const void *raw[GRAFT_MAX_INPUTS];
         enum graft_dtype dt[GRAFT_MAX_INPUTS];
         for (int i = 0; i < o->n_in; i++) dt[i] = o->in[i].t->info->dtype, raw[i] = graft__plan_input_at(x->p, o, i, e0);
         struct graft_chunk rc_ = {.idx = item, .e0 = e0, .n = n, .in = NULL, .tmp = x->tmp[ith]};
-        if (x->pass >= 0 && mt->m->stat_raw(mt, x->pass, &rc_, raw, dt, x->partials ? x->partials + item * x->plen : NULL, x->accs ? x->accs[ith] : NULL))
+        if (x->pass >= 0 && mt->m->stat_raw(mt, x->pass, &rc_, raw, dt, x->partials ? x->partials + item * x->plen : NULL, acc))
             return GRAFT_OK;
         if (x->pass < 0 && mt->m->apply_raw(mt, &rc_, raw, dt, x->out[ith])) return write_chunk(x, ith, e0, n, err);
     }
     load_chunk(x, ith, e0, n, ptrs);
     struct graft_chunk c = {.idx = item, .e0 = e0, .n = n, .in = ptrs, .tmp = x->tmp[ith]};
     if (x->pass >= 0) {
-        mt->m->stat(mt, x->pass, &c, x->partials + item * x->plen, x->accs ? x->accs[ith] : NULL);
+        mt->m->stat(mt, x->pass, &c, x->partials + item * x->plen, acc);
         return GRAFT_OK;
     }
     float *out = x->out[ith];
@@ -867,16 +880,22 @@ static int run_tensor(struct exec *x, struct otensor *o) {
         x->plen = mt->m->partial_len ? mt->m->partial_len(mt, pass) : 0;
         x->abytes = mt->m->acc_bytes ? mt->m->acc_bytes(mt, pass) : 0;
         x->partials = x->plen ? graft__calloc(mt->n_chunks * x->plen, sizeof(double)) : NULL;
-        x->accs = x->abytes ? graft__calloc((size_t)nth, sizeof(void *)) : NULL;
-        bool ok = (!x->plen || x->partials) && (!x->abytes || x->accs);
-        for (int t = 0; ok && x->accs && t < nth; t++) ok = (x->accs[t] = graft__calloc(1, x->abytes)) != NULL;
+        bool ok = !x->plen || x->partials;
+        for (int t = 0; ok && x->abytes && t < nth; t++) // grown once, reused by later passes and tensors
+            if (x->acc_cap[t] < x->abytes) {
+                graft__free(x->acc_buf[t]);
+                x->acc_cap[t] = (x->acc_buf[t] = graft__malloc(x->abytes)) ? x->abytes : 0;
+                ok = x->acc_buf[t] != NULL;
+            }
         if (!ok) rc = graft_err_set(p->err, GRAFT_E_NOMEM, NULL, o->name, strlen(o->name), "out of memory for merge statistics");
+        x->token++;
         if (!rc) rc = graft_pool_run(nth, mt->n_chunks, exec_chunk, x, NULL, NULL, p->err);
-        if (!rc && mt->m->combine) rc = mt->m->combine(mt, pass, x->partials, x->accs, x->accs ? nth : 0, p->err);
+        int n_accs = 0;
+        for (int t = 0; x->abytes && t < nth; t++)
+            if (atomic_load(&x->acc_pass[t]) == x->token) x->accs[n_accs++] = x->acc_buf[t];
+        if (!rc && mt->m->combine) rc = mt->m->combine(mt, pass, x->partials, x->abytes ? x->accs : NULL, n_accs, p->err);
         graft__free(x->partials);
-        if (x->accs) for (int t = 0; t < nth; t++) graft__free(x->accs[t]);
-        graft__free(x->accs);
-        x->partials = NULL, x->accs = NULL;
+        x->partials = NULL;
     }
     x->pass = -1;
     if (!rc) rc = graft_pool_run(nth, mt->n_chunks, exec_chunk, x, NULL, NULL, p->err);
@@ -1014,7 +1033,9 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
     x.w = w, x.max_chunk = max_chunk;
     x.in = graft__calloc((size_t)nth, sizeof *x.in), x.tmp = graft__calloc((size_t)nth, sizeof *x.tmp);
     x.out = graft__calloc((size_t)nth, sizeof *x.out), x.enc = graft__calloc((size_t)nth, sizeof *x.enc);
-    bool ok = x.in && x.tmp && x.out && x.enc;
+    x.accs = graft__calloc((size_t)nth, sizeof *x.accs), x.acc_buf = graft__calloc((size_t)nth, sizeof *x.acc_buf);
+    x.acc_cap = graft__calloc((size_t)nth, sizeof *x.acc_cap), x.acc_pass = graft__calloc((size_t)nth, sizeof *x.acc_pass);
+    bool ok = x.in && x.tmp && x.out && x.enc && x.accs && x.acc_buf && x.acc_cap && x.acc_pass;
     for (int t = 0; ok && t < nth; t++) {
         x.in[t] = graft__malloc((size_t)max_in * max_chunk * sizeof(float));
         x.tmp[t] = graft__malloc(((size_t)max_in + 2) * max_chunk * sizeof(float)); // kernels' scratch: a mask per input + 2
@@ -1041,8 +1062,10 @@ out:
         if (x.tmp) graft__free(x.tmp[t]);
         if (x.out) graft__free(x.out[t]);
         if (x.enc) graft__free(x.enc[t]);
+        if (x.acc_buf) graft__free(x.acc_buf[t]);
     }
     graft__free(x.in), graft__free(x.tmp), graft__free(x.out), graft__free(x.enc);
+    graft__free(x.accs), graft__free(x.acc_buf), graft__free(x.acc_cap), graft__free((void *)x.acc_pass);
     graft_writer_free(w);
     graft_writer_free(p.extra);
     for (size_t i = 0; i < p.n; i++) graft__free(p.t[i].name), graft__free(p.t[i].pad);

@@ -78,7 +78,9 @@ struct graft_method {
     // handle this chunk (then the inputs are staged and stat runs). Must give exactly stat's result.
     bool   (*stat_raw)(const struct graft_mt *mt, int pass, const struct graft_chunk *c, const void *const *raw,
                        const enum graft_dtype *dt, double *partial, void *acc);
-    // partials: n_chunks × partial_len doubles in chunk order, zeroed; accs: n_threads accumulators.
+    // partials: n_chunks × partial_len doubles in chunk order, zeroed; accs: the accumulators of the
+    // n_accs threads that ran a chunk in this pass (each zeroed before its first chunk; idle threads'
+    // are left out, so n_accs may be 0). combine may overwrite them: they are not kept.
     int    (*combine)(struct graft_mt *mt, int pass, const double *partials, void *const *accs, int n_accs,
                       struct graft_err *err);
     void   (*apply)(const struct graft_mt *mt, const struct graft_chunk *c, float *out);

@@ -137,7 +137,7 @@ GRAFT_KERNEL void graft_select_stat(struct graft_select *sel, int pass, int s, s
         partial[s] += (double)count_above(mag, n, hi);
         uint32_t buf[BLOCK + 16];
 #if defined(__x86_64__) && !defined(__clang__)
-        const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi2");
+        const bool avx2 = !graft__cpu_generic() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi2");
 #endif
         for (uint64_t o = 0; o < n; o += BLOCK) {
             uint64_t len = n - o < BLOCK ? n - o : BLOCK, m;
@@ -194,14 +194,17 @@ void graft_select_stat_bf16(struct graft_select *sel, int pass, int s, size_t ch
     graft_select_stat(sel, pass, s, chunk, scratch, n, partial, acc, 1);
 }
 
-// Histogram of one stream summed over the threads, buckets lo…hi (the others zero). Pass 1 counts
-// only the bracket: reading the untouched rest would fault in pages of zeros for nothing.
-static void sum_hist(int s, void *const *accs, int n_accs, uint64_t *out, uint32_t lo, uint32_t hi) {
-    memset(out, 0, NB * sizeof *out);
-    for (int t = 0; t < n_accs; t++) {
+// Histogram of one stream summed over the threads, buckets lo…hi, into the first thread's own
+// accumulator (no fresh 512 KiB buffer to fault in per stream and pass). Pass 1 counts only the
+// bracket, so the rest of every accumulator is zero and is not read.
+static uint64_t *sum_hist(int s, void *const *accs, int n_accs, uint64_t *zero, uint32_t lo, uint32_t hi) {
+    if (!n_accs) return zero;
+    uint64_t *out = (uint64_t *)accs[0] + (size_t)s * NB;
+    for (int t = 1; t < n_accs; t++) {
         const uint64_t *h = (const uint64_t *)accs[t] + (size_t)s * NB;
         for (size_t b = lo; b <= hi; b++) out[b] += h[b];
     }
+    return out;
 }
 
 static void pool_free(struct graft_select *x) {
@@ -335,14 +338,15 @@ static int combine_pool(struct graft_select *x, const uint64_t *h, const double 
 
 int graft_select_combine(struct graft_select *sel, int n_streams, int pass, const double *partials, size_t n_chunks,
                          size_t partial_len, void *const *accs, int n_accs, struct graft_err *err) {
-    uint64_t *h = pass <= 3 ? graft__malloc(NB * sizeof *h) : NULL;
-    if (pass <= 3 && !h) return nomem(err);
+    // no thread ran a chunk: every histogram is empty
+    uint64_t *zero = pass <= 3 && !n_accs ? graft__calloc(NB, sizeof *zero) : NULL;
+    if (pass <= 3 && !n_accs && !zero) return nomem(err);
     int rc = GRAFT_OK;
     for (int s = 0; s < n_streams && !rc; s++) {
         struct graft_select *x = &sel[s];
         if (!active(x, pass)) continue;
         int kd = kind(x, pass);
-        if (h) sum_hist(s, accs, n_accs, h, kd == 1 ? x->lo_b : 0, kd == 1 ? x->hi_b : NB - 1);
+        uint64_t *h = pass <= 3 ? sum_hist(s, accs, n_accs, zero, kd == 1 ? x->lo_b : 0, kd == 1 ? x->hi_b : NB - 1) : NULL;
         if (pass == 0) rc = combine_sample(x, h, err);
         else if (kd == 1) rc = combine_pool(x, h, partials, n_chunks, partial_len, s, err);
         else if (pass == 2 || pass == 3) {
@@ -357,7 +361,7 @@ int graft_select_combine(struct graft_select *sel, int n_streams, int pass, cons
             for (size_t c = 0; c < n_chunks; c++) x->tie_prefix[c + 1] = x->tie_prefix[c] + (uint64_t)partials[c * partial_len + (size_t)s];
         }
     }
-    graft__free(h);
+    graft__free(zero);
     return rc;
 }
 

@@ -566,23 +566,29 @@ out:
 }
 
 // The value for module `m` in a PEFT pattern object (rank_pattern / alpha_pattern): keys are regexes
-// matched against the end of the module name after a dot, as PEFT matches them.
-static bool pattern_value(json_t *pat, const char *m, double *out) {
+// matched against the end of the module name after a dot, as PEFT matches them. *out is kept when no
+// key matches; fails only for lack of memory (a silent miss would apply the default rank or alpha).
+static int pattern_value(json_t *pat, const char *m, double *out, struct graft_err *err) {
     const char *key;
     json_t *v;
     json_object_foreach(pat, key, v) {
         if (!json_is_number(v)) continue;
         char *re = graft__asprintf("^(.*\\.)?(%s)$", key);
+        if (!re) return nomem(err);
         regex_t rx;
         bool hit = false;
-        if (re && regcomp(&rx, re, REG_EXTENDED | REG_NOSUB) == 0) {
-            hit = regexec(&rx, m, 0, NULL, 0) == 0;
-            regfree(&rx);
-        }
+        int rrc = regcomp(&rx, re, REG_EXTENDED | REG_NOSUB);
         graft__free(re);
-        if (hit || !strcmp(key, m)) { *out = json_number_value(v); return true; }
+        if (rrc == REG_ESPACE) return nomem(err);
+        if (rrc == 0) {
+            int x = regexec(&rx, m, 0, NULL, 0);
+            regfree(&rx);
+            if (x == REG_ESPACE) return nomem(err);
+            hit = x == 0;
+        }
+        if (hit || !strcmp(key, m)) { *out = json_number_value(v); return GRAFT_OK; }
     }
-    return false;
+    return GRAFT_OK;
 }
 
 struct adapter_cfg { double r, alpha; bool rslora, fan_in_fan_out; json_t *rank_pattern, *alpha_pattern, *root; };
@@ -715,8 +721,9 @@ static int plan_apply(struct ajob *j, const struct adapter_cfg *c, const char *a
         char module[1100];
         snprintf(module, sizeof module, "%.*s", (int)(t->name_len - 7), t->name);
         double r_cfg = c->r, alpha = c->alpha;
-        if (c->rank_pattern) pattern_value(c->rank_pattern, module, &r_cfg);
-        if (c->alpha_pattern) pattern_value(c->alpha_pattern, module, &alpha);
+        int prc = c->rank_pattern ? pattern_value(c->rank_pattern, module, &r_cfg, err) : GRAFT_OK;
+        if (!prc && c->alpha_pattern) prc = pattern_value(c->alpha_pattern, module, &alpha, err);
+        if (prc) return prc;
         if ((uint64_t)r_cfg != rank)
             return graft_err_set(err, GRAFT_E_FORMAT, apath, t->name, t->name_len,
                                  "adapter_config.json gives rank %g for this module but its lora_A has %llu rows", r_cfg, (unsigned long long)rank);
