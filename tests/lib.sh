@@ -13,9 +13,10 @@ expect() {
     if [ "$got" = "$want" ]; then ok; else bad "exit $got (want $want): $* :: $(head -c 400 "$T/err")"; fi
 }
 # alloc_faults STRIDE OUT CMD...: allocation failures in CMD (builds with fault injection). One clean run
-# records every allocation site (GRAFT_FAULT_SITES); then the first allocation of each site fails in
-# turn (GRAFT_FAULT_ALLOC_SITE), and so do allocations 1, 1+S, 1+2S, … with S = max(STRIDE, total/24)
-# (later occurrences: a failure halfway through the output). Each failure must exit 1 with an
+# records every allocation site (GRAFT_FAULT_SITES); then the first allocation of each site that no
+# earlier alloc_faults of this suite has failed fails in turn (GRAFT_FAULT_ALLOC_SITE), and so do
+# allocations 1, 1+S, 1+2S, … with S = max(STRIDE, total/24) (later occurrences: a failure halfway
+# through the output, whatever the site). Each failure must exit 1 with an
 # out-of-memory message and leave neither OUT nor a temp folder (a failure the command survives must
 # still give a valid OUT); the recorded run's OUT must verify.
 alloc_faults() {
@@ -29,8 +30,11 @@ alloc_faults() {
     ok; rm -rf "$out" "$out.opcm-state.safetensors" # (a continual merge's state beside its output)
     total=$(sed -n 's/^total //p' "$T/sites" | tail -n 1)
     s=$((total / 24)); [ $s -lt $stride ] && s=$stride
-    sites=$(grep -v '^total ' "$T/sites" | cut -d' ' -f1)
-    nsites=$(printf '%s\n' $sites | grep -c .)
+    touch "$T/sites-done"
+    all=$(grep -v '^total ' "$T/sites" | cut -d' ' -f1)
+    sites=$(printf '%s\n' $all | grep -vxF -f "$T/sites-done")
+    nall=$(printf '%s\n' $all | grep -c .) nsites=$(printf '%s\n' $sites | grep -c .)
+    printf '%s\n' $sites >> "$T/sites-done"
     fails=0
     for spec in $(printf 'site:%s\n' $sites) $(seq 1 $s "$total" | sed 's/^/nth:/'); do
         case $spec in
@@ -47,5 +51,5 @@ alloc_faults() {
         else bad "alloc fault $spec of '$*': exit $rc, output $(ls -d "$out" 2>/dev/null): $(head -c 400 "$T/err")"; fi
         ls -A | grep -q "graft-tmp" && bad "alloc fault $spec of '$*' left a temp folder"
     done
-    echo "# allocation faults of '$*': $nsites sites and every ${s}th of $total allocations, $fails failing runs"
+    echo "# allocation faults of '$*': $nsites new of $nall sites and every ${s}th of $total allocations, $fails failing runs"
 }
