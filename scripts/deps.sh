@@ -18,6 +18,11 @@ if [ "${1:-}" = test ]; then
     /usr/bin/python3 -c 'import numpy, yaml, regex' >/dev/null 2>&1 || need="$need python3 python3-numpy python3-yaml python3-regex"
 fi
 [ -z "$need" ] && exit 0
+# one installer at a time (`make -j all asan` starts two)
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"${TMPDIR:-/tmp}/graft-deps.lock"
+    flock 9
+fi
 echo "graft: installing Debian packages:$need" >&2
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
