@@ -78,7 +78,7 @@ for cfg in "${cfgs[@]}"; do
     vs=$VARIANTS
     case $name in big_*) ;; *) # (the small configs: the same code paths at a fraction of the time)
         case $(sed -n 's/^merge_method: *//p' "$cfg" | head -1) in
-            iso_c | iso_cts | tsv | regmean | mats) vs="$vs $KV" ;;
+            iso_c | iso_cts | tsv | regmean | mats) [ -n "$KV" ] && vs="$vs $KV" ;;
         esac
     esac
     got=""
@@ -107,5 +107,34 @@ cat "$W/results"
 p=$(grep -c '^PASS ' "$W/results") f=$(grep -c '^FAIL ' "$W/results")
 pass=$((pass + p)) fail=$((fail + f))
 [ $((p + f)) = "$nexp" ] || { echo "FAIL merge_ref.py --batch reported $((p + f)) of $nexp comparisons: $(tail -3 "$W/results")"; fail=$((fail + 1)); }
+# the bounds have power: a reference output with one element of every bounded tensor moved by 2 % of
+# the tensor's merged delta (twice the largest bound allowed) must fail the comparison
+for rd in "$W"/out/*.ref; do
+    [ -f "$rd/bounds.json" ] || continue
+    if "$PY" - "$REF" "$rd" "$W/mutant" <<'PYEOF'
+import json, os, shutil, sys
+sys.path.insert(0, os.path.dirname(sys.argv[1]))
+import numpy as np, merge_ref as r
+src, dst = sys.argv[2], sys.argv[3]
+shutil.rmtree(dst, ignore_errors=True)
+os.makedirs(dst)
+m, bounds = r.Model(src), json.load(open(os.path.join(src, "bounds.json")))
+names = sorted(m.where)
+def tensor(i):
+    nm = names[i]
+    dt, a = m.where[nm].raw(nm)
+    x = r.to_f32(dt, a).astype(np.float64).ravel()
+    if nm in bounds and bounds[nm][1] > 0:
+        x[len(x) // 2] += 0.02 * bounds[nm][1]
+    return r.encode(x.astype(np.float32).reshape(a.shape), dt)
+r.write_safetensors(os.path.join(dst, "model.safetensors"), [(nm, m.where[nm].raw(nm)[0], list(m.shape(nm))) for nm in names], tensor)
+shutil.copy(os.path.join(src, "bounds.json"), dst)
+ok, msg = r.compare(dst, src)
+sys.exit(1 if ok else 0)
+PYEOF
+    then pass=$((pass + 1))
+    else echo "FAIL $(basename "$rd" .ref): a 2 % change of one element passes the bounded comparison"; fail=$((fail + 1))
+    fi
+done
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
