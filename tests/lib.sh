@@ -29,6 +29,7 @@ alloc_faults() {
     fi
     ok; rm -rf "$out" "$out.opcm-state.safetensors" # (a continual merge's state beside its output)
     total=$(sed -n 's/^total //p' "$T/sites" | tail -n 1)
+    [ -n "$total" ] || { bad "'$*' recorded no allocation total (did it _exit?)"; total=0; }
     s=$((total / 24)); [ $s -lt $stride ] && s=$stride
     touch "$T/sites-done"
     all=$(grep -v '^total ' "$T/sites" | cut -d' ' -f1)
