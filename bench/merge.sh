@@ -76,6 +76,13 @@ for m in linear task_arithmetic ties dare_ties; do
     awk -v m=$m -v g="$g" -v f="$floor" -v s="$floor_sync" -v n="$np" 'BEGIN {
         printf "%-16s %9.3f %8.2fx %10.2fx %12s %10s\n", m, g, g / f, g / s, n, n == "-" ? "-" : sprintf("%.1fx", n / g) }'
 done
+# the non-finite check every output chunk gets (graft_count_nonfinite over the stored bytes), timed
+# alone over the linear merge's output, against that merge's time (goal: < 3 %)
+cc -O2 -I"$ROOT/include" -o "$W/nonfinite" "$ROOT/bench/nonfinite.c" "$ROOT/build/libgraft.a" -ljansson -lyaml -lpcre2-8 -lutf8proc -llapacke -lopenblas -lm -pthread
+rm -rf out; graft_run linear
+lin=$(for i in $(seq $RUNS); do timeit graft_run linear; done | median)
+set -- $("$W/nonfinite" out/*.safetensors)
+awk -v b="$1" -v s="$2" -v g="$lin" 'BEGIN { printf "non-finite check of the linear output (%.0f MB): %.4f s on one thread = %.2f %% of the merge (%.3f s; the engine spreads it over its threads)\n", b / 1e6, s, 100 * s / g, g }'
 rm -rf out np_out.safetensors
 rss() { # DIR METHOD → "peak RssAnon MiB, peak RSS MiB"
     rm -rf out

@@ -285,6 +285,52 @@ rm -rf kout
 expect 0 "$G" merge kill.yml kout --threads 2
 ls -A | grep -q "graft-tmp" && bad "stale temp folders after killed merges" || ok
 
+# ---- numerical safety: no NaN / Inf written silently ----
+expect 0 "$G" synth nb --layers 2 --hidden 32 --intermediate 48 --heads 4 --vocab 64 --dtype f32 --seed 1
+expect 0 "$G" synth nf --like nb --delta 0.01 --seed 2
+# a copy of nb with one large (finite) value, and one with a NaN, in model.norm.weight
+${PYTHON:-/usr/bin/python3} - <<'PYEOF' && ok || bad "could not write the patched models"
+import json, shutil, struct
+for dst, val in (("nbig", 1e38), ("nnan", float("nan"))):
+    shutil.copytree("nb", dst)
+    p = dst + "/model.safetensors"
+    b = bytearray(open(p, "rb").read())
+    n = struct.unpack("<Q", b[:8])[0]
+    off = 8 + n + json.loads(b[8:8 + n])["model.norm.weight"]["data_offsets"][0] + 4 * 5
+    b[off:off + 4] = struct.pack("<f", val)
+    open(p, "wb").write(b)
+PYEOF
+nf_cfg() { printf 'merge_method: linear\nmodels:\n  - model: %s\n    parameters: {weight: %s}\n  - model: nf\n    parameters: {weight: %s}\nparameters: {normalize: %s}\n%b' "$@" > nf.yml; }
+nf_cfg nb 1e308 1 true ""
+expect 4 "$G" merge nf.yml nfo
+grep -q "parameter 'weight' of model 'nb' is 1e+308 for tensor .*not a finite float32 number" "$T/err" && [ ! -e nfo ] && ok || bad "weight 1e308: $(cat "$T/err")"
+nf_cfg nb 3e38 3e38 false ""
+expect 4 "$G" merge nf.yml nfo
+grep -q "weights of tensor .* sum to 6e+38" "$T/err" && [ ! -e nfo ] && ok || bad "weights summing beyond float32: $(cat "$T/err")"
+nf_cfg nb .inf 1 true ""
+expect 4 "$G" merge nf.yml nfo
+# float32 overflow in the merge: 4·1e38 + 4·(nf's value) = Inf
+nf_cfg nbig 4 4 false ""
+expect 1 "$G" merge nf.yml nfo --threads 2
+grep -q "tensor 'model.norm.weight': the linear merge gives 1 NaN or infinite values (first at element 5) where no input holds any" "$T/err" && [ ! -e nfo ] && ! ls -A | grep -q graft-tmp && ok || bad "float32 overflow: $(cat "$T/err")"
+[ "$(wc -l < "$T/err")" = 1 ] && ok || bad "float32 overflow: not one line: $(cat "$T/err")"
+expect 0 "$G" merge nf.yml nfo --allow-nonfinite
+grep -q "warning: tensor 'model.norm.weight': 1 NaN or infinite values written (first at element 5)" "$T/err" && "$G" verify nfo >/dev/null && ok || bad "--allow-nonfinite: $(cat "$T/err")"
+rm -rf nfo
+# float16 overflow in the conversion: finite float32 values beyond ±65504
+nf_cfg nb 4e4 4e4 false "dtype: float16\n"
+expect 1 "$G" merge nf.yml nfo
+grep -q "float16 overflow\|F16 overflow" "$T/err" && grep -q "use out_dtype: bfloat16" "$T/err" && [ ! -e nfo ] && ok || bad "float16 overflow: $(cat "$T/err")"
+# inherited: an input that holds a NaN gives a warning naming it, and the merge is written
+nf_cfg nnan 0.5 0.5 true ""
+expect 0 "$G" merge nf.yml nfo
+grep -q "warning: tensor 'model.norm.weight': 1 NaN or infinite values in the output; input nnan already holds 1" "$T/err" && ok || bad "inherited NaN: $(cat "$T/err")"
+rm -rf nfo
+# task arithmetic with a huge weight: the plan passes (finite), the values overflow float32
+printf 'merge_method: task_arithmetic\nbase_model: nb\nmodels:\n  - model: nbig\n    parameters: {weight: 3e38}\ndtype: float32\n' > nf2.yml
+expect 1 "$G" merge nf2.yml nfo
+grep -q "task_arithmetic merge gives" "$T/err" && [ ! -e nfo ] && ok || bad "task_arithmetic overflow: $(cat "$T/err")"
+
 # ---- fault injection during a merge (sanitizer build only) ----
 if [ "$FAULTS" = faults ]; then
     for spec in open:4 mkdir:1 write:1 write:4 fsync:1 fsync:3 rename:1; do

@@ -82,6 +82,9 @@ bool graft_row_from_f32(enum graft_dtype t, const float *src, void *dst, size_t 
 // Same, forced onto the scalar reference path (for tests and benchmarks).
 bool graft_row_to_f32_ref(enum graft_dtype t, const void *src, float *dst, size_t n);
 bool graft_row_from_f32_ref(enum graft_dtype t, const float *src, void *dst, size_t n);
+// Non-finite values (NaN, ±Inf) among n stored elements of type t (float types; others have none);
+// *first, if not NULL, gets the index of the first one (n when there is none).
+uint64_t graft_count_nonfinite(enum graft_dtype t, const void *p, size_t n, size_t *first);
 // Whether the running CPU gets the vectorised path (F16C + AVX2; not with GRAFT_CPU=generic).
 bool graft_cpu_has_f16c(void);
 

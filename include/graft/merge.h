@@ -27,6 +27,7 @@ struct graft_merge_options {
     bool      dry_run;           // print the plan to plan_out, write nothing
     bool      copy_tokenizer;    // copy tokenizer/generation files from the donor (default true)
     bool      allow_crimes;      // allow models of different architectures
+    bool      allow_nonfinite;   // write NaN / ±Inf the merge produced (with a warning) instead of failing
     bool      write_model_card;  // README.md + mergekit_config.yml (default true)
     FILE     *plan_out;          // where --dry-run prints (stdout if NULL)
     FILE     *log;               // warnings (stderr if NULL)

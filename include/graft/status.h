@@ -27,7 +27,8 @@ extern "C" {
     X(GRAFT_E_CONFIG,  -6,  4, "invalid configuration")                            \
     X(GRAFT_E_EXISTS,  -7,  1, "output exists")                                    \
     X(GRAFT_E_NOTFOUND,-8,  3, "not found")                                        \
-    X(GRAFT_E_INTERNAL,-9,  1, "internal error")
+    X(GRAFT_E_INTERNAL,-9,  1, "internal error")                                   \
+    X(GRAFT_E_NONFINITE,-10, 1, "result holds NaN or infinite values")
 
 enum graft_status {
 #define GRAFT__X(name, value, exit_code, desc) name = value,

@@ -11,7 +11,7 @@
 
 static const char help[] =
     "Usage: graft merge CONFIG.yml OUT_DIR [--threads N] [--seed S] [--out-shard-size S] [--dry-run] [--force]\n"
-    "                  [--copy-tokenizer|--no-copy-tokenizer] [--allow-crimes]\n"
+    "                  [--copy-tokenizer|--no-copy-tokenizer] [--allow-crimes] [--allow-nonfinite]\n"
     "                  [--write-model-card|--no-write-model-card] [--format gguf [--type T]]\n"
     "\n"
     "Merge models as MergeKit's `mergekit-yaml CONFIG OUT` does, from the same YAML: merge_method,\n"
@@ -39,6 +39,10 @@ static const char help[] =
     "checked before any computation; a config error is reported at once (exit 4) and nothing is written.\n"
     "Compute is float32; `dtype`/`out_dtype` set the stored precision. The output folder (shards, index,\n"
     "config.json, tokenizer files, README.md, mergekit_config.yml) appears atomically.\n"
+    "Parameters must be finite float32 numbers (weights' sum too), else exit 4. Every output value is\n"
+    "checked as stored: NaN or infinite values that no input of the tensor holds (an overflow, a\n"
+    "normalisation by ~0, float16 overflow beyond ±65504) fail the merge (exit 1, nothing written) unless\n"
+    "--allow-nonfinite; values inherited from inputs that hold NaN/Inf are written with a warning.\n"
     "\n"
     "Options:\n"
     "  --threads N               worker threads (default: number of CPUs); output is identical for any N\n"
@@ -48,6 +52,7 @@ static const char help[] =
     "  --force                   replace OUT_DIR if it exists and is not empty\n"
     "  --no-copy-tokenizer       do not copy tokenizer/generation files from the base (or first) model\n"
     "  --allow-crimes            allow models whose config.json architectures differ\n"
+    "  --allow-nonfinite         write NaN / infinite values the merge produced (with a warning and counts)\n"
     "  --no-write-model-card     do not write README.md and mergekit_config.yml\n"
     "  --format gguf             write one GGUF file for llama.cpp instead (also chosen by OUT ending in .gguf):\n"
     "                            the merge goes to a temporary folder beside OUT, then is converted as\n"
@@ -58,13 +63,13 @@ static const char help[] =
     "                            OUT.opcm-state.safetensors; this merge writes its own state the same way\n";
 
 int cmd_merge(int argc, char **argv) {
-    enum { O_THREADS = 256, O_SEED, O_SHARD, O_DRY, O_FORCE, O_COPY, O_NOCOPY, O_CRIMES, O_CARD, O_NOCARD, O_FORMAT, O_TYPE, O_RESUME };
+    enum { O_THREADS = 256, O_SEED, O_SHARD, O_DRY, O_FORCE, O_COPY, O_NOCOPY, O_CRIMES, O_CARD, O_NOCARD, O_FORMAT, O_TYPE, O_RESUME, O_NONFINITE };
     static const struct option opts[] = {
         {"threads", required_argument, 0, O_THREADS}, {"seed", required_argument, 0, O_SEED},
         {"random-seed", required_argument, 0, O_SEED}, {"out-shard-size", required_argument, 0, O_SHARD},
         {"dry-run", no_argument, 0, O_DRY}, {"force", no_argument, 0, O_FORCE},
         {"copy-tokenizer", no_argument, 0, O_COPY}, {"no-copy-tokenizer", no_argument, 0, O_NOCOPY},
-        {"allow-crimes", no_argument, 0, O_CRIMES}, {"write-model-card", no_argument, 0, O_CARD},
+        {"allow-crimes", no_argument, 0, O_CRIMES}, {"allow-nonfinite", no_argument, 0, O_NONFINITE}, {"write-model-card", no_argument, 0, O_CARD},
         {"no-write-model-card", no_argument, 0, O_NOCARD}, {"format", required_argument, 0, O_FORMAT}, {"type", required_argument, 0, O_TYPE},
         {"resume", required_argument, 0, O_RESUME}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     bool gguf = false;
@@ -85,6 +90,7 @@ int cmd_merge(int argc, char **argv) {
         case O_COPY: o.copy_tokenizer = true; break;
         case O_NOCOPY: o.copy_tokenizer = false; break;
         case O_CRIMES: o.allow_crimes = true; break;
+        case O_NONFINITE: o.allow_nonfinite = true; break;
         case O_CARD: o.write_model_card = true; break;
         case O_NOCARD: o.write_model_card = false; break;
         case O_FORMAT:

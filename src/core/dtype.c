@@ -312,3 +312,55 @@ bool graft_row_convert(enum graft_dtype from, const void *src, enum graft_dtype 
     }
     return true;
 }
+
+// Non-finite values (NaN, ±Inf) among n stored elements of type t, by their bit patterns; *first (if
+// not NULL) gets the index of the first, or n. Types without such values count none. One branch-free
+// pass that vectorizes: the merge engine runs it on every output chunk it writes.
+GRAFT_KERNEL static uint64_t nonfinite16(const uint16_t *restrict p, size_t n, uint16_t mask) {
+    uint64_t c = 0;
+    for (size_t i = 0; i < n; i++) c += (p[i] & mask) == mask;
+    return c;
+}
+
+GRAFT_KERNEL static uint64_t nonfinite32(const uint32_t *restrict p, size_t n) {
+    uint64_t c = 0;
+    for (size_t i = 0; i < n; i++) c += (p[i] & 0x7F800000u) == 0x7F800000u;
+    return c;
+}
+
+GRAFT_KERNEL static uint64_t nonfinite8(const uint8_t *restrict p, size_t n, uint8_t mask) {
+    uint64_t c = 0;
+    for (size_t i = 0; i < n; i++) c += (p[i] & mask) == mask;
+    return c;
+}
+
+static bool is_nonfinite_at(enum graft_dtype t, const void *p, size_t i) {
+    switch (t) {
+    case GRAFT_DTYPE_F32: { uint32_t u; memcpy(&u, (const uint8_t *)p + 4 * i, 4); return (u & 0x7F800000u) == 0x7F800000u; }
+    case GRAFT_DTYPE_F16: { uint16_t u; memcpy(&u, (const uint8_t *)p + 2 * i, 2); return (u & 0x7C00u) == 0x7C00u; }
+    case GRAFT_DTYPE_BF16: { uint16_t u; memcpy(&u, (const uint8_t *)p + 2 * i, 2); return (u & 0x7F80u) == 0x7F80u; }
+    case GRAFT_DTYPE_F8_E5M2: return (((const uint8_t *)p)[i] & 0x7C) == 0x7C;
+    case GRAFT_DTYPE_F8_E4M3: return (((const uint8_t *)p)[i] & 0x7F) == 0x7F;
+    case GRAFT_DTYPE_F64: { uint64_t u; memcpy(&u, (const uint8_t *)p + 8 * i, 8); return (u & 0x7FF0000000000000ull) == 0x7FF0000000000000ull; }
+    default: return false;
+    }
+}
+
+uint64_t graft_count_nonfinite(enum graft_dtype t, const void *p, size_t n, size_t *first) {
+    uint64_t c;
+    switch (t) {
+    case GRAFT_DTYPE_F32: c = nonfinite32(p, n); break;
+    case GRAFT_DTYPE_F16: c = nonfinite16(p, n, 0x7C00u); break;
+    case GRAFT_DTYPE_BF16: c = nonfinite16(p, n, 0x7F80u); break;
+    case GRAFT_DTYPE_F8_E5M2: c = nonfinite8(p, n, 0x7C); break;
+    case GRAFT_DTYPE_F8_E4M3: c = nonfinite8(p, n, 0x7F); break;
+    case GRAFT_DTYPE_F64: c = 0; for (size_t i = 0; i < n; i++) c += is_nonfinite_at(t, p, i); break;
+    default: c = 0;
+    }
+    if (first) {
+        size_t i = 0;
+        while (c && i < n && !is_nonfinite_at(t, p, i)) i++;
+        *first = c ? i : n;
+    }
+    return c;
+}

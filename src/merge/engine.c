@@ -7,6 +7,7 @@
 // Phi-3, GPT-2, GPT-NeoX, Mixtral…) plans the same way. Non-layer tensors are "pre" weights when they
 // are embeddings (taken from the first slice's models) and "post" weights otherwise (last slice).
 #include <errno.h>
+#include <float.h>
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
@@ -285,6 +286,8 @@ static int resolve_params(struct plan *p, struct otensor *o, const struct graft_
             if (!found && (v = graft_params_get(&p->cfg->params, mp->name))) found = graft_pv_eval(v, o->name, t, &x, &s);
             if (s) return graft__plan_fail(p, "parameter '%s' must be a number, got '%s'", mp->name, s);
             if (!found && mp->required) return graft__plan_fail(p, "missing required parameter '%s' for tensor %s (merge_method %s)", mp->name, o->name, m->name);
+            if (!(fabs(x) <= FLT_MAX))
+                return graft__plan_fail(p, "parameter '%s' is %g for tensor %s: not a finite float32 number (the merge computes in float32)", mp->name, x, o->name);
             mt->gp[k] = x;
             continue;
         }
@@ -303,7 +306,16 @@ static int resolve_params(struct plan *p, struct otensor *o, const struct graft_
             if (!found && mp->required && i == mt->base && m->base == GRAFT_BASE_IGNORED)
                 return graft__plan_fail(p, "base_model '%s' takes part in this %s merge but has no '%s': list it under models with one, or drop base_model",
                              p->models[o->in[i].model].ref, m->name, mp->name);
+            if (!(fabs(x) <= FLT_MAX))
+                return graft__plan_fail(p, "parameter '%s' of model '%s' is %g for tensor %s: not a finite float32 number (the merge computes in float32)",
+                                        mp->name, p->models[o->in[i].model].ref, x, o->name);
             mt->pm[i][k] = x;
+        }
+        if (!strcmp(mp->name, "weight")) { // weights are summed (normalisation, rescaling): the sum must fit too
+            double sw = 0;
+            for (int i = 0; i < o->n_in; i++) sw += fabs(mt->pm[i][k]);
+            if (!(sw <= FLT_MAX))
+                return graft__plan_fail(p, "the weights of tensor %s sum to %g in magnitude: beyond float32 (the merge computes in float32)", o->name, sw);
         }
     }
     return GRAFT_OK;
@@ -792,6 +804,16 @@ static int write_chunk(struct exec *x, int ith, uint64_t e0, uint64_t n, struct 
     graft_dtype_nbytes(o->dtype, e0, &off);
     graft_dtype_nbytes(o->dtype, n, &len);
     graft_row_from_f32(o->dtype, x->out[ith], x->enc[ith], (size_t)n);
+    // every output chunk is checked for NaN / ±Inf as stored (one pass over bytes in cache); the rare
+    // chunk that has some is examined further: where, and whether float32 already held them
+    size_t first;
+    uint64_t bad = graft_count_nonfinite(o->dtype, x->enc[ith], (size_t)n, &first);
+    if (bad) {
+        atomic_fetch_add(&o->n_bad, bad);
+        atomic_fetch_add(&o->n_bad_f32, graft_count_nonfinite(GRAFT_DTYPE_F32, x->out[ith], (size_t)n, NULL));
+        uint64_t at = e0 + first, cur = atomic_load(&o->first_bad);
+        while (at < cur && !atomic_compare_exchange_weak(&o->first_bad, &cur, at)) {}
+    }
     int rc = graft_writer_write(x->w, o->wid, off, x->enc[ith], (size_t)len, err);
     graft_progress_add(x->p->opt->progress, len);
     return rc;
@@ -866,6 +888,39 @@ int graft__engine_copy_base(struct plan *p, struct graft_writer *w, struct otens
     return rc;
 }
 
+// An output tensor holds n_bad NaN / ±Inf values. Inherited from an input that holds some: a warning.
+// Made by the merge (or by the conversion to the output dtype): refused, unless --allow-nonfinite
+// (or an in-memory merge, whose caller scores the result), then a warning with the counts.
+static int check_nonfinite(struct plan *p, struct otensor *o) {
+    FILE *log = p->opt->log ? p->opt->log : stderr;
+    uint64_t bad = atomic_load(&o->n_bad), bad32 = atomic_load(&o->n_bad_f32), first = atomic_load(&o->first_bad);
+    for (int i = 0; i < o->n_in; i++) {
+        const struct graft_tensor_info *ti = o->in[i].t->info;
+        uint64_t k = graft_count_nonfinite(ti->dtype, graft_model_data(p->models[o->in[i].model].m, o->in[i].t), (size_t)ti->n_elem, NULL);
+        if (k) {
+            fprintf(log, "graft: warning: tensor '%s': %llu NaN or infinite values in the output; input %s already holds %llu\n", o->name,
+                    (unsigned long long)bad, p->models[o->in[i].model].ref, (unsigned long long)k);
+            return GRAFT_OK;
+        }
+    }
+    const char *dt = graft_dtype_traits(o->dtype)->name;
+    char cause[256] = "";
+    if (bad > bad32)
+        snprintf(cause, sizeof cause, "; %llu of them are %s overflow (finite float32 values beyond %s's range): use out_dtype: %s",
+                 (unsigned long long)(bad - bad32), dt, dt, o->dtype == GRAFT_DTYPE_BF16 ? "float32" : "bfloat16");
+    if (p->opt->allow_nonfinite || p->opt->in_memory) {
+        if (!p->opt->in_memory)
+            fprintf(log, "graft: warning: tensor '%s': %llu NaN or infinite values written (first at element %llu)%s\n", o->name,
+                    (unsigned long long)bad, (unsigned long long)first, cause);
+        return GRAFT_OK;
+    }
+    return graft_err_set(p->err, GRAFT_E_NONFINITE, NULL, o->name, strlen(o->name),
+                         "the %s merge gives %llu NaN or infinite values (first at element %llu) where no input holds any%s%s; "
+                         "nothing was written (--allow-nonfinite writes them anyway)",
+                         p->method->name, (unsigned long long)bad, (unsigned long long)first, cause,
+                         bad > bad32 ? "" : ": check the weights and parameters (overflow, or a normalisation by ~0)");
+}
+
 static int run_tensor(struct exec *x, struct otensor *o) {
     struct plan *p = x->p;
     struct graft_mt *mt = &o->mt;
@@ -898,7 +953,9 @@ static int run_tensor(struct exec *x, struct otensor *o) {
         x->partials = NULL;
     }
     x->pass = -1;
+    atomic_store(&o->n_bad, 0), atomic_store(&o->n_bad_f32, 0), atomic_store(&o->first_bad, UINT64_MAX);
     if (!rc) rc = graft_pool_run(nth, mt->n_chunks, exec_chunk, x, NULL, NULL, p->err);
+    if (!rc && atomic_load(&o->n_bad)) rc = check_nonfinite(p, o);
     if (mt->m->free_state) mt->m->free_state(mt);
     graft__free(mt->state);
     mt->state = NULL;

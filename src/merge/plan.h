@@ -40,6 +40,9 @@ struct otensor {
     bool             copy;     // identity (or passthrough × 1) in the same dtype: bytes are copied
     bool             remap;    // embedding rows follow the output vocabulary (tokenizer merge)
     float           *pad;      // remap with padding: per input, the mean row used for padding rows
+    _Atomic uint64_t n_bad;    // non-finite values written (NaN, ±Inf in the output dtype)
+    _Atomic uint64_t n_bad_f32; // … of which were already non-finite in float32 (not from the encoding)
+    _Atomic uint64_t first_bad; // the smallest element index among them (UINT64_MAX: none)
 };
 
 struct plan {
