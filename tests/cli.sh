@@ -90,6 +90,43 @@ if command -v script >/dev/null 2>&1; then
     grep -q "ETA" prog.txt && ok || bad "no progress line on a terminal"
 fi
 
+# ---- values: verify --values and inspect --stats count NaN, Inf and subnormals (as stored) ----
+${PYTHON:-/usr/bin/python3} - <<'PYEOF' && ok || bad "could not write vals.safetensors"
+import json, struct
+# F16: 1.0, 2^-24 (subnormal), +Inf, NaN, -2.0;  BF16: 1.0, 2^-129 (subnormal), -Inf;  F32: 0.5, 3.0
+t = [("h", "F16", struct.pack("<5H", 0x3C00, 0x0001, 0x7C00, 0x7E00, 0xC000)),
+     ("b", "BF16", struct.pack("<3H", 0x3F80, 0x0010, 0xFF80)), ("f", "F32", struct.pack("<2f", 0.5, 3.0))]
+hdr, off = {}, 0
+for name, dt, raw in t:
+    hdr[name] = {"dtype": dt, "shape": [len(raw) // (4 if dt == "F32" else 2)], "data_offsets": [off, off + len(raw)]}
+    off += len(raw)
+h = json.dumps(hdr).encode()
+h += b" " * (-len(h) % 8)
+open("vals.safetensors", "wb").write(struct.pack("<Q", len(h)) + h + b"".join(r for _, _, r in t))
+PYEOF
+expect 3 "$G" verify vals.safetensors --values
+grep -q "^h: 1 NaN, 1 Inf, 1 subnormal of 5; finite min -2, max 1$" "$T/out" && grep -q "^b: 0 NaN, 1 Inf, 1 subnormal of 3; finite min 1.469367[0-9]*e-39, max 1$" "$T/out" &&
+    ! grep -q "^f:" "$T/out" && grep -q "^values: 3 floating tensors, 1 NaN, 2 Inf, 2 subnormal$" "$T/out" && ok || bad "verify --values: $(cat "$T/out")"
+[ "$(wc -l < "$T/err")" = 1 ] && grep -q "vals.safetensors: tensor 'h': holds NaN or infinite values (2 tensors in all)" "$T/err" && ok || bad "verify --values error: $(cat "$T/err")"
+expect 0 "$G" verify vals.safetensors
+expect 0 "$G" verify ft --values
+grep -q "values: .* 0 NaN, 0 Inf" "$T/out" && ok || bad "verify --values of a clean model: $(cat "$T/out")"
+expect 0 "$G" inspect vals.safetensors --stats
+grep -q "  f  min 0.5 max 3 nan 0 inf 0 subnormal 0$" "$T/out" && ok || bad "inspect --stats: $(cat "$T/out")"
+expect 0 "$G" inspect vals.safetensors --stats --json
+grep -q '"subnormal": 1' "$T/out" && grep -q '"nan": 1' "$T/out" && ok || bad "inspect --stats --json: $(cat "$T/out")"
+# float16 overflow in convert: refused (nothing written) unless --allow-nonfinite; inherited NaN/Inf are not overflow
+${PYTHON:-/usr/bin/python3} -c 'import json, struct
+raw = struct.pack("<3f", 1.0, 7e4, -1e6)
+h = json.dumps({"big": {"dtype": "F32", "shape": [3], "data_offsets": [0, 12]}}).encode(); h += b" " * (-len(h) % 8)
+open("big.safetensors", "wb").write(struct.pack("<Q", len(h)) + h + raw)' && ok || bad "could not write big.safetensors"
+expect 1 "$G" convert big.safetensors big16.safetensors --dtype f16
+[ "$(wc -l < "$T/err")" = 1 ] && grep -q "big16.safetensors: tensor 'big': 2 finite values overflow f16 .*first: element 1" "$T/err" && [ ! -e big16.safetensors ] && ok || bad "f16 overflow in convert: $(cat "$T/err")"
+expect 0 "$G" convert big.safetensors big16.safetensors --dtype f16 --allow-nonfinite
+grep -q "warning: 2 finite values overflow f16" "$T/err" && ok || bad "convert --allow-nonfinite: $(cat "$T/err")"
+expect 0 "$G" convert big.safetensors bigb.safetensors --dtype bf16
+expect 0 "$G" convert vals.safetensors vals32.safetensors --dtype f32
+
 # ---- merge: a real config, dry run, config errors (exit 4, nothing written) ----
 expect 0 "$G" synth ft2 --like base --delta 0.02 --seed 10
 cat > ties.yml <<YML

@@ -3,6 +3,7 @@
 #ifndef GRAFT_CONVERT_H
 #define GRAFT_CONVERT_H
 
+#include <stdio.h>
 #include "model.h"
 #include "writer.h"
 #include "util.h"
@@ -19,6 +20,11 @@ struct graft_convert_params {
     unsigned         writer_flags;    // enum graft_writer_flags (GRAFT_WRITER_SINGLE_FILE is set from the target)
     struct graft_progress *progress;  // optional
     bool             copy_side_files; // copy config.json (torch_dtype updated) and tokenizer/generation files
+    // Values finite in the input that become NaN/±Inf in the target type (float16 beyond ±65504, …) are
+    // an error (GRAFT_E_NONFINITE, nothing written) unless this is set: then they are written as PyTorch's
+    // tensor.to() writes them, with a warning and the count on `log` (stderr if NULL).
+    bool             allow_nonfinite;
+    FILE            *log;
 };
 
 struct graft_convert_params graft_convert_default_params(void);

@@ -85,6 +85,14 @@ bool graft_row_from_f32_ref(enum graft_dtype t, const float *src, void *dst, siz
 // Non-finite values (NaN, ±Inf) among n stored elements of type t (float types; others have none);
 // *first, if not NULL, gets the index of the first one (n when there is none).
 uint64_t graft_count_nonfinite(enum graft_dtype t, const void *p, size_t n, size_t *first);
+// Value statistics of stored floats: counts of NaN, ±Inf and subnormal (as stored: a float16 subnormal
+// counts though float32 holds it as a normal number) values, and the range of the finite ones.
+struct graft_value_stats {
+    uint64_t n, nan, inf, subnormal, finite;
+    double   min, max; // of the finite values (0 when there is none)
+};
+// Adds n stored elements of type t to s (zero it first); false, adding nothing, for a non-float type.
+bool graft_value_stats_add(struct graft_value_stats *s, enum graft_dtype t, const void *p, size_t n);
 // Whether the running CPU gets the vectorised path (F16C + AVX2; not with GRAFT_CPU=generic).
 bool graft_cpu_has_f16c(void);
 

@@ -45,4 +45,8 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_evolve(int argc, char **argv);
 int cmd_analyze(int argc, char **argv);
+// Value statistics of tensor i (cmd_verify.c); false for a non-float tensor.
+struct graft_model;
+struct graft_value_stats;
+bool cli_tensor_stats(const struct graft_model *m, size_t i, struct graft_value_stats *s);
 #endif

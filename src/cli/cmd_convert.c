@@ -6,7 +6,7 @@
 #include "graft/gguf.h"
 
 static const char help[] =
-    "Usage: graft convert IN OUT --dtype T [--out-shard-size S] [--threads N] [--force]\n"
+    "Usage: graft convert IN OUT --dtype T [--out-shard-size S] [--threads N] [--force] [--allow-nonfinite]\n"
     "       graft convert IN OUT.gguf --to gguf [--type f32|f16|bf16|q8_0|q4_0] [--threads N] [--force]\n"
     "       graft convert IN.gguf OUT [--to hf] [--dtype T] [--threads N] [--force]\n"
     "\n"
@@ -33,6 +33,9 @@ static const char help[] =
     "  --threads N          worker threads (default: number of CPUs)\n"
     "  --force              replace OUT if it exists and is not empty\n"
     "  --no-copy-tokenizer  do not copy config.json and tokenizer files\n"
+    "  --allow-nonfinite    write values that overflow the target type as infinite/NaN, as PyTorch's tensor.to()\n"
+    "                       does (with a warning and the count); without it such a conversion fails (exit 1,\n"
+    "                       nothing written), e.g. float32 values beyond ±65504 to f16\n"
     "  -h, --help           this text\n";
 
 // A GGUF file as a Hugging Face folder.
@@ -62,7 +65,7 @@ int cmd_convert(int argc, char **argv) {
         {"dtype", required_argument, 0, 'd'}, {"out-shard-size", required_argument, 0, 's'},
         {"threads", required_argument, 0, 't'}, {"force", no_argument, 0, 'f'},
         {"no-copy-tokenizer", no_argument, 0, 'n'}, {"to", required_argument, 0, 'T'}, {"type", required_argument, 0, 'y'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"allow-nonfinite", no_argument, 0, 'N'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     bool to_gguf = false, to_hf = false;
     uint32_t gtype = GRAFT_GGML_F16;
     struct graft_convert_params p = graft_convert_default_params();
@@ -77,6 +80,7 @@ int cmd_convert(int argc, char **argv) {
         case 't': if (!cli_threads("convert", optarg, &p.n_threads)) return GRAFT_EXIT_USAGE; break;
         case 'f': p.writer_flags |= GRAFT_WRITER_FORCE; break;
         case 'n': p.copy_side_files = false; break;
+        case 'N': p.allow_nonfinite = true; break;
         case 'T':
             if (!strcmp(optarg, "gguf")) to_gguf = true;
             else if (!strcmp(optarg, "hf")) to_hf = true;

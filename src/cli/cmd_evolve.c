@@ -242,8 +242,10 @@ int cmd_evolve(int argc, char **argv) {
                 break;
             }
             if (lg) fit[k] = lg->f;
-            else if ((rc = evaluate(&r, yaml, &fit[k]))) { free(yaml); break; }
             else {
+                rc = evaluate(&r, yaml, &fit[k]);
+                if (rc == GRAFT_E_NONFINITE) fit[k] = 1e30, rc = GRAFT_OK, graft_err_clear(&err); // activations overflow: the worst score
+                if (rc) { free(yaml); break; }
                 fresh++;
                 fprintf(r.lf, "{\"gen\": %d, \"k\": %d, \"nll\": %.17g, \"x\": [", gen, k, fit[k]);
                 for (int i = 0; i < r.dim; i++) fprintf(r.lf, "%s%.17g", i ? ", " : "", x[i]);

@@ -8,7 +8,7 @@
 #include "../io/io-impl.h"
 
 static const char help[] =
-    "Usage: graft inspect PATH [--json]\n"
+    "Usage: graft inspect PATH [--json] [--stats]\n"
     "\n"
     "List the tensors of a .safetensors file, a model folder or a GGUF file: name, dtype, shape, shard file and the\n"
     "byte offset of its data in that file; then the parameter count, data bytes, __metadata__ and a\n"
@@ -19,6 +19,8 @@ static const char help[] =
     "              {\"tensors\":[{\"name\":…,\"dtype\":\"BF16\",\"shape\":[…],\"file\":…,\"offset\":…}],\n"
     "               \"n_params\":…, \"n_bytes\":…, \"metadata\":{…}, \"files\":[…], \"config\":{…}|null}\n"
     "              (offset: absolute byte offset of the tensor data inside its file)\n"
+    "  --stats     also read every floating value: per tensor the finite min and max and the counts of\n"
+    "              NaN, Inf and subnormal values (JSON: \"stats\":{\"min\",\"max\",\"nan\",\"inf\",\"subnormal\"})\n"
     "  -h, --help  this text\n";
 
 static const char *base_name(const char *p) {
@@ -40,7 +42,17 @@ static void print_name(const struct graft_tensor_info *t) {
     }
 }
 
-static int print_json(const struct graft_model *m) {
+static json_t *stats_json(const struct graft_value_stats *v) {
+    json_t *o = json_object();
+    json_object_set_new(o, "min", json_real(v->min));
+    json_object_set_new(o, "max", json_real(v->max));
+    json_object_set_new(o, "nan", json_integer((json_int_t)v->nan));
+    json_object_set_new(o, "inf", json_integer((json_int_t)v->inf));
+    json_object_set_new(o, "subnormal", json_integer((json_int_t)v->subnormal));
+    return o;
+}
+
+static int print_json(const struct graft_model *m, bool stats) {
     json_t *root = json_object(), *tensors = json_array(), *meta = json_object(), *files = json_array();
     for (size_t i = 0; i < graft_model_n_tensors(m); i++) {
         const struct graft_model_tensor *mt = graft_model_tensor(m, i);
@@ -54,6 +66,8 @@ static int print_json(const struct graft_model *m) {
         json_object_set_new(o, "shape", shape);
         json_object_set_new(o, "file", json_string(base_name(graft_st_path(st))));
         json_object_set_new(o, "offset", json_integer((json_int_t)(8 + graft_st_header_len(st) + t->begin)));
+        struct graft_value_stats v;
+        if (stats && cli_tensor_stats(m, i, &v)) json_object_set_new(o, "stats", stats_json(&v));
         json_array_append_new(tensors, o);
     }
     for (int s = 0; s < graft_model_n_shards(m); s++) {
@@ -108,24 +122,28 @@ static void print_config_summary(const char *cfg) {
 }
 
 int cmd_inspect(int argc, char **argv) {
-    static const struct option opts[] = {{"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    bool as_json = false;
+    static const struct option opts[] = {{"json", no_argument, 0, 'j'}, {"stats", no_argument, 0, 's'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    bool as_json = false, stats = false;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (c == 'j') as_json = true;
+        else if (c == 's') stats = true;
         else if (c == 'h') { fputs(help, stdout); return GRAFT_EXIT_OK; }
         else return cli_usage("inspect", "unknown option");
     }
     if (argc - optind != 1) return cli_usage("inspect", "expected one PATH");
     struct graft_err err;
     graft_err_clear(&err);
-    if (graft_gguf_sniff(argv[optind])) return cli_gguf_inspect(argv[optind], as_json);
+    if (graft_gguf_sniff(argv[optind])) {
+        if (stats) return cli_usage("inspect", "--stats reads safetensors models (convert the GGUF file first)");
+        return cli_gguf_inspect(argv[optind], as_json);
+    }
     struct graft_model *m;
     if (graft_model_open(argv[optind], &m, &err)) return cli_fail(&err);
     int rc = GRAFT_EXIT_OK;
     if (as_json) {
-        rc = print_json(m);
+        rc = print_json(m, stats);
     } else {
         printf("model: %s (%s, %d file%s%s%s)\n", graft_model_path(m), graft_model_is_dir(m) ? "folder" : "file",
                graft_model_n_shards(m), graft_model_n_shards(m) == 1 ? "" : "s",
@@ -147,6 +165,10 @@ int cmd_inspect(int argc, char **argv) {
             printf("%-8s %-16s %-34s %llu  ", graft_dtype_traits(mt->info->dtype)->name, sh, base_name(graft_st_path(st)),
                    (unsigned long long)(8 + graft_st_header_len(st) + mt->info->begin));
             print_name(mt->info);
+            struct graft_value_stats v;
+            if (stats && cli_tensor_stats(m, i, &v))
+                printf("  min %.6g max %.6g nan %llu inf %llu subnormal %llu", v.min, v.max, (unsigned long long)v.nan, (unsigned long long)v.inf,
+                       (unsigned long long)v.subnormal);
             putchar('\n');
         }
         printf("%zu tensors, %llu parameters, %llu bytes of tensor data\n", graft_model_n_tensors(m),

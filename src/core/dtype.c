@@ -364,3 +364,46 @@ uint64_t graft_count_nonfinite(enum graft_dtype t, const void *p, size_t n, size
     }
     return c;
 }
+
+// Stored subnormals (by bit pattern: a float16 subnormal is a normal float32).
+static bool is_subnormal_at(enum graft_dtype t, const void *p, size_t i) {
+    switch (t) {
+    case GRAFT_DTYPE_F32: { uint32_t u; memcpy(&u, (const uint8_t *)p + 4 * i, 4); return !(u & 0x7F800000u) && (u & 0x7FFFFFu); }
+    case GRAFT_DTYPE_F16: { uint16_t u; memcpy(&u, (const uint8_t *)p + 2 * i, 2); return !(u & 0x7C00u) && (u & 0x3FFu); }
+    case GRAFT_DTYPE_BF16: { uint16_t u; memcpy(&u, (const uint8_t *)p + 2 * i, 2); return !(u & 0x7F80u) && (u & 0x7Fu); }
+    case GRAFT_DTYPE_F8_E5M2: { uint8_t b = ((const uint8_t *)p)[i]; return !(b & 0x7C) && (b & 0x3); }
+    case GRAFT_DTYPE_F8_E4M3: { uint8_t b = ((const uint8_t *)p)[i]; return !(b & 0x78) && (b & 0x7); }
+    case GRAFT_DTYPE_F64: { uint64_t u; memcpy(&u, (const uint8_t *)p + 8 * i, 8); return !(u & 0x7FF0000000000000ull) && (u & 0xFFFFFFFFFFFFFull); }
+    default: return false;
+    }
+}
+
+bool graft_value_stats_add(struct graft_value_stats *s, enum graft_dtype t, const void *p, size_t n) {
+    if (t != GRAFT_DTYPE_F32 && t != GRAFT_DTYPE_F16 && t != GRAFT_DTYPE_BF16 && t != GRAFT_DTYPE_F8_E5M2 && t != GRAFT_DTYPE_F8_E4M3 &&
+        t != GRAFT_DTYPE_F64)
+        return false;
+    float buf[4096];
+    size_t es = t == GRAFT_DTYPE_F64 ? 8 : t == GRAFT_DTYPE_F32 ? 4 : t == GRAFT_DTYPE_F16 || t == GRAFT_DTYPE_BF16 ? 2 : 1;
+    for (size_t i0 = 0; i0 < n; i0 += 4096) {
+        size_t m = n - i0 < 4096 ? n - i0 : 4096;
+        const uint8_t *q = (const uint8_t *)p + i0 * es;
+        for (size_t i = 0; i < m; i++) {
+            double v;
+            if (t == GRAFT_DTYPE_F64) memcpy(&v, q + 8 * i, 8);
+            else {
+                if (i == 0) graft_row_to_f32(t, q, buf, m);
+                v = buf[i];
+            }
+            if (isnan(v)) s->nan++;
+            else if (isinf(v)) s->inf++;
+            else {
+                if (!s->finite || v < s->min) s->min = v;
+                if (!s->finite || v > s->max) s->max = v;
+                s->finite++;
+            }
+            s->subnormal += is_subnormal_at(t, q, i);
+        }
+        s->n += m;
+    }
+    return true;
+}

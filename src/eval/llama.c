@@ -600,8 +600,12 @@ static int run(struct graft_llama *L, const int32_t *tokens, int n_seq, int len,
     }
     graft__blas_single_thread();
     for (size_t m = 0; m < M; m++) rows_to_f32(&L->embed, (size_t)tokens[m], 1, x + m * H);
+    // where the residual stream first holds NaN/Inf (-1: the embeddings), to name it if the result is
+    // not finite; one scan of M × H floats per layer until found, nothing beside the GEMMs
+    int bad_at = graft_count_nonfinite(GRAFT_DTYPE_F32, x, M * H, NULL) ? -1 : -2;
     for (int l = 0; l < L->nl && !rc; l++) {
         const struct layer *ly = &L->layers[l];
+        if (l > 0 && bad_at == -2 && graft_count_nonfinite(GRAFT_DTYPE_F32, x, M * H, NULL)) bad_at = l - 1;
         if (capture) memcpy(capture + (size_t)l * M * H, x, M * H * sizeof(float));
         rmsnorm(x, ly->g_in, L->eps, M, H, h);
         if (stats) stats_add(stats, l, 0, h, M, gtmp);
@@ -631,6 +635,7 @@ static int run(struct graft_llama *L, const int32_t *tokens, int n_seq, int len,
         if ((rc = linear(L, &jd, err))) break;
     }
     if (rc || capture) goto out;
+    if (bad_at == -2 && graft_count_nonfinite(GRAFT_DTYPE_F32, x, M * H, NULL)) bad_at = L->nl - 1;
     rmsnorm(x, L->g_final, L->eps, M, H, h);
     for (size_t m = 0; m < M; m++) {
         size_t s = m / T, i = m % T;
@@ -649,6 +654,14 @@ static int run(struct graft_llama *L, const int32_t *tokens, int n_seq, int len,
         for (size_t b = 0; b < nblk; b++) se += bsum[b * M + m] * exp(bmax[b * M + m] - mx);
         sum += mx + log(se) - tl[m];
         cnt++;
+    }
+    if (!isfinite(sum)) {
+        char where[64];
+        if (bad_at == -1) snprintf(where, sizeof where, "in the embeddings");
+        else if (bad_at >= 0) snprintf(where, sizeof where, "in layer %d (model.layers.%d)", bad_at, bad_at);
+        else snprintf(where, sizeof where, "in the final norm or lm_head");
+        rc = graft_err_set(err, GRAFT_E_NONFINITE, L->name, NULL, 0, "the log-likelihood is not finite: activations first became NaN or infinite %s", where);
+        goto out;
     }
     *nll += sum, *n_scored += cnt;
 out:

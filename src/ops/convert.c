@@ -3,6 +3,8 @@
 // re-encoded into the thread's scratch buffer and written at its planned offset. Unchanged tensors
 // are written straight from the input mapping. Consumed input pages are released, so resident memory
 // stays at threads × chunk whatever the model size.
+#include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 #include "graft/convert.h"
 #include "chunks.h"
@@ -24,6 +26,8 @@ struct job {
     const struct graft_convert_params *p;
     struct graft__chunks c;
     uint8_t **scratch;     // per thread: chunk × 8 bytes
+    _Atomic uint64_t n_new;   // values finite in the input, NaN/±Inf in the output type
+    _Atomic uint64_t first;   // the first of them: tensor index << 40 | element (UINT64_MAX: none)
 };
 
 static int convert_chunk(void *ctx, size_t item, int ith, struct graft_err *err) {
@@ -49,6 +53,14 @@ static int convert_chunk(void *ctx, size_t item, int ith, struct graft_err *err)
         if (!graft_row_convert(t->dtype, src, out, j->scratch[ith], (size_t)ne))
             return graft_err_set(err, GRAFT_E_INTERNAL, graft_st_path(st), t->name, t->name_len, "cannot convert %s to %s",
                                  graft_dtype_traits(t->dtype)->name, graft_dtype_traits(out)->name);
+        // overflow in the conversion (float16 beyond ±65504, …): counted here, refused after the pass
+        size_t at;
+        uint64_t bad = graft_count_nonfinite(out, j->scratch[ith], (size_t)ne, &at);
+        if (bad && (bad -= graft_count_nonfinite(t->dtype, src, (size_t)ne, NULL))) {
+            atomic_fetch_add(&j->n_new, bad);
+            uint64_t key = (uint64_t)lo << 40 | (e0 + at), cur = atomic_load(&j->first);
+            while (key < cur && !atomic_compare_exchange_weak(&j->first, &cur, key)) {}
+        }
         rc = graft_writer_write(j->w, (long)lo, out_off, j->scratch[ith], (size_t)out_len, err);
     }
     graft_st_release(st, t->begin + in_off, in_len);
@@ -98,9 +110,24 @@ int graft_convert(const struct graft_model *m, const char *target, const struct 
                                n_threads, (unsigned long long)j.c.chunk * 8);
             goto out;
         }
+    atomic_store(&j.first, UINT64_MAX);
     rc = graft_pool_run(n_threads, graft__chunks_items(&j.c), convert_chunk, &j,
                         p->progress && p->progress->enabled ? graft_progress_draw : NULL, p->progress, err);
     if (rc) goto out;
+    if (atomic_load(&j.n_new)) {
+        uint64_t f = atomic_load(&j.first), n_new = atomic_load(&j.n_new);
+        const struct graft_tensor_info *t = graft_model_tensor(m, (size_t)(f >> 40))->info;
+        const char *dn = graft_dtype_traits(p->dtype)->cli_name;
+        if (!p->allow_nonfinite) {
+            rc = graft_err_set(err, GRAFT_E_NONFINITE, target, t->name, t->name_len,
+                               "%llu finite values overflow %s and would become infinite or NaN (first: element %llu); convert to bf16 or f32, "
+                               "or --allow-nonfinite to write them as PyTorch's tensor.to() does",
+                               (unsigned long long)n_new, dn, (unsigned long long)(f & ((1ull << 40) - 1)));
+            goto out;
+        }
+        fprintf(p->log ? p->log : stderr, "graft: warning: %llu finite values overflow %s and were written as infinite or NaN (first: tensor '%.*s', element %llu)\n",
+                (unsigned long long)n_new, dn, (int)t->name_len, t->name, (unsigned long long)(f & ((1ull << 40) - 1)));
+    }
     if (p->copy_side_files && !single && (rc = graft_writer_copy_side_files(w, m, graft_dtype_torch_name(p->dtype), err))) goto out;
     rc = graft_writer_commit(w, err);
 out:
