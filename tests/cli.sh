@@ -93,12 +93,14 @@ fi
 # ---- values: verify --values and inspect --stats count NaN, Inf and subnormals (as stored) ----
 ${PYTHON:-/usr/bin/python3} - <<'PYEOF' && ok || bad "could not write vals.safetensors"
 import json, struct
-# F16: 1.0, 2^-24 (subnormal), +Inf, NaN, -2.0;  BF16: 1.0, 2^-129 (subnormal), -Inf;  F32: 0.5, 3.0
+# F16: 1.0, 2^-24 (subnormal), +Inf, NaN, -2.0;  BF16: 1.0, 2^-129 (subnormal), -Inf;  F32: 0.5, 3.0;
+# F8_E4M3FNUZ: 1.0, NaN (0x80, its only one)
 t = [("h", "F16", struct.pack("<5H", 0x3C00, 0x0001, 0x7C00, 0x7E00, 0xC000)),
-     ("b", "BF16", struct.pack("<3H", 0x3F80, 0x0010, 0xFF80)), ("f", "F32", struct.pack("<2f", 0.5, 3.0))]
+     ("b", "BF16", struct.pack("<3H", 0x3F80, 0x0010, 0xFF80)), ("f", "F32", struct.pack("<2f", 0.5, 3.0)),
+     ("z", "F8_E4M3FNUZ", bytes([0x40, 0x80]))]
 hdr, off = {}, 0
 for name, dt, raw in t:
-    hdr[name] = {"dtype": dt, "shape": [len(raw) // (4 if dt == "F32" else 2)], "data_offsets": [off, off + len(raw)]}
+    hdr[name] = {"dtype": dt, "shape": [len(raw) // {"F32": 4, "F8_E4M3FNUZ": 1}.get(dt, 2)], "data_offsets": [off, off + len(raw)]}
     off += len(raw)
 h = json.dumps(hdr).encode()
 h += b" " * (-len(h) % 8)
@@ -106,8 +108,9 @@ open("vals.safetensors", "wb").write(struct.pack("<Q", len(h)) + h + b"".join(r 
 PYEOF
 expect 3 "$G" verify vals.safetensors --values
 grep -q "^h: 1 NaN, 1 Inf, 1 subnormal of 5; finite min -2, max 1$" "$T/out" && grep -q "^b: 0 NaN, 1 Inf, 1 subnormal of 3; finite min 1.469367[0-9]*e-39, max 1$" "$T/out" &&
-    ! grep -q "^f:" "$T/out" && grep -q "^values: 3 floating tensors, 1 NaN, 2 Inf, 2 subnormal$" "$T/out" && ok || bad "verify --values: $(cat "$T/out")"
-[ "$(wc -l < "$T/err")" = 1 ] && grep -q "vals.safetensors: tensor 'h': holds NaN or infinite values (2 tensors in all)" "$T/err" && ok || bad "verify --values error: $(cat "$T/err")"
+    ! grep -q "^f:" "$T/out" && grep -q "^z: 1 NaN, 0 Inf, 0 subnormal of 2; finite min 1, max 1$" "$T/out" &&
+    grep -q "^values: 4 floating tensors, 2 NaN, 2 Inf, 2 subnormal$" "$T/out" && ok || bad "verify --values: $(cat "$T/out")"
+[ "$(wc -l < "$T/err")" = 1 ] && grep -q "vals.safetensors: tensor 'h': holds NaN or infinite values (3 tensors in all)" "$T/err" && ok || bad "verify --values error: $(cat "$T/err")"
 expect 0 "$G" verify vals.safetensors
 expect 0 "$G" verify ft --values
 grep -q "values: .* 0 NaN, 0 Inf" "$T/out" && ok || bad "verify --values of a clean model: $(cat "$T/out")"

@@ -37,7 +37,7 @@ alloc_faults() {
     nall=$(printf '%s\n' $all | grep -c .) nsites=$(printf '%s\n' $sites | grep -c .)
     printf '%s\n' $sites >> "$T/sites-done"
     fails=0
-    for spec in $(printf 'site:%s\n' $sites) $(seq 1 $s "$total" | sed 's/^/nth:/'); do
+    for spec in $(printf '%s\n' $sites | sed -n 's/^./site:&/p') $(seq 1 $s "$total" | sed 's/^/nth:/'); do
         case $spec in
             site:*) GRAFT_FAULT_ALLOC_SITE=${spec#site:} "$@" >/dev/null 2>"$T/err" ;;
             nth:*) GRAFT_FAULT_ALLOC=${spec#nth:} "$@" >/dev/null 2>"$T/err" ;;

@@ -291,13 +291,14 @@ expect 0 "$G" synth nf --like nb --delta 0.01 --seed 2
 # a copy of nb with one large (finite) value, and one with a NaN, in model.norm.weight
 ${PYTHON:-/usr/bin/python3} - <<'PYEOF' && ok || bad "could not write the patched models"
 import json, shutil, struct
-for dst, val in (("nbig", 1e38), ("nnan", float("nan"))):
+for dst, vals in (("nbig", [1e38]), ("nnan", [float("nan")]), ("nnanbig", [float("nan"), 1e5])):
     shutil.copytree("nb", dst)
     p = dst + "/model.safetensors"
     b = bytearray(open(p, "rb").read())
     n = struct.unpack("<Q", b[:8])[0]
-    off = 8 + n + json.loads(b[8:8 + n])["model.norm.weight"]["data_offsets"][0] + 4 * 5
-    b[off:off + 4] = struct.pack("<f", val)
+    for k, val in enumerate(vals):  # elements 5, 6, …
+        off = 8 + n + json.loads(b[8:8 + n])["model.norm.weight"]["data_offsets"][0] + 4 * (5 + k)
+        b[off:off + 4] = struct.pack("<f", val)
     open(p, "wb").write(b)
 PYEOF
 nf_cfg() { printf 'merge_method: linear\nmodels:\n  - model: %s\n    parameters: {weight: %s}\n  - model: nf\n    parameters: {weight: %s}\nparameters: {normalize: %s}\n%b' "$@" > nf.yml; }
@@ -324,8 +325,29 @@ grep -q "float16 overflow\|F16 overflow" "$T/err" && grep -q "use out_dtype: bfl
 # inherited: an input that holds a NaN gives a warning naming it, and the merge is written
 nf_cfg nnan 0.5 0.5 true ""
 expect 0 "$G" merge nf.yml nfo
-grep -q "warning: tensor 'model.norm.weight': 1 NaN or infinite values in the output; input nnan already holds 1" "$T/err" && ok || bad "inherited NaN: $(cat "$T/err")"
+grep -q "warning: tensor 'model.norm.weight': 1 NaN or infinite values in the output; input nnan already holds some (1 in all inputs)" "$T/err" && ok || bad "inherited NaN: $(cat "$T/err")"
 rm -rf nfo
+# an input NaN does not cover values the merge makes besides: nnanbig's NaN, and its 1e5 overflows float16
+nf_cfg nnanbig 1 1 false "dtype: float16\n"
+expect 1 "$G" merge nf.yml nfo
+grep -q "where its inputs hold 1.*F16 overflow" "$T/err" && [ ! -e nfo ] && ok || bad "inherited NaN plus new overflow: $(cat "$T/err")"
+# whole-model methods (pcb over the flattened model, opcm) encode through the same check: float16 overflow
+"${PYTHON:-/usr/bin/python3}" - <<'PYEOF' && ok || bad "could not write nhuge"
+import json, shutil, struct
+shutil.copytree("nb", "nhuge")
+p = "nhuge/model.safetensors"
+b = bytearray(open(p, "rb").read())
+n = struct.unpack("<Q", b[:8])[0]
+off = 8 + n + json.loads(b[8:8 + n])["model.norm.weight"]["data_offsets"][0] + 4 * 5
+b[off:off + 4] = struct.pack("<f", 1e5)
+open(p, "wb").write(b)
+PYEOF
+for i in 1 2; do expect 0 "$G" synth nh$i --like nhuge --delta 0.01 --seed $((40 + i)); done
+for m in pcb opcm; do
+    printf 'merge_method: %s\nbase_model: nhuge\nmodels:\n  - model: nh1\n  - model: nh2\ndtype: float16\n' $m > nf-$m.yml
+    expect 1 "$G" merge nf-$m.yml nfo
+    grep -q "tensor 'model.norm.weight': the $m merge gives .*F16 overflow" "$T/err" && [ ! -e nfo ] && [ ! -e nfo.opcm-state.safetensors ] && ok || bad "$m float16 overflow: $(cat "$T/err")"
+done
 # task arithmetic with a huge weight: the plan passes (finite), the values overflow float32
 printf 'merge_method: task_arithmetic\nbase_model: nb\nmodels:\n  - model: nbig\n    parameters: {weight: 3e38}\ndtype: float32\n' > nf2.yml
 expect 1 "$G" merge nf2.yml nfo

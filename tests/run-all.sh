@@ -17,11 +17,11 @@ start=$(date +%s)
 
 # name | command (longest first, so the lanes finish together)
 cat > "$R/suites" <<'LIST'
+cli (asan+ubsan, fault injection)|sh tests/cli.sh build/asan faults
 merge end-to-end (asan+ubsan, fault injection)|sh tests/merge-e2e.sh build/asan faults
 prune / quantize end-to-end (asan+ubsan, fault injection)|sh tests/ops-e2e.sh build/asan faults
 merge vs independent NumPy reference (tests/ref/configs; SVD and solver methods also under every OpenBLAS kernel family and GRAFT_CPU=generic)|KERNELS=1 bash tests/ref/check.sh build/graft
 opcm and extract-lora vs NumPy under every OpenBLAS kernel family and GRAFT_CPU=generic|bash tests/ref/kernels.sh build/graft
-cli (asan+ubsan, fault injection)|sh tests/cli.sh build/asan faults
 GGUF convert end-to-end (asan+ubsan, fault injection)|sh tests/gguf-e2e.sh build/asan faults
 research merges / analyze end-to-end (asan+ubsan, fault injection)|sh tests/research-e2e.sh build/asan faults
 evaluator / tokenizers end-to-end (asan+ubsan, fault injection)|sh tests/eval-e2e.sh build/asan faults

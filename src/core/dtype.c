@@ -316,15 +316,24 @@ bool graft_row_convert(enum graft_dtype from, const void *src, enum graft_dtype 
 // Non-finite values (NaN, ±Inf) among n stored elements of type t, by their bit patterns; *first (if
 // not NULL) gets the index of the first, or n. Types without such values count none. One branch-free
 // pass that vectorizes: the merge engine runs it on every output chunk it writes.
-GRAFT_KERNEL static uint64_t nonfinite16(const uint16_t *restrict p, size_t n, uint16_t mask) {
+// (loads through memcpy: stored tensors need not be aligned; compilers still vectorize)
+GRAFT_KERNEL static uint64_t nonfinite16(const uint8_t *restrict p, size_t n, uint16_t mask) {
     uint64_t c = 0;
-    for (size_t i = 0; i < n; i++) c += (p[i] & mask) == mask;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t u;
+        memcpy(&u, p + 2 * i, 2);
+        c += (u & mask) == mask;
+    }
     return c;
 }
 
-GRAFT_KERNEL static uint64_t nonfinite32(const uint32_t *restrict p, size_t n) {
+GRAFT_KERNEL static uint64_t nonfinite32(const uint8_t *restrict p, size_t n) {
     uint64_t c = 0;
-    for (size_t i = 0; i < n; i++) c += (p[i] & 0x7F800000u) == 0x7F800000u;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, p + 4 * i, 4);
+        c += (u & 0x7F800000u) == 0x7F800000u;
+    }
     return c;
 }
 
@@ -341,6 +350,8 @@ static bool is_nonfinite_at(enum graft_dtype t, const void *p, size_t i) {
     case GRAFT_DTYPE_BF16: { uint16_t u; memcpy(&u, (const uint8_t *)p + 2 * i, 2); return (u & 0x7F80u) == 0x7F80u; }
     case GRAFT_DTYPE_F8_E5M2: return (((const uint8_t *)p)[i] & 0x7C) == 0x7C;
     case GRAFT_DTYPE_F8_E4M3: return (((const uint8_t *)p)[i] & 0x7F) == 0x7F;
+    case GRAFT_DTYPE_F8_E4M3FNUZ:
+    case GRAFT_DTYPE_F8_E5M2FNUZ: return ((const uint8_t *)p)[i] == 0x80; // the one NaN; no infinities
     case GRAFT_DTYPE_F64: { uint64_t u; memcpy(&u, (const uint8_t *)p + 8 * i, 8); return (u & 0x7FF0000000000000ull) == 0x7FF0000000000000ull; }
     default: return false;
     }
@@ -354,6 +365,8 @@ uint64_t graft_count_nonfinite(enum graft_dtype t, const void *p, size_t n, size
     case GRAFT_DTYPE_BF16: c = nonfinite16(p, n, 0x7F80u); break;
     case GRAFT_DTYPE_F8_E5M2: c = nonfinite8(p, n, 0x7C); break;
     case GRAFT_DTYPE_F8_E4M3: c = nonfinite8(p, n, 0x7F); break;
+    case GRAFT_DTYPE_F8_E4M3FNUZ:
+    case GRAFT_DTYPE_F8_E5M2FNUZ:
     case GRAFT_DTYPE_F64: c = 0; for (size_t i = 0; i < n; i++) c += is_nonfinite_at(t, p, i); break;
     default: c = 0;
     }
@@ -372,7 +385,9 @@ static bool is_subnormal_at(enum graft_dtype t, const void *p, size_t i) {
     case GRAFT_DTYPE_F16: { uint16_t u; memcpy(&u, (const uint8_t *)p + 2 * i, 2); return !(u & 0x7C00u) && (u & 0x3FFu); }
     case GRAFT_DTYPE_BF16: { uint16_t u; memcpy(&u, (const uint8_t *)p + 2 * i, 2); return !(u & 0x7F80u) && (u & 0x7Fu); }
     case GRAFT_DTYPE_F8_E5M2: { uint8_t b = ((const uint8_t *)p)[i]; return !(b & 0x7C) && (b & 0x3); }
-    case GRAFT_DTYPE_F8_E4M3: { uint8_t b = ((const uint8_t *)p)[i]; return !(b & 0x78) && (b & 0x7); }
+    case GRAFT_DTYPE_F8_E4M3:
+    case GRAFT_DTYPE_F8_E4M3FNUZ: { uint8_t b = ((const uint8_t *)p)[i]; return !(b & 0x78) && (b & 0x7); }
+    case GRAFT_DTYPE_F8_E5M2FNUZ: { uint8_t b = ((const uint8_t *)p)[i]; return !(b & 0x7C) && (b & 0x3); }
     case GRAFT_DTYPE_F64: { uint64_t u; memcpy(&u, (const uint8_t *)p + 8 * i, 8); return !(u & 0x7FF0000000000000ull) && (u & 0xFFFFFFFFFFFFFull); }
     default: return false;
     }
@@ -380,7 +395,7 @@ static bool is_subnormal_at(enum graft_dtype t, const void *p, size_t i) {
 
 bool graft_value_stats_add(struct graft_value_stats *s, enum graft_dtype t, const void *p, size_t n) {
     if (t != GRAFT_DTYPE_F32 && t != GRAFT_DTYPE_F16 && t != GRAFT_DTYPE_BF16 && t != GRAFT_DTYPE_F8_E5M2 && t != GRAFT_DTYPE_F8_E4M3 &&
-        t != GRAFT_DTYPE_F64)
+        t != GRAFT_DTYPE_F8_E4M3FNUZ && t != GRAFT_DTYPE_F8_E5M2FNUZ && t != GRAFT_DTYPE_F64)
         return false;
     float buf[4096];
     size_t es = t == GRAFT_DTYPE_F64 ? 8 : t == GRAFT_DTYPE_F32 ? 4 : t == GRAFT_DTYPE_F16 || t == GRAFT_DTYPE_BF16 ? 2 : 1;

@@ -68,12 +68,12 @@ static void record_site(uintptr_t off, long nth) {
 static bool fault_alloc(const void *site) {
     static _Atomic long target = -1;
     static _Atomic int mode = -1; // 0 off, 1 by count, 2 by site, 3 record
-    static uintptr_t want_site;
+    static _Atomic uintptr_t want_site;
     static _Atomic int site_done;
     int md = atomic_load(&mode);
     if (md < 0) {
         const char *s = getenv("GRAFT_FAULT_ALLOC_SITE");
-        if (s) want_site = (uintptr_t)strtoull(s, NULL, 16), md = 2;
+        if (s) atomic_store(&want_site, (uintptr_t)strtoull(s, NULL, 16)), md = 2;
         else if ((atomic_store(&target, env_long("GRAFT_FAULT_ALLOC")), atomic_load(&target) > 0)) md = 1;
         else md = getenv("GRAFT_FAULT_SITES") ? 3 : 0;
         atomic_store(&mode, md);
@@ -83,7 +83,7 @@ static bool fault_alloc(const void *site) {
     if (md == 1) return nth == atomic_load(&target);
     uintptr_t off = site_offset(site);
     if (md == 3) { record_site(off, nth); return false; }
-    return off == want_site && !atomic_exchange(&site_done, 1);
+    return off == atomic_load(&want_site) && !atomic_exchange(&site_done, 1);
 }
 
 int graft__fault_io(const char *op) {

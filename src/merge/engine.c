@@ -797,23 +797,27 @@ static void load_chunk(struct exec *x, int ith, uint64_t e0, uint64_t n, const f
     }
 }
 
+void graft__engine_encode(struct otensor *o, uint64_t e0, const float *f, void *enc, size_t n) {
+    graft_row_from_f32(o->dtype, f, enc, n);
+    // every output chunk is checked for NaN / ±Inf as stored (one pass over bytes in cache); the rare
+    // chunk that has some is examined further: where, and whether float32 already held them
+    size_t first;
+    uint64_t bad = graft_count_nonfinite(o->dtype, enc, n, &first);
+    if (bad) {
+        atomic_fetch_add(&o->n_bad, bad);
+        atomic_fetch_add(&o->n_bad_f32, graft_count_nonfinite(GRAFT_DTYPE_F32, f, n, NULL));
+        uint64_t at = e0 + first, cur = atomic_load(&o->first_bad);
+        while (at < cur && !atomic_compare_exchange_weak(&o->first_bad, &cur, at)) {}
+    }
+}
+
 // Encode thread ith's output chunk (elements e0…e0+n) in the output dtype and write it.
 static int write_chunk(struct exec *x, int ith, uint64_t e0, uint64_t n, struct graft_err *err) {
     struct otensor *o = x->o;
     uint64_t off, len;
     graft_dtype_nbytes(o->dtype, e0, &off);
     graft_dtype_nbytes(o->dtype, n, &len);
-    graft_row_from_f32(o->dtype, x->out[ith], x->enc[ith], (size_t)n);
-    // every output chunk is checked for NaN / ±Inf as stored (one pass over bytes in cache); the rare
-    // chunk that has some is examined further: where, and whether float32 already held them
-    size_t first;
-    uint64_t bad = graft_count_nonfinite(o->dtype, x->enc[ith], (size_t)n, &first);
-    if (bad) {
-        atomic_fetch_add(&o->n_bad, bad);
-        atomic_fetch_add(&o->n_bad_f32, graft_count_nonfinite(GRAFT_DTYPE_F32, x->out[ith], (size_t)n, NULL));
-        uint64_t at = e0 + first, cur = atomic_load(&o->first_bad);
-        while (at < cur && !atomic_compare_exchange_weak(&o->first_bad, &cur, at)) {}
-    }
+    graft__engine_encode(o, e0, x->out[ith], x->enc[ith], (size_t)n);
     int rc = graft_writer_write(x->w, o->wid, off, x->enc[ith], (size_t)len, err);
     graft_progress_add(x->p->opt->progress, len);
     return rc;
@@ -880,7 +884,7 @@ int graft__engine_copy_base(struct plan *p, struct graft_writer *w, struct otens
     int rc = f && enc ? GRAFT_OK : graft_err_set(p->err, GRAFT_E_NOMEM, NULL, o->name, strlen(o->name), "out of memory");
     if (!rc) {
         graft_row_to_f32(in->t->info->dtype, graft_model_data(m, in->t), f, n);
-        graft_row_from_f32(o->dtype, f, enc, n);
+        graft__engine_encode(o, 0, f, enc, n);
         rc = graft_writer_write(w, o->wid, 0, enc, (size_t)nb, p->err);
         graft_progress_add(p->opt->progress, nb);
     }
@@ -888,20 +892,24 @@ int graft__engine_copy_base(struct plan *p, struct graft_writer *w, struct otens
     return rc;
 }
 
-// An output tensor holds n_bad NaN / ±Inf values. Inherited from an input that holds some: a warning.
+// An output tensor holds n_bad NaN / ±Inf values. Inherited from inputs that hold some: a warning.
 // Made by the merge (or by the conversion to the output dtype): refused, unless --allow-nonfinite
 // (or an in-memory merge, whose caller scores the result), then a warning with the counts.
-static int check_nonfinite(struct plan *p, struct otensor *o) {
+int graft__engine_check_nonfinite(struct plan *p, struct otensor *o) {
     FILE *log = p->opt->log ? p->opt->log : stderr;
-    uint64_t bad = atomic_load(&o->n_bad), bad32 = atomic_load(&o->n_bad_f32), first = atomic_load(&o->first_bad);
+    uint64_t bad = atomic_load(&o->n_bad), bad32 = atomic_load(&o->n_bad_f32), first = atomic_load(&o->first_bad), held = 0;
+    int holder = -1;
     for (int i = 0; i < o->n_in; i++) {
         const struct graft_tensor_info *ti = o->in[i].t->info;
         uint64_t k = graft_count_nonfinite(ti->dtype, graft_model_data(p->models[o->in[i].model].m, o->in[i].t), (size_t)ti->n_elem, NULL);
-        if (k) {
-            fprintf(log, "graft: warning: tensor '%s': %llu NaN or infinite values in the output; input %s already holds %llu\n", o->name,
-                    (unsigned long long)bad, p->models[o->in[i].model].ref, (unsigned long long)k);
-            return GRAFT_OK;
-        }
+        if (k && holder < 0) holder = i;
+        held += k;
+    }
+    // inherited: no conversion overflow, and no more NaN/Inf than the inputs hold between them
+    if (holder >= 0 && bad == bad32 && bad <= held) {
+        fprintf(log, "graft: warning: tensor '%s': %llu NaN or infinite values in the output; input %s already holds some (%llu in all inputs)\n",
+                o->name, (unsigned long long)bad, p->models[o->in[holder].model].ref, (unsigned long long)held);
+        return GRAFT_OK;
     }
     const char *dt = graft_dtype_traits(o->dtype)->name;
     char cause[256] = "";
@@ -914,10 +922,12 @@ static int check_nonfinite(struct plan *p, struct otensor *o) {
                     (unsigned long long)bad, (unsigned long long)first, cause);
         return GRAFT_OK;
     }
+    char held_txt[96] = " where no input holds any";
+    if (held) snprintf(held_txt, sizeof held_txt, " where its inputs hold %llu", (unsigned long long)held);
     return graft_err_set(p->err, GRAFT_E_NONFINITE, NULL, o->name, strlen(o->name),
-                         "the %s merge gives %llu NaN or infinite values (first at element %llu) where no input holds any%s%s; "
+                         "the %s merge gives %llu NaN or infinite values (first at element %llu)%s%s%s; "
                          "nothing was written (--allow-nonfinite writes them anyway)",
-                         p->method->name, (unsigned long long)bad, (unsigned long long)first, cause,
+                         p->method->name, (unsigned long long)bad, (unsigned long long)first, held_txt, cause,
                          bad > bad32 ? "" : ": check the weights and parameters (overflow, or a normalisation by ~0)");
 }
 
@@ -955,7 +965,7 @@ static int run_tensor(struct exec *x, struct otensor *o) {
     x->pass = -1;
     atomic_store(&o->n_bad, 0), atomic_store(&o->n_bad_f32, 0), atomic_store(&o->first_bad, UINT64_MAX);
     if (!rc) rc = graft_pool_run(nth, mt->n_chunks, exec_chunk, x, NULL, NULL, p->err);
-    if (!rc && atomic_load(&o->n_bad)) rc = check_nonfinite(p, o);
+    if (!rc && atomic_load(&o->n_bad)) rc = graft__engine_check_nonfinite(p, o);
     if (mt->m->free_state) mt->m->free_state(mt);
     graft__free(mt->state);
     mt->state = NULL;
@@ -1102,7 +1112,10 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
     }
     if (!ok) { rc = graft_err_set(err, GRAFT_E_NOMEM, out_dir, NULL, 0, "out of memory for %d × %llu-element work buffers", nth, (unsigned long long)max_chunk); goto out; }
     bool whole = p.method->whole != NULL;
+    for (size_t i = 0; i < p.n; i++) atomic_store(&p.t[i].first_bad, UINT64_MAX);
     if (whole && (rc = p.method->whole(&p, w, out_dir, err)) > 0) rc = GRAFT_OK, whole = false; // declined: tensor by tensor
+    for (size_t i = 0; whole && !rc && i < p.n; i++) // whole-model methods encode through graft__engine_encode too
+        if (atomic_load(&p.t[i].n_bad)) rc = graft__engine_check_nonfinite(&p, &p.t[i]);
     for (size_t i = 0; i < p.n && !rc && !whole; i++) {
         rc = run_tensor(&x, &p.t[i]);
         if (opt->progress && opt->progress->enabled) graft_progress_draw(opt->progress);

@@ -362,9 +362,11 @@ static int combine(struct graft_mt *mt, int pass, const double *part, void *cons
         for (int k = 0; k < (var(mt)->sp == SP_OUTLIERS ? 2 : 1); k++) {
             int sl = slot(mt, streams[k]);
             // view the compact per-thread histograms of this stream as stream 0; partials by column
-            void *views[256];
-            for (int t = 0; t < n_accs && t < 256; t++) views[t] = (uint64_t *)accs[t] + (size_t)sl * 65536;
+            void *stack[256], **views = n_accs <= 256 ? stack : graft__malloc((size_t)n_accs * sizeof *views);
+            if (!views) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+            for (int t = 0; t < n_accs; t++) views[t] = (uint64_t *)accs[t] + (size_t)sl * 65536;
             int rc = graft_select_combine(&s->sel[streams[k]], 1, pass, part ? part + sl : NULL, mt->n_chunks, plen, views, n_accs, err);
+            if (views != stack) graft__free(views);
             if (rc) return rc;
         }
     }

@@ -93,7 +93,7 @@ static int one(void *ctx, size_t item, int ith, struct graft_err *err) {
         for (size_t e = 0; !rc && e < n; e++) t[e] = b[e] + M[e];
         uint64_t len = 0;
         graft_dtype_nbytes(o->dtype, n, &len);
-        if (!rc) graft_row_from_f32(o->dtype, t, enc, n), rc = graft_writer_write(j->w, o->wid, 0, enc, (size_t)len, err);
+        if (!rc) graft__engine_encode(o, 0, t, enc, n), rc = graft_writer_write(j->w, o->wid, 0, enc, (size_t)len, err);
         if (!rc) graft_progress_add(p->opt->progress, len);
         graft__free(enc), graft__free(M), graft__free(t), graft__free(b);
         return rc;

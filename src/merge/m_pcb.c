@@ -181,7 +181,7 @@ static int wpass(void *ctx, size_t item, int ith, struct graft_err *err) {
         graft_dtype_nbytes(o->dtype, e0, &off), graft_dtype_nbytes(o->dtype, n, &len);
         uint8_t *enc = graft__malloc((size_t)len + 1);
         if (!enc) rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
-        else graft_row_from_f32(o->dtype, out, enc, (size_t)n), rc = graft_writer_write(j->w, o->wid, off, enc, (size_t)len, err);
+        else graft__engine_encode(o, e0, out, enc, (size_t)n), rc = graft_writer_write(j->w, o->wid, off, enc, (size_t)len, err);
         if (!rc) graft_progress_add(j->p->opt->progress, len);
         graft__free(enc);
     } else {

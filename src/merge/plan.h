@@ -79,6 +79,10 @@ int  graft__plan_fail(struct plan *p, const char *fmt, ...) __attribute__((forma
 void graft__plan_warn(struct plan *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 // Write tensor o as its base input (bytes when o->copy, else converted to o->dtype).
 int  graft__engine_copy_base(struct plan *p, struct graft_writer *w, struct otensor *o);
+// Encode n output floats of o (elements e0…) into enc in o's dtype, counting NaN / ±Inf as stored;
+// after all of o is written, graft__engine_check_nonfinite warns (inherited) or fails (made here).
+void graft__engine_encode(struct otensor *o, uint64_t e0, const float *f, void *enc, size_t n);
+int  graft__engine_check_nonfinite(struct plan *p, struct otensor *o);
 // Open (or find, by real path) the model a config reference names.
 int  graft__plan_open_model(struct plan *p, const char *ref, int *out);
 

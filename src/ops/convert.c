@@ -54,10 +54,13 @@ static int convert_chunk(void *ctx, size_t item, int ith, struct graft_err *err)
             return graft_err_set(err, GRAFT_E_INTERNAL, graft_st_path(st), t->name, t->name_len, "cannot convert %s to %s",
                                  graft_dtype_traits(t->dtype)->name, graft_dtype_traits(out)->name);
         // overflow in the conversion (float16 beyond ±65504, …): counted here, refused after the pass
-        size_t at;
-        uint64_t bad = graft_count_nonfinite(out, j->scratch[ith], (size_t)ne, &at);
+        uint64_t bad = graft_count_nonfinite(out, j->scratch[ith], (size_t)ne, NULL);
         if (bad && (bad -= graft_count_nonfinite(t->dtype, src, (size_t)ne, NULL))) {
             atomic_fetch_add(&j->n_new, bad);
+            uint64_t ies, oes, at = 0; // the first element that is finite in the input and not in the output
+            graft_dtype_nbytes(t->dtype, 1, &ies), graft_dtype_nbytes(out, 1, &oes);
+            while (at < ne && !(graft_count_nonfinite(out, j->scratch[ith] + at * oes, 1, NULL) && !graft_count_nonfinite(t->dtype, src + at * ies, 1, NULL)))
+                at++;
             uint64_t key = (uint64_t)lo << 40 | (e0 + at), cur = atomic_load(&j->first);
             while (key < cur && !atomic_compare_exchange_weak(&j->first, &cur, key)) {}
         }
