@@ -68,6 +68,10 @@ struct graft_lora_apply_params {
     bool     copy_side_files; // config.json and tokenizer files of the base (default true)
     bool     dry_run;         // validate and report, write nothing
     struct graft_progress *progress;
+    // NaN / ±Inf in an output tensor that neither its base tensor nor the adapter's factors hold (an
+    // overflow of W + s·B·A, or of the output dtype) fail the run (GRAFT_E_NONFINITE, nothing written)
+    // unless this is set: then they are written, with a warning on stderr.
+    bool     allow_nonfinite;
 };
 struct graft_lora_apply_params graft_lora_apply_default_params(void);
 

@@ -6,6 +6,7 @@
 
 static const char help[] =
     "Usage: graft apply-lora BASE ADAPTER OUT [--scale S] [--out-shard-size S] [--threads N] [--force] [--dry-run]\n"
+    "                        [--allow-nonfinite]\n"
     "\n"
     "Write BASE with the LoRA adapter ADAPTER merged in, as PEFT's merge_and_unload does:\n"
     "W' = W + s·B·A for every lora_A / lora_B pair (embeddings: E' = E + s·(B·A)ᵀ; fan_in_fan_out: W' = W + s·(B·A)ᵀ),\n"
@@ -19,6 +20,9 @@ static const char help[] =
     "\n"
     "Options:\n"
     "  --scale S            multiply every module's alpha/r by S (default 1)\n"
+    "  --allow-nonfinite    write NaN / infinite values the update makes (W + s·B·A overflowing float32 or the\n"
+    "                       output dtype); without it they fail the run (exit 1, nothing written). Values\n"
+    "                       inherited from a base tensor or factors that hold NaN/Inf are written as they are\n"
     "  --out-shard-size S   max tensor bytes per shard (default 5G)\n"
     "  --threads N          worker threads (default: number of CPUs)\n"
     "  --dry-run            check that the adapter fits BASE and report; write nothing\n"
@@ -30,7 +34,7 @@ int cmd_apply_lora(int argc, char **argv) {
     static const struct option opts[] = {
         {"scale", required_argument, 0, 's'}, {"out-shard-size", required_argument, 0, 'o'}, {"threads", required_argument, 0, 't'},
         {"dry-run", no_argument, 0, 'n'}, {"force", no_argument, 0, 'f'}, {"no-copy-tokenizer", no_argument, 0, 'c'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"allow-nonfinite", no_argument, 0, 'N'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     struct graft_lora_apply_params p = graft_lora_apply_default_params();
     p.n_threads = graft_n_cpus();
     int c;
@@ -38,6 +42,7 @@ int cmd_apply_lora(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 's': if (!cli_float("apply-lora", "--scale", optarg, -1e6, 1e6, &p.scale)) return GRAFT_EXIT_USAGE; break;
+        case 'N': p.allow_nonfinite = true; break;
         case 'o': if (!cli_size("apply-lora", "--out-shard-size", optarg, &p.max_shard_bytes)) return GRAFT_EXIT_USAGE; break;
         case 't': if (!cli_threads("apply-lora", optarg, &p.n_threads)) return GRAFT_EXIT_USAGE; break;
         case 'n': p.dry_run = true; break;
