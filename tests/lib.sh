@@ -4,6 +4,8 @@ trap 'rm -rf "$T"' EXIT
 export ASAN_OPTIONS="exitcode=86:detect_leaks=1:abort_on_error=0"
 export UBSAN_OPTIONS="exitcode=87:print_stacktrace=1"
 pass=0 fail=0
+# PATCH FILE NAME_REGEX VALUE [INDEX...]: overwrite F32 elements of a .safetensors file (tests/ref/patch.py)
+PATCH="${PYTHON:-/usr/bin/python3} $PWD/tests/ref/patch.py"
 ok()  { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "not ok - $*"; }
 # expect CODE CMD... : run, capture stdout in $T/out and stderr in $T/err, compare the exit code
