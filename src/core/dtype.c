@@ -402,13 +402,11 @@ bool graft_value_stats_add(struct graft_value_stats *s, enum graft_dtype t, cons
     for (size_t i0 = 0; i0 < n; i0 += 4096) {
         size_t m = n - i0 < 4096 ? n - i0 : 4096;
         const uint8_t *q = (const uint8_t *)p + i0 * es;
+        if (t != GRAFT_DTYPE_F64) graft_row_to_f32(t, q, buf, m);
         for (size_t i = 0; i < m; i++) {
             double v;
             if (t == GRAFT_DTYPE_F64) memcpy(&v, q + 8 * i, 8);
-            else {
-                if (i == 0) graft_row_to_f32(t, q, buf, m);
-                v = buf[i];
-            }
+            else v = buf[i];
             if (isnan(v)) s->nan++;
             else if (isinf(v)) s->inf++;
             else {

@@ -332,6 +332,7 @@ static struct otensor *new_tensor(struct plan *p, const char *name) {
     }
     struct otensor *o = &p->t[p->n];
     memset(o, 0, sizeof *o);
+    atomic_init(&o->first_bad, UINT64_MAX);
     if (!(o->name = graft__strdup(name))) return NULL;
     p->n++;
     return o;
@@ -963,7 +964,6 @@ static int run_tensor(struct exec *x, struct otensor *o) {
         x->partials = NULL;
     }
     x->pass = -1;
-    atomic_store(&o->n_bad, 0), atomic_store(&o->n_bad_f32, 0), atomic_store(&o->first_bad, UINT64_MAX);
     if (!rc) rc = graft_pool_run(nth, mt->n_chunks, exec_chunk, x, NULL, NULL, p->err);
     if (!rc && atomic_load(&o->n_bad)) rc = graft__engine_check_nonfinite(p, o);
     if (mt->m->free_state) mt->m->free_state(mt);
@@ -1112,7 +1112,6 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
     }
     if (!ok) { rc = graft_err_set(err, GRAFT_E_NOMEM, out_dir, NULL, 0, "out of memory for %d × %llu-element work buffers", nth, (unsigned long long)max_chunk); goto out; }
     bool whole = p.method->whole != NULL;
-    for (size_t i = 0; i < p.n; i++) atomic_store(&p.t[i].first_bad, UINT64_MAX);
     if (whole && (rc = p.method->whole(&p, w, out_dir, err)) > 0) rc = GRAFT_OK, whole = false; // declined: tensor by tensor
     for (size_t i = 0; whole && !rc && i < p.n; i++) // whole-model methods encode through graft__engine_encode too
         if (atomic_load(&p.t[i].n_bad)) rc = graft__engine_check_nonfinite(&p, &p.t[i]);

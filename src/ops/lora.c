@@ -544,9 +544,6 @@ static int apply_tensor(void *ctx, size_t item, int ith, struct graft_err *err) 
         if (!bias) { rc = nomem(err); goto out; }
         load_f32(j->ad, x->bias, 0, x->bias->info->n_elem, bias);
     }
-    // factors or bias that hold NaN/Inf make every non-finite output value inherited
-    bool fin_inputs = (!A || !graft_count_nonfinite(GRAFT_DTYPE_F32, A, (size_t)na, NULL)) && (!B || !graft_count_nonfinite(GRAFT_DTYPE_F32, B, (size_t)nbb, NULL)) &&
-                      (!bias || !graft_count_nonfinite(GRAFT_DTYPE_F32, bias, (size_t)x->bias->info->n_elem, NULL));
     for (uint64_t r0 = 0; r0 < rows && !rc; r0 += br) {
         uint64_t h = rows - r0 < br ? rows - r0 : br, n = h * cols, off, len;
         load_f32(sm, src, r0 * cols, n, W);
@@ -560,8 +557,10 @@ static int apply_tensor(void *ctx, size_t item, int ith, struct graft_err *err) 
         graft_dtype_nbytes(dt, n, &len);
         graft_row_from_f32(dt, W, enc, (size_t)n);
         uint64_t bad = graft_count_nonfinite(dt, enc, (size_t)n, NULL);
-        if (bad && !fin_inputs) { // the base rows or the factors hold NaN/Inf already: inherited
-        } else if (bad) { // made here: an overflow of W + s·B·A or of the output dtype
+        // (factors or bias that hold NaN/Inf make every non-finite output value inherited)
+        if (bad && !graft_count_nonfinite(GRAFT_DTYPE_F32, A, (size_t)na, NULL) && !graft_count_nonfinite(GRAFT_DTYPE_F32, B, (size_t)nbb, NULL) &&
+            !(bias && graft_count_nonfinite(GRAFT_DTYPE_F32, bias, (size_t)x->bias->info->n_elem, NULL))) {
+            // made here unless the base rows held them: an overflow of W + s·B·A or of the output dtype
             uint64_t soff;
             graft_dtype_nbytes(src->info->dtype, r0 * cols, &soff);
             uint64_t had = graft_count_nonfinite(src->info->dtype, graft_model_data(sm, src) + soff, (size_t)n, NULL);

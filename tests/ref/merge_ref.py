@@ -665,12 +665,14 @@ def _norm2(a, rng):
     return float(np.linalg.norm(a @ v))
 
 
+def perturb_svd_input(a, rng):
+    """a plus a random matrix of norm max(m, n)·u·‖a‖₂: the backward error of a float32 SVD of a."""
+    g = rng.standard_normal(a.shape)  # ‖g‖₂ ≈ √m + √n (Davidson–Szarek)
+    return a + g * (max(a.shape) * U32 * _norm2(a, rng) / (math.sqrt(a.shape[0]) + math.sqrt(a.shape[1])))
+
+
 def _svd(a):
-    if _PERTURB:
-        rng = _PERTURB[0]
-        g = rng.standard_normal(a.shape)  # ‖g‖₂ ≈ √m + √n (Davidson–Szarek)
-        a = a + g * (max(a.shape) * U32 * _norm2(a, rng) / (math.sqrt(a.shape[0]) + math.sqrt(a.shape[1])))
-    return np.linalg.svd(a, full_matrices=False)
+    return np.linalg.svd(perturb_svd_input(a, _PERTURB[0]) if _PERTURB else a, full_matrices=False)
 
 
 def _polar(a):

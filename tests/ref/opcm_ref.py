@@ -10,12 +10,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from analyze_ref import load  # noqa: E402  (the same single-file safetensors reader)
+from merge_ref import SAFETY, TRIALS, U32, perturb_svd_input  # noqa: E402  (the same error bounds)
 
 EMB = ("embed_tokens", "wte.", "wpe.", "embed_in", "word_embeddings", "tok_embeddings", "embeddings.")
-
-
-U32 = 2.0 ** -24
-TRIALS, SAFETY = 3, 4.0  # as merge_ref.py's error bounds (see there)
 
 
 def merge(base, models, alpha, rng=None):
@@ -26,10 +23,7 @@ def merge(base, models, alpha, rng=None):
         return x * (1 + U32 * rng.standard_normal(x.shape)) if rng is not None else x
 
     def svd(a):
-        if rng is not None:
-            g = rng.standard_normal(a.shape)
-            a = a + g * (max(a.shape) * U32 * np.linalg.norm(a, 2) / np.linalg.norm(g, 2))
-        return np.linalg.svd(a, full_matrices=True)
+        return np.linalg.svd(perturb_svd_input(a, rng) if rng is not None else a, full_matrices=True)
 
     M = {k: f32(models[0][k] - base[k]) for k in base}
     norms = [np.sqrt(sum((t ** 2).sum() for t in M.values()))]
