@@ -76,13 +76,14 @@ for m in linear task_arithmetic ties dare_ties; do
     awk -v m=$m -v g="$g" -v f="$floor" -v s="$floor_sync" -v n="$np" 'BEGIN {
         printf "%-16s %9.3f %8.2fx %10.2fx %12s %10s\n", m, g, g / f, g / s, n, n == "-" ? "-" : sprintf("%.1fx", n / g) }'
 done
-# the non-finite check every output chunk gets (graft_count_nonfinite over the stored bytes), timed
-# alone over the linear merge's output, against that merge's time (goal: < 3 %)
+# the non-finite checks (graft_count_nonfinite over every output chunk as stored, and over every input
+# chunk as read: one warning per input tensor that holds NaN/Inf), timed alone over the linear merge's
+# inputs and output, chunk by chunk in cache as the engine runs them, against that merge's time (goal: < 3 %)
 cc -O2 -I"$ROOT/include" -o "$W/nonfinite" "$ROOT/bench/nonfinite.c" "$ROOT/build/libgraft.a" -ljansson -lyaml -lpcre2-8 -lutf8proc -llapacke -lopenblas -lm -pthread
 rm -rf out; graft_run linear
 lin=$(for i in $(seq $RUNS); do timeit graft_run linear; done | median)
-set -- $("$W/nonfinite" out/*.safetensors)
-awk -v b="$1" -v s="$2" -v g="$lin" 'BEGIN { printf "non-finite check of the linear output (%.0f MB): %.4f s on one thread = %.2f %% of the merge (%.3f s; the engine spreads it over its threads)\n", b / 1e6, s, 100 * s / g, g }'
+set -- $("$W/nonfinite" out/*.safetensors m1g/base/*.safetensors m1g/ft1/*.safetensors m1g/ft2/*.safetensors)
+awk -v b="$1" -v s="$2" -v g="$lin" 'BEGIN { printf "non-finite checks of the linear merge (output and inputs, %.0f MB): %.4f s on one thread = %.2f %% of the merge (%.3f s), %.2f %% over its 2 threads\n", b / 1e6, s, 100 * s / g, g, 50 * s / g }'
 rm -rf out np_out.safetensors
 rss() { # DIR METHOD → "peak RssAnon MiB, peak RSS MiB"
     rm -rf out

@@ -196,6 +196,15 @@ expect 4 "$G" evolve g.yml --eval plain.txt --budget 4 gx
 grep -q "unknown merge_method 'nonsense'" "$T/err" && [ ! -e gx ] && ok || bad "evolve with a bad method: $(cat "$T/err")"
 expect 2 "$G" evolve genome.yml --budget 4 gx
 expect 2 "$G" evolve genome.yml --eval plain.txt gx
+# candidates whose activations overflow score 1e30 (the worst) and the search goes on: weight w on a delta
+# holding 1e38 overflows the merged weight once w > 3.4 (in-memory merges keep the Inf; eval refuses it)
+expect 0 "$G" synth ebase --dtype f32 --layers 2 --hidden 64 --vocab 640 --seed 10
+cp tok-llama3/tokenizer.json tok-llama3/tokenizer_config.json ebase/ && cp -r ebase ehuge &&
+    $PATCH ehuge/model.safetensors '^model.layers.0.mlp.down_proj.weight$' 1e38 0 || bad "patch"
+printf 'merge_method: task_arithmetic\nbase_model: ebase\nmodels:\n  - model: ehuge\n    parameters:\n      weight: {search: [2.5, 5]}\ndtype: float32\n' > gnf.yml
+expect 0 "$G" evolve gnf.yml --eval plain.txt --budget 8 --ctx 48 --seed 3 enf
+grep -q '"nll": 1e+30' enf.evolve.log && grep '"k":' enf.evolve.log | grep -qv '"nll": 1e+30' && ok || bad "evolve with overflowing candidates: $(cat enf.evolve.log)"
+expect 0 "$G" verify --values enf
 
 # ---- bad input ----
 expect 2 "$G" eval m32

@@ -151,6 +151,27 @@ cp -r l32 notok && rm notok/tokenizer.json
 expect 3 "$G" convert notok notok.gguf
 grep -q "needs tokenizer.json" "$T/err" && [ ! -e notok.gguf ] && ! ls -A | grep -q graft-tmp && ok || bad "no tokenizer: $(cat "$T/err")"
 expect 2 "$G" convert l32 x.gguf --type q5_k
+# ---- numerical safety: values that overflow the GGUF type (as values, or as a q8_0 block scale) are refused
+PATCH="$PY $(dirname "$REF")/patch.py"
+cp -r l32 lbig && cp -r l32 lnan && $PATCH lbig/model.safetensors 'layers.0.mlp.up_proj.weight$' 1e5 5 &&
+    $PATCH lbig/model.safetensors 'layers.0.self_attn.v_proj.weight$' 1e7 0 && $PATCH lnan/model.safetensors 'layers.0.mlp.up_proj.weight$' nan 5 || bad "patch"
+expect 1 "$G" convert lbig big.gguf --type f16
+grep -q "conversion to GGUF gives 1 NaN or infinite values (first at element .*) where its source holds none; 1 of them are F16 overflow" "$T/err" &&
+    [ ! -e big.gguf ] && ! ls -A | grep -q graft-tmp && ok || bad "gguf f16 overflow: $(cat "$T/err")"
+expect 0 "$G" convert lbig big.gguf --type f16 --allow-nonfinite
+grep -q "warning: tensor 'model.layers.0.mlp.up_proj.weight': 1 NaN or infinite values written" "$T/err" && ok || bad "gguf --allow-nonfinite: $(cat "$T/err")"
+expect 1 "$G" convert lbig bigq.gguf --type q8_0
+grep -q "v_proj.weight': the conversion to GGUF gives 32 NaN or infinite values (first at element 0) where its source holds none" "$T/err" &&
+    [ ! -e bigq.gguf ] && ok || bad "q8_0 scale overflow: $(cat "$T/err")"
+# a NaN: its q8_0 block gets a NaN scale and zero quants (no undefined float→int cast), with a warning
+expect 0 "$G" convert lnan nan.gguf --type q8_0
+grep -q "up_proj.weight': 32 NaN or infinite values in the output, from NaN / infinite values in its source" "$T/err" && ok || bad "q8_0 of a NaN: $(cat "$T/err")"
+# back from GGUF: float16 overflow of an F32 GGUF is refused the same way
+expect 0 "$G" convert lbig big32.gguf --type f32
+expect 1 "$G" convert big32.gguf bighf --dtype f16
+grep -q "the conversion from GGUF gives 1 NaN or infinite values" "$T/err" && [ ! -e bighf ] && ok || bad "GGUF to f16 overflow: $(cat "$T/err")"
+rm -rf big.gguf nan.gguf big32.gguf
+
 if [ "$FAULTS" = faults ]; then
     alloc_faults 3 fa.gguf "$G" convert l32 fa.gguf --type q4_0 --threads 2
     for spec in write fsync rename; do

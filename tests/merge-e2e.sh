@@ -317,7 +317,54 @@ grep -q "float16 overflow\|F16 overflow" "$T/err" && grep -q "use out_dtype: bfl
 # inherited: an input that holds a NaN gives a warning naming it, and the merge is written
 nf_cfg nnan 0.5 0.5 true ""
 expect 0 "$G" merge nf.yml nfo
-grep -q "warning: tensor 'model.norm.weight': 1 NaN or infinite values in the output; input nnan already holds some (1 in all inputs)" "$T/err" && ok || bad "inherited NaN: $(cat "$T/err")"
+grep -q "warning: input nnan, tensor 'model.norm.weight': holds 1 NaN or infinite values" "$T/err" &&
+    grep -q "warning: tensor 'model.norm.weight': 1 NaN or infinite values in the output, from its inputs (1 in all inputs)" "$T/err" &&
+    [ "$(wc -l < "$T/err")" = 3 ] && ok || bad "inherited NaN: $(cat "$T/err")"
+rm -rf nfo
+# an input NaN that does not reach the output (arcee_fusion keeps the base where the importance is low): one warning naming it
+printf 'merge_method: arcee_fusion\nbase_model: nb\nmodels:\n  - model: nnan\n' > nf3.yml
+expect 0 "$G" merge nf3.yml nfo
+grep -q "warning: input nnan, tensor 'model.norm.weight': holds 1 NaN or infinite values" "$T/err" && [ "$(wc -l < "$T/err")" = 2 ] &&
+    "$G" verify --values nfo >/dev/null && ok || bad "input NaN, finite output: $(cat "$T/err")"
+rm -rf nfo
+# a tensor copied as it is (passthrough): its NaN is reported the same way
+printf 'merge_method: passthrough\nmodels:\n  - model: nnan\n' > nf3.yml
+expect 0 "$G" merge nf3.yml nfo
+grep -q "input nnan, tensor 'model.norm.weight': holds 1" "$T/err" && grep -q "1 NaN or infinite values in the output, from its inputs" "$T/err" && ok || bad "copied NaN: $(cat "$T/err")"
+rm -rf nfo
+# a NaN spread by a per-tensor norm (slerp): refused, and the error says where it came from
+printf 'merge_method: slerp\nbase_model: nb\nmodels:\n  - model: nnan\nparameters: {t: 0.5}\n' > nf3.yml
+expect 1 "$G" merge nf3.yml nfo
+grep -q "the slerp merge gives 32 NaN or infinite values (first at element 0) where its inputs hold 1: the inputs' NaN/Inf spread" "$T/err" && [ ! -e nfo ] && ok || bad "spread NaN: $(cat "$T/err")"
+# weights that sum to 0 under normalize: refused at plan time
+nf_cfg nb 1 -1 true ""
+expect 4 "$G" merge nf.yml nfo
+grep -q "linear weights sum to 0 and normalize is on (the result would be NaN)" "$T/err" && [ ! -e nfo ] && ok || bad "weights summing to 0: $(cat "$T/err")"
+# SLERP / NuSLERP / multislerp / Karcher on parallel and antiparallel tensors (model.norm.weight all 1 or all −1):
+# the lerp fallback (|cos| > 0.9995) and Karcher's first-direction start, never NaN
+cp -r nb npos && cp -r nb nneg && $PATCH npos/model.safetensors '^model.norm.weight$' 1 && $PATCH nneg/model.safetensors '^model.norm.weight$' -1 || bad "patch"
+sl() { # NAME EXPECTED-MIN-MAX CONFIG
+    printf "$3" > sl.yml
+    "$G" merge sl.yml slo >/dev/null 2>"$T/err" && "$G" inspect --stats slo > "$T/out" 2>&1 &&
+        grep -q " model.norm.weight  $2 nan 0 inf 0 subnormal 0$" "$T/out" && ok || bad "$1: $(cat "$T/err") $(grep norm.weight "$T/out")"
+    rm -rf slo
+}
+sl "slerp, antiparallel" "min 0.4 max 0.4" 'merge_method: slerp\nbase_model: npos\nmodels:\n  - model: nneg\nparameters: {t: 0.3}\n'
+sl "slerp, parallel" "min 1 max 1" 'merge_method: slerp\nbase_model: npos\nmodels:\n  - model: npos\nparameters: {t: 0.3}\n'
+sl "nuslerp, antiparallel" "min 0 max 0" 'merge_method: nuslerp\nmodels:\n  - model: npos\n    parameters: {weight: 1}\n  - model: nneg\n    parameters: {weight: 1}\n'
+sl "multislerp, antiparallel" "min 0 max 0" 'merge_method: multislerp\nmodels:\n  - model: npos\n    parameters: {weight: 1}\n  - model: nneg\n    parameters: {weight: 1}\n'
+sl "karcher, antiparallel" "min 1 max 1" 'merge_method: karcher\nmodels:\n  - model: npos\n  - model: nneg\n'
+sl "karcher, parallel" "min 1 max 1" 'merge_method: karcher\nmodels:\n  - model: npos\n  - model: npos\n'
+# tiny kept masses: DARE keeping nothing with rescale (L1 ratio of 0 kept → 1, as MergeKit) gives the base
+# exactly; TIES with weights 1e-30 under normalize divides by their sum (2e-30, not clamped: MergeKit's
+# consensus divisor only replaces 0) and stays finite
+printf 'merge_method: dare_linear\nbase_model: nb\nmodels:\n  - model: nf\n    parameters: {weight: 1, density: 1e-45}\nparameters: {rescale: true}\n' > nf3.yml
+expect 0 "$G" merge nf3.yml nfo
+cmp -s nfo/model.safetensors nb/model.safetensors && ok || bad "DARE keeping nothing is not the base"
+rm -rf nfo
+printf 'merge_method: ties\nbase_model: nb\nmodels:\n  - model: nf\n    parameters: {weight: 1e-30, density: 0.5}\n  - model: nf\n    parameters: {weight: 1e-30, density: 0.5}\nparameters: {normalize: true}\n' > nf3.yml
+expect 0 "$G" merge nf3.yml nfo
+"$G" verify --values nfo >/dev/null && ! cmp -s nfo/model.safetensors nb/model.safetensors && ok || bad "TIES with tiny weights"
 rm -rf nfo
 # an input NaN does not cover values the merge makes besides: nnanbig's NaN, and its 1e5 overflows float16
 nf_cfg nnanbig 1 1 false "dtype: float16\n"

@@ -308,6 +308,38 @@ expect 0 "$G" synth g2 --arch gpt2 --layers 1 --hidden 32 --intermediate 48 --he
 expect 3 "$G" expand g2 y13 --hidden 48
 nothing y13 "expand of a GPT-2 layout"
 
+# ---- numerical safety: NaN / Inf an operation makes are refused, those its input holds carry over ----
+cp -r m32 mnan && cp -r m32 mbig && $PATCH mnan/model.safetensors 'layers.0.mlp.up_proj.weight$' nan 5 &&
+    $PATCH mbig/model.safetensors 'layers.0.mlp.up_proj.weight$' 1e5 5 || bad "patch"
+expect 0 "$G" expand mnan nfx --hidden 96
+grep -q "warning: tensor 'model.layers.0.mlp.up_proj.weight': 1 NaN or infinite values in the output, from NaN / infinite values in its source" "$T/err" &&
+    ok || bad "expand of a NaN: $(cat "$T/err")"
+# quantize: a NaN gives its group a NaN scale (no integer holds it; no undefined float→int cast), dequantize keeps it as NaN
+expect 0 "$G" quantize mnan nfq --scheme int8 --group 32
+grep -q "tensor 'model.layers.0.mlp.up_proj.weight': holds 1 NaN or infinite values; their groups get a NaN scale" "$T/err" && ok || bad "quantize of a NaN: $(cat "$T/err")"
+expect 0 "$G" dequantize nfq nfd --dtype f32
+grep -q "32 NaN or infinite values in the output, from NaN / infinite values in its source" "$T/err" && ok || bad "dequantize of a NaN scale: $(cat "$T/err")"
+expect 3 "$G" verify --values nfd
+grep -q "up_proj.weight': holds NaN" "$T/err" && ok || bad "dequantized NaN group: $(cat "$T/err")"
+# dequantize to float16 of a value beyond 65504: refused (nothing written) unless --allow-nonfinite
+expect 0 "$G" quantize mbig nfq2 --scheme int8
+expect 1 "$G" dequantize nfq2 nfd2 --dtype f16
+grep -q "up_proj.weight': dequantize gives 1 NaN or infinite values (first at element 5) where its source holds none; 1 of them are F16 overflow" "$T/err" &&
+    [ ! -e nfd2 ] && [ "$(wc -l < "$T/err")" = 1 ] && ok || bad "dequantize f16 overflow: $(cat "$T/err")"
+expect 0 "$G" dequantize nfq2 nfd2 --dtype f16 --allow-nonfinite
+grep -q "warning: tensor 'model.layers.0.mlp.up_proj.weight': 1 NaN or infinite values written (first at element 5)" "$T/err" && ok || bad "dequantize --allow-nonfinite: $(cat "$T/err")"
+# upcycle: a random router of σ = 1e6 overflows a float16 model
+expect 0 "$G" convert m32 m16 --dtype f16
+expect 1 "$G" upcycle m16 nfu --experts 2 --top-k 1 --router-std 1e6
+grep -q "block_sparse_moe.gate.weight': upcycle's router gives .* NaN or infinite values .*F16 overflow" "$T/err" && [ ! -e nfu ] && ok || bad "upcycle overflow: $(cat "$T/err")"
+# moe: an expert converted to float16 with a value beyond its range
+printf 'base_model: m32\ngate_mode: random\ndtype: float16\nexperts:\n  - source_model: mbig\n  - source_model: e1\n' > nfmoe.yml
+expect 1 "$G" moe nfmoe.yml nfm
+grep -q "experts.0.w3.weight': moe gives 1 NaN or infinite values (first at element 5) where its source holds none; 1 of them are F16 overflow" "$T/err" &&
+    [ ! -e nfm ] && ok || bad "moe overflow: $(cat "$T/err")"
+expect 0 "$G" moe nfmoe.yml nfm --allow-nonfinite
+rm -rf nfx nfq nfd nfq2 nfd2 nfm
+
 if [ "$FAULTS" = faults ]; then
     alloc_faults 2 fq "$G" quantize m32 fq --scheme int4 --group 32 --threads 2
     alloc_faults 2 fd "$G" dequantize m32-q4-32 fd --threads 2

@@ -243,3 +243,28 @@ TEST(dtype_names) {
     CHECK(!graft_dtype_nbytes(GRAFT_DTYPE_F4, 3, &nb));
     CHECK(!graft_dtype_nbytes(GRAFT_DTYPE_F64, 1ull << 62, &nb));
 }
+
+// graft_count_nonfinite reduces blocks of 4096 values to their largest |bits| before counting: every
+// 16-bit pattern, values at block edges, the largest finite values and -0 / -Inf (sign bit set).
+TEST(count_nonfinite) {
+    static uint16_t all[65536];
+    for (int i = 0; i < 65536; i++) all[i] = (uint16_t)i;
+    CHECK_EQ_U64(graft_count_nonfinite(GRAFT_DTYPE_BF16, all, 65536, NULL), 2 * 128); // exponent 0xFF: ±Inf and NaNs
+    CHECK_EQ_U64(graft_count_nonfinite(GRAFT_DTYPE_F16, all, 65536, NULL), 2 * 1024);  // exponent 0x1F
+    size_t first;
+    CHECK_EQ_U64(graft_count_nonfinite(GRAFT_DTYPE_BF16, all + 0x7F00, 0x100, &first), 128);
+    CHECK_EQ(first, 0x80);
+    static float f[10000];
+    for (int i = 0; i < 10000; i++) f[i] = i % 2 ? 3.4028235e38f : -3.4028235e38f; // ±FLT_MAX: finite
+    CHECK_EQ_U64(graft_count_nonfinite(GRAFT_DTYPE_F32, f, 10000, &first), 0);
+    CHECK_EQ(first, 10000);
+    f[4095] = NAN, f[4096] = -INFINITY, f[9999] = INFINITY;
+    CHECK_EQ_U64(graft_count_nonfinite(GRAFT_DTYPE_F32, f, 10000, &first), 3);
+    CHECK_EQ(first, 4095);
+    CHECK_EQ_U64(graft_count_nonfinite(GRAFT_DTYPE_F32, f + 4097, 5903, &first), 1);
+    CHECK_EQ(first, 5902);
+    uint16_t h[5000] = {0};
+    h[4999] = 0xFC00; // f16 -Inf, in the second block
+    CHECK_EQ_U64(graft_count_nonfinite(GRAFT_DTYPE_F16, h, 5000, &first), 1);
+    CHECK_EQ(first, 4999);
+}

@@ -96,6 +96,10 @@ const char *graft_gguf_vtype_name(uint32_t t);
 // Encode n values (a multiple of the block) as F32, F16, BF16 (round to nearest even), Q8_0 or Q4_0
 // (ggml's reference quantizers, bit for bit). False for other types.
 bool graft_ggml_from_f32(uint32_t type, const float *src, void *dst, uint64_t n);
+// NaN / ±Inf among n values stored as ggml `type`: F32/F16/BF16 values, or the values of Q8_0 / Q4_0
+// blocks whose f16 scale is not finite (0 for other types). graft_ggml_from_f32 gives a block holding a
+// NaN or ±Inf a NaN scale: no integer quant holds them.
+uint64_t graft_ggml_count_nonfinite(uint32_t type, const void *data, uint64_t n);
 
 // ---- writing ----------------------------------------------------------------------------------------
 // Declare key/values and tensors, then layout (the header is written, every offset fixed), then

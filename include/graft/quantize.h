@@ -9,6 +9,9 @@
 // with q = clamp(round_half_even(w / s), −qmax, qmax), s = max|w| / qmax over the group (qmax 127 or
 // 7; an all-zero group has s = 0 and q = 0), ŵ = q·s. config.json gets "quantization_config":
 // {"quant_method": "graft_rtn", "bits", "group_size", "symmetric": true, "dequantized_dtype"}.
+// A group holding NaN / ±Inf (no integer holds them) gets a NaN scale, so it dequantizes to NaN, and is
+// left out of the reported error; a warning names the tensor. graft_dequantize refuses NaN / ±Inf it
+// makes (overflow of `dtype`) unless writer_flags hold GRAFT_WRITER_ALLOW_NONFINITE.
 #ifndef GRAFT_QUANTIZE_H
 #define GRAFT_QUANTIZE_H
 

@@ -36,6 +36,9 @@ enum graft_writer_flags {
     GRAFT_WRITER_FORCE       = 1 << 0, // replace a non-empty target folder or an existing file
     GRAFT_WRITER_SINGLE_FILE = 1 << 1, // write one .safetensors file, not a folder
     GRAFT_WRITER_MEMORY      = 1 << 2, // keep everything in memory (graft_writer_mem_*); the target only names it
+    // Not the writer's own: operations that compute values (expand, upcycle, moe, quantize, dequantize, reparam,
+    // GGUF conversion) write NaN / ±Inf they made, with a warning, instead of failing (--allow-nonfinite).
+    GRAFT_WRITER_ALLOW_NONFINITE = 1 << 3,
 };
 
 struct graft_writer_params {

@@ -80,7 +80,7 @@ int cmd_convert(int argc, char **argv) {
         case 't': if (!cli_threads("convert", optarg, &p.n_threads)) return GRAFT_EXIT_USAGE; break;
         case 'f': p.writer_flags |= GRAFT_WRITER_FORCE; break;
         case 'n': p.copy_side_files = false; break;
-        case 'N': p.allow_nonfinite = true; break;
+        case 'N': p.allow_nonfinite = true, p.writer_flags |= GRAFT_WRITER_ALLOW_NONFINITE; break;
         case 'T':
             if (!strcmp(optarg, "gguf")) to_gguf = true;
             else if (!strcmp(optarg, "hf")) to_hf = true;

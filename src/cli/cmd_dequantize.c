@@ -4,21 +4,22 @@
 #include "cli.h"
 
 static const char help[] =
-    "Usage: graft dequantize MODEL OUT [--dtype f32|f16|bf16] [--threads N] [--force]\n"
+    "Usage: graft dequantize MODEL OUT [--dtype f32|f16|bf16] [--threads N] [--force] [--allow-nonfinite]\n"
     "\n"
     "Turn every integer tensor NAME that has a NAME_scale partner (as `graft quantize` writes them) back\n"
     "into ŵ = q·s; other tensors are copied. The dtype defaults to the one recorded in config.json's\n"
     "quantization_config (dequantized_dtype), else bf16. quantization_config is removed from config.json.\n"
     "\n"
     "Options:\n"
-    "  --dtype T     f32, f16 or bf16\n"
-    "  --threads N   worker threads (default: number of CPUs)\n"
-    "  --force       replace OUT if it exists and is not empty\n"
-    "  -h, --help    this text\n";
+    "  --dtype T           f32, f16 or bf16\n"
+    "  --threads N         worker threads (default: number of CPUs)\n"
+    "  --allow-nonfinite   write values that overflow --dtype as infinite (with a warning) instead of failing\n"
+    "  --force             replace OUT if it exists and is not empty\n"
+    "  -h, --help          this text\n";
 
 int cmd_dequantize(int argc, char **argv) {
     static const struct option opts[] = {{"dtype", required_argument, 0, 'd'}, {"threads", required_argument, 0, 't'},
-                                         {"force", no_argument, 0, 'f'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+                                         {"force", no_argument, 0, 'f'}, {"allow-nonfinite", no_argument, 0, 1000}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     enum graft_dtype dt = GRAFT_DTYPE_COUNT;
     int n_threads = graft_n_cpus(), c;
     unsigned flags = 0;
@@ -31,6 +32,7 @@ int cmd_dequantize(int argc, char **argv) {
             break;
         case 't': if (!cli_threads("dequantize", optarg, &n_threads)) return GRAFT_EXIT_USAGE; break;
         case 'f': flags |= GRAFT_WRITER_FORCE; break;
+        case 1000: flags |= GRAFT_WRITER_ALLOW_NONFINITE; break;
         case 'h': fputs(help, stdout); return GRAFT_EXIT_OK;
         default: return cli_usage("dequantize", "unknown option");
         }

@@ -30,6 +30,7 @@ static const char help[] =
     "  --out-shard-size S   max tensor bytes per shard (default 5G)\n"
     "  --threads N          worker threads (default: number of CPUs)\n"
     "  --dry-run            check and report; write nothing\n"
+    "  --allow-nonfinite    write NaN / infinite values it computed (with a warning) instead of failing\n"
     "  --force              replace OUT if it exists and is not empty\n"
     "  -h, --help           this text\n";
 
@@ -38,7 +39,7 @@ int cmd_expand(int argc, char **argv) {
         {"hidden", required_argument, 0, 'H'}, {"intermediate", required_argument, 0, 'I'}, {"heads", required_argument, 0, 'N'}, {"add-layers", required_argument, 0, 'a'},
         {"duplicate", required_argument, 0, 'd'}, {"init-std", required_argument, 0, 's'}, {"seed", required_argument, 0, 'S'},
         {"out-shard-size", required_argument, 0, 'o'}, {"threads", required_argument, 0, 't'}, {"dry-run", no_argument, 0, 'n'},
-        {"force", no_argument, 0, 'f'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"force", no_argument, 0, 'f'}, {"allow-nonfinite", no_argument, 0, 1000}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     struct graft_expand_params p = graft_expand_default_params();
     p.n_threads = graft_n_cpus();
     int c;
@@ -66,6 +67,7 @@ int cmd_expand(int argc, char **argv) {
         case 't': if (!cli_threads("expand", optarg, &p.n_threads)) return GRAFT_EXIT_USAGE; break;
         case 'n': p.dry_run = true; break;
         case 'f': p.writer_flags |= GRAFT_WRITER_FORCE; break;
+        case 1000: p.writer_flags |= GRAFT_WRITER_ALLOW_NONFINITE; break;
         case 'h': fputs(help, stdout); return GRAFT_EXIT_OK;
         default: return cli_usage("expand", "unknown option");
         }

@@ -138,7 +138,7 @@ int cmd_merge(int argc, char **argv) {
         if (!rc) rc = graft_model_open(tmp, &m, &err);
         char *name = graft__strndup(slash ? slash + 1 : out, strlen(slash ? slash + 1 : out) - (ol > 5 && !strcmp(out + ol - 5, ".gguf") ? 5 : 0));
         if (!rc && !name) rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
-        if (!rc) rc = graft_to_gguf(m, out, gtype, name, o.n_threads, keep, &err);
+        if (!rc) rc = graft_to_gguf(m, out, gtype, name, o.n_threads, keep | (o.allow_nonfinite ? GRAFT_WRITER_ALLOW_NONFINITE : 0), &err);
         graft__free(name);
         graft_model_close(m);
         graft__rm_tree(tmp);

@@ -4,7 +4,7 @@
 #include "cli.h"
 
 static const char help[] =
-    "Usage: graft moe CONFIG.yml OUT [--seed S] [--threads N] [--out-shard-size S] [--force] [--dry-run]\n"
+    "Usage: graft moe CONFIG.yml OUT [--seed S] [--threads N] [--out-shard-size S] [--force] [--dry-run] [--allow-nonfinite]\n"
     "                 [--i-understand-this-is-not-useful-without-training] [--no-copy-tokenizer]\n"
     "\n"
     "Build a mixture of experts from a mergekit-moe config: attention, norms and embeddings from base_model;\n"
@@ -29,6 +29,7 @@ static const char help[] =
     "  --i-understand-this-is-not-useful-without-training   allow every expert to be the same model\n"
     "  --no-copy-tokenizer  do not copy the base's tokenizer files\n"
     "  --dry-run            check the config and inputs; write nothing\n"
+    "  --allow-nonfinite    write NaN / infinite values it computed (with a warning) instead of failing\n"
     "  --force              replace OUT if it exists and is not empty\n"
     "  -h, --help           this text\n";
 
@@ -36,7 +37,7 @@ int cmd_moe(int argc, char **argv) {
     static const struct option opts[] = {
         {"seed", required_argument, 0, 's'}, {"threads", required_argument, 0, 't'}, {"out-shard-size", required_argument, 0, 'o'},
         {"i-understand-this-is-not-useful-without-training", no_argument, 0, 'i'}, {"no-copy-tokenizer", no_argument, 0, 'c'},
-        {"dry-run", no_argument, 0, 'n'}, {"force", no_argument, 0, 'f'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"dry-run", no_argument, 0, 'n'}, {"force", no_argument, 0, 'f'}, {"allow-nonfinite", no_argument, 0, 1000}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     struct graft_moe_options o = graft_moe_default_options();
     o.n_threads = graft_n_cpus();
     int c;
@@ -50,6 +51,7 @@ int cmd_moe(int argc, char **argv) {
         case 'c': o.copy_tokenizer = false; break;
         case 'n': o.dry_run = true; break;
         case 'f': o.writer_flags |= GRAFT_WRITER_FORCE; break;
+        case 1000: o.writer_flags |= GRAFT_WRITER_ALLOW_NONFINITE; break;
         case 'h': fputs(help, stdout); return GRAFT_EXIT_OK;
         default: return cli_usage("moe", "unknown option");
         }

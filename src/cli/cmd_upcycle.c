@@ -24,6 +24,7 @@ static const char help[] =
     "  --out-shard-size S   max tensor bytes per shard (default 5G)\n"
     "  --threads N          worker threads (default: number of CPUs)\n"
     "  --dry-run            check and report; write nothing\n"
+    "  --allow-nonfinite    write NaN / infinite values it computed (with a warning) instead of failing\n"
     "  --force              replace OUT if it exists and is not empty\n"
     "  -h, --help           this text\n";
 
@@ -31,7 +32,7 @@ int cmd_upcycle(int argc, char **argv) {
     static const struct option opts[] = {
         {"experts", required_argument, 0, 'e'}, {"top-k", required_argument, 0, 'k'}, {"router-init", required_argument, 0, 'r'},
         {"router-std", required_argument, 0, 's'}, {"seed", required_argument, 0, 'S'}, {"out-shard-size", required_argument, 0, 'o'},
-        {"threads", required_argument, 0, 't'}, {"dry-run", no_argument, 0, 'n'}, {"force", no_argument, 0, 'f'}, {"help", no_argument, 0, 'h'},
+        {"threads", required_argument, 0, 't'}, {"dry-run", no_argument, 0, 'n'}, {"force", no_argument, 0, 'f'}, {"allow-nonfinite", no_argument, 0, 1000}, {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     struct graft_upcycle_params p = graft_upcycle_default_params();
     p.n_threads = graft_n_cpus();
@@ -51,6 +52,7 @@ int cmd_upcycle(int argc, char **argv) {
         case 't': if (!cli_threads("upcycle", optarg, &p.n_threads)) return GRAFT_EXIT_USAGE; break;
         case 'n': p.dry_run = true; break;
         case 'f': p.writer_flags |= GRAFT_WRITER_FORCE; break;
+        case 1000: p.writer_flags |= GRAFT_WRITER_ALLOW_NONFINITE; break;
         case 'h': fputs(help, stdout); return GRAFT_EXIT_OK;
         default: return cli_usage("upcycle", "unknown option");
         }

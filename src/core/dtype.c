@@ -1,6 +1,7 @@
 // Element types: the traits table, PyTorch-exact scalar conversions (the `_ref` definitions of
 // correctness) and row conversions that dispatch to the vectorised x86 path when available.
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -317,22 +318,47 @@ bool graft_row_convert(enum graft_dtype from, const void *src, enum graft_dtype 
 // not NULL) gets the index of the first, or n. Types without such values count none. One branch-free
 // pass that vectorizes: the merge engine runs it on every output chunk it writes.
 // (loads through memcpy: stored tensors need not be aligned; compilers still vectorize)
+// NaN / ±Inf have every exponent bit set: |bits| ≥ the exponent mask. Each block of 4096 values is
+// first reduced to its largest |bits| (one max per value, in lanes as wide as the values: cheaper than
+// counting in 64-bit lanes); only a block that reaches the mask is counted.
 GRAFT_KERNEL static uint64_t nonfinite16(const uint8_t *restrict p, size_t n, uint16_t mask) {
     uint64_t c = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint16_t u;
-        memcpy(&u, p + 2 * i, 2);
-        c += (u & mask) == mask;
+    for (size_t b0 = 0; b0 < n; b0 += 4096) {
+        size_t b1 = n - b0 < 4096 ? n : b0 + 4096;
+        uint16_t m = 0;
+        for (size_t i = b0; i < b1; i++) {
+            uint16_t u;
+            memcpy(&u, p + 2 * i, 2);
+            u &= 0x7FFFu;
+            m = u > m ? u : m;
+        }
+        if (m < mask) continue;
+        for (size_t i = b0; i < b1; i++) {
+            uint16_t u;
+            memcpy(&u, p + 2 * i, 2);
+            c += (u & mask) == mask;
+        }
     }
     return c;
 }
 
 GRAFT_KERNEL static uint64_t nonfinite32(const uint8_t *restrict p, size_t n) {
     uint64_t c = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, p + 4 * i, 4);
-        c += (u & 0x7F800000u) == 0x7F800000u;
+    for (size_t b0 = 0; b0 < n; b0 += 4096) {
+        size_t b1 = n - b0 < 4096 ? n : b0 + 4096;
+        uint32_t m = 0;
+        for (size_t i = b0; i < b1; i++) {
+            uint32_t u;
+            memcpy(&u, p + 4 * i, 4);
+            u &= 0x7FFFFFFFu;
+            m = u > m ? u : m;
+        }
+        if (m < 0x7F800000u) continue;
+        for (size_t i = b0; i < b1; i++) {
+            uint32_t u;
+            memcpy(&u, p + 4 * i, 4);
+            c += (u & 0x7F800000u) == 0x7F800000u;
+        }
     }
     return c;
 }
@@ -419,4 +445,30 @@ bool graft_value_stats_add(struct graft_value_stats *s, enum graft_dtype t, cons
         s->n += m;
     }
     return true;
+}
+
+// The NaN / ±Inf rule of the operations that compute values (see impl.h).
+int graft__nonfinite_rule(const char *op, const char *tensor, size_t tlen, int dt, uint64_t bad, uint64_t bad32, uint64_t first,
+                         uint64_t held, bool allow, struct graft_err *err) {
+    if (!bad) return GRAFT_OK;
+    if (held && bad == bad32 && bad <= held) {
+        fprintf(stderr, "graft: warning: tensor '%.*s': %llu NaN or infinite values in the output, from NaN / infinite values in its source\n",
+                (int)tlen, tensor, (unsigned long long)bad);
+        return GRAFT_OK;
+    }
+    const char *dn = graft_dtype_traits((enum graft_dtype)dt)->name;
+    char cause[200] = "";
+    if (bad > bad32)
+        snprintf(cause, sizeof cause, "; %llu of them are %s overflow (finite float32 values beyond %s's range): write %s instead",
+                 (unsigned long long)(bad - bad32), dn, dn, dt == GRAFT_DTYPE_BF16 ? "float32" : "bfloat16 or float32");
+    if (allow) {
+        fprintf(stderr, "graft: warning: tensor '%.*s': %llu NaN or infinite values written (first at element %llu)%s\n", (int)tlen, tensor,
+                (unsigned long long)bad, (unsigned long long)first, cause);
+        return GRAFT_OK;
+    }
+    char held_txt[64] = " where its source holds none";
+    if (held) snprintf(held_txt, sizeof held_txt, " where its source holds %llu", (unsigned long long)held);
+    return graft_err_set(err, GRAFT_E_NONFINITE, NULL, tensor, tlen,
+                         "%s gives %llu NaN or infinite values (first at element %llu)%s%s; nothing was written (--allow-nonfinite writes them anyway)",
+                         op, (unsigned long long)bad, (unsigned long long)first, held_txt, cause);
 }

@@ -123,6 +123,14 @@ bool graft__cpu_avx512(void);
 // GRAFT_CPU=generic: only the portable code paths run (tests compare them with the vector ones).
 bool graft__cpu_generic(void);
 
+// The NaN / ±Inf rule for values an operation computed (docs/merge.md, "Numerical safety"): `bad` of
+// them are non-finite as stored in dtype dt, `bad32` of those already were in float32 (the rest is
+// overflow of dt), `first` is the first one's element index, and the operation's sources hold `held`.
+// Inherited (no overflow, bad ≤ held): a warning. Made by the operation (`op`, e.g. "expand"): refused
+// with GRAFT_E_NONFINITE naming the tensor, unless `allow` (--allow-nonfinite: a warning with the counts).
+int graft__nonfinite_rule(const char *op, const char *tensor, size_t tlen, int dt, uint64_t bad, uint64_t bad32, uint64_t first,
+                          uint64_t held, bool allow, struct graft_err *err);
+
 // The k-th smallest (0-based) of v[0..n), n > 0, k < n; v is reordered. Quickselect with a median of
 // three, falling back to a sort when partitions keep coming out lopsided. NaN-free input.
 float graft__kth_smallest(float *v, size_t n, size_t k);

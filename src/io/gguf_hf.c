@@ -411,6 +411,7 @@ struct hjob {
     struct ht               *t;
     struct graft_progress   *progress;
     const char              *label;
+    bool                     allow; // --allow-nonfinite
 };
 
 static enum graft_dtype native(uint32_t type) {
@@ -436,6 +437,7 @@ static int conv_one(void *ctx, size_t item, int ith, struct graft_err *err) {
     float *f = same ? NULL : graft__malloc((size_t)x->cols * sizeof *f);
     uint8_t *o = graft__malloc((size_t)(block * x->cols) * es + 1);
     int rc = (same || f) && o ? GRAFT_OK : nomem(err);
+    uint64_t bad = 0, held = 0, first = UINT64_MAX; // NaN / ±Inf written, and those already in float32
     for (uint64_t r0 = 0; !rc && r0 < x->rows; r0 += block) {
         uint64_t nr = x->rows - r0 < block ? x->rows - r0 : block;
         for (uint64_t r = 0; r < nr && !rc; r++) {
@@ -444,11 +446,17 @@ static int conv_one(void *ctx, size_t item, int ith, struct graft_err *err) {
             if (same) memcpy(dst, src + gr * row_in, (size_t)row_in);
             else if (!graft_ggml_to_f32(x->t->type, src + gr * row_in, f, x->cols) || !graft_row_from_f32(x->out, f, dst, (size_t)x->cols))
                 rc = graft_err_set(err, GRAFT_E_FORMAT, j->label, x->t->name, x->t->name_len, "cannot decode %s", graft_ggml_type_name(x->t->type));
+            size_t at;
+            uint64_t b = same || rc ? 0 : graft_count_nonfinite(x->out, dst, (size_t)x->cols, &at);
+            if (b && first == UINT64_MAX) first = (r0 + r) * x->cols + at;
+            if (b) bad += b, held += graft_count_nonfinite(GRAFT_DTYPE_F32, f, (size_t)x->cols, NULL);
         }
         if (!rc) rc = graft_writer_write(j->w, x->id, r0 * x->cols * es, o, (size_t)(nr * x->cols) * es, err);
         if (!rc && j->progress) graft_progress_add(j->progress, nr * row_in);
     }
     graft__free(f), graft__free(o);
+    if (!rc && bad) // the NaN / ±Inf rule: values the GGUF holds carry over (a warning), overflow of --dtype is refused
+        rc = graft__nonfinite_rule("the conversion from GGUF", x->t->name, x->t->name_len, x->out, bad, held, first, held, j->allow, err);
     return rc;
 }
 
@@ -469,7 +477,7 @@ int graft_gguf_to_hf(const struct graft_gguf *g, const char *label, const char *
                      struct graft_progress *progress, struct graft_err *err) {
     json_t *cfg = NULL;
     char *cfg_text = NULL, *tj = NULL, *tcj = NULL;
-    struct hjob j = {.g = g, .progress = progress, .label = label};
+    struct hjob j = {.g = g, .progress = progress, .label = label, .allow = flags & GRAFT_WRITER_ALLOW_NONFINITE};
     struct graft_gguf_heads hh;
     int rc = hf_config(g, &cfg, &hh, err);
     if (rc) { graft__err_prefix(err, label, NULL, 0); goto out; }

@@ -210,6 +210,32 @@ int graft_gguf_w_commit(struct graft_gguf_writer *w, struct graft_err *err) {
 
 // ---- quantization (shared/formats.md §4.5, the reference formulas) -----------------------------------
 
+static bool finite_block(const float *x) {
+    float s = 0;
+    for (int j = 0; j < 32; j++) s += x[j] * 0.0f; // 0 unless some x is NaN or ±Inf
+    return s == 0;
+}
+
+// A block of a quantized type whose values are not all finite: f16 NaN scale, `nq` bytes of quants `zero`.
+static void nan_block(uint8_t *o, int nq, uint8_t zero) {
+    o[0] = 0x00, o[1] = 0x7E; // f16 quiet NaN, little-endian
+    memset(o + 2, zero, (size_t)nq);
+}
+
+uint64_t graft_ggml_count_nonfinite(uint32_t type, const void *data, uint64_t n) {
+    const uint8_t *p = data;
+    switch (type) {
+    case GRAFT_GGML_F32: return graft_count_nonfinite(GRAFT_DTYPE_F32, data, (size_t)n, NULL);
+    case GRAFT_GGML_F16: return graft_count_nonfinite(GRAFT_DTYPE_F16, data, (size_t)n, NULL);
+    case GRAFT_GGML_BF16: return graft_count_nonfinite(GRAFT_DTYPE_BF16, data, (size_t)n, NULL);
+    default: break;
+    }
+    uint64_t bs = graft_ggml_block_size(type), ts = graft_ggml_type_size(type), c = 0;
+    if (type != GRAFT_GGML_Q8_0 && type != GRAFT_GGML_Q4_0) return 0;
+    for (uint64_t k = 0; k < n / bs; k++) c += graft_count_nonfinite(GRAFT_DTYPE_F16, p + k * ts, 1, NULL) ? bs : 0;
+    return c;
+}
+
 bool graft_ggml_from_f32(uint32_t type, const float *src, void *dst, uint64_t n) {
     uint8_t *o = dst;
     switch (type) {
@@ -221,6 +247,10 @@ bool graft_ggml_from_f32(uint32_t type, const float *src, void *dst, uint64_t n)
             const float *x = src + k * 32;
             float amax = 0;
             for (int j = 0; j < 32; j++) amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
+            if (!finite_block(x)) { // NaN / ±Inf: no int8 holds them; a NaN scale (the block reads as NaN), zero quants
+                nan_block(o, 32, 0);
+                continue;
+            }
             float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
             graft_row_from_f32(GRAFT_DTYPE_F16, &d, o, 1);
             for (int j = 0; j < 32; j++) o[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
@@ -230,6 +260,7 @@ bool graft_ggml_from_f32(uint32_t type, const float *src, void *dst, uint64_t n)
         for (uint64_t k = 0; k < n / 32; k++, o += 18) {
             const float *x = src + k * 32;
             float amax = 0, max = 0;
+            if (!finite_block(x)) { nan_block(o, 16, 0x88); continue; } // as q8_0; 8 is q4_0's zero
             for (int j = 0; j < 32; j++)
                 if (amax < fabsf(x[j])) amax = fabsf(x[j]), max = x[j];
             float d = max / -8.0f, id = d != 0 ? 1.0f / d : 0.0f;

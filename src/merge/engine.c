@@ -824,6 +824,12 @@ static int write_chunk(struct exec *x, int ith, uint64_t e0, uint64_t n, struct 
     return rc;
 }
 
+// NaN / ±Inf an input holds, counted on the chunk the final pass has just read (for one warning per input tensor).
+static void count_input(struct otensor *o, int i, enum graft_dtype dt, const void *p, uint64_t n) {
+    uint64_t k = graft_count_nonfinite(dt, p, (size_t)n, NULL);
+    if (k) atomic_fetch_add_explicit(&o->in_bad[i], k, memory_order_relaxed);
+}
+
 static int exec_chunk(void *ctx, size_t item, int ith, struct graft_err *err) {
     struct exec *x = ctx;
     struct otensor *o = x->o;
@@ -846,9 +852,14 @@ static int exec_chunk(void *ctx, size_t item, int ith, struct graft_err *err) {
         struct graft_chunk rc_ = {.idx = item, .e0 = e0, .n = n, .in = NULL, .tmp = x->tmp[ith]};
         if (x->pass >= 0 && mt->m->stat_raw(mt, x->pass, &rc_, raw, dt, x->partials ? x->partials + item * x->plen : NULL, acc))
             return GRAFT_OK;
-        if (x->pass < 0 && mt->m->apply_raw(mt, &rc_, raw, dt, x->out[ith])) return write_chunk(x, ith, e0, n, err);
+        if (x->pass < 0 && mt->m->apply_raw(mt, &rc_, raw, dt, x->out[ith])) {
+            for (int i = 0; i < o->n_in; i++) count_input(o, i, dt[i], raw[i], n); // still in cache
+            return write_chunk(x, ith, e0, n, err);
+        }
     }
     load_chunk(x, ith, e0, n, ptrs);
+    if (x->pass < 0)
+        for (int i = 0; i < o->n_in; i++) count_input(o, i, GRAFT_DTYPE_F32, ptrs[i], n);
     struct graft_chunk c = {.idx = item, .e0 = e0, .n = n, .in = ptrs, .tmp = x->tmp[ith]};
     if (x->pass >= 0) {
         mt->m->stat(mt, x->pass, &c, x->partials + item * x->plen, acc);
@@ -867,7 +878,7 @@ static int copy_tensor(struct exec *x) {
     uint64_t nb = graft_writer_tensor_bytes(x->w, o->wid);
     int rc = nb ? graft_writer_write(x->w, o->wid, 0, graft_model_data(m, in->t), (size_t)nb, x->p->err) : GRAFT_OK;
     graft_progress_add(x->p->opt->progress, nb);
-    return rc;
+    return rc ? rc : graft__engine_check_nonfinite(x->p, o);
 }
 
 int graft__engine_copy_base(struct plan *p, struct graft_writer *w, struct otensor *o) {
@@ -893,23 +904,30 @@ int graft__engine_copy_base(struct plan *p, struct graft_writer *w, struct otens
     return rc;
 }
 
-// An output tensor holds n_bad NaN / ±Inf values. Inherited from inputs that hold some: a warning.
-// Made by the merge (or by the conversion to the output dtype): refused, unless --allow-nonfinite
-// (or an in-memory merge, whose caller scores the result), then a warning with the counts.
+// After a tensor is merged: one warning per input tensor that holds NaN / ±Inf. If the output holds some
+// (n_bad): inherited from those inputs, a warning; made by the merge (or by the conversion to the output
+// dtype), refused unless --allow-nonfinite (or an in-memory merge, whose caller scores the result), then a
+// warning with the counts.
 int graft__engine_check_nonfinite(struct plan *p, struct otensor *o) {
     FILE *log = p->opt->log ? p->opt->log : stderr;
     uint64_t bad = atomic_load(&o->n_bad), bad32 = atomic_load(&o->n_bad_f32), first = atomic_load(&o->first_bad), held = 0;
-    int holder = -1;
+    if (o->copy) bad = bad32 = 0; // bytes copied: the inputs' count is the output's
     for (int i = 0; i < o->n_in; i++) {
         const struct graft_tensor_info *ti = o->in[i].t->info;
-        uint64_t k = graft_count_nonfinite(ti->dtype, graft_model_data(p->models[o->in[i].model].m, o->in[i].t), (size_t)ti->n_elem, NULL);
-        if (k && holder < 0) holder = i;
+        uint64_t k = o->in_counted ? atomic_load(&o->in_bad[i])
+                                   : graft_count_nonfinite(ti->dtype, graft_model_data(p->models[o->in[i].model].m, o->in[i].t), (size_t)ti->n_elem, NULL);
+        if (o->copy && i == (o->mt.base >= 0 ? o->mt.base : 0)) bad = bad32 = k;
+        if (k && !p->opt->in_memory)
+            fprintf(log, "graft: warning: input %s, tensor '%s': holds %llu NaN or infinite values\n", p->models[o->in[i].model].ref,
+                    o->in[i].t->info->name ? o->in[i].t->info->name : o->name, (unsigned long long)k);
         held += k;
     }
+    if (!bad) return GRAFT_OK;
     // inherited: no conversion overflow, and no more NaN/Inf than the inputs hold between them
-    if (holder >= 0 && bad == bad32 && bad <= held) {
-        fprintf(log, "graft: warning: tensor '%s': %llu NaN or infinite values in the output; input %s already holds some (%llu in all inputs)\n",
-                o->name, (unsigned long long)bad, p->models[o->in[holder].model].ref, (unsigned long long)held);
+    if (held && bad == bad32 && bad <= held) {
+        if (!p->opt->in_memory)
+            fprintf(log, "graft: warning: tensor '%s': %llu NaN or infinite values in the output, from its inputs (%llu in all inputs)\n",
+                    o->name, (unsigned long long)bad, (unsigned long long)held);
         return GRAFT_OK;
     }
     const char *dt = graft_dtype_traits(o->dtype)->name;
@@ -929,7 +947,9 @@ int graft__engine_check_nonfinite(struct plan *p, struct otensor *o) {
                          "the %s merge gives %llu NaN or infinite values (first at element %llu)%s%s%s; "
                          "nothing was written (--allow-nonfinite writes them anyway)",
                          p->method->name, (unsigned long long)bad, (unsigned long long)first, held_txt, cause,
-                         bad > bad32 ? "" : ": check the weights and parameters (overflow, or a normalisation by ~0)");
+                         bad > bad32 ? ""
+                         : held      ? ": the inputs' NaN/Inf spread through the method's per-tensor sums or norms; repair that input (graft verify --values lists them)"
+                                     : ": check the weights and parameters (overflow, or a normalisation by ~0)");
 }
 
 static int run_tensor(struct exec *x, struct otensor *o) {
@@ -964,8 +984,9 @@ static int run_tensor(struct exec *x, struct otensor *o) {
         x->partials = NULL;
     }
     x->pass = -1;
+    o->in_counted = true; // the final pass counts each input's NaN / ±Inf as it reads them
     if (!rc) rc = graft_pool_run(nth, mt->n_chunks, exec_chunk, x, NULL, NULL, p->err);
-    if (!rc && atomic_load(&o->n_bad)) rc = graft__engine_check_nonfinite(p, o);
+    if (!rc) rc = graft__engine_check_nonfinite(p, o);
     if (mt->m->free_state) mt->m->free_state(mt);
     graft__free(mt->state);
     mt->state = NULL;
@@ -1114,7 +1135,7 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
     bool whole = p.method->whole != NULL;
     if (whole && (rc = p.method->whole(&p, w, out_dir, err)) > 0) rc = GRAFT_OK, whole = false; // declined: tensor by tensor
     for (size_t i = 0; whole && !rc && i < p.n; i++) // whole-model methods encode through graft__engine_encode too
-        if (atomic_load(&p.t[i].n_bad)) rc = graft__engine_check_nonfinite(&p, &p.t[i]);
+        rc = graft__engine_check_nonfinite(&p, &p.t[i]);
     for (size_t i = 0; i < p.n && !rc && !whole; i++) {
         rc = run_tensor(&x, &p.t[i]);
         if (opt->progress && opt->progress->enabled) graft_progress_draw(opt->progress);

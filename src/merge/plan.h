@@ -43,6 +43,8 @@ struct otensor {
     _Atomic uint64_t n_bad;    // non-finite values written (NaN, ±Inf in the output dtype)
     _Atomic uint64_t n_bad_f32; // … of which were already non-finite in float32 (not from the encoding)
     _Atomic uint64_t first_bad; // the smallest element index among them (UINT64_MAX: none)
+    _Atomic uint64_t in_bad[GRAFT_MAX_INPUTS]; // NaN / ±Inf each input holds (as read by the final pass)
+    bool             in_counted; // in_bad was filled while the chunks were merged (else counted afterwards)
 };
 
 struct plan {

@@ -94,8 +94,8 @@ static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
             out[r * C + c] = v;
         }
     graft_dtype_nbytes(t->dtype, R * C, &nb);
-    graft_row_from_f32(t->dtype, out, enc, (size_t)(R * C));
-    int rc = graft_writer_write(j->w, x->id, 0, enc, (size_t)nb, err);
+    int rc = graft__ops_encode("expand", x->name, strlen(x->name), t->dtype, out, enc, (size_t)(R * C), j->m, x->src, j->p->writer_flags, err);
+    if (!rc) rc = graft_writer_write(j->w, x->id, 0, enc, (size_t)nb, err);
     graft__free(in), graft__free(out), graft__free(enc);
     return rc;
 }

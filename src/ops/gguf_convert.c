@@ -33,6 +33,7 @@ struct gjob {
     float *rope_factors; // llama3 rope_freqs (NULL when none)
     size_t n_rope;
     long rope_id;
+    bool allow; // --allow-nonfinite
 };
 
 static int nomem(struct graft_err *err) { return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); }
@@ -54,6 +55,7 @@ static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
     uint8_t *enc = graft__malloc((size_t)(block * row_bytes) + 1);
     int rc = f && enc ? GRAFT_OK : nomem(err);
     const uint8_t *src = graft_model_data(j->m, x->src);
+    uint64_t bad = 0, held = 0, first = UINT64_MAX; // NaN / ±Inf written; values (or blocks' values) whose source held some
     for (uint64_t r0 = 0; !rc && r0 < rows; r0 += block) {
         uint64_t nr = rows - r0 < block ? rows - r0 : block;
         for (uint64_t r = 0; r < nr; r++) {
@@ -61,8 +63,24 @@ static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
             graft_row_to_f32(t->dtype, src + sr * cols * es, f + r * cols, (size_t)cols);
         }
         graft_ggml_from_f32(x->type, f, enc, nr * cols);
+        uint64_t b = graft_ggml_count_nonfinite(x->type, enc, nr * cols);
+        if (b) { // rare: where, and whether the source held them (per value, or per block of a quantized type)
+            uint64_t bs = graft_ggml_block_size(x->type), ts = graft_ggml_type_size(x->type);
+            for (uint64_t k = 0; k < nr * cols / bs; k++) {
+                uint64_t bk = graft_ggml_count_nonfinite(x->type, enc + k * ts, bs);
+                if (!bk) continue;
+                if (first == UINT64_MAX) first = r0 * cols + k * bs;
+                bad += bk;
+                held += graft_count_nonfinite(GRAFT_DTYPE_F32, f + k * bs, (size_t)bs, NULL) ? bk : 0;
+            }
+        }
         rc = graft_gguf_w_write(j->w, x->id, r0 * row_bytes, enc, (size_t)(nr * row_bytes), err);
     }
+    // made: finite source values that overflow f16 (as values, or as a block's scale)
+    if (!rc && bad)
+        rc = graft__nonfinite_rule("the conversion to GGUF", x->src->info->name, x->src->info->name_len,
+                                   x->type == GRAFT_GGML_BF16 ? GRAFT_DTYPE_BF16 : x->type == GRAFT_GGML_F32 ? GRAFT_DTYPE_F32 : GRAFT_DTYPE_F16, bad, held, first, held,
+                                   j->allow, err);
     graft__free(f), graft__free(enc);
     return rc;
 }
@@ -195,7 +213,7 @@ out:
 int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type, const char *name, int n_threads, unsigned flags, struct graft_err *err) {
     const char *cs = graft_model_config_json(m);
     json_t *c = cs ? json_loads(cs, 0, NULL) : NULL;
-    struct gjob j = {.m = m, .rope_id = -1};
+    struct gjob j = {.m = m, .rope_id = -1, .allow = flags & GRAFT_WRITER_ALLOW_NONFINITE};
     int rc = GRAFT_OK;
     if (!c) return graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "needs the model folder's config.json");
     const char *archs = json_string_value(json_array_get(json_object_get(c, "architectures"), 0));

@@ -51,6 +51,7 @@ struct mjob {
     size_t n;
     bool uniform;
     uint64_t seed;
+    unsigned flags; // writer flags (GRAFT_WRITER_ALLOW_NONFINITE)
     struct graft_writer *w;
     struct graft_progress *progress;
 };
@@ -87,8 +88,8 @@ static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
         for (uint64_t i = 0; i < n; i++) v[i] = j->uniform ? (2.0f * graft_rng_uniform(key, i) - 1.0f) * b : normal_draw(key, i);
     }
     graft_dtype_nbytes(x->dt, n, &nb);
-    graft_row_from_f32(x->dt, v, enc, (size_t)n);
-    int rc = graft_writer_write(j->w, x->id, 0, enc, (size_t)nb, err);
+    int rc = graft__ops_encode("moe", x->name, strlen(x->name), x->dt, v, enc, (size_t)n, x->m, x->data ? NULL : x->src, j->flags, err);
+    if (!rc) rc = graft_writer_write(j->w, x->id, 0, enc, (size_t)nb, err);
     graft__free(v), graft__free(enc);
     graft_progress_add(j->progress, nb);
     return rc;
@@ -216,7 +217,7 @@ int graft_moe(const char *config_path, const char *out_dir, const struct graft_m
     char *paths[GRAFT_MAX_INPUTS + 1] = {0};
     int midx[GRAFT_MAX_INPUTS + 1] = {0}, n_models = 0; // experts, then the shared expert
     bool qwen = c->has_shared; // a shared expert: Qwen2-MoE's layout
-    struct mjob j = {.seed = o->seed, .uniform = uniform, .progress = o->progress};
+    struct mjob j = {.seed = o->seed, .uniform = uniform, .flags = o->writer_flags, .progress = o->progress};
     struct graft_writer *w = NULL;
     json_t *root = NULL;
     float *gates = NULL, **owned = NULL; // prompt routers: (E + shared) × layers × H; per-router row copies

@@ -23,4 +23,8 @@ int  graft__ops_copy_tensor(struct graft_writer *w, long id, const struct graft_
 int  graft__ops_add_json(struct graft_writer *w, const char *name, const json_t *root, struct graft_err *err);
 // config.json from `root` turned into Mixtral's (E experts, K per token) and added to the writer.
 int  graft__ops_add_mixtral_config(struct graft_writer *w, json_t *root, int experts, int per_token, struct graft_err *err);
+// f (n values) encoded into dt at enc (n × 8 bytes suffice) and checked by graft__nonfinite_rule (core/impl.h); the source
+// tensor src of m (may be NULL) is counted only when the output holds NaN / ±Inf.
+int  graft__ops_encode(const char *op, const char *tensor, size_t tlen, enum graft_dtype dt, const float *f, void *enc, size_t n,
+                       const struct graft_model *m, const struct graft_model_tensor *src, unsigned flags, struct graft_err *err);
 #endif

@@ -1,5 +1,7 @@
 // Shared pieces of the checkpoint operations (see ops-impl.h).
+#include <stdio.h>
 #include <string.h>
+#include "graft/dtype.h"
 #include "ops-impl.h"
 #include "../io/io-impl.h"
 
@@ -53,4 +55,15 @@ int graft__ops_add_json(struct graft_writer *w, const char *name, const json_t *
     int rc = b.failed ? graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory") : graft_writer_add_file(w, name, b.data, b.len, err);
     graft__buf_free(&b);
     return rc;
+}
+
+int graft__ops_encode(const char *op, const char *tensor, size_t tlen, enum graft_dtype dt, const float *f, void *enc, size_t n,
+                      const struct graft_model *m, const struct graft_model_tensor *src, unsigned flags, struct graft_err *err) {
+    graft_row_from_f32(dt, f, enc, n);
+    size_t first;
+    uint64_t bad = graft_count_nonfinite(dt, enc, n, &first); // one pass over bytes just written, in cache
+    if (!bad) return GRAFT_OK;
+    uint64_t bad32 = graft_count_nonfinite(GRAFT_DTYPE_F32, f, n, NULL);
+    uint64_t held = src ? graft_count_nonfinite(src->info->dtype, graft_model_data(m, src), (size_t)src->info->n_elem, NULL) : 0;
+    return graft__nonfinite_rule(op, tensor, tlen, dt, bad, bad32, first, held, flags & GRAFT_WRITER_ALLOW_NONFINITE, err);
 }

@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <regex.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include "graft/convert.h"
@@ -37,6 +38,8 @@ struct qt {
     size_t   first;                             // first item
     long     id, id_scale;
     double  *err2, *norm2;                      // per item: Σ(w − ŵ)², Σ w² (quantize)
+    _Atomic uint64_t nf_in;                     // NaN / ±Inf in the source (dequantize: values under such a scale)
+    _Atomic uint64_t nf_out, nf_out32, nf_first; // dequantize: NaN / ±Inf written, … of them in float32, the first's index
 };
 
 struct qjob {
@@ -124,10 +127,24 @@ static int quant_item(void *ctx, size_t item, int ith, struct graft_err *err) {
     uint64_t off;
     graft_dtype_nbytes(x->t->info->dtype, r0 * cols, &off);
     graft_row_to_f32(x->t->info->dtype, graft_model_data(j->m, x->t) + off, w, (size_t)n);
+    // NaN / ±Inf: no integer holds them, and they would poison their group's scale. Their groups get a
+    // NaN scale (they dequantize to NaN: the value semantics kept as far as the format can), the rest of
+    // the group is quantized as if they were 0 (and left out of the error).
+    uint64_t nbad = graft_count_nonfinite(GRAFT_DTYPE_F32, w, (size_t)n, NULL);
+    uint8_t *gbad = nbad ? graft__calloc((size_t)(nr * x->groups), 1) : NULL;
+    if (nbad && !gbad) { rc = nomem(err); goto out; }
+    if (nbad) {
+        atomic_fetch_add(&x->nf_in, nbad);
+        for (uint64_t i = 0; i < n; i++)
+            if (!isfinite(w[i])) w[i] = 0, gbad[(i / cols) * x->groups + (i % cols) / (uint64_t)j->group] = 1;
+    }
     double lanes[2][8] = {{0}};
     for (uint64_t r = 0; r < nr; r++)
         quant_row(w + r * cols, cols, (uint64_t)j->group, (float)qmax, sc + r * x->groups, qf,
                   j->bits == 8 ? q + r * cols : q + r * (cols / 2), j->bits, lanes[0], lanes[1]);
+    for (uint64_t g = 0; gbad && g < nr * x->groups; g++)
+        if (gbad[g]) sc[g] = NAN;
+    graft__free(gbad);
     double e2 = 0, n2 = 0;
     for (int l = 0; l < 8; l++) e2 += lanes[0][l], n2 += lanes[1][l];
     x->err2[k] = e2, x->norm2[k] = n2;
@@ -244,6 +261,10 @@ int graft_quantize(const struct graft_model *m, const char *target, const struct
     if (!rc && w) rc = graft_writer_layout(w, err);
     if (!rc && w) rc = graft_pool_run(p->n_threads > 0 ? p->n_threads : 1, j.items, quant_item, &j,
                                       p->progress && p->progress->enabled ? graft_progress_draw : NULL, p->progress, err);
+    for (size_t i = 0; !rc && w && i < j.n; i++)
+        if (atomic_load(&j.ts[i].nf_in))
+            fprintf(stderr, "graft: warning: tensor '%.*s': holds %llu NaN or infinite values; their groups get a NaN scale (they dequantize to NaN)\n",
+                    (int)j.ts[i].t->info->name_len, j.ts[i].t->info->name, (unsigned long long)atomic_load(&j.ts[i].nf_in));
     if (!rc && w) {
         json_t *q = json_pack("{s:s, s:i, s:i, s:b, s:s, s:s}", "quant_method", "graft_rtn", "bits", p->bits, "group_size", p->group, "symmetric", 1,
                               "scale_dtype", "float32", "dequantized_dtype", first_dt ? first_dt : "bfloat16");
@@ -299,6 +320,20 @@ static int dequant_item(void *ctx, size_t item, int ith, struct graft_err *err) 
     graft_dtype_nbytes(j->out_dt, r0 * cols, &off);
     graft_dtype_nbytes(j->out_dt, n, &len);
     graft_row_from_f32(j->out_dt, w, enc, (size_t)n);
+    size_t first;
+    uint64_t bad = graft_count_nonfinite(j->out_dt, enc, (size_t)n, &first);
+    if (bad) { // counted per tensor, judged once it is done (a NaN / ±Inf scale: inherited)
+        uint64_t held = 0;
+        for (uint64_t g = 0; g < nr * x->groups; g++)
+            if (!isfinite(sc[g])) { // values under this scale (the last group of a row may be shorter)
+                uint64_t c0 = (g % x->groups) * (uint64_t)j->group;
+                held += cols - c0 < (uint64_t)j->group ? cols - c0 : (uint64_t)j->group;
+            }
+        atomic_fetch_add(&x->nf_in, held), atomic_fetch_add(&x->nf_out, bad);
+        atomic_fetch_add(&x->nf_out32, graft_count_nonfinite(GRAFT_DTYPE_F32, w, (size_t)n, NULL));
+        uint64_t at = r0 * cols + first, cur = atomic_load(&x->nf_first);
+        while (at < cur && !atomic_compare_exchange_weak(&x->nf_first, &cur, at)) {}
+    }
     rc = graft_writer_write(j->w, x->id, off, enc, (size_t)len, err);
     graft_progress_add(j->progress, x->t->info->n_bytes);
 out:
@@ -366,8 +401,14 @@ int graft_dequantize(const struct graft_model *m, const char *target, enum graft
         if (x->id < 0) rc = (int)x->id;
     }
     if (!rc) rc = graft_writer_layout(w, err);
+    for (size_t i = 0; i < j.n; i++) atomic_store(&j.ts[i].nf_first, UINT64_MAX);
     if (!rc) rc = graft_pool_run(n_threads > 0 ? n_threads : 1, j.items, dequant_item, &j, progress && progress->enabled ? graft_progress_draw : NULL,
                                  progress, err);
+    for (size_t i = 0; !rc && i < j.n; i++) {
+        struct qt *x = &j.ts[i];
+        rc = graft__nonfinite_rule("dequantize", x->t->info->name, x->t->info->name_len, dtype, atomic_load(&x->nf_out), atomic_load(&x->nf_out32),
+                                   atomic_load(&x->nf_first), atomic_load(&x->nf_in), writer_flags & GRAFT_WRITER_ALLOW_NONFINITE, err);
+    }
     if (!rc) rc = side_files(w, m, NULL, graft_dtype_torch_name(dtype), graft__ops_single_file(target), err);
     if (!rc) rc = graft_writer_commit(w, err);
     if (n_done) *n_done = nd;

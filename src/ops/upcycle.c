@@ -55,8 +55,8 @@ static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
         for (uint64_t i = 0; i < n; i++) v[i] = (float)graft__rng_normal(key, i, j->std);
     }
     graft_dtype_nbytes(x->dt, n, &nb);
-    graft_row_from_f32(x->dt, v, enc, (size_t)n);
-    int rc = graft_writer_write(j->w, x->id, 0, enc, (size_t)nb, err);
+    int rc = graft__ops_encode("upcycle's router", x->name, strlen(x->name), x->dt, v, enc, (size_t)n, j->m, NULL, j->p->writer_flags, err);
+    if (!rc) rc = graft_writer_write(j->w, x->id, 0, enc, (size_t)nb, err);
     graft__free(v), graft__free(enc);
     return rc;
 }
