@@ -207,6 +207,20 @@ if [ "$FAULTS" = faults ]; then
         done
     done
     alloc_faults 1 fa "$G" convert ft fa --dtype f16 --out-shard-size 100K
+    # too little free space (GRAFT_FAULT_FREE_BYTES stands in for statvfs): refused before any byte is
+    # written, with both sizes; safetensors folders, merges and GGUF files alike
+    need=$(cat ft/*.safetensors | wc -c)
+    GRAFT_FAULT_FREE_BYTES=$((need / 2)) "$G" convert ft fs --dtype bf16 >/dev/null 2>"$T/err"
+    [ $? = 1 ] && [ "$(wc -l < "$T/err")" = 1 ] && grep -q "fs: not enough free space: the output needs .* the file system has .* free ($((need / 2)) < [0-9]* bytes); free some or write elsewhere" "$T/err" &&
+        [ ! -e fs ] && ! ls -A | grep -q "graft-tmp" && ok || bad "free-space check: $(cat "$T/err")"
+    printf 'merge_method: linear\nmodels:\n  - {model: base, parameters: {weight: 0.5}}\n  - {model: ft, parameters: {weight: 0.5}}\n' > fs.yml
+    GRAFT_FAULT_FREE_BYTES=1000 "$G" merge fs.yml fs >/dev/null 2>"$T/err"
+    [ $? = 1 ] && grep -q "fs: not enough free space" "$T/err" && [ ! -e fs ] && ok || bad "merge free-space check: $(cat "$T/err")"
+    GRAFT_FAULT_FREE_BYTES=1000 "$G" convert ft fs.gguf --to gguf >/dev/null 2>"$T/err"
+    [ $? = 1 ] && grep -q "fs.gguf: not enough free space: the GGUF file needs" "$T/err" && [ ! -e fs.gguf ] && ! ls -A | grep -q "graft-tmp" && ok ||
+        bad "gguf free-space check: $(cat "$T/err")"
+    GRAFT_FAULT_FREE_BYTES=$((need * 4)) "$G" convert ft fs --dtype bf16 >/dev/null 2>"$T/err" && "$G" verify fs >/dev/null && ok || bad "enough free space refused: $(cat "$T/err")"
+    rm -rf fs
 fi
 
 # GGUF files: inspect and verify read them; a truncated or corrupted one is refused with its reason

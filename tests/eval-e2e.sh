@@ -217,7 +217,7 @@ printf '1 2 999999' > big.ids
 expect 2 "$G" eval m32 --tokens big.ids
 grep -q "token id 999999 is outside the vocabulary" "$T/err" && ok || bad "out-of-vocabulary id: $(cat "$T/err")"
 cp -r m32 gpt && sed -i 's/LlamaForCausalLM/GPT2LMHeadModel/' gpt/config.json
-expect 3 "$G" eval gpt --tokens rand.ids
+expect 4 "$G" eval gpt --tokens rand.ids
 grep -q "architecture GPT2LMHeadModel is not supported by the evaluator" "$T/err" && ok || bad "unsupported architecture: $(cat "$T/err")"
 cp -r m32 scaled && sed -i 's/"rope_theta"/"rope_scaling": {"type": "yarn", "factor": 2.0}, "rope_theta"/' scaled/config.json
 expect 3 "$G" eval scaled --tokens rand.ids

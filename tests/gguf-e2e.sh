@@ -145,7 +145,7 @@ expect 1 "$G" convert l32 l32-f16.gguf --to gguf
 grep -q "already exists; use --force" "$T/err" && ok || bad "existing gguf output: $(cat "$T/err")"
 expect 0 "$G" convert l32 l32-f16.gguf --to gguf --force
 expect 0 "$G" synth g2 --arch gpt2 --layers 1 --hidden 32 --intermediate 48 --heads 4 --vocab 64
-expect 3 "$G" convert g2 g2.gguf
+expect 4 "$G" convert g2 g2.gguf
 grep -q "GGUF conversion covers" "$T/err" && [ ! -e g2.gguf ] && ! ls -A | grep -q graft-tmp && ok || bad "gpt2 to gguf: $(cat "$T/err")"
 cp -r l32 notok && rm notok/tokenizer.json
 expect 3 "$G" convert notok notok.gguf

@@ -144,7 +144,7 @@ cmp -s up/model.safetensors ups/model.safetensors && bad "upcycle: another seed 
 printf 'merge_method: linear\nmodels:\n  - model: up\n    parameters: {weight: 0.5}\n  - model: ups\n    parameters: {weight: 0.5}\n' > upm.yml
 expect 0 "$G" merge upm.yml upm
 expect 0 "$G" synth q2 --arch qwen2 --layers 1 --hidden 32 --intermediate 48 --heads 4 --kv-heads 2 --vocab 64
-expect 3 "$G" upcycle q2 x10 --experts 4 --top-k 2
+expect 4 "$G" upcycle q2 x10 --experts 4 --top-k 2
 nothing x10 "upcycle of a Qwen2 model"
 expect 2 "$G" upcycle m32 x11 --experts 4 --top-k 5
 expect 2 "$G" upcycle m32 x12 --experts 1 --top-k 1
@@ -260,7 +260,7 @@ print('ok')" >"$T/py" 2>&1 && ok || bad "moe with a shared expert: $(tail -c 400
 printf 'base_model: m32\ngate_mode: random\nexperts:\n  - {source_model: e1}\n  - {source_model: e1}\n' > msame.yml
 expect 0 "$G" moe msame.yml msame --i-understand-this-is-not-useful-without-training
 printf 'base_model: q2\ngate_mode: random\nexperts:\n  - {source_model: q2}\n  - {source_model: q2}\n' > mq.yml
-expect 3 "$G" moe mq.yml mq --i-understand-this-is-not-useful-without-training
+expect 4 "$G" moe mq.yml mq --i-understand-this-is-not-useful-without-training
 
 # ---- expand: the grown model's logits equal the original's (an independent NumPy forward pass) ----
 same() { if "$PY" "$LREF" same "$@" >"$T/py" 2>&1; then ok; else bad "expand $2: $(cat "$T/py")"; fi; }
@@ -305,8 +305,9 @@ expect 2 "$G" expand m32 y10 --hidden 32
 expect 2 "$G" expand m32 y11
 expect 2 "$G" expand m32 y12 --add-layers 1@5
 expect 0 "$G" synth g2 --arch gpt2 --layers 1 --hidden 32 --intermediate 48 --heads 4 --vocab 64
-expect 3 "$G" expand g2 y13 --hidden 48
+expect 4 "$G" expand g2 y13 --hidden 48
 nothing y13 "expand of a GPT-2 layout"
+grep -q "model_type 'gpt2': expand applies to Llama, Mistral and Qwen2 models" "$T/err" && ok || bad "expand of GPT-2: $(cat "$T/err")"
 
 # ---- numerical safety: NaN / Inf an operation makes are refused, those its input holds carry over ----
 cp -r m32 mnan && cp -r m32 mbig && $PATCH mnan/model.safetensors 'layers.0.mlp.up_proj.weight$' nan 5 &&

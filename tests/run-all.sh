@@ -23,6 +23,7 @@ prune / quantize end-to-end (asan+ubsan, fault injection)|sh tests/ops-e2e.sh bu
 merge vs independent NumPy reference (tests/ref/configs; SVD and solver methods also under every OpenBLAS kernel family and GRAFT_CPU=generic)|KERNELS=1 bash tests/ref/check.sh build/graft
 opcm and extract-lora vs NumPy under every OpenBLAS kernel family and GRAFT_CPU=generic|bash tests/ref/kernels.sh build/graft
 GGUF convert end-to-end (asan+ubsan, fault injection)|sh tests/gguf-e2e.sh build/asan faults
+real checkpoint layouts (asan+ubsan)|sh tests/layouts.sh build/asan quick
 research merges / analyze end-to-end (asan+ubsan, fault injection)|sh tests/research-e2e.sh build/asan faults
 evaluator / tokenizers end-to-end (asan+ubsan, fault injection)|sh tests/eval-e2e.sh build/asan faults
 unit (asan+ubsan)|build/asan/tests/unit
@@ -35,6 +36,7 @@ prune / quantize end-to-end (release)|sh tests/ops-e2e.sh build
 evaluator / tokenizers end-to-end (release)|sh tests/eval-e2e.sh build
 research merges / analyze end-to-end (release)|sh tests/research-e2e.sh build
 LoRA extract/apply end-to-end (release)|sh tests/lora-e2e.sh build
+real checkpoint layouts (release)|sh tests/layouts.sh build
 fuzz corpus: safetensors (asan+ubsan)|build/asan/tests/fuzz-safetensors fuzz/corpus/safetensors
 fuzz corpus: index (asan+ubsan)|build/asan/tests/fuzz-index fuzz/corpus/index
 fuzz corpus: config (asan+ubsan)|build/asan/tests/fuzz-config fuzz/corpus/config

@@ -32,6 +32,11 @@ struct graft_lora_extract_params {
     size_t       n_exclude;
     const char *const *save_module;   // modules saved whole (module name, or its last components)
     size_t       n_save_module;
+    bool         randomized;          // randomized range finder (--svd randomized) instead of the exact Gram route;
+                                      // needs a fixed rank (no energy / sv_epsilon)
+    int          oversample;          // its extra test vectors (default 10)
+    int          power_iters;         // its subspace iterations (default 2)
+    uint64_t     seed;                // its Gaussian test matrix, per module (default 0)
     const char  *base_ref;            // base_model_name_or_path in adapter_config.json
     int          n_threads;
     unsigned     writer_flags;        // enum graft_writer_flags

@@ -25,6 +25,15 @@ struct graft_synth_params {
     enum graft_dtype dtype;
     uint64_t         seed;
     double           init_std;       // std of weight matrices (default 0.02)
+    // Real layout: when `like_config` (the text of a Hugging Face config.json) is set, the tensors are
+    // those transformers saves for it (names, shapes, registration order, biases, norms, tied head),
+    // its config.json is written with the overrides applied, and arch / tie_embeddings are ignored.
+    // n_layers, hidden, intermediate, n_heads, n_kv_heads, head_dim, vocab and experts override the
+    // config's values when > 0 (scaled-down tests); dtype GRAFT_DTYPE_COUNT keeps its torch_dtype.
+    const char      *like_config;
+    const char      *like_config_label; // its path, for messages
+    int              head_dim;
+    int              experts;       // Mixtral num_local_experts
     // Derivative mode: when `like` is set, every tensor is like[t] + delta · Laplace noise; the
     // architecture fields above are ignored and the base's config is copied.
     const struct graft_model *like;

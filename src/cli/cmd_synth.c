@@ -1,6 +1,7 @@
 // graft synth: random models in common HF layouts (or fine-tune-like derivatives) for demos, tests, benches.
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "cli.h"
 
@@ -8,6 +9,8 @@ static const char help[] =
     "Usage: graft synth OUT [--arch A] [--layers N] [--hidden N] [--intermediate N] [--heads N]\n"
     "                       [--kv-heads N] [--vocab N] [--dtype T] [--seed S] [--tie]\n"
     "                       [--like BASE --delta SCALE] [--threads N] [--out-shard-size S] [--force]\n"
+    "       graft synth OUT --like-config CONFIG.json [--layers N] [--hidden N] [--intermediate N] [--heads N]\n"
+    "                       [--kv-heads N] [--head-dim N] [--experts N] [--vocab N] [--dtype T] [options]\n"
     "\n"
     "Write a random model folder in a Hugging Face layout (config.json, generation_config.json, tokenizer files,\n"
     "and the architecture's tensor names, e.g. model.embed_tokens / model.layers.N.{self_attn,mlp} / lm_head).\n"
@@ -17,6 +20,16 @@ static const char help[] =
     "With --like BASE, write a fine-tune-like derivative instead: every floating tensor of BASE plus\n"
     "SCALE × Laplace(0,1) noise keyed by --seed; BASE's config and tokenizer files are copied.\n"
     "\n"
+    "With --like-config, the model has exactly the tensors transformers saves for that config.json: names,\n"
+    "shapes and their order (which decides the 5 GB shards and model.safetensors.index.json), q/k/v\n"
+    "biases (Qwen2, attention_bias), q/k norms (Qwen3, Gemma 3), pre/post feed-forward norms and norms\n"
+    "stored as w − 1 (Gemma 2/3), fused qkv_proj / gate_up_proj (Phi-3), experts (Mixtral), the SigLIP\n"
+    "tower of Gemma 3 vision–language configs, a tied or separate lm_head, the config's torch_dtype.\n"
+    "model_type llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3(_text), phi3, mixtral. Shape options\n"
+    "given override the config's values, which config.json then holds (a reshaped Gemma 3 gets a small\n"
+    "vision tower: hidden 32, intermediate 64, --layers layers, 4×4 patches); keys the config leaves out\n"
+    "take transformers' defaults. tests/configs holds real configs.\n"
+    "\n"
     "Options (defaults):\n"
     "  --arch A            llama, mistral, qwen2, gemma, phi3, gpt2, gpt_neox, mixtral (4 experts),\n"
     "                      gemma3vl (text decoder + SigLIP vision tower + projector)\n"
@@ -25,11 +38,14 @@ static const char help[] =
     "  --dtype T           bf16 (f32, f16, bf16, f8_e4m3, f8_e5m2); with --like: BASE's dtype\n"
     "  --seed S            1          --tie             tie lm_head to the embeddings (no lm_head.weight)\n"
     "  --delta SCALE       0.01 (with --like)\n"
+    "  --head-dim N        (with --like-config) per-head width; default: the config's, or hidden / heads\n"
+    "                      when those are overridden\n"
+    "  --experts N         (with --like-config) Mixtral's num_local_experts\n"
     "  --threads N         CPUs       --out-shard-size  5G       --force   replace a non-empty OUT\n";
 
 int cmd_synth(int argc, char **argv) {
     enum { O_ARCH = 256, O_LAYERS, O_HIDDEN, O_INTER, O_HEADS, O_KV, O_VOCAB, O_DTYPE, O_SEED, O_TIE, O_LIKE, O_DELTA,
-           O_THREADS, O_SHARD, O_FORCE };
+           O_THREADS, O_SHARD, O_FORCE, O_LIKE_CONFIG, O_HEAD_DIM, O_EXPERTS };
     static const struct option opts[] = {
         {"arch", required_argument, 0, O_ARCH}, {"layers", required_argument, 0, O_LAYERS},
         {"hidden", required_argument, 0, O_HIDDEN}, {"intermediate", required_argument, 0, O_INTER},
@@ -38,17 +54,19 @@ int cmd_synth(int argc, char **argv) {
         {"seed", required_argument, 0, O_SEED}, {"tie", no_argument, 0, O_TIE},
         {"like", required_argument, 0, O_LIKE}, {"delta", required_argument, 0, O_DELTA},
         {"threads", required_argument, 0, O_THREADS}, {"out-shard-size", required_argument, 0, O_SHARD},
-        {"force", no_argument, 0, O_FORCE}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"force", no_argument, 0, O_FORCE}, {"like-config", required_argument, 0, O_LIKE_CONFIG},
+        {"head-dim", required_argument, 0, O_HEAD_DIM}, {"experts", required_argument, 0, O_EXPERTS}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     struct graft_synth_params p = graft_synth_default_params();
     p.n_threads = graft_n_cpus();
-    const char *like = NULL;
-    bool have_dtype = false;
+    const char *like = NULL, *like_config = NULL;
+    bool have_dtype = false, given[O_EXPERTS + 1] = {0};
     double delta = p.delta;
     int c;
     optind = 1;
     const int MAXD = 1 << 20;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         bool ok = true;
+        if (c >= 256 && c <= O_EXPERTS) given[c] = true;
         switch (c) {
         case O_ARCH: p.arch = optarg; break;
         case O_LAYERS: ok = cli_int("synth", "--layers", optarg, 0, 10000, &p.n_layers); break;
@@ -67,6 +85,9 @@ int cmd_synth(int argc, char **argv) {
         case O_THREADS: ok = cli_threads("synth", optarg, &p.n_threads); break;
         case O_SHARD: ok = cli_size("synth", "--out-shard-size", optarg, &p.max_shard_bytes); break;
         case O_FORCE: p.writer_flags |= GRAFT_WRITER_FORCE; break;
+        case O_LIKE_CONFIG: like_config = optarg; break;
+        case O_HEAD_DIM: ok = cli_int("synth", "--head-dim", optarg, 1, 65536, &p.head_dim); break;
+        case O_EXPERTS: ok = cli_int("synth", "--experts", optarg, 1, 1024, &p.experts); break;
         case 'h': fputs(help, stdout); return GRAFT_EXIT_OK;
         default: return cli_usage("synth", "unknown option");
         }
@@ -76,6 +97,27 @@ int cmd_synth(int argc, char **argv) {
     p.delta = (float)delta;
     struct graft_err err;
     graft_err_clear(&err);
+    char *cfg_text = NULL;
+    if (like_config) {
+        if (like) return cli_usage("synth", "--like-config and --like exclude each other");
+        if (given[O_ARCH] || given[O_TIE]) return cli_usage("synth", "--like-config takes the architecture and tied head from the config: drop --arch / --tie");
+        size_t len;
+        if (!(cfg_text = cli_read_file(like_config, &len))) {
+            graft_err_set(&err, GRAFT_E_IO, like_config, NULL, 0, "cannot read the file");
+            return cli_fail(&err);
+        }
+        p.like_config = cfg_text, p.like_config_label = like_config;
+        // shapes not given on the command line come from the config
+        if (!given[O_LAYERS]) p.n_layers = 0;
+        if (!given[O_HIDDEN]) p.hidden = 0;
+        if (!given[O_INTER]) p.intermediate = 0;
+        if (!given[O_HEADS]) p.n_heads = 0;
+        if (!given[O_KV]) p.n_kv_heads = 0;
+        if (!given[O_VOCAB]) p.vocab = 0;
+        if (!have_dtype) p.dtype = GRAFT_DTYPE_COUNT;
+    } else if (given[O_HEAD_DIM] || given[O_EXPERTS]) {
+        return cli_usage("synth", "--head-dim and --experts go with --like-config");
+    }
     struct graft_model *base = NULL;
     if (like) {
         if (graft_model_open(like, &base, &err)) return cli_fail(&err);
@@ -92,7 +134,8 @@ int cmd_synth(int argc, char **argv) {
     int rc = graft_synth(argv[optind], &p, &err);
     graft_progress_finish(&prog);
     graft_model_close(base);
+    free(cfg_text);
     if (rc) return cli_fail(&err);
-    fprintf(stderr, "graft: wrote %s model to %s\n", like ? "derived" : "synthetic", argv[optind]);
+    fprintf(stderr, "graft: wrote %s model to %s\n", like ? "derived" : like_config ? "synthetic (real layout)" : "synthetic", argv[optind]);
     return GRAFT_EXIT_OK;
 }

@@ -154,6 +154,13 @@ double graft__svd_tail(const struct graft__svd *s, size_t r); // Σ_{j ≥ r} S_
 // Top r ≤ r_vec triplets: S[r], U (m × r row-major), Vt (r × n row-major), in double.
 int    graft__svd_factors(const struct graft__svd *s, const float *M, size_t r, double *U, double *S, double *Vt,
                           struct graft_err *err);
+// Top r triplets by a randomized range finder (Halko, Martinsson & Tropp 2011, Alg. 4.4 + 5.1): l =
+// min(r + oversample, m, n) Gaussian test vectors drawn from `key`, `power` subspace iterations with
+// re-orthonormalisation, then the exact SVD of the l × n projection. U (m × r), S (r), Vt (r × n) in
+// double, signs as graft__svd_factors; *energy = ‖M‖_F², *tail = ‖M − U·S·Vt‖_F² (exact for the
+// factors returned: ‖M‖² − Σ S_j², since the range basis is orthonormal).
+int    graft__svd_randomized(const float *M, size_t m, size_t n, size_t r, size_t oversample, int power, uint64_t key, double *U, double *S,
+                             double *Vt, double *energy, double *tail, struct graft_err *err);
 // C (m × n, row-major, ldc) += alpha · op(A) · op(B), op = transpose when ta/tb; single-threaded BLAS.
 void   graft__sgemm_acc(bool ta, bool tb, size_t m, size_t n, size_t k, float alpha, const float *A, size_t lda, const float *B,
                         size_t ldb, float *C, size_t ldc);

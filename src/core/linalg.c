@@ -15,6 +15,7 @@
 #include <cblas.h>
 #include <lapacke.h>
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 #include "impl.h"
 
@@ -156,6 +157,69 @@ int graft__svd_factors(const struct graft__svd *s, const float *M, size_t r, dou
     }
     graft__free(D);
     return GRAFT_OK;
+}
+
+// Orthonormal basis of the columns of Y (rows × l, row-major) in place: Householder QR (sgeqrf + sorgqr).
+static int orthonormalize(float *Y, size_t rows, size_t l, float *tau, struct graft_err *err) {
+    if (LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, (lapack_int)rows, (lapack_int)l, Y, (lapack_int)l, tau) ||
+        LAPACKE_sorgqr(LAPACK_ROW_MAJOR, (lapack_int)rows, (lapack_int)l, (lapack_int)l, Y, (lapack_int)l, tau))
+        return graft_err_set(err, GRAFT_E_INTERNAL, NULL, NULL, 0, "QR factorisation failed (non-finite values?)");
+    return GRAFT_OK;
+}
+
+int graft__svd_randomized(const float *M, size_t m, size_t n, size_t r, size_t oversample, int power, uint64_t key, double *U, double *S,
+                          double *Vt, double *energy, double *tail, struct graft_err *err) {
+    size_t k = m < n ? m : n, l = r + oversample < k ? r + oversample : k;
+    if (r > l) r = l;
+    double e = 0;
+    for (size_t i = 0; i < m * n; i++) e += (double)M[i] * M[i];
+    *energy = e, *tail = e;
+    if (!r) return GRAFT_OK;
+    float *Om = graft__malloc(n * l * sizeof *Om), *Y = graft__malloc(m * l * sizeof *Y), *Z = graft__malloc(n * l * sizeof *Z);
+    float *tau = graft__malloc(l * sizeof *tau), *B = graft__malloc(l * n * sizeof *B);
+    double *Bd = graft__malloc(l * n * sizeof *Bd), *Ub = graft__malloc(l * l * sizeof *Ub), *Sb = graft__malloc(l * sizeof *Sb);
+    double *Vb = graft__malloc(l * n * sizeof *Vb), *Qd = graft__malloc(m * l * sizeof *Qd);
+    int rc = Om && Y && Z && tau && B && Bd && Ub && Sb && Vb && Qd ? GRAFT_OK : graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for a randomized SVD");
+    if (rc) goto out;
+    for (size_t i = 0; i < n * l; i++) Om[i] = (float)graft__rng_normal(key, i, 1.0); // a pure function of key: thread-independent
+    // Y = M·Ω, then `power` rounds of Z = orth(Mᵀ·orth(Y)), Y = M·Z (each product orthonormalised first:
+    // without it the small singular directions drown in rounding after one or two rounds)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)l, (int)n, 1.0f, M, (int)n, Om, (int)l, 0.0f, Y, (int)l);
+    for (int q = 0; q < power && !rc; q++) {
+        if ((rc = orthonormalize(Y, m, l, tau, err))) break;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)l, (int)m, 1.0f, M, (int)n, Y, (int)l, 0.0f, Z, (int)l);
+        if ((rc = orthonormalize(Z, n, l, tau, err))) break;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)l, (int)n, 1.0f, M, (int)n, Z, (int)l, 0.0f, Y, (int)l);
+    }
+    if (rc || (rc = orthonormalize(Y, m, l, tau, err))) goto out;
+    // B = Qᵀ·M (l × n), its exact SVD in double: B = Ub·Sb·Vb, then U = Q·Ub
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)l, (int)n, (int)m, 1.0f, Y, (int)l, M, (int)n, 0.0f, B, (int)n);
+    for (size_t i = 0; i < l * n; i++) Bd[i] = B[i];
+    if (LAPACKE_dgesdd(LAPACK_ROW_MAJOR, 'S', (lapack_int)l, (lapack_int)n, Bd, (lapack_int)n, Sb, Ub, (lapack_int)l, Vb, (lapack_int)n)) {
+        rc = graft_err_set(err, GRAFT_E_INTERNAL, NULL, NULL, 0, "SVD of the projected matrix failed");
+        goto out;
+    }
+    for (size_t i = 0; i < m * l; i++) Qd[i] = Y[i];
+    double *Ul = graft__malloc(m * l * sizeof *Ul);
+    if (!Ul) { rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for a randomized SVD"); goto out; }
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)l, (int)l, 1.0, Qd, (int)l, Ub, (int)l, 0.0, Ul, (int)l);
+    bool left = m <= n; // signs fixed on the short side's vector, as the Gram route does
+    double kept = 0;
+    for (size_t j = 0; j < r; j++) {
+        size_t best = 0, len = left ? m : n;
+        for (size_t i = 1; i < len; i++)
+            if (fabs(left ? Ul[i * l + j] : Vb[j * n + i]) > fabs(left ? Ul[best * l + j] : Vb[j * n + best])) best = i;
+        double sg = (left ? Ul[best * l + j] : Vb[j * n + best]) < 0 ? -1.0 : 1.0;
+        S[j] = Sb[j], kept += Sb[j] * Sb[j];
+        for (size_t i = 0; i < m; i++) U[i * r + j] = sg * Ul[i * l + j];
+        for (size_t i = 0; i < n; i++) Vt[j * n + i] = sg * Vb[j * n + i];
+    }
+    graft__free(Ul);
+    *tail = e - kept > 0 ? e - kept : 0;
+out:
+    graft__free(Om), graft__free(Y), graft__free(Z), graft__free(tau), graft__free(B);
+    graft__free(Bd), graft__free(Ub), graft__free(Sb), graft__free(Vb), graft__free(Qd);
+    return rc;
 }
 
 void graft__sgemm_acc(bool ta, bool tb, size_t m, size_t n, size_t kk, float alpha, const float *A, size_t lda, const float *B, size_t ldb,

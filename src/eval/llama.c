@@ -172,7 +172,7 @@ int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, 
     const char *arch = json_string_value(json_array_get(json_object_get(c, "architectures"), 0));
     if (!arch || (strcmp(arch, "LlamaForCausalLM") && strcmp(arch, "MistralForCausalLM") && strcmp(arch, "Qwen2ForCausalLM") &&
                   strcmp(arch, "MixtralForCausalLM"))) {
-        rc = graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0,
+        rc = graft_err_set(err, GRAFT_E_CONFIG, name, NULL, 0, // does not apply: exit 4
                            "config.json: architecture %s is not supported by the evaluator (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, MixtralForCausalLM)",
                            arch ? arch : "(none)");
         goto out;

@@ -1,7 +1,9 @@
 // Checked file operations. Every write is completed or reported; test builds can make the Nth
 // write/fsync/rename fail (GRAFT_FAULT_IO=op:N:ERRNO) to prove failures leave no partial output.
 #include <ftw.h>
+#include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -21,6 +23,32 @@ int graft__pwrite_full(int fd, const void *buf, size_t n, uint64_t off) {
         p += w, n -= (size_t)w, off += (uint64_t)w;
     }
     return 0;
+}
+
+// "16.06 GB" (decimal units, as disk sizes are sold and `df -H` prints them)
+static void human(char *buf, size_t n, uint64_t b) {
+    if (b >= 1000000000ull) snprintf(buf, n, "%.2f GB", (double)b / 1e9);
+    else if (b >= 1000000ull) snprintf(buf, n, "%.1f MB", (double)b / 1e6);
+    else snprintf(buf, n, "%llu bytes", (unsigned long long)b);
+}
+
+int graft__check_space(const char *path, const char *target, uint64_t need, const char *what, struct graft_err *err) {
+    struct statvfs sv;
+    uint64_t avail;
+#ifdef GRAFT_FAULT_INJECTION
+    const char *fake = getenv("GRAFT_FAULT_FREE_BYTES");
+    if (fake) avail = strtoull(fake, NULL, 10);
+    else
+#endif
+    {
+        if (statvfs(path, &sv)) return GRAFT_OK; // unknown: the reservation or the writes will tell
+        avail = (uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize;
+    }
+    if (avail >= need) return GRAFT_OK;
+    char a[32], b[32];
+    human(a, sizeof a, need), human(b, sizeof b, avail);
+    return graft_err_set(err, GRAFT_E_IO, target, NULL, 0, "not enough free space: %s needs %s, the file system has %s free (%llu < %llu bytes); "
+                         "free some or write elsewhere", what, a, b, (unsigned long long)avail, (unsigned long long)need);
 }
 
 int graft__fsync(int fd) {

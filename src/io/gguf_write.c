@@ -170,6 +170,7 @@ int graft_gguf_w_layout(struct graft_gguf_writer *w, struct graft_err *err) {
     while (w->n && h.len % A) graft__buf_append(&h, "", 1);
     int rc = h.failed ? oom(w, err) : GRAFT_OK;
     w->data_off = h.len, w->laid_out = true;
+    if (!rc) rc = graft__check_space(w->tmp, w->target, w->data_off + off, "the GGUF file", err); // before any byte, with the numbers
     if (!rc && graft__pwrite_full(w->fd, h.data, h.len, 0)) rc = graft_err_set(err, GRAFT_E_IO, w->tmp, NULL, 0, "write failed: %s", strerror(errno));
     // the whole file now (padding after the last tensor included, as ggml's loader reads it): a full
     // disk fails here, and padding reads as zeros

@@ -71,4 +71,9 @@ char *graft__temp_beside(const char *target, const char *suffix);
 void graft__remove_stale_beside(const char *target);
 // fsync a folder by path.
 int graft__fsync_dir(const char *path);
+// Refuse early (GRAFT_E_IO, exit 1, naming `what` and both sizes) when the file system holding `path`
+// (a file or folder that exists) has fewer than `need` bytes free for this user. Test builds take the
+// free byte count from GRAFT_FAULT_FREE_BYTES when it is set.
+// The message names `target` (the output as the user gave it).
+int graft__check_space(const char *path, const char *target, uint64_t need, const char *what, struct graft_err *err);
 #endif

@@ -397,6 +397,12 @@ int graft_writer_layout(struct graft_writer *w, struct graft_err *err) {
             if (!(w->shards[s].name = graft__asprintf("%s-%d.safetensors", w->stem, s)) || !(w->shards[s].path = graft__strdup(w->target))) rc = OOM(w);
         return rc;
     }
+    // Every byte of the output before any is written: refused now with the numbers, not minutes later
+    // (headers bounded by their entries' longest form).
+    uint64_t need = 0;
+    for (size_t i = 0; i < w->n; i++) need += w->t[i].n_bytes + w->t[i].name_len + 96 + 21 * (uint64_t)w->t[i].n_dims;
+    need += (uint64_t)n_shards * 1024;
+    if ((rc = graft__check_space(w->parent, w->target, need, "the output", err))) { graft__free(list); return rc; }
     size_t first = 0;
     for (int s = 0; s < n_shards && !rc; s++) {
         struct shard *sh = &w->shards[s];

@@ -193,6 +193,15 @@ int graft_expand(const struct graft_model *m, const char *target, const struct g
     int rc = GRAFT_OK, L = 0;
     long *order = NULL; // output layer k comes from input layer order[k]; −(1 + src) marks a new identity block copied from src
     if (!root) return graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "needs the model's config.json");
+    // Gemma's (1 + w) norms and √hidden embedding scale, Qwen3's per-head q/k norms and Phi-3's fused
+    // projections need growth rules of their own: refused (exit 4) rather than grown wrongly
+    const char *mt = json_string_value(json_object_get(root, "model_type"));
+    if (!mt || (strcmp(mt, "llama") && strcmp(mt, "mistral") && strcmp(mt, "qwen2"))) {
+        rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(m), NULL, 0, "model_type '%s': expand applies to Llama, Mistral and Qwen2 models",
+                           mt ? mt : "(none)");
+        json_decref(root);
+        return rc;
+    }
     uint64_t h = (uint64_t)json_integer_value(json_object_get(root, "hidden_size")), I = (uint64_t)json_integer_value(json_object_get(root, "intermediate_size"));
     L = (int)json_integer_value(json_object_get(root, "num_hidden_layers"));
     double ir = json_number_value(json_object_get(root, "initializer_range"));

@@ -73,7 +73,7 @@ static uint64_t cols_of(const struct graft_tensor_info *t) { return t->n_dims >=
 // ---- extract ----------------------------------------------------------------------------------------
 
 struct graft_lora_extract_params graft_lora_extract_default_params(void) {
-    return (struct graft_lora_extract_params){.max_rank = 128, .distribute_scale = true, .n_threads = 1};
+    return (struct graft_lora_extract_params){.max_rank = 128, .distribute_scale = true, .oversample = 10, .power_iters = 2, .n_threads = 1};
 }
 
 void graft_lora_report_free(struct graft_lora_report *r) {
@@ -175,14 +175,25 @@ static int extract_module(void *ctx, size_t item, int ith, struct graft_err *err
     int rc = GRAFT_OK;
     if (!D || !tmp) { rc = nomem(err); goto out; }
     load_delta(j, x, D, tmp);
-    if ((rc = graft__svd_gram(D, (size_t)x->rows, (size_t)x->cols, j->spectrum_only ? 0 : (size_t)x->rank, &s, err))) goto out;
-    if (j->spectrum_only) { x->rank = choose_rank(&s, j->p); goto out; }
     size_t r = (size_t)x->rank;
-    x->rel_error = s.energy > 0 ? sqrt(graft__svd_tail(&s, r) / s.energy) : 0.0;
+    if (!j->p->randomized) {
+        if ((rc = graft__svd_gram(D, (size_t)x->rows, (size_t)x->cols, j->spectrum_only ? 0 : r, &s, err))) goto out;
+        if (j->spectrum_only) { x->rank = choose_rank(&s, j->p); goto out; }
+        x->rel_error = s.energy > 0 ? sqrt(graft__svd_tail(&s, r) / s.energy) : 0.0;
+    }
     U = graft__malloc(x->rows * r * sizeof *U), S = graft__malloc(r * sizeof *S), Vt = graft__malloc(r * x->cols * sizeof *Vt);
     enc = graft__malloc(n * 8 > 64 ? n * 8 : 64);
     if (!U || !S || !Vt || !enc) { rc = nomem(err); goto out; }
-    if ((rc = graft__svd_factors(&s, D, r, U, S, Vt, err))) goto out;
+    if (j->p->randomized) { // the error is exact for the factors written (their tail energy)
+        double energy, tail;
+        uint64_t key = graft_rng_key(j->p->seed, 0, x->fw->info->name, x->fw->info->name_len);
+        if ((rc = graft__svd_randomized(D, (size_t)x->rows, (size_t)x->cols, r, (size_t)j->p->oversample, j->p->power_iters, key, U, S, Vt, &energy,
+                                        &tail, err)))
+            goto out;
+        x->rel_error = energy > 0 ? sqrt(tail / energy) : 0.0;
+    } else if ((rc = graft__svd_factors(&s, D, r, U, S, Vt, err))) {
+        goto out;
+    }
     // A (r × cols) into D, B (rows × r) into tmp
     for (size_t c = 0; c < r; c++) {
         double sa = j->p->distribute_scale ? sqrt(S[c]) : S[c], sb = j->p->distribute_scale ? sqrt(S[c]) : 1.0;
@@ -393,6 +404,10 @@ int graft_lora_extract(const struct graft_model *base, const struct graft_model 
                        const struct graft_lora_extract_params *p, struct graft_lora_report *rep, struct graft_err *err) {
     if (p->max_rank < 1) return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "the rank must be at least 1");
     if (!(p->energy >= 0 && p->energy <= 1)) return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "--energy must be in (0, 1]");
+    if (p->randomized && (p->energy > 0 || p->sv_epsilon > 0))
+        return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "--svd randomized finds the top --rank components only: drop --energy / --sv-epsilon");
+    if (p->randomized && (p->oversample < 0 || p->power_iters < 0))
+        return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "--oversample and --power-iters must be ≥ 0");
     graft__blas_single_thread();
     struct xjob j = {.base = base, .ft = ft, .p = p};
     regex_t *inc = graft__calloc(p->n_include + 1, sizeof *inc), *exc = graft__calloc(p->n_exclude + 1, sizeof *exc);

@@ -272,7 +272,7 @@ int graft_moe(const char *config_path, const char *out_dir, const struct graft_m
             json_t *cj = cfg ? json_loads(cfg, 0, NULL) : NULL;
             const char *mt = json_string_value(json_object_get(cj, "model_type"));
             bool ok = mt && (!strcmp(mt, "llama") || !strcmp(mt, "mistral") || (qwen && !strcmp(mt, "qwen2")));
-            if (!ok) rc = graft_err_set(err, GRAFT_E_FORMAT, real, NULL, 0, "%s output needs %s models (model_type '%s')", qwen ? "Qwen2-MoE" : "Mixtral",
+            if (!ok) rc = graft_err_set(err, GRAFT_E_CONFIG, real, NULL, 0, "%s output needs %s models (model_type '%s')", qwen ? "Qwen2-MoE" : "Mixtral",
                                         qwen ? "Llama, Mistral or Qwen2" : "Llama or Mistral", mt ? mt : "?");
             json_decref(cj); // mt lived in it
             if (rc) goto out;

@@ -9,6 +9,7 @@
 #include "graft/convert.h"
 #include "../io/io-impl.h"
 #include "chunks.h"
+#include "layout.h"
 
 struct graft_synth_params graft_synth_default_params(void) {
     return (struct graft_synth_params){
@@ -17,34 +18,26 @@ struct graft_synth_params graft_synth_default_params(void) {
     };
 }
 
-enum init_kind { INIT_NORMAL, INIT_NORM_WEIGHT };
-
-struct spec {
-    char          name[96];
-    int           n_dims;
-    uint64_t      ne[4];
-    enum init_kind kind;
-};
-
 #define N_EXPERTS 4 // mixtral
 
 struct job {
     const struct graft_synth_params *p;
     struct graft_writer *w;
-    struct spec         *specs;    // fresh mode
+    struct graft__spec         *specs;    // fresh mode
     size_t               n;
     struct graft__chunks c;
+    enum graft_dtype     dtype;    // fresh mode: of every tensor
     float              **f32;      // per thread: chunk floats
     uint8_t            **out;      // per thread: chunk encoded
 };
 
-static void spec_add(struct spec *s, size_t *n, const char *name, uint64_t a, uint64_t b, enum init_kind k) {
-    struct spec *x = &s[(*n)++];
+static void spec_add(struct graft__spec *s, size_t *n, const char *name, uint64_t a, uint64_t b, enum graft__init k) {
+    struct graft__spec *x = &s[(*n)++];
     snprintf(x->name, sizeof x->name, "%s", name);
     x->n_dims = b ? 2 : 1, x->ne[0] = a, x->ne[1] = b, x->ne[2] = x->ne[3] = 1, x->kind = k;
 }
 
-static uint64_t spec_numel(const struct spec *x) {
+static uint64_t spec_numel(const struct graft__spec *x) {
     uint64_t n = 1;
     for (int d = 0; d < x->n_dims; d++) n *= x->ne[d];
     return n;
@@ -54,57 +47,57 @@ static uint64_t spec_numel(const struct spec *x) {
 // Gemma 3 text decoder under "language_model.", a SigLIP vision tower and the projector.
 #define VIS_H 32
 #define VIS_I 64
-static void gemma3vl_specs(const struct graft_synth_params *p, struct spec *s, size_t *n) {
+static void gemma3vl_specs(const struct graft_synth_params *p, struct graft__spec *s, size_t *n) {
     uint64_t h = (uint64_t)p->hidden, hd = h / (uint64_t)p->n_heads, kv = hd * (uint64_t)p->n_kv_heads, f = (uint64_t)p->intermediate;
     char name[96];
 #define T(fmt, x, y, k) (snprintf(name, sizeof name, "language_model.model.layers.%d." fmt, l), spec_add(s, n, name, x, y, k))
 #define V(fmt, x, y, k) (snprintf(name, sizeof name, "vision_tower.vision_model.encoder.layers.%d." fmt, l), spec_add(s, n, name, x, y, k))
-    spec_add(s, n, "language_model.model.embed_tokens.weight", (uint64_t)p->vocab, h, INIT_NORMAL);
+    spec_add(s, n, "language_model.model.embed_tokens.weight", (uint64_t)p->vocab, h, GRAFT_INIT_NORMAL);
     for (int l = 0; l < p->n_layers; l++) {
-        T("input_layernorm.weight", h, 0, INIT_NORM_WEIGHT);
-        T("self_attn.q_proj.weight", hd * (uint64_t)p->n_heads, h, INIT_NORMAL);
-        T("self_attn.q_norm.weight", hd, 0, INIT_NORM_WEIGHT);
-        T("self_attn.k_proj.weight", kv, h, INIT_NORMAL);
-        T("self_attn.k_norm.weight", hd, 0, INIT_NORM_WEIGHT);
-        T("self_attn.v_proj.weight", kv, h, INIT_NORMAL);
-        T("self_attn.o_proj.weight", h, hd * (uint64_t)p->n_heads, INIT_NORMAL);
-        T("post_attention_layernorm.weight", h, 0, INIT_NORM_WEIGHT);
-        T("pre_feedforward_layernorm.weight", h, 0, INIT_NORM_WEIGHT);
-        T("mlp.gate_proj.weight", f, h, INIT_NORMAL);
-        T("mlp.up_proj.weight", f, h, INIT_NORMAL);
-        T("mlp.down_proj.weight", h, f, INIT_NORMAL);
-        T("post_feedforward_layernorm.weight", h, 0, INIT_NORM_WEIGHT);
+        T("input_layernorm.weight", h, 0, GRAFT_INIT_NORM_WEIGHT);
+        T("self_attn.q_proj.weight", hd * (uint64_t)p->n_heads, h, GRAFT_INIT_NORMAL);
+        T("self_attn.q_norm.weight", hd, 0, GRAFT_INIT_NORM_WEIGHT);
+        T("self_attn.k_proj.weight", kv, h, GRAFT_INIT_NORMAL);
+        T("self_attn.k_norm.weight", hd, 0, GRAFT_INIT_NORM_WEIGHT);
+        T("self_attn.v_proj.weight", kv, h, GRAFT_INIT_NORMAL);
+        T("self_attn.o_proj.weight", h, hd * (uint64_t)p->n_heads, GRAFT_INIT_NORMAL);
+        T("post_attention_layernorm.weight", h, 0, GRAFT_INIT_NORM_WEIGHT);
+        T("pre_feedforward_layernorm.weight", h, 0, GRAFT_INIT_NORM_WEIGHT);
+        T("mlp.gate_proj.weight", f, h, GRAFT_INIT_NORMAL);
+        T("mlp.up_proj.weight", f, h, GRAFT_INIT_NORMAL);
+        T("mlp.down_proj.weight", h, f, GRAFT_INIT_NORMAL);
+        T("post_feedforward_layernorm.weight", h, 0, GRAFT_INIT_NORM_WEIGHT);
     }
-    spec_add(s, n, "language_model.model.norm.weight", h, 0, INIT_NORM_WEIGHT);
-    spec_add(s, n, "multi_modal_projector.mm_input_projection_weight", VIS_H, h, INIT_NORMAL);
-    spec_add(s, n, "multi_modal_projector.mm_soft_emb_norm.weight", VIS_H, 0, INIT_NORM_WEIGHT);
-    struct spec *pe = &s[*n];
-    spec_add(s, n, "vision_tower.vision_model.embeddings.patch_embedding.weight", VIS_H, 3, INIT_NORMAL);
+    spec_add(s, n, "language_model.model.norm.weight", h, 0, GRAFT_INIT_NORM_WEIGHT);
+    spec_add(s, n, "multi_modal_projector.mm_input_projection_weight", VIS_H, h, GRAFT_INIT_NORMAL);
+    spec_add(s, n, "multi_modal_projector.mm_soft_emb_norm.weight", VIS_H, 0, GRAFT_INIT_NORM_WEIGHT);
+    struct graft__spec *pe = &s[*n];
+    spec_add(s, n, "vision_tower.vision_model.embeddings.patch_embedding.weight", VIS_H, 3, GRAFT_INIT_NORMAL);
     pe->n_dims = 4, pe->ne[2] = pe->ne[3] = 14; // [out, channels, 14, 14] convolution
-    spec_add(s, n, "vision_tower.vision_model.embeddings.patch_embedding.bias", VIS_H, 0, INIT_NORMAL);
-    spec_add(s, n, "vision_tower.vision_model.embeddings.position_embedding.weight", 16, VIS_H, INIT_NORMAL);
+    spec_add(s, n, "vision_tower.vision_model.embeddings.patch_embedding.bias", VIS_H, 0, GRAFT_INIT_NORMAL);
+    spec_add(s, n, "vision_tower.vision_model.embeddings.position_embedding.weight", 16, VIS_H, GRAFT_INIT_NORMAL);
     for (int l = 0; l < p->n_layers; l++) {
-        V("layer_norm1.weight", VIS_H, 0, INIT_NORM_WEIGHT);
-        V("layer_norm1.bias", VIS_H, 0, INIT_NORMAL);
-        V("self_attn.q_proj.weight", VIS_H, VIS_H, INIT_NORMAL);
-        V("self_attn.k_proj.weight", VIS_H, VIS_H, INIT_NORMAL);
-        V("self_attn.v_proj.weight", VIS_H, VIS_H, INIT_NORMAL);
-        V("self_attn.out_proj.weight", VIS_H, VIS_H, INIT_NORMAL);
-        V("layer_norm2.weight", VIS_H, 0, INIT_NORM_WEIGHT);
-        V("layer_norm2.bias", VIS_H, 0, INIT_NORMAL);
-        V("mlp.fc1.weight", VIS_I, VIS_H, INIT_NORMAL);
-        V("mlp.fc1.bias", VIS_I, 0, INIT_NORMAL);
-        V("mlp.fc2.weight", VIS_H, VIS_I, INIT_NORMAL);
-        V("mlp.fc2.bias", VIS_H, 0, INIT_NORMAL);
+        V("layer_norm1.weight", VIS_H, 0, GRAFT_INIT_NORM_WEIGHT);
+        V("layer_norm1.bias", VIS_H, 0, GRAFT_INIT_NORMAL);
+        V("self_attn.q_proj.weight", VIS_H, VIS_H, GRAFT_INIT_NORMAL);
+        V("self_attn.k_proj.weight", VIS_H, VIS_H, GRAFT_INIT_NORMAL);
+        V("self_attn.v_proj.weight", VIS_H, VIS_H, GRAFT_INIT_NORMAL);
+        V("self_attn.out_proj.weight", VIS_H, VIS_H, GRAFT_INIT_NORMAL);
+        V("layer_norm2.weight", VIS_H, 0, GRAFT_INIT_NORM_WEIGHT);
+        V("layer_norm2.bias", VIS_H, 0, GRAFT_INIT_NORMAL);
+        V("mlp.fc1.weight", VIS_I, VIS_H, GRAFT_INIT_NORMAL);
+        V("mlp.fc1.bias", VIS_I, 0, GRAFT_INIT_NORMAL);
+        V("mlp.fc2.weight", VIS_H, VIS_I, GRAFT_INIT_NORMAL);
+        V("mlp.fc2.bias", VIS_H, 0, GRAFT_INIT_NORMAL);
     }
-    spec_add(s, n, "vision_tower.vision_model.post_layernorm.weight", VIS_H, 0, INIT_NORM_WEIGHT);
-    spec_add(s, n, "vision_tower.vision_model.post_layernorm.bias", VIS_H, 0, INIT_NORMAL);
+    spec_add(s, n, "vision_tower.vision_model.post_layernorm.weight", VIS_H, 0, GRAFT_INIT_NORM_WEIGHT);
+    spec_add(s, n, "vision_tower.vision_model.post_layernorm.bias", VIS_H, 0, GRAFT_INIT_NORMAL);
 #undef T
 #undef V
 }
 
 // Tensor names and shapes of each layout ([out, in] for Linear; GPT-2's Conv1D is [in, out]).
-static size_t arch_specs(const struct graft_synth_params *p, struct spec *s) {
+static size_t arch_specs(const struct graft_synth_params *p, struct graft__spec *s) {
     size_t n = 0;
     uint64_t h = (uint64_t)p->hidden, hd = h / (uint64_t)p->n_heads, kv = hd * (uint64_t)p->n_kv_heads, f = (uint64_t)p->intermediate;
     uint64_t V = (uint64_t)p->vocab;
@@ -117,85 +110,85 @@ static size_t arch_specs(const struct graft_synth_params *p, struct spec *s) {
 #define A(...) (spec_add(s, &n, __VA_ARGS__))
 #define L(fmt, x, y, k) (snprintf(name, sizeof name, fmt, l), spec_add(s, &n, name, x, y, k))
     if (!strcmp(a, "gpt2")) {
-        A("transformer.wte.weight", V, h, INIT_NORMAL);
-        A("transformer.wpe.weight", 1024, h, INIT_NORMAL);
+        A("transformer.wte.weight", V, h, GRAFT_INIT_NORMAL);
+        A("transformer.wpe.weight", 1024, h, GRAFT_INIT_NORMAL);
         for (int l = 0; l < p->n_layers; l++) {
-            L("transformer.h.%d.ln_1.weight", h, 0, INIT_NORM_WEIGHT);
-            L("transformer.h.%d.ln_1.bias", h, 0, INIT_NORMAL);
-            L("transformer.h.%d.attn.c_attn.weight", h, 3 * h, INIT_NORMAL);
-            L("transformer.h.%d.attn.c_attn.bias", 3 * h, 0, INIT_NORMAL);
-            L("transformer.h.%d.attn.c_proj.weight", h, h, INIT_NORMAL);
-            L("transformer.h.%d.attn.c_proj.bias", h, 0, INIT_NORMAL);
-            L("transformer.h.%d.ln_2.weight", h, 0, INIT_NORM_WEIGHT);
-            L("transformer.h.%d.ln_2.bias", h, 0, INIT_NORMAL);
-            L("transformer.h.%d.mlp.c_fc.weight", h, f, INIT_NORMAL);
-            L("transformer.h.%d.mlp.c_fc.bias", f, 0, INIT_NORMAL);
-            L("transformer.h.%d.mlp.c_proj.weight", f, h, INIT_NORMAL);
-            L("transformer.h.%d.mlp.c_proj.bias", h, 0, INIT_NORMAL);
+            L("transformer.h.%d.ln_1.weight", h, 0, GRAFT_INIT_NORM_WEIGHT);
+            L("transformer.h.%d.ln_1.bias", h, 0, GRAFT_INIT_NORMAL);
+            L("transformer.h.%d.attn.c_attn.weight", h, 3 * h, GRAFT_INIT_NORMAL);
+            L("transformer.h.%d.attn.c_attn.bias", 3 * h, 0, GRAFT_INIT_NORMAL);
+            L("transformer.h.%d.attn.c_proj.weight", h, h, GRAFT_INIT_NORMAL);
+            L("transformer.h.%d.attn.c_proj.bias", h, 0, GRAFT_INIT_NORMAL);
+            L("transformer.h.%d.ln_2.weight", h, 0, GRAFT_INIT_NORM_WEIGHT);
+            L("transformer.h.%d.ln_2.bias", h, 0, GRAFT_INIT_NORMAL);
+            L("transformer.h.%d.mlp.c_fc.weight", h, f, GRAFT_INIT_NORMAL);
+            L("transformer.h.%d.mlp.c_fc.bias", f, 0, GRAFT_INIT_NORMAL);
+            L("transformer.h.%d.mlp.c_proj.weight", f, h, GRAFT_INIT_NORMAL);
+            L("transformer.h.%d.mlp.c_proj.bias", h, 0, GRAFT_INIT_NORMAL);
         }
-        A("transformer.ln_f.weight", h, 0, INIT_NORM_WEIGHT);
-        A("transformer.ln_f.bias", h, 0, INIT_NORMAL);
+        A("transformer.ln_f.weight", h, 0, GRAFT_INIT_NORM_WEIGHT);
+        A("transformer.ln_f.bias", h, 0, GRAFT_INIT_NORMAL);
         return n; // GPT-2 always ties lm_head
     }
     if (!strcmp(a, "gpt_neox")) {
-        A("gpt_neox.embed_in.weight", V, h, INIT_NORMAL);
+        A("gpt_neox.embed_in.weight", V, h, GRAFT_INIT_NORMAL);
         for (int l = 0; l < p->n_layers; l++) {
-            L("gpt_neox.layers.%d.input_layernorm.weight", h, 0, INIT_NORM_WEIGHT);
-            L("gpt_neox.layers.%d.input_layernorm.bias", h, 0, INIT_NORMAL);
-            L("gpt_neox.layers.%d.post_attention_layernorm.weight", h, 0, INIT_NORM_WEIGHT);
-            L("gpt_neox.layers.%d.post_attention_layernorm.bias", h, 0, INIT_NORMAL);
-            L("gpt_neox.layers.%d.attention.query_key_value.weight", 3 * h, h, INIT_NORMAL);
-            L("gpt_neox.layers.%d.attention.query_key_value.bias", 3 * h, 0, INIT_NORMAL);
-            L("gpt_neox.layers.%d.attention.dense.weight", h, h, INIT_NORMAL);
-            L("gpt_neox.layers.%d.attention.dense.bias", h, 0, INIT_NORMAL);
-            L("gpt_neox.layers.%d.mlp.dense_h_to_4h.weight", f, h, INIT_NORMAL);
-            L("gpt_neox.layers.%d.mlp.dense_h_to_4h.bias", f, 0, INIT_NORMAL);
-            L("gpt_neox.layers.%d.mlp.dense_4h_to_h.weight", h, f, INIT_NORMAL);
-            L("gpt_neox.layers.%d.mlp.dense_4h_to_h.bias", h, 0, INIT_NORMAL);
+            L("gpt_neox.layers.%d.input_layernorm.weight", h, 0, GRAFT_INIT_NORM_WEIGHT);
+            L("gpt_neox.layers.%d.input_layernorm.bias", h, 0, GRAFT_INIT_NORMAL);
+            L("gpt_neox.layers.%d.post_attention_layernorm.weight", h, 0, GRAFT_INIT_NORM_WEIGHT);
+            L("gpt_neox.layers.%d.post_attention_layernorm.bias", h, 0, GRAFT_INIT_NORMAL);
+            L("gpt_neox.layers.%d.attention.query_key_value.weight", 3 * h, h, GRAFT_INIT_NORMAL);
+            L("gpt_neox.layers.%d.attention.query_key_value.bias", 3 * h, 0, GRAFT_INIT_NORMAL);
+            L("gpt_neox.layers.%d.attention.dense.weight", h, h, GRAFT_INIT_NORMAL);
+            L("gpt_neox.layers.%d.attention.dense.bias", h, 0, GRAFT_INIT_NORMAL);
+            L("gpt_neox.layers.%d.mlp.dense_h_to_4h.weight", f, h, GRAFT_INIT_NORMAL);
+            L("gpt_neox.layers.%d.mlp.dense_h_to_4h.bias", f, 0, GRAFT_INIT_NORMAL);
+            L("gpt_neox.layers.%d.mlp.dense_4h_to_h.weight", h, f, GRAFT_INIT_NORMAL);
+            L("gpt_neox.layers.%d.mlp.dense_4h_to_h.bias", h, 0, GRAFT_INIT_NORMAL);
         }
-        A("gpt_neox.final_layer_norm.weight", h, 0, INIT_NORM_WEIGHT);
-        A("gpt_neox.final_layer_norm.bias", h, 0, INIT_NORMAL);
-        if (!p->tie_embeddings) A("embed_out.weight", V, h, INIT_NORMAL);
+        A("gpt_neox.final_layer_norm.weight", h, 0, GRAFT_INIT_NORM_WEIGHT);
+        A("gpt_neox.final_layer_norm.bias", h, 0, GRAFT_INIT_NORMAL);
+        if (!p->tie_embeddings) A("embed_out.weight", V, h, GRAFT_INIT_NORMAL);
         return n;
     }
     bool phi3 = !strcmp(a, "phi3"), mixtral = !strcmp(a, "mixtral"), qwen2 = !strcmp(a, "qwen2");
-    A("model.embed_tokens.weight", V, h, INIT_NORMAL);
+    A("model.embed_tokens.weight", V, h, GRAFT_INIT_NORMAL);
     for (int l = 0; l < p->n_layers; l++) {
-        L("model.layers.%d.input_layernorm.weight", h, 0, INIT_NORM_WEIGHT);
+        L("model.layers.%d.input_layernorm.weight", h, 0, GRAFT_INIT_NORM_WEIGHT);
         if (phi3) {
-            L("model.layers.%d.self_attn.qkv_proj.weight", hd * (uint64_t)p->n_heads + 2 * kv, h, INIT_NORMAL);
+            L("model.layers.%d.self_attn.qkv_proj.weight", hd * (uint64_t)p->n_heads + 2 * kv, h, GRAFT_INIT_NORMAL);
         } else {
-            L("model.layers.%d.self_attn.q_proj.weight", hd * (uint64_t)p->n_heads, h, INIT_NORMAL);
-            if (qwen2) L("model.layers.%d.self_attn.q_proj.bias", hd * (uint64_t)p->n_heads, 0, INIT_NORMAL);
-            L("model.layers.%d.self_attn.k_proj.weight", kv, h, INIT_NORMAL);
-            if (qwen2) L("model.layers.%d.self_attn.k_proj.bias", kv, 0, INIT_NORMAL);
-            L("model.layers.%d.self_attn.v_proj.weight", kv, h, INIT_NORMAL);
-            if (qwen2) L("model.layers.%d.self_attn.v_proj.bias", kv, 0, INIT_NORMAL);
+            L("model.layers.%d.self_attn.q_proj.weight", hd * (uint64_t)p->n_heads, h, GRAFT_INIT_NORMAL);
+            if (qwen2) L("model.layers.%d.self_attn.q_proj.bias", hd * (uint64_t)p->n_heads, 0, GRAFT_INIT_NORMAL);
+            L("model.layers.%d.self_attn.k_proj.weight", kv, h, GRAFT_INIT_NORMAL);
+            if (qwen2) L("model.layers.%d.self_attn.k_proj.bias", kv, 0, GRAFT_INIT_NORMAL);
+            L("model.layers.%d.self_attn.v_proj.weight", kv, h, GRAFT_INIT_NORMAL);
+            if (qwen2) L("model.layers.%d.self_attn.v_proj.bias", kv, 0, GRAFT_INIT_NORMAL);
         }
-        L("model.layers.%d.self_attn.o_proj.weight", h, hd * (uint64_t)p->n_heads, INIT_NORMAL);
-        L("model.layers.%d.post_attention_layernorm.weight", h, 0, INIT_NORM_WEIGHT);
+        L("model.layers.%d.self_attn.o_proj.weight", h, hd * (uint64_t)p->n_heads, GRAFT_INIT_NORMAL);
+        L("model.layers.%d.post_attention_layernorm.weight", h, 0, GRAFT_INIT_NORM_WEIGHT);
         if (phi3) {
-            L("model.layers.%d.mlp.gate_up_proj.weight", 2 * f, h, INIT_NORMAL);
-            L("model.layers.%d.mlp.down_proj.weight", h, f, INIT_NORMAL);
+            L("model.layers.%d.mlp.gate_up_proj.weight", 2 * f, h, GRAFT_INIT_NORMAL);
+            L("model.layers.%d.mlp.down_proj.weight", h, f, GRAFT_INIT_NORMAL);
         } else if (mixtral) {
-            L("model.layers.%d.block_sparse_moe.gate.weight", N_EXPERTS, h, INIT_NORMAL);
+            L("model.layers.%d.block_sparse_moe.gate.weight", N_EXPERTS, h, GRAFT_INIT_NORMAL);
             for (int e = 0; e < N_EXPERTS; e++) {
                 char fmt[96];
                 snprintf(fmt, sizeof fmt, "model.layers.%%d.block_sparse_moe.experts.%d.w%%d.weight", e);
-                snprintf(name, sizeof name, fmt, l, 1), A(name, f, h, INIT_NORMAL);
-                snprintf(name, sizeof name, fmt, l, 2), A(name, h, f, INIT_NORMAL);
-                snprintf(name, sizeof name, fmt, l, 3), A(name, f, h, INIT_NORMAL);
+                snprintf(name, sizeof name, fmt, l, 1), A(name, f, h, GRAFT_INIT_NORMAL);
+                snprintf(name, sizeof name, fmt, l, 2), A(name, h, f, GRAFT_INIT_NORMAL);
+                snprintf(name, sizeof name, fmt, l, 3), A(name, f, h, GRAFT_INIT_NORMAL);
             }
         } else {
-            L("model.layers.%d.mlp.gate_proj.weight", f, h, INIT_NORMAL);
-            L("model.layers.%d.mlp.up_proj.weight", f, h, INIT_NORMAL);
-            L("model.layers.%d.mlp.down_proj.weight", h, f, INIT_NORMAL);
+            L("model.layers.%d.mlp.gate_proj.weight", f, h, GRAFT_INIT_NORMAL);
+            L("model.layers.%d.mlp.up_proj.weight", f, h, GRAFT_INIT_NORMAL);
+            L("model.layers.%d.mlp.down_proj.weight", h, f, GRAFT_INIT_NORMAL);
         }
     }
 #undef L
 #undef A
-    spec_add(s, &n, "model.norm.weight", h, 0, INIT_NORM_WEIGHT);
-    if (!p->tie_embeddings && strcmp(a, "gemma")) spec_add(s, &n, "lm_head.weight", V, h, INIT_NORMAL);
+    spec_add(s, &n, "model.norm.weight", h, 0, GRAFT_INIT_NORM_WEIGHT);
+    if (!p->tie_embeddings && strcmp(a, "gemma")) spec_add(s, &n, "lm_head.weight", V, h, GRAFT_INIT_NORMAL);
     return n;
 }
 
@@ -230,13 +223,13 @@ static int synth_chunk(void *ctx, size_t item, int ith, struct graft_err *err) {
             f[i] += p->delta * (u < 0 ? -lap : lap);
         }
     } else {
-        const struct spec *s = &j->specs[ti];
-        out = p->dtype, n_elem = spec_numel(s);
+        const struct graft__spec *s = &j->specs[ti];
+        out = j->dtype, n_elem = spec_numel(s);
         ne = graft__chunks_len(&j->c, e0, n_elem);
         uint64_t key = graft_rng_key(p->seed, 0, s->name, strlen(s->name));
         for (uint64_t i = 0; i < ne; i++) {
             float z = graft_rng_normalish(key, e0 + i);
-            f[i] = s->kind == INIT_NORM_WEIGHT ? 1.0f + 0.1f * z : (float)p->init_std * z;
+            f[i] = s->kind == GRAFT_INIT_NORM_WEIGHT ? 1.0f + 0.1f * z : s->kind == GRAFT_INIT_NORM_OFFSET ? 0.1f * z : (float)p->init_std * z;
         }
     }
     uint64_t off, len;
@@ -332,10 +325,10 @@ static char *arch_config(const struct graft_synth_params *p) {
 
 // A small BPE tokenizer.json whose vocabulary is <unk> <s> </s> (special, added) and t3…t{V-1}
 // (regular), so vocabularies of different sizes overlap by id as real fine-tunes do.
-static char *synth_tokenizer(const struct graft_synth_params *p) {
+static char *synth_tokenizer(int n_vocab) {
     json_t *vocab = json_object(), *added = json_array();
     static const char *const special[] = {"<unk>", "<s>", "</s>"};
-    for (int i = 0; i < p->vocab; i++) {
+    for (int i = 0; i < n_vocab; i++) {
         char t[32];
         if (i < 3) snprintf(t, sizeof t, "%s", special[i]);
         else snprintf(t, sizeof t, "t%d", i);
@@ -350,8 +343,31 @@ static char *synth_tokenizer(const struct graft_synth_params *p) {
         "byte_fallback", 0, "ignore_merges", 0, "vocab", vocab, "merges"));
 }
 
+// The vocabulary size of a real layout: its input embedding's rows.
+static int layout_vocab(const struct job *j) {
+    for (size_t i = 0; i < j->n; i++) {
+        size_t l = strlen(j->specs[i].name);
+        if (l >= 19 && !strcmp(j->specs[i].name + l - 19, "embed_tokens.weight")) return (int)j->specs[i].ne[0];
+    }
+    return 3;
+}
+
+// generation_config.json as transformers derives it from a config: its bos/eos/pad token ids.
+static char *generation_config(const char *cfg) {
+    json_t *c = json_loads(cfg, 0, NULL), *g = json_pack("{s:b}", "_from_model_config", 1);
+    json_t *t = json_object_get(c, "text_config");
+    static const char *const keys[] = {"bos_token_id", "eos_token_id", "pad_token_id"};
+    for (int k = 0; g && k < 3; k++) {
+        json_t *v = json_object_get(c, keys[k]);
+        if (!v) v = json_object_get(t, keys[k]);
+        if (v && !json_is_null(v)) json_object_set(g, keys[k], v);
+    }
+    json_decref(c);
+    return dump(g);
+}
+
 int graft_synth(const char *target, const struct graft_synth_params *p, struct graft_err *err) {
-    if (!p->like) {
+    if (!p->like && !p->like_config) {
         if (arch_index(p->arch) < 0)
             return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0,
                                  "unknown --arch '%s' (supported: llama, mistral, qwen2, gemma, phi3, gpt2, gpt_neox, mixtral, gemma3vl)", p->arch);
@@ -361,7 +377,7 @@ int graft_synth(const char *target, const struct graft_synth_params *p, struct g
             return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0,
                                  "invalid shape: need hidden divisible by heads and heads divisible by kv-heads, all positive");
     }
-    if (!graft_dtype_is_float_target(p->dtype))
+    if (!graft_dtype_is_float_target(p->dtype) && !(p->like_config && p->dtype == GRAFT_DTYPE_COUNT))
         return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "--dtype must be a float type (f32, f16, bf16, f8_e4m3, f8_e5m2)");
     int n_threads = p->n_threads > 0 ? p->n_threads : 1;
     struct job j = {.p = p};
@@ -369,9 +385,15 @@ int graft_synth(const char *target, const struct graft_synth_params *p, struct g
     char *cfg = NULL;
     int rc;
     size_t n = p->like ? graft_model_n_tensors(p->like) : arch_max_specs(p);
-    if (!p->like && !(j.specs = graft__calloc(n, sizeof *j.specs)))
-        return graft_err_set(err, GRAFT_E_NOMEM, target, NULL, 0, "out of memory");
-    if (!p->like) n = arch_specs(p, j.specs);
+    j.dtype = p->dtype;
+    if (!p->like && p->like_config) {
+        if ((rc = graft__layout_from_config(p->like_config, p->like_config_label ? p->like_config_label : "config.json", p, &j.specs, &n, &cfg, &j.dtype,
+                                            err)))
+            return rc;
+    } else if (!p->like) {
+        if (!(j.specs = graft__calloc(n, sizeof *j.specs))) return graft_err_set(err, GRAFT_E_NOMEM, target, NULL, 0, "out of memory");
+        n = arch_specs(p, j.specs);
+    }
     j.n = n;
     struct graft_writer_params wp = graft_writer_default_params();
     wp.max_shard_bytes = p->max_shard_bytes, wp.flags = p->writer_flags;
@@ -394,8 +416,8 @@ int graft_synth(const char *target, const struct graft_synth_params *p, struct g
             id = graft_writer_add_tensor(w, t->name, t->name_len, graft_convert_out_dtype(t->dtype, p->dtype), t->n_dims, t->ne, err);
             graft__chunks_set(&j.c, i, t->n_elem);
         } else {
-            const struct spec *s = &j.specs[i];
-            id = graft_writer_add_tensor(w, s->name, strlen(s->name), p->dtype, s->n_dims, s->ne, err);
+            const struct graft__spec *s = &j.specs[i];
+            id = graft_writer_add_tensor(w, s->name, strlen(s->name), j.dtype, s->n_dims, s->ne, err);
             graft__chunks_set(&j.c, i, spec_numel(s));
         }
         if (id < 0) { rc = (int)id; goto out; }
@@ -412,11 +434,14 @@ int graft_synth(const char *target, const struct graft_synth_params *p, struct g
         static const char tcfg[] = "{\n  \"bos_token\": \"<s>\",\n  \"eos_token\": \"</s>\",\n  \"unk_token\": \"<unk>\",\n"
                                    "  \"model_max_length\": 2048,\n  \"tokenizer_class\": \"PreTrainedTokenizerFast\"\n}\n";
         static const char stm[] = "{\n  \"bos_token\": \"<s>\",\n  \"eos_token\": \"</s>\",\n  \"unk_token\": \"<unk>\"\n}\n";
-        char *tok = synth_tokenizer(p);
-        cfg = arch_config(p);
+        char *tok = synth_tokenizer(p->like_config ? layout_vocab(&j) : p->vocab);
+        char *gcfg = p->like_config ? generation_config(cfg) : NULL;
+        if (!cfg) cfg = arch_config(p);
         rc = cfg && tok ? graft_writer_add_file(w, "config.json", cfg, strlen(cfg), err)
                         : graft_err_set(err, GRAFT_E_NOMEM, target, NULL, 0, "out of memory");
-        if (!rc) rc = graft_writer_add_file(w, "generation_config.json", gen, sizeof gen - 1, err);
+        if (!rc) rc = gcfg ? graft_writer_add_file(w, "generation_config.json", gcfg, strlen(gcfg), err)
+                           : graft_writer_add_file(w, "generation_config.json", gen, sizeof gen - 1, err);
+        graft__free(gcfg);
         if (!rc) rc = graft_writer_add_file(w, "tokenizer.json", tok, strlen(tok), err);
         if (!rc) rc = graft_writer_add_file(w, "tokenizer_config.json", tcfg, sizeof tcfg - 1, err);
         if (!rc) rc = graft_writer_add_file(w, "special_tokens_map.json", stm, sizeof stm - 1, err);

@@ -81,11 +81,11 @@ int graft_upcycle(const struct graft_model *m, const char *target, const struct 
     const char *mt = json_string_value(json_object_get(root, "model_type"));
     int rc = GRAFT_OK;
     if (!mt || (strcmp(mt, "llama") && strcmp(mt, "mistral")))
-        rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0,
+        rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(m), NULL, 0, // does not apply: exit 4
                            "model_type '%s': upcycling writes Mixtral's layout, which holds Llama and Mistral models (not attention biases or other MLPs)",
                            mt ? mt : "?");
     else if (json_is_true(json_object_get(root, "attention_bias")) || json_is_true(json_object_get(root, "mlp_bias")))
-        rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "attention or MLP biases: Mixtral's layout has none");
+        rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(m), NULL, 0, "attention or MLP biases: Mixtral's layout has none");
     struct ujob j = {.m = m, .p = p};
     double ir = json_number_value(json_object_get(root, "initializer_range"));
     j.std = p->router_std > 0 ? p->router_std : ir > 0 ? ir : 0.02;

@@ -3,6 +3,9 @@
 
   lora_ref.py extract BASE FT ADAPTER REPORT.json RANK    every low-rank module: B·A = best rank-r approximation of
                                                           W_ft − W_base (numpy SVD, float64) and the reported error
+  lora_ref.py randomized BASE FT ADAPTER REPORT.json RANK X   --svd randomized: every module's reported error is the
+                                                          error of the factors written, and within a factor 1 + X
+                                                          of the best rank-r error (numpy SVD)
   lora_ref.py energy BASE FT REPORT.json E                reported ranks are the fewest holding fraction E of ‖Δ‖²
   lora_ref.py close A B REF TOL                           every tensor of model A within TOL·max|A−REF| of model B
   lora_ref.py make-adapter BASE OUT KIND                  write a PEFT adapter by hand (KIND: patterns, fanin)
@@ -109,6 +112,31 @@ def extract(base, ft, adapter, report, rank):
     print("ok extract: %d low-rank modules match numpy's SVD" % checked)
 
 
+def randomized(base, ft, adapter, report, rank, extra):
+    B0, F0, A0 = load(base), load(ft), load(os.path.join(adapter, "adapter_model.safetensors"))
+    rep = {m["name"]: m for m in json.load(open(report))["modules"]}
+    worst, checked = 0.0, 0
+    for name, m in rep.items():
+        if m["kind"] != "lora":
+            continue
+        d = F0[name + ".weight"].astype(np.float64) - B0[name + ".weight"].astype(np.float64)
+        a, b = A0[P + name + ".lora_A.weight"].astype(np.float64), A0[P + name + ".lora_B.weight"].astype(np.float64)
+        r = min(rank, min(d.shape))
+        if a.shape != (r, d.shape[1]) or b.shape != (d.shape[0], r):
+            fail("%s: factor shapes %s %s for rank %d" % (name, a.shape, b.shape, r))
+        nd = max(np.linalg.norm(d), 1e-300)
+        got = np.linalg.norm(d - b @ a) / nd
+        if abs(got - m["rel_error"]) > 1e-5 + 1e-3 * got:
+            fail("%s: reported error %.9g, the factors written give %.9g" % (name, m["rel_error"], got))
+        s = np.linalg.svd(d, compute_uv=False)
+        best = np.sqrt((s[r:] ** 2).sum()) / nd
+        if got > best * (1 + extra) + 1e-7:
+            fail("%s: error %.9g is more than %.3g above the best rank-%d error %.9g" % (name, got, extra, r, best))
+        worst = max(worst, (got - best) / max(best, 1e-300))
+        checked += 1
+    print("ok randomized: %d modules, worst extra error %.3g %% of the best" % (checked, 100 * worst))
+
+
 def energy(base, ft, report, e):
     B0, F0 = load(base), load(ft)
     for m in json.load(open(report))["modules"]:
@@ -208,6 +236,8 @@ if __name__ == "__main__":
     a = sys.argv[1:]
     if a[0] == "extract":
         extract(a[1], a[2], a[3], a[4], int(a[5]))
+    elif a[0] == "randomized":
+        randomized(a[1], a[2], a[3], a[4], int(a[5]), float(a[6]))
     elif a[0] == "energy":
         energy(a[1], a[2], a[3], float(a[4]))
     elif a[0] == "close":

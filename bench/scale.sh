@@ -1,0 +1,107 @@
+#!/bin/sh
+# Benchmark at real scale: two Llama-3.1-8B-shaped BF16 models (16.06 GB each in 4 shards, written by
+# `graft synth --like-config tests/configs/llama-3.1-8b.json`, the second a fine-tune-like derivative),
+# merged with linear, SLERP, TIES and DARE-TIES (density 0.5), against the synced I/O floor: cat of both
+# inputs, cp of one model and sync. Each run, floor or merge, starts with a cold page cache
+# (drop_caches: two inputs of 32 GB do not fit this machine's RAM anyway, so a "warm" run would be
+# half cold), after the previous output is deleted and synced, untimed. Wall time: median of RUNS;
+# peak RssAnon (what graft allocates, not the mapped input pages) of the first run.
+# Then extract-lora's exact and randomized SVD routes, and convert --to gguf --type q8_0 of one model.
+# Usage: bench/scale.sh [WORKDIR]   (needs ~50 GB free, root for drop_caches; figures: docs/benchmarks.md)
+#        SECTIONS="merge lora convert" (default: all) picks parts; RUNS (3), THREADS (2)
+set -eu
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+G="$ROOT/build/graft"
+W=${1:-"$ROOT/build/bench-scale"}
+RUNS=${RUNS:-3}
+THREADS=${THREADS:-2}
+SECTIONS=${SECTIONS:-merge lora convert}
+want() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
+mkdir -p "$W"
+cc -O2 -o "$W/peakrss" "$ROOT/bench/peakrss.c"
+cd "$W"
+if [ ! -f a/model.safetensors.index.json ]; then
+    echo "generating two 8B models..." >&2
+    "$G" synth a --like-config "$ROOT/tests/configs/llama-3.1-8b.json" --seed 1 --threads "$THREADS" --force
+fi
+[ -f b/model.safetensors.index.json ] || "$G" synth b --like a --delta 0.002 --seed 2 --threads "$THREADS" --force
+cat > linear.yml <<'EOF'
+merge_method: linear
+models:
+  - {model: a, parameters: {weight: 0.5}}
+  - {model: b, parameters: {weight: 0.5}}
+dtype: bfloat16
+EOF
+cat > slerp.yml <<'EOF'
+merge_method: slerp
+base_model: a
+models: [{model: a}, {model: b}]
+parameters: {t: 0.5}
+dtype: bfloat16
+EOF
+for m in ties dare_ties; do
+    printf 'merge_method: %s\nbase_model: a\nmodels:\n  - {model: b, parameters: {weight: 1.0, density: 0.5}}\ndtype: bfloat16\n' $m > $m.yml
+done
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+cold() { rm -rf out cp_out; sync; echo 3 > /proc/sys/vm/drop_caches; }
+now() { date +%s.%N; }
+timeit() { cold; t0=$(now); "$@" >/dev/null 2>rss.txt; t1=$(now); echo "$t0 $t1" | awk '{printf "%.2f\n", $2 - $1}'; }
+floor_run() { cat a/*.safetensors b/*.safetensors > /dev/null; cp -r a cp_out; sync; }
+if want merge; then
+bytes_in=$(cat a/*.safetensors b/*.safetensors | wc -c)
+floor=$(for i in $(seq "$RUNS"); do timeit floor_run; done | median)
+echo "two Llama-3.1-8B-shaped BF16 models ($bytes_in input bytes), $THREADS threads, cold page cache; median of $RUNS"
+echo "floor (cat both inputs + cp one model + sync): ${floor}s"
+printf '%-10s %9s %8s %14s\n' method graft/s xfloor "peak RssAnon"
+for m in linear slerp ties dare_ties; do
+    g=$(for i in $(seq "$RUNS"); do timeit "$W/peakrss" "$G" merge $m.yml out --threads "$THREADS"; done | median)
+    cold
+    "$W/peakrss" "$G" merge $m.yml out --threads "$THREADS" >/dev/null 2>rss.txt
+    a=$(grep -o 'rssanon_kib=[0-9]*' rss.txt | cut -d= -f2)
+    awk -v m=$m -v g="$g" -v f="$floor" -v a="$a" 'BEGIN { printf "%-10s %9.2f %7.2fx %10d MiB\n", m, g, g / f, a / 1024 }'
+done
+cold
+fi
+
+# ---- extract-lora --rank 64: exact (Gram) route vs --svd randomized (oversample 10, 2 power iterations),
+# on a pair with every 8B matrix shape (2 decoder layers of Llama-3.1-8B; the full model has 16 times
+# the work in the same shapes) whose deltas are low-rank plus noise (tests/ref/lowrank.py: rank 256,
+# s_j = 0.97^j, noise 1e-4), warm page cache; the error of each module from both reports
+if want lora; then
+if [ ! -f l2/model.safetensors ]; then
+    "$G" synth l2 --like-config "$ROOT/tests/configs/llama-3.1-8b.json" --layers 2 --seed 3 --threads "$THREADS" --force
+    rm -rf l2ft && /usr/bin/python3 "$ROOT/tests/ref/lowrank.py" l2 l2ft 256 1.0 0.0001 4 0.97
+fi
+cat l2/*.safetensors l2ft/*.safetensors > /dev/null
+lora_run() { rm -rf lo; "$G" extract-lora --base l2 --model l2ft lo --rank 64 --threads "$THREADS" --json "$@" > "lo$#.json" 2>/dev/null; }
+t_exact=$( { t0=$(now); lora_run; t1=$(now); echo "$t0 $t1"; } | awk '{printf "%.2f\n", $2 - $1}'); cp lo0.json exact.json
+t_rand=$( { t0=$(now); lora_run --svd randomized; t1=$(now); echo "$t0 $t1"; } | awk '{printf "%.2f\n", $2 - $1}'); cp lo2.json rand.json
+rm -rf lo
+/usr/bin/python3 - "$t_exact" "$t_rand" <<'PY'
+import json, sys
+e = {m["name"]: m for m in json.load(open("exact.json"))["modules"] if m["kind"] == "lora"}
+r = {m["name"]: m for m in json.load(open("rand.json"))["modules"] if m["kind"] == "lora"}
+te, tr = float(sys.argv[1]), float(sys.argv[2])
+print("extract-lora --rank 64, 2 layers of 8B shapes (%d low-rank modules): exact %.2f s, randomized %.2f s: %.1fx" % (len(e), te, tr, te / tr))
+print("%-36s %14s %10s %10s %9s" % ("module", "shape", "exact err", "rand err", "extra"))
+worst = 0
+for n in sorted(e):
+    x = (r[n]["rel_error"] - e[n]["rel_error"]) / e[n]["rel_error"]
+    worst = max(worst, x)
+    print("%-36s %14s %10.6f %10.6f %8.4f%%" % (n, "%dx%d" % tuple(e[n]["shape"]), e[n]["rel_error"], r[n]["rel_error"], 100 * x))
+print("worst extra relative error: %.4f %%" % (100 * worst))
+PY
+fi
+
+# ---- convert --to gguf --type q8_0 of one 8B model, cold, against its floor: cat the input, write as
+# many bytes as the GGUF file holds, sync
+if want convert; then
+gguf_run() { "$G" convert a out.gguf --type q8_0 --threads "$THREADS"; }
+cold; gguf_run >/dev/null 2>&1; gsize=$(wc -c < out.gguf); rm -f out.gguf
+gfloor_run() { cat a/*.safetensors > /dev/null; head -c "$gsize" /dev/zero > out.gguf; sync; }
+gfloor=$(for i in $(seq "$RUNS"); do rm -f out.gguf; timeit gfloor_run; done | median)
+gt=$(for i in $(seq "$RUNS"); do rm -f out.gguf; timeit gguf_run; done | median)
+rm -f out.gguf
+awk -v g="$gt" -v f="$gfloor" -v s="$gsize" 'BEGIN { printf "convert --to gguf --type q8_0 (%.2f GB out): %.2f s, floor %.2f s: %.2fx\n", s / 1e9, g, f, g / f }'
+cold
+fi
