@@ -103,6 +103,21 @@ check q2 rand.ids 48 -1 0 --no-bos --batch 4
 check mi rand.ids 48 "$BOS" 0
 check r3 rand.ids 64 -1 20 --no-bos --stride 20
 check r4 plain.ids 40 "$BOS" 0 --batch 5
+# the real layouts of Qwen3 (q/k RMSNorm per head; head_dim 32 ≠ hidden / heads) and Phi-3 (fused
+# qkv_proj / gate_up_proj; the 128k config's LongRoPE with head_dim 96, its original context cut to 32 so
+# that 64-token windows take long_factor and 24-token ones short_factor, both with the attention factor)
+CFG="$(dirname "$LREF")/../configs"
+expect 0 "$G" synth qw3 --like-config "$CFG/qwen3-8b.json" --layers 2 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --head-dim 32 --vocab 640 --dtype f32 --seed 8
+expect 0 "$G" synth ph3 --like-config "$CFG/phi-3-mini-4k.json" --layers 2 --hidden 64 --intermediate 96 --heads 4 --kv-heads 4 --vocab 640 --dtype f32 --seed 9
+expect 0 "$G" synth pl3 --like-config "$CFG/phi-3-mini-128k.json" --layers 1 --hidden 192 --intermediate 96 --heads 2 --kv-heads 2 --vocab 640 --dtype f32 --seed 10
+"$PY" -c '
+import json
+c = json.load(open("pl3/config.json")); c["original_max_position_embeddings"] = 32; json.dump(c, open("pl3/config.json", "w"))
+' || bad "config edit"
+check qw3 rand.ids 48 -1 0 --no-bos --batch 2
+check ph3 rand.ids 40 -1 0 --no-bos
+check pl3 rand.ids 64 -1 0 --no-bos
+check pl3 rand.ids 24 -1 0 --no-bos --batch 3
 # Mixtral (graft moe of distinct experts, random router) against the NumPy MoE forward; sparse
 # upcycling preserves the dense model's function: logits equal the dense model's (zero or random
 # router: the experts are copies, and top-k weights are renormalised)
@@ -129,6 +144,9 @@ cmp -s a.bin b.bin && ok || bad "logits depend on --threads"
 for kind in gram act-norm; do
     expect 0 "$G" eval q2 --tokens rand.ids --ctx 64 --no-bos --batch 2 --collect $kind st-$kind.safetensors
     if "$PY" "$LREF" stats q2 rand.ids 64 -1 $kind st-$kind.safetensors > "$T/py" 2>&1; then ok; else bad "--collect $kind: $(cat "$T/py")"; fi
+    # Phi-3: the statistics carry the fused projections' names (inputs of qkv_proj and gate_up_proj)
+    expect 0 "$G" eval ph3 --tokens rand.ids --ctx 40 --no-bos --collect $kind sp-$kind.safetensors
+    if "$PY" "$LREF" stats ph3 rand.ids 40 -1 $kind sp-$kind.safetensors > "$T/py" 2>&1; then ok; else bad "Phi-3 --collect $kind: $(cat "$T/py")"; fi
 done
 expect 0 "$G" eval mbf --text plain.txt --ctx 64 --collect act-norm wanda.safetensors
 expect 0 "$G" prune mbf pruned --sparsity 0.5 --wanda wanda.safetensors

@@ -78,12 +78,16 @@ expect 1 "$G" synth x --like-config missing.json
 
 for cfg in "$CFG"/*.json; do
     L=$(basename "$cfg" .json)
-    hd=""
-    case $L in gemma-2-*) hd="--head-dim 32"; ovr="$OVR head_dim=32" ;; *) ovr=$OVR ;; esac # head_dim ≠ hidden / heads, as in Gemma 2
-    expect 0 "$G" synth "$L" --like-config "$cfg" $SHAPE $hd --seed 1 --threads 2
+    hd="" shape=$SHAPE ovr=$OVR
+    case $L in
+    gemma-2-*) hd="--head-dim 32"; ovr="$OVR head_dim=32" ;; # head_dim ≠ hidden / heads, as in Gemma 2
+    phi-3-mini-128k) # LongRoPE's 48 factors per list need head_dim 96 (Phi-3 takes hidden / heads)
+        shape="--layers 2 --hidden 192 --intermediate 96 --heads 2 --kv-heads 2 --vocab 256"; ovr="layers=2 hidden=192 intermediate=96 heads=2 kv=2 vocab=256" ;;
+    esac
+    expect 0 "$G" synth "$L" --like-config "$cfg" $shape $hd --seed 1 --threads 2
     if "$PY" "$REF" check "$cfg" "$L" 5000000000 $ovr > "$T/py" 2>&1; then ok; else bad "$L layout: $(cat "$T/py")"; fi
     # shard layout: huggingface_hub's rule in state-dict order, with small shards
-    expect 0 "$G" synth "$L-sh" --like-config "$cfg" $SHAPE $hd --out-shard-size 20000
+    expect 0 "$G" synth "$L-sh" --like-config "$cfg" $shape $hd --out-shard-size 20000
     if "$PY" "$REF" check "$cfg" "$L-sh" 20000 $ovr > "$T/py" 2>&1; then ok; else bad "$L shards: $(cat "$T/py")"; fi
     expect 0 "$G" verify "$L-sh"
     expect 0 "$G" synth "$L-a" --like "$L" --delta 0.01 --seed 2
@@ -112,7 +116,7 @@ for cfg in "$CFG"/*.json; do
     # exit 4 with one line saying what they cover, and nothing written
     llama=false; case $L in llama-*|mistral-*) llama=true ;; esac
     gguf=$llama; case $L in qwen2.5-*) gguf=true ;; esac
-    ev=$gguf; case $L in mixtral-*) ev=true ;; esac
+    ev=$gguf; case $L in mixtral-*|qwen3-*|phi-3-*) ev=true ;; esac
     expect 0 "$G" extract-lora --base "$L" --model "$L-a" "$L-lora" --rank 4
     expect 0 "$G" apply-lora "$L" "$L-lora" "$L-al"
     [ "$(names "$L-al")" = "$tensors" ] && ok || bad "$L: apply-lora changed the tensor names"

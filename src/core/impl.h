@@ -11,6 +11,9 @@
 // Every allocation goes through these so tests can fail the Nth one (GRAFT_FAULT_ALLOC=N in builds
 // with GRAFT_FAULT_INJECTION). They behave like malloc/calloc/realloc/free otherwise.
 void *graft__malloc(size_t n);
+// Ask for transparent huge pages over the 2 MiB-aligned interior of a large buffer about to be written
+// whole (with THP in "madvise" mode: one fault per 2 MiB instead of per 4 KiB). A hint; never fails.
+void  graft__advise_huge(void *p, size_t n);
 void *graft__calloc(size_t n, size_t size);
 void *graft__realloc(void *p, size_t n);
 void  graft__free(void *p);

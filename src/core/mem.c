@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <string.h>
 #include "impl.h"
 
@@ -108,6 +109,12 @@ int graft__fault_io(const char *op) { (void)op; return 0; }
 #define CALLER __builtin_return_address(0)
 static void *malloc_at(size_t n, const void *site) { return fault_alloc(site) ? NULL : malloc(n ? n : 1); }
 void *graft__malloc(size_t n) { return malloc_at(n, CALLER); }
+
+void graft__advise_huge(void *p, size_t n) {
+    const uintptr_t H = (uintptr_t)2 << 20;
+    uintptr_t a = ((uintptr_t)p + H - 1) & ~(H - 1), b = ((uintptr_t)p + n) & ~(H - 1);
+    if (p && b > a) madvise((void *)a, b - a, MADV_HUGEPAGE);
+}
 void *graft__calloc(size_t n, size_t size) { return fault_alloc(CALLER) ? NULL : calloc(n ? n : 1, size ? size : 1); }
 void *graft__realloc(void *p, size_t n) { return fault_alloc(CALLER) ? NULL : realloc(p, n ? n : 1); }
 void  graft__free(void *p) { free(p); }

@@ -34,6 +34,7 @@ struct layer {
     struct w q, k, v, o, gate, up, down;
     float   *bq, *bk, *bv, *bo; // NULL when absent
     float   *g_in, *g_post;
+    float   *qn, *kn;           // Qwen3: RMSNorm gains over each head of q and k (head_dim), else NULL
     struct w router, *w1, *w2, *w3; // Mixtral: block_sparse_moe.gate and experts.e.{w1, w2, w3}
 };
 
@@ -41,8 +42,12 @@ struct graft_llama {
     char   *name;
     int     nl, H, ni, nh, nkv, hd, V, sliding;
     int     n_exp, top_k;         // Mixtral experts per layer and per token (0: a dense MLP)
+    bool    fused;                // Phi-3: fused qkv_proj and gate_up_proj
     float   eps;
     float  *inv_freq;             // hd/2 rotary frequencies (scaled)
+    float  *inv_freq_long;        // LongRoPE (Phi-3): the frequencies for windows longer than rope_orig, else NULL
+    int     rope_orig;            // LongRoPE: original_max_position_embeddings
+    float   rope_mscale;          // LongRoPE: attention factor on cos and sin (1 otherwise)
     struct layer *layers;
     struct w embed, head;
     float  *g_final;
@@ -59,6 +64,7 @@ struct graft_llama_stats {
     int     L;
     size_t  dim[4];
     double **acc; // per layer 4 inputs: attention in (q,k,v), o_proj in, MLP in (gate, up), down_proj in
+    bool    fused; // Phi-3: the inputs of qkv_proj and gate_up_proj
 };
 
 // ---- loading -----------------------------------------------------------------------------------------
@@ -109,6 +115,13 @@ static int get_w(struct graft_llama *L, graft_tensor_lookup lk, void *ctx, const
     return GRAFT_OK;
 }
 
+// Rows [r0, r0 + n) of W as a weight of its own (a fused projection's part).
+static struct w rows_view(const struct w *W, uint64_t r0, uint64_t n) {
+    struct w v = *W;
+    v.p = (const uint8_t *)W->p + r0 * row_bytes(W), v.rows = n;
+    return v;
+}
+
 // A 1-D tensor (norm gain, bias) as a fresh f32 array; NULL and OK when optional and absent.
 static int get_vec(struct graft_llama *L, graft_tensor_lookup lk, void *ctx, const char *nm, uint64_t n, bool optional, float **out,
                    struct graft_err *err) {
@@ -135,6 +148,26 @@ static int rope_init(struct graft_llama *L, json_t *c, struct graft_err *err) {
     const char *type = json_string_value(tv);
     double factor = graft__json_num(rs, "factor", 1.0);
     if (!type || !strcmp(type, "default")) return GRAFT_OK;
+    if (!strcmp(type, "longrope") || !strcmp(type, "su")) { // Phi-3: per-frequency divisors, short and long
+        json_t *sf = json_object_get(rs, "short_factor"), *lf = json_object_get(rs, "long_factor");
+        double orig = graft__json_num(rs, "original_max_position_embeddings", graft__json_num(c, "original_max_position_embeddings", 0));
+        double maxp = graft__json_num(c, "max_position_embeddings", 0);
+        if (json_array_size(sf) != (size_t)half || json_array_size(lf) != (size_t)half || !(orig > 0) || !(maxp > 0))
+            return graft_err_set(err, GRAFT_E_FORMAT, L->name, NULL, 0,
+                                 "config.json: longrope needs short_factor and long_factor of head_dim/2 = %d values, original_max_position_embeddings and "
+                                 "max_position_embeddings", half);
+        if (!(L->inv_freq_long = graft__malloc((size_t)half * sizeof(float)))) return graft_err_set(err, GRAFT_E_NOMEM, L->name, NULL, 0, "out of memory");
+        for (int i = 0; i < half; i++) {
+            double s = json_number_value(json_array_get(sf, (size_t)i)), l = json_number_value(json_array_get(lf, (size_t)i));
+            if (!(s > 0) || !(l > 0)) return graft_err_set(err, GRAFT_E_FORMAT, L->name, NULL, 0, "config.json: longrope factors must be positive");
+            double base = 1.0 / pow(theta, (double)(2 * i) / L->hd);
+            L->inv_freq[i] = (float)(base / s), L->inv_freq_long[i] = (float)(base / l);
+        }
+        L->rope_orig = (int)orig;
+        double f = maxp / orig, af = graft__json_num(rs, "attention_factor", 0);
+        L->rope_mscale = (float)(af > 0 ? af : f <= 1 ? 1.0 : sqrt(1 + log(f) / log(orig)));
+        return GRAFT_OK;
+    }
     if (!(factor > 0)) return graft_err_set(err, GRAFT_E_FORMAT, L->name, NULL, 0, "config.json: rope_scaling.factor must be positive");
     if (!strcmp(type, "linear")) {
         for (int i = 0; i < half; i++) L->inv_freq[i] = (float)(L->inv_freq[i] / factor);
@@ -157,7 +190,7 @@ static int rope_init(struct graft_llama *L, json_t *c, struct graft_err *err) {
         }
         return GRAFT_OK;
     }
-    return graft_err_set(err, GRAFT_E_FORMAT, L->name, NULL, 0, "config.json: rope_scaling type \"%s\" is not supported (default, linear, llama3)", type);
+    return graft_err_set(err, GRAFT_E_FORMAT, L->name, NULL, 0, "config.json: rope_scaling type \"%s\" is not supported (default, linear, llama3, longrope)", type);
 }
 
 int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, const char *name, int n_threads, struct graft_llama **out,
@@ -171,12 +204,15 @@ int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, 
     if (!json_is_object(c)) { rc = graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0, "config.json is not a JSON object"); goto out; }
     const char *arch = json_string_value(json_array_get(json_object_get(c, "architectures"), 0));
     if (!arch || (strcmp(arch, "LlamaForCausalLM") && strcmp(arch, "MistralForCausalLM") && strcmp(arch, "Qwen2ForCausalLM") &&
-                  strcmp(arch, "MixtralForCausalLM"))) {
+                  strcmp(arch, "Qwen3ForCausalLM") && strcmp(arch, "Phi3ForCausalLM") && strcmp(arch, "MixtralForCausalLM"))) {
         rc = graft_err_set(err, GRAFT_E_CONFIG, name, NULL, 0, // does not apply: exit 4
-                           "config.json: architecture %s is not supported by the evaluator (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, MixtralForCausalLM)",
+                           "config.json: architecture %s is not supported by the evaluator (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
+                           "Qwen3ForCausalLM, Phi3ForCausalLM, MixtralForCausalLM)",
                            arch ? arch : "(none)");
         goto out;
     }
+    bool phi3 = !strcmp(arch, "Phi3ForCausalLM"), qwen3 = !strcmp(arch, "Qwen3ForCausalLM");
+    L->fused = phi3;
     if (!strcmp(arch, "MixtralForCausalLM")) {
         L->n_exp = (int)graft__json_int(c, "num_local_experts", -1), L->top_k = (int)graft__json_int(c, "num_experts_per_tok", 2);
         if (L->n_exp < 1 || L->n_exp > 1024 || L->top_k < 1 || L->top_k > L->n_exp) {
@@ -197,7 +233,8 @@ int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, 
         goto out;
     }
     json_t *usw = json_object_get(c, "use_sliding_window");
-    if (!strcmp(arch, "MistralForCausalLM") || !strcmp(arch, "MixtralForCausalLM") || json_is_true(usw)) L->sliding = (int)graft__json_int(c, "sliding_window", 0);
+    if (!strcmp(arch, "MistralForCausalLM") || !strcmp(arch, "MixtralForCausalLM") || phi3 || json_is_true(usw)) L->sliding = (int)graft__json_int(c, "sliding_window", 0);
+    L->rope_mscale = 1.0f;
     if ((rc = rope_init(L, c, err))) goto out;
     if (!(L->layers = graft__calloc((size_t)L->nl, sizeof *L->layers))) { rc = graft_err_set(err, GRAFT_E_NOMEM, name, NULL, 0, "out of memory"); goto out; }
     uint64_t H = (uint64_t)L->H, qd = (uint64_t)L->nh * L->hd, kd = (uint64_t)L->nkv * L->hd, In = (uint64_t)L->ni;
@@ -221,6 +258,15 @@ int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, 
             if (rc) break;
             L->n_params += (uint64_t)L->top_k * 3 * In * H + (uint64_t)L->n_exp * H;
         }
+        if (phi3) { // fused projections: q, k, v rows of qkv_proj and gate, up rows of gate_up_proj, as views
+            if (W(q, "self_attn.qkv_proj.weight", qd + 2 * kd, H) || W(gate, "mlp.gate_up_proj.weight", 2 * In, H) || W(o, "self_attn.o_proj.weight", H, qd) ||
+                W(down, "mlp.down_proj.weight", H, In) || B(g_in, "input_layernorm.weight", H, false) || B(g_post, "post_attention_layernorm.weight", H, false))
+                break;
+            ly->k = rows_view(&ly->q, qd, kd), ly->v = rows_view(&ly->q, qd + kd, kd), ly->q = rows_view(&ly->q, 0, qd);
+            ly->up = rows_view(&ly->gate, In, In), ly->gate = rows_view(&ly->gate, 0, In);
+            continue;
+        }
+        if (qwen3 && (B(qn, "self_attn.q_norm.weight", (uint64_t)L->hd, false) || B(kn, "self_attn.k_norm.weight", (uint64_t)L->hd, false))) break;
         if (W(q, "self_attn.q_proj.weight", qd, H) || W(k, "self_attn.k_proj.weight", kd, H) || W(v, "self_attn.v_proj.weight", kd, H) ||
             W(o, "self_attn.o_proj.weight", H, qd) || (!L->n_exp && (W(gate, "mlp.gate_proj.weight", In, H) || W(up, "mlp.up_proj.weight", In, H) ||
             W(down, "mlp.down_proj.weight", H, In))) || B(g_in, "input_layernorm.weight", H, false) || B(g_post, "post_attention_layernorm.weight", H, false) ||
@@ -256,9 +302,9 @@ void graft_llama_free(struct graft_llama *L) {
         for (int l = 0; l < L->nl; l++) {
             struct layer *y = &L->layers[l];
             graft__free(y->bq), graft__free(y->bk), graft__free(y->bv), graft__free(y->bo), graft__free(y->g_in), graft__free(y->g_post);
-            graft__free(y->w1);
+            graft__free(y->w1), graft__free(y->qn), graft__free(y->kn);
         }
-    graft__free(L->layers), graft__free(L->inv_freq), graft__free(L->g_final), graft__free(L->name);
+    graft__free(L->layers), graft__free(L->inv_freq), graft__free(L->inv_freq_long), graft__free(L->g_final), graft__free(L->name);
     if (L->aux_free) L->aux_free(L->aux);
     graft__free(L);
 }
@@ -359,14 +405,14 @@ static void rmsnorm(const float *x, const float *g, float eps, size_t M, size_t 
 }
 
 // Rotate-half RoPE on every head of rows [s·T, s·T + T): position = row index within its sequence.
-static void rope(const struct graft_llama *L, float *x, size_t M, size_t T, int heads) {
+static void rope(const struct graft_llama *L, const float *inv_freq, float *x, size_t M, size_t T, int heads) {
     int half = L->hd / 2;
     size_t ld = (size_t)heads * L->hd;
     for (size_t m = 0; m < M; m++) {
         double pos = (double)(m % T);
         for (int i = 0; i < half; i++) {
-            float ang = (float)pos * L->inv_freq[i]; // float32 product, as transformers
-            float c = cosf(ang), s = sinf(ang);
+            float ang = (float)pos * inv_freq[i]; // float32 product, as transformers
+            float c = cosf(ang) * L->rope_mscale, s = sinf(ang) * L->rope_mscale; // LongRoPE scales cos and sin
             for (int h = 0; h < heads; h++) {
                 float *p = x + m * ld + (size_t)h * L->hd;
                 float a = p[i], b = p[i + half];
@@ -472,7 +518,7 @@ int graft_llama_stats_new(const struct graft_llama *L, enum graft_collect what, 
     if (L->n_exp) return graft_err_set(err, GRAFT_E_USAGE, L->name, NULL, 0, "statistics of mixture-of-experts layers are not collected (dense models only)");
     struct graft_llama_stats *s = graft__calloc(1, sizeof *s);
     if (!s) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
-    s->what = what, s->L = L->nl;
+    s->what = what, s->L = L->nl, s->fused = L->fused;
     s->dim[0] = s->dim[2] = (size_t)L->H, s->dim[1] = (size_t)L->nh * L->hd, s->dim[3] = (size_t)L->ni;
     if (!(s->acc = graft__calloc((size_t)L->nl * 4, sizeof *s->acc))) goto nomem;
     for (int l = 0; l < L->nl; l++)
@@ -510,8 +556,10 @@ static void stats_add(struct graft_llama_stats *s, int layer, int which, const f
 }
 
 int graft_llama_stats_save(const struct graft_llama_stats *s, const char *path, uint64_t n_tokens, struct graft_err *err) {
-    static const char *const lin[4][3] = {{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}, {"self_attn.o_proj"},
-                                          {"mlp.gate_proj", "mlp.up_proj"}, {"mlp.down_proj"}};
+    static const char *const split[4][3] = {{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}, {"self_attn.o_proj"},
+                                            {"mlp.gate_proj", "mlp.up_proj"}, {"mlp.down_proj"}};
+    static const char *const fused[4][3] = {{"self_attn.qkv_proj"}, {"self_attn.o_proj"}, {"mlp.gate_up_proj"}, {"mlp.down_proj"}};
+    const char *const (*lin)[3] = s->fused ? fused : split;
     bool gram = s->what == GRAFT_COLLECT_GRAM;
     struct graft_writer_params wp = graft_writer_default_params();
     wp.flags = GRAFT_WRITER_SINGLE_FILE | GRAFT_WRITER_FORCE;
@@ -613,8 +661,11 @@ static int run(struct graft_llama *L, const int32_t *tokens, int n_seq, int len,
         jk.W = &ly->k, jk.Y = k, jk.ldy = kd, jk.bias = ly->bk;
         jv.W = &ly->v, jv.Y = v, jv.ldy = kd, jv.bias = ly->bv;
         if ((rc = linear(L, &jq, err)) || (rc = linear(L, &jk, err)) || (rc = linear(L, &jv, err))) break;
-        rope(L, q, M, T, L->nh);
-        rope(L, k, M, T, L->nkv);
+        if (ly->qn) rmsnorm(q, ly->qn, L->eps, M * (size_t)L->nh, (size_t)L->hd, q); // Qwen3: per head, before RoPE (in place)
+        if (ly->kn) rmsnorm(k, ly->kn, L->eps, M * (size_t)L->nkv, (size_t)L->hd, k);
+        const float *inv = L->inv_freq_long && T > (size_t)L->rope_orig ? L->inv_freq_long : L->inv_freq; // LongRoPE: by window length
+        rope(L, inv, q, M, T, L->nh);
+        rope(L, inv, k, M, T, L->nkv);
         struct attn a = {L, q, k, v, att, T, sbuf};
         if ((rc = graft_pool_run(nt, (size_t)n_seq * L->nh, attn_item, &a, NULL, NULL, err))) break;
         if (stats) stats_add(stats, l, 1, att, M, gtmp);

@@ -408,6 +408,15 @@ void graft_st_release(const struct graft_st *st, uint64_t begin, uint64_t len) {
     if (page_range(st, begin, len, &p, &n)) madvise(p, n, MADV_DONTNEED);
 }
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 // Linux 5.14
+#endif
+void graft_st_populate(const struct graft_st *st, uint64_t begin, uint64_t len) {
+    uint8_t *p;
+    size_t n;
+    if (page_range(st, begin, len, &p, &n)) madvise(p, n, MADV_POPULATE_READ); // older kernels: EINVAL, faults as before
+}
+
 void graft_st_will_need(const struct graft_st *st, uint64_t begin, uint64_t len) {
     uint8_t *p;
     size_t n;

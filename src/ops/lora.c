@@ -52,8 +52,10 @@ static int nomem(struct graft_err *err) { return graft_err_set(err, GRAFT_E_NOME
 
 // A tensor of `m` decoded to f32 (rows × cols elements starting at element e0) into dst.
 static void load_f32(const struct graft_model *m, const struct graft_model_tensor *t, uint64_t e0, uint64_t n, float *dst) {
-    uint64_t off;
+    uint64_t off, len;
     graft_dtype_nbytes(t->info->dtype, e0, &off);
+    graft_dtype_nbytes(t->info->dtype, n, &len);
+    graft_st_populate(graft_model_shard(m, t->shard), t->info->begin + off, len);
     graft_row_to_f32(t->info->dtype, graft_model_data(m, t) + off, dst, (size_t)n);
 }
 
@@ -102,7 +104,23 @@ struct xjob {
     size_t       n;
     struct graft_writer *w;
     bool         spectrum_only; // first pass of a data-dependent rank
+    // per thread, Δ and a scratch of the largest module so far: grown, then reused by later modules (a
+    // fresh 200 MB buffer per module costs a page fault per 4 KiB, as much as the randomized SVD itself)
+    float      **dbuf, **tbuf;
+    size_t      *cap;
 };
+
+// Thread ith's Δ and scratch buffers, at least n floats each.
+static int thread_buffers(struct xjob *j, int ith, size_t n, float **D, float **tmp) {
+    if (j->cap[ith] < n) {
+        graft__free(j->dbuf[ith]), graft__free(j->tbuf[ith]);
+        j->dbuf[ith] = graft__malloc(n * sizeof(float)), j->tbuf[ith] = graft__malloc(n * sizeof(float));
+        j->cap[ith] = j->dbuf[ith] && j->tbuf[ith] ? n : 0;
+        graft__advise_huge(j->dbuf[ith], n * sizeof(float)), graft__advise_huge(j->tbuf[ith], n * sizeof(float));
+    }
+    *D = j->dbuf[ith], *tmp = j->tbuf[ith];
+    return j->cap[ith] ? GRAFT_OK : GRAFT_E_NOMEM;
+}
 
 static bool rx_any(const regex_t *rx, size_t n, const char *s) {
     for (size_t i = 0; i < n; i++)
@@ -156,7 +174,6 @@ static int write_f32(struct graft_writer *w, long id, enum graft_dtype dt, const
 }
 
 static int extract_module(void *ctx, size_t item, int ith, struct graft_err *err) {
-    (void)ith;
     struct xjob *j = ctx;
     struct xmod *x = &j->mods[item];
     const struct graft_model *ft = j->ft;
@@ -168,12 +185,12 @@ static int extract_module(void *ctx, size_t item, int ith, struct graft_err *err
         return rc;
     }
     uint64_t n = x->rows * x->cols;
-    float *D = graft__malloc(n * sizeof *D), *tmp = graft__malloc(n * sizeof *tmp);
+    float *D, *tmp;
     double *U = NULL, *S = NULL, *Vt = NULL;
     void *enc = NULL;
     struct graft__svd s = {0};
     int rc = GRAFT_OK;
-    if (!D || !tmp) { rc = nomem(err); goto out; }
+    if (thread_buffers(j, ith, (size_t)n, &D, &tmp)) { rc = nomem(err); goto out; }
     load_delta(j, x, D, tmp);
     size_t r = (size_t)x->rank;
     if (!j->p->randomized) {
@@ -213,7 +230,7 @@ static int extract_module(void *ctx, size_t item, int ith, struct graft_err *err
     graft_progress_add(j->p->progress, x->fw->info->n_bytes);
 out:
     graft__svd_free(&s);
-    graft__free(D), graft__free(tmp), graft__free(U), graft__free(S), graft__free(Vt), graft__free(enc);
+    graft__free(U), graft__free(S), graft__free(Vt), graft__free(enc);
     if (rc && !strstr(err->msg, x->name)) graft__err_prefix(err, NULL, x->fw->info->name, x->fw->info->name_len);
     return rc;
 }
@@ -421,6 +438,8 @@ int graft_lora_extract(const struct graft_model *base, const struct graft_model 
     if (!rc && j.n == 0) rc = graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "no module to extract (check --include / --exclude)");
     if (!rc && rep && !(rep->mods = graft__calloc(j.n, sizeof *rep->mods))) rc = nomem(err); // now: nothing may fail once the output exists
     bool data_rank = p->energy > 0 || p->sv_epsilon > 0;
+    j.dbuf = graft__calloc((size_t)nth, sizeof *j.dbuf), j.tbuf = graft__calloc((size_t)nth, sizeof *j.tbuf), j.cap = graft__calloc((size_t)nth, sizeof *j.cap);
+    if (!rc && (!j.dbuf || !j.tbuf || !j.cap)) rc = nomem(err);
     if (!rc && data_rank && !p->dry_run) { // ranks from the spectra first
         j.spectrum_only = true;
         rc = graft_pool_run(nth, j.n, extract_module, &j, NULL, NULL, err);
@@ -478,6 +497,8 @@ int graft_lora_extract(const struct graft_model *base, const struct graft_model 
     }
     if (rc && rep) graft__free(rep->mods), rep->mods = NULL;
     graft_writer_free(w);
+    for (int t = 0; j.cap && t < nth; t++) graft__free(j.dbuf[t]), graft__free(j.tbuf[t]);
+    graft__free(j.dbuf), graft__free(j.tbuf), graft__free(j.cap);
     for (size_t i = 0; i < j.n; i++) graft__free(j.mods[i].name);
     graft__free(j.mods);
     for (size_t i = 0; i < n_inc; i++) regfree(&inc[i]);

@@ -1,5 +1,7 @@
 #!/usr/bin/python3
-"""An independent NumPy forward pass of a Llama-family decoder (tests/ops-e2e.sh; float64).
+"""An independent NumPy forward pass of a Llama-family decoder (tests/ops-e2e.sh; float64): Llama,
+Mistral, Qwen2, Qwen3 (RMSNorm of each q and k head before RoPE), Phi-3 (fused qkv_proj and
+gate_up_proj, LongRoPE) and Mixtral, as transformers' modeling files compute them.
 
   llama_ref.py same MODEL_A MODEL_B TOL    logits of A and B on a fixed token sequence agree within TOL
                                            (relative to the largest |logit|)
@@ -24,10 +26,17 @@ def rmsnorm(x, g, eps):
     return x / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps) * g
 
 
-def inv_freq(c, hd):
+def inv_freq(c, hd, T=0):
+    """The rotary frequencies, and the factor on cos and sin (LongRoPE's attention factor, else 1)."""
     inv = 1.0 / c.get("rope_theta", 10000.0) ** (np.arange(0, hd, 2) / hd)
     rs = c.get("rope_scaling") or {}
     kind = rs.get("rope_type", rs.get("type", "default"))
+    if kind in ("longrope", "su"):  # Phi-3: long_factor once the sequence outgrows the original context
+        orig = rs.get("original_max_position_embeddings", c.get("original_max_position_embeddings"))
+        ext = np.array(rs["long_factor"] if T > orig else rs["short_factor"])
+        f = c["max_position_embeddings"] / orig
+        m = rs.get("attention_factor") or (1.0 if f <= 1 else np.sqrt(1 + np.log(f) / np.log(orig)))
+        return inv / ext, m
     if kind == "linear":
         inv = inv / rs["factor"]
     elif kind == "llama3":  # Llama 3.1: long wavelengths slowed by `factor`, a smooth ramp between
@@ -36,13 +45,13 @@ def inv_freq(c, hd):
         smooth = (old / wl - lo) / (hi - lo)
         mid = (1 - smooth) * inv / f + smooth * inv
         inv = np.where(wl < old / hi, inv, np.where(wl > old / lo, inv / f, mid))
-    return inv
+    return inv, 1.0
 
 
-def rope(x, pos, inv):
+def rope(x, pos, inv, m=1.0):
     hd = x.shape[-1]
     ang = np.outer(pos, inv)
-    cos, sin = np.cos(np.concatenate([ang, ang], -1)), np.sin(np.concatenate([ang, ang], -1))
+    cos, sin = m * np.cos(np.concatenate([ang, ang], -1)), m * np.sin(np.concatenate([ang, ang], -1))
     rot = np.concatenate([-x[..., hd // 2:], x[..., :hd // 2]], -1)
     return x * cos[:, None, :] + rot * sin[:, None, :]
 
@@ -53,12 +62,13 @@ def logits(path, tokens, W=None, taps=None):
     c = json.load(open(os.path.join(path, "config.json")))
     H, nh, nkv, L = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"], c["num_hidden_layers"]
     hd = c.get("head_dim") or H // nh
-    eps, inv = c.get("rms_norm_eps", 1e-6), inv_freq(c, hd)
     T = len(tokens)
+    eps, (inv, msc) = c.get("rms_norm_eps", 1e-6), inv_freq(c, hd, T)
     pos = np.arange(T)
     x = W["model.embed_tokens.weight"][tokens]
     mask = np.triu(np.full((T, T), -np.inf), 1)
-    sw = c.get("sliding_window") if (c["architectures"][0] in ("MistralForCausalLM", "MixtralForCausalLM") or c.get("use_sliding_window")) else None
+    arch = c["architectures"][0]
+    sw = c.get("sliding_window") if (arch in ("MistralForCausalLM", "MixtralForCausalLM", "Phi3ForCausalLM") or c.get("use_sliding_window")) else None
     if sw:
         mask = mask + np.tril(np.full((T, T), -np.inf), -sw)
     for l in range(L):
@@ -67,10 +77,17 @@ def logits(path, tokens, W=None, taps=None):
         tap(-1, x)
         h = rmsnorm(x, W[p + "input_layernorm.weight"], eps)
         tap(0, h)
-        q = (h @ W[p + "self_attn.q_proj.weight"].T + W.get(p + "self_attn.q_proj.bias", 0)).reshape(T, nh, hd)
-        k = (h @ W[p + "self_attn.k_proj.weight"].T + W.get(p + "self_attn.k_proj.bias", 0)).reshape(T, nkv, hd)
-        v = (h @ W[p + "self_attn.v_proj.weight"].T + W.get(p + "self_attn.v_proj.bias", 0)).reshape(T, nkv, hd)
-        q, k = rope(q, pos, inv), rope(k, pos, inv)
+        if p + "self_attn.qkv_proj.weight" in W:  # Phi-3: one projection, split q | k | v
+            qkv = h @ W[p + "self_attn.qkv_proj.weight"].T
+            q, k, v = qkv[:, :nh * hd], qkv[:, nh * hd:(nh + nkv) * hd], qkv[:, (nh + nkv) * hd:]
+            q, k, v = q.reshape(T, nh, hd), k.reshape(T, nkv, hd), v.reshape(T, nkv, hd)
+        else:
+            q = (h @ W[p + "self_attn.q_proj.weight"].T + W.get(p + "self_attn.q_proj.bias", 0)).reshape(T, nh, hd)
+            k = (h @ W[p + "self_attn.k_proj.weight"].T + W.get(p + "self_attn.k_proj.bias", 0)).reshape(T, nkv, hd)
+            v = (h @ W[p + "self_attn.v_proj.weight"].T + W.get(p + "self_attn.v_proj.bias", 0)).reshape(T, nkv, hd)
+        if p + "self_attn.q_norm.weight" in W:  # Qwen3: RMSNorm over each head's head_dim
+            q, k = rmsnorm(q, W[p + "self_attn.q_norm.weight"], eps), rmsnorm(k, W[p + "self_attn.k_norm.weight"], eps)
+        q, k = rope(q, pos, inv, msc), rope(k, pos, inv, msc)
         k, v = np.repeat(k, nh // nkv, axis=1), np.repeat(v, nh // nkv, axis=1)
         s = np.einsum("thd,uhd->htu", q, k) / np.sqrt(hd) + mask
         a = np.exp(s - s.max(-1, keepdims=True))
@@ -94,7 +111,11 @@ def logits(path, tokens, W=None, taps=None):
             x = x + out
             continue
         tap(2, h)
-        g, u = h @ W[p + "mlp.gate_proj.weight"].T, h @ W[p + "mlp.up_proj.weight"].T
+        if p + "mlp.gate_up_proj.weight" in W:  # Phi-3: gate | up in one projection
+            gu = h @ W[p + "mlp.gate_up_proj.weight"].T
+            g, u = gu[:, :gu.shape[1] // 2], gu[:, gu.shape[1] // 2:]
+        else:
+            g, u = h @ W[p + "mlp.gate_proj.weight"].T, h @ W[p + "mlp.up_proj.weight"].T
         act = g / (1 + np.exp(-g)) * u
         tap(3, act)
         x = x + act @ W[p + "mlp.down_proj.weight"].T
@@ -160,6 +181,8 @@ def stats(a):
     got = load(f)
     names = {0: ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], 1: ["self_attn.o_proj"],
              2: ["mlp.gate_proj", "mlp.up_proj"], 3: ["mlp.down_proj"]}
+    if "model.layers.0.self_attn.qkv_proj.weight" in W:  # Phi-3's fused projections
+        names = {0: ["self_attn.qkv_proj"], 1: ["self_attn.o_proj"], 2: ["mlp.gate_up_proj"], 3: ["mlp.down_proj"]}
     worst, n = 0.0, 0
     for (l, k), xs in taps.items():
         if k < 0:
