@@ -118,6 +118,30 @@ check qw3 rand.ids 48 -1 0 --no-bos --batch 2
 check ph3 rand.ids 40 -1 0 --no-bos
 check pl3 rand.ids 64 -1 0 --no-bos
 check pl3 rand.ids 24 -1 0 --no-bos --batch 3
+# Gemma 2 (soft-capped scores and logits, sliding window on even layers), the Gemma 3 vision–language
+# checkpoint's text decoder and a Gemma 3 text model in bf16 (√hidden rounded to bf16; global layers
+# every 2nd / 3rd with the local RoPE base on the others): windows cut to 8 tokens so 40-token windows
+# cross them
+expect 0 "$G" synth gm2 --like-config "$CFG/gemma-2-9b.json" --layers 2 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --head-dim 32 --vocab 640 --dtype f32 --seed 11
+expect 0 "$G" synth gm3 --like-config "$CFG/gemma-3-4b.json" --layers 3 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --head-dim 32 --vocab 640 --dtype f32 --seed 12
+"$PY" -c '
+import json, sys
+c = json.load(open(sys.argv[1] + "/gemma-3-4b.json"))["text_config"]
+c.update(architectures=["Gemma3ForCausalLM"], torch_dtype="bfloat16")
+json.dump(c, open("gm3t.json", "w"))
+' "$CFG" || bad "gemma 3 text config"
+expect 0 "$G" synth gm3t --like-config gm3t.json --layers 3 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --head-dim 32 --vocab 640 --dtype bf16 --seed 13
+"$PY" -c '
+import json
+def edit(p, f):
+    c = json.load(open(p + "/config.json")); f(c); json.dump(c, open(p + "/config.json", "w"))
+edit("gm2", lambda c: c.update(sliding_window=8))
+edit("gm3", lambda c: c["text_config"].update(sliding_window=8, sliding_window_pattern=2))
+edit("gm3t", lambda c: c.update(sliding_window=8, sliding_window_pattern=3))
+' || bad "config edit"
+check gm2 rand.ids 40 -1 0 --no-bos --batch 2
+check gm3 rand.ids 40 -1 0 --no-bos
+check gm3t rand.ids 40 -1 0 --no-bos --batch 3
 # Mixtral (graft moe of distinct experts, random router) against the NumPy MoE forward; sparse
 # upcycling preserves the dense model's function: logits equal the dense model's (zero or random
 # router: the experts are copies, and top-k weights are renormalised)

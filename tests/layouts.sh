@@ -116,7 +116,7 @@ for cfg in "$CFG"/*.json; do
     # exit 4 with one line saying what they cover, and nothing written
     llama=false; case $L in llama-*|mistral-*) llama=true ;; esac
     gguf=$llama; case $L in qwen2.5-*) gguf=true ;; esac
-    ev=$gguf; case $L in mixtral-*|qwen3-*|phi-3-*) ev=true ;; esac
+    ev=$gguf; case $L in mixtral-*|qwen3-*|phi-3-*|gemma-*) ev=true ;; esac
     expect 0 "$G" extract-lora --base "$L" --model "$L-a" "$L-lora" --rank 4
     expect 0 "$G" apply-lora "$L" "$L-lora" "$L-al"
     [ "$(names "$L-al")" = "$tensors" ] && ok || bad "$L: apply-lora changed the tensor names"

@@ -34,7 +34,10 @@ struct layer {
     struct w q, k, v, o, gate, up, down;
     float   *bq, *bk, *bv, *bo; // NULL when absent
     float   *g_in, *g_post;
-    float   *qn, *kn;           // Qwen3: RMSNorm gains over each head of q and k (head_dim), else NULL
+    float   *qn, *kn;           // Qwen3, Gemma 3: RMSNorm gains over each head of q and k (head_dim), else NULL
+    float   *g_preff, *g_postff; // Gemma 2/3: norms before and after the MLP (g_post then norms the attention output)
+    int      sliding;           // this layer's attention window (0: global)
+    const float *inv;           // this layer's rotary frequencies (Gemma 3: local or global)
     struct w router, *w1, *w2, *w3; // Mixtral: block_sparse_moe.gate and experts.e.{w1, w2, w3}
 };
 
@@ -43,6 +46,12 @@ struct graft_llama {
     int     nl, H, ni, nh, nkv, hd, V, sliding;
     int     n_exp, top_k;         // Mixtral experts per layer and per token (0: a dense MLP)
     bool    fused;                // Phi-3: fused qkv_proj and gate_up_proj
+    int     gemma;                // 2 or 3: Gemma 2 / Gemma 3 (sandwich norms, (1 + w) gains, GeGLU, scaled embeddings), else 0
+    float   attn_scale;           // on q·k: 1/√head_dim, Gemma: 1/√query_pre_attn_scalar
+    float   attn_cap, final_cap;  // soft-capping of attention scores and of the logits: c·tanh(x/c) (0: none)
+    float   embed_scale;          // Gemma: √hidden in the embedding's dtype (1 otherwise)
+    float  *inv_freq_local;       // Gemma 3's sliding layers: 1/rope_local_base_freq^(2i/d), no scaling
+    char    pre[32];              // "model." or, for Gemma 3 vision-language checkpoints, "language_model.model."
     float   eps;
     float  *inv_freq;             // hd/2 rotary frequencies (scaled)
     float  *inv_freq_long;        // LongRoPE (Phi-3): the frequencies for windows longer than rope_orig, else NULL
@@ -65,6 +74,7 @@ struct graft_llama_stats {
     size_t  dim[4];
     double **acc; // per layer 4 inputs: attention in (q,k,v), o_proj in, MLP in (gate, up), down_proj in
     bool    fused; // Phi-3: the inputs of qkv_proj and gate_up_proj
+    char    pre[32]; // the layers' name prefix
 };
 
 // ---- loading -----------------------------------------------------------------------------------------
@@ -197,22 +207,32 @@ int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, 
                     struct graft_err *err) {
     *out = NULL;
     json_error_t je;
-    json_t *c = json_loads(config_json, 0, &je);
+    json_t *root = json_loads(config_json, 0, &je), *c = root;
     struct graft_llama *L = graft__calloc(1, sizeof *L);
     int rc = GRAFT_OK;
     if (!L || !(L->name = graft__strdup(name))) { rc = graft_err_set(err, GRAFT_E_NOMEM, name, NULL, 0, "out of memory"); goto out; }
     if (!json_is_object(c)) { rc = graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0, "config.json is not a JSON object"); goto out; }
     const char *arch = json_string_value(json_array_get(json_object_get(c, "architectures"), 0));
     if (!arch || (strcmp(arch, "LlamaForCausalLM") && strcmp(arch, "MistralForCausalLM") && strcmp(arch, "Qwen2ForCausalLM") &&
-                  strcmp(arch, "Qwen3ForCausalLM") && strcmp(arch, "Phi3ForCausalLM") && strcmp(arch, "MixtralForCausalLM"))) {
+                  strcmp(arch, "Qwen3ForCausalLM") && strcmp(arch, "Phi3ForCausalLM") && strcmp(arch, "MixtralForCausalLM") &&
+                  strcmp(arch, "Gemma2ForCausalLM") && strcmp(arch, "Gemma3ForCausalLM") && strcmp(arch, "Gemma3ForConditionalGeneration"))) {
         rc = graft_err_set(err, GRAFT_E_CONFIG, name, NULL, 0, // does not apply: exit 4
                            "config.json: architecture %s is not supported by the evaluator (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
-                           "Qwen3ForCausalLM, Phi3ForCausalLM, MixtralForCausalLM)",
+                           "Qwen3ForCausalLM, Phi3ForCausalLM, MixtralForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration)",
                            arch ? arch : "(none)");
         goto out;
     }
     bool phi3 = !strcmp(arch, "Phi3ForCausalLM"), qwen3 = !strcmp(arch, "Qwen3ForCausalLM");
     L->fused = phi3;
+    snprintf(L->pre, sizeof L->pre, "model.");
+    L->gemma = !strcmp(arch, "Gemma2ForCausalLM") ? 2 : !strncmp(arch, "Gemma3", 6) ? 3 : 0;
+    if (!strcmp(arch, "Gemma3ForConditionalGeneration")) { // the text decoder: its config and tensors under language_model.
+        if (!json_is_object(c = json_object_get(root, "text_config"))) {
+            rc = graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0, "config.json: Gemma3ForConditionalGeneration without a text_config");
+            goto out;
+        }
+        snprintf(L->pre, sizeof L->pre, "language_model.model.");
+    }
     if (!strcmp(arch, "MixtralForCausalLM")) {
         L->n_exp = (int)graft__json_int(c, "num_local_experts", -1), L->top_k = (int)graft__json_int(c, "num_experts_per_tok", 2);
         if (L->n_exp < 1 || L->n_exp > 1024 || L->top_k < 1 || L->top_k > L->n_exp) {
@@ -220,13 +240,22 @@ int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, 
             goto out;
         }
     }
-    const char *act = json_string_value(json_object_get(c, "hidden_act"));
-    if (act && strcmp(act, "silu")) { rc = graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0, "config.json: hidden_act \"%s\" (the evaluator computes silu)", act); goto out; }
+    const char *act = json_string_value(json_object_get(c, L->gemma ? "hidden_activation" : "hidden_act"));
+    if (!act && L->gemma) act = json_string_value(json_object_get(c, "hidden_act"));
+    if (act && strcmp(act, L->gemma ? "gelu_pytorch_tanh" : "silu")) {
+        rc = graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0, "config.json: hidden activation \"%s\" (the evaluator computes %s)", act,
+                           L->gemma ? "gelu_pytorch_tanh" : "silu");
+        goto out;
+    }
     L->n_threads = n_threads < 1 ? 1 : n_threads;
     L->nl = (int)graft__json_int(c, "num_hidden_layers", -1), L->H = (int)graft__json_int(c, "hidden_size", -1), L->ni = (int)graft__json_int(c, "intermediate_size", -1);
-    L->nh = (int)graft__json_int(c, "num_attention_heads", -1), L->nkv = (int)graft__json_int(c, "num_key_value_heads", L->nh), L->V = (int)graft__json_int(c, "vocab_size", -1);
-    L->hd = (int)graft__json_int(c, "head_dim", L->nh > 0 ? L->H / L->nh : -1);
+    L->nh = (int)graft__json_int(c, "num_attention_heads", L->gemma == 3 ? 8 : -1);
+    L->nkv = (int)graft__json_int(c, "num_key_value_heads", L->gemma == 3 ? 4 : L->nh), L->V = (int)graft__json_int(c, "vocab_size", L->gemma == 3 ? 262208 : -1);
+    L->hd = (int)graft__json_int(c, "head_dim", L->gemma ? 256 : L->nh > 0 ? L->H / L->nh : -1);
     L->eps = (float)graft__json_num(c, "rms_norm_eps", 1e-6);
+    L->attn_scale = (float)(1.0 / sqrt(L->gemma ? graft__json_num(c, "query_pre_attn_scalar", 256) : (double)(L->hd > 0 ? L->hd : 1)));
+    L->attn_cap = (float)graft__json_num(c, "attn_logit_softcapping", 0), L->final_cap = (float)graft__json_num(c, "final_logit_softcapping", 0);
+    L->embed_scale = 1.0f;
     if (L->nl < 1 || L->nl > 4096 || L->H < 1 || L->H > (1 << 20) || L->ni < 1 || L->ni > (1 << 22) || L->nh < 1 || L->nh > 4096 || L->nkv < 1 ||
         L->nh % L->nkv || L->V < 1 || L->V > (1 << 24) || L->hd < 2 || L->hd % 2 || L->hd > 4096) {
         rc = graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0, "config.json: layer, width, head or vocabulary counts are missing or inconsistent");
@@ -235,14 +264,32 @@ int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, 
     json_t *usw = json_object_get(c, "use_sliding_window");
     if (!strcmp(arch, "MistralForCausalLM") || !strcmp(arch, "MixtralForCausalLM") || phi3 || json_is_true(usw)) L->sliding = (int)graft__json_int(c, "sliding_window", 0);
     L->rope_mscale = 1.0f;
+    if (L->gemma == 3 && !json_object_get(c, "rope_theta")) json_object_set_new(c, "rope_theta", json_real(1000000.0)); // Gemma3TextConfig's default
     if ((rc = rope_init(L, c, err))) goto out;
+    if (L->gemma == 3) { // sliding layers rotate with the local base, unscaled
+        double base = graft__json_num(c, "rope_local_base_freq", 10000.0);
+        if (!(L->inv_freq_local = graft__malloc((size_t)(L->hd / 2) * sizeof(float)))) { rc = graft_err_set(err, GRAFT_E_NOMEM, name, NULL, 0, "out of memory"); goto out; }
+        for (int i = 0; i < L->hd / 2; i++) L->inv_freq_local[i] = (float)(1.0 / pow(base, (double)(2 * i) / L->hd));
+    }
     if (!(L->layers = graft__calloc((size_t)L->nl, sizeof *L->layers))) { rc = graft_err_set(err, GRAFT_E_NOMEM, name, NULL, 0, "out of memory"); goto out; }
     uint64_t H = (uint64_t)L->H, qd = (uint64_t)L->nh * L->hd, kd = (uint64_t)L->nkv * L->hd, In = (uint64_t)L->ni;
     char nm[128];
-#define W(field, fmt, r, cl) (snprintf(nm, sizeof nm, "model.layers.%d." fmt, l), rc = get_w(L, lk, ctx, nm, r, cl, false, &ly->field, err))
-#define B(field, fmt, n, opt) (snprintf(nm, sizeof nm, "model.layers.%d." fmt, l), rc = get_vec(L, lk, ctx, nm, n, opt, &ly->field, err))
+#define W(field, fmt, r, cl) (snprintf(nm, sizeof nm, "%slayers.%d." fmt, L->pre, l), rc = get_w(L, lk, ctx, nm, r, cl, false, &ly->field, err))
+#define B(field, fmt, n, opt) (snprintf(nm, sizeof nm, "%slayers.%d." fmt, L->pre, l), rc = get_vec(L, lk, ctx, nm, n, opt, &ly->field, err))
+    json_t *types = json_object_get(c, "layer_types");
+    int pattern = (int)graft__json_int(c, "sliding_window_pattern", 6);
     for (int l = 0; l < L->nl && !rc; l++) {
         struct layer *ly = &L->layers[l];
+        ly->sliding = L->sliding, ly->inv = L->inv_freq;
+        if (L->gemma) { // Gemma 2: even layers slide; Gemma 3: all but every pattern-th (or as layer_types says)
+            const char *ty = json_string_value(json_array_get(types, (size_t)l));
+            bool slide = ty ? !strcmp(ty, "sliding_attention") : L->gemma == 2 ? l % 2 == 0 : pattern < 1 || (l + 1) % pattern != 0;
+            ly->sliding = slide ? (int)graft__json_int(c, "sliding_window", 4096) : 0;
+            if (L->gemma == 3 && slide) ly->inv = L->inv_freq_local;
+            if (B(g_preff, "pre_feedforward_layernorm.weight", H, false) || B(g_postff, "post_feedforward_layernorm.weight", H, false) ||
+                (L->gemma == 3 && (B(qn, "self_attn.q_norm.weight", (uint64_t)L->hd, false) || B(kn, "self_attn.k_norm.weight", (uint64_t)L->hd, false))))
+                break;
+        }
         if (L->n_exp) {
             if (!(ly->w1 = graft__calloc(3 * (size_t)L->n_exp, sizeof *ly->w1))) { rc = graft_err_set(err, GRAFT_E_NOMEM, name, NULL, 0, "out of memory"); break; }
             ly->w2 = ly->w1 + L->n_exp, ly->w3 = ly->w2 + L->n_exp;
@@ -250,7 +297,7 @@ int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, 
             L->n_params -= (uint64_t)L->n_exp * H;
             for (int e = 0; e < L->n_exp && !rc; e++)
                 for (int k = 0; k < 3 && !rc; k++) {
-                    snprintf(nm, sizeof nm, "model.layers.%d.block_sparse_moe.experts.%d.w%d.weight", l, e, k + 1);
+                    snprintf(nm, sizeof nm, "%slayers.%d.block_sparse_moe.experts.%d.w%d.weight", L->pre, l, e, k + 1);
                     struct w *dst = k == 0 ? &ly->w1[e] : k == 1 ? &ly->w2[e] : &ly->w3[e];
                     rc = get_w(L, lk, ctx, nm, k == 1 ? H : In, k == 1 ? In : H, false, dst, err);
                     L->n_params -= In * H; // a token passes through top_k experts, counted below
@@ -277,10 +324,24 @@ int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, 
 #undef W
 #undef B
     if (rc) goto out;
-    if ((rc = get_w(L, lk, ctx, "model.embed_tokens.weight", (uint64_t)L->V, H, false, &L->embed, err)) ||
-        (rc = get_vec(L, lk, ctx, "model.norm.weight", H, false, &L->g_final, err)) ||
-        (rc = get_w(L, lk, ctx, "lm_head.weight", (uint64_t)L->V, H, true, &L->head, err)))
+    char en[64], fn[64];
+    snprintf(en, sizeof en, "%sembed_tokens.weight", L->pre), snprintf(fn, sizeof fn, "%snorm.weight", L->pre);
+    if ((rc = get_w(L, lk, ctx, en, (uint64_t)L->V, H, false, &L->embed, err)) || (rc = get_vec(L, lk, ctx, fn, H, false, &L->g_final, err)) ||
+        (rc = get_w(L, lk, ctx, L->pre[0] == 'l' ? "language_model.lm_head.weight" : "lm_head.weight", (uint64_t)L->V, H, true, &L->head, err)))
         goto out;
+    if (L->gemma) { // gains stored as w − 1: the norms multiply by 1 + w; embeddings scaled by √hidden rounded to their dtype
+        for (int l = 0; l < L->nl; l++) {
+            struct layer *ly = &L->layers[l];
+            float *g[] = {ly->g_in, ly->g_post, ly->g_preff, ly->g_postff, ly->qn, ly->kn};
+            for (int k = 0; k < 6; k++)
+                for (int i = 0; g[k] && i < (k < 4 ? L->H : L->hd); i++) g[k][i] += 1.0f;
+        }
+        for (int i = 0; i < L->H; i++) L->g_final[i] += 1.0f;
+        float sc = sqrtf((float)L->H);
+        uint8_t tmp[8];
+        if (!L->embed.gq && L->embed.dt != GRAFT_DTYPE_F32) graft_row_from_f32(L->embed.dt, &sc, tmp, 1), graft_row_to_f32(L->embed.dt, tmp, &sc, 1);
+        L->embed_scale = sc;
+    }
     L->n_params -= (uint64_t)L->V * H; // the embedding is a lookup, not a product
     if (!L->head.p) {
         if (json_is_false(json_object_get(c, "tie_word_embeddings"))) {
@@ -290,7 +351,7 @@ int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, 
         L->head = L->embed, L->n_params += (uint64_t)L->V * H;
     }
 out:
-    json_decref(c);
+    json_decref(root);
     if (rc) graft_llama_free(L);
     else *out = L;
     return rc;
@@ -302,9 +363,9 @@ void graft_llama_free(struct graft_llama *L) {
         for (int l = 0; l < L->nl; l++) {
             struct layer *y = &L->layers[l];
             graft__free(y->bq), graft__free(y->bk), graft__free(y->bv), graft__free(y->bo), graft__free(y->g_in), graft__free(y->g_post);
-            graft__free(y->w1), graft__free(y->qn), graft__free(y->kn);
+            graft__free(y->w1), graft__free(y->qn), graft__free(y->kn), graft__free(y->g_preff), graft__free(y->g_postff);
         }
-    graft__free(L->layers), graft__free(L->inv_freq), graft__free(L->inv_freq_long), graft__free(L->g_final), graft__free(L->name);
+    graft__free(L->layers), graft__free(L->inv_freq), graft__free(L->inv_freq_long), graft__free(L->inv_freq_local), graft__free(L->g_final), graft__free(L->name);
     if (L->aux_free) L->aux_free(L->aux);
     graft__free(L);
 }
@@ -337,6 +398,7 @@ struct lin {
     double *bmax, *bsum;   // [block × M]
     float *tlogit;         // per row
     float *logits;         // optional full M × N copy
+    float cap;             // Gemma 2: logits soft-capped, c·tanh(x/c) (0: none)
 };
 
 static const float *weight_block(const struct w *W, size_t r0, size_t nr, float *buf) {
@@ -362,6 +424,8 @@ static int lin_item(void *ctx, size_t item, int ith, struct graft_err *err) {
     }
     float *Y = j->ybuf[ith];
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->M, (int)nr, (int)j->K, 1.0f, j->X, (int)j->K, Wb, (int)j->K, 0.0f, Y, (int)nr);
+    if (j->cap > 0)
+        for (size_t i = 0; i < j->M * nr; i++) Y[i] = j->cap * tanhf(Y[i] / j->cap);
     for (size_t m = 0; m < j->M; m++) {
         const float *y = Y + m * nr;
         float mx = -INFINITY;
@@ -389,9 +453,21 @@ static int swiglu_item(void *ctx, size_t item, int ith, struct graft_err *err) {
     for (size_t i = b; i < e; i++) a->g[i] = a->g[i] / (1.0f + expf(-a->g[i])) * a->u[i];
     return GRAFT_OK;
 }
+// Gemma: g ← gelu_tanh(g) ⊙ u, gelu_tanh(x) = x/2 · (1 + tanh(√(2/π)(x + 0.044715 x³))).
+static int geglu_item(void *ctx, size_t item, int ith, struct graft_err *err) {
+    (void)ith, (void)err;
+    struct swiglu *a = ctx;
+    size_t b = item << 16, e = b + (1u << 16) < a->n ? b + (1u << 16) : a->n;
+    const float c = 0.7978845608028654f; // √(2/π)
+    for (size_t i = b; i < e; i++) {
+        float x = a->g[i];
+        a->g[i] = 0.5f * x * (1.0f + tanhf(c * (x + 0.044715f * x * x * x))) * a->u[i];
+    }
+    return GRAFT_OK;
+}
 static int swiglu(const struct graft_llama *L, float *g, const float *u, size_t n, struct graft_err *err) {
     struct swiglu a = {g, u, n};
-    return graft_pool_run(L->n_threads, (n + 0xFFFF) >> 16, swiglu_item, &a, NULL, NULL, err);
+    return graft_pool_run(L->n_threads, (n + 0xFFFF) >> 16, L->gemma ? geglu_item : swiglu_item, &a, NULL, NULL, err);
 }
 
 static void rmsnorm(const float *x, const float *g, float eps, size_t M, size_t H, float *out) {
@@ -429,6 +505,7 @@ struct attn {
     float *o;
     size_t T;
     float **sbuf; // per thread T × T
+    int sliding;  // this layer's window (0: global)
 };
 
 // One (sequence, head): softmax(q kᵀ / √d + causal mask) v.
@@ -440,10 +517,12 @@ static int attn_item(void *ctx, size_t item, int ith, struct graft_err *err) {
     size_t qd = (size_t)L->nh * L->hd, kd = (size_t)L->nkv * L->hd;
     const float *q = a->q + s * T * qd + h * L->hd, *k = a->k + s * T * kd + kv * L->hd, *v = a->v + s * T * kd + kv * L->hd;
     float *S = a->sbuf[ith], *o = a->o + s * T * qd + h * L->hd;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, L->hd, 1.0f / sqrtf((float)L->hd), q, (int)qd, k, (int)kd, 0.0f, S, (int)T);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, L->hd, L->attn_scale, q, (int)qd, k, (int)kd, 0.0f, S, (int)T);
     for (size_t i = 0; i < T; i++) {
         float *r = S + i * T;
-        size_t j0 = L->sliding > 0 && i >= (size_t)L->sliding ? i - (size_t)L->sliding + 1 : 0;
+        size_t j0 = a->sliding > 0 && i >= (size_t)a->sliding ? i - (size_t)a->sliding + 1 : 0;
+        if (L->attn_cap > 0) // Gemma 2: scores soft-capped before the mask and softmax
+            for (size_t j = j0; j <= i; j++) r[j] = L->attn_cap * tanhf(r[j] / L->attn_cap);
         float mx = -INFINITY;
         for (size_t j = j0; j <= i; j++) mx = r[j] > mx ? r[j] : mx;
         float sum = 0;
@@ -471,7 +550,7 @@ static int moe_block(struct graft_llama *L, const struct layer *ly, const float 
     float *rw = graft__malloc(M * sizeof(float));
     int rc = GRAFT_OK;
     if (!logit || !wt || !y || !xe || !sel || !rows || !rw) { rc = graft_err_set(err, GRAFT_E_NOMEM, L->name, NULL, 0, "out of memory"); goto out; }
-    struct lin jr = {h, M, H, &ly->router, logit, E, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL};
+    struct lin jr = {h, M, H, &ly->router, logit, E, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0};
     if ((rc = linear(L, &jr, err))) goto out;
     for (size_t m = 0; m < M; m++) {
         float *r = logit + m * E, mx = -INFINITY, sum = 0;
@@ -497,11 +576,11 @@ static int moe_block(struct graft_llama *L, const struct layer *ly, const float 
                 if (sel[m * K + k] == (int)e) rows[n] = m, rw[n] = wt[m * K + k], n++;
         if (!n) continue;
         for (size_t i = 0; i < n; i++) memcpy(xe + i * H, h + rows[i] * H, H * sizeof(float));
-        struct lin j1 = {xe, n, H, &ly->w1[e], g, In, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL}, j3 = j1;
+        struct lin j1 = {xe, n, H, &ly->w1[e], g, In, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0}, j3 = j1;
         j3.W = &ly->w3[e], j3.Y = u;
         if ((rc = linear(L, &j1, err)) || (rc = linear(L, &j3, err))) break;
         if ((rc = swiglu(L, g, u, n * In, err))) break;
-        struct lin j2 = {g, n, In, &ly->w2[e], y, H, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL};
+        struct lin j2 = {g, n, In, &ly->w2[e], y, H, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0};
         if ((rc = linear(L, &j2, err))) break;
         for (size_t i = 0; i < n; i++)
             for (size_t c = 0; c < H; c++) x[rows[i] * H + c] += rw[i] * y[i * H + c];
@@ -519,6 +598,7 @@ int graft_llama_stats_new(const struct graft_llama *L, enum graft_collect what, 
     struct graft_llama_stats *s = graft__calloc(1, sizeof *s);
     if (!s) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
     s->what = what, s->L = L->nl, s->fused = L->fused;
+    memcpy(s->pre, L->pre, sizeof s->pre);
     s->dim[0] = s->dim[2] = (size_t)L->H, s->dim[1] = (size_t)L->nh * L->hd, s->dim[3] = (size_t)L->ni;
     if (!(s->acc = graft__calloc((size_t)L->nl * 4, sizeof *s->acc))) goto nomem;
     for (int l = 0; l < L->nl; l++)
@@ -579,7 +659,7 @@ int graft_llama_stats_save(const struct graft_llama_stats *s, const char *path, 
             for (int k = 0; k < 4 && !rc; k++)
                 for (int n = 0; n < 3 && lin[k][n] && !rc; n++, id++) {
                     size_t d = s->dim[k];
-                    snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", l, lin[k][n]);
+                    snprintf(nm, sizeof nm, "%slayers.%d.%s.weight", s->pre, l, lin[k][n]);
                     if (pass == 0) {
                         uint64_t ne[2] = {d, d};
                         long r = graft_writer_add_tensor(w, nm, strlen(nm), GRAFT_DTYPE_F32, gram ? 2 : 1, ne, err);
@@ -648,6 +728,8 @@ static int run(struct graft_llama *L, const int32_t *tokens, int n_seq, int len,
     }
     graft__blas_single_thread();
     for (size_t m = 0; m < M; m++) rows_to_f32(&L->embed, (size_t)tokens[m], 1, x + m * H);
+    if (L->embed_scale != 1.0f)
+        for (size_t i = 0; i < M * H; i++) x[i] *= L->embed_scale;
     // where the residual stream first holds NaN/Inf (-1: the embeddings), to name it if the result is
     // not finite; one scan of M × H floats per layer until found, nothing beside the GEMMs
     int bad_at = graft_count_nonfinite(GRAFT_DTYPE_F32, x, M * H, NULL) ? -1 : -2;
@@ -657,19 +739,36 @@ static int run(struct graft_llama *L, const int32_t *tokens, int n_seq, int len,
         if (capture) memcpy(capture + (size_t)l * M * H, x, M * H * sizeof(float));
         rmsnorm(x, ly->g_in, L->eps, M, H, h);
         if (stats) stats_add(stats, l, 0, h, M, gtmp);
-        struct lin jq = {h, M, H, &ly->q, q, qd, ly->bq, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL}, jk = jq, jv = jq;
+        struct lin jq = {h, M, H, &ly->q, q, qd, ly->bq, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0}, jk = jq, jv = jq;
         jk.W = &ly->k, jk.Y = k, jk.ldy = kd, jk.bias = ly->bk;
         jv.W = &ly->v, jv.Y = v, jv.ldy = kd, jv.bias = ly->bv;
         if ((rc = linear(L, &jq, err)) || (rc = linear(L, &jk, err)) || (rc = linear(L, &jv, err))) break;
         if (ly->qn) rmsnorm(q, ly->qn, L->eps, M * (size_t)L->nh, (size_t)L->hd, q); // Qwen3: per head, before RoPE (in place)
         if (ly->kn) rmsnorm(k, ly->kn, L->eps, M * (size_t)L->nkv, (size_t)L->hd, k);
-        const float *inv = L->inv_freq_long && T > (size_t)L->rope_orig ? L->inv_freq_long : L->inv_freq; // LongRoPE: by window length
+        const float *inv = L->inv_freq_long && T > (size_t)L->rope_orig ? L->inv_freq_long : ly->inv; // LongRoPE: by window length
         rope(L, inv, q, M, T, L->nh);
         rope(L, inv, k, M, T, L->nkv);
-        struct attn a = {L, q, k, v, att, T, sbuf};
+        struct attn a = {L, q, k, v, att, T, sbuf, ly->sliding};
         if ((rc = graft_pool_run(nt, (size_t)n_seq * L->nh, attn_item, &a, NULL, NULL, err))) break;
         if (stats) stats_add(stats, l, 1, att, M, gtmp);
-        struct lin jo = {att, M, qd, &ly->o, x, H, ly->bo, true, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL};
+        if (L->gemma) { // sandwich norms: x += norm(attn), h = norm(x), x += norm(mlp(h))
+            struct lin jo = {att, M, qd, &ly->o, h, H, ly->bo, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0};
+            if ((rc = linear(L, &jo, err))) break;
+            rmsnorm(h, ly->g_post, L->eps, M, H, h);
+            for (size_t i = 0; i < M * H; i++) x[i] += h[i];
+            rmsnorm(x, ly->g_preff, L->eps, M, H, h);
+            if (stats) stats_add(stats, l, 2, h, M, gtmp);
+            struct lin jg = {h, M, H, &ly->gate, g, In, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0}, ju = jg;
+            ju.W = &ly->up, ju.Y = u;
+            if ((rc = linear(L, &jg, err)) || (rc = linear(L, &ju, err)) || (rc = swiglu(L, g, u, M * In, err))) break;
+            if (stats) stats_add(stats, l, 3, g, M, gtmp);
+            struct lin jd = {g, M, In, &ly->down, h, H, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0};
+            if ((rc = linear(L, &jd, err))) break;
+            rmsnorm(h, ly->g_postff, L->eps, M, H, h);
+            for (size_t i = 0; i < M * H; i++) x[i] += h[i];
+            continue;
+        }
+        struct lin jo = {att, M, qd, &ly->o, x, H, ly->bo, true, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0};
         if ((rc = linear(L, &jo, err))) break;
         rmsnorm(x, ly->g_post, L->eps, M, H, h);
         if (L->n_exp) {
@@ -677,12 +776,12 @@ static int run(struct graft_llama *L, const int32_t *tokens, int n_seq, int len,
             continue;
         }
         if (stats) stats_add(stats, l, 2, h, M, gtmp);
-        struct lin jg = {h, M, H, &ly->gate, g, In, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL}, ju = jg;
+        struct lin jg = {h, M, H, &ly->gate, g, In, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0}, ju = jg;
         ju.W = &ly->up, ju.Y = u;
         if ((rc = linear(L, &jg, err)) || (rc = linear(L, &ju, err))) break;
         if ((rc = swiglu(L, g, u, M * In, err))) break;
         if (stats) stats_add(stats, l, 3, g, M, gtmp);
-        struct lin jd = {g, M, In, &ly->down, x, H, NULL, true, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL};
+        struct lin jd = {g, M, In, &ly->down, x, H, NULL, true, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0};
         if ((rc = linear(L, &jd, err))) break;
     }
     if (rc || capture) goto out;
@@ -694,7 +793,7 @@ static int run(struct graft_llama *L, const int32_t *tokens, int n_seq, int len,
         target[m] = scored ? tokens[m + 1] : -1;
         tl[m] = 0;
     }
-    struct lin jh = {h, M, H, &L->head, NULL, 0, NULL, false, wbuf, ybuf, target, bmax, bsum, tl, logits};
+    struct lin jh = {h, M, H, &L->head, NULL, 0, NULL, false, wbuf, ybuf, target, bmax, bsum, tl, logits, L->final_cap};
     if ((rc = linear(L, &jh, err))) goto out;
     double sum = 0;
     uint64_t cnt = 0;
@@ -707,9 +806,9 @@ static int run(struct graft_llama *L, const int32_t *tokens, int n_seq, int len,
         cnt++;
     }
     if (!isfinite(sum)) {
-        char where[64];
+        char where[96];
         if (bad_at == -1) snprintf(where, sizeof where, "in the embeddings");
-        else if (bad_at >= 0) snprintf(where, sizeof where, "in layer %d (model.layers.%d)", bad_at, bad_at);
+        else if (bad_at >= 0) snprintf(where, sizeof where, "in layer %d (%slayers.%d)", bad_at, L->pre, bad_at);
         else snprintf(where, sizeof where, "in the final norm or lm_head");
         rc = graft_err_set(err, GRAFT_E_NONFINITE, L->name, NULL, 0, "the log-likelihood is not finite: activations first became NaN or infinite %s", where);
         goto out;

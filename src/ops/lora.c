@@ -497,7 +497,7 @@ int graft_lora_extract(const struct graft_model *base, const struct graft_model 
     }
     if (rc && rep) graft__free(rep->mods), rep->mods = NULL;
     graft_writer_free(w);
-    for (int t = 0; j.cap && t < nth; t++) graft__free(j.dbuf[t]), graft__free(j.tbuf[t]);
+    for (int t = 0; j.dbuf && j.tbuf && t < nth; t++) graft__free(j.dbuf[t]), graft__free(j.tbuf[t]);
     graft__free(j.dbuf), graft__free(j.tbuf), graft__free(j.cap);
     for (size_t i = 0; i < j.n; i++) graft__free(j.mods[i].name);
     graft__free(j.mods);

@@ -56,10 +56,96 @@ def rope(x, pos, inv, m=1.0):
     return x * cos[:, None, :] + rot * sin[:, None, :]
 
 
+def stored_dtype(path, name):
+    """The safetensors dtype of tensor `name` in the model folder `path`."""
+    import struct
+    for f in sorted(os.listdir(path)):
+        if f.endswith(".safetensors"):
+            with open(os.path.join(path, f), "rb") as fh:
+                h = json.loads(fh.read(struct.unpack("<Q", fh.read(8))[0]))
+            if name in h:
+                return h[name]["dtype"]
+    return "F32"
+
+
+def gelu_tanh(x):
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+
+
+def gemma_logits(path, tokens, W, taps, c):
+    """Gemma 2 / Gemma 3 (text decoder, also inside Gemma3ForConditionalGeneration): embeddings × √hidden
+    (rounded to their dtype), RMSNorm × (1 + w), attention scaled by query_pre_attn_scalar^-½ and
+    soft-capped (Gemma 2), sliding windows on alternate layers (Gemma 2: even ones; Gemma 3: all but
+    every sliding_window_pattern-th, with the local RoPE base), q/k norms (Gemma 3), norms after the
+    attention and around the GeGLU MLP, soft-capped logits (Gemma 2)."""
+    vl = c["architectures"][0] == "Gemma3ForConditionalGeneration"
+    g3 = c["architectures"][0].startswith("Gemma3")
+    t = c["text_config"] if vl else c
+    pre = "language_model.model." if vl else "model."
+    d = dict(num_attention_heads=8, num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256, rope_theta=1000000.0,
+             rope_local_base_freq=10000.0, sliding_window=4096, sliding_window_pattern=6, rms_norm_eps=1e-6) if g3 else {}
+    g = lambda k, dflt=None: t.get(k, d.get(k, dflt))
+    H, nh, nkv, L, hd = t["hidden_size"], g("num_attention_heads"), g("num_key_value_heads"), t["num_hidden_layers"], g("head_dim", 256)
+    eps, T = g("rms_norm_eps", 1e-6), len(tokens)
+    pos = np.arange(T)
+    norm = lambda x, w: rmsnorm(x, 1 + W[w], eps)
+    sc = np.float32(np.sqrt(H))
+    dt = stored_dtype(path, pre + "embed_tokens.weight")
+    if dt == "BF16":  # the embedding's scale is a tensor of the embedding's dtype: round to nearest even
+        u = int(np.array([sc], np.float32).view(np.uint32)[0])
+        sc = np.array([((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16], np.uint32).view(np.float32)[0]
+    elif dt == "F16":
+        sc = np.float32(np.float16(sc))
+    x = W[pre + "embed_tokens.weight"][tokens] * float(sc)
+    tg = dict(t)
+    tg.setdefault("rope_theta", g("rope_theta", 10000.0))
+    inv_g, _ = inv_freq(tg, hd, T)
+    inv_l = 1.0 / g("rope_local_base_freq", 10000.0) ** (np.arange(0, hd, 2) / hd)
+    cap, fcap = t.get("attn_logit_softcapping"), t.get("final_logit_softcapping")
+    types = t.get("layer_types")
+    for l in range(L):
+        p = "%slayers.%d." % (pre, l)
+        tap = (lambda k, v: taps.setdefault((l, k), []).append(v)) if taps is not None else (lambda k, v: None)
+        slide = types[l] == "sliding_attention" if types else (l % 2 == 0 if not g3 else (l + 1) % g("sliding_window_pattern") != 0)
+        tap(-1, x)
+        h = norm(x, p + "input_layernorm.weight")
+        tap(0, h)
+        q = (h @ W[p + "self_attn.q_proj.weight"].T).reshape(T, nh, hd)
+        k = (h @ W[p + "self_attn.k_proj.weight"].T).reshape(T, nkv, hd)
+        v = (h @ W[p + "self_attn.v_proj.weight"].T).reshape(T, nkv, hd)
+        if g3:
+            q, k = norm(q, p + "self_attn.q_norm.weight"), norm(k, p + "self_attn.k_norm.weight")
+        inv = inv_l if (g3 and slide) else inv_g
+        q, k = rope(q, pos, inv), rope(k, pos, inv)
+        k, v = np.repeat(k, nh // nkv, axis=1), np.repeat(v, nh // nkv, axis=1)
+        s = np.einsum("thd,uhd->htu", q, k) * g("query_pre_attn_scalar", 256) ** -0.5
+        if cap:
+            s = cap * np.tanh(s / cap)
+        mask = np.triu(np.full((T, T), -np.inf), 1)
+        if slide:
+            mask = mask + np.tril(np.full((T, T), -np.inf), -g("sliding_window", 4096))
+        s = s + mask
+        a = np.exp(s - s.max(-1, keepdims=True))
+        a /= a.sum(-1, keepdims=True)
+        o = np.einsum("htu,uhd->thd", a, v).reshape(T, nh * hd)
+        tap(1, o)
+        x = x + norm(o @ W[p + "self_attn.o_proj.weight"].T, p + "post_attention_layernorm.weight")
+        h = norm(x, p + "pre_feedforward_layernorm.weight")
+        tap(2, h)
+        act = gelu_tanh(h @ W[p + "mlp.gate_proj.weight"].T) * (h @ W[p + "mlp.up_proj.weight"].T)
+        tap(3, act)
+        x = x + norm(act @ W[p + "mlp.down_proj.weight"].T, p + "post_feedforward_layernorm.weight")
+    x = norm(x, pre + "norm.weight")
+    lg = x @ W.get("language_model.lm_head.weight" if vl else "lm_head.weight", W[pre + "embed_tokens.weight"]).T
+    return fcap * np.tanh(lg / fcap) if fcap else lg
+
+
 def logits(path, tokens, W=None, taps=None):
     if W is None:
         W = {k: v.astype(np.float64) for k, v in load(path).items()}
     c = json.load(open(os.path.join(path, "config.json")))
+    if c["architectures"][0].startswith("Gemma"):
+        return gemma_logits(path, tokens, W, taps, c)
     H, nh, nkv, L = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"], c["num_hidden_layers"]
     hd = c.get("head_dim") or H // nh
     T = len(tokens)
