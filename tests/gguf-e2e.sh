@@ -49,6 +49,19 @@ ok = all(abs(math.exp(x["nll"]) / math.exp(h["nll"]) - 1) <= t and x["tokens_sco
 sys.exit(0 if ok else 1)' $tol && ok || bad "eval of $m-$t.gguf differs from the HF folder: $(cat hf.json g1.json g2.json)"
     done
 done
+# Qwen3 (the real layout, scaled; head_dim 32 ≠ hidden / heads): attn_q_norm / attn_k_norm, key_length;
+# graft eval of the F32 GGUF scores exactly what the folder does, and converting back gives its tensors
+expect 0 "$G" synth q3 --like-config "$(dirname "$REF")/../configs/qwen3-8b.json" --layers 2 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --head-dim 32 --vocab 640 --dtype f32 --seed 7
+"$PY" "$TREF" make qwen2 q3 || bad "qwen3 tokenizer fixture"
+expect 0 "$G" convert q3 q3.gguf --type f32
+"$G" inspect q3.gguf > "$T/out" 2>&1
+grep -q 'general.architecture *"qwen3"' "$T/out" && grep -q "blk.1.attn_k_norm.weight" "$T/out" && grep -q "qwen3.attention.key_length *32" "$T/out" && ok ||
+    bad "qwen3 GGUF metadata / names: $(grep -E 'qwen3|norm' "$T/out" | head -20)"
+"$G" eval q3 --text t.txt --ctx 24 --json > hf.json 2>"$T/err" && "$G" eval q3.gguf --text t.txt --ctx 24 --json > g1.json 2>>"$T/err" &&
+    "$PY" -c 'import json; a, b = (json.load(open(f)) for f in ("hf.json", "g1.json")); exit(0 if a["nll"] == b["nll"] and a["tokens_scored"] == b["tokens_scored"] else 1)' &&
+    ok || bad "eval of q3.gguf differs: $(cat "$T/err" hf.json g1.json)"
+expect 0 "$G" convert q3.gguf q3back
+"$PY" "$(dirname "$REF")/llama_ref.py" same q3 q3back 0 > "$T/py" 2>&1 && grep -q '"head_dim": 32' q3back/config.json && ok || bad "qwen3 GGUF round trip: $(cat "$T/py")"
 # the GGUF's own vocabulary (tokenizer.ggml.*, rebuilt as tokenizer.json) tokenizes exactly as the HF
 # folder's tokenizer.json: byte-level llama3 and qwen2 with merges, SentencePiece with merges derived
 # from the scores; eval --text on a GGUF then needs no --tokenizer

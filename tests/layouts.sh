@@ -115,8 +115,9 @@ for cfg in "$CFG"/*.json; do
     # ---- the other operations: where they apply they run and keep the layout; where they do not,
     # exit 4 with one line saying what they cover, and nothing written
     llama=false; case $L in llama-*|mistral-*) llama=true ;; esac
-    gguf=$llama; case $L in qwen2.5-*) gguf=true ;; esac
-    ev=$gguf; case $L in mixtral-*|qwen3-*|phi-3-*|gemma-*) ev=true ;; esac
+    grow=$llama; case $L in qwen2.5-*) grow=true ;; esac
+    gguf=$grow; case $L in qwen3-*) gguf=true ;; esac
+    ev=$gguf; case $L in mixtral-*|phi-3-*|gemma-*) ev=true ;; esac
     expect 0 "$G" extract-lora --base "$L" --model "$L-a" "$L-lora" --rank 4
     expect 0 "$G" apply-lora "$L" "$L-lora" "$L-al"
     [ "$(names "$L-al")" = "$tensors" ] && ok || bad "$L: apply-lora changed the tensor names"
@@ -130,7 +131,7 @@ for cfg in "$CFG"/*.json; do
     # name | applies | command | its output | the refusal's words
     for op in "upcycle|$llama|upcycle $L $L-up --experts 2 --top-k 1|$L-up|upcycling writes Mixtral's layout" \
               "moe|$llama|moe $L-moe.yml $L-moe|$L-moe|output needs" \
-              "expand|$gguf|expand $L $L-ex --hidden 96|$L-ex|expand applies to Llama, Mistral and Qwen2" \
+              "expand|$grow|expand $L $L-ex --hidden 96|$L-ex|expand applies to Llama, Mistral and Qwen2" \
               "gguf|$gguf|convert $L $L.gguf --type q8_0|$L.gguf|GGUF conversion covers" \
               "eval|$ev|eval $L --tokens ids.txt --ctx 16||is not supported by the evaluator"; do
         name=${op%%|*}; r=${op#*|}; applies=${r%%|*}; r=${r#*|}; cmd=${r%%|*}; r=${r#*|}; out=${r%%|*}; msg=${r#*|}

@@ -21,7 +21,7 @@ static const struct { const char *hf, *gg; } TOP[] = {
 static const struct { const char *hf, *gg; } LAY[] = {
     {"input_layernorm", "attn_norm"}, {"post_attention_layernorm", "ffn_norm"}, {"self_attn.q_proj", "attn_q"}, {"self_attn.k_proj", "attn_k"},
     {"self_attn.v_proj", "attn_v"}, {"self_attn.o_proj", "attn_output"}, {"mlp.gate_proj", "ffn_gate"}, {"mlp.up_proj", "ffn_up"},
-    {"mlp.down_proj", "ffn_down"}};
+    {"mlp.down_proj", "ffn_down"}, {"self_attn.q_norm", "attn_q_norm"}, {"self_attn.k_norm", "attn_k_norm"}};
 #define N_TOP (sizeof TOP / sizeof TOP[0])
 #define N_LAY (sizeof LAY / sizeof LAY[0])
 
@@ -136,8 +136,8 @@ static int hf_config(const struct graft_gguf *g, json_t **out, struct graft_gguf
     char arch[32], key[96];
     if (!get_str(g, "general.architecture", arch, sizeof arch))
         return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "GGUF file without general.architecture");
-    const char *hf = !strcmp(arch, "llama") ? "LlamaForCausalLM" : !strcmp(arch, "qwen2") ? "Qwen2ForCausalLM" : NULL;
-    if (!hf) return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "GGUF architecture '%s': graft reads llama and qwen2 files as Hugging Face models", arch);
+    const char *hf = !strcmp(arch, "llama") ? "LlamaForCausalLM" : !strcmp(arch, "qwen2") ? "Qwen2ForCausalLM" : !strcmp(arch, "qwen3") ? "Qwen3ForCausalLM" : NULL;
+    if (!hf) return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "GGUF architecture '%s': graft reads llama, qwen2 and qwen3 files as Hugging Face models", arch);
     uint64_t H = 0, I = 0, L = 0, nh = 0, nkv = 0, hd = 0, ctx = 2048, u;
     double eps = 1e-6, theta = 10000.0, factor = 0;
 #define U(name, v) (snprintf(key, sizeof key, "%s." name, arch), graft_gguf_get_u64(g, key, &(v)))
@@ -193,7 +193,8 @@ static int hf_config(const struct graft_gguf *g, json_t **out, struct graft_gguf
     json_object_set_new(c, "num_hidden_layers", json_integer((json_int_t)L));
     json_object_set_new(c, "num_attention_heads", json_integer((json_int_t)nh));
     json_object_set_new(c, "num_key_value_heads", json_integer((json_int_t)nkv));
-    if (explicit_hd && hd != H / nh) json_object_set_new(c, "head_dim", json_integer((json_int_t)hd));
+    // Qwen3Config's head_dim defaults to 128, not hidden / heads: always written for it
+    if ((explicit_hd && hd != H / nh) || !strcmp(arch, "qwen3")) json_object_set_new(c, "head_dim", json_integer((json_int_t)hd));
     json_object_set_new(c, "vocab_size", json_integer((json_int_t)emb->ne[1]));
     json_object_set_new(c, "max_position_embeddings", json_integer((json_int_t)ctx));
     json_object_set_new(c, "rms_norm_eps", json_real(short_f32(eps)));

@@ -217,8 +217,12 @@ int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type
     int rc = GRAFT_OK;
     if (!c) return graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "needs the model folder's config.json");
     const char *archs = json_string_value(json_array_get(json_object_get(c, "architectures"), 0));
-    const char *arch = !archs ? NULL : !strcmp(archs, "LlamaForCausalLM") || !strcmp(archs, "MistralForCausalLM") ? "llama" : !strcmp(archs, "Qwen2ForCausalLM") ? "qwen2" : NULL;
-    if (!arch) { rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(m), NULL, 0, "architecture %s: GGUF conversion covers LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM", archs ? archs : "(none)"); goto out; }
+    const char *arch = !archs                                                                  ? NULL
+                       : !strcmp(archs, "LlamaForCausalLM") || !strcmp(archs, "MistralForCausalLM") ? "llama"
+                       : !strcmp(archs, "Qwen2ForCausalLM")                                         ? "qwen2"
+                       : !strcmp(archs, "Qwen3ForCausalLM")                                         ? "qwen3" // + attn_q_norm / attn_k_norm
+                                                                                                    : NULL;
+    if (!arch) { rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(m), NULL, 0, "architecture %s: GGUF conversion covers LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM and Qwen3ForCausalLM", archs ? archs : "(none)"); goto out; }
     bool permute = !strcmp(arch, "llama");
     long H = graft__json_int(c, "hidden_size", -1), nh = graft__json_int(c, "num_attention_heads", -1), nkv = graft__json_int(c, "num_key_value_heads", nh), L = graft__json_int(c, "num_hidden_layers", -1);
     long hd = graft__json_int(c, "head_dim", nh > 0 ? H / nh : -1), V = graft__json_int(c, "vocab_size", -1);
