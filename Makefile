@@ -17,7 +17,7 @@ LDLIBS  := -ljansson -lyaml -lpcre2-8 -lutf8proc -llapacke -lopenblas -lm -pthre
 LIB_SRC  := $(sort $(wildcard src/core/*.c src/io/*.c src/ops/*.c src/config/*.c src/merge/*.c src/eval/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/test-*.c)) tests/harness.c tests/corrupt.c tests/mergetest.c
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/presets.o
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 
@@ -34,6 +34,15 @@ deps:
 $(BUILD)/obj/%.o: %.c Makefile | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# The real config.json files of tests/configs, compiled in for `graft synth --preset NAME`.
+$(BUILD)/gen/presets.c: scripts/embed-configs.sh $(wildcard tests/configs/*.json)
+	@mkdir -p $(dir $@)
+	sh scripts/embed-configs.sh tests/configs > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/gen/presets.o: $(BUILD)/gen/presets.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Isrc -c $< -o $@
 
 $(BUILD)/libgraft.a: $(LIB_OBJ)
 	@rm -f $@

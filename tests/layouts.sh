@@ -74,6 +74,14 @@ done
 expect 2 "$G" synth x --like-config "$CFG/llama-3.1-8b.json" --arch qwen2
 expect 2 "$G" synth x --head-dim 8
 expect 1 "$G" synth x --like-config missing.json
+# --preset: the compiled-in copy of a tests/configs file gives the same bytes as --like-config on it
+expect 0 "$G" synth pa --preset phi-3-mini-4k $SHAPE
+expect 0 "$G" synth pb --like-config "$CFG/phi-3-mini-4k.json" $SHAPE
+cmp -s pa/model.safetensors pb/model.safetensors && cmp -s pa/config.json pb/config.json && ok || bad "--preset differs from --like-config"
+rm -rf pa pb
+expect 2 "$G" synth x --preset llama-9
+grep -q "no preset 'llama-9'; the presets are: .*llama-3.1-8b" "$T/err" && ok || bad "unknown preset: $(cat "$T/err")"
+expect 2 "$G" synth x --preset qwen3-8b --like-config "$CFG/qwen3-8b.json"
 [ ! -e x ] && ok || bad "synth refusals left x"
 
 for cfg in "$CFG"/*.json; do

@@ -4,12 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cli.h"
+#include "../ops/presets.h"
 
 static const char help[] =
     "Usage: graft synth OUT [--arch A] [--layers N] [--hidden N] [--intermediate N] [--heads N]\n"
     "                       [--kv-heads N] [--vocab N] [--dtype T] [--seed S] [--tie]\n"
     "                       [--like BASE --delta SCALE] [--threads N] [--out-shard-size S] [--force]\n"
-    "       graft synth OUT --like-config CONFIG.json [--layers N] [--hidden N] [--intermediate N] [--heads N]\n"
+    "       graft synth OUT --like-config CONFIG.json | --preset NAME [--layers N] [--hidden N] [--intermediate N] [--heads N]\n"
     "                       [--kv-heads N] [--head-dim N] [--experts N] [--vocab N] [--dtype T] [options]\n"
     "\n"
     "Write a random model folder in a Hugging Face layout (config.json, generation_config.json, tokenizer files,\n"
@@ -28,7 +29,8 @@ static const char help[] =
     "model_type llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3(_text), phi3, mixtral. Shape options\n"
     "given override the config's values, which config.json then holds (a reshaped Gemma 3 gets a small\n"
     "vision tower: hidden 32, intermediate 64, --layers layers, 4×4 patches); keys the config leaves out\n"
-    "take transformers' defaults. tests/configs holds real configs.\n"
+    "take transformers' defaults. --preset NAME takes one of the real configs compiled into graft\n"
+    "(tests/configs; listed at the end).\n"
     "\n"
     "Options (defaults):\n"
     "  --arch A            llama, mistral, qwen2, gemma, phi3, gpt2, gpt_neox, mixtral (4 experts),\n"
@@ -41,11 +43,12 @@ static const char help[] =
     "  --head-dim N        (with --like-config) per-head width; default: the config's, or hidden / heads\n"
     "                      when those are overridden\n"
     "  --experts N         (with --like-config) Mixtral's num_local_experts\n"
+    "  --preset NAME       --like-config with a real config compiled into graft (the list below)\n"
     "  --threads N         CPUs       --out-shard-size  5G       --force   replace a non-empty OUT\n";
 
 int cmd_synth(int argc, char **argv) {
     enum { O_ARCH = 256, O_LAYERS, O_HIDDEN, O_INTER, O_HEADS, O_KV, O_VOCAB, O_DTYPE, O_SEED, O_TIE, O_LIKE, O_DELTA,
-           O_THREADS, O_SHARD, O_FORCE, O_LIKE_CONFIG, O_HEAD_DIM, O_EXPERTS };
+           O_THREADS, O_SHARD, O_FORCE, O_LIKE_CONFIG, O_HEAD_DIM, O_EXPERTS, O_PRESET };
     static const struct option opts[] = {
         {"arch", required_argument, 0, O_ARCH}, {"layers", required_argument, 0, O_LAYERS},
         {"hidden", required_argument, 0, O_HIDDEN}, {"intermediate", required_argument, 0, O_INTER},
@@ -55,18 +58,18 @@ int cmd_synth(int argc, char **argv) {
         {"like", required_argument, 0, O_LIKE}, {"delta", required_argument, 0, O_DELTA},
         {"threads", required_argument, 0, O_THREADS}, {"out-shard-size", required_argument, 0, O_SHARD},
         {"force", no_argument, 0, O_FORCE}, {"like-config", required_argument, 0, O_LIKE_CONFIG},
-        {"head-dim", required_argument, 0, O_HEAD_DIM}, {"experts", required_argument, 0, O_EXPERTS}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"head-dim", required_argument, 0, O_HEAD_DIM}, {"experts", required_argument, 0, O_EXPERTS}, {"preset", required_argument, 0, O_PRESET}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     struct graft_synth_params p = graft_synth_default_params();
     p.n_threads = graft_n_cpus();
-    const char *like = NULL, *like_config = NULL;
-    bool have_dtype = false, given[O_EXPERTS + 1] = {0};
+    const char *like = NULL, *like_config = NULL, *preset = NULL;
+    bool have_dtype = false, given[O_PRESET + 1] = {0};
     double delta = p.delta;
     int c;
     optind = 1;
     const int MAXD = 1 << 20;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         bool ok = true;
-        if (c >= 256 && c <= O_EXPERTS) given[c] = true;
+        if (c >= 256 && c <= O_PRESET) given[c] = true;
         switch (c) {
         case O_ARCH: p.arch = optarg; break;
         case O_LAYERS: ok = cli_int("synth", "--layers", optarg, 0, 10000, &p.n_layers); break;
@@ -86,9 +89,15 @@ int cmd_synth(int argc, char **argv) {
         case O_SHARD: ok = cli_size("synth", "--out-shard-size", optarg, &p.max_shard_bytes); break;
         case O_FORCE: p.writer_flags |= GRAFT_WRITER_FORCE; break;
         case O_LIKE_CONFIG: like_config = optarg; break;
+        case O_PRESET: preset = optarg; break;
         case O_HEAD_DIM: ok = cli_int("synth", "--head-dim", optarg, 1, 65536, &p.head_dim); break;
         case O_EXPERTS: ok = cli_int("synth", "--experts", optarg, 1, 1024, &p.experts); break;
-        case 'h': fputs(help, stdout); return GRAFT_EXIT_OK;
+        case 'h':
+            fputs(help, stdout);
+            fputs("\nPresets:", stdout);
+            for (size_t i = 0; i < graft__n_presets; i++) printf(" %s", graft__presets[i].name);
+            fputs("\n", stdout);
+            return GRAFT_EXIT_OK;
         default: return cli_usage("synth", "unknown option");
         }
         if (!ok) return GRAFT_EXIT_USAGE;
@@ -98,11 +107,24 @@ int cmd_synth(int argc, char **argv) {
     struct graft_err err;
     graft_err_clear(&err);
     char *cfg_text = NULL;
+    if (preset) { // a compiled-in config: the same path as --like-config
+        if (like_config) return cli_usage("synth", "--preset and --like-config exclude each other");
+        size_t k = 0;
+        while (k < graft__n_presets && strcmp(graft__presets[k].name, preset)) k++;
+        if (k == graft__n_presets) {
+            fprintf(stderr, "graft: error: no preset '%s'; the presets are:", preset);
+            for (size_t i = 0; i < graft__n_presets; i++) fprintf(stderr, " %s", graft__presets[i].name);
+            fprintf(stderr, "\nTry 'graft synth --help'.\n");
+            return GRAFT_EXIT_USAGE;
+        }
+        if (!(cfg_text = strdup(graft__presets[k].json))) { graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); return cli_fail(&err); }
+        like_config = preset;
+    }
     if (like_config) {
         if (like) return cli_usage("synth", "--like-config and --like exclude each other");
         if (given[O_ARCH] || given[O_TIE]) return cli_usage("synth", "--like-config takes the architecture and tied head from the config: drop --arch / --tie");
         size_t len;
-        if (!(cfg_text = cli_read_file(like_config, &len))) {
+        if (!cfg_text && !(cfg_text = cli_read_file(like_config, &len))) {
             graft_err_set(&err, GRAFT_E_IO, like_config, NULL, 0, "cannot read the file");
             return cli_fail(&err);
         }
@@ -116,7 +138,7 @@ int cmd_synth(int argc, char **argv) {
         if (!given[O_VOCAB]) p.vocab = 0;
         if (!have_dtype) p.dtype = GRAFT_DTYPE_COUNT;
     } else if (given[O_HEAD_DIM] || given[O_EXPERTS]) {
-        return cli_usage("synth", "--head-dim and --experts go with --like-config");
+        return cli_usage("synth", "--head-dim and --experts go with --like-config or --preset");
     }
     struct graft_model *base = NULL;
     if (like) {
