@@ -25,7 +25,7 @@ TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 .SECONDARY:
 all: deps $(BUILD)/graft $(BUILD)/libgraft.a $(BUILD)/tests/unit $(BUILD)/tests/gen-corrupt \
      $(BUILD)/tests/fuzz-safetensors $(BUILD)/tests/fuzz-index $(BUILD)/tests/fuzz-config \
-     $(BUILD)/tests/fuzz-tokenizer $(BUILD)/tests/fuzz-genome $(BUILD)/tests/fuzz-gguf
+     $(BUILD)/tests/fuzz-tokenizer $(BUILD)/tests/fuzz-genome $(BUILD)/tests/fuzz-gguf $(BUILD)/tests/fuzz-layout
 
 deps:
 	@sh scripts/deps.sh
@@ -82,6 +82,7 @@ fuzz: deps
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_tokenizer.c $(LIB_SRC) $(LDLIBS) -o build/fuzz/tokenizer
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_genome.c $(LIB_SRC) $(LDLIBS) -o build/fuzz/genome
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_gguf.c $(LIB_SRC) $(LDLIBS) -o build/fuzz/gguf
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_layout.c $(LIB_SRC) $(LDLIBS) -o build/fuzz/layout
 
 demo:
 	@sh scripts/deps.sh

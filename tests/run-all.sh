@@ -43,6 +43,7 @@ fuzz corpus: config (asan+ubsan)|build/asan/tests/fuzz-config fuzz/corpus/config
 fuzz corpus: tokenizer (asan+ubsan)|build/asan/tests/fuzz-tokenizer fuzz/corpus/tokenizer
 fuzz corpus: genome (asan+ubsan)|build/asan/tests/fuzz-genome fuzz/corpus/genome
 fuzz corpus: gguf (asan+ubsan)|build/asan/tests/fuzz-gguf fuzz/corpus/gguf
+fuzz corpus: layout (asan+ubsan)|build/asan/tests/fuzz-layout fuzz/corpus/layout
 LIST
 [ -n "${SUITES:-}" ] && { grep -i -- "$SUITES" "$R/suites" > "$R/s2"; mv "$R/s2" "$R/suites"; }
 

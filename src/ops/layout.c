@@ -243,6 +243,13 @@ int graft__layout_from_config(const char *cfg, const char *label, const struct g
                            (long long)s.head_dim);
         goto out;
     }
+    // a tensor count no real checkpoint approaches (hostile layer × expert counts would otherwise ask
+    // for gigabytes of names before anything is written)
+    double n_tensors = (double)s.layers * (24 + 3.0 * (double)s.experts) + (s.vl ? (double)s.v_layers * 16 : 0) + 16;
+    if (n_tensors > (double)(1 << 20)) {
+        rc = graft_err_set(err, GRAFT_E_USAGE, label, NULL, 0, "%.0f tensors (layers × experts): more than graft synthesises (1048576)", n_tensors);
+        goto out;
+    }
     // dtype: --dtype, else torch_dtype (or the newer "dtype"), else float32 as transformers loads it
     const char *td = json_string_value(json_object_get(root, "torch_dtype"));
     if (!td) td = json_string_value(json_object_get(root, "dtype"));
