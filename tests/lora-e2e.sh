@@ -56,6 +56,10 @@ expect 0 "$G" extract-lora --base base --model lr adr2 --rank 8 --svd randomized
 cp "$T/out" repr2.json
 ref randomized base lr adr2 repr2.json 8 0.01
 cmp -s adr/adapter_model.safetensors adr2/adapter_model.safetensors && bad "--seed / --oversample did not change the factors" || ok
+# at (nearly) full rank (rank + oversample ≥ the short side) the exact route runs: the same bytes as --svd exact
+expect 0 "$G" extract-lora --base base --model lr adf --rank 60 --svd randomized
+expect 0 "$G" extract-lora --base base --model lr adf2 --rank 60
+cmp -s adf/adapter_model.safetensors adf2/adapter_model.safetensors && ok || bad "randomized at full rank differs from the exact route"
 expect 2 "$G" extract-lora --base base --model lr x --svd randomized --energy 0.5
 grep -q "drop --energy" "$T/err" && nothing x "randomized with --energy" || bad "randomized with --energy: $(cat "$T/err")"
 expect 2 "$G" extract-lora --base base --model lr x --svd fast

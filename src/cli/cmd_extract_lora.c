@@ -27,6 +27,7 @@ static const char help[] =
     "  --energy E             keep the fewest components holding fraction E of ‖Δ‖² (0 < E ≤ 1; capped by --rank)\n"
     "  --sv-epsilon X         drop singular values ≤ X\n"
     "  --svd exact|randomized the SVD route (default exact); randomized keeps exactly --rank components\n"
+    "                         (matrices whose short side is at most rank + oversample take the exact route)\n"
     "  --oversample P         randomized: extra test vectors (default 10)\n"
     "  --power-iters Q        randomized: subspace iterations (default 2)\n"
     "  --seed S               randomized: seed of the test vectors (default 0)\n"

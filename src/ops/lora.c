@@ -193,7 +193,10 @@ static int extract_module(void *ctx, size_t item, int ith, struct graft_err *err
     if (thread_buffers(j, ith, (size_t)n, &D, &tmp)) { rc = nomem(err); goto out; }
     load_delta(j, x, D, tmp);
     size_t r = (size_t)x->rank;
-    if (!j->p->randomized) {
+    // the range finder only pays when it samples fewer directions than the matrix has; at (nearly) full
+    // rank it would also lose the smallest ones to f32 rounding in the power iterations: exact route
+    bool randomized = j->p->randomized && r + (size_t)j->p->oversample < (x->rows < x->cols ? x->rows : x->cols);
+    if (!randomized) {
         if ((rc = graft__svd_gram(D, (size_t)x->rows, (size_t)x->cols, j->spectrum_only ? 0 : r, &s, err))) goto out;
         if (j->spectrum_only) { x->rank = choose_rank(&s, j->p); goto out; }
         x->rel_error = s.energy > 0 ? sqrt(graft__svd_tail(&s, r) / s.energy) : 0.0;
@@ -201,7 +204,7 @@ static int extract_module(void *ctx, size_t item, int ith, struct graft_err *err
     U = graft__malloc(x->rows * r * sizeof *U), S = graft__malloc(r * sizeof *S), Vt = graft__malloc(r * x->cols * sizeof *Vt);
     enc = graft__malloc(n * 8 > 64 ? n * 8 : 64);
     if (!U || !S || !Vt || !enc) { rc = nomem(err); goto out; }
-    if (j->p->randomized) { // the error is exact for the factors written (their tail energy)
+    if (randomized) { // the error is exact for the factors written (their tail energy)
         double energy, tail;
         uint64_t key = graft_rng_key(j->p->seed, 0, x->fw->info->name, x->fw->info->name_len);
         if ((rc = graft__svd_randomized(D, (size_t)x->rows, (size_t)x->cols, r, (size_t)j->p->oversample, j->p->power_iters, key, U, S, Vt, &energy,
