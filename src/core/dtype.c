@@ -314,10 +314,8 @@ bool graft_row_convert(enum graft_dtype from, const void *src, enum graft_dtype 
     return true;
 }
 
-// Non-finite values (NaN, ±Inf) among n stored elements of type t, by their bit patterns; *first (if
-// not NULL) gets the index of the first, or n. Types without such values count none. One branch-free
-// pass that vectorizes: the merge engine runs it on every output chunk it writes.
-// (loads through memcpy: stored tensors need not be aligned; compilers still vectorize)
+// Counting kernels of graft_count_nonfinite (the merge engine runs it on every chunk it reads and writes;
+// loads through memcpy: stored tensors need not be aligned, compilers still vectorize).
 // NaN / ±Inf have every exponent bit set: |bits| ≥ the exponent mask. Each block of 4096 values is
 // first reduced to its largest |bits| (one max per value, in lanes as wide as the values: cheaper than
 // counting in 64-bit lanes); only a block that reaches the mask is counted.

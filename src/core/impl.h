@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
 #include "graft/status.h"
@@ -11,6 +12,11 @@
 // Every allocation goes through these so tests can fail the Nth one (GRAFT_FAULT_ALLOC=N in builds
 // with GRAFT_FAULT_INJECTION). They behave like malloc/calloc/realloc/free otherwise.
 void *graft__malloc(size_t n);
+// *a = min(*a, v), atomically (the first element index that several threads report).
+static inline void graft__atomic_min_u64(_Atomic uint64_t *a, uint64_t v) {
+    uint64_t cur = atomic_load(a);
+    while (v < cur && !atomic_compare_exchange_weak(a, &cur, v)) {}
+}
 // Ask for transparent huge pages over the 2 MiB-aligned interior of a large buffer about to be written
 // whole (with THP in "madvise" mode: one fault per 2 MiB instead of per 4 KiB). A hint; never fails.
 void  graft__advise_huge(void *p, size_t n);
@@ -29,6 +35,8 @@ void graft__err_prefix(struct graft_err *err, const char *file, const char *tens
 // "fsync", "rename", "mkdir". Configured by GRAFT_FAULT_IO=op:N:ERRNO (fail the Nth call of op).
 // Always 0 in builds without GRAFT_FAULT_INJECTION.
 int graft__fault_io(const char *op);
+// "16.1 GB": bytes in decimal units (kB, MB, GB, TB; 1 decimal), as progress lines and disk sizes show them.
+void graft__human_bytes(char *buf, size_t n, double bytes);
 
 static inline bool graft__mul_u64(uint64_t a, uint64_t b, uint64_t *out) {
     return !__builtin_mul_overflow(a, b, out);

@@ -144,7 +144,7 @@ void graft_progress_add(struct graft_progress *p, uint64_t bytes) {
     if (p) atomic_fetch_add_explicit(&p->done, bytes, memory_order_relaxed);
 }
 
-static void human(char *buf, size_t n, double bytes) {
+void graft__human_bytes(char *buf, size_t n, double bytes) {
     const char *u[] = {"B", "kB", "MB", "GB", "TB"};
     int i = 0;
     while (bytes >= 1000.0 && i < 4) bytes /= 1000.0, i++;
@@ -158,9 +158,9 @@ void graft_progress_draw(void *arg) {
     uint64_t done = atomic_load_explicit(&p->done, memory_order_relaxed);
     double   rate = t > 0 ? (double)done / t : 0;
     char a[32], b[32], r[32], eta[32] = "--";
-    human(a, sizeof a, (double)done);
-    human(b, sizeof b, (double)p->total);
-    human(r, sizeof r, rate);
+    graft__human_bytes(a, sizeof a, (double)done);
+    graft__human_bytes(b, sizeof b, (double)p->total);
+    graft__human_bytes(r, sizeof r, rate);
     if (rate > 0 && p->total > done) snprintf(eta, sizeof eta, "%.0fs", (double)(p->total - done) / rate);
     fprintf(stderr, "\r%s  %s / %s  %s/s  ETA %s   ", p->label, a, b, r, eta);
     fflush(stderr);

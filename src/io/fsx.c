@@ -25,13 +25,6 @@ int graft__pwrite_full(int fd, const void *buf, size_t n, uint64_t off) {
     return 0;
 }
 
-// "16.06 GB" (decimal units, as disk sizes are sold and `df -H` prints them)
-static void human(char *buf, size_t n, uint64_t b) {
-    if (b >= 1000000000ull) snprintf(buf, n, "%.2f GB", (double)b / 1e9);
-    else if (b >= 1000000ull) snprintf(buf, n, "%.1f MB", (double)b / 1e6);
-    else snprintf(buf, n, "%llu bytes", (unsigned long long)b);
-}
-
 int graft__check_space(const char *path, const char *target, uint64_t need, const char *what, struct graft_err *err) {
     struct statvfs sv;
     uint64_t avail;
@@ -46,7 +39,7 @@ int graft__check_space(const char *path, const char *target, uint64_t need, cons
     }
     if (avail >= need) return GRAFT_OK;
     char a[32], b[32];
-    human(a, sizeof a, need), human(b, sizeof b, avail);
+    graft__human_bytes(a, sizeof a, (double)need), graft__human_bytes(b, sizeof b, (double)avail);
     return graft_err_set(err, GRAFT_E_IO, target, NULL, 0, "not enough free space: %s needs %s, the file system has %s free (%llu < %llu bytes); "
                          "free some or write elsewhere", what, a, b, (unsigned long long)avail, (unsigned long long)need);
 }

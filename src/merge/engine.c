@@ -807,8 +807,7 @@ void graft__engine_encode(struct otensor *o, uint64_t e0, const float *f, void *
     if (bad) {
         atomic_fetch_add(&o->n_bad, bad);
         atomic_fetch_add(&o->n_bad_f32, graft_count_nonfinite(GRAFT_DTYPE_F32, f, n, NULL));
-        uint64_t at = e0 + first, cur = atomic_load(&o->first_bad);
-        while (at < cur && !atomic_compare_exchange_weak(&o->first_bad, &cur, at)) {}
+        graft__atomic_min_u64(&o->first_bad, e0 + first);
     }
 }
 
@@ -919,7 +918,7 @@ int graft__engine_check_nonfinite(struct plan *p, struct otensor *o) {
         if (o->copy && i == (o->mt.base >= 0 ? o->mt.base : 0)) bad = bad32 = k;
         if (k && !p->opt->in_memory)
             fprintf(log, "graft: warning: input %s, tensor '%s': holds %llu NaN or infinite values\n", p->models[o->in[i].model].ref,
-                    o->in[i].t->info->name ? o->in[i].t->info->name : o->name, (unsigned long long)k);
+                    ti->name, (unsigned long long)k);
         held += k;
     }
     if (!bad) return GRAFT_OK;

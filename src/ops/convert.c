@@ -61,8 +61,7 @@ static int convert_chunk(void *ctx, size_t item, int ith, struct graft_err *err)
             graft_dtype_nbytes(t->dtype, 1, &ies), graft_dtype_nbytes(out, 1, &oes);
             while (at < ne && !(graft_count_nonfinite(out, j->scratch[ith] + at * oes, 1, NULL) && !graft_count_nonfinite(t->dtype, src + at * ies, 1, NULL)))
                 at++;
-            uint64_t key = (uint64_t)lo << 40 | (e0 + at), cur = atomic_load(&j->first);
-            while (key < cur && !atomic_compare_exchange_weak(&j->first, &cur, key)) {}
+            graft__atomic_min_u64(&j->first, (uint64_t)lo << 40 | (e0 + at));
         }
         rc = graft_writer_write(j->w, (long)lo, out_off, j->scratch[ith], (size_t)out_len, err);
     }

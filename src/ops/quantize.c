@@ -331,8 +331,7 @@ static int dequant_item(void *ctx, size_t item, int ith, struct graft_err *err) 
             }
         atomic_fetch_add(&x->nf_in, held), atomic_fetch_add(&x->nf_out, bad);
         atomic_fetch_add(&x->nf_out32, graft_count_nonfinite(GRAFT_DTYPE_F32, w, (size_t)n, NULL));
-        uint64_t at = r0 * cols + first, cur = atomic_load(&x->nf_first);
-        while (at < cur && !atomic_compare_exchange_weak(&x->nf_first, &cur, at)) {}
+        graft__atomic_min_u64(&x->nf_first, r0 * cols + first);
     }
     rc = graft_writer_write(j->w, x->id, off, enc, (size_t)len, err);
     graft_progress_add(j->progress, x->t->info->n_bytes);
