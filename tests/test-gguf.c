@@ -303,21 +303,51 @@ TEST(gguf_spm_vocabulary_rebuilt_as_merges) {
     free(b.p);
 }
 
-// GGUF ⇄ HF tensor names are inverse; unknown names have none.
+// GGUF ⇄ HF tensor names are inverse per architecture; unknown names have none.
 TEST(gguf_hf_names_are_inverse) {
     static const char *const hf[] = {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight", "model.layers.0.self_attn.q_proj.weight",
-                                     "model.layers.12.self_attn.k_proj.bias", "model.layers.3.mlp.down_proj.weight", "model.layers.7.post_attention_layernorm.weight"};
+                                     "model.layers.12.self_attn.k_proj.bias", "model.layers.3.mlp.down_proj.weight", "model.layers.7.post_attention_layernorm.weight",
+                                     "model.layers.2.block_sparse_moe.gate.weight"};
     char a[128], back[128];
     for (size_t i = 0; i < sizeof hf / sizeof hf[0]; i++) {
-        CHECK(graft_gguf_hf_name(hf[i], a, sizeof a));
-        CHECK(graft_gguf_name_to_hf(a, back, sizeof back));
+        CHECK(graft_gguf_hf_name("llama", hf[i], a, sizeof a, NULL));
+        CHECK(graft_gguf_name_to_hf("llama", a, -1, back, sizeof back));
         CHECK_STR(back, hf[i]);
     }
-    CHECK(graft_gguf_name_to_hf("blk.3.ffn_up.weight", back, sizeof back));
+    CHECK(graft_gguf_name_to_hf(NULL, "blk.3.ffn_up.weight", -1, back, sizeof back));
     CHECK_STR(back, "model.layers.3.mlp.up_proj.weight");
-    CHECK(!graft_gguf_name_to_hf("blk.3.ffn_gate_exps.weight", back, sizeof back));
-    CHECK(!graft_gguf_name_to_hf("blk.-1.ffn_up.weight", back, sizeof back));
-    CHECK(!graft_gguf_name_to_hf("rope_freqs.weight", back, sizeof back));
+    CHECK(graft_gguf_hf_name("llama", "model.layers.7.post_attention_layernorm.weight", a, sizeof a, NULL));
+    CHECK_STR(a, "blk.7.ffn_norm.weight");
+    // Gemma 2: the same HF name is a post-norm there; its feed-forward pre-norm is pre_feedforward_layernorm
+    static const char *const g2[][2] = {{"model.layers.7.post_attention_layernorm.weight", "blk.7.post_attention_norm.weight"},
+                                        {"model.layers.7.pre_feedforward_layernorm.weight", "blk.7.ffn_norm.weight"},
+                                        {"model.layers.7.post_feedforward_layernorm.weight", "blk.7.post_ffw_norm.weight"},
+                                        {"model.layers.1.self_attn.q_proj.weight", "blk.1.attn_q.weight"}};
+    for (size_t i = 0; i < sizeof g2 / sizeof g2[0]; i++) {
+        CHECK(graft_gguf_hf_name("gemma2", g2[i][0], a, sizeof a, NULL));
+        CHECK_STR(a, g2[i][1]);
+        CHECK(graft_gguf_name_to_hf("gemma2", a, -1, back, sizeof back));
+        CHECK_STR(back, g2[i][0]);
+    }
+    // Phi-3: fused projections; ffn_up is gate_up_proj there
+    CHECK(graft_gguf_hf_name("phi3", "model.layers.0.self_attn.qkv_proj.weight", a, sizeof a, NULL));
+    CHECK_STR(a, "blk.0.attn_qkv.weight");
+    CHECK(graft_gguf_name_to_hf("phi3", "blk.4.ffn_up.weight", -1, back, sizeof back));
+    CHECK_STR(back, "model.layers.4.mlp.gate_up_proj.weight");
+    CHECK(!graft_gguf_hf_name("phi3", "model.layers.0.self_attn.q_proj.weight", a, sizeof a, NULL));
+    // Mixtral experts: stacked, with their index
+    int e = 0;
+    CHECK(graft_gguf_hf_name("llama", "model.layers.3.block_sparse_moe.experts.5.w2.weight", a, sizeof a, &e));
+    CHECK_STR(a, "blk.3.ffn_down_exps.weight");
+    CHECK(e == 5);
+    CHECK(graft_gguf_is_experts(a));
+    CHECK(graft_gguf_name_to_hf("llama", a, 6, back, sizeof back));
+    CHECK_STR(back, "model.layers.3.block_sparse_moe.experts.6.w2.weight");
+    CHECK(!graft_gguf_hf_name("llama", "model.layers.3.block_sparse_moe.experts.5.w2.weight", a, sizeof a, NULL));
+    CHECK(!graft_gguf_hf_name("llama", "model.layers.3.block_sparse_moe.experts.5.w4.weight", a, sizeof a, &e));
+    CHECK(!graft_gguf_name_to_hf("llama", "blk.3.ffn_gate_exps.weight", -1, back, sizeof back));
+    CHECK(!graft_gguf_name_to_hf("llama", "blk.-1.ffn_up.weight", -1, back, sizeof back));
+    CHECK(!graft_gguf_name_to_hf("llama", "rope_freqs.weight", -1, back, sizeof back));
     // the row permutation and its inverse as used to un-permute
     for (uint64_t r = 0; r < 64; r++) CHECK(graft_gguf_permuted_row(r, 16) < 64);
 }

@@ -123,29 +123,41 @@ int  graft_gguf_w_layout(struct graft_gguf_writer *w, struct graft_err *err);
 int  graft_gguf_w_write(struct graft_gguf_writer *w, long id, uint64_t off, const void *buf, size_t n, struct graft_err *err);
 int  graft_gguf_w_commit(struct graft_gguf_writer *w, struct graft_err *err);
 
-// A Llama / Mistral / Qwen2 Hugging Face folder as one GGUF file (src/ops/gguf_convert.c): matrices as
-// `type` (F32, F16, BF16, Q8_0, Q4_0), 1-D tensors F32. general.name is `name`, or the folder's name
-// when NULL. flags: GRAFT_WRITER_FORCE.
+// A Llama / Mistral / Mixtral / Qwen2 / Qwen3 / Phi-3 / Gemma / Gemma 2 Hugging Face folder as one GGUF
+// file (src/ops/gguf_convert.c), laid out as llama.cpp's convert_hf_to_gguf.py lays it out: matrices as
+// `type` (F32, F16, BF16, Q8_0, Q4_0), 1-D tensors and Mixtral's router F32, Mixtral's experts stacked
+// into 3-D ffn_{gate,down,up}_exps, Gemma's norms stored as 1 + w, Phi-3's LongRoPE factors as
+// rope_factors_{long,short}. general.name is `name`, or the folder's name when NULL. flags: GRAFT_WRITER_FORCE.
 struct graft_model;
 int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type, const char *name, int n_threads, unsigned flags,
                   struct graft_err *err);
-// llama.cpp's name of a Hugging Face Llama-family tensor ("model.layers.3.mlp.up_proj.weight" →
-// "blk.3.ffn_up.weight"); false when there is none.
-bool graft_gguf_hf_name(const char *hf, char *out, size_t cap);
+// llama.cpp's name of a Hugging Face tensor for GGUF architecture `arch` ("llama", "qwen2", "qwen3",
+// "phi3", "gemma", "gemma2"; NULL: llama): "model.layers.3.mlp.up_proj.weight" → "blk.3.ffn_up.weight";
+// false when there is none. A Mixtral expert's matrix ("…block_sparse_moe.experts.5.w1.weight") gives
+// the stacked tensor ("blk.3.ffn_gate_exps.weight") and its index in *expert (−1 otherwise; expert
+// NULL: experts have no name).
+bool graft_gguf_hf_name(const char *arch, const char *hf, char *out, size_t cap, int *expert);
 // The q/k permutation of llama.cpp's converter: GGUF row r holds HF row graft_gguf_permuted_row(r, d)
 // (d = head_dim): per head, the two rotary halves interleaved.
 uint64_t graft_gguf_permuted_row(uint64_t r, uint64_t head_dim);
-// The inverse of graft_gguf_hf_name ("blk.3.ffn_up.weight" → "model.layers.3.mlp.up_proj.weight").
-bool graft_gguf_name_to_hf(const char *gguf, char *out, size_t cap);
+// The inverse of graft_gguf_hf_name ("blk.3.ffn_up.weight" → "model.layers.3.mlp.up_proj.weight"); a
+// stacked ffn_*_exps tensor names expert `expert` (≥ 0; a negative expert: no name).
+bool graft_gguf_name_to_hf(const char *arch, const char *gguf, int expert, char *out, size_t cap);
+// Whether a GGUF tensor name is one of llama.cpp's stacked expert tensors (ffn_*_exps).
+bool graft_gguf_is_experts(const char *gguf);
 
-// ---- GGUF → Hugging Face (src/io/gguf_hf.c; llama and qwen2 files) -----------------------------------
+// ---- GGUF → Hugging Face (src/io/gguf_hf.c; llama (Mixtral), qwen2, qwen3, phi3, gemma, gemma2 files) -----------------
 // config.json rebuilt from the metadata (compact JSON, free() it): architecture, sizes, rms eps,
 // rope_theta, linear rope scaling, llama3 rope_scaling recovered from rope_freqs (refused when the
-// factors are not llama3's), tie_word_embeddings when there is no output.weight, bos/eos ids. When
-// heads is not NULL it receives the attention layout behind it.
+// factors are not llama3's), Phi-3's longrope factors from rope_factors_{long,short}, Mixtral's experts,
+// Gemma 2's soft-caps, sliding window and query scale (the one llama.cpp applies), tie_word_embeddings
+// when there is no output.weight (always for Gemma), bos/eos ids. When heads is not NULL it receives
+// the attention layout behind it.
 struct graft_gguf_heads {
     uint64_t n_head, n_kv, head_dim;
-    bool     permuted; // q/k rows carry llama.cpp's converter permutation (architecture llama)
+    bool     permuted;      // q/k rows carry llama.cpp's converter permutation (architecture llama)
+    bool     norm_plus_one; // norm weights are stored as 1 + w (Gemma)
+    char     arch[32];      // general.architecture
 };
 int graft_gguf_hf_config(const struct graft_gguf *g, char **out, struct graft_gguf_heads *heads, struct graft_err *err);
 // tokenizer.json and tokenizer_config.json (graft__free() both) from tokenizer.ggml.*: gpt2-type
@@ -154,7 +166,8 @@ int graft_gguf_hf_config(const struct graft_gguf *g, char **out, struct graft_gg
 // split of a piece into two pieces, ranked by the piece's score, as transformers' SentencePieceExtractor),
 // byte fallback and the ▁ prefix. GRAFT_E_NOTFOUND when the file has no tokenizer.
 int graft_gguf_hf_tokenizer(const struct graft_gguf *g, char **tokenizer_json, char **tokenizer_config_json, struct graft_err *err);
-// Write `g` as a Hugging Face folder at `target`: tensors renamed, q/k un-permuted (llama), F32/F16/BF16
+// Write `g` as a Hugging Face folder at `target`: tensors renamed, q/k un-permuted (llama), stacked
+// experts split per expert, Gemma norms back to w (1 + w − 1 in float32), F32/F16/BF16
 // matrices kept as they are (bit for bit), quantized ones decoded to F32, 1-D F32 tensors (which the
 // converter widens) in the matrices' dtype (config.json's torch_dtype) — or every tensor as `dtype`
 // when ≥ 0 (an enum graft_dtype float type); config.json, tokenizer files and generation_config.json.

@@ -1,6 +1,7 @@
 // The evaluator over a GGUF file (graft_llama_open_gguf): a transformers config.json rebuilt from the
-// GGUF metadata (graft_gguf_hf_config), tensors found by llama.cpp's names, q/k rows of `llama` files un-permuted into f32
-// copies (the converter's permutation is exact, so F32 files compute what the HF folder does).
+// GGUF metadata (graft_gguf_hf_config), tensors found by llama.cpp's names (Mixtral's experts as slices of
+// the stacked tensors), q/k rows of `llama` files un-permuted and Gemma's 1 + w norms shifted back into
+// f32 copies (both exact, so F32 files compute what the HF folder does).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,11 +13,10 @@ void graft__llama_set_aux(struct graft_llama *L, void *aux, void (*aux_free)(voi
 
 struct src {
     const struct graft_gguf *g;
-    bool permuted;          // llama: q/k rows were permuted by the converter
-    uint64_t head_dim;
-    float **own;            // un-permuted q/k copies
+    struct graft_gguf_heads h; // architecture, q/k permutation, Gemma's 1 + w norms
+    float **own;               // un-permuted q/k and w = (1 + w) − 1 norm copies
     size_t n_own;
-    bool failed;            // out of memory while un-permuting
+    bool failed;               // out of memory while un-permuting
 };
 
 static void src_free(void *p) {
@@ -26,36 +26,51 @@ static void src_free(void *p) {
     graft__free(s->own), graft__free(s);
 }
 
+static float *own(struct src *s, uint64_t n) {
+    float **no = graft__realloc(s->own, (s->n_own + 1) * sizeof *no);
+    float *f = no ? graft__malloc((size_t)n * sizeof *f) : NULL;
+    if (no) s->own = no;
+    if (!f) return s->failed = true, NULL;
+    return s->own[s->n_own++] = f;
+}
+
 static bool lookup(void *ctx, const char *name, struct graft_tensor_ref *out) {
     struct src *s = ctx;
     char gn[128];
-    if (!graft_gguf_hf_name(name, gn, sizeof gn)) return false;
+    int expert;
+    if (!graft_gguf_hf_name(s->h.arch, name, gn, sizeof gn, &expert)) return false;
     const struct graft_gguf_tensor *t = graft_gguf_find(s->g, gn);
-    if (!t || t->n_dims < 1 || t->n_dims > 2) return false;
-    out->n_dims = (int)t->n_dims;
-    out->ne[0] = t->n_dims == 2 ? t->ne[1] : t->ne[0], out->ne[1] = t->n_dims == 2 ? t->ne[0] : 1;
+    if (!t || t->n_dims < 1 || t->n_dims > (expert >= 0 ? 3u : 2u) || (expert >= 0 && (t->n_dims != 3 || (uint64_t)expert >= t->ne[2]))) return false;
+    out->n_dims = t->n_dims >= 2 ? 2 : 1;
+    out->ne[0] = t->n_dims >= 2 ? t->ne[1] : t->ne[0], out->ne[1] = t->n_dims >= 2 ? t->ne[0] : 1;
     out->data = graft_gguf_data(s->g, t), out->dtype = GRAFT_DTYPE_F32, out->ggml_type = 0;
+    if (expert > 0) // one expert's rows of the stacked tensor
+        out->data = (const uint8_t *)out->data + (uint64_t)expert * t->ne[1] * (t->ne[0] / graft_ggml_block_size(t->type) * graft_ggml_type_size(t->type));
     switch (t->type) {
     case GRAFT_GGML_F32: break;
     case GRAFT_GGML_F16: out->dtype = GRAFT_DTYPE_F16; break;
     case GRAFT_GGML_BF16: out->dtype = GRAFT_DTYPE_BF16; break;
     default: out->ggml_type = t->type; break;
     }
-    bool q = strstr(gn, ".attn_q.") != NULL, k = strstr(gn, ".attn_k.") != NULL;
-    if (!s->permuted || (!q && !k)) return true;
-    // un-permute: GGUF row r holds HF row graft_gguf_permuted_row(r, d)
     uint64_t rows = out->ne[0], cols = out->ne[1], n = rows * cols;
-    float *dec = graft__malloc((size_t)n * sizeof *dec), *hf = graft__malloc((size_t)n * sizeof *hf);
-    float **no = graft__realloc(s->own, (s->n_own + 1) * sizeof *no);
-    if (no) s->own = no;
-    if (!dec || !hf || !no || !graft_ggml_to_f32(t->type, out->data, dec, n) || rows % s->head_dim) {
-        graft__free(dec), graft__free(hf);
+    if (s->h.norm_plus_one && strstr(gn, "norm.weight")) { // the evaluator takes transformers' w
+        float *w = own(s, n);
+        if (!w || !graft_ggml_to_f32(t->type, out->data, w, n)) return s->failed = true, false;
+        for (uint64_t i = 0; i < n; i++) w[i] -= 1.0f;
+        out->data = w, out->dtype = GRAFT_DTYPE_F32, out->ggml_type = 0;
+        return true;
+    }
+    bool q = strstr(gn, ".attn_q.") != NULL, k = strstr(gn, ".attn_k.") != NULL;
+    if (!s->h.permuted || (!q && !k)) return true;
+    // un-permute: GGUF row r holds HF row graft_gguf_permuted_row(r, d)
+    float *dec = graft__malloc((size_t)n * sizeof *dec), *hf = own(s, n);
+    if (!dec || !hf || !graft_ggml_to_f32(t->type, out->data, dec, n) || rows % s->h.head_dim) {
+        graft__free(dec);
         s->failed = true;
         return false;
     }
-    for (uint64_t r = 0; r < rows; r++) memcpy(hf + graft_gguf_permuted_row(r, s->head_dim) * cols, dec + r * cols, (size_t)cols * sizeof *hf);
+    for (uint64_t r = 0; r < rows; r++) memcpy(hf + graft_gguf_permuted_row(r, s->h.head_dim) * cols, dec + r * cols, (size_t)cols * sizeof *hf);
     graft__free(dec);
-    s->own[s->n_own++] = hf;
     out->data = hf, out->dtype = GRAFT_DTYPE_F32, out->ggml_type = 0;
     return true;
 }
@@ -68,13 +83,13 @@ int graft_llama_open_gguf(const struct graft_gguf *g, int n_threads, struct graf
     if (rc) return rc;
     struct src *s = graft__calloc(1, sizeof *s);
     if (!s) { free(cfg); return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); }
-    *s = (struct src){.g = g, .permuted = h.permuted, .head_dim = h.head_dim};
+    *s = (struct src){.g = g, .h = h};
     rc = graft_llama_new(cfg, lookup, s, "GGUF model", n_threads, out, err);
     free(cfg);
     if (s->failed) {
         graft_llama_free(*out), *out = NULL;
         graft_err_clear(err);
-        rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory un-permuting q/k");
+        rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory un-permuting q/k or unshifting norms");
     }
     if (rc) { src_free(s); return rc; }
     graft__llama_set_aux(*out, s, src_free);

@@ -18,42 +18,77 @@
 
 static const struct { const char *hf, *gg; } TOP[] = {
     {"model.embed_tokens.weight", "token_embd.weight"}, {"model.norm.weight", "output_norm.weight"}, {"lm_head.weight", "output.weight"}};
-static const struct { const char *hf, *gg; } LAY[] = {
+// Per-layer names by architecture family: llama.cpp gives the same HF name different GGUF names (Gemma 2's
+// post_attention_layernorm is a post-norm, Llama's the feed-forward pre-norm) and one GGUF name
+// different HF tensors (Phi-3's ffn_up is the fused gate_up_proj).
+struct nm { const char *hf, *gg; };
+static const struct nm LAY_LLAMA[] = {
     {"input_layernorm", "attn_norm"}, {"post_attention_layernorm", "ffn_norm"}, {"self_attn.q_proj", "attn_q"}, {"self_attn.k_proj", "attn_k"},
     {"self_attn.v_proj", "attn_v"}, {"self_attn.o_proj", "attn_output"}, {"mlp.gate_proj", "ffn_gate"}, {"mlp.up_proj", "ffn_up"},
-    {"mlp.down_proj", "ffn_down"}, {"self_attn.q_norm", "attn_q_norm"}, {"self_attn.k_norm", "attn_k_norm"}};
+    {"mlp.down_proj", "ffn_down"}, {"self_attn.q_norm", "attn_q_norm"}, {"self_attn.k_norm", "attn_k_norm"}, {"block_sparse_moe.gate", "ffn_gate_inp"}};
+static const struct nm LAY_PHI3[] = {
+    {"input_layernorm", "attn_norm"}, {"post_attention_layernorm", "ffn_norm"}, {"self_attn.qkv_proj", "attn_qkv"},
+    {"self_attn.o_proj", "attn_output"}, {"mlp.gate_up_proj", "ffn_up"}, {"mlp.down_proj", "ffn_down"}};
+static const struct nm LAY_GEMMA2[] = {
+    {"input_layernorm", "attn_norm"}, {"post_attention_layernorm", "post_attention_norm"}, {"pre_feedforward_layernorm", "ffn_norm"},
+    {"post_feedforward_layernorm", "post_ffw_norm"}, {"self_attn.q_proj", "attn_q"}, {"self_attn.k_proj", "attn_k"}, {"self_attn.v_proj", "attn_v"},
+    {"self_attn.o_proj", "attn_output"}, {"mlp.gate_proj", "ffn_gate"}, {"mlp.up_proj", "ffn_up"}, {"mlp.down_proj", "ffn_down"},
+    {"self_attn.q_norm", "attn_q_norm"}, {"self_attn.k_norm", "attn_k_norm"}};
+// Mixtral's experts, stacked by llama.cpp into one 3-D tensor per matrix kind
+static const struct nm EXPS[] = {{"w1", "ffn_gate_exps"}, {"w2", "ffn_down_exps"}, {"w3", "ffn_up_exps"}};
 #define N_TOP (sizeof TOP / sizeof TOP[0])
-#define N_LAY (sizeof LAY / sizeof LAY[0])
+#define N_EXPS (sizeof EXPS / sizeof EXPS[0])
 
-// HF name → llama.cpp name; false when graft knows no GGUF name for it.
-bool graft_gguf_hf_name(const char *hf, char *out, size_t cap) {
+static const struct nm *layer_table(const char *arch, size_t *n) {
+    if (arch && !strcmp(arch, "phi3")) return *n = sizeof LAY_PHI3 / sizeof *LAY_PHI3, LAY_PHI3;
+    if (arch && (!strcmp(arch, "gemma2") || !strcmp(arch, "gemma3"))) return *n = sizeof LAY_GEMMA2 / sizeof *LAY_GEMMA2, LAY_GEMMA2;
+    return *n = sizeof LAY_LLAMA / sizeof *LAY_LLAMA, LAY_LLAMA;
+}
+
+static bool weight_or_bias(const char *s) { return !strcmp(s, ".weight") || !strcmp(s, ".bias"); }
+
+bool graft_gguf_hf_name(const char *arch, const char *hf, char *out, size_t cap, int *expert) {
+    if (expert) *expert = -1;
     for (size_t i = 0; i < N_TOP; i++)
         if (!strcmp(hf, TOP[i].hf)) return snprintf(out, cap, "%s", TOP[i].gg), true;
-    int l, n = 0;
+    int l, n = 0, e, m = 0;
     if (sscanf(hf, "model.layers.%d.%n", &l, &n) != 1 || !n || l < 0) return false;
     const char *rest = hf + n;
-    for (size_t i = 0; i < N_LAY; i++) {
-        size_t k = strlen(LAY[i].hf);
-        if (!strncmp(rest, LAY[i].hf, k) && (!strcmp(rest + k, ".weight") || !strcmp(rest + k, ".bias")))
-            return snprintf(out, cap, "blk.%d.%s%s", l, LAY[i].gg, rest + k), true;
+    size_t nt;
+    const struct nm *lay = layer_table(arch, &nt);
+    for (size_t i = 0; i < nt; i++) {
+        size_t k = strlen(lay[i].hf);
+        if (!strncmp(rest, lay[i].hf, k) && weight_or_bias(rest + k)) return snprintf(out, cap, "blk.%d.%s%s", l, lay[i].gg, rest + k), true;
     }
+    if (lay == LAY_LLAMA && expert && sscanf(rest, "block_sparse_moe.experts.%d.%n", &e, &m) == 1 && m && e >= 0)
+        for (size_t i = 0; i < N_EXPS; i++)
+            if (!strncmp(rest + m, EXPS[i].hf, 2) && !strcmp(rest + m + 2, ".weight"))
+                return *expert = e, snprintf(out, cap, "blk.%d.%s.weight", l, EXPS[i].gg), true;
     return false;
 }
 
-// llama.cpp name → HF name (the inverse of graft_gguf_hf_name).
-bool graft_gguf_name_to_hf(const char *gg, char *out, size_t cap) {
+bool graft_gguf_name_to_hf(const char *arch, const char *gg, int expert, char *out, size_t cap) {
     for (size_t i = 0; i < N_TOP; i++)
         if (!strcmp(gg, TOP[i].gg)) return snprintf(out, cap, "%s", TOP[i].hf), true;
     int l, n = 0;
     if (sscanf(gg, "blk.%d.%n", &l, &n) != 1 || !n || l < 0) return false;
     const char *rest = gg + n;
-    for (size_t i = 0; i < N_LAY; i++) {
-        size_t k = strlen(LAY[i].gg);
-        if (!strncmp(rest, LAY[i].gg, k) && (!strcmp(rest + k, ".weight") || !strcmp(rest + k, ".bias")))
-            return snprintf(out, cap, "model.layers.%d.%s%s", l, LAY[i].hf, rest + k), true;
+    size_t nt;
+    const struct nm *lay = layer_table(arch, &nt);
+    for (size_t i = 0; i < nt; i++) {
+        size_t k = strlen(lay[i].gg);
+        if (!strncmp(rest, lay[i].gg, k) && weight_or_bias(rest + k)) return snprintf(out, cap, "model.layers.%d.%s%s", l, lay[i].hf, rest + k), true;
     }
+    if (lay == LAY_LLAMA && expert >= 0)
+        for (size_t i = 0; i < N_EXPS; i++) {
+            size_t k = strlen(EXPS[i].gg);
+            if (!strncmp(rest, EXPS[i].gg, k) && !strcmp(rest + k, ".weight"))
+                return snprintf(out, cap, "model.layers.%d.block_sparse_moe.experts.%d.%s.weight", l, expert, EXPS[i].hf), true;
+        }
     return false;
 }
+
+bool graft_gguf_is_experts(const char *gg) { return strstr(gg, "_exps.weight") != NULL; }
 
 // llama.cpp's converter permutes q/k rows: per head, the two rotary halves interleaved —
 // out[h·d + 2j + i] = in[h·d + i·d/2 + j].
@@ -136,10 +171,12 @@ static int hf_config(const struct graft_gguf *g, json_t **out, struct graft_gguf
     char arch[32], key[96];
     if (!get_str(g, "general.architecture", arch, sizeof arch))
         return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "GGUF file without general.architecture");
-    const char *hf = !strcmp(arch, "llama") ? "LlamaForCausalLM" : !strcmp(arch, "qwen2") ? "Qwen2ForCausalLM" : !strcmp(arch, "qwen3") ? "Qwen3ForCausalLM" : NULL;
-    if (!hf) return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "GGUF architecture '%s': graft reads llama, qwen2 and qwen3 files as Hugging Face models", arch);
-    uint64_t H = 0, I = 0, L = 0, nh = 0, nkv = 0, hd = 0, ctx = 2048, u;
-    double eps = 1e-6, theta = 10000.0, factor = 0;
+    const char *hf = !strcmp(arch, "llama") ? "LlamaForCausalLM" : !strcmp(arch, "qwen2") ? "Qwen2ForCausalLM" : !strcmp(arch, "qwen3") ? "Qwen3ForCausalLM"
+                   : !strcmp(arch, "phi3") ? "Phi3ForCausalLM" : !strcmp(arch, "gemma") ? "GemmaForCausalLM" : !strcmp(arch, "gemma2") ? "Gemma2ForCausalLM" : NULL;
+    if (!hf) return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "GGUF architecture '%s': graft reads llama (and Mixtral), qwen2, qwen3, phi3, gemma and gemma2 files as Hugging Face models", arch);
+    bool gemma = !strncmp(arch, "gemma", 5), phi3 = !strcmp(arch, "phi3");
+    uint64_t H = 0, I = 0, L = 0, nh = 0, nkv = 0, hd = 0, ctx = 2048, u, n_exp = 0, n_used = 0, swa = 0, octx = 0;
+    double eps = 1e-6, theta = 10000.0, factor = 0, cap_attn = 0, cap_final = 0;
 #define U(name, v) (snprintf(key, sizeof key, "%s." name, arch), graft_gguf_get_u64(g, key, &(v)))
 #define F(name, v) (snprintf(key, sizeof key, "%s." name, arch), graft_gguf_get_f64(g, key, &(v)))
     if (!U("embedding_length", H) || !U("feed_forward_length", I) || !U("block_count", L) || !U("attention.head_count", nh) || !H || !nh || !L)
@@ -150,6 +187,11 @@ static int hf_config(const struct graft_gguf *g, json_t **out, struct graft_gguf
     U("context_length", ctx);
     F("attention.layer_norm_rms_epsilon", eps);
     F("rope.freq_base", theta);
+    bool has_exp = U("expert_count", n_exp) && n_exp > 0;
+    if (has_exp && (strcmp(arch, "llama") || !U("expert_used_count", n_used) || !n_used || n_used > n_exp))
+        return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "%s.expert_count without a valid expert_used_count (graft reads Mixtral-style llama files)", arch);
+    bool has_swa = U("attention.sliding_window", swa), has_octx = U("rope.scaling.original_context_length", octx);
+    bool has_cap_a = F("attn_logit_softcapping", cap_attn), has_cap_f = F("final_logit_softcapping", cap_final);
     snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
     char st[32];
     bool has_st = get_str(g, key, st, sizeof st);
@@ -175,6 +217,27 @@ static int hf_config(const struct graft_gguf *g, json_t **out, struct graft_gguf
     } else if (linear && factor > 0) {
         rs = json_pack("{s:s, s:f}", "type", "linear", "factor", short_f32(factor));
     }
+    // Phi-3 LongRoPE: the per-frequency factors are tensors, HF keeps them in rope_scaling
+    const struct graft_gguf_tensor *rl = phi3 ? graft_gguf_find(g, "rope_factors_long.weight") : NULL, *rsh = phi3 ? graft_gguf_find(g, "rope_factors_short.weight") : NULL;
+    if (phi3 && (rl || rsh)) {
+        for (int k = 0; k < 2; k++) {
+            const struct graft_gguf_tensor *t = k ? rsh : rl;
+            if (!t || t->type != GRAFT_GGML_F32 || t->n_dims != 1 || t->ne[0] != (H / nh) / 2) {
+                json_decref(rs);
+                return graft_err_set(err, GRAFT_E_FORMAT, NULL, k ? "rope_factors_short.weight" : "rope_factors_long.weight", 0, "expected %llu F32 factors, with its long/short pair",
+                                     (unsigned long long)((H / nh) / 2));
+            }
+        }
+        json_t *lf = json_array(), *sf = json_array();
+        const uint8_t *pl = graft_gguf_data(g, rl), *ps = graft_gguf_data(g, rsh);
+        for (uint64_t i = 0; lf && sf && i < rl->ne[0]; i++) {
+            float a, b;
+            memcpy(&a, pl + 4 * i, 4), memcpy(&b, ps + 4 * i, 4);
+            json_array_append_new(lf, json_real(short_f32(a))), json_array_append_new(sf, json_real(short_f32(b)));
+        }
+        json_decref(rs);
+        rs = json_pack("{s:s, s:o, s:o}", "type", "longrope", "long_factor", lf, "short_factor", sf);
+    }
     // the dtype most matrices have; quantized ones are decoded to float32
     size_t cnt[3] = {0};
     for (size_t i = 0; i < graft_gguf_n_tensors(g); i++) {
@@ -185,26 +248,42 @@ static int hf_config(const struct graft_gguf *g, json_t **out, struct graft_gguf
     const char *td = cnt[1] > cnt[0] && cnt[1] >= cnt[2] ? "float16" : cnt[2] > cnt[0] ? "bfloat16" : "float32";
     json_t *c = json_object();
     if (!c) { json_decref(rs); return nomem(err); }
-    json_object_set_new(c, "architectures", json_pack("[s]", hf));
-    json_object_set_new(c, "model_type", json_string(arch));
-    json_object_set_new(c, "hidden_act", json_string("silu"));
+    json_object_set_new(c, "architectures", json_pack("[s]", has_exp ? "MixtralForCausalLM" : hf));
+    json_object_set_new(c, "model_type", json_string(has_exp ? "mixtral" : arch));
+    json_object_set_new(c, "hidden_act", json_string(gemma ? "gelu_pytorch_tanh" : "silu"));
+    if (gemma) json_object_set_new(c, "hidden_activation", json_string("gelu_pytorch_tanh"));
     json_object_set_new(c, "hidden_size", json_integer((json_int_t)H));
     json_object_set_new(c, "intermediate_size", json_integer((json_int_t)I));
     json_object_set_new(c, "num_hidden_layers", json_integer((json_int_t)L));
     json_object_set_new(c, "num_attention_heads", json_integer((json_int_t)nh));
     json_object_set_new(c, "num_key_value_heads", json_integer((json_int_t)nkv));
     // Qwen3Config's head_dim defaults to 128, not hidden / heads: always written for it
-    if ((explicit_hd && hd != H / nh) || !strcmp(arch, "qwen3")) json_object_set_new(c, "head_dim", json_integer((json_int_t)hd));
+    if ((explicit_hd && hd != H / nh) || !strcmp(arch, "qwen3") || gemma) json_object_set_new(c, "head_dim", json_integer((json_int_t)hd));
+    if (has_exp) {
+        json_object_set_new(c, "num_local_experts", json_integer((json_int_t)n_exp));
+        json_object_set_new(c, "num_experts_per_tok", json_integer((json_int_t)n_used));
+    }
+    if (!strcmp(arch, "gemma2")) { // llama.cpp scales queries by 1/√(hidden/heads) for the 46-layer 27B, else 1/√head_dim
+        json_object_set_new(c, "query_pre_attn_scalar", json_integer((json_int_t)(L == 46 ? H / nh : hd)));
+        json_object_set_new(c, "attn_logit_softcapping", has_cap_a ? json_real(short_f32(cap_attn)) : json_null());
+        json_object_set_new(c, "final_logit_softcapping", has_cap_f ? json_real(short_f32(cap_final)) : json_null());
+        json_object_set_new(c, "sliding_window", json_integer((json_int_t)(has_swa ? swa : 4096)));
+    }
+    if (phi3) {
+        json_object_set_new(c, "original_max_position_embeddings", json_integer((json_int_t)(has_octx && octx ? octx : ctx)));
+        json_object_set_new(c, "sliding_window", has_swa && swa ? json_integer((json_int_t)swa) : json_null());
+    }
     json_object_set_new(c, "vocab_size", json_integer((json_int_t)emb->ne[1]));
     json_object_set_new(c, "max_position_embeddings", json_integer((json_int_t)ctx));
     json_object_set_new(c, "rms_norm_eps", json_real(short_f32(eps)));
     json_object_set_new(c, "rope_theta", json_real(short_f32(theta)));
     json_object_set_new(c, "rope_scaling", rs ? rs : json_null());
-    json_object_set_new(c, "tie_word_embeddings", json_boolean(!graft_gguf_find(g, "output.weight")));
+    json_object_set_new(c, "tie_word_embeddings", json_boolean(gemma || !graft_gguf_find(g, "output.weight")));
     if (graft_gguf_get_u64(g, "tokenizer.ggml.bos_token_id", &u)) json_object_set_new(c, "bos_token_id", json_integer((json_int_t)u));
     if (graft_gguf_get_u64(g, "tokenizer.ggml.eos_token_id", &u)) json_object_set_new(c, "eos_token_id", json_integer((json_int_t)u));
     json_object_set_new(c, "torch_dtype", json_string(td));
-    if (heads) *heads = (struct graft_gguf_heads){.n_head = nh, .n_kv = nkv, .head_dim = hd, .permuted = !strcmp(arch, "llama")};
+    if (heads) *heads = (struct graft_gguf_heads){.n_head = nh, .n_kv = nkv, .head_dim = hd, .permuted = !strcmp(arch, "llama"), .norm_plus_one = gemma};
+    if (heads) snprintf(heads->arch, sizeof heads->arch, "%s", arch);
     *out = c;
     return GRAFT_OK;
 }
@@ -404,6 +483,8 @@ struct ht {
     long             id;
     enum graft_dtype out;
     uint64_t         rows, cols, hd; // hd > 0: q/k rows to un-permute per head of hd rows
+    int              expert;         // ≥ 0: this expert's slice of a stacked ffn_*_exps tensor
+    bool             minus_one;      // Gemma norms: llama.cpp stores 1 + w, transformers w
 };
 
 struct hjob {
@@ -429,10 +510,10 @@ static int conv_one(void *ctx, size_t item, int ith, struct graft_err *err) {
     (void)ith;
     struct hjob *j = ctx;
     struct ht *x = &j->t[item];
-    const uint8_t *src = graft_gguf_data(j->g, x->t);
     uint64_t row_in = x->cols / graft_ggml_block_size(x->t->type) * graft_ggml_type_size(x->t->type);
+    const uint8_t *src = graft_gguf_data(j->g, x->t) + (x->expert > 0 ? (uint64_t)x->expert * x->rows * row_in : 0);
     size_t es = (size_t)graft_dtype_traits(x->out)->bits / 8;
-    bool same = native(x->t->type) == x->out && (x->t->type == GRAFT_GGML_F32 || x->t->type == GRAFT_GGML_F16 || x->t->type == GRAFT_GGML_BF16);
+    bool same = !x->minus_one && native(x->t->type) == x->out && (x->t->type == GRAFT_GGML_F32 || x->t->type == GRAFT_GGML_F16 || x->t->type == GRAFT_GGML_BF16);
     uint64_t block = x->hd ? x->hd : 64;
     if (block > x->rows) block = x->rows ? x->rows : 1;
     float *f = same ? NULL : graft__malloc((size_t)x->cols * sizeof *f);
@@ -445,8 +526,13 @@ static int conv_one(void *ctx, size_t item, int ith, struct graft_err *err) {
             uint64_t gr = x->hd ? gguf_row(r0 + r, x->hd) : r0 + r;
             uint8_t *dst = o + (size_t)(r * x->cols) * es;
             if (same) memcpy(dst, src + gr * row_in, (size_t)row_in);
-            else if (!graft_ggml_to_f32(x->t->type, src + gr * row_in, f, x->cols) || !graft_row_from_f32(x->out, f, dst, (size_t)x->cols))
+            else if (!graft_ggml_to_f32(x->t->type, src + gr * row_in, f, x->cols))
                 rc = graft_err_set(err, GRAFT_E_FORMAT, j->label, x->t->name, x->t->name_len, "cannot decode %s", graft_ggml_type_name(x->t->type));
+            else {
+                if (x->minus_one)
+                    for (uint64_t c = 0; c < x->cols; c++) f[c] -= 1.0f;
+                graft_row_from_f32(x->out, f, dst, (size_t)x->cols);
+            }
             size_t at;
             uint64_t b = same || rc ? 0 : graft_count_nonfinite(x->out, dst, (size_t)x->cols, &at);
             if (b && first == UINT64_MAX) first = (r0 + r) * x->cols + at;
@@ -485,28 +571,45 @@ int graft_gguf_to_hf(const struct graft_gguf *g, const char *label, const char *
     uint64_t nh = hh.n_head, nkv = hh.n_kv, hd = hh.head_dim;
     const char *td = json_string_value(json_object_get(cfg, "torch_dtype"));
     enum graft_dtype model_dt = !strcmp(td, "float16") ? GRAFT_DTYPE_F16 : !strcmp(td, "bfloat16") ? GRAFT_DTYPE_BF16 : GRAFT_DTYPE_F32;
-    size_t n = graft_gguf_n_tensors(g), k = 0;
-    if (!(j.t = graft__calloc(n ? n : 1, sizeof *j.t))) { rc = nomem(err); goto out; }
+    size_t n = graft_gguf_n_tensors(g), k = 0, cap = n ? n : 1;
+    if (!(j.t = graft__calloc(cap, sizeof *j.t))) { rc = nomem(err); goto out; }
     char hf[160];
     for (size_t i = 0; i < n && !rc; i++) {
         const struct graft_gguf_tensor *t = graft_gguf_tensor(g, i);
-        if (!strcmp(t->name, "rope_freqs.weight")) continue; // now config.json's rope_scaling
-        if (!graft_gguf_name_to_hf(t->name, hf, sizeof hf)) {
+        if (!strcmp(t->name, "rope_freqs.weight") || !strncmp(t->name, "rope_factors_", 13)) continue; // now config.json's rope_scaling
+        bool exps = graft_gguf_is_experts(t->name);
+        if (!graft_gguf_name_to_hf(hh.arch, t->name, exps ? 0 : -1, hf, sizeof hf)) {
             rc = graft_err_set(err, GRAFT_E_FORMAT, label, t->name, t->name_len, "no Hugging Face name for this GGUF tensor");
             break;
         }
         bool fl = t->type == GRAFT_GGML_F32 || t->type == GRAFT_GGML_F16 || t->type == GRAFT_GGML_BF16 || t->type == GRAFT_GGML_F64 ||
                   graft_ggml_block_size(t->type) > 1;
         float probe = 0;
-        if (!fl || t->n_dims > 2 || (graft_ggml_block_size(t->type) > 1 && !graft_ggml_to_f32(t->type, graft_gguf_data(g, t), &probe, 0))) {
-            rc = graft_err_set(err, GRAFT_E_FORMAT, label, t->name, t->name_len, "type %s does not convert (float and Q8_0/Q4_0/Q4_1/Q4_K/Q6_K tensors of 1 or 2 dims do)",
+        if (!fl || t->n_dims > (exps ? 3u : 2u) || (exps && t->n_dims != 3) || (graft_ggml_block_size(t->type) > 1 && !graft_ggml_to_f32(t->type, graft_gguf_data(g, t), &probe, 0))) {
+            rc = graft_err_set(err, GRAFT_E_FORMAT, label, t->name, t->name_len, exps ? "stacked experts must be one 3-D float or Q8_0/Q4_0/Q4_1/Q4_K/Q6_K tensor"
+                                                                                      : "type %s does not convert (float and Q8_0/Q4_0/Q4_1/Q4_K/Q6_K tensors of 1 or 2 dims do)",
                                graft_ggml_type_name(t->type) ? graft_ggml_type_name(t->type) : "?");
             break;
         }
-        struct ht *x = &j.t[k];
-        x->t = t, x->out = dtype >= 0 ? (enum graft_dtype)dtype : native(t->type);
-        if (dtype < 0 && t->n_dims == 1 && t->type == GRAFT_GGML_F32) x->out = model_dt; // norms and biases, kept F32 by the converter
-        x->cols = t->ne[0], x->rows = t->n_dims == 2 ? t->ne[1] : 1;
+        uint64_t ne_exp = exps ? t->ne[2] : 1;
+        if (exps && (json_int_t)ne_exp != json_integer_value(json_object_get(cfg, "num_local_experts"))) {
+            rc = graft_err_set(err, GRAFT_E_FORMAT, label, t->name, t->name_len, "%llu experts stacked, expert_count says %lld", (unsigned long long)ne_exp,
+                               (long long)json_integer_value(json_object_get(cfg, "num_local_experts")));
+            break;
+        }
+        if (k + ne_exp > cap) {
+            struct ht *nt = graft__realloc(j.t, (cap = 2 * cap + (size_t)ne_exp) * sizeof *nt);
+            if (!nt) { rc = nomem(err); break; }
+            j.t = nt;
+        }
+        for (uint64_t e = 0; e < ne_exp; e++) {
+            struct ht *x = &j.t[k++];
+            *x = (struct ht){.t = t, .expert = exps ? (int)e : -1, .out = dtype >= 0 ? (enum graft_dtype)dtype : native(t->type)};
+            if (dtype < 0 && t->n_dims == 1 && t->type == GRAFT_GGML_F32) x->out = model_dt; // norms and biases, kept F32 by the converter
+            x->cols = t->ne[0], x->rows = t->n_dims >= 2 ? t->ne[1] : 1;
+            x->minus_one = hh.norm_plus_one && strstr(t->name, "norm.weight") != NULL;
+        }
+        struct ht *x = &j.t[k - 1];
         bool q = strstr(t->name, ".attn_q.") != NULL, kk = strstr(t->name, ".attn_k.") != NULL;
         if (hh.permuted && (q || kk)) {
             x->hd = hd;
@@ -516,7 +619,6 @@ int graft_gguf_to_hf(const struct graft_gguf *g, const char *label, const char *
                 break;
             }
         }
-        k++;
     }
     if (rc) goto out;
     struct graft_writer_params wp = graft_writer_default_params();
@@ -525,9 +627,9 @@ int graft_gguf_to_hf(const struct graft_gguf *g, const char *label, const char *
     if ((rc = graft_writer_open(target, &wp, &j.w, err))) goto out;
     for (size_t i = 0; i < k && !rc; i++) {
         struct ht *x = &j.t[i];
-        graft_gguf_name_to_hf(x->t->name, hf, sizeof hf);
+        graft_gguf_name_to_hf(hh.arch, x->t->name, x->expert, hf, sizeof hf);
         uint64_t ne[2] = {x->rows, x->cols};
-        int nd = x->t->n_dims == 2 ? 2 : 1;
+        int nd = x->t->n_dims >= 2 ? 2 : 1;
         long id = graft_writer_add_tensor(j.w, hf, strlen(hf), x->out, nd, nd == 2 ? ne : ne + 1, err);
         if (id < 0) rc = (int)id;
         x->id = id;

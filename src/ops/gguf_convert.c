@@ -1,9 +1,12 @@
-// Hugging Face Llama / Mistral / Qwen2 folder → one GGUF file for llama.cpp (shared/formats.md §4.7):
-// llama.cpp's tensor names, the Q/K row permutation its converter applies for Llama-type rotary
-// layouts (not for Qwen2, which llama.cpp runs with NEOX rotation), its metadata keys, and the
-// tokenizer as tokenizer.ggml.* arrays. 1-D tensors stay F32 as the converter keeps them; matrices
-// take the requested type (a quantized type falls back to F16 for rows that are not a multiple of
-// its 32-value block, as gguf-py does). Tensors are converted a block of rows at a time.
+// Hugging Face Llama / Mistral / Mixtral / Qwen2 / Qwen3 / Phi-3 / Gemma / Gemma 2 folder → one GGUF file
+// for llama.cpp (shared/formats.md §4.7), as its convert_hf_to_gguf.py writes it: llama.cpp's tensor
+// names per architecture, the Q/K row permutation its converter applies for Llama-type rotary layouts
+// (not for the NEOX-rotation architectures), Mixtral's experts stacked into one 3-D tensor per matrix
+// kind, Gemma's norms stored as 1 + w (and its tied lm_head dropped), Phi-3's LongRoPE factors as
+// tensors, its metadata keys, and the tokenizer as tokenizer.ggml.* arrays. 1-D tensors and Mixtral's
+// router stay F32 as the converter keeps them; matrices take the requested type (a quantized type falls
+// back to F16 for rows that are not a multiple of its 32-value block, as gguf-py does). Tensors are
+// converted a block of rows at a time.
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -18,21 +21,25 @@
 #include "../io/io-impl.h"
 
 struct gt {
-    const struct graft_model_tensor *src;
+    const struct graft_model_tensor *src;   // the tensor, or expert 0's
+    const struct graft_model_tensor **exp;  // Mixtral: the n_exp experts stacked into this tensor (NULL otherwise)
+    uint32_t n_exp;
     char     name[96];
     uint32_t type;
     int      permute_heads; // > 0: permute rows in groups of this many heads (q: n_head, k: n_head_kv)
+    bool     plus_one;      // Gemma norms: llama.cpp stores 1 + w
     long     id;
 };
+
+struct extra { const char *name; float *v; size_t n; long id; }; // generated F32 vectors (rope factors)
 
 struct gjob {
     const struct graft_model *m;
     struct graft_gguf_writer *w;
     struct gt *t;
     size_t n;
-    float *rope_factors; // llama3 rope_freqs (NULL when none)
-    size_t n_rope;
-    long rope_id;
+    struct extra x[2];
+    size_t n_x;
     bool allow; // --allow-nonfinite
 };
 
@@ -41,8 +48,9 @@ static int nomem(struct graft_err *err) { return graft_err_set(err, GRAFT_E_NOME
 static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
     (void)ith;
     struct gjob *j = ctx;
-    if (item == j->n) { // rope_freqs
-        return graft_gguf_w_write(j->w, j->rope_id, 0, j->rope_factors, j->n_rope * sizeof(float), err);
+    if (item >= j->n) { // a generated vector
+        struct extra *e = &j->x[item - j->n];
+        return graft_gguf_w_write(j->w, e->id, 0, e->v, e->n * sizeof(float), err);
     }
     struct gt *x = &j->t[item];
     const struct graft_tensor_info *t = x->src->info;
@@ -54,27 +62,33 @@ static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
     float *f = graft__malloc((size_t)(block * cols) * sizeof *f);
     uint8_t *enc = graft__malloc((size_t)(block * row_bytes) + 1);
     int rc = f && enc ? GRAFT_OK : nomem(err);
-    const uint8_t *src = graft_model_data(j->m, x->src);
     uint64_t bad = 0, held = 0, first = UINT64_MAX; // NaN / ±Inf written; values (or blocks' values) whose source held some
-    for (uint64_t r0 = 0; !rc && r0 < rows; r0 += block) {
-        uint64_t nr = rows - r0 < block ? rows - r0 : block;
-        for (uint64_t r = 0; r < nr; r++) {
-            uint64_t sr = x->permute_heads ? graft_gguf_permuted_row(r0 + r, hd) : r0 + r;
-            graft_row_to_f32(t->dtype, src + sr * cols * es, f + r * cols, (size_t)cols);
-        }
-        graft_ggml_from_f32(x->type, f, enc, nr * cols);
-        uint64_t b = graft_ggml_count_nonfinite(x->type, enc, nr * cols);
-        if (b) { // rare: where, and whether the source held them (per value, or per block of a quantized type)
-            uint64_t bs = graft_ggml_block_size(x->type), ts = graft_ggml_type_size(x->type);
-            for (uint64_t k = 0; k < nr * cols / bs; k++) {
-                uint64_t bk = graft_ggml_count_nonfinite(x->type, enc + k * ts, bs);
-                if (!bk) continue;
-                if (first == UINT64_MAX) first = r0 * cols + k * bs;
-                bad += bk;
-                held += graft_count_nonfinite(GRAFT_DTYPE_F32, f + k * bs, (size_t)bs, NULL) ? bk : 0;
+    for (uint32_t e = 0; e < (x->exp ? x->n_exp : 1) && !rc; e++) {
+        const struct graft_model_tensor *st = x->exp ? x->exp[e] : x->src;
+        const uint8_t *src = graft_model_data(j->m, st);
+        uint64_t base = (uint64_t)e * rows; // this expert's first row in the stacked tensor
+        for (uint64_t r0 = 0; !rc && r0 < rows; r0 += block) {
+            uint64_t nr = rows - r0 < block ? rows - r0 : block;
+            for (uint64_t r = 0; r < nr; r++) {
+                uint64_t sr = x->permute_heads ? graft_gguf_permuted_row(r0 + r, hd) : r0 + r;
+                graft_row_to_f32(st->info->dtype, src + sr * cols * es, f + r * cols, (size_t)cols);
             }
+            if (x->plus_one)
+                for (uint64_t i = 0; i < nr * cols; i++) f[i] += 1.0f;
+            graft_ggml_from_f32(x->type, f, enc, nr * cols);
+            uint64_t b = graft_ggml_count_nonfinite(x->type, enc, nr * cols);
+            if (b) { // rare: where, and whether the source held them (per value, or per block of a quantized type)
+                uint64_t bs = graft_ggml_block_size(x->type), ts = graft_ggml_type_size(x->type);
+                for (uint64_t k = 0; k < nr * cols / bs; k++) {
+                    uint64_t bk = graft_ggml_count_nonfinite(x->type, enc + k * ts, bs);
+                    if (!bk) continue;
+                    if (first == UINT64_MAX) first = (base + r0) * cols + k * bs;
+                    bad += bk;
+                    held += graft_count_nonfinite(GRAFT_DTYPE_F32, f + k * bs, (size_t)bs, NULL) ? bk : 0;
+                }
+            }
+            rc = graft_gguf_w_write(j->w, x->id, (base + r0) * row_bytes, enc, (size_t)(nr * row_bytes), err);
         }
-        rc = graft_gguf_w_write(j->w, x->id, r0 * row_bytes, enc, (size_t)(nr * row_bytes), err);
     }
     // made: finite source values that overflow f16 (as values, or as a block's scale)
     if (!rc && bad)
@@ -210,51 +224,137 @@ out:
     return rc;
 }
 
+// The GGUF architecture for a transformers class, and whether its q/k rows take llama.cpp's permutation
+// (the architectures it runs with interleaved, not NEOX, rotation).
+static const char *gguf_arch(const char *a, bool *permute) {
+    static const struct { const char *hf, *gg; bool permute; } A[] = {
+        {"LlamaForCausalLM", "llama", true}, {"MistralForCausalLM", "llama", true}, {"MixtralForCausalLM", "llama", true},
+        {"Qwen2ForCausalLM", "qwen2", false}, {"Qwen3ForCausalLM", "qwen3", false}, {"Phi3ForCausalLM", "phi3", false},
+        {"GemmaForCausalLM", "gemma", false}, {"Gemma2ForCausalLM", "gemma2", false}};
+    for (size_t i = 0; a && i < sizeof A / sizeof A[0]; i++)
+        if (!strcmp(a, A[i].hf)) return *permute = A[i].permute, A[i].gg;
+    return NULL;
+}
+
 int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type, const char *name, int n_threads, unsigned flags, struct graft_err *err) {
     const char *cs = graft_model_config_json(m);
     json_t *c = cs ? json_loads(cs, 0, NULL) : NULL;
-    struct gjob j = {.m = m, .rope_id = -1, .allow = flags & GRAFT_WRITER_ALLOW_NONFINITE};
+    struct gjob j = {.m = m, .allow = flags & GRAFT_WRITER_ALLOW_NONFINITE};
+    const struct graft_model_tensor **exps = NULL; // every expert tensor, grouped per stacked tensor
     int rc = GRAFT_OK;
-    if (!c) return graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "needs the model folder's config.json");
+    const char *mp = graft_model_path(m);
+    if (!c) return graft_err_set(err, GRAFT_E_FORMAT, mp, NULL, 0, "needs the model folder's config.json");
     const char *archs = json_string_value(json_array_get(json_object_get(c, "architectures"), 0));
-    const char *arch = !archs                                                                  ? NULL
-                       : !strcmp(archs, "LlamaForCausalLM") || !strcmp(archs, "MistralForCausalLM") ? "llama"
-                       : !strcmp(archs, "Qwen2ForCausalLM")                                         ? "qwen2"
-                       : !strcmp(archs, "Qwen3ForCausalLM")                                         ? "qwen3" // + attn_q_norm / attn_k_norm
-                                                                                                    : NULL;
-    if (!arch) { rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(m), NULL, 0, "architecture %s: GGUF conversion covers LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM and Qwen3ForCausalLM", archs ? archs : "(none)"); goto out; }
-    bool permute = !strcmp(arch, "llama");
+    bool permute = false;
+    const char *arch = gguf_arch(archs, &permute);
+    if (!arch) { // exit 4: the operation does not apply to this model
+        rc = graft_err_set(err, GRAFT_E_CONFIG, mp, NULL, 0, "architecture %s: GGUF conversion covers LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, "
+                           "Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM and Gemma2ForCausalLM", archs ? archs : "(none)");
+        goto out;
+    }
+    bool gemma = !strncmp(arch, "gemma", 5), phi3 = !strcmp(arch, "phi3");
     long H = graft__json_int(c, "hidden_size", -1), nh = graft__json_int(c, "num_attention_heads", -1), nkv = graft__json_int(c, "num_key_value_heads", nh), L = graft__json_int(c, "num_hidden_layers", -1);
     long hd = graft__json_int(c, "head_dim", nh > 0 ? H / nh : -1), V = graft__json_int(c, "vocab_size", -1);
-    if (H < 1 || nh < 1 || nkv < 1 || L < 1 || hd < 2 || V < 1) { rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "config.json lacks hidden_size, heads, layers or vocab_size"); goto out; }
+    long n_exp = graft__json_int(c, "num_local_experts", 0), n_used = graft__json_int(c, "num_experts_per_tok", 0);
+    if (gemma && !json_object_get(c, "head_dim")) hd = 256; // GemmaConfig's default
+    if (H < 1 || nh < 1 || nkv < 1 || L < 1 || hd < 2 || V < 1) { rc = graft_err_set(err, GRAFT_E_FORMAT, mp, NULL, 0, "config.json lacks hidden_size, heads, layers or vocab_size"); goto out; }
+    if (phi3 && hd != H / nh) { rc = graft_err_set(err, GRAFT_E_CONFIG, mp, NULL, 0, "head_dim %ld: llama.cpp's phi3 takes hidden_size / num_attention_heads = %ld", hd, H / nh); goto out; }
+    if (!strcmp(archs, "MixtralForCausalLM") && (n_exp < 1 || n_used < 1 || n_used > n_exp)) { rc = graft_err_set(err, GRAFT_E_FORMAT, mp, NULL, 0, "config.json: num_local_experts / num_experts_per_tok are missing or inconsistent"); goto out; }
+    if (!strcmp(arch, "gemma2")) { // llama.cpp cannot store query_pre_attn_scalar: it scales queries by its own rule
+        long want = L == 46 ? H / nh : hd, q = graft__json_int(c, "query_pre_attn_scalar", 256);
+        if (q != want) {
+            rc = graft_err_set(err, GRAFT_E_CONFIG, mp, NULL, 0, "query_pre_attn_scalar %ld: llama.cpp scales Gemma 2 queries by 1/sqrt(%ld) (%s), so the GGUF file would compute "
+                               "another model", q, want, L == 46 ? "hidden_size / heads for the 46-layer 27B" : "head_dim");
+            goto out;
+        }
+    }
     const struct graft_model_tensor *emb = graft_model_find(m, "model.embed_tokens.weight", 25);
-    if (!emb || emb->info->n_dims != 2) { rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), "model.embed_tokens.weight", 25, "missing or not 2-D"); goto out; }
-    if (!(j.t = graft__calloc(graft_model_n_tensors(m), sizeof *j.t))) { rc = nomem(err); goto out; }
-    for (size_t i = 0; i < graft_model_n_tensors(m) && !rc; i++) {
+    if (!emb || emb->info->n_dims != 2) { rc = graft_err_set(err, GRAFT_E_FORMAT, mp, "model.embed_tokens.weight", 25, "missing or not 2-D"); goto out; }
+    size_t nt = graft_model_n_tensors(m);
+    if (!(j.t = graft__calloc(nt ? nt : 1, sizeof *j.t)) || (n_exp > 0 && !(exps = graft__calloc(nt ? nt : 1, sizeof *exps)))) { rc = nomem(err); goto out; }
+    size_t n_exps_used = 0;
+    for (size_t i = 0; i < nt && !rc; i++) {
         const struct graft_model_tensor *t = graft_model_tensor(m, i);
         if (strstr(t->info->name, "rotary_emb.inv_freq")) continue; // recomputed by llama.cpp
-        struct gt *x = &j.t[j.n];
-        if (!graft_gguf_hf_name(t->info->name, x->name, sizeof x->name)) {
-            rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), t->info->name, t->info->name_len, "no llama.cpp name for this tensor");
+        if (gemma && !strcmp(t->info->name, "lm_head.weight")) continue; // Gemma ties it; llama.cpp reads token_embd
+        char gname[96];
+        int e = -1;
+        if (!graft_gguf_hf_name(arch, t->info->name, gname, sizeof gname, n_exp > 0 ? &e : NULL)) {
+            rc = graft_err_set(err, GRAFT_E_FORMAT, mp, t->info->name, t->info->name_len, "no llama.cpp name for this tensor");
             break;
         }
-        if (!graft_dtype_traits(t->info->dtype)->is_float || t->info->n_dims > 2) {
-            rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), t->info->name, t->info->name_len, "only 1-D and 2-D floating tensors convert");
+        if (!graft_dtype_traits(t->info->dtype)->is_float || t->info->n_dims > 2 || (e >= 0 && t->info->n_dims != 2)) {
+            rc = graft_err_set(err, GRAFT_E_FORMAT, mp, t->info->name, t->info->name_len, "only 1-D and 2-D floating tensors convert");
             break;
         }
+        if (e >= n_exp) { rc = graft_err_set(err, GRAFT_E_FORMAT, mp, t->info->name, t->info->name_len, "expert %d, but num_local_experts is %ld", e, n_exp); break; }
+        struct gt *x = NULL;
+        if (e >= 0) // the stacked tensor this expert joins, created with the first of them
+            for (size_t k = 0; k < j.n && !x; k++)
+                if (j.t[k].exp && !strcmp(j.t[k].name, gname)) x = &j.t[k];
+        if (x) {
+            const struct graft_tensor_info *a = x->src->info, *b = t->info;
+            if (x->exp[e] || a->ne[0] != b->ne[0] || a->ne[1] != b->ne[1] || a->dtype != b->dtype) {
+                rc = graft_err_set(err, GRAFT_E_FORMAT, mp, t->info->name, t->info->name_len, "experts stacked into %s differ in shape or dtype, or repeat", gname);
+                break;
+            }
+            x->exp[e] = t;
+            continue;
+        }
+        x = &j.t[j.n];
+        snprintf(x->name, sizeof x->name, "%s", gname);
         x->src = t, x->id = -1;
+        if (e >= 0) {
+            x->exp = exps + n_exps_used, x->n_exp = (uint32_t)n_exp, n_exps_used += (size_t)n_exp;
+            if (n_exps_used > nt) { rc = graft_err_set(err, GRAFT_E_FORMAT, mp, t->info->name, t->info->name_len, "more experts than tensors"); break; }
+            x->exp[e] = t;
+        }
         uint64_t cols = t->info->n_dims == 2 ? t->info->ne[1] : t->info->n_elem;
-        x->type = t->info->n_dims < 2 ? GRAFT_GGML_F32 : type;
+        x->type = t->info->n_dims < 2 || strstr(gname, ".ffn_gate_inp.") ? GRAFT_GGML_F32 : type; // the router stays F32, as gguf-py keeps it
         if (graft_ggml_block_size(x->type) > 1 && cols % graft_ggml_block_size(x->type)) x->type = GRAFT_GGML_F16;
+        x->plus_one = gemma && t->info->n_dims == 1 && strstr(gname, "norm.weight");
         if (permute && strstr(x->name, ".attn_q.")) x->permute_heads = (int)nh;
         if (permute && strstr(x->name, ".attn_k.")) x->permute_heads = (int)nkv;
         if (x->permute_heads && (t->info->ne[0] % (uint64_t)x->permute_heads || (t->info->ne[0] / (uint64_t)x->permute_heads) % 2)) {
-            rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), t->info->name, t->info->name_len, "rows are not whole rotary heads");
+            rc = graft_err_set(err, GRAFT_E_FORMAT, mp, t->info->name, t->info->name_len, "rows are not whole rotary heads");
             break;
         }
         j.n++;
     }
+    for (size_t k = 0; k < j.n && !rc; k++)
+        for (uint32_t e = 0; j.t[k].exp && e < j.t[k].n_exp && !rc; e++)
+            if (!j.t[k].exp[e]) rc = graft_err_set(err, GRAFT_E_FORMAT, mp, NULL, 0, "%s: expert %u of %u is missing", j.t[k].name, e, j.t[k].n_exp);
     if (rc) goto out;
+    // generated vectors: llama3 rope_scaling as per-frequency factors (rope_freqs), Phi-3's LongRoPE pair
+    double theta = graft__json_num(c, "rope_theta", 10000.0), attn_factor = 0;
+    json_t *rs = json_object_get(c, "rope_scaling");
+    const char *rt = json_string_value(json_object_get(rs, "rope_type")) ? json_string_value(json_object_get(rs, "rope_type")) : json_string_value(json_object_get(rs, "type"));
+    long ctx = graft__json_int(c, "max_position_embeddings", 2048), octx = graft__json_int(c, "original_max_position_embeddings", ctx);
+    if (rt && !strcmp(rt, "llama3") && !phi3 && !gemma) {
+        double f = graft__json_num(rs, "factor", 8.0), lo = graft__json_num(rs, "low_freq_factor", 1.0), hi = graft__json_num(rs, "high_freq_factor", 4.0), old = graft__json_num(rs, "original_max_position_embeddings", 8192);
+        struct extra *x = &j.x[j.n_x++];
+        *x = (struct extra){.name = "rope_freqs.weight", .n = (size_t)hd / 2, .id = -1};
+        if (!(x->v = graft__malloc(x->n * sizeof(float)))) { rc = nomem(err); goto out; }
+        for (size_t i = 0; i < x->n; i++) {
+            double freq = 1.0 / pow(theta, (double)(2 * i) / (double)hd), wl = 2 * M_PI / freq;
+            x->v[i] = (float)(wl < old / hi ? 1.0 : wl > old / lo ? f : 1.0 / ((1 - (old / wl - lo) / (hi - lo)) / f + (old / wl - lo) / (hi - lo)));
+        }
+    } else if (rt && (!strcmp(rt, "longrope") || !strcmp(rt, "su")) && phi3) {
+        double scale = (double)ctx / (double)octx;
+        attn_factor = scale > 1 ? sqrt(1 + log(scale) / log((double)octx)) : 1.0;
+        static const char *const key[2] = {"long_factor", "short_factor"}, *const gn[2] = {"rope_factors_long.weight", "rope_factors_short.weight"};
+        for (int k = 0; k < 2; k++) {
+            json_t *a = json_object_get(rs, key[k]);
+            if (json_array_size(a) != (size_t)hd / 2) { rc = graft_err_set(err, GRAFT_E_FORMAT, mp, NULL, 0, "rope_scaling.%s must hold %ld factors", key[k], hd / 2); goto out; }
+            struct extra *x = &j.x[j.n_x++];
+            *x = (struct extra){.name = gn[k], .n = (size_t)hd / 2, .id = -1};
+            if (!(x->v = graft__malloc(x->n * sizeof(float)))) { rc = nomem(err); goto out; }
+            for (size_t i = 0; i < x->n; i++) x->v[i] = (float)json_number_value(json_array_get(a, i));
+        }
+    } else if (rt && strcmp(rt, "default") && !(rt && !strcmp(rt, "linear") && !phi3)) {
+        rc = graft_err_set(err, GRAFT_E_FORMAT, mp, NULL, 0, "rope_scaling type %s is not converted for %s (linear, llama3; longrope for phi3)", rt, archs);
+        goto out;
+    }
     if ((rc = graft_gguf_writer_open(target, flags, &j.w, err))) goto out;
     struct graft_gguf_writer *w = j.w;
     char key[128];
@@ -267,7 +367,7 @@ int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type
     if (!rc) rc = graft_gguf_w_str(w, "general.name", base, strlen(base), err);
     if (!rc) rc = graft_gguf_w_u32(w, "general.file_type", ftype, err);
     if (!rc && graft_ggml_block_size(type) > 1) rc = graft_gguf_w_u32(w, "general.quantization_version", 2, err);
-    KU("context_length", graft__json_int(c, "max_position_embeddings", 2048));
+    KU("context_length", ctx);
     KU("embedding_length", H);
     KU("block_count", L);
     KU("feed_forward_length", graft__json_int(c, "intermediate_size", 0));
@@ -275,46 +375,46 @@ int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type
     KU("attention.head_count_kv", nkv);
     KU("rope.dimension_count", hd);
     KU("vocab_size", emb->info->ne[0]);
-    KF("rope.freq_base", graft__json_num(c, "rope_theta", 10000.0));
+    KF("rope.freq_base", theta);
     KF("attention.layer_norm_rms_epsilon", graft__json_num(c, "rms_norm_eps", 1e-6));
-    if (!rc && json_object_get(c, "head_dim") && hd != H / nh) KU("attention.key_length", hd), KU("attention.value_length", hd);
-    json_t *rs = json_object_get(c, "rope_scaling");
-    const char *rt = json_string_value(json_object_get(rs, "rope_type")) ? json_string_value(json_object_get(rs, "rope_type")) : json_string_value(json_object_get(rs, "type"));
+    if (!rc && ((json_object_get(c, "head_dim") && hd != H / nh) || gemma)) KU("attention.key_length", hd), KU("attention.value_length", hd);
+    if (n_exp > 0) KU("expert_count", n_exp), KU("expert_used_count", n_used);
+    if (!strcmp(arch, "gemma2")) {
+        double ca = graft__json_num(c, "attn_logit_softcapping", 0), cf = graft__json_num(c, "final_logit_softcapping", 0);
+        if (ca > 0) KF("attn_logit_softcapping", ca);
+        if (cf > 0) KF("final_logit_softcapping", cf);
+        KU("attention.sliding_window", graft__json_int(c, "sliding_window", 4096));
+    }
+    if (phi3) {
+        KU("rope.scaling.original_context_length", octx);
+        KU("attention.sliding_window", graft__json_int(c, "sliding_window", 0)); // 0: none (Phi-4), as the converter writes it
+        if (j.n_x) KF("rope.scaling.attn_factor", attn_factor);
+    }
     if (!rc && rt && !strcmp(rt, "linear")) {
         snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
         rc = graft_gguf_w_str(w, key, "linear", 6, err);
         KF("rope.scaling.factor", graft__json_num(rs, "factor", 1.0));
-    } else if (!rc && rt && !strcmp(rt, "llama3")) { // llama.cpp takes llama3 scaling as per-frequency factors (rope_freqs)
-        double f = graft__json_num(rs, "factor", 8.0), lo = graft__json_num(rs, "low_freq_factor", 1.0), hi = graft__json_num(rs, "high_freq_factor", 4.0), old = graft__json_num(rs, "original_max_position_embeddings", 8192);
-        double theta = graft__json_num(c, "rope_theta", 10000.0);
-        j.n_rope = (size_t)hd / 2;
-        if (!(j.rope_factors = graft__malloc(j.n_rope * sizeof(float)))) rc = nomem(err);
-        for (size_t i = 0; !rc && i < j.n_rope; i++) {
-            double freq = 1.0 / pow(theta, (double)(2 * i) / (double)hd), wl = 2 * M_PI / freq;
-            double r = wl < old / hi ? 1.0 : wl > old / lo ? f : 1.0 / ((1 - (old / wl - lo) / (hi - lo)) / f + (old / wl - lo) / (hi - lo));
-            j.rope_factors[i] = (float)r;
-        }
-    } else if (!rc && rt && strcmp(rt, "default")) {
-        rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "rope_scaling type %s is not converted (linear, llama3)", rt);
     }
 #undef KU
 #undef KF
     if (!rc) rc = write_tokenizer(w, m, c, emb->info->ne[0], err);
-    if (!rc && j.rope_factors) {
-        uint64_t ne[1] = {j.n_rope};
-        if ((j.rope_id = graft_gguf_w_tensor(w, "rope_freqs.weight", 1, ne, GRAFT_GGML_F32, err)) < 0) rc = (int)j.rope_id;
+    for (size_t i = 0; i < j.n_x && !rc; i++) {
+        uint64_t ne[1] = {j.x[i].n};
+        if ((j.x[i].id = graft_gguf_w_tensor(w, j.x[i].name, 1, ne, GRAFT_GGML_F32, err)) < 0) rc = (int)j.x[i].id;
     }
     for (size_t i = 0; i < j.n && !rc; i++) {
         const struct graft_tensor_info *t = j.t[i].src->info;
-        uint64_t ne[2] = {t->n_dims == 2 ? t->ne[1] : t->n_elem, t->n_dims == 2 ? t->ne[0] : 1}; // ggml order: innermost first
-        if ((j.t[i].id = graft_gguf_w_tensor(w, j.t[i].name, t->n_dims == 2 ? 2 : 1, ne, j.t[i].type, err)) < 0) rc = (int)j.t[i].id;
+        uint64_t ne[3] = {t->n_dims == 2 ? t->ne[1] : t->n_elem, t->n_dims == 2 ? t->ne[0] : 1, j.t[i].n_exp}; // ggml order: innermost first
+        uint32_t nd = j.t[i].exp ? 3 : t->n_dims == 2 ? 2 : 1;
+        if ((j.t[i].id = graft_gguf_w_tensor(w, j.t[i].name, nd, ne, j.t[i].type, err)) < 0) rc = (int)j.t[i].id;
     }
     if (!rc) rc = graft_gguf_w_layout(w, err);
-    if (!rc) rc = graft_pool_run(n_threads > 0 ? n_threads : 1, j.n + (j.rope_factors ? 1 : 0), write_one, &j, NULL, NULL, err);
+    if (!rc) rc = graft_pool_run(n_threads > 0 ? n_threads : 1, j.n + j.n_x, write_one, &j, NULL, NULL, err);
     if (!rc) rc = graft_gguf_w_commit(w, err);
 out:
     graft_gguf_writer_free(j.w);
-    graft__free(j.t), graft__free(j.rope_factors);
+    for (size_t i = 0; i < j.n_x; i++) graft__free(j.x[i].v);
+    graft__free(j.t), graft__free(exps);
     json_decref(c);
     return rc;
 }

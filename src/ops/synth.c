@@ -296,6 +296,7 @@ static char *arch_config(const struct graft_synth_params *p) {
         json_object_set_new(c, "hidden_act", json_string(strncmp(p->arch, "gemma", 5) ? "silu" : "gelu_pytorch_tanh"));
         json_object_set_new(c, "attention_bias", json_boolean(!strcmp(p->arch, "qwen2")));
     }
+    if (!strcmp(p->arch, "gemma")) json_object_set_new(c, "head_dim", json_integer(p->hidden / p->n_heads)); // GemmaConfig's default is 256
     if (!strcmp(p->arch, "mixtral")) {
         json_object_set_new(c, "num_local_experts", json_integer(N_EXPERTS));
         json_object_set_new(c, "num_experts_per_tok", json_integer(2));

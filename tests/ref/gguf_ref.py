@@ -111,31 +111,57 @@ def permute(w, n_head):
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def gguf_name(hf):
+ARCH = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "MixtralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
+        "Qwen3ForCausalLM": "qwen3", "Phi3ForCausalLM": "phi3", "GemmaForCausalLM": "gemma", "Gemma2ForCausalLM": "gemma2"}
+
+
+def gguf_name(hf, arch):
+    """llama.cpp's name (gguf-py's tensor_mapping.py for that architecture), and the expert index of a
+    Mixtral expert's matrix (stacked into one tensor), else None."""
     top = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight", "lm_head.weight": "output.weight"}
     if hf in top:
-        return top[hf]
+        return top[hf], None
     lay = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-           "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+           "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+           "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm", "block_sparse_moe.gate": "ffn_gate_inp",
+           "self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "ffn_up"}
+    if arch == "gemma2":
+        lay.update({"post_attention_layernorm": "post_attention_norm", "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffw_norm"})
     parts = hf.split(".")
+    if parts[3] == "block_sparse_moe" and parts[4] == "experts":
+        return "blk.%s.%s.weight" % (parts[2], {"w1": "ffn_gate_exps", "w2": "ffn_down_exps", "w3": "ffn_up_exps"}[parts[6]]), int(parts[5])
     mod, suf = ".".join(parts[3:-1]), parts[-1]
-    return "blk.%s.%s.%s" % (parts[2], lay[mod], suf)
+    return "blk.%s.%s.%s" % (parts[2], lay[mod], suf), None
 
 
 def check(folder, path, typ):
     kv, T = read_gguf(path)
     c = json.load(open(os.path.join(folder, "config.json")))
     W = load(folder)
-    arch = "qwen2" if c["architectures"][0] == "Qwen2ForCausalLM" else "llama"
+    arch = ARCH[c["architectures"][0]]
+    gemma = arch.startswith("gemma")
     nh, nkv = c["num_attention_heads"], c.get("num_key_value_heads", c["num_attention_heads"])
     want_kv = {"general.architecture": arch, "%s.block_count" % arch: c["num_hidden_layers"], "%s.embedding_length" % arch: c["hidden_size"],
                "%s.attention.head_count" % arch: nh, "%s.attention.head_count_kv" % arch: nkv,
                "%s.feed_forward_length" % arch: c["intermediate_size"], "%s.context_length" % arch: c["max_position_embeddings"]}
+    if "num_local_experts" in c:
+        want_kv.update({"llama.expert_count": c["num_local_experts"], "llama.expert_used_count": c["num_experts_per_tok"]})
+    if gemma:
+        want_kv.update({"%s.attention.key_length" % arch: c["head_dim"], "%s.attention.value_length" % arch: c["head_dim"]})
+    if arch == "gemma2":
+        want_kv.update({"gemma2.attention.sliding_window": c["sliding_window"]})
+    if arch == "phi3":
+        want_kv.update({"phi3.rope.scaling.original_context_length": c["original_max_position_embeddings"],
+                        "phi3.attention.sliding_window": c.get("sliding_window") or 0})
     for k, v in want_kv.items():
         if kv.get(k) != v:
             sys.exit("FAIL: %s = %r, want %r" % (k, kv.get(k), v))
     if abs(kv["%s.rope.freq_base" % arch] - c.get("rope_theta", 10000.0)) > 1e-3 * c.get("rope_theta", 10000.0):
         sys.exit("FAIL: rope.freq_base")
+    if arch == "gemma2":
+        for k in ("attn_logit_softcapping", "final_logit_softcapping"):
+            if abs(kv["gemma2." + k] - c[k]) > 1e-6 * c[k]:
+                sys.exit("FAIL: gemma2.%s" % k)
     tok = json.load(open(os.path.join(folder, "tokenizer.json"), encoding="utf-8"))
     ids = dict(tok["model"]["vocab"])
     for a in tok.get("added_tokens") or []:
@@ -146,22 +172,47 @@ def check(folder, path, typ):
     if kv["tokenizer.ggml.model"] == "gpt2" and len(kv["tokenizer.ggml.merges"]) != len(tok["model"]["merges"]):
         sys.exit("FAIL: merges")
     gt = {"f32": 0, "f16": 1, "bf16": 30, "q8_0": 8, "q4_0": 2}[typ]
-    n = 0
+    # what the file must hold: the HF tensors under llama.cpp's names, Mixtral's experts stacked in index order
+    want_t, stacks = {}, {}
     for name, w in W.items():
-        g = gguf_name(name)
-        if g not in T:
-            sys.exit("FAIL: %s (%s) missing" % (g, name))
-        ne, t, raw = T[g]
-        if tuple(ne) != tuple(reversed(w.shape)):
-            sys.exit("FAIL: %s shape %s, want %s reversed" % (g, ne, w.shape))
+        if gemma and name == "lm_head.weight":
+            continue  # Gemma ties it; the converter drops it
+        g, e = gguf_name(name, arch)
         x = w.astype(np.float32)
         if arch == "llama" and (".attn_q." in g or ".attn_k." in g):
             x = permute(x, nh if ".attn_q." in g else nkv)
-        want_t = 0 if w.ndim == 1 else gt
-        if want_t in (2, 8) and x.shape[-1] % 32:
-            want_t = 1
-        if t != want_t:
-            sys.exit("FAIL: %s stored as type %d, want %d" % (g, t, want_t))
+        if gemma and name.endswith("norm.weight"):
+            x = x + np.float32(1)  # stored as 1 + w
+        if e is None:
+            want_t[g] = x
+        else:
+            stacks.setdefault(g, {})[e] = x
+    for g, d in stacks.items():
+        if sorted(d) != list(range(c["num_local_experts"])):
+            sys.exit("FAIL: %s: experts %s" % (g, sorted(d)))
+        want_t[g] = np.stack([d[e] for e in range(len(d))])
+    if arch == "phi3" and c.get("rope_scaling"):
+        for k in ("long", "short"):
+            want_t["rope_factors_%s.weight" % k] = np.array(c["rope_scaling"]["%s_factor" % k], dtype=np.float32)
+        scale = c["max_position_embeddings"] / c["original_max_position_embeddings"]
+        af = np.sqrt(1 + np.log(scale) / np.log(c["original_max_position_embeddings"])) if scale > 1 else 1.0
+        if abs(kv["phi3.rope.scaling.attn_factor"] - af) > 1e-6:
+            sys.exit("FAIL: phi3.rope.scaling.attn_factor %r, want %r" % (kv["phi3.rope.scaling.attn_factor"], af))
+    extra = set(T) - set(want_t) - {"rope_freqs.weight"}
+    if extra:
+        sys.exit("FAIL: unexpected tensors %s" % sorted(extra))
+    n = 0
+    for g, x in want_t.items():
+        if g not in T:
+            sys.exit("FAIL: %s missing" % g)
+        ne, t, raw = T[g]
+        if tuple(ne) != tuple(reversed(x.shape)):
+            sys.exit("FAIL: %s shape %s, want %s reversed" % (g, ne, x.shape))
+        wt = 0 if x.ndim == 1 or ".ffn_gate_inp." in g else gt  # 1-D and the router stay F32
+        if wt in (2, 8) and x.shape[-1] % 32:
+            wt = 1
+        if t != wt:
+            sys.exit("FAIL: %s stored as type %d, want %d" % (g, t, wt))
         flat = np.ascontiguousarray(x).reshape(-1)
         want = {0: lambda v: v.astype("<f4").tobytes(), 1: lambda v: f16_bits(v).tobytes(), 30: bf16_bytes, 8: q8_0, 2: q4_0}[t](flat)
         if raw != want:
