@@ -77,7 +77,28 @@ expect 0 "$G" synth p128 --like-config "$CFGD/phi-3-mini-128k.json" --layers 2 -
 expect 0 "$G" synth gm2 --like-config "$CFGD/gemma-2-9b.json" $S --head-dim 32 --seed 24
 "$PY" -c 'import json; c = json.load(open("gm2/config.json")); c["query_pre_attn_scalar"] = 32; json.dump(c, open("gm2/config.json", "w"), indent=2)' || bad "gemma 2 fixture"
 expect 0 "$G" synth gm1 --arch gemma --dtype bf16 --layers 2 --hidden 64 --intermediate 96 --heads 4 --kv-heads 1 --vocab 640 --seed 25
-for m in mx p4 p128 gm2 gm1; do
+# Gemma 3 vision-language (the text decoder converts; 7 layers: sliding, and global layer 5 with linear
+# RoPE scaling) and text-only with an untied lm_head
+expect 0 "$G" synth gm3 --like-config "$CFGD/gemma-3-4b.json" --layers 7 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --head-dim 32 --vocab 640 --dtype f32 --seed 26
+"$PY" -c 'import json; c = json.load(open("gm3/config.json")); c["text_config"]["query_pre_attn_scalar"] = 32; json.dump(c, open("gm3/config.json", "w"), indent=2)' || bad "gemma 3 fixture"
+expect 0 "$G" synth gt3 --like-config "$CFGD/gemma-3-4b.json" --layers 2 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --head-dim 32 --vocab 640 --dtype bf16 --seed 27
+"$PY" - <<'PYEOF' || bad "gemma 3 text fixture"
+import json, struct
+c = json.load(open("gt3/config.json")); t = c["text_config"]; t.update(architectures=["Gemma3ForCausalLM"], query_pre_attn_scalar=32, tie_word_embeddings=False, torch_dtype=c["torch_dtype"])
+json.dump(t, open("gt3/config.json", "w"), indent=2)
+b = open("gt3/model.safetensors", "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n]); d = b[8 + n:]
+out, blobs, off = {}, [], 0
+for k, v in h.items():  # the text decoder under Gemma3ForCausalLM's names, plus an lm_head of its own
+    if k == "__metadata__" or not k.startswith("language_model."): continue
+    raw = d[v["data_offsets"][0]:v["data_offsets"][1]]
+    for name in [k.replace("language_model.model.", "model.")] + (["lm_head.weight"] if k.endswith("embed_tokens.weight") else []):
+        rb = 2 * v["shape"][-1]  # lm_head: the embedding rows rotated by one
+        blob = raw if name != "lm_head.weight" else raw[rb:] + raw[:rb]
+        out[name] = dict(dtype=v["dtype"], shape=v["shape"], data_offsets=[off, off + len(blob)]); blobs.append(blob); off += len(blob)
+hj = json.dumps(out).encode(); hj += b" " * (-len(hj) % 8)
+open("gt3/model.safetensors", "wb").write(struct.pack("<Q", len(hj)) + hj + b"".join(blobs))
+PYEOF
+for m in mx p4 p128 gm2 gm1 gm3 gt3; do
     "$PY" "$TREF" make spm $m || bad "$m tokenizer fixture"
     for t in f32 bf16 q8_0; do
         expect 0 "$G" convert $m $m-$t.gguf --type $t --threads 2
@@ -88,15 +109,20 @@ for m in mx p4 p128 gm2 gm1; do
             "$PY" -c 'import json; a, b = (json.load(open(f)) for f in ("hf.json", "g1.json")); exit(0 if a["nll"] == b["nll"] and a["tokens_scored"] == b["tokens_scored"] else 1)' &&
             ok || bad "eval of $m-f32.gguf differs from the folder: $(cat "$T/err" hf.json g1.json)"
     fi
-    expect 0 "$G" convert $m-f32.gguf $m-back --dtype "$([ $m = gm1 ] && echo bf16 || echo f32)"
-    "$PY" - $m $m-back <<'PYEOF' && ok || bad "GGUF → HF of $m-f32.gguf is not the source"
+    expect 0 "$G" convert $m-f32.gguf $m-back --dtype "$(case $m in gm1|gt3) echo bf16 ;; *) echo f32 ;; esac)"
+    "$PY" - $m $m-back "$(dirname "$REF")" <<'PYEOF' && ok || bad "GGUF → HF of $m-f32.gguf is not the source"
 import json, struct, sys
 import numpy as np
+sys.path.insert(0, sys.argv[3])
+from gguf_ref import text_config, text_name
 def load(p):
     b = open(p + "/model.safetensors", "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n]); d = b[8 + n:]
     return {k: (v["dtype"], v["shape"], d[v["data_offsets"][0]:v["data_offsets"][1]]) for k, v in h.items() if k != "__metadata__"}
-a, b = load(sys.argv[1]), load(sys.argv[2])
 ca, cb = (json.load(open(p + "/config.json")) for p in sys.argv[1:3])
+a = {text_name(k, ca): v for k, v in load(sys.argv[1]).items() if text_name(k, ca) is not None}  # Gemma 3 VL: the text decoder
+b = load(sys.argv[2])
+ca = text_config(ca)
+if ca["architectures"][0] == "Gemma3ForConditionalGeneration": ca["architectures"] = ["Gemma3ForCausalLM"]
 gemma = ca["architectures"][0].startswith("Gemma")
 if gemma: ca.setdefault("tie_word_embeddings", True)  # Gemma configs' default
 def vals(t):
@@ -110,8 +136,9 @@ for k in set(a) & set(b):
 keys = ["architectures", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "num_hidden_layers", "vocab_size",
         "max_position_embeddings", "rms_norm_eps", "rope_theta", "tie_word_embeddings", "num_local_experts", "num_experts_per_tok", "head_dim",
         "query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping", "original_max_position_embeddings", "rope_scaling"]
-if ca["architectures"][0] == "Gemma2ForCausalLM": keys.append("sliding_window")
+if ca["architectures"][0].startswith("Gemma"): keys += ["sliding_window", "sliding_window_pattern", "rope_local_base_freq"][:1 if ca["architectures"][0] == "Gemma2ForCausalLM" else 3]
 def norm(v):
+    if isinstance(v, dict) and "type" in v and "rope_type" not in v: v = dict(v, rope_type=v["type"]); del v["type"]  # both spellings
     return json.loads(json.dumps(v), parse_float=lambda x: float(np.float32(float(x))))
 bad = [k for k in keys if norm(ca.get(k)) != norm(cb.get(k))]
 sys.exit(0 if not diff and not bad else print("tensors differ:", sorted(diff)[:8], "config differs:", [(k, ca.get(k), cb.get(k)) for k in bad]) or 1)

@@ -125,9 +125,10 @@ for cfg in "$CFG"/*.json; do
     llama=false; case $L in llama-*|mistral-*) llama=true ;; esac
     grow=$llama; case $L in qwen2.5-*) grow=true ;; esac
     gguf=$grow gmsg="GGUF conversion covers"; case $L in qwen3-*|mixtral-*|phi-3-*) gguf=true ;; esac
-    # Gemma 2 converts, but this scaled-down head_dim (32) is not its query_pre_attn_scalar (256), which
-    # llama.cpp cannot store: refused rather than written to compute another model
-    case $L in gemma-2-*) gmsg="query_pre_attn_scalar 256: llama.cpp scales Gemma 2 queries by 1/sqrt(32)" ;; esac
+    # Gemma 2 and 3 convert, but these scaled-down head_dims (32, 16) are not their query_pre_attn_scalar
+    # (256), which llama.cpp cannot store: refused rather than written to compute another model
+    case $L in gemma-2-*) gmsg="query_pre_attn_scalar 256: llama.cpp scales Gemma 2 queries by 1/sqrt(32)" ;;
+               gemma-3-*) gmsg="query_pre_attn_scalar 256: llama.cpp scales Gemma 3 queries by 1/sqrt(16)" ;; esac
     ev=$gguf; case $L in mixtral-*|phi-3-*|gemma-*) ev=true ;; esac
     expect 0 "$G" extract-lora --base "$L" --model "$L-a" "$L-lora" --rank 4
     expect 0 "$G" apply-lora "$L" "$L-lora" "$L-al"

@@ -123,7 +123,7 @@ int  graft_gguf_w_layout(struct graft_gguf_writer *w, struct graft_err *err);
 int  graft_gguf_w_write(struct graft_gguf_writer *w, long id, uint64_t off, const void *buf, size_t n, struct graft_err *err);
 int  graft_gguf_w_commit(struct graft_gguf_writer *w, struct graft_err *err);
 
-// A Llama / Mistral / Mixtral / Qwen2 / Qwen3 / Phi-3 / Gemma / Gemma 2 Hugging Face folder as one GGUF
+// A Llama / Mistral / Mixtral / Qwen2 / Qwen3 / Phi-3 / Gemma / Gemma 2 / Gemma 3 Hugging Face folder as one GGUF
 // file (src/ops/gguf_convert.c), laid out as llama.cpp's convert_hf_to_gguf.py lays it out: matrices as
 // `type` (F32, F16, BF16, Q8_0, Q4_0), 1-D tensors and Mixtral's router F32, Mixtral's experts stacked
 // into 3-D ffn_{gate,down,up}_exps, Gemma's norms stored as 1 + w, Phi-3's LongRoPE factors as
@@ -132,7 +132,7 @@ struct graft_model;
 int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type, const char *name, int n_threads, unsigned flags,
                   struct graft_err *err);
 // llama.cpp's name of a Hugging Face tensor for GGUF architecture `arch` ("llama", "qwen2", "qwen3",
-// "phi3", "gemma", "gemma2"; NULL: llama): "model.layers.3.mlp.up_proj.weight" → "blk.3.ffn_up.weight";
+// "phi3", "gemma", "gemma2", "gemma3"; NULL: llama): "model.layers.3.mlp.up_proj.weight" → "blk.3.ffn_up.weight";
 // false when there is none. A Mixtral expert's matrix ("…block_sparse_moe.experts.5.w1.weight") gives
 // the stacked tensor ("blk.3.ffn_gate_exps.weight") and its index in *expert (−1 otherwise; expert
 // NULL: experts have no name).
@@ -146,7 +146,7 @@ bool graft_gguf_name_to_hf(const char *arch, const char *gguf, int expert, char 
 // Whether a GGUF tensor name is one of llama.cpp's stacked expert tensors (ffn_*_exps).
 bool graft_gguf_is_experts(const char *gguf);
 
-// ---- GGUF → Hugging Face (src/io/gguf_hf.c; llama (Mixtral), qwen2, qwen3, phi3, gemma, gemma2 files) -----------------
+// ---- GGUF → Hugging Face (src/io/gguf_hf.c; llama (Mixtral), qwen2, qwen3, phi3, gemma, gemma2, gemma3 files)----------------
 // config.json rebuilt from the metadata (compact JSON, free() it): architecture, sizes, rms eps,
 // rope_theta, linear rope scaling, llama3 rope_scaling recovered from rope_freqs (refused when the
 // factors are not llama3's), Phi-3's longrope factors from rope_factors_{long,short}, Mixtral's experts,

@@ -172,11 +172,12 @@ static int hf_config(const struct graft_gguf *g, json_t **out, struct graft_gguf
     if (!get_str(g, "general.architecture", arch, sizeof arch))
         return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "GGUF file without general.architecture");
     const char *hf = !strcmp(arch, "llama") ? "LlamaForCausalLM" : !strcmp(arch, "qwen2") ? "Qwen2ForCausalLM" : !strcmp(arch, "qwen3") ? "Qwen3ForCausalLM"
-                   : !strcmp(arch, "phi3") ? "Phi3ForCausalLM" : !strcmp(arch, "gemma") ? "GemmaForCausalLM" : !strcmp(arch, "gemma2") ? "Gemma2ForCausalLM" : NULL;
-    if (!hf) return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "GGUF architecture '%s': graft reads llama (and Mixtral), qwen2, qwen3, phi3, gemma and gemma2 files as Hugging Face models", arch);
+                   : !strcmp(arch, "phi3") ? "Phi3ForCausalLM" : !strcmp(arch, "gemma") ? "GemmaForCausalLM" : !strcmp(arch, "gemma2") ? "Gemma2ForCausalLM"
+                   : !strcmp(arch, "gemma3") ? "Gemma3ForCausalLM" : NULL;
+    if (!hf) return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "GGUF architecture '%s': graft reads llama (and Mixtral), qwen2, qwen3, phi3, gemma, gemma2 and gemma3 files as Hugging Face models", arch);
     bool gemma = !strncmp(arch, "gemma", 5), phi3 = !strcmp(arch, "phi3");
-    uint64_t H = 0, I = 0, L = 0, nh = 0, nkv = 0, hd = 0, ctx = 2048, u, n_exp = 0, n_used = 0, swa = 0, octx = 0;
-    double eps = 1e-6, theta = 10000.0, factor = 0, cap_attn = 0, cap_final = 0;
+    uint64_t H = 0, I = 0, L = 0, nh = 0, nkv = 0, hd = 0, ctx = 2048, u, n_exp = 0, n_used = 0, swa = 0, octx = 0, swa_p = 6;
+    double eps = 1e-6, theta = 10000.0, factor = 0, cap_attn = 0, cap_final = 0, theta_swa = 10000.0;
 #define U(name, v) (snprintf(key, sizeof key, "%s." name, arch), graft_gguf_get_u64(g, key, &(v)))
 #define F(name, v) (snprintf(key, sizeof key, "%s." name, arch), graft_gguf_get_f64(g, key, &(v)))
     if (!U("embedding_length", H) || !U("feed_forward_length", I) || !U("block_count", L) || !U("attention.head_count", nh) || !H || !nh || !L)
@@ -192,6 +193,7 @@ static int hf_config(const struct graft_gguf *g, json_t **out, struct graft_gguf
         return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "%s.expert_count without a valid expert_used_count (graft reads Mixtral-style llama files)", arch);
     bool has_swa = U("attention.sliding_window", swa), has_octx = U("rope.scaling.original_context_length", octx);
     bool has_cap_a = F("attn_logit_softcapping", cap_attn), has_cap_f = F("final_logit_softcapping", cap_final);
+    F("rope.freq_base_swa", theta_swa), U("attention.sliding_window_pattern", swa_p);
     snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
     char st[32];
     bool has_st = get_str(g, key, st, sizeof st);
@@ -249,7 +251,7 @@ static int hf_config(const struct graft_gguf *g, json_t **out, struct graft_gguf
     json_t *c = json_object();
     if (!c) { json_decref(rs); return nomem(err); }
     json_object_set_new(c, "architectures", json_pack("[s]", has_exp ? "MixtralForCausalLM" : hf));
-    json_object_set_new(c, "model_type", json_string(has_exp ? "mixtral" : arch));
+    json_object_set_new(c, "model_type", json_string(has_exp ? "mixtral" : !strcmp(arch, "gemma3") ? "gemma3_text" : arch));
     json_object_set_new(c, "hidden_act", json_string(gemma ? "gelu_pytorch_tanh" : "silu"));
     if (gemma) json_object_set_new(c, "hidden_activation", json_string("gelu_pytorch_tanh"));
     json_object_set_new(c, "hidden_size", json_integer((json_int_t)H));
@@ -263,11 +265,16 @@ static int hf_config(const struct graft_gguf *g, json_t **out, struct graft_gguf
         json_object_set_new(c, "num_local_experts", json_integer((json_int_t)n_exp));
         json_object_set_new(c, "num_experts_per_tok", json_integer((json_int_t)n_used));
     }
-    if (!strcmp(arch, "gemma2")) { // llama.cpp scales queries by 1/√(hidden/heads) for the 46-layer 27B, else 1/√head_dim
-        json_object_set_new(c, "query_pre_attn_scalar", json_integer((json_int_t)(L == 46 ? H / nh : hd)));
-        json_object_set_new(c, "attn_logit_softcapping", has_cap_a ? json_real(short_f32(cap_attn)) : json_null());
+    bool gemma3 = !strcmp(arch, "gemma3");
+    if (!strcmp(arch, "gemma2") || gemma3) { // llama.cpp scales queries by 1/√(hidden/heads) for the 27B (46 or 62 layers), else 1/√head_dim
+        json_object_set_new(c, "query_pre_attn_scalar", json_integer((json_int_t)(L == (gemma3 ? 62u : 46u) ? H / nh : hd)));
+        json_object_set_new(c, "attn_logit_softcapping", has_cap_a && !gemma3 ? json_real(short_f32(cap_attn)) : json_null());
         json_object_set_new(c, "final_logit_softcapping", has_cap_f ? json_real(short_f32(cap_final)) : json_null());
         json_object_set_new(c, "sliding_window", json_integer((json_int_t)(has_swa ? swa : 4096)));
+    }
+    if (gemma3) { // no sliding window: every layer global (pattern 1)
+        json_object_set_new(c, "sliding_window_pattern", json_integer((json_int_t)(has_swa && swa ? swa_p : 1)));
+        json_object_set_new(c, "rope_local_base_freq", json_real(short_f32(theta_swa)));
     }
     if (phi3) {
         json_object_set_new(c, "original_max_position_embeddings", json_integer((json_int_t)(has_octx && octx ? octx : ctx)));
@@ -278,7 +285,7 @@ static int hf_config(const struct graft_gguf *g, json_t **out, struct graft_gguf
     json_object_set_new(c, "rms_norm_eps", json_real(short_f32(eps)));
     json_object_set_new(c, "rope_theta", json_real(short_f32(theta)));
     json_object_set_new(c, "rope_scaling", rs ? rs : json_null());
-    json_object_set_new(c, "tie_word_embeddings", json_boolean(gemma || !graft_gguf_find(g, "output.weight")));
+    json_object_set_new(c, "tie_word_embeddings", json_boolean((gemma && strcmp(arch, "gemma3")) || !graft_gguf_find(g, "output.weight")));
     if (graft_gguf_get_u64(g, "tokenizer.ggml.bos_token_id", &u)) json_object_set_new(c, "bos_token_id", json_integer((json_int_t)u));
     if (graft_gguf_get_u64(g, "tokenizer.ggml.eos_token_id", &u)) json_object_set_new(c, "eos_token_id", json_integer((json_int_t)u));
     json_object_set_new(c, "torch_dtype", json_string(td));

@@ -1,4 +1,4 @@
-// Hugging Face Llama / Mistral / Mixtral / Qwen2 / Qwen3 / Phi-3 / Gemma / Gemma 2 folder → one GGUF file
+// Hugging Face Llama / Mistral / Mixtral / Qwen2 / Qwen3 / Phi-3 / Gemma / Gemma 2 / Gemma 3 folder → one GGUF file
 // for llama.cpp (shared/formats.md §4.7), as its convert_hf_to_gguf.py writes it: llama.cpp's tensor
 // names per architecture, the Q/K row permutation its converter applies for Llama-type rotary layouts
 // (not for the NEOX-rotation architectures), Mixtral's experts stacked into one 3-D tensor per matrix
@@ -230,9 +230,35 @@ static const char *gguf_arch(const char *a, bool *permute) {
     static const struct { const char *hf, *gg; bool permute; } A[] = {
         {"LlamaForCausalLM", "llama", true}, {"MistralForCausalLM", "llama", true}, {"MixtralForCausalLM", "llama", true},
         {"Qwen2ForCausalLM", "qwen2", false}, {"Qwen3ForCausalLM", "qwen3", false}, {"Phi3ForCausalLM", "phi3", false},
-        {"GemmaForCausalLM", "gemma", false}, {"Gemma2ForCausalLM", "gemma2", false}};
+        {"GemmaForCausalLM", "gemma", false}, {"Gemma2ForCausalLM", "gemma2", false}, {"Gemma3ForCausalLM", "gemma3", false},
+        {"Gemma3ForConditionalGeneration", "gemma3", false}};
     for (size_t i = 0; a && i < sizeof A / sizeof A[0]; i++)
         if (!strcmp(a, A[i].hf)) return *permute = A[i].permute, A[i].gg;
+    return NULL;
+}
+
+// Gemma 3's text decoder config with Gemma3TextConfig's defaults for the keys a published config leaves
+// out (gemma-3-4b's text_config omits its head counts, head_dim and vocabulary size).
+static json_t *gemma3_text(json_t *c) {
+    static const struct { const char *k; double v; } D[] = {
+        {"vocab_size", 262208}, {"hidden_size", 2304}, {"intermediate_size", 9216}, {"num_hidden_layers", 26}, {"num_attention_heads", 8},
+        {"num_key_value_heads", 4}, {"head_dim", 256}, {"rms_norm_eps", 1e-6}, {"rope_theta", 1000000.0}, {"rope_local_base_freq", 10000.0},
+        {"sliding_window", 4096}, {"sliding_window_pattern", 6}, {"query_pre_attn_scalar", 256}, {"max_position_embeddings", 131072}};
+    for (size_t i = 0; i < sizeof D / sizeof D[0]; i++)
+        if (!json_object_get(c, D[i].k))
+            json_object_set_new(c, D[i].k, D[i].v == (double)(json_int_t)D[i].v && D[i].v >= 1 ? json_integer((json_int_t)D[i].v) : json_real(D[i].v));
+    return c;
+}
+
+// A Gemma 3 vision–language checkpoint's text decoder under transformers' names (older
+// "language_model.model.", newer "model.language_model."); NULL for the vision tower and projector,
+// which llama.cpp keeps in a separate mmproj file.
+static const char *text_name(const char *n, bool vl, char *buf, size_t cap) {
+    if (!vl) return n;
+    if (!strncmp(n, "language_model.model.", 21)) return snprintf(buf, cap, "model.%s", n + 21), buf;
+    if (!strncmp(n, "model.language_model.", 21)) return snprintf(buf, cap, "model.%s", n + 21), buf;
+    if (!strcmp(n, "language_model.lm_head.weight")) return "lm_head.weight";
+    if (!strcmp(n, "lm_head.weight")) return n;
     return NULL;
 }
 
@@ -243,6 +269,7 @@ int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type
     const struct graft_model_tensor **exps = NULL; // every expert tensor, grouped per stacked tensor
     int rc = GRAFT_OK;
     const char *mp = graft_model_path(m);
+    json_t *root = c; // c: the decoder's config (Gemma 3 VL: text_config)
     if (!c) return graft_err_set(err, GRAFT_E_FORMAT, mp, NULL, 0, "needs the model folder's config.json");
     const char *archs = json_string_value(json_array_get(json_object_get(c, "architectures"), 0));
     bool permute = false;
@@ -252,7 +279,14 @@ int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type
                            "Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM and Gemma2ForCausalLM", archs ? archs : "(none)");
         goto out;
     }
-    bool gemma = !strncmp(arch, "gemma", 5), phi3 = !strcmp(arch, "phi3");
+    bool gemma = !strncmp(arch, "gemma", 5), phi3 = !strcmp(arch, "phi3"), gemma3 = !strcmp(arch, "gemma3");
+    bool vl = !strcmp(archs, "Gemma3ForConditionalGeneration");
+    if (vl && !json_is_object(c = json_object_get(root, "text_config"))) {
+        c = root;
+        rc = graft_err_set(err, GRAFT_E_FORMAT, mp, NULL, 0, "config.json: Gemma3ForConditionalGeneration without a text_config");
+        goto out;
+    }
+    if (gemma3) gemma3_text(c);
     long H = graft__json_int(c, "hidden_size", -1), nh = graft__json_int(c, "num_attention_heads", -1), nkv = graft__json_int(c, "num_key_value_heads", nh), L = graft__json_int(c, "num_hidden_layers", -1);
     long hd = graft__json_int(c, "head_dim", nh > 0 ? H / nh : -1), V = graft__json_int(c, "vocab_size", -1);
     long n_exp = graft__json_int(c, "num_local_experts", 0), n_used = graft__json_int(c, "num_experts_per_tok", 0);
@@ -260,26 +294,42 @@ int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type
     if (H < 1 || nh < 1 || nkv < 1 || L < 1 || hd < 2 || V < 1) { rc = graft_err_set(err, GRAFT_E_FORMAT, mp, NULL, 0, "config.json lacks hidden_size, heads, layers or vocab_size"); goto out; }
     if (phi3 && hd != H / nh) { rc = graft_err_set(err, GRAFT_E_CONFIG, mp, NULL, 0, "head_dim %ld: llama.cpp's phi3 takes hidden_size / num_attention_heads = %ld", hd, H / nh); goto out; }
     if (!strcmp(archs, "MixtralForCausalLM") && (n_exp < 1 || n_used < 1 || n_used > n_exp)) { rc = graft_err_set(err, GRAFT_E_FORMAT, mp, NULL, 0, "config.json: num_local_experts / num_experts_per_tok are missing or inconsistent"); goto out; }
-    if (!strcmp(arch, "gemma2")) { // llama.cpp cannot store query_pre_attn_scalar: it scales queries by its own rule
-        long want = L == 46 ? H / nh : hd, q = graft__json_int(c, "query_pre_attn_scalar", 256);
+    if (!strcmp(arch, "gemma2") || gemma3) { // llama.cpp cannot store query_pre_attn_scalar: it scales queries by its own rule
+        long big = gemma3 ? 62 : 46, want = L == big ? H / nh : hd, q = graft__json_int(c, "query_pre_attn_scalar", 256);
         if (q != want) {
-            rc = graft_err_set(err, GRAFT_E_CONFIG, mp, NULL, 0, "query_pre_attn_scalar %ld: llama.cpp scales Gemma 2 queries by 1/sqrt(%ld) (%s), so the GGUF file would compute "
-                               "another model", q, want, L == 46 ? "hidden_size / heads for the 46-layer 27B" : "head_dim");
+            rc = graft_err_set(err, GRAFT_E_CONFIG, mp, NULL, 0, "query_pre_attn_scalar %ld: llama.cpp scales Gemma %d queries by 1/sqrt(%ld) (%s), so the GGUF file would compute "
+                               "another model", q, gemma3 ? 3 : 2, want, L == big ? (gemma3 ? "hidden_size / heads for the 62-layer 27B" : "hidden_size / heads for the 46-layer 27B") : "head_dim");
             goto out;
         }
     }
-    const struct graft_model_tensor *emb = graft_model_find(m, "model.embed_tokens.weight", 25);
-    if (!emb || emb->info->n_dims != 2) { rc = graft_err_set(err, GRAFT_E_FORMAT, mp, "model.embed_tokens.weight", 25, "missing or not 2-D"); goto out; }
+    if (gemma3 && json_is_array(json_object_get(c, "layer_types"))) { // llama.cpp takes a period: every p-th layer global
+        long p = graft__json_int(c, "sliding_window_pattern", 6);
+        json_t *lt = json_object_get(c, "layer_types");
+        for (size_t l = 0; l < json_array_size(lt) && !rc; l++) {
+            const char *ty = json_string_value(json_array_get(lt, l));
+            bool slide = ty && !strcmp(ty, "sliding_attention");
+            if (slide != (p < 1 || (long)(l + 1) % p != 0))
+                rc = graft_err_set(err, GRAFT_E_CONFIG, mp, NULL, 0, "layer_types: layer %zu is %s, which no sliding_window_pattern llama.cpp reads expresses", l, ty ? ty : "?");
+        }
+        if (rc) goto out;
+    }
+    const char *emb_name = !vl ? "model.embed_tokens.weight" : graft_model_find(m, "model.language_model.embed_tokens.weight", 39) ? "model.language_model.embed_tokens.weight"
+                                                                                                                              : "language_model.model.embed_tokens.weight";
+    const struct graft_model_tensor *emb = graft_model_find(m, emb_name, strlen(emb_name));
+    if (!emb || emb->info->n_dims != 2) { rc = graft_err_set(err, GRAFT_E_FORMAT, mp, emb_name, strlen(emb_name), "missing or not 2-D"); goto out; }
     size_t nt = graft_model_n_tensors(m);
     if (!(j.t = graft__calloc(nt ? nt : 1, sizeof *j.t)) || (n_exp > 0 && !(exps = graft__calloc(nt ? nt : 1, sizeof *exps)))) { rc = nomem(err); goto out; }
     size_t n_exps_used = 0;
     for (size_t i = 0; i < nt && !rc; i++) {
         const struct graft_model_tensor *t = graft_model_tensor(m, i);
         if (strstr(t->info->name, "rotary_emb.inv_freq")) continue; // recomputed by llama.cpp
-        if (gemma && !strcmp(t->info->name, "lm_head.weight")) continue; // Gemma ties it; llama.cpp reads token_embd
+        char nbuf[160];
+        const char *hn = text_name(t->info->name, vl, nbuf, sizeof nbuf);
+        if (!hn) continue; // the vision tower and projector: llama.cpp's mmproj file, not this one
+        if (gemma && !gemma3 && !strcmp(hn, "lm_head.weight")) continue; // Gemma 1/2 tie it; llama.cpp reads token_embd
         char gname[96];
         int e = -1;
-        if (!graft_gguf_hf_name(arch, t->info->name, gname, sizeof gname, n_exp > 0 ? &e : NULL)) {
+        if (!graft_gguf_hf_name(arch, hn, gname, sizeof gname, n_exp > 0 ? &e : NULL)) {
             rc = graft_err_set(err, GRAFT_E_FORMAT, mp, t->info->name, t->info->name_len, "no llama.cpp name for this tensor");
             break;
         }
@@ -379,11 +429,15 @@ int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type
     KF("attention.layer_norm_rms_epsilon", graft__json_num(c, "rms_norm_eps", 1e-6));
     if (!rc && ((json_object_get(c, "head_dim") && hd != H / nh) || gemma)) KU("attention.key_length", hd), KU("attention.value_length", hd);
     if (n_exp > 0) KU("expert_count", n_exp), KU("expert_used_count", n_used);
-    if (!strcmp(arch, "gemma2")) {
+    if (!strcmp(arch, "gemma2") || gemma3) {
         double ca = graft__json_num(c, "attn_logit_softcapping", 0), cf = graft__json_num(c, "final_logit_softcapping", 0);
-        if (ca > 0) KF("attn_logit_softcapping", ca);
+        if (ca > 0 && !gemma3) KF("attn_logit_softcapping", ca);
         if (cf > 0) KF("final_logit_softcapping", cf);
         KU("attention.sliding_window", graft__json_int(c, "sliding_window", 4096));
+    }
+    if (gemma3) { // local (sliding) layers: their own RoPE base, unscaled; every p-th layer global
+        KF("rope.freq_base_swa", graft__json_num(c, "rope_local_base_freq", 10000.0));
+        KU("attention.sliding_window_pattern", graft__json_int(c, "sliding_window_pattern", 6));
     }
     if (phi3) {
         KU("rope.scaling.original_context_length", octx);
@@ -397,7 +451,7 @@ int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type
     }
 #undef KU
 #undef KF
-    if (!rc) rc = write_tokenizer(w, m, c, emb->info->ne[0], err);
+    if (!rc) rc = write_tokenizer(w, m, root, emb->info->ne[0], err);
     for (size_t i = 0; i < j.n_x && !rc; i++) {
         uint64_t ne[1] = {j.x[i].n};
         if ((j.x[i].id = graft_gguf_w_tensor(w, j.x[i].name, 1, ne, GRAFT_GGML_F32, err)) < 0) rc = (int)j.x[i].id;
@@ -415,6 +469,6 @@ out:
     graft_gguf_writer_free(j.w);
     for (size_t i = 0; i < j.n_x; i++) graft__free(j.x[i].v);
     graft__free(j.t), graft__free(exps);
-    json_decref(c);
+    json_decref(root);
     return rc;
 }

@@ -112,7 +112,32 @@ def permute(w, n_head):
 
 
 ARCH = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "MixtralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
-        "Qwen3ForCausalLM": "qwen3", "Phi3ForCausalLM": "phi3", "GemmaForCausalLM": "gemma", "Gemma2ForCausalLM": "gemma2"}
+        "Qwen3ForCausalLM": "qwen3", "Phi3ForCausalLM": "phi3", "GemmaForCausalLM": "gemma", "Gemma2ForCausalLM": "gemma2",
+        "Gemma3ForCausalLM": "gemma3", "Gemma3ForConditionalGeneration": "gemma3"}
+# Gemma3TextConfig's defaults (a published vision-language config's text_config leaves most out)
+GEMMA3_TEXT = {"vocab_size": 262208, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26, "num_attention_heads": 8,
+               "num_key_value_heads": 4, "head_dim": 256, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
+               "sliding_window": 4096, "sliding_window_pattern": 6, "query_pre_attn_scalar": 256, "max_position_embeddings": 131072,
+               "final_logit_softcapping": None}
+
+
+def text_config(c):
+    """The decoder's config: Gemma 3's text_config (with its class defaults) for the vision-language model."""
+    if c["architectures"][0] == "Gemma3ForConditionalGeneration":
+        return dict(GEMMA3_TEXT, **c["text_config"], architectures=c["architectures"])
+    if c["architectures"][0] == "Gemma3ForCausalLM":
+        return dict(GEMMA3_TEXT, **c)
+    return c
+
+
+def text_name(n, c):
+    """A Gemma 3 vision-language tensor under the text model's name; None for the vision tower / projector."""
+    if c["architectures"][0] != "Gemma3ForConditionalGeneration":
+        return n
+    for p in ("language_model.model.", "model.language_model."):
+        if n.startswith(p):
+            return "model." + n[len(p):]
+    return "lm_head.weight" if n in ("language_model.lm_head.weight", "lm_head.weight") else None
 
 
 def gguf_name(hf, arch):
@@ -125,7 +150,7 @@ def gguf_name(hf, arch):
            "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
            "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm", "block_sparse_moe.gate": "ffn_gate_inp",
            "self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "ffn_up"}
-    if arch == "gemma2":
+    if arch in ("gemma2", "gemma3"):
         lay.update({"post_attention_layernorm": "post_attention_norm", "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffw_norm"})
     parts = hf.split(".")
     if parts[3] == "block_sparse_moe" and parts[4] == "experts":
@@ -136,8 +161,11 @@ def gguf_name(hf, arch):
 
 def check(folder, path, typ):
     kv, T = read_gguf(path)
-    c = json.load(open(os.path.join(folder, "config.json")))
-    W = load(folder)
+    c = text_config(json.load(open(os.path.join(folder, "config.json"))))
+    W = {}
+    for k, v in load(folder).items():
+        if text_name(k, c) is not None:
+            W[text_name(k, c)] = v
     arch = ARCH[c["architectures"][0]]
     gemma = arch.startswith("gemma")
     nh, nkv = c["num_attention_heads"], c.get("num_key_value_heads", c["num_attention_heads"])
@@ -148,8 +176,12 @@ def check(folder, path, typ):
         want_kv.update({"llama.expert_count": c["num_local_experts"], "llama.expert_used_count": c["num_experts_per_tok"]})
     if gemma:
         want_kv.update({"%s.attention.key_length" % arch: c["head_dim"], "%s.attention.value_length" % arch: c["head_dim"]})
-    if arch == "gemma2":
-        want_kv.update({"gemma2.attention.sliding_window": c["sliding_window"]})
+    if arch in ("gemma2", "gemma3"):
+        want_kv.update({"%s.attention.sliding_window" % arch: c["sliding_window"]})
+    if arch == "gemma3":
+        want_kv.update({"gemma3.attention.sliding_window_pattern": c["sliding_window_pattern"]})
+        if abs(kv["gemma3.rope.freq_base_swa"] - c["rope_local_base_freq"]) > 1e-3 * c["rope_local_base_freq"] or "gemma3.attn_logit_softcapping" in kv:
+            sys.exit("FAIL: gemma3 rope.freq_base_swa / attn_logit_softcapping")
     if arch == "phi3":
         want_kv.update({"phi3.rope.scaling.original_context_length": c["original_max_position_embeddings"],
                         "phi3.attention.sliding_window": c.get("sliding_window") or 0})
@@ -158,6 +190,9 @@ def check(folder, path, typ):
             sys.exit("FAIL: %s = %r, want %r" % (k, kv.get(k), v))
     if abs(kv["%s.rope.freq_base" % arch] - c.get("rope_theta", 10000.0)) > 1e-3 * c.get("rope_theta", 10000.0):
         sys.exit("FAIL: rope.freq_base")
+    rs = c.get("rope_scaling") or {}
+    if (rs.get("rope_type") or rs.get("type")) == "linear" and (kv.get("%s.rope.scaling.type" % arch) != "linear" or kv["%s.rope.scaling.factor" % arch] != rs["factor"]):
+        sys.exit("FAIL: linear rope scaling")
     if arch == "gemma2":
         for k in ("attn_logit_softcapping", "final_logit_softcapping"):
             if abs(kv["gemma2." + k] - c[k]) > 1e-6 * c[k]:
@@ -175,8 +210,8 @@ def check(folder, path, typ):
     # what the file must hold: the HF tensors under llama.cpp's names, Mixtral's experts stacked in index order
     want_t, stacks = {}, {}
     for name, w in W.items():
-        if gemma and name == "lm_head.weight":
-            continue  # Gemma ties it; the converter drops it
+        if arch in ("gemma", "gemma2") and name == "lm_head.weight":
+            continue  # Gemma 1/2 tie it; the converter drops it
         g, e = gguf_name(name, arch)
         x = w.astype(np.float32)
         if arch == "llama" and (".attn_q." in g or ".attn_k." in g):
