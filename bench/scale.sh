@@ -7,24 +7,28 @@
 # half cold), after the previous output is deleted and synced, untimed. Wall time: median of RUNS;
 # peak RssAnon (what graft allocates, not the mapped input pages) of the first run.
 # Then extract-lora's exact and randomized SVD routes, and convert --to gguf --type q8_0 of one model.
+# Then (section eval, when LLAMA_CPP_BIN names a llama.cpp build/bin) graft eval against llama.cpp's
+# llama-perplexity on the same Llama-3.2-1B-shaped BF16 and Q8_0 GGUF files, same tokens, ctx and threads.
 # Usage: bench/scale.sh [WORKDIR]   (needs ~50 GB free, root for drop_caches; figures: docs/benchmarks.md)
-#        SECTIONS="merge lora convert" (default: all) picks parts; RUNS (3), THREADS (2)
+#        SECTIONS="merge lora convert eval" (default: all) picks parts; RUNS (3), THREADS (2)
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 G="$ROOT/build/graft"
 W=${1:-"$ROOT/build/bench-scale"}
 RUNS=${RUNS:-3}
 THREADS=${THREADS:-2}
-SECTIONS=${SECTIONS:-merge lora convert}
+SECTIONS=${SECTIONS:-merge lora convert eval}
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 mkdir -p "$W"
 cc -O2 -o "$W/peakrss" "$ROOT/bench/peakrss.c"
 cd "$W"
+if want merge || want lora || want convert; then
 if [ ! -f a/model.safetensors.index.json ]; then
     echo "generating two 8B models..." >&2
     "$G" synth a --like-config "$ROOT/tests/configs/llama-3.1-8b.json" --seed 1 --threads "$THREADS" --force
 fi
 [ -f b/model.safetensors.index.json ] || "$G" synth b --like a --delta 0.002 --seed 2 --threads "$THREADS" --force
+fi
 cat > linear.yml <<'EOF'
 merge_method: linear
 models:
@@ -106,4 +110,41 @@ gt=$(for i in $(seq "$RUNS"); do rm -f out.gguf; timeit gguf_run; done | median)
 rm -f out.gguf
 awk -v g="$gt" -v f="$gfloor" -v s="$gsize" 'BEGIN { printf "convert --to gguf --type q8_0 (%.2f GB out): %.2f s, floor %.2f s: %.2fx\n", s / 1e9, g, f, g / f }'
 cold
+fi
+
+# ---- graft eval vs llama.cpp's llama-perplexity: a Llama-3.2-1B-shaped model (synth --like-config;
+# tied embeddings, vocabulary 128256) with a small byte-level BPE tokenizer (tests/ref/tok_ref.py), as
+# BF16 and Q8_0 GGUF files; both tools score the same 4 windows of 512 tokens (llama-perplexity's
+# chunks, tokenized by llama.cpp from the same text; graft gets those ids) with THREADS threads, warm
+# page cache, one window per pass (graft --batch 1, llama.cpp -b 512) and four (graft --batch 4,
+# llama.cpp's default -b 2048). llama.cpp's time: from its "calculating perplexity" log line to its
+# "Final estimate" line (its log timestamps); graft's: tokens_per_second of --json (windows × ctx /
+# forward-pass seconds). OpenBLAS picks its own kernels for graft (OPENBLAS_CORETYPE unset, as a
+# user's environment has it; EVAL_CORETYPE=name forces one). Median of RUNS.
+if want eval; then
+if [ -z "${LLAMA_CPP_BIN:-}" ]; then echo "eval: skipped (set LLAMA_CPP_BIN to a llama.cpp build/bin)"; else
+if [ ! -f e1b/model.safetensors ]; then
+    "$G" synth e1b --like-config "$ROOT/tests/configs/llama-3.2-1b.json" --seed 5 --threads "$THREADS" --force >/dev/null
+    /usr/bin/python3 "$ROOT/tests/ref/tok_ref.py" make llama3 e1b
+fi
+/usr/bin/python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import tok_ref; open("e1b.txt", "w").write(tok_ref.CORPUS * 40)' "$ROOT/tests/ref"
+ge() { if [ -n "${EVAL_CORETYPE:-}" ]; then OPENBLAS_CORETYPE=$EVAL_CORETYPE "$G" "$@"; else env -u OPENBLAS_CORETYPE "$G" "$@"; fi; }
+for t in bf16 q8_0; do
+    [ -f e1b-$t.gguf ] || "$G" convert e1b e1b-$t.gguf --type $t --threads "$THREADS" >/dev/null 2>&1
+    # llama.cpp's own chunks: its tokens, the first of each chunk replaced by BOS as llama-perplexity does
+    "$LLAMA_CPP_BIN/llama-tokenize" -m e1b-$t.gguf -f e1b.txt --ids --log-disable 2>/dev/null > lc.ids
+    /usr/bin/python3 -c 'import ast; a = ast.literal_eval(open("lc.ids").read().strip()); n = 512
+w = [a[c * n:(c + 1) * n] for c in range(4)]
+for c in w: c[0] = a[0]
+open("e1b.ids", "w").write("\n".join(" ".join(map(str, c)) for c in w))'
+    for nb in 1 4; do
+        lc=$(for i in $(seq "$RUNS"); do "$LLAMA_CPP_BIN/llama-perplexity" -m e1b-$t.gguf -f e1b.txt -c 512 -b $((512 * nb)) --chunks 4 -t "$THREADS" > lp.txt 2>&1
+            awk '/calculating perplexity/ || /Final estimate/ { split($1, p, "."); t = p[1] * 60 + p[2] + p[3] / 1e3 + p[4] / 1e6; if (/Final/) e = t; else s = t }
+                 END { printf "%.2f\n", 2048 / (e - s) }' lp.txt; done | median)
+        gr=$(for i in $(seq "$RUNS"); do ge eval e1b-$t.gguf --tokens e1b.ids --ctx 512 --no-bos --batch $nb --threads "$THREADS" --json 2>/dev/null |
+            sed 's/.*"tokens_per_second": \([0-9.]*\).*/\1/'; done | median)
+        awk -v t=$t -v b=$nb -v g="$gr" -v l="$lc" 'BEGIN { printf "eval %-4s (Llama-3.2-1B shape, ctx 512, 4 windows, %d per pass): graft %.1f tokens/s, llama.cpp %.1f tokens/s: %.2fx\n", t, b, g, l, g / l }'
+    done
+done
+fi
 fi

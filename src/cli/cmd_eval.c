@@ -12,10 +12,11 @@
 
 static const char help[] =
     "Usage: graft eval MODEL (--text FILE... | --tokens FILE...) [options]\n"
-    "       (MODEL: a Hugging Face folder, or a GGUF file — llama / qwen2 — whose tokenizer.ggml.* vocabulary\n"
-    "       tokenizes --text unless --tokenizer DIR is given)\n"
+    "       (MODEL: a Hugging Face folder, or a GGUF file — llama, qwen2, qwen3, phi3, gemma2, gemma3 — whose\n"
+    "       tokenizer.ggml.* vocabulary tokenizes --text unless --tokenizer DIR is given)\n"
     "\n"
-    "Perplexity of a Llama, Mistral or Qwen2 model (F32/F16/BF16 safetensors) on the CPU. Each file is\n"
+    "Perplexity of a Llama, Mistral, Mixtral, Qwen2, Qwen3, Phi-3, Gemma 2 or Gemma 3 model (F32/F16/BF16\n"
+    "safetensors; GGUF also F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q4_K/Q6_K) on the CPU (docs/eval.md). Each file is\n"
     "tokenized with MODEL/tokenizer.json (--text) or read as whitespace-separated token ids (--tokens,\n"
     "as `graft tokenize` prints them) and cut into windows of --ctx tokens that never span two files.\n"
     "Each window starts with BOS when the tokenizer adds one (tokenizer_config.json add_bos_token, else\n"
