@@ -283,5 +283,16 @@ if [ "$FAULTS" = faults ]; then
     done
     echo "# eval allocation faults: $fails failing points exercised"
 fi
+# the trained family `make demo` ships (demo/family): valid folders, and really trained — each expert
+# scores its own domain's held-out text better than the base does, and the base beats a random model
+FAM="$(dirname "$0")/../demo/family"
+if [ -d "$FAM" ]; then
+    for m in base c docs python; do expect 0 "$G" verify "$FAM/$m"; done
+    fppl() { "$G" eval "$FAM/$1" --text "$FAM/eval/$2.txt" --ctx 256 --json 2>"$T/err" | sed 's/.*"perplexity": \([0-9.]*\).*/\1/'; }
+    for d in c docs python; do
+        b=$(fppl base $d) e=$(fppl $d $d)
+        awk -v b="$b" -v e="$e" 'BEGIN { exit !(e < b && b < 30) }' && ok || bad "demo family: expert $d ($e) vs base ($b) on its domain: $(cat "$T/err")"
+    done
+fi
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
