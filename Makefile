@@ -1,9 +1,10 @@
-# graft — build, test, demo. `make` builds build/graft and build/libgraft.a; `make test` runs everything
-# (release build + an AddressSanitizer/UBSan build with fault injection); `make demo` shows a real run.
+# graft — build, test, demo. `make` builds build/graft, build/libgraft.a, build/libgraft.so (soname
+# libgraft.so.0) and build/graft.pc; `make test` runs everything (release build + an AddressSanitizer/UBSan
+# build with fault injection); `make demo` shows a real run; `make install PREFIX=/usr/local` installs.
 BUILD  ?= build
 SAN    ?= 0
 CC     ?= cc
-CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -g -Iinclude -pthread -MMD -MP
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -g -Iinclude -pthread -MMD -MP -fPIC
 ifeq ($(SAN),1)
   OPT := -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -DGRAFT_FAULT_INJECTION
 else
@@ -14,6 +15,10 @@ CFLAGS  += $(CFLAGS_BASE) $(OPT)
 NPROC   := $(shell nproc 2>/dev/null || echo 2)
 LDLIBS  := -ljansson -lyaml -lpcre2-8 -lutf8proc -llapacke -lopenblas -lm -pthread
 
+PREFIX  ?= /usr/local
+VERSION := $(shell sed -n 's/^\#define GRAFT_VERSION "\(.*\)"/\1/p' include/graft/graft.h)
+SOVER   := 0
+
 LIB_SRC  := $(sort $(wildcard src/core/*.c src/io/*.c src/ops/*.c src/config/*.c src/merge/*.c src/eval/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/test-*.c)) tests/harness.c tests/corrupt.c tests/mergetest.c
@@ -21,9 +26,9 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/presets.o
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all deps test demo bench clean fuzz asan
+.PHONY: all deps test demo bench clean fuzz asan install
 .SECONDARY:
-all: deps $(BUILD)/graft $(BUILD)/libgraft.a $(BUILD)/tests/unit $(BUILD)/tests/gen-corrupt \
+all: deps $(BUILD)/graft $(BUILD)/libgraft.a $(BUILD)/libgraft.so $(BUILD)/graft.pc $(BUILD)/tests/unit $(BUILD)/tests/gen-corrupt \
      $(BUILD)/tests/fuzz-safetensors $(BUILD)/tests/fuzz-index $(BUILD)/tests/fuzz-config \
      $(BUILD)/tests/fuzz-tokenizer $(BUILD)/tests/fuzz-genome $(BUILD)/tests/fuzz-gguf $(BUILD)/tests/fuzz-layout
 
@@ -47,6 +52,27 @@ $(BUILD)/obj/gen/presets.o: $(BUILD)/gen/presets.c | deps
 $(BUILD)/libgraft.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
+
+# The shared library exports exactly the functions the public headers declare (the version script
+# scripts/libgraft-map.sh derives from them); soname libgraft.so.$(SOVER), bumped when the ABI breaks.
+$(BUILD)/libgraft.map: scripts/libgraft-map.sh $(wildcard include/graft/*.h)
+	@mkdir -p $(BUILD)
+	sh scripts/libgraft-map.sh > $@
+
+$(BUILD)/libgraft.so.$(VERSION): $(LIB_OBJ) $(BUILD)/libgraft.map
+	$(CC) $(CFLAGS) -shared -Wl,-soname,libgraft.so.$(SOVER) -Wl,--version-script=$(BUILD)/libgraft.map $(LIB_OBJ) $(LDLIBS) -o $@
+
+$(BUILD)/libgraft.so: $(BUILD)/libgraft.so.$(VERSION)
+	ln -sf libgraft.so.$(VERSION) $(BUILD)/libgraft.so.$(SOVER)
+	ln -sf libgraft.so.$(VERSION) $@
+
+# pkg-config file for the installed prefix (`make install PREFIX=…` writes its own copy)
+$(BUILD)/graft.pc: Makefile scripts/install.sh
+	@mkdir -p $(BUILD)
+	sh scripts/install.sh pc $(PREFIX) $(VERSION) > $@
+
+install: all
+	sh scripts/install.sh install $(PREFIX) $(VERSION) $(BUILD) $(SOVER)
 
 $(BUILD)/graft: $(CLI_OBJ) $(BUILD)/libgraft.a
 	$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@

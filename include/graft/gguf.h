@@ -160,7 +160,7 @@ struct graft_gguf_heads {
     char     arch[32];      // general.architecture
 };
 int graft_gguf_hf_config(const struct graft_gguf *g, char **out, struct graft_gguf_heads *heads, struct graft_err *err);
-// tokenizer.json and tokenizer_config.json (graft__free() both) from tokenizer.ggml.*: gpt2-type
+// tokenizer.json and tokenizer_config.json (free() both) from tokenizer.ggml.*: gpt2-type
 // vocabularies with their merges and the pre-tokenizer named by tokenizer.ggml.pre (default/gpt-2,
 // llama-bpe, qwen2); llama-type (SentencePiece) vocabularies with merges derived from the scores (every
 // split of a piece into two pieces, ranked by the piece's score, as transformers' SentencePieceExtractor),

@@ -52,6 +52,9 @@ struct graft_err {
     char msg[GRAFT_ERR_MSG_MAX]; // one line, NUL-terminated, no trailing newline
 };
 
+// The library's version, GRAFT_VERSION of the build ("0.1.0"): a program linked against libgraft.so
+// can tell which one it got.
+const char *graft_version(void);
 // Name ("GRAFT_E_FORMAT") and description of a status; never NULL.
 const char *graft_status_name(int status);
 const char *graft_status_str(int status);

@@ -2,8 +2,11 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include "graft/graft.h"
 #include "graft/status.h"
 #include "impl.h"
+
+const char *graft_version(void) { return GRAFT_VERSION; }
 
 const char *graft_status_name(int status) {
     switch (status) {
