@@ -26,11 +26,12 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/presets.o
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all deps test demo bench clean fuzz asan install
+.PHONY: all deps test demo bench clean fuzz asan install python
 .SECONDARY:
 all: deps $(BUILD)/graft $(BUILD)/libgraft.a $(BUILD)/libgraft.so $(BUILD)/graft.pc $(BUILD)/tests/unit $(BUILD)/tests/gen-corrupt \
      $(BUILD)/tests/fuzz-safetensors $(BUILD)/tests/fuzz-index $(BUILD)/tests/fuzz-config \
-     $(BUILD)/tests/fuzz-tokenizer $(BUILD)/tests/fuzz-genome $(BUILD)/tests/fuzz-gguf $(BUILD)/tests/fuzz-layout
+     $(BUILD)/tests/fuzz-tokenizer $(BUILD)/tests/fuzz-genome $(BUILD)/tests/fuzz-gguf $(BUILD)/tests/fuzz-layout \
+     $(if $(filter 0,$(SAN)),python)
 
 deps:
 	@sh scripts/deps.sh
@@ -70,6 +71,16 @@ $(BUILD)/libgraft.so: $(BUILD)/libgraft.so.$(VERSION)
 $(BUILD)/graft.pc: Makefile scripts/install.sh
 	@mkdir -p $(BUILD)
 	sh scripts/install.sh pc $(PREFIX) $(VERSION) > $@
+
+# The Python module (docs/python.md): build/python/graft*.so against Debian's python3-dev, libgraft.a
+# linked in. PYTHONPATH=build/python python3 -c 'import graft'
+PY_INC := $(shell /usr/bin/python3-config --includes 2>/dev/null)
+PY_EXT := $(shell /usr/bin/python3-config --extension-suffix 2>/dev/null)
+python: $(BUILD)/python/graft$(PY_EXT)
+
+$(BUILD)/python/graft$(PY_EXT): python/graftmodule.c $(BUILD)/libgraft.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Wno-missing-field-initializers -Wno-cast-function-type $(PY_INC) -shared python/graftmodule.c $(BUILD)/libgraft.a $(LDLIBS) -o $@
 
 install: all
 	sh scripts/install.sh install $(PREFIX) $(VERSION) $(BUILD) $(SOVER)

@@ -1,6 +1,6 @@
 #!/bin/sh
-# Install the Debian packages graft builds against (jansson, libyaml, PCRE2, utf8proc, LAPACKE + OpenBLAS), when
-# missing. Called by `make`; safe to re-run.
+# Install the Debian packages graft builds against (jansson, libyaml, PCRE2, utf8proc, LAPACKE + OpenBLAS, and
+# python3-dev for the Python module), when missing. Called by `make`; safe to re-run.
 # `deps.sh test` also installs what the test suite uses: bash, Python 3 with NumPy and PyYAML and regex (the
 # independent references in tests/ref) and `script` (progress-line test).
 set -e
@@ -13,6 +13,7 @@ need=""
 ls /usr/lib/*/libopenblas.so >/dev/null 2>&1 || need="$need libopenblas-dev"
 command -v cc >/dev/null 2>&1 || need="$need gcc"
 command -v make >/dev/null 2>&1 || need="$need make"
+[ -x /usr/bin/python3-config ] || need="$need python3-dev" # the Python module (build/python)
 if [ "${1:-}" = test ]; then
     command -v bash >/dev/null 2>&1 || need="$need bash"
     /usr/bin/python3 -c 'import numpy, yaml, regex' >/dev/null 2>&1 || need="$need python3 python3-numpy python3-yaml python3-regex"

@@ -38,6 +38,7 @@ research merges / analyze end-to-end (release)|sh tests/research-e2e.sh build
 LoRA extract/apply end-to-end (release)|sh tests/lora-e2e.sh build
 real checkpoint layouts (release)|sh tests/layouts.sh build
 shared library, pkg-config, make install (release)|sh tests/shlib.sh build
+Python module (release)|sh tests/python.sh build
 fuzz corpus: safetensors (asan+ubsan)|build/asan/tests/fuzz-safetensors fuzz/corpus/safetensors
 fuzz corpus: index (asan+ubsan)|build/asan/tests/fuzz-index fuzz/corpus/index
 fuzz corpus: config (asan+ubsan)|build/asan/tests/fuzz-config fuzz/corpus/config

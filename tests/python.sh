@@ -1,0 +1,104 @@
+#!/bin/sh
+# The Python module (release build; `make` builds build/python/graft*.so): graft.open on a folder, a
+# sharded folder and a GGUF file — names as the CLI lists them, config.json as a dict, every tensor's
+# array equal to the bytes an independent reader takes from the file, read-only, zero-copy (alive after
+# the model is dropped), to_numpy's float32; graft.merge from a dict, a YAML string and a path gives
+# the CLI's bytes (dare_ties with a seed); errors are graft.Error subclasses with the CLI's exit codes;
+# merge releases the GIL.
+# Usage: tests/python.sh BUILD_DIR
+set -u
+B=${1:?build dir}
+G="$PWD/$B/graft"
+PY=${PYTHON:-/usr/bin/python3}
+export PYTHONPATH="$PWD/$B/python"
+V=$(sed -n 's/^#define GRAFT_VERSION "\(.*\)"/\1/p' include/graft/graft.h)
+. "$(dirname "$0")/lib.sh"
+cd "$T" || exit 1
+ls "$PYTHONPATH"/graft*.so > /dev/null 2>&1 && ok || bad "build/python/graft*.so is not built"
+expect 0 "$G" synth m --layers 2 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --vocab 128 --dtype bf16 --seed 1
+expect 0 "$G" synth f1 --like m --delta 0.01 --seed 2
+expect 0 "$G" synth f2 --like m --delta 0.01 --seed 3
+expect 0 "$G" convert m msh --dtype f32 --out-shard-size 40K
+expect 0 "$G" convert m m.gguf --type f32
+"$G" inspect m --json | sed -n 's/^ *"name": "\([^"]*\)".*/\1/p' > cli-names.txt
+printf 'merge_method: dare_ties\nbase_model: m\nmodels:\n  - model: f1\n    parameters: {weight: 0.6, density: 0.5}\n  - model: f2\n    parameters: {weight: 0.4, density: 0.5}\ndtype: bfloat16\n' > dt.yml
+expect 0 "$G" merge dt.yml cli-out --seed 3 --threads 2
+"$PY" - "$V" > "$T/py" 2>&1 <<'PYEOF' && ok || bad "python module: $(cat "$T/py")"
+import gc, json, os, struct, sys, threading, time
+import numpy as np
+import graft
+
+def check(c, what):
+    if not c:
+        raise SystemExit("FAIL: " + what)
+
+def raw(folder):  # an independent reader: every tensor's dtype, shape and bytes
+    out = {}
+    for f in sorted(os.listdir(folder)):
+        if not f.endswith(".safetensors"): continue
+        b = open(os.path.join(folder, f), "rb").read(); n = struct.unpack("<Q", b[:8])[0]
+        for k, v in json.loads(b[8:8 + n]).items():
+            if k != "__metadata__": out[k] = (v["dtype"], tuple(v["shape"]), b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]])
+    return out
+
+check(graft.__version__ == sys.argv[1], "version %s" % graft.__version__)
+m = graft.open("m")
+check(m.names == open("cli-names.txt").read().split(), "names differ from graft inspect")
+check(m.config == json.load(open("m/config.json")), "config")
+check(len(m) == len(m.names) and "model.norm.weight" in m and "nope" not in m, "len / in")
+r = raw("m")
+for k, (dt, shape, b) in r.items():
+    a = m[k]
+    check(a.shape == shape and a.tobytes() == b and not a.flags.writeable and a.dtype == np.uint16, "tensor %s view" % k)
+    check(m.dtype(k) == "BF16" and m.shape(k) == shape, "dtype/shape of %s" % k)
+    f = m.to_numpy(k)
+    check(f.dtype == np.float32 and np.array_equal(f.view(np.uint32), a.astype(np.uint32) << 16), "to_numpy of %s" % k)
+keep = m["model.embed_tokens.weight"]
+want = keep.tobytes()
+del m; gc.collect()
+check(keep.tobytes() == want, "an array outlives its model")
+try:
+    graft.open("m")["nope"]; check(False, "KeyError")
+except KeyError:
+    pass
+# sharded F32 folder and a GGUF file: the same values
+s, g = graft.open("msh"), graft.open("m.gguf")
+check(len(s.names) > 1 and sorted(s.names) == sorted(r), "sharded names")
+for k, (dt, shape, b) in r.items():
+    bf = (np.frombuffer(b, "<u2").astype(np.uint32) << 16).view(np.float32).reshape(shape)
+    check(np.array_equal(s[k], bf), "sharded %s" % k)
+    check(k not in g or np.array_equal(g.to_numpy(k), bf), "gguf %s" % k)
+check("model.layers.1.mlp.down_proj.weight" in g, "gguf names")
+# merge: dict, YAML text, path → the CLI's bytes
+cfg = {"merge_method": "dare_ties", "base_model": "m", "dtype": "bfloat16",
+       "models": [{"model": "f1", "parameters": {"weight": 0.6, "density": 0.5}}, {"model": "f2", "parameters": {"weight": 0.4, "density": 0.5}}]}
+graft.merge(cfg, "py-dict", seed=3, threads=1)
+graft.merge(open("dt.yml").read(), "py-text", seed=3)
+graft.merge("dt.yml", "py-path", seed=3, threads=2)
+cli = open("cli-out/model.safetensors", "rb").read()
+for o in ("py-dict", "py-text", "py-path"):
+    check(open(o + "/model.safetensors", "rb").read() == cli, "merge %s differs from the CLI" % o)
+# errors: the CLI's exit-code classes, one-line messages
+def fails(cls, code, fn, word):
+    try:
+        fn(); check(False, "no error from %s" % word)
+    except cls as e:
+        check(e.exit_code == code and isinstance(e, graft.Error) and word in str(e) and "\n" not in str(e), "%s: %r %s" % (word, e, e.exit_code))
+fails(graft.ConfigError, 4, lambda: graft.merge("merge_method: nonesuch\nmodels: [{model: m}]\n", "x"), "nonesuch")
+fails(graft.InputError, 3, lambda: graft.open("missing"), "missing")
+open("bad.safetensors", "wb").write(struct.pack("<Q", 1 << 40) + b"{}")
+fails(graft.InputError, 3, lambda: graft.open("bad.safetensors"), "bad.safetensors")
+fails(graft.Error, 1, lambda: graft.merge(cfg, "py-dict", seed=3), "py-dict")
+graft.merge(cfg, "py-dict", seed=3, force=True)
+check(not os.path.exists("x"), "a failed merge left output")
+# the GIL is released while merging: another thread keeps running
+ticks = [0]; done = [False]
+def tick():
+    while not done[0]: ticks[0] += 1; time.sleep(0.001)
+t = threading.Thread(target=tick); t.start()
+graft.merge(cfg, "py-gil", seed=3, threads=1, force=True); done[0] = True; t.join()
+check(ticks[0] > 0, "GIL held during merge")
+print("ok")
+PYEOF
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]
