@@ -6,15 +6,22 @@
 //   graft.merge(config, out, threads=0, seed=0, force=False): config is a MergeKit YAML string, a path
 //       to one, or a dict (dumped with PyYAML); model paths are relative to the config file (a string
 //       or dict: to the current directory);
+//   graft.eval_ppl(model, texts, ctx=512, …) → dict as `graft eval --json`; graft.convert(model, out,
+//       dtype); graft.extract_lora(base, model, out, rank=…) → {module: relative error};
 //   errors raise graft.Error subclasses (UsageError, InputError, ConfigError for the CLI's exit codes
 //       2, 3, 4; Error itself for 1) whose .exit_code and .status carry the class, str() the one line.
-// Long calls (merge) release the GIL.
+// Long calls (open, merge, eval_ppl, convert, extract_lora) release the GIL.
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "graft/graft.h"
+#include "graft/eval.h"
+#include "graft/gguf.h"
+#include "graft/tokenizer.h"
 
 static PyObject *Error, *UsageError, *InputError, *ConfigError;
 
@@ -278,10 +285,194 @@ static PyObject *py_merge(PyObject *mod, PyObject *args, PyObject *kw) {
     Py_RETURN_NONE;
 }
 
+// A model argument: a Model (borrowed) or a path (opened here; *own set so the caller closes it).
+static struct graft_model *model_arg(PyObject *o, struct graft_model **own) {
+    *own = NULL;
+    if (PyObject_TypeCheck(o, &ModelType)) return ((Model *)o)->m;
+    PyObject *b = NULL;
+    if (!PyUnicode_FSConverter(o, &b)) return NULL;
+    struct graft_err err = {0};
+    int rc;
+    const char *p = PyBytes_AS_STRING(b);
+    Py_BEGIN_ALLOW_THREADS
+    rc = graft_model_open(p, own, &err);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(b);
+    if (rc) return raise(rc, &err), NULL;
+    return *own;
+}
+
+static int n_threads_arg(int t) { return t > 0 ? t : (int)sysconf(_SC_NPROCESSORS_ONLN); }
+
+// ---- eval_ppl ----------------------------------------------------------------------------------------
+
+// eval_ppl(model, texts, ctx=512, stride=0, batch=1, threads=0, bos=None) → dict, as `graft eval --json`:
+// texts are strings (tokenized with the model's tokenizer.json / GGUF vocabulary) or lists of token ids.
+static PyObject *py_eval_ppl(PyObject *mod, PyObject *args, PyObject *kw) {
+    (void)mod;
+    static char *kws[] = {"model", "texts", "ctx", "stride", "batch", "threads", "bos", NULL};
+    PyObject *mo, *texts, *bos_o = Py_None;
+    int ctx = 512, stride = 0, batch = 1, threads = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|iiiiO", kws, &mo, &texts, &ctx, &stride, &batch, &threads, &bos_o)) return NULL;
+    if (PyUnicode_Check(texts)) return PyErr_Format(PyExc_TypeError, "eval_ppl: texts is a list of strings (or of token-id lists)");
+    PyObject *seq = PySequence_Fast(texts, "eval_ppl: texts must be a list");
+    if (!seq) return NULL;
+    Py_ssize_t nd = PySequence_Fast_GET_SIZE(seq);
+    if (nd < 1) { Py_DECREF(seq); return PyErr_Format(PyExc_ValueError, "eval_ppl: no texts"); }
+    struct graft_model *own = NULL, *m = NULL;
+    struct graft_gguf *gg = NULL;
+    struct graft_llama *L = NULL;
+    struct graft_tokenizer *tk = NULL;
+    int32_t **ids = PyMem_Calloc((size_t)nd, sizeof *ids);
+    size_t *lens = PyMem_Calloc((size_t)nd, sizeof *lens);
+    struct graft_err err = {0};
+    int rc = GRAFT_OK;
+    PyObject *res = NULL;
+    if (!ids || !lens) { PyErr_NoMemory(); goto out; }
+    // a GGUF path opens as llama.cpp's file (its vocabulary); anything else as a model
+    PyObject *pb = NULL;
+    bool is_gguf = false;
+    if (!PyObject_TypeCheck(mo, &ModelType)) {
+        if (!PyUnicode_FSConverter(mo, &pb)) goto out;
+        is_gguf = graft_gguf_sniff(PyBytes_AS_STRING(pb));
+    }
+    if (is_gguf) {
+        const char *p = PyBytes_AS_STRING(pb);
+        Py_BEGIN_ALLOW_THREADS
+        rc = graft_gguf_open(p, &gg, &err);
+        if (!rc) rc = graft_llama_open_gguf(gg, n_threads_arg(threads), &L, &err);
+        if (!rc) rc = graft_tokenizer_load_gguf(gg, p, &tk, &err);
+        Py_END_ALLOW_THREADS
+    } else {
+        if (!(m = model_arg(mo, &own))) { Py_XDECREF(pb); goto out; }
+        Py_BEGIN_ALLOW_THREADS
+        rc = graft_llama_open(m, n_threads_arg(threads), &L, &err);
+        if (!rc && graft_model_is_dir(m)) rc = graft_tokenizer_load(graft_model_dir(m), &tk, &err);
+        Py_END_ALLOW_THREADS
+    }
+    Py_XDECREF(pb);
+    if (rc == GRAFT_E_NOTFOUND && L) graft_err_clear(&err), rc = GRAFT_OK, tk = NULL; // ids only
+    if (rc) { raise(rc, &err); goto out; }
+    for (Py_ssize_t d = 0; d < nd; d++) {
+        PyObject *t = PySequence_Fast_GET_ITEM(seq, d);
+        if (PyUnicode_Check(t)) {
+            Py_ssize_t n;
+            const char *s = PyUnicode_AsUTF8AndSize(t, &n);
+            if (!s) goto out;
+            if (!tk) { PyErr_Format(PyExc_ValueError, "eval_ppl: the model has no tokenizer; give token-id lists"); goto out; }
+            if ((rc = graft_tokenizer_encode(tk, s, (size_t)n, &ids[d], &lens[d], &err))) { raise(rc, &err); goto out; }
+        } else {
+            PyObject *q = PySequence_Fast(t, "eval_ppl: each text is a string or a list of token ids");
+            if (!q) goto out;
+            Py_ssize_t n = PySequence_Fast_GET_SIZE(q);
+            if (!(ids[d] = malloc((size_t)(n ? n : 1) * sizeof **ids))) { Py_DECREF(q); PyErr_NoMemory(); goto out; }
+            for (Py_ssize_t i = 0; i < n; i++) {
+                long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(q, i));
+                if (v == -1 && PyErr_Occurred()) { Py_DECREF(q); goto out; }
+                if (v < 0 || v >= graft_llama_vocab(L)) { Py_DECREF(q); PyErr_Format(PyExc_ValueError, "eval_ppl: token id %ld outside the vocabulary", v); goto out; }
+                ids[d][i] = (int32_t)v;
+            }
+            lens[d] = (size_t)n;
+            Py_DECREF(q);
+        }
+    }
+    int32_t bos = tk ? graft_tokenizer_bos(tk) : -1;
+    if (bos_o == Py_False) bos = -1;
+    else if (bos_o == Py_True && bos < 0) { PyErr_Format(PyExc_ValueError, "eval_ppl: bos=True, but the tokenizer names no BOS token"); goto out; }
+    if (is_gguf && bos_o == Py_None) { // as graft eval: BOS from the GGUF metadata
+        uint64_t b;
+        const struct graft_gguf_kv *ab = graft_gguf_find_kv(gg, "tokenizer.ggml.add_bos_token");
+        if (graft_gguf_get_u64(gg, "tokenizer.ggml.bos_token_id", &b) && (!ab || (ab->type == GRAFT_GGUF_BOOL && ab->value[0]))) bos = (int32_t)b;
+    }
+    struct graft_ppl_opts po = {ctx, stride, batch, bos, 0, NULL, NULL};
+    struct graft_ppl_result r;
+    Py_BEGIN_ALLOW_THREADS
+    rc = graft_eval_ppl(L, (const int32_t *const *)ids, lens, (int)nd, &po, &r, &err);
+    Py_END_ALLOW_THREADS
+    if (rc) { raise(rc, &err); goto out; }
+    double mean = r.scored ? r.nll / (double)r.scored : 0;
+    res = Py_BuildValue("{s:d, s:d, s:K, s:K, s:K, s:i, s:i, s:d, s:d}", "nll", mean, "perplexity", exp(mean), "tokens_scored",
+                        (unsigned long long)r.scored, "positions", (unsigned long long)r.positions, "windows", (unsigned long long)r.windows,
+                        "ctx", ctx, "bos", (int)bos, "seconds", r.seconds, "tokens_per_second", r.seconds > 0 ? (double)r.positions / r.seconds : 0.0);
+out:
+    for (Py_ssize_t d = 0; ids && d < nd; d++) free(ids[d]);
+    PyMem_Free(ids), PyMem_Free(lens);
+    graft_tokenizer_free(tk), graft_llama_free(L), graft_gguf_close(gg), graft_model_close(own);
+    Py_DECREF(seq);
+    return res;
+}
+
+// ---- convert, extract_lora ---------------------------------------------------------------------------
+
+// convert(model, out, dtype, threads=0, shard_size=0, force=False): `graft convert IN OUT --dtype T`.
+static PyObject *py_convert(PyObject *mod, PyObject *args, PyObject *kw) {
+    (void)mod;
+    static char *kws[] = {"model", "out", "dtype", "threads", "shard_size", "force", NULL};
+    PyObject *mo, *outp;
+    const char *dt;
+    int threads = 0, force = 0;
+    unsigned long long shard = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO&s|iKp", kws, &mo, PyUnicode_FSConverter, &outp, &dt, &threads, &shard, &force)) return NULL;
+    int d = graft_dtype_from_name(dt, strlen(dt));
+    if (d < 0 || !graft_dtype_traits((enum graft_dtype)d)->is_float) {
+        Py_DECREF(outp);
+        return PyErr_Format(PyExc_ValueError, "convert: dtype must be a floating type (F32, F16, BF16, F8_E4M3, …), not \"%s\"", dt);
+    }
+    struct graft_model *own, *m = model_arg(mo, &own);
+    if (!m) { Py_DECREF(outp); return NULL; }
+    struct graft_convert_params p = graft_convert_default_params();
+    p.dtype = (enum graft_dtype)d, p.n_threads = n_threads_arg(threads), p.max_shard_bytes = shard, p.writer_flags = force ? GRAFT_WRITER_FORCE : 0;
+    struct graft_err err = {0};
+    int rc;
+    const char *out = PyBytes_AS_STRING(outp);
+    Py_BEGIN_ALLOW_THREADS
+    rc = graft_convert(m, out, &p, &err);
+    Py_END_ALLOW_THREADS
+    graft_model_close(own), Py_DECREF(outp);
+    if (rc) return raise(rc, &err);
+    Py_RETURN_NONE;
+}
+
+// extract_lora(base, model, out, rank=128, threads=0, force=False) → {module: ‖Δ − B·A‖/‖Δ‖, or None
+// for a module saved whole}.
+static PyObject *py_extract_lora(PyObject *mod, PyObject *args, PyObject *kw) {
+    (void)mod;
+    static char *kws[] = {"base", "model", "out", "rank", "threads", "force", NULL};
+    PyObject *bo, *fo, *outp;
+    int rank = 128, threads = 0, force = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO&|iip", kws, &bo, &fo, PyUnicode_FSConverter, &outp, &rank, &threads, &force)) return NULL;
+    struct graft_model *ob = NULL, *of = NULL, *b = model_arg(bo, &ob), *f = b ? model_arg(fo, &of) : NULL;
+    if (!b || !f) { graft_model_close(ob), graft_model_close(of), Py_DECREF(outp); return NULL; }
+    struct graft_lora_extract_params p = graft_lora_extract_default_params();
+    p.max_rank = rank, p.n_threads = n_threads_arg(threads), p.writer_flags = force ? GRAFT_WRITER_FORCE : 0;
+    struct graft_lora_report rep = {0};
+    struct graft_err err = {0};
+    int rc;
+    const char *out = PyBytes_AS_STRING(outp);
+    Py_BEGIN_ALLOW_THREADS
+    rc = graft_lora_extract(b, f, out, &p, &rep, &err);
+    Py_END_ALLOW_THREADS
+    graft_model_close(ob), graft_model_close(of), Py_DECREF(outp);
+    PyObject *d = rc ? raise(rc, &err) : PyDict_New();
+    for (size_t i = 0; d && i < rep.n; i++) {
+        PyObject *v = rep.mods[i].rel_error >= 0 ? PyFloat_FromDouble(rep.mods[i].rel_error) : (Py_INCREF(Py_None), Py_None); // None: saved whole
+        if (!v || PyDict_SetItemString(d, rep.mods[i].name, v) < 0) Py_CLEAR(d);
+        Py_XDECREF(v);
+    }
+    graft_lora_report_free(&rep);
+    return d;
+}
+
 static PyMethodDef functions[] = {
     {"open", py_open, METH_O, "open(path) → Model: a Hugging Face folder, a .safetensors or a .gguf file, read-only"},
     {"merge", (PyCFunction)(void (*)(void))py_merge, METH_VARARGS | METH_KEYWORDS,
      "merge(config, out, threads=0, seed=0, force=False): graft merge, with config a YAML string, a path or a dict"},
+    {"eval_ppl", (PyCFunction)(void (*)(void))py_eval_ppl, METH_VARARGS | METH_KEYWORDS,
+     "eval_ppl(model, texts, ctx=512, stride=0, batch=1, threads=0, bos=None) → dict: graft eval; texts are strings or token-id lists"},
+    {"convert", (PyCFunction)(void (*)(void))py_convert, METH_VARARGS | METH_KEYWORDS,
+     "convert(model, out, dtype, threads=0, shard_size=0, force=False): graft convert to F32/F16/BF16/F8 safetensors"},
+    {"extract_lora", (PyCFunction)(void (*)(void))py_extract_lora, METH_VARARGS | METH_KEYWORDS,
+     "extract_lora(base, model, out, rank=128, threads=0, force=False) → {module: relative error}: graft extract-lora"},
     {NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "graft", "graft: operate on trained neural-network checkpoints (docs/python.md)", -1, functions};

@@ -3,12 +3,14 @@
 # sharded folder and a GGUF file — names as the CLI lists them, config.json as a dict, every tensor's
 # array equal to the bytes an independent reader takes from the file, read-only, zero-copy (alive after
 # the model is dropped), to_numpy's float32; graft.merge from a dict, a YAML string and a path gives
-# the CLI's bytes (dare_ties with a seed); errors are graft.Error subclasses with the CLI's exit codes;
-# merge releases the GIL.
+# the CLI's bytes (dare_ties with a seed); eval_ppl (text and ids), convert and extract_lora give what
+# the CLI computes and writes; errors are graft.Error subclasses with the CLI's exit codes; merge
+# releases the GIL.
 # Usage: tests/python.sh BUILD_DIR
 set -u
 B=${1:?build dir}
 G="$PWD/$B/graft"
+REF="$PWD/tests/ref"
 PY=${PYTHON:-/usr/bin/python3}
 export PYTHONPATH="$PWD/$B/python"
 V=$(sed -n 's/^#define GRAFT_VERSION "\(.*\)"/\1/p' include/graft/graft.h)
@@ -23,6 +25,14 @@ expect 0 "$G" convert m m.gguf --type f32
 "$G" inspect m --json | sed -n 's/^ *"name": "\([^"]*\)".*/\1/p' > cli-names.txt
 printf 'merge_method: dare_ties\nbase_model: m\nmodels:\n  - model: f1\n    parameters: {weight: 0.6, density: 0.5}\n  - model: f2\n    parameters: {weight: 0.4, density: 0.5}\ndtype: bfloat16\n' > dt.yml
 expect 0 "$G" merge dt.yml cli-out --seed 3 --threads 2
+expect 0 "$G" synth ev --layers 2 --hidden 64 --heads 4 --kv-heads 2 --vocab 640 --dtype f32 --seed 4
+"$PY" "$REF/tok_ref.py" make llama3 ev || bad "tokenizer fixture"
+"$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); import tok_ref; open("t.txt", "w").write(tok_ref.CORPUS)' "$REF"
+"$G" eval ev --text t.txt --ctx 32 --json > cli-eval.json
+"$G" tokenize ev t.txt > t.ids
+"$G" eval ev --tokens t.ids --ctx 32 --no-bos --json > cli-eval-ids.json
+expect 0 "$G" convert m cli-f16 --dtype f16
+expect 0 "$G" extract-lora --base m --model f1 cli-lora --rank 4 --threads 2
 "$PY" - "$V" > "$T/py" 2>&1 <<'PYEOF' && ok || bad "python module: $(cat "$T/py")"
 import gc, json, os, struct, sys, threading, time
 import numpy as np
@@ -91,6 +101,24 @@ fails(graft.InputError, 3, lambda: graft.open("bad.safetensors"), "bad.safetenso
 fails(graft.Error, 1, lambda: graft.merge(cfg, "py-dict", seed=3), "py-dict")
 graft.merge(cfg, "py-dict", seed=3, force=True)
 check(not os.path.exists("x"), "a failed merge left output")
+# eval_ppl, convert, extract_lora: what the CLI computes and writes
+e = graft.eval_ppl("ev", [open("t.txt").read()], ctx=32)
+c = json.load(open("cli-eval.json"))
+check(abs(e["nll"] - c["nll"]) <= 1e-8 * abs(c["nll"]) and e["tokens_scored"] == c["tokens_scored"] and e["bos"] == c["bos"], "eval_ppl %s vs %s" % (e, c))
+ids = [int(x) for x in open("t.ids").read().split()]
+e2 = graft.eval_ppl(graft.open("ev"), [ids], ctx=32, bos=False)
+c2 = json.load(open("cli-eval-ids.json"))
+check(abs(e2["nll"] - c2["nll"]) <= 1e-8 * abs(c2["nll"]) and e2["tokens_scored"] == c2["tokens_scored"], "eval_ppl of ids")
+graft.convert("m", "py-f16", "F16", threads=2)
+check(open("py-f16/model.safetensors", "rb").read() == open("cli-f16/model.safetensors", "rb").read(), "convert differs from the CLI")
+rep = graft.extract_lora("m", "f1", "py-lora", rank=4)
+check(open("py-lora/adapter_model.safetensors", "rb").read() == open("cli-lora/adapter_model.safetensors", "rb").read(), "extract_lora differs from the CLI")
+check(all(v is None or 0 <= v < 1 for v in rep.values()) and any(v is not None for v in rep.values()), "extract_lora report %r" % rep)
+for bad_call in (lambda: graft.convert("m", "x", "int4"), lambda: graft.eval_ppl("ev", [[10 ** 6]])):
+    try:
+        bad_call(); check(False, "no ValueError")
+    except ValueError:
+        pass
 # the GIL is released while merging: another thread keeps running
 ticks = [0]; done = [False]
 def tick():
