@@ -16,6 +16,7 @@ command -v make >/dev/null 2>&1 || need="$need make"
 [ -x /usr/bin/python3-config ] || need="$need python3-dev" # the Python module (build/python)
 if [ "${1:-}" = test ]; then
     command -v bash >/dev/null 2>&1 || need="$need bash"
+    command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config" # tests/shlib.sh builds against graft.pc
     /usr/bin/python3 -c 'import numpy, yaml, regex' >/dev/null 2>&1 || need="$need python3 python3-numpy python3-yaml python3-regex"
 fi
 [ -z "$need" ] && exit 0
