@@ -72,15 +72,14 @@ $(BUILD)/graft.pc: Makefile scripts/install.sh
 	@mkdir -p $(BUILD)
 	sh scripts/install.sh pc $(PREFIX) $(VERSION) > $@
 
-# The Python module (docs/python.md): build/python/graft*.so against Debian's python3-dev, libgraft.a
-# linked in. PYTHONPATH=build/python python3 -c 'import graft'
-PY_INC := $(shell /usr/bin/python3-config --includes 2>/dev/null)
-PY_EXT := $(shell /usr/bin/python3-config --extension-suffix 2>/dev/null)
-python: $(BUILD)/python/graft$(PY_EXT)
+# The Python module (docs/python.md): build/python/graft.so against Debian's python3-dev (asked for in
+# the recipe: deps installs it after this Makefile is read), libgraft.a linked in.
+# PYTHONPATH=build/python python3 -c 'import graft'
+python: $(BUILD)/python/graft.so
 
-$(BUILD)/python/graft$(PY_EXT): python/graftmodule.c $(BUILD)/libgraft.a
+$(BUILD)/python/graft.so: python/graftmodule.c $(BUILD)/libgraft.a | deps
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Wno-missing-field-initializers -Wno-cast-function-type $(PY_INC) -shared python/graftmodule.c $(BUILD)/libgraft.a $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) -Wno-missing-field-initializers -Wno-cast-function-type $$(/usr/bin/python3-config --includes) -shared python/graftmodule.c $(BUILD)/libgraft.a $(LDLIBS) -o $@
 
 install: all
 	sh scripts/install.sh install $(PREFIX) $(VERSION) $(BUILD) $(SOVER)

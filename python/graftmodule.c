@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "graft/graft.h"
 #include "graft/eval.h"
@@ -29,12 +30,14 @@ static PyObject *Error, *UsageError, *InputError, *ConfigError;
 static PyObject *raise(int status, const struct graft_err *err) {
     int code = graft_status_exit_code(status);
     PyObject *cls = code == 2 ? UsageError : code == 3 ? InputError : code == 4 ? ConfigError : Error;
-    PyObject *exc = PyObject_CallFunction(cls, "s", err && err->msg[0] ? err->msg : graft_status_str(status));
+    const char *m = err && err->msg[0] ? err->msg : graft_status_str(status);
+    PyObject *msg = PyUnicode_DecodeUTF8(m, (Py_ssize_t)strlen(m), "surrogateescape"); // paths need not be UTF-8
+    PyObject *exc = msg ? PyObject_CallOneArg(cls, msg) : NULL;
+    Py_XDECREF(msg);
     if (!exc) return NULL;
-    PyObject_SetAttrString(exc, "exit_code", PyLong_FromLong(code));
-    PyObject_SetAttrString(exc, "status", PyUnicode_FromString(graft_status_name(status)));
-    PyErr_SetObject(cls, exc);
-    Py_DECREF(exc);
+    PyObject *c = PyLong_FromLong(code), *st = PyUnicode_FromString(graft_status_name(status));
+    if (c && st && PyObject_SetAttrString(exc, "exit_code", c) == 0 && PyObject_SetAttrString(exc, "status", st) == 0) PyErr_SetObject(cls, exc);
+    Py_XDECREF(c), Py_XDECREF(st), Py_DECREF(exc);
     return NULL;
 }
 
@@ -79,7 +82,11 @@ static const char *np_view(enum graft_dtype d) {
 
 static PyObject *shape_tuple(const struct graft_tensor_info *i) {
     PyObject *s = PyTuple_New(i->n_dims);
-    for (int d = 0; s && d < i->n_dims; d++) PyTuple_SET_ITEM(s, d, PyLong_FromUnsignedLongLong(i->ne[d]));
+    for (int d = 0; s && d < i->n_dims; d++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(i->ne[d]);
+        if (!v) { Py_CLEAR(s); break; }
+        PyTuple_SET_ITEM(s, d, v);
+    }
     return s;
 }
 
@@ -142,7 +149,9 @@ static PyObject *model_names(Model *self, void *unused) {
     PyObject *l = PyList_New((Py_ssize_t)n);
     for (size_t i = 0; l && i < n; i++) {
         const struct graft_tensor_info *t = graft_model_tensor(self->m, i)->info;
-        PyList_SET_ITEM(l, (Py_ssize_t)i, PyUnicode_FromStringAndSize(t->name, (Py_ssize_t)t->name_len));
+        PyObject *v = PyUnicode_DecodeUTF8(t->name, (Py_ssize_t)t->name_len, "surrogateescape");
+        if (!v) { Py_CLEAR(l); break; }
+        PyList_SET_ITEM(l, (Py_ssize_t)i, v);
     }
     return l;
 }
@@ -260,11 +269,12 @@ static PyObject *py_merge(PyObject *mod, PyObject *args, PyObject *kw) {
         text = yaml ? PyObject_CallMethod(yaml, "safe_dump", "O", config) : NULL;
         Py_XDECREF(yaml);
         if (!text) { Py_DECREF(outp); return NULL; }
-    } else if (PyUnicode_Check(config) && !strchr(PyUnicode_AsUTF8(config), '\n') && !strchr(PyUnicode_AsUTF8(config), ':')) {
+    } else if (PyUnicode_Check(config)) { // an existing file is a path; anything else YAML text
+        struct stat sb;
         if (!PyUnicode_FSConverter(config, &pathb)) { Py_DECREF(outp); return NULL; }
-        path = PyBytes_AS_STRING(pathb);
-    } else if (PyUnicode_Check(config)) {
-        text = config, Py_INCREF(text);
+        if (!strchr(PyBytes_AS_STRING(pathb), '\n') && stat(PyBytes_AS_STRING(pathb), &sb) == 0 && S_ISREG(sb.st_mode)) path = PyBytes_AS_STRING(pathb);
+        else if (!PyUnicode_AsUTF8(config)) { Py_DECREF(pathb), Py_DECREF(outp); return NULL; }
+        else text = config, Py_INCREF(text);
     } else {
         Py_DECREF(outp);
         return PyErr_Format(PyExc_TypeError, "merge: config must be a YAML string, a path or a dict");
@@ -315,9 +325,9 @@ static PyObject *py_eval_ppl(PyObject *mod, PyObject *args, PyObject *kw) {
     int ctx = 512, stride = 0, batch = 1, threads = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|iiiiO", kws, &mo, &texts, &ctx, &stride, &batch, &threads, &bos_o)) return NULL;
     if (PyUnicode_Check(texts)) return PyErr_Format(PyExc_TypeError, "eval_ppl: texts is a list of strings (or of token-id lists)");
-    PyObject *seq = PySequence_Fast(texts, "eval_ppl: texts must be a list");
+    PyObject *seq = PySequence_Tuple(texts); // immutable copies: no Python code can resize them under us
     if (!seq) return NULL;
-    Py_ssize_t nd = PySequence_Fast_GET_SIZE(seq);
+    Py_ssize_t nd = PyTuple_GET_SIZE(seq);
     if (nd < 1) { Py_DECREF(seq); return PyErr_Format(PyExc_ValueError, "eval_ppl: no texts"); }
     struct graft_model *own = NULL, *m = NULL;
     struct graft_gguf *gg = NULL;
@@ -354,7 +364,7 @@ static PyObject *py_eval_ppl(PyObject *mod, PyObject *args, PyObject *kw) {
     if (rc == GRAFT_E_NOTFOUND && L) graft_err_clear(&err), rc = GRAFT_OK, tk = NULL; // ids only
     if (rc) { raise(rc, &err); goto out; }
     for (Py_ssize_t d = 0; d < nd; d++) {
-        PyObject *t = PySequence_Fast_GET_ITEM(seq, d);
+        PyObject *t = PyTuple_GET_ITEM(seq, d);
         if (PyUnicode_Check(t)) {
             Py_ssize_t n;
             const char *s = PyUnicode_AsUTF8AndSize(t, &n);
@@ -362,12 +372,12 @@ static PyObject *py_eval_ppl(PyObject *mod, PyObject *args, PyObject *kw) {
             if (!tk) { PyErr_Format(PyExc_ValueError, "eval_ppl: the model has no tokenizer; give token-id lists"); goto out; }
             if ((rc = graft_tokenizer_encode(tk, s, (size_t)n, &ids[d], &lens[d], &err))) { raise(rc, &err); goto out; }
         } else {
-            PyObject *q = PySequence_Fast(t, "eval_ppl: each text is a string or a list of token ids");
+            PyObject *q = PySequence_Tuple(t);
             if (!q) goto out;
-            Py_ssize_t n = PySequence_Fast_GET_SIZE(q);
+            Py_ssize_t n = PyTuple_GET_SIZE(q);
             if (!(ids[d] = malloc((size_t)(n ? n : 1) * sizeof **ids))) { Py_DECREF(q); PyErr_NoMemory(); goto out; }
             for (Py_ssize_t i = 0; i < n; i++) {
-                long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(q, i));
+                long v = PyLong_AsLong(PyTuple_GET_ITEM(q, i));
                 if (v == -1 && PyErr_Occurred()) { Py_DECREF(q); goto out; }
                 if (v < 0 || v >= graft_llama_vocab(L)) { Py_DECREF(q); PyErr_Format(PyExc_ValueError, "eval_ppl: token id %ld outside the vocabulary", v); goto out; }
                 ids[d][i] = (int32_t)v;
@@ -376,14 +386,16 @@ static PyObject *py_eval_ppl(PyObject *mod, PyObject *args, PyObject *kw) {
             Py_DECREF(q);
         }
     }
-    int32_t bos = tk ? graft_tokenizer_bos(tk) : -1;
-    if (bos_o == Py_False) bos = -1;
-    else if (bos_o == Py_True && bos < 0) { PyErr_Format(PyExc_ValueError, "eval_ppl: bos=True, but the tokenizer names no BOS token"); goto out; }
-    if (is_gguf && bos_o == Py_None) { // as graft eval: BOS from the GGUF metadata
+    // BOS as graft eval takes it: the GGUF metadata's, then the tokenizer's; bos=False / True force it
+    int32_t bos = -1;
+    if (is_gguf) {
         uint64_t b;
         const struct graft_gguf_kv *ab = graft_gguf_find_kv(gg, "tokenizer.ggml.add_bos_token");
         if (graft_gguf_get_u64(gg, "tokenizer.ggml.bos_token_id", &b) && (!ab || (ab->type == GRAFT_GGUF_BOOL && ab->value[0]))) bos = (int32_t)b;
     }
+    if (tk) bos = graft_tokenizer_bos(tk);
+    if (bos_o == Py_False) bos = -1;
+    else if (bos_o == Py_True && bos < 0) { PyErr_Format(PyExc_ValueError, "eval_ppl: bos=True, but the model names no BOS token"); goto out; }
     struct graft_ppl_opts po = {ctx, stride, batch, bos, 0, NULL, NULL};
     struct graft_ppl_result r;
     Py_BEGIN_ALLOW_THREADS
@@ -478,13 +490,14 @@ static PyMethodDef functions[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "graft", "graft: operate on trained neural-network checkpoints (docs/python.md)", -1, functions};
 
 PyMODINIT_FUNC PyInit_graft(void) {
+    if (PyType_Ready(&ModelType) < 0 || PyType_Ready(&TensorBufType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
-    if (!m || PyType_Ready(&ModelType) < 0 || PyType_Ready(&TensorBufType) < 0) return NULL;
+    if (!m) return NULL;
     Error = PyErr_NewExceptionWithDoc("graft.Error", "a graft failure (exit code 1: I/O, memory, existing output, …)", NULL, NULL);
-    UsageError = PyErr_NewExceptionWithDoc("graft.UsageError", "an invalid argument (the CLI's exit code 2)", Error, NULL);
-    InputError = PyErr_NewExceptionWithDoc("graft.InputError", "a bad input file (exit code 3)", Error, NULL);
-    ConfigError = PyErr_NewExceptionWithDoc("graft.ConfigError", "a bad merge or recipe config (exit code 4)", Error, NULL);
-    if (!Error || !UsageError || !InputError || !ConfigError) return NULL;
+    UsageError = Error ? PyErr_NewExceptionWithDoc("graft.UsageError", "an invalid argument (the CLI's exit code 2)", Error, NULL) : NULL;
+    InputError = Error ? PyErr_NewExceptionWithDoc("graft.InputError", "a bad input file (exit code 3)", Error, NULL) : NULL;
+    ConfigError = Error ? PyErr_NewExceptionWithDoc("graft.ConfigError", "a bad merge or recipe config (exit code 4)", Error, NULL) : NULL;
+    if (!Error || !UsageError || !InputError || !ConfigError) { Py_DECREF(m); return NULL; }
     Py_INCREF(&ModelType);
     PyModule_AddObject(m, "Model", (PyObject *)&ModelType);
     PyModule_AddObject(m, "Error", Error), Py_INCREF(Error);

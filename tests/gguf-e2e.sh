@@ -144,6 +144,45 @@ bad = [k for k in keys if norm(ca.get(k)) != norm(cb.get(k))]
 sys.exit(0 if not diff and not bad else print("tensors differ:", sorted(diff)[:8], "config differs:", [(k, ca.get(k), cb.get(k)) for k in bad]) or 1)
 PYEOF
 done
+# Gemma 3 checkpoints saved by transformers ≥ 4.52 name the decoder model.language_model.*: the same GGUF
+"$PY" - <<'PYEOF' || bad "gemma 3 new-names fixture"
+import json, shutil, struct
+shutil.copytree("gm3", "n/gm3")  # the same folder name: general.name is the folder's
+b = open("gm3/model.safetensors", "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n])
+h2 = {}
+for k, v in h.items():
+    k2 = k.replace("language_model.model.", "model.language_model.").replace("vision_tower.", "model.vision_tower.").replace("multi_modal_projector.", "model.multi_modal_projector.")
+    h2[k2] = v
+hj = json.dumps(h2).encode(); hj += b" " * (-len(hj) % 8)
+open("n/gm3/model.safetensors", "wb").write(struct.pack("<Q", len(hj)) + hj + b[8 + n:])
+PYEOF
+expect 0 "$G" convert n/gm3 gm3n-f32.gguf --type f32
+cmp -s gm3n-f32.gguf gm3-f32.gguf && ok || bad "gemma 3 with model.language_model.* names converts differently"
+# hostile stacked experts: an expert_count far beyond any model, or an empty stacked dimension, is
+# refused (exit 3) before anything is allocated from it
+for spec in "2305843009213693951 1 0:1:8" "4 1 0:1:4" "4 1 8:4:0"; do
+    "$PY" - $spec <<'PYEOF' || bad "hostile experts fixture"
+import struct, sys
+cnt, used, ne = int(sys.argv[1]), int(sys.argv[2]), [int(x) for x in sys.argv[3].split(":")]
+s = lambda t: struct.pack("<Q", len(t)) + t.encode()
+kv = [("general.architecture", 8, s("llama"))] + [("llama." + k, 4, struct.pack("<I", v)) for k, v in
+      (("embedding_length", 8), ("feed_forward_length", 4), ("block_count", 1), ("attention.head_count", 2))]
+kv += [("llama.expert_count", 10, struct.pack("<Q", cnt)), ("llama.expert_used_count", 4, struct.pack("<I", used))]
+tens = [("token_embd.weight", [8, 4]), ("blk.0.ffn_gate_exps.weight", ne)]
+b = b"GGUF" + struct.pack("<IQQ", 3, len(tens), len(kv))
+for k, t, v in kv: b += s(k) + struct.pack("<I", t) + v
+off = 0
+for name, dims in tens:
+    b += s(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims) + struct.pack("<IQ", 0, off)
+    n = 4
+    for d in dims: n *= d
+    off += (n + 31) // 32 * 32
+b += b"\0" * (-len(b) % 32) + b"\0" * off
+open("hx.gguf", "wb").write(b)
+PYEOF
+    expect 3 "$G" convert hx.gguf hx-out
+    [ "$(wc -l < "$T/err")" = 1 ] && grep -q "hx.gguf" "$T/err" && [ ! -e hx-out ] && ok || bad "hostile experts $spec: $(cat "$T/err")"
+done
 # the GGUF's own vocabulary (tokenizer.ggml.*, rebuilt as tokenizer.json) tokenizes exactly as the HF
 # folder's tokenizer.json: byte-level llama3 and qwen2 with merges, SentencePiece with merges derived
 # from the scores; eval --text on a GGUF then needs no --tokenizer

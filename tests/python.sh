@@ -119,6 +119,23 @@ for bad_call in (lambda: graft.convert("m", "x", "int4"), lambda: graft.eval_ppl
         bad_call(); check(False, "no ValueError")
     except ValueError:
         pass
+# hostile or odd arguments raise, never crash: a lone surrogate, a list that empties itself while its
+# ids are read; a config path with a colon is a path
+for bad_call in (lambda: graft.merge("\ud800", "x"),):
+    try:
+        bad_call(); check(False, "no error")
+    except (ValueError, UnicodeError, graft.Error):
+        pass
+class Shrink:
+    def __index__(self):
+        lst.clear(); return 1
+lst = [[Shrink(), 2, 3, 4], [1, 2, 3, 4]]
+r = graft.eval_ppl("ev", lst, ctx=32, bos=False)
+check(r["tokens_scored"] == 6, "eval_ppl on a list emptied mid-read: %r" % r)
+os.makedirs("a:b", exist_ok=True)
+open("a:b/dt.yml", "w").write(open("dt.yml").read().replace("model: m", "model: ../m").replace("model: f", "model: ../f").replace("base_model: m", "base_model: ../m"))
+graft.merge("a:b/dt.yml", "py-colon", seed=3)
+check(open("py-colon/model.safetensors", "rb").read() == cli, "config path with a colon")
 # the GIL is released while merging: another thread keeps running
 ticks = [0]; done = [False]
 def tick():

@@ -89,7 +89,7 @@ int graft_llama_open_gguf(const struct graft_gguf *g, int n_threads, struct graf
     if (s->failed) {
         graft_llama_free(*out), *out = NULL;
         graft_err_clear(err);
-        rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory un-permuting q/k or unshifting norms");
+        rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "cannot decode or copy a q/k matrix or a norm (out of memory, or an undecodable type)");
     }
     if (rc) { src_free(s); return rc; }
     graft__llama_set_aux(*out, s, src_free);

@@ -189,8 +189,8 @@ static int hf_config(const struct graft_gguf *g, json_t **out, struct graft_gguf
     F("attention.layer_norm_rms_epsilon", eps);
     F("rope.freq_base", theta);
     bool has_exp = U("expert_count", n_exp) && n_exp > 0;
-    if (has_exp && (strcmp(arch, "llama") || !U("expert_used_count", n_used) || !n_used || n_used > n_exp))
-        return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "%s.expert_count without a valid expert_used_count (graft reads Mixtral-style llama files)", arch);
+    if (has_exp && (strcmp(arch, "llama") || n_exp > 4096 || !U("expert_used_count", n_used) || !n_used || n_used > n_exp))
+        return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "%s.expert_count (at most 4096) without a valid expert_used_count (graft reads Mixtral-style llama files)", arch);
     bool has_swa = U("attention.sliding_window", swa), has_octx = U("rope.scaling.original_context_length", octx);
     bool has_cap_a = F("attn_logit_softcapping", cap_attn), has_cap_f = F("final_logit_softcapping", cap_final);
     F("rope.freq_base_swa", theta_swa), U("attention.sliding_window_pattern", swa_p);
@@ -226,7 +226,7 @@ static int hf_config(const struct graft_gguf *g, json_t **out, struct graft_gguf
             const struct graft_gguf_tensor *t = k ? rsh : rl;
             if (!t || t->type != GRAFT_GGML_F32 || t->n_dims != 1 || t->ne[0] != (H / nh) / 2) {
                 json_decref(rs);
-                return graft_err_set(err, GRAFT_E_FORMAT, NULL, k ? "rope_factors_short.weight" : "rope_factors_long.weight", 0, "expected %llu F32 factors, with its long/short pair",
+                return graft_err_set(err, GRAFT_E_FORMAT, NULL, k ? "rope_factors_short.weight" : "rope_factors_long.weight", k ? 25 : 24, "expected %llu F32 factors, with its long/short pair",
                                      (unsigned long long)((H / nh) / 2));
             }
         }
@@ -599,12 +599,16 @@ int graft_gguf_to_hf(const struct graft_gguf *g, const char *label, const char *
             break;
         }
         uint64_t ne_exp = exps ? t->ne[2] : 1;
+        if (exps && (!t->ne[0] || !t->ne[1] || !t->ne[2])) {
+            rc = graft_err_set(err, GRAFT_E_FORMAT, label, t->name, t->name_len, "stacked experts with an empty dimension");
+            break;
+        }
         if (exps && (json_int_t)ne_exp != json_integer_value(json_object_get(cfg, "num_local_experts"))) {
             rc = graft_err_set(err, GRAFT_E_FORMAT, label, t->name, t->name_len, "%llu experts stacked, expert_count says %lld", (unsigned long long)ne_exp,
                                (long long)json_integer_value(json_object_get(cfg, "num_local_experts")));
             break;
         }
-        if (k + ne_exp > cap) {
+        if (k + ne_exp > cap) { // ne_exp ≤ 4096 (hf_config): no overflow
             struct ht *nt = graft__realloc(j.t, (cap = 2 * cap + (size_t)ne_exp) * sizeof *nt);
             if (!nt) { rc = nomem(err); break; }
             j.t = nt;

@@ -293,7 +293,7 @@ int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type
     if (gemma && !json_object_get(c, "head_dim")) hd = 256; // GemmaConfig's default
     if (H < 1 || nh < 1 || nkv < 1 || L < 1 || hd < 2 || V < 1) { rc = graft_err_set(err, GRAFT_E_FORMAT, mp, NULL, 0, "config.json lacks hidden_size, heads, layers or vocab_size"); goto out; }
     if (phi3 && hd != H / nh) { rc = graft_err_set(err, GRAFT_E_CONFIG, mp, NULL, 0, "head_dim %ld: llama.cpp's phi3 takes hidden_size / num_attention_heads = %ld", hd, H / nh); goto out; }
-    if (!strcmp(archs, "MixtralForCausalLM") && (n_exp < 1 || n_used < 1 || n_used > n_exp)) { rc = graft_err_set(err, GRAFT_E_FORMAT, mp, NULL, 0, "config.json: num_local_experts / num_experts_per_tok are missing or inconsistent"); goto out; }
+    if ((!strcmp(archs, "MixtralForCausalLM") || n_exp > 0) && (n_exp < 1 || n_exp > 4096 || n_used < 1 || n_used > n_exp)) { rc = graft_err_set(err, GRAFT_E_FORMAT, mp, NULL, 0, "config.json: num_local_experts / num_experts_per_tok are missing or inconsistent"); goto out; }
     if (!strcmp(arch, "gemma2") || gemma3) { // llama.cpp cannot store query_pre_attn_scalar: it scales queries by its own rule
         long big = gemma3 ? 62 : 46, want = L == big ? H / nh : hd, q = graft__json_int(c, "query_pre_attn_scalar", 256);
         if (q != want) {
@@ -313,7 +313,7 @@ int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type
         }
         if (rc) goto out;
     }
-    const char *emb_name = !vl ? "model.embed_tokens.weight" : graft_model_find(m, "model.language_model.embed_tokens.weight", 39) ? "model.language_model.embed_tokens.weight"
+    const char *emb_name = !vl ? "model.embed_tokens.weight" : graft_model_find(m, "model.language_model.embed_tokens.weight", strlen("model.language_model.embed_tokens.weight")) ? "model.language_model.embed_tokens.weight"
                                                                                                                               : "language_model.model.embed_tokens.weight";
     const struct graft_model_tensor *emb = graft_model_find(m, emb_name, strlen(emb_name));
     if (!emb || emb->info->n_dims != 2) { rc = graft_err_set(err, GRAFT_E_FORMAT, mp, emb_name, strlen(emb_name), "missing or not 2-D"); goto out; }
@@ -390,6 +390,7 @@ int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type
             x->v[i] = (float)(wl < old / hi ? 1.0 : wl > old / lo ? f : 1.0 / ((1 - (old / wl - lo) / (hi - lo)) / f + (old / wl - lo) / (hi - lo)));
         }
     } else if (rt && (!strcmp(rt, "longrope") || !strcmp(rt, "su")) && phi3) {
+        if (octx < 2 || ctx < 1) { rc = graft_err_set(err, GRAFT_E_FORMAT, mp, NULL, 0, "longrope needs original_max_position_embeddings ≥ 2 and max_position_embeddings ≥ 1"); goto out; }
         double scale = (double)ctx / (double)octx;
         attn_factor = scale > 1 ? sqrt(1 + log(scale) / log((double)octx)) : 1.0;
         static const char *const key[2] = {"long_factor", "short_factor"}, *const gn[2] = {"rope_factors_long.weight", "rope_factors_short.weight"};
