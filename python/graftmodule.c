@@ -10,14 +10,17 @@
 //       dtype); graft.extract_lora(base, model, out, rank=…) → {module: relative error};
 //   errors raise graft.Error subclasses (UsageError, InputError, ConfigError for the CLI's exit codes
 //       2, 3, 4; Error itself for 1) whose .exit_code and .status carry the class, str() the one line.
-// Long calls (open, merge, eval_ppl, convert, extract_lora) release the GIL.
+// Long calls (open, merge, eval_ppl, convert, extract_lora) release the GIL; Ctrl-C interrupts a merge
+// (it stops at its next chunk and leaves no output).
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include "graft/graft.h"
 #include "graft/eval.h"
@@ -255,6 +258,62 @@ static PyObject *py_open(PyObject *mod, PyObject *arg) {
 
 // ---- merge -------------------------------------------------------------------------------------------
 
+// A library call on a helper thread while this one, GIL released, waits in steps of 100 ms and between
+// them lets Python run its signal handlers: Ctrl-C sets the call's cancel flag, the call stops at its
+// next chunk and leaves no output, and the KeyboardInterrupt propagates. Returns 0 when the call ran
+// to its end (its own status in the job), −2 when a signal handler raised, −1 when no thread started.
+struct mjob {
+    const char *path, *out;
+    struct graft_merge_options *o;
+    volatile int cancel;
+    int rc;
+    struct graft_err err;
+    bool done;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+};
+
+static void *merge_main(void *arg) {
+    struct mjob *j = arg;
+    int rc = graft_merge(j->path, j->out, j->o, &j->err);
+    pthread_mutex_lock(&j->mu);
+    j->rc = rc, j->done = true;
+    pthread_cond_signal(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+}
+
+static int run_cancellable(void *(*fn)(void *), struct mjob *j) {
+    pthread_t th;
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cv, NULL);
+    if (pthread_create(&th, NULL, fn, j)) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot start a thread");
+        return -1;
+    }
+    int raised = 0;
+    for (;;) {
+        bool done;
+        Py_BEGIN_ALLOW_THREADS
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100000000L;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_mutex_lock(&j->mu);
+        if (!j->done) pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+        done = j->done;
+        pthread_mutex_unlock(&j->mu);
+        Py_END_ALLOW_THREADS
+        if (done) break;
+        if (!raised && PyErr_CheckSignals() < 0) raised = 1, __atomic_store_n(&j->cancel, 1, __ATOMIC_RELAXED); // then wait for it to stop
+    }
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(th, NULL);
+    Py_END_ALLOW_THREADS
+    pthread_mutex_destroy(&j->mu), pthread_cond_destroy(&j->cv);
+    return raised ? -2 : 0;
+}
+
 static PyObject *py_merge(PyObject *mod, PyObject *args, PyObject *kw) {
     (void)mod;
     static char *kws[] = {"config", "out", "threads", "seed", "force", NULL};
@@ -284,14 +343,12 @@ static PyObject *py_merge(PyObject *mod, PyObject *args, PyObject *kw) {
     o.seed = seed;
     o.writer_flags = force ? GRAFT_WRITER_FORCE : 0;
     o.config_text = text ? PyUnicode_AsUTF8(text) : NULL;
-    struct graft_err err = {0};
-    int rc;
-    const char *out = PyBytes_AS_STRING(outp);
-    Py_BEGIN_ALLOW_THREADS
-    rc = graft_merge(path, out, &o, &err);
-    Py_END_ALLOW_THREADS
+    struct mjob j = {.path = path, .out = PyBytes_AS_STRING(outp), .o = &o};
+    o.cancel = &j.cancel;
+    int rc = run_cancellable(merge_main, &j);
     Py_XDECREF(text), Py_XDECREF(pathb), Py_DECREF(outp);
-    if (rc) return raise(rc, &err);
+    if (rc == -2) return NULL; // KeyboardInterrupt (or another signal's exception) is set
+    if (j.rc) return raise(j.rc, &j.err);
     Py_RETURN_NONE;
 }
 

@@ -5,7 +5,7 @@
 # the model is dropped), to_numpy's float32; graft.merge from a dict, a YAML string and a path gives
 # the CLI's bytes (dare_ties with a seed); eval_ppl (text and ids), convert and extract_lora give what
 # the CLI computes and writes; errors are graft.Error subclasses with the CLI's exit codes; merge
-# releases the GIL.
+# releases the GIL, and Ctrl-C (SIGINT) during a merge raises KeyboardInterrupt and leaves no output.
 # Usage: tests/python.sh BUILD_DIR
 set -u
 B=${1:?build dir}
@@ -25,6 +25,10 @@ expect 0 "$G" convert m m.gguf --type f32
 "$G" inspect m --json | sed -n 's/^ *"name": "\([^"]*\)".*/\1/p' > cli-names.txt
 printf 'merge_method: dare_ties\nbase_model: m\nmodels:\n  - model: f1\n    parameters: {weight: 0.6, density: 0.5}\n  - model: f2\n    parameters: {weight: 0.4, density: 0.5}\ndtype: bfloat16\n' > dt.yml
 expect 0 "$G" merge dt.yml cli-out --seed 3 --threads 2
+# for Ctrl-C: models whose TIES merge takes seconds on one thread
+expect 0 "$G" synth big --layers 8 --hidden 1024 --intermediate 2816 --heads 8 --kv-heads 2 --vocab 8192 --dtype bf16 --seed 5
+expect 0 "$G" synth big1 --like big --delta 0.01 --seed 6
+expect 0 "$G" synth big2 --like big --delta 0.01 --seed 7
 expect 0 "$G" synth ev --layers 2 --hidden 64 --heads 4 --kv-heads 2 --vocab 640 --dtype f32 --seed 4
 "$PY" "$REF/tok_ref.py" make llama3 ev || bad "tokenizer fixture"
 "$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); import tok_ref; open("t.txt", "w").write(tok_ref.CORPUS)' "$REF"
@@ -136,6 +140,21 @@ os.makedirs("a:b", exist_ok=True)
 open("a:b/dt.yml", "w").write(open("dt.yml").read().replace("model: m", "model: ../m").replace("model: f", "model: ../f").replace("base_model: m", "base_model: ../m"))
 graft.merge("a:b/dt.yml", "py-colon", seed=3)
 check(open("py-colon/model.safetensors", "rb").read() == cli, "config path with a colon")
+# Ctrl-C during a merge: KeyboardInterrupt, no output, no temporary folder left
+import signal
+big = {"merge_method": "ties", "base_model": "big", "dtype": "bfloat16",
+       "models": [{"model": "big1", "parameters": {"weight": 1.0, "density": 0.5}}, {"model": "big2", "parameters": {"weight": 1.0, "density": 0.5}}]}
+tm = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)); tm.start()
+t0 = time.time()
+try:
+    graft.merge(big, "py-big", threads=1); interrupted = False
+except KeyboardInterrupt:
+    interrupted = True
+tm.cancel()
+check(interrupted and not os.path.exists("py-big") and not [f for f in os.listdir(".") if "graft-tmp" in f], "Ctrl-C: interrupted %s, left %s" % (interrupted, os.listdir(".")))
+check(time.time() - t0 < 30, "Ctrl-C took %.1f s" % (time.time() - t0))
+graft.merge(big, "py-big", threads=2)  # the same merge, uninterrupted, completes
+check(os.path.exists("py-big/model.safetensors"), "merge after an interrupted one")
 # the GIL is released while merging: another thread keeps running
 ticks = [0]; done = [False]
 def tick():

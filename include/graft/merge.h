@@ -40,6 +40,9 @@ struct graft_merge_options {
     struct graft_writer **in_memory;
     // opcm: continue from this state (OUT.opcm-state.safetensors of an earlier merge), or NULL.
     const char *resume;
+    // When not NULL: another thread may set *cancel to nonzero; the merge then stops before its next
+    // chunk, writes nothing (the temporary folder is removed) and returns GRAFT_E_CANCELLED.
+    const volatile int *cancel;
 };
 
 struct graft_merge_options graft_merge_default_options(void);

@@ -28,7 +28,8 @@ extern "C" {
     X(GRAFT_E_EXISTS,  -7,  1, "output exists")                                    \
     X(GRAFT_E_NOTFOUND,-8,  3, "not found")                                        \
     X(GRAFT_E_INTERNAL,-9,  1, "internal error")                                   \
-    X(GRAFT_E_NONFINITE,-10, 1, "result holds NaN or infinite values")
+    X(GRAFT_E_NONFINITE,-10, 1, "result holds NaN or infinite values")          \
+    X(GRAFT_E_CANCELLED,-11, 1, "cancelled")
 
 enum graft_status {
 #define GRAFT__X(name, value, exit_code, desc) name = value,

@@ -831,6 +831,8 @@ static void count_input(struct otensor *o, int i, enum graft_dtype dt, const voi
 
 static int exec_chunk(void *ctx, size_t item, int ith, struct graft_err *err) {
     struct exec *x = ctx;
+    if (x->p->opt->cancel && __atomic_load_n(x->p->opt->cancel, __ATOMIC_RELAXED))
+        return graft_err_set(err, GRAFT_E_CANCELLED, NULL, NULL, 0, "cancelled");
     struct otensor *o = x->o;
     struct graft_mt *mt = &o->mt;
     uint64_t e0 = (uint64_t)item * mt->chunk, n = mt->numel - e0 < mt->chunk ? mt->numel - e0 : mt->chunk;
