@@ -10,8 +10,8 @@
 //       dtype); graft.extract_lora(base, model, out, rank=…) → {module: relative error};
 //   errors raise graft.Error subclasses (UsageError, InputError, ConfigError for the CLI's exit codes
 //       2, 3, 4; Error itself for 1) whose .exit_code and .status carry the class, str() the one line.
-// Long calls (open, merge, eval_ppl, convert, extract_lora) release the GIL; Ctrl-C interrupts a merge
-// (it stops at its next chunk and leaves no output).
+// Long calls (open, merge, eval_ppl, convert, extract_lora) release the GIL; Ctrl-C interrupts merge,
+// eval_ppl, convert and extract_lora (each stops at its next chunk, batch or module; no output).
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
@@ -260,11 +260,12 @@ static PyObject *py_open(PyObject *mod, PyObject *arg) {
 
 // A library call on a helper thread while this one, GIL released, waits in steps of 100 ms and between
 // them lets Python run its signal handlers: Ctrl-C sets the call's cancel flag, the call stops at its
-// next chunk and leaves no output, and the KeyboardInterrupt propagates. Returns 0 when the call ran
-// to its end (its own status in the job), −2 when a signal handler raised, −1 when no thread started.
-struct mjob {
-    const char *path, *out;
-    struct graft_merge_options *o;
+// next chunk (or batch, or module) and leaves no output, and the KeyboardInterrupt propagates. Returns
+// 0 when the call ran to its end (its status in j->rc), −2 when a signal handler raised, −1 when no
+// thread started.
+struct cjob {
+    int (*call)(struct cjob *j);
+    void *a[6];                // the call's arguments
     volatile int cancel;
     int rc;
     struct graft_err err;
@@ -273,9 +274,9 @@ struct mjob {
     pthread_cond_t cv;
 };
 
-static void *merge_main(void *arg) {
-    struct mjob *j = arg;
-    int rc = graft_merge(j->path, j->out, j->o, &j->err);
+static void *cjob_main(void *arg) {
+    struct cjob *j = arg;
+    int rc = j->call(j);
     pthread_mutex_lock(&j->mu);
     j->rc = rc, j->done = true;
     pthread_cond_signal(&j->cv);
@@ -283,11 +284,12 @@ static void *merge_main(void *arg) {
     return NULL;
 }
 
-static int run_cancellable(void *(*fn)(void *), struct mjob *j) {
+static int run_cancellable(struct cjob *j) {
     pthread_t th;
     pthread_mutex_init(&j->mu, NULL);
     pthread_cond_init(&j->cv, NULL);
-    if (pthread_create(&th, NULL, fn, j)) {
+    if (pthread_create(&th, NULL, cjob_main, j)) {
+        pthread_mutex_destroy(&j->mu), pthread_cond_destroy(&j->cv);
         PyErr_SetString(PyExc_RuntimeError, "cannot start a thread");
         return -1;
     }
@@ -312,6 +314,27 @@ static int run_cancellable(void *(*fn)(void *), struct mjob *j) {
     Py_END_ALLOW_THREADS
     pthread_mutex_destroy(&j->mu), pthread_cond_destroy(&j->cv);
     return raised ? -2 : 0;
+}
+
+static int call_merge(struct cjob *j) {
+    struct graft_merge_options *o = j->a[2];
+    o->cancel = &j->cancel;
+    return graft_merge(j->a[0], j->a[1], o, &j->err);
+}
+static int call_convert(struct cjob *j) {
+    struct graft_convert_params *p = j->a[2];
+    p->cancel = &j->cancel;
+    return graft_convert(j->a[0], j->a[1], p, &j->err);
+}
+static int call_extract(struct cjob *j) {
+    struct graft_lora_extract_params *p = j->a[3];
+    p->cancel = &j->cancel;
+    return graft_lora_extract(j->a[0], j->a[1], j->a[2], p, j->a[4], &j->err);
+}
+static int call_ppl(struct cjob *j) {
+    struct graft_ppl_opts *o = j->a[4];
+    o->cancel = &j->cancel;
+    return graft_eval_ppl(j->a[0], j->a[1], j->a[2], *(int *)j->a[3], o, j->a[5], &j->err);
 }
 
 static PyObject *py_merge(PyObject *mod, PyObject *args, PyObject *kw) {
@@ -343,9 +366,8 @@ static PyObject *py_merge(PyObject *mod, PyObject *args, PyObject *kw) {
     o.seed = seed;
     o.writer_flags = force ? GRAFT_WRITER_FORCE : 0;
     o.config_text = text ? PyUnicode_AsUTF8(text) : NULL;
-    struct mjob j = {.path = path, .out = PyBytes_AS_STRING(outp), .o = &o};
-    o.cancel = &j.cancel;
-    int rc = run_cancellable(merge_main, &j);
+    struct cjob j = {.call = call_merge, .a = {(void *)path, PyBytes_AS_STRING(outp), &o}};
+    int rc = run_cancellable(&j);
     Py_XDECREF(text), Py_XDECREF(pathb), Py_DECREF(outp);
     if (rc == -2) return NULL; // KeyboardInterrupt (or another signal's exception) is set
     if (j.rc) return raise(j.rc, &j.err);
@@ -453,12 +475,12 @@ static PyObject *py_eval_ppl(PyObject *mod, PyObject *args, PyObject *kw) {
     if (tk) bos = graft_tokenizer_bos(tk);
     if (bos_o == Py_False) bos = -1;
     else if (bos_o == Py_True && bos < 0) { PyErr_Format(PyExc_ValueError, "eval_ppl: bos=True, but the model names no BOS token"); goto out; }
-    struct graft_ppl_opts po = {ctx, stride, batch, bos, 0, NULL, NULL};
+    struct graft_ppl_opts po = {ctx, stride, batch, bos, 0, NULL, NULL, NULL};
     struct graft_ppl_result r;
-    Py_BEGIN_ALLOW_THREADS
-    rc = graft_eval_ppl(L, (const int32_t *const *)ids, lens, (int)nd, &po, &r, &err);
-    Py_END_ALLOW_THREADS
-    if (rc) { raise(rc, &err); goto out; }
+    int ndi = (int)nd;
+    struct cjob j = {.call = call_ppl, .a = {L, ids, lens, &ndi, &po, &r}};
+    if (run_cancellable(&j)) goto out;
+    if (j.rc) { raise(j.rc, &j.err); goto out; }
     double mean = r.scored ? r.nll / (double)r.scored : 0;
     res = Py_BuildValue("{s:d, s:d, s:K, s:K, s:K, s:i, s:i, s:d, s:d}", "nll", mean, "perplexity", exp(mean), "tokens_scored",
                         (unsigned long long)r.scored, "positions", (unsigned long long)r.positions, "windows", (unsigned long long)r.windows,
@@ -491,14 +513,11 @@ static PyObject *py_convert(PyObject *mod, PyObject *args, PyObject *kw) {
     if (!m) { Py_DECREF(outp); return NULL; }
     struct graft_convert_params p = graft_convert_default_params();
     p.dtype = (enum graft_dtype)d, p.n_threads = n_threads_arg(threads), p.max_shard_bytes = shard, p.writer_flags = force ? GRAFT_WRITER_FORCE : 0;
-    struct graft_err err = {0};
-    int rc;
-    const char *out = PyBytes_AS_STRING(outp);
-    Py_BEGIN_ALLOW_THREADS
-    rc = graft_convert(m, out, &p, &err);
-    Py_END_ALLOW_THREADS
+    struct cjob j = {.call = call_convert, .a = {m, PyBytes_AS_STRING(outp), &p}};
+    int rc = run_cancellable(&j);
     graft_model_close(own), Py_DECREF(outp);
-    if (rc) return raise(rc, &err);
+    if (rc) return NULL;
+    if (j.rc) return raise(j.rc, &j.err);
     Py_RETURN_NONE;
 }
 
@@ -515,14 +534,10 @@ static PyObject *py_extract_lora(PyObject *mod, PyObject *args, PyObject *kw) {
     struct graft_lora_extract_params p = graft_lora_extract_default_params();
     p.max_rank = rank, p.n_threads = n_threads_arg(threads), p.writer_flags = force ? GRAFT_WRITER_FORCE : 0;
     struct graft_lora_report rep = {0};
-    struct graft_err err = {0};
-    int rc;
-    const char *out = PyBytes_AS_STRING(outp);
-    Py_BEGIN_ALLOW_THREADS
-    rc = graft_lora_extract(b, f, out, &p, &rep, &err);
-    Py_END_ALLOW_THREADS
+    struct cjob j = {.call = call_extract, .a = {b, f, PyBytes_AS_STRING(outp), &p, &rep}};
+    int rc = run_cancellable(&j);
     graft_model_close(ob), graft_model_close(of), Py_DECREF(outp);
-    PyObject *d = rc ? raise(rc, &err) : PyDict_New();
+    PyObject *d = rc ? NULL : j.rc ? raise(j.rc, &j.err) : PyDict_New();
     for (size_t i = 0; d && i < rep.n; i++) {
         PyObject *v = rep.mods[i].rel_error >= 0 ? PyFloat_FromDouble(rep.mods[i].rel_error) : (Py_INCREF(Py_None), Py_None); // None: saved whole
         if (!v || PyDict_SetItemString(d, rep.mods[i].name, v) < 0) Py_CLEAR(d);

@@ -5,7 +5,8 @@
 # the model is dropped), to_numpy's float32; graft.merge from a dict, a YAML string and a path gives
 # the CLI's bytes (dare_ties with a seed); eval_ppl (text and ids), convert and extract_lora give what
 # the CLI computes and writes; errors are graft.Error subclasses with the CLI's exit codes; merge
-# releases the GIL, and Ctrl-C (SIGINT) during a merge raises KeyboardInterrupt and leaves no output.
+# releases the GIL, and Ctrl-C (SIGINT) during a merge, an extract_lora or an eval_ppl raises
+# KeyboardInterrupt soon and leaves no output.
 # Usage: tests/python.sh BUILD_DIR
 set -u
 B=${1:?build dir}
@@ -155,6 +156,19 @@ check(interrupted and not os.path.exists("py-big") and not [f for f in os.listdi
 check(time.time() - t0 < 30, "Ctrl-C took %.1f s" % (time.time() - t0))
 graft.merge(big, "py-big", threads=2)  # the same merge, uninterrupted, completes
 check(os.path.exists("py-big/model.safetensors"), "merge after an interrupted one")
+def interrupted(fn, what):  # SIGINT 0.5 s into a call of several seconds: KeyboardInterrupt, soon
+    tm = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)); tm.start()
+    t0 = time.time()
+    try:
+        fn(); hit = False
+    except KeyboardInterrupt:
+        hit = True
+    tm.cancel()
+    check(hit and time.time() - t0 < 10, "Ctrl-C in %s: interrupted %s after %.1f s" % (what, hit, time.time() - t0))
+interrupted(lambda: graft.extract_lora("big", "big1", "py-blora", rank=16, threads=1), "extract_lora")
+check(not os.path.exists("py-blora"), "an interrupted extract_lora left output")
+rng = np.random.default_rng(1)
+interrupted(lambda: graft.eval_ppl("big", [[int(x) for x in rng.integers(0, 8192, 4096)]], ctx=512, threads=1), "eval_ppl")
 # the GIL is released while merging: another thread keeps running
 ticks = [0]; done = [False]
 def tick():

@@ -25,6 +25,7 @@ struct graft_convert_params {
     // tensor.to() writes them, with a warning and the count on `log` (stderr if NULL).
     bool             allow_nonfinite;
     FILE            *log;
+    const volatile int *cancel;       // set nonzero by another thread: stop, write nothing, GRAFT_E_CANCELLED
 };
 
 struct graft_convert_params graft_convert_default_params(void);

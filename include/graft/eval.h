@@ -82,6 +82,7 @@ struct graft_ppl_opts {
     size_t   max_tokens;   // per document, 0 = all
     FILE    *dump_logits;  // optional: f32 logits [window][position][vocab]
     struct graft_llama_stats *stats; // optional
+    const volatile int *cancel;      // optional: set nonzero by another thread, stops before the next batch (GRAFT_E_CANCELLED)
 };
 struct graft_ppl_result {
     double   nll;          // sum of −log p over scored tokens

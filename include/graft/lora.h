@@ -42,6 +42,7 @@ struct graft_lora_extract_params {
     unsigned     writer_flags;        // enum graft_writer_flags
     bool         dry_run;             // plan and report, write nothing
     struct graft_progress *progress;  // optional
+    const volatile int *cancel;       // set nonzero by another thread: stop, write nothing, GRAFT_E_CANCELLED
 };
 struct graft_lora_extract_params graft_lora_extract_default_params(void);
 

@@ -160,7 +160,7 @@ int cmd_eval(int argc, char **argv) {
     const int32_t *dv[512];
     size_t dl[512];
     for (int d = 0; d < n_docs; d++) dv[d] = docs[d].ids, dl[d] = docs[d].n;
-    struct graft_ppl_opts po = {ctx, stride, batch, bos, (size_t)max_tokens, df, st};
+    struct graft_ppl_opts po = {ctx, stride, batch, bos, (size_t)max_tokens, df, st, NULL};
     struct graft_ppl_result res;
     if ((rc = graft_eval_ppl(L, dv, dl, n_docs, &po, &res, &err))) {
         if (!err.msg[0] || strncmp(err.msg, path, strlen(path))) graft__err_prefix(&err, path, NULL, 0);

@@ -49,6 +49,7 @@ int graft_eval_ppl(struct graft_llama *L, const int32_t *const *docs, const size
             sf[nb] = win[w + nb].score_from;
             nb++;
         }
+        if (o->cancel && __atomic_load_n(o->cancel, __ATOMIC_RELAXED)) { rc = graft_err_set(err, GRAFT_E_CANCELLED, NULL, NULL, 0, "cancelled"); break; }
         double t0 = graft_now();
         rc = graft_llama_forward(L, buf, (int)nb, (int)len, sf, &r->nll, &r->scored, logits, o->stats, err);
         r->seconds += graft_now() - t0;

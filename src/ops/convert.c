@@ -32,6 +32,7 @@ struct job {
 
 static int convert_chunk(void *ctx, size_t item, int ith, struct graft_err *err) {
     struct job *j = ctx;
+    if (j->p->cancel && __atomic_load_n(j->p->cancel, __ATOMIC_RELAXED)) return graft_err_set(err, GRAFT_E_CANCELLED, NULL, NULL, 0, "cancelled");
     uint64_t e0;
     size_t lo = graft__chunks_locate(&j->c, item, &e0);
     const struct graft_model_tensor *mt = graft_model_tensor(j->m, lo);

@@ -175,6 +175,7 @@ static int write_f32(struct graft_writer *w, long id, enum graft_dtype dt, const
 
 static int extract_module(void *ctx, size_t item, int ith, struct graft_err *err) {
     struct xjob *j = ctx;
+    if (j->p->cancel && __atomic_load_n(j->p->cancel, __ATOMIC_RELAXED)) return graft_err_set(err, GRAFT_E_CANCELLED, NULL, NULL, 0, "cancelled");
     struct xmod *x = &j->mods[item];
     const struct graft_model *ft = j->ft;
     if (x->kind == GRAFT_LORA_WHOLE) {
