@@ -143,16 +143,25 @@ graft.merge("a:b/dt.yml", "py-colon", seed=3)
 check(open("py-colon/model.safetensors", "rb").read() == cli, "config path with a colon")
 # Ctrl-C during a merge: KeyboardInterrupt, no output, no temporary folder left
 import signal
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in an interactive session (a background job starts with SIGINT ignored)
 big = {"merge_method": "ties", "base_model": "big", "dtype": "bfloat16",
        "models": [{"model": "big1", "parameters": {"weight": 1.0, "density": 0.5}}, {"model": "big2", "parameters": {"weight": 1.0, "density": 0.5}}]}
-tm = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)); tm.start()
+sent = []
+def sigint_once_writing():  # SIGINT as soon as the merge's temporary folder exists: mid-merge, on any machine
+    for _ in range(20000):
+        if [f for f in os.listdir(".") if "graft-tmp" in f]:
+            sent.append(time.time()); os.kill(os.getpid(), signal.SIGINT); return
+        time.sleep(0.001)
+tm = threading.Thread(target=sigint_once_writing); tm.start()
 t0 = time.time()
 try:
     graft.merge(big, "py-big", threads=1); interrupted = False
 except KeyboardInterrupt:
     interrupted = True
-tm.cancel()
-check(interrupted and not os.path.exists("py-big") and not [f for f in os.listdir(".") if "graft-tmp" in f], "Ctrl-C: interrupted %s, left %s" % (interrupted, os.listdir(".")))
+tm.join()
+t1 = time.time()
+check(interrupted and not os.path.exists("py-big") and not [f for f in os.listdir(".") if "graft-tmp" in f],
+      "Ctrl-C: interrupted %s, SIGINT sent at %s s, merge returned at %.3f s, left %s" % (interrupted, [round(x - t0, 3) for x in sent], t1 - t0, os.listdir(".")))
 check(time.time() - t0 < 30, "Ctrl-C took %.1f s" % (time.time() - t0))
 graft.merge(big, "py-big", threads=2)  # the same merge, uninterrupted, completes
 check(os.path.exists("py-big/model.safetensors"), "merge after an interrupted one")
