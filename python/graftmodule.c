@@ -466,12 +466,7 @@ static PyObject *py_eval_ppl(PyObject *mod, PyObject *args, PyObject *kw) {
         }
     }
     // BOS as graft eval takes it: the GGUF metadata's, then the tokenizer's; bos=False / True force it
-    int32_t bos = -1;
-    if (is_gguf) {
-        uint64_t b;
-        const struct graft_gguf_kv *ab = graft_gguf_find_kv(gg, "tokenizer.ggml.add_bos_token");
-        if (graft_gguf_get_u64(gg, "tokenizer.ggml.bos_token_id", &b) && (!ab || (ab->type == GRAFT_GGUF_BOOL && ab->value[0]))) bos = (int32_t)b;
-    }
+    int32_t bos = is_gguf ? graft_gguf_bos(gg) : -1;
     if (tk) bos = graft_tokenizer_bos(tk);
     if (bos_o == Py_False) bos = -1;
     else if (bos_o == Py_True && bos < 0) { PyErr_Format(PyExc_ValueError, "eval_ppl: bos=True, but the model names no BOS token"); goto out; }

@@ -160,6 +160,9 @@ struct graft_gguf_heads {
     char     arch[32];      // general.architecture
 };
 int graft_gguf_hf_config(const struct graft_gguf *g, char **out, struct graft_gguf_heads *heads, struct graft_err *err);
+// The BOS id a window should start with per the file's metadata: tokenizer.ggml.bos_token_id unless
+// tokenizer.ggml.add_bos_token says false (llama.cpp's reading); −1 when there is none.
+int32_t graft_gguf_bos(const struct graft_gguf *g);
 // tokenizer.json and tokenizer_config.json (free() both) from tokenizer.ggml.*: gpt2-type
 // vocabularies with their merges and the pre-tokenizer named by tokenizer.ggml.pre (default/gpt-2,
 // llama-bpe, qwen2); llama-type (SentencePiece) vocabularies with merges derived from the scores (every

@@ -129,9 +129,7 @@ int cmd_eval(int argc, char **argv) {
             graft__err_prefix(&err, path, NULL, 0);
             goto out;
         }
-        uint64_t b;
-        const struct graft_gguf_kv *ab = graft_gguf_find_kv(gg, "tokenizer.ggml.add_bos_token");
-        if (graft_gguf_get_u64(gg, "tokenizer.ggml.bos_token_id", &b) && (!ab || (ab->type == GRAFT_GGUF_BOOL && ab->value[0]))) bos = (int32_t)b;
+        bos = graft_gguf_bos(gg);
     } else if ((rc = graft_model_open(path, &m, &err)) || (rc = graft_llama_open(m, n_threads, &L, &err))) goto out;
     if (n_texts || bos_mode != 0 || tok_dir) {
         struct graft_err e2;

@@ -113,9 +113,6 @@ static double short_f32(double v) {
 // llama3 rope_scaling back from rope_freqs: the factors depend on (factor, low, high, old) only through
 // factor and two line coefficients, so low_freq_factor is fixed to 1 and the rest is solved from the
 // transition band; accepted only when recomputing every factor gives the stored floats back.
-static double llama3_rf(double f, double lo, double hi, double old, double wl) {
-    return wl < old / hi ? 1.0 : wl > old / lo ? f : 1.0 / ((1 - (old / wl - lo) / (hi - lo)) / f + (old / wl - lo) / (hi - lo));
-}
 static bool fit_llama3(const float *rf, size_t n, double theta, uint64_t hd, json_t **out) {
     double f = 1;
     for (size_t i = 0; i < n; i++) f = rf[i] > f ? rf[i] : f;
@@ -147,7 +144,7 @@ static bool fit_llama3(const float *rf, size_t n, double theta, uint64_t hd, jso
         bool okc = true;
         for (size_t i = 0; okc && i < n; i++) {
             double wl = 2 * M_PI * pow(theta, (double)(2 * i) / (double)hd);
-            okc = fabsf((float)llama3_rf(f, lo, hi, old, wl) - rf[i]) <= 1e-6f * rf[i];
+            okc = fabsf((float)graft__llama3_rope_factor(f, lo, hi, old, wl) - rf[i]) <= 1e-6f * rf[i];
         }
         if (okc) {
             *out = json_pack("{s:f, s:f, s:f, s:I, s:s}", "factor", short_f32(f), "low_freq_factor", lo, "high_freq_factor", hi,
@@ -293,6 +290,12 @@ static int hf_config(const struct graft_gguf *g, json_t **out, struct graft_gguf
     if (heads) snprintf(heads->arch, sizeof heads->arch, "%s", arch);
     *out = c;
     return GRAFT_OK;
+}
+
+int32_t graft_gguf_bos(const struct graft_gguf *g) {
+    uint64_t b;
+    const struct graft_gguf_kv *ab = graft_gguf_find_kv(g, "tokenizer.ggml.add_bos_token");
+    return graft_gguf_get_u64(g, "tokenizer.ggml.bos_token_id", &b) && (!ab || (ab->type == GRAFT_GGUF_BOOL && ab->value[0])) ? (int32_t)b : -1;
 }
 
 int graft_gguf_hf_config(const struct graft_gguf *g, char **out, struct graft_gguf_heads *heads, struct graft_err *err) {

@@ -18,6 +18,13 @@ static inline double graft__json_num(const json_t *o, const char *k, double dflt
     json_t *v = json_object_get(o, k);
     return json_is_number(v) ? json_number_value(v) : dflt;
 }
+// llama3 rope_scaling's factor for a frequency of wavelength wl (transformers' formula, as llama.cpp's
+// converter writes it into rope_freqs): 1 above the high-frequency band, `factor` below the low one, a
+// smooth blend between.
+static inline double graft__llama3_rope_factor(double factor, double lo, double hi, double old, double wl) {
+    double s = (old / wl - lo) / (hi - lo);
+    return wl < old / hi ? 1.0 : wl > old / lo ? factor : 1.0 / ((1 - s) / factor + s);
+}
 // Append `j` as Python's json.dumps(j, indent=2) + "\n" would write it (key order kept).
 void graft__json_dump_pretty(struct graft__buf *b, const json_t *j);
 // Shortest round-trip decimal form of a double, always with '.' or an exponent.

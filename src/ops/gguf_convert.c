@@ -387,7 +387,7 @@ int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type
         if (!(x->v = graft__malloc(x->n * sizeof(float)))) { rc = nomem(err); goto out; }
         for (size_t i = 0; i < x->n; i++) {
             double freq = 1.0 / pow(theta, (double)(2 * i) / (double)hd), wl = 2 * M_PI / freq;
-            x->v[i] = (float)(wl < old / hi ? 1.0 : wl > old / lo ? f : 1.0 / ((1 - (old / wl - lo) / (hi - lo)) / f + (old / wl - lo) / (hi - lo)));
+            x->v[i] = (float)graft__llama3_rope_factor(f, lo, hi, old, wl);
         }
     } else if (rt && (!strcmp(rt, "longrope") || !strcmp(rt, "su")) && phi3) {
         if (octx < 2 || ctx < 1) { rc = graft_err_set(err, GRAFT_E_FORMAT, mp, NULL, 0, "longrope needs original_max_position_embeddings ≥ 2 and max_position_embeddings ≥ 1"); goto out; }
