@@ -21,7 +21,6 @@
 #include <pthread.h>
 #include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 #include "graft/graft.h"
 #include "graft/eval.h"
 #include "graft/gguf.h"
@@ -43,6 +42,9 @@ static PyObject *raise(int status, const struct graft_err *err) {
     Py_XDECREF(c), Py_XDECREF(st), Py_DECREF(exc);
     return NULL;
 }
+
+// Worker threads: the given count, or every CPU.
+static int n_threads_arg(int t) { return t > 0 ? t : graft_n_cpus(); }
 
 // ---- Model -------------------------------------------------------------------------------------------
 
@@ -237,19 +239,24 @@ static PyTypeObject ModelType = {
     .tp_methods = model_methods,
 };
 
-static PyObject *py_open(PyObject *mod, PyObject *arg) {
-    (void)mod;
+// Open a path (str or bytes) as a model, GIL released; 0, or −1 with the graft.Error raised.
+static int open_path(PyObject *path, struct graft_model **out) {
     PyObject *b = NULL;
-    if (!PyUnicode_FSConverter(arg, &b)) return NULL;
-    struct graft_model *m = NULL;
+    if (!PyUnicode_FSConverter(path, &b)) return -1;
     struct graft_err err = {0};
     int rc;
     const char *p = PyBytes_AS_STRING(b);
     Py_BEGIN_ALLOW_THREADS
-    rc = graft_model_open(p, &m, &err);
+    rc = graft_model_open(p, out, &err);
     Py_END_ALLOW_THREADS
     Py_DECREF(b);
-    if (rc) return raise(rc, &err);
+    return rc ? (raise(rc, &err), -1) : 0;
+}
+
+static PyObject *py_open(PyObject *mod, PyObject *arg) {
+    (void)mod;
+    struct graft_model *m = NULL;
+    if (open_path(arg, &m)) return NULL;
     Model *self = PyObject_New(Model, &ModelType);
     if (!self) { graft_model_close(m); return NULL; }
     self->m = m;
@@ -362,7 +369,7 @@ static PyObject *py_merge(PyObject *mod, PyObject *args, PyObject *kw) {
         return PyErr_Format(PyExc_TypeError, "merge: config must be a YAML string, a path or a dict");
     }
     struct graft_merge_options o = graft_merge_default_options();
-    o.n_threads = threads > 0 ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    o.n_threads = n_threads_arg(threads);
     o.seed = seed;
     o.writer_flags = force ? GRAFT_WRITER_FORCE : 0;
     o.config_text = text ? PyUnicode_AsUTF8(text) : NULL;
@@ -378,20 +385,8 @@ static PyObject *py_merge(PyObject *mod, PyObject *args, PyObject *kw) {
 static struct graft_model *model_arg(PyObject *o, struct graft_model **own) {
     *own = NULL;
     if (PyObject_TypeCheck(o, &ModelType)) return ((Model *)o)->m;
-    PyObject *b = NULL;
-    if (!PyUnicode_FSConverter(o, &b)) return NULL;
-    struct graft_err err = {0};
-    int rc;
-    const char *p = PyBytes_AS_STRING(b);
-    Py_BEGIN_ALLOW_THREADS
-    rc = graft_model_open(p, own, &err);
-    Py_END_ALLOW_THREADS
-    Py_DECREF(b);
-    if (rc) return raise(rc, &err), NULL;
-    return *own;
+    return open_path(o, own) ? NULL : *own;
 }
-
-static int n_threads_arg(int t) { return t > 0 ? t : (int)sysconf(_SC_NPROCESSORS_ONLN); }
 
 // ---- eval_ppl ----------------------------------------------------------------------------------------
 

@@ -29,6 +29,8 @@ import sys
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "ref"))
+from tok_ref import B2U  # noqa: E402  GPT-2's byte → character table of byte-level BPE vocabularies
 OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "demo", "family")
 H, L, NH, NKV, FF, V, CTX, THETA, EPS = 128, 4, 4, 2, 352, 258, 256, 10000.0, 1e-5
 HD = H // NH
@@ -151,17 +153,6 @@ def train(model, data, steps, lr, seed):
         opt.step()
         if s % 100 == 0 or s == steps - 1:
             print("  step %4d  loss %.3f" % (s, loss.item()), flush=True)
-
-
-B2U = {}
-_bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-_cs, _n = _bs[:], 0
-for _b in range(256):
-    if _b not in _bs:
-        _bs.append(_b)
-        _cs.append(256 + _n)
-        _n += 1
-B2U = {b: chr(c) for b, c in zip(_bs, _cs)}
 
 
 def save(model, d):

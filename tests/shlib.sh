@@ -16,7 +16,7 @@ L="$ROOT/$B/libgraft.so"
 [ -e "$L" ] && [ -e "$ROOT/$B/libgraft.so.0" ] && [ -e "$ROOT/$B/libgraft.so.$V" ] && ok || bad "libgraft.so, .so.0 and .so.$V are not all built"
 readelf -d "$L" | grep -q 'SONAME.*\[libgraft.so.0\]' && ok || bad "soname: $(readelf -d "$L" | grep SONAME)"
 nm -D --defined-only "$L" | awk '{print $3}' | sort -u > "$T/exported"
-sed 's,//.*,,' include/graft/*.h | grep -o '\bgraft_[a-z][a-z0-9_]*[ ]*(' | sed 's/[ (]*$//' | sort -u > "$T/declared"
+sh scripts/libgraft-map.sh | grep -o 'graft_[a-z][a-z0-9_]*' | sort -u > "$T/declared" # what the headers declare
 cmp -s "$T/exported" "$T/declared" && ok || bad "exported ≠ declared: $(diff "$T/declared" "$T/exported" | head -5 | tr '\n' ' ')"
 ! grep -q '^graft__' "$T/exported" && grep -q '^graft_model_open$' "$T/exported" && ok || bad "export list"
 cd "$T" || exit 1
