@@ -13,7 +13,7 @@ G="$ROOT/build/graft"
 W=${1:-"$ROOT/build/bench-eval"}
 RUNS=${RUNS:-3}
 mkdir -p "$W"
-cc -O2 -I"$ROOT/include" -o "$W/sgemm" "$ROOT/bench/sgemm.c" "$ROOT/build/libgraft.a" -ljansson -lyaml -lpcre2-8 -lutf8proc -llapacke -lopenblas -lm -pthread
+cc -O2 -I"$ROOT/include" -o "$W/sgemm" "$ROOT/bench/sgemm.c" "$ROOT/build/libgraft.a" -ljansson -lyaml -lpcre2-8 -lutf8proc -llapacke -lopenblas -lz -lm -pthread
 cc -O2 -o "$W/peakrss" "$ROOT/bench/peakrss.c"
 cd "$W"
 [ -f m/model.safetensors ] || "$G" synth m --layers 8 --hidden 1024 --intermediate 2816 --heads 16 --kv-heads 4 --vocab 32000 --dtype bf16 --seed 1 --force >/dev/null

@@ -11,7 +11,7 @@ G="$ROOT/build/graft"
 W=${1:-"$ROOT/build/bench-lora"}
 RUNS=${RUNS:-3}
 mkdir -p "$W"
-cc -O2 -I"$ROOT/include" -o "$W/sgesdd" "$ROOT/bench/sgesdd.c" "$ROOT/build/libgraft.a" -ljansson -lyaml -lpcre2-8 -lutf8proc -llapacke -lopenblas -lm -pthread
+cc -O2 -I"$ROOT/include" -o "$W/sgesdd" "$ROOT/bench/sgesdd.c" "$ROOT/build/libgraft.a" -ljansson -lyaml -lpcre2-8 -lutf8proc -llapacke -lopenblas -lz -lm -pthread
 cc -O2 -o "$W/peakrss" "$ROOT/bench/peakrss.c"
 cd "$W"
 if [ ! -f base/model.safetensors ]; then

@@ -79,7 +79,7 @@ done
 # the non-finite checks (graft_count_nonfinite over every output chunk as stored, and over every input
 # chunk as read: one warning per input tensor that holds NaN/Inf), timed alone over the linear merge's
 # inputs and output, chunk by chunk in cache as the engine runs them, against that merge's time (goal: < 3 %)
-cc -O2 -I"$ROOT/include" -o "$W/nonfinite" "$ROOT/bench/nonfinite.c" "$ROOT/build/libgraft.a" -ljansson -lyaml -lpcre2-8 -lutf8proc -llapacke -lopenblas -lm -pthread
+cc -O2 -I"$ROOT/include" -o "$W/nonfinite" "$ROOT/bench/nonfinite.c" "$ROOT/build/libgraft.a" -ljansson -lyaml -lpcre2-8 -lutf8proc -llapacke -lopenblas -lz -lm -pthread
 rm -rf out; graft_run linear
 lin=$(for i in $(seq $RUNS); do timeit graft_run linear; done | median)
 set -- $("$W/nonfinite" out/*.safetensors m1g/base/*.safetensors m1g/ft1/*.safetensors m1g/ft2/*.safetensors)

@@ -3,8 +3,7 @@
 # with hidden 2048 and intermediate 5632 (LAYERS, default 4; vocabulary VOCAB, default 8192; BF16),
 # 2 threads, against task_arithmetic (what reading and writing the same models costs) and against one
 # LAPACK sgesdd per 2-D task matrix (bench/sgesdd.c, embeddings included, single-threaded BLAS on the
-# same 2 threads). Per method: wall time, peak anonymous memory, and the time of its SVDs estimated as
-# (SVDs per matrix) × the sgesdd baseline, as a share of its time. Target: iso_c ≤ 3× the baseline.
+# same 2 threads). Per method: wall time and peak anonymous memory. Target: ≤ 3× the baseline.
 # Usage: bench/research.sh [WORKDIR]
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,7 +12,7 @@ W=${1:-"$ROOT/build/bench-research"}
 L=${LAYERS:-4}
 V=${VOCAB:-8192}
 mkdir -p "$W"
-cc -O2 -I"$ROOT/include" -o "$W/sgesdd" "$ROOT/bench/sgesdd.c" "$ROOT/build/libgraft.a" -ljansson -lyaml -lpcre2-8 -lutf8proc -llapacke -lopenblas -lm -pthread
+cc -O2 -I"$ROOT/include" -o "$W/sgesdd" "$ROOT/bench/sgesdd.c" "$ROOT/build/libgraft.a" -ljansson -lyaml -lpcre2-8 -lutf8proc -llapacke -lopenblas -lz -lm -pthread
 cc -O2 -o "$W/peakrss" "$ROOT/bench/peakrss.c"
 cd "$W"
 if [ ! -f base/model.safetensors ]; then
@@ -23,7 +22,7 @@ fi
 echo "model: $L layers, hidden 2048, intermediate 5632, vocab $V, BF16 ($(du -sbL base/model.safetensors | cut -f1) bytes); 3 task vectors; 2 threads"
 base_s=$(./sgesdd base ft1 2 all)
 echo "baseline: one sgesdd per 2-D task matrix: ${base_s}s"
-printf '%-16s %9s %10s %12s %s\n' method seconds "x sgesdd" "peak anon" "SVD share (estimated)"
+printf '%-16s %9s %10s %12s\n' method seconds "x sgesdd" "peak anon"
 for m in task_arithmetic iso_c iso_cts tsv pcb; do
     w=''
     [ $m = task_arithmetic ] && w='\n    parameters: {weight: 1.0}'
@@ -32,7 +31,5 @@ for m in task_arithmetic iso_c iso_cts tsv pcb; do
     ./peakrss "$G" merge $m.yml out --threads 2 2> rss.txt >/dev/null
     secs=$(sed -n 's/.*wall_s=\([0-9.]*\).*/\1/p' rss.txt)
     anon=$(sed -n 's/.*rssanon_kib=\([0-9]*\).*/\1/p' rss.txt)
-    svds=0
-    case $m in iso_c) svds=1 ;; iso_cts) svds=6 ;; tsv) svds=5 ;; esac
-    awk -v m=$m -v s="$secs" -v b="$base_s" -v a="$anon" -v k=$svds 'BEGIN { printf "%-16s %9.2f %10.2f %9.0f MB %s\n", m, s, s / b, a / 1024, k ? sprintf("%.0f %%", 100 * k * b / s) : "-" }'
+    awk -v m=$m -v s="$secs" -v b="$base_s" -v a="$anon" 'BEGIN { printf "%-16s %9.2f %10.2f %9.0f MB\n", m, s, s / b, a / 1024 }'
 done

@@ -6,18 +6,20 @@
 # (drop_caches: two inputs of 32 GB do not fit this machine's RAM anyway, so a "warm" run would be
 # half cold), after the previous output is deleted and synced, untimed. Wall time: median of RUNS;
 # peak RssAnon (what graft allocates, not the mapped input pages) of the first run.
-# Then extract-lora's exact and randomized SVD routes, and convert --to gguf --type q8_0 of one model.
+# Then extract-lora's exact and randomized SVD routes, convert --to gguf --type q8_0 of one model, and
+# (section research) iso_cts / tsv on one 8B-shaped layer against one sgesdd per matrix.
 # Then (section eval, when LLAMA_CPP_BIN names a llama.cpp build/bin) graft eval against llama.cpp's
 # llama-perplexity on the same Llama-3.2-1B-shaped BF16 and Q8_0 GGUF files, same tokens, ctx and threads.
 # Usage: bench/scale.sh [WORKDIR]   (needs ~50 GB free, root for drop_caches; figures: docs/benchmarks.md)
-#        SECTIONS="merge lora convert eval" (default: all) picks parts; RUNS (3), THREADS (2)
+#        SECTIONS="merge lora convert research eval" (default: all) picks parts; RUNS (3), THREADS (2),
+#        TASKS (research: task vectors, 2)
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 G="$ROOT/build/graft"
 W=${1:-"$ROOT/build/bench-scale"}
 RUNS=${RUNS:-3}
 THREADS=${THREADS:-2}
-SECTIONS=${SECTIONS:-merge lora convert eval}
+SECTIONS=${SECTIONS:-merge lora convert research eval}
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 mkdir -p "$W"
 cc -O2 -o "$W/peakrss" "$ROOT/bench/peakrss.c"
@@ -110,6 +112,34 @@ gt=$(for i in $(seq "$RUNS"); do rm -f out.gguf; timeit gguf_run; done | median)
 rm -f out.gguf
 awk -v g="$gt" -v f="$gfloor" -v s="$gsize" 'BEGIN { printf "convert --to gguf --type q8_0 (%.2f GB out): %.2f s, floor %.2f s: %.2fx\n", s / 1e9, g, f, g / f }'
 cold
+fi
+
+# ---- iso_cts / tsv on 8B shapes: one transformer layer of the Llama-3.1-8B config (synth --like-config
+# --layers 1; vocabulary 256 so that the embedding and lm_head, tall matrices like gate/up, do not
+# dominate one layer's figure) and TASKS fine-tune-like derivatives, against the baseline of one
+# single-threaded LAPACK sgesdd per 2-D task matrix spread over THREADS threads (bench/sgesdd.c), warm
+# page cache: the exact routes (what the references compute) and `randomized_svd: true`.
+if want research; then
+TASKS=${TASKS:-2}
+if [ ! -f r1/model.safetensors ]; then
+    "$G" synth r1 --like-config "$ROOT/tests/configs/llama-3.1-8b.json" --layers 1 --vocab 256 --seed 11 --threads "$THREADS" --force >/dev/null 2>&1
+    for i in $(seq "$TASKS"); do "$G" synth rt$i --like r1 --delta 0.01 --seed $((11 + i)) --threads "$THREADS" --force >/dev/null 2>&1; done
+fi
+cc -O2 -I"$ROOT/include" -o sgesdd "$ROOT/bench/sgesdd.c" "$ROOT/build/libgraft.a" -ljansson -lyaml -lpcre2-8 -lutf8proc -llapacke -lopenblas -lz -lm -pthread
+cat r1/*.safetensors rt*/*.safetensors > /dev/null
+base_s=$(./sgesdd r1 rt1 "$THREADS" all)
+echo "iso_cts / tsv: one Llama-3.1-8B layer (q/o 4096x4096, k/v 1024x4096, gate/up 14336x4096, down 4096x14336), $TASKS task vectors, $THREADS threads"
+echo "baseline: one sgesdd per 2-D task matrix: ${base_s}s"
+for spec in iso_cts tsv iso_cts:r tsv:r; do
+    m=${spec%:r} extra=""
+    [ "$spec" != "$m" ] && extra="parameters: {randomized_svd: true}"
+    { printf 'merge_method: %s\nbase_model: r1\nmodels:\n' "$m"; for i in $(seq "$TASKS"); do echo "  - model: rt$i"; done; echo "dtype: bfloat16"; echo "$extra"; } > r.yml
+    rm -rf rout
+    ./peakrss "$G" merge r.yml rout --threads "$THREADS" 2> rss.txt >/dev/null
+    secs=$(sed -n 's/.*wall_s=\([0-9.]*\).*/\1/p' rss.txt) anon=$(sed -n 's/.*rssanon_kib=\([0-9]*\).*/\1/p' rss.txt)
+    awk -v m="$m${extra:+ (randomized_svd)}" -v s="$secs" -v b="$base_s" -v a="$anon" 'BEGIN { printf "%-26s %8.1f s %6.2fx sgesdd   peak RssAnon %6.0f MB\n", m, s, s / b, a / 1024 }'
+done
+rm -rf rout
 fi
 
 # ---- graft eval vs llama.cpp's llama-perplexity: a Llama-3.2-1B-shaped model (synth --like-config;

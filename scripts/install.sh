@@ -16,7 +16,7 @@ Name: graft
 Description: operate on trained neural-network checkpoints (safetensors, GGUF): merge, convert, LoRA, evaluate
 Version: $2
 Libs: -L\${libdir} -lgraft
-Libs.private: -ljansson -lyaml -lpcre2-8 -lutf8proc -llapacke -lopenblas -lm -pthread
+Libs.private: -ljansson -lyaml -lpcre2-8 -lutf8proc -llapacke -lopenblas -lz -lm -pthread
 Requires.private: jansson yaml-0.1 libpcre2-8 libutf8proc
 Cflags: -I\${includedir} -pthread
 PC

@@ -29,7 +29,7 @@ done
 expect 2 "$G"
 expect 2 "$G" frobnicate
 expect 2 "$G" convert
-expect 2 "$G" convert a b
+expect 3 "$G" convert a b # no --dtype: every tensor keeps its type; a is missing
 expect 2 "$G" convert a b --dtype int4
 expect 2 "$G" convert a b --dtype f16 --threads 0
 expect 2 "$G" convert a b --dtype f16 --threads 3x

@@ -30,6 +30,7 @@ unit (asan+ubsan)|build/asan/tests/unit
 cli (release)|sh tests/cli.sh build
 merge end-to-end (release)|sh tests/merge-e2e.sh build
 LoRA extract/apply end-to-end (asan+ubsan, fault injection)|sh tests/lora-e2e.sh build/asan faults
+PyTorch .bin checkpoints vs torch.save / torch.load, hostile pickles (asan+ubsan)|sh tests/torchbin.sh build/asan
 unit (release)|build/tests/unit
 GGUF convert end-to-end (release)|sh tests/gguf-e2e.sh build
 prune / quantize end-to-end (release)|sh tests/ops-e2e.sh build
@@ -39,6 +40,8 @@ LoRA extract/apply end-to-end (release)|sh tests/lora-e2e.sh build
 real checkpoint layouts (release)|sh tests/layouts.sh build
 shared library, pkg-config, make install (release)|sh tests/shlib.sh build
 Python module (release)|sh tests/python.sh build
+PyTorch .bin checkpoints vs torch.save / torch.load, hostile pickles (release)|sh tests/torchbin.sh build
+graft merge under MPI, np = 1, 2, 3 against one process (release)|sh tests/mpi.sh build
 fuzz corpus: safetensors (asan+ubsan)|build/asan/tests/fuzz-safetensors fuzz/corpus/safetensors
 fuzz corpus: index (asan+ubsan)|build/asan/tests/fuzz-index fuzz/corpus/index
 fuzz corpus: config (asan+ubsan)|build/asan/tests/fuzz-config fuzz/corpus/config
@@ -46,6 +49,7 @@ fuzz corpus: tokenizer (asan+ubsan)|build/asan/tests/fuzz-tokenizer fuzz/corpus/
 fuzz corpus: genome (asan+ubsan)|build/asan/tests/fuzz-genome fuzz/corpus/genome
 fuzz corpus: gguf (asan+ubsan)|build/asan/tests/fuzz-gguf fuzz/corpus/gguf
 fuzz corpus: layout (asan+ubsan)|build/asan/tests/fuzz-layout fuzz/corpus/layout
+fuzz corpus: torchbin (asan+ubsan)|build/asan/tests/fuzz-torchbin fuzz/corpus/torchbin
 LIST
 [ -n "${SUITES:-}" ] && { grep -i -- "$SUITES" "$R/suites" > "$R/s2"; mv "$R/s2" "$R/suites"; }
 

@@ -157,3 +157,88 @@ TEST(svd_thin_and_polar) {
     float u1[1], s1[1], v1[2];
     CHECK_EQ(graft__svd_thin(bad, 1, 2, u1, s1, v1, &err), GRAFT_E_FORMAT);
 }
+
+// The polar factor of a matrix whose last columns (or rows) are orthonormal already, by two thin QRs and
+// a small SVD (graft__polar_partial, iso_cts) against the SVD route: the same matrix to a small
+// multiple of n·ε·κ (κ = σ_max/σ_min of A) on a well-conditioned one, tall and wide; on a singular one
+// (F copies columns of C; the polar factor is then not unique) still orthonormal columns P with PᵀA
+// symmetric, as a polar factor must have.
+static void rnd_fill(float *a, size_t n, unsigned seed, float scale) {
+    unsigned x = seed;
+    for (size_t i = 0; i < n; i++) x = x * 1103515245u + 12345u, a[i] = scale * ((float)((x >> 8) % 20001) / 10000.0f - 1.0f);
+}
+
+static double cond(const float *A, size_t m, size_t n) {
+    size_t k = m < n ? m : n;
+    float *U = malloc(m * k * sizeof *U), *S = malloc(k * sizeof *S), *V = malloc(k * n * sizeof *V);
+    struct graft_err err;
+    double kap = graft__svd_thin(A, m, n, U, S, V, &err) ? 1e9 : S[0] / S[k - 1];
+    free(U), free(S), free(V);
+    return kap;
+}
+
+static bool same_polar(const float *A, size_t m, size_t n, const float *P, double tol) {
+    float *R = malloc(m * n * sizeof *R);
+    struct graft_err err;
+    memcpy(R, A, m * n * sizeof *R);
+    bool ok = graft__polar(R, m, n, &err) == GRAFT_OK;
+    double worst = 0;
+    for (size_t i = 0; ok && i < m * n; i++) worst = fmax(worst, fabs((double)R[i] - P[i]));
+    if (worst > tol) fprintf(stderr, "polar differs by %g (bound %g)\n", worst, tol);
+    free(R);
+    return ok && worst <= tol;
+}
+
+// P (m×n, m ≥ n): PᵀP = I and PᵀA symmetric, to tol.
+static bool is_polar_cols(const float *A, const float *P, size_t m, size_t n, double tol) {
+    double worst = 0;
+    for (size_t a = 0; a < n; a++)
+        for (size_t b = 0; b < n; b++) {
+            double pp = 0, pa = 0, pb = 0;
+            for (size_t i = 0; i < m; i++) pp += (double)P[i * n + a] * P[i * n + b], pa += (double)P[i * n + a] * A[i * n + b], pb += (double)P[i * n + b] * A[i * n + a];
+            worst = fmax(worst, fmax(fabs(pp - (a == b)), fabs(pa - pb)));
+        }
+    if (worst > tol) fprintf(stderr, "not a polar factor: %g\n", worst);
+    return worst <= tol;
+}
+
+TEST(polar_with_orthonormal_part) {
+    struct graft_err err;
+    enum { M = 60, N = 40, K = 12 };
+    float A[M * N], P[M * N], W[N * M], PW[N * M], C[M * N], F[M * K], R[M * N];
+    rnd_fill(C, M * N, 11, 1.0f); // C orthonormal: the SVD route's polar factor of a random matrix
+    CHECK_EQ(graft__polar(C, M, N, &err), GRAFT_OK);
+    memcpy(A, C, sizeof A);
+    rnd_fill(F, M * K, 13, 0.3f);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < K; j++) A[i * N + j] = F[i * K + j];
+    double kap = cond(A, M, N), tol = 50.0 * M * 1.2e-7 * kap;
+    CHECK(tol < 1e-2); // far below the O(1) error of a wrong formula
+    memcpy(P, A, sizeof A);
+    CHECK_EQ(graft__polar_partial(P, M, N, K, false, &err), GRAFT_OK);
+    CHECK(same_polar(A, M, N, P, tol));
+    for (int i = 0; i < M; i++) // the row form: Aᵀ with its first K rows free
+        for (int j = 0; j < N; j++) W[j * M + i] = A[i * N + j];
+    memcpy(PW, W, sizeof W);
+    CHECK_EQ(graft__polar_partial(PW, N, M, K, true, &err), GRAFT_OK);
+    CHECK(same_polar(W, N, M, PW, tol));
+    // F copies columns of C: A is singular (no unique polar factor); the result is still one
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < K; j++) A[i * N + j] = C[i * N + K + j];
+    memcpy(P, A, sizeof A);
+    CHECK_EQ(graft__polar_partial(P, M, N, K, false, &err), GRAFT_OK);
+    CHECK(is_polar_cols(A, P, M, N, 1e-5));
+    memcpy(R, A, sizeof A);
+    CHECK_EQ(graft__polar(R, M, N, &err), GRAFT_OK);
+    CHECK(is_polar_cols(A, R, M, N, 1e-5)); // (the SVD route is held to the same)
+    // k > r − k: the plain SVD route (the same bits)
+    rnd_fill(A, M * N, 17, 1.0f);
+    memcpy(R, A, sizeof A), memcpy(P, A, sizeof A);
+    CHECK_EQ(graft__polar(R, M, N, &err), GRAFT_OK);
+    CHECK_EQ(graft__polar_partial(P, M, N, 30, false, &err), GRAFT_OK);
+    CHECK(memcmp(P, R, sizeof R) == 0);
+    const float bad[4] = {1, 0, 0, INFINITY};
+    float b2[4];
+    memcpy(b2, bad, sizeof b2);
+    CHECK_EQ(graft__polar_partial(b2, 2, 2, 1, false, &err), GRAFT_E_FORMAT);
+}

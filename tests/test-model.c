@@ -90,7 +90,7 @@ TEST(model_index_attacks) {
         {"{\"weight_map\":{\"a\":\"model-00001-of-00002.safetensors\",\"c\":\"model-00002-of-00002.safetensors\"}}", GRAFT_E_FORMAT,
          "not listed"},                                                                                    // I04 unlisted
         {"{\"weight_map\":{" GOOD_MAP ",\"a\":\"model-00001-of-00002.safetensors\"}}", GRAFT_E_FORMAT, "duplicate"}, // I06
-        {"{\"weight_map\":{\"a\":\"pytorch_model.bin\"}}", GRAFT_E_FORMAT, "does not end in .safetensors"}, // I08
+        {"{\"weight_map\":{\"a\":\"model.pt\"}}", GRAFT_E_FORMAT, "does not end in .safetensors or .bin"}, // I08 (a .bin shard is a PyTorch checkpoint)
         {"{\"weight_map\":{\"a\":\"model.safetensors.index.json\"}}", GRAFT_E_FORMAT, "does not end in .safetensors"},
         {"{\"weight_map\":{\"a\":7}}", GRAFT_E_FORMAT, "not a string"},
         {"{\"weight_map\":[]}", GRAFT_E_FORMAT, "weight_map"},

@@ -13,7 +13,8 @@ extern "C" {
 #endif
 
 struct graft_convert_params {
-    enum graft_dtype dtype;           // target for floating tensors (F64, F32, F16, BF16, F8_E4M3, F8_E5M2)
+    enum graft_dtype dtype;           // target for floating tensors (F64, F32, F16, BF16, F8_E4M3, F8_E5M2), or
+                                      // GRAFT_DTYPE_COUNT: keep every tensor's type (e.g. a .bin checkpoint → safetensors)
     int              n_threads;       // ≥ 1
     uint64_t         max_shard_bytes; // 0 → GRAFT_DEFAULT_SHARD_BYTES
     uint64_t         chunk_elems;     // elements per work item (0 → 1Mi)
@@ -32,7 +33,7 @@ struct graft_convert_params graft_convert_default_params(void);
 
 // Which dtype a tensor of dtype `in` becomes: `to` for floating types, unchanged otherwise (integers,
 // BOOL, F4/F6/E8M0 block-scale formats and C64 are carried as they are).
-enum graft_dtype graft_convert_out_dtype(enum graft_dtype in, enum graft_dtype to);
+enum graft_dtype graft_convert_out_dtype(enum graft_dtype in, enum graft_dtype to); // to = GRAFT_DTYPE_COUNT: in
 
 // Convert `m` into `target` (a folder, or a single file when it ends in ".safetensors").
 int graft_convert(const struct graft_model *m, const char *target, const struct graft_convert_params *p,

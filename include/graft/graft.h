@@ -30,6 +30,7 @@
 #include "util.h"
 #include "safetensors.h"
 #include "model.h"
+#include "dist.h"
 #include "writer.h"
 #include "convert.h"
 #include "synth.h"

@@ -43,6 +43,11 @@ struct graft_merge_options {
     // When not NULL: another thread may set *cancel to nonzero; the merge then stops before its next
     // chunk, writes nothing (the temporary folder is removed) and returns GRAFT_E_CANCELLED.
     const volatile int *cancel;
+    // Several processes (MPI ranks, graft/dist.h) merge into one output, or NULL: every rank runs
+    // graft_merge with the same config and options; each merges the tensors of its output shards
+    // (shards go to ranks by bytes) and rank 0 writes the index and other files and renames. Any
+    // rank's failure: no output, the lowest failing rank's error ("rank R: …") on every rank.
+    const struct graft_dist *dist;
 };
 
 struct graft_merge_options graft_merge_default_options(void);

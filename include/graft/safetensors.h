@@ -7,6 +7,12 @@
 //                                           "shape":[d0,…], "data_offsets":[BEGIN,END]}, …}
 //     offset 8+N    data section          tensors at [BEGIN,END) relative to 8+N, dense, row-major
 //
+// graft_st_open / graft_st_open_mem also read PyTorch checkpoints (`torch.save` of a state dict in
+// the zip format of PyTorch ≥ 1.6, e.g. pytorch_model.bin) without executing their pickle: see
+// src/io/torchbin.c for what is accepted. Their tensors are checked like safetensors ones (bounds,
+// sizes, names) and the zip members' CRC-32s are verified at open; tensors of one storage (tied
+// weights) share bytes, so `begin` ranges may coincide.
+//
 // Validation, in this fixed order, before anything is allocated from a file-supplied size:
 //   1. file ≥ 8 bytes; 2. N ≤ 100,000,000; 3. 8+N ≤ file size; 4. header is valid UTF-8;
 //   5. lexical pre-scan: nesting depth ≤ 32, ≤ GRAFT_ST_MAX_TENSORS keys, no "-0";
@@ -26,6 +32,7 @@
 #ifndef GRAFT_SAFETENSORS_H
 #define GRAFT_SAFETENSORS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "status.h"
@@ -71,7 +78,12 @@ const struct graft_tensor_info *graft_st_tensor(const struct graft_st *st, size_
 long        graft_st_find(const struct graft_st *st, const char *name, size_t len);
 // Pointer to a tensor's bytes inside the mapping; read-only, unaligned. NULL for zero-byte tensors.
 const uint8_t *graft_st_data(const struct graft_st *st, const struct graft_tensor_info *t);
-uint64_t    graft_st_header_len(const struct graft_st *st); // N
+uint64_t    graft_st_header_len(const struct graft_st *st); // N (0 for a PyTorch checkpoint)
+// File offset of the data section: a tensor's bytes start at graft_st_data_start() + begin
+// (8 + N; 0 for a PyTorch checkpoint, whose `begin` are file offsets).
+uint64_t    graft_st_data_start(const struct graft_st *st);
+// Whether the file is a PyTorch zip checkpoint (torch.save) rather than safetensors.
+bool        graft_st_is_torch(const struct graft_st *st);
 uint64_t    graft_st_file_size(const struct graft_st *st);
 // `__metadata__` pairs (NUL-terminated strings, borrowed).
 size_t      graft_st_n_meta(const struct graft_st *st);

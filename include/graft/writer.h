@@ -21,9 +21,11 @@
 #ifndef GRAFT_WRITER_H
 #define GRAFT_WRITER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "status.h"
+#include "dist.h"
 #include "dtype.h"
 
 #ifdef __cplusplus
@@ -49,6 +51,11 @@ struct graft_writer_params {
     const char *const *protect;
     size_t      n_protect;
     const char *stem;            // shard file name stem (NULL → "model"; "adapter_model" for adapters)
+    // Several processes write this one output (graft/dist.h), or NULL. Rank 0 makes the temporary
+    // folder (its name is broadcast), writes the index and added files and renames; shards go to ranks
+    // by bytes (graft_writer_tensor_local); writes of other ranks' tensors are dropped; commit only
+    // through graft_writer_finish, which every rank calls.
+    const struct graft_dist *dist;
 };
 
 struct graft_writer_params graft_writer_default_params(void);
@@ -97,6 +104,12 @@ int  graft_writer_add_file(struct graft_writer *w, const char *name, const void 
 
 // Make the output appear. After success the writer only needs freeing.
 int  graft_writer_commit(struct graft_writer *w, struct graft_err *err);
+// With params.dist: every rank calls this once, with its status so far (GRAFT_OK to commit). Returns
+// the lowest failing rank's status and message ("rank R: …") on every rank, then nothing is committed;
+// else rank 0 commits and its result is every rank's. Without dist: rc ? rc : graft_writer_commit().
+int  graft_writer_finish(struct graft_writer *w, int rc, struct graft_err *err);
+// Whether this process writes tensor `tensor` (always, without dist).
+bool graft_writer_tensor_local(const struct graft_writer *w, long tensor);
 // GRAFT_WRITER_MEMORY outputs, after commit: a tensor's bytes by name (false if absent), and an added
 // file's contents (NUL-terminated; NULL if absent). Valid until graft_writer_free().
 bool graft_writer_mem_tensor(const struct graft_writer *w, const char *name, const void **data, enum graft_dtype *dtype, int *n_dims,

@@ -6,7 +6,15 @@
 #include <stdint.h>
 #include "graft/graft.h"
 
-// Print "graft: error: <msg>" and return the exit code for err->code.
+// MPI (dist.c; only build/graft-mpi has it): start/end, the library's handle (NULL for one process),
+// and whether this process is a rank other than 0 (which prints no errors, progress or summaries).
+void cli_dist_init(int *argc, char ***argv);
+void cli_dist_end(int rc);
+const struct graft_dist *cli_dist(void);
+bool cli_quiet(void);
+
+// Print "graft: error: <msg>" and return the exit code for err->code (nothing printed on MPI ranks
+// other than 0).
 int cli_fail(const struct graft_err *err);
 // Print "graft: error: <msg>" plus a hint to `graft CMD --help`; returns GRAFT_EXIT_USAGE.
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

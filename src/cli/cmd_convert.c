@@ -6,11 +6,12 @@
 #include "graft/gguf.h"
 
 static const char help[] =
-    "Usage: graft convert IN OUT --dtype T [--out-shard-size S] [--threads N] [--force] [--allow-nonfinite]\n"
+    "Usage: graft convert IN OUT [--dtype T] [--out-shard-size S] [--threads N] [--force] [--allow-nonfinite]\n"
     "       graft convert IN OUT.gguf --to gguf [--type f32|f16|bf16|q8_0|q4_0] [--threads N] [--force]\n"
     "       graft convert IN.gguf OUT [--to hf] [--dtype T] [--threads N] [--force]\n"
     "\n"
-    "Convert every floating tensor of IN (a .safetensors file or a model folder) to T, rounding to\n"
+    "Convert every floating tensor of IN (a .safetensors file, a PyTorch .bin checkpoint or a model folder,\n"
+    "pytorch_model.bin.index.json shards included; a .bin's pickle is never executed) to T, rounding to\n"
     "nearest even exactly as PyTorch's tensor.to(): f32, f16, bf16, f8_e4m3 (float8_e4m3fn) or f8_e5m2.\n"
     "Integer, bool and block-scale (F4/F6/E8M0) tensors are copied unchanged.\n"
     "\n"
@@ -20,7 +21,8 @@ static const char help[] =
     "The output appears atomically: it is written to a temporary folder beside OUT, synced, then renamed.\n"
     "\n"
     "Options:\n"
-    "  --dtype T            target type (required for safetensors output)\n"
+    "  --dtype T            target type; without it every tensor keeps its type (e.g. pytorch_model.bin →\n"
+    "                       safetensors, bit for bit)\n"
     "  --to gguf            one GGUF file for llama.cpp (Llama, Mistral, Mixtral, Qwen2, Qwen3, Phi-3, Gemma,\n"
     "                       Gemma 2, Gemma 3 folders): llama.cpp's tensor names, its q/k row permutation (Llama, Mistral,\n"
     "                       Mixtral), stacked experts, Gemma's 1 + w norms, Phi-3's LongRoPE factors, metadata\n"
@@ -124,7 +126,7 @@ int cmd_convert(int argc, char **argv) {
         fprintf(stderr, "graft: wrote %s (%s matrices) in %.2fs\n", argv[optind + 1], graft_ggml_type_name(gtype), graft_now() - t0);
         return GRAFT_EXIT_OK;
     }
-    if (!have_dtype) return cli_usage("convert", "--dtype is required");
+    if (!have_dtype) p.dtype = GRAFT_DTYPE_COUNT; // keep each tensor's type
     struct graft_err err;
     graft_err_clear(&err);
     struct graft_model *m;
@@ -140,7 +142,7 @@ int cmd_convert(int argc, char **argv) {
         return cli_fail(&err);
     }
     fprintf(stderr, "graft: converted %zu tensors (%llu bytes) to %s in %.2fs: %s\n", graft_model_n_tensors(m),
-            (unsigned long long)graft_model_n_bytes(m), graft_dtype_traits(p.dtype)->cli_name, graft_now() - t0,
+            (unsigned long long)graft_model_n_bytes(m), have_dtype ? graft_dtype_traits(p.dtype)->cli_name : "safetensors (types kept)", graft_now() - t0,
             argv[optind + 1]);
     graft_model_close(m);
     return GRAFT_EXIT_OK;

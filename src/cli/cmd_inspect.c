@@ -65,7 +65,7 @@ static int print_json(const struct graft_model *m, bool stats) {
         json_object_set_new(o, "dtype", json_string(graft_dtype_traits(t->dtype)->name));
         json_object_set_new(o, "shape", shape);
         json_object_set_new(o, "file", json_string(base_name(graft_st_path(st))));
-        json_object_set_new(o, "offset", json_integer((json_int_t)(8 + graft_st_header_len(st) + t->begin)));
+        json_object_set_new(o, "offset", json_integer((json_int_t)(graft_st_data_start(st) + t->begin)));
         struct graft_value_stats v;
         if (stats && cli_tensor_stats(m, i, &v)) json_object_set_new(o, "stats", stats_json(&v));
         json_array_append_new(tensors, o);
@@ -163,7 +163,7 @@ int cmd_inspect(int argc, char **argv) {
             char sh[128];
             shape_text(sh, sizeof sh, mt->info);
             printf("%-8s %-16s %-34s %llu  ", graft_dtype_traits(mt->info->dtype)->name, sh, base_name(graft_st_path(st)),
-                   (unsigned long long)(8 + graft_st_header_len(st) + mt->info->begin));
+                   (unsigned long long)(graft_st_data_start(st) + mt->info->begin));
             print_name(mt->info);
             struct graft_value_stats v;
             if (stats && cli_tensor_stats(m, i, &v))

@@ -116,6 +116,13 @@ int cmd_merge(int argc, char **argv) {
     graft_err_clear(&err);
     struct graft_progress prog;
     graft_progress_init(&prog, "merge", 0);
+    if (cli_quiet()) prog.enabled = false;
+    if ((o.dist = o.dry_run ? NULL : cli_dist())) { // under mpirun: this rank's output shards (docs/distributed.md)
+        size_t l = strlen(argv[optind + 1]);
+        if (gguf || (l > 5 && !strcmp(argv[optind + 1] + l - 5, ".gguf")))
+            return cli_usage("merge", "a GGUF output is one file: merge into a folder under mpirun, then graft convert it");
+    }
+    if (o.dry_run && cli_quiet()) return GRAFT_EXIT_OK; // rank 0 prints the plan
     o.progress = &prog;
     double t0 = graft_now();
     const char *out = argv[optind + 1];
@@ -150,6 +157,7 @@ int cmd_merge(int argc, char **argv) {
     int rc = graft_merge(argv[optind], argv[optind + 1], &o, &err);
     graft_progress_finish(&prog);
     if (rc) return cli_fail(&err);
-    if (!o.dry_run) fprintf(stderr, "graft: merged into %s in %.2fs\n", argv[optind + 1], graft_now() - t0);
+    if (!o.dry_run && !cli_quiet())
+        fprintf(stderr, "graft: merged into %s in %.2fs (%d process%s)\n", argv[optind + 1], graft_now() - t0, o.dist ? o.dist->size : 1, o.dist ? "es" : "");
     return GRAFT_EXIT_OK;
 }

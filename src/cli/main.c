@@ -5,14 +5,14 @@
 #include "cli.h"
 
 static const char usage[] =
-    "graft " GRAFT_VERSION " — operate on neural-network checkpoints (safetensors, Hugging Face folders, GGUF)\n"
+    "graft " GRAFT_VERSION " — operate on neural-network checkpoints (safetensors, PyTorch .bin, Hugging Face folders, GGUF)\n"
     "\n"
     "Usage: graft COMMAND [ARGS...]\n"
     "\n"
     "Commands:\n"
     "  inspect PATH [--json] [--stats] list tensors, parameter count, metadata and config summary\n"
     "  verify PATH [--values]          validate a file or folder completely (exit 0 only if clean)\n"
-    "  convert IN OUT --dtype T        convert floating tensors to f32/f16/bf16/f8_e4m3/f8_e5m2\n"
+    "  convert IN OUT [--dtype T]      safetensors output; floating tensors to f32/f16/bf16/f8_e4m3/f8_e5m2\n"
     "  convert IN OUT.gguf [--type T]  a llama.cpp GGUF file (f32/f16/bf16/q8_0/q4_0; Llama, Mistral, Qwen2)\n"
     "  convert IN.gguf OUT [--dtype T] a GGUF file back to a Hugging Face folder (config, tokenizer rebuilt)\n"
     "  synth OUT [options]             write a random LLaMA-layout model, or a fine-tune-like copy\n"
@@ -34,17 +34,20 @@ static const char usage[] =
     "  analyze --base BASE MODEL...    task-vector norms, cosines, sign conflicts, overlaps, effective ranks\n"
     "\n"
     "PATH / IN is a .safetensors file or a model folder (model.safetensors, or shards listed in\n"
-    "model.safetensors.index.json, plus config.json), or a GGUF file (docs/gguf.md). Run `graft COMMAND --help` for details.\n"
+    "model.safetensors.index.json, plus config.json), a PyTorch checkpoint (pytorch_model.bin, or shards\n"
+    "listed in pytorch_model.bin.index.json; its pickle is never run: docs/formats-policy.md), or a GGUF\n"
+    "file (docs/gguf.md). Run `graft COMMAND --help` for details.\n"
     "\n"
     "Exit codes: 0 ok, 1 runtime or I/O failure, 2 usage error, 3 bad input file, 4 bad config.\n"
     "Errors are one line on stderr: graft: error: <file>: tensor '<name>': <reason>\n";
 
 int cli_fail(const struct graft_err *err) {
-    fprintf(stderr, "graft: error: %s\n", err->msg[0] ? err->msg : graft_status_str(err->code));
+    if (!cli_quiet()) fprintf(stderr, "graft: error: %s\n", err->msg[0] ? err->msg : graft_status_str(err->code));
     return graft_status_exit_code(err->code);
 }
 
 int cli_usage(const char *cmd, const char *fmt, ...) {
+    if (cli_quiet()) return GRAFT_EXIT_USAGE;
     va_list ap;
     va_start(ap, fmt);
     fputs("graft: error: ", stderr);
@@ -94,7 +97,16 @@ bool cli_dtype(const char *cmd, const char *s, enum graft_dtype *out) {
     return true;
 }
 
+static int run(int argc, char **argv);
+
 int main(int argc, char **argv) {
+    cli_dist_init(&argc, &argv);
+    int rc = run(argc, argv);
+    cli_dist_end(rc);
+    return rc;
+}
+
+static int run(int argc, char **argv) {
     static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
         {"inspect", cmd_inspect}, {"verify", cmd_verify}, {"convert", cmd_convert}, {"synth", cmd_synth}, {"merge", cmd_merge},
         {"extract-lora", cmd_extract_lora}, {"apply-lora", cmd_apply_lora},

@@ -175,11 +175,16 @@ int    graft__svd_randomized(const float *M, size_t m, size_t n, size_t r, size_
 // C (m × n, row-major, ldc) += alpha · op(A) · op(B), op = transpose when ta/tb; single-threaded BLAS.
 void   graft__sgemm_acc(bool ta, bool tb, size_t m, size_t n, size_t k, float alpha, const float *A, size_t lda, const float *B,
                         size_t ldb, float *C, size_t ldc);
-// Thin SVD M = U·diag(S)·Vt of a row-major m×n f32 matrix by sgesdd (k = min(m, n); U m×k, S k,
-// Vt k×n, row-major; M unchanged). Non-finite input is an error.
+// Thin SVD M = U·diag(S)·Vt of a row-major m×n f32 matrix by sgesdd (sgesvd when divide and conquer
+// fails to converge; k = min(m, n); U m×k, S k, Vt k×n, row-major; M unchanged). Non-finite input is an
+// error.
 int    graft__svd_thin(const float *M, size_t m, size_t n, float *U, float *S, float *Vt, struct graft_err *err);
 // Replace A (m×n, row-major) by its polar factor P·Qh (P, S, Qh = thin SVD of A).
 int    graft__polar(float *A, size_t m, size_t n, struct graft_err *err);
+// The same for A whose last r − k columns (rows: last r − k rows) are orthonormal already, r = n (m):
+// two thin QRs and the polar factor of a 2k × 2k matrix (linalg.c), when k ≤ r − k and r ≤ the long
+// side; else graft__polar.
+int    graft__polar_partial(float *A, size_t m, size_t n, size_t k, bool rows, struct graft_err *err);
 // Make OpenBLAS run each call on the calling thread (graft parallelises over matrices itself).
 void   graft__blas_single_thread(void);
 #endif

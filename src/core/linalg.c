@@ -240,6 +240,30 @@ int graft__svd_thin(const float *M, size_t m, size_t n, float *U, float *S, floa
     if (!A) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for the SVD of a %zu×%zu matrix", m, n);
     memcpy(A, M, m * n * sizeof *A);
     lapack_int info = LAPACKE_sgesdd(LAPACK_COL_MAJOR, 'S', (lapack_int)n, (lapack_int)m, A, (lapack_int)n, S, Vt, (lapack_int)n, U, (lapack_int)k);
+    if (info > 0) { // divide and conquer did not converge (rare, input-dependent): the transposed problem
+        for (size_t i = 0; i < m; i++)
+            for (size_t j = 0; j < n; j++) A[j * m + i] = M[i * n + j];
+        info = LAPACKE_sgesdd(LAPACK_COL_MAJOR, 'S', (lapack_int)m, (lapack_int)n, A, (lapack_int)m, S, U, (lapack_int)m, Vt, (lapack_int)k);
+        if (!info) { // column-major U (m×k) and Vᵀ (k×n) → row-major
+            float *T = graft__malloc((m > n ? m : n) * k * sizeof *T);
+            if (!T) info = -1;
+            for (size_t i = 0; T && i < m; i++)
+                for (size_t j = 0; j < k; j++) T[i * k + j] = U[j * m + i];
+            if (T) memcpy(U, T, m * k * sizeof *T);
+            for (size_t i = 0; T && i < k; i++)
+                for (size_t j = 0; j < n; j++) T[i * n + j] = Vt[j * k + i];
+            if (T) memcpy(Vt, T, k * n * sizeof *T);
+            graft__free(T);
+        }
+    }
+    if (info > 0) { // QR iteration: slower, converges where divide and conquer does not
+        float *sup = graft__malloc((k > 1 ? k - 1 : 1) * sizeof *sup);
+        if (sup) {
+            memcpy(A, M, m * n * sizeof *A);
+            info = LAPACKE_sgesvd(LAPACK_COL_MAJOR, 'S', 'S', (lapack_int)n, (lapack_int)m, A, (lapack_int)n, S, Vt, (lapack_int)n, U, (lapack_int)k, sup);
+        }
+        graft__free(sup);
+    }
     graft__free(A);
     if (info) return graft_err_set(err, info < 0 ? GRAFT_E_NOMEM : GRAFT_E_FORMAT, NULL, NULL, 0, "sgesdd failed (info %d) on a %zu×%zu matrix", (int)info, m, n);
     return GRAFT_OK;
@@ -255,5 +279,94 @@ int graft__polar(float *A, size_t m, size_t n, struct graft_err *err) {
         graft__sgemm_acc(false, false, m, n, k, 1.0f, P, k, Q, n, A, n);
     }
     graft__free(P), graft__free(S), graft__free(Q);
+    return rc;
+}
+
+// Householder QR of the row-major rows × k matrix A (rows ≥ k) in place: A becomes Q (orthonormal
+// columns), R (k × k, upper triangular) is written separately.
+static int qr_thin(float *A, size_t rows, size_t k, float *R, struct graft_err *err) {
+    float *tau = graft__malloc((k ? k : 1) * sizeof *tau);
+    int rc = tau ? GRAFT_OK : graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+    if (!rc && LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, (lapack_int)rows, (lapack_int)k, A, (lapack_int)k, tau))
+        rc = graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "QR factorisation of a %zu×%zu matrix failed", rows, k);
+    for (size_t i = 0; !rc && i < k; i++)
+        for (size_t j = 0; j < k; j++) R[i * k + j] = j >= i ? A[i * k + j] : 0.0f;
+    if (!rc && LAPACKE_sorgqr(LAPACK_ROW_MAJOR, (lapack_int)rows, (lapack_int)k, (lapack_int)k, A, (lapack_int)k, tau))
+        rc = graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "QR factorisation of a %zu×%zu matrix failed", rows, k);
+    graft__free(tau);
+    return rc;
+}
+
+// Column form of graft__polar_partial: A (m×r) = [F | C], F the first k columns, C's c = r − k columns
+// orthonormal, k ≤ c. Split F = C·B + F⊥ (F⊥ ⟂ C, projected twice), F⊥ = Q⊥·R⊥ and B = Q_B·R_B (thin
+// QRs). With Z = [Q⊥ | C] (orthonormal columns), A = Z·K for K = [[R⊥, 0], [B, I]], which is the
+// identity outside the 2k coordinates W = diag(I_k, Q_B) and there equals K_s = [[R⊥, 0], [R_B, I_k]].
+// So polar(A) = Z·polar(K) = Z + [Q⊥ | C·Q_B]·(polar(K_s) − I)·Wᵀ — exact, with one SVD of 2k × 2k
+// (graft__polar, as the reference's full one) instead of one of m × r.
+static int polar_cols_partial(float *A, size_t m, size_t r, size_t k, struct graft_err *err) {
+    size_t c = r - k, p = 2 * k;
+    float *B = graft__calloc(c * k, sizeof *B), *D = graft__calloc(c * k, sizeof *D), *Fp = graft__malloc(m * k * sizeof *Fp);
+    float *Rp = graft__malloc(k * k * sizeof *Rp), *Rb = graft__malloc(k * k * sizeof *Rb), *Ks = graft__calloc(p * p, sizeof *Ks);
+    float *Y = graft__malloc(m * p * sizeof *Y), *X = graft__malloc(m * p * sizeof *X);
+    int rc = B && D && Fp && Rp && Rb && Ks && Y && X ? GRAFT_OK : graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory to orthogonalise a %zu×%zu matrix", m, r);
+    const float *C = A + k;
+    for (size_t i = 0; !rc && i < m; i++) memcpy(Fp + i * k, A + i * r, k * sizeof *Fp);
+    for (int round = 0; !rc && round < 2; round++) { // B += Cᵀ·F⊥, F⊥ −= C·(Cᵀ·F⊥): F = C·B + F⊥ holds throughout
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)c, (int)k, (int)m, 1.0f, C, (int)r, Fp, (int)k, 0.0f, D, (int)k);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)k, (int)c, -1.0f, C, (int)r, D, (int)k, 1.0f, Fp, (int)k);
+        for (size_t i = 0; i < c * k; i++) B[i] += D[i];
+    }
+    if (!rc) rc = qr_thin(Fp, m, k, Rp, err); // Fp → Q⊥
+    // Columns of F⊥ much shorter than F's lose their orthogonality to C in rounding, and so do the QR's
+    // columns for them: D = Cᵀ·Q⊥, Q⊥ − C·D = Q₂·R₂ gives F = C·(B + D·R⊥) + Q₂·(R₂·R⊥) ("twice is
+    // enough"); if Q⊥ is still not ⟂ C (dependent columns), the full SVD runs.
+    for (int round = 0; !rc; round++) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)c, (int)k, (int)m, 1.0f, C, (int)r, Fp, (int)k, 0.0f, D, (int)k);
+        float worst = 0;
+        for (size_t i = 0; i < c * k; i++) worst = fabsf(D[i]) > worst ? fabsf(D[i]) : worst;
+        if (worst <= 1e-6f) break;
+        if (round == 2) {
+            graft__free(B), graft__free(D), graft__free(Fp), graft__free(Rp), graft__free(Rb), graft__free(Ks), graft__free(Y), graft__free(X);
+            return graft__polar(A, m, r, err);
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)k, (int)c, -1.0f, C, (int)r, D, (int)k, 1.0f, Fp, (int)k);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)c, (int)k, (int)k, 1.0f, D, (int)k, Rp, (int)k, 1.0f, B, (int)k); // B += D·R⊥
+        if ((rc = qr_thin(Fp, m, k, Rb, err))) break; // Rb: R₂ for now
+        cblas_strmm(CblasRowMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit, (int)k, (int)k, 1.0f, Rb, (int)k, Rp, (int)k); // R⊥ = R₂·R⊥
+    }
+    if (!rc) rc = qr_thin(B, c, k, Rb, err);  // B → Q_B
+    for (size_t i = 0; !rc && i < k; i++) {   // K_s = [[R⊥, 0], [R_B, I]]
+        memcpy(Ks + i * p, Rp + i * k, k * sizeof *Ks);
+        memcpy(Ks + (k + i) * p, Rb + i * k, k * sizeof *Ks);
+        Ks[(k + i) * p + k + i] = 1.0f;
+    }
+    if (!rc) rc = graft__polar(Ks, p, p, err);
+    for (size_t i = 0; !rc && i < p; i++) Ks[i * p + i] -= 1.0f; // E = polar(K_s) − I
+    if (!rc) {
+        for (size_t i = 0; i < m; i++) memcpy(Y + i * p, Fp + i * k, k * sizeof *Y); // Y = [Q⊥ | C·Q_B]
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)k, (int)c, 1.0f, C, (int)r, B, (int)k, 0.0f, Y + k, (int)p);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)p, (int)p, 1.0f, Y, (int)p, Ks, (int)p, 0.0f, X, (int)p);
+        for (size_t i = 0; i < m; i++) // first k columns: Q⊥ + X₁; the rest: C + X₂·Q_Bᵀ
+            for (size_t j = 0; j < k; j++) A[i * r + j] = Fp[i * k + j] + X[i * p + j];
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)c, (int)k, 1.0f, X + k, (int)p, B, (int)k, 1.0f, A + k, (int)r);
+    }
+    graft__free(B), graft__free(D), graft__free(Fp), graft__free(Rp), graft__free(Rb), graft__free(Ks), graft__free(Y), graft__free(X);
+    return rc;
+}
+
+int graft__polar_partial(float *A, size_t m, size_t n, size_t k, bool rows, struct graft_err *err) {
+    size_t r = rows ? m : n, len = rows ? n : m;
+    if (!k || k > r - k || r > len) return k ? graft__polar(A, m, n, err) : GRAFT_OK; // k = 0: already orthonormal
+    for (size_t i = 0; i < m * n; i++)
+        if (!isfinite(A[i])) return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "non-finite value in a %zu×%zu matrix to orthogonalise", m, n);
+    if (!rows) return polar_cols_partial(A, m, n, k, err);
+    float *T = graft__malloc(m * n * sizeof *T);
+    if (!T) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory to orthogonalise a %zu×%zu matrix", m, n);
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < n; j++) T[j * m + i] = A[i * n + j];
+    int rc = polar_cols_partial(T, n, m, k, err);
+    for (size_t i = 0; !rc && i < m; i++)
+        for (size_t j = 0; j < n; j++) A[i * n + j] = T[j * m + i];
+    graft__free(T);
     return rc;
 }

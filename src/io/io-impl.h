@@ -83,4 +83,29 @@ int graft__fsync_dir(const char *path);
 // free byte count from GRAFT_FAULT_FREE_BYTES when it is set.
 // The message names `target` (the output as the user gave it).
 int graft__check_space(const char *path, const char *target, uint64_t need, const char *what, struct graft_err *err);
+
+// An open tensor file: safetensors, or a PyTorch zip checkpoint read by torchbin.c.
+#include "graft/safetensors.h"
+struct graft_st {
+    char                     *path;
+    int                       fd;
+    const uint8_t            *map;      // whole file (or caller's buffer)
+    size_t                    map_len;
+    bool                      owns_map;
+    uint64_t                  header_len, file_size, data_start;
+    struct graft_tensor_info *tensors;  // sorted by offset
+    bool                      torch;    // a PyTorch zip checkpoint (torchbin.c): data_start 0, offsets in the file
+    size_t                    n;
+    char                     *names;    // arena holding every name, NUL-terminated
+    uint32_t                 *slots;    // open-addressing hash: tensor index + 1, 0 = empty
+    size_t                    n_slots;  // power of two
+    char                    **meta;     // key0, value0, key1, value1, …
+    size_t                    n_meta;
+};
+
+// PyTorch checkpoints (torchbin.c): the zip magic (and not a safetensors header); the pre-1.6 format;
+// fill st's tensor table from its mapped file (CRC-32 checks on `threads` threads).
+bool graft__torchbin_sniff(const uint8_t *p, size_t n);
+bool graft__torchbin_legacy(const uint8_t *p, size_t n);
+int  graft__torchbin_parse(struct graft_st *st, const char *label, int threads, struct graft_err *err);
 #endif

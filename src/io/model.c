@@ -45,7 +45,8 @@ static const char *bad_shard_name(const char *s, size_t len) {
     if (memchr(s, '/', len) || memchr(s, '\\', len)) return "is not a plain file name (contains a path separator)";
     if (s[0] == '.') return "starts with '.'";
     if (len >= 2 && s[1] == ':') return "looks like a drive path";
-    if (len < 12 || memcmp(s + len - 12, ".safetensors", 12)) return "does not end in .safetensors";
+    if ((len < 12 || memcmp(s + len - 12, ".safetensors", 12)) && (len < 4 || memcmp(s + len - 4, ".bin", 4)))
+        return "does not end in .safetensors or .bin";
     return NULL;
 }
 
@@ -213,41 +214,46 @@ out:
     return rc;
 }
 
-// A folder without an index: model.safetensors, or its only *.safetensors file.
+// A folder without an index: model.safetensors, or its only *.safetensors file; else (older
+// checkpoints) pytorch_model.bin, or its only *.bin file. safetensors first, as transformers loads them.
 static int open_folder_single(struct graft_model *m, struct graft_err *err) {
-    char *p = graft__asprintf("%s/model.safetensors", m->dir);
-    if (!p) return graft_err_set(err, GRAFT_E_NOMEM, m->path, NULL, 0, "out of memory");
-    if (is_regular(p)) {
-        int rc = add_shard(m, p, err);
+    static const char *const kinds[2][2] = {{"model.safetensors", ".safetensors"}, {"pytorch_model.bin", ".bin"}};
+    for (int k = 0; k < 2; k++) {
+        char *p = graft__asprintf("%s/%s", m->dir, kinds[k][0]);
+        if (!p) return graft_err_set(err, GRAFT_E_NOMEM, m->path, NULL, 0, "out of memory");
+        if (is_regular(p)) {
+            int rc = add_shard(m, p, err);
+            graft__free(p);
+            return rc ? rc : build_table(m, err);
+        }
         graft__free(p);
-        return rc ? rc : build_table(m, err);
+        DIR *d = opendir(m->dir);
+        if (!d) return graft_err_set(err, GRAFT_E_IO, m->dir, NULL, 0, "cannot list folder: %s", strerror(errno));
+        char *only = NULL;
+        int count = 0;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            if (de->d_name[0] == '.' || !ends_with(de->d_name, kinds[k][1])) continue;
+            if (++count == 1) only = graft__strdup(de->d_name);
+        }
+        closedir(d);
+        int rc = GRAFT_OK;
+        if (count > 1)
+            rc = graft_err_set(err, GRAFT_E_FORMAT, m->dir, NULL, 0, "%d %s files but no %s.index.json saying which belong to the model", count, kinds[k][1],
+                               kinds[k][0]);
+        else if (count == 1 && !only)
+            rc = graft_err_set(err, GRAFT_E_NOMEM, m->dir, NULL, 0, "out of memory");
+        else if (count == 1) {
+            char *q = graft__asprintf("%s/%s", m->dir, only);
+            rc = q ? add_shard(m, q, err) : graft_err_set(err, GRAFT_E_NOMEM, m->dir, NULL, 0, "out of memory");
+            graft__free(q);
+            if (!rc) rc = build_table(m, err);
+        }
+        graft__free(only);
+        if (rc || count) return rc;
     }
-    graft__free(p);
-    DIR *d = opendir(m->dir);
-    if (!d) return graft_err_set(err, GRAFT_E_IO, m->dir, NULL, 0, "cannot list folder: %s", strerror(errno));
-    char *only = NULL;
-    int count = 0;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        if (de->d_name[0] == '.' || !ends_with(de->d_name, ".safetensors")) continue;
-        if (++count == 1) only = graft__strdup(de->d_name);
-    }
-    closedir(d);
-    int rc;
-    if (count == 0)
-        rc = graft_err_set(err, GRAFT_E_NOTFOUND, m->dir, NULL, 0, "no model.safetensors, model.safetensors.index.json or other .safetensors file in this folder");
-    else if (count > 1)
-        rc = graft_err_set(err, GRAFT_E_FORMAT, m->dir, NULL, 0, "%d .safetensors files but no model.safetensors.index.json saying which belong to the model", count);
-    else if (!only)
-        rc = graft_err_set(err, GRAFT_E_NOMEM, m->dir, NULL, 0, "out of memory");
-    else {
-        char *q = graft__asprintf("%s/%s", m->dir, only);
-        rc = q ? add_shard(m, q, err) : graft_err_set(err, GRAFT_E_NOMEM, m->dir, NULL, 0, "out of memory");
-        graft__free(q);
-        if (!rc) rc = build_table(m, err);
-    }
-    graft__free(only);
-    return rc;
+    return graft_err_set(err, GRAFT_E_NOTFOUND, m->dir, NULL, 0,
+                         "no model.safetensors, model.safetensors.index.json, pytorch_model.bin(.index.json) or other .safetensors / .bin file in this folder");
 }
 
 // A GGUF file: decoded once into a Hugging Face folder in a private temporary directory
@@ -300,6 +306,11 @@ int graft_model_open(const char *path, struct graft_model **out, struct graft_er
         m->dir = graft__strndup(path, len);
         m->index_path = m->dir ? graft__asprintf("%s/model.safetensors.index.json", m->dir) : NULL;
         if (!m->index_path) { rc = graft_err_set(err, GRAFT_E_NOMEM, path, NULL, 0, "out of memory"); goto fail; }
+        if (!is_regular(m->index_path)) { // transformers' older checkpoints: pytorch_model.bin.index.json
+            char *bi = graft__asprintf("%s/pytorch_model.bin.index.json", m->dir);
+            if (bi && is_regular(bi)) graft__free(m->index_path), m->index_path = bi, bi = NULL;
+            graft__free(bi);
+        }
         if (is_regular(m->index_path)) {
             rc = open_index(m, err);
         } else {

@@ -9,23 +9,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "graft/safetensors.h"
+#include "graft/util.h"
 #include "../core/impl.h"
+#include "io-impl.h"
 
-struct graft_st {
-    char                     *path;
-    int                       fd;
-    const uint8_t            *map;      // whole file (or caller's buffer)
-    size_t                    map_len;
-    bool                      owns_map;
-    uint64_t                  header_len, file_size, data_start;
-    struct graft_tensor_info *tensors;  // sorted by offset
-    size_t                    n;
-    char                     *names;    // arena holding every name, NUL-terminated
-    uint32_t                 *slots;    // open-addressing hash: tensor index + 1, 0 = empty
-    size_t                    n_slots;  // power of two
-    char                    **meta;     // key0, value0, key1, value1, …
-    size_t                    n_meta;
-};
 
 #define FAIL(code, tensor, tlen, ...) \
     (graft_err_set(err, (code), label, (tensor), (tlen), __VA_ARGS__))
@@ -292,6 +279,15 @@ static int finish_open(struct graft_st *st, const char *label, struct graft_err 
     return parse_header(st, st->map + 8, (size_t)n, label, err);
 }
 
+// A safetensors file, or a PyTorch zip checkpoint (torchbin.c) by its first bytes.
+static int open_kind(struct graft_st *st, const char *label, int threads, struct graft_err *err) {
+    if (st->map && graft__torchbin_sniff(st->map, st->file_size)) return graft__torchbin_parse(st, label, threads, err);
+    if (st->map && graft__torchbin_legacy(st->map, st->file_size))
+        return FAIL(GRAFT_E_FORMAT, NULL, 0, "a PyTorch checkpoint in the legacy (pre-1.6) format, which only torch's unpickler reads: "
+                                             "re-save it with a current PyTorch (torch.save(torch.load(f, weights_only=True), f2))");
+    return finish_open(st, label, err);
+}
+
 int graft_st_open_mem(const void *buf, size_t len, const char *label, struct graft_st **out, struct graft_err *err) {
     *out = NULL;
     struct graft_st *st = graft__calloc(1, sizeof *st);
@@ -300,7 +296,7 @@ int graft_st_open_mem(const void *buf, size_t len, const char *label, struct gra
     st->path = graft__strdup(label ? label : "<memory>");
     if (!st->path) { graft_st_close(st); return graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory"); }
     st->map = buf, st->map_len = len, st->file_size = len;
-    int rc = finish_open(st, st->path, err);
+    int rc = open_kind(st, st->path, 1, err);
     if (rc) { graft_st_close(st); return rc; }
     *out = st;
     return GRAFT_OK;
@@ -333,7 +329,7 @@ int graft_st_open(const char *path, struct graft_st **out, struct graft_err *err
         }
         posix_fadvise(st->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     }
-    rc = finish_open(st, label, err);
+    rc = open_kind(st, label, graft_n_cpus(), err);
     if (rc) goto fail;
     *out = st;
     return GRAFT_OK;
@@ -356,6 +352,8 @@ void graft_st_close(struct graft_st *st) {
 }
 
 const char *graft_st_path(const struct graft_st *st) { return st->path; }
+uint64_t graft_st_data_start(const struct graft_st *st) { return st->data_start; }
+bool graft_st_is_torch(const struct graft_st *st) { return st->torch; }
 size_t graft_st_n_tensors(const struct graft_st *st) { return st->n; }
 const struct graft_tensor_info *graft_st_tensor(const struct graft_st *st, size_t i) {
     return i < st->n ? &st->tensors[i] : NULL;

@@ -15,6 +15,7 @@
 #include "graft/writer.h"
 #include "graft/util.h"
 #include "graft/safetensors.h"
+#include "graft/dist.h"
 #include "io-impl.h"
 
 struct out_tensor {
@@ -58,7 +59,13 @@ struct graft_writer {
     char             **fdata;   // GRAFT_WRITER_MEMORY: the added files' contents (NUL-terminated)
     size_t            *flen;
     bool               laid_out, committed, target_nonempty;
+    const struct graft_dist *dist; // several ranks write this output (NULL or size 1: one process)
+    int               *owner;      // per shard: the rank that writes it (dist)
 };
+
+static bool dist_on(const struct graft_writer *w) { return w->dist && w->dist->size > 1; }
+static bool rank0(const struct graft_writer *w) { return !dist_on(w) || w->dist->rank == 0; }
+static bool mine(const struct graft_writer *w, int shard) { return !dist_on(w) || w->owner[shard] == w->dist->rank; }
 
 struct graft_writer_params graft_writer_default_params(void) {
     return (struct graft_writer_params){.max_shard_bytes = GRAFT_DEFAULT_SHARD_BYTES};
@@ -84,6 +91,20 @@ static bool dir_is_empty(const char *path) {
     return empty;
 }
 
+// A process that has exited but is not yet reaped (its parent died first, e.g. an MPI rank whose
+// mpirun was killed, and PID 1 has not collected it): as gone as a missing one.
+static bool zombie(pid_t pid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *r = strrchr(buf, ')'); // "pid (comm) S …": comm may hold spaces and parentheses
+    return r && r[1] == ' ' && r[2] == 'Z';
+}
+
 // Remove temp outputs of this target left by runs that were killed (their pid is gone).
 // Remove entries of `dir` named PREFIX<pid>… whose process is gone (temporaries of killed runs).
 void graft__remove_stale(const char *dir, const char *prefix) {
@@ -99,7 +120,7 @@ void graft__remove_stale(const char *dir, const char *prefix) {
         size_t k = 0;
         while (num[k] >= '0' && num[k] <= '9' && k < sizeof digits - 1) digits[k] = num[k], k++;
         if (!graft_parse_u64(digits, INT_MAX, &pid)) continue;
-        if ((pid_t)pid == getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        if ((pid_t)pid == getpid() || ((kill((pid_t)pid, 0) == 0 || errno != ESRCH) && !zombie((pid_t)pid))) continue;
         char *p = graft__asprintf("%s/%s", dir, de->d_name);
         if (p) graft__rm_tree(p);
         graft__free(p);
@@ -172,18 +193,28 @@ int graft_writer_open(const char *target, const struct graft_writer_params *para
         w->target_nonempty = !empty_dir;
     }
 
-    remove_stale_temps(w);
-    w->tmp = graft__asprintf("%s/.%s.graft-tmp-%ld", w->parent, w->base, (long)getpid());
-    if (!w->tmp) { rc = OOM(w); goto fail; }
-    if (!(w->flags & GRAFT_WRITER_SINGLE_FILE)) {
-        int inj = graft__fault_io("mkdir");
-        if (inj || mkdir(w->tmp, 0755) != 0) {
-            rc = graft_err_set(err, GRAFT_E_IO, w->tmp, NULL, 0, "cannot create temporary folder: %s", strerror(inj ? inj : errno));
-            graft__free(w->tmp);
-            w->tmp = NULL; // not ours: never remove it
-            goto fail;
+    w->dist = params->dist;
+    if (rank0(w)) {
+        remove_stale_temps(w);
+        w->tmp = graft__asprintf("%s/.%s.graft-tmp-%ld", w->parent, w->base, (long)getpid());
+        if (!w->tmp) rc = OOM(w);
+        if (!rc && !(w->flags & GRAFT_WRITER_SINGLE_FILE)) {
+            int inj = graft__fault_io("mkdir");
+            if (inj || mkdir(w->tmp, 0755) != 0) {
+                rc = graft_err_set(err, GRAFT_E_IO, w->tmp, NULL, 0, "cannot create temporary folder: %s", strerror(inj ? inj : errno));
+                graft__free(w->tmp);
+                w->tmp = NULL; // not ours: never remove it
+            }
         }
     }
+    if (dist_on(w)) { // rank 0's temporary folder (named by its pid) is every rank's
+        char name[PATH_MAX + 1] = "";
+        if (w->dist->rank == 0 && !rc) snprintf(name, sizeof name, "%s", w->tmp);
+        if (w->dist->bcast(w->dist->ctx, name, sizeof name, 0)) rc = graft_err_set(err, GRAFT_E_IO, w->target, NULL, 0, "MPI broadcast failed");
+        else if (!rc && w->dist->rank && !*name) rc = graft_err_set(err, GRAFT_E_IO, w->target, NULL, 0, "rank 0 could not create the temporary output");
+        else if (!rc && w->dist->rank && !(w->tmp = graft__strdup(name))) rc = OOM(w);
+    }
+    if (rc) goto fail;
     rc = graft_writer_set_meta(w, "format", "pt", err);
     if (rc) goto fail;
     *out = w;
@@ -200,7 +231,7 @@ void graft_writer_free(struct graft_writer *w) {
         graft__free(w->shards[s].name);
         graft__free(w->shards[s].path);
     }
-    if (!w->committed && w->tmp) graft__rm_tree(w->tmp); // abort: nothing of the output remains
+    if (!w->committed && w->tmp && rank0(w)) graft__rm_tree(w->tmp); // abort: nothing of the output remains (rank 0's folder)
     for (size_t i = 0; i < w->n; i++) graft__free(w->t[i].name);
     for (size_t i = 0; i < 2 * w->n_meta; i++) graft__free(w->meta[i]);
     for (size_t i = 0; i < w->n_files; i++) {
@@ -212,6 +243,7 @@ void graft_writer_free(struct graft_writer *w) {
     graft__free(w->shards);
     graft__free(w->t);
     graft__free(w->slots);
+    graft__free(w->owner);
     graft__free(w->target);
     graft__free(w->parent);
     graft__free(w->base);
@@ -403,6 +435,26 @@ int graft_writer_layout(struct graft_writer *w, struct graft_err *err) {
     for (size_t i = 0; i < w->n; i++) need += w->t[i].n_bytes + w->t[i].name_len + 96 + 21 * (uint64_t)w->t[i].n_dims;
     need += (uint64_t)n_shards * 1024;
     if ((rc = graft__check_space(w->parent, w->target, need, "the output", err))) { graft__free(list); return rc; }
+    if (dist_on(w)) { // shards to ranks by bytes: largest first, each to the least loaded rank (lowest on ties)
+        int R = w->dist->size;
+        uint64_t *load = graft__calloc((size_t)R, sizeof *load), *bytes = graft__calloc((size_t)n_shards, sizeof *bytes);
+        int *ord = graft__malloc((size_t)n_shards * sizeof *ord);
+        if (!(w->owner = graft__malloc((size_t)n_shards * sizeof *w->owner)) || !load || !bytes || !ord) rc = OOM(w);
+        for (size_t i = 0; !rc && i < w->n; i++) bytes[w->t[i].shard] += w->t[i].n_bytes;
+        for (int i = 0; !rc && i < n_shards; i++) { // insertion sort by bytes descending, index ascending
+            int j = i;
+            while (j && bytes[ord[j - 1]] < bytes[i]) ord[j] = ord[j - 1], j--;
+            ord[j] = i;
+        }
+        for (int i = 0; !rc && i < n_shards; i++) {
+            int best = 0;
+            for (int r = 1; r < R; r++)
+                if (load[r] < load[best]) best = r;
+            w->owner[ord[i]] = best, load[best] += bytes[ord[i]];
+        }
+        graft__free(load), graft__free(bytes), graft__free(ord);
+        if (rc) { graft__free(list); return rc; }
+    }
     size_t first = 0;
     for (int s = 0; s < n_shards && !rc; s++) {
         struct shard *sh = &w->shards[s];
@@ -413,13 +465,14 @@ int graft_writer_layout(struct graft_writer *w, struct graft_err *err) {
         if (!sh->name || !sh->path) { rc = OOM(w); break; }
         size_t k = 0;
         while (first + k < w->n && w->t[first + k].shard == s) list[k] = &w->t[first + k], k++;
-        rc = layout_shard(w, s, list, k, err);
+        if (mine(w, s)) rc = layout_shard(w, s, list, k, err); // another rank's shard: its name only
         first += k;
     }
     graft__free(list);
     return rc;
 }
 
+bool graft_writer_tensor_local(const struct graft_writer *w, long i) { return mine(w, w->t[i].shard); }
 size_t graft_writer_n_tensors(const struct graft_writer *w) { return w->n; }
 int graft_writer_n_shards(const struct graft_writer *w) { return w->n_shards; }
 uint64_t graft_writer_tensor_bytes(const struct graft_writer *w, long i) { return w->t[i].n_bytes; }
@@ -441,6 +494,7 @@ int graft_writer_write(struct graft_writer *w, long tensor, uint64_t off, const 
     if (!graft__add_u64(off, n, &end) || end > t->n_bytes)
         return graft_err_set(err, GRAFT_E_INTERNAL, w->target, t->name, t->name_len, "write past the tensor's end");
     struct shard *sh = &w->shards[t->shard];
+    if (!mine(w, t->shard)) return GRAFT_OK; // another rank writes it (methods that compute the whole model on every rank)
     if (w->mem) {
         memcpy(w->mem + t->file_off + off, buf, n);
         atomic_fetch_add(&t->written, (uint64_t)n);
@@ -466,6 +520,7 @@ int graft_writer_add_file(struct graft_writer *w, const char *name, const void *
     if (w->flags & GRAFT_WRITER_SINGLE_FILE)
         return graft_err_set(err, GRAFT_E_USAGE, w->target, NULL, 0, "cannot add '%s' to a single-file output", name);
     if (!plain_name(name)) return graft_err_set(err, GRAFT_E_INTERNAL, w->target, NULL, 0, "bad file name '%s'", name);
+    if (!rank0(w)) return GRAFT_OK; // rank 0 writes the output's other files
     char **f = graft__realloc(w->files, (w->n_files + 1) * sizeof *f);
     if (!f) return OOM(w);
     w->files = f;
@@ -529,24 +584,74 @@ out:
     return rc;
 }
 
-int graft_writer_commit(struct graft_writer *w, struct graft_err *err) {
-    if (!w->laid_out) return graft_err_set(err, GRAFT_E_INTERNAL, w->target, NULL, 0, "commit before layout");
+// Every rank's status so far → the lowest failing rank's status and message ("rank R: …") on every
+// rank, or GRAFT_OK. A collective: every rank calls it at the same point.
+static int dist_status(const struct graft_writer *w, int rc, struct graft_err *err) {
+    const struct graft_dist *d = w->dist;
+    int64_t who = rc ? d->rank : d->size;
+    if (d->min_i64(d->ctx, &who, 1)) return graft_err_set(err, GRAFT_E_IO, w->target, NULL, 0, "MPI reduction failed");
+    if (who == d->size) return GRAFT_OK;
+    struct { int32_t code; char msg[GRAFT_ERR_MSG_MAX]; } m = {0};
+    if (d->rank == who) m.code = rc, snprintf(m.msg, sizeof m.msg, "%s", err->msg);
+    if (d->bcast(d->ctx, &m, sizeof m, (int)who)) return graft_err_set(err, GRAFT_E_IO, w->target, NULL, 0, "MPI broadcast failed");
+    m.msg[sizeof m.msg - 1] = 0;
+    graft_err_clear(err);
+    return graft_err_set(err, m.code, NULL, NULL, 0, "rank %lld: %s", (long long)who, m.msg);
+}
+
+// This rank's part of the commit: every byte of its tensors written, its shard files synced and closed.
+static int commit_local(struct graft_writer *w, struct graft_err *err) {
     for (size_t i = 0; i < w->n; i++)
-        if (atomic_load(&w->t[i].written) != w->t[i].n_bytes)
+        if (mine(w, w->t[i].shard) && atomic_load(&w->t[i].written) != w->t[i].n_bytes)
             return graft_err_set(err, GRAFT_E_INTERNAL, w->target, w->t[i].name, w->t[i].name_len,
                                  "only %llu of %llu bytes were written", (unsigned long long)atomic_load(&w->t[i].written),
                                  (unsigned long long)w->t[i].n_bytes);
-    if (w->flags & GRAFT_WRITER_MEMORY) {
-        w->committed = true;
-        return GRAFT_OK;
-    }
-    for (int s = 0; s < w->n_shards; s++) {
+    for (int s = 0; !(w->flags & GRAFT_WRITER_MEMORY) && s < w->n_shards; s++) {
         struct shard *sh = &w->shards[s];
+        if (!mine(w, s)) continue;
         if (graft__fsync(sh->fd)) return graft_err_set(err, GRAFT_E_IO, sh->path, NULL, 0, "fsync failed: %s", strerror(errno));
         int c = close(sh->fd);
         sh->fd = -1;
         if (c) return graft_err_set(err, GRAFT_E_IO, sh->path, NULL, 0, "close failed: %s", strerror(errno));
     }
+    return GRAFT_OK;
+}
+
+static int commit_rank0(struct graft_writer *w, struct graft_err *err);
+
+int graft_writer_finish(struct graft_writer *w, int rc, struct graft_err *err) {
+    if (!dist_on(w)) return rc ? rc : graft_writer_commit(w, err);
+    if (!rc && !w->laid_out) rc = graft_err_set(err, GRAFT_E_INTERNAL, w->target, NULL, 0, "commit before layout");
+    if (!rc) rc = commit_local(w, err);
+    if ((rc = dist_status(w, rc, err))) return rc; // some rank failed: nothing is committed (rank 0 removes the folder)
+    if (w->dist->rank == 0) rc = commit_rank0(w, err);
+    // rank 0's result, to every rank
+    struct { int32_t code; char msg[GRAFT_ERR_MSG_MAX]; } m = {rc, ""};
+    if (rc) snprintf(m.msg, sizeof m.msg, "%s", err->msg);
+    if (w->dist->bcast(w->dist->ctx, &m, sizeof m, 0)) return graft_err_set(err, GRAFT_E_IO, w->target, NULL, 0, "MPI broadcast failed");
+    if (!m.code) {
+        w->committed = true;
+        return GRAFT_OK;
+    }
+    if (w->dist->rank == 0) return rc;
+    m.msg[sizeof m.msg - 1] = 0;
+    return graft_err_set(err, m.code, NULL, NULL, 0, "rank 0: %s", m.msg);
+}
+
+int graft_writer_commit(struct graft_writer *w, struct graft_err *err) {
+    if (!w->laid_out) return graft_err_set(err, GRAFT_E_INTERNAL, w->target, NULL, 0, "commit before layout");
+    if (dist_on(w)) return graft_writer_finish(w, GRAFT_OK, err);
+    int rc = commit_local(w, err);
+    if (rc) return rc;
+    if (w->flags & GRAFT_WRITER_MEMORY) {
+        w->committed = true;
+        return GRAFT_OK;
+    }
+    return commit_rank0(w, err);
+}
+
+// Index, fsync of the folder, rename into place (the one process, or rank 0 after every rank's part).
+static int commit_rank0(struct graft_writer *w, struct graft_err *err) {
     int rc;
     if (w->n_shards > 1 && (rc = write_index(w, err))) return rc;
     if (!(w->flags & GRAFT_WRITER_SINGLE_FILE) && graft__fsync_dir(w->tmp))

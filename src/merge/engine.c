@@ -771,6 +771,7 @@ static void print_plan(struct plan *p, struct graft_writer *w, FILE *f) {
 
 struct exec {
     struct plan          *p;
+    int                   nth;         // threads of this exec's chunk passes (its buffers: nth of each)
     struct graft_writer  *w;
     struct otensor       *o;
     int                   pass;        // -1 = apply
@@ -953,15 +954,16 @@ int graft__engine_check_nonfinite(struct plan *p, struct otensor *o) {
                                      : ": check the weights and parameters (overflow, or a normalisation by ~0)");
 }
 
-static int run_tensor(struct exec *x, struct otensor *o) {
+// A tensor's init and statistic passes, each followed by the method's combine.
+static int tensor_passes(struct exec *x, struct otensor *o) {
     struct plan *p = x->p;
     struct graft_mt *mt = &o->mt;
     x->o = o;
-    if (o->copy) return copy_tensor(x);
-    int nth = p->opt->n_threads > 0 ? p->opt->n_threads : 1;
+    if (o->copy) return GRAFT_OK;
+    int nth = x->nth;
     int rc = GRAFT_OK;
     if (o->remap && (rc = graft__vplan_pad_rows(p, o))) return rc;
-    if (!o->identity && mt->m->init) rc = mt->m->init(mt, p->err); // on failure the state is freed below
+    if (!o->identity && mt->m->init) rc = mt->m->init(mt, p->err); // on failure the state is freed by tensor_finish
     for (int pass = 0; !rc && !o->identity && mt->m->n_passes && pass < mt->m->n_passes(mt); pass++) {
         x->pass = pass;
         x->plen = mt->m->partial_len ? mt->m->partial_len(mt, pass) : 0;
@@ -984,9 +986,19 @@ static int run_tensor(struct exec *x, struct otensor *o) {
         graft__free(x->partials);
         x->partials = NULL;
     }
+    return rc;
+}
+
+// The apply pass (rc: the passes' result; on failure only the state is freed), the NaN/Inf check, and
+// the release of the tensor's state and input pages.
+static int tensor_finish(struct exec *x, struct otensor *o, int rc) {
+    struct plan *p = x->p;
+    struct graft_mt *mt = &o->mt;
+    x->o = o;
+    if (o->copy) return rc ? rc : copy_tensor(x);
     x->pass = -1;
     o->in_counted = true; // the final pass counts each input's NaN / ±Inf as it reads them
-    if (!rc) rc = graft_pool_run(nth, mt->n_chunks, exec_chunk, x, NULL, NULL, p->err);
+    if (!rc) rc = graft_pool_run(x->nth, mt->n_chunks, exec_chunk, x, NULL, NULL, p->err);
     if (!rc) rc = graft__engine_check_nonfinite(p, o);
     if (mt->m->free_state) mt->m->free_state(mt);
     graft__free(mt->state);
@@ -999,6 +1011,81 @@ static int run_tensor(struct exec *x, struct otensor *o) {
         graft_st_release(graft_model_shard(m, o->in[i].t->shard), o->in[i].t->info->begin, o->in[i].t->info->n_bytes);
     }
     if (rc && !strstr(p->err->msg, o->name)) graft__err_prefix(p->err, NULL, o->name, strlen(o->name));
+    return rc;
+}
+
+static int run_tensor(struct exec *x, struct otensor *o) { return tensor_finish(x, o, tensor_passes(x, o)); }
+
+// Work buffers of an exec for `nth` threads of chunks up to max_chunk elements of max_in inputs.
+static bool exec_alloc(struct exec *x, int nth, int max_in, uint64_t max_chunk) {
+    x->nth = nth, x->max_chunk = max_chunk;
+    x->in = graft__calloc((size_t)nth, sizeof *x->in), x->tmp = graft__calloc((size_t)nth, sizeof *x->tmp);
+    x->out = graft__calloc((size_t)nth, sizeof *x->out), x->enc = graft__calloc((size_t)nth, sizeof *x->enc);
+    x->accs = graft__calloc((size_t)nth, sizeof *x->accs), x->acc_buf = graft__calloc((size_t)nth, sizeof *x->acc_buf);
+    x->acc_cap = graft__calloc((size_t)nth, sizeof *x->acc_cap), x->acc_pass = graft__calloc((size_t)nth, sizeof *x->acc_pass);
+    bool ok = x->in && x->tmp && x->out && x->enc && x->accs && x->acc_buf && x->acc_cap && x->acc_pass;
+    for (int t = 0; ok && t < nth; t++) {
+        x->in[t] = graft__malloc((size_t)max_in * max_chunk * sizeof(float));
+        x->tmp[t] = graft__malloc(((size_t)max_in + 2) * max_chunk * sizeof(float)); // kernels' scratch: a mask per input + 2
+        x->out[t] = graft__malloc(max_chunk * sizeof(float));
+        x->enc[t] = graft__malloc(max_chunk * 8);
+        ok = x->in[t] && x->tmp[t] && x->out[t] && x->enc[t];
+    }
+    return ok;
+}
+
+static void exec_free(struct exec *x) {
+    for (int t = 0; t < x->nth; t++) {
+        if (x->in) graft__free(x->in[t]);
+        if (x->tmp) graft__free(x->tmp[t]);
+        if (x->out) graft__free(x->out[t]);
+        if (x->enc) graft__free(x->enc[t]);
+        if (x->acc_buf) graft__free(x->acc_buf[t]);
+    }
+    graft__free(x->in), graft__free(x->tmp), graft__free(x->out), graft__free(x->enc);
+    graft__free(x->accs), graft__free(x->acc_buf), graft__free(x->acc_cap), graft__free((void *)x->acc_pass);
+}
+
+// Methods with heavy combines (SVDs; method.h): whole tensors side by side, one per thread, each with
+// single-threaded chunk passes and BLAS (the same bits as one at a time), largest first.
+struct tjobs {
+    struct plan  *p;
+    const size_t *idx;
+    struct exec  *xs;  // per thread
+    struct plan  *ps;  // per thread: the plan with the thread's own error
+};
+
+static int tensor_item(void *ctx, size_t item, int ith, struct graft_err *err) {
+    struct tjobs *j = ctx;
+    struct exec *x = &j->xs[ith];
+    j->ps[ith].err = err;
+    return run_tensor(x, &j->p->t[j->idx[item]]);
+}
+
+static int by_size_desc(const void *a, const void *b, void *plan) {
+    const struct plan *sp = plan;
+    size_t i = *(const size_t *)a, k = *(const size_t *)b;
+    uint64_t x = sp->t[i].mt.numel, y = sp->t[k].mt.numel;
+    return x != y ? (x < y ? 1 : -1) : (i > k) - (i < k);
+}
+
+static int run_parallel_tensors(struct exec *x0, size_t *idx, size_t n, int max_in) {
+    struct plan *p = x0->p;
+    int nth = x0->nth;
+    struct tjobs j = {p, idx, graft__calloc((size_t)nth, sizeof *j.xs), graft__calloc((size_t)nth, sizeof *j.ps)};
+    int rc = j.xs && j.ps ? GRAFT_OK : graft_err_set(p->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+    for (int t = 0; !rc && t < nth; t++) {
+        j.ps[t] = *p;
+        j.xs[t].p = &j.ps[t], j.xs[t].w = x0->w, j.xs[t].pass = -1;
+        if (!exec_alloc(&j.xs[t], 1, max_in, x0->max_chunk))
+            rc = graft_err_set(p->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for %d × %llu-element work buffers", nth, (unsigned long long)x0->max_chunk);
+    }
+    if (!rc) {
+        qsort_r(idx, n, sizeof *idx, by_size_desc, p);
+        rc = graft_pool_run(nth, n, tensor_item, &j, p->opt->progress && p->opt->progress->enabled ? graft_progress_draw : NULL, p->opt->progress, p->err);
+    }
+    for (int t = 0; j.xs && t < nth; t++) exec_free(&j.xs[t]);
+    graft__free(j.xs), graft__free(j.ps);
     return rc;
 }
 
@@ -1061,6 +1148,7 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
     struct plan p = {.cfg = cfg, .opt = opt, .err = err, .base = -1};
     struct graft_writer *w = NULL;
     struct exec x = {.p = &p};
+    bool finished = false; // graft_writer_finish called (a collective under MPI)
     int nth = opt->n_threads > 0 ? opt->n_threads : 1;
     const char *slash = strrchr(config_path, '/');
     p.cfg_dir = slash ? graft__strndup(config_path, slash == config_path ? 1 : (size_t)(slash - config_path)) : graft__strdup(".");
@@ -1096,6 +1184,7 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
     wp.max_shard_bytes = opt->max_shard_bytes, wp.flags = opt->writer_flags, wp.protect = protect, wp.n_protect = np;
     if (opt->in_memory) wp.flags |= GRAFT_WRITER_MEMORY;
     if (opt->dry_run) wp.flags |= GRAFT_WRITER_FORCE; // nothing is written; a plan of an existing output is fine
+    if (!opt->dry_run && !opt->in_memory) wp.dist = opt->dist;
     rc = graft_writer_open(out_dir, &wp, &w, err);
     for (int i = 0; i < p.n_models; i++) graft__free(split[i]);
     if (rc) goto out;
@@ -1119,44 +1208,38 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
     }
     if ((rc = graft_writer_layout(w, err))) goto out;
     if (opt->progress) opt->progress->total = graft_writer_total_bytes(w);
-    x.w = w, x.max_chunk = max_chunk;
-    x.in = graft__calloc((size_t)nth, sizeof *x.in), x.tmp = graft__calloc((size_t)nth, sizeof *x.tmp);
-    x.out = graft__calloc((size_t)nth, sizeof *x.out), x.enc = graft__calloc((size_t)nth, sizeof *x.enc);
-    x.accs = graft__calloc((size_t)nth, sizeof *x.accs), x.acc_buf = graft__calloc((size_t)nth, sizeof *x.acc_buf);
-    x.acc_cap = graft__calloc((size_t)nth, sizeof *x.acc_cap), x.acc_pass = graft__calloc((size_t)nth, sizeof *x.acc_pass);
-    bool ok = x.in && x.tmp && x.out && x.enc && x.accs && x.acc_buf && x.acc_cap && x.acc_pass;
-    for (int t = 0; ok && t < nth; t++) {
-        x.in[t] = graft__malloc((size_t)max_in * max_chunk * sizeof(float));
-        x.tmp[t] = graft__malloc(((size_t)max_in + 2) * max_chunk * sizeof(float)); // kernels' scratch: a mask per input + 2
-        x.out[t] = graft__malloc(max_chunk * sizeof(float));
-        x.enc[t] = graft__malloc(max_chunk * 8);
-        ok = x.in[t] && x.tmp[t] && x.out[t] && x.enc[t];
+    x.w = w;
+    if (!exec_alloc(&x, nth, max_in, max_chunk)) {
+        rc = graft_err_set(err, GRAFT_E_NOMEM, out_dir, NULL, 0, "out of memory for %d × %llu-element work buffers", nth, (unsigned long long)max_chunk);
+        goto out;
     }
-    if (!ok) { rc = graft_err_set(err, GRAFT_E_NOMEM, out_dir, NULL, 0, "out of memory for %d × %llu-element work buffers", nth, (unsigned long long)max_chunk); goto out; }
     bool whole = p.method->whole != NULL;
     if (whole && (rc = p.method->whole(&p, w, out_dir, err)) > 0) rc = GRAFT_OK, whole = false; // declined: tensor by tensor
     for (size_t i = 0; whole && !rc && i < p.n; i++) // whole-model methods encode through graft__engine_encode too
         rc = graft__engine_check_nonfinite(&p, &p.t[i]);
-    for (size_t i = 0; i < p.n && !rc && !whole; i++) {
-        rc = run_tensor(&x, &p.t[i]);
-        if (opt->progress && opt->progress->enabled) graft_progress_draw(opt->progress);
-    }
+    // under MPI each rank merges the tensors of its own output shards (whole-model methods compute
+    // everything everywhere; the writer keeps each rank's part)
+    size_t *mine = whole ? NULL : graft__malloc((p.n ? p.n : 1) * sizeof *mine), n_mine = 0;
+    if (!whole && !mine) rc = graft_err_set(err, GRAFT_E_NOMEM, out_dir, NULL, 0, "out of memory");
+    for (size_t i = 0; mine && i < p.n; i++)
+        if (graft_writer_tensor_local(w, p.t[i].wid)) mine[n_mine++] = i;
+    if (p.method->heavy_combine) graft__blas_single_thread(); // for any --threads: the bits never depend on it
+    if (!rc && mine && p.method->heavy_combine && nth > 1) rc = run_parallel_tensors(&x, mine, n_mine, max_in);
+    else
+        for (size_t i = 0; i < n_mine && !rc; i++) {
+            rc = run_tensor(&x, &p.t[mine[i]]);
+            if (opt->progress && opt->progress->enabled) graft_progress_draw(opt->progress);
+        }
+    graft__free(mine);
     if (!rc) rc = write_config(&p, w);
     if (!rc && opt->write_model_card) rc = write_card(&p, w);
     if (!rc) rc = graft__plan_write_tokenizer(&p, w);
-    if (!rc) rc = graft_writer_commit(w, err);
-    if (!rc && p.extra) rc = graft_writer_commit(p.extra, err);
+    rc = graft_writer_finish(w, rc, err), finished = true; // under MPI: every rank, and the lowest failing rank's error
+    if (p.extra) rc = graft_writer_finish(p.extra, rc, err);
     if (!rc && opt->in_memory) *opt->in_memory = w, w = NULL;
 out:
-    for (int t = 0; t < nth; t++) {
-        if (x.in) graft__free(x.in[t]);
-        if (x.tmp) graft__free(x.tmp[t]);
-        if (x.out) graft__free(x.out[t]);
-        if (x.enc) graft__free(x.enc[t]);
-        if (x.acc_buf) graft__free(x.acc_buf[t]);
-    }
-    graft__free(x.in), graft__free(x.tmp), graft__free(x.out), graft__free(x.enc);
-    graft__free(x.accs), graft__free(x.acc_buf), graft__free(x.acc_cap), graft__free((void *)x.acc_pass);
+    if (w && !finished && opt->dist && opt->dist->size > 1 && !opt->dry_run) rc = graft_writer_finish(w, rc ? rc : GRAFT_E_INTERNAL, err);
+    exec_free(&x);
     graft_writer_free(w);
     graft_writer_free(p.extra);
     for (size_t i = 0; i < p.n; i++) graft__free(p.t[i].name), graft__free(p.t[i].pad);

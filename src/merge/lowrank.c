@@ -120,3 +120,27 @@ int graft__gram_system(const struct graft_mt *mt, const int *ins, const double *
     graft__free(G), graft__free(W), graft__free(row);
     return rc;
 }
+
+int graft__lr_top(const float *x, size_t m, size_t n, size_t s, bool randomized, uint64_t key, float *U, size_t ldu, float *S, float *Vt,
+                  struct graft_err *err) {
+    size_t r = m < n ? m : n;
+    if (!s) return GRAFT_OK;
+    int rc;
+    if (randomized && 4 * (s + GRAFT_LR_OVERSAMPLE) <= r) { // beyond a quarter of the rank it costs more than sgesdd
+        double *Ud = graft__malloc(m * s * sizeof *Ud), *Sd = graft__malloc(s * sizeof *Sd), *Vd = graft__malloc(s * n * sizeof *Vd), e, tail;
+        rc = Ud && Sd && Vd ? graft__svd_randomized(x, m, n, s, GRAFT_LR_OVERSAMPLE, GRAFT_LR_POWER, key, Ud, Sd, Vd, &e, &tail, err)
+                            : graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+        for (size_t i = 0; !rc && i < m; i++)
+            for (size_t j = 0; j < s; j++) U[i * ldu + j] = (float)Ud[i * s + j];
+        for (size_t j = 0; !rc && j < s; j++) S[j] = (float)Sd[j];
+        for (size_t i = 0; !rc && i < s * n; i++) Vt[i] = (float)Vd[i];
+        graft__free(Ud), graft__free(Sd), graft__free(Vd);
+        return rc;
+    }
+    float *Ux = graft__malloc(m * r * sizeof *Ux), *Sx = graft__malloc(r * sizeof *Sx), *Vx = graft__malloc(r * n * sizeof *Vx);
+    rc = Ux && Sx && Vx ? graft__svd_thin(x, m, n, Ux, Sx, Vx, err) : graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+    for (size_t i = 0; !rc && i < m; i++) memcpy(U + i * ldu, Ux + i * r, s * sizeof *U);
+    if (!rc) memcpy(S, Sx, s * sizeof *S), memcpy(Vt, Vx, s * n * sizeof *Vt);
+    graft__free(Ux), graft__free(Sx), graft__free(Vx);
+    return rc;
+}

@@ -25,6 +25,15 @@ void   graft__lr_stat(const struct graft_mt *mt, int pass, const struct graft_ch
 void   graft__lr_apply(const struct graft_mt *mt, const struct graft_chunk *c, float *out);
 void   graft__lr_free(struct graft_mt *mt);
 // Δ = scale · A·B for A m×k and B k×n (row-major), into lr->delta (allocated here).
+// Top s singular triplets of x (m×n): U into columns 0..s of the row-major U (leading dimension
+// ldu), S, and the s rows of Vt (s×n). randomized: a randomized range finder (oversampling
+// GRAFT_LR_OVERSAMPLE, GRAFT_LR_POWER subspace iterations, test vectors from key) when s + oversample
+// is at most a quarter of min(m, n) (beyond that it costs more than sgesdd: bench/scale.sh), else (and
+// by default) one exact thin SVD, as the references compute.
+#define GRAFT_LR_OVERSAMPLE 10
+#define GRAFT_LR_POWER      2
+int    graft__lr_top(const float *x, size_t m, size_t n, size_t s, bool randomized, uint64_t key, float *U, size_t ldu, float *S, float *Vt,
+                     struct graft_err *err);
 int    graft__lr_product(struct graft_lr *lr, const float *A, const float *B, size_t k, float scale, struct graft_err *err);
 #endif
 

@@ -23,7 +23,7 @@ static int combine(struct graft_mt *mt, int pass, const double *partials, void *
 }
 
 const struct graft_method graft_method_iso_c = {
-    .name = "iso_c", .pretty = "Iso-C (isotropic merging in common subspace)", .base = GRAFT_BASE_REQUIRED, .min_models = 1, .max_models = -1,
+    .name = "iso_c", .pretty = "Iso-C (isotropic merging in common subspace)", .base = GRAFT_BASE_REQUIRED, .heavy_combine = true, .min_models = 1, .max_models = -1,
     .params = params, .n_params = 1, .init = init, .n_passes = graft__lr_passes, .partial_len = graft__lr_partial_len, .stat = graft__lr_stat,
     .combine = combine, .apply = graft__lr_apply, .free_state = graft__lr_free,
 };

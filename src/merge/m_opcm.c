@@ -230,6 +230,7 @@ static int run(struct plan *p, struct graft_writer *w, const char *out_dir, stru
         struct graft_writer_params wp = graft_writer_default_params();
         const char *protect[1] = {p->opt->resume};
         wp.flags = GRAFT_WRITER_SINGLE_FILE | (p->opt->writer_flags & GRAFT_WRITER_FORCE), wp.protect = protect, wp.n_protect = p->opt->resume ? 1 : 0;
+        wp.dist = p->opt->in_memory ? NULL : p->opt->dist; // under MPI: rank 0 writes the state file
         rc = graft_writer_open(state_path, &wp, &j.sw, err);
         char num[64], *ns = NULL;
         snprintf(num, sizeof num, "%.17g", lambda);

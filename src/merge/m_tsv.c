@@ -2,11 +2,13 @@
 // matrix, r = min(m, n), k = ⌊r/T⌋: each task's top k singular triplets fill columns t·k … of Ũ, s̃,
 // Ṽh (the rest stay 0); Δ = polar(Ũ)·diag(s̃)·polar(Ṽh) (the "TSV orthogonalisation"); θ = θ0 + α·Δ.
 // Other tensors: θ0 + α·mean_t τ_t. Guard: when r < T (k = 0) the reference gives Δ = 0; graft takes
-// the plain sum Σ_t τ_t instead (task arithmetic), so such tensors still merge. T + 2 SVDs per matrix.
+// the plain sum Σ_t τ_t instead (task arithmetic), so such tensors still merge. Cost: T full SVDs
+// (randomized_svd: true — randomized top-k SVDs, not what the reference computes) and two polar
+// factors (SVDs of m × T·k and T·k × n).
 #include <string.h>
 #include "lowrank.h"
 
-static const struct graft_mparam params[] = {{"scaling_factor", false, false, 1.0}};
+static const struct graft_mparam params[] = {{"scaling_factor", false, false, 1.0}, {"randomized_svd", false, false, 0}};
 
 static int init(struct graft_mt *mt, struct graft_err *err) { return graft__lr_init(mt, false, err); }
 
@@ -22,27 +24,26 @@ static int combine(struct graft_mt *mt, int pass, const double *partials, void *
         graft__free(lr->tv), lr->tv = NULL;
         return GRAFT_OK;
     }
-    float *Uo = graft__calloc(m * r, sizeof(float)), *So = graft__calloc(r, sizeof(float)), *Vo = graft__calloc(r * n, sizeof(float));
-    float *Ux = graft__malloc(m * r * sizeof(float)), *Sx = graft__malloc(r * sizeof(float)), *Vx = graft__malloc(r * n * sizeof(float));
-    if (!Uo || !So || !Vo || !Ux || !Sx || !Vx) rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
-    for (size_t t = 0; !rc && t < T; t++) {
-        rc = graft__svd_thin(lr->tv + t * mn, m, n, Ux, Sx, Vx, err);
-        for (size_t i = 0; !rc && i < m; i++) memcpy(Uo + i * r + t * k, Ux + i * r, k * sizeof(float));
-        if (!rc) memcpy(So + t * k, Sx, k * sizeof(float)), memcpy(Vo + t * k * n, Vx, k * n * sizeof(float));
-    }
-    graft__free(Ux), graft__free(Sx), graft__free(Vx), graft__free(lr->tv);
-    lr->tv = NULL;
-    if (!rc) rc = graft__polar(Uo, m, r, err);
-    if (!rc) rc = graft__polar(Vo, r, n, err);
+    // only the first T·k columns of Ũ (rows of Ṽh) are non-zero; the polar factor of [Ũ' | 0] is that of
+    // Ũ' next to columns that meet s̃ = 0, so the product needs Ũ' and Ṽh' alone
+    size_t K = T * k;
+    bool rnd = GP(mt, "randomized_svd") != 0;
+    float *Uo = graft__calloc(m * K, sizeof(float)), *So = graft__calloc(K, sizeof(float)), *Vo = graft__calloc(K * n, sizeof(float));
+    if (!Uo || !So || !Vo) rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+    for (size_t t = 0; !rc && t < T; t++)
+        rc = graft__lr_top(lr->tv + t * mn, m, n, k, rnd, mt->key[lr->tin[t]], Uo + t * k, K, So + t * k, Vo + t * k * n, err);
+    graft__free(lr->tv), lr->tv = NULL;
+    if (!rc) rc = graft__polar(Uo, m, K, err);
+    if (!rc) rc = graft__polar(Vo, K, n, err);
     for (size_t i = 0; !rc && i < m; i++)
-        for (size_t j = 0; j < r; j++) Uo[i * r + j] *= So[j];
-    if (!rc) rc = graft__lr_product(lr, Uo, Vo, r, 1.0f, err);
+        for (size_t j = 0; j < K; j++) Uo[i * K + j] *= So[j];
+    if (!rc) rc = graft__lr_product(lr, Uo, Vo, K, 1.0f, err);
     graft__free(Uo), graft__free(So), graft__free(Vo);
     return rc;
 }
 
 const struct graft_method graft_method_tsv = {
-    .name = "tsv", .pretty = "TSV-Merge (task singular vectors)", .base = GRAFT_BASE_REQUIRED, .min_models = 1, .max_models = -1,
-    .params = params, .n_params = 1, .init = init, .n_passes = graft__lr_passes, .partial_len = graft__lr_partial_len, .stat = graft__lr_stat,
+    .name = "tsv", .pretty = "TSV-Merge (task singular vectors)", .base = GRAFT_BASE_REQUIRED, .heavy_combine = true, .min_models = 1, .max_models = -1,
+    .params = params, .n_params = 2, .init = init, .n_passes = graft__lr_passes, .partial_len = graft__lr_partial_len, .stat = graft__lr_stat,
     .combine = combine, .apply = graft__lr_apply, .free_state = graft__lr_free,
 };

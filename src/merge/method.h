@@ -62,6 +62,10 @@ struct graft_method {
     const char *stats;
     int         stats_kind;
     bool        random;                     // uses the counter-based generator (--seed)
+    // Its combine is long single-threaded work (SVDs): the engine merges --threads whole tensors side by
+    // side, largest first, each with single-threaded chunk passes and BLAS (the bits do not change;
+    // memory: that many tensors' state at once) instead of one tensor at a time on every thread.
+    bool        heavy_combine;
     // Build per-tensor state before anything else runs for a tensor (optional).
     int    (*init)(struct graft_mt *mt, struct graft_err *err);
     // Number of statistic passes for this tensor (0 when NULL); called after init and again after each

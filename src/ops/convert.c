@@ -17,7 +17,7 @@ struct graft_convert_params graft_convert_default_params(void) {
 
 enum graft_dtype graft_convert_out_dtype(enum graft_dtype in, enum graft_dtype to) {
     const struct graft_dtype_traits *t = graft_dtype_traits(in);
-    return t && t->is_float ? to : in;
+    return t && t->is_float && to != GRAFT_DTYPE_COUNT ? to : in;
 }
 
 struct job {
@@ -73,7 +73,7 @@ static int convert_chunk(void *ctx, size_t item, int ith, struct graft_err *err)
 
 int graft_convert(const struct graft_model *m, const char *target, const struct graft_convert_params *p,
                   struct graft_err *err) {
-    if (!graft_dtype_is_float_target(p->dtype))
+    if (p->dtype != GRAFT_DTYPE_COUNT && !graft_dtype_is_float_target(p->dtype))
         return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "cannot convert to %s (use f32, f16, bf16, f8_e4m3 or f8_e5m2)",
                              graft_dtype_traits(p->dtype) ? graft_dtype_traits(p->dtype)->cli_name : "?");
     size_t tl = strlen(target);
@@ -131,7 +131,7 @@ int graft_convert(const struct graft_model *m, const char *target, const struct 
         fprintf(p->log ? p->log : stderr, "graft: warning: %llu finite values overflow %s and were written as infinite or NaN (first: tensor '%.*s', element %llu)\n",
                 (unsigned long long)n_new, dn, (int)t->name_len, t->name, (unsigned long long)(f & ((1ull << 40) - 1)));
     }
-    if (p->copy_side_files && !single && (rc = graft_writer_copy_side_files(w, m, graft_dtype_torch_name(p->dtype), err))) goto out;
+    if (p->copy_side_files && !single && (rc = graft_writer_copy_side_files(w, m, p->dtype == GRAFT_DTYPE_COUNT ? NULL : graft_dtype_torch_name(p->dtype), err))) goto out;
     rc = graft_writer_commit(w, err);
 out:
     if (j.scratch)

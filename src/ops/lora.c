@@ -805,10 +805,10 @@ int graft_lora_apply(const struct graft_model *base, const char *adapter, const 
     graft__blas_single_thread();
     size_t nl = 0, nw = 0;
     struct stat st;
-    // the adapter folder, or its adapter_model.safetensors
+    // the adapter folder, or its adapter_model.safetensors (else PEFT's older adapter_model.bin)
     char *dir = NULL, *file = NULL;
     size_t al = strlen(adapter);
-    if (al > 12 && !strcmp(adapter + al - 12, ".safetensors")) {
+    if ((al > 12 && !strcmp(adapter + al - 12, ".safetensors")) || (al > 4 && !strcmp(adapter + al - 4, ".bin"))) {
         file = graft__strdup(adapter);
         const char *slash = strrchr(adapter, '/');
         dir = slash ? graft__strndup(adapter, (size_t)(slash - adapter)) : graft__strdup(".");
@@ -823,9 +823,11 @@ int graft_lora_apply(const struct graft_model *base, const char *adapter, const 
     int rc = !dir || !file ? nomem(err) : GRAFT_OK;
     if (!rc && stat(file, &st) != 0) {
         char *bin = graft__asprintf("%s/adapter_model.bin", dir);
-        bool has_bin = bin && stat(bin, &st) == 0;
-        graft__free(bin);
-        rc = graft_err_set(err, GRAFT_E_NOTFOUND, file, NULL, 0, has_bin ? "not found (adapter_model.bin is a pickle: convert it to safetensors first)" : "not found: is this a PEFT LoRA adapter folder?");
+        if (bin && stat(bin, &st) == 0) graft__free(file), file = bin; // read without executing its pickle (torchbin.c)
+        else {
+            graft__free(bin);
+            rc = graft_err_set(err, GRAFT_E_NOTFOUND, file, NULL, 0, "not found: is this a PEFT LoRA adapter folder?");
+        }
     }
     if (!rc) rc = read_adapter_config(dir, &c, err);
     if (!rc) rc = graft_model_open(file, &ad, err);

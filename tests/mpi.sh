@@ -1,0 +1,109 @@
+#!/bin/sh
+# graft merge under MPI (build/graft-mpi, Open MPI's mpirun, --oversubscribe on this machine's few cores):
+# for np = 1, 2, 3 and several methods (per-tensor: linear, ties, dare_ties with a seed, the SVD-based
+# iso_cts; whole-model: pcb with per_tensor false) every output file is byte-identical to the plain
+# build's single-process merge, with --threads 1 and 2; output shards spread over the ranks; a failure
+# on a rank other than 0 (a float16 overflow in a tensor only that rank merges) leaves no output and no
+# temporary folder and is reported once, naming the rank, with the single-process exit code; a rank
+# killed mid-run leaves no output, and the next run removes its temporary folder; --dry-run prints the
+# plan once; a GGUF output is refused under mpirun. Without mpirun, graft-mpi behaves as graft.
+# Usage: tests/mpi.sh BUILD_DIR
+set -u
+B=${1:?build dir}
+G="$PWD/$B/graft"
+GM="$PWD/$B/graft-mpi"
+PATCH_PY="$PWD/tests/ref/patch.py"
+PY=${PYTHON:-/usr/bin/python3}
+. "$(dirname "$0")/lib.sh"
+cd "$T" || exit 1
+if ! command -v mpirun >/dev/null 2>&1 || [ ! -x "$GM" ]; then
+    bad "mpirun or $B/graft-mpi missing (make mpi; scripts/deps.sh test installs Open MPI)"
+    echo "$pass passed, $fail failed"
+    exit 1
+fi
+# root in CI containers; no shared-memory single-copy (ptrace) in containers; more ranks than cores
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_rmaps_base_oversubscribe=1
+export OMPI_MCA_btl=self,vader OMPI_MCA_pml=ob1 OMPI_MCA_plm_rsh_agent=false
+run() { np=$1; shift; mpirun -np "$np" "$GM" "$@"; }
+same_dir() { diff -r "$1" "$2" > /dev/null 2>&1; }
+
+expect 0 "$G" synth base --layers 3 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --vocab 128 --dtype f32 --seed 1
+for i in 1 2; do expect 0 "$G" synth ft$i --like base --delta 0.01 --seed $((i + 1)); done
+printf 'merge_method: linear\nmodels:\n  - {model: ft1, parameters: {weight: 0.3}}\n  - {model: ft2, parameters: {weight: 0.7}}\ndtype: bfloat16\n' > linear.yml
+for m in ties dare_ties; do
+    printf 'merge_method: %s\nbase_model: base\nmodels:\n  - {model: ft1, parameters: {weight: 1.0, density: 0.5}}\n  - {model: ft2, parameters: {weight: 0.8, density: 0.4}}\ndtype: bfloat16\n' $m > $m.yml
+done
+printf 'merge_method: iso_cts\nbase_model: base\nmodels:\n  - model: ft1\n  - model: ft2\ndtype: float32\n' > iso_cts.yml
+printf 'merge_method: pcb\nbase_model: base\nmodels:\n  - model: ft1\n  - model: ft2\nparameters: {pcb_ratio: 0.1, per_tensor: false}\ndtype: float32\n' > pcb.yml
+# without mpirun: graft-mpi is graft
+expect 0 "$G" merge linear.yml ref-linear --out-shard-size 40K --seed 3 --threads 2
+expect 0 "$GM" merge linear.yml solo-linear --out-shard-size 40K --seed 3 --threads 2
+same_dir ref-linear solo-linear && ok || bad "graft-mpi without mpirun differs from graft"
+n_shards=$(ls ref-linear/*.safetensors | wc -l)
+[ "$n_shards" -ge 3 ] && ok || bad "want ≥ 3 output shards to spread, got $n_shards"
+for m in linear ties dare_ties iso_cts pcb; do
+    [ -d ref-$m ] || expect 0 "$G" merge $m.yml ref-$m --out-shard-size 40K --seed 3 --threads 2
+    for np in 1 2 3; do
+        th=$((np % 2 + 1))
+        expect 0 run $np merge $m.yml mpi-$m-$np --out-shard-size 40K --seed 3 --threads $th
+        same_dir ref-$m mpi-$m-$np && ok || bad "$m with np=$np (--threads $th) differs from the single-process merge: $(diff -rq ref-$m mpi-$m-$np | head -3)"
+        [ "$(grep -c 'graft: merged into' "$T/err")" = 1 ] && ok || bad "$m np=$np: want one summary line, got: $(cat "$T/err")"
+    done
+done
+ls -a | grep -q graft-tmp && bad "temporary folders left: $(ls -a | grep graft-tmp)" || ok
+
+# a float16 overflow in a tensor merged by rank 1 only: no output anywhere, one error naming rank 1
+expect 0 "$G" synth hb --like base --delta 0.01 --seed 7
+owner_tensor=$("$PY" - ref-linear <<'PY'
+import json, os, struct, sys
+d = sys.argv[1]
+idx = json.load(open(os.path.join(d, "model.safetensors.index.json")))["weight_map"]
+size = {}
+for f in sorted(set(idx.values())):
+    b = open(os.path.join(d, f), "rb").read(8)
+    size[f] = os.path.getsize(os.path.join(d, f)) - 8 - struct.unpack("<Q", b)[0]
+shards = sorted(size)  # model-00001-of-… in order: the writer's shard index
+order = sorted(range(len(shards)), key=lambda i: (-size[shards[i]], i))
+load, owner = [0, 0], {}
+for i in order:
+    r = 0 if load[0] <= load[1] else 1
+    owner[shards[i]] = r
+    load[r] += size[shards[i]]
+print(sorted(k for k, v in idx.items() if owner[v] == 1 and "weight" in k)[0])
+PY
+)
+[ -n "$owner_tensor" ] && ok || bad "no tensor found for rank 1"
+"$PY" "$PATCH_PY" hb/model.safetensors "^$(echo "$owner_tensor" | sed 's/\./\\./g')\$" 1e6 0 > /dev/null && ok || bad "patching $owner_tensor"
+printf 'merge_method: linear\nmodels:\n  - {model: hb, parameters: {weight: 0.5}}\n  - {model: ft2, parameters: {weight: 0.5}}\ndtype: float16\n' > ovf.yml
+expect 1 "$G" merge ovf.yml never1 --out-shard-size 40K
+want_code=1
+grep -q "overflow" "$T/err" && ok || bad "single-process overflow error: $(cat "$T/err")"
+expect $want_code run 2 merge ovf.yml never2 --out-shard-size 40K
+[ "$(grep -c 'graft: error: rank 1: ' "$T/err")" = 1 ] && grep -q "$owner_tensor" "$T/err" && ok || bad "np=2 overflow on rank 1: $(cat "$T/err")"
+[ ! -e never2 ] && ! ls -a | grep -q graft-tmp && ok || bad "output or temporary folder after a rank's failure: $(ls -a)"
+
+# a rank killed mid-run: no output; the next run removes the temporary folder
+"$G" synth big --layers 8 --hidden 512 --intermediate 1408 --heads 8 --kv-heads 4 --vocab 512 --dtype f32 --seed 9 > /dev/null 2>&1
+"$G" synth bigft --like big --delta 0.01 --seed 10 > /dev/null 2>&1
+printf 'merge_method: iso_cts\nbase_model: big\nmodels:\n  - model: bigft\n  - model: big\ndtype: float32\n' > slow.yml
+run 2 merge slow.yml killed --out-shard-size 1M --threads 1 > kill.out 2>&1 &
+mp=$!
+i=0
+while [ $i -lt 100 ] && ! ls -a | grep -q '^\.killed\.graft-tmp'; do sleep 0.1; i=$((i + 1)); done
+victim=$(pgrep -f "graft-mpi merge slow.yml" | tail -n 1)
+[ -n "$victim" ] && kill -9 "$victim"
+wait $mp
+st=$?
+[ $st != 0 ] && [ ! -e killed ] && ok || bad "killed rank: mpirun exit $st, output $(ls -d killed 2>/dev/null)"
+i=0 # mpirun can return before its other ranks are dead (zombies count as dead)
+while [ $i -lt 100 ] && ps -eo stat=,args= | grep -v '^Z' | grep -q "[g]raft-mpi merge slow.yml"; do sleep 0.1; i=$((i + 1)); done
+expect 0 "$G" merge linear.yml killed --out-shard-size 40K
+! ls -a | grep -q '^\.killed\.graft-tmp' && ok || bad "the next run left the killed run's temporary folder: $(ls -a | tr '\n' ' ') (killed rank pid $victim)"
+
+# the plan once; GGUF refused
+expect 0 run 2 merge linear.yml planned --dry-run
+[ "$(grep -c 'linear' "$T/out")" -ge 1 ] && [ ! -e planned ] && ok || bad "dry run under mpirun: $(head -3 "$T/out")"
+expect 2 run 2 merge linear.yml x.gguf
+grep -q "GGUF output is one file" "$T/err" && [ "$(grep -c 'graft: error' "$T/err")" = 1 ] && ok || bad "GGUF under mpirun: $(cat "$T/err")"
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]
