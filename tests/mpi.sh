@@ -6,7 +6,8 @@
 # on a rank other than 0 (a float16 overflow in a tensor only that rank merges) leaves no output and no
 # temporary folder and is reported once, naming the rank, with the single-process exit code; a rank
 # killed mid-run leaves no output, and the next run removes its temporary folder; --dry-run prints the
-# plan once; a GGUF output is refused under mpirun. Without mpirun, graft-mpi behaves as graft.
+# plan once; a GGUF output and other commands than merge are refused under mpirun. Without mpirun,
+# graft-mpi behaves as graft.
 # Usage: tests/mpi.sh BUILD_DIR
 set -u
 B=${1:?build dir}
@@ -103,6 +104,8 @@ expect 0 "$G" merge linear.yml killed --out-shard-size 40K
 # the plan once; GGUF refused
 expect 0 run 2 merge linear.yml planned --dry-run
 [ "$(grep -c 'linear' "$T/out")" -ge 1 ] && [ ! -e planned ] && ok || bad "dry run under mpirun: $(head -3 "$T/out")"
+expect 2 run 2 convert ft1 conv --dtype bf16
+grep -q "only merge runs" "$T/err" && [ "$(grep -c 'graft: error' "$T/err")" = 1 ] && [ ! -e conv ] && ok || bad "convert under mpirun: $(cat "$T/err")"
 expect 2 run 2 merge linear.yml x.gguf
 grep -q "GGUF output is one file" "$T/err" && [ "$(grep -c 'graft: error' "$T/err")" = 1 ] && ok || bad "GGUF under mpirun: $(cat "$T/err")"
 echo "$pass passed, $fail failed"
