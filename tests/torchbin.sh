@@ -8,7 +8,7 @@
 # folders prefer safetensors, as transformers does.
 # Hostile files exit 3 with the file and reason named, execute nothing and write nothing: os.system /
 # builtins.eval / builtins.exec / a script's class, EXT opcodes, huge memo indices, stack underflow, a
-# "billion laughs" list, no STOP, truncated zip, bad CRC, compressed members, storages too short or
+# name string reused through the memo, a "billion laughs" list, no STOP, truncated zip, bad CRC, compressed members, storages too short or
 # missing or with the wrong element count, tensors past their storage or with overflowing shapes,
 # non-contiguous views, nested dicts, the legacy (pre-1.6) format.
 # Usage: tests/torchbin.sh BUILD_DIR [faults]
@@ -63,6 +63,7 @@ past-storage|tensor 'w': elements 2… of 3 run past its storage
 overflow-shape|tensor 'w': element count overflows 64 bits
 noncontig|tensor 'a': stored as a non-contiguous view
 nested|tensor 'model': a nested dict: not a flat state dict
+name-reuse|tensor 'w': tensor name appears twice
 legacy|legacy (pre-1.6) format
 LIST
 [ ! -e z/PWNED ] && ok || bad "a pickle executed code"

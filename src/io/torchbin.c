@@ -13,7 +13,8 @@
 // builtins.eval, a model class…) is refused by name before anything else happens, as are the opcodes
 // that build arbitrary objects (INST, OBJ, NEWOBJ, EXT*) and text-protocol ones. Nothing is ever called:
 // REDUCE of an allowed name builds a C value. Memory stays linear in the pickle's size (memo entries
-// are shared references, never copies), so pickle "bombs" cannot expand.
+// are shared references, never copies), so pickle "bombs" cannot expand: at most VALUES_MAX values
+// of ~60 bytes each, and names at most the pickle's size.
 // The result is a graft_st whose tensors point into the mapped zip (data_start 0, begin = the file
 // offset of a tensor's first byte); tensors sharing a storage (tied weights) share bytes.
 #include <stdlib.h>
@@ -22,7 +23,8 @@
 #include "graft/util.h"
 #include "io-impl.h"
 
-#define PKL_MAX      (256u << 20) // data.pkl bytes
+#define PKL_MAX      (64u << 20)  // data.pkl bytes (a state dict of 100,000 tensors needs ~10 MB)
+#define VALUES_MAX   (16u << 20)  // pickle values (a real state dict makes ~10 per tensor)
 #define ZIP_MAX_ENTS 4000000u
 #define MEMO_MAX     (1u << 24)
 
@@ -56,6 +58,14 @@ static const char *mname(const struct zmember *m, char *buf, size_t cap) {
     size_t n = m->name_len < cap - 1 ? m->name_len : cap - 1;
     for (size_t i = 0; i < n; i++) buf[i] = m->name[i] >= 0x20 && m->name[i] < 0x7f ? m->name[i] : '?';
     buf[n] = 0;
+    return buf;
+}
+
+// Attacker bytes for a message: at most cap − 1, control and non-ASCII bytes as '?'.
+static const char *printable(const char *p, size_t n, char *buf, size_t cap) {
+    size_t k = n < cap - 1 ? n : cap - 1;
+    for (size_t i = 0; i < k; i++) buf[i] = p[i] >= 0x20 && p[i] < 0x7f ? p[i] : '?';
+    buf[k] = 0;
     return buf;
 }
 
@@ -236,8 +246,9 @@ struct pv {
         struct { struct pv **v; size_t n, cap; } seq; // tuples, lists; dicts as key, value, key, value…
         struct { enum glob g; enum graft_dtype dt; } g;
         struct pstorage st;
-        struct ptensor t;
+        struct ptensor *t; // allocated apart: it would triple every value's size
     };
+    bool used_as_name; // a string already naming a tensor: the same object again is a duplicate name
 };
 
 struct pvm {
@@ -250,6 +261,7 @@ struct pvm {
 };
 
 static struct pv *pnew(struct pvm *vm, enum pk k) {
+    if (vm->n_all >= VALUES_MAX) return NULL; // reported as out of memory: a pickle this large is not a state dict
     if (vm->n_all == vm->all_cap) {
         size_t c = vm->all_cap ? 2 * vm->all_cap : 256;
         struct pv **a = graft__realloc(vm->all, c * sizeof *a);
@@ -346,13 +358,13 @@ static int reduce(struct pvm *vm, struct pv *fn, struct pv *args, struct pv **ou
         return FAIL(GRAFT_E_FORMAT, NULL, 0, "data.pkl: _rebuild_tensor_v2 with unexpected arguments");
     if (a[2]->seq.n > GRAFT_MAX_DIMS) return FAIL(GRAFT_E_FORMAT, NULL, 0, "data.pkl: a tensor of %zu dimensions (at most %d)", a[2]->seq.n, GRAFT_MAX_DIMS);
     struct pv *t = pnew(vm, PK_TENSOR);
-    if (!t) return FAIL(GRAFT_E_NOMEM, NULL, 0, "out of memory");
-    t->t.storage = a[0], t->t.offset = (uint64_t)off, t->t.nd = (int)a[2]->seq.n;
-    for (int d = 0; d < t->t.nd; d++) {
+    if (!t || !(t->t = graft__calloc(1, sizeof *t->t))) return FAIL(GRAFT_E_NOMEM, NULL, 0, "out of memory");
+    t->t->storage = a[0], t->t->offset = (uint64_t)off, t->t->nd = (int)a[2]->seq.n;
+    for (int d = 0; d < t->t->nd; d++) {
         int64_t sz, st;
         if (!int_of(a[2]->seq.v[d], &sz) || !int_of(a[3]->seq.v[d], &st) || sz < 0)
             return FAIL(GRAFT_E_FORMAT, NULL, 0, "data.pkl: a tensor's size or stride is not a non-negative integer");
-        t->t.size[d] = (uint64_t)sz, t->t.stride[d] = st;
+        t->t->size[d] = (uint64_t)sz, t->t->stride[d] = st;
     }
     *out = t;
     return GRAFT_OK;
@@ -375,11 +387,16 @@ static int persid(struct pvm *vm, struct pv *pid, struct pv **out, struct graft_
 static int run_pickle(struct pvm *vm, struct pv **result, struct graft_err *err) {
     const char *label = vm->label;
 #define NEED(k) \
-    do { if ((size_t)(vm->end - p) < (size_t)(k)) return FAIL(GRAFT_E_FORMAT, NULL, 0, "data.pkl is truncated (opcode 0x%02x at byte %zu)", op, at); } while (0)
+    do { if ((uint64_t)(k) > SIZE_MAX || (size_t)(vm->end - p) < (size_t)(k)) return FAIL(GRAFT_E_FORMAT, NULL, 0, "data.pkl is truncated (opcode 0x%02x at byte %zu)", op, at); } while (0)
 #define POP(v) \
     do { if (vm->sp == 0 || (vm->nm && vm->sp == vm->marks[vm->nm - 1])) return FAIL(GRAFT_E_FORMAT, NULL, 0, "data.pkl: stack underflow at byte %zu", at); (v) = vm->stack[--vm->sp]; } while (0)
 #define PUSH(v) \
-    do { struct pv *v_ = (v); if (!v_ || !grow((void **)&vm->stack, &vm->scap, vm->sp + 1, sizeof *vm->stack)) return FAIL(GRAFT_E_NOMEM, NULL, 0, "out of memory"); vm->stack[vm->sp++] = v_; } while (0)
+    do { \
+        struct pv *v_ = (v); \
+        if (!v_ && vm->n_all >= VALUES_MAX) return FAIL(GRAFT_E_LIMIT, NULL, 0, "data.pkl makes more than %u values: not a state dict", VALUES_MAX); \
+        if (!v_ || !grow((void **)&vm->stack, &vm->scap, vm->sp + 1, sizeof *vm->stack)) return FAIL(GRAFT_E_NOMEM, NULL, 0, "out of memory"); \
+        vm->stack[vm->sp++] = v_; \
+    } while (0)
     const uint8_t *p = vm->p;
     for (;;) {
         size_t at = (size_t)(p - vm->p);
@@ -599,8 +616,9 @@ int graft__torchbin_parse(struct graft_st *st, const char *label, int threads, s
     for (size_t i = 0; i < root->seq.n; i += 2) {
         struct pv *k = root->seq.v[i], *v = root->seq.v[i + 1];
         if (v->k == PK_DICT || v->k == PK_LIST || v->k == PK_TUPLE) {
-            if (k->k == PK_STR) rc = FAIL(GRAFT_E_FORMAT, k->s.p, k->s.n, "a nested %s: not a flat state dict (extract the model's state dict, e.g. torch.save(ckpt['%.*s'], …))",
-                                          pk_name(v->k), (int)(k->s.n < 40 ? k->s.n : 40), k->s.p);
+            char kb[44];
+            if (k->k == PK_STR) rc = FAIL(GRAFT_E_FORMAT, k->s.p, k->s.n, "a nested %s: not a flat state dict (extract the model's state dict, e.g. torch.save(ckpt['%s'], …))",
+                                          pk_name(v->k), printable(k->s.p, k->s.n, kb, sizeof kb));
             else rc = FAIL(GRAFT_E_FORMAT, NULL, 0, "a nested %s: not a flat state dict", pk_name(v->k));
             goto out;
         }
@@ -610,7 +628,12 @@ int graft__torchbin_parse(struct graft_st *st, const char *label, int threads, s
             rc = FAIL(GRAFT_E_FORMAT, NULL, 0, "a tensor name that is empty, too long, not UTF-8 or contains NUL");
             goto out;
         }
-        n++, names_len += k->s.n + 1;
+        if (k->used_as_name) { // one string object naming two entries (via the memo): a duplicate, refused before it costs anything
+            rc = FAIL(GRAFT_E_FORMAT, k->s.p, k->s.n, "tensor name appears twice");
+            goto out;
+        }
+        k->used_as_name = true;
+        n++, names_len += k->s.n + 1; // distinct objects own distinct pickle bytes: names_len ≤ the pickle's size + n
     }
     if (n > GRAFT_ST_MAX_TENSORS) { rc = FAIL(GRAFT_E_LIMIT, NULL, 0, "%zu tensors (limit %d)", n, GRAFT_ST_MAX_TENSORS); goto out; }
     st->tensors = graft__calloc(n ? n : 1, sizeof *st->tensors);
@@ -626,7 +649,7 @@ int graft__torchbin_parse(struct graft_st *st, const char *label, int threads, s
         struct graft_tensor_info *t = &st->tensors[st->n];
         memcpy(st->names + at, k->s.p, k->s.n), st->names[at + k->s.n] = 0;
         t->name = st->names + at, t->name_len = k->s.n, at += k->s.n + 1;
-        const struct ptensor *pt = &v->t;
+        const struct ptensor *pt = v->t;
         const struct pstorage *ps = &pt->storage->st;
         t->dtype = ps->dt, t->n_dims = pt->nd;
         uint64_t ne = 1, expect = 1, es = (uint64_t)graft_dtype_traits(ps->dt)->bits / 8, sbytes, need, off_b;
@@ -644,13 +667,16 @@ int graft__torchbin_parse(struct graft_st *st, const char *label, int threads, s
         }
         if (!graft__mul_u64(ne, es, &t->n_bytes) || !graft__mul_u64(ps->numel, es, &sbytes) || !graft__mul_u64(pt->offset, es, &off_b) ||
             !graft__add_u64(off_b, t->n_bytes, &need) || need > sbytes) {
-            rc = FAIL(GRAFT_E_FORMAT, t->name, t->name_len, "elements %llu… of %llu run past its storage '%.*s' of %llu elements", (unsigned long long)pt->offset,
-                      (unsigned long long)ne, (int)(ps->key_len < 40 ? ps->key_len : 40), ps->key, (unsigned long long)ps->numel);
+            char kb[44];
+            rc = FAIL(GRAFT_E_FORMAT, t->name, t->name_len, "elements %llu… of %llu run past its storage '%s' of %llu elements", (unsigned long long)pt->offset,
+                      (unsigned long long)ne, printable(ps->key, ps->key_len, kb, sizeof kb), (unsigned long long)ps->numel);
             goto out;
         }
-        char kbuf[64];
-        int kl = snprintf(kbuf, sizeof kbuf, "data/%.*s", (int)(ps->key_len < 40 ? ps->key_len : 40), ps->key);
-        const struct zmember *sm = ps->key_len <= 40 ? zfind(z, nz, pkl->name, pre, kbuf, (size_t)kl) : NULL;
+        char kraw[5 + 200], kbuf[5 + 44]; // the member's name by its bytes; the message's, printable
+        size_t kl = ps->key_len <= 200 ? 5 + ps->key_len : 0;
+        if (kl) memcpy(kraw, "data/", 5), memcpy(kraw + 5, ps->key, ps->key_len);
+        memcpy(kbuf, "data/", 5), printable(ps->key, ps->key_len, kbuf + 5, sizeof kbuf - 5);
+        const struct zmember *sm = kl ? zfind(z, nz, pkl->name, pre, kraw, kl) : NULL;
         if (!sm) { rc = FAIL(GRAFT_E_FORMAT, t->name, t->name_len, "its storage member %s is missing from the archive", kbuf); goto out; }
         if (sm->size != sbytes) {
             rc = FAIL(GRAFT_E_FORMAT, t->name, t->name_len, "storage %s holds %llu bytes but the pickle says %llu elements of %llu bytes", kbuf,
@@ -682,6 +708,7 @@ out:
     for (size_t i = 0; i < vm.n_all; i++) {
         struct pv *v = vm.all[i];
         if (v->k == PK_TUPLE || v->k == PK_LIST || v->k == PK_DICT) graft__free(v->seq.v);
+        if (v->k == PK_TENSOR) graft__free(v->t);
         graft__free(v);
     }
     graft__free(vm.all), graft__free(vm.stack), graft__free(vm.marks), graft__free(vm.memo);

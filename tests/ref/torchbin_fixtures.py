@@ -215,6 +215,14 @@ def zoo(d):
     for i in range(30):
         bomb += b"(" + b"h" + bytes([i]) + (b"h" + bytes([i])) * 7 + b"l" + b"q" + bytes([i + 1])
     zip_ckpt(os.path.join(d, "bomb.bin"), bomb + b".")
+    # one string object (memo) naming two entries: a duplicate name, refused before names are copied
+    import pickletools
+    t = Rebuilt(Storage(F, "0", 4), 0, (4,), (1,))
+    raw = craft(collections.OrderedDict([("w", t), ("v", t)]))  # the second tensor is a memo reference
+    ops = list(pickletools.genops(raw))
+    wput = [ops[i + 1][1] for i, (op, arg, pos) in enumerate(ops) if op.name == "BINUNICODE" and arg == "w"][0]
+    vpos = [pos for op, arg, pos in ops if op.name == "BINUNICODE" and arg == "v"][0]
+    zip_ckpt(os.path.join(d, "name-reuse.bin"), raw[:vpos] + b"h" + bytes([wput]) + raw[vpos + 6:], [("0", four)])
     zip_ckpt(os.path.join(d, "ext.bin"), b"\x80\x02\x82\x01.")
     zip_ckpt(os.path.join(d, "stack-global.bin"), b"\x80\x04\x8c\x08builtins\x8c\x04exec\x93.")
 
