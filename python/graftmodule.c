@@ -465,7 +465,7 @@ static PyObject *py_eval_ppl(PyObject *mod, PyObject *args, PyObject *kw) {
     if (tk) bos = graft_tokenizer_bos(tk);
     if (bos_o == Py_False) bos = -1;
     else if (bos_o == Py_True && bos < 0) { PyErr_Format(PyExc_ValueError, "eval_ppl: bos=True, but the model names no BOS token"); goto out; }
-    struct graft_ppl_opts po = {ctx, stride, batch, bos, 0, NULL, NULL, NULL};
+    struct graft_ppl_opts po = {ctx, stride, batch, bos, 0, NULL, NULL, NULL, NULL};
     struct graft_ppl_result r;
     int ndi = (int)nd;
     struct cjob j = {.call = call_ppl, .a = {L, ids, lens, &ndi, &po, &r}};

@@ -6,7 +6,8 @@
 # on a rank other than 0 (a float16 overflow in a tensor only that rank merges) leaves no output and no
 # temporary folder and is reported once, naming the rank, with the single-process exit code; a rank
 # killed mid-run leaves no output, and the next run removes its temporary folder; --dry-run prints the
-# plan once; a GGUF output and other commands than merge are refused under mpirun. Without mpirun,
+# plan once; a GGUF output and other commands than merge and eval are refused under mpirun; eval
+# shares its batches of windows and prints the single-process figures bit for bit. Without mpirun,
 # graft-mpi behaves as graft.
 # Usage: tests/mpi.sh BUILD_DIR
 set -u
@@ -101,11 +102,21 @@ while [ $i -lt 100 ] && ps -eo stat=,args= | grep -v '^Z' | grep -q "[g]raft-mpi
 expect 0 "$G" merge linear.yml killed --out-shard-size 40K
 ! ls -a | grep -q '^\.killed\.graft-tmp' && ok || bad "the next run left the killed run's temporary folder: $(ls -a | tr '\n' ' ') (killed rank pid $victim)"
 
+# eval shares its batches of windows: the same perplexity line to the last digit (bits), for np = 2, 3
+"$PY" -c 'import random; random.seed(4); print(" ".join(str(random.randrange(128)) for _ in range(700)))' > ids.txt
+expect 0 "$G" eval base --tokens ids.txt --ctx 48 --batch 2 --json
+sed 's/"seconds".*//' "$T/out" > eval-1.txt
+for np in 2 3; do
+    expect 0 run $np eval base --tokens ids.txt --ctx 48 --batch 2 --json
+    [ "$(grep -c model "$T/out")" = 1 ] && sed 's/"seconds".*//' "$T/out" | cmp -s - eval-1.txt && ok || bad "eval np=$np: $(cat "$T/out") vs $(cat eval-1.txt)"
+done
+expect 2 run 2 eval base --tokens ids.txt --ctx 48 --collect gram g.safetensors
+grep -q "run in one process" "$T/err" && [ ! -e g.safetensors ] && ok || bad "eval --collect under mpirun: $(cat "$T/err")"
 # the plan once; GGUF refused
 expect 0 run 2 merge linear.yml planned --dry-run
 [ "$(grep -c 'linear' "$T/out")" -ge 1 ] && [ ! -e planned ] && ok || bad "dry run under mpirun: $(head -3 "$T/out")"
 expect 2 run 2 convert ft1 conv --dtype bf16
-grep -q "only merge runs" "$T/err" && [ "$(grep -c 'graft: error' "$T/err")" = 1 ] && [ ! -e conv ] && ok || bad "convert under mpirun: $(cat "$T/err")"
+grep -q "only merge and eval run" "$T/err" && [ "$(grep -c 'graft: error' "$T/err")" = 1 ] && [ ! -e conv ] && ok || bad "convert under mpirun: $(cat "$T/err")"
 expect 2 run 2 merge linear.yml x.gguf
 grep -q "GGUF output is one file" "$T/err" && [ "$(grep -c 'graft: error' "$T/err")" = 1 ] && ok || bad "GGUF under mpirun: $(cat "$T/err")"
 echo "$pass passed, $fail failed"

@@ -15,6 +15,7 @@
 #include "dtype.h"
 #include "model.h"
 #include "status.h"
+#include "dist.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -83,6 +84,10 @@ struct graft_ppl_opts {
     FILE    *dump_logits;  // optional: f32 logits [window][position][vocab]
     struct graft_llama_stats *stats; // optional
     const volatile int *cancel;      // optional: set nonzero by another thread, stops before the next batch (GRAFT_E_CANCELLED)
+    // Several processes (MPI ranks, graft/dist.h) share the batches of windows (batch j on rank
+    // j mod size), or NULL; every rank gets the single-process result bit for bit (the batches' sums
+    // added in batch order). Not with dump_logits or stats.
+    const struct graft_dist *dist;
 };
 struct graft_ppl_result {
     double   nll;          // sum of −log p over scored tokens

@@ -153,12 +153,16 @@ int cmd_eval(int argc, char **argv) {
     for (int i = 0; i < n_texts && !rc; i++) rc = cli_encode_file(tk, texts[i], &docs[n_docs].ids, &docs[n_docs].n, &err), n_docs++;
     for (int i = 0; i < n_toks && !rc; i++) rc = read_ids(toks[i], &docs[n_docs++], &err);
     if (rc) goto out;
+    if (cli_dist() && (collect || dump)) {
+        rc = graft_err_set(&err, GRAFT_E_USAGE, path, NULL, 0, "--collect and --dump-logits run in one process: start without mpirun");
+        goto out;
+    }
     if (collect && (rc = graft_llama_stats_new(L, collect, &st, &err))) goto out;
     if (dump && !(df = fopen(dump, "wb"))) { rc = graft_err_set(&err, GRAFT_E_IO, dump, NULL, 0, "cannot create"); goto out; }
     const int32_t *dv[512];
     size_t dl[512];
     for (int d = 0; d < n_docs; d++) dv[d] = docs[d].ids, dl[d] = docs[d].n;
-    struct graft_ppl_opts po = {ctx, stride, batch, bos, (size_t)max_tokens, df, st, NULL};
+    struct graft_ppl_opts po = {ctx, stride, batch, bos, (size_t)max_tokens, df, st, NULL, cli_dist()}; // under mpirun: windows shared
     struct graft_ppl_result res;
     if ((rc = graft_eval_ppl(L, dv, dl, n_docs, &po, &res, &err))) {
         if (!err.msg[0] || strncmp(err.msg, path, strlen(path))) graft__err_prefix(&err, path, NULL, 0);
@@ -172,6 +176,7 @@ int cmd_eval(int argc, char **argv) {
     if (st && (rc = graft_llama_stats_save(st, collect_out, positions, &err))) goto out;
     if (!scored) { rc = graft_err_set(&err, GRAFT_E_USAGE, path, NULL, 0, "no token was scored (texts shorter than two tokens?)"); goto out; }
     double mean = nll / (double)scored;
+    if (cli_quiet()) goto out; // rank 0 prints
     if (json)
         printf("{\"model\": \"%s\", \"windows\": %zu, \"ctx\": %d, \"bos\": %d, \"tokens_scored\": %llu, \"positions\": %llu, "
                "\"nll\": %.9g, \"perplexity\": %.9g, \"seconds\": %.4f, \"tokens_per_second\": %.2f, \"gflop_per_second\": %.2f}\n",

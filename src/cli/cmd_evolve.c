@@ -101,7 +101,7 @@ static int evaluate(struct run *r, const char *yaml, double *nll) {
     const char *cfg = rc ? NULL : graft_writer_mem_file(w, "config.json", NULL);
     if (!rc && !cfg) rc = graft_err_set(r->err, GRAFT_E_FORMAT, r->genome_path, NULL, 0, "the merge has no config.json");
     if (!rc) rc = graft_llama_new(cfg, writer_lookup, w, "candidate merge", r->n_threads, &L, r->err);
-    struct graft_ppl_opts po = {r->ctx, 0, r->batch, r->bos, (size_t)r->max_tokens, NULL, NULL, NULL};
+    struct graft_ppl_opts po = {r->ctx, 0, r->batch, r->bos, (size_t)r->max_tokens, NULL, NULL, NULL, NULL};
     struct graft_ppl_result res;
     if (!rc) rc = graft_eval_ppl(L, (const int32_t *const *)r->docs, r->lens, r->n_evals, &po, &res, r->err);
     if (!rc && !res.scored) rc = graft_err_set(r->err, GRAFT_E_USAGE, r->evals[0], NULL, 0, "the --eval texts have fewer than two tokens");

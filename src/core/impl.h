@@ -185,6 +185,10 @@ int    graft__polar(float *A, size_t m, size_t n, struct graft_err *err);
 // two thin QRs and the polar factor of a 2k × 2k matrix (linalg.c), when k ≤ r − k and r ≤ the long
 // side; else graft__polar.
 int    graft__polar_partial(float *A, size_t m, size_t n, size_t k, bool rows, struct graft_err *err);
+// MPI (graft/dist.h): every rank's status → the lowest failing rank's status and message ("rank R: …")
+// on every rank, or GRAFT_OK. A collective: every rank calls it at the same point (dist.c).
+struct graft_dist;
+int graft__dist_status(const struct graft_dist *d, int rc, const char *label, struct graft_err *err);
 // Make OpenBLAS run each call on the calling thread (graft parallelises over matrices itself).
 void   graft__blas_single_thread(void);
 #endif

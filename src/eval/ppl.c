@@ -40,6 +40,12 @@ int graft_eval_ppl(struct graft_llama *L, const int32_t *const *docs, const size
     int *sf = rc ? NULL : graft__malloc(B * sizeof *sf);
     float *logits = rc || !o->dump_logits ? NULL : graft__malloc(B * ctx * V * sizeof *logits);
     if (!rc && (!buf || !sf || (o->dump_logits && !logits))) rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for a batch of %zu windows", B);
+    // under MPI: batch j on rank j mod size; each batch's NLL and count kept apart, then gathered
+    bool dist = o->dist && o->dist->size > 1;
+    if (dist && (o->dump_logits || o->stats))
+        rc = graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "logits and statistics are written by one process: run without mpirun");
+    size_t n_batch = 0, cap_b = 0, j = 0;
+    double *per = NULL; // per batch: NLL, scored
     for (size_t w = 0; w < n_win && !rc;) {
         size_t len = win[w].n + bos, nb = 0;
         while (w + nb < n_win && nb < B && win[w + nb].n + bos == len) {
@@ -51,7 +57,18 @@ int graft_eval_ppl(struct graft_llama *L, const int32_t *const *docs, const size
         }
         if (o->cancel && __atomic_load_n(o->cancel, __ATOMIC_RELAXED)) { rc = graft_err_set(err, GRAFT_E_CANCELLED, NULL, NULL, 0, "cancelled"); break; }
         double t0 = graft_now();
-        rc = graft_llama_forward(L, buf, (int)nb, (int)len, sf, &r->nll, &r->scored, logits, o->stats, err);
+        if (!dist) rc = graft_llama_forward(L, buf, (int)nb, (int)len, sf, &r->nll, &r->scored, logits, o->stats, err);
+        else {
+            if (n_batch == cap_b) {
+                double *np = graft__realloc(per, (cap_b = cap_b ? 2 * cap_b : 64) * 2 * sizeof *np);
+                if (!np) { rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); break; }
+                per = np;
+            }
+            double b_nll = 0;
+            uint64_t b_scored = 0;
+            if (j % (size_t)o->dist->size == (size_t)o->dist->rank) rc = graft_llama_forward(L, buf, (int)nb, (int)len, sf, &b_nll, &b_scored, NULL, NULL, err);
+            per[2 * n_batch] = b_nll, per[2 * n_batch + 1] = (double)b_scored, n_batch++, j++;
+        }
         r->seconds += graft_now() - t0;
         if (!rc && o->dump_logits && fwrite(logits, sizeof(float), nb * len * V, o->dump_logits) != nb * len * V)
             rc = graft_err_set(err, GRAFT_E_IO, NULL, NULL, 0, "writing the logits failed");
@@ -59,6 +76,13 @@ int graft_eval_ppl(struct graft_llama *L, const int32_t *const *docs, const size
         r->flop += graft_llama_flops(L, (int)nb, (int)len);
         w += nb;
     }
-    graft__free(win), graft__free(buf), graft__free(sf), graft__free(logits);
+    if (dist) { // every rank, also after a failure: agree on the status, then add the batches in order
+        rc = graft__dist_status(o->dist, rc, NULL, err);
+        if (!rc && o->dist->sum_f64(o->dist->ctx, per, 2 * n_batch)) rc = graft_err_set(err, GRAFT_E_IO, NULL, NULL, 0, "MPI reduction failed");
+        for (size_t b = 0; !rc && b < n_batch; b++) r->nll += per[2 * b], r->scored += (uint64_t)per[2 * b + 1];
+        int64_t us = -(int64_t)(r->seconds * 1e6); // the slowest rank's forward time: max = −min(−t)
+        if (!rc && !o->dist->min_i64(o->dist->ctx, &us, 1)) r->seconds = (double)-us / 1e6;
+    }
+    graft__free(win), graft__free(buf), graft__free(sf), graft__free(logits), graft__free(per);
     return rc;
 }

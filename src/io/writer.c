@@ -584,21 +584,6 @@ out:
     return rc;
 }
 
-// Every rank's status so far → the lowest failing rank's status and message ("rank R: …") on every
-// rank, or GRAFT_OK. A collective: every rank calls it at the same point.
-static int dist_status(const struct graft_writer *w, int rc, struct graft_err *err) {
-    const struct graft_dist *d = w->dist;
-    int64_t who = rc ? d->rank : d->size;
-    if (d->min_i64(d->ctx, &who, 1)) return graft_err_set(err, GRAFT_E_IO, w->target, NULL, 0, "MPI reduction failed");
-    if (who == d->size) return GRAFT_OK;
-    struct { int32_t code; char msg[GRAFT_ERR_MSG_MAX]; } m = {0};
-    if (d->rank == who) m.code = rc, snprintf(m.msg, sizeof m.msg, "%s", err->msg);
-    if (d->bcast(d->ctx, &m, sizeof m, (int)who)) return graft_err_set(err, GRAFT_E_IO, w->target, NULL, 0, "MPI broadcast failed");
-    m.msg[sizeof m.msg - 1] = 0;
-    graft_err_clear(err);
-    return graft_err_set(err, m.code, NULL, NULL, 0, "rank %lld: %s", (long long)who, m.msg);
-}
-
 // This rank's part of the commit: every byte of its tensors written, its shard files synced and closed.
 static int commit_local(struct graft_writer *w, struct graft_err *err) {
     for (size_t i = 0; i < w->n; i++)
@@ -623,7 +608,7 @@ int graft_writer_finish(struct graft_writer *w, int rc, struct graft_err *err) {
     if (!dist_on(w)) return rc ? rc : graft_writer_commit(w, err);
     if (!rc && !w->laid_out) rc = graft_err_set(err, GRAFT_E_INTERNAL, w->target, NULL, 0, "commit before layout");
     if (!rc) rc = commit_local(w, err);
-    if ((rc = dist_status(w, rc, err))) return rc; // some rank failed: nothing is committed (rank 0 removes the folder)
+    if ((rc = graft__dist_status(w->dist, rc, w->target, err))) return rc; // some rank failed: nothing is committed (rank 0 removes the folder)
     if (w->dist->rank == 0) rc = commit_rank0(w, err);
     // rank 0's result, to every rank
     struct { int32_t code; char msg[GRAFT_ERR_MSG_MAX]; } m = {rc, ""};
