@@ -6,15 +6,17 @@
 # on a rank other than 0 (a float16 overflow in a tensor only that rank merges) leaves no output and no
 # temporary folder and is reported once, naming the rank, with the single-process exit code; a rank
 # killed mid-run leaves no output, and the next run removes its temporary folder; --dry-run prints the
-# plan once; a GGUF output and other commands than merge and eval are refused under mpirun; eval
-# shares its batches of windows and prints the single-process figures bit for bit. Without mpirun,
-# graft-mpi behaves as graft.
+# plan once; a GGUF output and other commands than merge, eval and evolve are refused under mpirun;
+# eval shares its batches of windows and prints the single-process figures bit for bit; evolve shares
+# each generation's candidates and writes the single-process log and winner byte for byte. Without
+# mpirun, graft-mpi behaves as graft.
 # Usage: tests/mpi.sh BUILD_DIR
 set -u
 B=${1:?build dir}
 G="$PWD/$B/graft"
 GM="$PWD/$B/graft-mpi"
 PATCH_PY="$PWD/tests/ref/patch.py"
+TREF="$PWD/tests/ref/tok_ref.py"
 PY=${PYTHON:-/usr/bin/python3}
 . "$(dirname "$0")/lib.sh"
 cd "$T" || exit 1
@@ -29,7 +31,7 @@ export OMPI_MCA_btl=self,vader OMPI_MCA_pml=ob1 OMPI_MCA_plm_rsh_agent=false
 run() { np=$1; shift; mpirun -np "$np" "$GM" "$@"; }
 same_dir() { diff -r "$1" "$2" > /dev/null 2>&1; }
 
-expect 0 "$G" synth base --layers 3 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --vocab 128 --dtype f32 --seed 1
+expect 0 "$G" synth base --layers 3 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --vocab 640 --dtype f32 --seed 1
 for i in 1 2; do expect 0 "$G" synth ft$i --like base --delta 0.01 --seed $((i + 1)); done
 printf 'merge_method: linear\nmodels:\n  - {model: ft1, parameters: {weight: 0.3}}\n  - {model: ft2, parameters: {weight: 0.7}}\ndtype: bfloat16\n' > linear.yml
 for m in ties dare_ties; do
@@ -103,7 +105,7 @@ expect 0 "$G" merge linear.yml killed --out-shard-size 40K
 ! ls -a | grep -q '^\.killed\.graft-tmp' && ok || bad "the next run left the killed run's temporary folder: $(ls -a | tr '\n' ' ') (killed rank pid $victim)"
 
 # eval shares its batches of windows: the same perplexity line to the last digit (bits), for np = 2, 3
-"$PY" -c 'import random; random.seed(4); print(" ".join(str(random.randrange(128)) for _ in range(700)))' > ids.txt
+"$PY" -c 'import random; random.seed(4); print(" ".join(str(random.randrange(640)) for _ in range(700)))' > ids.txt
 expect 0 "$G" eval base --tokens ids.txt --ctx 48 --batch 2 --json
 sed 's/"seconds".*//' "$T/out" > eval-1.txt
 for np in 2 3; do
@@ -112,11 +114,22 @@ for np in 2 3; do
 done
 expect 2 run 2 eval base --tokens ids.txt --ctx 48 --collect gram g.safetensors
 grep -q "run in one process" "$T/err" && [ ! -e g.safetensors ] && ok || bad "eval --collect under mpirun: $(cat "$T/err")"
+# evolve shares each generation's candidates: the log and the winner's folder are the single-process ones
+"$PY" "$TREF" make llama3 tok > /dev/null 2>&1 && ok || bad "tok_ref make llama3"
+for m in base ft1 ft2; do cp tok/tokenizer.json tok/tokenizer_config.json $m/; done
+printf 'merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - model: ft1\n    parameters:\n      weight: {search: [0, 1]}\n  - model: ft2\n    parameters:\n      weight: {search: [0.2, 0.8], groups: 2}\ndtype: bfloat16\n' > genome.yml
+printf 'The quick brown fox jumps over the lazy dog, again and again, %s.\n' one two three four five six seven eight > evo.txt
+expect 0 "$G" evolve genome.yml --eval evo.txt --budget 14 --ctx 48 --seed 3 --threads 2 evo-1
+for np in 2 3; do
+    expect 0 run $np evolve genome.yml --eval evo.txt --budget 14 --ctx 48 --seed 3 --threads 1 evo-$np
+    cmp -s evo-1.evolve.log evo-$np.evolve.log && same_dir evo-1 evo-$np && ok || bad "evolve np=$np differs: $(diff evo-1.evolve.log evo-$np.evolve.log | head -3)"
+    [ "$(grep -c 'graft: best mean NLL' "$T/err")" = 1 ] && ok || bad "evolve np=$np: want one summary, got: $(cat "$T/err")"
+done
 # the plan once; GGUF refused
 expect 0 run 2 merge linear.yml planned --dry-run
 [ "$(grep -c 'linear' "$T/out")" -ge 1 ] && [ ! -e planned ] && ok || bad "dry run under mpirun: $(head -3 "$T/out")"
 expect 2 run 2 convert ft1 conv --dtype bf16
-grep -q "only merge and eval run" "$T/err" && [ "$(grep -c 'graft: error' "$T/err")" = 1 ] && [ ! -e conv ] && ok || bad "convert under mpirun: $(cat "$T/err")"
+grep -q "only merge, eval and evolve run" "$T/err" && [ "$(grep -c 'graft: error' "$T/err")" = 1 ] && [ ! -e conv ] && ok || bad "convert under mpirun: $(cat "$T/err")"
 expect 2 run 2 merge linear.yml x.gguf
 grep -q "GGUF output is one file" "$T/err" && [ "$(grep -c 'graft: error' "$T/err")" = 1 ] && ok || bad "GGUF under mpirun: $(cat "$T/err")"
 echo "$pass passed, $fail failed"

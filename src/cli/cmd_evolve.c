@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "cli.h"
+#include "../core/impl.h"
 #include "graft/cmaes.h"
 #include "graft/eval.h"
 #include "graft/genome.h"
@@ -87,6 +88,15 @@ static int tokenize_evals(struct run *r, struct graft_writer *w) {
     graft_tokenizer_free(t);
     r->have_docs = !rc;
     return rc;
+}
+
+// One evaluated candidate's log line (lf NULL: nothing; the MPI ranks other than 0).
+static void log_candidate(FILE *lf, int gen, int k, double f, const double *x, int dim) {
+    if (!lf) return;
+    fprintf(lf, "{\"gen\": %d, \"k\": %d, \"nll\": %.17g, \"x\": [", gen, k, f);
+    for (int i = 0; i < dim; i++) fprintf(lf, "%s%.17g", i ? ", " : "", x[i]);
+    fprintf(lf, "]}\n");
+    fflush(lf);
 }
 
 // Merge the candidate in memory and score it: mean NLL per scored token.
@@ -200,7 +210,7 @@ int cmd_evolve(int argc, char **argv) {
     if (!lp && asprintf(&lp, "%s.evolve.log", r.out) < 0) lp = NULL;
     r.docs = calloc((size_t)n_evals, sizeof *r.docs), r.lens = calloc((size_t)n_evals, sizeof *r.lens);
     struct graft_cmaes *es = NULL;
-    double *x0 = NULL, *fit = NULL, best = INFINITY;
+    double *x0 = NULL, *fit = NULL, *share = NULL, best = INFINITY;
     int rc = GRAFT_OK;
     if (!lp || !r.docs || !r.lens) { rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
     if (access(r.out, F_OK) == 0 && !force) {
@@ -221,36 +231,57 @@ int cmd_evolve(int argc, char **argv) {
         goto out;
     }
     if (resume && log_exists && (rc = read_log(&r, lp, lam, sigma0))) goto out;
-    if (!(r.lf = fopen(lp, resume && log_exists ? "a" : "w"))) { rc = graft_err_set(&err, GRAFT_E_IO, lp, NULL, 0, "cannot write the log"); goto out; }
-    if (!(resume && log_exists))
+    // under mpirun every rank has read the same log before rank 0 (the only writer of it) opens it
+    const struct graft_dist *d = cli_dist();
+    if (d && (rc = graft__dist_status(d, rc, lp, &err))) goto out;
+    if (!cli_quiet() && !(r.lf = fopen(lp, resume && log_exists ? "a" : "w"))) rc = graft_err_set(&err, GRAFT_E_IO, lp, NULL, 0, "cannot write the log");
+    if (d && (rc = graft__dist_status(d, rc, lp, &err))) goto out;
+    if (rc) goto out;
+    if (r.lf && !(resume && log_exists))
         fprintf(r.lf, "{\"graft_evolve\": 1, \"genome\": \"%s\", \"dim\": %d, \"lambda\": %d, \"seed\": %llu, \"sigma0\": %.17g}\n", r.genome_path, r.dim, lam,
                 (unsigned long long)seed, sigma0);
-    fprintf(stderr, "graft: evolve: %d searched values, λ = %d, %d generations (%d evaluations)%s\n", r.dim, lam, gens, gens * lam,
-            r.n_log ? ", resuming from the log" : "");
+    if (!cli_quiet())
+        fprintf(stderr, "graft: evolve: %d searched values, λ = %d, %d generations (%d evaluations)%s%s\n", r.dim, lam, gens, gens * lam,
+                r.n_log ? ", resuming from the log" : "", d ? ", candidates shared by the MPI ranks" : "");
+    share = d ? calloc((size_t)lam, sizeof *share) : NULL; // under mpirun: candidate k's score from rank k mod N
+    if (d && !share) { rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
     for (int gen = 0; gen < gens && !rc; gen++) {
         const double *X = graft_cmaes_ask(es);
         double sum = 0, gbest = INFINITY;
         int fresh = 0;
+        // candidates scored first (under mpirun: each on its rank, the scores then gathered), then taken
+        // in order as one process takes them
+        for (int k = 0; k < lam && !rc; k++) {
+            const double *x = X + (size_t)k * r.dim;
+            const struct logged *lg = find_logged(&r, gen, k);
+            if (lg && memcmp(lg->x, x, (size_t)r.dim * sizeof *x)) {
+                rc = graft_err_set(&err, GRAFT_E_USAGE, lp, NULL, 0, "generation %d candidate %d differs from the log: it was written for another genome or seed", gen, k);
+                break;
+            }
+            if (d && k % d->size != d->rank) { share[k] = 0; continue; }
+            if (lg) fit[k] = lg->f;
+            else {
+                char *yaml = graft_genome_render(r.g, x);
+                if (!yaml) { rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); break; }
+                rc = evaluate(&r, yaml, &fit[k]);
+                free(yaml);
+                if (rc == GRAFT_E_NONFINITE) fit[k] = 1e30, rc = GRAFT_OK, graft_err_clear(&err); // activations overflow: the worst score
+                if (!rc && !d) log_candidate(r.lf, gen, k, fit[k], x, r.dim); // at once: a killed run resumes from here
+            }
+            if (d) share[k] = fit[k];
+        }
+        if (d) { // every rank: agree on the status, then every rank has every score (x + 0 + … exact)
+            rc = graft__dist_status(d, rc, lp, &err);
+            if (!rc && d->sum_f64(d->ctx, share, (size_t)lam)) rc = graft_err_set(&err, GRAFT_E_IO, lp, NULL, 0, "MPI reduction failed");
+            for (int k = 0; !rc && k < lam; k++) fit[k] = share[k];
+        }
         for (int k = 0; k < lam && !rc; k++) {
             const double *x = X + (size_t)k * r.dim;
             char *yaml = graft_genome_render(r.g, x);
             if (!yaml) { rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); break; }
-            const struct logged *lg = find_logged(&r, gen, k);
-            if (lg && memcmp(lg->x, x, (size_t)r.dim * sizeof *x)) {
-                rc = graft_err_set(&err, GRAFT_E_USAGE, lp, NULL, 0, "generation %d candidate %d differs from the log: it was written for another genome or seed", gen, k);
-                free(yaml);
-                break;
-            }
-            if (lg) fit[k] = lg->f;
-            else {
-                rc = evaluate(&r, yaml, &fit[k]);
-                if (rc == GRAFT_E_NONFINITE) fit[k] = 1e30, rc = GRAFT_OK, graft_err_clear(&err); // activations overflow: the worst score
-                if (rc) { free(yaml); break; }
+            if (!find_logged(&r, gen, k)) {
                 fresh++;
-                fprintf(r.lf, "{\"gen\": %d, \"k\": %d, \"nll\": %.17g, \"x\": [", gen, k, fit[k]);
-                for (int i = 0; i < r.dim; i++) fprintf(r.lf, "%s%.17g", i ? ", " : "", x[i]);
-                fprintf(r.lf, "]}\n");
-                fflush(r.lf);
+                if (d) log_candidate(r.lf, gen, k, fit[k], x, r.dim); // rank 0 (the others have no log open)
             }
             sum += fit[k];
             if (fit[k] < gbest) gbest = fit[k];
@@ -260,19 +291,22 @@ int cmd_evolve(int argc, char **argv) {
         if (rc) break;
         double sigma = graft_cmaes_sigma(es);
         if ((rc = graft_cmaes_tell(es, fit, &err))) break;
-        if (fresh) {
+        if (fresh && r.lf) {
             fprintf(r.lf, "{\"gen\": %d, \"best\": %.9g, \"mean\": %.9g, \"sigma\": %.9g, \"best_so_far\": %.9g}\n", gen, gbest, sum / lam, sigma, best);
             fflush(r.lf);
             fsync(fileno(r.lf));
         }
-        fprintf(stderr, "graft: generation %d/%d: best NLL %.6f, mean %.6f, σ %.4f; best so far %.6f (perplexity %.4f)\n", gen + 1, gens, gbest,
-                sum / lam, sigma, best, exp(best));
+        if (!cli_quiet())
+            fprintf(stderr, "graft: generation %d/%d: best NLL %.6f, mean %.6f, σ %.4f; best so far %.6f (perplexity %.4f)\n", gen + 1, gens, gbest,
+                    sum / lam, sigma, best, exp(best));
     }
     if (rc) goto out;
     // the best candidate, merged for real
     struct graft_merge_options o = graft_merge_default_options();
     o.n_threads = n_threads, o.seed = seed, o.config_text = best_yaml, o.writer_flags = force ? GRAFT_WRITER_FORCE : 0;
+    o.dist = d; // the winner's merge, too, shared by the ranks
     if ((rc = graft_merge(r.genome_path, r.out, &o, &err))) goto out;
+    if (cli_quiet()) goto out;
     fprintf(stderr, "graft: best mean NLL %.6f (perplexity %.4f) written to %s; its config: %s/mergekit_config.yml\n", best, exp(best), r.out, r.out);
     fputs(best_yaml, stdout);
 out:
@@ -280,7 +314,7 @@ out:
     for (size_t i = 0; i < r.n_log; i++) free(r.log[i].x);
     free(r.log);
     for (int i = 0; r.docs && i < n_evals; i++) free(r.docs[i]);
-    free(r.docs), free(r.lens), free(x0), free(fit), free(best_yaml), free(lp);
+    free(r.docs), free(r.lens), free(x0), free(fit), free(best_yaml), free(lp), free(share);
     graft_cmaes_free(es);
     graft_genome_free(r.g);
     return rc ? cli_fail(&err) : GRAFT_EXIT_OK;

@@ -128,8 +128,8 @@ static int run(int argc, char **argv) {
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name)) {
             // every rank would write the same output: only merge divides its work (docs/distributed.md)
-            if (cli_dist() && strcmp(argv[1], "merge") && strcmp(argv[1], "eval"))
-                return cli_usage(NULL, "graft %s runs in one process; under mpirun with more than one process only merge and eval run (docs/distributed.md)", argv[1]);
+            if (cli_dist() && strcmp(argv[1], "merge") && strcmp(argv[1], "eval") && strcmp(argv[1], "evolve"))
+                return cli_usage(NULL, "graft %s runs in one process; under mpirun with more than one process only merge, eval and evolve run (docs/distributed.md)", argv[1]);
             return cmds[i].fn(argc - 1, argv + 1);
         }
     return cli_usage(NULL, "unknown command '%s' (commands: inspect, verify, convert, synth, merge, extract-lora, apply-lora, quantize, dequantize, prune, upcycle, reparam, moe, expand, tokenize, eval, evolve, analyze)", argv[1]);
