@@ -1,5 +1,5 @@
 // The command line under MPI: build/graft-mpi is this front end compiled with -DGRAFT_MPI by Open MPI's
-// mpicc (`make mpi`); build/graft has the stubs below and never needs MPI. Under `mpirun -np N` with
+// mpicc (`make mpi`); in build/graft the same functions report one process and never touch MPI. Under `mpirun -np N` with
 // N > 1, cli_dist() hands the library a struct graft_dist over MPI_COMM_WORLD (graft/dist.h); ranks
 // other than 0 print nothing but their own crashes (the library gives every rank the lowest failing
 // rank's error, which rank 0 prints).

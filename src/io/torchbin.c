@@ -53,14 +53,6 @@ struct zmember {
     uint32_t    crc;
 };
 
-// A zip member's name for messages: at most 80 bytes, control and non-ASCII bytes as '?'.
-static const char *mname(const struct zmember *m, char *buf, size_t cap) {
-    size_t n = m->name_len < cap - 1 ? m->name_len : cap - 1;
-    for (size_t i = 0; i < n; i++) buf[i] = m->name[i] >= 0x20 && m->name[i] < 0x7f ? m->name[i] : '?';
-    buf[n] = 0;
-    return buf;
-}
-
 // Attacker bytes for a message: at most cap − 1, control and non-ASCII bytes as '?'.
 static const char *printable(const char *p, size_t n, char *buf, size_t cap) {
     size_t k = n < cap - 1 ? n : cap - 1;
@@ -68,6 +60,9 @@ static const char *printable(const char *p, size_t n, char *buf, size_t cap) {
     buf[k] = 0;
     return buf;
 }
+
+// A zip member's name for messages: at most 80 bytes, control and non-ASCII bytes as '?'.
+static const char *mname(const struct zmember *m, char *buf, size_t cap) { return printable(m->name, m->name_len, buf, cap); }
 
 static int cmp_local(const void *a, const void *b) {
     const struct zmember *x = a, *y = b;

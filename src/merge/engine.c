@@ -954,16 +954,15 @@ int graft__engine_check_nonfinite(struct plan *p, struct otensor *o) {
                                      : ": check the weights and parameters (overflow, or a normalisation by ~0)");
 }
 
-// A tensor's init and statistic passes, each followed by the method's combine.
-static int tensor_passes(struct exec *x, struct otensor *o) {
+static int run_tensor(struct exec *x, struct otensor *o) {
     struct plan *p = x->p;
     struct graft_mt *mt = &o->mt;
     x->o = o;
-    if (o->copy) return GRAFT_OK;
+    if (o->copy) return copy_tensor(x);
     int nth = x->nth;
     int rc = GRAFT_OK;
     if (o->remap && (rc = graft__vplan_pad_rows(p, o))) return rc;
-    if (!o->identity && mt->m->init) rc = mt->m->init(mt, p->err); // on failure the state is freed by tensor_finish
+    if (!o->identity && mt->m->init) rc = mt->m->init(mt, p->err); // on failure the state is freed below
     for (int pass = 0; !rc && !o->identity && mt->m->n_passes && pass < mt->m->n_passes(mt); pass++) {
         x->pass = pass;
         x->plen = mt->m->partial_len ? mt->m->partial_len(mt, pass) : 0;
@@ -986,19 +985,9 @@ static int tensor_passes(struct exec *x, struct otensor *o) {
         graft__free(x->partials);
         x->partials = NULL;
     }
-    return rc;
-}
-
-// The apply pass (rc: the passes' result; on failure only the state is freed), the NaN/Inf check, and
-// the release of the tensor's state and input pages.
-static int tensor_finish(struct exec *x, struct otensor *o, int rc) {
-    struct plan *p = x->p;
-    struct graft_mt *mt = &o->mt;
-    x->o = o;
-    if (o->copy) return rc ? rc : copy_tensor(x);
     x->pass = -1;
     o->in_counted = true; // the final pass counts each input's NaN / ±Inf as it reads them
-    if (!rc) rc = graft_pool_run(x->nth, mt->n_chunks, exec_chunk, x, NULL, NULL, p->err);
+    if (!rc) rc = graft_pool_run(nth, mt->n_chunks, exec_chunk, x, NULL, NULL, p->err);
     if (!rc) rc = graft__engine_check_nonfinite(p, o);
     if (mt->m->free_state) mt->m->free_state(mt);
     graft__free(mt->state);
@@ -1013,8 +1002,6 @@ static int tensor_finish(struct exec *x, struct otensor *o, int rc) {
     if (rc && !strstr(p->err->msg, o->name)) graft__err_prefix(p->err, NULL, o->name, strlen(o->name));
     return rc;
 }
-
-static int run_tensor(struct exec *x, struct otensor *o) { return tensor_finish(x, o, tensor_passes(x, o)); }
 
 // Work buffers of an exec for `nth` threads of chunks up to max_chunk elements of max_in inputs.
 static bool exec_alloc(struct exec *x, int nth, int max_in, uint64_t max_chunk) {

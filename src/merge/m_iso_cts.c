@@ -39,9 +39,10 @@ static int combine(struct graft_mt *mt, int pass, const double *partials, void *
     bool reduce = kc > 0 && m <= n && ts > 0;
     float *sum = graft__malloc(mn * sizeof(float)), *U = graft__malloc(m * r * sizeof(float)), *S = graft__malloc(r * sizeof(float));
     float *Vt = graft__malloc(r * n * sizeof(float)), *Uo = graft__calloc(m * r, sizeof(float)), *So = graft__calloc(r, sizeof(float));
-    float *Vo = graft__calloc(r * n, sizeof(float)), *P = graft__malloc((size_t)(kc > 0 ? kc : 1) * n * sizeof(float));
+    float *Vo = graft__calloc(r * n, sizeof(float));
+    float *P = reduce ? NULL : graft__malloc((size_t)(kc > 0 ? kc : 1) * n * sizeof(float)); // τ's projection on Uc (not needed when reducing)
     float *Ub = reduce ? graft__malloc(ts * s * sizeof(float)) : NULL;
-    int rc = sum && U && S && Vt && Uo && So && Vo && P && (Ub || !reduce) ? GRAFT_OK : graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+    int rc = sum && U && S && Vt && Uo && So && Vo && (P || reduce) && (Ub || !reduce) ? GRAFT_OK : graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
     for (size_t e = 0; !rc && e < mn; e++) {
         float a = 0;
         for (size_t t = 0; t < T; t++) a += lr->tv[t * mn + e];
@@ -53,11 +54,10 @@ static int combine(struct graft_mt *mt, int pass, const double *partials, void *
     if (!rc) memcpy(So + ts, S, (size_t)kc * sizeof(float)), memcpy(Vo + ts * n, Vt, (size_t)kc * n * sizeof(float));
     for (size_t t = 0; !rc && s && t < T; t++) {
         float *x = lr->tv + t * mn;
-        if (reduce) { // P = U⊥ᵀ·τ (ts × n, in `sum`), its top s: U⊥·Ub, S, Vh
+        if (reduce) { // U⊥ᵀ·τ (ts × n, in `sum`), its top s: U⊥·Ub (into Uo's zero columns), S, Vh
             memset(sum, 0, ts * n * sizeof(float));
             graft__sgemm_acc(true, false, ts, n, m, 1.0f, U + kc, r, x, n, sum, n);
             rc = graft__lr_top(sum, ts, n, s, false, 0, Ub, s, So + t * s, Vo + t * s * n, err);
-            for (size_t i = 0; !rc && i < m; i++) memset(Uo + i * r + t * s, 0, s * sizeof(float));
             if (!rc) graft__sgemm_acc(false, false, m, s, ts, 1.0f, U + kc, r, Ub, s, Uo + t * s, r);
             continue;
         }
@@ -69,7 +69,8 @@ static int combine(struct graft_mt *mt, int pass, const double *partials, void *
         rc = graft__lr_top(x, m, n, s, rnd, mt->key[lr->tin[t]], Uo + t * s, r, So + t * s, Vo + t * s * n, err);
     }
     graft__free(lr->tv), lr->tv = NULL;
-    // the common columns of U and rows of Vh are orthonormal already: a rank-2·T·s correction
+    // the common columns of U and rows of Vh are orthonormal already: the polar factors need only a
+    // 2·T·s × 2·T·s SVD (graft__polar_partial)
     if (!rc) rc = graft__polar_partial(Uo, m, r, ts, false, err);
     if (!rc) rc = graft__polar_partial(Vo, r, n, ts, true, err);
     double mean = 0;
