@@ -30,7 +30,7 @@ TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 .SECONDARY:
 all: deps $(BUILD)/graft $(BUILD)/libgraft.a $(BUILD)/libgraft.so $(BUILD)/graft.pc $(BUILD)/tests/unit $(BUILD)/tests/gen-corrupt \
      $(BUILD)/tests/fuzz-safetensors $(BUILD)/tests/fuzz-index $(BUILD)/tests/fuzz-config \
-     $(BUILD)/tests/fuzz-tokenizer $(BUILD)/tests/fuzz-genome $(BUILD)/tests/fuzz-gguf $(BUILD)/tests/fuzz-layout $(BUILD)/tests/fuzz-torchbin \
+     $(BUILD)/tests/fuzz-tokenizer $(BUILD)/tests/fuzz-genome $(BUILD)/tests/fuzz-gguf $(BUILD)/tests/fuzz-layout $(BUILD)/tests/fuzz-torchbin $(BUILD)/tests/fuzz-loracfg \
      $(if $(filter 0,$(SAN)),python) $(if $(filter 1,$(MPI)),$(BUILD)/graft-mpi)
 
 deps:
@@ -129,6 +129,7 @@ fuzz: deps
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_genome.c $(LIB_SRC) $(LDLIBS) -o build/fuzz/genome
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_gguf.c $(LIB_SRC) $(LDLIBS) -o build/fuzz/gguf
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_layout.c $(LIB_SRC) $(LDLIBS) -o build/fuzz/layout
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_loracfg.c $(LIB_SRC) $(LDLIBS) -o build/fuzz/loracfg
 	clang -std=c11 -D_GNU_SOURCE -DGRAFT_FUZZ_NO_CRC -g -O1 -Iinclude -fsanitize=fuzzer,address,undefined fuzz/fuzz_torchbin.c $(LIB_SRC) $(LDLIBS) -o build/fuzz/torchbin
 
 demo:

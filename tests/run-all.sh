@@ -30,6 +30,7 @@ unit (asan+ubsan)|build/asan/tests/unit
 cli (release)|sh tests/cli.sh build
 merge end-to-end (release)|sh tests/merge-e2e.sh build
 LoRA extract/apply end-to-end (asan+ubsan, fault injection)|sh tests/lora-e2e.sh build/asan faults
+merge-lora / merge --lora-space vs NumPy (asan+ubsan, fault injection)|sh tests/lora-merge.sh build/asan faults
 PyTorch .bin checkpoints vs torch.save / torch.load, hostile pickles (asan+ubsan)|sh tests/torchbin.sh build/asan
 unit (release)|build/tests/unit
 GGUF convert end-to-end (release)|sh tests/gguf-e2e.sh build
@@ -37,6 +38,7 @@ prune / quantize end-to-end (release)|sh tests/ops-e2e.sh build
 evaluator / tokenizers end-to-end (release)|sh tests/eval-e2e.sh build
 research merges / analyze end-to-end (release)|sh tests/research-e2e.sh build
 LoRA extract/apply end-to-end (release)|sh tests/lora-e2e.sh build
+merge-lora / merge --lora-space vs NumPy (release)|sh tests/lora-merge.sh build
 real checkpoint layouts (release)|sh tests/layouts.sh build
 shared library, pkg-config, make install (release)|sh tests/shlib.sh build
 Python module (release)|sh tests/python.sh build
@@ -50,6 +52,7 @@ fuzz corpus: genome (asan+ubsan)|build/asan/tests/fuzz-genome fuzz/corpus/genome
 fuzz corpus: gguf (asan+ubsan)|build/asan/tests/fuzz-gguf fuzz/corpus/gguf
 fuzz corpus: layout (asan+ubsan)|build/asan/tests/fuzz-layout fuzz/corpus/layout
 fuzz corpus: torchbin (asan+ubsan)|build/asan/tests/fuzz-torchbin fuzz/corpus/torchbin
+fuzz corpus: merge-lora config (asan+ubsan)|build/asan/tests/fuzz-loracfg fuzz/corpus/loracfg
 LIST
 [ -n "${SUITES:-}" ] && { grep -i -- "$SUITES" "$R/suites" > "$R/s2"; mv "$R/s2" "$R/suites"; }
 

@@ -86,6 +86,71 @@ struct graft_lora_apply_params graft_lora_apply_default_params(void);
 int graft_lora_apply(const struct graft_model *base, const char *adapter, const char *target,
                      const struct graft_lora_apply_params *p, size_t *n_lora, size_t *n_whole, struct graft_err *err);
 
+// ---- merging adapters in adapter space (graft merge-lora; PEFT's add_weighted_adapter) -------------
+// Each module's merged update is written as new factors; no out × in matrix is formed except by the
+// *_svd types that prune elements of ΔWᵢ (ties_svd, dare_linear_svd, dare_ties_svd,
+// magnitude_prune_svd), which need them one module at a time per thread. docs/lora.md gives each formula.
+enum graft_lora_combination {
+    GRAFT_LORA_COMB_SVD,                 // Σ wᵢ·sᵢ·Bᵢ·Aᵢ, truncated to rank (QR of the stacked factors + SVD of the core)
+    GRAFT_LORA_COMB_LINEAR,              // A = Σ ±√|wᵢsᵢ|·Aᵢ, B = Σ √|wᵢsᵢ|·Bᵢ (PEFT's; equal ranks)
+    GRAFT_LORA_COMB_CAT,                 // A = [wᵢsᵢ·Aᵢ], B = [Bᵢ]: exactly Σ wᵢ·sᵢ·Bᵢ·Aᵢ, rank Σ rᵢ
+    GRAFT_LORA_COMB_TIES,                // TIES on the A and on the B factors (PEFT's; equal ranks)
+    GRAFT_LORA_COMB_DARE_LINEAR,
+    GRAFT_LORA_COMB_DARE_TIES,
+    GRAFT_LORA_COMB_MAGNITUDE_PRUNE,
+    GRAFT_LORA_COMB_TIES_SVD,            // TIES on the ΔWᵢ = sᵢ·Bᵢ·Aᵢ, then truncated SVD
+    GRAFT_LORA_COMB_DARE_LINEAR_SVD,
+    GRAFT_LORA_COMB_DARE_TIES_SVD,
+    GRAFT_LORA_COMB_MAGNITUDE_PRUNE_SVD,
+    GRAFT_LORA_COMB_COUNT
+};
+const char *graft_lora_combination_name(enum graft_lora_combination c); // "svd", "dare_ties", …
+bool        graft_lora_combination_parse(const char *name, enum graft_lora_combination *out);
+
+struct graft_lora_merge_input {
+    const char *adapter; // PEFT adapter folder (or its adapter_model.safetensors / .bin)
+    double      weight;  // wᵢ (PEFT's weights; may be negative)
+    double      density; // fraction kept by the pruning types, in (0, 1]; < 0: the spec's density
+};
+struct graft_lora_merge_spec {
+    const char *base;        // base model (optional): every module is checked against it; needed only to
+                             // combine whole tensors (modules_to_save) that adapters replace differently
+    const char *base_ref;    // base_model_name_or_path when the first adapter's config has none (may be NULL)
+    const struct graft_lora_merge_input *inputs;
+    size_t      n_inputs;
+    enum graft_lora_combination combination; // default svd (PEFT's)
+    int         rank;        // *_svd: output rank; 0 → the largest input rank (PEFT's default)
+    double      density;     // pruning types: default density (< 0: none given — required then)
+    bool        sign_frequency;   // majority_sign_method: frequency (default total)
+    double      svd_clamp;   // *_svd: clamp the factors to ±(this quantile of their entries); 0 = off
+    bool        peft_svd_scaling; // *_svd: weight each ΔWᵢ by wᵢ·sᵢ on top of its own sᵢ, as PEFT does
+};
+struct graft_lora_merge_spec graft_lora_merge_default_spec(void);
+
+struct graft_lora_merge_params {
+    uint64_t     seed;        // DARE's masks (graft's counter-based generator: independent of --threads)
+    int          n_threads;
+    unsigned     writer_flags;
+    bool         dry_run;
+    struct graft_progress *progress;
+};
+struct graft_lora_merge_params graft_lora_merge_default_params(void);
+
+// Merge the spec's adapters into the PEFT adapter folder `target`. Fills `rep` (may be NULL): one entry
+// per output module; rel_error = ‖ΔW − B·A‖_F / ‖ΔW‖_F of the truncation (0 for the exact types).
+int graft_lora_merge(const struct graft_lora_merge_spec *s, const char *target, const struct graft_lora_merge_params *p,
+                     struct graft_lora_report *rep, struct graft_err *err);
+// The same from a merge-lora YAML config (docs/lora.md): base_model, adapters: [{adapter, weight,
+// density}], combination, rank, density, majority_sign_method, svd_clamp, peft_svd_scaling. Paths are
+// relative to the config's folder. Config errors are GRAFT_E_CONFIG naming the line.
+int graft_lora_merge_file(const char *config_path, const char *target, const struct graft_lora_merge_params *p,
+                          struct graft_lora_report *rep, struct graft_err *err);
+// `graft merge CONFIG --lora-space`: a MergeKit linear or task_arithmetic config whose models are
+// BASE+ADAPTER references of one base (and the base itself) becomes one adapter: the exact weighted sum
+// of the updates (combination cat), with linear's normalisation and task_arithmetic's λ applied.
+int graft_lora_merge_merge_config(const char *config_path, const char *target, const struct graft_lora_merge_params *p,
+                                  struct graft_lora_report *rep, struct graft_err *err);
+
 #ifdef __cplusplus
 }
 #endif

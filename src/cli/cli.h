@@ -53,6 +53,11 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_evolve(int argc, char **argv);
 int cmd_analyze(int argc, char **argv);
+// The per-module lines of a LoRA report (or, with json, `{"modules": [...]` left open for the caller's
+// other fields); counts low-rank and whole modules and the largest relative error (cmd_extract_lora.c).
+struct graft_lora_report;
+void cli_lora_report(const struct graft_lora_report *rep, bool json, size_t *n_lora, size_t *n_whole, double *worst);
+int cmd_merge_lora(int argc, char **argv);
 // Value statistics of tensor i (cmd_verify.c); false for a non-float tensor.
 struct graft_model;
 struct graft_value_stats;

@@ -65,6 +65,29 @@ static const char *kind_name(enum graft_lora_kind k) {
     return k == GRAFT_LORA_WHOLE ? "whole" : k == GRAFT_LORA_EMBEDDING ? "embedding" : "lora";
 }
 
+void cli_lora_report(const struct graft_lora_report *rep, bool json, size_t *n_lora, size_t *n_whole, double *worst) {
+    if (json) printf("{\"modules\": [");
+    for (size_t i = 0; i < rep->n; i++) {
+        const struct graft_lora_module *m = &rep->mods[i];
+        if (m->kind == GRAFT_LORA_WHOLE) (*n_whole)++;
+        else (*n_lora)++, *worst = m->rel_error > *worst ? m->rel_error : *worst;
+        if (json) {
+            printf("%s\n  {\"name\": ", i ? "," : "");
+            json_str(m->name);
+            printf(", \"kind\": \"%s\", \"shape\": [%llu, %llu], \"rank\": %d, \"rel_error\": %.9g}", kind_name(m->kind),
+                   (unsigned long long)m->rows, (unsigned long long)m->cols, m->rank, m->rel_error < 0 ? 0.0 : m->rel_error);
+        }
+        else if (m->kind == GRAFT_LORA_WHOLE)
+            printf("%-60s %-9s [%llu, %llu]  saved whole\n", m->name, kind_name(m->kind), (unsigned long long)m->rows, (unsigned long long)m->cols);
+        else if (m->rel_error < 0)
+            printf("%-60s %-9s [%llu, %llu]  rank ≤ %d\n", m->name, kind_name(m->kind), (unsigned long long)m->rows, (unsigned long long)m->cols, m->rank);
+        else
+            printf("%-60s %-9s [%llu, %llu]  rank %d  rel. error %.4g\n", m->name, kind_name(m->kind), (unsigned long long)m->rows,
+                   (unsigned long long)m->cols, m->rank, m->rel_error);
+    }
+    if (json) printf("\n]");
+}
+
 int cmd_extract_lora(int argc, char **argv) {
     static const struct option opts[] = {
         {"base", required_argument, 0, 'b'}, {"model", required_argument, 0, 'm'}, {"rank", required_argument, 0, 'r'},
@@ -136,26 +159,8 @@ int cmd_extract_lora(int argc, char **argv) {
     } else {
         size_t n_lora = 0, n_whole = 0;
         double worst = 0;
-        if (json) printf("{\"modules\": [");
-        for (size_t i = 0; i < rep.n; i++) {
-            const struct graft_lora_module *m = &rep.mods[i];
-            if (m->kind == GRAFT_LORA_WHOLE) n_whole++;
-            else n_lora++, worst = m->rel_error > worst ? m->rel_error : worst;
-            if (json) {
-                printf("%s\n  {\"name\": ", i ? "," : "");
-                json_str(m->name);
-                printf(", \"kind\": \"%s\", \"shape\": [%llu, %llu], \"rank\": %d, \"rel_error\": %.9g}", kind_name(m->kind),
-                       (unsigned long long)m->rows, (unsigned long long)m->cols, m->rank, m->rel_error < 0 ? 0.0 : m->rel_error);
-            }
-            else if (m->kind == GRAFT_LORA_WHOLE)
-                printf("%-60s %-9s [%llu, %llu]  saved whole\n", m->name, kind_name(m->kind), (unsigned long long)m->rows, (unsigned long long)m->cols);
-            else if (m->rel_error < 0)
-                printf("%-60s %-9s [%llu, %llu]  rank ≤ %d\n", m->name, kind_name(m->kind), (unsigned long long)m->rows, (unsigned long long)m->cols, m->rank);
-            else
-                printf("%-60s %-9s [%llu, %llu]  rank %d  rel. error %.4g\n", m->name, kind_name(m->kind), (unsigned long long)m->rows,
-                       (unsigned long long)m->cols, m->rank, m->rel_error);
-        }
-        if (json) printf("\n], \"low_rank\": %zu, \"whole\": %zu, \"skipped\": %zu, \"max_rel_error\": %.9g}\n", n_lora, n_whole, rep.n_skipped, worst);
+        cli_lora_report(&rep, json, &n_lora, &n_whole, &worst);
+        if (json) printf(", \"low_rank\": %zu, \"whole\": %zu, \"skipped\": %zu, \"max_rel_error\": %.9g}\n", n_lora, n_whole, rep.n_skipped, worst);
         if (p.dry_run)
             fprintf(stderr, "graft: dry run: %zu low-rank modules, %zu saved whole, %zu left out; nothing written\n", n_lora, n_whole, rep.n_skipped);
         else

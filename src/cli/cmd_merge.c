@@ -12,7 +12,7 @@
 static const char help[] =
     "Usage: graft merge CONFIG.yml OUT_DIR [--threads N] [--seed S] [--out-shard-size S] [--dry-run] [--force]\n"
     "                  [--copy-tokenizer|--no-copy-tokenizer] [--allow-crimes] [--allow-nonfinite]\n"
-    "                  [--write-model-card|--no-write-model-card] [--format gguf [--type T]]\n"
+    "                  [--write-model-card|--no-write-model-card] [--format gguf [--type T]] [--lora-space]\n"
     "\n"
     "Merge models as MergeKit's `mergekit-yaml CONFIG OUT` does, from the same YAML: merge_method,\n"
     "base_model, models or slices (layer_range) or modules (per-module models/slices/parameters for\n"
@@ -60,10 +60,13 @@ static const char help[] =
     "  --type T                  GGUF matrix type: f32, f16 (default), bf16, q8_0, q4_0\n"
     "  --resume STATE            opcm: fold the config's models into an earlier opcm merge, whose state\n"
     "                            (merged task vector, λ, norms) that merge wrote beside its output as\n"
-    "                            OUT.opcm-state.safetensors; this merge writes its own state the same way\n";
+    "                            OUT.opcm-state.safetensors; this merge writes its own state the same way\n"
+    "  --lora-space              linear or task_arithmetic of BASE+ADAPTER models of one base (and the base\n"
+    "                            itself): write one PEFT adapter to OUT_DIR instead of a model — the exact\n"
+    "                            weighted sum of the adapters' updates (merge-lora's cat), without densifying\n";
 
 int cmd_merge(int argc, char **argv) {
-    enum { O_THREADS = 256, O_SEED, O_SHARD, O_DRY, O_FORCE, O_COPY, O_NOCOPY, O_CRIMES, O_CARD, O_NOCARD, O_FORMAT, O_TYPE, O_RESUME, O_NONFINITE };
+    enum { O_THREADS = 256, O_SEED, O_SHARD, O_DRY, O_FORCE, O_COPY, O_NOCOPY, O_CRIMES, O_CARD, O_NOCARD, O_FORMAT, O_TYPE, O_RESUME, O_NONFINITE, O_LORA_SPACE };
     static const struct option opts[] = {
         {"threads", required_argument, 0, O_THREADS}, {"seed", required_argument, 0, O_SEED},
         {"random-seed", required_argument, 0, O_SEED}, {"out-shard-size", required_argument, 0, O_SHARD},
@@ -71,8 +74,8 @@ int cmd_merge(int argc, char **argv) {
         {"copy-tokenizer", no_argument, 0, O_COPY}, {"no-copy-tokenizer", no_argument, 0, O_NOCOPY},
         {"allow-crimes", no_argument, 0, O_CRIMES}, {"allow-nonfinite", no_argument, 0, O_NONFINITE}, {"write-model-card", no_argument, 0, O_CARD},
         {"no-write-model-card", no_argument, 0, O_NOCARD}, {"format", required_argument, 0, O_FORMAT}, {"type", required_argument, 0, O_TYPE},
-        {"resume", required_argument, 0, O_RESUME}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    bool gguf = false;
+        {"resume", required_argument, 0, O_RESUME}, {"lora-space", no_argument, 0, O_LORA_SPACE}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    bool gguf = false, lora_space = false;
     uint32_t gtype = GRAFT_GGML_F16;
     struct graft_merge_options o = graft_merge_default_options();
     o.n_threads = graft_n_cpus();
@@ -107,6 +110,7 @@ int cmd_merge(int argc, char **argv) {
             break;
         }
         case O_RESUME: o.resume = optarg; break;
+        case O_LORA_SPACE: lora_space = true; break;
         case 'h': fputs(help, stdout); return GRAFT_EXIT_OK;
         default: return cli_usage("merge", "unknown option");
         }
@@ -123,6 +127,22 @@ int cmd_merge(int argc, char **argv) {
             return cli_usage("merge", "a GGUF output is one file: merge into a folder under mpirun, then graft convert it");
     }
     if (o.dry_run && cli_quiet()) return GRAFT_EXIT_OK; // rank 0 prints the plan
+    if (lora_space) {
+        if (gguf || o.dist || o.resume) return cli_usage("merge", "--lora-space writes one adapter folder: no GGUF output, --resume or mpirun");
+        struct graft_lora_merge_params lp = graft_lora_merge_default_params();
+        lp.n_threads = o.n_threads, lp.seed = o.seed, lp.writer_flags = o.writer_flags, lp.dry_run = o.dry_run, lp.progress = &prog;
+        struct graft_lora_report rep = {0};
+        double t1 = graft_now();
+        int rc = graft_lora_merge_merge_config(argv[optind], o.dry_run ? "" : argv[optind + 1], &lp, &rep, &err);
+        graft_progress_finish(&prog);
+        if (rc) return cli_fail(&err);
+        size_t n_lora = 0, n_whole = 0;
+        double worst = 0;
+        cli_lora_report(&rep, false, &n_lora, &n_whole, &worst);
+        graft_lora_report_free(&rep);
+        if (!o.dry_run) fprintf(stderr, "graft: merged %zu modules in adapter space into %s in %.2fs\n", n_lora + n_whole, argv[optind + 1], graft_now() - t1);
+        return GRAFT_EXIT_OK;
+    }
     o.progress = &prog;
     double t0 = graft_now();
     const char *out = argv[optind + 1];

@@ -673,3 +673,123 @@ int graft_moe_config_load(const char *path, struct graft_moe_config **out, struc
     *out = c;
     return GRAFT_OK;
 }
+
+// ---- graft merge-lora configs ---------------------------------------------------------------------
+
+// `ref` relative to the config's folder (absolute paths stay).
+static int rel_path(struct rd *r, const char *ref, char **out) {
+    const char *slash = strrchr(r->label, '/');
+    *out = ref[0] == '/' || !slash ? graft__strdup(ref) : graft__asprintf("%.*s/%s", (int)(slash - r->label), r->label, ref);
+    return *out ? GRAFT_OK : graft_err_set(r->err, GRAFT_E_NOMEM, r->label, NULL, 0, "out of memory");
+}
+
+static int read_density(struct rd *r, yaml_node_t *n, double *out) {
+    if (!scalar_number(n, out) || !(*out > 0 && *out <= 1)) return fail(r, n, "density must be a number in (0, 1] (the fraction of entries kept)");
+    return GRAFT_OK;
+}
+
+static int read_lora_merge(struct rd *r, struct graft_lora_merge_config *c) {
+    yaml_node_t *root = yaml_document_get_root_node(r->doc);
+    if (!root || root->type != YAML_MAPPING_NODE) return fail(r, root, "a merge-lora config must be a mapping with adapters");
+    static const char *const allowed[] = {"base_model", "adapters", "combination", "combination_type", "rank", "svd_rank", "density",
+                                          "majority_sign_method", "svd_clamp", "peft_svd_scaling", NULL};
+    int rc = check_keys(r, root, "the merge-lora config", allowed);
+    if (rc) return rc;
+    struct graft_lora_merge_spec *s = &c->spec;
+    yaml_node_t *n;
+    if ((n = get(r, root, "base_model"))) {
+        const char *v = scalar(n);
+        if (!v || !*v || strchr(v, '+')) return fail(r, n, "base_model must be the path of the adapters' base model");
+        if ((rc = dup_str(r, n, "base_model", &c->base_ref)) || (rc = rel_path(r, v, &c->base_model))) return rc;
+    }
+    if (get(r, root, "combination") && get(r, root, "combination_type")) return fail(r, root, "give combination or combination_type, not both");
+    if ((n = get(r, root, "combination")) || (n = get(r, root, "combination_type"))) {
+        const char *v = scalar(n);
+        if (!v || !graft_lora_combination_parse(v, &s->combination))
+            return fail(r, n, "unknown combination '%s' (allowed: svd, linear, cat, ties, dare_linear, dare_ties, magnitude_prune, ties_svd, "
+                              "dare_linear_svd, dare_ties_svd, magnitude_prune_svd)", v ? v : "?");
+    }
+    if (get(r, root, "rank") && get(r, root, "svd_rank")) return fail(r, root, "give rank or svd_rank, not both");
+    if ((n = get(r, root, "rank")) || (n = get(r, root, "svd_rank"))) {
+        double v;
+        if (!scalar_number(n, &v) || v != floor(v) || v < 1 || v > 1 << 20) return fail(r, n, "rank must be a whole number ≥ 1");
+        s->rank = (int)v;
+    }
+    if ((n = get(r, root, "density")) && (rc = read_density(r, n, &s->density))) return rc;
+    if ((n = get(r, root, "majority_sign_method"))) {
+        const char *v = scalar(n);
+        if (!v || (strcmp(v, "total") && strcmp(v, "frequency"))) return fail(r, n, "majority_sign_method must be total or frequency");
+        s->sign_frequency = !strcmp(v, "frequency");
+    }
+    if ((n = get(r, root, "svd_clamp")) && !(scalar(n) && !strcmp(scalar(n), "null"))) {
+        if (!scalar_number(n, &s->svd_clamp) || !(s->svd_clamp > 0 && s->svd_clamp <= 1)) return fail(r, n, "svd_clamp must be a quantile in (0, 1]");
+    }
+    if ((n = get(r, root, "peft_svd_scaling")) && !scalar_bool(n, &s->peft_svd_scaling)) return fail(r, n, "peft_svd_scaling must be true or false");
+    yaml_node_t *ad = get(r, root, "adapters");
+    if (!ad || ad->type != YAML_SEQUENCE_NODE || ad->data.sequence.items.top == ad->data.sequence.items.start)
+        return fail(r, ad ? ad : root, "adapters must be a non-empty list of {adapter: PATH, weight: W, density: D}");
+    size_t k = (size_t)(ad->data.sequence.items.top - ad->data.sequence.items.start);
+    if (k > 4096) return fail(r, ad, "at most 4096 adapters");
+    c->adapters = graft__calloc(k, sizeof *c->adapters), c->inputs = graft__calloc(k, sizeof *c->inputs);
+    if (!c->adapters || !c->inputs) return graft_err_set(r->err, GRAFT_E_NOMEM, r->label, NULL, 0, "out of memory");
+    for (size_t i = 0; i < k; i++) {
+        yaml_node_t *e = node(r, ad->data.sequence.items.start[i]), *p = e;
+        struct graft_lora_merge_input *in = &c->inputs[i];
+        in->weight = 1.0, in->density = -1;
+        if (e && e->type == YAML_MAPPING_NODE) {
+            static const char *const ek[] = {"adapter", "path", "weight", "density", NULL};
+            if ((rc = check_keys(r, e, "an adapter entry", ek))) return rc;
+            if (get(r, e, "adapter") && get(r, e, "path")) return fail(r, e, "give adapter or path, not both");
+            p = get(r, e, "adapter") ? get(r, e, "adapter") : get(r, e, "path");
+            if (!p) return fail(r, e, "an adapter entry needs adapter: PATH");
+            yaml_node_t *w = get(r, e, "weight"), *d = get(r, e, "density");
+            if (w && !scalar_number(w, &in->weight)) return fail(r, w, "weight must be a number");
+            if (d && (rc = read_density(r, d, &in->density))) return rc;
+        }
+        const char *v = scalar(p);
+        if (!v || !*v) return fail(r, p, "an adapter must be the path of a PEFT adapter folder");
+        if ((rc = rel_path(r, v, &c->adapters[i]))) return rc;
+        in->adapter = c->adapters[i];
+        c->n++;
+    }
+    s->inputs = c->inputs, s->n_inputs = c->n, s->base = c->base_model, s->base_ref = c->base_ref;
+    return GRAFT_OK;
+}
+
+void graft_lora_merge_config_free(struct graft_lora_merge_config *c) {
+    if (!c) return;
+    for (size_t i = 0; i < c->n; i++) graft__free(c->adapters[i]);
+    graft__free(c->adapters), graft__free(c->inputs), graft__free(c->base_model), graft__free(c->base_ref), graft__free(c->path);
+    graft__free(c);
+}
+
+int graft_lora_merge_config_parse(const char *text, size_t len, const char *label, struct graft_lora_merge_config **out, struct graft_err *err) {
+    *out = NULL;
+    struct graft_lora_merge_config *c = graft__calloc(1, sizeof *c);
+    if (!c || !(c->path = graft__strdup(label))) {
+        graft_lora_merge_config_free(c);
+        return graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory");
+    }
+    c->spec = graft_lora_merge_default_spec();
+    yaml_document_t doc;
+    int rc = parse_yaml(text, len, label, &doc, err);
+    if (rc) { graft_lora_merge_config_free(c); return rc; }
+    struct rd r = {&doc, label, err};
+    rc = read_lora_merge(&r, c);
+    yaml_document_delete(&doc);
+    if (rc) { graft_lora_merge_config_free(c); return rc; }
+    *out = c;
+    return GRAFT_OK;
+}
+
+int graft_lora_merge_config_load(const char *path, struct graft_lora_merge_config **out, struct graft_err *err) {
+    *out = NULL;
+    char *text;
+    size_t len;
+    int rc = graft__read_small_file(path, CONFIG_MAX_BYTES, &text, &len, err);
+    if (rc == GRAFT_E_NOMEM) return rc;
+    if (rc) { if (err) err->code = GRAFT_E_CONFIG; return GRAFT_E_CONFIG; }
+    rc = graft_lora_merge_config_parse(text, len, path, out, err);
+    graft__free(text);
+    return rc;
+}

@@ -132,4 +132,19 @@ struct graft_moe_config {
 int  graft_moe_config_load(const char *path, struct graft_moe_config **out, struct graft_err *err);
 void graft_moe_config_free(struct graft_moe_config *c);
 
+// graft merge-lora configs (src/ops/lora_merge.c): the spec with its strings; adapter and base paths
+// made relative to the config's folder.
+#include "graft/lora.h"
+struct graft_lora_merge_config {
+    char   *path;
+    char   *base_model, *base_ref;    // resolved path / as written
+    char  **adapters;                  // resolved paths
+    struct graft_lora_merge_input *inputs;
+    size_t  n;
+    struct graft_lora_merge_spec spec; // points into the above
+};
+int  graft_lora_merge_config_load(const char *path, struct graft_lora_merge_config **out, struct graft_err *err);
+int  graft_lora_merge_config_parse(const char *text, size_t len, const char *label, struct graft_lora_merge_config **out,
+                                   struct graft_err *err);
+void graft_lora_merge_config_free(struct graft_lora_merge_config *c);
 #endif

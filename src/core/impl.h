@@ -189,6 +189,11 @@ int    graft__polar_partial(float *A, size_t m, size_t n, size_t k, bool rows, s
 // on every rank, or GRAFT_OK. A collective: every rank calls it at the same point (dist.c).
 struct graft_dist;
 int graft__dist_status(const struct graft_dist *d, int rc, const char *label, struct graft_err *err);
+// Top r singular triplets of B·A (B: p × c, A: c × q, row-major double, both overwritten) by thin QRs of B
+// and Aᵀ and the SVD of the c × c core: never the p × q product. U p × r, S r, Vt r × q; signs as
+// graft__svd_factors; *energy = ‖B·A‖_F², *tail = Σ_{j ≥ r} S_j². r ≤ min(p, q, c).
+int    graft__svd_product(double *B, size_t p, size_t c, double *A, size_t q, size_t r, double *U, double *S, double *Vt, double *energy,
+                          double *tail, struct graft_err *err);
 // Make OpenBLAS run each call on the calling thread (graft parallelises over matrices itself).
 void   graft__blas_single_thread(void);
 #endif

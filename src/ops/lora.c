@@ -36,7 +36,7 @@ static bool ends_with(const char *s, size_t n, const char *suf) {
 }
 
 // Input embeddings (PEFT's lora_embedding_*) and output heads, by the names transformers uses.
-static bool is_input_embedding(const char *m) {
+bool graft__lora_is_input_embedding(const char *m) {
     const char *last = strrchr(m, '.');
     last = last ? last + 1 : m;
     return !strcmp(last, "embed_tokens") || !strcmp(last, "wte") || !strcmp(last, "word_embeddings") ||
@@ -61,7 +61,7 @@ static void load_f32(const struct graft_model *m, const struct graft_model_tenso
 
 // The base tensor that stands for `name` ("<m>.weight"): the tensor itself, or for a missing
 // lm_head of a tied model its input embedding.
-static const struct graft_model_tensor *find_or_tied(const struct graft_model *m, const char *name) {
+const struct graft_model_tensor *graft__lora_find_or_tied(const struct graft_model *m, const char *name) {
     const struct graft_model_tensor *t = graft_model_find(m, name, strlen(name));
     if (t || !strstr(name, "lm_head.weight")) return t;
     static const char *const tied[] = {"model.embed_tokens.weight", "transformer.wte.weight", "model.language_model.embed_tokens.weight",
@@ -272,7 +272,7 @@ static int plan_extract(struct xjob *j, regex_t *inc, regex_t *exc, size_t *n_sk
         struct xmod *x = &j->mods[j->n];
         *x = (struct xmod){.name = name, .fw = fw, .rel_error = -1, .id_a = -1, .id_b = -1, .id_bias = -1, .id_w = -1};
         j->n++;
-        x->bw = find_or_tied(base, t->name);
+        x->bw = graft__lora_find_or_tied(base, t->name);
         if (!x->bw)
             return graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(base), t->name, t->name_len,
                                  "the fine-tune has this tensor but the base does not: are they the same architecture?");
@@ -281,7 +281,7 @@ static int plan_extract(struct xjob *j, regex_t *inc, regex_t *exc, size_t *n_sk
         snprintf(bias_name, sizeof bias_name, "%s.bias", name);
         x->fb = graft_model_find(ft, bias_name, strlen(bias_name));
         x->bb = graft_model_find(base, bias_name, strlen(bias_name));
-        bool embed = is_input_embedding(name), head = is_output_head(name), save = false;
+        bool embed = graft__lora_is_input_embedding(name), head = is_output_head(name), save = false;
         for (size_t k = 0; k < p->n_save_module; k++) save |= name_matches(name, p->save_module[k]);
         bool same_shape = b->n_dims == t->n_dims && b->n_elem == t->n_elem;
         for (int d = 0; same_shape && d < t->n_dims; d++) same_shape = b->ne[d] == t->ne[d];
@@ -651,9 +651,7 @@ static int pattern_value(json_t *pat, const char *m, double *out, struct graft_e
     return GRAFT_OK;
 }
 
-struct adapter_cfg { double r, alpha; bool rslora, fan_in_fan_out; json_t *rank_pattern, *alpha_pattern, *root; };
-
-static int read_adapter_config(const char *dir, struct adapter_cfg *c, struct graft_err *err) {
+int graft__lora_read_config(const char *dir, struct graft__lora_cfg *c, struct graft_err *err) {
     char *path = graft__asprintf("%s/adapter_config.json", dir);
     if (!path) return nomem(err);
     int rc = graft__load_json_file(path, 16u << 20, &c->root, err);
@@ -677,6 +675,46 @@ static int read_adapter_config(const char *dir, struct adapter_cfg *c, struct gr
     return rc;
 }
 
+// Module `module`'s scale: alpha / r (use_rslora: alpha / √r) with r and alpha from rank_pattern /
+// alpha_pattern or r / lora_alpha; the config's rank must equal the factors' (`rank`).
+int graft__lora_scale(const struct graft__lora_cfg *c, const char *module, uint64_t rank, double *s, const char *path, const char *tensor,
+                      size_t tlen, struct graft_err *err) {
+    double r_cfg = c->r, alpha = c->alpha;
+    int rc = c->rank_pattern ? pattern_value(c->rank_pattern, module, &r_cfg, err) : GRAFT_OK;
+    if (!rc && c->alpha_pattern) rc = pattern_value(c->alpha_pattern, module, &alpha, err);
+    if (rc) return rc;
+    if ((uint64_t)r_cfg != rank)
+        return graft_err_set(err, GRAFT_E_FORMAT, path, tensor, tlen, "adapter_config.json gives rank %g for this module but its lora_A has %llu rows",
+                             r_cfg, (unsigned long long)rank);
+    *s = c->rslora ? alpha / sqrt((double)rank) : alpha / (double)rank;
+    return GRAFT_OK;
+}
+
+// The adapter folder and its tensor file: `adapter` is the folder (adapter_model.safetensors, else
+// PEFT's older adapter_model.bin) or one of those files.
+int graft__lora_locate(const char *adapter, char **dir, char **file, struct graft_err *err) {
+    struct stat st;
+    size_t al = strlen(adapter);
+    *dir = *file = NULL;
+    if ((al > 12 && !strcmp(adapter + al - 12, ".safetensors")) || (al > 4 && !strcmp(adapter + al - 4, ".bin"))) {
+        *file = graft__strdup(adapter);
+        const char *slash = strrchr(adapter, '/');
+        *dir = slash ? graft__strndup(adapter, (size_t)(slash - adapter)) : graft__strdup(".");
+    } else {
+        *dir = graft__strdup(adapter);
+        *file = graft__asprintf("%s/adapter_model.safetensors", adapter);
+    }
+    if (!*dir || !*file) return nomem(err);
+    if (stat(*file, &st) != 0) {
+        char *bin = graft__asprintf("%s/adapter_model.bin", *dir);
+        if (!bin) return nomem(err);
+        if (stat(bin, &st) == 0) { graft__free(*file), *file = bin; return GRAFT_OK; } // read without executing its pickle (torchbin.c)
+        graft__free(bin);
+        return graft_err_set(err, GRAFT_E_NOTFOUND, *file, NULL, 0, "not found: is this a PEFT LoRA adapter folder?");
+    }
+    return GRAFT_OK;
+}
+
 static struct atensor *find_target(struct ajob *j, const char *name) {
     const struct graft_model_tensor *t = graft_model_find(j->base, name, strlen(name));
     if (!t) return NULL;
@@ -686,7 +724,7 @@ static struct atensor *find_target(struct ajob *j, const char *name) {
 }
 
 // Match every adapter tensor to the base tensor it changes; check shapes and the config's ranks.
-static int plan_apply(struct ajob *j, const struct adapter_cfg *c, const char *apath, size_t *n_lora, size_t *n_whole, struct graft_err *err) {
+static int plan_apply(struct ajob *j, const struct graft__lora_cfg *c, const char *apath, size_t *n_lora, size_t *n_whole, struct graft_err *err) {
     size_t na = graft_model_n_tensors(j->ad);
     char name[1100];
     for (size_t i = 0; i < na; i++) {
@@ -704,7 +742,7 @@ static int plan_apply(struct ajob *j, const struct adapter_cfg *c, const char *a
         memcpy(name, s, mlen), name[mlen] = 0; // the module (or, for a whole tensor, the tensor name)
         if (kind < 0) { // modules_to_save: replaces the base tensor of the same name
             struct atensor *x = find_target(j, name);
-            const struct graft_model_tensor *tied = !x && ends_with(name, strlen(name), "lm_head.weight") ? find_or_tied(j->base, name) : NULL;
+            const struct graft_model_tensor *tied = !x && ends_with(name, strlen(name), "lm_head.weight") ? graft__lora_find_or_tied(j->base, name) : NULL;
             if (tied) { // a tied base: the saved lm_head becomes its own tensor
                 if (j->head || ti->n_dims != 2 || tied->info->n_dims != 2 || ti->ne[0] != tied->info->ne[0] || ti->ne[1] != tied->info->ne[1] ||
                     !graft_dtype_is_float_target(tied->info->dtype))
@@ -718,7 +756,7 @@ static int plan_apply(struct ajob *j, const struct adapter_cfg *c, const char *a
             char mod[1100];
             snprintf(mod, sizeof mod, "%s", name);
             if (ends_with(mod, strlen(mod), ".weight")) mod[strlen(mod) - 7] = 0;
-            bool rows_only = ti->n_dims == 2 && x->t->info->n_dims == 2 && ti->ne[1] == x->t->info->ne[1] && (is_input_embedding(mod) || is_output_head(mod));
+            bool rows_only = ti->n_dims == 2 && x->t->info->n_dims == 2 && ti->ne[1] == x->t->info->ne[1] && (graft__lora_is_input_embedding(mod) || is_output_head(mod));
             if (ti->n_elem != x->t->info->n_elem && !rows_only)
                 return graft_err_set(err, GRAFT_E_FORMAT, apath, ti->name, ti->name_len,
                                      "%d-D, %llu elements: does not fit the base's '%s' (%llu elements): is this adapter for another model?", ti->n_dims,
@@ -733,7 +771,7 @@ static int plan_apply(struct ajob *j, const struct adapter_cfg *c, const char *a
         }
         strcat(name, kind == 2 ? ".bias" : ".weight");
         struct atensor *x = find_target(j, name);
-        if (!x && find_or_tied(j->base, name))
+        if (!x && graft__lora_find_or_tied(j->base, name))
             return graft_err_set(err, GRAFT_E_FORMAT, apath, ti->name, ti->name_len,
                                  "the base ties lm_head to its input embedding: LoRA factors for lm_head need an untied base");
         if (!x) return graft_err_set(err, GRAFT_E_FORMAT, apath, ti->name, ti->name_len, "the base model has no tensor '%s': is this adapter for another model?", name);
@@ -780,14 +818,10 @@ static int plan_apply(struct ajob *j, const struct adapter_cfg *c, const char *a
                                  (unsigned long long)rows);
         char module[1100];
         snprintf(module, sizeof module, "%.*s", (int)(t->name_len - 7), t->name);
-        double r_cfg = c->r, alpha = c->alpha;
-        int prc = c->rank_pattern ? pattern_value(c->rank_pattern, module, &r_cfg, err) : GRAFT_OK;
-        if (!prc && c->alpha_pattern) prc = pattern_value(c->alpha_pattern, module, &alpha, err);
+        double s;
+        int prc = graft__lora_scale(c, module, rank, &s, apath, t->name, t->name_len, err);
         if (prc) return prc;
-        if ((uint64_t)r_cfg != rank)
-            return graft_err_set(err, GRAFT_E_FORMAT, apath, t->name, t->name_len,
-                                 "adapter_config.json gives rank %g for this module but its lora_A has %llu rows", r_cfg, (unsigned long long)rank);
-        x->s = (float)((c->rslora ? alpha / sqrt((double)rank) : alpha / (double)rank) * j->p->scale);
+        x->s = (float)(s * j->p->scale);
         (*n_lora)++;
     }
     for (size_t i = 0; i < j->n; i++) { // bias deltas take their weight's scale
@@ -804,32 +838,13 @@ int graft_lora_apply(const struct graft_model *base, const char *adapter, const 
                      const struct graft_lora_apply_params *p, size_t *n_lora, size_t *n_whole, struct graft_err *err) {
     graft__blas_single_thread();
     size_t nl = 0, nw = 0;
-    struct stat st;
-    // the adapter folder, or its adapter_model.safetensors (else PEFT's older adapter_model.bin)
     char *dir = NULL, *file = NULL;
-    size_t al = strlen(adapter);
-    if ((al > 12 && !strcmp(adapter + al - 12, ".safetensors")) || (al > 4 && !strcmp(adapter + al - 4, ".bin"))) {
-        file = graft__strdup(adapter);
-        const char *slash = strrchr(adapter, '/');
-        dir = slash ? graft__strndup(adapter, (size_t)(slash - adapter)) : graft__strdup(".");
-    } else {
-        dir = graft__strdup(adapter);
-        file = graft__asprintf("%s/adapter_model.safetensors", adapter);
-    }
-    struct adapter_cfg c = {0};
+    struct graft__lora_cfg c = {0};
     struct graft_model *ad = NULL;
     struct graft_writer *w = NULL;
     struct ajob j = {.base = base, .p = p};
-    int rc = !dir || !file ? nomem(err) : GRAFT_OK;
-    if (!rc && stat(file, &st) != 0) {
-        char *bin = graft__asprintf("%s/adapter_model.bin", dir);
-        if (bin && stat(bin, &st) == 0) graft__free(file), file = bin; // read without executing its pickle (torchbin.c)
-        else {
-            graft__free(bin);
-            rc = graft_err_set(err, GRAFT_E_NOTFOUND, file, NULL, 0, "not found: is this a PEFT LoRA adapter folder?");
-        }
-    }
-    if (!rc) rc = read_adapter_config(dir, &c, err);
+    int rc = graft__lora_locate(adapter, &dir, &file, err);
+    if (!rc) rc = graft__lora_read_config(dir, &c, err);
     if (!rc) rc = graft_model_open(file, &ad, err);
     j.ad = ad;
     j.n = graft_model_n_tensors(base);

@@ -27,4 +27,17 @@ int  graft__ops_add_mixtral_config(struct graft_writer *w, json_t *root, int exp
 // tensor src of m (may be NULL) is counted only when the output holds NaN / ±Inf.
 int  graft__ops_encode(const char *op, const char *tensor, size_t tlen, enum graft_dtype dt, const float *f, void *enc, size_t n,
                        const struct graft_model *m, const struct graft_model_tensor *src, unsigned flags, struct graft_err *err);
+
+// PEFT LoRA adapters (lora.c, lora_merge.c).
+struct graft__lora_cfg { double r, alpha; bool rslora, fan_in_fan_out; json_t *rank_pattern, *alpha_pattern, *root; };
+// The adapter's folder and tensor file (`adapter`: the folder, or its adapter_model.safetensors / .bin).
+int  graft__lora_locate(const char *adapter, char **dir, char **file, struct graft_err *err);
+// adapter_config.json of folder `dir` (c->root owns the JSON: json_decref it).
+int  graft__lora_read_config(const char *dir, struct graft__lora_cfg *c, struct graft_err *err);
+// Module `module`'s scale (alpha / r or alpha / √r, patterns applied); its factors' rank must be the config's.
+int  graft__lora_scale(const struct graft__lora_cfg *c, const char *module, uint64_t rank, double *s, const char *path, const char *tensor,
+                       size_t tlen, struct graft_err *err);
+// `name` in m, or for a missing lm_head.weight of a tied model its input embedding.
+const struct graft_model_tensor *graft__lora_find_or_tied(const struct graft_model *m, const char *name);
+bool graft__lora_is_input_embedding(const char *module);
 #endif
