@@ -84,6 +84,13 @@ cfg pss.yml ties_svd "density: 0.5" "peft_svd_scaling: true" -- i1 "{adapter: i2
 expect 0 "$G" merge-lora pss.yml pss --json
 cp "$T/out" rpss.json
 ref check pss.yml pss rpss.json
+# ranks summing past a side (v_proj is 32 × 64, Σ rᵢ = 48): the core is wider than the update
+mk base h1 21 plain 24; mk base h2 22 rslora 24
+cfg wide.yml svd "rank: 40" -- h1 "{adapter: h2, weight: -0.5}"
+expect 0 "$G" merge-lora wide.yml wide --json
+cp "$T/out" rwide.json
+ref check wide.yml wide rwide.json
+grep -q '"model.layers.0.self_attn.v_proj", "kind": "lora", "shape": \[32, 64\], "rank": 32' rwide.json && ok || bad "rank not capped by the short side"
 # one adapter through svd with a smaller rank: a resized adapter
 cfg one.yml svd "rank: 2" -- p2
 expect 0 "$G" merge-lora one.yml one --json

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include "harness.h"
+#include <lapacke.h>
+#include "graft/util.h"
 #include "../src/core/impl.h"
 
 static bool near(double a, double b, double tol) { return fabs(a - b) <= tol; }
@@ -241,4 +243,57 @@ TEST(polar_with_orthonormal_part) {
     float b2[4];
     memcpy(b2, bad, sizeof b2);
     CHECK_EQ(graft__polar_partial(b2, 2, 2, 1, false, &err), GRAFT_E_FORMAT);
+}
+
+// graft__svd_product against LAPACK's SVD of the product formed in double, for a core wider than
+// either side (c > p, c > q), one narrower (c < p, q) and a rank-deficient B (two equal column blocks):
+// singular values, U·S·Vᵀ = the best rank-r approximation, orthonormal factors, the sign rule.
+TEST(svd_of_a_product_without_forming_it) {
+    static const size_t shapes[][4] = {{5, 9, 7, 4}, {20, 6, 11, 3}, {8, 8, 8, 8}, {12, 6, 9, 5}};
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        size_t p = shapes[t][0], c = shapes[t][1], q = shapes[t][2], r = shapes[t][3];
+        double *B = malloc(p * c * sizeof *B), *A = malloc(c * q * sizeof *A), *M = calloc(p * q, sizeof *M), *Mc = malloc(p * q * sizeof *Mc);
+        double *U = malloc(p * r * sizeof *U), *S = malloc(r * sizeof *S), *Vt = malloc(r * q * sizeof *Vt);
+        size_t k = p < q ? p : q;
+        double *Sr = malloc(k * sizeof *Sr), *Ur = malloc(p * k * sizeof *Ur), *Vr = malloc(k * q * sizeof *Vr), *sup = malloc(k * sizeof *sup);
+        uint64_t key = graft_rng_key(t, 0, "svd_product", 11);
+        for (size_t i = 0; i < p * c; i++) B[i] = graft_rng_normalish(key, i);
+        for (size_t i = 0; i < c * q; i++) A[i] = graft_rng_normalish(key, 1000 + i);
+        if (t == 3) // B = [X X]: rank 3 at most, the core is singular
+            for (size_t i = 0; i < p; i++)
+                for (size_t j = 3; j < 6; j++) B[i * c + j] = B[i * c + j - 3];
+        for (size_t i = 0; i < p; i++)
+            for (size_t l = 0; l < c; l++)
+                for (size_t j = 0; j < q; j++) M[i * q + j] += B[i * c + l] * A[l * q + j];
+        memcpy(Mc, M, p * q * sizeof *M);
+        CHECK_EQ(LAPACKE_dgesvd(LAPACK_ROW_MAJOR, 'S', 'S', (lapack_int)p, (lapack_int)q, Mc, (lapack_int)q, Sr, Ur, (lapack_int)k, Vr, (lapack_int)q, sup), 0);
+        double energy, tail, e_ref = 0, t_ref = 0, norm = 0;
+        struct graft_err err;
+        CHECK_EQ(graft__svd_product(B, p, c, A, q, r, U, S, Vt, &energy, &tail, &err), GRAFT_OK);
+        for (size_t j = 0; j < k; j++) e_ref += Sr[j] * Sr[j], t_ref += j >= r ? Sr[j] * Sr[j] : 0;
+        norm = sqrt(e_ref);
+        CHECK(near(energy, e_ref, 1e-12 * e_ref) && near(tail, t_ref, 1e-10 * e_ref));
+        for (size_t j = 0; j < r; j++) CHECK(near(S[j], Sr[j], 1e-12 * Sr[0]));
+        size_t keep = t == 3 ? 3 : r; // beyond the rank the vectors are any basis of the null space
+        for (size_t i = 0; i < p; i++)
+            for (size_t j = 0; j < q; j++) {
+                double got = 0, want = 0;
+                for (size_t l = 0; l < keep; l++) got += U[i * r + l] * S[l] * Vt[l * q + j], want += Ur[i * k + l] * Sr[l] * Vr[l * q + j];
+                CHECK(near(got, want, 1e-12 * norm));
+            }
+        for (size_t a = 0; a < keep; a++)
+            for (size_t b = 0; b < keep; b++) {
+                double uu = 0, vv = 0;
+                for (size_t i = 0; i < p; i++) uu += U[i * r + a] * U[i * r + b];
+                for (size_t i = 0; i < q; i++) vv += Vt[a * q + i] * Vt[b * q + i];
+                CHECK(near(uu, a == b, 1e-12) && near(vv, a == b, 1e-12));
+            }
+        for (size_t l = 0; l < keep; l++) { // the short side's largest-magnitude entry is positive
+            size_t n = p <= q ? p : q, best = 0;
+            for (size_t i = 1; i < n; i++)
+                if (fabs(p <= q ? U[i * r + l] : Vt[l * q + i]) > fabs(p <= q ? U[best * r + l] : Vt[l * q + best])) best = i;
+            CHECK((p <= q ? U[best * r + l] : Vt[l * q + best]) > 0);
+        }
+        free(B), free(A), free(M), free(Mc), free(U), free(S), free(Vt), free(Sr), free(Ur), free(Vr), free(sup);
+    }
 }
