@@ -14,6 +14,7 @@ B=${1:?build dir}
 FAULTS=${2:-}
 G="$PWD/$B/graft"
 QREF="$PWD/tests/ref/quant_ref.py"
+BREF="$PWD/tests/ref/bcq_ref.py"
 PREF="$PWD/tests/ref/prune_ref.py"
 RREF="$PWD/tests/ref/reparam_ref.py"
 LREF="$PWD/tests/ref/llama_ref.py"
@@ -39,6 +40,53 @@ for m in m32 mbf; do
         expect 0 "$G" verify $q
     done
 done
+# ---- binary-coded quantization (BCQ) against numpy: codes nearest for their α, α sorted (powers of two
+# with --shift), errors ≤ greedy and within 1 % of the reference's alternation, RTN baseline, dequantize ----
+for m in m32 mbf; do
+    for spec in "2 32 0" "3 40 0" "4 32 0" "3 32 1" "2 64 1"; do
+        set -- $spec
+        bits=$1 grp=$2 sh=$3
+        q=$m-bcq$bits-$grp-$sh
+        expect 0 "$G" quantize $m $q --scheme bcq --bits $bits --group $grp --threads 2 $([ $sh = 1 ] && echo --shift)
+        cp "$T/out" $q.txt
+        expect 0 "$G" dequantize $q $q-dq --dtype f32
+        if [ $m = m32 ]; then src=$m; else src=$m-f32; [ -d $src ] || "$G" convert $m $src --dtype f32 >/dev/null 2>&1; fi
+        if "$PY" "$BREF" check $src $q $q-dq $bits $grp $sh $q.txt >"$T/py" 2>&1; then ok; else bad "bcq$bits group $grp shift $sh on $m: $(cat "$T/py")"; fi
+        expect 0 "$G" verify $q
+    done
+done
+grep -q '"quant_method": "graft_bcq"' m32-bcq3-32-1/config.json && grep -q '"shift": true' m32-bcq3-32-1/config.json && ok || bad "bcq quantization_config"
+expect 0 "$G" quantize mbf bt1 --scheme bcq --bits 3 --group 32 --threads 1
+cmp -s bt1/model.safetensors mbf-bcq3-32-0/model.safetensors && bad "bcq groups of 32 and 40 gave the same bytes" || ok
+expect 0 "$G" quantize mbf bt2 --scheme bcq --bits 3 --group 40 --threads 1
+cmp -s bt2/model.safetensors mbf-bcq3-40-0/model.safetensors && ok || bad "bcq depends on --threads"
+expect 0 "$G" dequantize mbf-bcq3-40-0 bback
+"$G" inspect bback | grep "q_proj.weight" | grep -q "^BF16" && ok || bad "bcq dequantize default dtype"
+expect 2 "$G" quantize m32 x1 --scheme bcq
+expect 2 "$G" quantize m32 x1 --scheme bcq --bits 5
+expect 2 "$G" quantize m32 x1 --scheme int8 --bits 3
+expect 0 "$G" synth odd --layers 1 --hidden 64 --intermediate 90 --heads 4 --kv-heads 2 --vocab 128 --dtype f32 --seed 1
+expect 2 "$G" quantize odd x1 --scheme bcq --bits 2
+grep -q "down_proj.weight': bcq packs 8 codes per byte: 90 columns" "$T/err" && ok || bad "bcq with cols % 8: $(cat "$T/err")"
+nothing x1 "bcq usage errors"
+expect 0 "$G" quantize odd oddq --scheme bcq --bits 2 --exclude down_proj
+# a damaged α tensor: exit 3 naming it
+cp -r m32-bcq2-32-0 bdam && "$PY" - bdam <<'PYEOF'
+import json, struct, sys
+p = sys.argv[1] + "/model.safetensors"
+b = bytearray(open(p, "rb").read())
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+k = [k for k in h if k.endswith("q_proj.weight_alpha")][0]
+h[k]["shape"] = [h[k]["shape"][0], h[k]["shape"][1] * h[k]["shape"][2], 1]
+hb = json.dumps(h, separators=(",", ":")).encode()
+assert len(hb) <= n
+hb = hb.ljust(n)
+open(p, "wb").write(b[:8] + hb + b[8 + n:])
+PYEOF
+expect 3 "$G" dequantize bdam x2
+grep -q "q_proj.weight_alpha': α must be floating" "$T/err" && ok || bad "damaged α: $(cat "$T/err")"
+nothing x2 "dequantize with a damaged α"
 grep -q '"quant_method": "graft_rtn"' m32-q8-32/config.json && grep -q '"group_size": 32' m32-q8-32/config.json && ok || bad "quantization_config"
 ! grep -q quantization_config m32-q8-32-dq/config.json && grep -q '"torch_dtype": "float32"' m32-q8-32-dq/config.json && ok || bad "dequantize config.json"
 "$G" inspect mbf-q4-32 | grep -q "^U8 " && ok || bad "int4 not stored as U8"
@@ -344,6 +392,8 @@ rm -rf nfx nfq nfd nfq2 nfd2 nfm
 if [ "$FAULTS" = faults ]; then
     alloc_faults 2 fq "$G" quantize m32 fq --scheme int4 --group 32 --threads 2
     alloc_faults 2 fd "$G" dequantize m32-q4-32 fd --threads 2
+    alloc_faults 2 fb "$G" quantize m32 fb --scheme bcq --bits 3 --group 32 --threads 2
+    alloc_faults 2 fbd "$G" dequantize m32-bcq3-40-0 fbd --threads 2
     alloc_faults 2 fp "$G" prune m32 fp --sparsity 0.5 --threads 2
     alloc_faults 2 fg "$G" prune m32 fg --sparsity 0.5 --scope global
     alloc_faults 2 fu "$G" upcycle m32 fu --experts 3 --top-k 2 --threads 2

@@ -23,8 +23,19 @@
 extern "C" {
 #endif
 
+// Binary-coded quantization (ShiftAddLLM's BCQ, scheme "bcq"): each group of G elements of a row is
+// w ≈ Σ_{k<b} α_k·b_k with b_k ∈ {±1}^G and α_0 ≥ α_1 ≥ … ≥ 0: greedy init (b_k = sign(residual), α_k =
+// mean |residual|), then `rounds` alternations of α ← least squares for the codes (sorted by
+// magnitude, made ≥ 0) and codes ← the nearest of the 2^b levels Σ ±α_k for each element (with
+// `shift`, α_k ← 2^round(log2 α_k) before the codes: multiplication-free). Stored as
+//   NAME        U8 [rows, b, cols/8]   bit (c mod 8) of byte c/8 of plane k: b_k[c] = +1 (cols % 8 == 0)
+//   NAME_alpha  F32 [rows, ⌈cols/G⌉, b]
+// with quantization_config {"quant_method": "graft_bcq", "bits", "group_size", "shift", ...}.
 struct graft_quantize_params {
-    int          bits;            // 8 or 4
+    int          bits;            // 8 or 4 (rtn); 2, 3 or 4 (bcq)
+    bool         bcq;             // binary-coded quantization instead of round-to-nearest
+    bool         shift;           // bcq: power-of-two α
+    int          rounds;          // bcq: alternating rounds (default 15, ShiftAddLLM's)
     int          group;           // elements per group (default 128)
     bool         embeddings;      // also the input embedding and lm_head (default: left as they are)
     const char *const *exclude;   // POSIX extended regexes on tensor names left unquantized
@@ -41,6 +52,8 @@ struct graft_quant_report {
     size_t  n;          // tensors quantized
     char  **names;
     double *rel_error;  // ‖w − ŵ‖ / ‖w‖ per quantized tensor (0 for an all-zero tensor)
+    double *rtn_error;  // bcq: the same for asymmetric min-max round-to-nearest at the same bits and group
+                        // (2^b levels, zero point), the baseline BCQ is compared with; NULL for rtn
     size_t  n_kept;     // tensors copied unchanged
 };
 void graft_quant_report_free(struct graft_quant_report *r);
@@ -48,7 +61,7 @@ void graft_quant_report_free(struct graft_quant_report *r);
 int graft_quantize(const struct graft_model *m, const char *target, const struct graft_quantize_params *p,
                    struct graft_quant_report *rep, struct graft_err *err);
 
-// Back to floating point: every NAME with a NAME_scale partner becomes ŵ = q·s in `dtype` (F32, F16 or
+// Back to floating point: every NAME with a NAME_scale partner becomes ŵ = q·s (bcq: NAME_alpha, Σ α_k·b_k) in `dtype` (F32, F16 or
 // BF16; GRAFT_DTYPE_COUNT → the dequantized_dtype recorded in config.json, else BF16).
 int graft_dequantize(const struct graft_model *m, const char *target, enum graft_dtype dtype, int n_threads,
                      unsigned writer_flags, struct graft_progress *progress, size_t *n_done, struct graft_err *err);

@@ -1,4 +1,5 @@
-// Round-to-nearest symmetric group-wise quantization (int8 / int4) and dequantization, streaming:
+// Round-to-nearest symmetric group-wise quantization (int8 / int4), binary-coded quantization (BCQ,
+// 2–4 bits) and dequantization, streaming:
 // work items are blocks of whole rows of one tensor (rows × cols ≈ 1 Mi elements), so a block's
 // values, scales and error sums are written at fixed offsets and summed in item order — the bytes
 // and the reported errors do not depend on the thread count. See include/graft/quantize.h.
@@ -18,13 +19,13 @@
 #define BLOCK_ELEMS (1u << 16) // a block's values and integers stay in L2
 
 struct graft_quantize_params graft_quantize_default_params(void) {
-    return (struct graft_quantize_params){.bits = 8, .group = 128, .n_threads = 1};
+    return (struct graft_quantize_params){.bits = 8, .group = 128, .rounds = 15, .n_threads = 1};
 }
 
 void graft_quant_report_free(struct graft_quant_report *r) {
     if (!r) return;
     for (size_t i = 0; i < r->n; i++) graft__free(r->names[i]);
-    graft__free(r->names), graft__free(r->rel_error);
+    graft__free(r->names), graft__free(r->rel_error), graft__free(r->rtn_error);
     memset(r, 0, sizeof *r);
 }
 
@@ -37,7 +38,7 @@ struct qt {
     uint64_t rows, cols, groups, rpi;           // rows per item
     size_t   first;                             // first item
     long     id, id_scale;
-    double  *err2, *norm2;                      // per item: Σ(w − ŵ)², Σ w² (quantize)
+    double  *err2, *norm2, *rtn2;               // per item: Σ(w − ŵ)², Σ w², bcq: RTN's Σ(w − ŵ)² (quantize)
     _Atomic uint64_t nf_in;                     // NaN / ±Inf in the source (dequantize: values under such a scale)
     _Atomic uint64_t nf_out, nf_out32, nf_first; // dequantize: NaN / ±Inf written, … of them in float32, the first's index
 };
@@ -47,6 +48,8 @@ struct qjob {
     struct qt *ts;
     size_t n, items;
     int bits, group;
+    bool bcq, shift;         // binary-coded (quantize and dequantize)
+    int rounds;
     enum graft_dtype out_dt; // dequantize
     struct graft_writer *w;
     struct graft_progress *progress;
@@ -110,6 +113,161 @@ GRAFT_KERNEL static void quant_row(const float *restrict row, uint64_t cols, uin
         for (uint64_t i = 0; i < cols / 2; i++) out[i] = (uint8_t)(((int)qf[2 * i] & 0xF) | (((int)qf[2 * i + 1] & 0xF) << 4));
 }
 
+// ---- binary-coded quantization (ShiftAddLLM's BCQ) ----------------------------------------------------
+
+// ŵ of one element: Σ_k ±α_k summed in float, k ascending — the same sum in quantization, in the
+// reported error and in dequantization.
+static inline float bcq_value(const float *alpha, int b, unsigned pattern) {
+    float v = 0.0f;
+    for (int k = 0; k < b; k++) v += (pattern >> k) & 1 ? alpha[k] : -alpha[k];
+    return v;
+}
+
+// The code of each element: the nearest of the 2^b levels (binary search over the sorted levels'
+// midpoints, an element on a midpoint going up, as ShiftAddLLM's find_B). pat[i]: bit k = b_k[i] > 0.
+static void bcq_assign(const float *w, size_t n, const float *alpha, int b, uint8_t *pat) {
+    unsigned L = 1u << b, order[16];
+    float lev[16];
+    for (unsigned s = 0; s < L; s++) {
+        float v = bcq_value(alpha, b, s);
+        unsigned i = s;
+        for (; i > 0 && lev[i - 1] > v; i--) lev[i] = lev[i - 1], order[i] = order[i - 1];
+        lev[i] = v, order[i] = s;
+    }
+    for (size_t e = 0; e < n; e++) {
+        unsigned lo = 0, hi = L - 1;
+        while (lo < hi) {
+            unsigned mid = (lo + hi - 1) / 2;
+            if (w[e] < (lev[mid] + lev[mid + 1]) / 2) hi = mid;
+            else lo = mid + 1;
+        }
+        pat[e] = (uint8_t)order[lo];
+    }
+}
+
+// α ← the least-squares α for the codes (normal equations in double: BᵀB is exact), then |α| sorted
+// descending (a negative α_k is the same level set with b_k flipped, which the next assignment finds);
+// a singular BᵀB (codes of two bits equal or opposite everywhere) keeps the previous α.
+static void bcq_refit(const float *w, size_t n, const uint8_t *pat, int b, float *alpha, bool shift) {
+    double M[4][5] = {{0}};
+    for (size_t e = 0; e < n; e++)
+        for (int k = 0; k < b; k++) {
+            double sk = (pat[e] >> k) & 1 ? 1.0 : -1.0;
+            M[k][b] += sk * (double)w[e];
+            for (int l = 0; l < b; l++) M[k][l] += sk * ((pat[e] >> l) & 1 ? 1.0 : -1.0);
+        }
+    bool ok = true;
+    for (int c = 0; c < b && ok; c++) { // Gaussian elimination, partial pivoting
+        int piv = c;
+        for (int r = c + 1; r < b; r++)
+            if (fabs(M[r][c]) > fabs(M[piv][c])) piv = r;
+        if (fabs(M[piv][c]) < 1e-9 * (double)n) { ok = false; break; }
+        for (int l = 0; l <= b; l++) { double t = M[c][l]; M[c][l] = M[piv][l], M[piv][l] = t; }
+        for (int r = 0; r < b; r++)
+            if (r != c) {
+                double f = M[r][c] / M[c][c];
+                for (int l = c; l <= b; l++) M[r][l] -= f * M[c][l];
+            }
+    }
+    if (ok)
+        for (int k = 0; k < b; k++) alpha[k] = (float)fabs(M[k][b] / M[k][k]);
+    for (int k = 1; k < b; k++) // descending
+        for (int i = k; i > 0 && alpha[i - 1] < alpha[i]; i--) { float t = alpha[i]; alpha[i] = alpha[i - 1], alpha[i - 1] = t; }
+    if (shift)
+        for (int k = 0; k < b; k++) alpha[k] = alpha[k] > 0 ? ldexpf(1.0f, (int)nearbyint(log2((double)alpha[k]))) : 0.0f;
+}
+
+// One group: greedy init, then up to `rounds` refits and assignments (stopping early at a fixed point:
+// unchanged codes give the same α again). alpha[b] out, pat[n] (bit k = b_k > 0). Returns Σ(w − ŵ)².
+static double bcq_group(const float *w, size_t n, int b, int rounds, bool shift, float *alpha, uint8_t *pat, uint8_t *prev, float *r) {
+    memcpy(r, w, n * sizeof *r);
+    memset(pat, 0, n);
+    for (int k = 0; k < b; k++) {
+        double m = 0;
+        for (size_t e = 0; e < n; e++) m += fabs((double)r[e]);
+        alpha[k] = (float)(m / (double)n);
+        for (size_t e = 0; e < n; e++) {
+            bool pos = r[e] >= 0;
+            pat[e] |= (uint8_t)(pos << k);
+            r[e] -= pos ? alpha[k] : -alpha[k];
+        }
+    }
+    if (shift) { // the greedy α rounded too, so that even rounds = 0 stores powers of two
+        for (int k = 0; k < b; k++) alpha[k] = alpha[k] > 0 ? ldexpf(1.0f, (int)nearbyint(log2((double)alpha[k]))) : 0.0f;
+        bcq_assign(w, n, alpha, b, pat);
+    }
+    for (int it = 0; it < rounds && b > 1; it++) {
+        memcpy(prev, pat, n);
+        bcq_refit(w, n, pat, b, alpha, shift);
+        bcq_assign(w, n, alpha, b, pat);
+        if (!memcmp(prev, pat, n)) break;
+    }
+    double e2 = 0;
+    for (size_t e = 0; e < n; e++) {
+        double d = (double)w[e] - (double)bcq_value(alpha, b, pat[e]);
+        e2 += d * d;
+    }
+    return e2;
+}
+
+// The baseline at the same bits: asymmetric min-max round-to-nearest, 2^b levels with a zero point.
+static double rtn_group_error(const float *w, size_t n, int b) {
+    float mn = w[0], mx = w[0];
+    for (size_t e = 1; e < n; e++) mn = w[e] < mn ? w[e] : mn, mx = w[e] > mx ? w[e] : mx;
+    float L = (float)((1 << b) - 1), s = (mx - mn) / L;
+    if (!(s > 0)) return 0.0;
+    float z = nearbyintf(-mn / s);
+    double e2 = 0;
+    for (size_t e = 0; e < n; e++) {
+        float q = nearbyintf(w[e] / s) + z;
+        q = q < 0 ? 0 : q > L ? L : q;
+        double d = (double)w[e] - (double)((q - z) * s);
+        e2 += d * d;
+    }
+    return e2;
+}
+
+// Rows [r0, r0 + nr) of a BCQ tensor: codes into NAME's planes, α into NAME_alpha, errors into the item's slots.
+static int bcq_item(struct qjob *j, struct qt *x, size_t k, uint64_t r0, uint64_t nr, float *w, struct graft_err *err) {
+    const int b = j->bits;
+    uint64_t cols = x->cols, G = (uint64_t)j->group, cb = cols / 8;
+    uint8_t *codes = graft__calloc((size_t)(nr * (uint64_t)b * cb) + 1, 1), *pat = graft__malloc((size_t)G + 1), *prev = graft__malloc((size_t)G + 1);
+    float *alpha = graft__malloc((size_t)(nr * x->groups * (uint64_t)b) * sizeof *alpha + 4), *r = graft__malloc((size_t)G * sizeof *r + 4);
+    int rc = codes && pat && prev && alpha && r ? GRAFT_OK : nomem(err);
+    double e2 = 0, n2 = 0, t2 = 0;
+    for (uint64_t row = 0; !rc && row < nr; row++) {
+        const float *wr = w + row * cols;
+        for (uint64_t g = 0; g < x->groups; g++) {
+            uint64_t c0 = g * G, len = cols - c0 < G ? cols - c0 : G;
+            float *a = alpha + (row * x->groups + g) * (uint64_t)b;
+            bool finite = true;
+            for (uint64_t c = c0; c < c0 + len && finite; c++) finite = isfinite(wr[c]);
+            if (!finite) { // no code holds NaN / ±Inf: a NaN α (dequantizes to NaN), left out of the errors
+                uint64_t bad = 0;
+                for (uint64_t c = c0; c < c0 + len; c++) bad += !isfinite(wr[c]);
+                atomic_fetch_add(&x->nf_in, bad);
+                for (int q = 0; q < b; q++) a[q] = NAN;
+                continue;
+            }
+            e2 += bcq_group(wr + c0, (size_t)len, b, j->rounds, j->shift, a, pat, prev, r);
+            t2 += rtn_group_error(wr + c0, (size_t)len, b);
+            for (uint64_t c = c0; c < c0 + len; c++) n2 += (double)wr[c] * (double)wr[c];
+            for (int q = 0; q < b; q++) {
+                uint8_t *plane = codes + (row * (uint64_t)b + (uint64_t)q) * cb;
+                for (uint64_t c = c0; c < c0 + len; c++)
+                    if ((pat[c - c0] >> q) & 1) plane[c / 8] |= (uint8_t)(1u << (c % 8));
+            }
+        }
+    }
+    if (!rc) {
+        x->err2[k] = e2, x->norm2[k] = n2, x->rtn2[k] = t2;
+        rc = graft_writer_write(j->w, x->id, r0 * (uint64_t)b * cb, codes, (size_t)(nr * (uint64_t)b * cb), err);
+        if (!rc) rc = graft_writer_write(j->w, x->id_scale, r0 * x->groups * (uint64_t)b * 4, alpha, (size_t)(nr * x->groups * (uint64_t)b * 4), err);
+    }
+    graft__free(codes), graft__free(pat), graft__free(prev), graft__free(alpha), graft__free(r);
+    return rc;
+}
+
 static int quant_item(void *ctx, size_t item, int ith, struct graft_err *err) {
     (void)ith;
     struct qjob *j = ctx;
@@ -127,6 +285,11 @@ static int quant_item(void *ctx, size_t item, int ith, struct graft_err *err) {
     uint64_t off;
     graft_dtype_nbytes(x->t->info->dtype, r0 * cols, &off);
     graft_row_to_f32(x->t->info->dtype, graft_model_data(j->m, x->t) + off, w, (size_t)n);
+    if (j->bcq) {
+        rc = bcq_item(j, x, k, r0, nr, w, err);
+        if (!rc) graft_progress_add(j->progress, n * (uint64_t)(graft_dtype_traits(x->t->info->dtype)->bits / 8));
+        goto out;
+    }
     // NaN / ±Inf: no integer holds them, and they would poison their group's scale. Their groups get a
     // NaN scale (they dequantize to NaN: the value semantics kept as far as the format can), the rest of
     // the group is quantized as if they were 0 (and left out of the error).
@@ -189,12 +352,14 @@ static int side_files(struct graft_writer *w, const struct graft_model *m, json_
 
 int graft_quantize(const struct graft_model *m, const char *target, const struct graft_quantize_params *p, struct graft_quant_report *rep,
                    struct graft_err *err) {
-    if (p->bits != 8 && p->bits != 4) return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "the scheme must be int8 or int4");
+    if (!p->bcq && p->bits != 8 && p->bits != 4) return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "the scheme must be int8 or int4");
+    if (p->bcq && (p->bits < 2 || p->bits > 4)) return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "bcq takes --bits 2, 3 or 4");
+    if (p->bcq && p->rounds < 0) return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "--rounds must be ≥ 0");
     if (p->group < 1) return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "the group size must be at least 1");
     const char *cfg = graft_model_config_json(m);
     if (cfg && strstr(cfg, "\"quantization_config\""))
         return graft_err_set(err, GRAFT_E_USAGE, graft_model_path(m), NULL, 0, "the model is quantized already (config.json has quantization_config)");
-    struct qjob j = {.m = m, .bits = p->bits, .group = p->group, .progress = p->progress};
+    struct qjob j = {.m = m, .bits = p->bits, .group = p->group, .bcq = p->bcq, .shift = p->shift, .rounds = p->rounds, .progress = p->progress};
     j.n = graft_model_n_tensors(m);
     regex_t *rx = graft__calloc(p->n_exclude + 1, sizeof *rx);
     size_t n_rx = 0;
@@ -215,24 +380,28 @@ int graft_quantize(const struct graft_model *m, const char *target, const struct
         for (size_t k = 0; k < n_rx && !excluded; k++) excluded = regexec(&rx[k], t->name, 0, NULL, 0) == 0;
         x->quant = t->n_dims == 2 && dt && dt->is_float && dt->to_f32 && t->n_elem > 0 && !excluded && (p->embeddings || !graft__ops_is_embedding_or_head(t->name));
         x->rows = t->n_dims ? t->ne[0] : 1, x->cols = t->n_dims == 2 ? t->ne[1] : t->n_elem;
-        if (x->quant && p->bits == 4 && x->cols % 2)
+        if (x->quant && !p->bcq && p->bits == 4 && x->cols % 2)
             rc = graft_err_set(err, GRAFT_E_USAGE, graft_model_path(m), t->name, t->name_len, "int4 packs two values per byte: %llu columns is odd (--exclude it)",
                                (unsigned long long)x->cols);
+        if (x->quant && p->bcq && x->cols % 8)
+            rc = graft_err_set(err, GRAFT_E_USAGE, graft_model_path(m), t->name, t->name_len,
+                               "bcq packs 8 codes per byte: %llu columns is not a multiple of 8 (--exclude it)", (unsigned long long)x->cols);
         x->groups = (x->cols + (uint64_t)p->group - 1) / (uint64_t)p->group;
         set_items(x, &j.items);
         if (x->quant) {
             nq++;
             if (!first_dt) first_dt = graft_dtype_torch_name(t->dtype);
             size_t ni = j.items - x->first;
-            x->err2 = graft__calloc(ni, sizeof *x->err2), x->norm2 = graft__calloc(ni, sizeof *x->norm2);
-            if (!x->err2 || !x->norm2) rc = nomem(err);
+            x->err2 = graft__calloc(ni, sizeof *x->err2), x->norm2 = graft__calloc(ni, sizeof *x->norm2), x->rtn2 = graft__calloc(ni, sizeof *x->rtn2);
+            if (!x->err2 || !x->norm2 || !x->rtn2) rc = nomem(err);
         }
     }
     if (!rc && nq == 0) rc = graft_err_set(err, GRAFT_E_USAGE, graft_model_path(m), NULL, 0, "no 2-D floating tensor to quantize");
     if (!rc && rep) { // allocated now: nothing may fail once the output exists
         memset(rep, 0, sizeof *rep);
         rep->names = graft__calloc(nq + 1, sizeof *rep->names), rep->rel_error = graft__calloc(nq + 1, sizeof *rep->rel_error);
-        if (!rep->names || !rep->rel_error) rc = nomem(err);
+        if (p->bcq) rep->rtn_error = graft__calloc(nq + 1, sizeof *rep->rtn_error);
+        if (!rep->names || !rep->rel_error || (p->bcq && !rep->rtn_error)) rc = nomem(err);
         for (size_t i = 0; !rc && i < j.n; i++)
             if (j.ts[i].quant && !(rep->names[rep->n++] = graft__strndup(j.ts[i].t->info->name, j.ts[i].t->info->name_len))) rc = nomem(err);
     }
@@ -247,14 +416,15 @@ int graft_quantize(const struct graft_model *m, const char *target, const struct
             if (x->id < 0) rc = (int)x->id;
             continue;
         }
-        uint64_t qne[2] = {x->rows, p->bits == 8 ? x->cols : x->cols / 2}, sne[2] = {x->rows, x->groups};
-        x->id = graft_writer_add_tensor(w, t->name, t->name_len, p->bits == 8 ? GRAFT_DTYPE_I8 : GRAFT_DTYPE_U8, 2, qne, err);
-        char *sn = graft__asprintf("%.*s_scale", (int)t->name_len, t->name);
+        uint64_t qne[3] = {x->rows, p->bits == 8 ? x->cols : x->cols / 2}, sne[3] = {x->rows, x->groups};
+        if (p->bcq) qne[1] = (uint64_t)p->bits, qne[2] = x->cols / 8, sne[2] = (uint64_t)p->bits;
+        x->id = graft_writer_add_tensor(w, t->name, t->name_len, p->bits == 8 ? GRAFT_DTYPE_I8 : GRAFT_DTYPE_U8, p->bcq ? 3 : 2, qne, err);
+        char *sn = graft__asprintf("%.*s_%s", (int)t->name_len, t->name, p->bcq ? "alpha" : "scale");
         if (!sn) rc = nomem(err);
         if (!rc && x->id < 0) rc = (int)x->id;
         if (!rc && graft_model_find(m, sn, strlen(sn)))
             rc = graft_err_set(err, GRAFT_E_USAGE, graft_model_path(m), sn, strlen(sn), "the model already has this tensor: is it quantized already?");
-        if (!rc) x->id_scale = graft_writer_add_tensor(w, sn, strlen(sn), GRAFT_DTYPE_F32, 2, sne, err);
+        if (!rc) x->id_scale = graft_writer_add_tensor(w, sn, strlen(sn), GRAFT_DTYPE_F32, p->bcq ? 3 : 2, sne, err);
         if (!rc && x->id_scale < 0) rc = (int)x->id_scale;
         graft__free(sn);
     }
@@ -266,8 +436,10 @@ int graft_quantize(const struct graft_model *m, const char *target, const struct
             fprintf(stderr, "graft: warning: tensor '%.*s': holds %llu NaN or infinite values; their groups get a NaN scale (they dequantize to NaN)\n",
                     (int)j.ts[i].t->info->name_len, j.ts[i].t->info->name, (unsigned long long)atomic_load(&j.ts[i].nf_in));
     if (!rc && w) {
-        json_t *q = json_pack("{s:s, s:i, s:i, s:b, s:s, s:s}", "quant_method", "graft_rtn", "bits", p->bits, "group_size", p->group, "symmetric", 1,
-                              "scale_dtype", "float32", "dequantized_dtype", first_dt ? first_dt : "bfloat16");
+        json_t *q = p->bcq ? json_pack("{s:s, s:i, s:i, s:b, s:i, s:s, s:s}", "quant_method", "graft_bcq", "bits", p->bits, "group_size", p->group,
+                                       "shift", p->shift, "rounds", p->rounds, "alpha_dtype", "float32", "dequantized_dtype", first_dt ? first_dt : "bfloat16")
+                           : json_pack("{s:s, s:i, s:i, s:b, s:s, s:s}", "quant_method", "graft_rtn", "bits", p->bits, "group_size", p->group, "symmetric", 1,
+                                       "scale_dtype", "float32", "dequantized_dtype", first_dt ? first_dt : "bfloat16");
         rc = q ? side_files(w, m, q, NULL, graft__ops_single_file(target), err) : nomem(err);
     }
     if (!rc && w) rc = graft_writer_commit(w, err);
@@ -276,15 +448,16 @@ int graft_quantize(const struct graft_model *m, const char *target, const struct
         for (size_t i = 0; i < j.n; i++) {
             struct qt *x = &j.ts[i];
             if (!x->quant) { rep->n_kept++; continue; }
-            double e2 = 0, n2 = 0;
+            double e2 = 0, n2 = 0, t2 = 0;
             size_t ni = (size_t)((x->rows + x->rpi - 1) / x->rpi);
-            for (size_t k = 0; k < ni; k++) e2 += x->err2[k], n2 += x->norm2[k];
+            for (size_t k = 0; k < ni; k++) e2 += x->err2[k], n2 += x->norm2[k], t2 += x->rtn2[k];
+            if (p->bcq) rep->rtn_error[q] = p->dry_run ? -1 : n2 > 0 ? sqrt(t2 / n2) : 0;
             rep->rel_error[q++] = p->dry_run ? -1 : n2 > 0 ? sqrt(e2 / n2) : 0;
         }
     }
     if (rc && rep) graft_quant_report_free(rep);
     graft_writer_free(w);
-    for (size_t i = 0; j.ts && i < j.n; i++) graft__free(j.ts[i].err2), graft__free(j.ts[i].norm2);
+    for (size_t i = 0; j.ts && i < j.n; i++) graft__free(j.ts[i].err2), graft__free(j.ts[i].norm2), graft__free(j.ts[i].rtn2);
     graft__free(j.ts);
     for (size_t k = 0; k < n_rx; k++) regfree(&rx[k]);
     graft__free(rx);
@@ -299,14 +472,25 @@ static int dequant_item(void *ctx, size_t item, int ith, struct graft_err *err) 
     if (!x->quant) return item == x->first ? graft__ops_copy_tensor(j->w, x->id, j->m, x->t, j->progress, err) : GRAFT_OK;
     uint64_t r0 = (item - x->first) * x->rpi, nr = x->rows - r0 < x->rpi ? x->rows - r0 : x->rpi, cols = x->cols, n = nr * cols;
     bool int8 = x->t->info->dtype == GRAFT_DTYPE_I8;
-    float *w = graft__malloc((size_t)n * sizeof *w), *sc = graft__malloc((size_t)(nr * x->groups) * sizeof *sc);
+    const uint64_t nbits = (uint64_t)j->bits, na = j->bcq ? nr * x->groups * nbits : nr * x->groups; // scales / α of these rows
+    float *w = graft__malloc((size_t)n * sizeof *w), *sc = graft__malloc((size_t)na * sizeof *sc + 4);
     void *enc = graft__malloc((size_t)n * 8); // up to F64
     int rc = GRAFT_OK;
     if (!w || !sc || !enc) { rc = nomem(err); goto out; }
-    graft_row_to_f32(x->scale->info->dtype, graft_model_data(j->m, x->scale) + r0 * x->groups * (graft_dtype_traits(x->scale->info->dtype)->bits / 8), sc,
-                     (size_t)(nr * x->groups));
+    graft_row_to_f32(x->scale->info->dtype, graft_model_data(j->m, x->scale) + (na / nr) * r0 * (graft_dtype_traits(x->scale->info->dtype)->bits / 8), sc,
+                     (size_t)na);
+    if (j->bcq) { // ŵ = Σ_k ±α_k, the sum bcq_value computes
+        const uint8_t *codes = graft_model_data(j->m, x->t) + r0 * nbits * (cols / 8);
+        for (uint64_t r = 0; r < nr; r++)
+            for (uint64_t c = 0; c < cols; c++) {
+                const float *a = sc + (r * x->groups + c / (uint64_t)j->group) * nbits;
+                float v = 0.0f;
+                for (uint64_t k = 0; k < nbits; k++) v += (codes[(r * nbits + k) * (cols / 8) + c / 8] >> (c % 8)) & 1 ? a[k] : -a[k];
+                w[r * cols + c] = v;
+            }
+    }
     const uint8_t *q = graft_model_data(j->m, x->t) + (int8 ? r0 * cols : r0 * (cols / 2));
-    for (uint64_t r = 0; r < nr; r++)
+    for (uint64_t r = 0; r < nr && !j->bcq; r++)
         for (uint64_t c = 0; c < cols; c++) {
             int v;
             if (int8) v = (int8_t)q[r * cols + c];
@@ -325,7 +509,7 @@ static int dequant_item(void *ctx, size_t item, int ith, struct graft_err *err) 
     if (bad) { // counted per tensor, judged once it is done (a NaN / ±Inf scale: inherited)
         uint64_t held = 0;
         for (uint64_t g = 0; g < nr * x->groups; g++)
-            if (!isfinite(sc[g])) { // values under this scale (the last group of a row may be shorter)
+            if (!isfinite(sc[j->bcq ? g * nbits : g])) { // values under this scale (the last group of a row may be shorter)
                 uint64_t c0 = (g % x->groups) * (uint64_t)j->group;
                 held += cols - c0 < (uint64_t)j->group ? cols - c0 : (uint64_t)j->group;
             }
@@ -345,44 +529,52 @@ int graft_dequantize(const struct graft_model *m, const char *target, enum graft
                      struct graft_progress *progress, size_t *n_done, struct graft_err *err) {
     const char *cfg = graft_model_config_json(m);
     json_t *root = cfg ? json_loads(cfg, 0, NULL) : NULL, *qc = json_object_get(root, "quantization_config");
-    int group = (int)json_integer_value(json_object_get(qc, "group_size"));
+    int group = (int)json_integer_value(json_object_get(qc, "group_size")), bits = (int)json_integer_value(json_object_get(qc, "bits"));
     const char *qm = json_string_value(json_object_get(qc, "quant_method")), *dd = json_string_value(json_object_get(qc, "dequantized_dtype"));
+    bool bcq = qm && !strcmp(qm, "graft_bcq");
     int rc = GRAFT_OK;
-    if (!qc || !qm || strcmp(qm, "graft_rtn") || group < 1)
+    if (!qc || !qm || (strcmp(qm, "graft_rtn") && !bcq) || group < 1 || (bcq && (bits < 2 || bits > 4)))
         rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0,
-                           "config.json has no graft quantization_config (quant_method \"graft_rtn\" with group_size): not made by graft quantize?");
+                           "config.json has no graft quantization_config (quant_method \"graft_rtn\" or \"graft_bcq\" with group_size; bcq: bits 2–4): "
+                           "not made by graft quantize?");
     if (!rc && dtype == GRAFT_DTYPE_COUNT) {
         int t = dd ? graft_dtype_from_cli_name(dd) : -1;
         dtype = t == GRAFT_DTYPE_F32 || t == GRAFT_DTYPE_F16 || t == GRAFT_DTYPE_BF16 || t == GRAFT_DTYPE_F64 ? (enum graft_dtype)t : GRAFT_DTYPE_BF16;
     }
-    struct qjob j = {.m = m, .group = group, .out_dt = dtype, .progress = progress};
+    struct qjob j = {.m = m, .group = group, .bits = bits, .bcq = bcq, .out_dt = dtype, .progress = progress};
     j.n = graft_model_n_tensors(m);
     size_t nd = 0, n_out = 0;
     if (!rc && !(j.ts = graft__calloc(j.n ? j.n : 1, sizeof *j.ts))) rc = nomem(err);
     for (size_t i = 0; !rc && i < j.n; i++) {
         const struct graft_model_tensor *t = graft_model_tensor(m, i);
         const struct graft_tensor_info *ti = t->info;
-        if (ti->name_len > 6 && !memcmp(ti->name + ti->name_len - 6, "_scale", 6)) { // a scale: used by its tensor
+        const char *suf = bcq ? "_alpha" : "_scale";
+        if (ti->name_len > 6 && !memcmp(ti->name + ti->name_len - 6, suf, 6)) { // a scale: used by its tensor
             const struct graft_model_tensor *owner = graft_model_find(m, ti->name, ti->name_len - 6);
             if (owner && (owner->info->dtype == GRAFT_DTYPE_I8 || owner->info->dtype == GRAFT_DTYPE_U8)) continue;
         }
         struct qt *x = &j.ts[n_out++];
         x->t = t, x->id = -1;
-        char *sn = graft__asprintf("%.*s_scale", (int)ti->name_len, ti->name);
+        char *sn = graft__asprintf("%.*s%s", (int)ti->name_len, ti->name, suf);
         if (!sn) { rc = nomem(err); break; }
         x->scale = graft_model_find(m, sn, strlen(sn));
         graft__free(sn);
-        x->quant = x->scale && (ti->dtype == GRAFT_DTYPE_I8 || ti->dtype == GRAFT_DTYPE_U8) && ti->n_dims == 2;
+        x->quant = x->scale && (bcq ? ti->dtype == GRAFT_DTYPE_U8 && ti->n_dims == 3 && ti->ne[1] == (uint64_t)bits
+                                    : (ti->dtype == GRAFT_DTYPE_I8 || ti->dtype == GRAFT_DTYPE_U8) && ti->n_dims == 2);
         x->rows = ti->n_dims ? ti->ne[0] : 1;
-        x->cols = x->quant ? (ti->dtype == GRAFT_DTYPE_I8 ? ti->ne[1] : 2 * ti->ne[1]) : ti->n_elem;
+        x->cols = !x->quant ? ti->n_elem : bcq ? 8 * ti->ne[2] : ti->dtype == GRAFT_DTYPE_I8 ? ti->ne[1] : 2 * ti->ne[1];
+        if (!x->quant && x->scale && bcq)
+            rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), ti->name, ti->name_len, "BCQ codes must be U8 [rows, %d, cols/8]", bits);
         if (x->quant) {
             x->groups = (x->cols + (uint64_t)group - 1) / (uint64_t)group;
             const struct graft_tensor_info *s = x->scale->info;
             const struct graft_dtype_traits *sd = graft_dtype_traits(s->dtype);
-            if (s->n_dims != 2 || s->ne[0] != x->rows || s->ne[1] != x->groups || !sd || !sd->is_float || sd->bits % 8)
+            bool shape = bcq ? s->n_dims == 3 && s->ne[0] == x->rows && s->ne[1] == x->groups && s->ne[2] == (uint64_t)bits
+                             : s->n_dims == 2 && s->ne[0] == x->rows && s->ne[1] == x->groups;
+            if (!shape || !sd || !sd->is_float || sd->bits % 8)
                 rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), s->name, s->name_len,
-                                   "scales must be floating [%llu, %llu] for %llu columns in groups of %d", (unsigned long long)x->rows,
-                                   (unsigned long long)x->groups, (unsigned long long)x->cols, group);
+                                   "%s must be floating [%llu, %llu%s] for %llu columns in groups of %d", bcq ? "α" : "scales", (unsigned long long)x->rows,
+                                   (unsigned long long)x->groups, bcq ? (bits == 2 ? ", 2" : bits == 3 ? ", 3" : ", 4") : "", (unsigned long long)x->cols, group);
             nd++;
         }
         set_items(x, &j.items);
