@@ -4,7 +4,8 @@
 # (tests/ref/quant_ref.py); prune (magnitude per tensor and global, N:M, Wanda, ties at the threshold)
 # checked element for element against NumPy (tests/ref/prune_ref.py); upcycle (experts equal the dense
 # MLP, zero / N(0, σ²) routers, Mixtral config, mergeable); reparam (BN, RepVGG, weight-norm folds
-# against NumPy's own convolution, tests/ref/reparam_ref.py); moe (experts from their models,
+# against NumPy's own convolution, tests/ref/reparam_ref.py; μP fold of MiniCPM-style checkpoints
+# against the evaluator and llama_ref.py's MiniCPM forward); moe (experts from their models,
 # residual/noise scales, routers, Qwen2-MoE with a shared expert, bad configs); expand (logits unchanged under an independent NumPy
 # Llama forward, tests/ref/llama_ref.py); thread-count independence; bad options and inputs fail cleanly with
 # nothing written; in builds with fault injection, failing allocations and writes.
@@ -216,6 +217,50 @@ expect 2 "$G" reparam conv.safetensors x21 --fold bogus
 expect 2 "$G" reparam conv.safetensors x22
 expect 2 "$G" reparam conv.safetensors x23 --fold bn --pair nonsense
 
+# ---- reparam --fold mup: MiniCPM-style μP checkpoints become plain Llama ones with the same logits ----
+# (the evaluator runs MiniCPM's forward; both against llama_ref.py's NumPy forward)
+mkmu() { # mkmu OUT DTYPE TIE: a synth model whose config.json says MiniCPM with μP scalars
+    "$G" synth $1 --layers 2 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --vocab 128 --dtype $2 --seed 5 ${3:-} >/dev/null 2>&1 &&
+    "$PY" - $1/config.json <<'PYEOF'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c.update(architectures=["MiniCPMForCausalLM"], model_type="minicpm", scale_emb=12, scale_depth=1.4, dim_model_base=16,
+         auto_map={"AutoModelForCausalLM": "modeling_minicpm.MiniCPMForCausalLM"})
+json.dump(c, open(sys.argv[1], "w"), indent=2)
+PYEOF
+}
+"$PY" -c "import random; random.seed(2); print(' '.join(str(random.randrange(128)) for _ in range(90)))" > mu.ids
+for spec in "f32 --tie" "f32 " "bf16 --tie"; do
+    set -- $spec
+    mu=mu-$1${2:-untied}
+    mkmu $mu $1 ${2:-} && ok || bad "could not write $mu"
+    expect 0 "$G" eval $mu --tokens mu.ids --ctx 45 --no-bos --dump-logits $mu.bin --json
+    cp "$T/out" $mu.json
+    if "$PY" "$LREF" ppl $mu mu.ids 45 -1 0 $mu.bin $mu.json 1e-4 >"$T/py" 2>&1; then ok; else bad "MiniCPM forward of $mu: $(cat "$T/py")"; fi
+    expect 0 "$G" reparam $mu $mu-f --fold mup --threads 2
+    expect 0 "$G" eval $mu-f --tokens mu.ids --ctx 45 --no-bos --dump-logits $mu-f.bin
+    tol=1e-5; [ $1 = bf16 ] && tol=2e-2 # (bf16 weights scaled by 12 and by 1.4/√2 round once more)
+    "$PY" -c 'import numpy as np, sys; a, b = np.fromfile(sys.argv[1], "<f4"), np.fromfile(sys.argv[2], "<f4"); d = np.abs(a - b).max() / np.abs(a).max(); print(d); sys.exit(0 if a.size == b.size and d < float(sys.argv[3]) else 1)' $mu.bin $mu-f.bin $tol > "$T/py" 2>&1 && ok || bad "fold mup of $mu changes the logits: $(cat "$T/py")"
+    "$PY" -c 'import json, sys; c = json.load(open(sys.argv[1] + "/config.json")); assert c["architectures"] == ["LlamaForCausalLM"] and c["model_type"] == "llama" and not c["tie_word_embeddings"]; assert not any(k in c for k in ("scale_emb", "scale_depth", "dim_model_base", "auto_map")); print("ok")' $mu-f >"$T/py" 2>&1 && ok || bad "fold mup config.json: $(cat "$T/py")"
+    "$G" inspect $mu-f | grep -q " lm_head.weight" && ok || bad "fold mup of $mu: no lm_head"
+done
+expect 0 "$G" reparam mu-f32--tie mu1 --fold mup --threads 1
+cmp -s mu1/model.safetensors mu-f32--tie-f/model.safetensors && ok || bad "fold mup depends on --threads"
+expect 4 "$G" reparam m32 x24 --fold mup
+grep -q "not a μP / MiniCPM-style checkpoint" "$T/err" && ok || bad "fold mup of a plain Llama: $(cat "$T/err")"
+nothing x24 "fold mup of a plain Llama"
+cp -r mu-f32untied mu3 && sed -i 's/"scale_emb": 12/"scale_emb": 12, "q_lora_rank": 768/' mu3/config.json
+expect 4 "$G" reparam mu3 x25 --fold mup
+grep -q "latent attention" "$T/err" && ok || bad "fold mup of MiniCPM3: $(cat "$T/err")"
+for badv in '"scale_emb": "x"' '"scale_emb": -1' '"scale_emb": 0' '"scale_depth": "deep"' '"dim_model_base": [16]'; do
+    rm -rf mu4 && cp -r mu-f32untied mu4 && "$PY" -c 'import json, sys; p = sys.argv[1]; c = json.load(open(p)); c.update(json.loads("{" + sys.argv[2] + "}")); json.dump(c, open(p, "w"))' mu4/config.json "$badv"
+    expect 3 "$G" reparam mu4 x26 --fold mup
+    grep -q 'config.json: "\(scale_\|dim_model\)' "$T/err" && ok || bad "fold mup with $badv: $(cat "$T/err")"
+    nothing x26 "fold mup with a bad scalar"
+done
+expect 0 "$G" reparam mu-f32untied x27 --fold mup --dry-run
+nothing x27 "fold mup --dry-run"
+
 # ---- moe (mergekit-moe configs, Mixtral output) ----
 expect 0 "$G" synth e1 --like m32 --delta 0.05 --seed 11
 expect 0 "$G" synth e2 --like m32 --delta 0.05 --seed 12
@@ -398,6 +443,7 @@ if [ "$FAULTS" = faults ]; then
     alloc_faults 2 fg "$G" prune m32 fg --sparsity 0.5 --scope global
     alloc_faults 2 fu "$G" upcycle m32 fu --experts 3 --top-k 2 --threads 2
     alloc_faults 1 fr.safetensors "$G" reparam conv.safetensors fr.safetensors --fold repvgg --threads 2
+    alloc_faults 1 fmu "$G" reparam mu-f32--tie fmu --fold mup --threads 2
     alloc_faults 2 fm "$G" moe moe.yml fm --threads 2
     alloc_faults 1 fx2 "$G" expand m32 fx2 --hidden 80 --add-layers 1@1 --threads 2
     for spec in write fsync rename; do

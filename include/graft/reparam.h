@@ -1,6 +1,7 @@
 // graft — structural reparameterization by tensor names: BatchNorm folded into the preceding
 // convolution / linear layer, RepVGG blocks fused into one 3×3 convolution, weight normalisation folded
-// into plain weights. Formulas and naming rules: src/ops/reparam.c and docs/quantize-prune.md.
+// into plain weights, μP scalars folded into a plain Llama. Formulas and naming rules: src/ops/reparam.c,
+// src/ops/mup.c and docs/quantize-prune.md.
 #ifndef GRAFT_REPARAM_H
 #define GRAFT_REPARAM_H
 
@@ -12,7 +13,9 @@
 extern "C" {
 #endif
 
-enum graft_fold { GRAFT_FOLD_BN, GRAFT_FOLD_REPVGG, GRAFT_FOLD_WEIGHT_NORM, GRAFT_FOLD_MOBILEONE };
+// GRAFT_FOLD_MUP: a MiniCPM-style μP checkpoint (scale_emb, scale_depth, dim_model_base in config.json)
+// becomes a plain Llama one with the same logits (src/ops/mup.c).
+enum graft_fold { GRAFT_FOLD_BN, GRAFT_FOLD_REPVGG, GRAFT_FOLD_WEIGHT_NORM, GRAFT_FOLD_MOBILEONE, GRAFT_FOLD_MUP };
 
 struct graft_reparam_params {
     enum graft_fold fold;

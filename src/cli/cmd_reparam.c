@@ -6,7 +6,7 @@
 #include "cli.h"
 
 static const char help[] =
-    "Usage: graft reparam MODEL OUT --fold bn|repvgg|mobileone|weight-norm [--eps E] [--pair BN=CONV] [--threads N] [--force] [--dry-run]\n"
+    "Usage: graft reparam MODEL OUT --fold bn|repvgg|mobileone|weight-norm|mup [--eps E] [--pair BN=CONV] [--threads N] [--force] [--dry-run]\n"
     "\n"
     "  --fold bn           a convolution or linear weight W (bias b0) followed by BatchNorm (γ, β, running mean μ,\n"
     "                      running var σ²): W' = W·t per output channel, b' = β + (b0 − μ)·t, t = γ / √(σ² + ε).\n"
@@ -22,6 +22,10 @@ static const char help[] =
     "  --fold weight-norm  w = g·v / ‖v‖ for NAME_g / NAME_v or parametrizations.NAME.original0 / original1;\n"
     "                      the norm runs over every axis but the one where g matches v (g of size 1: one norm\n"
     "                      over the whole tensor, PyTorch's dim=None).\n"
+    "  --fold mup          a MiniCPM-style μP checkpoint (config.json: scale_emb, scale_depth, dim_model_base)\n"
+    "                      becomes a plain LlamaForCausalLM with the same logits: embed_tokens × scale_emb,\n"
+    "                      o_proj and down_proj × scale_depth/√layers, lm_head × dim_model_base/hidden (a tied\n"
+    "                      head becomes its own tensor); scaled in f32, rounded once to each tensor's dtype.\n"
     "Computed in double, written in each tensor's dtype; other tensors are copied. Exact in eval mode\n"
     "(running statistics) with zero padding. The output appears atomically.\n"
     "\n"
@@ -53,7 +57,8 @@ int cmd_reparam(int argc, char **argv) {
             else if (!strcmp(optarg, "repvgg")) p.fold = GRAFT_FOLD_REPVGG;
             else if (!strcmp(optarg, "weight-norm")) p.fold = GRAFT_FOLD_WEIGHT_NORM;
             else if (!strcmp(optarg, "mobileone")) p.fold = GRAFT_FOLD_MOBILEONE;
-            else ok = false, cli_usage("reparam", "--fold expects bn, repvgg or weight-norm, got '%s'", optarg);
+            else if (!strcmp(optarg, "mup")) p.fold = GRAFT_FOLD_MUP;
+            else ok = false, cli_usage("reparam", "--fold expects bn, repvgg, mobileone, weight-norm or mup, got '%s'", optarg);
             break;
         case 'e': ok = cli_float("reparam", "--eps", optarg, 1e-30, 1.0, &p.eps); break;
         case 'p': {

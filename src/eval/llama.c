@@ -49,7 +49,9 @@ struct graft_llama {
     int     gemma;                // 2 or 3: Gemma 2 / Gemma 3 (sandwich norms, (1 + w) gains, GeGLU, scaled embeddings), else 0
     float   attn_scale;           // on q·k: 1/√head_dim, Gemma: 1/√query_pre_attn_scalar
     float   attn_cap, final_cap;  // soft-capping of attention scores and of the logits: c·tanh(x/c) (0: none)
-    float   embed_scale;          // Gemma: √hidden in the embedding's dtype (1 otherwise)
+    float   embed_scale;          // Gemma: √hidden in the embedding's dtype; MiniCPM: scale_emb (1 otherwise)
+    float   res_scale;            // MiniCPM: scale_depth / √layers on each residual branch (1 otherwise)
+    float   logit_scale;          // MiniCPM: dim_model_base / hidden on the final hidden state (1 otherwise)
     float  *inv_freq_local;       // Gemma 3's sliding layers: 1/rope_local_base_freq^(2i/d), no scaling
     char    pre[32];              // "model." or, for Gemma 3 vision-language checkpoints, "language_model.model."
     float   eps;
@@ -215,10 +217,12 @@ int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, 
     const char *arch = json_string_value(json_array_get(json_object_get(c, "architectures"), 0));
     if (!arch || (strcmp(arch, "LlamaForCausalLM") && strcmp(arch, "MistralForCausalLM") && strcmp(arch, "Qwen2ForCausalLM") &&
                   strcmp(arch, "Qwen3ForCausalLM") && strcmp(arch, "Phi3ForCausalLM") && strcmp(arch, "MixtralForCausalLM") &&
-                  strcmp(arch, "Gemma2ForCausalLM") && strcmp(arch, "Gemma3ForCausalLM") && strcmp(arch, "Gemma3ForConditionalGeneration"))) {
+                  strcmp(arch, "Gemma2ForCausalLM") && strcmp(arch, "Gemma3ForCausalLM") && strcmp(arch, "Gemma3ForConditionalGeneration") &&
+                  strcmp(arch, "MiniCPMForCausalLM"))) {
         rc = graft_err_set(err, GRAFT_E_CONFIG, name, NULL, 0, // does not apply: exit 4
                            "config.json: architecture %s is not supported by the evaluator (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
-                           "Qwen3ForCausalLM, Phi3ForCausalLM, MixtralForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration)",
+                           "Qwen3ForCausalLM, Phi3ForCausalLM, MixtralForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, "
+                           "MiniCPMForCausalLM)",
                            arch ? arch : "(none)");
         goto out;
     }
@@ -255,7 +259,18 @@ int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, 
     L->eps = (float)graft__json_num(c, "rms_norm_eps", 1e-6);
     L->attn_scale = (float)(1.0 / sqrt(L->gemma ? graft__json_num(c, "query_pre_attn_scalar", 256) : (double)(L->hd > 0 ? L->hd : 1)));
     L->attn_cap = (float)graft__json_num(c, "attn_logit_softcapping", 0), L->final_cap = (float)graft__json_num(c, "final_logit_softcapping", 0);
-    L->embed_scale = 1.0f;
+    L->embed_scale = L->res_scale = L->logit_scale = 1.0f;
+    if (!strcmp(arch, "MiniCPMForCausalLM")) { // μP scalars (MiniCPMConfig's defaults: 1, 1, 1)
+        double se = graft__json_num(c, "scale_emb", 1), sd = graft__json_num(c, "scale_depth", 1), dmb = graft__json_num(c, "dim_model_base", 1);
+        if (!(se > 0 && se < 1e30) || !(sd > 0 && sd < 1e30) || !(dmb > 0 && dmb < 1e30) || json_object_get(c, "q_lora_rank") ||
+            graft__json_int(c, "num_experts", 0) > 0) {
+            rc = graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0, "config.json: MiniCPM needs positive scale_emb, scale_depth and dim_model_base "
+                                                                   "(and no latent attention or experts)");
+            goto out;
+        }
+        long nl = graft__json_int(c, "num_hidden_layers", 1), hs = graft__json_int(c, "hidden_size", 1);
+        L->embed_scale = (float)se, L->res_scale = (float)(sd / sqrt((double)(nl > 0 ? nl : 1))), L->logit_scale = (float)(dmb / (double)(hs > 0 ? hs : 1));
+    }
     if (L->nl < 1 || L->nl > 4096 || L->H < 1 || L->H > (1 << 20) || L->ni < 1 || L->ni > (1 << 22) || L->nh < 1 || L->nh > 4096 || L->nkv < 1 ||
         L->nh % L->nkv || L->V < 1 || L->V > (1 << 24) || L->hd < 2 || L->hd % 2 || L->hd > 4096) {
         rc = graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0, "config.json: layer, width, head or vocabulary counts are missing or inconsistent");
@@ -768,8 +783,11 @@ static int run(struct graft_llama *L, const int32_t *tokens, int n_seq, int len,
             for (size_t i = 0; i < M * H; i++) x[i] += h[i];
             continue;
         }
-        struct lin jo = {att, M, qd, &ly->o, x, H, ly->bo, true, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0};
+        bool scaled = L->res_scale != 1.0f; // MiniCPM: the branch into h, then x += c·h
+        struct lin jo = {att, M, qd, &ly->o, scaled ? h : x, H, ly->bo, !scaled, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0};
         if ((rc = linear(L, &jo, err))) break;
+        if (scaled)
+            for (size_t i = 0; i < M * H; i++) x[i] += L->res_scale * h[i];
         rmsnorm(x, ly->g_post, L->eps, M, H, h);
         if (L->n_exp) {
             if ((rc = moe_block(L, ly, h, M, x, g, u, wbuf, ybuf, err))) break;
@@ -781,12 +799,16 @@ static int run(struct graft_llama *L, const int32_t *tokens, int n_seq, int len,
         if ((rc = linear(L, &jg, err)) || (rc = linear(L, &ju, err))) break;
         if ((rc = swiglu(L, g, u, M * In, err))) break;
         if (stats) stats_add(stats, l, 3, g, M, gtmp);
-        struct lin jd = {g, M, In, &ly->down, x, H, NULL, true, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0};
+        struct lin jd = {g, M, In, &ly->down, scaled ? h : x, H, NULL, !scaled, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0};
         if ((rc = linear(L, &jd, err))) break;
+        if (scaled)
+            for (size_t i = 0; i < M * H; i++) x[i] += L->res_scale * h[i];
     }
     if (rc || capture) goto out;
     if (bad_at == -2 && graft_count_nonfinite(GRAFT_DTYPE_F32, x, M * H, NULL)) bad_at = L->nl - 1;
     rmsnorm(x, L->g_final, L->eps, M, H, h);
+    if (L->logit_scale != 1.0f)
+        for (size_t i = 0; i < M * H; i++) h[i] *= L->logit_scale;
     for (size_t m = 0; m < M; m++) {
         size_t s = m / T, i = m % T;
         bool scored = i + 1 < T && (!score_from || (int)(i + 1) >= score_from[s]);

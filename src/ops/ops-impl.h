@@ -28,6 +28,10 @@ int  graft__ops_add_mixtral_config(struct graft_writer *w, json_t *root, int exp
 int  graft__ops_encode(const char *op, const char *tensor, size_t tlen, enum graft_dtype dt, const float *f, void *enc, size_t n,
                        const struct graft_model *m, const struct graft_model_tensor *src, unsigned flags, struct graft_err *err);
 
+// reparam --fold mup (mup.c).
+struct graft_reparam_params;
+int  graft__fold_mup(const struct graft_model *m, const char *target, const struct graft_reparam_params *p, size_t *n_folds, struct graft_err *err);
+
 // PEFT LoRA adapters (lora.c, lora_merge.c).
 struct graft__lora_cfg { double r, alpha; bool rslora, fan_in_fan_out; json_t *rank_pattern, *alpha_pattern, *root; };
 // The adapter's folder and tensor file (`adapter`: the folder, or its adapter_model.safetensors / .bin).

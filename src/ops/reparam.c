@@ -414,6 +414,7 @@ static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
 }
 
 int graft_reparam(const struct graft_model *m, const char *target, const struct graft_reparam_params *p, size_t *n_folds, struct graft_err *err) {
+    if (p->fold == GRAFT_FOLD_MUP) return graft__fold_mup(m, target, p, n_folds, err); // streaming, with a new config.json
     if (!(p->eps > 0)) return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "--eps must be positive");
     struct rjob j = {.m = m, .p = p};
     size_t nt = graft_model_n_tensors(m), folds = 0;

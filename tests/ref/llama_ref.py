@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """An independent NumPy forward pass of a Llama-family decoder (tests/ops-e2e.sh; float64): Llama,
 Mistral, Qwen2, Qwen3 (RMSNorm of each q and k head before RoPE), Phi-3 (fused qkv_proj and
-gate_up_proj, LongRoPE) and Mixtral, as transformers' modeling files compute them.
+gate_up_proj, LongRoPE), Mixtral and MiniCPM (μP scalars: embeddings × scale_emb, residual branches ×
+scale_depth/√L, the final state ÷ hidden/dim_model_base), as transformers' modeling files compute them.
 
   llama_ref.py same MODEL_A MODEL_B TOL    logits of A and B on a fixed token sequence agree within TOL
                                            (relative to the largest |logit|)
@@ -154,6 +155,9 @@ def logits(path, tokens, W=None, taps=None):
     x = W["model.embed_tokens.weight"][tokens]
     mask = np.triu(np.full((T, T), -np.inf), 1)
     arch = c["architectures"][0]
+    mu = arch == "MiniCPMForCausalLM"  # MiniCPMConfig's defaults are 1, 1, 1
+    x = x * (c.get("scale_emb", 1) if mu else 1)
+    cb = c.get("scale_depth", 1) / np.sqrt(L) if mu else 1.0
     sw = c.get("sliding_window") if (arch in ("MistralForCausalLM", "MixtralForCausalLM", "Phi3ForCausalLM") or c.get("use_sliding_window")) else None
     if sw:
         mask = mask + np.tril(np.full((T, T), -np.inf), -sw)
@@ -180,7 +184,7 @@ def logits(path, tokens, W=None, taps=None):
         a /= a.sum(-1, keepdims=True)
         o = np.einsum("htu,uhd->thd", a, v).reshape(T, nh * hd)
         tap(1, o)
-        x = x + o @ W[p + "self_attn.o_proj.weight"].T + W.get(p + "self_attn.o_proj.bias", 0)
+        x = x + cb * (o @ W[p + "self_attn.o_proj.weight"].T + W.get(p + "self_attn.o_proj.bias", 0))
         h = rmsnorm(x, W[p + "post_attention_layernorm.weight"], eps)
         if c.get("num_local_experts"):  # Mixtral: softmax router, top-k renormalised, experts summed
             E, K = c["num_local_experts"], c.get("num_experts_per_tok", 2)
@@ -204,8 +208,10 @@ def logits(path, tokens, W=None, taps=None):
             g, u = h @ W[p + "mlp.gate_proj.weight"].T, h @ W[p + "mlp.up_proj.weight"].T
         act = g / (1 + np.exp(-g)) * u
         tap(3, act)
-        x = x + act @ W[p + "mlp.down_proj.weight"].T
+        x = x + cb * (act @ W[p + "mlp.down_proj.weight"].T)
     x = rmsnorm(x, W["model.norm.weight"], eps)
+    if mu:
+        x = x / (H / c.get("dim_model_base", 1))
     head = W.get("lm_head.weight", W["model.embed_tokens.weight"])
     return x @ head.T
 
