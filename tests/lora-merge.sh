@@ -163,12 +163,56 @@ nothing x12 "NaN factor"
 printf 'merge_method: ties\nbase_model: base\nmodels:\n  - model: base+p1\n    parameters: {weight: 1, density: 0.5}\n' > e13.yml
 expect 4 "$G" merge e13.yml x13 --lora-space
 grep -q "needs full weights" "$T/err" && ok || bad "--lora-space with ties: $(cat "$T/err")"
-printf 'merge_method: linear\nmodels:\n  - model: base+p1\n  - model: other+o1\n' > e14.yml
+printf 'merge_method: linear\nmodels:\n  - model: base+p1\n    parameters: {weight: 1}\n  - model: other+o1\n    parameters: {weight: 1}\n' > e14.yml
 expect 4 "$G" merge e14.yml x14 --lora-space
 grep -q "is not the base of the other models" "$T/err" && ok || bad "--lora-space with two bases: $(cat "$T/err")"
 printf 'merge_method: linear\nparameters: {normalize: false}\nmodels:\n  - model: base+p1\n    parameters: {weight: 0.5}\n' > e15.yml
 expect 4 "$G" merge e15.yml x15 --lora-space
 grep -q "scales the base too" "$T/err" && ok || bad "--lora-space linear without normalize: $(cat "$T/err")"
+printf 'merge_method: linear\nmodels:\n  - model: base+p1\n  - model: base+p2\n    parameters: {weight: 1}\n' > e16.yml
+expect 4 "$G" merge e16.yml x16 --lora-space
+grep -q "model 'base+p1' has no weight" "$T/err" && ok || bad "--lora-space without a weight: $(cat "$T/err")"
+expect 2 "$G" merge ta.yml x17.gguf --lora-space
+# hostile factors: empty, integer bias, an overflow of the merge (nothing written, no crash)
+hostile() { # hostile NAME PYTHON-EXPR-ON-T: a copy of p1 whose tensors T (name → array) are edited
+    rm -rf $1 && cp -r p1 $1 && "$PY" - $1 "$2" <<'PYEOF'
+import sys, os
+sys.path.insert(0, os.environ["REFDIR"])
+import numpy as np
+from lora_ref import load, save
+d, code = sys.argv[1], sys.argv[2]
+T = load(d + "/adapter_model.safetensors")
+exec(code)
+save(d + "/adapter_model.safetensors", T)
+PYEOF
+}
+export REFDIR="$(dirname "$REF")"
+k=base_model.model.model.layers.0.self_attn.q_proj
+hostile h0 "T['$k.lora_A.weight'] = np.zeros((4, 0), np.float32)"
+cfg e18.yml svd "svd_clamp: 0.5" -- h0 p1
+expect 3 "$G" merge-lora e18.yml x18
+grep -q "non-empty" "$T/err" && ok || bad "empty factor: $(cat "$T/err")"
+nothing x18 "empty factor"
+hostile h1 "T['$k.lora_B.bias'] = np.arange(64, dtype=np.int64)"
+cfg e19.yml cat -- h1 p1
+expect 3 "$G" merge-lora e19.yml x19
+grep -q "float16, bfloat16 or float32" "$T/err" && ok || bad "integer bias: $(cat "$T/err")"
+cfg e20.yml cat -- "{adapter: p1, weight: 1e40}"
+expect 1 "$G" merge-lora e20.yml x20
+grep -q "NaN or infinite" "$T/err" && ok || bad "overflowing merge: $(cat "$T/err")"
+nothing x20 "overflowing merge"
+# PEFT config fields that would hide merged modules go; base biases (bias="all") are no modules_to_save
+cp -r p2 px && "$PY" -c 'import json, sys; p = sys.argv[1]; c = json.load(open(p)); c["exclude_modules"] = ["v_proj"]; c["bias"] = "all"; json.dump(c, open(p, "w"))' px/adapter_config.json
+hostile pb "T['base_model.model.model.layers.0.self_attn.q_proj.bias'] = np.zeros(64, np.float32)"
+printf 'combination: cat\nadapters: [px, pb]\n' > xb.yml # (the synth base has no q_proj.bias)
+expect 0 "$G" merge-lora xb.yml xbo
+"$PY" -c 'import json, sys; c = json.load(open(sys.argv[1])); assert "exclude_modules" not in c and c["modules_to_save"] is None, c; print("ok")' xbo/adapter_config.json >"$T/py" 2>&1 && ok || bad "merged config fields: $(cat "$T/py")"
+# --lora-space with a tensor saved whole: still the dense merge
+printf 'merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - model: base+whole1\n    parameters: {weight: 0.5}\n  - model: base+p1\n    parameters: {weight: 1}\n' > taw.yml
+expect 0 "$G" merge taw.yml taw-ad --lora-space
+expect 0 "$G" merge taw.yml taw-dense
+expect 0 "$G" apply-lora base taw-ad taw-applied
+if "$PY" "$LREF" close taw-applied taw-dense base 1e-5 >"$T/pyout" 2>&1; then ok; else bad "--lora-space with a whole tensor vs the dense merge: $(cat "$T/pyout")"; fi
 expect 0 "$G" merge-lora var-svd.yml dry --dry-run
 nothing dry "merge-lora --dry-run"
 expect 2 "$G" merge-lora var-svd.yml

@@ -128,7 +128,9 @@ int cmd_merge(int argc, char **argv) {
     }
     if (o.dry_run && cli_quiet()) return GRAFT_EXIT_OK; // rank 0 prints the plan
     if (lora_space) {
-        if (gguf || o.dist || o.resume) return cli_usage("merge", "--lora-space writes one adapter folder: no GGUF output, --resume or mpirun");
+        size_t l = strlen(argv[optind + 1]);
+        if (gguf || o.dist || o.resume || (l > 5 && !strcmp(argv[optind + 1] + l - 5, ".gguf")))
+            return cli_usage("merge", "--lora-space writes one adapter folder: no GGUF output, --resume or mpirun");
         struct graft_lora_merge_params lp = graft_lora_merge_default_params();
         lp.n_threads = o.n_threads, lp.seed = o.seed, lp.writer_flags = o.writer_flags, lp.dry_run = o.dry_run, lp.progress = &prog;
         struct graft_lora_report rep = {0};

@@ -7,7 +7,7 @@
 #include "graft/lora.h"
 
 static const char help[] =
-    "Usage: graft merge-lora CONFIG.yml OUT [--seed S] [--threads N] [--json] [--dry-run] [--force]\n"
+    "Usage: graft merge-lora CONFIG.yml OUT [--seed S] [--threads N] [--json] [--dry-run] [--force] [--allow-nonfinite]\n"
     "\n"
     "Merge LoRA adapters of one base into one PEFT adapter, as PEFT's add_weighted_adapter does, in\n"
     "adapter space: no full weight matrix is formed (except one module at a time per thread by the\n"
@@ -35,8 +35,8 @@ static const char help[] =
     "  ties_svd, dare_linear_svd, dare_ties_svd, magnitude_prune_svd   the pruning merge of the\n"
     "              ΔWᵢ with weights wᵢ, truncated to the rank by an SVD\n"
     "The output has lora_alpha = r (every scale 1), use_rslora false, rank_pattern for modules of\n"
-    "other ranks; modules saved whole (modules_to_save) are copied when the adapters agree, else\n"
-    "combined as base + Σ wᵢ·(Wᵢ − base) (needs base_model). A bias (lora_B.bias) becomes Σ wᵢsᵢ·biasᵢ.\n"
+    "other ranks; tensors saved whole (modules_to_save) become base + Σ wᵢ·(Wᵢ − base) with base_model\n"
+    "(without it: copied when the adapters agree). A bias (lora_B.bias) becomes Σ wᵢsᵢ·biasᵢ.\n"
     "Prints one line per module: name, kind, shape, rank, relative truncation error.\n"
     "Differences from PEFT: svd types scale each ΔWᵢ once (PEFT twice: peft_svd_scaling: true gives\n"
     "PEFT's), DARE's masks come from graft's generator (--seed), and magnitude ties keep the first.\n"
@@ -47,11 +47,13 @@ static const char help[] =
     "  --json        the per-module report as JSON on stdout\n"
     "  --dry-run     check the config and the adapters, print the plan; write nothing\n"
     "  --force       replace OUT if it exists and is not empty\n"
+    "  --allow-nonfinite  write NaN / infinite values the merge made (with a warning) instead of failing\n"
     "  -h, --help    this text\n";
 
 int cmd_merge_lora(int argc, char **argv) {
     static const struct option opts[] = {{"seed", required_argument, 0, 's'}, {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'j'},
-                                         {"dry-run", no_argument, 0, 'n'}, {"force", no_argument, 0, 'f'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+                                         {"dry-run", no_argument, 0, 'n'}, {"force", no_argument, 0, 'f'}, {"allow-nonfinite", no_argument, 0, 1000},
+                                         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     struct graft_lora_merge_params p = graft_lora_merge_default_params();
     p.n_threads = graft_n_cpus();
     bool json = false;
@@ -64,6 +66,7 @@ int cmd_merge_lora(int argc, char **argv) {
         case 'j': json = true; break;
         case 'n': p.dry_run = true; break;
         case 'f': p.writer_flags |= GRAFT_WRITER_FORCE; break;
+        case 1000: p.writer_flags |= GRAFT_WRITER_ALLOW_NONFINITE; break;
         case 'h': fputs(help, stdout); return GRAFT_EXIT_OK;
         default: return cli_usage("merge-lora", "unknown option");
         }

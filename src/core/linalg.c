@@ -409,8 +409,13 @@ int graft__svd_product(double *B, size_t p, size_t c, double *A, size_t q, size_
     }
     cblas_dgemm(CblasColMajor, CblasNoTrans, CblasTrans, (int)kb, (int)ka, (int)c, 1.0, Rb, (int)kb, Ra, (int)ka, 0.0, C, (int)kb);
     graft__free(Rb), graft__free(Ra);
-    if (LAPACKE_dgesdd(LAPACK_COL_MAJOR, 'S', (lapack_int)kb, (lapack_int)ka, C, (lapack_int)kb, Sc, Uc, (lapack_int)kb, Vc, (lapack_int)kc) &&
-        LAPACKE_dgesvd(LAPACK_COL_MAJOR, 'S', 'S', (lapack_int)kb, (lapack_int)ka, C, (lapack_int)kb, Sc, Uc, (lapack_int)kb, Vc, (lapack_int)kc, sup)) {
+    double *C0 = graft__malloc(kb * ka * sizeof *C0); // dgesdd destroys C: its fallback needs the original
+    if (!C0) { rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for an SVD"); goto out; }
+    memcpy(C0, C, kb * ka * sizeof *C);
+    bool failed = LAPACKE_dgesdd(LAPACK_COL_MAJOR, 'S', (lapack_int)kb, (lapack_int)ka, C, (lapack_int)kb, Sc, Uc, (lapack_int)kb, Vc, (lapack_int)kc) &&
+                  LAPACKE_dgesvd(LAPACK_COL_MAJOR, 'S', 'S', (lapack_int)kb, (lapack_int)ka, C0, (lapack_int)kb, Sc, Uc, (lapack_int)kb, Vc, (lapack_int)kc, sup);
+    graft__free(C0);
+    if (failed) {
         rc = graft_err_set(err, GRAFT_E_INTERNAL, NULL, NULL, 0, "the SVD of a %zu × %zu core did not converge", kb, ka);
         goto out;
     }

@@ -625,28 +625,59 @@ out:
     return rc;
 }
 
-// The value for module `m` in a PEFT pattern object (rank_pattern / alpha_pattern): keys are regexes
-// matched against the end of the module name after a dot, as PEFT matches them. *out is kept when no
-// key matches; fails only for lack of memory (a silent miss would apply the default rank or alpha).
-static int pattern_value(json_t *pat, const char *m, double *out, struct graft_err *err) {
+// rank_pattern / alpha_pattern: keys are regexes matched against the end of the module name after a
+// dot, as PEFT matches them; the first key (in file order) that matches wins. Compiled once per adapter
+// (a key that is no valid POSIX regex matches only the module of that exact name).
+#define PATTERN_KEYS_MAX 65536
+
+static int compile_patterns(json_t *pat, struct graft__lora_pat *out, const char *path, struct graft_err *err) {
+    out->n = 0;
+    if (!pat) return GRAFT_OK;
+    size_t n = json_object_size(pat);
+    if (n > PATTERN_KEYS_MAX) return graft_err_set(err, GRAFT_E_LIMIT, path, NULL, 0, "a rank or alpha pattern with %zu keys (at most %d)", n, PATTERN_KEYS_MAX);
+    out->key = graft__calloc(n + 1, sizeof *out->key), out->val = graft__calloc(n + 1, sizeof *out->val), out->rx = graft__calloc(n + 1, sizeof *out->rx);
+    out->ok = graft__calloc(n + 1, sizeof *out->ok);
+    if (!out->key || !out->val || !out->rx || !out->ok) return nomem(err);
     const char *key;
     json_t *v;
     json_object_foreach(pat, key, v) {
         if (!json_is_number(v)) continue;
+        size_t i = out->n++;
+        out->key[i] = key, out->val[i] = json_number_value(v);
         char *re = graft__asprintf("^(.*\\.)?(%s)$", key);
         if (!re) return nomem(err);
-        regex_t rx;
-        bool hit = false;
-        int rrc = regcomp(&rx, re, REG_EXTENDED | REG_NOSUB);
+        int rrc = regcomp(&out->rx[i], re, REG_EXTENDED | REG_NOSUB);
         graft__free(re);
         if (rrc == REG_ESPACE) return nomem(err);
-        if (rrc == 0) {
-            int x = regexec(&rx, m, 0, NULL, 0);
-            regfree(&rx);
+        out->ok[i] = rrc == 0;
+    }
+    return GRAFT_OK;
+}
+
+static void free_patterns(struct graft__lora_pat *p) {
+    for (size_t i = 0; p->ok && i < p->n; i++)
+        if (p->ok[i]) regfree(&p->rx[i]);
+    graft__free(p->key), graft__free(p->val), graft__free(p->rx), graft__free(p->ok);
+    memset(p, 0, sizeof *p);
+}
+
+void graft__lora_cfg_free(struct graft__lora_cfg *c) {
+    free_patterns(&c->rank_rx), free_patterns(&c->alpha_rx);
+    json_decref(c->root);
+    memset(c, 0, sizeof *c);
+}
+
+// The value for module `m`: *out is kept when no key matches; fails only for lack of memory (a silent
+// miss would apply the default rank or alpha).
+static int pattern_value(const struct graft__lora_pat *p, const char *m, double *out, struct graft_err *err) {
+    for (size_t i = 0; i < p->n; i++) {
+        bool hit = !strcmp(p->key[i], m);
+        if (!hit && p->ok[i]) {
+            int x = regexec(&p->rx[i], m, 0, NULL, 0);
             if (x == REG_ESPACE) return nomem(err);
             hit = x == 0;
         }
-        if (hit || !strcmp(key, m)) { *out = json_number_value(v); return GRAFT_OK; }
+        if (hit) { *out = p->val[i]; return GRAFT_OK; }
     }
     return GRAFT_OK;
 }
@@ -670,6 +701,8 @@ int graft__lora_read_config(const char *dir, struct graft__lora_cfg *c, struct g
         c->rank_pattern = json_object_get(c->root, "rank_pattern"), c->alpha_pattern = json_object_get(c->root, "alpha_pattern");
         if (c->rank_pattern && !json_is_object(c->rank_pattern)) c->rank_pattern = NULL;
         if (c->alpha_pattern && !json_is_object(c->alpha_pattern)) c->alpha_pattern = NULL;
+        rc = compile_patterns(c->rank_pattern, &c->rank_rx, path, err);
+        if (!rc) rc = compile_patterns(c->alpha_pattern, &c->alpha_rx, path, err);
     }
     graft__free(path);
     return rc;
@@ -680,10 +713,12 @@ int graft__lora_read_config(const char *dir, struct graft__lora_cfg *c, struct g
 int graft__lora_scale(const struct graft__lora_cfg *c, const char *module, uint64_t rank, double *s, const char *path, const char *tensor,
                       size_t tlen, struct graft_err *err) {
     double r_cfg = c->r, alpha = c->alpha;
-    int rc = c->rank_pattern ? pattern_value(c->rank_pattern, module, &r_cfg, err) : GRAFT_OK;
-    if (!rc && c->alpha_pattern) rc = pattern_value(c->alpha_pattern, module, &alpha, err);
+    int rc = pattern_value(&c->rank_rx, module, &r_cfg, err);
+    if (!rc) rc = pattern_value(&c->alpha_rx, module, &alpha, err);
     if (rc) return rc;
-    if ((uint64_t)r_cfg != rank)
+    if (!isfinite(alpha) || fabs(alpha) > 1e30)
+        return graft_err_set(err, GRAFT_E_FORMAT, path, tensor, tlen, "adapter_config.json gives lora_alpha %g for this module: not a usable number", alpha);
+    if (!(r_cfg >= 1 && r_cfg <= 4294967296.0) || (uint64_t)r_cfg != rank)
         return graft_err_set(err, GRAFT_E_FORMAT, path, tensor, tlen, "adapter_config.json gives rank %g for this module but its lora_A has %llu rows",
                              r_cfg, (unsigned long long)rank);
     *s = c->rslora ? alpha / sqrt((double)rank) : alpha / (double)rank;
@@ -895,7 +930,7 @@ int graft_lora_apply(const struct graft_model *base, const char *adapter, const 
     if (n_whole) *n_whole = nw;
     graft_writer_free(w);
     graft_model_close(ad);
-    json_decref(c.root);
+    graft__lora_cfg_free(&c);
     graft__free(j.ts), graft__free(dir), graft__free(file);
     return rc;
 }

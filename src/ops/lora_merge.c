@@ -72,15 +72,15 @@ struct ent {
     const struct graft_model_tensor *t;
 };
 
-struct src { const struct graft_model_tensor *a, *b, *bias, *w; double s; };
+struct src { size_t ad; const struct graft_model_tensor *a, *b, *bias, *w; double s; }; // one adapter's share of a module
 
 struct mod {
     char        *name;
     bool         whole, embedding;
-    struct src  *src;        // one per adapter
+    struct src  *src;        // the adapters that have the module, ascending (src[0]: the first)
+    size_t       n_src;
     uint64_t     p, q;       // B·A is p × q (whole: rows × cols of the tensor)
     uint64_t     r0, rtot;   // the common rank (0 when they differ), Σ rᵢ
-    size_t       q0;         // the first adapter that has the module
     int          rank;       // output rank
     enum graft_dtype dt, bias_dt;
     bool         bias, same; // a bias delta; whole: every adapter holds the same bytes
@@ -100,6 +100,7 @@ struct job {
     struct graft_model *base;
     struct mod *mods;
     size_t n;
+    struct src *srcs;        // every module's sources, one array
     struct graft_writer *w;
 };
 
@@ -124,7 +125,8 @@ static bool ends_with(const char *s, size_t n, const char *suf) {
 static int load(const struct graft_model *m, const struct graft_model_tensor *t, float *dst, struct graft_err *err) {
     size_t n = (size_t)t->info->n_elem;
     graft_st_populate(graft_model_shard(m, t->shard), t->info->begin, t->info->n_bytes);
-    graft_row_to_f32(t->info->dtype, graft_model_data(m, t), dst, n);
+    if (!graft_row_to_f32(t->info->dtype, graft_model_data(m, t), dst, n))
+        return graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), t->info->name, t->info->name_len, "not a floating-point tensor");
     size_t first = 0;
     uint64_t bad = graft_count_nonfinite(GRAFT_DTYPE_F32, dst, n, &first);
     if (bad)
@@ -198,14 +200,28 @@ static uint64_t key_of(const struct job *j, size_t ad, const char *module, const
 
 // ---- per module -------------------------------------------------------------------------------------
 
-static int write_f32(struct graft_writer *w, long id, enum graft_dtype dt, const float *src, uint64_t n, struct graft_err *err) {
+// The inputs are finite (load() refuses others), so NaN / ±Inf here were made by the merge (an
+// overflow of a huge weight or lora_alpha, or of the output dtype): refused unless --allow-nonfinite.
+static int write_f32(const struct job *j, long id, enum graft_dtype dt, const float *src, uint64_t n, struct graft_err *err) {
     uint64_t nb;
     graft_dtype_nbytes(dt, n, &nb);
     if (!nb) return GRAFT_OK;
     void *enc = graft__malloc((size_t)nb);
     if (!enc) return nomem(err);
-    graft_row_from_f32(dt, src, enc, (size_t)n);
-    int rc = graft_writer_write(w, id, 0, enc, (size_t)nb, err);
+    if (!graft_row_from_f32(dt, src, enc, (size_t)n)) {
+        graft__free(enc);
+        return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "cannot write this dtype");
+    }
+    size_t first = 0;
+    uint64_t bad = graft_count_nonfinite(dt, enc, (size_t)n, &first);
+    if (bad && !(j->p->writer_flags & GRAFT_WRITER_ALLOW_NONFINITE)) {
+        graft__free(enc);
+        return graft_err_set(err, GRAFT_E_NONFINITE, NULL, NULL, 0, "the merge gives %llu NaN or infinite values (the first at element %zu) from finite "
+                                                                  "inputs: a weight or scale too large for the dtype; nothing was written "
+                                                                  "(--allow-nonfinite writes them anyway)", (unsigned long long)bad, first);
+    }
+    if (bad) fprintf(stderr, "graft: warning: %llu NaN or infinite values written (--allow-nonfinite)\n", (unsigned long long)bad);
+    int rc = graft_writer_write(j->w, id, 0, enc, (size_t)nb, err);
     graft__free(enc);
     return rc;
 }
@@ -222,8 +238,8 @@ static int dense_delta(const struct job *j, const struct mod *x, float *const *A
     float **xs = graft__calloc(T, sizeof *xs);
     int rc = pr && blk && keep && xs && (j->k.prune != PR_MAG || scratch) ? GRAFT_OK : nomem(err);
     for (size_t t = 0; !rc && t < T; t++) {
-        const struct ad *a = &j->ads[ids[t]];
-        pr[t] = (struct prune){.how = j->k.prune, .d = a->d, .key = key_of(j, ids[t], x->name, "")};
+        const struct src *sr = &x->src[ids[t]];
+        pr[t] = (struct prune){.how = j->k.prune, .d = j->ads[sr->ad].d, .key = key_of(j, sr->ad, x->name, "")};
         xs[t] = blk + t * br * q;
         if (j->k.prune == PR_MAG) {
             memset(D, 0, (size_t)(p * q) * sizeof *D);
@@ -248,7 +264,8 @@ static int dense_delta(const struct job *j, const struct mod *x, float *const *A
 // PEFT's svd_clamp: both factors clamped to ±(quantile `c` of all their entries, linear interpolation).
 static int clamp_factors(float *U, size_t nu, float *V, size_t nv, double c, struct graft_err *err) {
     size_t n = nu + nv;
-    float *all = graft__malloc((n ? n : 1) * sizeof *all);
+    if (n == 0) return GRAFT_OK;
+    float *all = graft__malloc(n * sizeof *all);
     if (!all) return nomem(err);
     memcpy(all, U, nu * sizeof *U), memcpy(all + nu, V, nv * sizeof *V);
     double pos = c * (double)(n - 1);
@@ -261,11 +278,12 @@ static int clamp_factors(float *U, size_t nu, float *V, size_t nv, double c, str
     return GRAFT_OK;
 }
 
+// A tensor saved whole: base + Σ wᵢ·(Wᵢ − base) over the adapters that save it (the others leave the
+// base's); without a base, the adapters' common bytes (plan() refuses differing ones).
 static int merge_whole(struct job *j, struct mod *x, struct graft_err *err) {
-    size_t first = x->q0;
-    const struct graft_model_tensor *t0 = x->src[first].w;
-    if (x->same) {
-        int rc = graft_writer_write(j->w, x->id_w, 0, graft_model_data(j->ads[first].m, t0), (size_t)t0->info->n_bytes, err);
+    const struct graft_model_tensor *t0 = x->src[0].w;
+    if (!x->bt) {
+        int rc = graft_writer_write(j->w, x->id_w, 0, graft_model_data(j->ads[x->src[0].ad].m, t0), (size_t)t0->info->n_bytes, err);
         graft_progress_add(j->p->progress, t0->info->n_bytes);
         return rc;
     }
@@ -275,13 +293,13 @@ static int merge_whole(struct job *j, struct mod *x, struct graft_err *err) {
     int rc = acc && b && t ? GRAFT_OK : nomem(err);
     if (!rc) rc = load(j->base, x->bt, b, err);
     if (!rc) memcpy(acc, b, (size_t)n * sizeof *acc);
-    for (size_t i = 0; !rc && i < j->n_ad; i++) {
-        if (!x->src[i].w) continue;
-        if ((rc = load(j->ads[i].m, x->src[i].w, t, err))) break;
-        for (uint64_t e = 0; e < n; e++) acc[e] += (float)(j->ads[i].w * ((double)t[e] - (double)b[e]));
-        graft_progress_add(j->p->progress, x->src[i].w->info->n_bytes);
+    for (size_t i = 0; !rc && i < x->n_src; i++) {
+        const struct src *sr = &x->src[i];
+        if ((rc = load(j->ads[sr->ad].m, sr->w, t, err))) break;
+        for (uint64_t e = 0; e < n; e++) acc[e] += (float)(j->ads[sr->ad].w * ((double)t[e] - (double)b[e]));
+        graft_progress_add(j->p->progress, sr->w->info->n_bytes);
     }
-    if (!rc) rc = write_f32(j->w, x->id_w, x->dt, acc, n, err);
+    if (!rc) rc = write_f32(j, x->id_w, x->dt, acc, n, err);
     graft__free(acc), graft__free(b), graft__free(t);
     return rc;
 }
@@ -297,32 +315,33 @@ static int merge_module(void *ctx, size_t item, int ith, struct graft_err *err) 
     }
     const struct comb_kind k = j->k;
     uint64_t p = x->p, q = x->q, R = (uint64_t)x->rank;
-    size_t T = 0, *ids = graft__calloc(j->n_ad, sizeof *ids);
-    uint64_t *rk = graft__calloc(j->n_ad, sizeof *rk);
-    float **A = graft__calloc(j->n_ad, sizeof *A), **B = graft__calloc(j->n_ad, sizeof *B);
-    double *wa = graft__calloc(j->n_ad, sizeof *wa), *wb = graft__calloc(j->n_ad, sizeof *wb);
+    size_t T = 0, ns = x->n_src, *ids = graft__calloc(ns, sizeof *ids);
+    uint64_t *rk = graft__calloc(ns, sizeof *rk);
+    float **A = graft__calloc(ns, sizeof *A), **B = graft__calloc(ns, sizeof *B);
+    double *wa = graft__calloc(ns, sizeof *wa), *wb = graft__calloc(ns, sizeof *wb);
     float *Ao = graft__calloc((size_t)(R * q) + 1, sizeof *Ao), *Bo = graft__calloc((size_t)(p * R) + 1, sizeof *Bo), *bias = NULL, *D = NULL, *tmp = NULL;
     double *U = NULL, *S = NULL, *Vt = NULL, *Bd = NULL, *Ad = NULL;
     struct graft__svd sv = {0};
     int rc = ids && rk && A && B && wa && wb && Ao && Bo ? GRAFT_OK : nomem(err);
-    for (size_t i = 0; !rc && i < j->n_ad; i++) {
+    for (size_t i = 0; !rc && i < ns; i++) {
         const struct src *s = &x->src[i];
+        const struct ad *ai = &j->ads[s->ad];
         if (!s->a) continue;
         ids[T] = i, rk[T] = s->a->info->ne[0];
         A[T] = graft__malloc((size_t)s->a->info->n_elem * sizeof **A + 4), B[T] = graft__malloc((size_t)s->b->info->n_elem * sizeof **B + 4);
         if (!A[T] || !B[T]) { rc = nomem(err); T++; break; }
         T++;
-        if ((rc = load(j->ads[i].m, s->a, A[T - 1], err)) || (rc = load(j->ads[i].m, s->b, B[T - 1], err))) break;
+        if ((rc = load(ai->m, s->a, A[T - 1], err)) || (rc = load(ai->m, s->b, B[T - 1], err))) break;
         graft_progress_add(j->p->progress, s->a->info->n_bytes + s->b->info->n_bytes);
         // PEFT's factor weights: √|wᵢsᵢ| on both, the sign on A only
-        double ws = j->ads[i].w * s->s;
+        double ws = ai->w * s->s;
         wa[T - 1] = (ws < 0 ? -1 : 1) * sqrt(fabs(ws)), wb[T - 1] = sqrt(fabs(ws));
     }
     if (rc) goto out;
     if (j->s->combination == GRAFT_LORA_COMB_CAT) {
         uint64_t off = 0;
         for (size_t t = 0; t < T; t++) {
-            double f = j->ads[ids[t]].w * x->src[ids[t]].s;
+            double f = j->ads[x->src[ids[t]].ad].w * x->src[ids[t]].s;
             for (uint64_t e = 0; e < rk[t] * q; e++) Ao[off * q + e] = (float)(f * (double)A[t][e]);
             for (uint64_t r = 0; r < p; r++)
                 for (uint64_t c = 0; c < rk[t]; c++) Bo[r * R + off + c] = B[t][r * rk[t] + c];
@@ -336,7 +355,8 @@ static int merge_module(void *ctx, size_t item, int ith, struct graft_err *err) 
             float **X = f ? B : A;
             uint64_t n = f ? p * R : R * q;
             for (size_t t = 0; t < T; t++) {
-                struct prune pr = {.how = k.prune, .d = j->ads[ids[t]].d, .key = key_of(j, ids[t], x->name, f ? ".lora_B" : ".lora_A")};
+                size_t ad = x->src[ids[t]].ad;
+                struct prune pr = {.how = k.prune, .d = j->ads[ad].d, .key = key_of(j, ad, x->name, f ? ".lora_B" : ".lora_A")};
                 if (k.prune == PR_MAG) mag_threshold(&pr, X[t], n, scratch);
                 prune_apply(&pr, X[t], (size_t)n, 0, keep);
             }
@@ -349,7 +369,7 @@ static int merge_module(void *ctx, size_t item, int ith, struct graft_err *err) 
         if (!U || !S || !Vt) { rc = nomem(err); goto out; }
         double *w = graft__calloc(T ? T : 1, sizeof *w);
         if (!w) { rc = nomem(err); goto out; }
-        for (size_t t = 0; t < T; t++) w[t] = j->ads[ids[t]].w * (j->s->peft_svd_scaling ? x->src[ids[t]].s : 1.0);
+        for (size_t t = 0; t < T; t++) w[t] = j->ads[x->src[ids[t]].ad].w * (j->s->peft_svd_scaling ? x->src[ids[t]].s : 1.0);
         double energy = 0, tail = 0;
         if (!k.dense) { // Σ wₜ·sₜ·Bₜ·Aₜ = [wₜsₜ·Bₜ]·[Aₜ] in factored form
             uint64_t c = x->rtot, off = 0;
@@ -382,15 +402,16 @@ static int merge_module(void *ctx, size_t item, int ith, struct graft_err *err) 
     if (x->bias) { // Σ wᵢ·sᵢ·biasᵢ (the output's scale is 1)
         bias = graft__calloc((size_t)p, sizeof *bias), tmp = graft__malloc((size_t)p * sizeof *tmp);
         if (!bias || !tmp) { rc = nomem(err); goto out; }
-        for (size_t i = 0; i < j->n_ad; i++) {
-            if (!x->src[i].bias) continue;
-            if ((rc = load(j->ads[i].m, x->src[i].bias, tmp, err))) goto out;
-            for (uint64_t e = 0; e < p; e++) bias[e] += (float)(j->ads[i].w * x->src[i].s * (double)tmp[e]);
+        for (size_t i = 0; i < ns; i++) {
+            const struct src *sr = &x->src[i];
+            if (!sr->bias) continue;
+            if ((rc = load(j->ads[sr->ad].m, sr->bias, tmp, err))) goto out;
+            for (uint64_t e = 0; e < p; e++) bias[e] += (float)(j->ads[sr->ad].w * sr->s * (double)tmp[e]);
         }
-        if ((rc = write_f32(j->w, x->id_bias, x->bias_dt, bias, p, err))) goto out;
+        if ((rc = write_f32(j, x->id_bias, x->bias_dt, bias, p, err))) goto out;
     }
-    if ((rc = write_f32(j->w, x->id_a, x->dt, Ao, R * q, err))) goto out;
-    rc = write_f32(j->w, x->id_b, x->dt, Bo, p * R, err);
+    if ((rc = write_f32(j, x->id_a, x->dt, Ao, R * q, err))) goto out;
+    rc = write_f32(j, x->id_b, x->dt, Bo, p * R, err);
 out:
     for (size_t t = 0; A && B && t < T; t++) graft__free(A[t]), graft__free(B[t]);
     graft__svd_free(&sv);
@@ -412,10 +433,15 @@ static int cfail(const struct job *j, size_t ad, const char *module, struct graf
     return graft_err_set(err, GRAFT_E_CONFIG, j->ads[ad].dir, NULL, 0, "module '%s': %s", module, msg);
 }
 
+// Dimensions an adapter may declare: every buffer below is a product of two of them (or of one and a
+// rank), so bounding each by 2³¹ and the products we allocate keeps size_t arithmetic exact.
+#define DIM_MAX (((uint64_t)1 << 31) - 1)
+
 static int plan_module(struct job *j, struct mod *x, const struct ent *e, size_t ne, struct graft_err *err) {
-    size_t n_ad = j->n_ad;
+    // the module's sources, one per adapter (entries are sorted by adapter, then kind)
     for (size_t i = 0; i < ne; i++) {
-        struct src *s = &x->src[e[i].ad];
+        if (!x->n_src || x->src[x->n_src - 1].ad != e[i].ad) x->src[x->n_src++] = (struct src){.ad = e[i].ad};
+        struct src *s = &x->src[x->n_src - 1];
         const struct graft_model_tensor **slot = e[i].kind == K_A || e[i].kind == K_EA ? &s->a : e[i].kind == K_B || e[i].kind == K_EB ? &s->b
                                                : e[i].kind == K_BIAS ? &s->bias : &s->w;
         if (*slot) return graft_err_set(err, GRAFT_E_FORMAT, j->ads[e[i].ad].file, e[i].t->info->name, e[i].t->info->name_len, "module given twice");
@@ -423,91 +449,91 @@ static int plan_module(struct job *j, struct mod *x, const struct ent *e, size_t
         if (e[i].kind == K_EA || e[i].kind == K_EB) x->embedding = true;
         if (e[i].kind == K_WHOLE) x->whole = true;
     }
-    bool first = true;
-    for (size_t i = 0; i < n_ad; i++) {
+    for (size_t i = 0; i < x->n_src; i++) {
         struct src *s = &x->src[i];
-        const struct ad *a = &j->ads[i];
+        const struct ad *a = &j->ads[s->ad];
         if (x->whole) {
-            if (!s->w) continue;
             const struct graft_tensor_info *t = s->w->info;
             if (s->a || s->b || s->bias) return graft_err_set(err, GRAFT_E_FORMAT, a->file, t->name, t->name_len, "both whole and LoRA factors");
-            if (first) {
-                x->dt = t->dtype, x->p = t->n_dims ? t->ne[0] : 1, x->q = t->n_dims && t->ne[0] ? t->n_elem / t->ne[0] : 1, x->same = true, x->q0 = i;
-                first = false;
+            if (!graft_dtype_is_float_target(t->dtype))
+                return graft_err_set(err, GRAFT_E_FORMAT, a->file, t->name, t->name_len, "saved whole as %s: only float16, bfloat16 and float32 tensors are merged",
+                                     graft_dtype_traits(t->dtype) ? graft_dtype_traits(t->dtype)->name : "?");
+            if (i == 0) {
+                x->dt = t->dtype, x->p = t->n_dims ? t->ne[0] : 1, x->q = t->n_dims && t->ne[0] ? t->n_elem / t->ne[0] : 1, x->same = true;
                 continue;
             }
-            const struct graft_tensor_info *t0 = x->src[x->q0].w->info;
+            const struct graft_tensor_info *t0 = x->src[0].w->info;
             bool shape = t->n_dims == t0->n_dims;
             for (int d = 0; shape && d < t->n_dims; d++) shape = t->ne[d] == t0->ne[d];
-            if (!shape) return cfail(j, i, x->name, err, "this adapter saves it whole with another shape than an earlier adapter: adapters of different models?");
+            if (!shape) return cfail(j, s->ad, x->name, err, "this adapter saves it whole with another shape than an earlier adapter: adapters of different models?");
             x->same = x->same && t->dtype == t0->dtype &&
-                      !memcmp(graft_model_data(a->m, s->w), graft_model_data(j->ads[x->q0].m, x->src[x->q0].w), (size_t)t->n_bytes);
+                      !memcmp(graft_model_data(a->m, s->w), graft_model_data(j->ads[x->src[0].ad].m, x->src[0].w), (size_t)t->n_bytes);
             continue;
         }
-        if (!s->a && !s->b && !s->bias) continue;
         const struct graft_model_tensor *any = s->a ? s->a : s->b ? s->b : s->bias;
         if (!s->a || !s->b)
             return graft_err_set(err, GRAFT_E_FORMAT, a->file, any->info->name, any->info->name_len,
                                  s->bias && !s->a && !s->b ? "lora_B.bias without lora_A / lora_B" : "the adapter has only one of lora_A / lora_B for this module");
         const struct graft_tensor_info *A = s->a->info, *B = s->b->info;
-        if (A->n_dims != 2 || B->n_dims != 2 || B->ne[1] != A->ne[0] || A->ne[0] == 0)
+        if (A->n_dims != 2 || B->n_dims != 2 || B->ne[1] != A->ne[0] || A->ne[0] == 0 || A->ne[1] == 0 || B->ne[0] == 0)
             return graft_err_set(err, GRAFT_E_FORMAT, a->file, A->name, A->name_len,
-                                 "lora_A and lora_B must be 2-D, [r, in] and [out, r] (convolution LoRA is not merged in adapter space)");
-        if (!graft_dtype_is_float_target(A->dtype) || !graft_dtype_is_float_target(B->dtype))
-            return graft_err_set(err, GRAFT_E_FORMAT, a->file, A->name, A->name_len, "LoRA factors must be float16, bfloat16 or float32");
+                                 "lora_A and lora_B must be 2-D and non-empty, [r, in] and [out, r] (convolution LoRA is not merged in adapter space)");
+        if (A->ne[0] > DIM_MAX || A->ne[1] > DIM_MAX || B->ne[0] > DIM_MAX)
+            return graft_err_set(err, GRAFT_E_LIMIT, a->file, A->name, A->name_len, "factor dimensions beyond 2³¹");
+        if (!graft_dtype_is_float_target(A->dtype) || !graft_dtype_is_float_target(B->dtype) || (s->bias && !graft_dtype_is_float_target(s->bias->info->dtype)))
+            return graft_err_set(err, GRAFT_E_FORMAT, a->file, A->name, A->name_len, "LoRA factors and biases must be float16, bfloat16 or float32");
         if (s->bias && s->bias->info->n_elem != B->ne[0])
             return graft_err_set(err, GRAFT_E_FORMAT, a->file, s->bias->info->name, s->bias->info->name_len, "lora_B.bias length differs from lora_B's rows");
         uint64_t r = A->ne[0];
         int rc = graft__lora_scale(&a->cfg, x->name, r, &s->s, a->file, A->name, A->name_len, err);
         if (rc) return rc;
-        if (first) {
-            x->p = B->ne[0], x->q = A->ne[1], x->dt = A->dtype, x->r0 = r, x->q0 = i;
-            first = false;
+        if (i == 0) {
+            x->p = B->ne[0], x->q = A->ne[1], x->dt = A->dtype, x->r0 = r;
         } else if (B->ne[0] != x->p || A->ne[1] != x->q) {
-            return cfail(j, i, x->name, err, "its factors make a %llu × %llu update where an earlier adapter's make %llu × %llu: adapters of different models?",
+            return cfail(j, s->ad, x->name, err, "its factors make a %llu × %llu update where an earlier adapter's make %llu × %llu: adapters of different models?",
                          (unsigned long long)B->ne[0], (unsigned long long)A->ne[1], (unsigned long long)x->p, (unsigned long long)x->q);
         } else if (r != x->r0) {
             x->r0 = 0;
         }
-        if (s->bias) x->bias = true, x->bias_dt = s->bias->info->dtype;
+        if (s->bias && !x->bias) x->bias = true, x->bias_dt = s->bias->info->dtype; // the first adapter's dtype
         x->rtot += r;
     }
-    if (first) return graft_err_set(err, GRAFT_E_INTERNAL, NULL, x->name, strlen(x->name), "empty module");
+    if (!x->whole && x->rtot > DIM_MAX) return cfail(j, x->src[0].ad, x->name, err, "the ranks sum past 2³¹");
     if (!x->whole && j->k.factor_space && !x->r0) {
-        size_t a0 = 0, a1;
-        while (!x->src[a0].a) a0++;
-        for (a1 = a0 + 1; !x->src[a1].a || x->src[a1].a->info->ne[0] == x->src[a0].a->info->ne[0]; a1++) {}
-        return cfail(j, a1, x->name, err, "rank %llu here but %llu in %s: %s needs equal ranks (cat or svd merge different ranks)",
-                     (unsigned long long)x->src[a1].a->info->ne[0], (unsigned long long)x->src[a0].a->info->ne[0], j->ads[a0].dir,
+        size_t a1 = 1;
+        while (x->src[a1].a->info->ne[0] == x->src[0].a->info->ne[0]) a1++;
+        return cfail(j, x->src[a1].ad, x->name, err, "rank %llu here but %llu in %s: %s needs equal ranks (cat or svd merge different ranks)",
+                     (unsigned long long)x->src[a1].a->info->ne[0], (unsigned long long)x->src[0].a->info->ne[0], j->ads[x->src[0].ad].dir,
                      graft_lora_combination_name(j->s->combination));
     }
+    // the dense types hold p × q floats three times and a Gram matrix of min(p, q)²
+    uint64_t pq;
+    if (!x->whole && j->k.dense && (__builtin_mul_overflow(x->p, x->q, &pq) || pq > ((uint64_t)1 << 36) || (x->p < x->q ? x->p : x->q) > ((uint64_t)1 << 20)))
+        return cfail(j, x->src[0].ad, x->name, err, "a %llu × %llu update is too large for %s (it needs the dense matrix)", (unsigned long long)x->p,
+                     (unsigned long long)x->q, graft_lora_combination_name(j->s->combination));
     // the base, when given, must have the module with this shape
     if (j->base) {
         char name[1200];
         snprintf(name, sizeof name, x->whole ? "%s" : "%s.weight", x->name);
         const struct graft_model_tensor *bt = graft__lora_find_or_tied(j->base, name);
-        size_t a0 = 0;
-        while (!(x->whole ? x->src[a0].w : x->src[a0].a)) a0++;
+        size_t a0 = x->src[0].ad;
         if (!bt) return cfail(j, a0, x->name, err, "the base model has no tensor '%s': is this adapter for another model?", name);
         const struct graft_tensor_info *t = bt->info;
         bool fits;
-        if (x->whole) fits = t->n_elem == x->p * x->q && (t->n_dims ? t->ne[0] : 1) == x->p;
+        if (x->whole) fits = t->n_elem == x->p * x->q && (t->n_dims ? t->ne[0] : 1) == x->p && graft_dtype_is_float_target(t->dtype);
         else if (x->embedding || j->ads[a0].cfg.fan_in_fan_out) fits = t->n_dims == 2 && t->ne[0] == x->q && t->ne[1] == x->p;
         else fits = t->n_dims >= 2 && t->ne[0] == x->p && t->n_elem == x->p * x->q;
-        if (!fits) return cfail(j, a0, x->name, err, "does not fit the base's '%s' (%d-D, %llu rows): is this adapter for another model?", name, t->n_dims,
-                                (unsigned long long)(t->n_dims ? t->ne[0] : 1));
+        if (!fits) return cfail(j, a0, x->name, err, "does not fit the base's '%s' (%d-D, %llu rows, %s): is this adapter for another model?", name, t->n_dims,
+                                (unsigned long long)(t->n_dims ? t->ne[0] : 1), graft_dtype_traits(t->dtype) ? graft_dtype_traits(t->dtype)->name : "?");
         x->bt = bt;
     }
-    if (x->whole && !x->same && !x->bt) {
-        size_t a0 = 0;
-        while (!x->src[a0].w) a0++;
-        return cfail(j, a0, x->name, err, "several adapters replace this tensor whole (modules_to_save) with different values: give base_model so that "
-                                          "graft can combine them as base + Σ wᵢ·(Wᵢ − base)");
-    }
-    if (x->whole && !x->same && !graft_dtype_is_float_target(x->dt))
-        return cfail(j, 0, x->name, err, "whole tensors of this dtype cannot be combined");
+    if (x->whole && !x->same && !x->bt)
+        return cfail(j, x->src[0].ad, x->name, err, "several adapters replace this tensor whole (modules_to_save) with different values: give base_model so that "
+                                                   "graft can combine them as base + Σ wᵢ·(Wᵢ − base)");
     return GRAFT_OK;
 }
+
+static int mod_cmp(const void *k, const void *m) { return strcmp(k, ((const struct mod *)m)->name); }
 
 static int plan(struct job *j, struct graft_err *err) {
     size_t total = 0;
@@ -534,29 +560,30 @@ static int plan(struct job *j, struct graft_err *err) {
     size_t groups = 0;
     for (size_t i = 0; i < ne; i++) groups += i == 0 || e[i].len != e[i - 1].len || memcmp(e[i].name, e[i - 1].name, e[i].len);
     j->mods = graft__calloc(groups ? groups : 1, sizeof *j->mods);
-    struct src *srcs = graft__calloc(groups * j->n_ad + 1, sizeof *srcs);
-    int rc = j->mods && srcs ? GRAFT_OK : nomem(err);
-    if (rc) { graft__free(srcs); graft__free(e); return rc; }
-    for (size_t i = 0; !rc && i < ne;) {
+    j->srcs = graft__calloc(ne + 1, sizeof *j->srcs); // at most one source per entry
+    int rc = j->mods && j->srcs ? GRAFT_OK : nomem(err);
+    for (size_t i = 0, used = 0; !rc && i < ne;) {
         size_t k = i + 1;
         while (k < ne && e[k].len == e[i].len && !memcmp(e[k].name, e[i].name, e[i].len)) k++;
         struct mod *x = &j->mods[j->n++];
-        *x = (struct mod){.src = srcs + (j->n - 1) * j->n_ad, .id_a = -1, .id_b = -1, .id_bias = -1, .id_w = -1, .rel_error = -1};
+        *x = (struct mod){.src = j->srcs + used, .id_a = -1, .id_b = -1, .id_bias = -1, .id_w = -1, .rel_error = -1};
         if (!(x->name = graft__strndup(e[i].name, e[i].len))) rc = nomem(err);
         if (!rc) rc = plan_module(j, x, e + i, k - i, err);
+        used += x->n_src;
         i = k;
     }
-    // a whole "<m>.weight" and LoRA factors on module <m> would both change the same tensor
+    // a whole "<m>.weight" and LoRA factors on module <m> would both change the same tensor (modules
+    // are sorted by name: a binary search each)
     for (size_t i = 0; !rc && i < j->n; i++) {
         const struct mod *x = &j->mods[i];
         size_t l = strlen(x->name);
         if (!x->whole || !ends_with(x->name, l, ".weight")) continue;
-        for (size_t k = 0; k < j->n; k++)
-            if (!j->mods[k].whole && strlen(j->mods[k].name) == l - 7 && !memcmp(j->mods[k].name, x->name, l - 7)) {
-                rc = graft_err_set(err, GRAFT_E_CONFIG, NULL, NULL, 0, "module '%s': one adapter replaces it whole (modules_to_save) and another "
-                                                                    "gives it LoRA factors: they cannot be merged in adapter space", j->mods[k].name);
-                break;
-            }
+        char key[1010];
+        snprintf(key, sizeof key, "%.*s", (int)(l - 7), x->name);
+        const struct mod *hit = bsearch(key, j->mods, j->n, sizeof *j->mods, mod_cmp);
+        if (hit && !hit->whole)
+            rc = graft_err_set(err, GRAFT_E_CONFIG, NULL, NULL, 0, "module '%s': one adapter replaces it whole (modules_to_save) and another "
+                                                                "gives it LoRA factors: they cannot be merged in adapter space", key);
     }
     graft__free(e);
     return rc;
@@ -567,8 +594,8 @@ static int plan(struct job *j, struct graft_err *err) {
 static void choose_ranks(struct job *j) {
     uint64_t maxr = 0;
     for (size_t i = 0; i < j->n; i++)
-        for (size_t a = 0; !j->mods[i].whole && a < j->n_ad; a++)
-            if (j->mods[i].src[a].a && j->mods[i].src[a].a->info->ne[0] > maxr) maxr = j->mods[i].src[a].a->info->ne[0];
+        for (size_t a = 0; !j->mods[i].whole && a < j->mods[i].n_src; a++)
+            if (j->mods[i].src[a].a->info->ne[0] > maxr) maxr = j->mods[i].src[a].a->info->ne[0];
     for (size_t i = 0; i < j->n; i++) {
         struct mod *x = &j->mods[i];
         if (x->whole) continue;
@@ -587,40 +614,44 @@ static void choose_ranks(struct job *j) {
 
 static int str_cmp(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 
-// Sorted unique last name components of the LoRA (whole = false) or whole modules.
+// Sorted unique last name components of the LoRA (whole = false) or whole modules (not the `X.bias`
+// tensors of LoRA modules: PEFT's bias="all" / "lora_only" saves those, they are no modules_to_save);
+// NULL for lack of memory.
 static json_t *last_components(const struct job *j, bool whole) {
     json_t *arr = json_array();
-    const char **last = graft__calloc(j->n ? j->n : 1, sizeof *last);
+    char **last = graft__calloc(j->n ? j->n : 1, sizeof *last);
     size_t nl = 0;
-    if (!arr || !last) { json_decref(arr), graft__free(last); return NULL; }
-    for (size_t i = 0; i < j->n; i++) {
+    bool ok = arr && last;
+    for (size_t i = 0; ok && i < j->n; i++) {
         const struct mod *x = &j->mods[i];
         if (x->whole != whole) continue;
         char tmp[1200];
         snprintf(tmp, sizeof tmp, "%s", x->name);
+        if (whole && ends_with(tmp, strlen(tmp), ".bias")) continue;
         if (whole && ends_with(tmp, strlen(tmp), ".weight")) tmp[strlen(tmp) - 7] = 0;
-        else if (whole && ends_with(tmp, strlen(tmp), ".bias")) tmp[strlen(tmp) - 5] = 0;
         const char *l = strrchr(tmp, '.');
-        l = l ? l + 1 : tmp;
-        bool seen = false;
-        for (size_t k = 0; k < nl && !seen; k++) seen = !strcmp(last[k], l);
-        if (!seen && !(last[nl++] = graft__strdup(l))) { nl--; break; }
+        ok = (last[nl++] = graft__strdup(l ? l + 1 : tmp)) != NULL;
     }
-    qsort(last, nl, sizeof *last, str_cmp);
-    for (size_t k = 0; k < nl; k++) json_array_append_new(arr, json_string(last[k])), graft__free((void *)last[k]);
+    if (ok) qsort(last, nl, sizeof *last, str_cmp);
+    for (size_t k = 0; ok && k < nl; k++)
+        if (!k || strcmp(last[k - 1], last[k])) ok = json_array_append_new(arr, json_string(last[k])) == 0;
+    for (size_t k = 0; last && k < nl; k++) graft__free(last[k]);
     graft__free(last);
+    if (!ok) json_decref(arr), arr = NULL;
     return arr;
 }
 
 // The first adapter's adapter_config.json with what describes the merged adapter: r = the largest rank,
 // lora_alpha = r and patterns for the others (every scale 1), target_modules / modules_to_save of the
-// result, use_rslora off (the scales are folded into the factors), lora_bias when a bias was merged.
+// result, use_rslora off (the scales are folded into the factors), lora_bias when a bias was merged;
+// selections that would hide modules of the other adapters (layers_* when they differ,
+// exclude_modules, target_parameters) dropped.
 static int write_config(struct job *j, struct graft_err *err) {
     json_t *root = json_deep_copy(j->ads[0].cfg.root), *rp = json_object(), *ap = json_object(), *tm = last_components(j, false),
            *ms = last_components(j, true);
     struct graft__buf b;
     graft__buf_init(&b, SIZE_MAX / 2);
-    int r = 0, rc = GRAFT_OK;
+    int r = 0, rc = GRAFT_OK, bad = 0;
     bool bias = false;
     if (!root || !rp || !ap || !tm || !ms) { rc = nomem(err); goto out; }
     for (size_t i = 0; i < j->n; i++)
@@ -629,27 +660,29 @@ static int write_config(struct job *j, struct graft_err *err) {
         const struct mod *x = &j->mods[i];
         if (x->whole) continue;
         bias |= x->bias;
-        if (x->rank != r) json_object_set_new(rp, x->name, json_integer(x->rank)), json_object_set_new(ap, x->name, json_integer(x->rank));
+        if (x->rank != r) bad |= json_object_set_new(rp, x->name, json_integer(x->rank)) | json_object_set_new(ap, x->name, json_integer(x->rank));
     }
-    // layer selections that differ between the adapters no longer describe the union
     static const char *const sel[] = {"layers_to_transform", "layers_pattern"};
-    for (size_t s = 0; s < 2; s++)
+    for (size_t k = 0; k < 2; k++)
         for (size_t i = 1; i < j->n_ad; i++)
-            if (!json_equal(json_object_get(root, sel[s]), json_object_get(j->ads[i].cfg.root, sel[s])) &&
-                (json_object_get(root, sel[s]) || json_object_get(j->ads[i].cfg.root, sel[s])))
-                json_object_set_new(root, sel[s], json_null());
+            if (!json_equal(json_object_get(root, sel[k]), json_object_get(j->ads[i].cfg.root, sel[k])) &&
+                (json_object_get(root, sel[k]) || json_object_get(j->ads[i].cfg.root, sel[k])))
+                bad |= json_object_set_new(root, sel[k], json_null());
+    json_object_del(root, "exclude_modules"), json_object_del(root, "target_parameters");
     const char *bm = json_string_value(json_object_get(root, "base_model_name_or_path"));
-    if ((!bm || !*bm) && j->s->base_ref) json_object_set_new(root, "base_model_name_or_path", json_string(j->s->base_ref));
-    json_object_set_new(root, "r", json_integer(r ? r : 1));
-    json_object_set_new(root, "lora_alpha", json_integer(r ? r : 1));
-    json_object_set_new(root, "rank_pattern", rp);
-    json_object_set_new(root, "alpha_pattern", ap);
-    json_object_set_new(root, "target_modules", tm);
-    json_object_set_new(root, "modules_to_save", json_array_size(ms) ? ms : json_null());
-    if (!json_array_size(ms)) json_decref(ms);
-    json_object_set_new(root, "use_rslora", json_false());
-    if (bias) json_object_set_new(root, "lora_bias", json_true());
+    if ((!bm || !*bm) && j->s->base_ref) bad |= json_object_set_new(root, "base_model_name_or_path", json_string(j->s->base_ref));
+    bm = json_string_value(json_object_get(root, "base_model_name_or_path"));
+    bad |= json_object_set_new(root, "r", json_integer(r ? r : 1));
+    bad |= json_object_set_new(root, "lora_alpha", json_integer(r ? r : 1));
+    bad |= json_object_set_new(root, "rank_pattern", rp);
+    bad |= json_object_set_new(root, "alpha_pattern", ap);
+    bad |= json_object_set_new(root, "target_modules", tm);
+    if (json_array_size(ms)) bad |= json_object_set_new(root, "modules_to_save", ms);
+    else bad |= json_object_set_new(root, "modules_to_save", json_null()), json_decref(ms);
+    bad |= json_object_set_new(root, "use_rslora", json_false());
+    if (bias) bad |= json_object_set_new(root, "lora_bias", json_true());
     rp = ap = tm = ms = NULL;
+    if (bad) { rc = nomem(err); goto out; }
     graft__json_dump_pretty(&b, root);
     if (b.failed) { rc = nomem(err); goto out; }
     rc = graft_writer_add_file(j->w, "adapter_config.json", b.data, b.len, err);
@@ -657,8 +690,7 @@ static int write_config(struct job *j, struct graft_err *err) {
     if (rc) goto out;
     graft__buf_init(&b, 1u << 20);
     graft__buf_printf(&b, "---\nbase_model: %s\nlibrary_name: peft\ntags:\n- graft\n- lora\n---\n# LoRA adapter\n\nMerged with `graft merge-lora` "
-                          "(combination %s) from %zu adapters:\n\n", bm && *bm ? bm : j->s->base_ref ? j->s->base_ref : "",
-                      graft_lora_combination_name(j->s->combination), j->n_ad);
+                          "(combination %s) from %zu adapters:\n\n", bm ? bm : "", graft_lora_combination_name(j->s->combination), j->n_ad);
     for (size_t i = 0; i < j->n_ad; i++) {
         const char *slash = strrchr(j->ads[i].dir, '/');
         graft__buf_printf(&b, "- `%s`, weight %g\n", slash && slash[1] ? slash + 1 : j->ads[i].dir, j->ads[i].w);
@@ -683,6 +715,8 @@ int graft_lora_merge(const struct graft_lora_merge_spec *s, const char *target, 
                      struct graft_err *err) {
     if (!s->n_inputs) return graft_err_set(err, GRAFT_E_CONFIG, NULL, NULL, 0, "no adapter to merge");
     if ((unsigned)s->combination >= GRAFT_LORA_COMB_COUNT) return graft_err_set(err, GRAFT_E_CONFIG, NULL, NULL, 0, "unknown combination");
+    if (!(s->svd_clamp >= 0 && s->svd_clamp <= 1)) return graft_err_set(err, GRAFT_E_CONFIG, NULL, NULL, 0, "svd_clamp must be a quantile in (0, 1] (0: off)");
+    if (s->rank < 0) return graft_err_set(err, GRAFT_E_CONFIG, NULL, NULL, 0, "rank must be ≥ 1 (0: the largest input rank)");
     graft__blas_single_thread();
     struct job j = {.s = s, .p = p, .k = kind_of(s->combination), .n_ad = s->n_inputs};
     int rc = GRAFT_OK;
@@ -723,9 +757,7 @@ int graft_lora_merge(const struct graft_lora_merge_spec *s, const char *target, 
         for (size_t i = 0; !rc && i < j.n; i++) {
             struct mod *x = &j.mods[i];
             if (x->whole) {
-                size_t a0 = 0;
-                while (!x->src[a0].w) a0++;
-                const struct graft_tensor_info *t = x->src[a0].w->info;
+                const struct graft_tensor_info *t = x->src[0].w->info;
                 rc = declare(j.w, x->name, "", t->dtype, t->n_dims, t->ne, &x->id_w, err);
                 continue;
             }
@@ -753,12 +785,12 @@ int graft_lora_merge(const struct graft_lora_merge_spec *s, const char *target, 
     }
     if (rc && rep) graft__free(rep->mods), rep->mods = NULL;
     graft_writer_free(j.w);
-    if (j.mods) graft__free(j.mods[0].src);
+    graft__free(j.srcs);
     for (size_t i = 0; i < j.n; i++) graft__free(j.mods[i].name);
     graft__free(j.mods);
     for (size_t i = 0; i < j.n_ad; i++) {
         graft_model_close(j.ads[i].m);
-        json_decref(j.ads[i].cfg.root);
+        graft__lora_cfg_free(&j.ads[i].cfg);
         graft__free(j.ads[i].dir), graft__free(j.ads[i].file);
     }
     graft__free(j.ads);
@@ -852,8 +884,13 @@ int graft_lora_merge_merge_config(const char *config_path, const char *target, c
                                                                         "adapters of one base (BASE+ADAPTER)", s->line, (int)bl, s->model);
             goto out;
         }
-        double w = 1, d = 1;
-        if ((rc = num_param(c, s, "weight", 1, &w, err)) || (rc = num_param(c, s, "density", 1, &d, err))) goto out;
+        double w = NAN, d = 1;
+        if ((rc = num_param(c, s, "weight", NAN, &w, err)) || (rc = num_param(c, s, "density", 1, &d, err))) goto out;
+        if (isnan(w) && !(ta && !plus)) { // as the dense merge: linear and task_arithmetic need each model's weight
+            rc = graft_err_set(err, GRAFT_E_CONFIG, config_path, NULL, 0, "line %d: model '%s' has no weight (%s needs one per model)", s->line, s->model,
+                               c->merge_method);
+            goto out;
+        }
         if (d != 1) {
             rc = graft_err_set(err, GRAFT_E_CONFIG, config_path, NULL, 0, "line %d: density %g prunes full weights: --lora-space merges whole updates "
                                                                         "(graft merge-lora has ties/dare in adapter space)", s->line, d);

@@ -3,6 +3,7 @@
 #ifndef GRAFT_OPS_IMPL_H
 #define GRAFT_OPS_IMPL_H
 #include <jansson.h>
+#include <regex.h>
 #include <stdbool.h>
 #include "graft/model.h"
 #include "graft/util.h"
@@ -33,7 +34,14 @@ struct graft_reparam_params;
 int  graft__fold_mup(const struct graft_model *m, const char *target, const struct graft_reparam_params *p, size_t *n_folds, struct graft_err *err);
 
 // PEFT LoRA adapters (lora.c, lora_merge.c).
-struct graft__lora_cfg { double r, alpha; bool rslora, fan_in_fan_out; json_t *rank_pattern, *alpha_pattern, *root; };
+struct graft__lora_pat { const char **key; double *val; regex_t *rx; bool *ok; size_t n; }; // compiled rank/alpha patterns
+struct graft__lora_cfg {
+    double r, alpha;
+    bool   rslora, fan_in_fan_out;
+    json_t *rank_pattern, *alpha_pattern, *root;
+    struct graft__lora_pat rank_rx, alpha_rx;
+};
+void graft__lora_cfg_free(struct graft__lora_cfg *c);
 // The adapter's folder and tensor file (`adapter`: the folder, or its adapter_model.safetensors / .bin).
 int  graft__lora_locate(const char *adapter, char **dir, char **file, struct graft_err *err);
 // adapter_config.json of folder `dir` (c->root owns the JSON: json_decref it).
