@@ -5,7 +5,8 @@
 # checked element for element against NumPy (tests/ref/prune_ref.py); upcycle (experts equal the dense
 # MLP, zero / N(0, σ²) routers, Mixtral config, mergeable); reparam (BN, RepVGG, weight-norm folds
 # against NumPy's own convolution, tests/ref/reparam_ref.py; μP fold of MiniCPM-style checkpoints
-# against the evaluator and llama_ref.py's MiniCPM forward); moe (experts from their models,
+# against the evaluator and llama_ref.py's MiniCPM forward); align (Git Re-Basin permutations against
+# tests/ref/align_ref.py's optimal assignments, logits unchanged); moe (experts from their models,
 # residual/noise scales, routers, Qwen2-MoE with a shared expert, bad configs); expand (logits unchanged under an independent NumPy
 # Llama forward, tests/ref/llama_ref.py); thread-count independence; bad options and inputs fail cleanly with
 # nothing written; in builds with fault injection, failing allocations and writes.
@@ -16,6 +17,8 @@ FAULTS=${2:-}
 G="$PWD/$B/graft"
 QREF="$PWD/tests/ref/quant_ref.py"
 BREF="$PWD/tests/ref/bcq_ref.py"
+AREF="$PWD/tests/ref/align_ref.py"
+CFGS="$PWD/tests/configs"
 PREF="$PWD/tests/ref/prune_ref.py"
 RREF="$PWD/tests/ref/reparam_ref.py"
 LREF="$PWD/tests/ref/llama_ref.py"
@@ -261,6 +264,34 @@ done
 expect 0 "$G" reparam mu-f32untied x27 --fold mup --dry-run
 nothing x27 "fold mup --dry-run"
 
+# ---- align (Git Re-Basin weight matching): B reordered to match A, function unchanged ----
+if "$PY" "$AREF" permute m32 m32p 3 >"$T/py" 2>&1; then ok; else bad "align_ref permute: $(cat "$T/py")"; fi
+expect 0 "$G" align m32p --to m32 al1 --json --threads 2
+cp "$T/out" al1.json
+if "$PY" "$AREF" check m32 m32p al1 al1.json >"$T/py" 2>&1; then ok; else bad "align of a permuted copy: $(cat "$T/py")"; fi
+"$PY" -c "import sys; sys.path.insert(0, '$(dirname "$AREF")'); from lora_ref import load; import numpy as np; A, O = load('m32'), load('al1'); sys.exit(0 if all(np.array_equal(A[k], O[k]) for k in A) else 1)" && ok || bad "aligning a permuted copy of A does not give A back"
+expect 0 "$G" synth mind --layers 2 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --vocab 128 --dtype f32 --seed 21
+for m in mind mbf; do
+    expect 0 "$G" align $m --to m32 al-$m --json
+    cp "$T/out" al-$m.json
+    if "$PY" "$AREF" check m32 $m al-$m al-$m.json >"$T/py" 2>&1; then ok; else bad "align $m: $(cat "$T/py")"; fi
+    "$G" eval $m --tokens mu.ids --ctx 45 --no-bos --dump-logits $m.bin >/dev/null 2>&1 && "$G" eval al-$m --tokens mu.ids --ctx 45 --no-bos --dump-logits al-$m.bin >/dev/null 2>&1
+    "$PY" -c 'import numpy as np, sys; a, b = np.fromfile(sys.argv[1], "<f4"), np.fromfile(sys.argv[2], "<f4"); d = np.abs(a - b).max() / np.abs(a).max(); print(d); sys.exit(0 if a.size == b.size and d < 1e-5 else 1)' $m.bin al-$m.bin > "$T/py" 2>&1 && ok || bad "align changes $m's logits: $(cat "$T/py")"
+done
+expect 0 "$G" align mind --to m32 al-t1 --threads 1
+cmp -s al-t1/model.safetensors al-mind/model.safetensors && ok || bad "align depends on --threads"
+expect 0 "$G" align mind --to m32 al-nh --no-heads --json
+grep -q '"heads_moved": 0' "$T/out" && ! grep -q '"mlp_moved": 0,' "$T/out" && ok || bad "align --no-heads: $(head -c 300 "$T/out")"
+expect 0 "$G" align mind --to m32 al-dry --dry-run
+nothing al-dry "align --dry-run"
+expect 4 "$G" align odd --to m32 x28
+grep -q "B does not have A's shapes\|differ from A's" "$T/err" && ok || bad "align of another shape: $(cat "$T/err")"
+nothing x28 "align of another shape"
+expect 0 "$G" synth phi --like-config "$CFGS/phi-3-mini-4k.json" --layers 1 --hidden 64 --intermediate 96 --heads 4 --kv-heads 4 --vocab 128 --dtype f32
+expect 4 "$G" align phi --to phi x29
+grep -q "Phi3ForCausalLM" "$T/err" && ok || bad "align of Phi-3: $(cat "$T/err")"
+expect 2 "$G" align mind x30
+
 # ---- moe (mergekit-moe configs, Mixtral output) ----
 expect 0 "$G" synth e1 --like m32 --delta 0.05 --seed 11
 expect 0 "$G" synth e2 --like m32 --delta 0.05 --seed 12
@@ -444,6 +475,7 @@ if [ "$FAULTS" = faults ]; then
     alloc_faults 2 fu "$G" upcycle m32 fu --experts 3 --top-k 2 --threads 2
     alloc_faults 1 fr.safetensors "$G" reparam conv.safetensors fr.safetensors --fold repvgg --threads 2
     alloc_faults 1 fmu "$G" reparam mu-f32--tie fmu --fold mup --threads 2
+    alloc_faults 1 fal "$G" align mind --to m32 fal --threads 2
     alloc_faults 2 fm "$G" moe moe.yml fm --threads 2
     alloc_faults 1 fx2 "$G" expand m32 fx2 --hidden 80 --add-layers 1@1 --threads 2
     for spec in write fsync rename; do

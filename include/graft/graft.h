@@ -42,5 +42,6 @@
 #include "reparam.h"
 #include "moe.h"
 #include "expand.h"
+#include "align.h"
 
 #endif

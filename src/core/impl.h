@@ -194,6 +194,9 @@ int graft__dist_status(const struct graft_dist *d, int rc, const char *label, st
 // graft__svd_factors; *energy = ‖B·A‖_F², *tail = Σ_{j ≥ r} S_j². r ≤ min(p, q, c).
 int    graft__svd_product(double *B, size_t p, size_t c, double *A, size_t q, size_t r, double *U, double *S, double *Vt, double *energy,
                           double *tail, struct graft_err *err);
+// A permutation maximising Σ S[i][perm[i]] over the n × n row-major scores S (the Hungarian method,
+// O(n³); assign.c). S must be finite.
+int    graft__assign_max(const double *S, size_t n, size_t *perm, struct graft_err *err);
 // Make OpenBLAS run each call on the calling thread (graft parallelises over matrices itself).
 void   graft__blas_single_thread(void);
 #endif

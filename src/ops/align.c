@@ -1,0 +1,303 @@
+// Permutation alignment (graft align; include/graft/align.h has the method). Two passes: one work item
+// per layer computes the scores in f32 GEMMs, solves the assignments in double (core/assign.c) and keeps
+// the permutations; then one work item per output tensor writes B's bytes, rows or column blocks
+// gathered by those permutations (no arithmetic: the permuted model is B exactly, reordered).
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include "graft/align.h"
+#include "graft/convert.h"
+#include "graft/writer.h"
+#include "../core/impl.h"
+#include "../io/io-impl.h"
+#include "ops-impl.h"
+
+struct graft_align_params graft_align_default_params(void) {
+    return (struct graft_align_params){.mlp = true, .heads = true, .n_threads = 1};
+}
+
+void graft_align_report_free(struct graft_align_report *r) {
+    if (!r) return;
+    graft__free(r->layers);
+    memset(r, 0, sizeof *r);
+}
+
+static int nomem(struct graft_err *err) { return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); }
+
+struct lay {
+    size_t *mlp;   // I: output neuron i is B's mlp[i] (NULL: not permuted)
+    size_t *head;  // nh: output head h is B's head[h]
+    size_t *group; // nkv
+    struct graft_align_layer r;
+};
+
+struct ajob {
+    const struct graft_model *a, *b;
+    const struct graft_align_params *p;
+    int L, nh, nkv, hd;
+    uint64_t H, I;
+    struct lay *lays;
+    // write pass
+    struct graft_writer *w;
+    long *ids;
+};
+
+static const struct graft_model_tensor *tensor(const struct graft_model *m, int l, const char *part) {
+    char n[160];
+    int len = snprintf(n, sizeof n, "model.layers.%d.%s", l, part);
+    return graft_model_find(m, n, (size_t)len);
+}
+
+static float *load(const struct graft_model *m, const struct graft_model_tensor *t) {
+    float *f = graft__malloc((size_t)t->info->n_elem * sizeof *f + 4);
+    if (!f) return NULL;
+    graft_st_populate(graft_model_shard(m, t->shard), t->info->begin, t->info->n_bytes);
+    graft_row_to_f32(t->info->dtype, graft_model_data(m, t), f, (size_t)t->info->n_elem);
+    return f;
+}
+
+static double dot(const float *x, const float *y, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)x[i] * (double)y[i];
+    return s;
+}
+
+static double cosine(double ab, double aa, double bb) { return aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : 0.0; }
+
+// MLP neurons of layer l: scores S = gate_A·gate_Bᵀ + up_A·up_Bᵀ + down_Aᵀ·down_B (f32 GEMMs), assignment in double.
+static int align_mlp(struct ajob *j, int l, struct lay *y, struct graft_err *err) {
+    const uint64_t H = j->H, I = j->I;
+    const struct graft_model_tensor *ta[3], *tb[3];
+    static const char *const parts[3] = {"mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"};
+    for (int k = 0; k < 3; k++) ta[k] = tensor(j->a, l, parts[k]), tb[k] = tensor(j->b, l, parts[k]);
+    float *A[3] = {0}, *B[3] = {0}, *S = graft__calloc((size_t)(I * I), sizeof *S);
+    double *Sd = graft__malloc((size_t)(I * I) * sizeof *Sd);
+    y->mlp = graft__malloc((size_t)I * sizeof *y->mlp);
+    int rc = S && Sd && y->mlp ? GRAFT_OK : nomem(err);
+    for (int k = 0; !rc && k < 3; k++)
+        if (!(A[k] = load(j->a, ta[k])) || !(B[k] = load(j->b, tb[k]))) rc = nomem(err);
+    if (!rc) {
+        graft__sgemm_acc(false, true, (size_t)I, (size_t)I, (size_t)H, 1.0f, A[0], (size_t)H, B[0], (size_t)H, S, (size_t)I);
+        graft__sgemm_acc(false, true, (size_t)I, (size_t)I, (size_t)H, 1.0f, A[1], (size_t)H, B[1], (size_t)H, S, (size_t)I);
+        graft__sgemm_acc(true, false, (size_t)I, (size_t)I, (size_t)H, 1.0f, A[2], (size_t)I, B[2], (size_t)I, S, (size_t)I);
+        for (uint64_t i = 0; i < I * I; i++) Sd[i] = (double)S[i];
+        rc = graft__assign_max(Sd, (size_t)I, y->mlp, err);
+    }
+    if (!rc) {
+        double before = 0, after = 0, aa = 0, bb = 0;
+        for (uint64_t i = 0; i < I; i++) before += Sd[i * I + i], after += Sd[i * I + y->mlp[i]], y->r.mlp_moved += y->mlp[i] != i;
+        for (int k = 0; k < 3; k++) aa += dot(A[k], A[k], (size_t)(I * H)), bb += dot(B[k], B[k], (size_t)(I * H));
+        y->r.mlp_before = cosine(before, aa, bb), y->r.mlp_after = cosine(after, aa, bb);
+    }
+    for (int k = 0; k < 3; k++) graft__free(A[k]), graft__free(B[k]);
+    graft__free(S), graft__free(Sd);
+    return rc;
+}
+
+// Attention of layer l: query heads scored by their q rows and o_proj columns, k/v groups by their k and
+// v rows plus the best assignment of their query heads; groups assigned, then heads within each group.
+static int align_heads(struct ajob *j, int l, struct lay *y, struct graft_err *err) {
+    const uint64_t H = j->H, hd = (uint64_t)j->hd, nh = (uint64_t)j->nh, nkv = (uint64_t)j->nkv, g = nh / nkv;
+    static const char *const parts[4] = {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.o_proj.weight"};
+    float *A[4] = {0}, *B[4] = {0};
+    double *Q = graft__malloc((size_t)(nh * nh) * sizeof *Q), *K = graft__malloc((size_t)(nkv * nkv) * sizeof *K);
+    double *G = graft__malloc((size_t)(nkv * nkv) * sizeof *G), *sub = graft__malloc((size_t)(g * g) * sizeof *sub);
+    size_t *sp = graft__malloc((size_t)g * sizeof *sp);
+    y->head = graft__malloc((size_t)nh * sizeof *y->head), y->group = graft__malloc((size_t)nkv * sizeof *y->group);
+    int rc = Q && K && G && sub && sp && y->head && y->group ? GRAFT_OK : nomem(err);
+    for (int k = 0; !rc && k < 4; k++)
+        if (!(A[k] = load(j->a, tensor(j->a, l, parts[k]))) || !(B[k] = load(j->b, tensor(j->b, l, parts[k])))) rc = nomem(err);
+    if (rc) goto out;
+    for (uint64_t ha = 0; ha < nh; ha++)
+        for (uint64_t hb = 0; hb < nh; hb++) {
+            double s = dot(A[0] + ha * hd * H, B[0] + hb * hd * H, (size_t)(hd * H));
+            for (uint64_t r = 0; r < H; r++) s += dot(A[3] + r * nh * hd + ha * hd, B[3] + r * nh * hd + hb * hd, (size_t)hd);
+            Q[ha * nh + hb] = s;
+        }
+    for (uint64_t a = 0; a < nkv; a++)
+        for (uint64_t b = 0; b < nkv; b++)
+            K[a * nkv + b] = dot(A[1] + a * hd * H, B[1] + b * hd * H, (size_t)(hd * H)) + dot(A[2] + a * hd * H, B[2] + b * hd * H, (size_t)(hd * H));
+    for (uint64_t a = 0; !rc && a < nkv; a++)
+        for (uint64_t b = 0; !rc && b < nkv; b++) { // the best query-head assignment between groups a and b
+            for (uint64_t i = 0; i < g; i++)
+                for (uint64_t k = 0; k < g; k++) sub[i * g + k] = Q[(a * g + i) * nh + b * g + k];
+            if ((rc = graft__assign_max(sub, (size_t)g, sp, err))) break;
+            double best = 0;
+            for (uint64_t i = 0; i < g; i++) best += sub[i * g + sp[i]];
+            G[a * nkv + b] = K[a * nkv + b] + best;
+        }
+    if (!rc) rc = graft__assign_max(G, (size_t)nkv, y->group, err);
+    for (uint64_t a = 0; !rc && a < nkv; a++) {
+        uint64_t b = y->group[a];
+        for (uint64_t i = 0; i < g; i++)
+            for (uint64_t k = 0; k < g; k++) sub[i * g + k] = Q[(a * g + i) * nh + b * g + k];
+        if ((rc = graft__assign_max(sub, (size_t)g, sp, err))) break;
+        for (uint64_t i = 0; i < g; i++) y->head[a * g + i] = b * g + sp[i];
+    }
+    if (!rc) {
+        double before = 0, after = 0, aa = 0, bb = 0;
+        for (uint64_t h = 0; h < nh; h++) before += Q[h * nh + h], after += Q[h * nh + y->head[h]], y->r.heads_moved += y->head[h] != h;
+        for (uint64_t a = 0; a < nkv; a++) before += K[a * nkv + a], after += K[a * nkv + y->group[a]];
+        for (int k = 0; k < 4; k++) {
+            size_t n = (size_t)(k == 1 || k == 2 ? nkv * hd * H : nh * hd * H);
+            aa += dot(A[k], A[k], n), bb += dot(B[k], B[k], n);
+        }
+        y->r.attn_before = cosine(before, aa, bb), y->r.attn_after = cosine(after, aa, bb);
+    }
+out:
+    for (int k = 0; k < 4; k++) graft__free(A[k]), graft__free(B[k]);
+    graft__free(Q), graft__free(K), graft__free(G), graft__free(sub), graft__free(sp);
+    return rc;
+}
+
+static int align_layer(void *ctx, size_t item, int ith, struct graft_err *err) {
+    (void)ith;
+    struct ajob *j = ctx;
+    struct lay *y = &j->lays[item];
+    int rc = j->p->mlp ? align_mlp(j, (int)item, y, err) : GRAFT_OK;
+    if (!rc && j->p->heads) rc = align_heads(j, (int)item, y, err);
+    if (rc && err->code == GRAFT_E_NOMEM) graft__err_prefix(err, NULL, "model.layers", 12);
+    return rc;
+}
+
+// How output tensor t is made from B's: rows or columns gathered by blocks of `blk` under `perm`.
+struct how { const size_t *perm; uint64_t blk; bool cols; };
+
+static struct how how_of(const struct ajob *j, const char *name, size_t len) {
+    struct how h = {0};
+    int l, off = 0;
+    if (sscanf(name, "model.layers.%d.%n", &l, &off) != 1 || off <= 0 || l < 0 || l >= j->L) return h;
+    char part[96];
+    size_t pl = len - (size_t)off;
+    if (pl >= sizeof part) return h;
+    memcpy(part, name + off, pl), part[pl] = 0;
+    const struct lay *y = &j->lays[l];
+    if (y->mlp && (!strcmp(part, "mlp.gate_proj.weight") || !strcmp(part, "mlp.up_proj.weight") || !strcmp(part, "mlp.gate_proj.bias") ||
+                   !strcmp(part, "mlp.up_proj.bias")))
+        h = (struct how){y->mlp, 1, false};
+    else if (y->mlp && !strcmp(part, "mlp.down_proj.weight")) h = (struct how){y->mlp, 1, true};
+    else if (y->head && (!strcmp(part, "self_attn.q_proj.weight") || !strcmp(part, "self_attn.q_proj.bias"))) h = (struct how){y->head, (uint64_t)j->hd, false};
+    else if (y->group && (!strcmp(part, "self_attn.k_proj.weight") || !strcmp(part, "self_attn.k_proj.bias") || !strcmp(part, "self_attn.v_proj.weight") ||
+                          !strcmp(part, "self_attn.v_proj.bias")))
+        h = (struct how){y->group, (uint64_t)j->hd, false};
+    else if (y->head && !strcmp(part, "self_attn.o_proj.weight")) h = (struct how){y->head, (uint64_t)j->hd, true};
+    return h;
+}
+
+static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
+    (void)ith;
+    struct ajob *j = ctx;
+    const struct graft_model_tensor *t = graft_model_tensor(j->b, item);
+    const struct graft_tensor_info *ti = t->info;
+    struct how h = how_of(j, ti->name, ti->name_len);
+    if (!h.perm) return graft__ops_copy_tensor(j->w, j->ids[item], j->b, t, NULL, err);
+    const uint8_t *src = graft_model_data(j->b, t);
+    uint8_t *dst = graft__malloc((size_t)ti->n_bytes + 1);
+    if (!dst) return nomem(err);
+    uint64_t es = (uint64_t)graft_dtype_traits(ti->dtype)->bits / 8, rows = ti->n_dims ? ti->ne[0] : 1, cols = ti->n_dims == 2 ? ti->ne[1] : 1;
+    uint64_t rb = cols * es; // bytes per row
+    if (!h.cols) // row blocks of h.blk rows: output block i is B's block perm[i]
+        for (uint64_t i = 0; i < rows / h.blk; i++) memcpy(dst + i * h.blk * rb, src + h.perm[i] * h.blk * rb, (size_t)(h.blk * rb));
+    else // column blocks of h.blk columns in every row
+        for (uint64_t r = 0; r < rows; r++)
+            for (uint64_t i = 0; i < cols / h.blk; i++) memcpy(dst + r * rb + i * h.blk * es, src + r * rb + h.perm[i] * h.blk * es, (size_t)(h.blk * es));
+    int rc = graft_writer_write(j->w, j->ids[item], 0, dst, (size_t)ti->n_bytes, err);
+    graft__free(dst);
+    return rc;
+}
+
+// The shapes both models must have for layer l.
+static int check_layer(const struct ajob *j, int l, struct graft_err *err) {
+    struct { const char *part; uint64_t r, c; bool need; } want[] = {
+        {"mlp.gate_proj.weight", j->I, j->H, j->p->mlp}, {"mlp.up_proj.weight", j->I, j->H, j->p->mlp}, {"mlp.down_proj.weight", j->H, j->I, j->p->mlp},
+        {"self_attn.q_proj.weight", (uint64_t)(j->nh * j->hd), j->H, j->p->heads}, {"self_attn.k_proj.weight", (uint64_t)(j->nkv * j->hd), j->H, j->p->heads},
+        {"self_attn.v_proj.weight", (uint64_t)(j->nkv * j->hd), j->H, j->p->heads}, {"self_attn.o_proj.weight", j->H, (uint64_t)(j->nh * j->hd), j->p->heads}};
+    for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
+        if (!want[k].need) continue;
+        for (int m = 0; m < 2; m++) {
+            const struct graft_model *md = m ? j->b : j->a;
+            const struct graft_model_tensor *t = tensor(md, l, want[k].part);
+            char name[160];
+            snprintf(name, sizeof name, "model.layers.%d.%s", l, want[k].part);
+            if (!t) return graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(md), name, strlen(name), "missing: graft align needs separate q/k/v/o and gate/up/down "
+                                                                                                      "projections (Llama, Mistral, Qwen2/3, Gemma 2/3 layouts)");
+            const struct graft_tensor_info *ti = t->info;
+            const struct graft_dtype_traits *dt = graft_dtype_traits(ti->dtype);
+            if (ti->n_dims != 2 || ti->ne[0] != want[k].r || ti->ne[1] != want[k].c)
+                return graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(md), name, strlen(name), "shape [%llu, %llu] where [%llu, %llu] is needed: %s",
+                                     (unsigned long long)ti->ne[0], (unsigned long long)(ti->n_dims > 1 ? ti->ne[1] : 0), (unsigned long long)want[k].r,
+                                     (unsigned long long)want[k].c, m ? "B does not have A's shapes" : "the config and the tensors disagree");
+            if (!dt || !dt->is_float || !dt->to_f32 || dt->bits % 8)
+                return graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(md), name, strlen(name), "stored as %s: only unquantized floating weights are permuted",
+                                     dt ? dt->name : "?");
+        }
+    }
+    return GRAFT_OK;
+}
+
+int graft_align(const struct graft_model *a, const struct graft_model *b, const char *target, const struct graft_align_params *p,
+                struct graft_align_report *rep, struct graft_err *err) {
+    if (!p->mlp && !p->heads) return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "nothing to align: both the MLP and the heads are off");
+    const char *ca = graft_model_config_json(a), *cb = graft_model_config_json(b);
+    if (!ca || !cb) return graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(ca ? b : a), NULL, 0, "graft align needs model folders with config.json");
+    graft__blas_single_thread();
+    json_t *ja = json_loads(ca, 0, NULL), *jb = json_loads(cb, 0, NULL);
+    struct ajob j = {.a = a, .b = b, .p = p};
+    struct graft_writer *w = NULL;
+    int rc = ja && jb ? GRAFT_OK : graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(ja ? b : a), NULL, 0, "config.json cannot be parsed");
+    const char *arch = rc ? NULL : json_string_value(json_array_get(json_object_get(ja, "architectures"), 0)),
+               *archb = rc ? NULL : json_string_value(json_array_get(json_object_get(jb, "architectures"), 0));
+    static const char *const ok_arch[] = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM"};
+    bool known = false;
+    for (size_t k = 0; arch && k < sizeof ok_arch / sizeof ok_arch[0]; k++) known |= !strcmp(arch, ok_arch[k]);
+    if (!rc && !known)
+        rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(a), NULL, 0, "architecture %s: graft align permutes Llama, Mistral, Qwen2/3 and Gemma 2/3 "
+                                                                          "decoders (separate projections; Phi-3's fused ones and MoE experts are not)", arch ? arch : "(none)");
+    if (!rc && (!archb || strcmp(arch, archb)))
+        rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(b), NULL, 0, "architecture %s, A's is %s: align models of one architecture",
+                           archb ? archb : "(none)", arch);
+    if (!rc) {
+        j.L = (int)graft__json_int(ja, "num_hidden_layers", -1), j.nh = (int)graft__json_int(ja, "num_attention_heads", -1);
+        j.nkv = (int)graft__json_int(ja, "num_key_value_heads", j.nh), j.H = (uint64_t)graft__json_int(ja, "hidden_size", -1);
+        j.I = (uint64_t)graft__json_int(ja, "intermediate_size", -1);
+        const struct graft_model_tensor *q = tensor(a, 0, "self_attn.q_proj.weight");
+        j.hd = q && j.nh > 0 && q->info->n_dims == 2 && q->info->ne[0] % (uint64_t)j.nh == 0 ? (int)(q->info->ne[0] / (uint64_t)j.nh) : -1;
+        if (j.L < 1 || j.L > 4096 || j.nh < 1 || j.nh > 4096 || j.nkv < 1 || j.nh % j.nkv || j.hd < 1 || (int64_t)j.H < 1 || j.H > (1u << 20) ||
+            (int64_t)j.I < 1 || j.I > (1u << 20))
+            rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(a), NULL, 0, "config.json: layers, heads, hidden_size or intermediate_size missing or "
+                                                                                  "inconsistent with the q_proj weights");
+        if (!rc && (graft__json_int(jb, "num_hidden_layers", -1) != j.L || graft__json_int(jb, "num_attention_heads", -1) != j.nh ||
+                    graft__json_int(jb, "num_key_value_heads", graft__json_int(jb, "num_attention_heads", -1)) != j.nkv ||
+                    graft__json_int(jb, "hidden_size", -1) != (long)j.H || graft__json_int(jb, "intermediate_size", -1) != (long)j.I))
+            rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(b), NULL, 0, "layers, heads, hidden or intermediate sizes differ from A's");
+    }
+    for (int l = 0; !rc && l < j.L; l++) rc = check_layer(&j, l, err);
+    if (!rc && !(j.lays = graft__calloc((size_t)j.L, sizeof *j.lays))) rc = nomem(err);
+    if (!rc) rc = graft_pool_run(p->n_threads > 0 ? p->n_threads : 1, (size_t)j.L, align_layer, &j, NULL, NULL, err);
+    if (!rc && rep && !(rep->layers = graft__calloc((size_t)j.L, sizeof *rep->layers))) rc = nomem(err); // now: nothing may fail once OUT exists
+    if (!rc && !p->dry_run) {
+        size_t nt = graft_model_n_tensors(b);
+        rc = graft__ops_writer_open(b, target, p->max_shard_bytes, p->writer_flags, &w, err);
+        j.w = w;
+        if (!rc && !(j.ids = graft__calloc(nt + 1, sizeof *j.ids))) rc = nomem(err);
+        for (size_t i = 0; !rc && i < nt; i++) {
+            const struct graft_tensor_info *t = graft_model_tensor(b, i)->info;
+            if ((j.ids[i] = graft_writer_add_tensor(w, t->name, t->name_len, t->dtype, t->n_dims, t->ne, err)) < 0) rc = (int)j.ids[i];
+        }
+        if (!rc) rc = graft_writer_layout(w, err);
+        if (!rc) rc = graft_pool_run(p->n_threads > 0 ? p->n_threads : 1, nt, write_one, &j, NULL, NULL, err);
+        if (!rc && !graft__ops_single_file(target)) rc = graft_writer_copy_side_files(w, b, NULL, err);
+        if (!rc) rc = graft_writer_commit(w, err);
+    }
+    if (!rc && rep) {
+        for (int l = 0; l < j.L; l++) rep->layers[l] = j.lays[l].r;
+        rep->n_layers = j.L;
+    }
+    if (rc && rep) graft_align_report_free(rep);
+    graft_writer_free(w);
+    for (int l = 0; j.lays && l < j.L; l++) graft__free(j.lays[l].mlp), graft__free(j.lays[l].head), graft__free(j.lays[l].group);
+    graft__free(j.lays), graft__free(j.ids);
+    json_decref(ja), json_decref(jb);
+    return rc;
+}
