@@ -282,6 +282,10 @@ expect 0 "$G" align mind --to m32 al-t1 --threads 1
 cmp -s al-t1/model.safetensors al-mind/model.safetensors && ok || bad "align depends on --threads"
 expect 0 "$G" align mind --to m32 al-nh --no-heads --json
 grep -q '"heads_moved": 0' "$T/out" && ! grep -q '"mlp_moved": 0,' "$T/out" && ok || bad "align --no-heads: $(head -c 300 "$T/out")"
+expect 0 "$G" align mind --to m32 al-nr --no-residual --json
+cp "$T/out" al-nr.json
+if "$PY" "$AREF" check m32 mind al-nr al-nr.json >"$T/py" 2>&1; then ok; else bad "align --no-residual: $(cat "$T/py")"; fi
+grep -q '"residual_moved": 0}' al-nr.json && ok || bad "align --no-residual moved residual channels"
 expect 0 "$G" align mind --to m32 al-dry --dry-run
 nothing al-dry "align --dry-run"
 expect 4 "$G" align odd --to m32 x28

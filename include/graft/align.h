@@ -2,8 +2,7 @@
 // B's MLP neurons and attention heads so that its weights best match model A's, without changing what
 // B computes. Then a linear merge of A and B averages corresponding units instead of unrelated ones.
 //
-// Per decoder layer (Llama, Mistral, Qwen2/3, Gemma 2/3 layouts; the residual stream is not permuted,
-// so the layers are independent and each assignment is optimal, not a coordinate-descent estimate):
+// Per decoder layer (Llama, Mistral, Qwen2/3, Gemma 2/3 layouts):
 //   MLP: S[i][j] = ⟨gate_A[i], gate_B[j]⟩ + ⟨up_A[i], up_B[j]⟩ + ⟨down_A[:, i], down_B[:, j]⟩ over the
 //        intermediate neurons; the permutation maximising Σ S[i][π(i)] (Hungarian method) puts B's
 //        neuron π(i) at position i of gate/up rows and down columns.
@@ -11,6 +10,12 @@
 //        num_heads/num_kv_heads query heads that read it); a pair of groups scores its k and v rows plus
 //        the best assignment of their query heads (q rows and o_proj columns), and the groups are then
 //        assigned by the same method; q/k/v rows (and biases) and o_proj columns move per head.
+// With `residual` (default), the residual stream's channels are permuted too — embedding columns,
+// every RMSNorm gain, the input columns of q/k/v/gate/up, the output rows of o_proj/down (and their
+// biases), lm_head's columns — which RMSNorm and every linear map carry through unchanged. Its score
+// sums ⟨A's channel i, B's channel j⟩ over all those tensors (with the layers' permutations applied),
+// so the layer and residual assignments are solved in turn (coordinate descent) until the residual
+// permutation stops changing; every step maximises its part, so the total never decreases.
 // Everything else is copied; the output's tensors are B's, reordered bit for bit.
 #ifndef GRAFT_ALIGN_H
 #define GRAFT_ALIGN_H
@@ -26,6 +31,8 @@ extern "C" {
 struct graft_align_params {
     bool     mlp;             // permute MLP neurons (default true)
     bool     heads;           // permute attention heads / groups (default true)
+    bool     residual;        // permute the residual stream too, by coordinate descent (default true)
+    int      max_iters;       // coordinate-descent rounds at most (default 20)
     int      n_threads;       // layers aligned side by side
     uint64_t max_shard_bytes;
     unsigned writer_flags;
@@ -42,6 +49,8 @@ struct graft_align_layer {
 struct graft_align_report {
     struct graft_align_layer *layers;
     int n_layers;
+    int iterations;           // coordinate-descent rounds run (1 without the residual permutation)
+    uint64_t residual_moved;  // residual channels not left in place
 };
 void graft_align_report_free(struct graft_align_report *r);
 

@@ -6,7 +6,8 @@
 #include "graft/align.h"
 
 static const char help[] =
-    "Usage: graft align MODEL_B --to MODEL_A OUT [--no-mlp] [--no-heads] [--threads N] [--json] [--dry-run] [--force]\n"
+    "Usage: graft align MODEL_B --to MODEL_A OUT [--no-mlp] [--no-heads] [--no-residual] [--max-iters N] [--threads N]\n"
+    "                   [--json] [--dry-run] [--force]\n"
     "\n"
     "Write MODEL_B with its MLP neurons and attention heads reordered to best match MODEL_A (weight\n"
     "matching, Ainsworth et al.'s Git Re-Basin), so that a linear merge of two independently trained\n"
@@ -14,7 +15,10 @@ static const char help[] =
     "Per layer, the MLP permutation maximises Σ_i ⟨gate_A[i], gate_B[π(i)]⟩ + ⟨up_A[i], up_B[π(i)]⟩ +\n"
     "⟨down_A[:, i], down_B[:, π(i)]⟩ (Hungarian method, O(intermediate³) per layer); key/value head groups\n"
     "move as whole units (k and v rows plus their best-matched query heads' q rows and o_proj columns).\n"
-    "The residual stream is not permuted, so each layer's assignment is exact and independent.\n"
+    "The residual stream's channels are permuted too (embedding and lm_head columns, every norm gain,\n"
+    "q/k/v/gate/up columns, o/down rows): the layers and the residual are assigned in turn (coordinate\n"
+    "descent) until the residual permutation stops changing; --no-residual keeps it and aligns each layer\n"
+    "alone (exact and independent).\n"
     "Llama, Mistral, Qwen2/3 and Gemma 2/3 layouts of the same shapes. Prints per layer the cosine\n"
     "similarity of A's and B's MLP and attention weights before and after, and how many units moved.\n"
     "\n"
@@ -22,6 +26,8 @@ static const char help[] =
     "  --to MODEL_A  the model to match (required)\n"
     "  --no-mlp      leave the MLP neurons in place\n"
     "  --no-heads    leave the attention heads in place\n"
+    "  --no-residual leave the residual stream in place\n"
+    "  --max-iters N coordinate-descent rounds at most (default 20)\n"
     "  --threads N   layers aligned side by side (default: number of CPUs)\n"
     "  --json        the report as JSON on stdout\n"
     "  --dry-run     compute and report; write nothing\n"
@@ -29,7 +35,7 @@ static const char help[] =
     "  -h, --help    this text\n";
 
 int cmd_align(int argc, char **argv) {
-    static const struct option opts[] = {{"to", required_argument, 0, 'a'}, {"no-mlp", no_argument, 0, 'M'}, {"no-heads", no_argument, 0, 'H'},
+    static const struct option opts[] = {{"to", required_argument, 0, 'a'}, {"no-mlp", no_argument, 0, 'M'}, {"no-heads", no_argument, 0, 'H'}, {"no-residual", no_argument, 0, 'R'}, {"max-iters", required_argument, 0, 'i'},
                                          {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'j'}, {"dry-run", no_argument, 0, 'n'},
                                          {"force", no_argument, 0, 'f'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     struct graft_align_params p = graft_align_default_params();
@@ -43,6 +49,8 @@ int cmd_align(int argc, char **argv) {
         case 'a': to = optarg; break;
         case 'M': p.mlp = false; break;
         case 'H': p.heads = false; break;
+        case 'R': p.residual = false; break;
+        case 'i': if (!cli_int("align", "--max-iters", optarg, 1, 1000, &p.max_iters)) return GRAFT_EXIT_USAGE; break;
         case 't': if (!cli_threads("align", optarg, &p.n_threads)) return GRAFT_EXIT_USAGE; break;
         case 'j': json = true; break;
         case 'n': p.dry_run = true; break;
@@ -79,7 +87,11 @@ int cmd_align(int argc, char **argv) {
                    (unsigned long long)y->mlp_moved, y->attn_before, y->attn_after, (unsigned long long)y->heads_moved);
     }
     int n = rep.n_layers ? rep.n_layers : 1;
-    if (json) printf("\n], \"mlp_before\": %.9g, \"mlp_after\": %.9g, \"attn_before\": %.9g, \"attn_after\": %.9g}\n", mb / n, ma / n, ab / n, aa / n);
+    if (json)
+        printf("\n], \"mlp_before\": %.9g, \"mlp_after\": %.9g, \"attn_before\": %.9g, \"attn_after\": %.9g, \"iterations\": %d, \"residual_moved\": %llu}\n",
+               mb / n, ma / n, ab / n, aa / n, rep.iterations, (unsigned long long)rep.residual_moved);
+    else if (p.residual)
+        printf("residual stream: %llu channels moved; %d coordinate-descent rounds\n", (unsigned long long)rep.residual_moved, rep.iterations);
     if (p.dry_run) fprintf(stderr, "graft: dry run: %d layers aligned; nothing written\n", rep.n_layers);
     else fprintf(stderr, "graft: aligned %d layers in %.2fs (mean MLP cosine %.4f → %.4f): %s\n", rep.n_layers, graft_now() - t0, mb / n, ma / n, argv[optind + 1]);
     graft_align_report_free(&rep);

@@ -1,7 +1,9 @@
-// Permutation alignment (graft align; include/graft/align.h has the method). Two passes: one work item
-// per layer computes the scores in f32 GEMMs, solves the assignments in double (core/assign.c) and keeps
-// the permutations; then one work item per output tensor writes B's bytes, rows or column blocks
-// gathered by those permutations (no arithmetic: the permuted model is B exactly, reordered).
+// Permutation alignment (graft align; include/graft/align.h has the method). Each coordinate-descent
+// round: one work item per layer computes its scores (f32 GEMMs, B's residual axis under the current
+// residual permutation) and solves its assignments in double (core/assign.c); then the residual score
+// matrix is accumulated by row blocks (one work item each, every tensor in a fixed order, so its sums do
+// not depend on the threads) and assigned. Last, one work item per output tensor writes B's bytes with
+// rows and columns gathered by the permutations (no arithmetic: the output is B exactly, reordered).
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -14,7 +16,7 @@
 #include "ops-impl.h"
 
 struct graft_align_params graft_align_default_params(void) {
-    return (struct graft_align_params){.mlp = true, .heads = true, .n_threads = 1};
+    return (struct graft_align_params){.mlp = true, .heads = true, .residual = true, .max_iters = 20, .n_threads = 1};
 }
 
 void graft_align_report_free(struct graft_align_report *r) {
@@ -38,6 +40,9 @@ struct ajob {
     int L, nh, nkv, hd;
     uint64_t H, I;
     struct lay *lays;
+    size_t *res;      // H: output residual channel i is B's res[i] (identity without --residual)
+    float *C;         // H × H residual scores
+    size_t n_blk;     // row blocks of C (work items)
     // write pass
     struct graft_writer *w;
     long *ids;
@@ -55,6 +60,34 @@ static float *load(const struct graft_model *m, const struct graft_model_tensor 
     graft_st_populate(graft_model_shard(m, t->shard), t->info->begin, t->info->n_bytes);
     graft_row_to_f32(t->info->dtype, graft_model_data(m, t), f, (size_t)t->info->n_elem);
     return f;
+}
+
+// B's loaded rows × cols matrix with its columns (cols: true) or rows gathered by perm: out[·][i] = in[·][perm[i]].
+static void gather(float *x, uint64_t rows, uint64_t cols, const size_t *perm, bool by_cols, float *tmp) {
+    if (!perm) return;
+    if (by_cols) {
+        for (uint64_t r = 0; r < rows; r++) {
+            for (uint64_t c = 0; c < cols; c++) tmp[c] = x[r * cols + perm[c]];
+            memcpy(x + r * cols, tmp, (size_t)cols * sizeof *x);
+        }
+    } else {
+        for (uint64_t r = 0; r < rows; r++) memcpy(tmp + r * cols, x + perm[r] * cols, (size_t)cols * sizeof *x);
+        memcpy(x, tmp, (size_t)(rows * cols) * sizeof *x);
+    }
+}
+
+// Block version for heads: blocks of `blk` rows (or columns) move together.
+static void gather_blocks(float *x, uint64_t rows, uint64_t cols, const size_t *perm, uint64_t blk, bool by_cols, float *tmp) {
+    if (!perm) return;
+    if (by_cols) {
+        for (uint64_t r = 0; r < rows; r++) {
+            for (uint64_t b = 0; b < cols / blk; b++) memcpy(tmp + b * blk, x + r * cols + perm[b] * blk, (size_t)blk * sizeof *x);
+            memcpy(x + r * cols, tmp, (size_t)cols * sizeof *x);
+        }
+    } else {
+        for (uint64_t b = 0; b < rows / blk; b++) memcpy(tmp + b * blk * cols, x + perm[b] * blk * cols, (size_t)(blk * cols) * sizeof *x);
+        memcpy(x, tmp, (size_t)(rows * cols) * sizeof *x);
+    }
 }
 
 static double dot(const float *x, const float *y, size_t n) {
@@ -75,9 +108,12 @@ static int align_mlp(struct ajob *j, int l, struct lay *y, struct graft_err *err
     double *Sd = graft__malloc((size_t)(I * I) * sizeof *Sd);
     y->mlp = graft__malloc((size_t)I * sizeof *y->mlp);
     int rc = S && Sd && y->mlp ? GRAFT_OK : nomem(err);
+    float *tmp = graft__malloc((size_t)(I * H) * sizeof *tmp);
+    if (!rc && !tmp) rc = nomem(err);
     for (int k = 0; !rc && k < 3; k++)
         if (!(A[k] = load(j->a, ta[k])) || !(B[k] = load(j->b, tb[k]))) rc = nomem(err);
-    if (!rc) {
+    if (!rc) { // B's residual axis as the current residual permutation has it
+        gather(B[0], I, H, j->res, true, tmp), gather(B[1], I, H, j->res, true, tmp), gather(B[2], H, I, j->res, false, tmp);
         graft__sgemm_acc(false, true, (size_t)I, (size_t)I, (size_t)H, 1.0f, A[0], (size_t)H, B[0], (size_t)H, S, (size_t)I);
         graft__sgemm_acc(false, true, (size_t)I, (size_t)I, (size_t)H, 1.0f, A[1], (size_t)H, B[1], (size_t)H, S, (size_t)I);
         graft__sgemm_acc(true, false, (size_t)I, (size_t)I, (size_t)H, 1.0f, A[2], (size_t)I, B[2], (size_t)I, S, (size_t)I);
@@ -91,7 +127,7 @@ static int align_mlp(struct ajob *j, int l, struct lay *y, struct graft_err *err
         y->r.mlp_before = cosine(before, aa, bb), y->r.mlp_after = cosine(after, aa, bb);
     }
     for (int k = 0; k < 3; k++) graft__free(A[k]), graft__free(B[k]);
-    graft__free(S), graft__free(Sd);
+    graft__free(S), graft__free(Sd), graft__free(tmp);
     return rc;
 }
 
@@ -108,7 +144,12 @@ static int align_heads(struct ajob *j, int l, struct lay *y, struct graft_err *e
     int rc = Q && K && G && sub && sp && y->head && y->group ? GRAFT_OK : nomem(err);
     for (int k = 0; !rc && k < 4; k++)
         if (!(A[k] = load(j->a, tensor(j->a, l, parts[k]))) || !(B[k] = load(j->b, tensor(j->b, l, parts[k])))) rc = nomem(err);
+    float *tmp = rc ? NULL : graft__malloc((size_t)(nh * hd * H) * sizeof *tmp);
+    if (!rc && !tmp) rc = nomem(err);
     if (rc) goto out;
+    for (int k = 0; k < 3; k++) gather(B[k], (k ? nkv : nh) * hd, H, j->res, true, tmp);
+    gather(B[3], H, nh * hd, j->res, false, tmp);
+    graft__free(tmp);
     for (uint64_t ha = 0; ha < nh; ha++)
         for (uint64_t hb = 0; hb < nh; hb++) {
             double s = dot(A[0] + ha * hd * H, B[0] + hb * hd * H, (size_t)(hd * H));
@@ -161,28 +202,48 @@ static int align_layer(void *ctx, size_t item, int ith, struct graft_err *err) {
     return rc;
 }
 
-// How output tensor t is made from B's: rows or columns gathered by blocks of `blk` under `perm`.
-struct how { const size_t *perm; uint64_t blk; bool cols; };
+// The role of a tensor (by name): which permutation its rows and its columns follow.
+enum { P_NONE, P_RES, P_MLP, P_HEAD, P_GROUP };
+struct how { int rows, cols; bool known; };
 
-static struct how how_of(const struct ajob *j, const char *name, size_t len) {
-    struct how h = {0};
+static struct how role(const struct ajob *j, const char *name, size_t len, int *layer) {
+    struct how h = {P_NONE, P_NONE, false};
+    *layer = -1;
+    char n[200];
+    if (len >= sizeof n) return h;
+    memcpy(n, name, len), n[len] = 0;
+    if (!strcmp(n, "model.embed_tokens.weight") || !strcmp(n, "lm_head.weight")) return (struct how){P_NONE, P_RES, true};
+    if (!strcmp(n, "model.norm.weight")) return (struct how){P_RES, P_NONE, true};
     int l, off = 0;
-    if (sscanf(name, "model.layers.%d.%n", &l, &off) != 1 || off <= 0 || l < 0 || l >= j->L) return h;
-    char part[96];
-    size_t pl = len - (size_t)off;
-    if (pl >= sizeof part) return h;
-    memcpy(part, name + off, pl), part[pl] = 0;
-    const struct lay *y = &j->lays[l];
-    if (y->mlp && (!strcmp(part, "mlp.gate_proj.weight") || !strcmp(part, "mlp.up_proj.weight") || !strcmp(part, "mlp.gate_proj.bias") ||
-                   !strcmp(part, "mlp.up_proj.bias")))
-        h = (struct how){y->mlp, 1, false};
-    else if (y->mlp && !strcmp(part, "mlp.down_proj.weight")) h = (struct how){y->mlp, 1, true};
-    else if (y->head && (!strcmp(part, "self_attn.q_proj.weight") || !strcmp(part, "self_attn.q_proj.bias"))) h = (struct how){y->head, (uint64_t)j->hd, false};
-    else if (y->group && (!strcmp(part, "self_attn.k_proj.weight") || !strcmp(part, "self_attn.k_proj.bias") || !strcmp(part, "self_attn.v_proj.weight") ||
-                          !strcmp(part, "self_attn.v_proj.bias")))
-        h = (struct how){y->group, (uint64_t)j->hd, false};
-    else if (y->head && !strcmp(part, "self_attn.o_proj.weight")) h = (struct how){y->head, (uint64_t)j->hd, true};
+    if (sscanf(n, "model.layers.%d.%n", &l, &off) != 1 || off <= 0 || l < 0 || l >= j->L) return h;
+    *layer = l;
+    const char *pt = n + off;
+    static const struct { const char *part; int rows, cols; } roles[] = {
+        {"input_layernorm.weight", P_RES, P_NONE}, {"post_attention_layernorm.weight", P_RES, P_NONE},
+        {"pre_feedforward_layernorm.weight", P_RES, P_NONE}, {"post_feedforward_layernorm.weight", P_RES, P_NONE},
+        {"self_attn.q_proj.weight", P_HEAD, P_RES}, {"self_attn.q_proj.bias", P_HEAD, P_NONE},
+        {"self_attn.k_proj.weight", P_GROUP, P_RES}, {"self_attn.k_proj.bias", P_GROUP, P_NONE},
+        {"self_attn.v_proj.weight", P_GROUP, P_RES}, {"self_attn.v_proj.bias", P_GROUP, P_NONE},
+        {"self_attn.o_proj.weight", P_RES, P_HEAD}, {"self_attn.o_proj.bias", P_RES, P_NONE},
+        {"self_attn.q_norm.weight", P_NONE, P_NONE}, {"self_attn.k_norm.weight", P_NONE, P_NONE},
+        {"mlp.gate_proj.weight", P_MLP, P_RES}, {"mlp.gate_proj.bias", P_MLP, P_NONE},
+        {"mlp.up_proj.weight", P_MLP, P_RES}, {"mlp.up_proj.bias", P_MLP, P_NONE},
+        {"mlp.down_proj.weight", P_RES, P_MLP}, {"mlp.down_proj.bias", P_RES, P_NONE}};
+    for (size_t k = 0; k < sizeof roles / sizeof roles[0]; k++)
+        if (!strcmp(pt, roles[k].part)) return (struct how){roles[k].rows, roles[k].cols, true};
     return h;
+}
+
+// The permutation (and its block size) of a role in layer l, or NULL when that axis does not move.
+static const size_t *perm_of(const struct ajob *j, int what, int l, uint64_t *blk) {
+    *blk = what == P_HEAD || what == P_GROUP ? (uint64_t)j->hd : 1;
+    switch (what) {
+    case P_RES: return j->res;
+    case P_MLP: return l >= 0 ? j->lays[l].mlp : NULL;
+    case P_HEAD: return l >= 0 ? j->lays[l].head : NULL;
+    case P_GROUP: return l >= 0 ? j->lays[l].group : NULL;
+    default: return NULL;
+    }
 }
 
 static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
@@ -190,20 +251,57 @@ static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
     struct ajob *j = ctx;
     const struct graft_model_tensor *t = graft_model_tensor(j->b, item);
     const struct graft_tensor_info *ti = t->info;
-    struct how h = how_of(j, ti->name, ti->name_len);
-    if (!h.perm) return graft__ops_copy_tensor(j->w, j->ids[item], j->b, t, NULL, err);
+    int l;
+    struct how h = role(j, ti->name, ti->name_len, &l);
+    uint64_t rb_, cb_;
+    const size_t *rp = perm_of(j, h.rows, l, &rb_), *cp = perm_of(j, h.cols, l, &cb_);
+    if (!rp && !cp) return graft__ops_copy_tensor(j->w, j->ids[item], j->b, t, NULL, err);
     const uint8_t *src = graft_model_data(j->b, t);
     uint8_t *dst = graft__malloc((size_t)ti->n_bytes + 1);
     if (!dst) return nomem(err);
     uint64_t es = (uint64_t)graft_dtype_traits(ti->dtype)->bits / 8, rows = ti->n_dims ? ti->ne[0] : 1, cols = ti->n_dims == 2 ? ti->ne[1] : 1;
     uint64_t rb = cols * es; // bytes per row
-    if (!h.cols) // row blocks of h.blk rows: output block i is B's block perm[i]
-        for (uint64_t i = 0; i < rows / h.blk; i++) memcpy(dst + i * h.blk * rb, src + h.perm[i] * h.blk * rb, (size_t)(h.blk * rb));
-    else // column blocks of h.blk columns in every row
-        for (uint64_t r = 0; r < rows; r++)
-            for (uint64_t i = 0; i < cols / h.blk; i++) memcpy(dst + r * rb + i * h.blk * es, src + r * rb + h.perm[i] * h.blk * es, (size_t)(h.blk * es));
+    for (uint64_t r = 0; r < rows; r++) { // output row r is B's row rp(r); within it, column block c is B's block cp(c)
+        uint64_t sr = rp ? rp[r / rb_] * rb_ + r % rb_ : r;
+        if (!cp) { memcpy(dst + r * rb, src + sr * rb, (size_t)rb); continue; }
+        for (uint64_t c = 0; c < cols / cb_; c++) memcpy(dst + r * rb + c * cb_ * es, src + sr * rb + cp[c] * cb_ * es, (size_t)(cb_ * es));
+    }
     int rc = graft_writer_write(j->w, j->ids[item], 0, dst, (size_t)ti->n_bytes, err);
     graft__free(dst);
+    return rc;
+}
+
+// Rows [i0, i1) of the residual scores C[i][j] = Σ ⟨A's channel i, B's channel j⟩ over every tensor with a
+// residual axis, B's other axis under the layers' current permutations. Tensors in B's order.
+static int res_block(void *ctx, size_t item, int ith, struct graft_err *err) {
+    (void)ith;
+    struct ajob *j = ctx;
+    const uint64_t H = j->H, i0 = item * H / j->n_blk, i1 = (item + 1) * H / j->n_blk, nr = i1 - i0;
+    float *Cb = j->C + i0 * H;
+    memset(Cb, 0, (size_t)(nr * H) * sizeof *Cb);
+    int rc = GRAFT_OK;
+    for (size_t i = 0; !rc && i < graft_model_n_tensors(j->b); i++) {
+        const struct graft_model_tensor *tb = graft_model_tensor(j->b, i), *ta = graft_model_find(j->a, tb->info->name, tb->info->name_len);
+        int l;
+        struct how h = role(j, tb->info->name, tb->info->name_len, &l);
+        if (h.rows != P_RES && h.cols != P_RES) continue;
+        uint64_t rows = tb->info->n_dims ? tb->info->ne[0] : 1, cols = tb->info->n_dims == 2 ? tb->info->ne[1] : 1, blk;
+        float *A = load(j->a, ta), *B = load(j->b, tb), *tmp = graft__malloc((size_t)(rows * cols) * sizeof *tmp + 4);
+        if (!A || !B || !tmp) rc = nomem(err);
+        else if (tb->info->n_dims == 1) { // a gain or bias on the residual stream
+            for (uint64_t r = 0; r < nr; r++)
+                for (uint64_t c = 0; c < H; c++) Cb[r * H + c] += A[i0 + r] * B[c];
+        } else if (h.cols == P_RES) { // reads the stream: rows × H, B's rows under the layer's permutation
+            const size_t *pp = perm_of(j, h.rows, l, &blk);
+            gather_blocks(B, rows, cols, pp, blk, false, tmp);
+            graft__sgemm_acc(true, false, (size_t)nr, (size_t)H, (size_t)rows, 1.0f, A + i0, (size_t)H, B, (size_t)H, Cb, (size_t)H);
+        } else { // writes it: H × cols, B's columns under the layer's permutation
+            const size_t *pp = perm_of(j, h.cols, l, &blk);
+            gather_blocks(B, rows, cols, pp, blk, true, tmp);
+            graft__sgemm_acc(false, true, (size_t)nr, (size_t)H, (size_t)cols, 1.0f, A + i0 * cols, (size_t)cols, B, (size_t)cols, Cb, (size_t)H);
+        }
+        graft__free(A), graft__free(B), graft__free(tmp);
+    }
     return rc;
 }
 
@@ -273,8 +371,51 @@ int graft_align(const struct graft_model *a, const struct graft_model *b, const 
             rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(b), NULL, 0, "layers, heads, hidden or intermediate sizes differ from A's");
     }
     for (int l = 0; !rc && l < j.L; l++) rc = check_layer(&j, l, err);
+    // with the residual stream permuted, every tensor must have a known role, and A must have B's
+    for (size_t i = 0; !rc && p->residual && i < graft_model_n_tensors(b); i++) {
+        const struct graft_tensor_info *t = graft_model_tensor(b, i)->info;
+        const struct graft_model_tensor *ta = graft_model_find(a, t->name, t->name_len);
+        int l;
+        struct how h = role(&j, t->name, t->name_len, &l);
+        if (!h.known)
+            rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(b), t->name, t->name_len, "graft align does not know whether this tensor reads or writes "
+                                                                                             "the residual stream: --no-residual aligns the layers only");
+        else if ((h.rows == P_RES || h.cols == P_RES) &&
+                 (!ta || ta->info->n_elem != t->n_elem || ta->info->n_dims != t->n_dims || !graft_dtype_traits(t->dtype) || !graft_dtype_traits(t->dtype)->to_f32 ||
+                  !graft_dtype_traits(ta->info->dtype) || !graft_dtype_traits(ta->info->dtype)->to_f32))
+            rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(a), t->name, t->name_len, "A lacks this tensor of B, or its shape or dtype differs");
+    }
     if (!rc && !(j.lays = graft__calloc((size_t)j.L, sizeof *j.lays))) rc = nomem(err);
-    if (!rc) rc = graft_pool_run(p->n_threads > 0 ? p->n_threads : 1, (size_t)j.L, align_layer, &j, NULL, NULL, err);
+    int nth = p->n_threads > 0 ? p->n_threads : 1, it = 0;
+    size_t *next = NULL;
+    double *Cd = NULL, *before = rc ? NULL : graft__calloc(2 * (size_t)j.L, sizeof *before);
+    if (!rc && !before) rc = nomem(err);
+    if (!rc && p->residual) {
+        j.res = graft__malloc((size_t)j.H * sizeof *j.res), next = graft__malloc((size_t)j.H * sizeof *next);
+        j.C = graft__malloc((size_t)(j.H * j.H) * sizeof *j.C), Cd = graft__malloc((size_t)(j.H * j.H) * sizeof *Cd);
+        if (!j.res || !next || !j.C || !Cd) rc = nomem(err);
+        for (uint64_t i = 0; !rc && i < j.H; i++) j.res[i] = i;
+        j.n_blk = (size_t)nth < j.H ? (size_t)nth : j.H;
+    }
+    while (!rc) { // coordinate descent: the layers given the residual permutation, then the residual given the layers
+        it++;
+        for (int l = 0; l < j.L; l++) {
+            graft__free(j.lays[l].mlp), graft__free(j.lays[l].head), graft__free(j.lays[l].group);
+            memset(&j.lays[l], 0, sizeof j.lays[l]);
+        }
+        if ((rc = graft_pool_run(nth, (size_t)j.L, align_layer, &j, NULL, NULL, err))) break;
+        if (it == 1) // "before": the scores of B as it is (the first round's residual permutation is the identity)
+            for (int l = 0; l < j.L; l++) before[2 * l] = j.lays[l].r.mlp_before, before[2 * l + 1] = j.lays[l].r.attn_before;
+        if (!p->residual || it >= (p->max_iters > 0 ? p->max_iters : 1)) break;
+        if ((rc = graft_pool_run(nth, j.n_blk, res_block, &j, NULL, NULL, err))) break;
+        for (uint64_t i = 0; i < j.H * j.H; i++) Cd[i] = (double)j.C[i];
+        if ((rc = graft__assign_max(Cd, (size_t)j.H, next, err))) break;
+        if (!memcmp(next, j.res, (size_t)j.H * sizeof *next)) break;
+        memcpy(j.res, next, (size_t)j.H * sizeof *next);
+    }
+    graft__free(next), graft__free(Cd), graft__free(j.C);
+    for (int l = 0; !rc && l < j.L; l++) j.lays[l].r.mlp_before = before[2 * l], j.lays[l].r.attn_before = before[2 * l + 1];
+    graft__free(before);
     if (!rc && rep && !(rep->layers = graft__calloc((size_t)j.L, sizeof *rep->layers))) rc = nomem(err); // now: nothing may fail once OUT exists
     if (!rc && !p->dry_run) {
         size_t nt = graft_model_n_tensors(b);
@@ -292,12 +433,13 @@ int graft_align(const struct graft_model *a, const struct graft_model *b, const 
     }
     if (!rc && rep) {
         for (int l = 0; l < j.L; l++) rep->layers[l] = j.lays[l].r;
-        rep->n_layers = j.L;
+        rep->n_layers = j.L, rep->iterations = it, rep->residual_moved = 0;
+        for (uint64_t i = 0; j.res && i < j.H; i++) rep->residual_moved += j.res[i] != i;
     }
     if (rc && rep) graft_align_report_free(rep);
     graft_writer_free(w);
     for (int l = 0; j.lays && l < j.L; l++) graft__free(j.lays[l].mlp), graft__free(j.lays[l].head), graft__free(j.lays[l].group);
-    graft__free(j.lays), graft__free(j.ids);
+    graft__free(j.lays), graft__free(j.ids), graft__free(j.res);
     json_decref(ja), json_decref(jb);
     return rc;
 }

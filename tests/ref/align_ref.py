@@ -2,12 +2,16 @@
 """Independent NumPy checks for graft align (tests/ops-e2e.sh).
 
   align_ref.py permute MODEL OUT SEED       MODEL with every layer's MLP neurons and attention heads shuffled
-                                            (k/v groups as units, query heads within them): the same function
+                                            (k/v groups as units, query heads within them) and the residual
+                                            stream's channels: the same function
   align_ref.py check A B OUT REPORT.json    OUT is B reordered: every tensor is B's, the permuted ones gathered by
                                             one permutation per layer (gate/up rows and down columns; q rows and
                                             o_proj column blocks per head, k/v row blocks per group, heads moving
-                                            with their group); each assignment's score equals the optimum this file
-                                            finds with its own Hungarian solver; the reported cosines are recomputed
+                                            with their group), and one residual permutation (embedding and lm_head
+                                            columns, norm gains, q/k/v/gate/up columns, o/down rows); each layer
+                                            assignment's score equals the optimum this file finds with its own
+                                            Hungarian solver given the residual permutation, and that permutation is
+                                            the optimum given the layers'; the reported cosines are recomputed
 """
 import json
 import os
@@ -86,11 +90,37 @@ def permute_layer(P, mlp, head, group, hd):
     return out
 
 
+RES_VEC = ("input_layernorm.weight", "post_attention_layernorm.weight", "pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight",
+           "self_attn.o_proj.bias", "mlp.down_proj.bias")
+RES_IN = ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight")
+RES_OUT = ("self_attn.o_proj.weight", "mlp.down_proj.weight")
+
+
+def permute_residual(W, L, res):
+    """W with the residual stream's channels reordered: channel i = the old channel res[i]."""
+    W = dict(W)
+    for k in ("model.embed_tokens.weight", "lm_head.weight"):
+        if k in W:
+            W[k] = W[k][:, res]
+    W["model.norm.weight"] = W["model.norm.weight"][res]
+    for l in range(L):
+        p = "model.layers.%d." % l
+        for k in RES_VEC:
+            if p + k in W:
+                W[p + k] = W[p + k][res]
+        for k in RES_IN:
+            W[p + k] = W[p + k][:, res]
+        for k in RES_OUT:
+            W[p + k] = W[p + k][res]
+    return W
+
+
 def permute(model, out, seed):
     W = load(model)
     L, nh, nkv = cfg(model)
     rng = np.random.default_rng(seed)
     g = nh // nkv
+    W = permute_residual(W, L, rng.permutation(W["model.norm.weight"].shape[0]))
     for l in range(L):
         P = parts(W, l)
         hd = P["self_attn.q_proj.weight"].shape[0] // nh
@@ -120,8 +150,15 @@ def check(a, b, out, report):
     A, B, O = load(a), load(b), load(out)
     L, nh, nkv = cfg(a)
     g = nh // nkv
-    rep = json.load(open(report))["layers"]
+    R = json.load(open(report))
+    rep = R["layers"]
+    res = recover(O["model.embed_tokens.weight"].T.copy(), B["model.embed_tokens.weight"].T.copy(), 1)
+    if res is None:
+        fail("the output's embedding columns are not B's, reordered")
+    Bu = B  # B as it came, for the untouched tensors
+    B = permute_residual(B, L, res)  # B's residual axis as the output has it: the layers are checked against this
     moved = set()
+    perms = []
     for l in range(L):
         PA, PB, PO = parts(A, l), parts(B, l), parts(O, l)
         moved |= {"model.layers.%d.%s" % (l, k) for k in PA}
@@ -165,12 +202,36 @@ def check(a, b, out, report):
         if abs(rep[l]["mlp_after"] - cos) > 1e-5 or rep[l]["mlp_moved"] != int((mlp != np.arange(len(mlp))).sum()):
             fail("layer %d: reported MLP cosine %s / moved %s, recomputed %.6g / %d" % (l, rep[l]["mlp_after"], rep[l]["mlp_moved"], cos,
                                                                                          (mlp != np.arange(len(mlp))).sum()))
+        perms.append((mlp, head, group, hd))
+    # the residual permutation maximises Σ C[i][res(i)] given the layers' permutations (unless the
+    # descent stopped at its round limit)
+    n = len(res)
+    C = np.zeros((n, n))
+    Bl = permute_residual(Bu, L, np.arange(n))  # B's own residual order; layers' permutations applied below
+    for k in ("model.embed_tokens.weight", "lm_head.weight"):
+        if k in A:
+            C += A[k].astype(np.float64).T @ Bl[k].astype(np.float64)
+    C += np.outer(A["model.norm.weight"], Bl["model.norm.weight"])
+    for l, (mlp, head, group, hd) in enumerate(perms):
+        P = permute_layer(parts(Bl, l), mlp, head, group, hd)
+        p = "model.layers.%d." % l
+        for k in RES_VEC:
+            if p + k in A:
+                C += np.outer(A[p + k], Bl[p + k])
+        for k in RES_IN:
+            C += A[p + k].astype(np.float64).T @ P[k].astype(np.float64)
+        for k in RES_OUT:
+            C += A[p + k].astype(np.float64) @ P[k].astype(np.float64).T
+    best = hungarian_max(C)
+    got_r, best_r = C[np.arange(n), res].sum(), C[np.arange(n), best].sum()
+    if R.get("iterations", 1) < 20 and got_r < best_r - 1e-5 * np.abs(C).sum() / n:
+        fail("residual assignment scores %.9g, the optimum given the layers is %.9g" % (got_r, best_r))
     for k in B:
         if k not in moved and not np.array_equal(B[k], O[k]):
             fail("%s changed" % k)
     if set(O) != set(B):
         fail("the output's tensors are not B's")
-    print("ok align (%d layers)" % L)
+    print("ok align (%d layers, residual moved %d)" % (L, (res != np.arange(n)).sum()))
 
 
 if __name__ == "__main__":
