@@ -88,8 +88,8 @@ int cmd_align(int argc, char **argv) {
     }
     int n = rep.n_layers ? rep.n_layers : 1;
     if (json)
-        printf("\n], \"mlp_before\": %.9g, \"mlp_after\": %.9g, \"attn_before\": %.9g, \"attn_after\": %.9g, \"iterations\": %d, \"residual_moved\": %llu}\n",
-               mb / n, ma / n, ab / n, aa / n, rep.iterations, (unsigned long long)rep.residual_moved);
+        printf("\n], \"mlp_before\": %.9g, \"mlp_after\": %.9g, \"attn_before\": %.9g, \"attn_after\": %.9g, \"iterations\": %d, \"residual\": %s, \"residual_moved\": %llu}\n",
+               mb / n, ma / n, ab / n, aa / n, rep.iterations, p.residual ? "true" : "false", (unsigned long long)rep.residual_moved);
     else if (p.residual)
         printf("residual stream: %llu channels moved; %d coordinate-descent rounds\n", (unsigned long long)rep.residual_moved, rep.iterations);
     if (p.dry_run) fprintf(stderr, "graft: dry run: %d layers aligned; nothing written\n", rep.n_layers);
