@@ -6,7 +6,8 @@
 # forward (tests/ref/llama_ref.py) for Llama (f32, bf16, tied), Qwen2 (biases, f16), Mistral (sliding
 # window), rope_scaling llama3 and linear, non-overlapping and strided windows, with and without BOS;
 # thread-count independence; --collect gram / act-norm against NumPy, and act-norm feeding
-# `graft prune --wanda`; bad tokenizers, configs and token files fail cleanly.
+# `graft prune --wanda`; bad tokenizers, configs and token files fail cleanly; tokensurgeon (every
+# approach, byte-level and Metaspace vocabularies both ways) against tests/ref/tokensurgeon_ref.py.
 # Usage: tests/eval-e2e.sh BUILD_DIR [faults]
 set -u
 B=${1:?build dir}
@@ -272,6 +273,61 @@ expect 0 "$G" quantize m32 q8 --scheme int8
 expect 3 "$G" eval q8 --tokens rand.ids
 grep -q "dtype I8: the forward pass reads F32, F16 or BF16" "$T/err" && ok || bad "int8 weights: $(cat "$T/err")"
 expect 2 "$G" eval mbf --tokens rand.ids --bos --no-bos --ctx 8 --max-tokens 1
+# ---- tokensurgeon: a model given a donor's tokenizer, against tests/ref/tokensurgeon_ref.py ----
+SREF="$(dirname "$TREF")/tokensurgeon_ref.py"
+nothing() { [ ! -e "$1" ] && ! ls -A | grep -q "graft-tmp" && ok || bad "$2: left output or a temp folder behind"; }
+mkts() { # mkts DIR HIDDEN VOCAB SEED TIE TOKDIR: a synth model with tok_ref.py's tokenizer
+    "$G" synth $1 --layers 1 --hidden $2 --intermediate 96 --heads 4 --kv-heads 2 --vocab $3 --dtype f32 --seed $4 $5 >/dev/null 2>&1 &&
+    cp $6/tokenizer.json $6/tokenizer_config.json $1/ && ok || bad "could not make $1"
+}
+printf '{"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"}' > tok-llama3/tokenizer_config.json
+printf '{"bos_token": {"content": "<|begin_of_text|>"}, "eos_token": "<|end_of_text|>"}' > tok-gpt2/tokenizer_config.json
+vocab_of() { "$PY" -c 'import json, sys; t = json.load(open(sys.argv[1] + "/tokenizer.json")); print(max(list(t["model"]["vocab"].values()) + [a["id"] for a in t["added_tokens"]]) + 1)' $1; }
+mkts tsA 64 $(vocab_of tok-llama3) 1 "" tok-llama3       # byte-level (Ġ), untied
+mkts tsB 48 $(( $(vocab_of tok-gpt2) + 5 )) 2 "" tok-gpt2 # byte-level, another width, 5 rows without a token
+mkts tsC 32 $(vocab_of tok-metaspace) 3 --tie tok-metaspace # Metaspace (▁), tied
+for pair in "tsA tsB" "tsA tsC" "tsC tsA"; do
+    set -- $pair
+    for ap in omp mean zero subword; do
+        expect 0 "$G" tokensurgeon $1 $2 ts-$1-$2-$ap --approach $ap --k 6 --json --threads 2
+        cp "$T/out" ts-$1-$2-$ap.json
+        if "$PY" "$SREF" check $1 $2 ts-$1-$2-$ap $ap 6 ts-$1-$2-$ap.json >"$T/py" 2>&1; then ok; else bad "tokensurgeon $1 ← $2 $ap: $(cat "$T/py")"; fi
+    done
+done
+grep -q '"unused": 5' ts-tsA-tsB-omp.json && ok || bad "tokensurgeon: rows without a token: $(cat ts-tsA-tsB-omp.json)"
+grep -q '"approximated": 0,' ts-tsA-tsC-omp.json && bad "Metaspace ← byte-level approximated nothing" || ok
+expect 0 "$G" tokensurgeon tsA tsC ts-t1 --k 6 --threads 1
+cmp -s ts-t1/model.safetensors ts-tsA-tsC-omp/model.safetensors && ok || bad "tokensurgeon depends on --threads"
+# the transplanted model runs with the donor's tokenizer
+expect 0 "$G" eval ts-tsA-tsC-omp --text plain.txt --ctx 32
+"$G" inspect ts-tsC-tsA-omp | grep -q " lm_head.weight" && bad "a tied model gained an lm_head" || ok
+# no shared token: omp has nothing to build from (exit 4); the other approaches still work
+mkdir -p tok-alien && "$PY" - tok-metaspace tok-alien <<'PYEOF'
+import json, sys
+t = json.load(open(sys.argv[1] + "/tokenizer.json", encoding="utf-8"))
+ren = lambda s: "\u2603" + s  # a snowman in front of every token: nothing matches the byte-level vocabulary
+t["model"]["vocab"] = {ren(k): v for k, v in t["model"]["vocab"].items()}
+t["model"]["merges"] = []
+for a in t["added_tokens"]:
+    a["content"] = ren(a["content"])
+t["model"]["unk_token"] = ren(t["model"]["unk_token"])
+t["post_processor"] = None
+json.dump(t, open(sys.argv[2] + "/tokenizer.json", "w", encoding="utf-8"), ensure_ascii=False)
+json.dump({}, open(sys.argv[2] + "/tokenizer_config.json", "w"))
+PYEOF
+mkts tsX 32 $(vocab_of tok-alien) 4 "" tok-alien
+expect 4 "$G" tokensurgeon tsA tsX x-ts
+grep -q "share no token" "$T/err" && ok || bad "no overlap: $(cat "$T/err")"
+nothing x-ts "tokensurgeon without overlap"
+expect 0 "$G" tokensurgeon tsA tsX ts-x-mean --approach mean
+rm -f tsB2 && cp -r tsB tsB2 && rm tsB2/tokenizer.json
+expect 3 "$G" tokensurgeon tsA tsB2 x-ts2
+grep -q "tokenizer.json" "$T/err" && ok || bad "donor without tokenizer.json: $(cat "$T/err")"
+expect 2 "$G" tokensurgeon tsA tsB x-ts3 --approach nearest
+expect 2 "$G" tokensurgeon tsA tsB x-ts3 --k 0
+expect 0 "$G" tokensurgeon tsA tsB x-ts4 --dry-run
+nothing x-ts4 "tokensurgeon --dry-run"
+
 if [ "$FAULTS" = faults ]; then
     n=1 fails=0
     while [ $n -le 400 ]; do
@@ -282,6 +338,8 @@ if [ "$FAULTS" = faults ]; then
         n=$((n + 7))
     done
     echo "# eval allocation faults: $fails failing points exercised"
+    alloc_faults 2 ts-f "$G" tokensurgeon tsA tsC ts-f --k 6 --threads 2
+    alloc_faults 2 ts-fs "$G" tokensurgeon tsA tsB ts-fs --approach subword
 fi
 # the trained family `make demo` ships (demo/family): valid folders, and really trained — each expert
 # scores its own domain's held-out text better than the base does, and the base beats a random model

@@ -43,5 +43,6 @@
 #include "moe.h"
 #include "expand.h"
 #include "align.h"
+#include "tokensurgeon.h"
 
 #endif

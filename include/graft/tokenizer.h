@@ -56,6 +56,9 @@ int32_t graft_tokenizer_bos(const struct graft_tokenizer *t);
 int32_t graft_tokenizer_n_ids(const struct graft_tokenizer *t);
 // Id of a token's exact string, or -1.
 int32_t graft_tokenizer_find(const struct graft_tokenizer *t, const char *s, size_t len);
+// The vocabulary string of id (as tokenizer.json spells it: "Ġthe", "▁the", "<0x0A>", added tokens'
+// content), or NULL for an id with no token; *len its length in bytes.
+const char *graft_tokenizer_token(const struct graft_tokenizer *t, int32_t id, size_t *len);
 
 #ifdef __cplusplus
 }

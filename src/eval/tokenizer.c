@@ -564,6 +564,12 @@ int graft_tokenizer_load(const char *dir, struct graft_tokenizer **out, struct g
 
 int32_t graft_tokenizer_bos(const struct graft_tokenizer *t) { return t->bos; }
 int32_t graft_tokenizer_n_ids(const struct graft_tokenizer *t) { return t->n_ids; }
+const char *graft_tokenizer_token(const struct graft_tokenizer *t, int32_t id, size_t *len) {
+    if (id < 0 || id >= t->n_ids || !t->str[id]) return NULL;
+    *len = t->slen[id];
+    return t->str[id];
+}
+
 int32_t graft_tokenizer_find(const struct graft_tokenizer *t, const char *s, size_t len) { return vocab_find(t, s, len); }
 
 // ---- encoding ----------------------------------------------------------------------------------------
