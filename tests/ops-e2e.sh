@@ -18,6 +18,7 @@ G="$PWD/$B/graft"
 QREF="$PWD/tests/ref/quant_ref.py"
 BREF="$PWD/tests/ref/bcq_ref.py"
 AREF="$PWD/tests/ref/align_ref.py"
+export AREFDIR="$PWD/tests/ref"
 CFGS="$PWD/tests/configs"
 PREF="$PWD/tests/ref/prune_ref.py"
 RREF="$PWD/tests/ref/reparam_ref.py"
@@ -59,6 +60,12 @@ for m in m32 mbf; do
         expect 0 "$G" verify $q
     done
 done
+# no alternation (the greedy start alone): α still stored descending, codes moved with them
+expect 0 "$G" quantize mbf mbf-r0 --scheme bcq --bits 4 --group 32 --rounds 0
+expect 0 "$G" dequantize mbf-r0 mbf-r0-dq --dtype f32
+cp "$T/out" /dev/null
+"$G" quantize mbf mbf-r0b --scheme bcq --bits 4 --group 32 --rounds 0 > mbf-r0.txt 2>/dev/null
+if "$PY" "$BREF" check mbf-f32 mbf-r0 mbf-r0-dq 4 32 0 mbf-r0.txt >"$T/py" 2>&1; then ok; else bad "bcq --rounds 0: $(cat "$T/py")"; fi
 grep -q '"quant_method": "graft_bcq"' m32-bcq3-32-1/config.json && grep -q '"shift": true' m32-bcq3-32-1/config.json && ok || bad "bcq quantization_config"
 expect 0 "$G" quantize mbf bt1 --scheme bcq --bits 3 --group 32 --threads 1
 cmp -s bt1/model.safetensors mbf-bcq3-32-0/model.safetensors && bad "bcq groups of 32 and 40 gave the same bytes" || ok
@@ -261,6 +268,12 @@ for badv in '"scale_emb": "x"' '"scale_emb": -1' '"scale_emb": 0' '"scale_depth"
     grep -q 'config.json: "\(scale_\|dim_model\)' "$T/err" && ok || bad "fold mup with $badv: $(cat "$T/err")"
     nothing x26 "fold mup with a bad scalar"
 done
+cp -r m32 mu5 && "$PY" -c 'import json, sys; p = sys.argv[1]; c = json.load(open(p)); c.update(scale_emb=12, dim_model_base=16); json.dump(c, open(p, "w"))' mu5/config.json
+expect 4 "$G" reparam mu5 x28 --fold mup
+grep -q "ignores scale_emb" "$T/err" && ok || bad "fold mup of a Llama config with μP keys: $(cat "$T/err")"
+rm -rf mu6 && cp -r mu-f32untied mu6 && "$PY" -c 'import json, sys; p = sys.argv[1]; c = json.load(open(p)); c.update(use_mup=False); json.dump(c, open(p, "w"))' mu6/config.json
+expect 4 "$G" reparam mu6 x29 --fold mup
+grep -q "use_mup: false" "$T/err" && ok || bad "fold mup with use_mup false: $(cat "$T/err")"
 expect 0 "$G" reparam mu-f32untied x27 --fold mup --dry-run
 nothing x27 "fold mup --dry-run"
 
@@ -295,6 +308,29 @@ expect 0 "$G" synth phi --like-config "$CFGS/phi-3-mini-4k.json" --layers 1 --hi
 expect 4 "$G" align phi --to phi x29
 grep -q "Phi3ForCausalLM" "$T/err" && ok || bad "align of Phi-3: $(cat "$T/err")"
 expect 2 "$G" align mind x30
+expect 2 "$G" align mind --to m32 x31 --max-iters 1
+# hostile inputs: a NaN weight (the assignment must not spin), tensors of the wrong shape
+cp -r mind alnan && $PATCH alnan/model.safetensors 'layers.0.mlp.gate_proj.weight' nan 5
+expect 1 "$G" align alnan --to m32 x32
+grep -q "model.layers.0.*not finite" "$T/err" && ok || bad "align with a NaN weight: $(cat "$T/err")"
+nothing x32 "align with a NaN weight"
+"$PY" - mind mbad <<'PYEOF'
+import sys, os
+sys.path.insert(0, os.environ["AREFDIR"])
+import numpy as np
+from lora_ref import load, save
+W = load(sys.argv[1])
+W["model.norm.weight"] = W["model.norm.weight"][:8]
+W["model.layers.0.self_attn.q_proj.bias"] = np.arange(8, dtype=np.float32)
+os.makedirs(sys.argv[2], exist_ok=True)
+save(sys.argv[2] + "/model.safetensors", W)
+open(sys.argv[2] + "/config.json", "w").write(open(sys.argv[1] + "/config.json").read())
+PYEOF
+for flags in "" "--no-residual"; do
+    expect 4 "$G" align mbad --to m32 x33 $flags
+    grep -q "does not have the shape its place implies" "$T/err" && ok || bad "align of misshapen tensors ($flags): $(cat "$T/err")"
+    nothing x33 "align of misshapen tensors"
+done
 
 # ---- moe (mergekit-moe configs, Mixtral output) ----
 expect 0 "$G" synth e1 --like m32 --delta 0.05 --seed 11

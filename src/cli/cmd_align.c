@@ -27,7 +27,7 @@ static const char help[] =
     "  --no-mlp      leave the MLP neurons in place\n"
     "  --no-heads    leave the attention heads in place\n"
     "  --no-residual leave the residual stream in place\n"
-    "  --max-iters N coordinate-descent rounds at most (default 20)\n"
+    "  --max-iters N layer passes at most, the residual assigned between them (default 20, at least 2)\n"
     "  --threads N   layers aligned side by side (default: number of CPUs)\n"
     "  --json        the report as JSON on stdout\n"
     "  --dry-run     compute and report; write nothing\n"
@@ -50,7 +50,7 @@ int cmd_align(int argc, char **argv) {
         case 'M': p.mlp = false; break;
         case 'H': p.heads = false; break;
         case 'R': p.residual = false; break;
-        case 'i': if (!cli_int("align", "--max-iters", optarg, 1, 1000, &p.max_iters)) return GRAFT_EXIT_USAGE; break;
+        case 'i': if (!cli_int("align", "--max-iters", optarg, 2, 1000, &p.max_iters)) return GRAFT_EXIT_USAGE; break;
         case 't': if (!cli_threads("align", optarg, &p.n_threads)) return GRAFT_EXIT_USAGE; break;
         case 'j': json = true; break;
         case 'n': p.dry_run = true; break;

@@ -198,22 +198,26 @@ static int align_layer(void *ctx, size_t item, int ith, struct graft_err *err) {
     struct lay *y = &j->lays[item];
     int rc = j->p->mlp ? align_mlp(j, (int)item, y, err) : GRAFT_OK;
     if (!rc && j->p->heads) rc = align_heads(j, (int)item, y, err);
-    if (rc && err->code == GRAFT_E_NOMEM) graft__err_prefix(err, NULL, "model.layers", 12);
+    if (rc) {
+        char n[48];
+        int len = snprintf(n, sizeof n, "model.layers.%d", (int)item);
+        graft__err_prefix(err, NULL, n, (size_t)len);
+    }
     return rc;
 }
 
 // The role of a tensor (by name): which permutation its rows and its columns follow.
 enum { P_NONE, P_RES, P_MLP, P_HEAD, P_GROUP };
-struct how { int rows, cols; bool known; };
+struct how { int rows, cols; bool known; int nd; }; // nd: the dimensions the role implies (0: any)
 
 static struct how role(const struct ajob *j, const char *name, size_t len, int *layer) {
-    struct how h = {P_NONE, P_NONE, false};
+    struct how h = {P_NONE, P_NONE, false, 0};
     *layer = -1;
     char n[200];
     if (len >= sizeof n) return h;
     memcpy(n, name, len), n[len] = 0;
-    if (!strcmp(n, "model.embed_tokens.weight") || !strcmp(n, "lm_head.weight")) return (struct how){P_NONE, P_RES, true};
-    if (!strcmp(n, "model.norm.weight")) return (struct how){P_RES, P_NONE, true};
+    if (!strcmp(n, "model.embed_tokens.weight") || !strcmp(n, "lm_head.weight")) return (struct how){P_NONE, P_RES, true, 2};
+    if (!strcmp(n, "model.norm.weight")) return (struct how){P_RES, P_NONE, true, 1};
     int l, off = 0;
     if (sscanf(n, "model.layers.%d.%n", &l, &off) != 1 || off <= 0 || l < 0 || l >= j->L) return h;
     *layer = l;
@@ -230,7 +234,12 @@ static struct how role(const struct ajob *j, const char *name, size_t len, int *
         {"mlp.up_proj.weight", P_MLP, P_RES}, {"mlp.up_proj.bias", P_MLP, P_NONE},
         {"mlp.down_proj.weight", P_RES, P_MLP}, {"mlp.down_proj.bias", P_RES, P_NONE}};
     for (size_t k = 0; k < sizeof roles / sizeof roles[0]; k++)
-        if (!strcmp(pt, roles[k].part)) return (struct how){roles[k].rows, roles[k].cols, true};
+        if (!strcmp(pt, roles[k].part)) {
+            bool vec = strstr(roles[k].part, "norm") || strstr(roles[k].part, ".bias");
+            return (struct how){roles[k].rows, roles[k].cols, true, vec ? 1 : 2};
+        }
+    size_t pl = strlen(pt);
+    if (pl >= 19 && !strcmp(pt + pl - 19, "rotary_emb.inv_freq")) return (struct how){P_NONE, P_NONE, true, 0}; // a buffer: no channels
     return h;
 }
 
@@ -271,38 +280,86 @@ static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
     return rc;
 }
 
-// Rows [i0, i1) of the residual scores C[i][j] = Σ ⟨A's channel i, B's channel j⟩ over every tensor with a
-// residual axis, B's other axis under the layers' current permutations. Tensors in B's order.
-static int res_block(void *ctx, size_t item, int ith, struct graft_err *err) {
-    (void)ith;
-    struct ajob *j = ctx;
+// The residual scores C[i][j] = Σ ⟨A's channel i, B's channel j⟩ over every tensor with a residual axis,
+// B's other axis under the layers' current permutations. Tensors are taken one at a time, in B's order
+// (each loaded once); the work items split C by rows, so every element is summed by one thread in a
+// fixed order and the result does not depend on the threads.
+struct rtask { struct ajob *j; const float *A, *B; uint64_t rows, cols; int kind; }; // kind 0: a vector, 1: reads the stream, 2: writes it
+
+static int res_rows(void *ctx, size_t item, int ith, struct graft_err *err) {
+    (void)ith, (void)err;
+    const struct rtask *t = ctx;
+    const struct ajob *j = t->j;
     const uint64_t H = j->H, i0 = item * H / j->n_blk, i1 = (item + 1) * H / j->n_blk, nr = i1 - i0;
     float *Cb = j->C + i0 * H;
-    memset(Cb, 0, (size_t)(nr * H) * sizeof *Cb);
+    if (t->kind == 0)
+        for (uint64_t r = 0; r < nr; r++)
+            for (uint64_t c = 0; c < H; c++) Cb[r * H + c] += t->A[i0 + r] * t->B[c];
+    else if (t->kind == 1) // rows × H: C += Aᵀ·B
+        graft__sgemm_acc(true, false, (size_t)nr, (size_t)H, (size_t)t->rows, 1.0f, t->A + i0, (size_t)H, t->B, (size_t)H, Cb, (size_t)H);
+    else // H × cols: C += A·Bᵀ
+        graft__sgemm_acc(false, true, (size_t)nr, (size_t)H, (size_t)t->cols, 1.0f, t->A + i0 * t->cols, (size_t)t->cols, t->B, (size_t)t->cols, Cb, (size_t)H);
+    return GRAFT_OK;
+}
+
+static int res_scores(struct ajob *j, int nth, struct graft_err *err) {
+    memset(j->C, 0, (size_t)(j->H * j->H) * sizeof *j->C);
     int rc = GRAFT_OK;
     for (size_t i = 0; !rc && i < graft_model_n_tensors(j->b); i++) {
         const struct graft_model_tensor *tb = graft_model_tensor(j->b, i), *ta = graft_model_find(j->a, tb->info->name, tb->info->name_len);
         int l;
         struct how h = role(j, tb->info->name, tb->info->name_len, &l);
         if (h.rows != P_RES && h.cols != P_RES) continue;
-        uint64_t rows = tb->info->n_dims ? tb->info->ne[0] : 1, cols = tb->info->n_dims == 2 ? tb->info->ne[1] : 1, blk;
+        uint64_t rows = tb->info->n_dims ? tb->info->ne[0] : 1, cols = tb->info->n_dims == 2 ? tb->info->ne[1] : 1, blk = 1;
         float *A = load(j->a, ta), *B = load(j->b, tb), *tmp = graft__malloc((size_t)(rows * cols) * sizeof *tmp + 4);
+        struct rtask t = {j, A, B, rows, cols, tb->info->n_dims == 1 ? 0 : h.cols == P_RES ? 1 : 2};
+        const size_t *pp = t.kind == 1 ? perm_of(j, h.rows, l, &blk) : t.kind == 2 ? perm_of(j, h.cols, l, &blk) : NULL;
         if (!A || !B || !tmp) rc = nomem(err);
-        else if (tb->info->n_dims == 1) { // a gain or bias on the residual stream
-            for (uint64_t r = 0; r < nr; r++)
-                for (uint64_t c = 0; c < H; c++) Cb[r * H + c] += A[i0 + r] * B[c];
-        } else if (h.cols == P_RES) { // reads the stream: rows × H, B's rows under the layer's permutation
-            const size_t *pp = perm_of(j, h.rows, l, &blk);
-            gather_blocks(B, rows, cols, pp, blk, false, tmp);
-            graft__sgemm_acc(true, false, (size_t)nr, (size_t)H, (size_t)rows, 1.0f, A + i0, (size_t)H, B, (size_t)H, Cb, (size_t)H);
-        } else { // writes it: H × cols, B's columns under the layer's permutation
-            const size_t *pp = perm_of(j, h.cols, l, &blk);
-            gather_blocks(B, rows, cols, pp, blk, true, tmp);
-            graft__sgemm_acc(false, true, (size_t)nr, (size_t)H, (size_t)cols, 1.0f, A + i0 * cols, (size_t)cols, B, (size_t)cols, Cb, (size_t)H);
-        }
+        else if (t.kind) gather_blocks(B, rows, cols, pp, blk, t.kind == 2, tmp);
+        if (!rc) rc = graft_pool_run(nth, j->n_blk, res_rows, &t, NULL, NULL, err);
         graft__free(A), graft__free(B), graft__free(tmp);
     }
     return rc;
+}
+
+static uint64_t axis_len(const struct ajob *j, int what) {
+    return what == P_RES ? j->H : what == P_MLP ? j->I : what == P_HEAD ? (uint64_t)(j->nh * j->hd) : what == P_GROUP ? (uint64_t)(j->nkv * j->hd) : 0;
+}
+
+// Every tensor of B with a role must have the shape its role implies (each permuted axis exactly as
+// long as that permutation) and whole-byte elements; A must have the same tensor wherever the residual
+// scores read it. Unknown tensors are refused when the residual stream moves (they might carry it).
+static int check_roles(const struct ajob *j, struct graft_err *err) {
+    for (size_t i = 0; i < graft_model_n_tensors(j->b); i++) {
+        const struct graft_tensor_info *t = graft_model_tensor(j->b, i)->info;
+        int l;
+        struct how h = role(j, t->name, t->name_len, &l);
+        const struct graft_dtype_traits *dt = graft_dtype_traits(t->dtype);
+        if (!h.known) {
+            if (j->p->residual)
+                return graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(j->b), t->name, t->name_len, "graft align does not know whether this tensor "
+                                                                                                      "reads or writes the residual stream: --no-residual aligns the layers only");
+            continue;
+        }
+        if (h.rows == P_NONE && h.cols == P_NONE) continue;
+        bool shape = t->n_dims == h.nd && (h.rows == P_NONE || t->ne[0] == axis_len(j, h.rows)) && (h.cols == P_NONE || (t->n_dims == 2 && t->ne[1] == axis_len(j, h.cols)));
+        if (!shape)
+            return graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(j->b), t->name, t->name_len, "a %d-D tensor of %llu rows does not have the shape its "
+                                                                                                  "place implies (hidden %llu, intermediate %llu, heads %d × %d, kv heads %d)",
+                                 t->n_dims, (unsigned long long)(t->n_dims ? t->ne[0] : 0), (unsigned long long)j->H, (unsigned long long)j->I, j->nh, j->hd, j->nkv);
+        if (!dt || dt->bits % 8 || !dt->to_f32 || !dt->is_float)
+            return graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(j->b), t->name, t->name_len, "stored as %s: only unquantized floating tensors are permuted",
+                                 dt ? dt->name : "?");
+        if (h.rows == P_RES || h.cols == P_RES) {
+            const struct graft_model_tensor *ta = graft_model_find(j->a, t->name, t->name_len);
+            const struct graft_dtype_traits *da = ta ? graft_dtype_traits(ta->info->dtype) : NULL;
+            bool same = ta && ta->info->n_dims == t->n_dims && da && da->to_f32 && da->is_float;
+            for (int d = 0; same && d < t->n_dims; d++) same = ta->info->ne[d] == t->ne[d];
+            if (j->p->residual && !same)
+                return graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(j->a), t->name, t->name_len, "A lacks this tensor of B, or its shape or dtype differs");
+        }
+    }
+    return GRAFT_OK;
 }
 
 // The shapes both models must have for layer l.
@@ -337,6 +394,9 @@ static int check_layer(const struct ajob *j, int l, struct graft_err *err) {
 int graft_align(const struct graft_model *a, const struct graft_model *b, const char *target, const struct graft_align_params *p,
                 struct graft_align_report *rep, struct graft_err *err) {
     if (!p->mlp && !p->heads) return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "nothing to align: both the MLP and the heads are off");
+    if (p->residual && p->max_iters < 2)
+        return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "--max-iters must be at least 2 with the residual permutation (a layer pass, the residual, "
+                                                              "the layers again)");
     const char *ca = graft_model_config_json(a), *cb = graft_model_config_json(b);
     if (!ca || !cb) return graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(ca ? b : a), NULL, 0, "graft align needs model folders with config.json");
     graft__blas_single_thread();
@@ -350,8 +410,9 @@ int graft_align(const struct graft_model *a, const struct graft_model *b, const 
     bool known = false;
     for (size_t k = 0; arch && k < sizeof ok_arch / sizeof ok_arch[0]; k++) known |= !strcmp(arch, ok_arch[k]);
     if (!rc && !known)
-        rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(a), NULL, 0, "architecture %s: graft align permutes Llama, Mistral, Qwen2/3 and Gemma 2/3 "
-                                                                          "decoders (separate projections; Phi-3's fused ones and MoE experts are not)", arch ? arch : "(none)");
+        rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(a), NULL, 0, "architecture %s: graft align permutes Llama, Mistral, Qwen2/3, Gemma 2 and Gemma 3 "
+                                                                          "text decoders (separate projections; Phi-3's fused ones, MoE experts and "
+                                                                          "vision-language models are not)", arch ? arch : "(none)");
     if (!rc && (!archb || strcmp(arch, archb)))
         rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(b), NULL, 0, "architecture %s, A's is %s: align models of one architecture",
                            archb ? archb : "(none)", arch);
@@ -371,20 +432,7 @@ int graft_align(const struct graft_model *a, const struct graft_model *b, const 
             rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(b), NULL, 0, "layers, heads, hidden or intermediate sizes differ from A's");
     }
     for (int l = 0; !rc && l < j.L; l++) rc = check_layer(&j, l, err);
-    // with the residual stream permuted, every tensor must have a known role, and A must have B's
-    for (size_t i = 0; !rc && p->residual && i < graft_model_n_tensors(b); i++) {
-        const struct graft_tensor_info *t = graft_model_tensor(b, i)->info;
-        const struct graft_model_tensor *ta = graft_model_find(a, t->name, t->name_len);
-        int l;
-        struct how h = role(&j, t->name, t->name_len, &l);
-        if (!h.known)
-            rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(b), t->name, t->name_len, "graft align does not know whether this tensor reads or writes "
-                                                                                             "the residual stream: --no-residual aligns the layers only");
-        else if ((h.rows == P_RES || h.cols == P_RES) &&
-                 (!ta || ta->info->n_elem != t->n_elem || ta->info->n_dims != t->n_dims || !graft_dtype_traits(t->dtype) || !graft_dtype_traits(t->dtype)->to_f32 ||
-                  !graft_dtype_traits(ta->info->dtype) || !graft_dtype_traits(ta->info->dtype)->to_f32))
-            rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(a), t->name, t->name_len, "A lacks this tensor of B, or its shape or dtype differs");
-    }
+    if (!rc) rc = check_roles(&j, err);
     if (!rc && !(j.lays = graft__calloc((size_t)j.L, sizeof *j.lays))) rc = nomem(err);
     int nth = p->n_threads > 0 ? p->n_threads : 1, it = 0;
     size_t *next = NULL;
@@ -406,8 +454,8 @@ int graft_align(const struct graft_model *a, const struct graft_model *b, const 
         if ((rc = graft_pool_run(nth, (size_t)j.L, align_layer, &j, NULL, NULL, err))) break;
         if (it == 1) // "before": the scores of B as it is (the first round's residual permutation is the identity)
             for (int l = 0; l < j.L; l++) before[2 * l] = j.lays[l].r.mlp_before, before[2 * l + 1] = j.lays[l].r.attn_before;
-        if (!p->residual || it >= (p->max_iters > 0 ? p->max_iters : 1)) break;
-        if ((rc = graft_pool_run(nth, j.n_blk, res_block, &j, NULL, NULL, err))) break;
+        if (!p->residual || it >= p->max_iters) break;
+        if ((rc = res_scores(&j, nth, err))) break;
         for (uint64_t i = 0; i < j.H * j.H; i++) Cd[i] = (double)j.C[i];
         if ((rc = graft__assign_max(Cd, (size_t)j.H, next, err))) break;
         if (!memcmp(next, j.res, (size_t)j.H * sizeof *next)) break;

@@ -81,7 +81,12 @@ int graft__fold_mup(const struct graft_model *m, const char *target, const struc
     if (!minicpm && !any)
         rc = graft_err_set(err, GRAFT_E_CONFIG, path, NULL, 0, "not a μP / MiniCPM-style checkpoint: config.json has no scale_emb, scale_depth or "
                                                                "dim_model_base (architecture %s)", arch ? arch : "(none)");
-    else if ((arch && strcmp(arch, "MiniCPMForCausalLM") && strcmp(arch, "LlamaForCausalLM")) || json_object_get(c, "q_lora_rank") ||
+    else if (!minicpm) // the scalars only mean something to MiniCPM's code: transformers' Llama ignores them
+        rc = graft_err_set(err, GRAFT_E_CONFIG, path, NULL, 0, "architecture %s ignores scale_emb / scale_depth / dim_model_base: its logits do not "
+                                                               "use them, so there is nothing to fold (only MiniCPMForCausalLM applies them)", arch ? arch : "(none)");
+    else if (json_is_false(json_object_get(c, "use_mup")))
+        rc = graft_err_set(err, GRAFT_E_CONFIG, path, NULL, 0, "config.json says use_mup: false: the scalars are not applied, nothing to fold");
+    else if ((arch && strcmp(arch, "MiniCPMForCausalLM")) || json_object_get(c, "q_lora_rank") ||
              json_object_get(c, "kv_lora_rank") || graft__json_int(c, "num_experts", 0) > 0)
         rc = graft_err_set(err, GRAFT_E_CONFIG, path, NULL, 0, "--fold mup folds MiniCPM's Llama-shaped decoder (MiniCPMForCausalLM); %s "
                                                                "(latent attention or experts) has no Llama equivalent", arch ? arch : "this model");

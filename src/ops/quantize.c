@@ -145,6 +145,13 @@ static void bcq_assign(const float *w, size_t n, const float *alpha, int b, uint
     }
 }
 
+// The power of two nearest to a ≥ 0 in the log domain (0 stays 0; at most 2¹²⁷, the largest float one).
+static float pow2(float a) {
+    if (!(a > 0)) return 0.0f;
+    double e = nearbyint(log2((double)a));
+    return ldexpf(1.0f, e > 127 ? 127 : e < -149 ? -149 : (int)e);
+}
+
 // α ← the least-squares α for the codes (normal equations in double: BᵀB is exact), then |α| sorted
 // descending (a negative α_k is the same level set with b_k flipped, which the next assignment finds);
 // a singular BᵀB (codes of two bits equal or opposite everywhere) keeps the previous α.
@@ -174,7 +181,7 @@ static void bcq_refit(const float *w, size_t n, const uint8_t *pat, int b, float
     for (int k = 1; k < b; k++) // descending
         for (int i = k; i > 0 && alpha[i - 1] < alpha[i]; i--) { float t = alpha[i]; alpha[i] = alpha[i - 1], alpha[i - 1] = t; }
     if (shift)
-        for (int k = 0; k < b; k++) alpha[k] = alpha[k] > 0 ? ldexpf(1.0f, (int)nearbyint(log2((double)alpha[k]))) : 0.0f;
+        for (int k = 0; k < b; k++) alpha[k] = pow2(alpha[k]);
 }
 
 // One group: greedy init, then up to `rounds` refits and assignments (stopping early at a fixed point:
@@ -192,10 +199,23 @@ static double bcq_group(const float *w, size_t n, int b, int rounds, bool shift,
             r[e] -= pos ? alpha[k] : -alpha[k];
         }
     }
-    if (shift) { // the greedy α rounded too, so that even rounds = 0 stores powers of two
-        for (int k = 0; k < b; k++) alpha[k] = alpha[k] > 0 ? ldexpf(1.0f, (int)nearbyint(log2((double)alpha[k]))) : 0.0f;
-        bcq_assign(w, n, alpha, b, pat);
+    if (shift) // the greedy α rounded too, so that even rounds = 0 stores powers of two
+        for (int k = 0; k < b; k++) alpha[k] = pow2(alpha[k]);
+    { // the greedy α need not come out descending (a later residual can have a larger mean): sort them,
+      // moving each code plane with its α, as the stored format promises
+        int ord[4] = {0, 1, 2, 3};
+        for (int k = 1; k < b; k++)
+            for (int i = k; i > 0 && alpha[ord[i - 1]] < alpha[ord[i]]; i--) { int t = ord[i]; ord[i] = ord[i - 1], ord[i - 1] = t; }
+        float sa[4];
+        for (int k = 0; k < b; k++) sa[k] = alpha[ord[k]];
+        memcpy(alpha, sa, (size_t)b * sizeof *alpha);
+        for (size_t e = 0; e < n; e++) {
+            uint8_t q = 0;
+            for (int k = 0; k < b; k++) q |= (uint8_t)(((pat[e] >> ord[k]) & 1) << k);
+            pat[e] = q;
+        }
     }
+    if (shift) bcq_assign(w, n, alpha, b, pat);
     for (int it = 0; it < rounds && b > 1; it++) {
         memcpy(prev, pat, n);
         bcq_refit(w, n, pat, b, alpha, shift);
@@ -212,16 +232,15 @@ static double bcq_group(const float *w, size_t n, int b, int rounds, bool shift,
 
 // The baseline at the same bits: asymmetric min-max round-to-nearest, 2^b levels with a zero point.
 static double rtn_group_error(const float *w, size_t n, int b) {
-    float mn = w[0], mx = w[0];
+    double mn = w[0], mx = w[0];
     for (size_t e = 1; e < n; e++) mn = w[e] < mn ? w[e] : mn, mx = w[e] > mx ? w[e] : mx;
-    float L = (float)((1 << b) - 1), s = (mx - mn) / L;
+    double L = (double)((1 << b) - 1), s = (mx - mn) / L; // (in double: max − min can overflow float)
     if (!(s > 0)) return 0.0;
-    float z = nearbyintf(-mn / s);
-    double e2 = 0;
+    double z = nearbyint(-mn / s), e2 = 0;
     for (size_t e = 0; e < n; e++) {
-        float q = nearbyintf(w[e] / s) + z;
+        double q = nearbyint((double)w[e] / s) + z;
         q = q < 0 ? 0 : q > L ? L : q;
-        double d = (double)w[e] - (double)((q - z) * s);
+        double d = (double)w[e] - (q - z) * s;
         e2 += d * d;
     }
     return e2;
@@ -230,9 +249,9 @@ static double rtn_group_error(const float *w, size_t n, int b) {
 // Rows [r0, r0 + nr) of a BCQ tensor: codes into NAME's planes, α into NAME_alpha, errors into the item's slots.
 static int bcq_item(struct qjob *j, struct qt *x, size_t k, uint64_t r0, uint64_t nr, float *w, struct graft_err *err) {
     const int b = j->bits;
-    uint64_t cols = x->cols, G = (uint64_t)j->group, cb = cols / 8;
-    uint8_t *codes = graft__calloc((size_t)(nr * (uint64_t)b * cb) + 1, 1), *pat = graft__malloc((size_t)G + 1), *prev = graft__malloc((size_t)G + 1);
-    float *alpha = graft__malloc((size_t)(nr * x->groups * (uint64_t)b) * sizeof *alpha + 4), *r = graft__malloc((size_t)G * sizeof *r + 4);
+    uint64_t cols = x->cols, G = (uint64_t)j->group, cb = cols / 8, gl = G < cols ? G : cols; // a group holds at most a row
+    uint8_t *codes = graft__calloc((size_t)(nr * (uint64_t)b * cb) + 1, 1), *pat = graft__malloc((size_t)gl + 1), *prev = graft__malloc((size_t)gl + 1);
+    float *alpha = graft__malloc((size_t)(nr * x->groups * (uint64_t)b) * sizeof *alpha + 4), *r = graft__malloc((size_t)gl * sizeof *r + 4);
     int rc = codes && pat && prev && alpha && r ? GRAFT_OK : nomem(err);
     double e2 = 0, n2 = 0, t2 = 0;
     for (uint64_t row = 0; !rc && row < nr; row++) {
@@ -508,11 +527,14 @@ static int dequant_item(void *ctx, size_t item, int ith, struct graft_err *err) 
     uint64_t bad = graft_count_nonfinite(j->out_dt, enc, (size_t)n, &first);
     if (bad) { // counted per tensor, judged once it is done (a NaN / ±Inf scale: inherited)
         uint64_t held = 0;
-        for (uint64_t g = 0; g < nr * x->groups; g++)
-            if (!isfinite(sc[j->bcq ? g * nbits : g])) { // values under this scale (the last group of a row may be shorter)
+        for (uint64_t g = 0; g < nr * x->groups; g++) {
+            bool nf = !isfinite(sc[j->bcq ? g * nbits : g]);
+            for (uint64_t q2 = 1; j->bcq && q2 < nbits; q2++) nf |= !isfinite(sc[g * nbits + q2]);
+            if (nf) { // values under this scale (the last group of a row may be shorter)
                 uint64_t c0 = (g % x->groups) * (uint64_t)j->group;
                 held += cols - c0 < (uint64_t)j->group ? cols - c0 : (uint64_t)j->group;
             }
+        }
         atomic_fetch_add(&x->nf_in, held), atomic_fetch_add(&x->nf_out, bad);
         atomic_fetch_add(&x->nf_out32, graft_count_nonfinite(GRAFT_DTYPE_F32, w, (size_t)n, NULL));
         graft__atomic_min_u64(&x->nf_first, r0 * cols + first);
