@@ -450,6 +450,30 @@ static int parse_yaml(const char *text, size_t len, const char *label, yaml_docu
     return rc;
 }
 
+// parse_yaml, then `reader` on the document (which is freed either way).
+static int parse_with(const char *text, size_t len, const char *label, int (*reader)(struct rd *, void *), void *c, struct graft_err *err) {
+    yaml_document_t doc;
+    int rc = parse_yaml(text, len, label, &doc, err);
+    if (rc) return rc;
+    struct rd r = {&doc, label, err};
+    rc = reader(&r, c);
+    yaml_document_delete(&doc);
+    return rc;
+}
+
+// A config file's text; one that cannot be read (missing, a folder, too big, an I/O error) is a config
+// error (exit 4).
+static int read_config_file(const char *path, char **text, size_t *len, struct graft_err *err) {
+    int rc = graft__read_small_file(path, CONFIG_MAX_BYTES, text, len, err);
+    if (rc && rc != GRAFT_E_NOMEM) {
+        if (err) err->code = GRAFT_E_CONFIG;
+        rc = GRAFT_E_CONFIG;
+    }
+    return rc;
+}
+
+static int read_config_v(struct rd *r, void *c) { return read_config(r, c); }
+
 int graft_config_parse(const char *text, size_t len, const char *label, struct graft_merge_config **out, struct graft_err *err) {
     *out = NULL;
     struct graft_merge_config *c = graft__calloc(1, sizeof *c);
@@ -458,12 +482,7 @@ int graft_config_parse(const char *text, size_t len, const char *label, struct g
     c->path = graft__strdup(label);
     c->text = graft__strndup(text, len);
     if (!c->path || !c->text) { graft_config_free(c); return graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory"); }
-    yaml_document_t doc;
-    int rc = parse_yaml(text, len, label, &doc, err);
-    if (rc) { graft_config_free(c); return rc; }
-    struct rd r = {&doc, label, err};
-    rc = read_config(&r, c);
-    yaml_document_delete(&doc);
+    int rc = parse_with(text, len, label, read_config_v, c, err);
     if (rc) { graft_config_free(c); return rc; }
     *out = c;
     return GRAFT_OK;
@@ -473,12 +492,8 @@ int graft_config_load(const char *path, struct graft_merge_config **out, struct 
     char *text;
     size_t len;
     *out = NULL;
-    int rc = graft__read_small_file(path, CONFIG_MAX_BYTES, &text, &len, err);
-    if (rc == GRAFT_E_NOMEM) return rc;
-    if (rc) { // a config that cannot be read (missing, a folder, too big, I/O error) is a config error (exit 4)
-        if (err) err->code = GRAFT_E_CONFIG;
-        return GRAFT_E_CONFIG;
-    }
+    int rc = read_config_file(path, &text, &len, err);
+    if (rc) return rc;
     rc = graft_config_parse(text, len, path, out, err);
     graft__free(text);
     return rc;
@@ -636,6 +651,8 @@ static int read_moe(struct rd *r, struct graft_moe_config *c) {
     return GRAFT_OK;
 }
 
+static int read_moe_v(struct rd *r, void *c) { return read_moe(r, c); }
+
 void graft_moe_config_free(struct graft_moe_config *c) {
     if (!c) return;
     for (size_t k = 0; k < c->shared.n_pos; k++) graft__free(c->shared.pos[k]);
@@ -655,21 +672,15 @@ int graft_moe_config_load(const char *path, struct graft_moe_config **out, struc
     *out = NULL;
     char *text;
     size_t len;
-    int rc = graft__read_small_file(path, CONFIG_MAX_BYTES, &text, &len, err);
-    if (rc == GRAFT_E_NOMEM) return rc;
-    if (rc) { if (err) err->code = GRAFT_E_CONFIG; return GRAFT_E_CONFIG; }
+    int rc = read_config_file(path, &text, &len, err);
+    if (rc) return rc;
     struct graft_moe_config *c = graft__calloc(1, sizeof *c);
     if (!c || !(c->path = graft__strdup(path))) {
         graft__free(text), graft_moe_config_free(c);
         return graft_err_set(err, GRAFT_E_NOMEM, path, NULL, 0, "out of memory");
     }
     c->text = text, c->dtype = -1;
-    yaml_document_t doc;
-    if ((rc = parse_yaml(text, len, path, &doc, err))) { graft_moe_config_free(c); return rc; }
-    struct rd r = {&doc, path, err};
-    rc = read_moe(&r, c);
-    yaml_document_delete(&doc);
-    if (rc) { graft_moe_config_free(c); return rc; }
+    if ((rc = parse_with(text, len, path, read_moe_v, c, err))) { graft_moe_config_free(c); return rc; }
     *out = c;
     return GRAFT_OK;
 }
@@ -756,6 +767,8 @@ static int read_lora_merge(struct rd *r, struct graft_lora_merge_config *c) {
     return GRAFT_OK;
 }
 
+static int read_lora_merge_v(struct rd *r, void *c) { return read_lora_merge(r, c); }
+
 void graft_lora_merge_config_free(struct graft_lora_merge_config *c) {
     if (!c) return;
     for (size_t i = 0; i < c->n; i++) graft__free(c->adapters[i]);
@@ -771,12 +784,7 @@ int graft_lora_merge_config_parse(const char *text, size_t len, const char *labe
         return graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory");
     }
     c->spec = graft_lora_merge_default_spec();
-    yaml_document_t doc;
-    int rc = parse_yaml(text, len, label, &doc, err);
-    if (rc) { graft_lora_merge_config_free(c); return rc; }
-    struct rd r = {&doc, label, err};
-    rc = read_lora_merge(&r, c);
-    yaml_document_delete(&doc);
+    int rc = parse_with(text, len, label, read_lora_merge_v, c, err);
     if (rc) { graft_lora_merge_config_free(c); return rc; }
     *out = c;
     return GRAFT_OK;
@@ -786,9 +794,8 @@ int graft_lora_merge_config_load(const char *path, struct graft_lora_merge_confi
     *out = NULL;
     char *text;
     size_t len;
-    int rc = graft__read_small_file(path, CONFIG_MAX_BYTES, &text, &len, err);
-    if (rc == GRAFT_E_NOMEM) return rc;
-    if (rc) { if (err) err->code = GRAFT_E_CONFIG; return GRAFT_E_CONFIG; }
+    int rc = read_config_file(path, &text, &len, err);
+    if (rc) return rc;
     rc = graft_lora_merge_config_parse(text, len, path, out, err);
     graft__free(text);
     return rc;
