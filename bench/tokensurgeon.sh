@@ -26,6 +26,10 @@ for ap in omp subword mean zero; do
     rm -rf base-$ap && "$G" tokensurgeon "$F/base" donor base-$ap --approach $ap --json --threads 2 > base-$ap.json 2>/dev/null
     printf '%-44s %s   %s\n' "base with the donor's tokenizer, $ap" "$(ppb base-$ap)" "$(cat base-$ap.json)"
 done
+for k in 4 16; do
+    rm -rf base-omp$k && "$G" tokensurgeon "$F/base" donor base-omp$k --k $k --json --threads 2 > base-omp$k.json 2>/dev/null
+    printf '%-44s %s   %s\n' "base with the donor's tokenizer, omp k=$k" "$(ppb base-omp$k)" "$(cat base-omp$k.json)"
+done
 for e in c docs python; do
     rm -rf $e-omp && "$G" tokensurgeon "$F/$e" donor $e-omp --threads 2 > /dev/null 2>&1
     printf '%-44s %s\n' "expert $e (own tokenizer)" "$(ppb "$F/$e")"
