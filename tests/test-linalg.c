@@ -297,3 +297,32 @@ TEST(svd_of_a_product_without_forming_it) {
         free(B), free(A), free(M), free(Mc), free(U), free(S), free(Vt), free(Sr), free(Ur), free(Vr), free(sup);
     }
 }
+
+// graft__polar_gram against the SVD route (graft__polar) on tall, wide and square random matrices, and
+// on one with two equal rows (rank-deficient: the Gram route hands over to the SVD route).
+TEST(polar_by_the_gram_route) {
+    static const size_t shapes[][2] = {{40, 12}, {12, 40}, {24, 24}, {6, 30}};
+    for (size_t t = 0; t < 5; t++) {
+        size_t m = shapes[t % 4][0], n = shapes[t % 4][1];
+        float *A = malloc(m * n * sizeof *A), *B = malloc(m * n * sizeof *B);
+        uint64_t key = graft_rng_key(t, 1, "polar", 5);
+        for (size_t i = 0; i < m * n; i++) A[i] = graft_rng_normalish(key, i);
+        if (t == 4) memcpy(A + n, A, n * sizeof *A); // rows 0 and 1 equal
+        memcpy(B, A, m * n * sizeof *A);
+        struct graft_err err;
+        CHECK_EQ(graft__polar_gram(A, m, n, &err), GRAFT_OK);
+        CHECK_EQ(graft__polar(B, m, n, &err), GRAFT_OK);
+        double worst = 0;
+        for (size_t i = 0; t < 4 && i < m * n; i++) worst = fmax(worst, fabs((double)A[i] - (double)B[i]));
+        CHECK(worst < 1e-4);
+        // orthonormal rows (wide) or columns (tall)
+        size_t k = m < n ? m : n;
+        for (size_t a = 0; t < 4 && a < k; a++)
+            for (size_t b = 0; b < k; b++) {
+                double d = 0;
+                for (size_t i = 0; i < (m <= n ? n : m); i++) d += m <= n ? (double)A[a * n + i] * A[b * n + i] : (double)A[i * n + a] * A[i * n + b];
+                CHECK(near(d, a == b, 1e-5));
+            }
+        free(A), free(B);
+    }
+}

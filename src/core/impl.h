@@ -181,6 +181,9 @@ void   graft__sgemm_acc(bool ta, bool tb, size_t m, size_t n, size_t k, float al
 int    graft__svd_thin(const float *M, size_t m, size_t n, float *U, float *S, float *Vt, struct graft_err *err);
 // Replace A (m×n, row-major) by its polar factor P·Qh (P, S, Qh = thin SVD of A).
 int    graft__polar(float *A, size_t m, size_t n, struct graft_err *err);
+// The same by the Gram route (linalg.c): a short-side² eigensolve in double and two GEMMs; the SVD route
+// when A is within 10⁶ of rank-deficient.
+int    graft__polar_gram(float *A, size_t m, size_t n, struct graft_err *err);
 // The same for A whose last r − k columns (rows: last r − k rows) are orthonormal already, r = n (m):
 // two thin QRs and the polar factor of a 2k × 2k matrix (linalg.c), when k ≤ r − k and r ≤ the long
 // side; else graft__polar.
