@@ -137,10 +137,21 @@ int graft__lr_top(const float *x, size_t m, size_t n, size_t s, bool randomized,
         graft__free(Ud), graft__free(Sd), graft__free(Vd);
         return rc;
     }
-    float *Ux = graft__malloc(m * r * sizeof *Ux), *Sx = graft__malloc(r * sizeof *Sx), *Vx = graft__malloc(r * n * sizeof *Vx);
-    rc = Ux && Sx && Vx ? graft__svd_thin(x, m, n, Ux, Sx, Vx, err) : graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
-    for (size_t i = 0; !rc && i < m; i++) memcpy(U + i * ldu, Ux + i * r, s * sizeof *U);
-    if (!rc) memcpy(S, Sx, s * sizeof *S), memcpy(Vt, Vx, s * n * sizeof *Vt);
-    graft__free(Ux), graft__free(Sx), graft__free(Vx);
+    // exact top s by the Gram route (core/linalg.c: the short side's Gram matrix in double, its top s
+    // eigenpairs, the other side's vectors from them): no bidiagonalisation of the whole matrix, and in
+    // double the squared spectrum loses nothing an f32 result shows
+    (void)r;
+    struct graft__svd sv;
+    double *Ud = graft__malloc(m * s * sizeof *Ud), *Sd = graft__malloc(s * sizeof *Sd), *Vd = graft__malloc(s * n * sizeof *Vd);
+    rc = Ud && Sd && Vd ? graft__svd_gram(x, m, n, s, &sv, err) : graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+    if (!rc) {
+        rc = graft__svd_factors(&sv, x, s, Ud, Sd, Vd, err);
+        graft__svd_free(&sv);
+    }
+    for (size_t i = 0; !rc && i < m; i++)
+        for (size_t j = 0; j < s; j++) U[i * ldu + j] = (float)Ud[i * s + j];
+    for (size_t j = 0; !rc && j < s; j++) S[j] = (float)Sd[j];
+    for (size_t i = 0; !rc && i < s * n; i++) Vt[i] = (float)Vd[i];
+    graft__free(Ud), graft__free(Sd), graft__free(Vd);
     return rc;
 }
