@@ -65,12 +65,18 @@ int graft__svd_gram(const float *M, size_t m, size_t n, size_t r_vec, struct gra
     }
     graft__free(D);
     for (size_t i = 0; i < k; i++) s->energy += G[i * k + i]; // trace = ‖M‖_F²
-    // dsyevr (MRRR): every eigenvalue, or only the top r_vec eigenpairs — never all k eigenvectors
-    lapack_int found = 0;
-    lapack_int info = r_vec ? LAPACKE_dsyevr(LAPACK_ROW_MAJOR, 'V', 'I', 'U', (lapack_int)k, G, (lapack_int)k, 0, 0, (lapack_int)(k - r_vec + 1),
-                                             (lapack_int)k, 0.0, &found, s->lambda, s->vec, (lapack_int)r_vec, isuppz)
-                            : LAPACKE_dsyevr(LAPACK_ROW_MAJOR, 'N', 'A', 'U', (lapack_int)k, G, (lapack_int)k, 0, 0, 0, 0, 0.0, &found, s->lambda,
-                                             NULL, 1, isuppz);
+    // dsyevr (MRRR): every eigenvalue, or only the top r_vec eigenpairs; all k eigenpairs (a polar
+    // factor) by dsyevd (divide and conquer: the faster one for a whole basis)
+    lapack_int found = 0, info;
+    if (r_vec == k) {
+        info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int)k, G, (lapack_int)k, s->lambda);
+        if (!info) memcpy(s->vec, G, k * k * sizeof *G), found = (lapack_int)k;
+    } else {
+        info = r_vec ? LAPACKE_dsyevr(LAPACK_ROW_MAJOR, 'V', 'I', 'U', (lapack_int)k, G, (lapack_int)k, 0, 0, (lapack_int)(k - r_vec + 1), (lapack_int)k,
+                                      0.0, &found, s->lambda, s->vec, (lapack_int)r_vec, isuppz)
+                     : LAPACKE_dsyevr(LAPACK_ROW_MAJOR, 'N', 'A', 'U', (lapack_int)k, G, (lapack_int)k, 0, 0, 0, 0, 0.0, &found, s->lambda, NULL, 1,
+                                      isuppz);
+    }
     graft__free(G), graft__free(isuppz);
     if (info != 0 || (size_t)found != (r_vec ? r_vec : k)) {
         graft__svd_free(s);
