@@ -275,6 +275,7 @@ grep -q "dtype I8: the forward pass reads F32, F16 or BF16" "$T/err" && ok || ba
 expect 2 "$G" eval mbf --tokens rand.ids --bos --no-bos --ctx 8 --max-tokens 1
 # ---- tokensurgeon: a model given a donor's tokenizer, against tests/ref/tokensurgeon_ref.py ----
 SREF="$(dirname "$TREF")/tokensurgeon_ref.py"
+export SREFDIR="$(dirname "$TREF")"
 nothing() { [ ! -e "$1" ] && ! ls -A | grep -q "graft-tmp" && ok || bad "$2: left output or a temp folder behind"; }
 mkts() { # mkts DIR HIDDEN VOCAB SEED TIE TOKDIR: a synth model with tok_ref.py's tokenizer
     "$G" synth $1 --layers 1 --hidden $2 --intermediate 96 --heads 4 --kv-heads 2 --vocab $3 --dtype f32 --seed $4 $5 >/dev/null 2>&1 &&
@@ -294,6 +295,28 @@ for pair in "tsA tsB" "tsA tsC" "tsC tsA"; do
         if "$PY" "$SREF" check $1 $2 ts-$1-$2-$ap $ap 6 ts-$1-$2-$ap.json >"$T/py" 2>&1; then ok; else bad "tokensurgeon $1 ← $2 $ap: $(cat "$T/py")"; fi
     done
 done
+# more atoms than the donor's width (tsC: 32): at most 32; scaling the donor changes nothing
+expect 0 "$G" tokensurgeon tsA tsC ts-k40 --k 40 --json
+cp "$T/out" ts-k40.json
+if "$PY" "$SREF" check tsA tsC ts-k40 omp 40 ts-k40.json >"$T/py" 2>&1; then ok; else bad "tokensurgeon --k 40 > width: $(cat "$T/py")"; fi
+rm -rf tsC100 && mkdir tsC100 && cp tsC/*.json tsC100/ && "$PY" - tsC tsC100 <<'PYEOF'
+import sys, os
+sys.path.insert(0, os.environ["SREFDIR"])
+from lora_ref import load, save
+W = load(sys.argv[1])
+W["model.embed_tokens.weight"] = W["model.embed_tokens.weight"] * 100
+save(sys.argv[2] + "/model.safetensors", W)
+PYEOF
+expect 0 "$G" tokensurgeon tsA tsC100 ts-k40s --k 40
+cmp -s ts-k40/model.safetensors ts-k40s/model.safetensors && ok || "$PY" -c 'import sys; sys.path.insert(0, sys.argv[3]); import numpy as np; from lora_ref import load; a, b = load(sys.argv[1]), load(sys.argv[2]); sys.exit(0 if all(np.abs(a[k] - b[k]).max() <= 1e-5 * max(np.abs(a[k]).max(), 1e-30) for k in a) else 1)' ts-k40 ts-k40s "$SREFDIR" && ok || bad "tokensurgeon: scaling the donor changed the rows"
+# hostile: NaN in the donor's embedding; the output may not replace the donor
+rm -rf tsCn && cp -r tsC tsCn && $PATCH tsCn/model.safetensors 'embed_tokens' inf 0
+expect 1 "$G" tokensurgeon tsA tsCn x-ts5
+grep -q "NaN or infinite" "$T/err" && ok || bad "tokensurgeon with an infinite donor row: $(cat "$T/err")"
+nothing x-ts5 "tokensurgeon with an infinite donor row"
+rm -rf tsB9 && cp -r tsB tsB9
+expect 2 "$G" tokensurgeon tsA tsB9 tsB9 --force
+cmp -s tsB/model.safetensors tsB9/model.safetensors && ok || bad "tokensurgeon replaced its donor"
 grep -q '"unused": 5' ts-tsA-tsB-omp.json && ok || bad "tokensurgeon: rows without a token: $(cat ts-tsA-tsB-omp.json)"
 grep -q '"approximated": 0,' ts-tsA-tsC-omp.json && bad "Metaspace ← byte-level approximated nothing" || ok
 expect 0 "$G" tokensurgeon tsA tsC ts-t1 --k 6 --threads 1

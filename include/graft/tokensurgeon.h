@@ -33,7 +33,7 @@ enum graft_tok_approach { GRAFT_TOK_OMP, GRAFT_TOK_MEAN, GRAFT_TOK_ZERO, GRAFT_T
 
 struct graft_tokensurgeon_params {
     enum graft_tok_approach approach;
-    int      k;               // omp: atoms per token (default 64; at most the number of shared tokens)
+    int      k;               // omp: atoms per token (default 64; at most the shared tokens and the donor's width)
     int      n_threads;
     uint64_t max_shard_bytes;
     unsigned writer_flags;

@@ -76,8 +76,8 @@ int cmd_tokensurgeon(int argc, char **argv) {
         printf("vocabulary %llu: %llu tokens exact, %llu approximated, %llu rows unused%s\n", (unsigned long long)r.vocab, (unsigned long long)r.exact,
                (unsigned long long)r.approximated, (unsigned long long)r.unused, p.approach == GRAFT_TOK_OMP ? "" : "");
     if (p.approach == GRAFT_TOK_OMP && r.approximated && !json)
-        printf("omp: %d atoms from %llu shared tokens, mean relative residual %.4f in the donor's embedding space\n", p.k < (int)r.shared ? p.k : (int)r.shared,
-               (unsigned long long)r.shared, r.omp_residual);
+        printf("omp: up to %d atoms (and at most the donor's width) from %llu shared tokens, mean relative residual %.4f in the donor's embedding space\n",
+               p.k < (int)r.shared ? p.k : (int)r.shared, (unsigned long long)r.shared, r.omp_residual);
     if (p.dry_run) fprintf(stderr, "graft: dry run; nothing written\n");
     else fprintf(stderr, "graft: transplanted the tokenizer in %.2fs: %s\n", graft_now() - t0, argv[optind + 2]);
     return GRAFT_EXIT_OK;

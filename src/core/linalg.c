@@ -298,6 +298,7 @@ int graft__polar_gram(float *A, size_t m, size_t n, struct graft_err *err) {
     if (!k) return GRAFT_OK;
     struct graft__svd s;
     int rc = graft__svd_gram(A, m, n, k, &s, err);
+    if (rc == GRAFT_E_LIMIT) { graft_err_clear(err); return graft__polar(A, m, n, err); } // a Gram matrix too large: the SVD route
     if (rc) return rc;
     if (s.n_vals < k || !(s.lambda[k - 1] > 1e-12 * s.lambda[0])) { graft__svd_free(&s); return graft__polar(A, m, n, err); }
     double *Z = graft__malloc(k * k * sizeof *Z), *Td = graft__malloc(k * k * sizeof *Td);

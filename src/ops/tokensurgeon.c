@@ -75,9 +75,9 @@ static int read_specials(struct side *s, struct graft_err *err) {
 static int make_key(const struct side *s, const char *t, size_t n, int32_t id, struct key *k, struct graft_err *err) {
     char tag = 'T';
     size_t skip = 0, wl = strlen(s->ws);
-    for (int r = 0; r < 4; r++)
+    if (n >= wl && !memcmp(t, s->ws, wl)) tag = 'W', skip = wl; // the word-start marker first, as MergeKit's normalize_token
+    for (int r = 0; tag == 'T' && r < 4; r++)
         if (s->special[r] && strlen(s->special[r]) == n && !memcmp(s->special[r], t, n)) { tag = 'S', t = roles[r], n = strlen(roles[r]); break; }
-    if (tag == 'T' && n >= wl && !memcmp(t, s->ws, wl)) tag = 'W', skip = wl;
     k->n = n - skip + 1, k->id = id;
     if (!(k->s = graft__malloc(k->n))) return nomem(err);
     k->s[0] = tag;
@@ -142,26 +142,35 @@ struct tjob {
     int32_t *sh_d, *sh_m;     // shared tokens: donor row, model row (donor order)
     size_t n_sh;
     int k;
-    // one matrix at a time: donor rows (candidates and targets) and model rows, f32
+    size_t k_eff;             // omp atoms: at most k, the shared tokens and the donor's width
+    // one matrix at a time: donor rows (targets), the shared tokens' donor rows (candidates), model rows, f32
     const float *D, *M;
+    float *C;
     uint64_t dd, dm;          // their widths
     float *out;               // donor rows × dm
     double *resid;            // per todo: OMP relative residual
 };
 
-// OMP for targets todo[c0 .. c0 + b): greedy atoms by largest |⟨residual, candidate⟩|, Gram–Schmidt
-// basis in double, least-squares coefficients applied to the model's rows of the chosen atoms.
+// OMP for targets todo[c0 .. c0 + b): greedy atoms by largest |⟨residual, candidate⟩| (lowest index on
+// ties), an orthonormal basis of the chosen atoms in double (Gram–Schmidt twice), the residual updated
+// atom by atom, least-squares coefficients by back substitution, applied to the model's rows of the
+// chosen atoms. An atom that adds nothing to the basis (its remainder ≤ 10⁻¹⁰ of its norm: dependent on
+// the ones before, relative so that scaling the donor changes nothing) is used up with coefficient 0.
 static int omp_chunk(struct tjob *j, size_t c0, size_t b, struct graft_err *err) {
-    const size_t N = j->n_sh, d = (size_t)j->dd, k = (size_t)j->k;
-    float *C = graft__malloc(N * d * sizeof *C), *R = graft__malloc(b * d * sizeof *R), *corr = graft__malloc(b * N * sizeof *corr);
-    double *Q = graft__malloc(b * k * d * sizeof *Q), *Rt = graft__calloc(b * k * k, sizeof *Rt), *y = graft__malloc(b * d * sizeof *y);
-    size_t *sel = graft__malloc(b * k * sizeof *sel);
+    const size_t N = j->n_sh, d = (size_t)j->dd, k = (size_t)j->k_eff;
+    const float *C = j->C;
+    float *R = graft__malloc(b * d * sizeof *R), *corr = graft__malloc(b * N * sizeof *corr);
+    double *y = graft__malloc(b * d * sizeof *y),
+           *res = graft__malloc(b * d * sizeof *res), *qy = graft__malloc(k * sizeof *qy), *c = graft__malloc(k * sizeof *c);
+    size_t *sel = graft__malloc(b * k * sizeof *sel), *nb = graft__calloc(b, sizeof *nb);
     bool *used = graft__calloc(b * N, sizeof *used);
-    int rc = C && R && corr && Q && Rt && y && sel && used ? GRAFT_OK : nomem(err);
+    double **Qt = graft__calloc(b, sizeof *Qt), **Rtt = graft__calloc(b, sizeof *Rtt);
+    int rc = R && corr && y && res && qy && c && sel && nb && used && Qt && Rtt ? GRAFT_OK : nomem(err);
+    for (size_t t = 0; !rc && t < b; t++)
+        if (!(Qt[t] = graft__malloc(k * d * sizeof **Qt)) || !(Rtt[t] = graft__calloc(k * k, sizeof **Rtt))) rc = nomem(err);
     if (rc) goto out;
-    for (size_t i = 0; i < N; i++) memcpy(C + i * d, j->D + (size_t)j->sh_d[i] * d, d * sizeof *C);
     for (size_t t = 0; t < b; t++)
-        for (size_t e = 0; e < d; e++) y[t * d + e] = j->D[(size_t)j->todo[c0 + t] * d + e], R[t * d + e] = (float)y[t * d + e];
+        for (size_t e = 0; e < d; e++) y[t * d + e] = res[t * d + e] = j->D[(size_t)j->todo[c0 + t] * d + e], R[t * d + e] = (float)y[t * d + e];
     for (size_t it = 0; it < k; it++) {
         memset(corr, 0, b * N * sizeof *corr);
         graft__sgemm_acc(false, true, b, N, d, 1.0f, R, d, C, d, corr, N);
@@ -170,61 +179,59 @@ static int omp_chunk(struct tjob *j, size_t c0, size_t b, struct graft_err *err)
             float bv = -1;
             for (size_t i = 0; i < N; i++)
                 if (!used[t * N + i] && fabsf(corr[t * N + i]) > bv) bv = fabsf(corr[t * N + i]), best = i;
-            used[t * N + best] = true, sel[t * k + it] = best;
-            double *q = Q + (t * k + it) * d, *rt = Rt + t * k * k;
-            for (size_t e = 0; e < d; e++) q[e] = C[best * d + e];
-            for (int pass = 0; pass < 2; pass++) // Gram–Schmidt, twice (the second pass keeps the basis orthonormal in rounding)
-                for (size_t m = 0; m < it; m++) {
-                    const double *qm = Q + (t * k + m) * d;
+            if (best == N) continue; // (inputs are finite and k ≤ N: not reached)
+            used[t * N + best] = true;
+            double *q = Qt[t] + nb[t] * d, *rt = Rtt[t], an = 0;
+            for (size_t e = 0; e < d; e++) q[e] = C[best * d + e], an += q[e] * q[e];
+            for (size_t m = 0; m < nb[t]; m++) rt[m * k + nb[t]] = 0;
+            for (int pass = 0; pass < 2; pass++)
+                for (size_t m = 0; m < nb[t]; m++) {
+                    const double *qm = Qt[t] + m * d;
                     double pr = 0;
                     for (size_t e = 0; e < d; e++) pr += qm[e] * q[e];
                     for (size_t e = 0; e < d; e++) q[e] -= pr * qm[e];
-                    rt[m * k + it] += pr;
+                    rt[m * k + nb[t]] += pr;
                 }
             double nrm = 0;
             for (size_t e = 0; e < d; e++) nrm += q[e] * q[e];
             nrm = sqrt(nrm);
-            rt[it * k + it] = nrm;
-            for (size_t e = 0; e < d; e++) q[e] = nrm > 1e-30 ? q[e] / nrm : 0.0;
-            // residual = y − Q·Qᵀ·y
-            double *res = graft__malloc(d * sizeof *res);
-            if (!res) { rc = nomem(err); goto out; }
-            for (size_t e = 0; e < d; e++) res[e] = y[t * d + e];
-            for (size_t m = 0; m <= it; m++) {
-                const double *qm = Q + (t * k + m) * d;
-                double pr = 0;
-                for (size_t e = 0; e < d; e++) pr += qm[e] * y[t * d + e];
-                for (size_t e = 0; e < d; e++) res[e] -= pr * qm[e];
-            }
-            for (size_t e = 0; e < d; e++) R[t * d + e] = (float)res[e];
-            graft__free(res);
+            if (!(nrm > 1e-10 * sqrt(an))) continue; // dependent on the chosen atoms: no new direction
+            for (size_t e = 0; e < d; e++) q[e] /= nrm;
+            rt[nb[t] * k + nb[t]] = nrm, sel[t * k + nb[t]] = best;
+            double pq = 0; // the residual loses its component along the new direction
+            for (size_t e = 0; e < d; e++) pq += q[e] * y[t * d + e];
+            for (size_t e = 0; e < d; e++) res[t * d + e] -= pq * q[e], R[t * d + e] = (float)res[t * d + e];
+            nb[t]++;
         }
     }
-    for (size_t t = 0; t < b; t++) { // coefficients: R_t·c = Qᵀ·y (back substitution), output = Σ c·model rows
-        const double *rt = Rt + t * k * k;
-        double qy[1024], c[1024];
-        for (size_t m = 0; m < k; m++) {
-            const double *qm = Q + (t * k + m) * d;
+    for (size_t t = 0; t < b; t++) { // coefficients: R·c = Qᵀ·y (back substitution), output = Σ c·model rows
+        const double *rt = Rtt[t];
+        size_t n = nb[t];
+        for (size_t m = 0; m < n; m++) {
+            const double *qm = Qt[t] + m * d;
             qy[m] = 0;
             for (size_t e = 0; e < d; e++) qy[m] += qm[e] * y[t * d + e];
         }
-        for (size_t m = k; m-- > 0;) {
+        for (size_t m = n; m-- > 0;) {
             double v = qy[m];
-            for (size_t n = m + 1; n < k; n++) v -= rt[m * k + n] * c[n];
-            c[m] = fabs(rt[m * k + m]) > 1e-30 ? v / rt[m * k + m] : 0.0;
+            for (size_t l = m + 1; l < n; l++) v -= rt[m * k + l] * c[l];
+            c[m] = v / rt[m * k + m];
         }
         float *o = j->out + (size_t)j->todo[c0 + t] * j->dm;
         for (uint64_t e = 0; e < j->dm; e++) {
             double v = 0;
-            for (size_t m = 0; m < k; m++) v += c[m] * j->M[(size_t)j->sh_m[sel[t * k + m]] * j->dm + e];
+            for (size_t m = 0; m < n; m++) v += c[m] * j->M[(size_t)j->sh_m[sel[t * k + m]] * j->dm + e];
             o[e] = (float)v;
         }
         double rn = 0, yn = 0;
-        for (size_t e = 0; e < d; e++) rn += (double)R[t * d + e] * R[t * d + e], yn += y[t * d + e] * y[t * d + e];
+        for (size_t e = 0; e < d; e++) rn += res[t * d + e] * res[t * d + e], yn += y[t * d + e] * y[t * d + e];
         j->resid[c0 + t] = yn > 0 ? sqrt(rn / yn) : 0.0;
     }
 out:
-    graft__free(C), graft__free(R), graft__free(corr), graft__free(Q), graft__free(Rt), graft__free(y), graft__free(sel), graft__free(used);
+    for (size_t t = 0; Qt && Rtt && t < b; t++) graft__free(Qt[t]), graft__free(Rtt[t]);
+    graft__free(Qt), graft__free(Rtt);
+    graft__free(R), graft__free(corr), graft__free(y), graft__free(res), graft__free(qy), graft__free(c);
+    graft__free(sel), graft__free(nb), graft__free(used);
     return rc;
 }
 
@@ -298,7 +305,19 @@ static int build(struct tjob *j, const struct graft_model_tensor *dt, const stru
                  struct graft_err *err) {
     float *D = load_all(j->dn->m, dt), *M = load_all(j->mo->m, mt);
     int rc = D && M ? GRAFT_OK : nomem(err);
-    j->D = D, j->M = M, j->dd = dt->info->ne[1], j->dm = mt->info->ne[1], j->out = out;
+    j->D = D, j->M = M, j->dd = dt->info->ne[1], j->dm = mt->info->ne[1], j->out = out, j->C = NULL;
+    for (int s = 0; !rc && s < 2; s++) { // NaN / ±Inf would poison every fit they meet
+        const struct graft_model_tensor *t = s ? mt : dt;
+        uint64_t bad = graft_count_nonfinite(GRAFT_DTYPE_F32, s ? M : D, (size_t)t->info->n_elem, NULL);
+        if (bad)
+            rc = graft_err_set(err, GRAFT_E_NONFINITE, graft_model_path(s ? j->mo->m : j->dn->m), t->info->name, t->info->name_len,
+                               "holds %llu NaN or infinite values: no row can be built from it", (unsigned long long)bad);
+    }
+    if (!rc && j->p->approach == GRAFT_TOK_OMP && j->n_todo) { // the candidates, once for every chunk
+        j->k_eff = (size_t)j->k < j->dd ? (size_t)j->k : (size_t)j->dd;
+        if (!(j->C = graft__malloc(j->n_sh * (size_t)j->dd * sizeof *j->C + 4))) rc = nomem(err);
+        for (size_t i = 0; !rc && i < j->n_sh; i++) memcpy(j->C + i * j->dd, D + (size_t)j->sh_d[i] * j->dd, (size_t)j->dd * sizeof *j->C);
+    }
     for (uint64_t r = 0; !rc && r < j->dn->rows; r++) {
         if (j->src[r] >= 0) memcpy(out + r * j->dm, M + (uint64_t)j->src[r] * j->dm, (size_t)j->dm * sizeof *out);
         else memset(out + r * j->dm, 0, (size_t)j->dm * sizeof *out);
@@ -319,7 +338,8 @@ static int build(struct tjob *j, const struct graft_model_tensor *dt, const stru
         for (size_t t = 0; t < j->n_todo; t++) s += j->resid[t];
         *mean_resid = s / (double)j->n_todo;
     }
-    graft__free(D), graft__free(M);
+    graft__free(D), graft__free(M), graft__free(j->C);
+    j->C = NULL;
     return rc;
 }
 
@@ -374,12 +394,25 @@ static int side_files(struct graft_writer *w, const struct side *mo, const struc
         int grc = graft__load_json_file(gp, 16u << 20, &g, &e2);
         if (grc == GRAFT_E_NOMEM) rc = nomem(err);
         if (!grc && json_is_object(g)) {
-            for (size_t k = 0; k < 3; k++) {
-                json_t *v = json_object_get(dc, ids[k]);
-                if (v) json_object_set(g, ids[k], v);
-                else json_object_del(g, ids[k]);
+            // the donor's ids: its generation_config.json first (instruct models keep their extra stop ids
+            // there), else its config.json; ids of the model's vocabulary that have no donor value go
+            json_t *dg = NULL;
+            char *dp = graft__asprintf("%s/generation_config.json", dn->dir);
+            struct graft_err e3;
+            graft_err_clear(&e3);
+            if (!dp) rc = nomem(err);
+            else if (graft__load_json_file(dp, 16u << 20, &dg, &e3) == GRAFT_E_NOMEM) rc = nomem(err);
+            graft__free(dp);
+            static const char *const gids[] = {"bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "forced_bos_token_id",
+                                               "forced_eos_token_id", "suppress_tokens", "begin_suppress_tokens"};
+            for (size_t k = 0; !rc && k < sizeof gids / sizeof gids[0]; k++) {
+                json_t *v = json_is_object(dg) ? json_object_get(dg, gids[k]) : NULL;
+                if (!v) v = json_object_get(dc, gids[k]);
+                if (v) json_object_set(g, gids[k], v);
+                else json_object_del(g, gids[k]);
             }
-            rc = graft__ops_add_json(w, "generation_config.json", g, err);
+            json_decref(dg);
+            if (!rc) rc = graft__ops_add_json(w, "generation_config.json", g, err);
         }
     }
     graft__free(gp);
@@ -431,6 +464,10 @@ int graft_tokensurgeon(const char *model_dir, const char *donor_dir, const char 
     if (!rc && p->approach == GRAFT_TOK_OMP && j.n_todo && !j.n_sh)
         rc = graft_err_set(err, GRAFT_E_CONFIG, donor_dir, NULL, 0, "the two vocabularies share no token: omp has nothing to build from "
                                                                  "(--approach mean, zero or subword work without shared tokens)");
+    uint64_t cells;
+    if (!rc && (__builtin_mul_overflow(dn.rows, mo.dim, &cells) || cells > ((uint64_t)1 << 40)))
+        rc = graft_err_set(err, GRAFT_E_LIMIT, donor_dir, NULL, 0, "a %llu × %llu embedding is too large", (unsigned long long)dn.rows,
+                           (unsigned long long)mo.dim);
     if (!rc && !(E = graft__malloc((size_t)(dn.rows * mo.dim) * sizeof *E + 4))) rc = nomem(err);
     if (!rc) rc = build(&j, dn.embed, mo.embed, E, &r.omp_residual, err);
     if (!rc && mo.head) { // the model's untied lm_head: from the donor's lm_head (or its tied embedding)
@@ -439,7 +476,17 @@ int graft_tokensurgeon(const char *model_dir, const char *donor_dir, const char 
     }
     if (!rc && !p->dry_run) {
         size_t nt = graft_model_n_tensors(mo.m);
-        rc = graft__ops_writer_open(mo.m, target, p->max_shard_bytes, p->writer_flags, &w, err);
+        // the output must overwrite neither input: both folders and their shards are protected
+        const char *protect[4100];
+        size_t np = 0;
+        for (int i = 0; i < graft_model_n_shards(mo.m) && np < 2040; i++) protect[np++] = graft_st_path(graft_model_shard(mo.m, i));
+        for (int i = 0; i < graft_model_n_shards(dn.m) && np < 4090; i++) protect[np++] = graft_st_path(graft_model_shard(dn.m, i));
+        if (graft_model_is_dir(mo.m)) protect[np++] = graft_model_dir(mo.m);
+        if (graft_model_is_dir(dn.m)) protect[np++] = graft_model_dir(dn.m);
+        struct graft_writer_params wp = graft_writer_default_params();
+        wp.max_shard_bytes = p->max_shard_bytes, wp.flags = p->writer_flags, wp.protect = protect, wp.n_protect = np;
+        if (graft__ops_single_file(target)) wp.flags |= GRAFT_WRITER_SINGLE_FILE;
+        rc = graft_writer_open(target, &wp, &w, err);
         struct wjob wj = {.m = mo.m, .w = w, .E = E, .H = Hd, .embed = mo.embed, .head = mo.head, .erows = dn.rows, .ecols = mo.dim, .flags = p->writer_flags};
         if (!rc && !(ids = graft__calloc(nt + 1, sizeof *ids))) rc = nomem(err);
         wj.ids = ids;

@@ -5,7 +5,8 @@
       OUT's embedding (and untied lm_head) against rows recomputed here: the donor's vocabulary normalised
       (word-start marker Ġ or ▁, whichever more tokens start with; bos/eos/unk/pad tokens of
       tokenizer_config.json by role), exact tokens from MODEL, the others by APPROACH — omp (greedy atoms
-      by |correlation| with the residual, least squares on the chosen donor rows, the coefficients on
+      by |correlation| with the residual, at most min(K, shared tokens, the donor's width) of them, least
+      squares on the chosen donor rows, the coefficients on
       MODEL's rows; NumPy's lstsq), mean, zero, subword (the donor token's text — byte-level: its bytes;
       Metaspace: ▁ as spaces; byte fallback: the byte; not UTF-8: a zero row — encoded by tok_ref.py's own
       encoder, the mean of those rows) — rows without a token zero; every other tensor unchanged; vocab_size and
@@ -50,7 +51,7 @@ def vocab(d):
     ws = "\u2581" if u > g else "\u0120"
     keys = {}
     for i, t in sorted(v.items()):
-        keys[i] = ("S", special[t]) if t in special else ("W", t[len(ws):]) if t.startswith(ws) else ("T", t)
+        keys[i] = ("W", t[len(ws):]) if t.startswith(ws) else ("S", special[t]) if t in special else ("T", t)
     return tok, v, keys
 
 
@@ -113,7 +114,7 @@ def check(model, donor, out, approach, k, report):
         Mrows = Mm[[exact[i] for i in shared]]
         for i in todo:
             if approach == "omp":
-                sel, coef, r = omp(Dm[i], C, min(k, len(shared)))
+                sel, coef, r = omp(Dm[i], C, min(k, len(shared), Dm.shape[1]))
                 want[i] = coef @ Mrows[sel]
                 if oname == "model.embed_tokens.weight":
                     resid.append(r)
