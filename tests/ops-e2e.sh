@@ -332,6 +332,46 @@ for flags in "" "--no-residual"; do
     nothing x33 "align of misshapen tensors"
 done
 
+# ---- shrink (depth pruning): metric values against NumPy's forward; a pruned model computes what the
+# original does with the dropped layers' o_proj and down_proj zeroed (those layers become identities) ----
+HREF="$(dirname "$AREF")/shrink_ref.py"
+FAMB="$(dirname "$AREF")/../../demo/family/base"
+FAMC="$(dirname "$AREF")/../../demo/family/calib/c.txt"
+"$G" tokenize "$FAMB" "$FAMC" > calib.ids 2>/dev/null
+for spec in "angular 1" "angular 2" "block-influence 2"; do
+    set -- $spec
+    expect 0 "$G" shrink "$FAMB" sh-$1-$2 --drop-layers $2 --metric $1 --calib "$FAMC" --ctx 48 --windows 3 --json --threads 2
+    cp "$T/out" sh-$1-$2.json
+    if "$PY" "$HREF" check "$FAMB" calib.ids 48 256 3 $1 $2 sh-$1-$2.json >"$T/py" 2>&1; then ok; else bad "shrink $1 $2: $(cat "$T/py")"; fi
+    "$PY" - "$FAMB" sh-$1-$2.json zeroed-$1-$2 <<'PYEOF'
+import json, os, sys
+sys.path.insert(0, os.environ["AREFDIR"])
+import numpy as np
+from lora_ref import load, save
+W = load(sys.argv[1])
+for l in json.load(open(sys.argv[2]))["dropped"]:
+    for k in ("self_attn.o_proj.weight", "mlp.down_proj.weight"):
+        W["model.layers.%d.%s" % (l, k)] = np.zeros_like(W["model.layers.%d.%s" % (l, k)])
+os.makedirs(sys.argv[3], exist_ok=True)
+save(sys.argv[3] + "/model.safetensors", W)
+for f in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+    open(os.path.join(sys.argv[3], f), "wb").write(open(os.path.join(sys.argv[1], f), "rb").read())
+PYEOF
+    "$G" eval zeroed-$1-$2 --tokens mu.ids --ctx 45 --no-bos --dump-logits z.bin >/dev/null 2>&1 && "$G" eval sh-$1-$2 --tokens mu.ids --ctx 45 --no-bos --dump-logits s.bin >/dev/null 2>&1
+    "$PY" -c 'import numpy as np, sys; a, b = np.fromfile("z.bin", "<f4"), np.fromfile("s.bin", "<f4"); d = np.abs(a - b).max() / np.abs(a).max(); print(d); sys.exit(0 if a.size == b.size and d < 1e-5 else 1)' > "$T/py" 2>&1 && ok || bad "shrink $1 $2 differs from zeroing the dropped layers: $(cat "$T/py")"
+    grep -q "\"num_hidden_layers\": $((4 - $2))" sh-$1-$2/config.json && ok || bad "shrink $1 $2: num_hidden_layers"
+done
+expect 0 "$G" shrink "$FAMB" sh-named --layers 3,0
+"$G" inspect sh-named | grep -q "model.layers.1.mlp" && ! "$G" inspect sh-named | grep -q "model.layers.2\." && ok || bad "shrink --layers renumbering"
+"$PY" -c "import sys; sys.path.insert(0, '$(dirname "$AREF")'); from lora_ref import load; import numpy as np; A, S = load('$FAMB'), load('sh-named'); sys.exit(0 if all(np.array_equal(S[k.replace('layers.%d.' % o, 'layers.%d.' % n)], A[k]) for o, n in ((1, 0), (2, 1)) for k in A if k.startswith('model.layers.%d.' % o)) else 1)" && ok || bad "shrink --layers: the kept layers' tensors are not the originals"
+expect 2 "$G" shrink "$FAMB" x40 --layers 4
+expect 2 "$G" shrink "$FAMB" x41 --drop-layers 4 --calib "$FAMC"
+expect 2 "$G" shrink "$FAMB" x42 --drop-layers 1
+expect 2 "$G" shrink "$FAMB" x43 --layers 1,1
+nothing x40 "shrink with a bad layer"
+expect 0 "$G" shrink "$FAMB" x44 --drop-layers 1 --calib "$FAMC" --ctx 32 --windows 1 --dry-run
+nothing x44 "shrink --dry-run"
+
 # ---- moe (mergekit-moe configs, Mixtral output) ----
 expect 0 "$G" synth e1 --like m32 --delta 0.05 --seed 11
 expect 0 "$G" synth e2 --like m32 --delta 0.05 --seed 12
@@ -516,6 +556,7 @@ if [ "$FAULTS" = faults ]; then
     alloc_faults 1 fr.safetensors "$G" reparam conv.safetensors fr.safetensors --fold repvgg --threads 2
     alloc_faults 1 fmu "$G" reparam mu-f32--tie fmu --fold mup --threads 2
     alloc_faults 1 fal "$G" align mind --to m32 fal --threads 2
+    alloc_faults 1 fsh "$G" shrink "$FAMB" fsh --drop-layers 1 --calib "$FAMC" --ctx 32 --windows 2 --threads 2
     alloc_faults 2 fm "$G" moe moe.yml fm --threads 2
     alloc_faults 1 fx2 "$G" expand m32 fx2 --hidden 80 --add-layers 1@1 --threads 2
     for spec in write fsync rename; do

@@ -73,6 +73,9 @@ int graft_llama_forward(struct graft_llama *L, const int32_t *tokens, int n_seq,
 // The input of every decoder layer (the residual stream, transformers' hidden_states[l]) for one
 // sequence: out[l · len · hidden + i · hidden + j], n_layers × len × hidden floats.
 int graft_llama_layer_inputs(struct graft_llama *L, const int32_t *tokens, int len, float *out, struct graft_err *err);
+// The same and, after them, the last layer's output (before the final norm): (n_layers + 1) × len ×
+// hidden floats, transformers' hidden_states[0 … L] without the final norm on the last.
+int graft_llama_hidden_states(struct graft_llama *L, const int32_t *tokens, int len, float *out, struct graft_err *err);
 
 // Perplexity over documents (token ids, no BOS): windows of `ctx` tokens, BOS first when bos ≥ 0,
 // never spanning two documents; with stride > 0 they slide by `stride` tokens and only tokens not

@@ -44,5 +44,6 @@
 #include "expand.h"
 #include "align.h"
 #include "tokensurgeon.h"
+#include "shrink.h"
 
 #endif

@@ -719,7 +719,7 @@ static void free_bufs(float **b, int n) {
 // The forward pass; with `capture` set, each layer's input (the residual stream) is copied to
 // capture[l · M · H …] and the head is skipped.
 static int run(struct graft_llama *L, const int32_t *tokens, int n_seq, int len, const int *score_from, double *nll, uint64_t *n_scored,
-               float *logits, struct graft_llama_stats *stats, float *capture, struct graft_err *err) {
+               float *logits, struct graft_llama_stats *stats, float *capture, bool capture_final, struct graft_err *err) {
     if (n_seq < 1 || len < 1) return graft_err_set(err, GRAFT_E_USAGE, L->name, NULL, 0, "nothing to evaluate");
     size_t T = (size_t)len, M = (size_t)n_seq * T, H = (size_t)L->H, In = (size_t)L->ni, qd = (size_t)L->nh * L->hd, kd = (size_t)L->nkv * L->hd;
     for (size_t m = 0; m < M; m++)
@@ -804,6 +804,7 @@ static int run(struct graft_llama *L, const int32_t *tokens, int n_seq, int len,
         if (scaled)
             for (size_t i = 0; i < M * H; i++) x[i] += L->res_scale * h[i];
     }
+    if (!rc && capture && capture_final) memcpy(capture + (size_t)L->nl * M * H, x, M * H * sizeof(float)); // the last layer's output
     if (rc || capture) goto out;
     if (bad_at == -2 && graft_count_nonfinite(GRAFT_DTYPE_F32, x, M * H, NULL)) bad_at = L->nl - 1;
     rmsnorm(x, L->g_final, L->eps, M, H, h);
@@ -845,9 +846,13 @@ out:
 
 int graft_llama_forward(struct graft_llama *L, const int32_t *tokens, int n_seq, int len, const int *score_from, double *nll,
                         uint64_t *n_scored, float *logits, struct graft_llama_stats *stats, struct graft_err *err) {
-    return run(L, tokens, n_seq, len, score_from, nll, n_scored, logits, stats, NULL, err);
+    return run(L, tokens, n_seq, len, score_from, nll, n_scored, logits, stats, NULL, false, err);
 }
 
 int graft_llama_layer_inputs(struct graft_llama *L, const int32_t *tokens, int len, float *out, struct graft_err *err) {
-    return run(L, tokens, 1, len, NULL, NULL, NULL, NULL, NULL, out, err);
+    return run(L, tokens, 1, len, NULL, NULL, NULL, NULL, NULL, out, false, err);
+}
+
+int graft_llama_hidden_states(struct graft_llama *L, const int32_t *tokens, int len, float *out, struct graft_err *err) {
+    return run(L, tokens, 1, len, NULL, NULL, NULL, NULL, NULL, out, true, err);
 }

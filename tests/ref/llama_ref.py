@@ -209,6 +209,8 @@ def logits(path, tokens, W=None, taps=None):
         act = g / (1 + np.exp(-g)) * u
         tap(3, act)
         x = x + cb * (act @ W[p + "mlp.down_proj.weight"].T)
+    if taps is not None:  # the last layer's output, before the final norm (hidden_states[L] un-normed)
+        taps.setdefault((L, -1), []).append(x)
     x = rmsnorm(x, W["model.norm.weight"], eps)
     if mu:
         x = x / (H / c.get("dim_model_base", 1))

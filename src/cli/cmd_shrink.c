@@ -1,0 +1,124 @@
+// graft shrink: a smaller dense model by dropping whole decoder layers (depth pruning).
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cli.h"
+#include "graft/shrink.h"
+#include "graft/tokenizer.h"
+
+static const char help[] =
+    "Usage: graft shrink IN OUT --drop-layers N [--metric angular|block-influence] --calib TEXT [--ctx C] [--windows W]\n"
+    "       graft shrink IN OUT --layers A,B,...\n"
+    "                          [--no-bos] [--threads N] [--json] [--dry-run] [--force]\n"
+    "\n"
+    "Drop whole decoder layers, chosen from the hidden states of IN (a Llama-family model the evaluator\n"
+    "runs) on calibration text tokenized with IN's tokenizer, in windows of C tokens (BOS first):\n"
+    "  angular          (default) the N consecutive layers whose input and output are closest: the mean\n"
+    "                   over windows of arccos(cos(h_l, h_{l+N})) / π at the last token (Gromov et al.)\n"
+    "  block-influence  the N layers of lowest 1 − mean cos(h_i, h_{i+1}) over every token (ShortGPT)\n"
+    "or the named layers (--layers). OUT keeps every other tensor, the layers renumbered; config.json gets\n"
+    "num_hidden_layers and per-layer lists (layer_types) shortened. Prints the metric per candidate and\n"
+    "the layers dropped (--json as JSON).\n"
+    "\n"
+    "Options:\n"
+    "  --drop-layers N   layers to drop (with a metric)\n"
+    "  --metric M        angular (default) or block-influence\n"
+    "  --calib TEXT      calibration text (UTF-8)\n"
+    "  --layers A,B,...  drop these layers (0-based); no calibration\n"
+    "  --ctx C           tokens per window (default 256)\n"
+    "  --windows W       at most W windows (default 32)\n"
+    "  --no-bos          no BOS at the start of each window\n"
+    "  --threads N       threads of the forward pass (default: number of CPUs)\n"
+    "  --json            the report as JSON on stdout\n"
+    "  --dry-run         measure and report; write nothing\n"
+    "  --force           replace OUT if it exists and is not empty\n"
+    "  -h, --help        this text\n";
+
+int cmd_shrink(int argc, char **argv) {
+    static const struct option opts[] = {{"drop-layers", required_argument, 0, 'd'}, {"metric", required_argument, 0, 'm'}, {"calib", required_argument, 0, 'c'},
+                                         {"layers", required_argument, 0, 'l'}, {"ctx", required_argument, 0, 'x'}, {"windows", required_argument, 0, 'w'},
+                                         {"no-bos", no_argument, 0, 'B'}, {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'j'},
+                                         {"dry-run", no_argument, 0, 'n'}, {"force", no_argument, 0, 'f'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    struct graft_shrink_params p = graft_shrink_default_params();
+    p.n_threads = graft_n_cpus();
+    const char *calib = NULL;
+    bool json = false, no_bos = false, have_drop = false;
+    int *layers = NULL, c, rc = GRAFT_EXIT_OK;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        bool ok = true;
+        switch (c) {
+        case 'd': ok = cli_int("shrink", "--drop-layers", optarg, 1, 4095, &p.drop), have_drop = true; break;
+        case 'm':
+            if (!strcmp(optarg, "angular")) p.metric = GRAFT_DEPTH_ANGULAR;
+            else if (!strcmp(optarg, "block-influence")) p.metric = GRAFT_DEPTH_BLOCK_INFLUENCE;
+            else { rc = cli_usage("shrink", "--metric expects angular or block-influence, got '%s'", optarg); goto done; }
+            break;
+        case 'c': calib = optarg; break;
+        case 'l':
+            for (char *s = optarg; *s;) {
+                char *end;
+                long v = strtol(s, &end, 10);
+                if (end == s || v < 0 || v > 4095 || (*end && *end != ',')) { rc = cli_usage("shrink", "--layers expects A,B,... (layer numbers), got '%s'", optarg); goto done; }
+                int *nl = realloc(layers, (p.n_layers + 1) * sizeof *nl);
+                if (!nl) { rc = cli_usage("shrink", "out of memory"); goto done; }
+                layers = nl, layers[p.n_layers++] = (int)v;
+                s = *end ? end + 1 : end;
+            }
+            break;
+        case 'x': ok = cli_int("shrink", "--ctx", optarg, 2, 1 << 20, &p.ctx); break;
+        case 'w': ok = cli_int("shrink", "--windows", optarg, 1, 1 << 20, &p.windows); break;
+        case 'B': no_bos = true; break;
+        case 't': ok = cli_threads("shrink", optarg, &p.n_threads); break;
+        case 'j': json = true; break;
+        case 'n': p.dry_run = true; break;
+        case 'f': p.writer_flags |= GRAFT_WRITER_FORCE; break;
+        case 'h': fputs(help, stdout); goto done;
+        default: rc = cli_usage("shrink", "unknown option"); goto done;
+        }
+        if (!ok) { rc = GRAFT_EXIT_USAGE; goto done; }
+    }
+    if (argc - optind != 2 && !(p.dry_run && argc - optind == 1)) { rc = cli_usage("shrink", "expected IN and OUT"); goto done; }
+    if (!!p.n_layers == (have_drop || calib)) { rc = cli_usage("shrink", "give --drop-layers N with --calib TEXT, or --layers A,B,..."); goto done; }
+    if (have_drop && !calib) { rc = cli_usage("shrink", "--drop-layers needs --calib TEXT"); goto done; }
+    p.layers = layers;
+    struct graft_err err;
+    graft_err_clear(&err);
+    struct graft_model *m = NULL;
+    struct graft_tokenizer *tok = NULL;
+    int32_t *ids = NULL, bos = -1;
+    size_t n = 0;
+    if (graft_model_open(argv[optind], &m, &err) ||
+        (calib && (graft_tokenizer_load(argv[optind], &tok, &err) || cli_encode_file(tok, calib, &ids, &n, &err)))) {
+        rc = cli_fail(&err);
+        goto close;
+    }
+    if (tok && !no_bos) bos = graft_tokenizer_bos(tok);
+    struct graft_shrink_report r = {0};
+    if (graft_shrink_depth(m, ids, n, bos, p.dry_run ? "" : argv[optind + 1], &p, &r, &err)) { rc = cli_fail(&err); goto close; }
+    if (json) {
+        printf("{\"layers\": %d, \"windows\": %d, \"metric\": \"%s\", \"values\": [", r.n_layers, r.windows,
+               p.n_layers ? "none" : p.metric == GRAFT_DEPTH_ANGULAR ? "angular" : "block-influence");
+        for (int i = 0; i < r.n_values; i++) printf("%s%.9g", i ? ", " : "", r.values[i]);
+        printf("], \"dropped\": [");
+        for (int i = 0; i < r.n_dropped; i++) printf("%s%d", i ? ", " : "", r.dropped[i]);
+        printf("]}\n");
+    } else {
+        for (int i = 0; i < r.n_values; i++)
+            printf(p.metric == GRAFT_DEPTH_ANGULAR ? "layers %3d–%-3d angular distance %.5f\n" : "layer %3d%.0d block influence %.5f\n", i,
+                   p.metric == GRAFT_DEPTH_ANGULAR ? i + p.drop - 1 : 0, r.values[i]);
+        printf("dropped:");
+        for (int i = 0; i < r.n_dropped; i++) printf(" %d", r.dropped[i]);
+        printf(" (%d of %d layers remain)\n", r.n_layers - r.n_dropped, r.n_layers);
+    }
+    if (!p.dry_run) fprintf(stderr, "graft: wrote %d layers: %s\n", r.n_layers - r.n_dropped, argv[optind + 1]);
+    graft_shrink_report_free(&r);
+close:
+    free(ids);
+    graft_tokenizer_free(tok);
+    graft_model_close(m);
+done:
+    free(layers);
+    return rc;
+}
