@@ -338,7 +338,7 @@ HREF="$(dirname "$AREF")/shrink_ref.py"
 FAMB="$(dirname "$AREF")/../../demo/family/base"
 FAMC="$(dirname "$AREF")/../../demo/family/calib/c.txt"
 "$G" tokenize "$FAMB" "$FAMC" > calib.ids 2>/dev/null
-for spec in "angular 1" "angular 2" "block-influence 2"; do
+for spec in "angular 1" "angular 2" "block-influence 2" "ppl 2"; do
     set -- $spec
     expect 0 "$G" shrink "$FAMB" sh-$1-$2 --drop-layers $2 --metric $1 --calib "$FAMC" --ctx 48 --windows 3 --json --threads 2
     cp "$T/out" sh-$1-$2.json
@@ -368,6 +368,8 @@ expect 2 "$G" shrink "$FAMB" x40 --layers 4
 expect 2 "$G" shrink "$FAMB" x41 --drop-layers 4 --calib "$FAMC"
 expect 2 "$G" shrink "$FAMB" x42 --drop-layers 1
 expect 2 "$G" shrink "$FAMB" x43 --layers 1,1
+expect 2 "$G" shrink "$FAMB" x45 --drop-layers 2 --metric ppl --calib "$FAMC" --budget 6
+grep -q "needs 7 evaluations" "$T/err" && ok || bad "shrink ppl over budget: $(cat "$T/err")"
 nothing x40 "shrink with a bad layer"
 expect 0 "$G" shrink "$FAMB" x44 --drop-layers 1 --calib "$FAMC" --ctx 32 --windows 1 --dry-run
 nothing x44 "shrink --dry-run"

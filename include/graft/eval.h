@@ -76,6 +76,9 @@ int graft_llama_layer_inputs(struct graft_llama *L, const int32_t *tokens, int l
 // The same and, after them, the last layer's output (before the final norm): (n_layers + 1) × len ×
 // hidden floats, transformers' hidden_states[0 … L] without the final norm on the last.
 int graft_llama_hidden_states(struct graft_llama *L, const int32_t *tokens, int len, float *out, struct graft_err *err);
+// Leave layers out of every later forward pass (skip[l], n_layers entries; NULL: none), as a model
+// without them would compute (used to measure what dropping layers costs).
+int graft_llama_skip_layers(struct graft_llama *L, const bool *skip, struct graft_err *err);
 
 // Perplexity over documents (token ids, no BOS): windows of `ctx` tokens, BOS first when bos ≥ 0,
 // never spanning two documents; with stride > 0 they slide by `stride` tokens and only tokens not

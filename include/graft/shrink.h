@@ -5,6 +5,8 @@
 //                    "The Unreasonable Ineffectiveness of the Deeper Layers", 2024)
 //   block-influence  each layer's BI = 1 − mean over every token of cos(h_i, h_{i+1}); the N layers of
 //                    lowest BI (Men et al., ShortGPT, 2024)
+//   ppl              greedy: N rounds, each dropping the layer whose removal (with those already gone)
+//                    leaves the lowest mean NLL on the calibration windows (at most `budget` evaluations)
 // or named layers. The output keeps every other tensor, renumbers the layers and updates config.json
 // (num_hidden_layers, and per-layer lists such as layer_types).
 #ifndef GRAFT_SHRINK_H
@@ -20,7 +22,7 @@
 extern "C" {
 #endif
 
-enum graft_depth_metric { GRAFT_DEPTH_ANGULAR, GRAFT_DEPTH_BLOCK_INFLUENCE };
+enum graft_depth_metric { GRAFT_DEPTH_ANGULAR, GRAFT_DEPTH_BLOCK_INFLUENCE, GRAFT_DEPTH_PPL };
 
 struct graft_shrink_params {
     int      drop;              // layers to drop (with a metric)
@@ -29,6 +31,7 @@ struct graft_shrink_params {
     size_t   n_layers;
     int      ctx;               // calibration window, tokens (default 256; BOS first when bos ≥ 0)
     int      windows;           // at most this many windows (default 32)
+    int      budget;            // ppl: at most this many model evaluations (0: no limit)
     int      n_threads;
     uint64_t max_shard_bytes;
     unsigned writer_flags;
@@ -40,7 +43,8 @@ struct graft_shrink_report {
     int     n_layers;           // the model's
     int    *dropped;            // ascending
     int     n_dropped;
-    double *values;             // angular: per start layer (n_layers − drop + 1 values); block influence: per layer
+    double *values;             // angular: per start layer (n_layers − drop + 1 values); block influence: per layer;
+                                // ppl: the mean NLL with each single layer removed (the first round), per layer
     int     n_values;
     int     windows;            // calibration windows used
 };

@@ -8,7 +8,7 @@
 #include "graft/tokenizer.h"
 
 static const char help[] =
-    "Usage: graft shrink IN OUT --drop-layers N [--metric angular|block-influence] --calib TEXT [--ctx C] [--windows W]\n"
+    "Usage: graft shrink IN OUT --drop-layers N [--metric angular|block-influence|ppl] --calib TEXT [--ctx C] [--windows W]\n"
     "       graft shrink IN OUT --layers A,B,...\n"
     "                          [--no-bos] [--threads N] [--json] [--dry-run] [--force]\n"
     "\n"
@@ -17,13 +17,16 @@ static const char help[] =
     "  angular          (default) the N consecutive layers whose input and output are closest: the mean\n"
     "                   over windows of arccos(cos(h_l, h_{l+N})) / π at the last token (Gromov et al.)\n"
     "  block-influence  the N layers of lowest 1 − mean cos(h_i, h_{i+1}) over every token (ShortGPT)\n"
+    "  ppl              greedy: N rounds, each dropping the layer whose removal leaves the lowest mean NLL\n"
+    "                   on the calibration windows (layers × N evaluations; --budget caps them)\n"
     "or the named layers (--layers). OUT keeps every other tensor, the layers renumbered; config.json gets\n"
     "num_hidden_layers and per-layer lists (layer_types) shortened. Prints the metric per candidate and\n"
     "the layers dropped (--json as JSON).\n"
     "\n"
     "Options:\n"
     "  --drop-layers N   layers to drop (with a metric)\n"
-    "  --metric M        angular (default) or block-influence\n"
+    "  --metric M        angular (default), block-influence or ppl\n"
+    "  --budget B        ppl: at most B evaluations of the calibration windows (default: no limit)\n"
     "  --calib TEXT      calibration text (UTF-8)\n"
     "  --layers A,B,...  drop these layers (0-based); no calibration\n"
     "  --ctx C           tokens per window (default 256)\n"
@@ -38,7 +41,7 @@ static const char help[] =
 int cmd_shrink(int argc, char **argv) {
     static const struct option opts[] = {{"drop-layers", required_argument, 0, 'd'}, {"metric", required_argument, 0, 'm'}, {"calib", required_argument, 0, 'c'},
                                          {"layers", required_argument, 0, 'l'}, {"ctx", required_argument, 0, 'x'}, {"windows", required_argument, 0, 'w'},
-                                         {"no-bos", no_argument, 0, 'B'}, {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'j'},
+                                         {"no-bos", no_argument, 0, 'B'}, {"budget", required_argument, 0, 'b'}, {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'j'},
                                          {"dry-run", no_argument, 0, 'n'}, {"force", no_argument, 0, 'f'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     struct graft_shrink_params p = graft_shrink_default_params();
     p.n_threads = graft_n_cpus();
@@ -53,7 +56,8 @@ int cmd_shrink(int argc, char **argv) {
         case 'm':
             if (!strcmp(optarg, "angular")) p.metric = GRAFT_DEPTH_ANGULAR;
             else if (!strcmp(optarg, "block-influence")) p.metric = GRAFT_DEPTH_BLOCK_INFLUENCE;
-            else { rc = cli_usage("shrink", "--metric expects angular or block-influence, got '%s'", optarg); goto done; }
+            else if (!strcmp(optarg, "ppl")) p.metric = GRAFT_DEPTH_PPL;
+            else { rc = cli_usage("shrink", "--metric expects angular, block-influence or ppl, got '%s'", optarg); goto done; }
             break;
         case 'c': calib = optarg; break;
         case 'l':
@@ -70,6 +74,7 @@ int cmd_shrink(int argc, char **argv) {
         case 'x': ok = cli_int("shrink", "--ctx", optarg, 2, 1 << 20, &p.ctx); break;
         case 'w': ok = cli_int("shrink", "--windows", optarg, 1, 1 << 20, &p.windows); break;
         case 'B': no_bos = true; break;
+        case 'b': ok = cli_int("shrink", "--budget", optarg, 1, 1 << 30, &p.budget); break;
         case 't': ok = cli_threads("shrink", optarg, &p.n_threads); break;
         case 'j': json = true; break;
         case 'n': p.dry_run = true; break;
@@ -99,14 +104,16 @@ int cmd_shrink(int argc, char **argv) {
     if (graft_shrink_depth(m, ids, n, bos, p.dry_run ? "" : argv[optind + 1], &p, &r, &err)) { rc = cli_fail(&err); goto close; }
     if (json) {
         printf("{\"layers\": %d, \"windows\": %d, \"metric\": \"%s\", \"values\": [", r.n_layers, r.windows,
-               p.n_layers ? "none" : p.metric == GRAFT_DEPTH_ANGULAR ? "angular" : "block-influence");
+               p.n_layers ? "none" : p.metric == GRAFT_DEPTH_ANGULAR ? "angular" : p.metric == GRAFT_DEPTH_PPL ? "ppl" : "block-influence");
         for (int i = 0; i < r.n_values; i++) printf("%s%.9g", i ? ", " : "", r.values[i]);
         printf("], \"dropped\": [");
         for (int i = 0; i < r.n_dropped; i++) printf("%s%d", i ? ", " : "", r.dropped[i]);
         printf("]}\n");
     } else {
         for (int i = 0; i < r.n_values; i++)
-            printf(p.metric == GRAFT_DEPTH_ANGULAR ? "layers %3d–%-3d angular distance %.5f\n" : "layer %3d%.0d block influence %.5f\n", i,
+            printf(p.metric == GRAFT_DEPTH_ANGULAR ? "layers %3d–%-3d angular distance %.5f\n"
+                   : p.metric == GRAFT_DEPTH_PPL  ? "layer %3d%.0d removed alone: mean NLL %.5f\n"
+                                                  : "layer %3d%.0d block influence %.5f\n", i,
                    p.metric == GRAFT_DEPTH_ANGULAR ? i + p.drop - 1 : 0, r.values[i]);
         printf("dropped:");
         for (int i = 0; i < r.n_dropped; i++) printf(" %d", r.dropped[i]);

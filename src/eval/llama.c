@@ -60,6 +60,7 @@ struct graft_llama {
     int     rope_orig;            // LongRoPE: original_max_position_embeddings
     float   rope_mscale;          // LongRoPE: attention factor on cos and sin (1 otherwise)
     struct layer *layers;
+    bool   *skip;                 // layers the forward pass leaves out (graft_llama_skip_layers), or NULL
     struct w embed, head;
     float  *g_final;
     int     n_threads;
@@ -380,6 +381,7 @@ void graft_llama_free(struct graft_llama *L) {
             graft__free(y->bq), graft__free(y->bk), graft__free(y->bv), graft__free(y->bo), graft__free(y->g_in), graft__free(y->g_post);
             graft__free(y->w1), graft__free(y->qn), graft__free(y->kn), graft__free(y->g_preff), graft__free(y->g_postff);
         }
+    graft__free(L->skip);
     graft__free(L->layers), graft__free(L->inv_freq), graft__free(L->inv_freq_long), graft__free(L->inv_freq_local), graft__free(L->g_final), graft__free(L->name);
     if (L->aux_free) L->aux_free(L->aux);
     graft__free(L);
@@ -750,6 +752,10 @@ static int run(struct graft_llama *L, const int32_t *tokens, int n_seq, int len,
     int bad_at = graft_count_nonfinite(GRAFT_DTYPE_F32, x, M * H, NULL) ? -1 : -2;
     for (int l = 0; l < L->nl && !rc; l++) {
         const struct layer *ly = &L->layers[l];
+        if (L->skip && L->skip[l]) { // as if the layer were gone: its input passes through
+            if (capture) memcpy(capture + (size_t)l * M * H, x, M * H * sizeof(float));
+            continue;
+        }
         if (l > 0 && bad_at == -2 && graft_count_nonfinite(GRAFT_DTYPE_F32, x, M * H, NULL)) bad_at = l - 1;
         if (capture) memcpy(capture + (size_t)l * M * H, x, M * H * sizeof(float));
         rmsnorm(x, ly->g_in, L->eps, M, H, h);
@@ -851,6 +857,13 @@ int graft_llama_forward(struct graft_llama *L, const int32_t *tokens, int n_seq,
 
 int graft_llama_layer_inputs(struct graft_llama *L, const int32_t *tokens, int len, float *out, struct graft_err *err) {
     return run(L, tokens, 1, len, NULL, NULL, NULL, NULL, NULL, out, false, err);
+}
+
+int graft_llama_skip_layers(struct graft_llama *L, const bool *skip, struct graft_err *err) {
+    if (!skip) { graft__free(L->skip), L->skip = NULL; return GRAFT_OK; }
+    if (!L->skip && !(L->skip = graft__malloc((size_t)L->nl * sizeof *L->skip))) return graft_err_set(err, GRAFT_E_NOMEM, L->name, NULL, 0, "out of memory");
+    memcpy(L->skip, skip, (size_t)L->nl * sizeof *L->skip);
+    return GRAFT_OK;
 }
 
 int graft_llama_hidden_states(struct graft_llama *L, const int32_t *tokens, int len, float *out, struct graft_err *err) {

@@ -35,12 +35,69 @@ static double cosine(const float *a, const float *b, size_t n) {
     return c > 1 ? 1 : c < -1 ? -1 : c;
 }
 
+// The mean NLL per scored token of the calibration windows with `skip` layers left out.
+static int window_nll(struct graft_llama *lm, const int32_t *ids, size_t n_ids, int32_t bos, const struct graft_shrink_params *p, const bool *skip,
+                      int32_t *win, double *out, struct graft_err *err) {
+    size_t ctx = (size_t)p->ctx, body = bos >= 0 ? ctx - 1 : ctx;
+    double nll = 0;
+    uint64_t scored = 0;
+    int rc = graft_llama_skip_layers(lm, skip, err), used = 0;
+    for (size_t w0 = 0; !rc && w0 < n_ids && used < p->windows; w0 += body, used++) {
+        size_t n = n_ids - w0 < body ? n_ids - w0 : body, T = n + (bos >= 0);
+        if (T < 2) break;
+        if (bos >= 0) win[0] = bos;
+        memcpy(win + (bos >= 0), ids + w0, n * sizeof *win);
+        rc = graft_llama_forward(lm, win, 1, (int)T, NULL, &nll, &scored, NULL, NULL, err);
+    }
+    *out = scored ? nll / (double)scored : 0;
+    return rc;
+}
+
+// --metric ppl: greedy rounds of single-layer removals by measured NLL.
+static int greedy_ppl(struct graft_llama *lm, const int32_t *ids, size_t n_ids, int32_t bos, const struct graft_shrink_params *p, int L,
+                      struct graft_shrink_report *rep, struct graft_err *err) {
+    long need = 0;
+    for (int r = 0; r < p->drop; r++) need += L - r;
+    if (p->budget > 0 && need > p->budget)
+        return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "--metric ppl needs %ld evaluations of the calibration text for %d layers and --drop-layers %d: "
+                                                              "raise --budget (now %d) or use angular / block-influence", need, L, p->drop, p->budget);
+    bool *skip = graft__calloc((size_t)L, sizeof *skip);
+    int32_t *win = graft__malloc((size_t)p->ctx * sizeof *win);
+    rep->values = graft__calloc((size_t)L, sizeof *rep->values), rep->dropped = graft__malloc((size_t)p->drop * sizeof *rep->dropped);
+    int rc = skip && win && rep->values && rep->dropped ? GRAFT_OK : nomem(err);
+    for (int r = 0; !rc && r < p->drop; r++) {
+        int best = -1;
+        double bv = 0;
+        for (int l = 0; !rc && l < L; l++) {
+            if (skip[l]) continue;
+            double v;
+            skip[l] = true;
+            rc = window_nll(lm, ids, n_ids, bos, p, skip, win, &v, err);
+            skip[l] = false;
+            if (r == 0) rep->values[l] = v;
+            if (!rc && (best < 0 || v < bv)) best = l, bv = v;
+        }
+        if (!rc) skip[best] = true;
+    }
+    for (int l = 0, k = 0; !rc && l < L; l++)
+        if (skip[l]) rep->dropped[k++] = l;
+    rep->n_dropped = p->drop, rep->n_values = L;
+    for (size_t w0 = 0, body = (size_t)(bos >= 0 ? p->ctx - 1 : p->ctx); !rc && w0 < n_ids && rep->windows < p->windows; w0 += body) rep->windows++;
+    graft__free(skip), graft__free(win);
+    return rc;
+}
+
 // The metric over the calibration windows: values[] and the layers to drop.
 static int measure(const struct graft_model *m, const int32_t *ids, size_t n_ids, int32_t bos, const struct graft_shrink_params *p, int L,
                    struct graft_shrink_report *rep, struct graft_err *err) {
     struct graft_llama *lm = NULL;
     int rc = graft_llama_open(m, p->n_threads > 0 ? p->n_threads : 1, &lm, err);
     if (rc) return rc;
+    if (p->metric == GRAFT_DEPTH_PPL) {
+        rc = greedy_ppl(lm, ids, n_ids, bos, p, L, rep, err);
+        graft_llama_free(lm);
+        return rc;
+    }
     size_t H = (size_t)graft_llama_hidden(lm), ctx = (size_t)p->ctx, body = bos >= 0 ? ctx - 1 : ctx;
     int nv = p->metric == GRAFT_DEPTH_ANGULAR ? L - p->drop + 1 : L;
     double *acc = graft__calloc((size_t)nv, sizeof *acc);
