@@ -371,6 +371,24 @@ expect 2 "$G" shrink "$FAMB" x43 --layers 1,1
 expect 2 "$G" shrink "$FAMB" x45 --drop-layers 2 --metric ppl --calib "$FAMC" --budget 6
 grep -q "needs 7 evaluations" "$T/err" && ok || bad "shrink ppl over budget: $(cat "$T/err")"
 nothing x40 "shrink with a bad layer"
+: > empty.txt
+expect 2 "$G" shrink "$FAMB" x46 --drop-layers 1 --metric ppl --calib empty.txt
+grep -q "fewer than 2 tokens" "$T/err" && ok || bad "shrink ppl on an empty text: $(cat "$T/err")"
+nothing x46 "shrink ppl on an empty text"
+for edit in '"mlp_only_layers": [3]' '"no_rope_layers": [1, 1, 0, 1]'; do
+    rm -rf shx && cp -r "$FAMB" shx && "$PY" -c 'import json, sys; p = sys.argv[1]; c = json.load(open(p)); c.update(json.loads("{" + sys.argv[2] + "}")); json.dump(c, open(p, "w"))' shx/config.json "$edit"
+    expect 4 "$G" shrink shx x47 --layers 1
+    grep -q "not shrunk" "$T/err" && ok || bad "shrink with $edit: $(cat "$T/err")"
+    nothing x47 "shrink with $edit"
+done
+# MiniCPM: scale_depth follows the layer count, so the kept branches keep their scale
+rm -rf shm && cp -r "$FAMB" shm && "$PY" -c 'import json, sys; p = sys.argv[1]; c = json.load(open(p)); c.update(architectures=["MiniCPMForCausalLM"], model_type="minicpm", scale_depth=1.4); json.dump(c, open(p, "w"))' shm/config.json
+expect 0 "$G" shrink shm shm-3 --layers 3
+"$PY" -c 'import json, sys, math; c = json.load(open(sys.argv[1])); sys.exit(0 if abs(c["scale_depth"] - 1.4 * math.sqrt(0.75)) < 1e-12 else 1)' shm-3/config.json && ok || bad "shrink of MiniCPM: scale_depth"
+expect 0 "$G" shrink shm x48 --drop-layers 1 --metric ppl --calib "$FAMC" --ctx 48 --windows 2 --json --dry-run
+l3=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["values"][3])' "$T/out" 2>/dev/null)
+"$G" eval shm-3 --text "$FAMC" --ctx 48 --max-tokens 94 --json > shm3.json 2>/dev/null
+"$PY" -c 'import json, sys; r = json.load(open(sys.argv[1])); sys.exit(0 if abs(r["nll"] - float(sys.argv[2])) < 1e-4 else 1)' shm3.json "${l3:-0}" && ok || bad "shrink of MiniCPM: the written model's loss $(cat shm3.json) is not what ppl measured ($l3)"
 expect 0 "$G" shrink "$FAMB" x44 --drop-layers 1 --calib "$FAMC" --ctx 32 --windows 1 --dry-run
 nothing x44 "shrink --dry-run"
 

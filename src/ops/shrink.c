@@ -49,6 +49,7 @@ static int window_nll(struct graft_llama *lm, const int32_t *ids, size_t n_ids, 
         memcpy(win + (bos >= 0), ids + w0, n * sizeof *win);
         rc = graft_llama_forward(lm, win, 1, (int)T, NULL, &nll, &scored, NULL, NULL, err);
     }
+    if (!rc && !scored) rc = graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "the calibration text has fewer than 2 tokens");
     *out = scored ? nll / (double)scored : 0;
     return rc;
 }
@@ -74,15 +75,22 @@ static int greedy_ppl(struct graft_llama *lm, const int32_t *ids, size_t n_ids, 
             skip[l] = true;
             rc = window_nll(lm, ids, n_ids, bos, p, skip, win, &v, err);
             skip[l] = false;
+            if (rc == GRAFT_E_NONFINITE) rc = GRAFT_OK, graft_err_clear(err), v = INFINITY; // this removal breaks the model: never chosen
             if (r == 0) rep->values[l] = v;
             if (!rc && (best < 0 || v < bv)) best = l, bv = v;
         }
+        if (!rc && (best < 0 || !isfinite(bv)))
+            rc = graft_err_set(err, GRAFT_E_NONFINITE, NULL, NULL, 0, "every candidate layer's removal gives a non-finite loss");
         if (!rc) skip[best] = true;
     }
     for (int l = 0, k = 0; !rc && l < L; l++)
         if (skip[l]) rep->dropped[k++] = l;
     rep->n_dropped = p->drop, rep->n_values = L;
-    for (size_t w0 = 0, body = (size_t)(bos >= 0 ? p->ctx - 1 : p->ctx); !rc && w0 < n_ids && rep->windows < p->windows; w0 += body) rep->windows++;
+    for (size_t w0 = 0, body = (size_t)(bos >= 0 ? p->ctx - 1 : p->ctx); !rc && w0 < n_ids && rep->windows < p->windows; w0 += body) {
+        size_t n = n_ids - w0 < body ? n_ids - w0 : body;
+        if (n + (bos >= 0) < 2) break; // (as window_nll cuts them)
+        rep->windows++;
+    }
     graft__free(skip), graft__free(win);
     return rc;
 }
@@ -93,6 +101,11 @@ static int measure(const struct graft_model *m, const int32_t *ids, size_t n_ids
     struct graft_llama *lm = NULL;
     int rc = graft_llama_open(m, p->n_threads > 0 ? p->n_threads : 1, &lm, err);
     if (rc) return rc;
+    if (graft_llama_n_layers(lm) != L) { // every buffer below is sized by L
+        graft_llama_free(lm);
+        return graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "config.json says %d layers, the evaluator finds %d", L,
+                             graft_llama_n_layers(lm));
+    }
     if (p->metric == GRAFT_DEPTH_PPL) {
         rc = greedy_ppl(lm, ids, n_ids, bos, p, L, rep, err);
         graft_llama_free(lm);
@@ -164,11 +177,27 @@ int graft_shrink_depth(const struct graft_model *m, const int32_t *ids, size_t n
     json_t *types = rc ? NULL : json_object_get(c, "layer_types");
     if (!rc && (L < 1 || L > 4096)) rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "config.json: num_hidden_layers missing or out of range");
     // layer-position rules that dropping layers would silently change
-    if (!rc && arch && !strncmp(arch, "Gemma", 5) && !json_is_array(types))
+    if (!rc && arch && (!strncmp(arch, "Gemma2", 6) || !strncmp(arch, "Gemma3", 6)) && !json_is_array(types))
         rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(m), NULL, 0, "%s places sliding-window layers by position and config.json has no "
                                                                            "layer_types list to keep them: not shrunk", arch);
-    if (!rc && json_is_true(json_object_get(c, "use_sliding_window")) && json_object_get(c, "max_window_layers"))
+    if (!rc && json_is_true(json_object_get(c, "use_sliding_window")) && json_object_get(c, "max_window_layers") && !json_is_array(types))
         rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(m), NULL, 0, "sliding windows chosen by max_window_layers: not shrunk");
+    static const char *const positional[] = {"mlp_only_layers", "no_rope_layers", "moe_layers", "block_configs", "first_k_dense_replace", "decoder_sparse_step",
+                                             "attn_layer_period", "attn_layer_offset", "interleave_moe_layer_step", "full_attention_interval",
+                                             "num_query_heads", "num_kv_heads", "ffn_multipliers", "cross_attention_layers", "global_attn_every_n_layers"};
+    for (size_t k = 0; !rc && k < sizeof positional / sizeof positional[0]; k++)
+        if (json_object_get(c, positional[k]) && !json_is_null(json_object_get(c, positional[k])))
+            rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(m), NULL, 0, "config.json: %s describes layers by position; graft shrink does not "
+                                                                               "rewrite it: not shrunk", positional[k]);
+    const char *key;
+    json_t *val;
+    json_object_foreach(c, key, val) { // any other per-layer list would go stale
+        size_t kl = strlen(key);
+        bool is_id = (kl > 3 && !strcmp(key + kl - 3, "_id")) || (kl > 4 && !strcmp(key + kl - 4, "_ids")); // token ids, not layers
+        if (!rc && json_is_array(val) && json_array_size(val) == (size_t)L && L > 1 && strcmp(key, "layer_types") && strcmp(key, "architectures") && !is_id)
+            rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(m), NULL, 0, "config.json: %s has one entry per layer; graft shrink only rewrites "
+                                                                               "layer_types: not shrunk", key);
+    }
     if (!rc && json_is_array(types) && json_array_size(types) != (size_t)L)
         rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "config.json: layer_types has %zu entries for %d layers", json_array_size(types), L);
     r.n_layers = L;
@@ -189,6 +218,25 @@ int graft_shrink_depth(const struct graft_model *m, const int32_t *ids, size_t n
         else rc = measure(m, ids, n_ids, bos, p, L, &r, err);
     }
     if (!rc && r.n_dropped >= L) rc = graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "at least one layer must stay");
+    size_t nt0 = graft_model_n_tensors(m);
+    int *per = rc ? NULL : graft__calloc((size_t)L, sizeof *per); // tensors of each layer
+    if (!rc && !per) rc = nomem(err);
+    for (size_t i = 0; !rc && i < nt0; i++) {
+        const struct graft_tensor_info *t = graft_model_tensor(m, i)->info;
+        int l, off = 0;
+        bool under = t->name_len > 13 && !memcmp(t->name, "model.layers.", 13);
+        if (under && t->name_len >= 1000)
+            rc = graft_err_set(err, GRAFT_E_LIMIT, graft_model_path(m), t->name, 100, "tensor name too long");
+        else if (under && (sscanf(t->name, "model.layers.%d.%n", &l, &off) != 1 || off <= 0 || l < 0 || l >= L))
+            rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(m), t->name, t->name_len, "a layer the config does not count (%d layers)", L);
+        else if (under) per[l]++;
+        else if (memmem(t->name, t->name_len, "layers.", 7) || memmem(t->name, t->name_len, ".h.", 3) || memmem(t->name, t->name_len, ".blocks.", 8))
+            rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(m), t->name, t->name_len, "per-layer tensors outside model.layers.N: graft shrink "
+                                                                                            "renumbers model.layers.N only");
+    }
+    for (int l = 0; !rc && l < L; l++)
+        if (!per[l]) rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(m), NULL, 0, "layer %d has no model.layers.%d.* tensors", l, l);
+    graft__free(per);
     int *map = rc ? NULL : graft__malloc((size_t)L * sizeof *map); // old layer → new index, or −1
     if (!rc && !map) rc = nomem(err);
     for (int l = 0, nl = 0, k = 0; !rc && l < L; l++) {
@@ -221,6 +269,9 @@ int graft_shrink_depth(const struct graft_model *m, const int32_t *ids, size_t n
             if (ids_out[i] >= 0) rc = graft__ops_copy_tensor(w, ids_out[i], m, graft_model_tensor(m, i), NULL, err);
         if (!rc && !graft__ops_single_file(target)) {
             json_object_set_new(c, "num_hidden_layers", json_integer(L - r.n_dropped));
+            // MiniCPM scales each residual branch by scale_depth / √layers: keep the branches' scale
+            if (arch && !strcmp(arch, "MiniCPMForCausalLM"))
+                json_object_set_new(c, "scale_depth", json_real(graft__json_num(c, "scale_depth", 1) * sqrt((double)(L - r.n_dropped) / (double)L)));
             if (json_is_array(types)) {
                 json_t *nt2 = json_array();
                 for (int l = 0; nt2 && l < L; l++)
