@@ -23,7 +23,7 @@ static const char usage[] =
     "  merge-lora CONFIG.yml OUT       merge LoRA adapters of one base into one adapter (PEFT's combinations)\n"
     "  align B --to A OUT              permute B's MLP neurons and heads to match A (Git Re-Basin), same function\n"
     "  tokensurgeon MODEL DONOR OUT    give MODEL the donor's tokenizer (new rows by orthogonal matching pursuit)\n"
-    "  shrink IN OUT --drop-layers N   drop whole layers chosen by angular distance / block influence (--calib)\n"
+    "  shrink IN OUT --drop-layers N   drop whole layers by angular distance, block influence or measured loss\n"
     "  quantize IN OUT --scheme S      round-to-nearest group-wise int8 / int4 weights (safetensors)\n"
     "  dequantize IN OUT               back to floating point\n"
     "  prune IN OUT --sparsity S | --nm N:M   magnitude (layer or global), N:M and Wanda pruning\n"
