@@ -125,28 +125,20 @@ int graft__lr_top(const float *x, size_t m, size_t n, size_t s, bool randomized,
                   struct graft_err *err) {
     size_t r = m < n ? m : n;
     if (!s) return GRAFT_OK;
-    int rc;
-    if (randomized && 4 * (s + GRAFT_LR_OVERSAMPLE) <= r) { // beyond a quarter of the rank it costs more than sgesdd
-        double *Ud = graft__malloc(m * s * sizeof *Ud), *Sd = graft__malloc(s * sizeof *Sd), *Vd = graft__malloc(s * n * sizeof *Vd), e, tail;
-        rc = Ud && Sd && Vd ? graft__svd_randomized(x, m, n, s, GRAFT_LR_OVERSAMPLE, GRAFT_LR_POWER, key, Ud, Sd, Vd, &e, &tail, err)
-                            : graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
-        for (size_t i = 0; !rc && i < m; i++)
-            for (size_t j = 0; j < s; j++) U[i * ldu + j] = (float)Ud[i * s + j];
-        for (size_t j = 0; !rc && j < s; j++) S[j] = (float)Sd[j];
-        for (size_t i = 0; !rc && i < s * n; i++) Vt[i] = (float)Vd[i];
-        graft__free(Ud), graft__free(Sd), graft__free(Vd);
-        return rc;
-    }
-    // exact top s by the Gram route (core/linalg.c: the short side's Gram matrix in double, its top s
-    // eigenpairs, the other side's vectors from them): no bidiagonalisation of the whole matrix, and in
-    // double the squared spectrum loses nothing an f32 result shows
-    (void)r;
-    struct graft__svd sv;
-    double *Ud = graft__malloc(m * s * sizeof *Ud), *Sd = graft__malloc(s * sizeof *Sd), *Vd = graft__malloc(s * n * sizeof *Vd);
-    rc = Ud && Sd && Vd ? graft__svd_gram(x, m, n, s, &sv, err) : graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
-    if (!rc) {
-        rc = graft__svd_factors(&sv, x, s, Ud, Sd, Vd, err);
-        graft__svd_free(&sv);
+    double *Ud = graft__malloc(m * s * sizeof *Ud), *Sd = graft__malloc(s * sizeof *Sd), *Vd = graft__malloc(s * n * sizeof *Vd), e, tail;
+    int rc = Ud && Sd && Vd ? GRAFT_OK : graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+    if (!rc && randomized && 4 * (s + GRAFT_LR_OVERSAMPLE) <= r) { // beyond a quarter of the rank it costs more than the exact route
+        rc = graft__svd_randomized(x, m, n, s, GRAFT_LR_OVERSAMPLE, GRAFT_LR_POWER, key, Ud, Sd, Vd, &e, &tail, err);
+    } else if (!rc) {
+        // exact top s by the Gram route (core/linalg.c: the short side's Gram matrix in double, its top s
+        // eigenpairs, the other side's vectors from them): no bidiagonalisation of the whole matrix, and in
+        // double the squared spectrum loses nothing an f32 result shows
+        struct graft__svd sv;
+        rc = graft__svd_gram(x, m, n, s, &sv, err);
+        if (!rc) {
+            rc = graft__svd_factors(&sv, x, s, Ud, Sd, Vd, err);
+            graft__svd_free(&sv);
+        }
     }
     for (size_t i = 0; !rc && i < m; i++)
         for (size_t j = 0; j < s; j++) U[i * ldu + j] = (float)Ud[i * s + j];

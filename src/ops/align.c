@@ -54,14 +54,6 @@ static const struct graft_model_tensor *tensor(const struct graft_model *m, int 
     return graft_model_find(m, n, (size_t)len);
 }
 
-static float *load(const struct graft_model *m, const struct graft_model_tensor *t) {
-    float *f = graft__malloc((size_t)t->info->n_elem * sizeof *f + 4);
-    if (!f) return NULL;
-    graft_st_populate(graft_model_shard(m, t->shard), t->info->begin, t->info->n_bytes);
-    graft_row_to_f32(t->info->dtype, graft_model_data(m, t), f, (size_t)t->info->n_elem);
-    return f;
-}
-
 // B's loaded rows × cols matrix with its columns (cols: true) or rows gathered by perm: out[·][i] = in[·][perm[i]].
 static void gather(float *x, uint64_t rows, uint64_t cols, const size_t *perm, bool by_cols, float *tmp) {
     if (!perm) return;
@@ -111,7 +103,7 @@ static int align_mlp(struct ajob *j, int l, struct lay *y, struct graft_err *err
     float *tmp = graft__malloc((size_t)(I * H) * sizeof *tmp);
     if (!rc && !tmp) rc = nomem(err);
     for (int k = 0; !rc && k < 3; k++)
-        if (!(A[k] = load(j->a, ta[k])) || !(B[k] = load(j->b, tb[k]))) rc = nomem(err);
+        if (!(A[k] = graft__ops_load_f32(j->a, ta[k])) || !(B[k] = graft__ops_load_f32(j->b, tb[k]))) rc = nomem(err);
     if (!rc) { // B's residual axis as the current residual permutation has it
         gather(B[0], I, H, j->res, true, tmp), gather(B[1], I, H, j->res, true, tmp), gather(B[2], H, I, j->res, false, tmp);
         graft__sgemm_acc(false, true, (size_t)I, (size_t)I, (size_t)H, 1.0f, A[0], (size_t)H, B[0], (size_t)H, S, (size_t)I);
@@ -143,7 +135,7 @@ static int align_heads(struct ajob *j, int l, struct lay *y, struct graft_err *e
     y->head = graft__malloc((size_t)nh * sizeof *y->head), y->group = graft__malloc((size_t)nkv * sizeof *y->group);
     int rc = Q && K && G && sub && sp && y->head && y->group ? GRAFT_OK : nomem(err);
     for (int k = 0; !rc && k < 4; k++)
-        if (!(A[k] = load(j->a, tensor(j->a, l, parts[k]))) || !(B[k] = load(j->b, tensor(j->b, l, parts[k])))) rc = nomem(err);
+        if (!(A[k] = graft__ops_load_f32(j->a, tensor(j->a, l, parts[k]))) || !(B[k] = graft__ops_load_f32(j->b, tensor(j->b, l, parts[k])))) rc = nomem(err);
     float *tmp = rc ? NULL : graft__malloc((size_t)(nh * hd * H) * sizeof *tmp);
     if (!rc && !tmp) rc = nomem(err);
     if (rc) goto out;
@@ -311,7 +303,7 @@ static int res_scores(struct ajob *j, int nth, struct graft_err *err) {
         struct how h = role(j, tb->info->name, tb->info->name_len, &l);
         if (h.rows != P_RES && h.cols != P_RES) continue;
         uint64_t rows = tb->info->n_dims ? tb->info->ne[0] : 1, cols = tb->info->n_dims == 2 ? tb->info->ne[1] : 1, blk = 1;
-        float *A = load(j->a, ta), *B = load(j->b, tb), *tmp = graft__malloc((size_t)(rows * cols) * sizeof *tmp + 4);
+        float *A = graft__ops_load_f32(j->a, ta), *B = graft__ops_load_f32(j->b, tb), *tmp = graft__malloc((size_t)(rows * cols) * sizeof *tmp + 4);
         struct rtask t = {j, A, B, rows, cols, tb->info->n_dims == 1 ? 0 : h.cols == P_RES ? 1 : 2};
         const size_t *pp = t.kind == 1 ? perm_of(j, h.rows, l, &blk) : t.kind == 2 ? perm_of(j, h.cols, l, &blk) : NULL;
         if (!A || !B || !tmp) rc = nomem(err);

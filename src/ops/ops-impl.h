@@ -14,6 +14,11 @@
 // shard and the folder of `m`.
 int  graft__ops_writer_open(const struct graft_model *m, const char *target, uint64_t max_shard, unsigned flags, struct graft_writer **w,
                             struct graft_err *err);
+// The same protecting a second input too (its shards and folder; NULL: none).
+int  graft__ops_writer_open2(const struct graft_model *m, const struct graft_model *m2, const char *target, uint64_t max_shard, unsigned flags,
+                             struct graft_writer **w, struct graft_err *err);
+// Tensor t of m as f32 (paged in, then converted), malloc'd; NULL for lack of memory.
+float *graft__ops_load_f32(const struct graft_model *m, const struct graft_model_tensor *t);
 bool graft__ops_single_file(const char *target);
 // Input embeddings and output heads, by the names transformers uses (left alone by default).
 bool graft__ops_is_embedding_or_head(const char *name);

@@ -12,17 +12,32 @@ bool graft__ops_single_file(const char *target) {
 
 int graft__ops_writer_open(const struct graft_model *m, const char *target, uint64_t max_shard, unsigned flags, struct graft_writer **w,
                            struct graft_err *err) {
-    size_t n = (size_t)graft_model_n_shards(m) + 1, np = 0;
+    return graft__ops_writer_open2(m, NULL, target, max_shard, flags, w, err);
+}
+
+int graft__ops_writer_open2(const struct graft_model *m, const struct graft_model *m2, const char *target, uint64_t max_shard, unsigned flags,
+                            struct graft_writer **w, struct graft_err *err) {
+    size_t n = (size_t)graft_model_n_shards(m) + (m2 ? (size_t)graft_model_n_shards(m2) : 0) + 2, np = 0;
     const char **protect = graft__calloc(n, sizeof *protect);
     if (!protect) return graft_err_set(err, GRAFT_E_NOMEM, target, NULL, 0, "out of memory");
-    for (int i = 0; i < graft_model_n_shards(m); i++) protect[np++] = graft_st_path(graft_model_shard(m, i));
-    if (graft_model_is_dir(m)) protect[np++] = graft_model_dir(m);
+    for (const struct graft_model *x = m; x; x = x == m ? m2 : NULL) {
+        for (int i = 0; i < graft_model_n_shards(x); i++) protect[np++] = graft_st_path(graft_model_shard(x, i));
+        if (graft_model_is_dir(x)) protect[np++] = graft_model_dir(x);
+    }
     struct graft_writer_params wp = graft_writer_default_params();
     wp.max_shard_bytes = max_shard, wp.flags = flags | (graft__ops_single_file(target) ? GRAFT_WRITER_SINGLE_FILE : 0);
     wp.protect = protect, wp.n_protect = np;
     int rc = graft_writer_open(target, &wp, w, err);
     graft__free(protect);
     return rc;
+}
+
+float *graft__ops_load_f32(const struct graft_model *m, const struct graft_model_tensor *t) {
+    float *f = graft__malloc((size_t)t->info->n_elem * sizeof *f + 4);
+    if (!f) return NULL;
+    graft_st_populate(graft_model_shard(m, t->shard), t->info->begin, t->info->n_bytes);
+    graft_row_to_f32(t->info->dtype, graft_model_data(m, t), f, (size_t)t->info->n_elem);
+    return f;
 }
 
 bool graft__ops_is_embedding_or_head(const char *name) {

@@ -127,18 +127,12 @@ static void close_side(struct side *s) {
     graft_model_close(s->m);
 }
 
-static float *load_all(const struct graft_model *m, const struct graft_model_tensor *t) {
-    float *f = graft__malloc((size_t)t->info->n_elem * sizeof *f + 4);
-    if (f) graft_row_to_f32(t->info->dtype, graft_model_data(m, t), f, (size_t)t->info->n_elem);
-    return f;
-}
-
 struct tjob {
     const struct graft_tokensurgeon_params *p;
     struct side *mo, *dn;
     int32_t *src;             // per donor row: the model's row, -1 approximated, -2 unused
-    int32_t *todo;            // donor rows to approximate
-    size_t n_todo;
+    int32_t *targets;            // donor rows to approximate
+    size_t n_targets;
     int32_t *sh_d, *sh_m;     // shared tokens: donor row, model row (donor order)
     size_t n_sh;
     int k;
@@ -148,10 +142,10 @@ struct tjob {
     float *C;
     uint64_t dd, dm;          // their widths
     float *out;               // donor rows × dm
-    double *resid;            // per todo: OMP relative residual
+    double *resid;            // per target: OMP relative residual
 };
 
-// OMP for targets todo[c0 .. c0 + b): greedy atoms by largest |⟨residual, candidate⟩| (lowest index on
+// OMP for targets[c0 .. c0 + b): greedy atoms by largest |⟨residual, candidate⟩| (lowest index on
 // ties), an orthonormal basis of the chosen atoms in double (Gram–Schmidt twice), the residual updated
 // atom by atom, least-squares coefficients by back substitution, applied to the model's rows of the
 // chosen atoms. An atom that adds nothing to the basis (its remainder ≤ 10⁻¹⁰ of its norm: dependent on
@@ -170,7 +164,7 @@ static int omp_chunk(struct tjob *j, size_t c0, size_t b, struct graft_err *err)
         if (!(Qt[t] = graft__malloc(k * d * sizeof **Qt)) || !(Rtt[t] = graft__calloc(k * k, sizeof **Rtt))) rc = nomem(err);
     if (rc) goto out;
     for (size_t t = 0; t < b; t++)
-        for (size_t e = 0; e < d; e++) y[t * d + e] = res[t * d + e] = j->D[(size_t)j->todo[c0 + t] * d + e], R[t * d + e] = (float)y[t * d + e];
+        for (size_t e = 0; e < d; e++) y[t * d + e] = res[t * d + e] = j->D[(size_t)j->targets[c0 + t] * d + e], R[t * d + e] = (float)y[t * d + e];
     for (size_t it = 0; it < k; it++) {
         memset(corr, 0, b * N * sizeof *corr);
         graft__sgemm_acc(false, true, b, N, d, 1.0f, R, d, C, d, corr, N);
@@ -217,7 +211,7 @@ static int omp_chunk(struct tjob *j, size_t c0, size_t b, struct graft_err *err)
             for (size_t l = m + 1; l < n; l++) v -= rt[m * k + l] * c[l];
             c[m] = v / rt[m * k + m];
         }
-        float *o = j->out + (size_t)j->todo[c0 + t] * j->dm;
+        float *o = j->out + (size_t)j->targets[c0 + t] * j->dm;
         for (uint64_t e = 0; e < j->dm; e++) {
             double v = 0;
             for (size_t m = 0; m < n; m++) v += c[m] * j->M[(size_t)j->sh_m[sel[t * k + m]] * j->dm + e];
@@ -271,16 +265,16 @@ static size_t token_text(const struct side *s, const char *t, size_t n, char *ou
 static int approx_item(void *ctx, size_t item, int ith, struct graft_err *err) {
     (void)ith;
     struct tjob *j = ctx;
-    size_t c0 = item * CHUNK, b = j->n_todo - c0 < CHUNK ? j->n_todo - c0 : CHUNK;
+    size_t c0 = item * CHUNK, b = j->n_targets - c0 < CHUNK ? j->n_targets - c0 : CHUNK;
     if (j->p->approach == GRAFT_TOK_OMP) return omp_chunk(j, c0, b, err);
     int rc = GRAFT_OK;
     for (size_t t = 0; t < b && !rc; t++) {
-        float *o = j->out + (size_t)j->todo[c0 + t] * j->dm;
+        float *o = j->out + (size_t)j->targets[c0 + t] * j->dm;
         if (j->p->approach != GRAFT_TOK_SUBWORD) continue; // mean and zero rows are filled once by the caller
         // the model's tokenization of the donor token's text; the mean of those rows (none: zero)
         size_t tl = 0, n = 0, len;
         int32_t *ids = NULL;
-        const char *tok = graft_tokenizer_token(j->dn->tok, j->todo[c0 + t], &len);
+        const char *tok = graft_tokenizer_token(j->dn->tok, j->targets[c0 + t], &len);
         char *text = graft__malloc(len + 1);
         if (!text) { rc = nomem(err); break; }
         tl = token_text(j->dn, tok, len, text);
@@ -303,7 +297,7 @@ static int approx_item(void *ctx, size_t item, int ith, struct graft_err *err) {
 // One new matrix (embedding or lm_head): donor rows × the model's width, f32.
 static int build(struct tjob *j, const struct graft_model_tensor *dt, const struct graft_model_tensor *mt, float *out, double *mean_resid,
                  struct graft_err *err) {
-    float *D = load_all(j->dn->m, dt), *M = load_all(j->mo->m, mt);
+    float *D = graft__ops_load_f32(j->dn->m, dt), *M = graft__ops_load_f32(j->mo->m, mt);
     int rc = D && M ? GRAFT_OK : nomem(err);
     j->D = D, j->M = M, j->dd = dt->info->ne[1], j->dm = mt->info->ne[1], j->out = out, j->C = NULL;
     for (int s = 0; !rc && s < 2; s++) { // NaN / ±Inf would poison every fit they meet
@@ -313,7 +307,7 @@ static int build(struct tjob *j, const struct graft_model_tensor *dt, const stru
             rc = graft_err_set(err, GRAFT_E_NONFINITE, graft_model_path(s ? j->mo->m : j->dn->m), t->info->name, t->info->name_len,
                                "holds %llu NaN or infinite values: no row can be built from it", (unsigned long long)bad);
     }
-    if (!rc && j->p->approach == GRAFT_TOK_OMP && j->n_todo) { // the candidates, once for every chunk
+    if (!rc && j->p->approach == GRAFT_TOK_OMP && j->n_targets) { // the candidates, once for every chunk
         j->k_eff = (size_t)j->k < j->dd ? (size_t)j->k : (size_t)j->dd;
         if (!(j->C = graft__malloc(j->n_sh * (size_t)j->dd * sizeof *j->C + 4))) rc = nomem(err);
         for (size_t i = 0; !rc && i < j->n_sh; i++) memcpy(j->C + i * j->dd, D + (size_t)j->sh_d[i] * j->dd, (size_t)j->dd * sizeof *j->C);
@@ -327,16 +321,16 @@ static int build(struct tjob *j, const struct graft_model_tensor *dt, const stru
         if (!mean) rc = nomem(err);
         for (uint64_t r = 0; !rc && r < j->mo->rows; r++)
             for (uint64_t e = 0; e < j->dm; e++) mean[e] += M[r * j->dm + e];
-        for (size_t t = 0; !rc && t < j->n_todo; t++)
-            for (uint64_t e = 0; e < j->dm; e++) out[(size_t)j->todo[t] * j->dm + e] = (float)(mean[e] / (double)j->mo->rows);
+        for (size_t t = 0; !rc && t < j->n_targets; t++)
+            for (uint64_t e = 0; e < j->dm; e++) out[(size_t)j->targets[t] * j->dm + e] = (float)(mean[e] / (double)j->mo->rows);
         graft__free(mean);
     }
     if (!rc && (j->p->approach == GRAFT_TOK_OMP || j->p->approach == GRAFT_TOK_SUBWORD))
-        rc = graft_pool_run(j->p->n_threads > 0 ? j->p->n_threads : 1, (j->n_todo + CHUNK - 1) / CHUNK, approx_item, j, NULL, NULL, err);
-    if (!rc && mean_resid && j->p->approach == GRAFT_TOK_OMP && j->n_todo) {
+        rc = graft_pool_run(j->p->n_threads > 0 ? j->p->n_threads : 1, (j->n_targets + CHUNK - 1) / CHUNK, approx_item, j, NULL, NULL, err);
+    if (!rc && mean_resid && j->p->approach == GRAFT_TOK_OMP && j->n_targets) {
         double s = 0;
-        for (size_t t = 0; t < j->n_todo; t++) s += j->resid[t];
-        *mean_resid = s / (double)j->n_todo;
+        for (size_t t = 0; t < j->n_targets; t++) s += j->resid[t];
+        *mean_resid = s / (double)j->n_targets;
     }
     graft__free(D), graft__free(M), graft__free(j->C);
     j->C = NULL;
@@ -435,10 +429,10 @@ int graft_tokensurgeon(const char *model_dir, const char *donor_dir, const char 
     if (!rc) {
         qsort(mo.keys, mo.n_keys, sizeof *mo.keys, key_cmp);
         r.vocab = dn.rows;
-        j.src = graft__malloc((size_t)dn.rows * sizeof *j.src), j.todo = graft__malloc((size_t)dn.rows * sizeof *j.todo);
+        j.src = graft__malloc((size_t)dn.rows * sizeof *j.src), j.targets = graft__malloc((size_t)dn.rows * sizeof *j.targets);
         j.sh_d = graft__malloc((size_t)dn.rows * sizeof *j.sh_d), j.sh_m = graft__malloc((size_t)dn.rows * sizeof *j.sh_m);
         j.resid = graft__calloc((size_t)dn.rows + 1, sizeof *j.resid);
-        if (!j.src || !j.todo || !j.sh_d || !j.sh_m || !j.resid) rc = nomem(err);
+        if (!j.src || !j.targets || !j.sh_d || !j.sh_m || !j.resid) rc = nomem(err);
     }
     for (uint64_t i = 0; !rc && i < dn.rows; i++) j.src[i] = -2;
     for (size_t i = 0; !rc && i < dn.n_keys; i++) { // donor keys are in id order: the shared list is too
@@ -456,12 +450,12 @@ int graft_tokensurgeon(const char *model_dir, const char *donor_dir, const char 
             j.src[dk->id] = mo.keys[lo].id, r.exact++;
             j.sh_d[j.n_sh] = dk->id, j.sh_m[j.n_sh++] = mo.keys[lo].id;
         } else {
-            j.src[dk->id] = -1, j.todo[j.n_todo++] = dk->id, r.approximated++;
+            j.src[dk->id] = -1, j.targets[j.n_targets++] = dk->id, r.approximated++;
         }
     }
     r.unused = r.vocab - r.exact - r.approximated, r.shared = j.n_sh;
     j.k = p->k < (int)j.n_sh ? p->k : (int)j.n_sh;
-    if (!rc && p->approach == GRAFT_TOK_OMP && j.n_todo && !j.n_sh)
+    if (!rc && p->approach == GRAFT_TOK_OMP && j.n_targets && !j.n_sh)
         rc = graft_err_set(err, GRAFT_E_CONFIG, donor_dir, NULL, 0, "the two vocabularies share no token: omp has nothing to build from "
                                                                  "(--approach mean, zero or subword work without shared tokens)");
     uint64_t cells;
@@ -476,17 +470,7 @@ int graft_tokensurgeon(const char *model_dir, const char *donor_dir, const char 
     }
     if (!rc && !p->dry_run) {
         size_t nt = graft_model_n_tensors(mo.m);
-        // the output must overwrite neither input: both folders and their shards are protected
-        const char *protect[4100];
-        size_t np = 0;
-        for (int i = 0; i < graft_model_n_shards(mo.m) && np < 2040; i++) protect[np++] = graft_st_path(graft_model_shard(mo.m, i));
-        for (int i = 0; i < graft_model_n_shards(dn.m) && np < 4090; i++) protect[np++] = graft_st_path(graft_model_shard(dn.m, i));
-        if (graft_model_is_dir(mo.m)) protect[np++] = graft_model_dir(mo.m);
-        if (graft_model_is_dir(dn.m)) protect[np++] = graft_model_dir(dn.m);
-        struct graft_writer_params wp = graft_writer_default_params();
-        wp.max_shard_bytes = p->max_shard_bytes, wp.flags = p->writer_flags, wp.protect = protect, wp.n_protect = np;
-        if (graft__ops_single_file(target)) wp.flags |= GRAFT_WRITER_SINGLE_FILE;
-        rc = graft_writer_open(target, &wp, &w, err);
+        rc = graft__ops_writer_open2(mo.m, dn.m, target, p->max_shard_bytes, p->writer_flags, &w, err); // neither input may be overwritten
         struct wjob wj = {.m = mo.m, .w = w, .E = E, .H = Hd, .embed = mo.embed, .head = mo.head, .erows = dn.rows, .ecols = mo.dim, .flags = p->writer_flags};
         if (!rc && !(ids = graft__calloc(nt + 1, sizeof *ids))) rc = nomem(err);
         wj.ids = ids;
@@ -507,7 +491,7 @@ int graft_tokensurgeon(const char *model_dir, const char *donor_dir, const char 
     if (!rc && rep) *rep = r;
     graft_writer_free(w);
     graft__free(E), graft__free(Hd), graft__free(ids);
-    graft__free(j.src), graft__free(j.todo), graft__free(j.sh_d), graft__free(j.sh_m), graft__free(j.resid);
+    graft__free(j.src), graft__free(j.targets), graft__free(j.sh_d), graft__free(j.sh_m), graft__free(j.resid);
     close_side(&mo), close_side(&dn);
     return rc;
 }
