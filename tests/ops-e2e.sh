@@ -392,6 +392,64 @@ l3=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["values"][3]
 expect 0 "$G" shrink "$FAMB" x44 --drop-layers 1 --calib "$FAMC" --ctx 32 --windows 1 --dry-run
 nothing x44 "shrink --dry-run"
 
+# ---- shrink (width pruning): importances against NumPy's forward, the kept units the most important,
+# and the pruned model's logits (NumPy forward) equal to the original's with the removed units zeroed,
+# on the trained demo base (f32) and on the real layouts (biases, q/k norms, fused Phi-3, Gemma) ----
+"$G" convert "$FAMB" wb32 --dtype f32 >/dev/null 2>&1 && cp "$FAMB"/tokenizer*.json wb32/
+for spec in "--intermediate 264" "--heads 2" "--hidden 96" "--intermediate 176 --heads 2 --hidden 64"; do
+    rm -rf wsh && expect 0 "$G" shrink wb32 wsh $spec --calib "$FAMC" --ctx 48 --windows 3 --json --threads 2
+    cp "$T/out" wsh.json
+    if "$PY" "$HREF" width wb32 calib.ids 48 256 3 wsh.json wsh >"$T/py" 2>&1; then ok; else bad "shrink $spec: $(cat "$T/py")"; fi
+done
+"$PY" -c 'import json, sys; c = json.load(open(sys.argv[1])); sys.exit(0 if (c["hidden_size"], c["intermediate_size"], c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]) == (64, 176, 2, 1, 32) and abs(c["rms_norm_eps"] - 2e-5) < 1e-15 else 1)' wsh/config.json && ok || bad "shrink width: config.json $(cat wsh/config.json)"
+for layout in "qwen2.5-7b --kv-heads 2|--intermediate 48 --heads 2 --hidden 48" "qwen3-8b --kv-heads 2|--intermediate 48 --heads 2 --hidden 40" \
+              "phi-3-mini-4k --kv-heads 4|--intermediate 48 --heads 2 --hidden 48" "gemma-2-9b --kv-heads 2|--intermediate 40 --heads 2" \
+              "gemma-3-4b --kv-heads 2|--intermediate 40 --heads 2"; do
+    cfg=${layout%%|*} spec=${layout#*|}
+    set -- $cfg
+    rm -rf wl wsl && "$G" synth wl --like-config "$CFGS/$1.json" --layers 2 --hidden 64 --intermediate 96 --heads 4 $2 $3 --vocab 258 --dtype f32 >/dev/null 2>&1
+    cp "$FAMB"/tokenizer*.json wl/
+    expect 0 "$G" shrink wl wsl $spec --calib "$FAMC" --ctx 48 --windows 2 --json
+    cp "$T/out" wsl.json
+    if "$PY" "$HREF" width wl calib.ids 48 256 2 wsl.json wsl >"$T/py" 2>&1; then ok; else bad "shrink $spec of $1: $(cat "$T/py")"; fi
+done
+expect 0 "$G" verify wsl
+# the same selection and bytes for any thread count; the bf16 base
+rm -rf wt1 wt2 && expect 0 "$G" shrink "$FAMB" wt1 --intermediate 200 --heads 2 --hidden 100 --calib "$FAMC" --ctx 64 --windows 2 --threads 1
+expect 0 "$G" shrink "$FAMB" wt2 --intermediate 200 --heads 2 --hidden 100 --calib "$FAMC" --ctx 64 --windows 2 --threads 2
+cmp -s wt1/model.safetensors wt2/model.safetensors && ok || bad "shrink width depends on the thread count"
+expect 0 "$G" eval wt1 --text "$FAMC" --ctx 64 --max-tokens 200
+# refusals: nothing written
+expect 2 "$G" shrink "$FAMB" x50 --heads 3 --calib "$FAMC"
+grep -q "multiple of 2" "$T/err" && ok || bad "shrink --heads 3 of 4 heads on 2 groups: $(cat "$T/err")"
+expect 2 "$G" shrink "$FAMB" x50 --intermediate 400 --calib "$FAMC"
+expect 2 "$G" shrink "$FAMB" x50 --intermediate 200
+expect 2 "$G" shrink "$FAMB" x50 --intermediate 200 --drop-layers 1 --calib "$FAMC"
+expect 4 "$G" shrink wl x50 --hidden 32 --calib "$FAMC"
+grep -q "√hidden" "$T/err" && ok || bad "shrink --hidden of Gemma: $(cat "$T/err")"
+expect 0 "$G" shrink "$FAMB" x50 --intermediate 200 --calib "$FAMC" --dry-run
+nothing x50 "shrink width refusals and --dry-run"
+expect 0 "$G" synth wmx --like-config "$CFGS/mixtral-8x7b.json" --layers 1 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --vocab 258 --dtype f32
+cp "$FAMB"/tokenizer*.json wmx/
+expect 4 "$G" shrink wmx x51 --intermediate 48 --calib "$FAMC"
+grep -q "mixture-of-experts" "$T/err" && ok || bad "shrink width of Mixtral: $(cat "$T/err")"
+"$PY" - wb32 wunk <<'PYEOF'
+import sys, os, shutil
+sys.path.insert(0, os.environ["AREFDIR"])
+import numpy as np
+from lora_ref import load, save
+W = load(sys.argv[1])
+W["model.layers.0.mlp.extra_scale"] = np.ones(352, np.float32)
+os.makedirs(sys.argv[2], exist_ok=True)
+save(sys.argv[2] + "/model.safetensors", W)
+for f in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+    shutil.copy(os.path.join(sys.argv[1], f), sys.argv[2])
+PYEOF
+expect 4 "$G" shrink wunk x51 --intermediate 200 --calib "$FAMC"
+grep -q "extra_scale.*does not know how to slice" "$T/err" && ok || bad "shrink width with an unknown tensor: $(cat "$T/err")"
+expect 0 "$G" shrink wunk x52 --heads 2 --calib "$FAMC" --ctx 32 --windows 1
+nothing x51 "shrink width of Mixtral / an unknown tensor"
+
 # ---- moe (mergekit-moe configs, Mixtral output) ----
 expect 0 "$G" synth e1 --like m32 --delta 0.05 --seed 11
 expect 0 "$G" synth e2 --like m32 --delta 0.05 --seed 12

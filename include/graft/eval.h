@@ -55,12 +55,18 @@ uint64_t graft_llama_n_params(const struct graft_llama *L); // weights a token p
 double   graft_llama_flops(const struct graft_llama *L, int n_seq, int len);
 
 // What to collect while running (graft_llama_collect_new).
-enum graft_collect { GRAFT_COLLECT_NONE, GRAFT_COLLECT_GRAM, GRAFT_COLLECT_ACT_NORM };
+// GRAFT_COLLECT_IMPORTANCE: Σ_tokens |x_j| of every linear input, except o_proj's, which holds each
+// attention head's Σ_tokens ‖output‖₂ (Minitron's activation importance; graft_llama_stats_sums reads
+// it, graft_llama_stats_save does not write it).
+enum graft_collect { GRAFT_COLLECT_NONE, GRAFT_COLLECT_GRAM, GRAFT_COLLECT_ACT_NORM, GRAFT_COLLECT_IMPORTANCE };
 struct graft_llama_stats;
 int  graft_llama_stats_new(const struct graft_llama *L, enum graft_collect what, struct graft_llama_stats **out, struct graft_err *err);
 void graft_llama_stats_free(struct graft_llama_stats *s);
 // Write the statistics as safetensors (F32), one tensor per linear weight name: `gram` [in, in] =
 // Σ_tokens x xᵀ, or `act-norm` [in] = Σ_tokens x_j² (docs/eval.md). Atomic like every output.
+// The accumulated sums of `layer`'s input `which` (0 attention input, 1 o_proj input, 2 MLP input,
+// 3 down_proj input) for GRAFT_COLLECT_ACT_NORM / IMPORTANCE; *n: their count. NULL when out of range.
+const double *graft_llama_stats_sums(const struct graft_llama_stats *s, int layer, int which, size_t *n);
 int  graft_llama_stats_save(const struct graft_llama_stats *s, const char *path, uint64_t n_tokens, struct graft_err *err);
 
 // Run `n_seq` sequences of `len` tokens each (tokens[s·len + i]). For every position i < len − 1 with

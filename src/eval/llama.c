@@ -74,7 +74,8 @@ void graft__llama_set_aux(struct graft_llama *L, void *aux, void (*aux_free)(voi
 struct graft_llama_stats {
     enum graft_collect what;
     int     L;
-    size_t  dim[4];
+    size_t  dim[4];              // each input's width (IMPORTANCE: dim[1] = heads, of hd values each)
+    int     hd;
     double **acc; // per layer 4 inputs: attention in (q,k,v), o_proj in, MLP in (gate, up), down_proj in
     bool    fused; // Phi-3: the inputs of qkv_proj and gate_up_proj
     char    pre[32]; // the layers' name prefix
@@ -616,7 +617,8 @@ int graft_llama_stats_new(const struct graft_llama *L, enum graft_collect what, 
     if (!s) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
     s->what = what, s->L = L->nl, s->fused = L->fused;
     memcpy(s->pre, L->pre, sizeof s->pre);
-    s->dim[0] = s->dim[2] = (size_t)L->H, s->dim[1] = (size_t)L->nh * L->hd, s->dim[3] = (size_t)L->ni;
+    s->dim[0] = s->dim[2] = (size_t)L->H, s->dim[1] = (size_t)L->nh * L->hd, s->dim[3] = (size_t)L->ni, s->hd = L->hd;
+    if (what == GRAFT_COLLECT_IMPORTANCE) s->dim[1] = (size_t)L->nh;
     if (!(s->acc = graft__calloc((size_t)L->nl * 4, sizeof *s->acc))) goto nomem;
     for (int l = 0; l < L->nl; l++)
         for (int w = 0; w < 4; w++) {
@@ -642,6 +644,21 @@ void graft_llama_stats_free(struct graft_llama_stats *s) {
 static void stats_add(struct graft_llama_stats *s, int layer, int which, const float *X, size_t M, float *tmp) {
     double *acc = s->acc[layer * 4 + which];
     size_t d = s->dim[which];
+    if (s->what == GRAFT_COLLECT_IMPORTANCE) {
+        size_t hd = which == 1 ? (size_t)s->hd : 1, w = d * hd; // o_proj's input: per head, its output's 2-norm
+        for (size_t m = 0; m < M; m++)
+            for (size_t i = 0; i < d; i++) {
+                const float *x = X + m * w + i * hd;
+                double a = 0;
+                if (hd == 1) a = fabs((double)x[0]);
+                else {
+                    for (size_t j = 0; j < hd; j++) a += (double)x[j] * x[j];
+                    a = sqrt(a);
+                }
+                acc[i] += a;
+            }
+        return;
+    }
     if (s->what == GRAFT_COLLECT_ACT_NORM) {
         for (size_t m = 0; m < M; m++)
             for (size_t i = 0; i < d; i++) acc[i] += (double)X[m * d + i] * X[m * d + i];
@@ -652,7 +669,14 @@ static void stats_add(struct graft_llama_stats *s, int layer, int which, const f
         for (size_t j = i; j < d; j++) acc[i * d + j] += tmp[i * d + j];
 }
 
+const double *graft_llama_stats_sums(const struct graft_llama_stats *s, int layer, int which, size_t *n) {
+    if (!s || s->what == GRAFT_COLLECT_GRAM || layer < 0 || layer >= s->L || which < 0 || which > 3) return NULL;
+    *n = s->dim[which];
+    return s->acc[layer * 4 + which];
+}
+
 int graft_llama_stats_save(const struct graft_llama_stats *s, const char *path, uint64_t n_tokens, struct graft_err *err) {
+    if (s->what == GRAFT_COLLECT_IMPORTANCE) return graft_err_set(err, GRAFT_E_USAGE, path, NULL, 0, "importance sums are not saved");
     static const char *const split[4][3] = {{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}, {"self_attn.o_proj"},
                                             {"mlp.gate_proj", "mlp.up_proj"}, {"mlp.down_proj"}};
     static const char *const fused[4][3] = {{"self_attn.qkv_proj"}, {"self_attn.o_proj"}, {"mlp.gate_up_proj"}, {"mlp.down_proj"}};

@@ -25,6 +25,20 @@ bool graft__ops_is_embedding_or_head(const char *name);
 // Tensor t of m written whole as output tensor id, straight from the mapping.
 int  graft__ops_copy_tensor(struct graft_writer *w, long id, const struct graft_model *m, const struct graft_model_tensor *t,
                             struct graft_progress *progress, struct graft_err *err);
+// Part of a 1-D or 2-D tensor: the rows (or, 1-D, the elements) listed in `rows` and the columns in
+// `cols` (NULL: all), in the listed order, each value times `scale` (exactly copied when 1, otherwise
+// through f32 and rounded once).
+struct graft__slice {
+    const struct graft_model_tensor *src;
+    const uint32_t *rows, *cols;
+    size_t   n_rows, n_cols;
+    double   scale;
+};
+// Whether s's dtype can be sliced (whole-byte elements, 1 or 2 dimensions); the output's shape in ne.
+bool graft__ops_slice_shape(const struct graft__slice *s, uint64_t ne[2]);
+// Write s as output tensor id, in pieces of at most `chunk` bytes (bounded memory).
+int  graft__ops_write_slice(struct graft_writer *w, long id, const struct graft_model *m, const struct graft__slice *s, size_t chunk,
+                            unsigned flags, struct graft_err *err);
 // `root` written as file `name` of the output, pretty-printed as transformers writes JSON (≤ 64 MiB).
 int  graft__ops_add_json(struct graft_writer *w, const char *name, const json_t *root, struct graft_err *err);
 // config.json from `root` turned into Mixtral's (E experts, K per token) and added to the writer.

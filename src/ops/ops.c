@@ -53,6 +53,52 @@ int graft__ops_copy_tensor(struct graft_writer *w, long id, const struct graft_m
     return rc;
 }
 
+bool graft__ops_slice_shape(const struct graft__slice *s, uint64_t ne[2]) {
+    const struct graft_tensor_info *t = s->src->info;
+    unsigned bits = graft_dtype_traits(t->dtype)->bits;
+    if (bits % 8 || (s->scale != 1.0 && !graft_dtype_traits(t->dtype)->is_float) || t->n_dims < 1 || t->n_dims > 2 || (t->n_dims == 1 && s->cols)) return false;
+    ne[0] = s->rows ? s->n_rows : t->ne[0];
+    ne[1] = t->n_dims == 1 ? 1 : s->cols ? s->n_cols : t->ne[1];
+    return true;
+}
+
+int graft__ops_write_slice(struct graft_writer *w, long id, const struct graft_model *m, const struct graft__slice *s, size_t chunk,
+                           unsigned flags, struct graft_err *err) {
+    const struct graft_tensor_info *t = s->src->info;
+    uint64_t ne[2];
+    if (!graft__ops_slice_shape(s, ne)) return graft_err_set(err, GRAFT_E_CONFIG, NULL, t->name, t->name_len, "cannot slice a %s tensor of %d dimensions",
+                                                             graft_dtype_traits(t->dtype)->name, t->n_dims);
+    size_t es = graft_dtype_traits(t->dtype)->bits / 8, C = t->n_dims == 1 ? 1 : (size_t)t->ne[1], oc = (size_t)ne[1], orow = oc * es;
+    size_t per = chunk / orow ? chunk / orow : 1;
+    if (per > ne[0]) per = (size_t)ne[0];
+    bool scaled = s->scale != 1.0;
+    uint8_t *buf = graft__malloc(per * orow + 8);
+    float *f = scaled ? graft__malloc(per * oc * sizeof *f + 8) : NULL;
+    void *enc = scaled ? graft__malloc(per * oc * 8 + 8) : NULL;
+    int rc = buf && (!scaled || (f && enc)) ? GRAFT_OK : graft_err_set(err, GRAFT_E_NOMEM, NULL, t->name, t->name_len, "out of memory");
+    const uint8_t *src = graft_model_data(m, s->src);
+    for (size_t r0 = 0; !rc && r0 < ne[0]; r0 += per) {
+        size_t n = ne[0] - r0 < per ? (size_t)ne[0] - r0 : per;
+        for (size_t i = 0; i < n; i++) {
+            const uint8_t *row = src + (size_t)(s->rows ? s->rows[r0 + i] : r0 + i) * C * es;
+            uint8_t *o = buf + i * orow;
+            if (!s->cols) memcpy(o, row, orow);
+            else
+                for (size_t j = 0; j < oc; j++) memcpy(o + j * es, row + (size_t)s->cols[j] * es, es);
+        }
+        const void *out = buf;
+        if (scaled) {
+            graft_row_to_f32(t->dtype, buf, f, n * oc);
+            for (size_t i = 0; i < n * oc; i++) f[i] = (float)(f[i] * s->scale);
+            rc = graft__ops_encode("the rescaled slice", t->name, t->name_len, t->dtype, f, enc, n * oc, m, s->src, flags, err);
+            out = enc;
+        }
+        if (!rc) rc = graft_writer_write(w, id, (uint64_t)r0 * orow, out, n * orow, err);
+    }
+    graft__free(buf), graft__free(f), graft__free(enc);
+    return rc;
+}
+
 int graft__ops_add_mixtral_config(struct graft_writer *w, json_t *root, int experts, int per_token, struct graft_err *err) {
     json_object_set_new(root, "architectures", json_pack("[s]", "MixtralForCausalLM"));
     json_object_set_new(root, "model_type", json_string("mixtral"));

@@ -22,7 +22,8 @@ struct graft_shrink_params graft_shrink_default_params(void) {
 
 void graft_shrink_report_free(struct graft_shrink_report *r) {
     if (!r) return;
-    graft__free(r->dropped), graft__free(r->values);
+    graft__free(r->dropped), graft__free(r->values), graft__free(r->ffn_imp), graft__free(r->head_imp), graft__free(r->hidden_imp);
+    graft__free(r->ffn_keep), graft__free(r->group_keep), graft__free(r->hidden_keep);
     memset(r, 0, sizeof *r);
 }
 

@@ -8,6 +8,14 @@
       (ShortGPT), ppl = greedy rounds of the lowest mean NLL per scored token with a layer removed (removing =
       zeroing its o_proj and down_proj, which makes it an identity; values: the first round's NLLs); the
       reported values within 1e-4 and the same layers dropped.
+
+  shrink_ref.py width MODEL IDS CTX BOS WINDOWS REPORT.json PRUNED
+      Width pruning: the importances from the same forward's activations (FFN neuron = mean |down_proj
+      input|, head = mean 2-norm of its output, channel = mean |RMSNorm output| summed over the layers'
+      norms) within 1e-4 of the largest; every kept unit (key/value groups by their heads' sum) at least
+      as important as every removed one (up to that tolerance); and PRUNED's logits (NumPy forward) equal
+      MODEL's with the removed units' weights zeroed (o_proj columns, down_proj columns, and the removed
+      channels of the embeddings, o_proj / down_proj rows and biases) within 1e-4 of the largest.
 """
 import json
 import os
@@ -97,8 +105,90 @@ def check(model, ids, ctx, bos, windows, metric, drop, report):
     print("ok %s: %s, dropped %s" % (metric, " ".join("%.5f" % v for v in vals), want))
 
 
+def width(model, ids, ctx, bos, windows, report, pruned):
+    ctx, bos, windows = int(ctx), int(bos), int(windows)
+    ids = [int(t) for t in open(ids).read().split()]
+    W = {k: v.astype(np.float64) for k, v in load(model).items()}
+    c = json.load(open(os.path.join(model, "config.json")))
+    pre = "language_model.model." if "text_config" in c else "model."
+    c = c.get("text_config", c)
+    L, H, nh = c["num_hidden_layers"], c["hidden_size"], c["num_attention_heads"]
+    nkv = c.get("num_key_value_heads", nh)
+    hd = c.get("head_dim") or H // nh
+    body = ctx - 1 if bos >= 0 else ctx
+    ffn, head, hid, ntok, used = 0, 0, 0, 0, 0
+    for w0 in range(0, len(ids), body):
+        toks = ([bos] if bos >= 0 else []) + ids[w0:w0 + body]
+        if used == windows or len(toks) < 2:
+            break
+        taps = {}
+        logits(model, np.array(toks), W, taps)
+        ffn = ffn + np.array([np.abs(taps[(l, 3)][0]).sum(0) for l in range(L)])
+        head = head + np.array([np.sqrt((taps[(l, 1)][0].reshape(len(toks), nh, hd) ** 2).sum(-1)).sum(0) for l in range(L)])
+        hid = hid + sum(np.abs(taps[(l, 0)][0]).sum(0) + np.abs(taps[(l, 2)][0]).sum(0) for l in range(L))
+        ntok += len(toks)
+        used += 1
+    ffn, head, hid = ffn / ntok, head / ntok, hid / ntok
+    rep = json.load(open(report))
+    fails = []
+    for key, ref in (("ffn_importance", ffn), ("head_importance", head), ("hidden_importance", hid)):
+        got = np.array(rep[key])
+        if got.shape != ref.shape or np.abs(got - ref).max() > 1e-4 * np.abs(ref).max():
+            fails.append("%s: graft %s, NumPy %s" % (key, got.ravel()[:6], ref.ravel()[:6]))
+    gs = nh // nkv
+    groups = head.reshape(L, nkv, gs).sum(-1)
+
+    def kept_ok(imp, kept, tol):
+        gone = sorted(set(range(len(imp))) - set(kept))
+        return not gone or not kept or min(imp[kept]) >= max(imp[gone]) - tol
+
+    keep_f = rep.get("ffn_kept") or [list(range(ffn.shape[1]))] * L
+    keep_g = rep.get("groups_kept") or [list(range(nkv))] * L
+    keep_h = rep.get("hidden_kept") or list(range(H))
+    for l in range(L):
+        if not kept_ok(ffn[l], keep_f[l], 1e-4 * np.abs(ffn).max()):
+            fails.append("layer %d: the kept neurons are not the most important" % l)
+        if not kept_ok(groups[l], keep_g[l], 1e-4 * np.abs(groups).max()):
+            fails.append("layer %d: the kept key/value groups are not the most important" % l)
+    if not kept_ok(hid, keep_h, 1e-4 * np.abs(hid).max()):
+        fails.append("the kept channels are not the most important")
+    Z = dict(W)
+    gone_h = sorted(set(range(H)) - set(keep_h))
+    for k in list(Z):
+        if k.endswith("embed_tokens.weight") or k.endswith("lm_head.weight"):
+            Z[k] = Z[k].copy()
+            Z[k][:, gone_h] = 0
+    for l in range(L):
+        p = pre + "layers.%d." % l
+        heads_gone = [h for g in sorted(set(range(nkv)) - set(keep_g[l])) for h in range(g * gs, (g + 1) * gs)]
+        o = Z[p + "self_attn.o_proj.weight"].copy()
+        for h in heads_gone:
+            o[:, h * hd:(h + 1) * hd] = 0
+        o[gone_h, :] = 0
+        Z[p + "self_attn.o_proj.weight"] = o
+        if p + "self_attn.o_proj.bias" in Z:
+            Z[p + "self_attn.o_proj.bias"] = Z[p + "self_attn.o_proj.bias"].copy()
+            Z[p + "self_attn.o_proj.bias"][gone_h] = 0
+        d = Z[p + "mlp.down_proj.weight"].copy()
+        d[:, sorted(set(range(d.shape[1])) - set(keep_f[l]))] = 0
+        d[gone_h, :] = 0
+        Z[p + "mlp.down_proj.weight"] = d
+    toks = np.array(([bos] if bos >= 0 else []) + ids[:ctx - 1])
+    a, b = logits(model, toks, Z), logits(pruned, toks)
+    d = np.abs(a - b).max() / np.abs(a).max()
+    if d > 1e-4:
+        fails.append("the pruned model's logits differ from the zeroed original's by %.3g of the largest" % d)
+    if fails:
+        print("FAIL " + "; ".join(fails))
+        sys.exit(1)
+    print("ok width: %d windows, kept %d/%d neurons, %d/%d groups, %d/%d channels; logits within %.2g" %
+          (used, len(keep_f[0]), ffn.shape[1], len(keep_g[0]), nkv, len(keep_h), H, d))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "check":
         check(*sys.argv[2:10])
+    elif sys.argv[1] == "width":
+        width(*sys.argv[2:9])
     else:
         sys.exit("unknown command")
