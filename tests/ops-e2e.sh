@@ -7,7 +7,9 @@
 # against NumPy's own convolution, tests/ref/reparam_ref.py; μP fold of MiniCPM-style checkpoints
 # against the evaluator and llama_ref.py's MiniCPM forward); align (Git Re-Basin permutations against
 # tests/ref/align_ref.py's optimal assignments, logits unchanged); moe (experts from their models,
-# residual/noise scales, routers, Qwen2-MoE with a shared expert, bad configs); expand (logits unchanged under an independent NumPy
+# residual/noise scales, routers, Qwen2-MoE with a shared expert, bad configs); shrink (depth and width
+# pruning against tests/ref/shrink_ref.py) and moefy (tests/ref/moefy_ref.py; K = E equals the dense
+# model); expand (logits unchanged under an independent NumPy
 # Llama forward, tests/ref/llama_ref.py); thread-count independence; bad options and inputs fail cleanly with
 # nothing written; in builds with fault injection, failing allocations and writes.
 # Usage: tests/ops-e2e.sh BUILD_DIR [faults]
@@ -450,6 +452,39 @@ grep -q "extra_scale.*does not know how to slice" "$T/err" && ok || bad "shrink 
 expect 0 "$G" shrink wunk x52 --heads 2 --calib "$FAMC" --ctx 32 --windows 1
 nothing x51 "shrink width of Mixtral / an unknown tensor"
 
+# ---- moefy (MoEfication): groups, experts, k-means objective and router against NumPy
+# (tests/ref/moefy_ref.py); with K = E the MoE computes the dense model (logits within 1e-5) ----
+MREF="$(dirname "$AREF")/moefy_ref.py"
+expect 0 "$G" moefy "$FAMB" mf8 --experts 8 --top-k 2 --json --threads 2
+cp "$T/out" mf8.json
+if "$PY" "$MREF" check "$FAMB" mf8 mf8.json 1e-5 >"$T/py" 2>&1; then ok; else bad "moefy: $(cat "$T/py")"; fi
+expect 0 "$G" moefy wb32 mfc --experts 4 --top-k 3 --calib "$FAMC" --ctx 64 --windows 8 --max-tokens 300 --json
+cp "$T/out" mfc.json
+if "$PY" "$MREF" check wb32 mfc mfc.json 1e-5 calib.ids 64 256 8 300 >"$T/py" 2>&1; then ok; else bad "moefy --calib: $(cat "$T/py")"; fi
+"$PY" -c 'import json, sys; c = json.load(open(sys.argv[1])); sys.exit(0 if (c["architectures"], c["num_local_experts"], c["num_experts_per_tok"], c["intermediate_size"]) == (["MixtralForCausalLM"], 4, 3, 88) else 1)' mfc/config.json && ok || bad "moefy: config.json"
+expect 0 "$G" verify mfc
+for spec in "$FAMB 8" "wb32 4 --calib $FAMC --ctx 64 --windows 4"; do
+    set -- $spec
+    m=$1 e=$2; shift 2
+    rm -rf mfe && expect 0 "$G" moefy $m mfe --experts $e --top-k $e "$@"
+    "$G" eval $m --tokens mu.ids --ctx 45 --no-bos --dump-logits z.bin >/dev/null 2>&1 && "$G" eval mfe --tokens mu.ids --ctx 45 --no-bos --dump-logits s.bin >/dev/null 2>&1
+    "$PY" -c 'import numpy as np, sys; a, b = np.fromfile("z.bin", "<f4"), np.fromfile("s.bin", "<f4"); d = np.abs(a - b).max() / np.abs(a).max(); print(d); sys.exit(0 if a.size == b.size and a.size and d < 1e-5 else 1)' > "$T/py" 2>&1 && ok || bad "moefy K = E on $m differs from the dense model: $(cat "$T/py")"
+done
+expect 0 "$G" moefy "$FAMB" mft1 --experts 4 --top-k 2 --calib "$FAMC" --ctx 64 --windows 2 --threads 1
+expect 0 "$G" moefy "$FAMB" mft2 --experts 4 --top-k 2 --calib "$FAMC" --ctx 64 --windows 2 --threads 2
+cmp -s mft1/model.safetensors mft2/model.safetensors && ok || bad "moefy depends on the thread count"
+expect 2 "$G" moefy "$FAMB" x53 --experts 3 --top-k 2
+grep -q "divide intermediate_size (352)" "$T/err" && ok || bad "moefy --experts 3: $(cat "$T/err")"
+expect 2 "$G" moefy "$FAMB" x53 --experts 4 --top-k 5
+expect 2 "$G" moefy "$FAMB" x53 --experts 4
+expect 2 "$G" moefy "$FAMB" x53 --experts 4 --top-k 1 --calib empty.txt
+grep -q "fewer than 2 tokens" "$T/err" && ok || bad "moefy on an empty text: $(cat "$T/err")"
+"$G" synth wq --like-config "$CFGS/qwen2.5-7b.json" --layers 1 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --vocab 128 --dtype f32 >/dev/null 2>&1
+expect 4 "$G" moefy wq x53 --experts 4 --top-k 2
+expect 4 "$G" moefy wmx x53 --experts 4 --top-k 2
+expect 0 "$G" moefy "$FAMB" x53 --experts 4 --top-k 2 --dry-run
+nothing x53 "moefy refusals and --dry-run"
+
 # ---- moe (mergekit-moe configs, Mixtral output) ----
 expect 0 "$G" synth e1 --like m32 --delta 0.05 --seed 11
 expect 0 "$G" synth e2 --like m32 --delta 0.05 --seed 12
@@ -635,6 +670,9 @@ if [ "$FAULTS" = faults ]; then
     alloc_faults 1 fmu "$G" reparam mu-f32--tie fmu --fold mup --threads 2
     alloc_faults 1 fal "$G" align mind --to m32 fal --threads 2
     alloc_faults 1 fsh "$G" shrink "$FAMB" fsh --drop-layers 1 --calib "$FAMC" --ctx 32 --windows 2 --threads 2
+    alloc_faults 1 fsw "$G" shrink "$FAMB" fsw --intermediate 200 --heads 2 --hidden 100 --calib "$FAMC" --ctx 32 --windows 2 --threads 2
+    alloc_faults 1 fmf "$G" moefy "$FAMB" fmf --experts 4 --top-k 2 --calib "$FAMC" --ctx 32 --windows 2 --threads 2
+    alloc_faults 1 fmw "$G" moefy "$FAMB" fmw --experts 4 --top-k 2 --threads 2
     alloc_faults 2 fm "$G" moe moe.yml fm --threads 2
     alloc_faults 1 fx2 "$G" expand m32 fx2 --hidden 80 --add-layers 1@1 --threads 2
     for spec in write fsync rename; do

@@ -58,12 +58,18 @@ double   graft_llama_flops(const struct graft_llama *L, int n_seq, int len);
 // GRAFT_COLLECT_IMPORTANCE: Σ_tokens |x_j| of every linear input, except o_proj's, which holds each
 // attention head's Σ_tokens ‖output‖₂ (Minitron's activation importance; graft_llama_stats_sums reads
 // it, graft_llama_stats_save does not write it).
-enum graft_collect { GRAFT_COLLECT_NONE, GRAFT_COLLECT_GRAM, GRAFT_COLLECT_ACT_NORM, GRAFT_COLLECT_IMPORTANCE };
+// GRAFT_COLLECT_MLP_ROWS: the first max_tokens rows of every MLP's input and of its down_proj's input
+// (graft_llama_stats_rows; graft_llama_stats_new_rows).
+enum graft_collect { GRAFT_COLLECT_NONE, GRAFT_COLLECT_GRAM, GRAFT_COLLECT_ACT_NORM, GRAFT_COLLECT_IMPORTANCE, GRAFT_COLLECT_MLP_ROWS };
 struct graft_llama_stats;
 int  graft_llama_stats_new(const struct graft_llama *L, enum graft_collect what, struct graft_llama_stats **out, struct graft_err *err);
 void graft_llama_stats_free(struct graft_llama_stats *s);
 // Write the statistics as safetensors (F32), one tensor per linear weight name: `gram` [in, in] =
 // Σ_tokens x xᵀ, or `act-norm` [in] = Σ_tokens x_j² (docs/eval.md). Atomic like every output.
+int  graft_llama_stats_new_rows(const struct graft_llama *L, size_t max_tokens, struct graft_llama_stats **out, struct graft_err *err);
+// GRAFT_COLLECT_MLP_ROWS: layer's MLP inputs (which = 2, hidden wide) or down_proj inputs (3,
+// intermediate wide), row-major; *n_tokens rows kept so far, *dim their width. NULL otherwise.
+const float *graft_llama_stats_rows(const struct graft_llama_stats *s, int layer, int which, size_t *n_tokens, size_t *dim);
 // The accumulated sums of `layer`'s input `which` (0 attention input, 1 o_proj input, 2 MLP input,
 // 3 down_proj input) for GRAFT_COLLECT_ACT_NORM / IMPORTANCE; *n: their count. NULL when out of range.
 const double *graft_llama_stats_sums(const struct graft_llama_stats *s, int layer, int which, size_t *n);

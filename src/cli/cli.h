@@ -61,6 +61,7 @@ int cmd_merge_lora(int argc, char **argv);
 int cmd_align(int argc, char **argv);
 int cmd_tokensurgeon(int argc, char **argv);
 int cmd_shrink(int argc, char **argv);
+int cmd_moefy(int argc, char **argv);
 // Value statistics of tensor i (cmd_verify.c); false for a non-float tensor.
 struct graft_model;
 struct graft_value_stats;

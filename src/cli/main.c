@@ -24,6 +24,8 @@ static const char usage[] =
     "  align B --to A OUT              permute B's MLP neurons and heads to match A (Git Re-Basin), same function\n"
     "  tokensurgeon MODEL DONOR OUT    give MODEL the donor's tokenizer (new rows by orthogonal matching pursuit)\n"
     "  shrink IN OUT --drop-layers N   drop whole layers by angular distance, block influence or measured loss\n"
+    "  shrink IN OUT --intermediate I | --heads H | --hidden D   width pruning by activation importance\n"
+    "  moefy IN OUT --experts E --top-k K   split each FFN into experts of a Mixtral-layout MoE (MoEfication)\n"
     "  quantize IN OUT --scheme S      round-to-nearest group-wise int8 / int4 weights (safetensors)\n"
     "  dequantize IN OUT               back to floating point\n"
     "  prune IN OUT --sparsity S | --nm N:M   magnitude (layer or global), N:M and Wanda pruning\n"
@@ -113,7 +115,7 @@ int main(int argc, char **argv) {
 static int run(int argc, char **argv) {
     static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
         {"inspect", cmd_inspect}, {"verify", cmd_verify}, {"convert", cmd_convert}, {"synth", cmd_synth}, {"merge", cmd_merge},
-        {"extract-lora", cmd_extract_lora}, {"apply-lora", cmd_apply_lora}, {"merge-lora", cmd_merge_lora}, {"align", cmd_align}, {"tokensurgeon", cmd_tokensurgeon}, {"shrink", cmd_shrink},
+        {"extract-lora", cmd_extract_lora}, {"apply-lora", cmd_apply_lora}, {"merge-lora", cmd_merge_lora}, {"align", cmd_align}, {"tokensurgeon", cmd_tokensurgeon}, {"shrink", cmd_shrink}, {"moefy", cmd_moefy},
         {"quantize", cmd_quantize}, {"dequantize", cmd_dequantize}, {"prune", cmd_prune}, {"upcycle", cmd_upcycle}, {"reparam", cmd_reparam}, {"moe", cmd_moe}, {"expand", cmd_expand},
         {"tokenize", cmd_tokenize}, {"eval", cmd_eval}, {"evolve", cmd_evolve}, {"analyze", cmd_analyze},
     };
@@ -136,5 +138,5 @@ static int run(int argc, char **argv) {
                 return cli_usage(NULL, "graft %s runs in one process; under mpirun with more than one process only merge, eval and evolve run (docs/distributed.md)", argv[1]);
             return cmds[i].fn(argc - 1, argv + 1);
         }
-    return cli_usage(NULL, "unknown command '%s' (commands: inspect, verify, convert, synth, merge, extract-lora, apply-lora, merge-lora, align, tokensurgeon, shrink, quantize, dequantize, prune, upcycle, reparam, moe, expand, tokenize, eval, evolve, analyze)", argv[1]);
+    return cli_usage(NULL, "unknown command '%s' (commands: inspect, verify, convert, synth, merge, extract-lora, apply-lora, merge-lora, align, tokensurgeon, shrink, moefy, quantize, dequantize, prune, upcycle, reparam, moe, expand, tokenize, eval, evolve, analyze)", argv[1]);
 }

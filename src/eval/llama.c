@@ -76,6 +76,8 @@ struct graft_llama_stats {
     int     L;
     size_t  dim[4];              // each input's width (IMPORTANCE: dim[1] = heads, of hd values each)
     int     hd;
+    float  **rows;               // MLP_ROWS: per layer, the MLP and down_proj inputs of the first cap tokens
+    size_t   cap, *used;
     double **acc; // per layer 4 inputs: attention in (q,k,v), o_proj in, MLP in (gate, up), down_proj in
     bool    fused; // Phi-3: the inputs of qkv_proj and gate_up_proj
     char    pre[32]; // the layers' name prefix
@@ -610,16 +612,36 @@ out:
 
 // ---- statistics --------------------------------------------------------------------------------------
 
+static int stats_new(const struct graft_llama *L, enum graft_collect what, size_t cap, struct graft_llama_stats **out, struct graft_err *err);
+
 int graft_llama_stats_new(const struct graft_llama *L, enum graft_collect what, struct graft_llama_stats **out, struct graft_err *err) {
+    if (what == GRAFT_COLLECT_MLP_ROWS) return graft_err_set(err, GRAFT_E_USAGE, L->name, NULL, 0, "rows are collected by graft_llama_stats_new_rows");
+    return stats_new(L, what, 0, out, err);
+}
+
+int graft_llama_stats_new_rows(const struct graft_llama *L, size_t max_tokens, struct graft_llama_stats **out, struct graft_err *err) {
+    if (max_tokens < 1 || max_tokens > ((size_t)1 << 24)) return graft_err_set(err, GRAFT_E_USAGE, L->name, NULL, 0, "max_tokens must be in 1…2^24");
+    return stats_new(L, GRAFT_COLLECT_MLP_ROWS, max_tokens, out, err);
+}
+
+static int stats_new(const struct graft_llama *L, enum graft_collect what, size_t cap, struct graft_llama_stats **out, struct graft_err *err) {
     *out = NULL;
     if (L->n_exp) return graft_err_set(err, GRAFT_E_USAGE, L->name, NULL, 0, "statistics of mixture-of-experts layers are not collected (dense models only)");
     struct graft_llama_stats *s = graft__calloc(1, sizeof *s);
     if (!s) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
-    s->what = what, s->L = L->nl, s->fused = L->fused;
+    s->what = what, s->L = L->nl, s->fused = L->fused, s->cap = cap;
     memcpy(s->pre, L->pre, sizeof s->pre);
     s->dim[0] = s->dim[2] = (size_t)L->H, s->dim[1] = (size_t)L->nh * L->hd, s->dim[3] = (size_t)L->ni, s->hd = L->hd;
     if (what == GRAFT_COLLECT_IMPORTANCE) s->dim[1] = (size_t)L->nh;
     if (!(s->acc = graft__calloc((size_t)L->nl * 4, sizeof *s->acc))) goto nomem;
+    if (what == GRAFT_COLLECT_MLP_ROWS) {
+        if (!(s->rows = graft__calloc((size_t)L->nl * 4, sizeof *s->rows)) || !(s->used = graft__calloc((size_t)L->nl * 4, sizeof *s->used))) goto nomem;
+        for (int l = 0; l < L->nl; l++)
+            for (int w = 2; w < 4; w++)
+                if (!(s->rows[l * 4 + w] = graft__malloc((s->cap ? s->cap : 1) * s->dim[w] * sizeof(float)))) goto nomem;
+        *out = s;
+        return GRAFT_OK;
+    }
     for (int l = 0; l < L->nl; l++)
         for (int w = 0; w < 4; w++) {
             size_t d = s->dim[w], n = what == GRAFT_COLLECT_GRAM ? d * d : d;
@@ -636,7 +658,9 @@ void graft_llama_stats_free(struct graft_llama_stats *s) {
     if (!s) return;
     if (s->acc)
         for (int i = 0; i < s->L * 4; i++) graft__free(s->acc[i]);
-    graft__free(s->acc);
+    if (s->rows)
+        for (int i = 0; i < s->L * 4; i++) graft__free(s->rows[i]);
+    graft__free(s->acc), graft__free(s->rows), graft__free(s->used);
     graft__free(s);
 }
 
@@ -644,6 +668,13 @@ void graft_llama_stats_free(struct graft_llama_stats *s) {
 static void stats_add(struct graft_llama_stats *s, int layer, int which, const float *X, size_t M, float *tmp) {
     double *acc = s->acc[layer * 4 + which];
     size_t d = s->dim[which];
+    if (s->what == GRAFT_COLLECT_MLP_ROWS) {
+        size_t *u = &s->used[layer * 4 + which], n = s->cap - *u < M ? s->cap - *u : M;
+        if (which < 2 || !n) return;
+        memcpy(s->rows[layer * 4 + which] + *u * d, X, n * d * sizeof(float));
+        *u += n;
+        return;
+    }
     if (s->what == GRAFT_COLLECT_IMPORTANCE) {
         size_t hd = which == 1 ? (size_t)s->hd : 1, w = d * hd; // o_proj's input: per head, its output's 2-norm
         for (size_t m = 0; m < M; m++)
@@ -669,14 +700,20 @@ static void stats_add(struct graft_llama_stats *s, int layer, int which, const f
         for (size_t j = i; j < d; j++) acc[i * d + j] += tmp[i * d + j];
 }
 
+const float *graft_llama_stats_rows(const struct graft_llama_stats *s, int layer, int which, size_t *n_tokens, size_t *dim) {
+    if (!s || s->what != GRAFT_COLLECT_MLP_ROWS || layer < 0 || layer >= s->L || which < 2 || which > 3) return NULL;
+    *n_tokens = s->used[layer * 4 + which], *dim = s->dim[which];
+    return s->rows[layer * 4 + which];
+}
+
 const double *graft_llama_stats_sums(const struct graft_llama_stats *s, int layer, int which, size_t *n) {
-    if (!s || s->what == GRAFT_COLLECT_GRAM || layer < 0 || layer >= s->L || which < 0 || which > 3) return NULL;
+    if (!s || s->what == GRAFT_COLLECT_GRAM || s->what == GRAFT_COLLECT_MLP_ROWS || layer < 0 || layer >= s->L || which < 0 || which > 3) return NULL;
     *n = s->dim[which];
     return s->acc[layer * 4 + which];
 }
 
 int graft_llama_stats_save(const struct graft_llama_stats *s, const char *path, uint64_t n_tokens, struct graft_err *err) {
-    if (s->what == GRAFT_COLLECT_IMPORTANCE) return graft_err_set(err, GRAFT_E_USAGE, path, NULL, 0, "importance sums are not saved");
+    if (s->what != GRAFT_COLLECT_GRAM && s->what != GRAFT_COLLECT_ACT_NORM) return graft_err_set(err, GRAFT_E_USAGE, path, NULL, 0, "only gram and act-norm statistics are saved");
     static const char *const split[4][3] = {{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}, {"self_attn.o_proj"},
                                             {"mlp.gate_proj", "mlp.up_proj"}, {"mlp.down_proj"}};
     static const char *const fused[4][3] = {{"self_attn.qkv_proj"}, {"self_attn.o_proj"}, {"mlp.gate_up_proj"}, {"mlp.down_proj"}};
