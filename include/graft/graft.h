@@ -45,5 +45,6 @@
 #include "align.h"
 #include "tokensurgeon.h"
 #include "shrink.h"
+#include "moefy.h"
 
 #endif
