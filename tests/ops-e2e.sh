@@ -416,6 +416,13 @@ for layout in "qwen2.5-7b --kv-heads 2|--intermediate 48 --heads 2 --hidden 48" 
     if "$PY" "$HREF" width wl calib.ids 48 256 2 wsl.json wsl >"$T/py" 2>&1; then ok; else bad "shrink $spec of $1: $(cat "$T/py")"; fi
 done
 expect 0 "$G" verify wsl
+# Phi-3's fused projections under grouped-query attention; a one-layer model's report keeps per-layer lists
+rm -rf wlp wslp && "$G" synth wlp --like-config "$CFGS/phi-3-mini-4k.json" --layers 1 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --vocab 258 --dtype f32 >/dev/null 2>&1
+cp "$FAMB"/tokenizer*.json wlp/
+expect 0 "$G" shrink wlp wslp --intermediate 40 --heads 2 --hidden 48 --calib "$FAMC" --ctx 48 --windows 2 --json
+cp "$T/out" wslp.json
+if "$PY" "$HREF" width wlp calib.ids 48 256 2 wslp.json wslp >"$T/py" 2>&1; then ok; else bad "shrink of Phi-3 with grouped-query attention: $(cat "$T/py")"; fi
+"$PY" -c 'import json, sys; r = json.load(open(sys.argv[1])); sys.exit(0 if all(isinstance(r[k][0], list) for k in ("ffn_importance", "head_importance", "ffn_kept", "groups_kept")) and not isinstance(r["hidden_kept"][0], list) else 1)' wslp.json && ok || bad "shrink --json of a one-layer model: per-layer lists flattened"
 # the same selection and bytes for any thread count; the bf16 base
 rm -rf wt1 wt2 && expect 0 "$G" shrink "$FAMB" wt1 --intermediate 200 --heads 2 --hidden 100 --calib "$FAMC" --ctx 64 --windows 2 --threads 1
 expect 0 "$G" shrink "$FAMB" wt2 --intermediate 200 --heads 2 --hidden 100 --calib "$FAMC" --ctx 64 --windows 2 --threads 2
@@ -470,6 +477,24 @@ for spec in "$FAMB 8" "wb32 4 --calib $FAMC --ctx 64 --windows 4"; do
     "$G" eval $m --tokens mu.ids --ctx 45 --no-bos --dump-logits z.bin >/dev/null 2>&1 && "$G" eval mfe --tokens mu.ids --ctx 45 --no-bos --dump-logits s.bin >/dev/null 2>&1
     "$PY" -c 'import numpy as np, sys; a, b = np.fromfile("z.bin", "<f4"), np.fromfile("s.bin", "<f4"); d = np.abs(a - b).max() / np.abs(a).max(); print(d); sys.exit(0 if a.size == b.size and a.size and d < 1e-5 else 1)' > "$T/py" 2>&1 && ok || bad "moefy K = E on $m differs from the dense model: $(cat "$T/py")"
 done
+# the k-means runs to a fixed point on the demo base; an f16 model's router stays in normal numbers
+"$PY" -c 'import json, sys; r = json.load(open(sys.argv[1])); sys.exit(0 if all(l["converged"] for l in r["layer"]) else 1)' mf8.json && ok || bad "moefy: k-means did not converge on the demo base"
+"$G" convert "$FAMB" wf16 --dtype f16 >/dev/null 2>&1 && "$PY" -c 'import json, sys; p = sys.argv[1]; c = json.load(open(p)); c["torch_dtype"] = "float16"; json.dump(c, open(p, "w"))' wf16/config.json
+expect 0 "$G" moefy wf16 mf16 --experts 8 --top-k 2 --json
+cp "$T/out" mf16.json
+if "$PY" "$MREF" check wf16 mf16 mf16.json 1e-5 >"$T/py" 2>&1; then ok; else bad "moefy of an f16 model: $(cat "$T/py")"; fi
+"$PY" -c 'import sys, os; sys.path.insert(0, os.environ["AREFDIR"]); from lora_ref import load; import numpy as np; W = load(sys.argv[1]); r = W["model.layers.0.block_sparse_moe.gate.weight"]; sys.exit(0 if np.abs(r).max() >= 0.0625 and (r != 0).mean() > 0.99 else 1)' mf16 && ok || bad "moefy of an f16 model: the router underflows"
+# Mistral's sliding window carries over (moefy and upcycle)
+rm -rf wmi && "$G" synth wmi --like-config "$CFGS/mistral-7b-v0.3.json" --layers 1 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --vocab 258 --dtype f32 >/dev/null 2>&1
+"$PY" -c 'import json, sys; p = sys.argv[1]; c = json.load(open(p)); c["sliding_window"] = 16; json.dump(c, open(p, "w"))' wmi/config.json
+expect 0 "$G" moefy wmi mfmi --experts 4 --top-k 2
+expect 0 "$G" upcycle wmi upmi --experts 2 --top-k 1
+"$PY" -c 'import json, sys; sys.exit(0 if all(json.load(open(f + "/config.json"))["sliding_window"] == 16 for f in sys.argv[1:]) else 1)' mfmi upmi && ok || bad "moefy / upcycle of Mistral dropped sliding_window"
+# a NaN weight: refused before clustering
+cp -r wb32 wnan && $PATCH wnan/model.safetensors 'model.layers.1.mlp.up_proj.weight' nan 7
+expect 1 "$G" moefy wnan x54 --experts 4 --top-k 2
+grep -q "layers.1.mlp.up_proj.weight.*NaN or infinite" "$T/err" && ok || bad "moefy with a NaN weight: $(cat "$T/err")"
+nothing x54 "moefy with a NaN weight"
 expect 0 "$G" moefy "$FAMB" mft1 --experts 4 --top-k 2 --calib "$FAMC" --ctx 64 --windows 2 --threads 1
 expect 0 "$G" moefy "$FAMB" mft2 --experts 4 --top-k 2 --calib "$FAMC" --ctx 64 --windows 2 --threads 2
 cmp -s mft1/model.safetensors mft2/model.safetensors && ok || bad "moefy depends on the thread count"

@@ -10,7 +10,9 @@
 // within ±`router_range` (measured on the calibration tokens, else estimated as 4σ of c·(g ⊙ n) for a
 // unit-variance n): the softmax then only ranks the experts and gives the K chosen ones weights within
 // e^{±2·router_range} of 1/K, and each expert's down_proj is multiplied by K, so the MoE computes
-// MoEfication's sum of the selected experts' outputs. With K = E it computes the dense FFN.
+// MoEfication's sum of the selected experts' outputs. With K = E it computes the dense FFN. (F16
+// models: the scale is raised until the router's largest entry is 2^-4, so that its entries stay
+// normal numbers; the range reached is reported. F8 weights are refused.)
 #ifndef GRAFT_MOEFY_H
 #define GRAFT_MOEFY_H
 
@@ -48,6 +50,7 @@ struct graft_moefy_report {
     int      *iters;         // per layer: k-means iterations run
     bool     *converged;     // per layer: the last iteration changed nothing
     double   *scale;         // per layer: the router's scale s
+    double   *range;         // per layer: the router's logit range after scaling (F16: raised so its entries stay normal)
 };
 void graft_moefy_report_free(struct graft_moefy_report *r);
 

@@ -13,18 +13,21 @@
 // Width pruning (graft_shrink_width) keeps the most important units by Minitron's activation-based
 // importance (Muralidharan et al., "Compact Language Models via Pruning and Knowledge Distillation",
 // 2024), measured by the evaluator on calibration text:
-//   FFN neuron         mean over tokens of |down_proj's input| (the gated activation), per layer
-//   attention head     mean over tokens of the 2-norm of the head's output (o_proj's input), per
-//                      layer; with grouped-query attention a key/value group and its query heads go
-//                      or stay together (group importance = the sum of its heads')
-//   embedding channel  mean over tokens of |RMSNorm output|, summed over every norm in the layers
+//   FFN neuron         |down_proj's input| (the gated activation), per layer
+//   attention head     the 2-norm of the head's output (o_proj's input), per layer; with
+//                      grouped-query attention a key/value group and its query heads go or stay
+//                      together (group importance = the sum of its heads')
+//   embedding channel  |RMSNorm output|, summed over every norm in the layers
+// each averaged over a window's tokens, then aggregated over windows by their root mean square (the
+// paper's best: mean over the sequence, 2-norm over the batch).
 // Each layer keeps the same number of neurons and groups (config.json holds one size); channels are
 // kept model-wide. Every affected tensor is sliced consistently (q/k/v rows and o_proj columns per
 // head, gate/up rows and down_proj columns per neuron, channels of the embeddings, norms, lm_head and
 // every projection), fused Phi-3 projections included. With fewer channels each RMSNorm's gain is
 // multiplied by √(hidden / kept) and rms_norm_eps by hidden / kept, so the pruned model computes what
-// the original computes with the removed units' weights zeroed (Qwen3's per-head q/k norms, which
-// share rms_norm_eps, see the larger ε).
+// the original computes with the removed units' weights zeroed — exactly in f32 weights (bf16/f16
+// round the rescaled gains once; Qwen3's per-head q/k norms, which share rms_norm_eps, see the
+// larger ε).
 #ifndef GRAFT_SHRINK_H
 #define GRAFT_SHRINK_H
 
@@ -69,7 +72,7 @@ struct graft_shrink_report {
     // width pruning
     int      ffn, heads, kv_heads, hidden;            // the model's sizes
     int      ffn_kept, heads_kept, kv_kept, hidden_kept;
-    double  *ffn_imp;           // n_layers × ffn neuron importances (NULL when not measured)
+    double  *ffn_imp;           // n_layers × ffn neuron importances (NULL when not measured; see above)
     double  *head_imp;          // n_layers × heads
     double  *hidden_imp;        // hidden
     uint32_t *ffn_keep;         // n_layers × ffn_kept neurons kept, ascending (NULL: all kept)

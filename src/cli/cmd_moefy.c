@@ -97,16 +97,16 @@ int cmd_moefy(int argc, char **argv) {
         printf("{\"layers\": %d, \"intermediate\": %d, \"experts\": %d, \"top_k\": %d, \"calibrated\": %s, \"tokens\": %llu, \"layer\": [", r.n_layers, r.ffn,
                r.experts, r.top_k, r.calibrated ? "true" : "false", (unsigned long long)r.tokens);
         for (int l = 0; l < r.n_layers; l++) {
-            printf("%s{\"objective\": %.9g, \"iters\": %d, \"converged\": %s, \"router_scale\": %.9g, \"expert\": [", l ? ", " : "", r.objective[l], r.iters[l],
-                   r.converged[l] ? "true" : "false", r.scale[l]);
+            printf("%s{\"objective\": %.9g, \"iters\": %d, \"converged\": %s, \"router_scale\": %.9g, \"router_range\": %.9g, \"expert\": [", l ? ", " : "",
+                   r.objective[l], r.iters[l], r.converged[l] ? "true" : "false", r.scale[l], r.range[l]);
             for (int i = 0; i < r.ffn; i++) printf("%s%u", i ? ", " : "", r.expert[(size_t)l * r.ffn + i]);
             printf("]}");
         }
         printf("]}\n");
     } else {
         for (int l = 0; l < r.n_layers; l++)
-            printf("layer %3d  k-means objective %.5f after %d iterations%s, router scale %.3g\n", l, r.objective[l], r.iters[l],
-                   r.converged[l] ? "" : " (not converged)", r.scale[l]);
+            printf("layer %3d  k-means objective %.5f after %d iterations%s, router scale %.3g, logits within ±%.3g\n", l, r.objective[l], r.iters[l],
+                   r.converged[l] ? "" : " (not converged)", r.scale[l], r.range[l]);
         printf("%d experts of %d neurons per layer, %d per token%s\n", r.experts, r.ffn / r.experts, r.top_k,
                r.calibrated ? " (co-activation groups, fitted router)" : "");
     }

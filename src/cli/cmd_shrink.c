@@ -25,12 +25,13 @@ static const char help[] =
     "num_hidden_layers and per-layer lists (layer_types) shortened. Prints the metric per candidate and\n"
     "the layers dropped (--json as JSON).\n"
     "\n"
-    "Width pruning keeps, by Minitron's activation importance on the calibration windows, the I FFN\n"
-    "neurons of each layer with the largest mean |down_proj input|, the H query heads per layer (whole\n"
-    "key/value groups: H a multiple of heads / kv heads; a group ranks by its heads' summed mean output\n"
-    "norm) and the D embedding channels with the largest mean |RMSNorm output| summed over the layers'\n"
-    "norms. Every affected tensor is sliced (q/k/v/o per head, gate/up rows and down columns, the\n"
-    "channels of embeddings, norms, lm_head and projections; Phi-3's fused projections too) and\n"
+    "Width pruning keeps, by Minitron's activation importance on the calibration windows (per window the\n"
+    "mean over its tokens, then the root mean square over windows), the I FFN neurons of each layer with\n"
+    "the largest |down_proj input|, the H query heads per layer (whole key/value groups: H a multiple of\n"
+    "heads / kv heads; a group ranks by its heads' summed output norms) and the D embedding channels with\n"
+    "the largest |RMSNorm output| summed over the layers' norms. Every affected tensor is sliced\n"
+    "(q/k/v/o per head, gate/up rows and down columns, the channels of embeddings, norms, lm_head and\n"
+    "projections; Phi-3's fused projections too) and\n"
     "config.json updated (intermediate_size, num_attention_heads, num_key_value_heads, hidden_size,\n"
     "head_dim). With fewer channels each norm's gain is multiplied by √(hidden / D) and rms_norm_eps by\n"
     "hidden / D: the output computes what IN computes with the removed units zeroed. Prints the sizes and parameter counts (--json: also\n"
@@ -54,14 +55,15 @@ static const char help[] =
     "  --force           replace OUT if it exists and is not empty\n"
     "  -h, --help        this text\n";
 
-static void print_list(const char *key, const double *v, const uint32_t *u, size_t n, size_t rows) {
+// A list (nested: one list per layer) of doubles v or indices u.
+static void print_list(const char *key, const double *v, const uint32_t *u, size_t n, size_t rows, bool nested) {
     printf(", \"%s\": [", key);
     for (size_t r = 0; r < rows; r++) {
-        printf("%s%s", r ? ", " : "", rows > 1 ? "[" : "");
+        printf("%s%s", r ? ", " : "", nested ? "[" : "");
         for (size_t i = 0; i < n; i++)
             if (v) printf("%s%.9g", i ? ", " : "", v[r * n + i]);
             else printf("%s%u", i ? ", " : "", u[r * n + i]);
-        printf("%s", rows > 1 ? "]" : "");
+        printf("%s", nested ? "]" : "");
     }
     printf("]");
 }
@@ -79,12 +81,12 @@ static void print_width(const struct graft_shrink_report *r, bool json) {
            (unsigned long long)r->tokens, (unsigned long long)r->params, (unsigned long long)r->params_kept);
     printf(", \"intermediate\": [%d, %d], \"heads\": [%d, %d], \"kv_heads\": [%d, %d], \"hidden\": [%d, %d]", r->ffn, r->ffn_kept, r->heads,
            r->heads_kept, r->kv_heads, r->kv_kept, r->hidden, r->hidden_kept);
-    print_list("ffn_importance", r->ffn_imp, NULL, (size_t)r->ffn, L);
-    print_list("head_importance", r->head_imp, NULL, (size_t)r->heads, L);
-    print_list("hidden_importance", r->hidden_imp, NULL, (size_t)r->hidden, 1);
-    if (r->ffn_keep) print_list("ffn_kept", NULL, r->ffn_keep, (size_t)r->ffn_kept, L);
-    if (r->group_keep) print_list("groups_kept", NULL, r->group_keep, (size_t)r->kv_kept, L);
-    if (r->hidden_keep) print_list("hidden_kept", NULL, r->hidden_keep, (size_t)r->hidden_kept, 1);
+    print_list("ffn_importance", r->ffn_imp, NULL, (size_t)r->ffn, L, true);
+    print_list("head_importance", r->head_imp, NULL, (size_t)r->heads, L, true);
+    print_list("hidden_importance", r->hidden_imp, NULL, (size_t)r->hidden, 1, false);
+    if (r->ffn_keep) print_list("ffn_kept", NULL, r->ffn_keep, (size_t)r->ffn_kept, L, true);
+    if (r->group_keep) print_list("groups_kept", NULL, r->group_keep, (size_t)r->kv_kept, L, true);
+    if (r->hidden_keep) print_list("hidden_kept", NULL, r->hidden_keep, (size_t)r->hidden_kept, 1, false);
     printf("}\n");
 }
 

@@ -22,6 +22,7 @@
 #undef I // (complex.h, through lapacke.h): I is the intermediate size here
 
 #define CHUNK (16u << 20)
+#define MEM_BUDGET 4e9 // bytes of clustering buffers at once (the layers in flight)
 
 struct graft_moefy_params graft_moefy_default_params(void) {
     return (struct graft_moefy_params){.experts = 8, .top_k = 2, .ctx = 256, .windows = 32, .max_tokens = 1024, .iters = 50, .router_range = 1e-5,
@@ -30,7 +31,7 @@ struct graft_moefy_params graft_moefy_default_params(void) {
 
 void graft_moefy_report_free(struct graft_moefy_report *r) {
     if (!r) return;
-    graft__free(r->expert), graft__free(r->objective), graft__free(r->iters), graft__free(r->converged), graft__free(r->scale);
+    graft__free(r->expert), graft__free(r->objective), graft__free(r->iters), graft__free(r->converged), graft__free(r->scale), graft__free(r->range);
     memset(r, 0, sizeof *r);
 }
 
@@ -54,7 +55,8 @@ struct job {
 struct pair { float d; uint32_t i, e; };
 static int pair_cmp(const void *a, const void *b) {
     const struct pair *x = a, *y = b;
-    if (x->d != y->d) return x->d < y->d ? -1 : 1;
+    if (isnan(x->d) != isnan(y->d)) return isnan(x->d) ? 1 : -1; // NaN last: a total order for qsort
+    if (x->d != y->d && !isnan(x->d)) return x->d < y->d ? -1 : 1;
     if (x->i != y->i) return x->i < y->i ? -1 : 1;
     return x->e < y->e ? -1 : x->e > y->e;
 }
@@ -208,9 +210,13 @@ static int router(struct job *j, int l, const float *gate, struct graft_err *err
         if (info) return graft_err_set(err, GRAFT_E_NONFINITE, graft_model_path(j->m), ly->gate->info->name, ly->gate->info->name_len,
                                        "the router's least-squares fit failed (LAPACK dposv info %d)", (int)info);
     }
-    double s = big > 0 && isfinite(big) ? j->p->router_range / big : 1.0;
+    double s = big > 0 && isfinite(big) ? j->p->router_range / big : 1.0, rmax = 0;
+    for (size_t i = 0; i < E * H; i++) rmax = fabs(R[i]) > rmax ? fabs(R[i]) : rmax;
+    // F16 has 5 exponent bits: entries below 2^-14 lose precision, so keep the largest ≥ 2^-4 (entries
+    // down to 1/1024 of it stay normal) and accept a wider logit range (reported)
+    if (ly->gate->info->dtype == GRAFT_DTYPE_F16 && rmax > 0 && s * rmax < 0.0625) s = 0.0625 / rmax;
     for (size_t i = 0; i < E * H; i++) R[i] = (float)(R[i] * s);
-    j->r->scale[l] = s;
+    j->r->scale[l] = s, j->r->range[l] = s * big;
     return GRAFT_OK;
 }
 
@@ -259,7 +265,7 @@ static int write_item(void *ctx, size_t item, int ith, struct graft_err *err) {
         void *enc = graft__malloc(n * 8 + 8);
         if (!enc) return nomem(err);
         graft_dtype_nbytes(t->dtype, n, &nb);
-        int rc = graft__ops_encode("moefy's router", o->name, strlen(o->name), t->dtype, o->data, enc, n, j->m, NULL, j->flags, err);
+        int rc = graft__ops_encode("moefy's router", o->name, strlen(o->name), t->dtype, o->data, enc, n, j->m, o->src, j->flags, err);
         if (!rc) rc = graft_writer_write(j->w, o->id, 0, enc, (size_t)nb, err);
         graft__free(enc);
         return rc;
@@ -302,6 +308,11 @@ int graft_moefy(const struct graft_model *m, const int32_t *ids, size_t n_ids, i
             else if (t[k]->info->n_dims != (k == 3 ? 1 : 2) || t[k]->info->ne[0] != want[0] || (k < 3 && t[k]->info->ne[1] != want[1]) ||
                      !graft_dtype_traits(t[k]->info->dtype)->is_float)
                 rc = graft_err_set(err, GRAFT_E_FORMAT, path, nm, strlen(nm), "not a floating tensor of the shape config.json implies");
+            else if (graft_dtype_traits(t[k]->info->dtype)->bits < 16)
+                rc = graft_err_set(err, GRAFT_E_CONFIG, path, nm, strlen(nm), "%s weights: moefy needs 16- or 32-bit floating weights (the router's "
+                                                                           "small entries)", graft_dtype_traits(t[k]->info->dtype)->name);
+            else if (graft_count_nonfinite(t[k]->info->dtype, graft_model_data(m, t[k]), (size_t)t[k]->info->n_elem, NULL))
+                rc = graft_err_set(err, GRAFT_E_NONFINITE, path, nm, strlen(nm), "holds NaN or infinite values: not clustered");
         }
         if (!rc) ly[l] = (struct mlayer){t[0], t[1], t[2], t[3], graft__malloc((size_t)I * 4), graft__malloc((size_t)E * H * sizeof(float))};
         if (!rc && (!ly[l].order || !ly[l].router)) rc = nomem(err);
@@ -309,7 +320,7 @@ int graft_moefy(const struct graft_model *m, const int32_t *ids, size_t n_ids, i
     r.n_layers = L, r.ffn = I, r.experts = E, r.top_k = K, r.calibrated = ids != NULL;
     if (!rc && (!(r.expert = graft__malloc((size_t)L * I * 4)) || !(r.objective = graft__calloc((size_t)L, sizeof(double))) ||
                 !(r.iters = graft__calloc((size_t)L, sizeof(int))) || !(r.converged = graft__calloc((size_t)L, sizeof(bool))) ||
-                !(r.scale = graft__calloc((size_t)L, sizeof(double)))))
+                !(r.scale = graft__calloc((size_t)L, sizeof(double))) || !(r.range = graft__calloc((size_t)L, sizeof(double)))))
         rc = nomem(err);
     // calibration: the first max_tokens tokens' MLP inputs and activations
     struct graft_llama *lm = NULL;
@@ -338,9 +349,11 @@ int graft_moefy(const struct graft_model *m, const int32_t *ids, size_t n_ids, i
         if (!rc && r.tokens < 2) rc = graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "the calibration text has fewer than 2 tokens");
     }
     struct job j = {m, p, &r, ly, st, H, I};
-    if (!rc) {
+    if (!rc) { // layers at once: as many as threads, within MEM_BUDGET of per-layer buffers
+        double per = (double)I * (3.0 * H + (ids ? (double)r.tokens : 0) + 2.0 * E) * 4 + (ids ? ((double)H * H + (double)r.tokens * (H + E)) * 8 : 0);
+        int nt = p->n_threads > 0 ? p->n_threads : 1, fit = (int)(MEM_BUDGET / per);
         graft__blas_single_thread();
-        rc = graft_pool_run(p->n_threads > 0 ? p->n_threads : 1, (size_t)L, layer_item, &j, NULL, NULL, err);
+        rc = graft_pool_run(fit < 1 ? 1 : fit < nt ? fit : nt, (size_t)L, layer_item, &j, NULL, NULL, err);
     }
     graft_llama_stats_free(st), st = NULL;
     graft_llama_free(lm), lm = NULL;

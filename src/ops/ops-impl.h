@@ -41,7 +41,8 @@ int  graft__ops_write_slice(struct graft_writer *w, long id, const struct graft_
                             unsigned flags, struct graft_err *err);
 // `root` written as file `name` of the output, pretty-printed as transformers writes JSON (≤ 64 MiB).
 int  graft__ops_add_json(struct graft_writer *w, const char *name, const json_t *root, struct graft_err *err);
-// config.json from `root` turned into Mixtral's (E experts, K per token) and added to the writer.
+// config.json from `root` turned into Mixtral's (E experts, K per token; a Mistral model's
+// sliding_window kept) and added to the writer.
 int  graft__ops_add_mixtral_config(struct graft_writer *w, json_t *root, int experts, int per_token, struct graft_err *err);
 // f (n values) encoded into dt at enc (n × 8 bytes suffice) and checked by graft__nonfinite_rule (core/impl.h); the source
 // tensor src of m (may be NULL) is counted only when the output holds NaN / ±Inf.

@@ -100,11 +100,14 @@ int graft__ops_write_slice(struct graft_writer *w, long id, const struct graft_m
 }
 
 int graft__ops_add_mixtral_config(struct graft_writer *w, json_t *root, int experts, int per_token, struct graft_err *err) {
+    // Mistral's sliding window carries over (Mixtral honours it); a Llama model has none
+    const char *mt = json_string_value(json_object_get(root, "model_type"));
+    bool keep_window = mt && !strcmp(mt, "mistral") && json_object_get(root, "sliding_window");
     json_object_set_new(root, "architectures", json_pack("[s]", "MixtralForCausalLM"));
     json_object_set_new(root, "model_type", json_string("mixtral"));
     json_object_set_new(root, "num_local_experts", json_integer(experts));
     json_object_set_new(root, "num_experts_per_tok", json_integer(per_token));
-    json_object_set_new(root, "sliding_window", json_null());
+    if (!keep_window) json_object_set_new(root, "sliding_window", json_null());
     json_object_del(root, "attention_bias"), json_object_del(root, "mlp_bias"); // head_dim stays: Mixtral honours it
     return graft__ops_add_json(w, "config.json", root, err);
 }

@@ -55,19 +55,23 @@ static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
     return graft__ops_write_slice(j->w, j->ts[item].id, j->m, s, CHUNK, j->flags, err);
 }
 
+struct ranked { double v; uint32_t i; };
+static int by_importance(const void *a, const void *b) { // descending, lower index first on ties
+    const struct ranked *x = a, *y = b;
+    if (x->v != y->v) return x->v > y->v ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+static int by_index(const void *a, const void *b) { uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b; return x < y ? -1 : x > y; }
+
 // The k largest of v[0..n) (lower index on ties), ascending, into keep.
 static int top_k(const double *v, size_t n, size_t k, uint32_t *keep) {
-    uint32_t *ord = graft__malloc(n * sizeof *ord);
-    if (!ord) return -1;
-    for (size_t i = 0; i < n; i++) ord[i] = (uint32_t)i;
-    for (size_t a = 1; a < n; a++) // insertion sort by (−v, index): n is at most a layer's neurons
-        for (size_t b = a; b > 0 && (v[ord[b - 1]] < v[ord[b]] || (v[ord[b - 1]] == v[ord[b]] && ord[b - 1] > ord[b])); b--) {
-            uint32_t t = ord[b]; ord[b] = ord[b - 1], ord[b - 1] = t;
-        }
-    memcpy(keep, ord, k * sizeof *keep);
-    for (size_t a = 1; a < k; a++)
-        for (size_t b = a; b > 0 && keep[b - 1] > keep[b]; b--) { uint32_t t = keep[b]; keep[b] = keep[b - 1], keep[b - 1] = t; }
-    graft__free(ord);
+    struct ranked *o = graft__malloc(n * sizeof *o);
+    if (!o) return -1;
+    for (size_t i = 0; i < n; i++) o[i] = (struct ranked){isnan(v[i]) ? -INFINITY : v[i], (uint32_t)i};
+    qsort(o, n, sizeof *o, by_importance);
+    for (size_t i = 0; i < k; i++) keep[i] = o[i].i;
+    qsort(keep, k, sizeof *keep, by_index);
+    graft__free(o);
     return 0;
 }
 
@@ -84,6 +88,11 @@ static int measure(const struct graft_model *m, const int32_t *ids, size_t n_ids
     size_t ctx = (size_t)p->ctx, body = bos >= 0 ? ctx - 1 : ctx;
     int32_t *win = rc ? NULL : graft__malloc(ctx * sizeof *win);
     if (!rc && !win) rc = nomem(err);
+    size_t H = (size_t)r->hidden, I = (size_t)r->ffn, nh = (size_t)r->heads, per = H + nh + H + I; // one layer's sums
+    double *prev = rc ? NULL : graft__calloc((size_t)L * per, sizeof *prev), *hw = rc ? NULL : graft__malloc(H * sizeof *hw);
+    if (!rc && (!prev || !hw || !(r->ffn_imp = graft__calloc((size_t)L * I, sizeof(double))) || !(r->head_imp = graft__calloc((size_t)L * nh, sizeof(double))) ||
+                !(r->hidden_imp = graft__calloc(H, sizeof(double)))))
+        rc = nomem(err);
     for (size_t w0 = 0; !rc && w0 < n_ids && r->windows < p->windows; w0 += body) {
         size_t n = n_ids - w0 < body ? n_ids - w0 : body, T = n + (bos >= 0);
         if (T < 2) break;
@@ -91,27 +100,31 @@ static int measure(const struct graft_model *m, const int32_t *ids, size_t n_ids
         memcpy(win + (bos >= 0), ids + w0, n * sizeof *win);
         double nll = 0;
         uint64_t scored = 0;
-        rc = graft_llama_forward(lm, win, 1, (int)T, NULL, &nll, &scored, NULL, st, err);
+        if ((rc = graft_llama_forward(lm, win, 1, (int)T, NULL, &nll, &scored, NULL, st, err))) break;
         r->tokens += T, r->windows++;
+        // Minitron's best aggregation: the mean over the window's tokens, then the 2-norm over windows
+        memset(hw, 0, H * sizeof *hw);
+        for (int l = 0; !rc && l < L; l++) {
+            size_t dn[4];
+            const double *a[4];
+            for (int k = 0; k < 4; k++) a[k] = graft_llama_stats_sums(st, l, k, &dn[k]);
+            if (!a[0] || dn[0] != H || dn[1] != nh || dn[2] != H || dn[3] != I) {
+                rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "config.json's sizes are not the evaluator's");
+                break;
+            }
+            double *pv = prev + (size_t)l * per, *p0 = pv, *p1 = pv + H, *p2 = pv + H + nh, *p3 = pv + H + nh + H, v;
+            for (size_t i = 0; i < I; i++) v = (a[3][i] - p3[i]) / (double)T, p3[i] = a[3][i], r->ffn_imp[(size_t)l * I + i] += v * v;
+            for (size_t i = 0; i < nh; i++) v = (a[1][i] - p1[i]) / (double)T, p1[i] = a[1][i], r->head_imp[(size_t)l * nh + i] += v * v;
+            for (size_t i = 0; i < H; i++) hw[i] += (a[0][i] - p0[i] + a[2][i] - p2[i]) / (double)T, p0[i] = a[0][i], p2[i] = a[2][i];
+        }
+        for (size_t i = 0; i < H; i++) r->hidden_imp[i] += hw[i] * hw[i];
     }
     if (!rc && r->tokens < 2) rc = graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "the calibration text has fewer than 2 tokens");
-    size_t H = (size_t)r->hidden, I = (size_t)r->ffn, nh = (size_t)r->heads;
-    if (!rc && (!(r->ffn_imp = graft__calloc((size_t)L * I, sizeof(double))) || !(r->head_imp = graft__calloc((size_t)L * nh, sizeof(double))) ||
-                !(r->hidden_imp = graft__calloc(H, sizeof(double)))))
-        rc = nomem(err);
-    double tk = (double)r->tokens;
-    for (int l = 0; !rc && l < L; l++) {
-        size_t n[4];
-        const double *a[4];
-        for (int k = 0; k < 4; k++) a[k] = graft_llama_stats_sums(st, l, k, &n[k]);
-        if (!a[0] || n[0] != H || n[1] != nh || n[2] != H || n[3] != I) {
-            rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "config.json's sizes are not the evaluator's");
-            break;
-        }
-        for (size_t i = 0; i < I; i++) r->ffn_imp[(size_t)l * I + i] = a[3][i] / tk;
-        for (size_t i = 0; i < nh; i++) r->head_imp[(size_t)l * nh + i] = a[1][i] / tk;
-        for (size_t i = 0; i < H; i++) r->hidden_imp[i] += (a[0][i] + a[2][i]) / tk;
-    }
+    double nw = r->windows > 0 ? (double)r->windows : 1; // root mean square over the windows
+    for (size_t i = 0; !rc && i < (size_t)L * I; i++) r->ffn_imp[i] = sqrt(r->ffn_imp[i] / nw);
+    for (size_t i = 0; !rc && i < (size_t)L * nh; i++) r->head_imp[i] = sqrt(r->head_imp[i] / nw);
+    for (size_t i = 0; !rc && i < H; i++) r->hidden_imp[i] = sqrt(r->hidden_imp[i] / nw);
+    graft__free(prev), graft__free(hw);
     graft__free(win);
     graft_llama_stats_free(st);
     graft_llama_free(lm);
@@ -289,7 +302,7 @@ int graft_shrink_width(const struct graft_model *m, const int32_t *ids, size_t n
                 if (rl == strlen(roles[q].suffix) && !memcmp(rest, roles[q].suffix, rl)) ra = roles[q].rows, ca = roles[q].cols, norm = roles[q].norm, known = true;
         } else if (ends_with(t->name, t->name_len, "embed_tokens.weight") || ends_with(t->name, t->name_len, "lm_head.weight")) {
             ca = AX_HID, known = true;
-        } else if (ends_with(t->name, t->name_len, "model.norm.weight") || (t->name_len == 10 && !memcmp(t->name, "norm.weight", 10))) {
+        } else if (ends_with(t->name, t->name_len, "model.norm.weight") || (t->name_len == 11 && !memcmp(t->name, "norm.weight", 11))) {
             ra = AX_HID, norm = true, known = true;
         }
         s->scale = norm && r.hidden_kept < r.hidden ? nscale : 1.0;

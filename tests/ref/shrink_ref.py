@@ -10,9 +10,10 @@
       reported values within 1e-4 and the same layers dropped.
 
   shrink_ref.py width MODEL IDS CTX BOS WINDOWS REPORT.json PRUNED
-      Width pruning: the importances from the same forward's activations (FFN neuron = mean |down_proj
-      input|, head = mean 2-norm of its output, channel = mean |RMSNorm output| summed over the layers'
-      norms) within 1e-4 of the largest; every kept unit (key/value groups by their heads' sum) at least
+      Width pruning: the importances from the same forward's activations (FFN neuron = |down_proj
+      input|, head = the 2-norm of its output, channel = |RMSNorm output| summed over the layers' norms;
+      each the mean over a window's tokens, then the root mean square over windows) within 1e-4 of the
+      largest; every kept unit (key/value groups by their heads' sum) at least
       as important as every removed one (up to that tolerance); and PRUNED's logits (NumPy forward) equal
       MODEL's with the removed units' weights zeroed (o_proj columns, down_proj columns, and the removed
       channels of the embeddings, o_proj / down_proj rows and biases) within 1e-4 of the largest.
@@ -116,19 +117,19 @@ def width(model, ids, ctx, bos, windows, report, pruned):
     nkv = c.get("num_key_value_heads", nh)
     hd = c.get("head_dim") or H // nh
     body = ctx - 1 if bos >= 0 else ctx
-    ffn, head, hid, ntok, used = 0, 0, 0, 0, 0
+    ffn, head, hid, used = 0, 0, 0, 0
     for w0 in range(0, len(ids), body):
         toks = ([bos] if bos >= 0 else []) + ids[w0:w0 + body]
         if used == windows or len(toks) < 2:
             break
         taps = {}
         logits(model, np.array(toks), W, taps)
-        ffn = ffn + np.array([np.abs(taps[(l, 3)][0]).sum(0) for l in range(L)])
-        head = head + np.array([np.sqrt((taps[(l, 1)][0].reshape(len(toks), nh, hd) ** 2).sum(-1)).sum(0) for l in range(L)])
-        hid = hid + sum(np.abs(taps[(l, 0)][0]).sum(0) + np.abs(taps[(l, 2)][0]).sum(0) for l in range(L))
-        ntok += len(toks)
+        # per window the mean over its tokens, then the root mean square over windows (Minitron)
+        ffn = ffn + np.array([np.abs(taps[(l, 3)][0]).mean(0) for l in range(L)]) ** 2
+        head = head + np.array([np.sqrt((taps[(l, 1)][0].reshape(len(toks), nh, hd) ** 2).sum(-1)).mean(0) for l in range(L)]) ** 2
+        hid = hid + sum(np.abs(taps[(l, 0)][0]).mean(0) + np.abs(taps[(l, 2)][0]).mean(0) for l in range(L)) ** 2
         used += 1
-    ffn, head, hid = ffn / ntok, head / ntok, hid / ntok
+    ffn, head, hid = np.sqrt(ffn / used), np.sqrt(head / used), np.sqrt(hid / used)
     rep = json.load(open(report))
     fails = []
     for key, ref in (("ffn_importance", ffn), ("head_importance", head), ("hidden_importance", hid)):
