@@ -427,7 +427,12 @@ if "$PY" "$HREF" width wlp calib.ids 48 256 2 wslp.json wslp >"$T/py" 2>&1; then
 rm -rf wt1 wt2 && expect 0 "$G" shrink "$FAMB" wt1 --intermediate 200 --heads 2 --hidden 100 --calib "$FAMC" --ctx 64 --windows 2 --threads 1
 expect 0 "$G" shrink "$FAMB" wt2 --intermediate 200 --heads 2 --hidden 100 --calib "$FAMC" --ctx 64 --windows 2 --threads 2
 cmp -s wt1/model.safetensors wt2/model.safetensors && ok || bad "shrink width depends on the thread count"
-expect 0 "$G" eval wt1 --text "$FAMC" --ctx 64 --max-tokens 200
+expect 0 "$G" eval wt1 --text "$FAMC" --ctx 64 --max-tokens 200 --json
+cp "$T/out" wt1.json
+# GGUF through convert: the explicit head_dim becomes attention.key_length; the same loss
+expect 0 "$G" convert wt1 wt1.gguf --to gguf --type f32
+expect 0 "$G" eval wt1.gguf --text "$FAMC" --ctx 64 --max-tokens 200 --json
+"$PY" -c 'import json, sys; a, b = (json.load(open(f))["nll"] for f in sys.argv[1:]); sys.exit(0 if abs(a - b) < 1e-6 else 1)' wt1.json "$T/out" && ok || bad "shrink width: the GGUF's loss differs"
 # refusals: nothing written
 expect 2 "$G" shrink "$FAMB" x50 --heads 3 --calib "$FAMC"
 grep -q "multiple of 2" "$T/err" && ok || bad "shrink --heads 3 of 4 heads on 2 groups: $(cat "$T/err")"
