@@ -1,5 +1,5 @@
 // Fuzz target: evolve genomes (src/config/genome.c) on arbitrary bytes. A genome that loads must render
-// at the corners and centre of its search space, and each rendering must be a text the MergeKit
+// at the corners and centre of its search space and at its starting point, and each rendering must be a text the MergeKit
 // config reader accepts or rejects cleanly.
 #include <stdint.h>
 #include <stdlib.h>
@@ -15,8 +15,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (graft_genome_parse((const char *)data, size, "fuzz.yml", &g, &err)) return 0;
     int n = graft_genome_dim(g);
     double *x = malloc((size_t)n * sizeof *x);
-    for (int corner = 0; x && corner < 3; corner++) {
-        for (int i = 0; i < n; i++) x[i] = corner == 2 ? 0.5 : corner == 1 ? 7.0 : -3.0;
+    for (int corner = 0; x && corner < 4; corner++) { // low, high, centre, the starting point
+        if (corner == 3) graft_genome_init(g, x);
+        else
+            for (int i = 0; i < n; i++) x[i] = corner == 2 ? 0.5 : corner == 1 ? 7.0 : -3.0;
         char *y = graft_genome_render(g, x);
         struct graft_merge_config *c;
         if (y && !graft_config_parse(y, strlen(y), "rendered.yml", &c, &err)) graft_config_free(c);

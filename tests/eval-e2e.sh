@@ -239,6 +239,102 @@ expect 4 "$G" evolve g.yml --eval plain.txt --budget 4 gx
 grep -q "unknown merge_method 'nonsense'" "$T/err" && [ ! -e gx ] && ok || bad "evolve with a bad method: $(cat "$T/err")"
 expect 2 "$G" evolve genome.yml --budget 4 gx
 expect 2 "$G" evolve genome.yml --eval plain.txt gx
+# starts: generation 0's candidate 0 is the baseline (init values; weights default to 1 / models merged),
+# its NLL what graft eval gives the merge at those values; a choice renders its item
+cat > gi.yml <<'EOT'
+merge_method: {choice: [linear, task_arithmetic], init: task_arithmetic}
+base_model: base
+models:
+  - model: ft1
+    parameters:
+      weight: {search: [0, 2], init: 1.5}
+  - model: ft2
+    parameters:
+      weight:
+        - filter: mlp
+          value: {search: [0.2, 0.8], groups: 2}
+        - value: {search: [0, 1]}
+dtype: bfloat16
+EOT
+expect 0 "$G" evolve gi.yml --eval plain.txt --budget 10 --ctx 48 --seed 5 evi
+cp "$T/err" evi.err
+"$PY" -c '
+import json, sys
+c = [json.loads(l) for l in open("evi.evolve.log") if "\"k\"" in l]
+x = c[0]["x"]
+want = [0.75, 0.75, 0.5, 0.5, 0.5]  # task_arithmetic: the middle of its bin; 1.5 of [0, 2]; 1/2 of [0.2, 0.8] twice; 1/2 of [0, 1]
+sys.exit(0 if c[0]["gen"] == 0 and c[0]["k"] == 0 and all(abs(a - b) < 1e-12 for a, b in zip(x, want)) else 1)' && ok || bad "evolve baseline point: $(head -c 300 evi.evolve.log)"
+cat > base0.yml <<'EOT'
+merge_method: task_arithmetic
+base_model: base
+models:
+  - model: ft1
+    parameters:
+      weight: 1.5
+  - model: ft2
+    parameters:
+      weight:
+        - filter: mlp
+          value: [0.5, 0.5]
+        - value: 0.5
+dtype: bfloat16
+EOT
+expect 0 "$G" merge base0.yml b0
+"$G" eval b0 --text plain.txt --ctx 48 --json > b0.json
+"$PY" -c 'import json; b = json.load(open("b0.json"))["nll"]; c = [json.loads(l) for l in open("evi.evolve.log") if "\"k\"" in l][0]; import sys; sys.exit(0 if abs(c["nll"] - b) < 1e-6 and abs(c["nlls"][0] - b) < 1e-6 else 1)' && ok || bad "evolve baseline NLL is not the merge's: $(cat b0.json)"
+grep -q "vs the baseline" evi.err && grep -q '"baseline":' evi.evolve.log && ok || bad "evolve does not report the baseline: $(cat evi.err)"
+grep -Eq "^merge_method: (linear|task_arithmetic)$" evi/mergekit_config.yml && ok || bad "evolve choice rendering: $(head -3 evi/mergekit_config.yml)"
+grep -q '"nll": 1e+30' evi.evolve.log && grep -q "does not merge (.*linear merge but has no 'weight'" evi.err && ok || bad "evolve: a linear candidate with base_model is not scored worst: $(cat evi.err)"
+for bad in 'weight: {search: [0, 1], init: 2}|init expects numbers within' 'weight: {search: [0, 1], groups: 2, init: [0.5]}|init has 1 values for 2 groups' \
+           'weight: {choice: [0.5, 1], init: 0.7}|init must be one of' 'weight: {choice: [0.5, 1], search: [0, 1]}|either searched' \
+           'weight: {choice: [], init: 1}|choice expects a list'; do
+    printf 'merge_method: linear\nmodels:\n  - model: ft1\n    parameters:\n      %s\n  - model: ft2\n    parameters:\n      weight: 1.0\n' "${bad%%|*}" > g.yml
+    expect 4 "$G" evolve g.yml --eval plain.txt --budget 4 gx
+    grep -qF "${bad#*|}" "$T/err" && [ ! -e gx ] && ok || bad "genome '${bad%%|*}': $(cat "$T/err")"
+done
+# objectives over two texts: per-text NLLs logged; max scores the worse; pareto writes the front and
+# picks its best mean; racing stops candidates early (z = 0: as soon as the estimate is worse)
+for i in 1 2 3 4 5 6; do cat plain.txt; done > long.txt
+expect 0 "$G" evolve genome.yml --eval plain.txt --eval long.txt --objective max --budget 14 --ctx 48 --seed 3 evmax
+"$PY" -c 'import json, sys; c = [json.loads(l) for l in open("evmax.evolve.log") if "\"k\"" in l]; sys.exit(0 if all(len(x["nlls"]) == 2 and abs(x["nll"] - max(x["nlls"])) < 1e-12 for x in c) else 1)' && ok || bad "evolve --objective max: $(head -c 400 evmax.evolve.log)"
+expect 0 "$G" evolve genome.yml --eval plain.txt --eval long.txt --objective pareto --budget 14 --ctx 48 --seed 3 evpar
+"$PY" - <<'PYEOF' && ok || bad "evolve --objective pareto: $(tail -c 600 evpar.evolve.log)"
+import json, sys
+L = [json.loads(l) for l in open("evpar.evolve.log")]
+c = [x for x in L if "k" in x and "nlls" in x]
+front = [x for x in L if "pareto" in x][0]["pareto"]
+dom = lambda a, b: all(p <= q for p, q in zip(a, b)) and any(p < q for p, q in zip(a, b))
+want = sorted((x["gen"], x["k"]) for x in c if not any(dom(y["nlls"], x["nlls"]) for y in c))
+got = sorted((x["gen"], x["k"]) for x in front)
+sys.exit(0 if want == got and len(c) == 14 else 1)
+PYEOF
+grep -q "best on long.txt" "$T/err" && ok || bad "evolve pareto: best per text not listed: $(cat "$T/err")"
+"$G" eval evpar --text plain.txt --text long.txt --ctx 48 --json > evpar.json 2>/dev/null
+"$PY" -c '
+import json, sys
+front = [x for x in map(json.loads, open("evpar.evolve.log")) if isinstance(x.get("pareto"), list)][0]["pareto"]
+best = min(front, key=lambda x: x["mean"])
+e = json.load(open("evpar.json"))
+sys.exit(0 if abs(sum(best["nlls"]) / 2 - best["mean"]) < 1e-12 else 1)' && ok || bad "evolve pareto: front means"
+expect 0 "$G" evolve genome.yml --eval long.txt --race --race-z 0 --budget 21 --ctx 32 --seed 3 evr
+"$PY" - <<'PYEOF' && ok || bad "evolve --race: $(tail -c 600 evr.evolve.log)"
+import json, sys
+L = [json.loads(l) for l in open("evr.evolve.log")]
+c = [x for x in L if "k" in x and "nlls" in x]
+w = [x for x in L if "race_windows" in x][0]
+raced = [x for x in c if x.get("raced")]
+full = [x for x in c if not x.get("raced")]
+best = min(x["nll"] for x in full)
+sys.exit(0 if raced and w["race_windows"] < w["full_windows"] and all(x["gen"] > 0 and x["nll"] > best for x in raced) else 1)
+PYEOF
+best=$(sed -n 's/.*best mean NLL \([0-9.]*\).*/\1/p' "$T/err")
+grep -q "racing evaluated" "$T/err" && "$G" eval evr --text long.txt --ctx 32 --json > evr.json && "$PY" -c 'import json, sys; sys.exit(0 if abs(json.load(open("evr.json"))["nll"] - float(sys.argv[1])) < 1e-6 else 1)' "$best" && ok || bad "evolve --race: the best is not what its model scores: $(cat "$T/err")"
+expect 0 "$G" evolve genome.yml --eval long.txt --race --race-z 0 --budget 28 --ctx 32 --seed 3 --resume --force evr
+expect 0 "$G" evolve genome.yml --eval long.txt --race --race-z 0 --budget 28 --ctx 32 --seed 3 evr2
+cmp -s evr/model.safetensors evr2/model.safetensors && ok || bad "resumed racing evolve differs from a fresh run"
+expect 2 "$G" evolve genome.yml --eval long.txt --race --objective pareto --budget 4 gx
+expect 2 "$G" evolve genome.yml --eval long.txt --budget 28 --ctx 32 --seed 3 --resume --force evr
+grep -q "objective, racing" "$T/err" && ok || bad "resume without racing: $(cat "$T/err")"
 # candidates whose activations overflow score 1e30 (the worst) and the search goes on: weight w on a delta
 # holding 1e38 overflows the merged weight once w > 3.4 (in-memory merges keep the Inf; eval refuses it)
 expect 0 "$G" synth ebase --dtype f32 --layers 2 --hidden 64 --vocab 640 --seed 10

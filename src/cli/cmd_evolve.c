@@ -17,23 +17,42 @@
 static const char help[] =
     "Usage: graft evolve GENOME.yml --eval TEXT... --budget N OUT [options]\n"
     "\n"
-    "Search the numeric parameters of a merge with CMA-ES. GENOME.yml is a MergeKit merge config in which\n"
-    "any number may be a search range: `weight: {search: [0, 1]}`, or `{search: [lo, hi], groups: G}` for\n"
-    "G values given to MergeKit as a gradient list over the layers. Each candidate is merged in memory\n"
-    "(nothing is written) and scored by its mean negative log-likelihood on the --eval texts (windows of\n"
-    "--ctx tokens with BOS, as graft eval); lower is better. The search runs in [0, 1] per value (0 ↦ lo,\n"
-    "1 ↦ hi, clipped), from 0.5 with σ0 = 1/6 (the evolutionary model merge paper's settings) and the\n"
-    "population λ = 4 + ⌊3 ln n⌋. The budget is spent in whole generations (⌊N/λ⌋, at least one).\n"
+    "Search the parameters of a merge with CMA-ES. GENOME.yml is a MergeKit merge config in which any\n"
+    "number may be a search range: `weight: {search: [0, 1]}`, `{search: [lo, hi], groups: G}` for G\n"
+    "values given to MergeKit as a gradient list over the layers, `init: x` (or G values) for its\n"
+    "starting value; and any plain value a choice: `merge_method: {choice: [ties, dare_ties], init: ties}`.\n"
+    "Ranges inside MergeKit filter lists (`weight: [{filter: mlp, value: {search: ...}}, ...]`) search\n"
+    "attention, MLP and other modules apart. A candidate that does not merge (a chosen method refusing\n"
+    "another's parameters) or whose activations overflow scores worst; the baseline must merge. Each\n"
+    "candidate is merged in memory (nothing is written) and\n"
+    "scored on each --eval text by its mean negative log-likelihood per token (windows of --ctx tokens\n"
+    "with BOS, as graft eval); lower is better. The search runs in [0, 1] per value (0 ↦ lo, 1 ↦ hi,\n"
+    "clipped; a choice's items take equal bins), population λ = 4 + ⌊3 ln n⌋, σ0 = 1/6.\n"
     "\n"
-    "Every evaluation and a per-generation summary (best, mean, σ) go to the log (JSON lines, default\n"
-    "OUT.evolve.log); --resume replays it — the same seed gives the same candidates, so logged ones are\n"
-    "not merged again — and continues, possibly with a larger budget. At the end the best candidate is\n"
-    "merged into OUT (atomically), its plain MergeKit YAML as OUT/mergekit_config.yml.\n"
+    "Start: the first generation is the baseline — every init value, else for weights 1 / the number of\n"
+    "models merged (the equal-weight average for linear and task_arithmetic), else the middle of each\n"
+    "range, a choice's first item — and λ − 1 Latin-hypercube points; CMA-ES then starts at the best of\n"
+    "them. Every generation's best is reported against the baseline. The budget is spent in whole\n"
+    "generations (⌊N/λ⌋, at least one).\n"
+    "\n"
+    "Objectives (--objective): mean (default) of the texts' NLLs, max (the worst text), or pareto (each\n"
+    "generation ranked by Pareto fronts, then by the mean; the front of all candidates goes to the log and\n"
+    "stderr with the best for each text; OUT is the front's best mean). --race stops a candidate's\n"
+    "evaluation early once its estimated objective (windows in a seeded random order) is worse than the\n"
+    "best so far by Z standard errors (mean objective); the windows saved are reported.\n"
+    "\n"
+    "Every evaluation and a per-generation summary go to the log (JSON lines, default OUT.evolve.log);\n"
+    "--resume replays it — the same seed gives the same candidates, so logged ones are not merged again —\n"
+    "and continues, possibly with a larger budget. At the end the best candidate is merged into OUT\n"
+    "(atomically), its plain MergeKit YAML as OUT/mergekit_config.yml.\n"
     "\n"
     "Options:\n"
     "  --eval FILE        UTF-8 text to score on (repeatable; required)\n"
     "  --budget N         number of candidate evaluations (required)\n"
-    "  --seed S           CMA-ES draws and random merge methods (default 0)\n"
+    "  --objective O      mean (default), max or pareto\n"
+    "  --race             stop clearly worse candidates early (--objective mean)\n"
+    "  --race-z Z         the confidence bound in standard errors (default 3)\n"
+    "  --seed S           CMA-ES draws, the initial design and random merge methods (default 0)\n"
     "  --ctx N            window length (default 512)   --batch B   windows per forward pass (default 1)\n"
     "  --max-tokens N     score only the first N tokens of each text\n"
     "  --sigma S          initial step size in the [0, 1] search space (default 1/6)\n"
@@ -44,7 +63,13 @@ static const char help[] =
     "  --force            replace OUT (and start a new log over an old one)\n"
     "  -h, --help         this text\n";
 
-struct logged { int gen, k; double *x; double f; };
+struct logged { int gen, k; double *x; double f, *nlls; bool raced; };
+
+enum objective { OBJ_MEAN, OBJ_MAX, OBJ_PARETO };
+static const char *const obj_name[] = {"mean", "max", "pareto"};
+
+// A scoring window: tokens after the BOS, the first scored position, its text and scored count.
+struct win { const int32_t *src; size_t n; int score_from, text; uint64_t scored; };
 
 struct run {
     const char *genome_path, *out;
@@ -57,6 +82,14 @@ struct run {
     size_t *lens;
     int32_t bos;
     bool have_docs;
+    enum objective obj;
+    bool race;
+    double race_z;
+    struct win *win;             // every text's windows, in scoring order (--race: a seeded shuffle)
+    size_t n_win;
+    uint64_t *text_scored;       // scored tokens per text
+    double best_full;            // the best fully evaluated objective so far (racing's bar)
+    uint64_t win_done, win_all;  // windows evaluated and windows the full evaluations would have taken
     struct logged *log;
     size_t n_log;
     FILE *lf;
@@ -74,6 +107,43 @@ static bool writer_lookup(void *ctx, const char *name, struct graft_tensor_ref *
     return true;
 }
 
+// The texts' windows as graft eval makes them (no stride); with --race in a seeded random order, the
+// same for every candidate.
+static int build_windows(struct run *r) {
+    bool bos = r->bos >= 0;
+    size_t C = (size_t)r->ctx - bos, cap = 0;
+    if (!(r->text_scored = calloc((size_t)r->n_evals, sizeof *r->text_scored))) return graft_err_set(r->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+    for (int t = 0; t < r->n_evals; t++) {
+        size_t n = r->lens[t];
+        if (r->max_tokens && n > (size_t)r->max_tokens) n = (size_t)r->max_tokens;
+        for (size_t b = 0; b < n; b += C) {
+            size_t e = b + C < n ? b + C : n;
+            int sf = (int)(bos ? 1 : 1); // the first token is scored after BOS; without BOS it has no context
+            size_t len = e - b + bos;
+            if (len < 2) break;
+            if (r->n_win == cap) {
+                struct win *nw = realloc(r->win, (cap = cap ? 2 * cap : 64) * sizeof *nw);
+                if (!nw) return graft_err_set(r->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+                r->win = nw;
+            }
+            uint64_t sc = (uint64_t)(len - (size_t)sf);
+            r->win[r->n_win++] = (struct win){r->docs[t] + b, e - b, sf, t, sc};
+            r->text_scored[t] += sc;
+        }
+    }
+    for (int t = 0; t < r->n_evals; t++)
+        if (!r->text_scored[t]) return graft_err_set(r->err, GRAFT_E_USAGE, r->evals[t], NULL, 0, "fewer than two tokens to score");
+    if (r->race) { // Fisher–Yates from the counter-based generator
+        uint64_t key = graft_rng_key(r->seed, 0, "evolve-race", 11);
+        for (size_t i = r->n_win; i > 1; i--) {
+            size_t j = (size_t)(graft__rng_u64(key, i) % i);
+            struct win t = r->win[i - 1];
+            r->win[i - 1] = r->win[j], r->win[j] = t;
+        }
+    }
+    return GRAFT_OK;
+}
+
 // The eval texts, tokenized once with the tokenizer the merge carries (its donor's).
 static int tokenize_evals(struct run *r, struct graft_writer *w) {
     size_t tl;
@@ -87,20 +157,75 @@ static int tokenize_evals(struct run *r, struct graft_writer *w) {
     for (int i = 0; i < r->n_evals && !rc; i++) rc = cli_encode_file(t, r->evals[i], &r->docs[i], &r->lens[i], r->err);
     graft_tokenizer_free(t);
     r->have_docs = !rc;
+    if (!rc) rc = build_windows(r);
     return rc;
 }
 
 // One evaluated candidate's log line (lf NULL: nothing; the MPI ranks other than 0).
-static void log_candidate(FILE *lf, int gen, int k, double f, const double *x, int dim) {
+static void log_candidate(FILE *lf, int gen, int k, double f, const double *nlls, int n_texts, bool raced, const double *x, int dim) {
     if (!lf) return;
-    fprintf(lf, "{\"gen\": %d, \"k\": %d, \"nll\": %.17g, \"x\": [", gen, k, f);
+    fprintf(lf, "{\"gen\": %d, \"k\": %d, \"nll\": %.17g, \"nlls\": [", gen, k, f);
+    for (int i = 0; i < n_texts; i++) fprintf(lf, "%s%.17g", i ? ", " : "", isfinite(nlls[i]) ? nlls[i] : 1e30);
+    fprintf(lf, "]%s, \"x\": [", raced ? ", \"raced\": true" : "");
     for (int i = 0; i < dim; i++) fprintf(lf, "%s%.17g", i ? ", " : "", x[i]);
     fprintf(lf, "]}\n");
     fflush(lf);
 }
 
-// Merge the candidate in memory and score it: mean NLL per scored token.
-static int evaluate(struct run *r, const char *yaml, double *nll) {
+static double objective(const struct run *r, const double *nlls) {
+    double m = r->obj == OBJ_MAX ? -INFINITY : 0;
+    for (int t = 0; t < r->n_evals; t++) m = r->obj == OBJ_MAX ? (nlls[t] > m ? nlls[t] : m) : m + nlls[t] / r->n_evals;
+    return m;
+}
+
+// Score the merged model: each text's mean NLL per token (nlls), the objective (*f). With racing, the
+// windows run in their shuffled order and stop once the estimate's lower bound — W·ȳ − z·W·s_y/√k ·
+// √((W − k)/(W − 1)), y_w the window's share of the objective — is above the best so far; then *f is
+// the estimate, nlls the partial means, *raced set.
+static int score(struct run *r, struct graft_llama *L, double *nlls, double *f, bool *raced) {
+    bool bos = r->bos >= 0, racing = r->race && isfinite(r->best_full);
+    size_t ctx = (size_t)r->ctx, B = racing ? 1 : (size_t)r->batch, W = r->n_win, k = 0;
+    int32_t *buf = malloc(B * ctx * sizeof *buf);
+    int *sf = malloc(B * sizeof *sf);
+    double *nll = calloc((size_t)r->n_evals, sizeof *nll), sy = 0, syy = 0;
+    uint64_t *sc = calloc((size_t)r->n_evals, sizeof *sc);
+    int rc = buf && sf && nll && sc ? GRAFT_OK : graft_err_set(r->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+    *raced = false;
+    for (size_t w = 0; w < W && !rc;) {
+        size_t len = r->win[w].n + bos, nb = 0;
+        while (w + nb < W && nb < B && r->win[w + nb].n + bos == len && r->win[w + nb].text == r->win[w].text) {
+            int32_t *p = buf + nb * len;
+            if (bos) *p++ = r->bos;
+            memcpy(p, r->win[w + nb].src, r->win[w + nb].n * sizeof *p);
+            sf[nb] = r->win[w + nb].score_from;
+            nb++;
+        }
+        double b_nll = 0;
+        uint64_t b_sc = 0;
+        if ((rc = graft_llama_forward(L, buf, (int)nb, (int)len, sf, &b_nll, &b_sc, NULL, NULL, r->err))) break;
+        int t = r->win[w].text;
+        nll[t] += b_nll, sc[t] += b_sc;
+        w += nb, k += nb;
+        if (!racing) continue;
+        double y = b_nll / ((double)r->n_evals * (double)r->text_scored[t]);
+        sy += y, syy += y * y;
+        if (k < 4 || k * 10 < W || k == W) continue; // at least 4 windows and a tenth of them
+        double mean = sy / (double)k, var = (syy - sy * mean) / (double)(k - 1), est = (double)W * mean;
+        double se = (double)W * sqrt((var > 0 ? var : 0) / (double)k * (double)(W - k) / (double)(W - 1));
+        if (est - r->race_z * se > r->best_full) {
+            *raced = true, *f = est;
+            break;
+        }
+    }
+    for (int t = 0; !rc && t < r->n_evals; t++) nlls[t] = sc[t] ? nll[t] / (double)sc[t] : NAN;
+    if (!rc && !*raced) *f = objective(r, nlls);
+    r->win_done += k, r->win_all += W;
+    free(buf), free(sf), free(nll), free(sc);
+    return rc;
+}
+
+// Merge the candidate in memory and score it.
+static int evaluate(struct run *r, const char *yaml, double *nlls, double *f, bool *raced) {
     struct graft_merge_options o = graft_merge_default_options();
     struct graft_writer *w = NULL;
     o.n_threads = r->n_threads, o.seed = r->seed, o.write_model_card = false, o.config_text = yaml, o.in_memory = &w;
@@ -111,11 +236,7 @@ static int evaluate(struct run *r, const char *yaml, double *nll) {
     const char *cfg = rc ? NULL : graft_writer_mem_file(w, "config.json", NULL);
     if (!rc && !cfg) rc = graft_err_set(r->err, GRAFT_E_FORMAT, r->genome_path, NULL, 0, "the merge has no config.json");
     if (!rc) rc = graft_llama_new(cfg, writer_lookup, w, "candidate merge", r->n_threads, &L, r->err);
-    struct graft_ppl_opts po = {r->ctx, 0, r->batch, r->bos, (size_t)r->max_tokens, NULL, NULL, NULL, NULL};
-    struct graft_ppl_result res;
-    if (!rc) rc = graft_eval_ppl(L, (const int32_t *const *)r->docs, r->lens, r->n_evals, &po, &res, r->err);
-    if (!rc && !res.scored) rc = graft_err_set(r->err, GRAFT_E_USAGE, r->evals[0], NULL, 0, "the --eval texts have fewer than two tokens");
-    if (!rc) *nll = res.nll / (double)res.scored;
+    if (!rc) rc = score(r, L, nlls, f, raced);
     graft_llama_free(L);
     graft_writer_free(w);
     return rc;
@@ -132,22 +253,27 @@ static int read_log(struct run *r, const char *path, int lambda, double sigma0) 
         json_t *j = json_loads(line, 0, NULL);
         if (!json_is_object(j)) { json_decref(j); if (n > 1) rc = graft_err_set(r->err, GRAFT_E_FORMAT, path, NULL, 0, "line %d is not a JSON object", ln); continue; }
         if (ln == 1) {
+            const char *ob = json_string_value(json_object_get(j, "objective"));
             if (json_integer_value(json_object_get(j, "dim")) != r->dim || json_integer_value(json_object_get(j, "lambda")) != lambda ||
-                (uint64_t)json_integer_value(json_object_get(j, "seed")) != r->seed || json_real_value(json_object_get(j, "sigma0")) != sigma0)
-                rc = graft_err_set(r->err, GRAFT_E_USAGE, path, NULL, 0, "the log was written for another genome, seed, σ0 or population; use another --log");
+                (uint64_t)json_integer_value(json_object_get(j, "seed")) != r->seed || json_real_value(json_object_get(j, "sigma0")) != sigma0 ||
+                !ob || strcmp(ob, obj_name[r->obj]) || json_is_true(json_object_get(j, "race")) != r->race ||
+                (r->race && json_real_value(json_object_get(j, "race_z")) != r->race_z) || json_integer_value(json_object_get(j, "texts")) != r->n_evals)
+                rc = graft_err_set(r->err, GRAFT_E_USAGE, path, NULL, 0, "the log was written for another genome, seed, σ0, population, objective, "
+                                                                       "racing or number of texts; use another --log");
         } else if (json_object_get(j, "nll")) {
-            json_t *x = json_object_get(j, "x");
+            json_t *x = json_object_get(j, "x"), *ns = json_object_get(j, "nlls");
             struct logged *nl = realloc(r->log, (r->n_log + 1) * sizeof *nl);
-            double *xv = malloc((size_t)r->dim * sizeof *xv);
-            if (!nl || !xv || json_array_size(x) != (size_t)r->dim) {
-                free(xv);
-                if (nl) r->log = nl;
-                rc = nl && xv ? graft_err_set(r->err, GRAFT_E_FORMAT, path, NULL, 0, "line %d: x has the wrong length", ln) : graft_err_set(r->err, GRAFT_E_NOMEM, path, NULL, 0, "out of memory");
+            double *xv = malloc((size_t)r->dim * sizeof *xv), *nv = malloc((size_t)r->n_evals * sizeof *nv);
+            if (nl) r->log = nl;
+            if (!nl || !xv || !nv || json_array_size(x) != (size_t)r->dim || json_array_size(ns) != (size_t)r->n_evals) {
+                free(xv), free(nv);
+                rc = nl && xv && nv ? graft_err_set(r->err, GRAFT_E_FORMAT, path, NULL, 0, "line %d: x or nlls has the wrong length", ln)
+                                    : graft_err_set(r->err, GRAFT_E_NOMEM, path, NULL, 0, "out of memory");
             } else {
-                r->log = nl;
                 for (int i = 0; i < r->dim; i++) xv[i] = json_number_value(json_array_get(x, (size_t)i));
+                for (int i = 0; i < r->n_evals; i++) nv[i] = json_number_value(json_array_get(ns, (size_t)i));
                 r->log[r->n_log++] = (struct logged){(int)json_integer_value(json_object_get(j, "gen")), (int)json_integer_value(json_object_get(j, "k")), xv,
-                                                     json_number_value(json_object_get(j, "nll"))};
+                                                     json_number_value(json_object_get(j, "nll")), nv, json_is_true(json_object_get(j, "raced"))};
             }
         }
         json_decref(j);
@@ -155,6 +281,75 @@ static int read_log(struct run *r, const char *path, int lambda, double sigma0) 
     free(line);
     fclose(f);
     return rc;
+}
+
+static bool dominates(const double *a, const double *b, int n) {
+    bool less = false;
+    for (int t = 0; t < n; t++) {
+        if (a[t] > b[t]) return false;
+        less |= a[t] < b[t];
+    }
+    return less;
+}
+
+// --objective pareto: each candidate's fitness = its front's rank within the generation (0: not
+// dominated by any, 1: only by rank-0 ones, …) + mean/(1 + mean), so CMA-ES ranks by front, then mean.
+static void pareto_fitness(const double *nlls, int lam, int n, double *fit) {
+    int rank[4096], left = lam;
+    for (int k = 0; k < lam; k++) rank[k] = -1;
+    for (int level = 0; left > 0; level++) {
+        int now[4096], m = 0;
+        for (int k = 0; k < lam; k++) {
+            if (rank[k] >= 0) continue;
+            bool dom = false;
+            for (int j = 0; j < lam && !dom; j++) dom = j != k && rank[j] < 0 && dominates(nlls + (size_t)j * n, nlls + (size_t)k * n, n);
+            if (!dom) now[m++] = k;
+        }
+        for (int i = 0; i < m; i++) rank[now[i]] = level;
+        left -= m;
+    }
+    for (int k = 0; k < lam; k++) {
+        double mean = 0;
+        for (int t = 0; t < n; t++) mean += nlls[(size_t)k * n + t] / n;
+        fit[k] = rank[k] + mean / (1 + mean);
+    }
+}
+
+// The front of every candidate (log and stderr), the best for each text, and OUT's choice: the front's
+// best mean.
+static int pareto_front(struct run *r, const double *allx, const double *alln, int n_all, int lam, double *best, char **best_yaml) {
+    int n = r->n_evals, pick = -1, m = 0;
+    double pm = INFINITY;
+    if (r->lf) fprintf(r->lf, "{\"pareto\": [");
+    for (int a = 0; a < n_all; a++) {
+        bool dom = false;
+        for (int b = 0; b < n_all && !dom; b++) dom = b != a && dominates(alln + (size_t)b * n, alln + (size_t)a * n, n);
+        if (dom) continue;
+        double mean = objective(r, alln + (size_t)a * n);
+        if (r->lf) {
+            fprintf(r->lf, "%s{\"gen\": %d, \"k\": %d, \"mean\": %.17g, \"nlls\": [", m ? ", " : "", a / lam, a % lam, mean);
+            for (int t = 0; t < n; t++) fprintf(r->lf, "%s%.17g", t ? ", " : "", alln[(size_t)a * n + t]);
+            fprintf(r->lf, "]}");
+        }
+        if (!cli_quiet()) {
+            fprintf(stderr, "graft: Pareto front: generation %d candidate %d, mean NLL %.6f:", a / lam + 1, a % lam, mean);
+            for (int t = 0; t < n; t++) fprintf(stderr, " %.6f", alln[(size_t)a * n + t]);
+            fputc('\n', stderr);
+        }
+        if (mean < pm) pm = mean, pick = a;
+        m++;
+    }
+    if (r->lf) fprintf(r->lf, "]}\n"), fflush(r->lf);
+    for (int t = 0; t < n && !cli_quiet(); t++) {
+        int b = 0;
+        for (int a = 1; a < n_all; a++)
+            if (alln[(size_t)a * n + t] < alln[(size_t)b * n + t]) b = a;
+        fprintf(stderr, "graft: best on %s: generation %d candidate %d, NLL %.6f\n", r->evals[t], b / lam + 1, b % lam, alln[(size_t)b * n + t]);
+    }
+    *best = pm;
+    free(*best_yaml);
+    if (!(*best_yaml = graft_genome_render(r->g, allx + (size_t)pick * r->dim))) return graft_err_set(r->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+    return GRAFT_OK;
 }
 
 static const struct logged *find_logged(const struct run *r, int gen, int k) {
@@ -169,12 +364,14 @@ int cmd_evolve(int argc, char **argv) {
         {"ctx", required_argument, 0, 'c'}, {"batch", required_argument, 0, 'b'}, {"max-tokens", required_argument, 0, 'm'},
         {"sigma", required_argument, 0, 'S'}, {"population", required_argument, 0, 'p'}, {"log", required_argument, 0, 'l'},
         {"resume", no_argument, 0, 'r'}, {"threads", required_argument, 0, 't'}, {"force", no_argument, 0, 'f'},
+        {"objective", required_argument, 0, 'o'}, {"race", no_argument, 0, 'R'}, {"race-z", required_argument, 0, 'z'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *evals[256], *log_path = NULL;
     int n_evals = 0, budget = 0, ctx = 512, batch = 1, max_tokens = 0, lambda = 0, n_threads = graft_n_cpus(), c;
-    double sigma0 = 1.0 / 6;
+    double sigma0 = 1.0 / 6, race_z = 3;
     uint64_t seed = 0;
-    bool resume = false, force = false;
+    bool resume = false, force = false, race = false;
+    enum objective obj = OBJ_MEAN;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -190,11 +387,19 @@ int cmd_evolve(int argc, char **argv) {
         case 'b': if (!cli_int("evolve", "--batch", optarg, 1, 4096, &batch)) return GRAFT_EXIT_USAGE; break;
         case 'm': if (!cli_int("evolve", "--max-tokens", optarg, 2, INT32_MAX, &max_tokens)) return GRAFT_EXIT_USAGE; break;
         case 'S': if (!cli_float("evolve", "--sigma", optarg, 1e-6, 10, &sigma0)) return GRAFT_EXIT_USAGE; break;
-        case 'p': if (!cli_int("evolve", "--population", optarg, 2, 10000, &lambda)) return GRAFT_EXIT_USAGE; break;
+        case 'p': if (!cli_int("evolve", "--population", optarg, 2, 4096, &lambda)) return GRAFT_EXIT_USAGE; break;
         case 'l': log_path = optarg; break;
         case 'r': resume = true; break;
         case 't': if (!cli_threads("evolve", optarg, &n_threads)) return GRAFT_EXIT_USAGE; break;
         case 'f': force = true; break;
+        case 'o':
+            if (!strcmp(optarg, "mean")) obj = OBJ_MEAN;
+            else if (!strcmp(optarg, "max")) obj = OBJ_MAX;
+            else if (!strcmp(optarg, "pareto")) obj = OBJ_PARETO;
+            else return cli_usage("evolve", "--objective expects mean, max or pareto, got '%s'", optarg);
+            break;
+        case 'R': race = true; break;
+        case 'z': if (!cli_float("evolve", "--race-z", optarg, 0, 100, &race_z)) return GRAFT_EXIT_USAGE; break;
         case 'h': fputs(help, stdout); return GRAFT_EXIT_OK;
         default: return cli_usage("evolve", "unknown option");
         }
@@ -202,15 +407,18 @@ int cmd_evolve(int argc, char **argv) {
     if (argc - optind != 2) return cli_usage("evolve", "expected GENOME.yml and OUT");
     if (!n_evals) return cli_usage("evolve", "give at least one --eval FILE");
     if (!budget) return cli_usage("evolve", "give --budget N (candidate evaluations)");
+    if (race && obj != OBJ_MEAN) return cli_usage("evolve", "--race estimates the mean objective: use it with --objective mean");
     struct graft_err err;
     graft_err_clear(&err);
     struct run r = {.genome_path = argv[optind], .out = argv[optind + 1], .n_threads = n_threads, .ctx = ctx, .batch = batch,
-                    .max_tokens = max_tokens, .seed = seed, .evals = evals, .n_evals = n_evals, .err = &err};
+                    .max_tokens = max_tokens, .seed = seed, .evals = evals, .n_evals = n_evals, .obj = obj, .race = race, .race_z = race_z,
+                    .best_full = INFINITY, .err = &err};
     char *lp = log_path ? strdup(log_path) : NULL, *best_yaml = NULL;
     if (!lp && asprintf(&lp, "%s.evolve.log", r.out) < 0) lp = NULL;
     r.docs = calloc((size_t)n_evals, sizeof *r.docs), r.lens = calloc((size_t)n_evals, sizeof *r.lens);
     struct graft_cmaes *es = NULL;
-    double *x0 = NULL, *fit = NULL, *share = NULL, best = INFINITY;
+    double *x0 = NULL, *fit = NULL, *share = NULL, *nlls = NULL, *design = NULL, *allx = NULL, *alln = NULL, best = INFINITY;
+    bool *raced = NULL;
     int rc = GRAFT_OK;
     if (!lp || !r.docs || !r.lens) { rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
     if (access(r.out, F_OK) == 0 && !force) {
@@ -220,11 +428,25 @@ int cmd_evolve(int argc, char **argv) {
     if ((rc = graft_genome_load(r.genome_path, &r.g, &err))) goto out;
     r.dim = graft_genome_dim(r.g);
     if (!(x0 = malloc((size_t)r.dim * sizeof *x0))) { rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
-    for (int i = 0; i < r.dim; i++) x0[i] = 0.5;
-    struct graft_cmaes_params cp = {r.dim, lambda, sigma0, x0, seed};
-    if ((rc = graft_cmaes_new(&cp, &es, &err))) goto out;
-    int lam = graft_cmaes_lambda(es), gens = budget / lam ? budget / lam : 1;
-    if (!(fit = malloc((size_t)lam * sizeof *fit))) { rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
+    graft_genome_init(r.g, x0);
+    int lam = lambda ? lambda : 4 + (int)floor(3 * log((double)r.dim)), gens = budget / lam ? budget / lam : 1;
+    if (!(fit = malloc((size_t)lam * sizeof *fit)) || !(nlls = malloc((size_t)lam * n_evals * sizeof *nlls)) || !(raced = calloc((size_t)lam, sizeof *raced)) ||
+        !(design = malloc((size_t)lam * r.dim * sizeof *design)) ||
+        (obj == OBJ_PARETO && (!(allx = malloc((size_t)gens * lam * r.dim * sizeof *allx)) || !(alln = malloc((size_t)gens * lam * n_evals * sizeof *alln))))) {
+        rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+        goto out;
+    }
+    // generation 0: the baseline, then a Latin hypercube (stratum order and jitter from the seed)
+    memcpy(design, x0, (size_t)r.dim * sizeof *design);
+    for (int j = 0; j < r.dim && lam > 1; j++) {
+        uint64_t key = graft_rng_key(seed, (uint64_t)j, "evolve-design", 13);
+        int m = lam - 1, *perm = malloc((size_t)m * sizeof *perm);
+        if (!perm) { rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
+        for (int i = 0; i < m; i++) perm[i] = i;
+        for (int i = m; i > 1; i--) { int q = (int)(graft__rng_u64(key, (uint64_t)i) % (uint64_t)i), t = perm[i - 1]; perm[i - 1] = perm[q], perm[q] = t; }
+        for (int i = 0; i < m; i++) design[(size_t)(i + 1) * r.dim + j] = (perm[i] + graft__rng_uniform(key, (uint64_t)(1000 + i))) / m;
+        free(perm);
+    }
     bool log_exists = access(lp, F_OK) == 0;
     if (log_exists && !resume && !force) {
         rc = graft_err_set(&err, GRAFT_E_EXISTS, lp, NULL, 0, "an evolve log is already there; --resume continues it, --force starts over");
@@ -238,83 +460,129 @@ int cmd_evolve(int argc, char **argv) {
     if (d && (rc = graft__dist_status(d, rc, lp, &err))) goto out;
     if (rc) goto out;
     if (r.lf && !(resume && log_exists))
-        fprintf(r.lf, "{\"graft_evolve\": 1, \"genome\": \"%s\", \"dim\": %d, \"lambda\": %d, \"seed\": %llu, \"sigma0\": %.17g}\n", r.genome_path, r.dim, lam,
-                (unsigned long long)seed, sigma0);
+        fprintf(r.lf, "{\"graft_evolve\": 2, \"genome\": \"%s\", \"dim\": %d, \"lambda\": %d, \"seed\": %llu, \"sigma0\": %.17g, \"objective\": \"%s\", "
+                      "\"race\": %s, \"race_z\": %.17g, \"texts\": %d}\n", r.genome_path, r.dim, lam, (unsigned long long)seed, sigma0, obj_name[obj],
+                race ? "true" : "false", race_z, n_evals);
     if (!cli_quiet())
-        fprintf(stderr, "graft: evolve: %d searched values, λ = %d, %d generations (%d evaluations)%s%s\n", r.dim, lam, gens, gens * lam,
-                r.n_log ? ", resuming from the log" : "", d ? ", candidates shared by the MPI ranks" : "");
-    share = d ? calloc((size_t)lam, sizeof *share) : NULL; // under mpirun: candidate k's score from rank k mod N
+        fprintf(stderr, "graft: evolve: %d searched values, λ = %d, %d generations (%d evaluations), objective %s%s%s%s\n", r.dim, lam, gens, gens * lam,
+                obj_name[obj], race ? ", racing" : "", r.n_log ? ", resuming from the log" : "", d ? ", candidates shared by the MPI ranks" : "");
+    share = d ? calloc((size_t)lam * (n_evals + 2), sizeof *share) : NULL; // under mpirun: candidate k's scores from rank k mod N
     if (d && !share) { rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
+    double baseline = NAN;
     for (int gen = 0; gen < gens && !rc; gen++) {
-        const double *X = graft_cmaes_ask(es);
+        if (gen == 1) { // CMA-ES from the best of the initial design
+            int b = 0;
+            for (int k = 1; k < lam; k++)
+                if (fit[k] < fit[b]) b = k;
+            struct graft_cmaes_params cp = {r.dim, lam, sigma0, design + (size_t)b * r.dim, seed};
+            if ((rc = graft_cmaes_new(&cp, &es, &err))) break;
+        }
+        const double *X = gen == 0 ? design : graft_cmaes_ask(es);
         double sum = 0, gbest = INFINITY;
         int fresh = 0;
         // candidates scored first (under mpirun: each on its rank, the scores then gathered), then taken
         // in order as one process takes them
         for (int k = 0; k < lam && !rc; k++) {
             const double *x = X + (size_t)k * r.dim;
+            double *nk = nlls + (size_t)k * n_evals;
             const struct logged *lg = find_logged(&r, gen, k);
             if (lg && memcmp(lg->x, x, (size_t)r.dim * sizeof *x)) {
                 rc = graft_err_set(&err, GRAFT_E_USAGE, lp, NULL, 0, "generation %d candidate %d differs from the log: it was written for another genome or seed", gen, k);
                 break;
             }
-            if (d && k % d->size != d->rank) { share[k] = 0; continue; }
-            if (lg) fit[k] = lg->f;
+            if (d && k % d->size != d->rank) { memset(share + (size_t)k * (n_evals + 2), 0, (size_t)(n_evals + 2) * sizeof *share); continue; }
+            if (lg) fit[k] = lg->f, raced[k] = lg->raced, memcpy(nk, lg->nlls, (size_t)n_evals * sizeof *nk);
             else {
                 char *yaml = graft_genome_render(r.g, x);
                 if (!yaml) { rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); break; }
-                rc = evaluate(&r, yaml, &fit[k]);
+                rc = evaluate(&r, yaml, nk, &fit[k], &raced[k]);
                 free(yaml);
-                if (rc == GRAFT_E_NONFINITE) fit[k] = 1e30, rc = GRAFT_OK, graft_err_clear(&err); // activations overflow: the worst score
-                if (!rc && !d) log_candidate(r.lf, gen, k, fit[k], x, r.dim); // at once: a killed run resumes from here
+                // activations overflow, or a combination the chosen method refuses (a choice of method
+                // with another's parameters): the worst score; the baseline must merge
+                bool invalid = rc == GRAFT_E_CONFIG && (gen || k);
+                if (invalid && !cli_quiet()) fprintf(stderr, "graft: warning: generation %d candidate %d does not merge (%s); scored as the worst\n", gen + 1, k, err.msg);
+                if (rc == GRAFT_E_NONFINITE || invalid) {
+                    fit[k] = 1e30, raced[k] = false, rc = GRAFT_OK, graft_err_clear(&err);
+                    for (int t = 0; t < n_evals; t++) nk[t] = 1e30;
+                }
+                if (!rc && !d) log_candidate(r.lf, gen, k, fit[k], nk, n_evals, raced[k], x, r.dim); // at once: a killed run resumes from here
             }
-            if (d) share[k] = fit[k];
+            if (d) {
+                double *sh = share + (size_t)k * (n_evals + 2);
+                sh[0] = fit[k], sh[1] = raced[k];
+                memcpy(sh + 2, nk, (size_t)n_evals * sizeof *sh);
+            }
         }
         if (d) { // every rank: agree on the status, then every rank has every score (x + 0 + … exact)
             rc = graft__dist_status(d, rc, lp, &err);
-            if (!rc && d->sum_f64(d->ctx, share, (size_t)lam)) rc = graft_err_set(&err, GRAFT_E_IO, lp, NULL, 0, "MPI reduction failed");
-            for (int k = 0; !rc && k < lam; k++) fit[k] = share[k];
+            if (!rc && d->sum_f64(d->ctx, share, (size_t)lam * (n_evals + 2))) rc = graft_err_set(&err, GRAFT_E_IO, lp, NULL, 0, "MPI reduction failed");
+            for (int k = 0; !rc && k < lam; k++) {
+                const double *sh = share + (size_t)k * (n_evals + 2);
+                fit[k] = sh[0], raced[k] = sh[1] != 0;
+                memcpy(nlls + (size_t)k * n_evals, sh + 2, (size_t)n_evals * sizeof *nlls);
+            }
+        }
+        if (rc) break;
+        if (gen == 0) baseline = objective(&r, nlls); // candidate 0
+        double gen_full = INFINITY;
+        if (obj == OBJ_PARETO) { // every candidate kept for the final front
+            memcpy(allx + (size_t)gen * lam * r.dim, X, (size_t)lam * r.dim * sizeof *allx);
+            memcpy(alln + (size_t)gen * lam * n_evals, nlls, (size_t)lam * n_evals * sizeof *alln);
+            pareto_fitness(nlls, lam, n_evals, fit); // the front's rank within the generation, then the mean
         }
         for (int k = 0; k < lam && !rc; k++) {
             const double *x = X + (size_t)k * r.dim;
-            char *yaml = graft_genome_render(r.g, x);
-            if (!yaml) { rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); break; }
+            double *nk = nlls + (size_t)k * n_evals, f = obj == OBJ_PARETO ? objective(&r, nk) : fit[k];
             if (!find_logged(&r, gen, k)) {
                 fresh++;
-                if (d) log_candidate(r.lf, gen, k, fit[k], x, r.dim); // rank 0 (the others have no log open)
+                if (d) log_candidate(r.lf, gen, k, f, nk, n_evals, raced[k], x, r.dim); // rank 0 (the others have no log open)
             }
-            sum += fit[k];
-            if (fit[k] < gbest) gbest = fit[k];
-            if (fit[k] < best) free(best_yaml), best_yaml = yaml, best = fit[k];
-            else free(yaml);
+            if (!raced[k] && f < gen_full) gen_full = f;
+            sum += f;
+            if (f < gbest) gbest = f;
+            if (obj != OBJ_PARETO && !raced[k] && f < best) {
+                char *yaml = graft_genome_render(r.g, x);
+                if (!yaml) { rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); break; }
+                free(best_yaml), best_yaml = yaml, best = f;
+            }
+            if (obj == OBJ_PARETO && f < best) best = f; // (reported; OUT is chosen from the front)
         }
         if (rc) break;
-        double sigma = graft_cmaes_sigma(es);
-        if ((rc = graft_cmaes_tell(es, fit, &err))) break;
+        if (gen_full < r.best_full) r.best_full = gen_full; // racing's bar moves between generations only: any rank order gives the same
+        double sigma = gen ? graft_cmaes_sigma(es) : sigma0;
+        if (gen && (rc = graft_cmaes_tell(es, fit, &err))) break;
         if (fresh && r.lf) {
-            fprintf(r.lf, "{\"gen\": %d, \"best\": %.9g, \"mean\": %.9g, \"sigma\": %.9g, \"best_so_far\": %.9g}\n", gen, gbest, sum / lam, sigma, best);
+            fprintf(r.lf, "{\"gen\": %d, \"best\": %.9g, \"mean\": %.9g, \"sigma\": %.9g, \"best_so_far\": %.9g, \"baseline\": %.9g}\n", gen, gbest, sum / lam,
+                    sigma, best, baseline);
             fflush(r.lf);
             fsync(fileno(r.lf));
         }
-        if (!cli_quiet())
-            fprintf(stderr, "graft: generation %d/%d: best NLL %.6f, mean %.6f, σ %.4f; best so far %.6f (perplexity %.4f)\n", gen + 1, gens, gbest,
-                    sum / lam, sigma, best, exp(best));
+        if (!cli_quiet() && obj != OBJ_PARETO)
+            fprintf(stderr, "graft: generation %d/%d%s: best %.6f (%+.2f %% perplexity vs the baseline %.6f), mean %.6f, σ %.4f; best so far %.6f (perplexity %.4f)\n",
+                    gen + 1, gens, gen ? "" : " (baseline + initial design)", gbest, 100 * (exp(gbest - baseline) - 1), baseline, sum / lam, sigma, best, exp(best));
     }
     if (rc) goto out;
+    if (obj == OBJ_PARETO && (rc = pareto_front(&r, allx, alln, gens * lam, lam, &best, &best_yaml))) goto out;
+    if (race && !cli_quiet() && r.win_all)
+        fprintf(stderr, "graft: racing evaluated %llu of %llu windows (%.1f %% saved)\n", (unsigned long long)r.win_done, (unsigned long long)r.win_all,
+                100.0 * (double)(r.win_all - r.win_done) / (double)r.win_all);
+    if (race && r.lf) fprintf(r.lf, "{\"race_windows\": %llu, \"full_windows\": %llu}\n", (unsigned long long)r.win_done, (unsigned long long)r.win_all);
     // the best candidate, merged for real
     struct graft_merge_options o = graft_merge_default_options();
     o.n_threads = n_threads, o.seed = seed, o.config_text = best_yaml, o.writer_flags = force ? GRAFT_WRITER_FORCE : 0;
     o.dist = d; // the winner's merge, too, shared by the ranks
     if ((rc = graft_merge(r.genome_path, r.out, &o, &err))) goto out;
     if (cli_quiet()) goto out;
-    fprintf(stderr, "graft: best mean NLL %.6f (perplexity %.4f) written to %s; its config: %s/mergekit_config.yml\n", best, exp(best), r.out, r.out);
+    fprintf(stderr, "graft: best %s NLL %.6f (perplexity %.4f) written to %s; its config: %s/mergekit_config.yml\n", obj == OBJ_MAX ? "max" : "mean", best,
+            exp(best), r.out, r.out);
     fputs(best_yaml, stdout);
 out:
     if (r.lf) fclose(r.lf);
-    for (size_t i = 0; i < r.n_log; i++) free(r.log[i].x);
+    for (size_t i = 0; i < r.n_log; i++) free(r.log[i].x), free(r.log[i].nlls);
     free(r.log);
     for (int i = 0; r.docs && i < n_evals; i++) free(r.docs[i]);
     free(r.docs), free(r.lens), free(x0), free(fit), free(best_yaml), free(lp), free(share);
+    free(nlls), free(design), free(allx), free(alln), free(raced), free(r.win), free(r.text_scored);
     graft_cmaes_free(es);
     graft_genome_free(r.g);
     return rc ? cli_fail(&err) : GRAFT_EXIT_OK;

@@ -1,5 +1,6 @@
-// Evolve genomes (include/graft/genome.h): find every {search: [lo, hi], groups: G} mapping in the
-// YAML, remember its byte span, and render points by splicing values into the text.
+// Evolve genomes (include/graft/genome.h): find every {search: [lo, hi], groups: G, init: x} and
+// {choice: [a, b, …], init: a} mapping in the YAML, remember its byte span, and render points by
+// splicing values (or the chosen item's text) into the text.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,13 +10,16 @@
 #include "../core/impl.h"
 #include "../io/io-impl.h"
 
-struct range { size_t begin, end; double lo, hi; int groups, line, first; }; // first: its first coordinate
+// first: its first coordinate; init: `groups` starting values (NAN: the default); a choice has n_items
+// item spans [item[2i], item[2i+1]) in the text and one coordinate
+struct range { size_t begin, end; double lo, hi; int groups, line, first, n_items; double *init; size_t *item; bool weight; };
 
 struct graft_genome {
     char         *text;
     size_t        len;
     struct range *r;
     int           n, dim;
+    int           n_models; // models merged into the base (for the equal-weight start), 0 if unknown
 };
 
 static bool number(yaml_node_t *n, double *v) {
@@ -35,7 +39,53 @@ static bool key_is(yaml_node_t *k, const char *s) {
 
 void graft_genome_free(struct graft_genome *g) {
     if (!g) return;
+    for (int i = 0; g->r && i < g->n; i++) graft__free(g->r[i].init), graft__free(g->r[i].item);
     graft__free(g->text), graft__free(g->r), graft__free(g);
+}
+
+// The key under which node `id` sits, skipping filter-list items (`value:`) and sequences: weight for
+// `weight: {search: …}` and for `weight: [{filter: mlp, value: {search: …}}]`.
+static bool under_weight(yaml_document_t *d, int id) {
+    for (int depth = 0; depth < 8; depth++) {
+        int parent = 0;
+        yaml_node_t *key = NULL;
+        for (yaml_node_t *n = d->nodes.start; n < d->nodes.top && !parent; n++) {
+            if (n->type == YAML_MAPPING_NODE)
+                for (yaml_node_pair_t *q = n->data.mapping.pairs.start; q < n->data.mapping.pairs.top; q++)
+                    if (q->value == id) { parent = (int)(n - d->nodes.start) + 1, key = yaml_document_get_node(d, q->key); break; }
+            if (n->type == YAML_SEQUENCE_NODE)
+                for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++)
+                    if (*it == id) { parent = (int)(n - d->nodes.start) + 1; break; }
+        }
+        if (!parent) return false;
+        if (key && key_is(key, "weight")) return true;
+        if (key && !key_is(key, "value")) return false;
+        id = parent;
+    }
+    return false;
+}
+
+// Models merged into the base: `models` entries whose model is not base_model (0 when not plain).
+static int count_models(yaml_document_t *d) {
+    yaml_node_t *root = yaml_document_get_root_node(d), *models = NULL, *base = NULL;
+    if (!root || root->type != YAML_MAPPING_NODE) return 0;
+    for (yaml_node_pair_t *q = root->data.mapping.pairs.start; q < root->data.mapping.pairs.top; q++) {
+        yaml_node_t *k = yaml_document_get_node(d, q->key);
+        if (key_is(k, "models")) models = yaml_document_get_node(d, q->value);
+        if (key_is(k, "base_model")) base = yaml_document_get_node(d, q->value);
+    }
+    if (!models || models->type != YAML_SEQUENCE_NODE) return 0;
+    int n = 0;
+    for (yaml_node_item_t *it = models->data.sequence.items.start; it < models->data.sequence.items.top; it++) {
+        yaml_node_t *m = yaml_document_get_node(d, *it), *name = NULL;
+        if (!m || m->type != YAML_MAPPING_NODE) continue;
+        for (yaml_node_pair_t *q = m->data.mapping.pairs.start; q < m->data.mapping.pairs.top; q++)
+            if (key_is(yaml_document_get_node(d, q->key), "model")) name = yaml_document_get_node(d, q->value);
+        bool is_base = name && base && name->type == YAML_SCALAR_NODE && base->type == YAML_SCALAR_NODE &&
+                       name->data.scalar.length == base->data.scalar.length && !memcmp(name->data.scalar.value, base->data.scalar.value, name->data.scalar.length);
+        n += !is_base;
+    }
+    return n;
 }
 
 int graft_genome_parse(const char *text, size_t len, const char *label, struct graft_genome **out, struct graft_err *err) {
@@ -62,12 +112,16 @@ int graft_genome_parse(const char *text, size_t len, const char *label, struct g
     for (yaml_node_t *n = d.nodes.start; n < d.nodes.top && !rc; n++) {
         if (n->type != YAML_MAPPING_NODE) continue;
         yaml_node_pair_t *pr = n->data.mapping.pairs.start, *pe = n->data.mapping.pairs.top;
-        bool has = false;
-        for (yaml_node_pair_t *q = pr; q < pe; q++) has |= key_is(yaml_document_get_node(&d, q->key), "search");
-        if (!has) continue;
+        bool has = false, choice = false;
+        for (yaml_node_pair_t *q = pr; q < pe; q++) {
+            has |= key_is(yaml_document_get_node(&d, q->key), "search");
+            choice |= key_is(yaml_document_get_node(&d, q->key), "choice");
+        }
+        if (!has && !choice) continue;
         int line = (int)n->start_mark.line + 1;
         struct range r = {.begin = n->start_mark.index, .groups = 1, .line = line};
-        yaml_node_t *last = NULL;
+        yaml_node_t *last = NULL, *init = NULL;
+        if (has && choice) rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: a value is either searched in a range or chosen, not both", line);
         for (yaml_node_pair_t *q = pr; q < pe && !rc; q++) {
             yaml_node_t *k = yaml_document_get_node(&d, q->key), *v = yaml_document_get_node(&d, q->value);
             last = v;
@@ -77,24 +131,62 @@ int graft_genome_parse(const char *text, size_t len, const char *label, struct g
                 if (!it || v->data.sequence.items.top - it != 2 || !number(yaml_document_get_node(&d, it[0]), &r.lo) ||
                     !number(yaml_document_get_node(&d, it[1]), &r.hi) || r.lo > r.hi)
                     rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: search expects [lo, hi] with numbers lo ≤ hi", line);
+            } else if (key_is(k, "choice")) {
+                yaml_node_item_t *it = v && v->type == YAML_SEQUENCE_NODE ? v->data.sequence.items.start : NULL;
+                size_t ni = it ? (size_t)(v->data.sequence.items.top - it) : 0;
+                if (ni < 1 || ni > 1024) rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: choice expects a list of 1 to 1024 values", line);
+                else if (!(r.item = graft__malloc(2 * ni * sizeof *r.item))) rc = graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory");
+                for (size_t i = 0; !rc && i < ni; i++) {
+                    yaml_node_t *e = yaml_document_get_node(&d, it[i]);
+                    if (!e || e->type != YAML_SCALAR_NODE || e->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+                        rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: choice items must be plain values (a method name, a number)", line);
+                    else r.item[2 * i] = e->start_mark.index, r.item[2 * i + 1] = e->end_mark.index;
+                }
+                r.n_items = (int)ni;
             } else if (key_is(k, "groups")) {
                 if (!number(v, &gv) || gv != floor(gv) || gv < 1 || gv > 1024)
                     rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: groups expects a whole number from 1 to 1024", line);
                 else r.groups = (int)gv;
+            } else if (key_is(k, "init")) {
+                init = v;
             } else {
-                rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: a search range takes only 'search' and 'groups'", line);
+                rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: a search range takes only 'search' (or 'choice'), 'groups' and 'init'", line);
             }
         }
-        if (rc) break;
+        if (!rc && choice && r.groups != 1) rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: a choice has no groups", line);
+        if (!rc && !(r.init = graft__malloc((size_t)r.groups * sizeof *r.init))) rc = graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory");
+        for (int j = 0; !rc && j < r.groups; j++) r.init[j] = NAN;
+        if (!rc && init && choice) { // init: one of the items, as written
+            int hit = -1;
+            for (int i = 0; i < r.n_items && hit < 0; i++)
+                if (init->type == YAML_SCALAR_NODE && init->data.scalar.length == r.item[2 * i + 1] - r.item[2 * i] &&
+                    !memcmp(init->data.scalar.value, text + r.item[2 * i], init->data.scalar.length))
+                    hit = i;
+            if (hit < 0) rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: init must be one of the choice's items", line);
+            else r.init[0] = hit;
+        } else if (!rc && init) { // a number, or one per group
+            yaml_node_item_t *it = init->type == YAML_SEQUENCE_NODE ? init->data.sequence.items.start : NULL;
+            int ni = it ? (int)(init->data.sequence.items.top - it) : 1;
+            if (it && ni != r.groups) rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: init has %d values for %d groups", line, ni, r.groups);
+            for (int j = 0; !rc && j < r.groups; j++) {
+                double v;
+                if (!number(it ? yaml_document_get_node(&d, it[j]) : init, &v) || v < r.lo || v > r.hi)
+                    rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: init expects numbers within the search range [%g, %g]", line, r.lo, r.hi);
+                else r.init[j] = v;
+            }
+        }
+        if (!rc && has) r.weight = under_weight(&d, (int)(n - d.nodes.start) + 1);
+        if (rc) { graft__free(r.init), graft__free(r.item); break; }
         // a flow mapping ends at its '}'; a block mapping's end mark runs on to the next token, so end
         // at its last value instead
         r.end = n->data.mapping.style == YAML_FLOW_MAPPING_STYLE || !last ? n->end_mark.index : last->end_mark.index;
         r.first = g->dim;
-        if (g->dim + r.groups > GRAFT_GENOME_MAX_DIM) { rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "more than %d searched values", GRAFT_GENOME_MAX_DIM); break; }
+        if (g->dim + r.groups > GRAFT_GENOME_MAX_DIM) { graft__free(r.init), graft__free(r.item); rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "more than %d searched values", GRAFT_GENOME_MAX_DIM); break; }
         struct range *nr = graft__realloc(g->r, (size_t)(g->n + 1) * sizeof *nr);
-        if (!nr) { rc = graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory"); break; }
+        if (!nr) { graft__free(r.init), graft__free(r.item); rc = graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory"); break; }
         g->r = nr, g->r[g->n++] = r, g->dim += r.groups;
     }
+    if (!rc) g->n_models = count_models(&d);
     yaml_document_delete(&d);
     if (!rc && !g->dim) rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "no search ranges (write e.g. weight: {search: [0, 1]})");
     // spans come in document order except nesting, which a range cannot have (its values are numbers)
@@ -130,7 +222,26 @@ int graft_genome_line(const struct graft_genome *g, int i) { return range_of(g, 
 double graft_genome_value(const struct graft_genome *g, int i, double x) {
     const struct range *r = range_of(g, i);
     double t = isnan(x) ? 0.5 : x < 0 ? 0 : x > 1 ? 1 : x;
+    if (r->n_items) { // a choice: equal bins of [0, 1]
+        int k = (int)(t * r->n_items);
+        return k >= r->n_items ? r->n_items - 1 : k;
+    }
     return r->lo + t * (r->hi - r->lo);
+}
+
+int graft_genome_choices(const struct graft_genome *g, int i) { return range_of(g, i)->n_items; }
+
+void graft_genome_init(const struct graft_genome *g, double *x) {
+    for (int k = 0; k < g->n; k++) {
+        const struct range *r = &g->r[k];
+        for (int j = 0; j < r->groups; j++) {
+            double v = r->init[j], *o = &x[r->first + j];
+            if (r->n_items) { *o = ((isnan(v) ? 0 : v) + 0.5) / r->n_items; continue; } // the bin's middle
+            if (isnan(v)) v = r->weight && g->n_models > 0 ? 1.0 / g->n_models : 0.5 * (r->lo + r->hi);
+            v = v < r->lo ? r->lo : v > r->hi ? r->hi : v;
+            *o = r->hi > r->lo ? (v - r->lo) / (r->hi - r->lo) : 0.5;
+        }
+    }
 }
 
 char *graft_genome_render(const struct graft_genome *g, const double *x) {
@@ -140,6 +251,12 @@ char *graft_genome_render(const struct graft_genome *g, const double *x) {
     for (int k = 0; k < g->n; k++) {
         const struct range *r = &g->r[k];
         graft__buf_append(&b, g->text + at, r->begin - at);
+        at = r->end;
+        if (r->n_items) {
+            int c = (int)graft_genome_value(g, r->first, x[r->first]);
+            graft__buf_append(&b, g->text + r->item[2 * c], r->item[2 * c + 1] - r->item[2 * c]);
+            continue;
+        }
         if (r->groups > 1) graft__buf_puts(&b, "[");
         for (int j = 0; j < r->groups; j++) {
             char v[32];
