@@ -38,8 +38,9 @@ static const char help[] =
     "Objectives (--objective): mean (default) of the texts' NLLs, max (the worst text), or pareto (each\n"
     "generation ranked by Pareto fronts, then by the mean; the front of all candidates goes to the log and\n"
     "stderr with the best for each text; OUT is the front's best mean). --race stops a candidate's\n"
-    "evaluation early once its estimated objective (windows in a seeded random order) is worse than the\n"
-    "best so far by Z standard errors (mean objective); the windows saved are reported.\n"
+    "evaluation early once it is worse than the best full evaluation of the earlier generations by Z\n"
+    "standard errors (windows in a seeded random order, each paired with the best's loss on it; mean\n"
+    "objective, one process); the windows saved are reported.\n"
     "\n"
     "Every evaluation and a per-generation summary go to the log (JSON lines, default OUT.evolve.log);\n"
     "--resume replays it — the same seed gives the same candidates, so logged ones are not merged again —\n"
@@ -63,7 +64,7 @@ static const char help[] =
     "  --force            replace OUT (and start a new log over an old one)\n"
     "  -h, --help         this text\n";
 
-struct logged { int gen, k; double *x; double f, *nlls; bool raced; };
+struct logged { int gen, k; double *x; double f, *nlls, *w; bool raced; size_t n_w; }; // w: per-window NLLs (racing), or NULL
 
 enum objective { OBJ_MEAN, OBJ_MAX, OBJ_PARETO };
 static const char *const obj_name[] = {"mean", "max", "pareto"};
@@ -89,6 +90,9 @@ struct run {
     size_t n_win;
     uint64_t *text_scored;       // scored tokens per text
     double best_full;            // the best fully evaluated objective so far (racing's bar)
+    double *bar_w;               // its per-window NLLs, in window order (racing; NULL: not known)
+    size_t bar_n;                // their count
+    double *cur_w;               // the candidate being scored: its per-window NLLs (racing)
     uint64_t win_done, win_all;  // windows evaluated and windows the full evaluations would have taken
     struct logged *log;
     size_t n_log;
@@ -133,6 +137,7 @@ static int build_windows(struct run *r) {
     }
     for (int t = 0; t < r->n_evals; t++)
         if (!r->text_scored[t]) return graft_err_set(r->err, GRAFT_E_USAGE, r->evals[t], NULL, 0, "fewer than two tokens to score");
+    if (r->race && !(r->cur_w = malloc(r->n_win * sizeof *r->cur_w))) return graft_err_set(r->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
     if (r->race) { // Fisher–Yates from the counter-based generator
         uint64_t key = graft_rng_key(r->seed, 0, "evolve-race", 11);
         for (size_t i = r->n_win; i > 1; i--) {
@@ -162,11 +167,18 @@ static int tokenize_evals(struct run *r, struct graft_writer *w) {
 }
 
 // One evaluated candidate's log line (lf NULL: nothing; the MPI ranks other than 0).
-static void log_candidate(FILE *lf, int gen, int k, double f, const double *nlls, int n_texts, bool raced, const double *x, int dim) {
+static void log_candidate(FILE *lf, int gen, int k, double f, const double *nlls, int n_texts, bool raced, const double *wv, size_t n_win, const double *x,
+                          int dim) {
     if (!lf) return;
     fprintf(lf, "{\"gen\": %d, \"k\": %d, \"nll\": %.17g, \"nlls\": [", gen, k, f);
     for (int i = 0; i < n_texts; i++) fprintf(lf, "%s%.17g", i ? ", " : "", isfinite(nlls[i]) ? nlls[i] : 1e30);
-    fprintf(lf, "]%s, \"x\": [", raced ? ", \"raced\": true" : "");
+    fprintf(lf, "]%s", raced ? ", \"raced\": true" : "");
+    if (wv && !raced) { // a full evaluation's windows: racing's bar after a resume
+        fprintf(lf, ", \"w\": [");
+        for (size_t i = 0; i < n_win; i++) fprintf(lf, "%s%.17g", i ? ", " : "", isfinite(wv[i]) ? wv[i] : 1e30);
+        fprintf(lf, "]");
+    }
+    fprintf(lf, ", \"x\": [");
     for (int i = 0; i < dim; i++) fprintf(lf, "%s%.17g", i ? ", " : "", x[i]);
     fprintf(lf, "]}\n");
     fflush(lf);
@@ -178,13 +190,17 @@ static double objective(const struct run *r, const double *nlls) {
     return m;
 }
 
-// Score the merged model: each text's mean NLL per token (nlls), the objective (*f). With racing, the
-// windows run in their shuffled order and stop once the estimate's lower bound — W·ȳ − z·W·s_y/√k ·
-// √((W − k)/(W − 1)), y_w the window's share of the objective — is above the best so far; then *f is
-// the estimate, nlls the partial means, *raced set.
+// Score the merged model: each text's mean NLL per token (nlls), the objective (*f) and, with racing,
+// each window's NLL (wv). Racing runs the windows in their shuffled order, one at a time, paired with
+// the bar (the best full evaluation of the earlier generations): with y_w = c_w (nll_w − bar_w), c_w
+// the window's weight in the objective, after k of W windows the difference is estimated as W·ȳ with
+// standard error W·s_y/√k·√((W − k)/(W − 1)) (sampling without replacement); evaluation stops once
+// the estimate less z standard errors is above 0. Then *f = bar + the estimate, *raced set. Pairing
+// cancels how hard each window is, which dominates the unpaired variance.
 static int score(struct run *r, struct graft_llama *L, double *nlls, double *f, bool *raced) {
-    bool bos = r->bos >= 0, racing = r->race && isfinite(r->best_full);
-    size_t ctx = (size_t)r->ctx, B = racing ? 1 : (size_t)r->batch, W = r->n_win, k = 0;
+    double *wv = r->cur_w;
+    bool bos = r->bos >= 0, racing = r->race && r->bar_w && r->bar_n == r->n_win;
+    size_t ctx = (size_t)r->ctx, B = r->race ? 1 : (size_t)r->batch, W = r->n_win, k = 0;
     int32_t *buf = malloc(B * ctx * sizeof *buf);
     int *sf = malloc(B * sizeof *sf);
     double *nll = calloc((size_t)r->n_evals, sizeof *nll), sy = 0, syy = 0;
@@ -205,20 +221,22 @@ static int score(struct run *r, struct graft_llama *L, double *nlls, double *f, 
         if ((rc = graft_llama_forward(L, buf, (int)nb, (int)len, sf, &b_nll, &b_sc, NULL, NULL, r->err))) break;
         int t = r->win[w].text;
         nll[t] += b_nll, sc[t] += b_sc;
+        if (r->race) wv[w] = b_nll; // (one window per forward when racing)
         w += nb, k += nb;
         if (!racing) continue;
-        double y = b_nll / ((double)r->n_evals * (double)r->text_scored[t]);
+        double y = (b_nll - r->bar_w[w - 1]) / ((double)r->n_evals * (double)r->text_scored[t]);
         sy += y, syy += y * y;
         if (k < 4 || k * 10 < W || k == W) continue; // at least 4 windows and a tenth of them
         double mean = sy / (double)k, var = (syy - sy * mean) / (double)(k - 1), est = (double)W * mean;
         double se = (double)W * sqrt((var > 0 ? var : 0) / (double)k * (double)(W - k) / (double)(W - 1));
-        if (est - r->race_z * se > r->best_full) {
-            *raced = true, *f = est;
+        if (est - r->race_z * se > 0) {
+            *raced = true, *f = r->best_full + est;
             break;
         }
     }
     for (int t = 0; !rc && t < r->n_evals; t++) nlls[t] = sc[t] ? nll[t] / (double)sc[t] : NAN;
     if (!rc && !*raced) *f = objective(r, nlls);
+    for (size_t w = k; r->race && w < W; w++) wv[w] = NAN; // not run
     r->win_done += k, r->win_all += W;
     free(buf), free(sf), free(nll), free(sc);
     return rc;
@@ -272,8 +290,13 @@ static int read_log(struct run *r, const char *path, int lambda, double sigma0) 
             } else {
                 for (int i = 0; i < r->dim; i++) xv[i] = json_number_value(json_array_get(x, (size_t)i));
                 for (int i = 0; i < r->n_evals; i++) nv[i] = json_number_value(json_array_get(ns, (size_t)i));
+                json_t *wj = json_object_get(j, "w");
+                double *wv = json_is_array(wj) ? malloc((json_array_size(wj) + 1) * sizeof *wv) : NULL;
+                for (size_t i = 0; wv && i < json_array_size(wj); i++) wv[i] = json_number_value(json_array_get(wj, i));
                 r->log[r->n_log++] = (struct logged){(int)json_integer_value(json_object_get(j, "gen")), (int)json_integer_value(json_object_get(j, "k")), xv,
-                                                     json_number_value(json_object_get(j, "nll")), nv, json_is_true(json_object_get(j, "raced"))};
+                                                     json_number_value(json_object_get(j, "nll")), nv, wv, json_is_true(json_object_get(j, "raced")),
+                                                     wv ? json_array_size(wj) : 0};
+                if (json_is_array(wj) && !wv) rc = graft_err_set(r->err, GRAFT_E_NOMEM, path, NULL, 0, "out of memory");
             }
         }
         json_decref(j);
@@ -417,7 +440,7 @@ int cmd_evolve(int argc, char **argv) {
     if (!lp && asprintf(&lp, "%s.evolve.log", r.out) < 0) lp = NULL;
     r.docs = calloc((size_t)n_evals, sizeof *r.docs), r.lens = calloc((size_t)n_evals, sizeof *r.lens);
     struct graft_cmaes *es = NULL;
-    double *x0 = NULL, *fit = NULL, *share = NULL, *nlls = NULL, *design = NULL, *allx = NULL, *alln = NULL, best = INFINITY;
+    double *x0 = NULL, *fit = NULL, *share = NULL, *nlls = NULL, *design = NULL, *allx = NULL, *alln = NULL, *wvs = NULL, best = INFINITY;
     bool *raced = NULL;
     int rc = GRAFT_OK;
     if (!lp || !r.docs || !r.lens) { rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
@@ -455,6 +478,7 @@ int cmd_evolve(int argc, char **argv) {
     if (resume && log_exists && (rc = read_log(&r, lp, lam, sigma0))) goto out;
     // under mpirun every rank has read the same log before rank 0 (the only writer of it) opens it
     const struct graft_dist *d = cli_dist();
+    if (d && race && !rc) rc = graft_err_set(&err, GRAFT_E_USAGE, NULL, NULL, 0, "--race runs in one process (its paired windows are not shared between MPI ranks)");
     if (d && (rc = graft__dist_status(d, rc, lp, &err))) goto out;
     if (!cli_quiet() && !(r.lf = fopen(lp, resume && log_exists ? "a" : "w"))) rc = graft_err_set(&err, GRAFT_E_IO, lp, NULL, 0, "cannot write the log");
     if (d && (rc = graft__dist_status(d, rc, lp, &err))) goto out;
@@ -469,6 +493,7 @@ int cmd_evolve(int argc, char **argv) {
     share = d ? calloc((size_t)lam * (n_evals + 2), sizeof *share) : NULL; // under mpirun: candidate k's scores from rank k mod N
     if (d && !share) { rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
     double baseline = NAN;
+    size_t wn = 0; // windows per candidate (racing's per-window rows), once known
     for (int gen = 0; gen < gens && !rc; gen++) {
         if (gen == 1) { // CMA-ES from the best of the initial design
             int b = 0;
@@ -491,11 +516,22 @@ int cmd_evolve(int argc, char **argv) {
                 break;
             }
             if (d && k % d->size != d->rank) { memset(share + (size_t)k * (n_evals + 2), 0, (size_t)(n_evals + 2) * sizeof *share); continue; }
-            if (lg) fit[k] = lg->f, raced[k] = lg->raced, memcpy(nk, lg->nlls, (size_t)n_evals * sizeof *nk);
+            if (lg) {
+                fit[k] = lg->f, raced[k] = lg->raced, memcpy(nk, lg->nlls, (size_t)n_evals * sizeof *nk);
+                if (race && lg->w && (!wn || wn == lg->n_w) && (wvs || (wvs = malloc((size_t)lam * lg->n_w * sizeof *wvs)))) {
+                    wn = lg->n_w; // (the windows themselves are built with the first merge)
+                    memcpy(wvs + (size_t)k * wn, lg->w, wn * sizeof *wvs);
+                } else if (wvs)
+                    for (size_t w = 0; w < wn; w++) wvs[(size_t)k * wn + w] = NAN;
+            }
             else {
                 char *yaml = graft_genome_render(r.g, x);
                 if (!yaml) { rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); break; }
                 rc = evaluate(&r, yaml, nk, &fit[k], &raced[k]);
+                if (!rc && race && wn && wn != r.n_win) rc = graft_err_set(&err, GRAFT_E_USAGE, lp, NULL, 0, "the log's windows are not these texts'");
+                else if (!rc && race && (wvs || (wvs = malloc((size_t)lam * r.n_win * sizeof *wvs))))
+                    wn = r.n_win, memcpy(wvs + (size_t)k * wn, r.cur_w, wn * sizeof *wvs);
+                else if (!rc && race) rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
                 free(yaml);
                 // activations overflow, or a combination the chosen method refuses (a choice of method
                 // with another's parameters): the worst score; the baseline must merge
@@ -504,8 +540,9 @@ int cmd_evolve(int argc, char **argv) {
                 if (rc == GRAFT_E_NONFINITE || invalid) {
                     fit[k] = 1e30, raced[k] = false, rc = GRAFT_OK, graft_err_clear(&err);
                     for (int t = 0; t < n_evals; t++) nk[t] = 1e30;
+                    for (size_t w = 0; wvs && w < wn; w++) wvs[(size_t)k * wn + w] = NAN;
                 }
-                if (!rc && !d) log_candidate(r.lf, gen, k, fit[k], nk, n_evals, raced[k], x, r.dim); // at once: a killed run resumes from here
+                if (!rc && !d) log_candidate(r.lf, gen, k, fit[k], nk, n_evals, raced[k], wvs ? wvs + (size_t)k * wn : NULL, wn, x, r.dim); // at once: a killed run resumes from here
             }
             if (d) {
                 double *sh = share + (size_t)k * (n_evals + 2);
@@ -525,6 +562,7 @@ int cmd_evolve(int argc, char **argv) {
         if (rc) break;
         if (gen == 0) baseline = objective(&r, nlls); // candidate 0
         double gen_full = INFINITY;
+        int gen_k = -1;
         if (obj == OBJ_PARETO) { // every candidate kept for the final front
             memcpy(allx + (size_t)gen * lam * r.dim, X, (size_t)lam * r.dim * sizeof *allx);
             memcpy(alln + (size_t)gen * lam * n_evals, nlls, (size_t)lam * n_evals * sizeof *alln);
@@ -535,9 +573,9 @@ int cmd_evolve(int argc, char **argv) {
             double *nk = nlls + (size_t)k * n_evals, f = obj == OBJ_PARETO ? objective(&r, nk) : fit[k];
             if (!find_logged(&r, gen, k)) {
                 fresh++;
-                if (d) log_candidate(r.lf, gen, k, f, nk, n_evals, raced[k], x, r.dim); // rank 0 (the others have no log open)
+                if (d) log_candidate(r.lf, gen, k, f, nk, n_evals, raced[k], NULL, 0, x, r.dim); // rank 0 (the others have no log open)
             }
-            if (!raced[k] && f < gen_full) gen_full = f;
+            if (!raced[k] && f < gen_full) gen_full = f, gen_k = k;
             sum += f;
             if (f < gbest) gbest = f;
             if (obj != OBJ_PARETO && !raced[k] && f < best) {
@@ -548,7 +586,13 @@ int cmd_evolve(int argc, char **argv) {
             if (obj == OBJ_PARETO && f < best) best = f; // (reported; OUT is chosen from the front)
         }
         if (rc) break;
-        if (gen_full < r.best_full) r.best_full = gen_full; // racing's bar moves between generations only: any rank order gives the same
+        if (gen_full < r.best_full) { // racing's bar moves between generations only (a resumed run decides the same)
+            r.best_full = gen_full;
+            bool whole = race && wvs && wn;
+            for (size_t w = 0; whole && w < wn; w++) whole = isfinite(wvs[(size_t)gen_k * wn + w]);
+            free(r.bar_w), r.bar_w = NULL;
+            if (whole && (r.bar_w = malloc(wn * sizeof *r.bar_w))) memcpy(r.bar_w, wvs + (size_t)gen_k * wn, wn * sizeof *r.bar_w), r.bar_n = wn;
+        }
         double sigma = gen ? graft_cmaes_sigma(es) : sigma0;
         if (gen && (rc = graft_cmaes_tell(es, fit, &err))) break;
         if (fresh && r.lf) {
@@ -578,11 +622,11 @@ int cmd_evolve(int argc, char **argv) {
     fputs(best_yaml, stdout);
 out:
     if (r.lf) fclose(r.lf);
-    for (size_t i = 0; i < r.n_log; i++) free(r.log[i].x), free(r.log[i].nlls);
+    for (size_t i = 0; i < r.n_log; i++) free(r.log[i].x), free(r.log[i].nlls), free(r.log[i].w);
     free(r.log);
     for (int i = 0; r.docs && i < n_evals; i++) free(r.docs[i]);
     free(r.docs), free(r.lens), free(x0), free(fit), free(best_yaml), free(lp), free(share);
-    free(nlls), free(design), free(allx), free(alln), free(raced), free(r.win), free(r.text_scored);
+    free(nlls), free(design), free(allx), free(alln), free(raced), free(r.win), free(r.text_scored), free(wvs), free(r.bar_w), free(r.cur_w);
     graft_cmaes_free(es);
     graft_genome_free(r.g);
     return rc ? cli_fail(&err) : GRAFT_EXIT_OK;
