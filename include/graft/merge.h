@@ -48,6 +48,9 @@ struct graft_merge_options {
     // (shards go to ranks by bytes) and rank 0 writes the index and other files and renames. Any
     // rank's failure: no output, the lowest failing rank's error ("rank R: …") on every rank.
     const struct graft_dist *dist;
+    // When set, models and statistics files (not base+adapter references) are taken from this cache and
+    // stay open after the merge (graft evolve: one cache for every candidate).
+    struct graft_model_cache *cache;
 };
 
 struct graft_merge_options graft_merge_default_options(void);

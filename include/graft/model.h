@@ -59,6 +59,15 @@ uint64_t graft_model_n_bytes(const struct graft_model *m);  // sum of tensor dat
 // config.json as compact JSON text (NUL-terminated, borrowed), or NULL if the model has none.
 const char *graft_model_config_json(const struct graft_model *m);
 
+// Models opened once and shared by later users (graft_merge_options.cache: graft evolve merges every
+// candidate from the same inputs, each opened and validated once). Not for concurrent use.
+struct graft_model_cache;
+int  graft_model_cache_new(struct graft_model_cache **out, struct graft_err *err);
+void graft_model_cache_free(struct graft_model_cache *c); // NULL-safe; closes every model
+// The model at `path` (compared as given: resolve it first), opened on its first request and owned by
+// the cache.
+int  graft_model_cache_open(struct graft_model_cache *c, const char *path, struct graft_model **out, struct graft_err *err);
+
 #ifdef __cplusplus
 }
 #endif

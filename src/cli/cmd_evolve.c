@@ -86,6 +86,7 @@ struct run {
     enum objective obj;
     bool race;
     double race_z;
+    struct graft_model_cache *cache; // the inputs, opened and validated once for every candidate
     struct win *win;             // every text's windows, in scoring order (--race: a seeded shuffle)
     size_t n_win;
     uint64_t *text_scored;       // scored tokens per text
@@ -246,7 +247,7 @@ static int score(struct run *r, struct graft_llama *L, double *nlls, double *f, 
 static int evaluate(struct run *r, const char *yaml, double *nlls, double *f, bool *raced) {
     struct graft_merge_options o = graft_merge_default_options();
     struct graft_writer *w = NULL;
-    o.n_threads = r->n_threads, o.seed = r->seed, o.write_model_card = false, o.config_text = yaml, o.in_memory = &w;
+    o.n_threads = r->n_threads, o.seed = r->seed, o.write_model_card = false, o.config_text = yaml, o.in_memory = &w, o.cache = r->cache;
     int rc = graft_merge(r->genome_path, r->out, &o, r->err);
     if (rc) return rc;
     struct graft_llama *L = NULL;
@@ -448,7 +449,7 @@ int cmd_evolve(int argc, char **argv) {
         rc = graft_err_set(&err, GRAFT_E_EXISTS, r.out, NULL, 0, "already exists; use --force to replace it");
         goto out;
     }
-    if ((rc = graft_genome_load(r.genome_path, &r.g, &err))) goto out;
+    if ((rc = graft_genome_load(r.genome_path, &r.g, &err)) || (rc = graft_model_cache_new(&r.cache, &err))) goto out;
     r.dim = graft_genome_dim(r.g);
     if (!(x0 = malloc((size_t)r.dim * sizeof *x0))) { rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
     graft_genome_init(r.g, x0);
@@ -614,7 +615,7 @@ int cmd_evolve(int argc, char **argv) {
     // the best candidate, merged for real
     struct graft_merge_options o = graft_merge_default_options();
     o.n_threads = n_threads, o.seed = seed, o.config_text = best_yaml, o.writer_flags = force ? GRAFT_WRITER_FORCE : 0;
-    o.dist = d; // the winner's merge, too, shared by the ranks
+    o.dist = d, o.cache = r.cache; // the winner's merge, too, shared by the ranks
     if ((rc = graft_merge(r.genome_path, r.out, &o, &err))) goto out;
     if (cli_quiet()) goto out;
     fprintf(stderr, "graft: best %s NLL %.6f (perplexity %.4f) written to %s; its config: %s/mergekit_config.yml\n", obj == OBJ_MAX ? "max" : "mean", best,
@@ -629,5 +630,6 @@ out:
     free(nlls), free(design), free(allx), free(alln), free(raced), free(r.win), free(r.text_scored), free(wvs), free(r.bar_w), free(r.cur_w);
     graft_cmaes_free(es);
     graft_genome_free(r.g);
+    graft_model_cache_free(r.cache);
     return rc ? cli_fail(&err) : GRAFT_EXIT_OK;
 }

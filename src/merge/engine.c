@@ -236,7 +236,9 @@ int graft__plan_open_model(struct plan *p, const char *ref, int *out) {
     memset(mm, 0, sizeof *mm);
     if (!(mm->path = graft__strdup(key))) return graft_err_set(p->err, GRAFT_E_NOMEM, ref, NULL, 0, "out of memory");
     mm->ref = ref;
-    rc = *ad_real ? open_lora_model(p, real, ad_real, &mm->m) : graft_model_open(real, &mm->m, p->err);
+    mm->borrowed = !*ad_real && p->opt->cache;
+    rc = *ad_real ? open_lora_model(p, real, ad_real, &mm->m) : mm->borrowed ? graft_model_cache_open(p->opt->cache, real, &mm->m, p->err)
+                                                                           : graft_model_open(real, &mm->m, p->err);
     if (rc) { graft__free(mm->path); return rc; }
     p->n_models++;
     // Layer structure of each module from the names.
@@ -359,7 +361,8 @@ static int open_stats(struct plan *p, const char *ref, int *out) {
     memset(ms, 0, sizeof *ms);
     ms->norm2 = -1;
     if (!(ms->path = graft__strdup(real))) return graft_err_set(p->err, GRAFT_E_NOMEM, ref, NULL, 0, "out of memory");
-    rc = graft_model_open(real, &ms->m, p->err);
+    ms->borrowed = p->opt->cache != NULL;
+    rc = ms->borrowed ? graft_model_cache_open(p->opt->cache, real, &ms->m, p->err) : graft_model_open(real, &ms->m, p->err);
     if (rc) { graft__free(ms->path); return rc; }
     ms->scale = 1;
     const struct graft_st *sh = graft_model_n_shards(ms->m) ? graft_model_shard(ms->m, 0) : NULL;
@@ -1232,10 +1235,14 @@ out:
     for (size_t i = 0; i < p.n; i++) graft__free(p.t[i].name), graft__free(p.t[i].pad);
     graft__free(p.t);
     for (int i = 0; i < p.n_models; i++) {
-        graft_model_close(p.models[i].m), graft__free(p.models[i].path);
+        if (!p.models[i].borrowed) graft_model_close(p.models[i].m);
+        graft__free(p.models[i].path);
         for (int m = 0; m < GRAFT_MAX_MODULES; m++) graft__free(p.models[i].prefix[m]);
     }
-    for (int i = 0; i < p.n_stats; i++) graft_model_close(p.stats[i].m), graft__free(p.stats[i].path);
+    for (int i = 0; i < p.n_stats; i++) {
+        if (!p.stats[i].borrowed) graft_model_close(p.stats[i].m);
+        graft__free(p.stats[i].path);
+    }
     graft__free(p.cfg_dir);
     if (p.lora_made) graft__rm_tree(p.lora_dir);
     graft__free(p.lora_dir);

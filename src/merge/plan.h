@@ -12,6 +12,7 @@ struct mmodel {
     char               *path;      // resolved (a LoRA reference: "<base>+<adapter>", both resolved)
     const char         *ref;       // as written in the config
     struct graft_model *m;
+    bool                borrowed;  // from graft_merge_options.cache: not closed here
     // per module of the config (one when there is no `modules:`), from the tensor names:
     int                 n_layers[GRAFT_MAX_MODULES]; // max layer index + 1 (0 when no layered tensors)
     char               *prefix[GRAFT_MAX_MODULES];   // layer prefix, e.g. "model.layers"
@@ -23,6 +24,7 @@ struct oin { int model; const struct graft_model_tensor *t; };
 struct mstats {
     char               *path;      // resolved
     struct graft_model *m;
+    bool                borrowed;  // from graft_merge_options.cache
     double              norm2;     // Σ of squares of every value (−1 until computed)
     double              scale;     // 1/N for `graft eval --collect gram` files (Σ x xᵀ over graft_tokens = N), else 1
 };

@@ -1,0 +1,67 @@
+#!/bin/sh
+# Figures for graft evolve (docs/eval.md): hand recipes against searched merges of the demo family's
+# three experts (demo/family/{c,docs,python}, fine-tuned from demo/family/base on disjoint domains by
+# scripts/train-demo-family.py). Every search scores on the calibration texts (demo/family/calib, the
+# first 4096 bytes of each, windows of 256) and every figure is the mean NLL per byte on the held-out
+# texts (demo/family/eval, all of each), mean over the three domains, and the perplexity exp(mean NLL).
+# Budget 150 evaluations (whole generations: 143 or 144), seeds 1, 2, 3 for each search.
+# Usage: bench/evolve-family.sh [WORKDIR]
+set -eu
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+G="$ROOT/build/graft"
+W=${1:-"$ROOT/build/bench-evolve"}
+F="$ROOT/demo/family"
+mkdir -p "$W"
+cd "$W"
+for m in base c docs python; do ln -sfn "$F/$m" $m; done
+CAL="--eval $F/calib/c.txt --eval $F/calib/docs.txt --eval $F/calib/python.txt --ctx 256 --max-tokens 4096 --threads 2"
+score() { # mean NLL on each held-out text, their mean and exp(mean)
+    for t in c docs python; do "$G" eval "$1" --text "$F/eval/$t.txt" --ctx 256 --threads 2 --json 2>/dev/null | sed 's/.*"nll": \([0-9.e-]*\).*/\1/'; done |
+        awk '{ s += $1; printf "%.4f ", $1 } END { printf "%.4f %.3f\n", s / NR, exp(s / NR) }'
+}
+models() { # models: entries with parameters $1 (sed-substituted per model)
+    for m in c docs python; do printf '  - model: %s\n    parameters: %s\n' $m "$1"; done
+}
+# hand recipes
+{ echo "merge_method: linear"; echo "models:"; models "{weight: 1}"; echo "dtype: bfloat16"; } > avg.yml
+{ echo "merge_method: task_arithmetic"; echo "base_model: base"; echo "models:"; models "{weight: 1}"; echo "dtype: bfloat16"; } > ta1.yml
+{ echo "merge_method: task_arithmetic"; echo "base_model: base"; echo "models:"; models "{weight: 0.5}"; echo "dtype: bfloat16"; } > ta05.yml
+{ echo "merge_method: ties"; echo "base_model: base"; echo "models:"; models "{weight: 1, density: 0.5}"; echo "dtype: bfloat16"; } > ties.yml
+for m in c docs python; do
+    [ -f gram-$m.safetensors ] || "$G" eval $m --text "$F/calib/$m.txt" --ctx 256 --threads 2 --collect gram gram-$m.safetensors >/dev/null 2>&1
+done
+{ echo "merge_method: regmean"; echo "models:"; for m in c docs python; do printf '  - model: %s\n    parameters: {gram: gram-%s.safetensors}\n' $m $m; done
+  echo "dtype: bfloat16"; } > regmean.yml
+printf '%-44s %7s %7s %7s %7s %7s\n' recipe c docs python mean ppl
+for m in base c docs python; do printf '%-44s %s\n' "$m" "$(score $m)"; done
+for y in avg ta1 ta05 ties regmean; do
+    rm -rf m-$y && "$G" merge $y.yml m-$y --threads 2 >/dev/null 2>&1
+    printf '%-44s %s\n' "$y" "$(score m-$y)"
+done
+# genomes: task arithmetic with per-model weights over 4 layer groups (the issue's run); per model,
+# attention and MLP apart (2 layer groups each) plus the rest, weights in [0, 2]; the same with the
+# method a choice and densities searched
+{ echo "merge_method: task_arithmetic"; echo "base_model: base"; echo "models:"; models "{weight: {search: [0, 1.2], groups: 4}}"; echo "dtype: bfloat16"; } > g-layers.yml
+mods='
+      weight:
+        - filter: self_attn
+          value: {search: [0, 2], groups: 2}
+        - filter: mlp
+          value: {search: [0, 2], groups: 2}
+        - value: {search: [0, 2]}'
+{ echo "merge_method: task_arithmetic"; echo "base_model: base"; echo "models:"; models "$mods"; echo "dtype: bfloat16"; } > g-modules.yml
+{ echo "merge_method: {choice: [task_arithmetic, ties, dare_ties]}"; echo "base_model: base"; echo "models:"
+  models "
+      density: {search: [0.3, 1], init: 1}$mods"; echo "dtype: bfloat16"; } > g-methods.yml
+for spec in "g-layers" "g-modules" "g-modules --race" "g-methods"; do
+    set -- $spec
+    g=$1; shift
+    for seed in 1 2 3; do
+        o=o-$g$(echo "$*" | tr -d ' -')-$seed
+        start=$(date +%s)
+        "$G" evolve $g.yml $CAL --budget 150 --seed $seed --force "$@" $o >/dev/null 2>$o.err
+        end=$(date +%s)
+        saved=$(sed -n 's/.*racing evaluated \([0-9]*\) of \([0-9]*\) windows.*/ (\1 of \2 windows)/p' $o.err)
+        printf '%-44s %s\n' "$g $* seed $seed, $((end - start)) s$saved" "$(score $o)"
+    done
+done
