@@ -333,6 +333,60 @@ expect 0 "$G" evolve genome.yml --eval long.txt --race --race-z 0 --budget 28 --
 expect 0 "$G" evolve genome.yml --eval long.txt --race --race-z 0 --budget 28 --ctx 32 --seed 3 evr2
 cmp -s evr/model.safetensors evr2/model.safetensors && ok || bad "resumed racing evolve differs from a fresh run"
 expect 2 "$G" evolve genome.yml --eval long.txt --race --objective pareto --budget 4 gx
+# the data-flow space: candidate 0 is the first model itself; the written frankenmerge computes what
+# the sources' layers along the chosen path compute with the residual stream scaled at each layer's
+# input (NumPy, llama_ref.py), up to the norms' ε
+export AREFDIR="$(dirname "$TREF")"
+expect 0 "$G" synth dfa --dtype f32 --layers 3 --hidden 64 --vocab 640 --seed 20
+expect 0 "$G" synth dfb --like dfa --delta 0.3 --seed 21
+for m in dfa dfb; do cp tok-llama3/tokenizer.json tok-llama3/tokenizer_config.json $m/; sed -i 's/"rms_norm_eps": [0-9.e-]*/"rms_norm_eps": 1e-12/' $m/config.json; done
+# (ε ≪ the tiny random model's mean square: RMSNorm then ignores a common factor up to rounding)
+printf 'dataflow:\n  models: [dfa, dfb]\n  repeats: 2\n  scale_range: [0.25, 4]\ndtype: float32\n' > gdf.yml
+expect 0 "$G" evolve gdf.yml --eval plain.txt --budget 36 --ctx 48 --seed 2 edf
+grep -q "24 searched values" "$T/err" && ok || bad "dataflow dimension: $(cat "$T/err")"
+"$G" eval dfa --text plain.txt --ctx 48 --json > dfa.json
+"$PY" -c 'import json, sys; a = json.load(open("dfa.json"))["nll"]; c = [json.loads(l) for l in open("edf.evolve.log") if "\"k\": 0," in l][0]; sys.exit(0 if c["gen"] == 0 and abs(c["nll"] - a) < 1e-6 else 1)' && ok || bad "dataflow baseline is not the first model: $(cat dfa.json)"
+"$G" tokenize dfa plain.txt > df.ids 2>/dev/null
+"$G" eval edf --tokens df.ids --ctx 40 --no-bos --max-tokens 40 --dump-logits df.bin >/dev/null 2>&1
+"$PY" - <<'PYEOF' && ok || bad "dataflow path and scales differ from NumPy's"
+import json, os, sys
+sys.path.insert(0, os.environ["AREFDIR"])
+import numpy as np
+from llama_ref import logits
+from lora_ref import load
+L = [json.loads(l) for l in open("edf.evolve.log")]
+c = [x for x in L if "k" in x and "nlls" in x]
+best = min(c, key=lambda x: x["nll"])
+x, T = best["x"], 12
+slots = [(m, l) for rep in range(2) for m in ("dfa", "dfb") for l in range(3)]
+path = [(slots[t], 0.25 + min(max(x[T + t], 0), 1) * 3.75) for t in range(T) if min(max(x[t], 0), 1) >= 0.5]
+src = {m: {k: v.astype(np.float64) for k, v in load(m).items()} for m in ("dfa", "dfb")}
+# MergeKit's rule for slices: embeddings from the first slice's model, final norm and lm_head from the last's
+W = {k: src[path[0][0][0] if "embed_tokens" in k else path[-1][0][0]][k] for k in src["dfa"] if ".layers." not in k}
+for i, ((m, l), _) in enumerate(path):
+    for k, v in src[m].items():
+        if k.startswith("model.layers.%d." % l):
+            W[k.replace("model.layers.%d." % l, "model.layers.%d." % i)] = v
+c = json.load(open("dfa/config.json"))
+c["num_hidden_layers"] = len(path)
+os.makedirs("dfref", exist_ok=True)
+json.dump(c, open("dfref/config.json", "w"))
+toks = np.array([int(t) for t in open("df.ids").read().split()][:40])
+ref = logits("dfref", toks, W, res_scale=[s for _, s in path])
+got = np.fromfile("df.bin", "<f4").reshape(ref.shape)
+d = np.abs(got - ref).max() / np.abs(ref).max()
+print(len(path), d)
+sys.exit(0 if len(path) >= 1 and d < 1e-4 else 1)
+PYEOF
+printf 'dataflow:\n  models: [dfa]\n  repeats: 9\ndtype: float32\n' > gdf2.yml
+expect 4 "$G" evolve gdf2.yml --eval plain.txt --budget 4 gx
+grep -q "repeats expects 1 to 8" "$T/err" && ok || bad "dataflow repeats: $(cat "$T/err")"
+printf 'dataflow:\n  models: [nowhere]\ndtype: float32\n' > gdf3.yml
+expect 4 "$G" evolve gdf3.yml --eval plain.txt --budget 4 gx
+grep -q "no num_hidden_layers in" "$T/err" && ok || bad "dataflow with a missing model: $(cat "$T/err")"
+printf 'dataflow:\n  models: [dfa]\nparameters:\n  x: {search: [0, 1]}\n' > gdf4.yml
+expect 4 "$G" evolve gdf4.yml --eval plain.txt --budget 4 gx
+grep -q "no other search ranges" "$T/err" && [ ! -e gx ] && ok || bad "dataflow with ranges: $(cat "$T/err")"
 expect 2 "$G" evolve genome.yml --eval long.txt --budget 28 --ctx 32 --seed 3 --resume --force evr
 grep -q "objective, racing" "$T/err" && ok || bad "resume without racing: $(cat "$T/err")"
 # candidates whose activations overflow score 1e30 (the worst) and the search goes on: weight w on a delta

@@ -13,6 +13,14 @@
 // (`weight:`, also inside a filter list) 1 / the number of models merged into the base — the
 // equal-weight average for linear and task_arithmetic —, else the range's middle, a choice's first
 // item.
+//
+// A data-flow genome (`dataflow: {models: [A, B], repeats: R, scale: true, scale_range: [lo, hi],
+// layers: [...]}`; layer counts read from the models' config.json by graft_genome_load when not given)
+// has one coordinate per layer slot (every model's layers in order, the whole repeated R times: in the
+// path when ≥ ½) and, with scale, one per slot for the residual scale at that layer's input; it
+// renders as a passthrough config of single-layer slices, each with o_proj and down_proj scaled by
+// 1 / the product of the path's scales so far (RMSNorm is blind to the stream's common factor). Its
+// starting point is model A alone, scales 1.
 #ifndef GRAFT_GENOME_H
 #define GRAFT_GENOME_H
 

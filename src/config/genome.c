@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <jansson.h>
 #include <yaml.h>
 #include "graft/genome.h"
 #include "../core/impl.h"
@@ -14,12 +15,25 @@
 // item spans [item[2i], item[2i+1]) in the text and one coordinate
 struct range { size_t begin, end; double lo, hi; int groups, line, first, n_items; double *init; size_t *item; bool weight; };
 
+// The data-flow space (evolutionary model merge, Akiba et al. 2024): the layers of every model laid
+// out in order, the whole repeated `repeats` times, T slots; coordinates 0…T−1 include a slot (≥ ½),
+// T…2T−1 (with scale) its layer's input scale.
+struct dataflow {
+    size_t begin, end;  // the `dataflow:` entry's span, replaced by the passthrough config
+    int    n_models, repeats, slots, line;
+    char **model;       // names as written
+    int   *layers;      // each model's layer count (0: not known yet)
+    bool   scale;
+    double lo, hi;      // the scales' range
+};
+
 struct graft_genome {
     char         *text;
     size_t        len;
     struct range *r;
     int           n, dim;
     int           n_models; // models merged into the base (for the equal-weight start), 0 if unknown
+    struct dataflow *df;    // a data-flow genome, or NULL
 };
 
 static bool number(yaml_node_t *n, double *v) {
@@ -40,7 +54,80 @@ static bool key_is(yaml_node_t *k, const char *s) {
 void graft_genome_free(struct graft_genome *g) {
     if (!g) return;
     for (int i = 0; g->r && i < g->n; i++) graft__free(g->r[i].init), graft__free(g->r[i].item);
+    if (g->df) {
+        for (int i = 0; i < g->df->n_models; i++) graft__free(g->df->model[i]);
+        graft__free(g->df->model), graft__free(g->df->layers), graft__free(g->df);
+    }
     graft__free(g->text), graft__free(g->r), graft__free(g);
+}
+
+// `dataflow: {models: [A, B], repeats: 2, scale: true, scale_range: [0.5, 2], layers: [32, 32]}`
+static int parse_dataflow(struct graft_genome *g, yaml_document_t *d, yaml_node_t *key, yaml_node_t *v, const char *label, struct graft_err *err) {
+    int line = (int)key->start_mark.line + 1;
+    struct dataflow *df = g->df = graft__calloc(1, sizeof *df);
+    if (!df) return graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory");
+    df->line = line, df->repeats = 2, df->scale = true, df->lo = 0.5, df->hi = 2;
+    if (!v || v->type != YAML_MAPPING_NODE) return graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: dataflow expects a mapping (models, repeats, scale)", line);
+    yaml_node_t *last = NULL, *models = NULL, *layers = NULL;
+    for (yaml_node_pair_t *q = v->data.mapping.pairs.start; q < v->data.mapping.pairs.top; q++) {
+        yaml_node_t *k = yaml_document_get_node(d, q->key), *x = yaml_document_get_node(d, q->value);
+        double n;
+        last = x;
+        if (key_is(k, "models")) models = x;
+        else if (key_is(k, "layers")) layers = x;
+        else if (key_is(k, "repeats")) {
+            if (!number(x, &n) || n != floor(n) || n < 1 || n > 8) return graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: repeats expects 1 to 8", line);
+            df->repeats = (int)n;
+        } else if (key_is(k, "scale")) {
+            if (!x || x->type != YAML_SCALAR_NODE || (!key_is(x, "true") && !key_is(x, "false")))
+                return graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: scale expects true or false", line);
+            df->scale = key_is(x, "true");
+        } else if (key_is(k, "scale_range")) {
+            yaml_node_item_t *it = x && x->type == YAML_SEQUENCE_NODE ? x->data.sequence.items.start : NULL;
+            if (!it || x->data.sequence.items.top - it != 2 || !number(yaml_document_get_node(d, it[0]), &df->lo) ||
+                !number(yaml_document_get_node(d, it[1]), &df->hi) || !(df->lo > 0) || df->lo > 1 || df->hi < 1)
+                return graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: scale_range expects [lo, hi] with 0 < lo ≤ 1 ≤ hi", line);
+        } else {
+            return graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: dataflow takes models, layers, repeats, scale and scale_range", line);
+        }
+    }
+    yaml_node_item_t *it = models && models->type == YAML_SEQUENCE_NODE ? models->data.sequence.items.start : NULL;
+    df->n_models = it ? (int)(models->data.sequence.items.top - it) : 0;
+    if (df->n_models < 1 || df->n_models > 64) return graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: dataflow needs models: [A, B, ...] (1 to 64)", line);
+    if (!(df->model = graft__calloc((size_t)df->n_models, sizeof *df->model)) || !(df->layers = graft__calloc((size_t)df->n_models, sizeof *df->layers)))
+        return graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory");
+    yaml_node_item_t *lt = layers && layers->type == YAML_SEQUENCE_NODE ? layers->data.sequence.items.start : NULL;
+    if (layers && (!lt || layers->data.sequence.items.top - lt != df->n_models))
+        return graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: layers expects one count per model", line);
+    for (int i = 0; i < df->n_models; i++) {
+        yaml_node_t *m = yaml_document_get_node(d, it[i]);
+        if (!m || m->type != YAML_SCALAR_NODE || !m->data.scalar.length || m->data.scalar.length > 4096)
+            return graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: dataflow models are model paths", line);
+        if (!(df->model[i] = graft__strndup((const char *)m->data.scalar.value, m->data.scalar.length)))
+            return graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory");
+        double n;
+        if (lt && (!number(yaml_document_get_node(d, lt[i]), &n) || n != floor(n) || n < 1 || n > 4096))
+            return graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: layers expects whole numbers from 1 to 4096", line);
+        if (lt) df->layers[i] = (int)n;
+    }
+    df->begin = key->start_mark.index;
+    df->end = v->data.mapping.style == YAML_FLOW_MAPPING_STYLE || !last ? v->end_mark.index : last->end_mark.index;
+    return GRAFT_OK;
+}
+
+// Slots and dimension once every model's layer count is known.
+static int dataflow_size(struct graft_genome *g, const char *label, struct graft_err *err) {
+    struct dataflow *df = g->df;
+    long t = 0;
+    for (int i = 0; i < df->n_models; i++) {
+        if (df->layers[i] < 1) return graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: the layer count of %s is not known (give layers: [...])", df->line, df->model[i]);
+        t += df->layers[i];
+    }
+    t *= df->repeats;
+    if (t * (df->scale ? 2 : 1) > GRAFT_GENOME_MAX_DIM)
+        return graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: %ld layer slots: more than %d searched values", df->line, t, GRAFT_GENOME_MAX_DIM);
+    df->slots = (int)t, g->dim = (int)t * (df->scale ? 2 : 1);
+    return GRAFT_OK;
 }
 
 // The key under which node `id` sits, skipping filter-list items (`value:`) and sequences: weight for
@@ -109,6 +196,11 @@ int graft_genome_parse(const char *text, size_t len, const char *label, struct g
         return rc;
     }
     yaml_parser_delete(&p);
+    yaml_node_t *root = yaml_document_get_root_node(&d);
+    for (yaml_node_pair_t *q = root && root->type == YAML_MAPPING_NODE ? root->data.mapping.pairs.start : NULL; q && q < root->data.mapping.pairs.top && !rc; q++)
+        if (key_is(yaml_document_get_node(&d, q->key), "dataflow"))
+            rc = g->df ? graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "two dataflow entries")
+                       : parse_dataflow(g, &d, yaml_document_get_node(&d, q->key), yaml_document_get_node(&d, q->value), label, err);
     for (yaml_node_t *n = d.nodes.start; n < d.nodes.top && !rc; n++) {
         if (n->type != YAML_MAPPING_NODE) continue;
         yaml_node_pair_t *pr = n->data.mapping.pairs.start, *pe = n->data.mapping.pairs.top;
@@ -188,7 +280,12 @@ int graft_genome_parse(const char *text, size_t len, const char *label, struct g
     }
     if (!rc) g->n_models = count_models(&d);
     yaml_document_delete(&d);
-    if (!rc && !g->dim) rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "no search ranges (write e.g. weight: {search: [0, 1]})");
+    if (!rc && g->df && g->n) rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: a dataflow genome has no other search ranges (search the "
+                                                                                       "parameters first, then the data flow over the result)", g->r[0].line);
+    bool known = true;
+    for (int i = 0; !rc && g->df && i < g->df->n_models; i++) known &= g->df->layers[i] > 0;
+    if (!rc && g->df && known) rc = dataflow_size(g, label, err);
+    if (!rc && !g->dim && !g->df) rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "no search ranges (write e.g. weight: {search: [0, 1]})");
     // spans come in document order except nesting, which a range cannot have (its values are numbers)
     for (int i = 1; i < g->n && !rc; i++)
         if (g->r[i].begin < g->r[i - 1].end) rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: overlapping search ranges", g->r[i].line);
@@ -208,20 +305,46 @@ int graft_genome_load(const char *path, struct graft_genome **out, struct graft_
     }
     rc = graft_genome_parse(text, len, path, out, err);
     graft__free(text);
+    struct dataflow *df = rc ? NULL : (*out)->df;
+    if (!df || df->slots) return rc;
+    // data flow: the models' layer counts from their config.json (paths relative to the genome's folder)
+    const char *slash = strrchr(path, '/');
+    for (int i = 0; !rc && i < df->n_models; i++) {
+        if (df->layers[i]) continue;
+        char *cp = df->model[i][0] == '/' || !slash ? graft__asprintf("%s/config.json", df->model[i])
+                                                     : graft__asprintf("%.*s/%s/config.json", (int)(slash - path), path, df->model[i]);
+        char *cj = NULL;
+        size_t cl;
+        json_t *c = NULL;
+        if (!cp) rc = graft_err_set(err, GRAFT_E_NOMEM, path, NULL, 0, "out of memory");
+        else if (graft__read_small_file(cp, 64u << 20, &cj, &cl, err)) graft_err_clear(err); // (reported below)
+        else if ((c = json_loadb(cj, cl, 0, NULL))) {
+            json_t *tc = json_object_get(c, "text_config");
+            json_int_t n = json_integer_value(json_object_get(json_is_object(tc) ? tc : c, "num_hidden_layers"));
+            df->layers[i] = n >= 1 && n <= 4096 ? (int)n : 0;
+        }
+        if (!rc && !df->layers[i])
+            rc = graft_err_set(err, GRAFT_E_CONFIG, path, NULL, 0, "line %d: no num_hidden_layers in %s (is %s a model folder?)", df->line, cp, df->model[i]);
+        json_decref(c), graft__free(cj), graft__free(cp);
+    }
+    if (!rc) rc = dataflow_size(*out, path, err);
+    if (rc) graft_genome_free(*out), *out = NULL;
     return rc;
 }
 
 int graft_genome_dim(const struct graft_genome *g) { return g->dim; }
 
 static const struct range *range_of(const struct graft_genome *g, int i) {
+    if (g->df) return NULL;
     for (int k = 0; k < g->n; k++)
         if (i < g->r[k].first + g->r[k].groups) return &g->r[k];
     return NULL;
 }
-int graft_genome_line(const struct graft_genome *g, int i) { return range_of(g, i)->line; }
+int graft_genome_line(const struct graft_genome *g, int i) { return g->df ? g->df->line : range_of(g, i)->line; }
 double graft_genome_value(const struct graft_genome *g, int i, double x) {
     const struct range *r = range_of(g, i);
     double t = isnan(x) ? 0.5 : x < 0 ? 0 : x > 1 ? 1 : x;
+    if (g->df) return i < g->df->slots ? t >= 0.5 : g->df->lo + t * (g->df->hi - g->df->lo); // included; a scale
     if (r->n_items) { // a choice: equal bins of [0, 1]
         int k = (int)(t * r->n_items);
         return k >= r->n_items ? r->n_items - 1 : k;
@@ -229,9 +352,14 @@ double graft_genome_value(const struct graft_genome *g, int i, double x) {
     return r->lo + t * (r->hi - r->lo);
 }
 
-int graft_genome_choices(const struct graft_genome *g, int i) { return range_of(g, i)->n_items; }
+int graft_genome_choices(const struct graft_genome *g, int i) { return g->df ? (i < g->df->slots ? 2 : 0) : range_of(g, i)->n_items; }
 
 void graft_genome_init(const struct graft_genome *g, double *x) {
+    if (g->df) { // the first model as it is: its layers in the first repetition, every scale 1
+        for (int t = 0; t < g->df->slots; t++) x[t] = t < g->df->layers[0] ? 0.75 : 0.25;
+        for (int t = g->df->slots; t < g->dim; t++) x[t] = (1 - g->df->lo) / (g->df->hi - g->df->lo);
+        return;
+    }
     for (int k = 0; k < g->n; k++) {
         const struct range *r = &g->r[k];
         for (int j = 0; j < r->groups; j++) {
@@ -244,9 +372,41 @@ void graft_genome_init(const struct graft_genome *g, double *x) {
     }
 }
 
+// The data-flow point as a passthrough frankenmerge: the included slots in order, one single-layer
+// slice each. A scale w_p on the input of path position p scales the residual stream there; RMSNorm
+// makes each layer (and the final norm) blind to a common factor of the stream, so this equals
+// scaling every contribution up to p by 1/Π_{q≤p} w_q relative to the embedding: the slice's o_proj
+// and down_proj are multiplied by that (exact up to the norms' ε).
+static void render_dataflow(const struct graft_genome *g, const double *x, struct graft__buf *b) {
+    const struct dataflow *df = g->df;
+    graft__buf_puts(b, "merge_method: passthrough\nslices:");
+    double cum = 1;
+    int t = 0, n = 0;
+    for (int rep = 0; rep < df->repeats; rep++)
+        for (int m = 0; m < df->n_models; m++)
+            for (int l = 0; l < df->layers[m]; l++, t++) {
+                if (graft_genome_value(g, t, x[t]) < 0.5) continue;
+                if (df->scale) cum *= graft_genome_value(g, df->slots + t, x[df->slots + t]);
+                graft__buf_printf(b, "\n  - sources:\n      - model: %s\n        layer_range: [%d, %d]", df->model[m], l, l + 1);
+                if (df->scale)
+                    graft__buf_printf(b, "\n    parameters:\n      scale:\n        - filter: o_proj\n          value: %.9g\n        - filter: down_proj\n"
+                                         "          value: %.9g\n        - value: 1.0", 1 / cum, 1 / cum);
+                n++;
+            }
+    if (!n) graft__buf_puts(b, " []"); // no layer: the merge refuses it (scored as the worst)
+}
+
 char *graft_genome_render(const struct graft_genome *g, const double *x) {
     struct graft__buf b;
     graft__buf_init(&b, SIZE_MAX / 2);
+    if (g->df) {
+        graft__buf_append(&b, g->text, g->df->begin);
+        render_dataflow(g, x, &b);
+        graft__buf_append(&b, g->text + g->df->end, g->len - g->df->end);
+        graft__buf_append(&b, "", 1);
+        if (b.failed) { graft__buf_free(&b); return NULL; }
+        return b.data;
+    }
     size_t at = 0;
     for (int k = 0; k < g->n; k++) {
         const struct range *r = &g->r[k];

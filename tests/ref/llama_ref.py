@@ -141,7 +141,9 @@ def gemma_logits(path, tokens, W, taps, c):
     return fcap * np.tanh(lg / fcap) if fcap else lg
 
 
-def logits(path, tokens, W=None, taps=None):
+def logits(path, tokens, W=None, taps=None, res_scale=None):
+    """res_scale[l] (optional): the residual stream is multiplied by it at layer l's input (the
+    evolutionary model merge paper's data-flow scaling)."""
     if W is None:
         W = {k: v.astype(np.float64) for k, v in load(path).items()}
     c = json.load(open(os.path.join(path, "config.json")))
@@ -164,6 +166,8 @@ def logits(path, tokens, W=None, taps=None):
     for l in range(L):
         p = "model.layers.%d." % l
         tap = (lambda k, v: taps.setdefault((l, k), []).append(v)) if taps is not None else (lambda k, v: None)
+        if res_scale is not None:
+            x = x * res_scale[l]
         tap(-1, x)
         h = rmsnorm(x, W[p + "input_layernorm.weight"], eps)
         tap(0, h)
