@@ -65,3 +65,19 @@ for spec in "g-layers" "g-modules" "g-modules --race" "g-methods"; do
         printf '%-44s %s\n' "$g $* seed $seed, $((end - start)) s$saved" "$(score $o)"
     done
 done
+# the data-flow space alone (the experts' layers, twice, with scales; starts from the first expert)
+# and both spaces in sequence as the paper does: the parameters (g-modules, 75 evaluations), then the
+# data flow over [that merge, c, docs, python] (one repeat, with scales, 75 evaluations)
+printf 'dataflow:\n  models: [c, docs, python]\n  repeats: 2\ndtype: bfloat16\n' > g-dataflow.yml
+for seed in 1 2 3; do
+    start=$(date +%s)
+    "$G" evolve g-dataflow.yml $CAL --budget 150 --seed $seed --force o-df-$seed >/dev/null 2>o-df-$seed.err
+    end=$(date +%s)
+    printf '%-44s %s\n' "g-dataflow seed $seed, $((end - start)) s" "$(score o-df-$seed)"
+    start=$(date +%s)
+    "$G" evolve g-modules.yml $CAL --budget 75 --seed $seed --force o-ps-$seed >/dev/null 2>o-ps-$seed.err
+    printf 'dataflow:\n  models: [o-ps-%s, c, docs, python]\n  repeats: 1\ndtype: bfloat16\n' $seed > g-comb-$seed.yml
+    "$G" evolve g-comb-$seed.yml $CAL --budget 75 --seed $seed --force o-comb-$seed >/dev/null 2>o-comb-$seed.err
+    end=$(date +%s)
+    printf '%-44s %s\n' "g-modules 75 + dataflow 75, seed $seed, $((end - start)) s" "$(score o-comb-$seed)"
+done

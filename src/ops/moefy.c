@@ -330,15 +330,11 @@ int graft_moefy(const struct graft_model *m, const int32_t *ids, size_t n_ids, i
         if (!rc && (graft_llama_n_layers(lm) != L || graft_llama_hidden(lm) != H))
             rc = graft_err_set(err, GRAFT_E_FORMAT, path, NULL, 0, "config.json's sizes are not the evaluator's");
         if (!rc) rc = graft_llama_stats_new_rows(lm, (size_t)p->max_tokens, &st, err);
-        size_t ctx = (size_t)p->ctx, body = bos >= 0 ? ctx - 1 : ctx;
-        int32_t *win = rc ? NULL : graft__malloc(ctx * sizeof *win);
+        int32_t *win = rc ? NULL : graft__malloc((size_t)p->ctx * sizeof *win);
         if (!rc && !win) rc = nomem(err);
         int used = 0;
-        for (size_t w0 = 0; !rc && w0 < n_ids && used < p->windows && r.tokens < (uint64_t)p->max_tokens; w0 += body, used++) {
-            size_t n = n_ids - w0 < body ? n_ids - w0 : body, T = n + (bos >= 0);
-            if (T < 2) break;
-            if (bos >= 0) win[0] = bos;
-            memcpy(win + (bos >= 0), ids + w0, n * sizeof *win);
+        for (size_t at = 0, T; !rc && used < p->windows && r.tokens < (uint64_t)p->max_tokens && (T = graft__ops_next_window(ids, n_ids, bos, (size_t)p->ctx, &at, win));
+             used++) {
             double nll = 0;
             uint64_t scored = 0;
             rc = graft_llama_forward(lm, win, 1, (int)T, NULL, &nll, &scored, NULL, st, err);

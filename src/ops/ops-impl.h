@@ -39,6 +39,10 @@ bool graft__ops_slice_shape(const struct graft__slice *s, uint64_t ne[2]);
 // Write s as output tensor id, in pieces of at most `chunk` bytes (bounded memory).
 int  graft__ops_write_slice(struct graft_writer *w, long id, const struct graft_model *m, const struct graft__slice *s, size_t chunk,
                             unsigned flags, struct graft_err *err);
+// Calibration windows: ids cut into windows of ctx tokens, BOS first when bos ≥ 0. Fills win (ctx
+// ids) with the window starting at *at, advances *at and returns its length; 0 when no window of at
+// least 2 tokens is left.
+size_t graft__ops_next_window(const int32_t *ids, size_t n_ids, int32_t bos, size_t ctx, size_t *at, int32_t *win);
 // `root` written as file `name` of the output, pretty-printed as transformers writes JSON (≤ 64 MiB).
 int  graft__ops_add_json(struct graft_writer *w, const char *name, const json_t *root, struct graft_err *err);
 // config.json from `root` turned into Mixtral's (E experts, K per token; a Mistral model's

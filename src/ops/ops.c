@@ -53,6 +53,17 @@ int graft__ops_copy_tensor(struct graft_writer *w, long id, const struct graft_m
     return rc;
 }
 
+size_t graft__ops_next_window(const int32_t *ids, size_t n_ids, int32_t bos, size_t ctx, size_t *at, int32_t *win) {
+    size_t body = bos >= 0 ? ctx - 1 : ctx, w0 = *at;
+    if (w0 >= n_ids) return 0;
+    size_t n = n_ids - w0 < body ? n_ids - w0 : body, T = n + (bos >= 0);
+    if (T < 2) return 0;
+    if (bos >= 0) win[0] = bos;
+    memcpy(win + (bos >= 0), ids + w0, n * sizeof *win);
+    *at = w0 + body;
+    return T;
+}
+
 bool graft__ops_slice_shape(const struct graft__slice *s, uint64_t ne[2]) {
     const struct graft_tensor_info *t = s->src->info;
     unsigned bits = graft_dtype_traits(t->dtype)->bits;

@@ -39,17 +39,11 @@ static double cosine(const float *a, const float *b, size_t n) {
 // The mean NLL per scored token of the calibration windows with `skip` layers left out.
 static int window_nll(struct graft_llama *lm, const int32_t *ids, size_t n_ids, int32_t bos, const struct graft_shrink_params *p, const bool *skip,
                       int32_t *win, double *out, struct graft_err *err) {
-    size_t ctx = (size_t)p->ctx, body = bos >= 0 ? ctx - 1 : ctx;
     double nll = 0;
     uint64_t scored = 0;
     int rc = graft_llama_skip_layers(lm, skip, err), used = 0;
-    for (size_t w0 = 0; !rc && w0 < n_ids && used < p->windows; w0 += body, used++) {
-        size_t n = n_ids - w0 < body ? n_ids - w0 : body, T = n + (bos >= 0);
-        if (T < 2) break;
-        if (bos >= 0) win[0] = bos;
-        memcpy(win + (bos >= 0), ids + w0, n * sizeof *win);
+    for (size_t at = 0, T; !rc && used < p->windows && (T = graft__ops_next_window(ids, n_ids, bos, (size_t)p->ctx, &at, win)); used++)
         rc = graft_llama_forward(lm, win, 1, (int)T, NULL, &nll, &scored, NULL, NULL, err);
-    }
     if (!rc && !scored) rc = graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "the calibration text has fewer than 2 tokens");
     *out = scored ? nll / (double)scored : 0;
     return rc;
@@ -87,11 +81,7 @@ static int greedy_ppl(struct graft_llama *lm, const int32_t *ids, size_t n_ids, 
     for (int l = 0, k = 0; !rc && l < L; l++)
         if (skip[l]) rep->dropped[k++] = l;
     rep->n_dropped = p->drop, rep->n_values = L;
-    for (size_t w0 = 0, body = (size_t)(bos >= 0 ? p->ctx - 1 : p->ctx); !rc && w0 < n_ids && rep->windows < p->windows; w0 += body) {
-        size_t n = n_ids - w0 < body ? n_ids - w0 : body;
-        if (n + (bos >= 0) < 2) break; // (as window_nll cuts them)
-        rep->windows++;
-    }
+    for (size_t at = 0; !rc && rep->windows < p->windows && graft__ops_next_window(ids, n_ids, bos, (size_t)p->ctx, &at, win);) rep->windows++;
     graft__free(skip), graft__free(win);
     return rc;
 }
@@ -112,18 +102,14 @@ static int measure(const struct graft_model *m, const int32_t *ids, size_t n_ids
         graft_llama_free(lm);
         return rc;
     }
-    size_t H = (size_t)graft_llama_hidden(lm), ctx = (size_t)p->ctx, body = bos >= 0 ? ctx - 1 : ctx;
+    size_t H = (size_t)graft_llama_hidden(lm), ctx = (size_t)p->ctx;
     int nv = p->metric == GRAFT_DEPTH_ANGULAR ? L - p->drop + 1 : L;
     double *acc = graft__calloc((size_t)nv, sizeof *acc);
     float *hs = graft__malloc((size_t)(L + 1) * ctx * H * sizeof *hs);
     int32_t *win = graft__malloc(ctx * sizeof *win);
     size_t count = 0; // windows (angular) or tokens (block influence)
     if (!acc || !hs || !win) rc = nomem(err);
-    for (size_t w0 = 0; !rc && w0 < n_ids && rep->windows < p->windows; w0 += body) {
-        size_t n = n_ids - w0 < body ? n_ids - w0 : body, T = n + (bos >= 0);
-        if (T < 2) break;
-        if (bos >= 0) win[0] = bos;
-        memcpy(win + (bos >= 0), ids + w0, n * sizeof *win);
+    for (size_t at = 0, T; !rc && rep->windows < p->windows && (T = graft__ops_next_window(ids, n_ids, bos, ctx, &at, win));) {
         if ((rc = graft_llama_hidden_states(lm, win, (int)T, hs, err))) break;
         const float *h = hs;
         if (p->metric == GRAFT_DEPTH_ANGULAR) { // at the window's last token

@@ -85,7 +85,7 @@ static int measure(const struct graft_model *m, const int32_t *ids, size_t n_ids
     if (!rc && (graft_llama_n_layers(lm) != L || graft_llama_hidden(lm) != r->hidden))
         rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "config.json's sizes are not the evaluator's");
     if (!rc) rc = graft_llama_stats_new(lm, GRAFT_COLLECT_IMPORTANCE, &st, err);
-    size_t ctx = (size_t)p->ctx, body = bos >= 0 ? ctx - 1 : ctx;
+    size_t ctx = (size_t)p->ctx;
     int32_t *win = rc ? NULL : graft__malloc(ctx * sizeof *win);
     if (!rc && !win) rc = nomem(err);
     size_t H = (size_t)r->hidden, I = (size_t)r->ffn, nh = (size_t)r->heads, per = H + nh + H + I; // one layer's sums
@@ -93,11 +93,7 @@ static int measure(const struct graft_model *m, const int32_t *ids, size_t n_ids
     if (!rc && (!prev || !hw || !(r->ffn_imp = graft__calloc((size_t)L * I, sizeof(double))) || !(r->head_imp = graft__calloc((size_t)L * nh, sizeof(double))) ||
                 !(r->hidden_imp = graft__calloc(H, sizeof(double)))))
         rc = nomem(err);
-    for (size_t w0 = 0; !rc && w0 < n_ids && r->windows < p->windows; w0 += body) {
-        size_t n = n_ids - w0 < body ? n_ids - w0 : body, T = n + (bos >= 0);
-        if (T < 2) break;
-        if (bos >= 0) win[0] = bos;
-        memcpy(win + (bos >= 0), ids + w0, n * sizeof *win);
+    for (size_t at = 0, T; !rc && r->windows < p->windows && (T = graft__ops_next_window(ids, n_ids, bos, ctx, &at, win));) {
         double nll = 0;
         uint64_t scored = 0;
         if ((rc = graft_llama_forward(lm, win, 1, (int)T, NULL, &nll, &scored, NULL, st, err))) break;
