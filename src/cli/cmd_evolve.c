@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <unistd.h>
 #include "cli.h"
 #include "../core/impl.h"
@@ -170,28 +171,64 @@ static int tokenize_evals(struct run *r, struct graft_writer *w) {
     if (rc) return rc;
     r->bos = graft_tokenizer_bos(t);
     for (int i = 0; i < r->n_evals && !rc; i++) rc = cli_encode_file(t, r->evals[i], &r->docs[i], &r->lens[i], r->err);
+    for (int i = 0; rc && i < r->n_evals; i++) free(r->docs[i]), r->docs[i] = NULL; // (a later candidate tries again)
     graft_tokenizer_free(t);
     r->have_docs = !rc;
     if (!rc) rc = build_windows(r);
     return rc;
 }
 
-// One evaluated candidate's log line (lf NULL: nothing; the MPI ranks other than 0).
+// One evaluated candidate's log line (lf NULL: nothing; the MPI ranks other than 0), written with one
+// call and flushed: a killed run leaves whole lines (and at most a cut last one, dropped on resume).
 static void log_candidate(FILE *lf, int gen, int k, double f, const double *nlls, int n_texts, bool raced, const double *wv, size_t n_win, const double *x,
                           int dim) {
     if (!lf) return;
-    fprintf(lf, "{\"gen\": %d, \"k\": %d, \"nll\": %.17g, \"nlls\": [", gen, k, f);
-    for (int i = 0; i < n_texts; i++) fprintf(lf, "%s%.17g", i ? ", " : "", isfinite(nlls[i]) ? nlls[i] : 1e30);
-    fprintf(lf, "]%s", raced ? ", \"raced\": true" : "");
+    struct graft__buf b;
+    graft__buf_init(&b, SIZE_MAX / 2);
+    graft__buf_printf(&b, "{\"gen\": %d, \"k\": %d, \"nll\": %.17g, \"nlls\": [", gen, k, f);
+    for (int i = 0; i < n_texts; i++) graft__buf_printf(&b, "%s%.17g", i ? ", " : "", isfinite(nlls[i]) ? nlls[i] : 1e30);
+    graft__buf_printf(&b, "]%s", raced ? ", \"raced\": true" : "");
     if (wv && !raced) { // a full evaluation's windows: racing's bar after a resume
-        fprintf(lf, ", \"w\": [");
-        for (size_t i = 0; i < n_win; i++) fprintf(lf, "%s%.17g", i ? ", " : "", isfinite(wv[i]) ? wv[i] : 1e30);
-        fprintf(lf, "]");
+        graft__buf_puts(&b, ", \"w\": [");
+        for (size_t i = 0; i < n_win; i++) graft__buf_printf(&b, "%s%.17g", i ? ", " : "", wv[i]);
+        graft__buf_puts(&b, "]");
     }
-    fprintf(lf, ", \"x\": [");
-    for (int i = 0; i < dim; i++) fprintf(lf, "%s%.17g", i ? ", " : "", x[i]);
-    fprintf(lf, "]}\n");
+    graft__buf_puts(&b, ", \"x\": [");
+    for (int i = 0; i < dim; i++) graft__buf_printf(&b, "%s%.17g", i ? ", " : "", x[i]);
+    graft__buf_puts(&b, "]}\n");
+    if (!b.failed) fwrite(b.data, 1, b.len, lf);
     fflush(lf);
+    graft__buf_free(&b);
+}
+
+// What the log's candidates depend on beyond the header's numbers: the genome's and the --eval texts'
+// bytes, ctx and max-tokens (FNV-1a, 64 bits).
+static int fingerprint(const struct run *r, uint64_t *out) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    const char *files[257];
+    files[0] = r->genome_path;
+    for (int i = 0; i < r->n_evals; i++) files[i + 1] = r->evals[i];
+    unsigned char buf[65536];
+    for (int i = 0; i <= r->n_evals; i++) {
+        FILE *f = fopen(files[i], "rb");
+        if (!f) return graft_err_set(r->err, GRAFT_E_IO, files[i], NULL, 0, "cannot read: %s", strerror(errno));
+        for (size_t n; (n = fread(buf, 1, sizeof buf, f)) > 0;)
+            for (size_t j = 0; j < n; j++) h = (h ^ buf[j]) * 0x100000001b3ull;
+        fclose(f);
+        h = (h ^ 0xff) * 0x100000001b3ull; // file boundary
+    }
+    uint64_t v[2] = {(uint64_t)r->ctx, (uint64_t)r->max_tokens};
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 8; j++) h = (h ^ ((v[i] >> (8 * j)) & 0xff)) * 0x100000001b3ull;
+    *out = h;
+    return GRAFT_OK;
+}
+
+// n doubles, every one NaN (racing's per-window rows: a row never filled is never a bar)
+static double *nan_rows(size_t n) {
+    double *v = malloc((n ? n : 1) * sizeof *v);
+    for (size_t i = 0; v && i < n; i++) v[i] = NAN;
+    return v;
 }
 
 static double objective(const struct run *r, const double *nlls) {
@@ -270,24 +307,33 @@ static int evaluate(struct run *r, const char *yaml, double *nlls, double *f, bo
     return rc;
 }
 
-static int read_log(struct run *r, const char *path, int lambda, double sigma0) {
+// The log of an earlier run: its candidates into r->log; *good_end: the bytes up to its last whole line
+// (a run killed mid-write leaves a cut last line, dropped); *has_header: false for an empty log.
+static int read_log(struct run *r, const char *path, int lambda, double sigma0, uint64_t fp, long *good_end, bool *has_header) {
     FILE *f = fopen(path, "r");
     if (!f) return graft_err_set(r->err, GRAFT_E_IO, path, NULL, 0, "cannot read the log to resume from");
     char *line = NULL;
     size_t cap = 0;
     int rc = GRAFT_OK, ln = 0;
+    *good_end = 0, *has_header = false;
     for (ssize_t n; !rc && (n = getline(&line, &cap, f)) > 0;) {
+        if (line[n - 1] != '\n') break; // cut by a kill: not read
         ln++;
         json_t *j = json_loads(line, 0, NULL);
         if (!json_is_object(j)) { json_decref(j); if (n > 1) rc = graft_err_set(r->err, GRAFT_E_FORMAT, path, NULL, 0, "line %d is not a JSON object", ln); continue; }
+        *good_end += n;
         if (ln == 1) {
-            const char *ob = json_string_value(json_object_get(j, "objective"));
-            if (json_integer_value(json_object_get(j, "dim")) != r->dim || json_integer_value(json_object_get(j, "lambda")) != lambda ||
-                (uint64_t)json_integer_value(json_object_get(j, "seed")) != r->seed || json_real_value(json_object_get(j, "sigma0")) != sigma0 ||
-                !ob || strcmp(ob, obj_name[r->obj]) || json_is_true(json_object_get(j, "race")) != r->race ||
-                (r->race && json_real_value(json_object_get(j, "race_z")) != r->race_z) || json_integer_value(json_object_get(j, "texts")) != r->n_evals)
-                rc = graft_err_set(r->err, GRAFT_E_USAGE, path, NULL, 0, "the log was written for another genome, seed, σ0, population, objective, "
-                                                                       "racing or number of texts; use another --log");
+            char want[20];
+            snprintf(want, sizeof want, "%016llx", (unsigned long long)fp);
+            const char *ob = json_string_value(json_object_get(j, "objective")), *fps = json_string_value(json_object_get(j, "fingerprint"));
+            *has_header = true;
+            if (json_integer_value(json_object_get(j, "graft_evolve")) != 3 || json_integer_value(json_object_get(j, "dim")) != r->dim ||
+                json_integer_value(json_object_get(j, "lambda")) != lambda || (uint64_t)json_integer_value(json_object_get(j, "seed")) != r->seed ||
+                json_number_value(json_object_get(j, "sigma0")) != sigma0 || !ob || strcmp(ob, obj_name[r->obj]) ||
+                json_is_true(json_object_get(j, "race")) != r->race || (r->race && json_number_value(json_object_get(j, "race_z")) != r->race_z) ||
+                json_integer_value(json_object_get(j, "texts")) != r->n_evals || !fps || strcmp(fps, want))
+                rc = graft_err_set(r->err, GRAFT_E_USAGE, path, NULL, 0, "the log was written for another genome, --eval texts, ctx, max-tokens, seed, σ0, "
+                                                                       "population, objective or racing (or by another graft); use another --log");
         } else if (json_object_get(j, "nll")) {
             json_t *x = json_object_get(j, "x"), *ns = json_object_get(j, "nlls");
             struct logged *nl = realloc(r->log, (r->n_log + 1) * sizeof *nl);
@@ -301,6 +347,7 @@ static int read_log(struct run *r, const char *path, int lambda, double sigma0) 
                 for (int i = 0; i < r->dim; i++) xv[i] = json_number_value(json_array_get(x, (size_t)i));
                 for (int i = 0; i < r->n_evals; i++) nv[i] = json_number_value(json_array_get(ns, (size_t)i));
                 json_t *wj = json_object_get(j, "w");
+                if (!json_array_size(wj)) wj = NULL; // ("w": [] holds nothing to race against)
                 double *wv = json_is_array(wj) ? malloc((json_array_size(wj) + 1) * sizeof *wv) : NULL;
                 for (size_t i = 0; wv && i < json_array_size(wj); i++) wv[i] = json_number_value(json_array_get(wj, i));
                 r->log[r->n_log++] = (struct logged){(int)json_integer_value(json_object_get(j, "gen")), (int)json_integer_value(json_object_get(j, "k")), xv,
@@ -477,7 +524,8 @@ int cmd_evolve(int argc, char **argv) {
         if (!perm) { rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
         for (int i = 0; i < m; i++) perm[i] = i;
         for (int i = m; i > 1; i--) { int q = (int)(graft__rng_u64(key, (uint64_t)i) % (uint64_t)i), t = perm[i - 1]; perm[i - 1] = perm[q], perm[q] = t; }
-        for (int i = 0; i < m; i++) design[(size_t)(i + 1) * r.dim + j] = (perm[i] + graft__rng_uniform(key, (uint64_t)(1000 + i))) / m;
+        uint64_t jit = graft_rng_key(seed, (uint64_t)j, "evolve-jitter", 13);
+        for (int i = 0; i < m; i++) design[(size_t)(i + 1) * r.dim + j] = (perm[i] + graft__rng_uniform(jit, (uint64_t)i)) / m;
         free(perm);
     }
     bool log_exists = access(lp, F_OK) == 0;
@@ -485,24 +533,39 @@ int cmd_evolve(int argc, char **argv) {
         rc = graft_err_set(&err, GRAFT_E_EXISTS, lp, NULL, 0, "an evolve log is already there; --resume continues it, --force starts over");
         goto out;
     }
-    if (resume && log_exists && (rc = read_log(&r, lp, lam, sigma0))) goto out;
+    uint64_t fp = 0;
+    long good_end = 0;
+    bool has_header = false;
+    if ((rc = fingerprint(&r, &fp))) goto out;
+    if (resume && log_exists && (rc = read_log(&r, lp, lam, sigma0, fp, &good_end, &has_header))) goto out;
+    if (!has_header) log_exists = false; // an empty log (killed before its header): start it
+    // (a cut last line is dropped before appending)
+    if (log_exists && !cli_quiet() && truncate(lp, good_end) != 0) rc = graft_err_set(&err, GRAFT_E_IO, lp, NULL, 0, "cannot truncate the log: %s", strerror(errno));
     // under mpirun every rank has read the same log before rank 0 (the only writer of it) opens it
     const struct graft_dist *d = cli_dist();
     if (d && race && !rc) rc = graft_err_set(&err, GRAFT_E_USAGE, NULL, NULL, 0, "--race runs in one process (its paired windows are not shared between MPI ranks)");
     if (d && (rc = graft__dist_status(d, rc, lp, &err))) goto out;
-    if (!cli_quiet() && !(r.lf = fopen(lp, resume && log_exists ? "a" : "w"))) rc = graft_err_set(&err, GRAFT_E_IO, lp, NULL, 0, "cannot write the log");
+    if (!rc && !cli_quiet() && !(r.lf = fopen(lp, resume && log_exists ? "a" : "w"))) rc = graft_err_set(&err, GRAFT_E_IO, lp, NULL, 0, "cannot write the log");
     if (d && (rc = graft__dist_status(d, rc, lp, &err))) goto out;
     if (rc) goto out;
-    if (r.lf && !(resume && log_exists))
-        fprintf(r.lf, "{\"graft_evolve\": 2, \"genome\": \"%s\", \"dim\": %d, \"lambda\": %d, \"seed\": %llu, \"sigma0\": %.17g, \"objective\": \"%s\", "
-                      "\"race\": %s, \"race_z\": %.17g, \"texts\": %d}\n", r.genome_path, r.dim, lam, (unsigned long long)seed, sigma0, obj_name[obj],
-                race ? "true" : "false", race_z, n_evals);
+    if (r.lf && !(resume && log_exists)) {
+        char fps[20];
+        snprintf(fps, sizeof fps, "%016llx", (unsigned long long)fp);
+        json_t *h = json_pack("{s:i, s:s, s:i, s:i, s:I, s:f, s:s, s:b, s:f, s:i, s:i, s:i, s:s}", "graft_evolve", 3, "genome", r.genome_path, "dim", r.dim,
+                              "lambda", lam, "seed", (json_int_t)seed, "sigma0", sigma0, "objective", obj_name[obj], "race", race, "race_z", race_z,
+                              "texts", n_evals, "ctx", ctx, "max_tokens", max_tokens, "fingerprint", fps);
+        char *hs = h ? json_dumps(h, JSON_PRESERVE_ORDER | JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
+        if (!hs || fprintf(r.lf, "%s\n", hs) < 0 || fflush(r.lf) || fsync(fileno(r.lf))) rc = graft_err_set(&err, GRAFT_E_IO, lp, NULL, 0, "cannot write the log");
+        free(hs), json_decref(h);
+        if (rc) goto out;
+    }
     if (!cli_quiet())
         fprintf(stderr, "graft: evolve: %d searched values, λ = %d, %d generations (%d evaluations), objective %s%s%s%s\n", r.dim, lam, gens, gens * lam,
                 obj_name[obj], race ? ", racing" : "", r.n_log ? ", resuming from the log" : "", d ? ", candidates shared by the MPI ranks" : "");
     share = d ? calloc((size_t)lam * (n_evals + 2), sizeof *share) : NULL; // under mpirun: candidate k's scores from rank k mod N
     if (d && !share) { rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
     double baseline = NAN;
+    char last_invalid[GRAFT_ERR_MSG_MAX] = "";
     size_t wn = 0; // windows per candidate (racing's per-window rows), once known
     for (int gen = 0; gen < gens && !rc; gen++) {
         if (gen == 1) { // CMA-ES from the best of the initial design
@@ -510,11 +573,13 @@ int cmd_evolve(int argc, char **argv) {
             for (int k = 1; k < lam; k++)
                 if (fit[k] < fit[b]) b = k;
             struct graft_cmaes_params cp = {r.dim, lam, sigma0, design + (size_t)b * r.dim, seed};
-            if ((rc = graft_cmaes_new(&cp, &es, &err))) break;
+            rc = graft_cmaes_new(&cp, &es, &err);
+            if (d) rc = graft__dist_status(d, rc, lp, &err); // every rank stops together
+            if (rc) break;
         }
         const double *X = gen == 0 ? design : graft_cmaes_ask(es);
         double sum = 0, gbest = INFINITY;
-        int fresh = 0;
+        int fresh = 0, n_sum = 0;
         // candidates scored first (under mpirun: each on its rank, the scores then gathered), then taken
         // in order as one process takes them
         for (int k = 0; k < lam && !rc; k++) {
@@ -528,7 +593,7 @@ int cmd_evolve(int argc, char **argv) {
             if (d && k % d->size != d->rank) { memset(share + (size_t)k * (n_evals + 2), 0, (size_t)(n_evals + 2) * sizeof *share); continue; }
             if (lg) {
                 fit[k] = lg->f, raced[k] = lg->raced, memcpy(nk, lg->nlls, (size_t)n_evals * sizeof *nk);
-                if (race && lg->w && (!wn || wn == lg->n_w) && (wvs || (wvs = malloc((size_t)lam * lg->n_w * sizeof *wvs)))) {
+                if (race && lg->w && (!wn || wn == lg->n_w) && (wvs || (wvs = nan_rows((size_t)lam * lg->n_w)))) {
                     wn = lg->n_w; // (the windows themselves are built with the first merge)
                     memcpy(wvs + (size_t)k * wn, lg->w, wn * sizeof *wvs);
                 } else if (wvs)
@@ -539,20 +604,21 @@ int cmd_evolve(int argc, char **argv) {
                 if (!yaml) { rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); break; }
                 rc = evaluate(&r, yaml, nk, &fit[k], &raced[k]);
                 if (!rc && race && wn && wn != r.n_win) rc = graft_err_set(&err, GRAFT_E_USAGE, lp, NULL, 0, "the log's windows are not these texts'");
-                else if (!rc && race && (wvs || (wvs = malloc((size_t)lam * r.n_win * sizeof *wvs))))
+                else if (!rc && race && (wvs || (wvs = nan_rows((size_t)lam * r.n_win))))
                     wn = r.n_win, memcpy(wvs + (size_t)k * wn, r.cur_w, wn * sizeof *wvs);
                 else if (!rc && race) rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
                 free(yaml);
                 // activations overflow, or a combination the chosen method refuses (a choice of method
                 // with another's parameters): the worst score; the baseline must merge
-                bool invalid = rc == GRAFT_E_CONFIG && (gen || k);
+                bool invalid = rc == GRAFT_E_CONFIG && (gen || k), failed = invalid || (rc == GRAFT_E_NONFINITE && (gen || k));
                 if (invalid && !cli_quiet()) fprintf(stderr, "graft: warning: generation %d candidate %d does not merge (%s); scored as the worst\n", gen + 1, k, err.msg);
-                if (rc == GRAFT_E_NONFINITE || invalid) {
+                if (invalid) snprintf(last_invalid, sizeof last_invalid, "%s", err.msg);
+                if (failed) {
                     fit[k] = 1e30, raced[k] = false, rc = GRAFT_OK, graft_err_clear(&err);
                     for (int t = 0; t < n_evals; t++) nk[t] = 1e30;
                     for (size_t w = 0; wvs && w < wn; w++) wvs[(size_t)k * wn + w] = NAN;
                 }
-                if (!rc && !d) log_candidate(r.lf, gen, k, fit[k], nk, n_evals, raced[k], wvs ? wvs + (size_t)k * wn : NULL, wn, x, r.dim); // at once: a killed run resumes from here
+                if (!rc && !d) log_candidate(r.lf, gen, k, fit[k], nk, n_evals, raced[k], wvs && !failed ? wvs + (size_t)k * wn : NULL, wn, x, r.dim); // at once: a killed run resumes from here
             }
             if (d) {
                 double *sh = share + (size_t)k * (n_evals + 2);
@@ -569,6 +635,11 @@ int cmd_evolve(int argc, char **argv) {
                 memcpy(nlls + (size_t)k * n_evals, sh + 2, (size_t)n_evals * sizeof *nlls);
             }
         }
+        int n_failed = 0; // a generation in which nothing merges (or scores): a broken genome, not bad luck
+        for (int k = gen == 0; !rc && k < lam; k++) n_failed += fit[k] >= 1e30;
+        if (!rc && lam > 1 && n_failed == lam - (gen == 0))
+            rc = graft_err_set(&err, GRAFT_E_CONFIG, r.genome_path, NULL, 0, "no candidate of generation %d merges or scores%s%s", gen + 1,
+                               *last_invalid ? "; the last error: " : "", last_invalid);
         if (rc) break;
         if (gen == 0) baseline = objective(&r, nlls); // candidate 0
         double gen_full = INFINITY;
@@ -586,7 +657,7 @@ int cmd_evolve(int argc, char **argv) {
                 if (d) log_candidate(r.lf, gen, k, f, nk, n_evals, raced[k], NULL, 0, x, r.dim); // rank 0 (the others have no log open)
             }
             if (!raced[k] && f < gen_full) gen_full = f, gen_k = k;
-            sum += f;
+            if (f < 1e30) sum += f, n_sum++; // (the generation's mean over candidates that scored)
             if (f < gbest) gbest = f;
             if (obj != OBJ_PARETO && !raced[k] && f < best) {
                 char *yaml = graft_genome_render(r.g, x);
@@ -595,6 +666,7 @@ int cmd_evolve(int argc, char **argv) {
             }
             if (obj == OBJ_PARETO && f < best) best = f; // (reported; OUT is chosen from the front)
         }
+        if (d) rc = graft__dist_status(d, rc, lp, &err);
         if (rc) break;
         if (gen_full < r.best_full) { // racing's bar moves between generations only (a resumed run decides the same)
             r.best_full = gen_full;
@@ -604,16 +676,18 @@ int cmd_evolve(int argc, char **argv) {
             if (whole && (r.bar_w = malloc(wn * sizeof *r.bar_w))) memcpy(r.bar_w, wvs + (size_t)gen_k * wn, wn * sizeof *r.bar_w), r.bar_n = wn;
         }
         double sigma = gen ? graft_cmaes_sigma(es) : sigma0;
-        if (gen && (rc = graft_cmaes_tell(es, fit, &err))) break;
+        if (gen) rc = graft_cmaes_tell(es, fit, &err);
+        if (d) rc = graft__dist_status(d, rc, lp, &err);
+        if (rc) break;
         if (fresh && r.lf) {
-            fprintf(r.lf, "{\"gen\": %d, \"best\": %.9g, \"mean\": %.9g, \"sigma\": %.9g, \"best_so_far\": %.9g, \"baseline\": %.9g}\n", gen, gbest, sum / lam,
+            fprintf(r.lf, "{\"gen\": %d, \"best\": %.9g, \"mean\": %.9g, \"sigma\": %.9g, \"best_so_far\": %.9g, \"baseline\": %.9g}\n", gen, gbest, n_sum ? sum / n_sum : 1e30,
                     sigma, best, baseline);
             fflush(r.lf);
             fsync(fileno(r.lf));
         }
         if (!cli_quiet() && obj != OBJ_PARETO)
             fprintf(stderr, "graft: generation %d/%d%s: best %.6f (%+.2f %% perplexity vs the baseline %.6f), mean %.6f, σ %.4f; best so far %.6f (perplexity %.4f)\n",
-                    gen + 1, gens, gen ? "" : " (baseline + initial design)", gbest, 100 * (exp(gbest - baseline) - 1), baseline, sum / lam, sigma, best, exp(best));
+                    gen + 1, gens, gen ? "" : " (baseline + initial design)", gbest, 100 * (exp(gbest - baseline) - 1), baseline, n_sum ? sum / n_sum : 1e30, sigma, best, exp(best));
     }
     if (rc) goto out;
     if (obj == OBJ_PARETO && (rc = pareto_front(&r, allx, alln, gens * lam, lam, &best, &best_yaml))) goto out;

@@ -51,11 +51,40 @@ static bool key_is(yaml_node_t *k, const char *s) {
     return k && k->type == YAML_SCALAR_NODE && k->data.scalar.length == strlen(s) && !memcmp(k->data.scalar.value, s, strlen(s));
 }
 
+// libyaml's marks count characters (a BOM not counted); the text is spliced by bytes. at[c] = the byte
+// offset of character c.
+static size_t *char_offsets(const char *text, size_t len, size_t *n_chars) {
+    size_t *at = graft__malloc((len + 2) * sizeof *at), c = 0, b = 0;
+    if (!at) return NULL;
+    if (len >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3)) b = 3;
+    for (; b < len; c++) {
+        at[c] = b;
+        unsigned char u = (unsigned char)text[b];
+        size_t w = u < 0x80 ? 1 : (u >> 5) == 6 ? 2 : (u >> 4) == 14 ? 3 : (u >> 3) == 30 ? 4 : 1;
+        b += w <= len - b ? w : len - b;
+    }
+    at[c] = b, at[c + 1] = b, *n_chars = c;
+    return at;
+}
+
+// Where a node's text ends: a block collection's end mark runs on to the next token, so descend to its
+// last scalar (or flow collection).
+static size_t node_end(yaml_document_t *d, yaml_node_t *n) {
+    for (int depth = 0; n && depth < 64; depth++) {
+        if (n->type == YAML_SEQUENCE_NODE && n->data.sequence.style == YAML_BLOCK_SEQUENCE_STYLE && n->data.sequence.items.top > n->data.sequence.items.start)
+            n = yaml_document_get_node(d, n->data.sequence.items.top[-1]);
+        else if (n->type == YAML_MAPPING_NODE && n->data.mapping.style == YAML_BLOCK_MAPPING_STYLE && n->data.mapping.pairs.top > n->data.mapping.pairs.start)
+            n = yaml_document_get_node(d, n->data.mapping.pairs.top[-1].value);
+        else return n->end_mark.index;
+    }
+    return n ? n->end_mark.index : 0;
+}
+
 void graft_genome_free(struct graft_genome *g) {
     if (!g) return;
     for (int i = 0; g->r && i < g->n; i++) graft__free(g->r[i].init), graft__free(g->r[i].item);
     if (g->df) {
-        for (int i = 0; i < g->df->n_models; i++) graft__free(g->df->model[i]);
+        for (int i = 0; g->df->model && i < g->df->n_models; i++) graft__free(g->df->model[i]);
         graft__free(g->df->model), graft__free(g->df->layers), graft__free(g->df);
     }
     graft__free(g->text), graft__free(g->r), graft__free(g);
@@ -85,17 +114,18 @@ static int parse_dataflow(struct graft_genome *g, yaml_document_t *d, yaml_node_
         } else if (key_is(k, "scale_range")) {
             yaml_node_item_t *it = x && x->type == YAML_SEQUENCE_NODE ? x->data.sequence.items.start : NULL;
             if (!it || x->data.sequence.items.top - it != 2 || !number(yaml_document_get_node(d, it[0]), &df->lo) ||
-                !number(yaml_document_get_node(d, it[1]), &df->hi) || !(df->lo > 0) || df->lo > 1 || df->hi < 1)
-                return graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: scale_range expects [lo, hi] with 0 < lo ≤ 1 ≤ hi", line);
+                !number(yaml_document_get_node(d, it[1]), &df->hi) || !(df->lo > 0) || df->lo > 1 || df->hi < 1 || !(df->lo < df->hi))
+                return graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: scale_range expects [lo, hi] with 0 < lo ≤ 1 ≤ hi, lo < hi", line);
         } else {
             return graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: dataflow takes models, layers, repeats, scale and scale_range", line);
         }
     }
     yaml_node_item_t *it = models && models->type == YAML_SEQUENCE_NODE ? models->data.sequence.items.start : NULL;
-    df->n_models = it ? (int)(models->data.sequence.items.top - it) : 0;
-    if (df->n_models < 1 || df->n_models > 64) return graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: dataflow needs models: [A, B, ...] (1 to 64)", line);
-    if (!(df->model = graft__calloc((size_t)df->n_models, sizeof *df->model)) || !(df->layers = graft__calloc((size_t)df->n_models, sizeof *df->layers)))
+    int nm = it ? (int)(models->data.sequence.items.top - it) : 0;
+    if (nm < 1 || nm > 64) return graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: dataflow needs models: [A, B, ...] (1 to 64)", line);
+    if (!(df->model = graft__calloc((size_t)nm, sizeof *df->model)) || !(df->layers = graft__calloc((size_t)nm, sizeof *df->layers)))
         return graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory");
+    df->n_models = nm; // (the arrays exist: freeing walks them)
     yaml_node_item_t *lt = layers && layers->type == YAML_SEQUENCE_NODE ? layers->data.sequence.items.start : NULL;
     if (layers && (!lt || layers->data.sequence.items.top - lt != df->n_models))
         return graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: layers expects one count per model", line);
@@ -110,8 +140,8 @@ static int parse_dataflow(struct graft_genome *g, yaml_document_t *d, yaml_node_
             return graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: layers expects whole numbers from 1 to 4096", line);
         if (lt) df->layers[i] = (int)n;
     }
-    df->begin = key->start_mark.index;
-    df->end = v->data.mapping.style == YAML_FLOW_MAPPING_STYLE || !last ? v->end_mark.index : last->end_mark.index;
+    (void)last;
+    df->begin = key->start_mark.index, df->end = node_end(d, v); // characters (bytes after parsing)
     return GRAFT_OK;
 }
 
@@ -250,10 +280,15 @@ int graft_genome_parse(const char *text, size_t len, const char *label, struct g
         for (int j = 0; !rc && j < r.groups; j++) r.init[j] = NAN;
         if (!rc && init && choice) { // init: one of the items, as written
             int hit = -1;
-            for (int i = 0; i < r.n_items && hit < 0; i++)
-                if (init->type == YAML_SCALAR_NODE && init->data.scalar.length == r.item[2 * i + 1] - r.item[2 * i] &&
-                    !memcmp(init->data.scalar.value, text + r.item[2 * i], init->data.scalar.length))
+            yaml_node_t *cv = NULL;
+            for (yaml_node_pair_t *q = pr; q < pe; q++)
+                if (key_is(yaml_document_get_node(&d, q->key), "choice")) cv = yaml_document_get_node(&d, q->value);
+            for (int i = 0; i < r.n_items && hit < 0; i++) {
+                yaml_node_t *e = yaml_document_get_node(&d, cv->data.sequence.items.start[i]);
+                if (init->type == YAML_SCALAR_NODE && init->data.scalar.length == e->data.scalar.length &&
+                    !memcmp(init->data.scalar.value, e->data.scalar.value, e->data.scalar.length))
                     hit = i;
+            }
             if (hit < 0) rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: init must be one of the choice's items", line);
             else r.init[0] = hit;
         } else if (!rc && init) { // a number, or one per group
@@ -269,9 +304,8 @@ int graft_genome_parse(const char *text, size_t len, const char *label, struct g
         }
         if (!rc && has) r.weight = under_weight(&d, (int)(n - d.nodes.start) + 1);
         if (rc) { graft__free(r.init), graft__free(r.item); break; }
-        // a flow mapping ends at its '}'; a block mapping's end mark runs on to the next token, so end
-        // at its last value instead
-        r.end = n->data.mapping.style == YAML_FLOW_MAPPING_STYLE || !last ? n->end_mark.index : last->end_mark.index;
+        (void)last;
+        r.end = node_end(&d, n); // characters until the marks are turned into bytes below
         r.first = g->dim;
         if (g->dim + r.groups > GRAFT_GENOME_MAX_DIM) { graft__free(r.init), graft__free(r.item); rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "more than %d searched values", GRAFT_GENOME_MAX_DIM); break; }
         struct range *nr = graft__realloc(g->r, (size_t)(g->n + 1) * sizeof *nr);
@@ -280,6 +314,18 @@ int graft_genome_parse(const char *text, size_t len, const char *label, struct g
     }
     if (!rc) g->n_models = count_models(&d);
     yaml_document_delete(&d);
+    size_t nc = 0, *at = rc ? NULL : char_offsets(g->text, len, &nc);
+    if (!rc && !at) rc = graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory");
+    // marks past the last character (a document end) map to the end of the text
+#define BYTE(c) ((c) <= nc ? at[c] : len)
+    for (int i = 0; !rc && i < g->n; i++) {
+        struct range *q = &g->r[i];
+        q->begin = BYTE(q->begin), q->end = BYTE(q->end);
+        for (int k = 0; k < 2 * q->n_items; k++) q->item[k] = BYTE(q->item[k]);
+    }
+    if (!rc && g->df) g->df->begin = BYTE(g->df->begin), g->df->end = BYTE(g->df->end);
+#undef BYTE
+    graft__free(at);
     if (!rc && g->df && g->n) rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: a dataflow genome has no other search ranges (search the "
                                                                                        "parameters first, then the data flow over the result)", g->r[0].line);
     bool known = true;
@@ -306,11 +352,13 @@ int graft_genome_load(const char *path, struct graft_genome **out, struct graft_
     rc = graft_genome_parse(text, len, path, out, err);
     graft__free(text);
     struct dataflow *df = rc ? NULL : (*out)->df;
-    if (!df || df->slots) return rc;
-    // data flow: the models' layer counts from their config.json (paths relative to the genome's folder)
+    if (!df) return rc;
+    // data flow: the models' layer counts from their config.json (paths relative to the genome's
+    // folder; given counts must agree), and architectures whose projections the scales cannot reach
     const char *slash = strrchr(path, '/');
     for (int i = 0; !rc && i < df->n_models; i++) {
-        if (df->layers[i]) continue;
+        int given = df->layers[i];
+        df->layers[i] = 0;
         char *cp = df->model[i][0] == '/' || !slash ? graft__asprintf("%s/config.json", df->model[i])
                                                      : graft__asprintf("%.*s/%s/config.json", (int)(slash - path), path, df->model[i]);
         char *cj = NULL;
@@ -321,13 +369,20 @@ int graft_genome_load(const char *path, struct graft_genome **out, struct graft_
         else if ((c = json_loadb(cj, cl, 0, NULL))) {
             json_t *tc = json_object_get(c, "text_config");
             json_int_t n = json_integer_value(json_object_get(json_is_object(tc) ? tc : c, "num_hidden_layers"));
+            const char *arch = json_string_value(json_array_get(json_object_get(c, "architectures"), 0));
             df->layers[i] = n >= 1 && n <= 4096 ? (int)n : 0;
+            if (df->scale && arch && (!strncmp(arch, "Gemma", 5) || !strncmp(arch, "Mixtral", 7)))
+                rc = graft_err_set(err, GRAFT_E_CONFIG, path, NULL, 0, "line %d: %s is %s: its %s, so the residual scales cannot be rendered; use scale: false",
+                                   df->line, df->model[i], arch, arch[0] == 'G' ? "post-norms undo scaled projections" : "experts' projections are not o_proj / down_proj");
+            if (!rc && given && df->layers[i] && given != df->layers[i])
+                rc = graft_err_set(err, GRAFT_E_CONFIG, path, NULL, 0, "line %d: layers gives %s %d layers, its config.json %d", df->line, df->model[i], given, df->layers[i]);
         }
+        if (!rc && !df->layers[i]) df->layers[i] = given; // (no config.json: the count given, if any)
         if (!rc && !df->layers[i])
             rc = graft_err_set(err, GRAFT_E_CONFIG, path, NULL, 0, "line %d: no num_hidden_layers in %s (is %s a model folder?)", df->line, cp, df->model[i]);
         json_decref(c), graft__free(cj), graft__free(cp);
     }
-    if (!rc) rc = dataflow_size(*out, path, err);
+    if (!rc && !df->slots) rc = dataflow_size(*out, path, err);
     if (rc) graft_genome_free(*out), *out = NULL;
     return rc;
 }

@@ -148,6 +148,8 @@ def logits(path, tokens, W=None, taps=None, res_scale=None):
         W = {k: v.astype(np.float64) for k, v in load(path).items()}
     c = json.load(open(os.path.join(path, "config.json")))
     if c["architectures"][0].startswith("Gemma"):
+        if res_scale is not None:
+            raise ValueError("res_scale is not implemented for Gemma")
         return gemma_logits(path, tokens, W, taps, c)
     H, nh, nkv, L = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"], c["num_hidden_layers"]
     hd = c.get("head_dim") or H // nh
