@@ -239,6 +239,28 @@ expect 4 "$G" evolve g.yml --eval plain.txt --budget 4 gx
 grep -q "unknown merge_method 'nonsense'" "$T/err" && [ ! -e gx ] && ok || bad "evolve with a bad method: $(cat "$T/err")"
 expect 2 "$G" evolve genome.yml --budget 4 gx
 expect 2 "$G" evolve genome.yml --eval plain.txt gx
+# tensors whose recipe did not change since the previous candidate are copied (only the MLP weights are
+# searched here): counted in the log, and the reported best is still what its written model scores
+cat > gm.yml <<'EOT'
+merge_method: task_arithmetic
+base_model: base
+models:
+  - model: ft1
+    parameters:
+      weight:
+        - filter: mlp
+          value: {search: [0, 1]}
+        - value: 0.5
+  - model: ft2
+    parameters:
+      weight: 0.5
+dtype: bfloat16
+EOT
+expect 0 "$G" evolve gm.yml --eval plain.txt --budget 8 --ctx 48 --seed 3 evm
+best=$(sed -n 's/.*best mean NLL \([0-9.]*\).*/\1/p' "$T/err")
+grep -q "tensor merges copied from the previous candidate" "$T/err" && "$PY" -c 'import json, sys; r = [json.loads(l) for l in open("evm.evolve.log") if "reused_tensors" in l][0]; sys.exit(0 if 0 < r["reused_tensors"] < r["merged_tensors"] else 1)' && ok || bad "evolve reused no tensors: $(cat "$T/err")"
+"$G" eval evm --text plain.txt --ctx 48 --json > evm.json
+"$PY" -c 'import json, sys; sys.exit(0 if abs(json.load(open("evm.json"))["nll"] - float(sys.argv[1])) < 1e-6 else 1)' "$best" && ok || bad "evolve with reused tensors: the best is not what its model scores"
 # starts: generation 0's candidate 0 is the baseline (init values; weights default to 1 / models merged),
 # its NLL what graft eval gives the merge at those values; a choice renders its item
 cat > gi.yml <<'EOT'

@@ -51,7 +51,18 @@ struct graft_merge_options {
     // When set, models and statistics files (not base+adapter references) are taken from this cache and
     // stay open after the merge (graft evolve: one cache for every candidate).
     struct graft_model_cache *cache;
+    // With in_memory: tensors carried from one merge to the next (graft evolve's candidates differ in a
+    // few parameters). A tensor whose method, inputs, parameters, seeds and statistics are those of the
+    // previous merge's tensor of the same name is copied from it instead of merged again. The writer
+    // handed back through in_memory then belongs to `reuse` (valid until its next merge; do not free it).
+    struct graft_merge_reuse *reuse;
 };
+
+struct graft_merge_reuse;
+int  graft_merge_reuse_new(struct graft_merge_reuse **out, struct graft_err *err);
+void graft_merge_reuse_free(struct graft_merge_reuse *r); // NULL-safe; frees the last merge's writer
+// Tensors copied from an earlier merge, and tensors merged in all, since graft_merge_reuse_new.
+void graft_merge_reuse_counts(const struct graft_merge_reuse *r, uint64_t *reused, uint64_t *total);
 
 struct graft_merge_options graft_merge_default_options(void);
 int graft_merge(const char *config_path, const char *out_dir, const struct graft_merge_options *o,

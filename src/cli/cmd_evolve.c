@@ -52,6 +52,9 @@ static const char help[] =
     "standard errors (windows in a seeded random order, each paired with the best's loss on it; mean\n"
     "objective, one process); the windows saved are reported.\n"
     "\n"
+    "The inputs are opened and validated once; a tensor whose recipe (inputs, method, parameters, seeds)\n"
+    "is the previous candidate's is copied from it instead of merged again.\n"
+    "\n"
     "Every evaluation and a per-generation summary go to the log (JSON lines, default OUT.evolve.log);\n"
     "--resume replays it — the same seed gives the same candidates, so logged ones are not merged again —\n"
     "and continues, possibly with a larger budget. At the end the best candidate is merged into OUT\n"
@@ -97,6 +100,7 @@ struct run {
     bool race;
     double race_z;
     struct graft_model_cache *cache; // the inputs, opened and validated once for every candidate
+    struct graft_merge_reuse *reuse; // the previous candidate's tensors, copied where nothing changed
     struct win *win;             // every text's windows, in scoring order (--race: a seeded shuffle)
     size_t n_win;
     uint64_t *text_scored;       // scored tokens per text
@@ -293,7 +297,7 @@ static int score(struct run *r, struct graft_llama *L, double *nlls, double *f, 
 static int evaluate(struct run *r, const char *yaml, double *nlls, double *f, bool *raced) {
     struct graft_merge_options o = graft_merge_default_options();
     struct graft_writer *w = NULL;
-    o.n_threads = r->n_threads, o.seed = r->seed, o.write_model_card = false, o.config_text = yaml, o.in_memory = &w, o.cache = r->cache;
+    o.n_threads = r->n_threads, o.seed = r->seed, o.write_model_card = false, o.config_text = yaml, o.in_memory = &w, o.cache = r->cache, o.reuse = r->reuse;
     int rc = graft_merge(r->genome_path, r->out, &o, r->err);
     if (rc) return rc;
     struct graft_llama *L = NULL;
@@ -303,7 +307,7 @@ static int evaluate(struct run *r, const char *yaml, double *nlls, double *f, bo
     if (!rc) rc = graft_llama_new(cfg, writer_lookup, w, "candidate merge", r->n_threads, &L, r->err);
     if (!rc) rc = score(r, L, nlls, f, raced);
     graft_llama_free(L);
-    graft_writer_free(w);
+    if (!r->reuse) graft_writer_free(w); // (with reuse the writer is kept for the next candidate)
     return rc;
 }
 
@@ -505,7 +509,8 @@ int cmd_evolve(int argc, char **argv) {
         rc = graft_err_set(&err, GRAFT_E_EXISTS, r.out, NULL, 0, "already exists; use --force to replace it");
         goto out;
     }
-    if ((rc = graft_genome_load(r.genome_path, &r.g, &err)) || (rc = graft_model_cache_new(&r.cache, &err))) goto out;
+    if ((rc = graft_genome_load(r.genome_path, &r.g, &err)) || (rc = graft_model_cache_new(&r.cache, &err)) ||
+        (rc = graft_merge_reuse_new(&r.reuse, &err))) goto out;
     r.dim = graft_genome_dim(r.g);
     if (!(x0 = malloc((size_t)r.dim * sizeof *x0))) { rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
     graft_genome_init(r.g, x0);
@@ -695,6 +700,12 @@ int cmd_evolve(int argc, char **argv) {
         fprintf(stderr, "graft: racing evaluated %llu of %llu windows (%.1f %% saved)\n", (unsigned long long)r.win_done, (unsigned long long)r.win_all,
                 100.0 * (double)(r.win_all - r.win_done) / (double)r.win_all);
     if (race && r.lf) fprintf(r.lf, "{\"race_windows\": %llu, \"full_windows\": %llu}\n", (unsigned long long)r.win_done, (unsigned long long)r.win_all);
+    uint64_t reused, merged;
+    graft_merge_reuse_counts(r.reuse, &reused, &merged);
+    if (!cli_quiet() && merged)
+        fprintf(stderr, "graft: %llu of %llu tensor merges copied from the previous candidate (nothing they depend on changed)\n", (unsigned long long)reused,
+                (unsigned long long)merged);
+    if (r.lf) fprintf(r.lf, "{\"reused_tensors\": %llu, \"merged_tensors\": %llu}\n", (unsigned long long)reused, (unsigned long long)merged);
     // the best candidate, merged for real
     struct graft_merge_options o = graft_merge_default_options();
     o.n_threads = n_threads, o.seed = seed, o.config_text = best_yaml, o.writer_flags = force ? GRAFT_WRITER_FORCE : 0;
@@ -714,5 +725,6 @@ out:
     graft_cmaes_free(es);
     graft_genome_free(r.g);
     graft_model_cache_free(r.cache);
+    graft_merge_reuse_free(r.reuse);
     return rc ? cli_fail(&err) : GRAFT_EXIT_OK;
 }

@@ -962,6 +962,8 @@ static int run_tensor(struct exec *x, struct otensor *o) {
     struct graft_mt *mt = &o->mt;
     x->o = o;
     if (o->copy) return copy_tensor(x);
+    int reused_rc;
+    if (p->opt->reuse && graft__reuse_copy(p->opt->reuse, x->w, o, p->err, &reused_rc)) return reused_rc;
     int nth = x->nth;
     int rc = GRAFT_OK;
     if (o->remap && (rc = graft__vplan_pad_rows(p, o))) return rc;
@@ -1190,6 +1192,10 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
         if (o->n_in > max_in) max_in = o->n_in;
         o->wid = graft_writer_add_tensor(w, o->name, strlen(o->name), o->dtype, o->n_dims, o->ne, err);
         if (o->wid < 0) { rc = (int)o->wid; goto out; }
+        // reuse: not for tensors whose rows follow a merged vocabulary, nor methods that look beyond one
+        // tensor (whole-model methods, opcm's state)
+        if (opt->reuse && opt->in_memory && !o->copy && !o->remap && !p.method->whole && !p.extra && strcmp(p.method->name, "opcm"))
+            graft__reuse_key(&p, o);
     }
     if (opt->dry_run) {
         rc = graft_writer_layout(w, err);
@@ -1226,7 +1232,8 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
     if (!rc) rc = graft__plan_write_tokenizer(&p, w);
     rc = graft_writer_finish(w, rc, err), finished = true; // under MPI: every rank, and the lowest failing rank's error
     if (p.extra) rc = graft_writer_finish(p.extra, rc, err);
-    if (!rc && opt->in_memory) *opt->in_memory = w, w = NULL;
+    if (!rc && opt->in_memory && opt->reuse) rc = graft__reuse_update(opt->reuse, w, &p, err), w = NULL; // (the reuse object owns it now)
+    if (!rc && opt->in_memory) *opt->in_memory = opt->reuse ? graft__reuse_writer(opt->reuse) : w, w = NULL;
 out:
     if (w && !finished && opt->dist && opt->dist->size > 1 && !opt->dry_run) rc = graft_writer_finish(w, rc ? rc : GRAFT_E_INTERNAL, err);
     exec_free(&x);

@@ -29,6 +29,17 @@ struct graft_mt {
     double           stat_scale[GRAFT_MAX_INPUTS]; // multiply values by this: 1/N for graft's summed Gram files (graft_tokens = N), else 1
 };
 
+// graft_merge_options.reuse (reuse.c): a tensor's recipe hash; copy it from the previous merge when
+// the hash matches (true: handled, *rc its status); after a merge, keep its writer and hashes.
+struct plan;
+struct otensor;
+struct graft_merge_reuse;
+struct graft_writer;
+void graft__reuse_key(const struct plan *p, struct otensor *o);
+bool graft__reuse_copy(struct graft_merge_reuse *r, struct graft_writer *w, const struct otensor *o, struct graft_err *err, int *rc);
+int  graft__reuse_update(struct graft_merge_reuse *r, struct graft_writer *w, const struct plan *p, struct graft_err *err);
+struct graft_writer *graft__reuse_writer(const struct graft_merge_reuse *r);
+
 // Parameter index by name in the method's table (a programming error if absent).
 int graft_mparam_index(const struct graft_method *m, const char *name);
 #define GP(mt, name) ((mt)->gp[graft_mparam_index((mt)->m, name)])

@@ -47,6 +47,8 @@ struct otensor {
     _Atomic uint64_t first_bad; // the smallest element index among them (UINT64_MAX: none)
     _Atomic uint64_t in_bad[GRAFT_MAX_INPUTS]; // NaN / ±Inf each input holds (as read by the final pass)
     bool             in_counted; // in_bad was filled while the chunks were merged (else counted afterwards)
+    bool             rkey_ok;   // graft_merge_options.reuse: rkey identifies what this tensor is merged from
+    uint64_t         rkey;
 };
 
 struct plan {
