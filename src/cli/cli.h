@@ -30,6 +30,12 @@ char *cli_read_file(const char *path, size_t *len);
 // A text file tokenized; errors name the file.
 struct graft_tokenizer;
 int cli_encode_file(const struct graft_tokenizer *t, const char *path, int32_t **ids, size_t *n, struct graft_err *err);
+// A model and, when `calib` is given, that text tokenized with the model's tokenizer (shrink, moefy);
+// bos: the tokenizer's BOS id, or −1 with no_bos or without calibration.
+struct graft_model;
+struct cli_calib { struct graft_model *m; struct graft_tokenizer *tok; int32_t *ids; size_t n; int32_t bos; };
+int  cli_calib_open(const char *model, const char *calib, bool no_bos, struct cli_calib *c, struct graft_err *err);
+void cli_calib_close(struct cli_calib *c);
 
 // inspect / verify of a GGUF file (gguf_show.c)
 int cli_gguf_inspect(const char *path, bool as_json);

@@ -80,19 +80,14 @@ int cmd_moefy(int argc, char **argv) {
     if (!have_e || !have_k) return cli_usage("moefy", "give --experts E and --top-k K");
     struct graft_err err;
     graft_err_clear(&err);
-    struct graft_model *m = NULL;
-    struct graft_tokenizer *tok = NULL;
-    int32_t *ids = NULL, bos = -1;
-    size_t n = 0;
+    struct cli_calib cc;
     int rc = GRAFT_EXIT_OK;
     struct graft_moefy_report r = {0};
-    if (graft_model_open(argv[optind], &m, &err) ||
-        (calib && (graft_tokenizer_load(argv[optind], &tok, &err) || cli_encode_file(tok, calib, &ids, &n, &err)))) {
+    if (cli_calib_open(argv[optind], calib, no_bos, &cc, &err)) {
         rc = cli_fail(&err);
         goto close;
     }
-    if (tok && !no_bos) bos = graft_tokenizer_bos(tok);
-    if (graft_moefy(m, ids, n, bos, p.dry_run ? "" : argv[optind + 1], &p, &r, &err)) { rc = cli_fail(&err); goto close; }
+    if (graft_moefy(cc.m, cc.ids, cc.n, cc.bos, p.dry_run ? "" : argv[optind + 1], &p, &r, &err)) { rc = cli_fail(&err); goto close; }
     if (json) {
         printf("{\"layers\": %d, \"intermediate\": %d, \"experts\": %d, \"top_k\": %d, \"calibrated\": %s, \"tokens\": %llu, \"layer\": [", r.n_layers, r.ffn,
                r.experts, r.top_k, r.calibrated ? "true" : "false", (unsigned long long)r.tokens);
@@ -113,8 +108,6 @@ int cmd_moefy(int argc, char **argv) {
     if (!p.dry_run) fprintf(stderr, "graft: wrote %s\n", argv[optind + 1]);
 close:
     graft_moefy_report_free(&r);
-    free(ids);
-    graft_tokenizer_free(tok);
-    graft_model_close(m);
+    cli_calib_close(&cc);
     return rc;
 }

@@ -149,25 +149,20 @@ int cmd_shrink(int argc, char **argv) {
     p.layers = layers;
     struct graft_err err;
     graft_err_clear(&err);
-    struct graft_model *m = NULL;
-    struct graft_tokenizer *tok = NULL;
-    int32_t *ids = NULL, bos = -1;
-    size_t n = 0;
-    if (graft_model_open(argv[optind], &m, &err) ||
-        (calib && (graft_tokenizer_load(argv[optind], &tok, &err) || cli_encode_file(tok, calib, &ids, &n, &err)))) {
+    struct cli_calib cc;
+    if (cli_calib_open(argv[optind], calib, no_bos, &cc, &err)) {
         rc = cli_fail(&err);
         goto close;
     }
-    if (tok && !no_bos) bos = graft_tokenizer_bos(tok);
     struct graft_shrink_report r = {0};
     if (width) {
-        if (graft_shrink_width(m, ids, n, bos, p.dry_run ? "" : argv[optind + 1], &p, &r, &err)) { rc = cli_fail(&err); goto close; }
+        if (graft_shrink_width(cc.m, cc.ids, cc.n, cc.bos, p.dry_run ? "" : argv[optind + 1], &p, &r, &err)) { rc = cli_fail(&err); goto close; }
         print_width(&r, json);
         if (!p.dry_run) fprintf(stderr, "graft: wrote %s\n", argv[optind + 1]);
         graft_shrink_report_free(&r);
         goto close;
     }
-    if (graft_shrink_depth(m, ids, n, bos, p.dry_run ? "" : argv[optind + 1], &p, &r, &err)) { rc = cli_fail(&err); goto close; }
+    if (graft_shrink_depth(cc.m, cc.ids, cc.n, cc.bos, p.dry_run ? "" : argv[optind + 1], &p, &r, &err)) { rc = cli_fail(&err); goto close; }
     if (json) {
         printf("{\"layers\": %d, \"windows\": %d, \"metric\": \"%s\", \"values\": [", r.n_layers, r.windows,
                p.n_layers ? "none" : p.metric == GRAFT_DEPTH_ANGULAR ? "angular" : p.metric == GRAFT_DEPTH_PPL ? "ppl" : "block-influence");
@@ -188,9 +183,7 @@ int cmd_shrink(int argc, char **argv) {
     if (!p.dry_run) fprintf(stderr, "graft: wrote %d layers: %s\n", r.n_layers - r.n_dropped, argv[optind + 1]);
     graft_shrink_report_free(&r);
 close:
-    free(ids);
-    graft_tokenizer_free(tok);
-    graft_model_close(m);
+    cli_calib_close(&cc);
 done:
     free(layers);
     return rc;

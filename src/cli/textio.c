@@ -33,3 +33,18 @@ int cli_encode_file(const struct graft_tokenizer *t, const char *path, int32_t *
     free(text);
     return rc;
 }
+
+int cli_calib_open(const char *model, const char *calib, bool no_bos, struct cli_calib *c, struct graft_err *err) {
+    *c = (struct cli_calib){.bos = -1};
+    int rc = graft_model_open(model, &c->m, err);
+    if (!rc && calib && !(rc = graft_tokenizer_load(model, &c->tok, err))) rc = cli_encode_file(c->tok, calib, &c->ids, &c->n, err);
+    if (!rc && c->tok && !no_bos) c->bos = graft_tokenizer_bos(c->tok);
+    return rc;
+}
+
+void cli_calib_close(struct cli_calib *c) {
+    free(c->ids);
+    graft_tokenizer_free(c->tok);
+    graft_model_close(c->m);
+    *c = (struct cli_calib){.bos = -1};
+}
