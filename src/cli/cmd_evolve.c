@@ -702,10 +702,9 @@ int cmd_evolve(int argc, char **argv) {
     if (race && r.lf) fprintf(r.lf, "{\"race_windows\": %llu, \"full_windows\": %llu}\n", (unsigned long long)r.win_done, (unsigned long long)r.win_all);
     uint64_t reused, merged;
     graft_merge_reuse_counts(r.reuse, &reused, &merged);
-    if (!cli_quiet() && merged)
+    if (!cli_quiet() && merged) // (this process's: not in the log, which must not depend on the MPI ranks)
         fprintf(stderr, "graft: %llu of %llu tensor merges copied from the previous candidate (nothing they depend on changed)\n", (unsigned long long)reused,
                 (unsigned long long)merged);
-    if (r.lf) fprintf(r.lf, "{\"reused_tensors\": %llu, \"merged_tensors\": %llu}\n", (unsigned long long)reused, (unsigned long long)merged);
     // the best candidate, merged for real
     struct graft_merge_options o = graft_merge_default_options();
     o.n_threads = n_threads, o.seed = seed, o.config_text = best_yaml, o.writer_flags = force ? GRAFT_WRITER_FORCE : 0;
