@@ -125,6 +125,18 @@ for np in 2 3; do
     cmp -s evo-1.evolve.log evo-$np.evolve.log && same_dir evo-1 evo-$np && ok || bad "evolve np=$np differs: $(diff evo-1.evolve.log evo-$np.evolve.log | head -3)"
     [ "$(grep -c 'graft: best mean NLL' "$T/err")" = 1 ] && ok || bad "evolve np=$np: want one summary, got: $(cat "$T/err")"
 done
+# the pareto objective over two texts, with a method choice whose linear candidates do not merge (scored
+# worst): the same log, front and winner; --race is refused under mpirun
+printf 'merge_method: {choice: [task_arithmetic, linear]}\nbase_model: base\nmodels:\n  - model: ft1\n    parameters:\n      weight: {search: [0, 1]}\n  - model: ft2\n    parameters:\n      weight: {search: [0.2, 0.8]}\ndtype: bfloat16\n' > genome2.yml
+printf 'Another text, of other words: %s.\n' alpha beta gamma delta epsilon > evo2.txt
+expect 0 "$G" evolve genome2.yml --eval evo.txt --eval evo2.txt --objective pareto --budget 12 --ctx 48 --seed 5 --threads 2 evp-1
+grep -q '"nll": 1e+30' evp-1.evolve.log && ok || bad "evolve pareto: no candidate failed to merge (the test needs one)"
+for np in 2 3; do
+    expect 0 run $np evolve genome2.yml --eval evo.txt --eval evo2.txt --objective pareto --budget 12 --ctx 48 --seed 5 --threads 1 evp-$np
+    cmp -s evp-1.evolve.log evp-$np.evolve.log && same_dir evp-1 evp-$np && ok || bad "evolve pareto np=$np differs: $(diff evp-1.evolve.log evp-$np.evolve.log | head -3)"
+done
+expect 2 run 2 evolve genome.yml --eval evo.txt --race --budget 14 --ctx 48 evr
+grep -q "race runs in one process" "$T/err" && [ ! -e evr ] && ok || bad "evolve --race under mpirun: $(cat "$T/err")"
 # the plan once; GGUF refused
 expect 0 run 2 merge linear.yml planned --dry-run
 [ "$(grep -c 'linear' "$T/out")" -ge 1 ] && [ ! -e planned ] && ok || bad "dry run under mpirun: $(head -3 "$T/out")"
