@@ -23,6 +23,8 @@ struct graft_cmaes_params {
     uint64_t      seed;
 };
 
+// λ = 4 + ⌊3 ln n⌋, the population graft_cmaes_new takes when p->lambda is 0.
+int  graft_cmaes_default_lambda(int dim);
 struct graft_cmaes;
 int  graft_cmaes_new(const struct graft_cmaes_params *p, struct graft_cmaes **out, struct graft_err *err);
 void graft_cmaes_free(struct graft_cmaes *c); // NULL-safe

@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include "cli.h"
 #include "../core/impl.h"
+#include "../eval/eval-impl.h"
 #include "graft/cmaes.h"
 #include "graft/eval.h"
 #include "graft/genome.h"
@@ -82,8 +83,7 @@ struct logged { int gen, k; double *x; double f, *nlls, *w; bool raced; size_t n
 enum objective { OBJ_MEAN, OBJ_MAX, OBJ_PARETO };
 static const char *const obj_name[] = {"mean", "max", "pareto"};
 
-// A scoring window: tokens after the BOS, the first scored position, its text and scored count.
-struct win { const int32_t *src; size_t n; int score_from, text; uint64_t scored; };
+
 
 struct run {
     const char *genome_path, *out;
@@ -101,7 +101,7 @@ struct run {
     double race_z;
     struct graft_model_cache *cache; // the inputs, opened and validated once for every candidate
     struct graft_merge_reuse *reuse; // the previous candidate's tensors, copied where nothing changed
-    struct win *win;             // every text's windows, in scoring order (--race: a seeded shuffle)
+    struct graft__window *win;   // every text's windows, in scoring order (--race: a seeded shuffle)
     size_t n_win;
     uint64_t *text_scored;       // scored tokens per text
     double best_full;            // the best fully evaluated objective so far (racing's bar)
@@ -126,30 +126,21 @@ static bool writer_lookup(void *ctx, const char *name, struct graft_tensor_ref *
     return true;
 }
 
-// The texts' windows as graft eval makes them (no stride); with --race in a seeded random order, the
-// same for every candidate.
+// The texts' windows as graft eval makes them (graft__ppl_windows, no stride), those with a scored
+// token kept; with --race in a seeded random order, the same for every candidate.
 static int build_windows(struct run *r) {
-    bool bos = r->bos >= 0;
-    size_t C = (size_t)r->ctx - bos, cap = 0;
+    struct graft_ppl_opts po = {r->ctx, 0, r->batch, r->bos, (size_t)r->max_tokens, NULL, NULL, NULL, NULL};
+    int rc = graft__ppl_windows((const int32_t *const *)r->docs, r->lens, r->n_evals, &po, &r->win, &r->n_win, r->err);
+    if (rc) return rc;
     if (!(r->text_scored = calloc((size_t)r->n_evals, sizeof *r->text_scored))) return graft_err_set(r->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
-    for (int t = 0; t < r->n_evals; t++) {
-        size_t n = r->lens[t];
-        if (r->max_tokens && n > (size_t)r->max_tokens) n = (size_t)r->max_tokens;
-        for (size_t b = 0; b < n; b += C) {
-            size_t e = b + C < n ? b + C : n;
-            int sf = (int)(bos ? 1 : 1); // the first token is scored after BOS; without BOS it has no context
-            size_t len = e - b + bos;
-            if (len < 2) break;
-            if (r->n_win == cap) {
-                struct win *nw = realloc(r->win, (cap = cap ? 2 * cap : 64) * sizeof *nw);
-                if (!nw) return graft_err_set(r->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
-                r->win = nw;
-            }
-            uint64_t sc = (uint64_t)(len - (size_t)sf);
-            r->win[r->n_win++] = (struct win){r->docs[t] + b, e - b, sf, t, sc};
-            r->text_scored[t] += sc;
-        }
+    size_t kept = 0;
+    for (size_t w = 0; w < r->n_win; w++) {
+        size_t len = r->win[w].n + (r->bos >= 0);
+        if (len <= (size_t)r->win[w].score_from) continue;
+        r->text_scored[r->win[w].doc] += len - (size_t)r->win[w].score_from;
+        r->win[kept++] = r->win[w];
     }
+    r->n_win = kept;
     for (int t = 0; t < r->n_evals; t++)
         if (!r->text_scored[t]) return graft_err_set(r->err, GRAFT_E_USAGE, r->evals[t], NULL, 0, "fewer than two tokens to score");
     if (r->race && !(r->cur_w = malloc(r->n_win * sizeof *r->cur_w))) return graft_err_set(r->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
@@ -157,7 +148,7 @@ static int build_windows(struct run *r) {
         uint64_t key = graft_rng_key(r->seed, 0, "evolve-race", 11);
         for (size_t i = r->n_win; i > 1; i--) {
             size_t j = (size_t)(graft__rng_u64(key, i) % i);
-            struct win t = r->win[i - 1];
+            struct graft__window t = r->win[i - 1];
             r->win[i - 1] = r->win[j], r->win[j] = t;
         }
     }
@@ -260,7 +251,7 @@ static int score(struct run *r, struct graft_llama *L, double *nlls, double *f, 
     *raced = false;
     for (size_t w = 0; w < W && !rc;) {
         size_t len = r->win[w].n + bos, nb = 0;
-        while (w + nb < W && nb < B && r->win[w + nb].n + bos == len && r->win[w + nb].text == r->win[w].text) {
+        while (w + nb < W && nb < B && r->win[w + nb].n + bos == len && r->win[w + nb].doc == r->win[w].doc) {
             int32_t *p = buf + nb * len;
             if (bos) *p++ = r->bos;
             memcpy(p, r->win[w + nb].src, r->win[w + nb].n * sizeof *p);
@@ -270,7 +261,7 @@ static int score(struct run *r, struct graft_llama *L, double *nlls, double *f, 
         double b_nll = 0;
         uint64_t b_sc = 0;
         if ((rc = graft_llama_forward(L, buf, (int)nb, (int)len, sf, &b_nll, &b_sc, NULL, NULL, r->err))) break;
-        int t = r->win[w].text;
+        int t = r->win[w].doc;
         nll[t] += b_nll, sc[t] += b_sc;
         if (r->race) wv[w] = b_nll; // (one window per forward when racing)
         w += nb, k += nb;
@@ -514,7 +505,7 @@ int cmd_evolve(int argc, char **argv) {
     r.dim = graft_genome_dim(r.g);
     if (!(x0 = malloc((size_t)r.dim * sizeof *x0))) { rc = graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
     graft_genome_init(r.g, x0);
-    int lam = lambda ? lambda : 4 + (int)floor(3 * log((double)r.dim)), gens = budget / lam ? budget / lam : 1;
+    int lam = lambda ? lambda : graft_cmaes_default_lambda(r.dim), gens = budget / lam ? budget / lam : 1;
     if (!(fit = malloc((size_t)lam * sizeof *fit)) || !(nlls = malloc((size_t)lam * n_evals * sizeof *nlls)) || !(raced = calloc((size_t)lam, sizeof *raced)) ||
         !(design = malloc((size_t)lam * r.dim * sizeof *design)) ||
         (obj == OBJ_PARETO && (!(allx = malloc((size_t)gens * lam * r.dim * sizeof *allx)) || !(alln = malloc((size_t)gens * lam * n_evals * sizeof *alln))))) {
@@ -720,7 +711,7 @@ out:
     free(r.log);
     for (int i = 0; r.docs && i < n_evals; i++) free(r.docs[i]);
     free(r.docs), free(r.lens), free(x0), free(fit), free(best_yaml), free(lp), free(share);
-    free(nlls), free(design), free(allx), free(alln), free(raced), free(r.win), free(r.text_scored), free(wvs), free(r.bar_w), free(r.cur_w);
+    free(nlls), free(design), free(allx), free(alln), free(raced), graft__free(r.win), free(r.text_scored), free(wvs), free(r.bar_w), free(r.cur_w);
     graft_cmaes_free(es);
     graft_genome_free(r.g);
     graft_model_cache_free(r.cache);

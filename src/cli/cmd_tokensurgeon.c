@@ -73,8 +73,8 @@ int cmd_tokensurgeon(int argc, char **argv) {
                (unsigned long long)r.vocab, (unsigned long long)r.exact, (unsigned long long)r.approximated, (unsigned long long)r.unused,
                (unsigned long long)r.shared, r.omp_residual);
     else
-        printf("vocabulary %llu: %llu tokens exact, %llu approximated, %llu rows unused%s\n", (unsigned long long)r.vocab, (unsigned long long)r.exact,
-               (unsigned long long)r.approximated, (unsigned long long)r.unused, p.approach == GRAFT_TOK_OMP ? "" : "");
+        printf("vocabulary %llu: %llu tokens exact, %llu approximated, %llu rows unused\n", (unsigned long long)r.vocab, (unsigned long long)r.exact,
+               (unsigned long long)r.approximated, (unsigned long long)r.unused);
     if (p.approach == GRAFT_TOK_OMP && r.approximated && !json)
         printf("omp: up to %d atoms (and at most the donor's width) from %llu shared tokens, mean relative residual %.4f in the donor's embedding space\n",
                p.k < (int)r.shared ? p.k : (int)r.shared, (unsigned long long)r.shared, r.omp_residual);

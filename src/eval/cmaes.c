@@ -25,6 +25,8 @@ void graft_cmaes_free(struct graft_cmaes *c) {
     graft__free(c);
 }
 
+int graft_cmaes_default_lambda(int dim) { return 4 + (int)floor(3 * log((double)(dim > 1 ? dim : 1))); }
+
 int graft_cmaes_new(const struct graft_cmaes_params *p, struct graft_cmaes **out, struct graft_err *err) {
     *out = NULL;
     if (p->dim < 1 || p->dim > 10000 || !(p->sigma0 > 0) || p->lambda < 0 || p->lambda == 1)
@@ -32,7 +34,7 @@ int graft_cmaes_new(const struct graft_cmaes_params *p, struct graft_cmaes **out
     struct graft_cmaes *c = graft__calloc(1, sizeof *c);
     if (!c) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
     int n = c->n = p->dim;
-    c->lambda = p->lambda ? p->lambda : 4 + (int)floor(3 * log((double)n));
+    c->lambda = p->lambda ? p->lambda : graft_cmaes_default_lambda(n);
     c->mu = c->lambda / 2, c->sigma = p->sigma0, c->seed = p->seed;
     size_t nn = (size_t)n * n, ln = (size_t)c->lambda * n;
     c->w = graft__malloc((size_t)c->mu * sizeof(double));

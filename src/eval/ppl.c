@@ -4,36 +4,45 @@
 #include "graft/eval.h"
 #include "graft/util.h"
 #include "../core/impl.h"
+#include "eval-impl.h"
 
-struct window { const int32_t *src; size_t n; int score_from; }; // tokens after the BOS; first scored position
-
-int graft_eval_ppl(struct graft_llama *L, const int32_t *const *docs, const size_t *lens, int n_docs, const struct graft_ppl_opts *o,
-                   struct graft_ppl_result *r, struct graft_err *err) {
-    memset(r, 0, sizeof *r);
+int graft__ppl_windows(const int32_t *const *docs, const size_t *lens, int n_docs, const struct graft_ppl_opts *o, struct graft__window **out,
+                       size_t *n_out, struct graft_err *err) {
     bool bos = o->bos >= 0;
+    *out = NULL, *n_out = 0;
     if (o->ctx < 2 + (int)bos || o->batch < 1) return graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "the window (ctx) must hold BOS and two tokens");
     size_t C = (size_t)o->ctx - bos, step = o->stride > 0 && (size_t)o->stride < C ? (size_t)o->stride : C;
     size_t n_win = 0, cap = 0;
-    struct window *win = NULL;
-    int rc = GRAFT_OK;
-    for (int d = 0; d < n_docs && !rc; d++) {
+    struct graft__window *win = NULL;
+    for (int d = 0; d < n_docs; d++) {
         size_t n = lens[d];
         if (o->max_tokens && n > o->max_tokens) n = o->max_tokens;
         size_t scored_to = 0; // document tokens [0, scored_to) are scored already
         for (size_t b = 0; b < n; b += step) {
             size_t e = b + C < n ? b + C : n;
             if (n_win == cap) {
-                struct window *nw = graft__realloc(win, (cap = cap ? 2 * cap : 64) * sizeof *nw);
-                if (!nw) { rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); break; }
+                struct graft__window *nw = graft__realloc(win, (cap = cap ? 2 * cap : 64) * sizeof *nw);
+                if (!nw) { graft__free(win); return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); }
                 win = nw;
             }
             size_t first = scored_to > b ? scored_to : b;
             if (!bos && first == b) first = b + 1; // without BOS the first token has no context
-            win[n_win++] = (struct window){docs[d] + b, e - b, (int)(first - b + bos)};
+            win[n_win++] = (struct graft__window){docs[d] + b, e - b, (int)(first - b + bos), d};
             scored_to = e;
             if (e == n) break;
         }
     }
+    *out = win, *n_out = n_win;
+    return GRAFT_OK;
+}
+
+int graft_eval_ppl(struct graft_llama *L, const int32_t *const *docs, const size_t *lens, int n_docs, const struct graft_ppl_opts *o,
+                   struct graft_ppl_result *r, struct graft_err *err) {
+    memset(r, 0, sizeof *r);
+    bool bos = o->bos >= 0;
+    size_t n_win = 0;
+    struct graft__window *win = NULL;
+    int rc = graft__ppl_windows(docs, lens, n_docs, o, &win, &n_win, err);
     if (!rc && !n_win) rc = graft_err_set(err, GRAFT_E_USAGE, NULL, NULL, 0, "no tokens to evaluate");
     size_t V = (size_t)graft_llama_vocab(L), B = (size_t)o->batch, ctx = (size_t)o->ctx;
     int32_t *buf = rc ? NULL : graft__malloc(B * ctx * sizeof *buf);
