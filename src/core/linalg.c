@@ -317,6 +317,69 @@ out:
     return rc;
 }
 
+// The polar factor of A = [A₁ | A₂] (rows: A₁ over A₂) whose halves each have orthonormal columns
+// (rows) — tsv's Ũ and Ṽh at T = 2. Its Gram matrix is G = [[I, C], [Cᵀ, I]], C = A₁ᵀ·A₂ (k × k, in
+// double). With C = P·Σ·Qᵀ each pair p_i, q_i spans a 2 × 2 block [[1, σ_i], [σ_i, 1]], so
+// G^-½ = ½·[[P·D₊·Pᵀ, P·D₋·Qᵀ], [Q·D₋·Pᵀ, Q·D₊·Qᵀ]], D± = (1 + σ)^-½ ± (1 − σ)^-½, and polar(A) = A·G^-½
+// (rows: G^-½·A): one k × k SVD and two GEMMs instead of the 2k × 2k eigensolve of the Gram route.
+// Halves that are not orthonormal (zero singular values upstream) or σ within 10⁻¹² of 1 (the Gram
+// route's limit) take graft__polar_gram.
+int graft__polar_pair(float *A, size_t m, size_t n, bool rows, struct graft_err *err) {
+    size_t r = rows ? m : n, len = rows ? n : m, k = r / 2;
+    if (r % 2 || r > len || !k) return graft__polar_gram(A, m, n, err);
+    for (size_t v = 0; v < r; v++) { // each vector's squared norm, in double
+        double d = 0;
+        for (size_t l = 0; l < len; l++) {
+            double x = rows ? A[v * n + l] : A[l * n + v];
+            d += x * x;
+        }
+        if (!(fabs(d - 1.0) <= 1e-4)) return graft__polar_gram(A, m, n, err); // also non-finite values
+    }
+    double *C = graft__calloc(k * k, sizeof *C), *D = graft__malloc(r * BLK * sizeof *D), *sg = graft__malloc(k * sizeof *sg);
+    double *P = graft__malloc(k * k * sizeof *P), *Qt = graft__malloc(k * k * sizeof *Qt), *Y = graft__malloc(k * k * sizeof *Y);
+    double *Xd = graft__malloc(r * r * sizeof *Xd);
+    float *X = graft__malloc(r * r * sizeof *X), *out = graft__calloc(m * n, sizeof *out);
+    int rc = C && D && sg && P && Qt && Y && Xd && X && out ? GRAFT_OK : graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for a %zu × %zu polar factor", m, n);
+    bool gram = false;
+    for (size_t l0 = 0; !rc && l0 < len; l0 += BLK) { // C = A₁ᵀ·A₂ (rows: A₁·A₂ᵀ), blocks of the long side in double
+        size_t b = len - l0 < BLK ? len - l0 : BLK;
+        if (rows) {
+            for (size_t i = 0; i < r; i++)
+                for (size_t c = 0; c < b; c++) D[i * b + c] = A[i * n + l0 + c];
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)k, (int)k, (int)b, 1.0, D, (int)b, D + k * b, (int)b, 1.0, C, (int)k);
+        } else {
+            for (size_t i = 0; i < b * r; i++) D[i] = A[l0 * n + i];
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, (int)k, (int)b, 1.0, D, (int)r, D + k, (int)r, 1.0, C, (int)k);
+        }
+    }
+    if (!rc && LAPACKE_dgesdd(LAPACK_ROW_MAJOR, 'A', (lapack_int)k, (lapack_int)k, C, (lapack_int)k, sg, P, (lapack_int)k, Qt, (lapack_int)k))
+        gram = true; // no convergence: the Gram route decides
+    if (!rc && !gram && !((1.0 - sg[0]) > 1e-12 * (1.0 + sg[0]))) gram = true;
+    if (!rc && !gram) {
+        // X₁₁ = P·(½D₊)·Pᵀ, X₁₂ = P·(½D₋)·Qᵀ = X₂₁ᵀ, X₂₂ = Q·(½D₊)·Qᵀ
+        for (int half = 0; half < 2; half++) {
+            for (size_t i = 0; i < k; i++)
+                for (size_t j = 0; j < k; j++) {
+                    double a = 1.0 / sqrt(1.0 + sg[j]), bb = 1.0 / sqrt(1.0 - sg[j]);
+                    Y[i * k + j] = P[i * k + j] * 0.5 * (half ? a - bb : a + bb);
+                }
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, half ? CblasNoTrans : CblasTrans, (int)k, (int)k, (int)k, 1.0, Y, (int)k, half ? Qt : P,
+                        (int)k, 0.0, Xd + (half ? k : 0), (int)r);
+        }
+        for (size_t i = 0; i < k; i++)
+            for (size_t j = 0; j < k; j++) Y[i * k + j] = Qt[i * k + j] * 0.5 * (1.0 / sqrt(1.0 + sg[i]) + 1.0 / sqrt(1.0 - sg[i]));
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, (int)k, (int)k, 1.0, Qt, (int)k, Y, (int)k, 0.0, Xd + k * r + k, (int)r);
+        for (size_t i = 0; i < k; i++)
+            for (size_t j = 0; j < k; j++) Xd[(k + j) * r + i] = Xd[i * r + k + j];
+        for (size_t i = 0; i < r * r; i++) X[i] = (float)Xd[i];
+        if (rows) graft__sgemm_acc(false, false, m, n, r, 1.0f, X, r, A, n, out, n);
+        else graft__sgemm_acc(false, false, m, n, r, 1.0f, A, n, X, r, out, n);
+        memcpy(A, out, m * n * sizeof *A);
+    }
+    graft__free(C), graft__free(D), graft__free(sg), graft__free(P), graft__free(Qt), graft__free(Y), graft__free(Xd), graft__free(X), graft__free(out);
+    return !rc && gram ? graft__polar_gram(A, m, n, err) : rc;
+}
+
 // Householder QR of the row-major rows × k matrix A (rows ≥ k) in place: A becomes Q (orthonormal
 // columns), R (k × k, upper triangular) is written separately.
 static int qr_thin(float *A, size_t rows, size_t k, float *R, struct graft_err *err) {

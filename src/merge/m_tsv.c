@@ -4,7 +4,7 @@
 // Other tensors: θ0 + α·mean_t τ_t. Guard: when r < T (k = 0) the reference gives Δ = 0; graft takes
 // the plain sum Σ_t τ_t instead (task arithmetic), so such tensors still merge. Cost: T full SVDs
 // (randomized_svd: true — randomized top-k SVDs, not what the reference computes) and two polar
-// factors of m × T·k and T·k × n (Gram route, linalg.c graft__polar_gram).
+// factors of m × T·k and T·k × n (Gram route, linalg.c graft__polar_gram; at T = 2 graft__polar_pair).
 #include <string.h>
 #include "lowrank.h"
 
@@ -34,9 +34,10 @@ static int combine(struct graft_mt *mt, int pass, const double *partials, void *
         rc = graft__lr_top(lr->tv + t * mn, m, n, k, rnd, mt->key[lr->tin[t]], Uo + t * k, K, So + t * k, Vo + t * k * n, err);
     graft__free(lr->tv), lr->tv = NULL;
     // polar factors by the Gram route (an eigensolve of the short side's Gram matrix and two GEMMs: the
-    // same factors as the reference's SVDs at full rank, several times cheaper at 8B shapes)
-    if (!rc) rc = graft__polar_gram(Uo, m, K, err);
-    if (!rc) rc = graft__polar_gram(Vo, K, n, err);
+    // same factors as the reference's SVDs at full rank, several times cheaper at 8B shapes); at T = 2
+    // from the k × k cross product of the two tasks' orthonormal halves (graft__polar_pair)
+    if (!rc) rc = T == 2 ? graft__polar_pair(Uo, m, K, false, err) : graft__polar_gram(Uo, m, K, err);
+    if (!rc) rc = T == 2 ? graft__polar_pair(Vo, K, n, true, err) : graft__polar_gram(Vo, K, n, err);
     for (size_t i = 0; !rc && i < m; i++)
         for (size_t j = 0; j < K; j++) Uo[i * K + j] *= So[j];
     if (!rc) rc = graft__lr_product(lr, Uo, Vo, K, 1.0f, err);
