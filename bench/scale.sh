@@ -12,7 +12,7 @@
 # llama-perplexity on the same Llama-3.2-1B-shaped BF16 and Q8_0 GGUF files, same tokens, ctx and threads.
 # Usage: bench/scale.sh [WORKDIR]   (needs ~50 GB free, root for drop_caches; figures: docs/benchmarks.md)
 #        SECTIONS="merge lora convert research eval" (default: all) picks parts; RUNS (3), THREADS (2),
-#        TASKS (research: task vectors, 2)
+#        TASKS (research: task vectors, 2), RESEARCH (its merges: "iso_cts tsv iso_cts:r tsv:r", :r = randomized)
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 G="$ROOT/build/graft"
@@ -130,7 +130,7 @@ cat r1/*.safetensors rt*/*.safetensors > /dev/null
 base_s=$(./sgesdd r1 rt1 "$THREADS" all)
 echo "iso_cts / tsv: one Llama-3.1-8B layer (q/o 4096x4096, k/v 1024x4096, gate/up 14336x4096, down 4096x14336), $TASKS task vectors, $THREADS threads"
 echo "baseline: one sgesdd per 2-D task matrix: ${base_s}s"
-for spec in iso_cts tsv iso_cts:r tsv:r; do
+for spec in ${RESEARCH:-iso_cts tsv iso_cts:r tsv:r}; do
     m=${spec%:r} extra=""
     [ "$spec" != "$m" ] && extra="parameters: {randomized_svd: true}"
     { printf 'merge_method: %s\nbase_model: r1\nmodels:\n' "$m"; for i in $(seq "$TASKS"); do echo "  - model: rt$i"; done; echo "dtype: bfloat16"; echo "$extra"; } > r.yml
@@ -149,8 +149,9 @@ fi
 # page cache, one window per pass (graft --batch 1, llama.cpp -b 512) and four (graft --batch 4,
 # llama.cpp's default -b 2048). llama.cpp's time: from its "calculating perplexity" log line to its
 # "Final estimate" line (its log timestamps); graft's: tokens_per_second of --json (windows × ctx /
-# forward-pass seconds). OpenBLAS picks its own kernels for graft (OPENBLAS_CORETYPE unset, as a
-# user's environment has it; EVAL_CORETYPE=name forces one). Median of RUNS.
+# forward-pass seconds; for BF16 both --matmul f32 and --matmul bf16). OpenBLAS picks its own kernels
+# for graft (OPENBLAS_CORETYPE unset, as a user's environment has it; EVAL_CORETYPE=name forces one).
+# Median of RUNS.
 if want eval; then
 if [ -z "${LLAMA_CPP_BIN:-}" ]; then echo "eval: skipped (set LLAMA_CPP_BIN to a llama.cpp build/bin)"; else
 if [ ! -f e1b/model.safetensors ]; then
@@ -171,9 +172,11 @@ open("e1b.ids", "w").write("\n".join(" ".join(map(str, c)) for c in w))'
         lc=$(for i in $(seq "$RUNS"); do "$LLAMA_CPP_BIN/llama-perplexity" -m e1b-$t.gguf -f e1b.txt -c 512 -b $((512 * nb)) --chunks 4 -t "$THREADS" > lp.txt 2>&1
             awk '/calculating perplexity/ || /Final estimate/ { split($1, p, "."); t = p[1] * 60 + p[2] + p[3] / 1e3 + p[4] / 1e6; if (/Final/) e = t; else s = t }
                  END { printf "%.2f\n", 2048 / (e - s) }' lp.txt; done | median)
-        gr=$(for i in $(seq "$RUNS"); do ge eval e1b-$t.gguf --tokens e1b.ids --ctx 512 --no-bos --batch $nb --threads "$THREADS" --json 2>/dev/null |
-            sed 's/.*"tokens_per_second": \([0-9.]*\).*/\1/'; done | median)
-        awk -v t=$t -v b=$nb -v g="$gr" -v l="$lc" 'BEGIN { printf "eval %-4s (Llama-3.2-1B shape, ctx 512, 4 windows, %d per pass): graft %.1f tokens/s, llama.cpp %.1f tokens/s: %.2fx\n", t, b, g, l, g / l }'
+        for mm in f32 $([ $t = bf16 ] && echo bf16); do # BF16 weights: f32 products, and bf16 ones as llama.cpp
+            gr=$(for i in $(seq "$RUNS"); do ge eval e1b-$t.gguf --tokens e1b.ids --ctx 512 --no-bos --batch $nb --matmul $mm --threads "$THREADS" --json 2>/dev/null |
+                sed 's/.*"tokens_per_second": \([0-9.]*\).*/\1/'; done | median)
+            awk -v t=$t -v b=$nb -v g="$gr" -v l="$lc" -v mm=$mm 'BEGIN { printf "eval %-4s (Llama-3.2-1B shape, ctx 512, 4 windows, %d per pass): graft --matmul %-4s %.1f tokens/s, llama.cpp %.1f tokens/s: %.2fx\n", t, b, mm, g, l, g / l }'
+        done
     done
 done
 fi

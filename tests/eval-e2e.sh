@@ -104,6 +104,24 @@ check q2 rand.ids 48 -1 0 --no-bos --batch 4
 check mi rand.ids 48 "$BOS" 0
 check r3 rand.ids 64 -1 20 --no-bos --stride 20
 check r4 plain.ids 40 "$BOS" 0 --batch 5
+# --matmul bf16 (activations rounded to bf16 before each product with BF16 weights, as llama.cpp): logits
+# within bf16 rounding of the f32 reference (2⁻⁹ per activation, a few in sequence: 2·10⁻² of the
+# largest), from the AVX512-BF16 kernel and from the sgemm route (GRAFT_CPU=generic) alike, which agree
+# within the same bound (their f32 sums differ in order, and a last-bit difference can flip an activation's
+# rounding by 2⁻⁸); one and two threads give the same bits; F32 weights are not affected; a bad mode is
+# a usage error.
+for m in mbf mi; do
+    for e in native generic; do
+        if [ $e = generic ]; then GRAFT_CPU=generic "$G" eval $m --tokens rand.ids --ctx 48 --no-bos --matmul bf16 --dump-logits lg-$e.bin --json > res.json 2>"$T/err"
+        else "$G" eval $m --tokens rand.ids --ctx 48 --no-bos --matmul bf16 --threads 1 --dump-logits lg-$e.bin --json > res.json 2>"$T/err"; fi || bad "eval --matmul bf16 $m: $(cat "$T/err")"
+        "$PY" "$LREF" ppl $m rand.ids 48 -1 0 lg-$e.bin res.json 2e-2 > "$T/py" 2>&1 && ok || bad "--matmul bf16 $m ($e) against the f32 reference: $(cat "$T/py")"
+    done
+    "$PY" -c 'import sys, numpy as np; a, b = (np.fromfile(f, "<f4") for f in sys.argv[1:]); d = np.abs(a - b).max() / np.abs(a).max(); sys.exit(0 if d <= 2e-2 else "differ by %g" % d)' lg-native.bin lg-generic.bin > "$T/py" 2>&1 && ok || bad "--matmul bf16 $m: kernel and sgemm route $(cat "$T/py")"
+    "$G" eval $m --tokens rand.ids --ctx 48 --no-bos --matmul bf16 --threads 2 --dump-logits lg-2.bin > /dev/null 2>&1 && cmp -s lg-native.bin lg-2.bin && ok || bad "--matmul bf16 $m: 1 and 2 threads differ"
+done
+"$G" eval m32 --tokens rand.ids --ctx 50 --no-bos --dump-logits lg-a.bin > /dev/null 2>&1 && "$G" eval m32 --tokens rand.ids --ctx 50 --no-bos --matmul bf16 --dump-logits lg-b.bin > /dev/null 2>&1 && cmp -s lg-a.bin lg-b.bin && ok || bad "--matmul bf16 changed an F32 model's logits"
+expect 2 "$G" eval m32 --tokens rand.ids --matmul fp8
+grep -q "matmul expects f32 or bf16" "$T/err" && ok || bad "bad --matmul: $(cat "$T/err")"
 # the real layouts of Qwen3 (q/k RMSNorm per head; head_dim 32 ≠ hidden / heads) and Phi-3 (fused
 # qkv_proj / gate_up_proj; the 128k config's LongRoPE with head_dim 96, its original context cut to 32 so
 # that 64-token windows take long_factor and 24-token ones short_factor, both with the attention factor)

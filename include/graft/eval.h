@@ -92,6 +92,14 @@ int graft_llama_hidden_states(struct graft_llama *L, const int32_t *tokens, int 
 // without them would compute (used to measure what dropping layers costs).
 int graft_llama_skip_layers(struct graft_llama *L, const bool *skip, struct graft_err *err);
 
+// How products with BF16 weights run in every later forward pass: GRAFT_MATMUL_F32 (the default) widens
+// the weights and multiplies in f32, as transformers does in float32; GRAFT_MATMUL_BF16 rounds the
+// activations to bf16 first (to nearest even) and accumulates in f32, as llama.cpp and a bfloat16
+// transformers run do — about twice as fast on CPUs with AVX512-BF16, logits within bf16 rounding of the
+// f32 route. Other weight dtypes are not affected.
+enum graft_matmul { GRAFT_MATMUL_F32, GRAFT_MATMUL_BF16 };
+void graft_llama_set_matmul(struct graft_llama *L, enum graft_matmul mode);
+
 // Perplexity over documents (token ids, no BOS): windows of `ctx` tokens, BOS first when bos ≥ 0,
 // never spanning two documents; with stride > 0 they slide by `stride` tokens and only tokens not
 // scored before count. Consecutive windows of equal length run `batch` at a time.

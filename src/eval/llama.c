@@ -15,6 +15,7 @@
 #include "graft/writer.h"
 #include "../core/impl.h"
 #include "../io/io-impl.h"
+#include "eval-impl.h"
 
 #define NB 256 // weight rows per block
 
@@ -64,6 +65,7 @@ struct graft_llama {
     struct w embed, head;
     float  *g_final;
     int     n_threads;
+    enum graft_matmul matmul;     // BF16 weights: f32 products, or bf16 activations (graft_llama_set_matmul)
     uint64_t n_params;
     void   *aux;                  // what the tensor source owns (GGUF: un-permuted q/k), freed with L
     void  (*aux_free)(void *);
@@ -419,6 +421,7 @@ struct lin {
     float *tlogit;         // per row
     float *logits;         // optional full M × N copy
     float cap;             // Gemma 2: logits soft-capped, c·tanh(x/c) (0: none)
+    const uint16_t *Xb;    // bf16 products: X rounded to bf16, rows padded (graft__bf16_gemm), else NULL
 };
 
 static const float *weight_block(const struct w *W, size_t r0, size_t nr, float *buf) {
@@ -428,22 +431,31 @@ static const float *weight_block(const struct w *W, size_t r0, size_t nr, float 
     return buf;
 }
 
+// Y[M × nr] (+)= X · (weight rows r0 …)ᵀ: sgemm on the rows widened to f32, or bf16 dot products.
+static void block_product(const struct lin *j, size_t r0, size_t nr, int ith, float *Y, size_t ldy, bool accumulate) {
+    if (j->Xb) {
+        graft__bf16_gemm(j->M, nr, j->K, j->Xb, (const uint8_t *)j->W->p + r0 * row_bytes(j->W), Y, ldy, accumulate, (uint32_t *)j->wbuf[ith]);
+        return;
+    }
+    const float *Wb = weight_block(j->W, r0, nr, j->wbuf[ith]);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->M, (int)nr, (int)j->K, 1.0f, j->X, (int)j->K, Wb, (int)j->K,
+                accumulate ? 1.0f : 0.0f, Y, (int)ldy);
+}
+
 static int lin_item(void *ctx, size_t item, int ith, struct graft_err *err) {
     (void)err;
     struct lin *j = ctx;
     size_t r0 = item * NB, nr = j->W->rows - r0 < NB ? j->W->rows - r0 : NB;
-    const float *Wb = weight_block(j->W, r0, nr, j->wbuf[ith]);
     if (!j->target) {
         float *Y = j->Y + r0;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->M, (int)nr, (int)j->K, 1.0f, j->X, (int)j->K, Wb, (int)j->K,
-                    j->accumulate ? 1.0f : 0.0f, Y, (int)j->ldy);
+        block_product(j, r0, nr, ith, Y, j->ldy, j->accumulate);
         if (j->bias)
             for (size_t m = 0; m < j->M; m++)
                 for (size_t n = 0; n < nr; n++) Y[m * j->ldy + n] += j->bias[r0 + n];
         return GRAFT_OK;
     }
     float *Y = j->ybuf[ith];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->M, (int)nr, (int)j->K, 1.0f, j->X, (int)j->K, Wb, (int)j->K, 0.0f, Y, (int)nr);
+    block_product(j, r0, nr, ith, Y, nr, false);
     if (j->cap > 0)
         for (size_t i = 0; i < j->M * nr; i++) Y[i] = j->cap * tanhf(Y[i] / j->cap);
     for (size_t m = 0; m < j->M; m++) {
@@ -460,9 +472,30 @@ static int lin_item(void *ctx, size_t item, int ith, struct graft_err *err) {
     return GRAFT_OK;
 }
 
+// GRAFT_MATMUL_BF16 on BF16 weights: X rounded to bf16 once per product, shared by the blocks; without
+// AVX512-BF16 the rounded values go through sgemm (the same products, summed in another order).
 static int linear(struct graft_llama *L, struct lin *j, struct graft_err *err) {
-    return graft_pool_run(L->n_threads, (j->W->rows + NB - 1) / NB, lin_item, j, NULL, NULL, err);
+    size_t items = (j->W->rows + NB - 1) / NB;
+    if (L->matmul != GRAFT_MATMUL_BF16 || j->W->gq || j->W->dt != GRAFT_DTYPE_BF16 || j->K % 2)
+        return graft_pool_run(L->n_threads, items, lin_item, j, NULL, NULL, err);
+    bool dot = graft__bf16_gemm_cpu();
+    size_t rows = graft__bf16_rows_padded(j->M);
+    uint16_t *Xb = graft__malloc(rows * j->K * sizeof *Xb);
+    float *Xr = dot ? NULL : graft__malloc(j->M * j->K * sizeof *Xr);
+    if (!Xb || (!dot && !Xr)) {
+        graft__free(Xb);
+        return graft_err_set(err, GRAFT_E_NOMEM, L->name, NULL, 0, "out of memory for bf16 activations (%zu × %zu)", j->M, j->K);
+    }
+    graft__bf16_round_rows(j->X, j->M, j->K, Xb);
+    struct lin jb = *j;
+    if (dot) jb.Xb = Xb;
+    else graft_row_to_f32(GRAFT_DTYPE_BF16, Xb, Xr, j->M * j->K), jb.X = Xr;
+    int rc = graft_pool_run(L->n_threads, items, lin_item, &jb, NULL, NULL, err);
+    graft__free(Xb), graft__free(Xr);
+    return rc;
 }
+
+void graft_llama_set_matmul(struct graft_llama *L, enum graft_matmul mode) { L->matmul = mode; }
 
 // g ← silu(g) ⊙ u over n elements, in fixed 64 Ki-element items on the pool.
 struct swiglu { float *g; const float *u; size_t n; };
@@ -570,7 +603,7 @@ static int moe_block(struct graft_llama *L, const struct layer *ly, const float 
     float *rw = graft__malloc(M * sizeof(float));
     int rc = GRAFT_OK;
     if (!logit || !wt || !y || !xe || !sel || !rows || !rw) { rc = graft_err_set(err, GRAFT_E_NOMEM, L->name, NULL, 0, "out of memory"); goto out; }
-    struct lin jr = {h, M, H, &ly->router, logit, E, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0};
+    struct lin jr = {h, M, H, &ly->router, logit, E, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0, NULL};
     if ((rc = linear(L, &jr, err))) goto out;
     for (size_t m = 0; m < M; m++) {
         float *r = logit + m * E, mx = -INFINITY, sum = 0;
@@ -596,11 +629,11 @@ static int moe_block(struct graft_llama *L, const struct layer *ly, const float 
                 if (sel[m * K + k] == (int)e) rows[n] = m, rw[n] = wt[m * K + k], n++;
         if (!n) continue;
         for (size_t i = 0; i < n; i++) memcpy(xe + i * H, h + rows[i] * H, H * sizeof(float));
-        struct lin j1 = {xe, n, H, &ly->w1[e], g, In, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0}, j3 = j1;
+        struct lin j1 = {xe, n, H, &ly->w1[e], g, In, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0, NULL}, j3 = j1;
         j3.W = &ly->w3[e], j3.Y = u;
         if ((rc = linear(L, &j1, err)) || (rc = linear(L, &j3, err))) break;
         if ((rc = swiglu(L, g, u, n * In, err))) break;
-        struct lin j2 = {g, n, In, &ly->w2[e], y, H, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0};
+        struct lin j2 = {g, n, In, &ly->w2[e], y, H, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0, NULL};
         if ((rc = linear(L, &j2, err))) break;
         for (size_t i = 0; i < n; i++)
             for (size_t c = 0; c < H; c++) x[rows[i] * H + c] += rw[i] * y[i * H + c];
@@ -821,7 +854,7 @@ static int run(struct graft_llama *L, const int32_t *tokens, int n_seq, int len,
         if (capture) memcpy(capture + (size_t)l * M * H, x, M * H * sizeof(float));
         rmsnorm(x, ly->g_in, L->eps, M, H, h);
         if (stats) stats_add(stats, l, 0, h, M, gtmp);
-        struct lin jq = {h, M, H, &ly->q, q, qd, ly->bq, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0}, jk = jq, jv = jq;
+        struct lin jq = {h, M, H, &ly->q, q, qd, ly->bq, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0, NULL}, jk = jq, jv = jq;
         jk.W = &ly->k, jk.Y = k, jk.ldy = kd, jk.bias = ly->bk;
         jv.W = &ly->v, jv.Y = v, jv.ldy = kd, jv.bias = ly->bv;
         if ((rc = linear(L, &jq, err)) || (rc = linear(L, &jk, err)) || (rc = linear(L, &jv, err))) break;
@@ -834,24 +867,24 @@ static int run(struct graft_llama *L, const int32_t *tokens, int n_seq, int len,
         if ((rc = graft_pool_run(nt, (size_t)n_seq * L->nh, attn_item, &a, NULL, NULL, err))) break;
         if (stats) stats_add(stats, l, 1, att, M, gtmp);
         if (L->gemma) { // sandwich norms: x += norm(attn), h = norm(x), x += norm(mlp(h))
-            struct lin jo = {att, M, qd, &ly->o, h, H, ly->bo, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0};
+            struct lin jo = {att, M, qd, &ly->o, h, H, ly->bo, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0, NULL};
             if ((rc = linear(L, &jo, err))) break;
             rmsnorm(h, ly->g_post, L->eps, M, H, h);
             for (size_t i = 0; i < M * H; i++) x[i] += h[i];
             rmsnorm(x, ly->g_preff, L->eps, M, H, h);
             if (stats) stats_add(stats, l, 2, h, M, gtmp);
-            struct lin jg = {h, M, H, &ly->gate, g, In, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0}, ju = jg;
+            struct lin jg = {h, M, H, &ly->gate, g, In, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0, NULL}, ju = jg;
             ju.W = &ly->up, ju.Y = u;
             if ((rc = linear(L, &jg, err)) || (rc = linear(L, &ju, err)) || (rc = swiglu(L, g, u, M * In, err))) break;
             if (stats) stats_add(stats, l, 3, g, M, gtmp);
-            struct lin jd = {g, M, In, &ly->down, h, H, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0};
+            struct lin jd = {g, M, In, &ly->down, h, H, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0, NULL};
             if ((rc = linear(L, &jd, err))) break;
             rmsnorm(h, ly->g_postff, L->eps, M, H, h);
             for (size_t i = 0; i < M * H; i++) x[i] += h[i];
             continue;
         }
         bool scaled = L->res_scale != 1.0f; // MiniCPM: the branch into h, then x += c·h
-        struct lin jo = {att, M, qd, &ly->o, scaled ? h : x, H, ly->bo, !scaled, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0};
+        struct lin jo = {att, M, qd, &ly->o, scaled ? h : x, H, ly->bo, !scaled, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0, NULL};
         if ((rc = linear(L, &jo, err))) break;
         if (scaled)
             for (size_t i = 0; i < M * H; i++) x[i] += L->res_scale * h[i];
@@ -861,12 +894,12 @@ static int run(struct graft_llama *L, const int32_t *tokens, int n_seq, int len,
             continue;
         }
         if (stats) stats_add(stats, l, 2, h, M, gtmp);
-        struct lin jg = {h, M, H, &ly->gate, g, In, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0}, ju = jg;
+        struct lin jg = {h, M, H, &ly->gate, g, In, NULL, false, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0, NULL}, ju = jg;
         ju.W = &ly->up, ju.Y = u;
         if ((rc = linear(L, &jg, err)) || (rc = linear(L, &ju, err))) break;
         if ((rc = swiglu(L, g, u, M * In, err))) break;
         if (stats) stats_add(stats, l, 3, g, M, gtmp);
-        struct lin jd = {g, M, In, &ly->down, scaled ? h : x, H, NULL, !scaled, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0};
+        struct lin jd = {g, M, In, &ly->down, scaled ? h : x, H, NULL, !scaled, wbuf, ybuf, NULL, NULL, NULL, NULL, NULL, 0, NULL};
         if ((rc = linear(L, &jd, err))) break;
         if (scaled)
             for (size_t i = 0; i < M * H; i++) x[i] += L->res_scale * h[i];
@@ -883,7 +916,7 @@ static int run(struct graft_llama *L, const int32_t *tokens, int n_seq, int len,
         target[m] = scored ? tokens[m + 1] : -1;
         tl[m] = 0;
     }
-    struct lin jh = {h, M, H, &L->head, NULL, 0, NULL, false, wbuf, ybuf, target, bmax, bsum, tl, logits, L->final_cap};
+    struct lin jh = {h, M, H, &L->head, NULL, 0, NULL, false, wbuf, ybuf, target, bmax, bsum, tl, logits, L->final_cap, NULL};
     if ((rc = linear(L, &jh, err))) goto out;
     double sum = 0;
     uint64_t cnt = 0;
