@@ -390,14 +390,17 @@ static struct graft_model *model_arg(PyObject *o, struct graft_model **own) {
 
 // ---- eval_ppl ----------------------------------------------------------------------------------------
 
-// eval_ppl(model, texts, ctx=512, stride=0, batch=1, threads=0, bos=None) → dict, as `graft eval --json`:
-// texts are strings (tokenized with the model's tokenizer.json / GGUF vocabulary) or lists of token ids.
+// eval_ppl(model, texts, ctx=512, stride=0, batch=1, threads=0, bos=None, matmul="f32") → dict, as
+// `graft eval --json` (matmul: its --matmul): texts are strings (tokenized with the model's tokenizer.json
+// / GGUF vocabulary) or lists of token ids.
 static PyObject *py_eval_ppl(PyObject *mod, PyObject *args, PyObject *kw) {
     (void)mod;
-    static char *kws[] = {"model", "texts", "ctx", "stride", "batch", "threads", "bos", NULL};
+    static char *kws[] = {"model", "texts", "ctx", "stride", "batch", "threads", "bos", "matmul", NULL};
     PyObject *mo, *texts, *bos_o = Py_None;
     int ctx = 512, stride = 0, batch = 1, threads = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|iiiiO", kws, &mo, &texts, &ctx, &stride, &batch, &threads, &bos_o)) return NULL;
+    const char *matmul = "f32";
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|iiiiOs", kws, &mo, &texts, &ctx, &stride, &batch, &threads, &bos_o, &matmul)) return NULL;
+    if (strcmp(matmul, "f32") && strcmp(matmul, "bf16")) return PyErr_Format(PyExc_ValueError, "eval_ppl: matmul is \"f32\" or \"bf16\", got \"%s\"", matmul);
     if (PyUnicode_Check(texts)) return PyErr_Format(PyExc_TypeError, "eval_ppl: texts is a list of strings (or of token-id lists)");
     PyObject *seq = PySequence_Tuple(texts); // immutable copies: no Python code can resize them under us
     if (!seq) return NULL;
@@ -437,6 +440,7 @@ static PyObject *py_eval_ppl(PyObject *mod, PyObject *args, PyObject *kw) {
     Py_XDECREF(pb);
     if (rc == GRAFT_E_NOTFOUND && L) graft_err_clear(&err), rc = GRAFT_OK, tk = NULL; // ids only
     if (rc) { raise(rc, &err); goto out; }
+    graft_llama_set_matmul(L, matmul[0] == 'b' ? GRAFT_MATMUL_BF16 : GRAFT_MATMUL_F32);
     for (Py_ssize_t d = 0; d < nd; d++) {
         PyObject *t = PyTuple_GET_ITEM(seq, d);
         if (PyUnicode_Check(t)) {
@@ -542,7 +546,7 @@ static PyMethodDef functions[] = {
     {"merge", (PyCFunction)(void (*)(void))py_merge, METH_VARARGS | METH_KEYWORDS,
      "merge(config, out, threads=0, seed=0, force=False): graft merge, with config a YAML string, a path or a dict"},
     {"eval_ppl", (PyCFunction)(void (*)(void))py_eval_ppl, METH_VARARGS | METH_KEYWORDS,
-     "eval_ppl(model, texts, ctx=512, stride=0, batch=1, threads=0, bos=None) → dict: graft eval; texts are strings or token-id lists"},
+     "eval_ppl(model, texts, ctx=512, stride=0, batch=1, threads=0, bos=None, matmul=\"f32\") → dict: graft eval; texts are strings or token-id lists"},
     {"convert", (PyCFunction)(void (*)(void))py_convert, METH_VARARGS | METH_KEYWORDS,
      "convert(model, out, dtype, threads=0, shard_size=0, force=False): graft convert to F32/F16/BF16/F8 safetensors"},
     {"extract_lora", (PyCFunction)(void (*)(void))py_extract_lora, METH_VARARGS | METH_KEYWORDS,

@@ -36,6 +36,8 @@ expect 0 "$G" synth ev --layers 2 --hidden 64 --heads 4 --kv-heads 2 --vocab 640
 "$G" eval ev --text t.txt --ctx 32 --json > cli-eval.json
 "$G" tokenize ev t.txt > t.ids
 "$G" eval ev --tokens t.ids --ctx 32 --no-bos --json > cli-eval-ids.json
+expect 0 "$G" convert ev evb --dtype bf16
+"$G" eval evb --tokens t.ids --ctx 32 --no-bos --matmul bf16 --json > cli-eval-bf16.json
 expect 0 "$G" convert m cli-f16 --dtype f16
 expect 0 "$G" extract-lora --base m --model f1 cli-lora --rank 4 --threads 2
 "$PY" - "$V" > "$T/py" 2>&1 <<'PYEOF' && ok || bad "python module: $(cat "$T/py")"
@@ -114,12 +116,14 @@ ids = [int(x) for x in open("t.ids").read().split()]
 e2 = graft.eval_ppl(graft.open("ev"), [ids], ctx=32, bos=False)
 c2 = json.load(open("cli-eval-ids.json"))
 check(abs(e2["nll"] - c2["nll"]) <= 1e-8 * abs(c2["nll"]) and e2["tokens_scored"] == c2["tokens_scored"], "eval_ppl of ids")
+e3, c3 = graft.eval_ppl("evb", [ids], ctx=32, bos=False, matmul="bf16"), json.load(open("cli-eval-bf16.json"))
+check(abs(e3["nll"] - c3["nll"]) <= 1e-8 * abs(c3["nll"]), "eval_ppl matmul=bf16 %s vs %s" % (e3, c3))
 graft.convert("m", "py-f16", "F16", threads=2)
 check(open("py-f16/model.safetensors", "rb").read() == open("cli-f16/model.safetensors", "rb").read(), "convert differs from the CLI")
 rep = graft.extract_lora("m", "f1", "py-lora", rank=4)
 check(open("py-lora/adapter_model.safetensors", "rb").read() == open("cli-lora/adapter_model.safetensors", "rb").read(), "extract_lora differs from the CLI")
 check(all(v is None or 0 <= v < 1 for v in rep.values()) and any(v is not None for v in rep.values()), "extract_lora report %r" % rep)
-for bad_call in (lambda: graft.convert("m", "x", "int4"), lambda: graft.eval_ppl("ev", [[10 ** 6]])):
+for bad_call in (lambda: graft.convert("m", "x", "int4"), lambda: graft.eval_ppl("ev", [[10 ** 6]]), lambda: graft.eval_ppl("ev", [[1]], matmul="f8")):
     try:
         bad_call(); check(False, "no ValueError")
     except ValueError:

@@ -246,52 +246,63 @@ TEST(polar_with_orthonormal_part) {
     CHECK_EQ(graft__polar_partial(b2, 2, 2, 1, false, &err), GRAFT_E_FORMAT);
 }
 
-// graft__polar_pair (tsv at T = 2: two orthonormal halves) against the SVD route: tall (column halves)
-// and wide (row halves), random halves; halves sharing a direction up to 10⁻³ (σ near 1: A's κ = 2.6·10³);
-// an exactly shared direction (σ = 1: singular, handed to the Gram route and on to the SVD route) still
-// gives a polar factor; a zero column (not orthonormal) takes the Gram route, the same factor.
+// graft__polar_pair (tsv at T = 2: two orthonormal halves) against the SVD route, tall (column halves)
+// and wide (row halves): random halves (t = 0); halves sharing a direction up to 10⁻³ (t = 1: 1 − σ ≈
+// 5·10⁻⁷, A's κ ≈ 2.6·10³); square (t = 4: two random 32-dimensional subspaces of 64, the shape tsv
+// gives one side of every matrix); each time the pair route runs and its result is a polar factor —
+// orthonormal columns and PᵀA symmetric — and the SVD route's, both to 2·√M·u·κ (10⁻⁵ at least): a
+// backward error of √M·u·‖A‖ amplified by κ, which the final f32 product by the κ-sized G^-½ reaches
+// (measured at κ = 2.6·10³: 10⁻⁴, the Gram route 3·10⁻⁵). An exactly shared direction (t = 2: σ = 1) and
+// a zero column (t = 3: not orthonormal) go to the Gram route and on to the SVD route: still a polar
+// factor, and for the zero column (column form) the SVD route's very bits.
+static void two_halves(float *A, size_t M, size_t K, unsigned seed) {
+    float *H = malloc(M * K * sizeof *H);
+    struct graft_err err;
+    for (size_t h = 0; h < 2; h++) { // each half: the polar factor of a random M × K matrix
+        rnd_fill(H, M * K, seed + (unsigned)h, 1.0f);
+        if (graft__polar(H, M, K, &err)) abort();
+        for (size_t i = 0; i < M; i++) memcpy(A + i * 2 * K + h * K, H + i * K, K * sizeof *H);
+    }
+    free(H);
+}
+
 TEST(polar_of_two_orthonormal_halves) {
     struct graft_err err;
-    enum { M = 70, K = 12, R = 2 * K };
-    float A[M * R], B[M * R], W[R * M], H[M * K];
-    for (int t = 0; t < 4; t++) {
-        for (int h = 0; h < 2; h++) { // each half: the polar factor of a random M × K matrix
-            rnd_fill(H, M * K, 31 + 2 * t + h, 1.0f);
+    for (int t = 0; t < 5; t++) {
+        size_t M = t == 4 ? 64 : 70, K = t == 4 ? 32 : 12, R = 2 * K;
+        float *A = malloc(M * R * sizeof *A), *B = malloc(M * R * sizeof *B), *W = malloc(M * R * sizeof *W), *H = malloc(M * K * sizeof *H);
+        two_halves(A, M, K, 31 + 2 * (unsigned)t);
+        if (t == 1 || t == 2) { // column K+3 of half 2 ≈ (t = 1) or = (t = 2) column 0, half 2 orthonormalised again
+            for (size_t i = 0; i < M; i++)
+                for (size_t j = 0; j < K; j++) H[i * K + j] = A[i * R + K + j];
+            for (size_t i = 0; i < M; i++) H[i * K + 3] = A[i * R] + (t == 1 ? 1e-3f * H[i * K + 3] : 0);
             CHECK_EQ(graft__polar(H, M, K, &err), GRAFT_OK);
-            for (int i = 0; i < M; i++) memcpy(A + i * R + h * K, H + i * K, K * sizeof *H);
+            for (size_t i = 0; i < M; i++)
+                for (size_t j = 0; j < K; j++) A[i * R + K + j] = H[i * K + j];
         }
-        if (t == 1) // column K+3 ≈ column 0: normalise c0 + 1e-3·c(K+3)
-            for (int i = 0; i < M; i++) A[i * R + K + 3] = A[i * R] + 1e-3f * A[i * R + K + 3];
-        if (t == 1) {
-            double d = 0;
-            for (int i = 0; i < M; i++) d += (double)A[i * R + K + 3] * A[i * R + K + 3];
-            for (int i = 0; i < M; i++) A[i * R + K + 3] = (float)(A[i * R + K + 3] / sqrt(d));
-        }
-        if (t == 2) // an exactly shared direction
-            for (int i = 0; i < M; i++) A[i * R + K + 5] = A[i * R + 2];
-        if (t == 3) // a zero column
-            for (int i = 0; i < M; i++) A[i * R + 4] = 0;
-        memcpy(B, A, sizeof A);
-        CHECK_EQ(graft__polar_pair(B, M, R, false, &err), GRAFT_OK);
-        if (t == 2) {
-            CHECK(is_polar_cols(A, B, M, R, 1e-5));
-            continue;
-        }
-        // both routes within a backward error of √M·u·‖A‖ each, amplified by κ (measured: 4·10⁻⁷ at κ = 2.6,
-        // 5·10⁻⁵ at κ = 2.6·10³); the zero column goes on to the SVD route itself: the same bits
-        double tol = t == 3 ? 0 : 2.0 * sqrt((double)M) * 1.2e-7 * cond(A, M, R);
-        CHECK(same_polar(A, M, R, B, tol));
-        for (int i = 0; i < M; i++) // the row form: Aᵀ, halves of rows
-            for (int j = 0; j < R; j++) W[j * M + i] = A[i * R + j];
-        float Wc[R * M];
-        memcpy(Wc, W, sizeof W);
-        CHECK_EQ(graft__polar_pair(Wc, R, M, true, &err), GRAFT_OK);
-        CHECK(same_polar(W, R, M, Wc, tol));
+        if (t == 3)
+            for (size_t i = 0; i < M; i++) A[i * R + 4] = 0;
+        bool paired;
+        memcpy(B, A, M * R * sizeof *A);
+        CHECK_EQ(graft__polar_pair(B, M, R, false, &paired, &err), GRAFT_OK);
+        CHECK(paired == (t == 0 || t == 1 || t == 4));
+        double kap = t == 2 ? 1 : cond(A, M, R), tol = fmax(1e-5, 2.0 * sqrt((double)M) * 1.2e-7 * kap);
+        CHECK(is_polar_cols(A, B, M, R, tol));
+        CHECK(same_polar(A, M, R, B, t == 3 ? 0 : t == 2 ? INFINITY : tol));
+        for (size_t i = 0; i < M; i++) // the row form: Aᵀ, halves of rows
+            for (size_t j = 0; j < R; j++) W[j * M + i] = A[i * R + j];
+        CHECK_EQ(graft__polar_pair(W, R, M, true, &paired, &err), GRAFT_OK);
+        CHECK(paired == (t == 0 || t == 1 || t == 4));
+        for (size_t i = 0; i < M; i++) // back to columns: the same checks
+            for (size_t j = 0; j < R; j++) B[i * R + j] = W[j * M + i];
+        CHECK(is_polar_cols(A, B, M, R, tol)); // (singular t = 2, 3: another completion than the columns' SVD)
+        CHECK(same_polar(A, M, R, B, t == 2 || t == 3 ? INFINITY : tol));
+        free(A), free(B), free(W), free(H);
     }
-    const float bad[4] = {1, 0, 0, NAN}; // not finite: the Gram route's error
+    const float bad[4] = {1, 0, 0, NAN};
     float b2[4];
     memcpy(b2, bad, sizeof b2);
-    CHECK(graft__polar_pair(b2, 2, 2, false, &err) != GRAFT_OK);
+    CHECK_EQ(graft__polar_pair(b2, 2, 2, false, NULL, &err), GRAFT_E_FORMAT);
 }
 
 // graft__svd_product against LAPACK's SVD of the product formed in double, for a core wider than
@@ -379,23 +390,23 @@ TEST(polar_by_the_gram_route) {
 // The evaluator's bf16 products (src/eval/bf16gemm.c, `eval --matmul bf16`): X rounded to bf16 (to
 // nearest even: 1 + 2⁻⁸ is a tie and goes to 1, 1 + 3·2⁻⁹ rounds up to 1 + 2⁻⁷), Y (+)= Xb·Wᵀ against the same
 // products summed in double — every bf16·bf16 product is exact in f32, so the only error is the f32
-// accumulation, below K·2⁻²⁴·Σ|x·w| — for shapes off every tile edge (M not a multiple of 12, N of
-// 32, K/2 past two chunks of 256 pairs), with and without accumulation. Runs where the CPU has
+// accumulation, below K·2⁻²⁴·Σ|x·w| — for shapes off every tile edge (M not a multiple of 6, N of
+// 64, K/2 past two chunks of 256 pairs), with and without accumulation. Runs where the CPU has
 // AVX512-BF16; elsewhere the evaluator takes sgemm.
 TEST(bf16_products) {
     const float r[3] = {1.0f + 1.0f / 256, 1.0f + 3.0f / 512, -2.5f};
-    uint16_t rb[12 * 3];
+    uint16_t rb[6 * 3];
     graft__bf16_round_rows(r, 1, 3, rb);
     CHECK(rb[0] == 0x3F80 && rb[1] == 0x3F81 && rb[2] == 0xC020);
-    CHECK(graft__bf16_rows_padded(1) == 12 && graft__bf16_rows_padded(12) == 12 && graft__bf16_rows_padded(13) == 24);
-    for (size_t i = 3; i < 12 * 3; i++) CHECK(rb[i] == 0); // padded rows are zero
+    CHECK(graft__bf16_rows_padded(1) == 6 && graft__bf16_rows_padded(6) == 6 && graft__bf16_rows_padded(13) == 18);
+    for (size_t i = 3; i < 6 * 3; i++) CHECK(rb[i] == 0); // padded rows are zero
     if (!graft__bf16_gemm_cpu()) return;
     static const size_t shapes[][3] = {{13, 37, 1030}, {12, 32, 64}, {1, 256, 8}, {30, 70, 2}};
     for (size_t t = 0; t < 4; t++) {
         size_t M = shapes[t][0], N = shapes[t][1], K = shapes[t][2], Mp = graft__bf16_rows_padded(M);
         float *X = malloc(M * K * sizeof *X), *Y = malloc(M * N * sizeof *Y), *Wf = malloc(N * K * sizeof *Wf), *Xf = malloc(M * K * sizeof *Xf);
         uint16_t *Xb = malloc(Mp * K * sizeof *Xb), *W = malloc(N * K * sizeof *W);
-        uint32_t *pack = malloc((N + 32) * K / 2 * sizeof *pack);
+        uint32_t *pack = malloc((N + 64) * K / 2 * sizeof *pack);
         uint64_t key = graft_rng_key(t, 2, "bf16", 4);
         for (size_t i = 0; i < M * K; i++) X[i] = (float)graft_rng_normalish(key, i);
         for (size_t i = 0; i < N * K; i++) Wf[i] = (float)graft_rng_normalish(key, 1u << 30 | i);

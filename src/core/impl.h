@@ -184,9 +184,10 @@ int    graft__polar(float *A, size_t m, size_t n, struct graft_err *err);
 // The same by the Gram route (linalg.c): a short-side² eigensolve in double and two GEMMs; the SVD route
 // when A is within 10⁶ of rank-deficient.
 int    graft__polar_gram(float *A, size_t m, size_t n, struct graft_err *err);
-// The same for A = [A₁ | A₂] (rows: A₁ over A₂) whose halves have orthonormal columns (rows) each: a
-// k × k SVD of A₁ᵀ·A₂ and two GEMMs (linalg.c); else graft__polar_gram.
-int    graft__polar_pair(float *A, size_t m, size_t n, bool rows, struct graft_err *err);
+// The same for A = [A₁ | A₂] (rows: A₁ over A₂) whose halves have orthonormal columns (rows) each, to
+// ‖E‖_F ≤ 10⁻⁴: the Gram matrix, a k × k SVD and k³ GEMMs (linalg.c); else graft__polar_gram. *paired
+// (may be NULL): whether this route ran.
+int    graft__polar_pair(float *A, size_t m, size_t n, bool rows, bool *paired, struct graft_err *err);
 // The same for A whose last r − k columns (rows: last r − k rows) are orthonormal already, r = n (m):
 // two thin QRs and the polar factor of a 2k × 2k matrix (linalg.c), when k ≤ r − k and r ≤ the long
 // side; else graft__polar.

@@ -25,6 +25,25 @@ void graft__blas_single_thread(void) { openblas_set_num_threads(1); }
 
 enum { BLK = 256 }; // rows or columns of M converted to double at a time
 
+// G (k × k, upper triangle, row-major, zeroed by the caller) = M·Mᵀ (left, k = m) or Mᵀ·M (k = n) in
+// double: Σ over blocks of D·Dᵀ (D = M[:, c0..c1) as k × w) or Dᵀ·D (D = M[r0..r1, :] as w × k) in a
+// fixed block order; D: k·BLK doubles of scratch.
+static void gram_upper(const float *M, size_t m, size_t n, bool left, double *G, double *D) {
+    size_t k = left ? m : n, other = left ? n : m;
+    for (size_t b0 = 0; b0 < other; b0 += BLK) {
+        size_t w = other - b0 < BLK ? other - b0 : BLK;
+        if (left) {
+            for (size_t i = 0; i < k; i++)
+                for (size_t j = 0; j < w; j++) D[i * w + j] = M[i * n + b0 + j];
+            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int)k, (int)w, 1.0, D, (int)w, 1.0, G, (int)k);
+        } else {
+            for (size_t i = 0; i < w; i++)
+                for (size_t j = 0; j < k; j++) D[i * k + j] = M[(b0 + i) * n + j];
+            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)k, (int)w, 1.0, D, (int)k, 1.0, G, (int)k);
+        }
+    }
+}
+
 int graft__svd_gram(const float *M, size_t m, size_t n, size_t r_vec, struct graft__svd *s, struct graft_err *err) {
     memset(s, 0, sizeof *s);
     s->m = m, s->n = n, s->left = m <= n, s->k = s->left ? m : n;
@@ -48,21 +67,7 @@ int graft__svd_gram(const float *M, size_t m, size_t n, size_t r_vec, struct gra
             graft__svd_free(s);
             return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "the matrix holds NaN or infinite values");
         }
-    // G (upper triangle, row-major) = Σ over blocks of D·Dᵀ (left: D = M[:, c0..c1) as k × w) or
-    // Dᵀ·D (right: D = M[r0..r1, :] as w × k), in a fixed block order
-    size_t other = s->left ? n : m;
-    for (size_t b0 = 0; b0 < other; b0 += BLK) {
-        size_t w = other - b0 < BLK ? other - b0 : BLK;
-        if (s->left) {
-            for (size_t i = 0; i < k; i++)
-                for (size_t j = 0; j < w; j++) D[i * w + j] = M[i * n + b0 + j];
-            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int)k, (int)w, 1.0, D, (int)w, 1.0, G, (int)k);
-        } else {
-            for (size_t i = 0; i < w; i++)
-                for (size_t j = 0; j < k; j++) D[i * k + j] = M[(b0 + i) * n + j];
-            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)k, (int)w, 1.0, D, (int)k, 1.0, G, (int)k);
-        }
-    }
+    gram_upper(M, m, n, s->left, G, D);
     graft__free(D);
     for (size_t i = 0; i < k; i++) s->energy += G[i * k + i]; // trace = ‖M‖_F²
     // dsyevr (MRRR): every eigenvalue, or only the top r_vec eigenpairs; all k eigenpairs (a polar
@@ -318,45 +323,57 @@ out:
 }
 
 // The polar factor of A = [A₁ | A₂] (rows: A₁ over A₂) whose halves each have orthonormal columns
-// (rows) — tsv's Ũ and Ṽh at T = 2. Its Gram matrix is G = [[I, C], [Cᵀ, I]], C = A₁ᵀ·A₂ (k × k, in
-// double). With C = P·Σ·Qᵀ each pair p_i, q_i spans a 2 × 2 block [[1, σ_i], [σ_i, 1]], so
-// G^-½ = ½·[[P·D₊·Pᵀ, P·D₋·Qᵀ], [Q·D₋·Pᵀ, Q·D₊·Qᵀ]], D± = (1 + σ)^-½ ± (1 − σ)^-½, and polar(A) = A·G^-½
-// (rows: G^-½·A): one k × k SVD and two GEMMs instead of the 2k × 2k eigensolve of the Gram route.
-// Halves that are not orthonormal (zero singular values upstream) or σ within 10⁻¹² of 1 (the Gram
-// route's limit) take graft__polar_gram.
-int graft__polar_pair(float *A, size_t m, size_t n, bool rows, struct graft_err *err) {
+// (rows) — tsv's Ũ and Ṽh at T = 2 — without the 2k × 2k eigensolve of the Gram route. G = AᵀA (rows:
+// AAᵀ) is formed in double as there: [[I + E₁, C], [Cᵀ, I + E₂]], E_i the halves' departure from
+// orthonormality (float rounding, ~10⁻⁷). L_i = (I + E_i)^-½ by its series to E³ (‖E_i‖_F ≤ 10⁻⁴: the
+// rest is below double rounding) makes G̃ = L·G·L = [[I, C̃], [C̃ᵀ, I]], C̃ = L₁·C·L₂, L = diag(L₁, L₂).
+// With C̃ = P·Σ·Qᵀ each pair p_i, q_i spans a 2 × 2 block [[1, σ_i], [σ_i, 1]], so
+// G̃^-½ = ½·[[P·D₊·Pᵀ, P·D₋·Qᵀ], [Q·D₋·Pᵀ, Q·D₊·Qᵀ]], D± = (1 + σ)^-½ ± (1 − σ)^-½, and A·L·G̃^-½
+// (rows: G̃^-½·L·A) has orthonormal columns (rows) exactly: (L·G̃^-½)ᵀ·G·(L·G̃^-½) = I. It is the polar
+// factor of A·L, A within ‖E‖ — what a float SVD of A gives too. Costs a k × k SVD and a few k³ GEMMs
+// beside the Gram matrix and the final GEMM. Halves further from orthonormal (zero singular values
+// upstream), σ within 10⁻¹² of 1 (the Gram route's limit) or a failed SVD take graft__polar_gram.
+int graft__polar_pair(float *A, size_t m, size_t n, bool rows, bool *paired, struct graft_err *err) {
     size_t r = rows ? m : n, len = rows ? n : m, k = r / 2;
+    if (paired) *paired = false;
     if (r % 2 || r > len || !k) return graft__polar_gram(A, m, n, err);
-    for (size_t v = 0; v < r; v++) { // each vector's squared norm, in double
-        double d = 0;
-        for (size_t l = 0; l < len; l++) {
-            double x = rows ? A[v * n + l] : A[l * n + v];
-            d += x * x;
-        }
-        if (!(fabs(d - 1.0) <= 1e-4)) return graft__polar_gram(A, m, n, err); // also non-finite values
-    }
-    double *C = graft__calloc(k * k, sizeof *C), *D = graft__malloc(r * BLK * sizeof *D), *sg = graft__malloc(k * sizeof *sg);
-    double *P = graft__malloc(k * k * sizeof *P), *Qt = graft__malloc(k * k * sizeof *Qt), *Y = graft__malloc(k * k * sizeof *Y);
+    for (size_t i = 0; i < m * n; i++)
+        if (!isfinite(A[i])) return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "non-finite value in a %zu×%zu matrix to orthogonalise", m, n);
+    double *G = graft__calloc(r * r, sizeof *G), *D = graft__malloc(r * BLK * sizeof *D), *sg = graft__malloc(k * sizeof *sg);
+    double *E[2] = {graft__malloc(k * k * sizeof(double)), graft__malloc(k * k * sizeof(double))};
+    double *Lh[2] = {graft__malloc(k * k * sizeof(double)), graft__malloc(k * k * sizeof(double))};
+    double *Ct = graft__malloc(k * k * sizeof *Ct), *P = graft__malloc(k * k * sizeof *P), *Qt = graft__malloc(k * k * sizeof *Qt);
     double *Xd = graft__malloc(r * r * sizeof *Xd);
     float *X = graft__malloc(r * r * sizeof *X), *out = graft__calloc(m * n, sizeof *out);
-    int rc = C && D && sg && P && Qt && Y && Xd && X && out ? GRAFT_OK : graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for a %zu × %zu polar factor", m, n);
+    int rc = G && D && sg && E[0] && E[1] && Lh[0] && Lh[1] && Ct && P && Qt && Xd && X && out
+                 ? GRAFT_OK
+                 : graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory for a %zu × %zu polar factor", m, n);
     bool gram = false;
-    for (size_t l0 = 0; !rc && l0 < len; l0 += BLK) { // C = A₁ᵀ·A₂ (rows: A₁·A₂ᵀ), blocks of the long side in double
-        size_t b = len - l0 < BLK ? len - l0 : BLK;
-        if (rows) {
-            for (size_t i = 0; i < r; i++)
-                for (size_t c = 0; c < b; c++) D[i * b + c] = A[i * n + l0 + c];
-            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)k, (int)k, (int)b, 1.0, D, (int)b, D + k * b, (int)b, 1.0, C, (int)k);
-        } else {
-            for (size_t i = 0; i < b * r; i++) D[i] = A[l0 * n + i];
-            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, (int)k, (int)b, 1.0, D, (int)r, D + k, (int)r, 1.0, C, (int)k);
-        }
+    if (!rc) gram_upper(A, m, n, rows, G, D);
+    for (int h = 0; !rc && !gram && h < 2; h++) { // E_h from the upper triangle; L_h = I + E(−½ + E(⅜ − (5/16)·E))
+        double *e = E[h], *l = Lh[h], f = 0;
+        for (size_t i = 0; i < k; i++)
+            for (size_t j = i; j < k; j++) {
+                double v = G[(h * k + i) * r + h * k + j] - (i == j);
+                e[i * k + j] = e[j * k + i] = v, f += (i == j ? 1 : 2) * v * v;
+            }
+        if (!(f <= 1e-8)) { gram = true; break; } // ‖E‖_F > 10⁻⁴, or not finite
+        for (size_t i = 0; i < k * k; i++) Ct[i] = -0.3125 * e[i] + (i % (k + 1) == 0 ? 0.375 : 0);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)k, (int)k, (int)k, 1.0, e, (int)k, Ct, (int)k, 0.0, P, (int)k);
+        for (size_t i = 0; i < k; i++) P[i * k + i] -= 0.5;
+        for (size_t i = 0; i < k * k; i++) l[i] = i % (k + 1) == 0 ? 1 : 0;
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)k, (int)k, (int)k, 1.0, e, (int)k, P, (int)k, 1.0, l, (int)k);
     }
-    if (!rc && LAPACKE_dgesdd(LAPACK_ROW_MAJOR, 'A', (lapack_int)k, (lapack_int)k, C, (lapack_int)k, sg, P, (lapack_int)k, Qt, (lapack_int)k))
-        gram = true; // no convergence: the Gram route decides
-    if (!rc && !gram && !((1.0 - sg[0]) > 1e-12 * (1.0 + sg[0]))) gram = true;
+    if (!rc && !gram) { // C̃ = L₁·C·L₂ (C: G's upper right block)
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)k, (int)k, (int)k, 1.0, Lh[0], (int)k, G + k, (int)r, 0.0, P, (int)k);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)k, (int)k, (int)k, 1.0, P, (int)k, Lh[1], (int)k, 0.0, Ct, (int)k);
+        if (LAPACKE_dgesdd(LAPACK_ROW_MAJOR, 'A', (lapack_int)k, (lapack_int)k, Ct, (lapack_int)k, sg, P, (lapack_int)k, Qt, (lapack_int)k) ||
+            !((1.0 - sg[0]) > 1e-12 * (1.0 + sg[0])))
+            gram = true;
+    }
     if (!rc && !gram) {
-        // X₁₁ = P·(½D₊)·Pᵀ, X₁₂ = P·(½D₋)·Qᵀ = X₂₁ᵀ, X₂₂ = Q·(½D₊)·Qᵀ
+        // G̃^-½ into G's storage: X₁₁ = P·(½D₊)·Pᵀ, X₁₂ = P·(½D₋)·Qᵀ = X₂₁ᵀ, X₂₂ = Q·(½D₊)·Qᵀ
+        double *Y = E[0];
         for (int half = 0; half < 2; half++) {
             for (size_t i = 0; i < k; i++)
                 for (size_t j = 0; j < k; j++) {
@@ -364,19 +381,24 @@ int graft__polar_pair(float *A, size_t m, size_t n, bool rows, struct graft_err 
                     Y[i * k + j] = P[i * k + j] * 0.5 * (half ? a - bb : a + bb);
                 }
             cblas_dgemm(CblasRowMajor, CblasNoTrans, half ? CblasNoTrans : CblasTrans, (int)k, (int)k, (int)k, 1.0, Y, (int)k, half ? Qt : P,
-                        (int)k, 0.0, Xd + (half ? k : 0), (int)r);
+                        (int)k, 0.0, G + (half ? k : 0), (int)r);
         }
         for (size_t i = 0; i < k; i++)
             for (size_t j = 0; j < k; j++) Y[i * k + j] = Qt[i * k + j] * 0.5 * (1.0 / sqrt(1.0 + sg[i]) + 1.0 / sqrt(1.0 - sg[i]));
-        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, (int)k, (int)k, 1.0, Qt, (int)k, Y, (int)k, 0.0, Xd + k * r + k, (int)r);
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, (int)k, (int)k, 1.0, Qt, (int)k, Y, (int)k, 0.0, G + k * r + k, (int)r);
         for (size_t i = 0; i < k; i++)
-            for (size_t j = 0; j < k; j++) Xd[(k + j) * r + i] = Xd[i * r + k + j];
+            for (size_t j = 0; j < k; j++) G[(k + j) * r + i] = G[i * r + k + j];
+        // X = L·G̃^-½: row half h is L_h times G̃^-½'s rows of that half
+        for (int h = 0; h < 2; h++)
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)k, (int)r, (int)k, 1.0, Lh[h], (int)k, G + h * k * r, (int)r, 0.0, Xd + h * k * r, (int)r);
         for (size_t i = 0; i < r * r; i++) X[i] = (float)Xd[i];
-        if (rows) graft__sgemm_acc(false, false, m, n, r, 1.0f, X, r, A, n, out, n);
-        else graft__sgemm_acc(false, false, m, n, r, 1.0f, A, n, X, r, out, n);
+        if (rows) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)m, (int)n, (int)r, 1.0f, X, (int)r, A, (int)n, 0.0f, out, (int)n); // Xᵀ·A
+        else graft__sgemm_acc(false, false, m, n, r, 1.0f, A, n, X, r, out, n);                                                             // A·X
         memcpy(A, out, m * n * sizeof *A);
+        if (paired) *paired = true;
     }
-    graft__free(C), graft__free(D), graft__free(sg), graft__free(P), graft__free(Qt), graft__free(Y), graft__free(Xd), graft__free(X), graft__free(out);
+    graft__free(G), graft__free(D), graft__free(sg), graft__free(E[0]), graft__free(E[1]), graft__free(Lh[0]), graft__free(Lh[1]);
+    graft__free(Ct), graft__free(P), graft__free(Qt), graft__free(Xd), graft__free(X), graft__free(out);
     return !rc && gram ? graft__polar_gram(A, m, n, err) : rc;
 }
 

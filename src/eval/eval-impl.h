@@ -15,7 +15,7 @@ int graft__ppl_windows(const int32_t *const *docs, const size_t *lens, int n_doc
 
 // bf16 products (bf16gemm.c, graft_llama_set_matmul): X (M × K f32) rounded to bf16 into Xb, whose
 // rows are padded with zeros to graft__bf16_rows_padded(M); graft__bf16_gemm: Y[M × N] (+)= Xb · Wᵀ
-// for N ≤ 256 rows W of K (even) bf16 values as stored, pack ≥ N·K/2 + 32·K/2 words of scratch; only
+// for N ≤ 256 rows W of K (even) bf16 values as stored, pack ≥ (N + 63)·K/2 words of scratch; only
 // where graft__bf16_gemm_cpu() (AVX512-BF16).
 size_t graft__bf16_rows_padded(size_t M);
 void   graft__bf16_round_rows(const float *X, size_t M, size_t K, uint16_t *Xb);

@@ -1,7 +1,7 @@
 // The evaluator over a GGUF file (graft_llama_open_gguf): a transformers config.json rebuilt from the
 // GGUF metadata (graft_gguf_hf_config), tensors found by llama.cpp's names (Mixtral's experts as slices of
-// the stacked tensors), q/k rows of `llama` files un-permuted and Gemma's 1 + w norms shifted back into
-// f32 copies (both exact, so F32 files compute what the HF folder does).
+// the stacked tensors), q/k rows of `llama` files un-permuted (row copies in the file's type) and Gemma's
+// 1 + w norms shifted back into f32 copies (both exact, so F32 files compute what the HF folder does).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,16 +62,15 @@ static bool lookup(void *ctx, const char *name, struct graft_tensor_ref *out) {
     }
     bool q = strstr(gn, ".attn_q.") != NULL, k = strstr(gn, ".attn_k.") != NULL;
     if (!s->h.permuted || (!q && !k)) return true;
-    // un-permute: GGUF row r holds HF row graft_gguf_permuted_row(r, d)
-    float *dec = graft__malloc((size_t)n * sizeof *dec), *hf = own(s, n);
-    if (!dec || !hf || !graft_ggml_to_f32(t->type, out->data, dec, n) || rows % s->h.head_dim) {
-        graft__free(dec);
-        s->failed = true;
-        return false;
-    }
-    for (uint64_t r = 0; r < rows; r++) memcpy(hf + graft_gguf_permuted_row(r, s->h.head_dim) * cols, dec + r * cols, (size_t)cols * sizeof *hf);
-    graft__free(dec);
-    out->data = hf, out->dtype = GRAFT_DTYPE_F32, out->ggml_type = 0;
+    // un-permute: GGUF row r holds HF row graft_gguf_permuted_row(r, d). Whole rows are moved in the
+    // file's own type (quantized blocks run along a row), so the weights keep their dtype: exact, and
+    // `--matmul bf16` sees BF16 q/k as it sees every other BF16 weight.
+    size_t rb = (size_t)(cols / graft_ggml_block_size(t->type) * graft_ggml_type_size(t->type));
+    float *hf = rows % s->h.head_dim ? NULL : own(s, (rows * rb + sizeof(float) - 1) / sizeof(float));
+    if (!hf) return s->failed = true, false;
+    for (uint64_t r = 0; r < rows; r++)
+        memcpy((uint8_t *)hf + graft_gguf_permuted_row(r, s->h.head_dim) * rb, (const uint8_t *)out->data + r * rb, rb);
+    out->data = hf;
     return true;
 }
 

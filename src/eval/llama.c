@@ -473,12 +473,12 @@ static int lin_item(void *ctx, size_t item, int ith, struct graft_err *err) {
 }
 
 // GRAFT_MATMUL_BF16 on BF16 weights: X rounded to bf16 once per product, shared by the blocks; without
-// AVX512-BF16 the rounded values go through sgemm (the same products, summed in another order).
+// AVX512-BF16 (or for an odd K) the rounded values go through sgemm (the same products, summed in
+// another order).
 static int linear(struct graft_llama *L, struct lin *j, struct graft_err *err) {
     size_t items = (j->W->rows + NB - 1) / NB;
-    if (L->matmul != GRAFT_MATMUL_BF16 || j->W->gq || j->W->dt != GRAFT_DTYPE_BF16 || j->K % 2)
-        return graft_pool_run(L->n_threads, items, lin_item, j, NULL, NULL, err);
-    bool dot = graft__bf16_gemm_cpu();
+    if (L->matmul != GRAFT_MATMUL_BF16 || j->W->gq || j->W->dt != GRAFT_DTYPE_BF16) return graft_pool_run(L->n_threads, items, lin_item, j, NULL, NULL, err);
+    bool dot = graft__bf16_gemm_cpu() && j->K % 2 == 0; // the kernel takes K in pairs
     size_t rows = graft__bf16_rows_padded(j->M);
     uint16_t *Xb = graft__malloc(rows * j->K * sizeof *Xb);
     float *Xr = dot ? NULL : graft__malloc(j->M * j->K * sizeof *Xr);

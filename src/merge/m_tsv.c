@@ -35,9 +35,9 @@ static int combine(struct graft_mt *mt, int pass, const double *partials, void *
     graft__free(lr->tv), lr->tv = NULL;
     // polar factors by the Gram route (an eigensolve of the short side's Gram matrix and two GEMMs: the
     // same factors as the reference's SVDs at full rank, several times cheaper at 8B shapes); at T = 2
-    // from the k × k cross product of the two tasks' orthonormal halves (graft__polar_pair)
-    if (!rc) rc = T == 2 ? graft__polar_pair(Uo, m, K, false, err) : graft__polar_gram(Uo, m, K, err);
-    if (!rc) rc = T == 2 ? graft__polar_pair(Vo, K, n, true, err) : graft__polar_gram(Vo, K, n, err);
+    // from a k × k SVD of the two tasks' orthonormal halves' cross product (graft__polar_pair)
+    if (!rc) rc = T == 2 ? graft__polar_pair(Uo, m, K, false, NULL, err) : graft__polar_gram(Uo, m, K, err);
+    if (!rc) rc = T == 2 ? graft__polar_pair(Vo, K, n, true, NULL, err) : graft__polar_gram(Vo, K, n, err);
     for (size_t i = 0; !rc && i < m; i++)
         for (size_t j = 0; j < K; j++) Uo[i * K + j] *= So[j];
     if (!rc) rc = graft__lr_product(lr, Uo, Vo, K, 1.0f, err);
