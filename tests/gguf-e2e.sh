@@ -49,6 +49,22 @@ ok = all(abs(math.exp(x["nll"]) / math.exp(h["nll"]) - 1) <= t and x["tokens_sco
 sys.exit(0 if ok else 1)' $tol && ok || bad "eval of $m-$t.gguf differs from the HF folder: $(cat hf.json g1.json g2.json)"
     done
 done
+# Llama with attention_bias (q/k/v/o biases): the q/k biases are permuted as their rows (llama.cpp's
+# converter permutes them too; this used to loop forever), and eval of the F32 file gives the folder's
+# logits bit for bit. A hostile file storing the 1-D q bias as Q8_0 (never written by a converter) is
+# decoded before the un-permutation (it used to be read past its 68 bytes): it scores within Q8_0's
+# rounding of the F32 file.
+"$PY" -c 'import json; c = json.load(open("l32/config.json")); c["attention_bias"] = True; json.dump(c, open("lbc.json", "w"))' || bad "config edit"
+expect 0 "$G" synth lb --like-config lbc.json --seed 4
+expect 0 "$G" convert lb lb-f32.gguf --type f32
+"$PY" -c 'import random; random.seed(7); print(" ".join(str(random.randrange(640)) for _ in range(100)))' > lb.ids
+"$G" eval lb --tokens lb.ids --ctx 50 --no-bos --dump-logits lb-hf.bin > /dev/null 2>"$T/err" && "$G" eval lb-f32.gguf --tokens lb.ids --ctx 50 --no-bos --dump-logits lb-gg.bin --json > lb-gg.json 2>>"$T/err" &&
+    cmp -s lb-hf.bin lb-gg.bin && ok || bad "Llama with biases: the GGUF's logits differ from the folder's: $(cat "$T/err")"
+"$PY" "$REF" q8vec lb-f32.gguf blk.0.attn_q.bias lb-q8b.gguf || bad "q8vec"
+"$G" eval lb-q8b.gguf --tokens lb.ids --ctx 50 --no-bos --json > lb-q8b.json 2>"$T/err" &&
+    "$PY" -c 'import json, sys; a, b = (json.load(open(f))["nll"] for f in sys.argv[1:]); sys.exit(0 if abs(a - b) <= 1e-3 * abs(a) else 1)' lb-gg.json lb-q8b.json &&
+    ok || bad "a Q8_0 q bias: $(cat "$T/err" lb-gg.json lb-q8b.json)"
+
 # Qwen3 (the real layout, scaled; head_dim 32 ≠ hidden / heads): attn_q_norm / attn_k_norm, key_length;
 # graft eval of the F32 GGUF scores exactly what the folder does, and converting back gives its tensors
 expect 0 "$G" synth q3 --like-config "$(dirname "$REF")/../configs/qwen3-8b.json" --layers 2 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --head-dim 32 --vocab 640 --dtype f32 --seed 7

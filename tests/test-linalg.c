@@ -247,7 +247,8 @@ TEST(polar_with_orthonormal_part) {
 }
 
 // graft__polar_pair (tsv at T = 2: two orthonormal halves) against the SVD route, tall (column halves)
-// and wide (row halves): random halves (t = 0); halves sharing a direction up to 10⁻³ (t = 1: 1 − σ ≈
+// and wide (row halves, which must give the column form's values transposed): random halves, their
+// columns scaled by 1 ± 10⁻⁵ so that they are orthonormal only to ‖E‖_F ≈ 10⁻⁴ (t = 0); halves sharing a direction up to 10⁻³ (t = 1: 1 − σ ≈
 // 5·10⁻⁷, A's κ ≈ 2.6·10³); square (t = 4: two random 32-dimensional subspaces of 64, the shape tsv
 // gives one side of every matrix); each time the pair route runs and its result is a polar factor —
 // orthonormal columns and PᵀA symmetric — and the SVD route's, both to 2·√M·u·κ (10⁻⁵ at least): a
@@ -271,6 +272,7 @@ TEST(polar_of_two_orthonormal_halves) {
     for (int t = 0; t < 5; t++) {
         size_t M = t == 4 ? 64 : 70, K = t == 4 ? 32 : 12, R = 2 * K;
         float *A = malloc(M * R * sizeof *A), *B = malloc(M * R * sizeof *B), *W = malloc(M * R * sizeof *W), *H = malloc(M * K * sizeof *H);
+        float *C = malloc(M * R * sizeof *C);
         two_halves(A, M, K, 31 + 2 * (unsigned)t);
         if (t == 1 || t == 2) { // column K+3 of half 2 ≈ (t = 1) or = (t = 2) column 0, half 2 orthonormalised again
             for (size_t i = 0; i < M; i++)
@@ -282,9 +284,12 @@ TEST(polar_of_two_orthonormal_halves) {
         }
         if (t == 3)
             for (size_t i = 0; i < M; i++) A[i * R + 4] = 0;
+        if (t == 0) // halves orthonormal only to 10⁻⁵ (‖E‖_F ≈ 10⁻⁴): the whitening L ≠ I matters
+            for (size_t i = 0; i < M * R; i++) A[i] *= 1.0f + 1e-5f * (float)((int)((i * 2654435761u >> 7) % 201) - 100) / 100.0f;
         bool paired;
         memcpy(B, A, M * R * sizeof *A);
         CHECK_EQ(graft__polar_pair(B, M, R, false, &paired, &err), GRAFT_OK);
+        memcpy(C, B, M * R * sizeof *B);
         CHECK(paired == (t == 0 || t == 1 || t == 4));
         double kap = t == 2 ? 1 : cond(A, M, R), tol = fmax(1e-5, 2.0 * sqrt((double)M) * 1.2e-7 * kap);
         CHECK(is_polar_cols(A, B, M, R, tol));
@@ -293,11 +298,13 @@ TEST(polar_of_two_orthonormal_halves) {
             for (size_t j = 0; j < R; j++) W[j * M + i] = A[i * R + j];
         CHECK_EQ(graft__polar_pair(W, R, M, true, &paired, &err), GRAFT_OK);
         CHECK(paired == (t == 0 || t == 1 || t == 4));
-        for (size_t i = 0; i < M; i++) // back to columns: the same checks
-            for (size_t j = 0; j < R; j++) B[i * R + j] = W[j * M + i];
+        double rc_diff = 0; // back to columns: the same checks, and where the pair route ran, the column form's values
+        for (size_t i = 0; i < M; i++)
+            for (size_t j = 0; j < R; j++) rc_diff = fmax(rc_diff, fabs((double)W[j * M + i] - C[i * R + j])), B[i * R + j] = W[j * M + i];
+        CHECK(!paired || rc_diff <= 1e-6);
         CHECK(is_polar_cols(A, B, M, R, tol)); // (singular t = 2, 3: another completion than the columns' SVD)
         CHECK(same_polar(A, M, R, B, t == 2 || t == 3 ? INFINITY : tol));
-        free(A), free(B), free(W), free(H);
+        free(A), free(B), free(W), free(H), free(C);
     }
     const float bad[4] = {1, 0, 0, NAN};
     float b2[4];

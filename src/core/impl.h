@@ -185,7 +185,7 @@ int    graft__polar(float *A, size_t m, size_t n, struct graft_err *err);
 // when A is within 10⁶ of rank-deficient.
 int    graft__polar_gram(float *A, size_t m, size_t n, struct graft_err *err);
 // The same for A = [A₁ | A₂] (rows: A₁ over A₂) whose halves have orthonormal columns (rows) each, to
-// ‖E‖_F ≤ 10⁻⁴: the Gram matrix, a k × k SVD and k³ GEMMs (linalg.c); else graft__polar_gram. *paired
+// ‖E‖_F ≤ 3·10⁻⁴: the Gram matrix, a k × k SVD and k³ GEMMs (linalg.c); else graft__polar_gram. *paired
 // (may be NULL): whether this route ran.
 int    graft__polar_pair(float *A, size_t m, size_t n, bool rows, bool *paired, struct graft_err *err);
 // The same for A whose last r − k columns (rows: last r − k rows) are orthonormal already, r = n (m):

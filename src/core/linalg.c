@@ -325,8 +325,9 @@ out:
 // The polar factor of A = [A₁ | A₂] (rows: A₁ over A₂) whose halves each have orthonormal columns
 // (rows) — tsv's Ũ and Ṽh at T = 2 — without the 2k × 2k eigensolve of the Gram route. G = AᵀA (rows:
 // AAᵀ) is formed in double as there: [[I + E₁, C], [Cᵀ, I + E₂]], E_i the halves' departure from
-// orthonormality (float rounding, ~10⁻⁷). L_i = (I + E_i)^-½ by its series to E³ (‖E_i‖_F ≤ 10⁻⁴: the
-// rest is below double rounding) makes G̃ = L·G·L = [[I, C̃], [C̃ᵀ, I]], C̃ = L₁·C·L₂, L = diag(L₁, L₂).
+// orthonormality (float rounding: ‖E_i‖_F ≈ 10⁻⁵ at k = 1024). L_i = (I + E_i)^-½ by its series to E³
+// (‖E_i‖_F ≤ 3·10⁻⁴: the rest, below 35/128·‖E‖⁴ ≈ 2·10⁻¹⁵, is at double rounding) makes
+// G̃ = L·G·L = [[I, C̃], [C̃ᵀ, I]], C̃ = L₁·C·L₂, L = diag(L₁, L₂).
 // With C̃ = P·Σ·Qᵀ each pair p_i, q_i spans a 2 × 2 block [[1, σ_i], [σ_i, 1]], so
 // G̃^-½ = ½·[[P·D₊·Pᵀ, P·D₋·Qᵀ], [Q·D₋·Pᵀ, Q·D₊·Qᵀ]], D± = (1 + σ)^-½ ± (1 − σ)^-½, and A·L·G̃^-½
 // (rows: G̃^-½·L·A) has orthonormal columns (rows) exactly: (L·G̃^-½)ᵀ·G·(L·G̃^-½) = I. It is the polar
@@ -357,7 +358,7 @@ int graft__polar_pair(float *A, size_t m, size_t n, bool rows, bool *paired, str
                 double v = G[(h * k + i) * r + h * k + j] - (i == j);
                 e[i * k + j] = e[j * k + i] = v, f += (i == j ? 1 : 2) * v * v;
             }
-        if (!(f <= 1e-8)) { gram = true; break; } // ‖E‖_F > 10⁻⁴, or not finite
+        if (!(f <= 9e-8)) { gram = true; break; } // ‖E‖_F > 3·10⁻⁴, or not finite
         for (size_t i = 0; i < k * k; i++) Ct[i] = -0.3125 * e[i] + (i % (k + 1) == 0 ? 0.375 : 0);
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)k, (int)k, (int)k, 1.0, e, (int)k, Ct, (int)k, 0.0, P, (int)k);
         for (size_t i = 0; i < k; i++) P[i * k + i] -= 0.5;

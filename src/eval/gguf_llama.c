@@ -65,12 +65,18 @@ static bool lookup(void *ctx, const char *name, struct graft_tensor_ref *out) {
     // un-permute: GGUF row r holds HF row graft_gguf_permuted_row(r, d). Whole rows are moved in the
     // file's own type (quantized blocks run along a row), so the weights keep their dtype: exact, and
     // `--matmul bf16` sees BF16 q/k as it sees every other BF16 weight.
-    size_t rb = (size_t)(cols / graft_ggml_block_size(t->type) * graft_ggml_type_size(t->type));
-    float *hf = rows % s->h.head_dim ? NULL : own(s, (rows * rb + sizeof(float) - 1) / sizeof(float));
-    if (!hf) return s->failed = true, false;
-    for (uint64_t r = 0; r < rows; r++)
-        memcpy((uint8_t *)hf + graft_gguf_permuted_row(r, s->h.head_dim) * rb, (const uint8_t *)out->data + r * rb, rb);
+    // A vector (a bias) in a block-quantized type has no whole rows to move: it is decoded to f32 first.
+    if (rows % s->h.head_dim) return s->failed = true, false;
+    bool whole = cols % graft_ggml_block_size(t->type) == 0;
+    size_t rb = whole ? (size_t)(cols / graft_ggml_block_size(t->type) * graft_ggml_type_size(t->type)) : (size_t)cols * sizeof(float);
+    float *hf = own(s, (rows * rb + sizeof(float) - 1) / sizeof(float)), *dec = NULL;
+    if (hf && !whole && (!(dec = graft__malloc((size_t)n * sizeof *dec)) || !graft_ggml_to_f32(t->type, out->data, dec, n))) hf = NULL;
+    if (!hf) return graft__free(dec), s->failed = true, false;
+    const uint8_t *src = whole ? out->data : (const uint8_t *)dec;
+    for (uint64_t r = 0; r < rows; r++) memcpy((uint8_t *)hf + graft_gguf_permuted_row(r, s->h.head_dim) * rb, src + r * rb, rb);
+    graft__free(dec);
     out->data = hf;
+    if (!whole) out->dtype = GRAFT_DTYPE_F32, out->ggml_type = 0;
     return true;
 }
 

@@ -54,7 +54,9 @@ static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
     }
     struct gt *x = &j->t[item];
     const struct graft_tensor_info *t = x->src->info;
-    uint64_t rows = t->n_dims == 2 ? t->ne[0] : 1, cols = t->n_dims == 2 ? t->ne[1] : t->n_elem;
+    // a permuted q/k bias (1-D, F32) moves its values as rows of one, as llama.cpp's convert permutes it
+    bool vec_rows = t->n_dims != 2 && x->permute_heads;
+    uint64_t rows = t->n_dims == 2 ? t->ne[0] : vec_rows ? t->n_elem : 1, cols = t->n_dims == 2 ? t->ne[1] : vec_rows ? 1 : t->n_elem;
     uint64_t hd = x->permute_heads ? rows / (uint64_t)x->permute_heads : 1, block = x->permute_heads ? hd : 64;
     if (block > rows) block = rows ? rows : 1;
     size_t es = (size_t)graft_dtype_traits(t->dtype)->bits / 8;

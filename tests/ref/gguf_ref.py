@@ -6,6 +6,8 @@
         F32, matrices TYPE (f32, f16, bf16: exact rounding; q8_0, q4_0: the bytes of ggml's reference
         quantizers, recomputed here; a quantized type falls back to F16 when rows are not multiples of
         32); metadata from config.json; the tokenizer's tokens by id; merges for byte-level BPE.
+  gguf_ref.py q8vec FILE.gguf NAME OUT.gguf    a copy whose 1-D F32 tensor NAME is stored as Q8_0 (its
+        values quantized, the later tensors moved up) — a file llama.cpp's converter never writes.
 """
 import json
 import os
@@ -260,5 +262,27 @@ if __name__ == "__main__":
     a = sys.argv[1:]
     if a[0] == "check":
         check(a[1], a[2], a[3])
+    elif a[0] == "q8vec":
+        src = open(a[1], "rb").read()
+        kv, tensors = read_gguf(a[1])
+        align = kv.get("general.alignment", 32)
+        ne, typ, _ = tensors[a[2]]
+        assert len(ne) == 1 and typ == 0 and ne[0] % 32 == 0, "a 1-D F32 tensor of 32·k values"
+        # the infos: each one's type field position and offset, in file order (names are unique keys)
+        b = bytearray(src)
+        pos = {}
+        for name in tensors:
+            at = src.index(struct.pack("<Q", len(name)) + name.encode())
+            pos[name] = at + 8 + len(name) + 4 + 8 * len(tensors[name][0])
+        data = (max(pos.values()) + 12 + align - 1) // align * align
+        out, off = bytearray(), {}
+        for name in sorted(tensors, key=lambda n: struct.unpack_from("<Q", src, pos[n] + 4)[0]):
+            raw = tensors[name][2]
+            if name == a[2]:
+                raw = q8_0(np.frombuffer(raw, dtype="<f4"))
+                struct.pack_into("<I", b, pos[name], 8)
+            struct.pack_into("<Q", b, pos[name] + 4, len(out))
+            out += raw + bytes((-len(raw)) % align)
+        open(a[3], "wb").write(bytes(b[:data]) + bytes(out))
     else:
         raise SystemExit(__doc__)
