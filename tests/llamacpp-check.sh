@@ -13,7 +13,7 @@
 # (llama.cpp rounds or quantizes the activations for those). The output matrix of each random model is scaled up so that its
 # predictions are sharp (perplexity far below the vocabulary size), which makes the comparison mean
 # something. Gemma 1 files are only loaded and tokenized (graft's evaluator does not run Gemma 1).
-# Usage: LLAMA_CPP_BIN=/path/to/llama.cpp/build/bin tests/llamacpp-check.sh BUILD_DIR
+# Usage: LLAMA_CPP_BIN=/path/to/llama.cpp/build/bin [MODELS="l32 lb …"] tests/llamacpp-check.sh BUILD_DIR
 set -u
 B=${1:?build dir}
 : "${LLAMA_CPP_BIN:?set LLAMA_CPP_BIN to llama.cpp's build/bin}"
@@ -46,9 +46,11 @@ PYEOF
 }
 S="--layers 2 --hidden 64 --intermediate 96 --heads 4 --kv-heads 2 --vocab 640"
 expect 0 "$G" synth l32 --dtype f32 $S --seed 1
+"$PY" -c 'import json; c = json.load(open("l32/config.json")); c["attention_bias"] = True; json.dump(c, open("lbc.json", "w"))' || bad "bias fixture"
+expect 0 "$G" synth lb --like-config lbc.json --seed 11 # q/k/v/o biases: q/k's permuted as llama.cpp's converter does
 expect 0 "$G" synth lbf --dtype bf16 --layers 2 --hidden 64 --intermediate 96 --heads 4 --kv-heads 4 --vocab 700 --tie --seed 2
 expect 0 "$G" synth q2 --arch qwen2 --dtype f16 $S --seed 3
-"$PY" "$TREF" make llama3 l32 && "$PY" "$TREF" make spm lbf && "$PY" "$TREF" make qwen2 q2 || bad "tokenizer fixtures"
+"$PY" "$TREF" make llama3 l32 && "$PY" "$TREF" make llama3 lb && "$PY" "$TREF" make spm lbf && "$PY" "$TREF" make qwen2 q2 || bad "tokenizer fixtures"
 expect 0 "$G" synth mx --like-config "$CFG/mixtral-8x7b.json" $S --experts 4 --dtype f32 --seed 4
 expect 0 "$G" synth p4 --like-config "$CFG/phi-3-mini-4k.json" $S --dtype bf16 --seed 5
 expect 0 "$G" synth p128 --like-config "$CFG/phi-3-mini-128k.json" --layers 2 --hidden 192 --intermediate 96 --heads 2 --kv-heads 2 --vocab 640 --dtype f32 --seed 6
@@ -67,11 +69,11 @@ for m in sys.argv[1:]:
     c = json.load(open(m + "/config.json")); c["sliding_window"] = 16; json.dump(c, open(m + "/config.json", "w"), indent=2)' gm2 || bad "sliding window fixture"
 for m in mx p4 p128 gm2 gm1 gm3; do "$PY" "$TREF" make spm $m || bad "$m tokenizer fixture"; done
 "$PY" "$TREF" make qwen2 q3 || bad "q3 tokenizer fixture"
-for m in l32 lbf q2 mx p4 p128 gm2 gm1 q3 gm3; do sharpen $m 40; done
+for m in l32 lb lbf q2 mx p4 p128 gm2 gm1 q3 gm3; do sharpen $m 40; done
 # llama3 rope_scaling (written as rope_freqs): l32 with its config changed
 cp -r l32 r3 && "$PY" -c 'import json; c = json.load(open("r3/config.json")); c["rope_scaling"] = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64, "rope_type": "llama3"}; json.dump(c, open("r3/config.json", "w"))' || bad "llama3 fixture"
 "$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); import tok_ref; open("t.txt", "w").write(tok_ref.CORPUS * 3)' "$(dirname "$TREF")"
-for m in l32 lbf q2 r3 mx p4 p128 gm2 gm1 q3 gm3; do
+for m in ${MODELS:-l32 lb lbf q2 r3 mx p4 p128 gm2 gm1 q3 gm3}; do
     for t in f32 f16 bf16 q8_0 q4_0; do
         f=$m-$t.gguf
         expect 0 "$G" convert $m $f --type $t
