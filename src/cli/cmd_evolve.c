@@ -83,8 +83,6 @@ struct logged { int gen, k; double *x; double f, *nlls, *w; bool raced; size_t n
 enum objective { OBJ_MEAN, OBJ_MAX, OBJ_PARETO };
 static const char *const obj_name[] = {"mean", "max", "pareto"};
 
-
-
 struct run {
     const char *genome_path, *out;
     struct graft_genome *g;
@@ -199,7 +197,7 @@ static void log_candidate(FILE *lf, int gen, int k, double f, const double *nlls
 // What the log's candidates depend on beyond the header's numbers: the genome's and the --eval texts'
 // bytes, ctx and max-tokens (FNV-1a, 64 bits).
 static int fingerprint(const struct run *r, uint64_t *out) {
-    uint64_t h = 0xcbf29ce484222325ull;
+    uint64_t h = GRAFT_FNV64_INIT;
     const char *files[257];
     files[0] = r->genome_path;
     for (int i = 0; i < r->n_evals; i++) files[i + 1] = r->evals[i];
@@ -207,14 +205,16 @@ static int fingerprint(const struct run *r, uint64_t *out) {
     for (int i = 0; i <= r->n_evals; i++) {
         FILE *f = fopen(files[i], "rb");
         if (!f) return graft_err_set(r->err, GRAFT_E_IO, files[i], NULL, 0, "cannot read: %s", strerror(errno));
-        for (size_t n; (n = fread(buf, 1, sizeof buf, f)) > 0;)
-            for (size_t j = 0; j < n; j++) h = (h ^ buf[j]) * 0x100000001b3ull;
+        for (size_t n; (n = fread(buf, 1, sizeof buf, f)) > 0;) h = graft__fnv64(h, buf, n);
         fclose(f);
-        h = (h ^ 0xff) * 0x100000001b3ull; // file boundary
+        h = graft__fnv64(h, "\xff", 1); // file boundary
     }
     uint64_t v[2] = {(uint64_t)r->ctx, (uint64_t)r->max_tokens};
-    for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 8; j++) h = (h ^ ((v[i] >> (8 * j)) & 0xff)) * 0x100000001b3ull;
+    for (int i = 0; i < 2; i++) { // as little-endian bytes
+        unsigned char le[8];
+        for (int j = 0; j < 8; j++) le[j] = (unsigned char)(v[i] >> (8 * j));
+        h = graft__fnv64(h, le, sizeof le);
+    }
     *out = h;
     return GRAFT_OK;
 }

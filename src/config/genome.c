@@ -97,11 +97,10 @@ static int parse_dataflow(struct graft_genome *g, yaml_document_t *d, yaml_node_
     if (!df) return graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory");
     df->line = line, df->repeats = 2, df->scale = true, df->lo = 0.5, df->hi = 2;
     if (!v || v->type != YAML_MAPPING_NODE) return graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: dataflow expects a mapping (models, repeats, scale)", line);
-    yaml_node_t *last = NULL, *models = NULL, *layers = NULL;
+    yaml_node_t *models = NULL, *layers = NULL;
     for (yaml_node_pair_t *q = v->data.mapping.pairs.start; q < v->data.mapping.pairs.top; q++) {
         yaml_node_t *k = yaml_document_get_node(d, q->key), *x = yaml_document_get_node(d, q->value);
         double n;
-        last = x;
         if (key_is(k, "models")) models = x;
         else if (key_is(k, "layers")) layers = x;
         else if (key_is(k, "repeats")) {
@@ -140,7 +139,6 @@ static int parse_dataflow(struct graft_genome *g, yaml_document_t *d, yaml_node_
             return graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: layers expects whole numbers from 1 to 4096", line);
         if (lt) df->layers[i] = (int)n;
     }
-    (void)last;
     df->begin = key->start_mark.index, df->end = node_end(d, v); // characters (bytes after parsing)
     return GRAFT_OK;
 }
@@ -242,11 +240,10 @@ int graft_genome_parse(const char *text, size_t len, const char *label, struct g
         if (!has && !choice) continue;
         int line = (int)n->start_mark.line + 1;
         struct range r = {.begin = n->start_mark.index, .groups = 1, .line = line};
-        yaml_node_t *last = NULL, *init = NULL;
+        yaml_node_t *init = NULL;
         if (has && choice) rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: a value is either searched in a range or chosen, not both", line);
         for (yaml_node_pair_t *q = pr; q < pe && !rc; q++) {
             yaml_node_t *k = yaml_document_get_node(&d, q->key), *v = yaml_document_get_node(&d, q->value);
-            last = v;
             double gv;
             if (key_is(k, "search")) {
                 yaml_node_item_t *it = v && v->type == YAML_SEQUENCE_NODE ? v->data.sequence.items.start : NULL;
@@ -304,7 +301,6 @@ int graft_genome_parse(const char *text, size_t len, const char *label, struct g
         }
         if (!rc && has) r.weight = under_weight(&d, (int)(n - d.nodes.start) + 1);
         if (rc) { graft__free(r.init), graft__free(r.item); break; }
-        (void)last;
         r.end = node_end(&d, n); // characters until the marks are turned into bytes below
         r.first = g->dim;
         if (g->dim + r.groups > GRAFT_GENOME_MAX_DIM) { graft__free(r.init), graft__free(r.item); rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "more than %d searched values", GRAFT_GENOME_MAX_DIM); break; }

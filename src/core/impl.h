@@ -117,6 +117,14 @@ static inline uint32_t graft__hash32(uint32_t x) {
     x *= 0x846CA68Bu;
     return x ^ (x >> 16);
 }
+// FNV-1a (64 bits) of n bytes continued from h (start from GRAFT_FNV64_INIT): content fingerprints
+// (evolve's log, the merge's tensor-reuse recipes).
+#define GRAFT_FNV64_INIT 0xcbf29ce484222325ull
+static inline uint64_t graft__fnv64(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
 static inline uint32_t graft__rng_k1(uint64_t key, uint64_t hi) { return (uint32_t)(graft__mix64(key + hi) >> 32); }
 static inline float graft__rng_uniform(uint64_t key, uint64_t counter) {
     uint32_t x = graft__hash32(graft__hash32((uint32_t)counter ^ (uint32_t)key) ^ graft__rng_k1(key, counter >> 32));

@@ -41,27 +41,21 @@ void graft_merge_reuse_counts(const struct graft_merge_reuse *r, uint64_t *reuse
     *reused = atomic_load(&r->reused), *total = atomic_load(&r->total);
 }
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
-    return h;
-}
-
 void graft__reuse_key(const struct plan *p, struct otensor *o) {
     const struct graft_mt *mt = &o->mt;
-    uint64_t h = 0xcbf29ce484222325ull;
-    h = fnv(h, p->method->name, strlen(p->method->name) + 1);
-    h = fnv(h, &o->dtype, sizeof o->dtype), h = fnv(h, &o->n_dims, sizeof o->n_dims), h = fnv(h, o->ne, sizeof o->ne);
-    h = fnv(h, &mt->n_in, sizeof mt->n_in), h = fnv(h, &mt->base, sizeof mt->base), h = fnv(h, &o->identity, sizeof o->identity);
+    uint64_t h = GRAFT_FNV64_INIT;
+    h = graft__fnv64(h, p->method->name, strlen(p->method->name) + 1);
+    h = graft__fnv64(h, &o->dtype, sizeof o->dtype), h = graft__fnv64(h, &o->n_dims, sizeof o->n_dims), h = graft__fnv64(h, o->ne, sizeof o->ne);
+    h = graft__fnv64(h, &mt->n_in, sizeof mt->n_in), h = graft__fnv64(h, &mt->base, sizeof mt->base), h = graft__fnv64(h, &o->identity, sizeof o->identity);
     int np = p->method->n_params;
     for (int i = 0; i < o->n_in; i++) {
         const struct graft_tensor_info *t = o->in[i].t->info;
         const char *path = p->models[o->in[i].model].path;
-        h = fnv(h, path, strlen(path) + 1), h = fnv(h, t->name, t->name_len + 1), h = fnv(h, &t->dtype, sizeof t->dtype);
-        h = fnv(h, mt->pm[i], (size_t)np * sizeof(double)), h = fnv(h, &mt->key[i], sizeof mt->key[i]);
-        h = fnv(h, &mt->stat[i], sizeof mt->stat[i]), h = fnv(h, &mt->stat_scale[i], sizeof mt->stat_scale[i]); // (cached statistics stay mapped)
+        h = graft__fnv64(h, path, strlen(path) + 1), h = graft__fnv64(h, t->name, t->name_len + 1), h = graft__fnv64(h, &t->dtype, sizeof t->dtype);
+        h = graft__fnv64(h, mt->pm[i], (size_t)np * sizeof(double)), h = graft__fnv64(h, &mt->key[i], sizeof mt->key[i]);
+        h = graft__fnv64(h, &mt->stat[i], sizeof mt->stat[i]), h = graft__fnv64(h, &mt->stat_scale[i], sizeof mt->stat_scale[i]); // (cached statistics stay mapped)
     }
-    h = fnv(h, mt->gp, (size_t)np * sizeof(double));
+    h = graft__fnv64(h, mt->gp, (size_t)np * sizeof(double));
     o->rkey = h, o->rkey_ok = true;
 }
 
