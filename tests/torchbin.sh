@@ -65,6 +65,9 @@ noncontig|tensor 'a': stored as a non-contiguous view
 nested|tensor 'model': a nested dict: not a flat state dict
 name-reuse|tensor 'w': tensor name appears twice
 legacy|legacy (pre-1.6) format
+two-types|tensor 'b': storage data/0 is read as F16 × 8 here but as F32 × 4 by an earlier tensor
+name-none|tensor 'w': tensor name appears twice (once for a None)
+tuples|makes more than 4194304 values: not a state dict
 LIST
 [ ! -e z/PWNED ] && ok || bad "a pickle executed code"
 ls -a | grep -q graft-tmp && bad "temporary folders left: $(ls -a)" || ok

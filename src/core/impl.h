@@ -45,10 +45,16 @@ static inline bool graft__add_u64(uint64_t a, uint64_t b, uint64_t *out) {
     return !__builtin_add_overflow(a, b, out);
 }
 
-// FNV-1a over a tensor name: the hash of every name table (tensors of a file, of a model, of an output).
-static inline uint64_t graft__name_hash(const char *s, size_t n) {
-    uint64_t h = 0xCBF29CE484222325ull;
+// The hash of every name table (tensors of a file, of a model, of an output; GGUF keys; a vocabulary):
+// FNV-1a started from a per-table random key, then murmur3's fmix64. Unkeyed, FNV-1a's low bits depend
+// only on the names' low bits, so a hostile file could cheaply pick thousands of names for one slot
+// and make linear probing quadratic (65,536 names: 13 s); with an unknown key it cannot. Lookups only:
+// no output depends on the slot order.
+uint64_t graft__hash_key(void); // a random key for a new table (getrandom)
+static inline uint64_t graft__name_hash(uint64_t key, const char *s, size_t n) {
+    uint64_t h = 0xCBF29CE484222325ull ^ key;
     for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 0x100000001B3ull;
+    h ^= h >> 33, h *= 0xff51afd7ed558ccdull, h ^= h >> 33, h *= 0xc4ceb9fe1a85ec53ull, h ^= h >> 33;
     return h;
 }
 
@@ -118,7 +124,7 @@ static inline uint32_t graft__hash32(uint32_t x) {
     return x ^ (x >> 16);
 }
 // FNV-1a (64 bits) of n bytes continued from h (start from GRAFT_FNV64_INIT): content fingerprints
-// (evolve's log, the merge's tensor-reuse recipes).
+// (evolve's log, the merge's tensor-reuse recipes) and the RNG keys of tensor names (graft_rng_key).
 #define GRAFT_FNV64_INIT 0xcbf29ce484222325ull
 static inline uint64_t graft__fnv64(uint64_t h, const void *p, size_t n) {
     const unsigned char *b = p;

@@ -3,6 +3,8 @@
 #include <math.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 #include "graft/util.h"
 #include "impl.h"
 
@@ -13,7 +15,7 @@
 #define mix64 graft__mix64
 
 uint64_t graft_rng_key(uint64_t seed, uint64_t model, const char *name, size_t name_len) {
-    uint64_t h = graft__name_hash(name, name_len); // then mixed with seed and model
+    uint64_t h = graft__fnv64(GRAFT_FNV64_INIT, name, name_len); // FNV-1a, then mixed with seed and model
     return mix64(mix64(seed ^ 0x6A09E667F3BCC909ull) ^ mix64(model + 0x9E3779B97F4A7C15ull) ^ h);
 }
 
@@ -87,4 +89,17 @@ void graft__rng_keep_bits(uint64_t key, uint64_t c0, size_t n, float p, uint8_t 
             if ((graft__hash32(graft__hash32((lo + (uint32_t)e) ^ k0) ^ k1) >> 8) < t) bits[(j + e) / 8] |= (uint8_t)(1u << ((j + e) % 8));
         j += run;
     }
+}
+
+// A name table's hash key: unpredictable to whoever wrote the file (graft__name_hash). getrandom
+// without GRND_RANDOM does not block once the kernel's pool is ready; if it fails, the clock and an
+// address (ASLR) still keep the key from being known in advance.
+uint64_t graft__hash_key(void) {
+    uint64_t k = 0;
+    if (getrandom(&k, sizeof k, GRND_NONBLOCK) != (ssize_t)sizeof k) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        k = (uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ull ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)&k;
+    }
+    return k;
 }

@@ -53,6 +53,7 @@ struct graft_tokenizer {
     int32_t  n_ids;
     int32_t *vh;  // open addressing table of ids, -1 empty
     size_t   vh_mask;
+    uint64_t vh_key;   // its hash key (graft__name_hash)
     struct merge_ent *mh;
     size_t   mh_mask;
     struct step *norm, *pre, *dec;
@@ -78,7 +79,7 @@ static size_t utf8_len(uint8_t c) { return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF
 
 static int32_t vocab_find(const struct graft_tokenizer *t, const char *s, size_t n) {
     if (!t->vh) return -1;
-    for (size_t i = graft__name_hash(s, n) & t->vh_mask;; i = (i + 1) & t->vh_mask) {
+    for (size_t i = graft__name_hash(t->vh_key, s, n) & t->vh_mask;; i = (i + 1) & t->vh_mask) {
         int32_t id = t->vh[i];
         if (id < 0) return -1;
         if (t->slen[id] == n && memcmp(t->str[id], s, n) == 0) return id;
@@ -302,12 +303,12 @@ static int build_vocab_hash(struct graft_tokenizer *t, struct graft_err *err) {
     while (cap < 2 * (size_t)t->n_ids) cap <<= 1;
     if (!(t->vh = graft__malloc(cap * sizeof *t->vh))) return graft_err_set(err, GRAFT_E_NOMEM, t->name, NULL, 0, "out of memory");
     memset(t->vh, 0xff, cap * sizeof *t->vh);
-    t->vh_mask = cap - 1;
+    t->vh_mask = cap - 1, t->vh_key = graft__hash_key();
     for (int32_t id = 0; id < t->n_ids; id++) {
         if (!t->str[id]) continue;
         if (vocab_find(t, t->str[id], t->slen[id]) >= 0)
             return graft_err_set(err, GRAFT_E_FORMAT, t->name, t->str[id], t->slen[id], "token appears twice with different ids");
-        size_t i = graft__name_hash(t->str[id], t->slen[id]) & t->vh_mask;
+        size_t i = graft__name_hash(t->vh_key, t->str[id], t->slen[id]) & t->vh_mask;
         while (t->vh[i] >= 0) i = (i + 1) & t->vh_mask;
         t->vh[i] = id;
     }

@@ -25,6 +25,7 @@ struct graft_gguf {
     size_t   n_t;
     uint32_t *kslots, *tslots; // name hashes → index + 1
     size_t   n_kslots, n_tslots;
+    uint64_t hkey;             // their hash key (graft__name_hash)
 };
 
 // id → name, values per block, bytes per block (shared/formats.md §4.4); blck 0 = removed / unknown
@@ -86,16 +87,18 @@ static bool pow2(uint64_t x) { return x && !(x & (x - 1)); }
 
 // Open addressing on name hashes (slots hold index + 1): the slot holding `name`, or the empty slot
 // where it would go. Names hold no NUL (checked when read).
-static uint32_t *probe(uint32_t *slots, size_t n_slots, const char *name, size_t len, const char *(*name_of)(const void *, size_t), const void *arr) {
-    for (size_t h = graft__name_hash(name, len) & (n_slots - 1);; h = (h + 1) & (n_slots - 1)) {
+static uint32_t *probe(uint64_t key, uint32_t *slots, size_t n_slots, const char *name, size_t len, const char *(*name_of)(const void *, size_t),
+                       const void *arr) {
+    for (size_t h = graft__name_hash(key, name, len) & (n_slots - 1);; h = (h + 1) & (n_slots - 1)) {
         if (!slots[h]) return &slots[h];
         const char *o = name_of(arr, slots[h] - 1);
         if (strlen(o) == len && !memcmp(o, name, len)) return &slots[h];
     }
 }
 // True if `name` is already there, else records index i for it.
-static bool seen(uint32_t *slots, size_t n_slots, const char *name, size_t len, size_t i, const char *(*name_of)(const void *, size_t), const void *arr) {
-    uint32_t *s = probe(slots, n_slots, name, len, name_of, arr);
+static bool seen(uint64_t key, uint32_t *slots, size_t n_slots, const char *name, size_t len, size_t i, const char *(*name_of)(const void *, size_t),
+                 const void *arr) {
+    uint32_t *s = probe(key, slots, n_slots, name, len, name_of, arr);
     if (*s) return true;
     *s = (uint32_t)i + 1;
     return false;
@@ -125,7 +128,7 @@ static int parse(struct graft_gguf *g, const char *label, struct graft_err *err)
     if (n_kv > GRAFT_GGUF_MAX_KV || n_kv > (g->len - r.at) / 13)
         return graft_err_set(err, n_kv > GRAFT_GGUF_MAX_KV ? GRAFT_E_LIMIT : GRAFT_E_FORMAT, label, NULL, 0, "key/value count %llu is impossible (limit %u, or more than the file holds)",
                              (unsigned long long)n_kv, GRAFT_GGUF_MAX_KV);
-    g->n_kslots = 16, g->n_tslots = 16;
+    g->n_kslots = 16, g->n_tslots = 16, g->hkey = graft__hash_key();
     while (g->n_kslots < 2 * n_kv) g->n_kslots <<= 1;
     while (g->n_tslots < 2 * n_t) g->n_tslots <<= 1;
     g->kv = graft__calloc(n_kv ? n_kv : 1, sizeof *g->kv), g->t = graft__calloc(n_t ? n_t : 1, sizeof *g->t);
@@ -142,7 +145,7 @@ static int parse(struct graft_gguf *g, const char *label, struct graft_err *err)
         if (memchr(k, 0, kl)) return graft_err_set(err, GRAFT_E_FORMAT, label, NULL, 0, "metadata key %llu holds a NUL byte", (unsigned long long)i);
         if (!(kv->key = graft__strndup((const char *)k, kl))) return graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory");
         kv->key_len = kl, g->n_kv = i + 1;
-        if (seen(g->kslots, g->n_kslots, kv->key, kl, i, kv_name, g->kv))
+        if (seen(g->hkey, g->kslots, g->n_kslots, kv->key, kl, i, kv_name, g->kv))
             return graft_err_set(err, GRAFT_E_FORMAT, label, NULL, 0, "metadata key '%.100s' appears twice", kv->key);
         if ((rc = rd_u32(&r, &kv->type, "a value type"))) return rc;
         if (kv->type > GRAFT_GGUF_F64) return graft_err_set(err, GRAFT_E_FORMAT, label, NULL, 0, "key '%.100s': unknown value type %u", kv->key, kv->type);
@@ -189,7 +192,7 @@ static int parse(struct graft_gguf *g, const char *label, struct graft_err *err)
         if (!(t->name = graft__strndup((const char *)nm, nl))) return graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory");
         t->name_len = nl, g->n_t = i + 1;
 #define TFAIL(code, ...) graft_err_set(err, code, label, t->name, t->name_len, __VA_ARGS__)
-        if (seen(g->tslots, g->n_tslots, t->name, nl, i, t_name, g->t)) return TFAIL(GRAFT_E_FORMAT, "appears twice");
+        if (seen(g->hkey, g->tslots, g->n_tslots, t->name, nl, i, t_name, g->t)) return TFAIL(GRAFT_E_FORMAT, "appears twice");
         if ((rc = rd_u32(&r, &t->n_dims, "a dimension count"))) return rc;
         if (t->n_dims > 4) return TFAIL(GRAFT_E_FORMAT, "%u dimensions (at most 4)", t->n_dims);
         t->n_elem = 1;
@@ -293,12 +296,12 @@ const struct graft_gguf_tensor *graft_gguf_tensor(const struct graft_gguf *g, si
 const uint8_t *graft_gguf_data(const struct graft_gguf *g, const struct graft_gguf_tensor *t) { return g->map + g->data_off + t->offset; }
 
 const struct graft_gguf_kv *graft_gguf_find_kv(const struct graft_gguf *g, const char *key) {
-    uint32_t s = *probe(g->kslots, g->n_kslots, key, strlen(key), kv_name, g->kv);
+    uint32_t s = *probe(g->hkey, g->kslots, g->n_kslots, key, strlen(key), kv_name, g->kv);
     return s ? &g->kv[s - 1] : NULL;
 }
 
 const struct graft_gguf_tensor *graft_gguf_find(const struct graft_gguf *g, const char *name) {
-    uint32_t s = *probe(g->tslots, g->n_tslots, name, strlen(name), t_name, g->t);
+    uint32_t s = *probe(g->hkey, g->tslots, g->n_tslots, name, strlen(name), t_name, g->t);
     return s ? &g->t[s - 1] : NULL;
 }
 

@@ -99,6 +99,7 @@ struct graft_st {
     char                     *names;    // arena holding every name, NUL-terminated
     uint32_t                 *slots;    // open-addressing hash: tensor index + 1, 0 = empty
     size_t                    n_slots;  // power of two
+    uint64_t                  hkey;     // the name table's hash key (graft__name_hash)
     char                    **meta;     // key0, value0, key1, value1, …
     size_t                    n_meta;
 };

@@ -23,6 +23,7 @@ struct graft_model {
     size_t                     n;
     uint32_t                  *slots;   // hash of tensor names → index + 1
     size_t                     n_slots;
+    uint64_t                   hkey;    // the name table's hash key (graft__name_hash)
     char                      *config;  // compact config.json text or NULL
     uint64_t                   n_params, n_bytes;
     char                      *tmp;     // a GGUF input's decoded folder, removed at close
@@ -121,14 +122,14 @@ static int build_table(struct graft_model *m, struct graft_err *err) {
     size_t n = 0;
     for (int s = 0; s < m->n_shards; s++) n += graft_st_n_tensors(m->shards[s]);
     m->tensors = graft__calloc(n, sizeof *m->tensors);
-    m->n_slots = 16;
+    m->n_slots = 16, m->hkey = graft__hash_key();
     while (m->n_slots < 2 * n) m->n_slots *= 2;
     m->slots = graft__calloc(m->n_slots, sizeof *m->slots);
     if (!m->tensors || !m->slots) return graft_err_set(err, GRAFT_E_NOMEM, m->path, NULL, 0, "out of memory");
     for (int s = 0; s < m->n_shards; s++) {
         for (size_t i = 0; i < graft_st_n_tensors(m->shards[s]); i++) {
             const struct graft_tensor_info *t = graft_st_tensor(m->shards[s], i);
-            size_t h = graft__name_hash(t->name, t->name_len) & (m->n_slots - 1);
+            size_t h = graft__name_hash(m->hkey, t->name, t->name_len) & (m->n_slots - 1);
             while (m->slots[h]) {
                 const struct graft_model_tensor *o = &m->tensors[m->slots[h] - 1];
                 if (o->info->name_len == t->name_len && !memcmp(o->info->name, t->name, t->name_len))
@@ -380,7 +381,7 @@ const char *graft_model_config_json(const struct graft_model *m) { return m->con
 
 const struct graft_model_tensor *graft_model_find(const struct graft_model *m, const char *name, size_t len) {
     if (!m->n_slots) return NULL;
-    size_t h = graft__name_hash(name, len) & (m->n_slots - 1);
+    size_t h = graft__name_hash(m->hkey, name, len) & (m->n_slots - 1);
     while (m->slots[h]) {
         const struct graft_model_tensor *t = &m->tensors[m->slots[h] - 1];
         if (t->info->name_len == len && !memcmp(t->info->name, name, len)) return t;

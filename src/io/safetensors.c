@@ -246,12 +246,12 @@ static int parse_header(struct graft_st *st, const uint8_t *h, size_t n, const c
     }
 
     // Name lookup table.
-    st->n_slots = 16;
+    st->n_slots = 16, st->hkey = graft__hash_key();
     while (st->n_slots < 2 * st->n) st->n_slots *= 2;
     st->slots = graft__calloc(st->n_slots, sizeof *st->slots);
     if (!st->slots) goto nomem;
     for (i = 0; i < st->n; i++) {
-        size_t s = graft__name_hash(st->tensors[i].name, st->tensors[i].name_len) & (st->n_slots - 1);
+        size_t s = graft__name_hash(st->hkey, st->tensors[i].name, st->tensors[i].name_len) & (st->n_slots - 1);
         while (st->slots[s]) s = (s + 1) & (st->n_slots - 1);
         st->slots[s] = (uint32_t)(i + 1);
     }
@@ -375,7 +375,7 @@ const char *graft_st_meta_get(const struct graft_st *st, const char *key) {
 
 long graft_st_find(const struct graft_st *st, const char *name, size_t len) {
     if (!st->n_slots) return -1;
-    size_t s = graft__name_hash(name, len) & (st->n_slots - 1);
+    size_t s = graft__name_hash(st->hkey, name, len) & (st->n_slots - 1);
     while (st->slots[s]) {
         const struct graft_tensor_info *t = &st->tensors[st->slots[s] - 1];
         if (t->name_len == len && !memcmp(t->name, name, len)) return (long)st->slots[s] - 1;

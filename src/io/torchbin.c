@@ -14,7 +14,7 @@
 // that build arbitrary objects (INST, OBJ, NEWOBJ, EXT*) and text-protocol ones. Nothing is ever called:
 // REDUCE of an allowed name builds a C value. Memory stays linear in the pickle's size (memo entries
 // are shared references, never copies), so pickle "bombs" cannot expand: at most VALUES_MAX values
-// of ~60 bytes each, and names at most the pickle's size.
+// of ~110 bytes each with their arrays (about 0.5 GB), and names at most the pickle's size.
 // The result is a graft_st whose tensors point into the mapped zip (data_start 0, begin = the file
 // offset of a tensor's first byte); tensors sharing a storage (tied weights) share bytes.
 #include <stdlib.h>
@@ -24,11 +24,15 @@
 #include "io-impl.h"
 
 #define PKL_MAX      (64u << 20)  // data.pkl bytes (a state dict of 100,000 tensors needs ~10 MB)
-#define VALUES_MAX   (16u << 20)  // pickle values (a real state dict makes ~10 per tensor)
+#define VALUES_MAX   (4u << 20)   // pickle values (a real state dict makes ~10 per tensor: 400,000 tensors)
 #define ZIP_MAX_ENTS 4000000u
 #define MEMO_MAX     (1u << 24)
 
 #define FAIL(code, tensor, tlen, ...) (graft_err_set(err, (code), label, (tensor), (tlen), __VA_ARGS__))
+// In the pickle machine an allocation fails for want of memory or because pnew reached VALUES_MAX
+#define VM_NOMEM() \
+    (vm->n_all >= VALUES_MAX ? FAIL(GRAFT_E_LIMIT, NULL, 0, "data.pkl makes more than %u values: not a state dict", VALUES_MAX) \
+                             : FAIL(GRAFT_E_NOMEM, NULL, 0, "out of memory"))
 
 static uint16_t u16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 static uint32_t u32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
@@ -256,7 +260,7 @@ struct pvm {
 };
 
 static struct pv *pnew(struct pvm *vm, enum pk k) {
-    if (vm->n_all >= VALUES_MAX) return NULL; // reported as out of memory: a pickle this large is not a state dict
+    if (vm->n_all >= VALUES_MAX) return NULL; // (VM_NOMEM reports the limit)
     if (vm->n_all == vm->all_cap) {
         size_t c = vm->all_cap ? 2 * vm->all_cap : 256;
         struct pv **a = graft__realloc(vm->all, c * sizeof *a);
@@ -270,7 +274,7 @@ static struct pv *pnew(struct pvm *vm, enum pk k) {
 
 static bool grow(void **arr, size_t *cap, size_t need, size_t elem) {
     if (need <= *cap) return true;
-    size_t c = *cap ? *cap : 16;
+    size_t c = *cap ? *cap : need; // exact at first: TUPLE1 is one byte of pickle for a one-slot array
     while (c < need) c *= 2;
     void *a = graft__realloc(*arr, c * elem);
     if (!a) return false;
@@ -300,7 +304,7 @@ static bool eq(const char *a, size_t n, const char *lit) { return strlen(lit) ==
 static int global(struct pvm *vm, const char *mod, size_t ml, const char *name, size_t nl, struct graft_err *err) {
     const char *label = vm->label;
     struct pv *v = pnew(vm, PK_GLOBAL);
-    if (!v) return FAIL(GRAFT_E_NOMEM, NULL, 0, "out of memory");
+    if (!v) return VM_NOMEM();
     if (eq(mod, ml, "collections") && eq(name, nl, "OrderedDict")) v->g.g = G_ODICT;
     else if (eq(mod, ml, "torch._utils") && eq(name, nl, "_rebuild_tensor_v2")) v->g.g = G_REBUILD_V2;
     else if (eq(mod, ml, "torch._utils") && eq(name, nl, "_rebuild_parameter")) v->g.g = G_REBUILD_PARAM;
@@ -319,7 +323,7 @@ static int global(struct pvm *vm, const char *mod, size_t ml, const char *name, 
             return FAIL(GRAFT_E_FORMAT, NULL, 0, "data.pkl refers to '%s', which a state dict of tensors never contains; refused, nothing was executed", safe);
         }
     }
-    if (!grow((void **)&vm->stack, &vm->scap, vm->sp + 1, sizeof *vm->stack)) return FAIL(GRAFT_E_NOMEM, NULL, 0, "out of memory");
+    if (!grow((void **)&vm->stack, &vm->scap, vm->sp + 1, sizeof *vm->stack)) return VM_NOMEM();
     vm->stack[vm->sp++] = v;
     return GRAFT_OK;
 }
@@ -338,7 +342,7 @@ static int reduce(struct pvm *vm, struct pv *fn, struct pv *args, struct pv **ou
     switch (fn->g.g) {
     case G_ODICT:
         if (n) return FAIL(GRAFT_E_FORMAT, NULL, 0, "data.pkl: OrderedDict called with arguments");
-        return (*out = pnew(vm, PK_DICT)) ? GRAFT_OK : FAIL(GRAFT_E_NOMEM, NULL, 0, "out of memory");
+        return (*out = pnew(vm, PK_DICT)) ? GRAFT_OK : VM_NOMEM();
     case G_REBUILD_PARAM:
         if (n != 3 || a[0]->k != PK_TENSOR) return FAIL(GRAFT_E_FORMAT, NULL, 0, "data.pkl: _rebuild_parameter with unexpected arguments");
         *out = a[0];
@@ -353,7 +357,7 @@ static int reduce(struct pvm *vm, struct pv *fn, struct pv *args, struct pv **ou
         return FAIL(GRAFT_E_FORMAT, NULL, 0, "data.pkl: _rebuild_tensor_v2 with unexpected arguments");
     if (a[2]->seq.n > GRAFT_MAX_DIMS) return FAIL(GRAFT_E_FORMAT, NULL, 0, "data.pkl: a tensor of %zu dimensions (at most %d)", a[2]->seq.n, GRAFT_MAX_DIMS);
     struct pv *t = pnew(vm, PK_TENSOR);
-    if (!t || !(t->t = graft__calloc(1, sizeof *t->t))) return FAIL(GRAFT_E_NOMEM, NULL, 0, "out of memory");
+    if (!t || !(t->t = graft__calloc(1, sizeof *t->t))) return VM_NOMEM();
     t->t->storage = a[0], t->t->offset = (uint64_t)off, t->t->nd = (int)a[2]->seq.n;
     for (int d = 0; d < t->t->nd; d++) {
         int64_t sz, st;
@@ -373,7 +377,7 @@ static int persid(struct pvm *vm, struct pv *pid, struct pv **out, struct graft_
         pid->seq.v[1]->k != PK_GLOBAL || pid->seq.v[1]->g.g != G_STORAGE || pid->seq.v[2]->k != PK_STR || !int_of(pid->seq.v[4], &numel) || numel < 0)
         return FAIL(GRAFT_E_FORMAT, NULL, 0, "data.pkl: a persistent id that is not ('storage', torch.<Type>Storage, key, location, numel)");
     struct pv *s = pnew(vm, PK_STORAGE);
-    if (!s) return FAIL(GRAFT_E_NOMEM, NULL, 0, "out of memory");
+    if (!s) return VM_NOMEM();
     s->st.key = pid->seq.v[2]->s.p, s->st.key_len = pid->seq.v[2]->s.n, s->st.dt = pid->seq.v[1]->g.dt, s->st.numel = (uint64_t)numel;
     *out = s;
     return GRAFT_OK;
@@ -388,8 +392,7 @@ static int run_pickle(struct pvm *vm, struct pv **result, struct graft_err *err)
 #define PUSH(v) \
     do { \
         struct pv *v_ = (v); \
-        if (!v_ && vm->n_all >= VALUES_MAX) return FAIL(GRAFT_E_LIMIT, NULL, 0, "data.pkl makes more than %u values: not a state dict", VALUES_MAX); \
-        if (!v_ || !grow((void **)&vm->stack, &vm->scap, vm->sp + 1, sizeof *vm->stack)) return FAIL(GRAFT_E_NOMEM, NULL, 0, "out of memory"); \
+        if (!v_ || !grow((void **)&vm->stack, &vm->scap, vm->sp + 1, sizeof *vm->stack)) return VM_NOMEM(); \
         vm->stack[vm->sp++] = v_; \
     } while (0)
     const uint8_t *p = vm->p;
@@ -408,7 +411,7 @@ static int run_pickle(struct pvm *vm, struct pv **result, struct graft_err *err)
         case 'N': PUSH(pnew(vm, PK_NONE)); break;
         case 0x88: case 0x89: PUSH(a = pnew(vm, PK_BOOL)); a->i = op == 0x88; break;
         case '(':
-            if (!grow((void **)&vm->marks, &vm->mcap, vm->nm + 1, sizeof *vm->marks)) return FAIL(GRAFT_E_NOMEM, NULL, 0, "out of memory");
+            if (!grow((void **)&vm->marks, &vm->mcap, vm->nm + 1, sizeof *vm->marks)) return VM_NOMEM();
             vm->marks[vm->nm++] = vm->sp;
             break;
         case '1': // POP_MARK
@@ -422,7 +425,7 @@ static int run_pickle(struct pvm *vm, struct pv **result, struct graft_err *err)
             size_t k = vm->marks[--vm->nm], n = vm->sp - k;
             if (op == 'd' && n % 2) return FAIL(GRAFT_E_FORMAT, NULL, 0, "data.pkl: DICT with an odd number of items");
             a = pnew(vm, op == 't' ? PK_TUPLE : op == 'l' ? PK_LIST : PK_DICT);
-            if (!a || (n && !grow((void **)&a->seq.v, &a->seq.cap, n, sizeof *a->seq.v))) return FAIL(GRAFT_E_NOMEM, NULL, 0, "out of memory");
+            if (!a || (n && !grow((void **)&a->seq.v, &a->seq.cap, n, sizeof *a->seq.v))) return VM_NOMEM();
             if (n) memcpy(a->seq.v, vm->stack + k, n * sizeof *a->seq.v);
             a->seq.n = n, vm->sp = k;
             PUSH(a);
@@ -431,7 +434,7 @@ static int run_pickle(struct pvm *vm, struct pv **result, struct graft_err *err)
         case 0x85: case 0x86: case 0x87: { // TUPLE1..3
             size_t n = (size_t)(op - 0x84);
             a = pnew(vm, PK_TUPLE);
-            if (!a || !grow((void **)&a->seq.v, &a->seq.cap, n, sizeof *a->seq.v)) return FAIL(GRAFT_E_NOMEM, NULL, 0, "out of memory");
+            if (!a || !grow((void **)&a->seq.v, &a->seq.cap, n, sizeof *a->seq.v)) return VM_NOMEM();
             for (size_t i = n; i-- > 0;) POP(a->seq.v[i]);
             a->seq.n = n;
             PUSH(a);
@@ -453,7 +456,7 @@ static int run_pickle(struct pvm *vm, struct pv **result, struct graft_err *err)
             if (tgt->k != (dict ? PK_DICT : PK_LIST)) return FAIL(GRAFT_E_FORMAT, NULL, 0, "data.pkl: %s into a %s", dict ? "SETITEM" : "APPEND", pk_name(tgt->k));
             if (dict && n % 2) return FAIL(GRAFT_E_FORMAT, NULL, 0, "data.pkl: SETITEMS with an odd number of items");
             for (size_t i = 0; i < n; i++)
-                if (!seq_add(tgt, vm->stack[k + i])) return FAIL(GRAFT_E_NOMEM, NULL, 0, "out of memory");
+                if (!seq_add(tgt, vm->stack[k + i])) return VM_NOMEM();
             vm->sp = k;
             break;
         }
@@ -466,7 +469,7 @@ static int run_pickle(struct pvm *vm, struct pv **result, struct graft_err *err)
             if (idx >= MEMO_MAX || idx > 2 * (uint64_t)(vm->end - vm->p)) return FAIL(GRAFT_E_FORMAT, NULL, 0, "data.pkl: memo index %llu is out of range", (unsigned long long)idx);
             if (idx >= vm->memo_cap) {
                 size_t old = vm->memo_cap;
-                if (!grow((void **)&vm->memo, &vm->memo_cap, (size_t)idx + 1, sizeof *vm->memo)) return FAIL(GRAFT_E_NOMEM, NULL, 0, "out of memory");
+                if (!grow((void **)&vm->memo, &vm->memo_cap, (size_t)idx + 1, sizeof *vm->memo)) return VM_NOMEM();
                 memset(vm->memo + old, 0, (vm->memo_cap - old) * sizeof *vm->memo);
             }
             if (!vm->memo[idx]) vm->n_memo++;
@@ -584,7 +587,7 @@ int graft__torchbin_parse(struct graft_st *st, const char *label, int threads, s
     size_t nz = 0;
     struct pvm vm = {.label = label};
     const struct zmember **used = NULL;
-    bool *mark = NULL;
+    const struct pstorage **first = NULL; // per member: the storage it was first read as
     int rc = zip_read(f, st->file_size, label, &z, &nz, err);
     if (rc) return rc;
     // ARCHIVE/data.pkl: the one member of that name, one folder deep
@@ -634,8 +637,8 @@ int graft__torchbin_parse(struct graft_st *st, const char *label, int threads, s
     st->tensors = graft__calloc(n ? n : 1, sizeof *st->tensors);
     st->names = graft__malloc(names_len ? names_len : 1);
     used = graft__calloc(n + 1, sizeof *used);
-    mark = graft__calloc(nz, sizeof *mark);
-    if (!st->tensors || !st->names || !used || !mark) { rc = FAIL(GRAFT_E_NOMEM, NULL, 0, "out of memory"); goto out; }
+    first = graft__calloc(nz, sizeof *first);
+    if (!st->tensors || !st->names || !used || !first) { rc = FAIL(GRAFT_E_NOMEM, NULL, 0, "out of memory"); goto out; }
     used[0] = pkl;
     size_t n_used = 1, at = 0;
     for (size_t i = 0; i < root->seq.n; i += 2) {
@@ -679,24 +682,39 @@ int graft__torchbin_parse(struct graft_st *st, const char *label, int threads, s
             goto out;
         }
         t->begin = sm->data + off_b;
-        if (!mark[sm - z]) mark[sm - z] = true, used[n_used++] = sm; // each storage's checksum once
+        const struct pstorage *f0 = first[sm - z];
+        if (!f0) first[sm - z] = ps, used[n_used++] = sm; // each storage's checksum once
+        else if (f0->dt != ps->dt || f0->numel != ps->numel) { // torch.load keeps the first type it meets and reinterprets (or fails)
+            rc = FAIL(GRAFT_E_FORMAT, t->name, t->name_len, "storage %s is read as %s × %llu here but as %s × %llu by an earlier tensor", kbuf,
+                      graft_dtype_traits(ps->dt)->name, (unsigned long long)ps->numel, graft_dtype_traits(f0->dt)->name, (unsigned long long)f0->numel);
+            goto out;
+        }
         st->n++;
     }
     if ((rc = crc_check(f, used + 1, n_used - 1, threads, label, err))) goto out;
     // data order, then the name table (a name twice is an error, as in a safetensors header)
     qsort(st->tensors, st->n, sizeof *st->tensors, cmp_tensor);
-    st->n_slots = 16;
+    st->n_slots = 16, st->hkey = graft__hash_key();
     while (st->n_slots < 2 * st->n) st->n_slots *= 2;
     if (!(st->slots = graft__calloc(st->n_slots, sizeof *st->slots))) { rc = FAIL(GRAFT_E_NOMEM, NULL, 0, "out of memory"); goto out; }
     for (size_t i = 0; i < st->n; i++) {
         const struct graft_tensor_info *t = &st->tensors[i];
-        size_t s = graft__name_hash(t->name, t->name_len) & (st->n_slots - 1);
+        size_t s = graft__name_hash(st->hkey, t->name, t->name_len) & (st->n_slots - 1);
         while (st->slots[s]) {
             const struct graft_tensor_info *o = &st->tensors[st->slots[s] - 1];
             if (o->name_len == t->name_len && !memcmp(o->name, t->name, t->name_len)) { rc = FAIL(GRAFT_E_FORMAT, t->name, t->name_len, "tensor name appears twice"); goto out; }
             s = (s + 1) & (st->n_slots - 1);
         }
         st->slots[s] = (uint32_t)(i + 1);
+    }
+    // a key also given to a value that is not a tensor: Python keeps the last of them (torch.load may
+    // drop the tensor), so the name is as ambiguous as a tensor's twice
+    for (size_t i = 0; i < root->seq.n; i += 2) {
+        const struct pv *k = root->seq.v[i], *v = root->seq.v[i + 1];
+        if (v->k != PK_TENSOR && k->k == PK_STR && graft_st_find(st, k->s.p, k->s.n) >= 0) {
+            rc = FAIL(GRAFT_E_FORMAT, k->s.p, k->s.n, "tensor name appears twice (once for a %s)", pk_name(v->k));
+            goto out;
+        }
     }
     st->data_start = 0, st->header_len = 0, st->torch = true;
 out:
@@ -707,6 +725,6 @@ out:
         graft__free(v);
     }
     graft__free(vm.all), graft__free(vm.stack), graft__free(vm.marks), graft__free(vm.memo);
-    graft__free(z), graft__free(used), graft__free(mark);
+    graft__free(z), graft__free(used), graft__free(first);
     return rc;
 }

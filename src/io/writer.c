@@ -49,6 +49,7 @@ struct graft_writer {
     size_t             n, cap;
     uint32_t          *slots;   // name hash → index + 1 (uniqueness)
     size_t             n_slots;
+    uint64_t           hkey;     // their hash key (graft__name_hash)
     char             **meta;    // key, value pairs
     size_t             n_meta;
     struct shard      *shards;
@@ -298,15 +299,16 @@ long graft_writer_add_tensor(struct graft_writer *w, const char *name, size_t na
         size_t ns = w->n_slots ? 2 * w->n_slots : 64;
         uint32_t *slots = graft__calloc(ns, sizeof *slots);
         if (!slots) return OOM(w);
+        if (!w->n_slots) w->hkey = graft__hash_key();
         for (size_t i = 0; i < w->n; i++) {
-            size_t h = graft__name_hash(w->t[i].name, w->t[i].name_len) & (ns - 1);
+            size_t h = graft__name_hash(w->hkey, w->t[i].name, w->t[i].name_len) & (ns - 1);
             while (slots[h]) h = (h + 1) & (ns - 1);
             slots[h] = (uint32_t)(i + 1);
         }
         graft__free(w->slots);
         w->slots = slots, w->n_slots = ns;
     }
-    size_t h = graft__name_hash(name, name_len) & (w->n_slots - 1);
+    size_t h = graft__name_hash(w->hkey, name, name_len) & (w->n_slots - 1);
     while (w->slots[h]) {
         const struct out_tensor *o = &w->t[w->slots[h] - 1];
         if (o->name_len == name_len && !memcmp(o->name, name, name_len))

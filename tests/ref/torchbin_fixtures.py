@@ -223,6 +223,15 @@ def zoo(d):
     wput = [ops[i + 1][1] for i, (op, arg, pos) in enumerate(ops) if op.name == "BINUNICODE" and arg == "w"][0]
     vpos = [pos for op, arg, pos in ops if op.name == "BINUNICODE" and arg == "v"][0]
     zip_ckpt(os.path.join(d, "name-reuse.bin"), raw[:vpos] + b"h" + bytes([wput]) + raw[vpos + 6:], [("0", four)])
+    # one storage key read as two types (torch.load keeps the first it meets: a float16 view of float32
+    # bytes, or a resize error); a tensor's name given again to None (Python keeps the None); TUPLE1
+    # over and over: more values than VALUES_MAX, one byte each (a limit, not "out of memory")
+    zip_ckpt(os.path.join(d, "two-types.bin"), craft(collections.OrderedDict([("a", Rebuilt(Storage(F, "0", 4), 0, (4,), (1,))),
+                                                                              ("b", Rebuilt(Storage(torch.HalfStorage, "0", 8), 0, (8,), (1,)))])), [("0", four)])
+    raw = craft(collections.OrderedDict([("w", Rebuilt(Storage(F, "0", 4), 0, (4,), (1,))), ("x", None)]))
+    assert raw.count(b"X\x01\x00\x00\x00x") == 1
+    zip_ckpt(os.path.join(d, "name-none.bin"), raw.replace(b"X\x01\x00\x00\x00x", b"X\x01\x00\x00\x00w"), [("0", four)])
+    zip_ckpt(os.path.join(d, "tuples.bin"), b"\x80\x02N" + b"\x85" * ((4 << 20) + 8) + b".")
     zip_ckpt(os.path.join(d, "ext.bin"), b"\x80\x02\x82\x01.")
     zip_ckpt(os.path.join(d, "stack-global.bin"), b"\x80\x04\x8c\x08builtins\x8c\x04exec\x93.")
 
