@@ -265,7 +265,29 @@ grep -q "already exists; use --force" "$T/err" && ok || bad "evolve over an exis
 expect 1 "$G" evolve genome.yml --eval plain.txt --budget 14 --ctx 48 --seed 3 evo3 --log evo.evolve.log
 grep -q "an evolve log is already there" "$T/err" && [ ! -e evo3 ] && ok || bad "evolve over an existing log: $(cat "$T/err")"
 expect 2 "$G" evolve genome.yml --eval plain.txt --budget 14 --ctx 48 --seed 4 --resume evo3 --log evo.evolve.log
-grep -q "written for another genome, --eval texts, ctx, max-tokens, seed" "$T/err" && [ ! -e evo3 ] && ok || bad "resume with another seed: $(cat "$T/err")"
+grep -q "written for another genome, --eval texts, ctx, max-tokens, batch, matmul, seed" "$T/err" && [ ! -e evo3 ] && ok || bad "resume with another seed: $(cat "$T/err")"
+# --matmul bf16: candidates scored as `graft eval --matmul bf16` scores them (the BF16 merge's products
+# with rounded activations); its log is not resumed by an f32 search, nor the other way round
+expect 0 "$G" evolve genome.yml --eval plain.txt --budget 14 --ctx 48 --seed 3 --matmul bf16 evbf
+best=$(sed -n 's/.*best mean NLL \([0-9.]*\).*/\1/p' "$T/err")
+"$G" eval evbf --text plain.txt --ctx 48 --matmul bf16 --json > eb.json
+"$PY" -c 'import json, sys; b = float(sys.argv[1]); sys.exit(0 if abs(json.load(open("eb.json"))["nll"] - b) < 1e-6 else 1)' "$best" && grep -q '"matmul":"bf16"' evbf.evolve.log && ok || bad "evolve --matmul bf16: the best ($best) is not what eval --matmul bf16 gives: $(cat eb.json)"
+"$G" eval evbf --text plain.txt --ctx 48 --json > ef.json
+"$PY" -c 'import json, sys; a, b = (json.load(open(f))["nll"] for f in sys.argv[1:]); sys.exit(0 if a != b and abs(a - b) < 1e-2 * b else 1)' eb.json ef.json && ok || bad "evolve --matmul bf16: not the bf16 products (or far from f32): $(cat eb.json ef.json)"
+expect 2 "$G" evolve genome.yml --eval plain.txt --budget 28 --ctx 48 --seed 3 --resume --force evbf
+grep -q "another genome, --eval texts, ctx, max-tokens, batch, matmul" "$T/err" && ok || bad "an f32 search resumed a bf16 log: $(cat "$T/err")"
+expect 2 "$G" evolve genome.yml --eval plain.txt --budget 28 --ctx 48 --seed 3 --matmul bf16 --resume --force evo
+expect 0 "$G" evolve genome.yml --eval plain.txt --budget 28 --ctx 48 --seed 3 --matmul f32 --resume --force evo
+cmp -s evo/model.safetensors fresh/model.safetensors && ok || bad "evolve --matmul f32 did not resume the default's log"
+expect 2 "$G" evolve genome.yml --eval plain.txt --budget 14 --matmul f16 gx
+# another --batch (its sums round differently) is refused too; a blank line inside a log is kept whole
+# on resume (appending after it once glued two lines into one)
+expect 2 "$G" evolve genome.yml --eval plain.txt --budget 28 --ctx 48 --seed 3 --batch 4 --resume --force evo
+expect 0 "$G" evolve genome.yml --eval plain.txt --budget 14 --ctx 48 --seed 3 evbl
+sed -i '2a\\' evbl.evolve.log
+expect 0 "$G" evolve genome.yml --eval plain.txt --budget 21 --ctx 48 --seed 3 --resume --force evbl
+expect 0 "$G" evolve genome.yml --eval plain.txt --budget 28 --ctx 48 --seed 3 --resume --force evbl
+cmp -s evbl/model.safetensors fresh/model.safetensors && [ "$(grep -c '"k":' evbl.evolve.log)" = 28 ] && ok || bad "evolve resumed over a blank log line: $(cat "$T/err")"
 for bad in 'weight: {search: [1, 0]}|search expects [lo, hi]' 'weight: {search: [0, 1], groups: 0}|groups expects' \
            'weight: {search: [0, 1], step: 2}|takes only' 'weight: 0.5|no search ranges' 'weight: {search: [0, x]}|search expects'; do
     printf 'merge_method: linear\nmodels:\n  - model: ft1\n    parameters:\n      %s\n  - model: ft2\n    parameters:\n      weight: 1.0\n' "${bad%%|*}" > g.yml
@@ -480,6 +502,40 @@ for spec in "models: [$m]|1 to 64" "models: [dfa]\n  scale_range: [1, 1]|lo < hi
     expect 4 "$G" evolve gdf5.yml --eval plain.txt --budget 4 --force gx
     grep -qF "${spec#*|}" "$T/err" && [ ! -e gx ] && ok || bad "dataflow '${spec%%|*}': $(cat "$T/err")"
 done
+# rendering: a model name YAML must quote stays itself in the passthrough config (written raw, `df #b`
+# became the model `df`); an anchored range renders with its anchor (the alias then reads the value); a
+# tag is refused; values below 1e-4 render with a dot (`5.0e-06`: PyYAML, so MergeKit, reads `5e-06`
+# as a string); two choice lists in one value are refused
+cp -r dfb 'df #b'
+printf 'dataflow:\n  models: [dfa, "df #b"]\n  repeats: 1\ndtype: float32\n' > gdfq.yml
+expect 0 "$G" evolve gdfq.yml --eval plain.txt --budget 12 --ctx 48 --seed 2 edfq
+! grep -q "does not merge" "$T/err" && ! grep -q '"nll": 1e+30' edfq.evolve.log && ok || bad "dataflow over a model named 'df #b': $(cat "$T/err")"
+printf 'merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - model: ft1\n    parameters:\n      weight: &w {search: [0, 0.00001]}\n  - model: ft2\n    parameters:\n      weight: *w\ndtype: bfloat16\n' > ganc.yml
+expect 0 "$G" evolve ganc.yml --eval plain.txt --budget 10 --ctx 48 --seed 2 eanc
+"$PY" -c 'import sys, yaml; c = yaml.safe_load(open("eanc/mergekit_config.yml")); w = [m["parameters"]["weight"] for m in c["models"]]
+sys.exit(0 if all(isinstance(x, float) for x in w) and w[0] == w[1] and 0 < w[0] < 1e-5 else "weights %r" % w)' > "$T/py" 2>&1 && grep -q "weight: &w [0-9]\.[0-9]*e-0[0-9]" eanc/mergekit_config.yml &&
+    ! grep -q "does not merge" "$T/err" && ok || bad "an anchored range / a tiny value: $(cat "$T/py") $(cat eanc/mergekit_config.yml)"
+printf 'merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - model: ft1\n    parameters:\n      weight: !!map {search: [0, 1]}\ndtype: bfloat16\n' > gtag.yml
+expect 4 "$G" evolve gtag.yml --eval plain.txt --budget 4 gx
+grep -q "line 6: a search range or choice cannot carry a tag (!!map)" "$T/err" && [ ! -e gx ] && ok || bad "a tagged range: $(cat "$T/err")"
+printf 'merge_method: {choice: [ties, linear], choice: [task_arithmetic]}\nbase_model: base\nmodels:\n  - model: ft1\n    parameters:\n      weight: 1\ndtype: bfloat16\n' > gcc.yml
+expect 4 "$G" evolve gcc.yml --eval plain.txt --budget 4 gx
+grep -q "two choice lists in one value" "$T/err" && [ ! -e gx ] && ok || bad "two choice lists: $(cat "$T/err")"
+# every candidate must read the --eval texts as the first did (the texts were tokenized with the first
+# merged candidate's tokenizer, so a resumed run scored differently from a fresh one): a base_model
+# choice whose tokenizer_config drops the BOS stops the search; one whose tokenizer.json is only
+# written differently (same tokens) is fine
+cp -r ft1 ftb && cp -r ft1 ftf
+"$PY" -c 'import json; p = "ftb/tokenizer_config.json"; c = json.load(open(p)); c["add_bos_token"] = False; json.dump(c, open(p, "w"))
+p = "ftf/tokenizer.json"; json.dump(json.load(open(p)), open(p, "w"), indent=1)'
+for m in ftb ftf; do
+    printf 'merge_method: task_arithmetic\nbase_model: {choice: [base, %s]}\nmodels:\n  - model: ft2\n    parameters:\n      weight: {search: [0, 1]}\ndtype: bfloat16\n' $m > gtok-$m.yml
+done
+expect 4 "$G" evolve gtok-ftb.yml --eval plain.txt --budget 12 --ctx 48 --seed 2 etok
+grep -q "reads the --eval texts differently from the first's" "$T/err" && [ ! -e etok ] && ok || bad "a candidate with another BOS rule: $(cat "$T/err")"
+expect 0 "$G" evolve gtok-ftf.yml --eval plain.txt --budget 12 --ctx 48 --seed 2 etok2
+"$PY" -c 'import json, sys; c = [json.loads(l) for l in open("etok2.evolve.log") if "\"k\"" in l]; sys.exit(0 if any(x["x"][0] >= 0.5 and x["nll"] < 1e30 for x in c) else 1)' &&
+    ! grep -q "warning" "$T/err" && ok || bad "a candidate whose tokenizer.json is only reformatted: $(cat "$T/err")"
 expect 2 "$G" evolve genome.yml --eval long.txt --budget 28 --ctx 32 --seed 3 --resume --force evr
 grep -q "objective or racing" "$T/err" && ok || bad "resume without racing: $(cat "$T/err")"
 # candidates whose activations overflow score 1e30 (the worst) and the search goes on: weight w on a delta

@@ -70,6 +70,9 @@ static const char help[] =
     "  --seed S           CMA-ES draws, the initial design and random merge methods (default 0)\n"
     "  --ctx N            window length (default 512)   --batch B   windows per forward pass (default 1)\n"
     "  --max-tokens N     score only the first N tokens of each text\n"
+    "  --matmul f32|bf16  products with BF16 weights as graft eval computes them (default f32; bf16:\n"
+    "                     activations rounded to bf16 first, as llama.cpp; faster on CPUs with\n"
+    "                     AVX512-BF16; the best's NLL is then `graft eval --matmul bf16`'s)\n"
     "  --sigma S          initial step size in the [0, 1] search space (default 1/6)\n"
     "  --population L     λ (default 4 + ⌊3 ln n⌋)\n"
     "  --log FILE         the evaluation log (default OUT.evolve.log)\n"
@@ -94,9 +97,12 @@ struct run {
     size_t *lens;
     int32_t bos;
     bool have_docs;
+    uint64_t tok_fp;             // what the texts were tokenized with (tok_fingerprint)
+    bool fatal;                  // the error stops the search (not a candidate scored as the worst)
     enum objective obj;
     bool race;
     double race_z;
+    enum graft_matmul matmul;
     struct graft_model_cache *cache; // the inputs, opened and validated once for every candidate
     struct graft_merge_reuse *reuse; // the previous candidate's tensors, copied where nothing changed
     struct graft__window *win;   // every text's windows, in scoring order (--race: a seeded shuffle)
@@ -153,8 +159,29 @@ static int build_windows(struct run *r) {
     return GRAFT_OK;
 }
 
-// The eval texts, tokenized once with the tokenizer the merge carries (its donor's).
-static int tokenize_evals(struct run *r, struct graft_writer *w) {
+// What tokenizing depends on: tokenizer.json, tokenizer_config.json and config.json's bos_token_id
+// (apply_bos's fallback), as the merge carries them.
+static uint64_t tok_fingerprint(const struct graft_writer *w) {
+    uint64_t h = GRAFT_FNV64_INIT;
+    size_t n;
+    for (int i = 0; i < 2; i++) {
+        const char *f = graft_writer_mem_file(w, i ? "tokenizer_config.json" : "tokenizer.json", &n);
+        if (f) h = graft__fnv64(h, f, n);
+        h = graft__fnv64(h, "\xff", 1);
+    }
+    const char *cfg = graft_writer_mem_file(w, "config.json", NULL);
+    json_t *c = cfg ? json_loads(cfg, 0, NULL) : NULL, *id = json_object_get(c, "bos_token_id");
+    if (json_is_integer(id)) {
+        unsigned char le[8];
+        for (int j = 0; j < 8; j++) le[j] = (unsigned char)((uint64_t)json_integer_value(id) >> (8 * j));
+        h = graft__fnv64(h, le, sizeof le);
+    }
+    json_decref(c);
+    return h;
+}
+
+// Tokenize the eval texts with the merge's tokenizer into docs/lens (freed again on failure).
+static int tokenize_into(struct run *r, const struct graft_writer *w, int32_t **docs, size_t *lens, int32_t *bos) {
     size_t tl;
     const char *tj = graft_writer_mem_file(w, "tokenizer.json", &tl);
     if (!tj) return graft_err_set(r->err, GRAFT_E_NOTFOUND, r->genome_path, NULL, 0, "the merge's donor model has no tokenizer.json to read --eval texts with");
@@ -162,12 +189,38 @@ static int tokenize_evals(struct run *r, struct graft_writer *w) {
     int rc = graft_tokenizer_load_texts(tj, tl, graft_writer_mem_file(w, "tokenizer_config.json", NULL), graft_writer_mem_file(w, "config.json", NULL),
                                         "tokenizer.json (of the merge's donor)", &t, r->err);
     if (rc) return rc;
-    r->bos = graft_tokenizer_bos(t);
-    for (int i = 0; i < r->n_evals && !rc; i++) rc = cli_encode_file(t, r->evals[i], &r->docs[i], &r->lens[i], r->err);
-    for (int i = 0; rc && i < r->n_evals; i++) free(r->docs[i]), r->docs[i] = NULL; // (a later candidate tries again)
+    *bos = graft_tokenizer_bos(t);
+    for (int i = 0; i < r->n_evals && !rc; i++) rc = cli_encode_file(t, r->evals[i], &docs[i], &lens[i], r->err);
+    for (int i = 0; rc && i < r->n_evals; i++) free(docs[i]), docs[i] = NULL;
     graft_tokenizer_free(t);
-    r->have_docs = !rc;
-    if (!rc) rc = build_windows(r);
+    return rc;
+}
+
+// The texts' tokens come from the first candidate that merges (a failure: a later one tries again).
+// Every later candidate must tokenize them the same — NLL per token does not compare across
+// tokenizers, and a resumed run must score as a fresh one — so one whose tokenizer files differ (say
+// a choice of base_model or tokenizer_source) is checked by tokenizing again, and stops the search
+// if the tokens differ.
+static int tokenize_evals(struct run *r, const struct graft_writer *w) {
+    uint64_t tf = tok_fingerprint(w);
+    if (!r->have_docs) {
+        int rc = tokenize_into(r, w, r->docs, r->lens, &r->bos);
+        r->have_docs = !rc, r->tok_fp = tf;
+        return rc ? rc : build_windows(r);
+    }
+    if (tf == r->tok_fp) return GRAFT_OK;
+    int32_t **docs = calloc((size_t)r->n_evals, sizeof *docs), bos;
+    size_t *lens = calloc((size_t)r->n_evals, sizeof *lens);
+    int rc = docs && lens ? tokenize_into(r, w, docs, lens, &bos) : graft_err_set(r->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+    bool same = !rc && bos == r->bos;
+    for (int i = 0; same && i < r->n_evals; i++) same = lens[i] == r->lens[i] && !memcmp(docs[i], r->docs[i], lens[i] * sizeof *docs[i]);
+    for (int i = 0; docs && i < r->n_evals; i++) free(docs[i]);
+    free(docs), free(lens);
+    if (same) r->tok_fp = tf;
+    else if (!rc)
+        r->fatal = true, rc = graft_err_set(r->err, GRAFT_E_CONFIG, r->genome_path, NULL, 0,
+                                            "this candidate's tokenizer reads the --eval texts differently from the first's, and NLL per token "
+                                            "does not compare across tokenizers: fix it (tokenizer_source) or choose among models that share one");
     return rc;
 }
 
@@ -195,7 +248,8 @@ static void log_candidate(FILE *lf, int gen, int k, double f, const double *nlls
 }
 
 // What the log's candidates depend on beyond the header's numbers: the genome's and the --eval texts'
-// bytes, ctx and max-tokens (FNV-1a, 64 bits).
+// bytes, ctx, max-tokens, a --batch above 1 (it changes the sums' order) and --matmul bf16 (FNV-1a, 64
+// bits; batch 1 and f32 add nothing, so older logs resume).
 static int fingerprint(const struct run *r, uint64_t *out) {
     uint64_t h = GRAFT_FNV64_INIT;
     const char *files[257];
@@ -215,6 +269,12 @@ static int fingerprint(const struct run *r, uint64_t *out) {
         for (int j = 0; j < 8; j++) le[j] = (unsigned char)(v[i] >> (8 * j));
         h = graft__fnv64(h, le, sizeof le);
     }
+    int batch = r->race ? 1 : r->batch; // (racing runs one window at a time)
+    if (batch > 1) {
+        unsigned char le[4] = {(unsigned char)batch, (unsigned char)(batch >> 8), (unsigned char)(batch >> 16), (unsigned char)(batch >> 24)};
+        h = graft__fnv64(h, "batch", 5), h = graft__fnv64(h, le, sizeof le);
+    }
+    if (r->matmul == GRAFT_MATMUL_BF16) h = graft__fnv64(h, "bf16", 4);
     *out = h;
     return GRAFT_OK;
 }
@@ -292,10 +352,11 @@ static int evaluate(struct run *r, const char *yaml, double *nlls, double *f, bo
     int rc = graft_merge(r->genome_path, r->out, &o, r->err);
     if (rc) return rc;
     struct graft_llama *L = NULL;
-    if (!r->have_docs) rc = tokenize_evals(r, w);
+    rc = tokenize_evals(r, w);
     const char *cfg = rc ? NULL : graft_writer_mem_file(w, "config.json", NULL);
     if (!rc && !cfg) rc = graft_err_set(r->err, GRAFT_E_FORMAT, r->genome_path, NULL, 0, "the merge has no config.json");
     if (!rc) rc = graft_llama_new(cfg, writer_lookup, w, "candidate merge", r->n_threads, &L, r->err);
+    if (!rc) graft_llama_set_matmul(L, r->matmul);
     if (!rc) rc = score(r, L, nlls, f, raced);
     graft_llama_free(L);
     if (!r->reuse) graft_writer_free(w); // (with reuse the writer is kept for the next candidate)
@@ -314,9 +375,9 @@ static int read_log(struct run *r, const char *path, int lambda, double sigma0, 
     for (ssize_t n; !rc && (n = getline(&line, &cap, f)) > 0;) {
         if (line[n - 1] != '\n') break; // cut by a kill: not read
         ln++;
+        *good_end += n; // (a blank line too: appending after it keeps the last line whole)
         json_t *j = json_loads(line, 0, NULL);
         if (!json_is_object(j)) { json_decref(j); if (n > 1) rc = graft_err_set(r->err, GRAFT_E_FORMAT, path, NULL, 0, "line %d is not a JSON object", ln); continue; }
-        *good_end += n;
         if (ln == 1) {
             char want[20];
             snprintf(want, sizeof want, "%016llx", (unsigned long long)fp);
@@ -327,8 +388,8 @@ static int read_log(struct run *r, const char *path, int lambda, double sigma0, 
                 json_number_value(json_object_get(j, "sigma0")) != sigma0 || !ob || strcmp(ob, obj_name[r->obj]) ||
                 json_is_true(json_object_get(j, "race")) != r->race || (r->race && json_number_value(json_object_get(j, "race_z")) != r->race_z) ||
                 json_integer_value(json_object_get(j, "texts")) != r->n_evals || !fps || strcmp(fps, want))
-                rc = graft_err_set(r->err, GRAFT_E_USAGE, path, NULL, 0, "the log was written for another genome, --eval texts, ctx, max-tokens, seed, σ0, "
-                                                                       "population, objective or racing (or by another graft); use another --log");
+                rc = graft_err_set(r->err, GRAFT_E_USAGE, path, NULL, 0, "the log was written for another genome, --eval texts, ctx, max-tokens, batch, "
+                                                                       "matmul, seed, σ0, population, objective or racing (or by another graft); use another --log");
         } else if (json_object_get(j, "nll")) {
             json_t *x = json_object_get(j, "x"), *ns = json_object_get(j, "nlls");
             struct logged *nl = realloc(r->log, (r->n_log + 1) * sizeof *nl);
@@ -440,13 +501,14 @@ int cmd_evolve(int argc, char **argv) {
         {"sigma", required_argument, 0, 'S'}, {"population", required_argument, 0, 'p'}, {"log", required_argument, 0, 'l'},
         {"resume", no_argument, 0, 'r'}, {"threads", required_argument, 0, 't'}, {"force", no_argument, 0, 'f'},
         {"objective", required_argument, 0, 'o'}, {"race", no_argument, 0, 'R'}, {"race-z", required_argument, 0, 'z'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"matmul", required_argument, 0, 'M'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *evals[256], *log_path = NULL;
     int n_evals = 0, budget = 0, ctx = 512, batch = 1, max_tokens = 0, lambda = 0, n_threads = graft_n_cpus(), c;
     double sigma0 = 1.0 / 6, race_z = 3;
     uint64_t seed = 0;
     bool resume = false, force = false, race = false;
     enum objective obj = OBJ_MEAN;
+    enum graft_matmul matmul = GRAFT_MATMUL_F32;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -475,6 +537,10 @@ int cmd_evolve(int argc, char **argv) {
             break;
         case 'R': race = true; break;
         case 'z': if (!cli_float("evolve", "--race-z", optarg, 0, 100, &race_z)) return GRAFT_EXIT_USAGE; break;
+        case 'M':
+            if (!strcmp(optarg, "f32") || !strcmp(optarg, "bf16")) matmul = optarg[0] == 'b' ? GRAFT_MATMUL_BF16 : GRAFT_MATMUL_F32;
+            else return cli_usage("evolve", "--matmul expects f32 or bf16, got '%s'", optarg);
+            break;
         case 'h': fputs(help, stdout); return GRAFT_EXIT_OK;
         default: return cli_usage("evolve", "unknown option");
         }
@@ -487,7 +553,7 @@ int cmd_evolve(int argc, char **argv) {
     graft_err_clear(&err);
     struct run r = {.genome_path = argv[optind], .out = argv[optind + 1], .n_threads = n_threads, .ctx = ctx, .batch = batch,
                     .max_tokens = max_tokens, .seed = seed, .evals = evals, .n_evals = n_evals, .obj = obj, .race = race, .race_z = race_z,
-                    .best_full = INFINITY, .err = &err};
+                    .matmul = matmul, .best_full = INFINITY, .err = &err};
     char *lp = log_path ? strdup(log_path) : NULL, *best_yaml = NULL;
     if (!lp && asprintf(&lp, "%s.evolve.log", r.out) < 0) lp = NULL;
     r.docs = calloc((size_t)n_evals, sizeof *r.docs), r.lens = calloc((size_t)n_evals, sizeof *r.lens);
@@ -547,9 +613,10 @@ int cmd_evolve(int argc, char **argv) {
     if (r.lf && !(resume && log_exists)) {
         char fps[20];
         snprintf(fps, sizeof fps, "%016llx", (unsigned long long)fp);
-        json_t *h = json_pack("{s:i, s:s, s:i, s:i, s:I, s:f, s:s, s:b, s:f, s:i, s:i, s:i, s:s}", "graft_evolve", 3, "genome", r.genome_path, "dim", r.dim,
+        json_t *h = json_pack("{s:i, s:s, s:i, s:i, s:I, s:f, s:s, s:b, s:f, s:i, s:i, s:i, s:s, s:s}", "graft_evolve", 3, "genome", r.genome_path, "dim", r.dim,
                               "lambda", lam, "seed", (json_int_t)seed, "sigma0", sigma0, "objective", obj_name[obj], "race", race, "race_z", race_z,
-                              "texts", n_evals, "ctx", ctx, "max_tokens", max_tokens, "fingerprint", fps);
+                              "texts", n_evals, "ctx", ctx, "max_tokens", max_tokens, "matmul", matmul == GRAFT_MATMUL_BF16 ? "bf16" : "f32",
+                              "fingerprint", fps);
         char *hs = h ? json_dumps(h, JSON_PRESERVE_ORDER | JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
         if (!hs || fprintf(r.lf, "%s\n", hs) < 0 || fflush(r.lf) || fsync(fileno(r.lf))) rc = graft_err_set(&err, GRAFT_E_IO, lp, NULL, 0, "cannot write the log");
         free(hs), json_decref(h);
@@ -606,7 +673,7 @@ int cmd_evolve(int argc, char **argv) {
                 free(yaml);
                 // activations overflow, or a combination the chosen method refuses (a choice of method
                 // with another's parameters): the worst score; the baseline must merge
-                bool invalid = rc == GRAFT_E_CONFIG && (gen || k), failed = invalid || (rc == GRAFT_E_NONFINITE && (gen || k));
+                bool invalid = rc == GRAFT_E_CONFIG && (gen || k) && !r.fatal, failed = invalid || (rc == GRAFT_E_NONFINITE && (gen || k));
                 if (invalid && !cli_quiet()) fprintf(stderr, "graft: warning: generation %d candidate %d does not merge (%s); scored as the worst\n", gen + 1, k, err.msg);
                 if (invalid) snprintf(last_invalid, sizeof last_invalid, "%s", err.msg);
                 if (failed) {

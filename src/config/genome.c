@@ -1,6 +1,7 @@
 // Evolve genomes (include/graft/genome.h): find every {search: [lo, hi], groups: G, init: x} and
 // {choice: [a, b, …], init: a} mapping in the YAML, remember its byte span, and render points by
 // splicing values (or the chosen item's text) into the text.
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -251,6 +252,7 @@ int graft_genome_parse(const char *text, size_t len, const char *label, struct g
                     !number(yaml_document_get_node(&d, it[1]), &r.hi) || r.lo > r.hi)
                     rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: search expects [lo, hi] with numbers lo ≤ hi", line);
             } else if (key_is(k, "choice")) {
+                if (r.item) { rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: two choice lists in one value", line); break; }
                 yaml_node_item_t *it = v && v->type == YAML_SEQUENCE_NODE ? v->data.sequence.items.start : NULL;
                 size_t ni = it ? (size_t)(v->data.sequence.items.top - it) : 0;
                 if (ni < 1 || ni > 1024) rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: choice expects a list of 1 to 1024 values", line);
@@ -318,6 +320,15 @@ int graft_genome_parse(const char *text, size_t len, const char *label, struct g
         struct range *q = &g->r[i];
         q->begin = BYTE(q->begin), q->end = BYTE(q->end);
         for (int k = 0; k < 2 * q->n_items; k++) q->item[k] = BYTE(q->item[k]);
+        // the node's span starts at its anchor (&name) or tag: keep an anchor (an alias *name then reads
+        // the rendered value); a tag would be left in front of a number
+        while (!rc && q->begin < q->end && g->text[q->begin] == '&') {
+            while (q->begin < q->end && !isspace((unsigned char)g->text[q->begin])) q->begin++;
+            while (q->begin < q->end && isspace((unsigned char)g->text[q->begin])) q->begin++;
+        }
+        if (!rc && q->begin < q->end && g->text[q->begin] == '!')
+            rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %d: a search range or choice cannot carry a tag (%.*s)", q->line,
+                               (int)strcspn(g->text + q->begin, " \t\r\n"), g->text + q->begin);
     }
     if (!rc && g->df) g->df->begin = BYTE(g->df->begin), g->df->end = BYTE(g->df->end);
 #undef BYTE
@@ -423,6 +434,30 @@ void graft_genome_init(const struct graft_genome *g, double *x) {
     }
 }
 
+// A number as YAML 1.1 reads a float (PyYAML, so MergeKit): a dot in the mantissa, "1.0e-05" not "1e-05".
+static void put_float(struct graft__buf *b, double v, int digits) {
+    char t[48];
+    snprintf(t, sizeof t, "%.*g", digits, v);
+    char *e = strchr(t, 'e');
+    if (!strchr(t, '.') && !strchr(t, 'n')) { // (inf / nan are never rendered: values are clipped)
+        if (e) memmove(e + 2, e, strlen(e) + 1), e[0] = '.', e[1] = '0';
+        else strcat(t, ".0");
+    }
+    graft__buf_puts(b, t);
+}
+
+// A model name as a YAML double-quoted scalar: a name such as `py #2`, `null` or `a: b` stays itself.
+static void put_quoted(struct graft__buf *b, const char *s) {
+    graft__buf_puts(b, "\"");
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') graft__buf_printf(b, "\\%c", c);
+        else if (c < 0x20 || c == 0x7f) graft__buf_printf(b, "\\x%02x", c);
+        else graft__buf_append(b, s, 1);
+    }
+    graft__buf_puts(b, "\"");
+}
+
 // The data-flow point as a passthrough frankenmerge: the included slots in order, one single-layer
 // slice each. A scale w_p on the input of path position p scales the residual stream there; RMSNorm
 // makes each layer (and the final norm) blind to a common factor of the stream, so this equals
@@ -438,10 +473,16 @@ static void render_dataflow(const struct graft_genome *g, const double *x, struc
             for (int l = 0; l < df->layers[m]; l++, t++) {
                 if (graft_genome_value(g, t, x[t]) < 0.5) continue;
                 if (df->scale) cum *= graft_genome_value(g, df->slots + t, x[df->slots + t]);
-                graft__buf_printf(b, "\n  - sources:\n      - model: %s\n        layer_range: [%d, %d]", df->model[m], l, l + 1);
-                if (df->scale)
-                    graft__buf_printf(b, "\n    parameters:\n      scale:\n        - filter: o_proj\n          value: %.9g\n        - filter: down_proj\n"
-                                         "          value: %.9g\n        - value: 1.0", 1 / cum, 1 / cum);
+                graft__buf_puts(b, "\n  - sources:\n      - model: ");
+                put_quoted(b, df->model[m]);
+                graft__buf_printf(b, "\n        layer_range: [%d, %d]", l, l + 1);
+                if (df->scale) {
+                    graft__buf_puts(b, "\n    parameters:\n      scale:\n        - filter: o_proj\n          value: ");
+                    put_float(b, 1 / cum, 9);
+                    graft__buf_puts(b, "\n        - filter: down_proj\n          value: ");
+                    put_float(b, 1 / cum, 9);
+                    graft__buf_puts(b, "\n        - value: 1.0");
+                }
                 n++;
             }
     if (!n) graft__buf_puts(b, " []"); // no layer: the merge refuses it (scored as the worst)
@@ -470,10 +511,8 @@ char *graft_genome_render(const struct graft_genome *g, const double *x) {
         }
         if (r->groups > 1) graft__buf_puts(&b, "[");
         for (int j = 0; j < r->groups; j++) {
-            char v[32];
-            snprintf(v, sizeof v, "%.6g", graft_genome_value(g, r->first + j, x[r->first + j]));
-            if (!strchr(v, '.') && !strchr(v, 'e') && !strchr(v, 'n')) strcat(v, ".0"); // stays a float
-            graft__buf_printf(&b, "%s%s", j ? ", " : "", v);
+            if (j) graft__buf_puts(&b, ", ");
+            put_float(&b, graft_genome_value(g, r->first + j, x[r->first + j]), 6);
         }
         if (r->groups > 1) graft__buf_puts(&b, "]");
         at = r->end;

@@ -131,13 +131,22 @@ int graft_cmaes_tell(struct graft_cmaes *c, const double *f, struct graft_err *e
             double v = (1 - c->c1 - c->cmu) * c->C[(size_t)i * n + j] + c->c1 * (c->pc[i] * c->pc[j] + dh * c->C[(size_t)i * n + j]) + c->cmu * rmu;
             c->C[(size_t)i * n + j] = c->C[(size_t)j * n + i] = v;
         }
-    c->sigma *= exp(c->cs / c->ds * (psn / c->chi - 1));
-    // B, D from C (eigenvalues floored at a tiny positive value against round-off); LAPACK on one
-    // thread, as OpenBLAS's threaded paths may round differently and candidates must replay exactly
+    // σ beyond 1e3 in a [0, 1] search space means nothing but can overflow to ∞ on a plateau
+    c->sigma = fmin(c->sigma * exp(c->cs / c->ds * (psn / c->chi - 1)), 1e3);
+    // B, D from C; LAPACK on one thread, as OpenBLAS's threaded paths may round differently and
+    // candidates must replay exactly
     graft__blas_single_thread();
     memcpy(c->B, c->C, (size_t)n * n * sizeof(double));
     if (LAPACKE_dsyev(LAPACK_ROW_MAJOR, 'V', 'U', n, c->B, n, ev)) { rc = graft_err_set(err, GRAFT_E_INTERNAL, NULL, NULL, 0, "CMA-ES: eigendecomposition failed"); goto out; }
-    for (int i = 0; i < n; i++) c->D[i] = sqrt(fmax(ev[i], 1e-300));
+    // Condition number at most 1e14 (Hansen's reference code): a plateau or a flat direction drives an
+    // eigenvalue to round-off (or below 0), and D⁻¹ then blows the evolution path and σ up. Adding δ·I
+    // to C shifts every eigenvalue by δ and keeps the eigenvectors.
+    double emax = ev[n - 1] > 0 ? ev[n - 1] : 1, lo = emax * 1e-14;
+    if (ev[0] < lo) {
+        double delta = lo - ev[0];
+        for (int i = 0; i < n; i++) c->C[(size_t)i * n + i] += delta, ev[i] += delta;
+    }
+    for (int i = 0; i < n; i++) c->D[i] = sqrt(ev[i]);
     c->asked = false;
 out:
     graft__free(idx), graft__free(yw), graft__free(t), graft__free(ev);
