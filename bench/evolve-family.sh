@@ -32,9 +32,16 @@ for m in c docs python; do
 done
 { echo "merge_method: regmean"; echo "models:"; for m in c docs python; do printf '  - model: %s\n    parameters: {gram: gram-%s.safetensors}\n' $m $m; done
   echo "dtype: bfloat16"; } > regmean.yml
+# the other methods at the defaults a user would start from (weight 1 where a method takes one)
+{ echo "merge_method: dare_ties"; echo "base_model: base"; echo "models:"; models "{weight: 1, density: 0.5}"; echo "dtype: bfloat16"; } > dare_ties.yml
+{ echo "merge_method: della"; echo "base_model: base"; echo "models:"; models "{weight: 1, density: 0.5, epsilon: 0.1}"; echo "dtype: bfloat16"; } > della.yml
+for y in pcb sce; do { echo "merge_method: $y"; echo "base_model: base"; echo "models:"; models "{weight: 1}"; echo "dtype: bfloat16"; } > $y.yml; done
+for y in model_stock tsv iso_c iso_cts; do { echo "merge_method: $y"; echo "base_model: base"; echo "models:"; models "{}"; echo "dtype: bfloat16"; } > $y.yml; done
+{ echo "merge_method: tsv"; echo "base_model: base"; echo "models:"; models "{}"; echo "parameters: {scaling_factor: 0.5}"; echo "dtype: bfloat16"; } > tsv05.yml
+{ echo "merge_method: karcher"; echo "models:"; models "{}"; echo "dtype: bfloat16"; } > karcher.yml
 printf '%-44s %7s %7s %7s %7s %7s\n' recipe c docs python mean ppl
 for m in base c docs python; do printf '%-44s %s\n' "$m" "$(score $m)"; done
-for y in avg ta1 ta05 ties regmean; do
+for y in avg ta1 ta05 ties dare_ties della pcb sce model_stock karcher tsv tsv05 iso_c iso_cts regmean; do
     rm -rf m-$y && "$G" merge $y.yml m-$y --threads 2 >/dev/null 2>&1
     printf '%-44s %s\n' "$y" "$(score m-$y)"
 done
@@ -81,3 +88,22 @@ for seed in 1 2 3; do
     end=$(date +%s)
     printf '%-44s %s\n' "g-modules 75 + dataflow 75, seed $seed, $((end - start)) s" "$(score o-comb-$seed)"
 done
+# Not one model — a bound on routing: each held-out domain scored by SRC with its own expert's MLPs
+# (and their norms) swapped in, as a perfect sequence-level router would; over RegMean's attention and
+# over the 15-value search's (seed 1)
+perdomain() {
+    for d in c docs python; do
+        printf 'merge_method: linear\nmodels:\n  - model: %s\n    parameters:\n      weight:\n        - filter: mlp\n          value: 0\n        - filter: post_attention_layernorm\n          value: 0\n        - value: 1\n  - model: %s\n    parameters:\n      weight:\n        - filter: mlp\n          value: 1\n        - filter: post_attention_layernorm\n          value: 1\n        - value: 0\ndtype: bfloat16\n' "$1" $d > swap-$d.yml
+        rm -rf m-swap-$d && "$G" merge swap-$d.yml m-swap-$d --threads 2 >/dev/null 2>&1
+        "$G" eval m-swap-$d --text "$F/eval/$d.txt" --ctx 256 --threads 2 --json 2>/dev/null | sed 's/.*"nll": \([0-9.e-]*\).*/\1/'
+    done | awk '{ s += $1; printf "%.4f ", $1 } END { printf "%.4f %.3f\n", s / NR, exp(s / NR) }'
+}
+printf '%-44s %s\n' "expert MLP per domain, RegMean attention" "$(perdomain m-regmean)"
+printf '%-44s %s\n' "expert MLP per domain, g-modules attention" "$(perdomain o-g-modules-1)"
+# averages of functions instead of weights (bench/parallel-mlp.py): the average's attention, each MLP
+# the three experts' side by side, outputs weighted 1/3; and task arithmetic in function space
+# (outputs weighted 1 each, the base's MLP -2)
+/usr/bin/python3 "$ROOT/bench/parallel-mlp.py" m-avg m-fn-avg 0.3333333 c docs python
+/usr/bin/python3 "$ROOT/bench/parallel-mlp.py" m-avg m-fn-ta -2,1,1,1 base c docs python
+printf '%-44s %s\n' "MLPs' outputs averaged (1/3 each)" "$(score m-fn-avg)"
+printf '%-44s %s\n' "MLPs' outputs: task arithmetic, λ = 1" "$(score m-fn-ta)"
