@@ -78,8 +78,13 @@ grep -q '"torch_dtype": "float16"' f16a/config.json && ok || bad "config torch_d
 expect 0 "$G" verify f16a
 expect 0 "$G" convert f16a back.safetensors --dtype f8_e4m3
 expect 0 "$G" verify back.safetensors
-# refusals: output is the input; non-empty output without --force; --force replaces
+# refusals: output is the input, or inside an input folder (a file of it replaced, or a new folder in
+# it); non-empty output without --force; --force replaces
 expect 2 "$G" convert ft ft --dtype f16 --force
+sum0=$(cat ft/* | cksum)
+expect 2 "$G" convert ft ft/model.safetensors --dtype f16 --force
+expect 2 "$G" convert ft ft/sub --dtype f16
+grep -q "output would be inside the input folder" err && [ ! -e ft/sub ] && [ "$(cat ft/* | cksum)" = "$sum0" ] && ok || bad "an output inside its input folder: $(cat err)"
 expect 1 "$G" convert ft f16a --dtype f16
 grep -q -- "--force" err && ok || bad "hint to --force"
 expect 0 "$G" convert ft f16a --dtype f32 --force

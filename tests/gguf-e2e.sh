@@ -275,9 +275,20 @@ expect 0 "$G" extract-lora --base l32 --model f1 --rank 4 lora-h
 cmp -s lora-g/adapter_model.safetensors lora-h/adapter_model.safetensors && ok || bad "extract-lora from GGUF inputs differs"
 ! ls "${TMPDIR:-/var/tmp}" 2>/dev/null | grep -q "graft-gguf-" && ok || bad "GGUF decoding left its temporary folder"
 # temporaries of killed runs (their process is gone) are removed by the next run
-touch .stale.gguf.graft-tmp-2147483646 && mkdir -p .stale.gguf.graft-tmp-2147483645-hf tmpd/graft-gguf-2147483646-Ab12Cd
+# (also the temporary of the folder writer inside a merge to GGUF: "..stale.gguf.graft-tmp-P-hf.graft-tmp-P")
+touch .stale.gguf.graft-tmp-2147483646 && mkdir -p .stale.gguf.graft-tmp-2147483645-hf ..stale.gguf.graft-tmp-2147483645-hf.graft-tmp-2147483645 tmpd/graft-gguf-2147483646-Ab12Cd
 expect 0 "$G" convert l32 stale.gguf --type q8_0
-[ ! -e .stale.gguf.graft-tmp-2147483646 ] && [ ! -e .stale.gguf.graft-tmp-2147483645-hf ] && ok || bad "stale GGUF temporaries left: $(ls -a)"
+[ ! -e .stale.gguf.graft-tmp-2147483646 ] && [ ! -e .stale.gguf.graft-tmp-2147483645-hf ] && [ ! -e ..stale.gguf.graft-tmp-2147483645-hf.graft-tmp-2147483645 ] && ok ||
+    bad "stale GGUF temporaries left: $(ls -a)"
+# a GGUF output never replaces a GGUF input (convert, or a merge that reads it), nor lands in an input folder
+cp stale.gguf in.gguf && sum0=$(cksum < in.gguf)
+expect 2 "$G" convert in.gguf in.gguf --type f16 --force
+grep -q "output is the input" "$T/err" && ok || bad "convert onto its GGUF input: $(cat "$T/err")"
+printf 'merge_method: linear\nmodels:\n  - model: in.gguf\n    parameters: {weight: 1}\n  - model: l32\n    parameters: {weight: 1}\ndtype: float32\n' > ing.yml
+expect 2 "$G" merge ing.yml in.gguf --force
+grep -q "output is the input" "$T/err" && [ "$(cksum < in.gguf)" = "$sum0" ] && ! ls -A | grep -q graft-tmp && ok || bad "merge onto its GGUF input: $(cat "$T/err")"
+expect 2 "$G" convert l32 l32/x.gguf --type f16
+grep -q "inside the input folder" "$T/err" && [ ! -e l32/x.gguf ] && ok || bad "a GGUF into its input folder: $(cat "$T/err")"
 GRAFT_TMPDIR="$PWD/tmpd" "$G" inspect stale.gguf >/dev/null && GRAFT_TMPDIR="$PWD/tmpd" "$G" merge tiesg.yml stale-m >/dev/null 2>&1
 [ -z "$(ls -A tmpd)" ] && [ -d stale-m ] && ok || bad "stale decoded-GGUF folders left: $(ls -A tmpd)"
 # refusals

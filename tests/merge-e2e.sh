@@ -151,6 +151,21 @@ grep -q '"num_hidden_layers": 6' out-stack/config.json && ok || bad "stack examp
 "$G" inspect out-ties | grep -q "^F16 " && ok || bad "ties example: output not float16"
 cmp -s ex-ties.yml out-ties/mergekit_config.yml && ok || bad "mergekit_config.yml is not the config verbatim"
 
+# ---- a tied donor and an untied model: the output's own lm_head is declared untied ----
+expect 0 "$G" synth tie1 --layers 2 --hidden 32 --intermediate 48 --vocab 64 --dtype f32 --tie --seed 3
+expect 0 "$G" synth unt1 --layers 2 --hidden 32 --intermediate 48 --vocab 64 --dtype f32 --seed 4
+for order in "tie1 unt1" "unt1 tie1"; do
+    set -- $order
+    printf 'merge_method: linear\nmodels:\n  - model: %s\n    parameters: {weight: 1}\n  - model: %s\n    parameters: {weight: 1}\ndtype: float32\n' $1 $2 > tu.yml
+    rm -rf tu && expect 0 "$G" merge tu.yml tu
+    "$G" inspect tu --json > tu.json 2>/dev/null
+    python3 -c 'import json; c = json.load(open("tu/config.json")); t = [x["name"] for x in json.load(open("tu.json"))["tensors"]]
+assert "lm_head.weight" in t and c.get("tie_word_embeddings") is False, (c.get("tie_word_embeddings"), t)' > "$T/py" 2>&1 && ok || bad "tied + untied ($order): $(cat "$T/py")"
+done
+printf 'merge_method: linear\nmodels:\n  - model: tie1\n    parameters: {weight: 1}\n  - model: tie1\n    parameters: {weight: 1}\ndtype: float32\n' > tt.yml
+rm -rf tt && expect 0 "$G" merge tt.yml tt
+grep -q '"tie_word_embeddings": true' tt/config.json && ok || bad "two tied models: the output should stay tied: $(cat tt/config.json)"
+
 # ---- fused bf16 kernels (apply_raw) give the staged f32 path's bytes: same merge on f32 copies ----
 # (tensors of 8 chunks, so that top-k thresholds apply per chunk and one chunk holds the tie boundary)
 expect 0 "$G" synth rb --layers 1 --hidden 512 --intermediate 1024 --heads 8 --kv-heads 8 --vocab 1024 --seed 1

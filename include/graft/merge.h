@@ -56,6 +56,9 @@ struct graft_merge_options {
     // previous merge's tensor of the same name is copied from it instead of merged again. The writer
     // handed back through in_memory then belongs to `reuse` (valid until its next merge; do not free it).
     struct graft_merge_reuse *reuse;
+    // A later output this merge feeds (graft merge to OUT.gguf: the file its temporary folder becomes),
+    // checked against the inputs as the merge's own output is; NULL: none.
+    const char *check_target;
 };
 
 struct graft_merge_reuse;

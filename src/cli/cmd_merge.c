@@ -157,10 +157,11 @@ int cmd_merge(int argc, char **argv) {
             return cli_fail(&err);
         }
         const char *slash = strrchr(out, '/');
+        graft__remove_stale_beside(out); // (the folder and its writer's temporary of a killed run)
         char *tmp = graft__temp_beside(out, "-hf");
         if (!tmp) { graft_err_set(&err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); return cli_fail(&err); }
         unsigned keep = o.writer_flags;
-        o.writer_flags &= ~(unsigned)GRAFT_WRITER_FORCE;
+        o.writer_flags &= ~(unsigned)GRAFT_WRITER_FORCE, o.check_target = out; // OUT.gguf must not be an input either
         int rc = graft_merge(argv[optind], tmp, &o, &err);
         graft_progress_finish(&prog);
         struct graft_model *m = NULL;

@@ -98,5 +98,16 @@ void graft__remove_stale_beside(const char *target) {
     char *dir = dl < 0 ? graft__strdup(".") : graft__strndup(target, dl ? (size_t)dl : 1);
     char *prefix = graft__asprintf(".%.*s.graft-tmp-", (int)nl, target + at);
     if (dir && prefix) graft__remove_stale(dir, prefix);
+    // a merge to GGUF writes a folder beside the file first, and that folder's writer its own temporary
+    // beside it: "." + ".NAME.graft-tmp-PID-hf" + ".graft-tmp-PID"
+    graft__free(prefix);
+    prefix = graft__asprintf("..%.*s.graft-tmp-", (int)nl, target + at);
+    if (dir && prefix) graft__remove_stale(dir, prefix);
     graft__free(dir), graft__free(prefix);
+}
+
+char *graft__parent_of(const char *target) {
+    size_t at, nl;
+    long dl = split_target(target, &at, &nl);
+    return dl < 0 ? graft__strdup(".") : graft__strndup(target, dl ? (size_t)dl : 1);
 }

@@ -652,7 +652,7 @@ int graft_gguf_to_hf(const struct graft_gguf *g, const char *label, const char *
     if (!rc) rc = graft_pool_run(n_threads > 0 ? n_threads : 1, k, conv_one, &j, progress ? graft_progress_draw : NULL, progress, err);
     // side files: config.json, tokenizer.json + tokenizer_config.json, generation_config.json
     if (!rc && !(cfg_text = json_dumps(cfg, JSON_COMPACT | JSON_PRESERVE_ORDER))) rc = nomem(err);
-    if (!rc) rc = graft__writer_add_config(j.w, cfg_text, torch_name(dtype), NULL, 0, -1, err);
+    if (!rc) rc = graft__writer_add_config(j.w, cfg_text, torch_name(dtype), NULL, 0, -1, false, err);
     if (!rc) {
         int trc = graft_gguf_hf_tokenizer(g, &tj, &tcj, err);
         if (trc == GRAFT_E_NOTFOUND) graft_err_clear(err);

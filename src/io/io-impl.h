@@ -33,7 +33,8 @@ void graft__fmt_double(char *out, size_t cap, double v);
 struct graft_writer;
 // Add config.json from `config_json` (compact JSON text) with "torch_dtype" (and "dtype" when present)
 // set to `torch_dtype` unless NULL, and layer counts rewritten (see graft__layer_count).
-// `vocab_size` (when ≥ 0) replaces vocab_size (or text_config.vocab_size).
+// `vocab_size` (when ≥ 0) replaces vocab_size (or text_config.vocab_size); `untie` sets a true
+// tie_word_embeddings (also text_config's) to false: the output holds its own lm_head.
 // A layer count to write into config.json: every key of `keys` (NULL-terminated; "a.b" reaches into a
 // nested object) that holds an integer gets `value`.
 struct graft__layer_count {
@@ -41,7 +42,7 @@ struct graft__layer_count {
     int                value;
 };
 int graft__writer_add_config(struct graft_writer *w, const char *config_json, const char *torch_dtype,
-                             const struct graft__layer_count *counts, size_t n_counts, long vocab_size, struct graft_err *err);
+                             const struct graft__layer_count *counts, size_t n_counts, long vocab_size, bool untie, struct graft_err *err);
 
 // A model's vocabulary from its tokenizer.json (src/io/vocab.c).
 struct graft_model;
@@ -76,6 +77,11 @@ void graft__remove_stale(const char *dir, const char *prefix);
 char *graft__temp_beside(const char *target, const char *suffix);
 // Remove the temporaries of killed runs beside target (".<name>.graft-tmp-<dead pid>…").
 void graft__remove_stale_beside(const char *target);
+// The folder `target` is in ("." when it has no folder part).
+char *graft__parent_of(const char *target);
+// Inputs are read-only: an output (which need not exist yet) must not be one of `protect`, contain
+// one, or lie inside an input folder (a file of it replaced, or a folder left in it). GRAFT_E_USAGE.
+int graft__output_check(const char *target, const char *const *protect, size_t n, struct graft_err *err);
 // fsync a folder by path.
 int graft__fsync_dir(const char *path);
 // Refuse early (GRAFT_E_IO, exit 1, naming `what` and both sizes) when the file system holding `path`

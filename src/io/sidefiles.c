@@ -38,7 +38,7 @@ static json_t *int_at(json_t *j, const char *key, const char **last) {
 }
 
 int graft__writer_add_config(struct graft_writer *w, const char *config_json, const char *torch_dtype,
-                             const struct graft__layer_count *counts, size_t n_counts, long vocab_size, struct graft_err *err) {
+                             const struct graft__layer_count *counts, size_t n_counts, long vocab_size, bool untie, struct graft_err *err) {
     json_t *j = json_loads(config_json, 0, NULL);
     if (!j) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "cannot re-read config.json");
     if (torch_dtype) { // transformers v5 writes "dtype"; keep both in step when present
@@ -58,6 +58,10 @@ int graft__writer_add_config(struct graft_writer *w, const char *config_json, co
         else
             json_object_set_new(j, "vocab_size", json_integer(vocab_size));
     }
+    for (int k = 0; untie && k < 2; k++) { // the top level and a multimodal model's text_config
+        json_t *o = k ? json_object_get(j, "text_config") : j;
+        if (json_is_true(json_object_get(o, "tie_word_embeddings"))) json_object_set_new(o, "tie_word_embeddings", json_false());
+    }
     struct graft__buf b;
     graft__buf_init(&b, GRAFT_CONFIG_MAX_BYTES * 4);
     graft__json_dump_pretty(&b, j);
@@ -72,7 +76,7 @@ int graft_writer_copy_side_files(struct graft_writer *w, const struct graft_mode
                                  struct graft_err *err) {
     if (!graft_model_is_dir(m)) return GRAFT_OK;
     const char *cfg = graft_model_config_json(m);
-    int rc = cfg ? graft__writer_add_config(w, cfg, torch_dtype, NULL, 0, -1, err) : GRAFT_OK;
+    int rc = cfg ? graft__writer_add_config(w, cfg, torch_dtype, NULL, 0, -1, false, err) : GRAFT_OK;
     return rc ? rc : graft_writer_copy_tokenizer(w, m, err);
 }
 

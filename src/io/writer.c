@@ -82,6 +82,27 @@ static bool path_inside(const char *inner, const char *outer) {
     return strncmp(a, b, n) == 0 && (a[n] == '/' || (n == 1 && b[0] == '/'));
 }
 
+int graft__output_check(const char *target, const char *const *protect, size_t n, struct graft_err *err) {
+    struct stat ts, is;
+    bool exists = lstat(target, &ts) == 0;
+    char *parent = graft__parent_of(target), pr[PATH_MAX], ir[PATH_MAX];
+    bool have_parent = parent && realpath(parent, pr);
+    graft__free(parent);
+    for (size_t i = 0; i < n; i++) {
+        if (!protect[i] || stat(protect[i], &is) != 0) continue;
+        if (exists && is.st_dev == ts.st_dev && is.st_ino == ts.st_ino)
+            return graft_err_set(err, GRAFT_E_USAGE, target, NULL, 0, "output is the input '%s'; choose another output path", protect[i]);
+        if (exists && S_ISDIR(ts.st_mode) && path_inside(protect[i], target))
+            return graft_err_set(err, GRAFT_E_USAGE, target, NULL, 0, "output folder contains the input '%s'; choose another output path", protect[i]);
+        size_t il;
+        if (S_ISDIR(is.st_mode) && have_parent && realpath(protect[i], ir) && !strncmp(pr, ir, il = strlen(ir)) &&
+            (pr[il] == 0 || pr[il] == '/' || (il == 1 && ir[0] == '/')))
+            return graft_err_set(err, GRAFT_E_USAGE, target, NULL, 0, "output would be inside the input folder '%s' (inputs are read-only); choose a path outside it",
+                                 protect[i]);
+    }
+    return GRAFT_OK;
+}
+
 static bool dir_is_empty(const char *path) {
     DIR *d = opendir(path);
     if (!d) return false;
@@ -115,6 +136,8 @@ void graft__remove_stale(const char *dir, const char *prefix) {
     struct dirent *de;
     while ((de = readdir(d))) {
         if (strncmp(de->d_name, prefix, pl)) continue;
+        size_t dn = strlen(de->d_name);
+        if (dn > 4 && !strcmp(de->d_name + dn - 4, ".old")) continue; // an old output set aside (commit_rank0): never deleted
         uint64_t pid;
         const char *num = de->d_name + pl;
         char digits[24] = {0};
@@ -169,21 +192,10 @@ int graft_writer_open(const char *target, const struct graft_writer_params *para
         goto fail;
     }
 
-    // Never overwrite or swallow an input.
+    // Never overwrite, swallow or write into an input.
     struct stat ts;
     bool exists = lstat(w->target, &ts) == 0;
-    for (size_t i = 0; i < params->n_protect; i++) {
-        struct stat is;
-        if (stat(params->protect[i], &is) != 0) continue;
-        if (exists && is.st_dev == ts.st_dev && is.st_ino == ts.st_ino) {
-            rc = graft_err_set(err, GRAFT_E_USAGE, w->target, NULL, 0, "output is the input '%s'; choose another output path", params->protect[i]);
-            goto fail;
-        }
-        if (exists && S_ISDIR(ts.st_mode) && path_inside(params->protect[i], w->target)) {
-            rc = graft_err_set(err, GRAFT_E_USAGE, w->target, NULL, 0, "output folder contains the input '%s'; choose another output path", params->protect[i]);
-            goto fail;
-        }
-    }
+    if ((rc = graft__output_check(w->target, params->protect, params->n_protect, err))) goto fail;
     if (exists) {
         bool empty_dir = S_ISDIR(ts.st_mode) && dir_is_empty(w->target);
         if (!empty_dir && !(w->flags & GRAFT_WRITER_FORCE)) {
@@ -651,11 +663,20 @@ static int commit_rank0(struct graft_writer *w, struct graft_err *err) {
             int e = inj ? inj : errno;
             if (inj || (e != EINVAL && e != ENOSYS))
                 return graft_err_set(err, GRAFT_E_IO, w->target, NULL, 0, "cannot replace the old output: %s", strerror(e));
-            // No atomic exchange on this filesystem: move the old one aside, then rename.
+            // No atomic exchange on this filesystem: move the old one aside, then rename; if that fails, the
+            // old one goes back (and a run killed in between leaves it as *.old, which no sweep removes).
             char *old = graft__asprintf("%s.old", w->tmp);
             if (!old) return OOM(w);
-            if (graft__rename(w->target, old) || graft__rename(w->tmp, w->target)) {
+            if (graft__rename(w->target, old)) {
                 rc = graft_err_set(err, GRAFT_E_IO, w->target, NULL, 0, "cannot replace the old output: %s", strerror(errno));
+                graft__free(old);
+                return rc;
+            }
+            if (graft__rename(w->tmp, w->target)) {
+                int e2 = errno;
+                bool back = graft__rename(old, w->target) == 0;
+                rc = graft_err_set(err, GRAFT_E_IO, w->target, NULL, 0, "cannot replace the old output: %s%s%s", strerror(e2),
+                                   back ? "" : "; the old output is kept as ", back ? "" : old);
                 graft__free(old);
                 return rc;
             }

@@ -1101,8 +1101,15 @@ static int write_config(struct plan *p, struct graft_writer *w) {
     size_t n = 0;
     for (size_t m = 0; m < p->cfg->n_modules; m++)
         if (!p->cfg->modules[m].from_models) counts[n++] = (struct graft__layer_count){layer_keys(p->cfg->modules[m].name), p->mod_layers[m]};
+    // a real lm_head written (another model had one) under a tied donor's config: transformers would tie
+    // the head to the embeddings again and drop the merged head, so the output says it is untied
+    bool head = false;
+    for (size_t i = 0; i < p->n && !head; i++) {
+        size_t l = strlen(p->t[i].name);
+        head = l >= 14 && !strcmp(p->t[i].name + l - 14, "lm_head.weight");
+    }
     return graft__writer_add_config(w, cfg, dt >= 0 ? graft_dtype_torch_name((enum graft_dtype)dt) : NULL, counts, n,
-                                    graft__vplan_vocab_size(p->vp), p->err);
+                                    graft__vplan_vocab_size(p->vp), head, p->err);
 }
 
 static int write_card(struct plan *p, struct graft_writer *w) {
@@ -1172,6 +1179,7 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
         else protect[np++] = p.models[i].path;
     }
     for (int i = 0; i < p.n_stats && np < 3 * GRAFT_MAX_INPUTS; i++) protect[np++] = p.stats[i].path;
+    if (opt->check_target && !opt->dry_run && (rc = graft__output_check(opt->check_target, protect, np, err))) goto out;
     struct graft_writer_params wp = graft_writer_default_params();
     wp.max_shard_bytes = opt->max_shard_bytes, wp.flags = opt->writer_flags, wp.protect = protect, wp.n_protect = np;
     if (opt->in_memory) wp.flags |= GRAFT_WRITER_MEMORY;
@@ -1231,7 +1239,14 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
     if (!rc && opt->write_model_card) rc = write_card(&p, w);
     if (!rc) rc = graft__plan_write_tokenizer(&p, w);
     rc = graft_writer_finish(w, rc, err), finished = true; // under MPI: every rank, and the lowest failing rank's error
-    if (p.extra) rc = graft_writer_finish(p.extra, rc, err);
+    if (p.extra) { // opcm's state after the model: two outputs, so a failure here says which one exists
+        int mrc = rc;
+        rc = graft_writer_finish(p.extra, rc, err);
+        if (!mrc && rc && err) {
+            size_t l = strlen(err->msg);
+            snprintf(err->msg + l, sizeof err->msg - l, " (the merged model %s was written, its opcm state not: rerun with --force)", out_dir);
+        }
+    }
     if (!rc && opt->in_memory && opt->reuse) rc = graft__reuse_update(opt->reuse, w, &p, err), w = NULL; // (the reuse object owns it now)
     if (!rc && opt->in_memory) *opt->in_memory = opt->reuse ? graft__reuse_writer(opt->reuse) : w, w = NULL;
 out:

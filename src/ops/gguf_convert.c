@@ -408,7 +408,8 @@ int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type
         rc = graft_err_set(err, GRAFT_E_FORMAT, mp, NULL, 0, "rope_scaling type %s is not converted for %s (linear, llama3; longrope for phi3)", rt, archs);
         goto out;
     }
-    if ((rc = graft_gguf_writer_open(target, flags, &j.w, err))) goto out;
+    const char *src = mp; // the file must not replace its source, nor land inside its folder
+    if ((rc = graft__output_check(target, &src, 1, err)) || (rc = graft_gguf_writer_open(target, flags, &j.w, err))) goto out;
     struct graft_gguf_writer *w = j.w;
     char key[128];
     const char *base = name ? name : strrchr(graft_model_dir(m), '/');
