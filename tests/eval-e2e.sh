@@ -64,6 +64,16 @@ for case in '{"model": {"type": "Unigram", "vocab": []}}|model type "Unigram" is
     expect 3 "$G" tokenize badtok one.txt
     grep -q "^graft: error: badtok/tokenizer.json: " "$T/err" && grep -qF "${case#*|}" "$T/err" && ok || bad "bad tokenizer '${case%%|*}': $(cat "$T/err")"
 done
+# HF's rules where they are easy to miss: a repeated merge takes its last rank (HF's merge map), a
+# "#version" line of merges.txt is skipped, and ^ / $ in a Split regex are line anchors (Oniguruma)
+mkdir -p tokm tokl
+"$PY" -c 'import json
+json.dump({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "c": 2, "ab": 3, "bc": 4}, "merges": ["#version: 0.2", "b c", "a b", "b c"]}}, open("tokm/tokenizer.json", "w"))
+json.dump({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "\n": 2, "a\n": 3}, "merges": ["a \n"]},
+           "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "a$"}, "behavior": "Isolated", "invert": False}}, open("tokl/tokenizer.json", "w"))'
+printf 'abc' > abc.txt && printf 'ab\na\nab' > lines.txt
+[ "$("$G" tokenize tokm abc.txt)" = "3 2" ] && ok || bad "a repeated merge's rank: $("$G" tokenize tokm abc.txt 2>&1)"
+[ "$("$G" tokenize tokl lines.txt)" = "0 1 2 0 2 0 1" ] && ok || bad "\$ as a line anchor: $("$G" tokenize tokl lines.txt 2>&1)"
 printf '\377\376bad' > badutf.txt
 expect 3 "$G" tokenize tok-gpt2 badutf.txt
 grep -q "badutf.txt: .*not valid UTF-8 (byte 0)" "$T/err" && ok || bad "invalid UTF-8 text: $(cat "$T/err")"

@@ -64,6 +64,35 @@ expect 0 "$G" convert lb lb-f32.gguf --type f32
 "$G" eval lb-q8b.gguf --tokens lb.ids --ctx 50 --no-bos --json > lb-q8b.json 2>"$T/err" &&
     "$PY" -c 'import json, sys; a, b = (json.load(open(f))["nll"] for f in sys.argv[1:]); sys.exit(0 if abs(a - b) <= 1e-3 * abs(a) else 1)' lb-gg.json lb-q8b.json &&
     ok || bad "a Q8_0 q bias: $(cat "$T/err" lb-gg.json lb-q8b.json)"
+# llama.cpp's defaults for metadata a file may lack: a Llama 3 kind of BPE vocabulary without
+# tokenizer.ggml.add_bos_token still adds BOS (llama-vocab.cpp), in eval and in the rebuilt folder; a
+# RoPE factor without rope.scaling.type is linear, also under the older key rope.scale_linear
+"$PY" "$REF" kvedit l32-f16.gguf nobos.gguf -tokenizer.ggml.add_bos_token || bad "kvedit"
+printf 'Hello world, hello GGUF.\n' > hb.txt
+"$G" tokenize l32-f16.gguf hb.txt --bos > nb1.ids && "$G" tokenize l32 hb.txt --bos > nb0.ids && cmp -s nb0.ids nb1.ids &&
+    expect 0 "$G" convert nobos.gguf nobos-back && grep -q '"add_bos_token": true' nobos-back/tokenizer_config.json && ok || bad "BOS default of a llama-bpe vocabulary: $(cat nb0.ids nb1.ids)"
+"$G" tokenize nobos.gguf hb.txt --bos > nb2.ids && cmp -s nb0.ids nb2.ids && ok || bad "BOS default of a llama-bpe vocabulary (the GGUF itself)"
+for spec in "-llama.rope.scaling.type llama.rope.scale_linear=f32:4" "-llama.rope.scaling.type llama.rope.scaling.factor=f32:4"; do
+    "$PY" "$REF" kvedit l32-f16.gguf rl.gguf $spec || bad "kvedit"
+    rm -rf rl-back && expect 0 "$G" convert rl.gguf rl-back
+    "$PY" -c 'import json; r = json.load(open("rl-back/config.json"))["rope_scaling"]; exit(0 if r == {"type": "linear", "factor": 4.0} else 1)' && ok || bad "RoPE factor without a type ($spec): $(grep -A3 rope_scaling rl-back/config.json)"
+done
+# a vocabulary piece that is not UTF-8 is refused (tokenizer.json would drop it: a broken folder, exit 0)
+"$PY" -c 'import struct; b = bytearray(open("l32-f16.gguf", "rb").read()); k = b.index(b"tokenizer.ggml.tokens") + len("tokenizer.ggml.tokens")
+assert struct.unpack_from("<IIQ", b, k)[:2] == (9, 8); at = k + 16
+while struct.unpack_from("<Q", b, at)[0] == 0: at += 8
+b[at + 8] = 0xFF; open("badtok.gguf", "wb").write(bytes(b))' || bad "badtok"
+expect 3 "$G" convert badtok.gguf badtok-back
+grep -q "tokenizer.ggml.tokens\[[0-9]*\] is not valid UTF-8 or holds NUL" "$T/err" && [ ! -e badtok-back ] && ok || bad "a token that is not UTF-8: $(cat "$T/err")"
+# back to a folder (and so into merge, whose GGUF inputs go through it): the biases un-permuted value
+# by value (they were refused as "1 rows"), attention_bias in config.json, the folder's logits again;
+# the quantized-bias file decodes its bias first
+expect 0 "$G" convert lb-f32.gguf lb-back
+grep -q '"attention_bias": true' lb-back/config.json && "$G" eval lb-back --tokens lb.ids --ctx 50 --no-bos --dump-logits lb-back.bin > /dev/null 2>"$T/err" &&
+    cmp -s lb-hf.bin lb-back.bin && ok || bad "Llama with biases back from GGUF: $(cat "$T/err")"
+expect 0 "$G" convert lb-q8b.gguf lb-back8
+"$G" eval lb-back8 --tokens lb.ids --ctx 50 --no-bos --json > lb-back8.json 2>"$T/err" &&
+    "$PY" -c 'import json, sys; a, b = (json.load(open(f))["nll"] for f in sys.argv[1:]); sys.exit(0 if a == b else 1)' lb-q8b.json lb-back8.json && ok || bad "a Q8_0 q bias back to a folder: $(cat "$T/err")"
 
 # Qwen3 (the real layout, scaled; head_dim 32 ≠ hidden / heads): attn_q_norm / attn_k_norm, key_length;
 # graft eval of the F32 GGUF scores exactly what the folder does, and converting back gives its tensors

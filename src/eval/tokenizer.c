@@ -127,7 +127,8 @@ static int set_token(struct graft_tokenizer *t, int32_t id, const char *s, size_
 static pcre2_code *compile_re(const char *pat, size_t n, bool literal, const char *name, struct graft_err *err) {
     int ec;
     PCRE2_SIZE eo;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, n, PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0), &ec, &eo, NULL);
+    // MULTILINE: ^ and $ are line anchors in Oniguruma's default syntax, which HF's regexes use
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, n, PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : PCRE2_MULTILINE), &ec, &eo, NULL);
     if (!re) {
         char m[160];
         pcre2_get_error_message(ec, (PCRE2_UCHAR *)m, sizeof m);
@@ -327,6 +328,7 @@ static int parse_merges(struct graft_tokenizer *t, json_t *merges, struct graft_
         json_t *m = json_array_get(merges, r);
         const char *a, *b;
         size_t al, bl;
+        if (json_is_string(m) && !strncmp(json_string_value(m), "#version", 8)) continue; // a merges.txt header line (HF skips it)
         if (json_is_string(m)) { // "a b" (older files)
             a = json_string_value(m);
             const char *sp = strchr(a, ' ');
@@ -348,7 +350,7 @@ static int parse_merges(struct graft_tokenizer *t, json_t *merges, struct graft_
         uint64_t key = (uint64_t)(uint32_t)ia << 32 | (uint32_t)ib;
         size_t i = graft__mix64(key) & t->mh_mask;
         while (t->mh[i].key != UINT64_MAX && t->mh[i].key != key) i = (i + 1) & t->mh_mask;
-        if (t->mh[i].key == key) continue; // a repeated merge keeps its first (lowest) rank
+        // a repeated merge takes its last rank, as HF's merge map (a later insert replaces the earlier)
         t->mh[i] = (struct merge_ent){key, (uint32_t)r, ic};
     }
     graft__free(cat);

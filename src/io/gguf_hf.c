@@ -196,8 +196,9 @@ static int hf_config(const struct graft_gguf *g, json_t **out, struct graft_gguf
     bool has_st = get_str(g, key, st, sizeof st);
     if (has_st && strcmp(st, "none") && strcmp(st, "linear"))
         return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "%s '%s' is not read (linear)", key, st);
-    bool linear = has_st && !strcmp(st, "linear");
-    if (linear) F("rope.scaling.factor", factor);
+    // as llama.cpp: the type defaults to linear, and the factor has an older key, rope.scale_linear
+    bool linear = !has_st || !strcmp(st, "linear");
+    if (linear && !F("rope.scaling.factor", factor)) F("rope.scale_linear", factor);
 #undef U
 #undef F
     const struct graft_gguf_tensor *emb = graft_gguf_find(g, "token_embd.weight");
@@ -213,7 +214,7 @@ static int hf_config(const struct graft_gguf *g, json_t **out, struct graft_gguf
         bool fit = fit_llama3(rf, (size_t)rft->ne[0], theta, hd, &rs);
         graft__free(rf);
         if (!fit) return graft_err_set(err, GRAFT_E_FORMAT, NULL, "rope_freqs.weight", 17, "these per-frequency RoPE factors are not llama3 rope_scaling; graft cannot express them in config.json");
-    } else if (linear && factor > 0) {
+    } else if (linear && factor > 0 && (has_st || factor != 1)) {
         rs = json_pack("{s:s, s:f}", "type", "linear", "factor", short_f32(factor));
     }
     // Phi-3 LongRoPE: the per-frequency factors are tensors, HF keeps them in rope_scaling
@@ -283,6 +284,7 @@ static int hf_config(const struct graft_gguf *g, json_t **out, struct graft_gguf
     json_object_set_new(c, "rope_theta", json_real(short_f32(theta)));
     json_object_set_new(c, "rope_scaling", rs ? rs : json_null());
     json_object_set_new(c, "tie_word_embeddings", json_boolean((gemma && strcmp(arch, "gemma3")) || !graft_gguf_find(g, "output.weight")));
+    if (!strcmp(arch, "llama") && graft_gguf_find(g, "blk.0.attn_q.bias")) json_object_set_new(c, "attention_bias", json_true());
     if (graft_gguf_get_u64(g, "tokenizer.ggml.bos_token_id", &u)) json_object_set_new(c, "bos_token_id", json_integer((json_int_t)u));
     if (graft_gguf_get_u64(g, "tokenizer.ggml.eos_token_id", &u)) json_object_set_new(c, "eos_token_id", json_integer((json_int_t)u));
     json_object_set_new(c, "torch_dtype", json_string(td));
@@ -292,10 +294,28 @@ static int hf_config(const struct graft_gguf *g, json_t **out, struct graft_gguf
     return GRAFT_OK;
 }
 
+// llama.cpp's pre-tokenizer names of the Llama 3 kind (llama-vocab.cpp: ignore_merges, and BOS added
+// unless tokenizer.ggml.add_bos_token says otherwise).
+static bool llama3_pre(const char *pre) {
+    static const char *const names[] = {"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2", "jina-v5-nano"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(pre, names[i])) return true;
+    return false;
+}
+
+// Whether llama.cpp adds BOS: tokenizer.ggml.add_bos_token, else its default — SentencePiece
+// vocabularies, and BPE ones with a Llama 3 kind of pre-tokenizer (or tekken, chameleon).
+static bool add_bos_of(const struct graft_gguf *g) {
+    const struct graft_gguf_kv *ab = graft_gguf_find_kv(g, "tokenizer.ggml.add_bos_token");
+    if (ab && ab->type == GRAFT_GGUF_BOOL) return ab->value[0] != 0;
+    char model[32] = "", pre[64] = "default";
+    get_str(g, "tokenizer.ggml.model", model, sizeof model), get_str(g, "tokenizer.ggml.pre", pre, sizeof pre);
+    return !strcmp(model, "llama") || (!strcmp(model, "gpt2") && (llama3_pre(pre) || !strcmp(pre, "tekken") || !strcmp(pre, "chameleon")));
+}
+
 int32_t graft_gguf_bos(const struct graft_gguf *g) {
     uint64_t b;
-    const struct graft_gguf_kv *ab = graft_gguf_find_kv(g, "tokenizer.ggml.add_bos_token");
-    return graft_gguf_get_u64(g, "tokenizer.ggml.bos_token_id", &b) && (!ab || (ab->type == GRAFT_GGUF_BOOL && ab->value[0])) ? (int32_t)b : -1;
+    return graft_gguf_get_u64(g, "tokenizer.ggml.bos_token_id", &b) && add_bos_of(g) ? (int32_t)b : -1;
 }
 
 int graft_gguf_hf_config(const struct graft_gguf *g, char **out, struct graft_gguf_heads *heads, struct graft_err *err) {
@@ -340,10 +360,10 @@ int graft_gguf_hf_tokenizer(const struct graft_gguf *g, char **tok_json, char **
     get_str(g, "tokenizer.ggml.pre", pre, sizeof pre);
     const char *rx = NULL;
     if (!spm) {
-        if (!strcmp(pre, "llama-bpe") || !strcmp(pre, "llama3") || !strcmp(pre, "smaug-bpe")) rx = PRE_LLAMA3;
+        if (llama3_pre(pre) || !strcmp(pre, "smaug-bpe")) rx = PRE_LLAMA3; // (smaug: the regex, not ignore_merges)
         else if (!strcmp(pre, "qwen2")) rx = PRE_QWEN2;
         else if (strcmp(pre, "default") && strcmp(pre, "gpt-2") && strcmp(pre, "gpt2"))
-            return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "tokenizer.ggml.pre '%s': graft rebuilds default, gpt-2, llama-bpe and qwen2 pre-tokenizers", pre);
+            return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "tokenizer.ggml.pre '%s': graft rebuilds default, gpt-2, the Llama 3 kind (llama-bpe, llama3, falcon3, pixtral, …), smaug-bpe and qwen2 pre-tokenizers", pre);
     }
     const struct graft_gguf_kv *tk = graft_gguf_find_kv(g, "tokenizer.ggml.tokens"), *ty = graft_gguf_find_kv(g, "tokenizer.ggml.token_type"),
                                *sc = graft_gguf_find_kv(g, "tokenizer.ggml.scores"), *mg = graft_gguf_find_kv(g, "tokenizer.ggml.merges");
@@ -363,7 +383,13 @@ int graft_gguf_hf_tokenizer(const struct graft_gguf *g, char **tok_json, char **
     int rc = GRAFT_OK;
     if (!s || !len) { rc = nomem(err); goto out; }
     const uint8_t *p = tk->value; // packed (u64 length, bytes) pairs, bounds checked at open
-    for (uint64_t i = 0; i < n; i++) len[i] = (size_t)graft__load_u64le(p), s[i] = (const char *)p + 8, p += 8 + len[i];
+    for (uint64_t i = 0; i < n && !rc; i++) {
+        len[i] = (size_t)graft__load_u64le(p), s[i] = (const char *)p + 8, p += 8 + len[i];
+        // tokenizer.json cannot hold them (JSON would drop or cut the piece and leave a broken vocabulary)
+        if (graft__utf8_check((const uint8_t *)s[i], len[i]) != len[i] || memchr(s[i], 0, len[i]))
+            rc = graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "tokenizer.ggml.tokens[%llu] is not valid UTF-8 or holds NUL", (unsigned long long)i);
+    }
+    if (rc) goto out;
 #define TYPE(i) (ty ? (int32_t)(ty->value[4 * (i)] | ty->value[4 * (i) + 1] << 8 | ty->value[4 * (i) + 2] << 16 | (uint32_t)ty->value[4 * (i) + 3] << 24) : 1)
     json_t *vocab = json_object(), *added = json_array();
     root = json_object();
@@ -394,7 +420,8 @@ int graft_gguf_hf_tokenizer(const struct graft_gguf *g, char **tok_json, char **
     } else if (!rc) { // every split of a vocabulary piece into two pieces, ranked by the piece's score
         size_t nc = 0, cap = 0;
         for (uint64_t i = 0; i < n && !rc; i++) {
-            if (TYPE(i) != 1 && TYPE(i) != 4) continue;
+            // (SentencePiece pieces are short; a hostile file's long ones would cost O(len²) each here)
+            if ((TYPE(i) != 1 && TYPE(i) != 4) || len[i] > 256) continue;
             for (size_t k = 1; k < len[i]; k++) {
                 if (((unsigned char)s[i][k] & 0xC0) == 0x80) continue; // split at code points only
                 char *a = graft__strndup(s[i], k), *b = graft__strndup(s[i] + k, len[i] - k);
@@ -420,7 +447,7 @@ int graft_gguf_hf_tokenizer(const struct graft_gguf *g, char **tok_json, char **
         }
     }
     json_t *bpe = json_pack("{s:s, s:n, s:n, s:n, s:n, s:b, s:b, s:b}", "type", "BPE", "dropout", "continuing_subword_prefix", "end_of_word_suffix",
-                            "unk_token", "fuse_unk", spm, "byte_fallback", spm && bytes, "ignore_merges", rx == PRE_LLAMA3);
+                            "unk_token", "fuse_unk", spm, "byte_fallback", spm && bytes, "ignore_merges", !spm && llama3_pre(pre));
     if (!bpe) { json_decref(vocab), json_decref(added), json_decref(merges); if (!rc) rc = nomem(err); goto out; }
     if (spm && unk != UINT64_MAX) json_object_set_new(bpe, "unk_token", json_stringn(s[unk], len[unk]));
     json_object_set_new(bpe, "vocab", vocab);
@@ -458,8 +485,8 @@ int graft_gguf_hf_tokenizer(const struct graft_gguf *g, char **tok_json, char **
     // tokenizer_config.json: BOS/EOS strings and flags (llama.cpp's defaults: BOS for SentencePiece vocabularies)
     tc = json_object();
     if (!tc) { rc = nomem(err); goto out; }
-    const struct graft_gguf_kv *ab = graft_gguf_find_kv(g, "tokenizer.ggml.add_bos_token"), *ae = graft_gguf_find_kv(g, "tokenizer.ggml.add_eos_token");
-    bool add_bos = ab && ab->type == GRAFT_GGUF_BOOL ? ab->value[0] != 0 : spm, add_eos = ae && ae->type == GRAFT_GGUF_BOOL && ae->value[0];
+    const struct graft_gguf_kv *ae = graft_gguf_find_kv(g, "tokenizer.ggml.add_eos_token");
+    bool add_bos = add_bos_of(g), add_eos = ae && ae->type == GRAFT_GGUF_BOOL && ae->value[0];
     uint64_t bos = UINT64_MAX, eos = UINT64_MAX, pad = UINT64_MAX;
     graft_gguf_get_u64(g, "tokenizer.ggml.bos_token_id", &bos), graft_gguf_get_u64(g, "tokenizer.ggml.eos_token_id", &eos);
     graft_gguf_get_u64(g, "tokenizer.ggml.padding_token_id", &pad);
@@ -516,10 +543,28 @@ static uint64_t gguf_row(uint64_t R, uint64_t d) {
     return R - k + 2 * j + i;
 }
 
+// A 1-D q/k bias of a llama file: decoded whole, its values un-permuted one by one.
+static int conv_bias(struct hjob *j, const struct ht *x, struct graft_err *err) {
+    float *v = graft__malloc((size_t)x->cols * sizeof *v), *u = graft__malloc((size_t)x->cols * sizeof *u);
+    uint8_t *o = graft__malloc((size_t)x->cols * (graft_dtype_traits(x->out)->bits / 8) + 1);
+    int rc = v && u && o ? GRAFT_OK : nomem(err);
+    if (!rc && !graft_ggml_to_f32(x->t->type, graft_gguf_data(j->g, x->t), v, x->cols))
+        rc = graft_err_set(err, GRAFT_E_FORMAT, j->label, x->t->name, x->t->name_len, "cannot decode %s", graft_ggml_type_name(x->t->type));
+    for (uint64_t r = 0; !rc && r < x->cols; r++) u[r] = v[gguf_row(r, x->hd)];
+    size_t at;
+    uint64_t bad = rc ? 0 : (graft_row_from_f32(x->out, u, o, (size_t)x->cols), graft_count_nonfinite(x->out, o, (size_t)x->cols, &at));
+    uint64_t held = bad ? graft_count_nonfinite(GRAFT_DTYPE_F32, u, (size_t)x->cols, NULL) : 0; // (in the file already)
+    if (!rc && bad) rc = graft__nonfinite_rule("the conversion from GGUF", x->t->name, x->t->name_len, x->out, bad, held, at, held, j->allow, err);
+    if (!rc) rc = graft_writer_write(j->w, x->id, 0, o, (size_t)x->cols * (graft_dtype_traits(x->out)->bits / 8), err);
+    graft__free(v), graft__free(u), graft__free(o);
+    return rc;
+}
+
 static int conv_one(void *ctx, size_t item, int ith, struct graft_err *err) {
     (void)ith;
     struct hjob *j = ctx;
     struct ht *x = &j->t[item];
+    if (x->hd && x->t->n_dims == 1) return conv_bias(j, x, err);
     uint64_t row_in = x->cols / graft_ggml_block_size(x->t->type) * graft_ggml_type_size(x->t->type);
     const uint8_t *src = graft_gguf_data(j->g, x->t) + (x->expert > 0 ? (uint64_t)x->expert * x->rows * row_in : 0);
     size_t es = (size_t)graft_dtype_traits(x->out)->bits / 8;
@@ -627,8 +672,9 @@ int graft_gguf_to_hf(const struct graft_gguf *g, const char *label, const char *
         bool q = strstr(t->name, ".attn_q.") != NULL, kk = strstr(t->name, ".attn_k.") != NULL;
         if (hh.permuted && (q || kk)) {
             x->hd = hd;
-            if (hd < 2 || hd % 2 || x->rows % hd || x->rows / hd != (q ? nh : nkv)) {
-                rc = graft_err_set(err, GRAFT_E_FORMAT, label, t->name, t->name_len, "%llu rows are not %llu heads of %llu", (unsigned long long)x->rows,
+            uint64_t units = t->n_dims >= 2 ? x->rows : x->cols; // a 1-D bias: value by value (as llama.cpp permuted it)
+            if (hd < 2 || hd % 2 || units % hd || units / hd != (q ? nh : nkv)) {
+                rc = graft_err_set(err, GRAFT_E_FORMAT, label, t->name, t->name_len, "%llu rows are not %llu heads of %llu", (unsigned long long)units,
                                    (unsigned long long)(q ? nh : nkv), (unsigned long long)hd);
                 break;
             }

@@ -8,6 +8,8 @@
         32); metadata from config.json; the tokenizer's tokens by id; merges for byte-level BPE.
   gguf_ref.py q8vec FILE.gguf NAME OUT.gguf    a copy whose 1-D F32 tensor NAME is stored as Q8_0 (its
         values quantized, the later tensors moved up) — a file llama.cpp's converter never writes.
+  gguf_ref.py kvedit FILE.gguf OUT.gguf [-KEY | KEY=f32:V | KEY=str:V | KEY=bool:0|1]...   a copy with
+        metadata keys removed or set (tensor infos and data as they were, the data re-aligned).
 """
 import json
 import os
@@ -284,5 +286,51 @@ if __name__ == "__main__":
             struct.pack_into("<Q", b, pos[name] + 4, len(out))
             out += raw + bytes((-len(raw)) % align)
         open(a[3], "wb").write(bytes(b[:data]) + bytes(out))
+    elif a[0] == "kvedit":
+        src = open(a[1], "rb").read()
+        ver, nt, nkv = struct.unpack_from("<IQQ", src, 4)
+        sizes = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+        def skip(at, t):  # the end of a value of type t at `at`
+            if t == 8:
+                return at + 8 + struct.unpack_from("<Q", src, at)[0]
+            if t == 9:
+                et, n = struct.unpack_from("<IQ", src, at)
+                at += 12
+                for _ in range(n):
+                    at = skip(at, et)
+                return at
+            return at + sizes[t]
+        at, entries = 24, {}
+        for _ in range(nkv):
+            n, = struct.unpack_from("<Q", src, at)
+            key = src[at + 8:at + 8 + n].decode()
+            t, = struct.unpack_from("<I", src, at + 8 + n)
+            end = skip(at + 12 + n, t)
+            entries[key] = src[at:end]
+            at = end
+        infos_at = at
+        for _ in range(nt):
+            n, = struct.unpack_from("<Q", src, at)
+            nd, = struct.unpack_from("<I", src, at + 8 + n)
+            at += 8 + n + 4 + 8 * nd + 12
+        kv, _ = read_gguf(a[1])
+        align = kv.get("general.alignment", 32)
+        old_data = (at + align - 1) // align * align
+        for e in a[3:]:
+            if e.startswith("-"):
+                entries.pop(e[1:], None)
+                continue
+            key, val = e.split("=", 1)
+            typ, v = val.split(":", 1)
+            kb = struct.pack("<Q", len(key.encode())) + key.encode()
+            if typ == "f32":
+                entries[key] = kb + struct.pack("<If", 6, float(v))
+            elif typ == "bool":
+                entries[key] = kb + struct.pack("<IB", 7, int(v))
+            else:
+                entries[key] = kb + struct.pack("<IQ", 8, len(v.encode())) + v.encode()
+        head = src[:4] + struct.pack("<IQQ", ver, nt, len(entries)) + b"".join(entries.values()) + src[infos_at:at]
+        open(a[2], "wb").write(head + bytes((-len(head)) % align) + src[old_data:])
     else:
         raise SystemExit(__doc__)

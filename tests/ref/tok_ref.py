@@ -290,8 +290,10 @@ def encode(tok, text):
     model = tok["model"]
     ranks = {}
     for r, m in enumerate(model["merges"]):
+        if isinstance(m, str) and m.startswith("#version"):
+            continue  # a merges.txt header line
         a, b = m.split(" ") if isinstance(m, str) else m
-        ranks.setdefault((a, b), r)
+        ranks[(a, b)] = r  # a repeated merge: its last rank (HF's merge map)
     added = sorted(tok.get("added_tokens") or [], key=lambda a: -len(a["content"]))
     ids, seg, i = [], 0, 0
 
