@@ -66,11 +66,19 @@ for case in '{"model": {"type": "Unigram", "vocab": []}}|model type "Unigram" is
 done
 # HF's rules where they are easy to miss: a repeated merge takes its last rank (HF's merge map), a
 # "#version" line of merges.txt is skipped, and ^ / $ in a Split regex are line anchors (Oniguruma)
-mkdir -p tokm tokl
+mkdir -p tokm tokl toka
 "$PY" -c 'import json
 json.dump({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "c": 2, "ab": 3, "bc": 4}, "merges": ["#version: 0.2", "b c", "a b", "b c"]}}, open("tokm/tokenizer.json", "w"))
 json.dump({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "\n": 2, "a\n": 3}, "merges": ["a \n"]},
            "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "a$"}, "behavior": "Isolated", "invert": False}}, open("tokl/tokenizer.json", "w"))'
+"$PY" -c 'import json
+w = dict(single_word=False, lstrip=False, rstrip=False, normalized=False, special=True)
+json.dump({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "c": 2, "d": 3, "<": 4, " ": 5}, "merges": []},
+           "added_tokens": [dict(w, id=10, content="<a"), dict(w, id=11, content="<ab"), dict(w, id=12, content="<abc"),
+                            dict(w, id=13, content="ab", single_word=True)]}, open("toka/tokenizer.json", "w"))'
+printf '<ab<abc<a<abdab ab' > added.txt
+# added tokens sharing prefixes: leftmost, then longest (one walk of a trie); single_word refused inside a word
+[ "$("$G" tokenize toka added.txt)" = "11 12 10 11 3 0 1 5 13" ] && ok || bad "added tokens with shared prefixes: $("$G" tokenize toka added.txt 2>&1)"
 printf 'abc' > abc.txt && printf 'ab\na\nab' > lines.txt
 [ "$("$G" tokenize tokm abc.txt)" = "3 2" ] && ok || bad "a repeated merge's rank: $("$G" tokenize tokm abc.txt 2>&1)"
 [ "$("$G" tokenize tokl lines.txt)" = "0 1 2 0 2 0 1" ] && ok || bad "\$ as a line anchor: $("$G" tokenize tokl lines.txt 2>&1)"
