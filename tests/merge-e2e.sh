@@ -162,7 +162,8 @@ for order in "tie1 unt1" "unt1 tie1"; do
     python3 -c 'import json; c = json.load(open("tu/config.json")); t = [x["name"] for x in json.load(open("tu.json"))["tensors"]]
 assert "lm_head.weight" in t and c.get("tie_word_embeddings") is False, (c.get("tie_word_embeddings"), t)' > "$T/py" 2>&1 && ok || bad "tied + untied ($order): $(cat "$T/py")"
 done
-printf 'merge_method: linear\nmodels:\n  - model: tie1\n    parameters: {weight: 1}\n  - model: tie1\n    parameters: {weight: 1}\ndtype: float32\n' > tt.yml
+expect 0 "$G" synth tie2 --layers 2 --hidden 32 --intermediate 48 --vocab 64 --dtype f32 --tie --seed 5
+printf 'merge_method: linear\nmodels:\n  - model: tie1\n    parameters: {weight: 1}\n  - model: tie2\n    parameters: {weight: 1}\ndtype: float32\n' > tt.yml
 rm -rf tt && expect 0 "$G" merge tt.yml tt
 grep -q '"tie_word_embeddings": true' tt/config.json && ok || bad "two tied models: the output should stay tied: $(cat tt/config.json)"
 
@@ -247,6 +248,39 @@ models: [{model: meta-llama/Llama-3-8B, parameters: {weight: 1}}]
 badcfg key "unknown key" 'merge_method: linear
 modles: [{model: ft1}]
 '
+# from a review against MergeKit: an alias cycle in a model reference (a hang, or a stack overflow);
+# a model twice in one slice (MergeKit merges it once; 70 copies overflowed the planner's arrays); more
+# than 64 sources once the base is appended; a slice's own base_model (ignored before); a second
+# YAML document (ignored before)
+badcfg cycle "nested too deeply (an alias that refers to itself?)" 'merge_method: linear
+base_model: &a {model: *a}
+models: [{model: ft1}]
+'
+badcfg twice "model 'ft1' is listed twice in one slice" 'merge_method: linear
+models: [{model: ft1, parameters: {weight: 1}}, {model: ft1, parameters: {weight: 3}}]
+'
+for i in $(seq 64); do ln -sfn ft1 ft1-$i; done
+{ echo "merge_method: task_arithmetic"; echo "base_model: base"; echo "models:"; for i in $(seq 64); do echo "  - {model: ft1-$i, parameters: {weight: 1}}"; done; } > many.yml
+badcfg many "65 sources in one slice (at most 64)" "$(cat many.yml)"
+badcfg slicebase "a slice's own base_model is not supported" 'merge_method: task_arithmetic
+base_model: base
+slices:
+  - sources: [{model: base, layer_range: [0, 4]}, {model: ft1, layer_range: [0, 4], parameters: {weight: 1}}]
+    base_model: ft1
+'
+badcfg twodocs "a second YAML document" 'merge_method: linear
+models: [{model: ft1, parameters: {weight: 1}}]
+---
+merge_method: ties
+'
+# `filter: null` is no filter (MergeKit's None): every tensor takes that entry's value; `tokenizer_source:
+# null` and `chat_template: ~` are unset; more than 64 slices are fine (a frankenmerge of single layers)
+printf 'merge_method: linear\nmodels:\n  - model: ft1\n    parameters:\n      weight: [{filter: null, value: 0.9}, {value: 0.1}]\n  - model: base\n    parameters: {weight: 0.5}\ntokenizer_source: null\nchat_template: ~\n' > fnull.yml
+expect 0 "$G" merge fnull.yml fnull --dry-run
+! grep -q "weight=0.1" "$T/out" && grep -q "ft1:model.layers.0.mlp.down_proj.weight weight=0.9" "$T/out" && ok || bad "filter: null: $(head -c 600 "$T/out")"
+{ echo "merge_method: passthrough"; echo "slices:"; for i in $(seq 70); do echo "  - sources: [{model: ft1, layer_range: [1, 2]}]"; done; } > s70.yml
+expect 0 "$G" merge s70.yml s70
+grep -q '"num_hidden_layers": 70' s70/config.json && ok || bad "70 single-layer slices"
 badcfg modunlisted "belongs to module 'vision_tower', which 'modules' does not list" 'merge_method: linear
 modules:
   text_decoder: {models: [{model: gemma3vl-a, parameters: {weight: 1}}]}
@@ -369,7 +403,8 @@ sl "slerp, parallel" "min 1 max 1" 'merge_method: slerp\nbase_model: npos\nmodel
 sl "nuslerp, antiparallel" "min 0 max 0" 'merge_method: nuslerp\nmodels:\n  - model: npos\n    parameters: {weight: 1}\n  - model: nneg\n    parameters: {weight: 1}\n'
 sl "multislerp, antiparallel" "min 0 max 0" 'merge_method: multislerp\nmodels:\n  - model: npos\n    parameters: {weight: 1}\n  - model: nneg\n    parameters: {weight: 1}\n'
 sl "karcher, antiparallel" "min 1 max 1" 'merge_method: karcher\nmodels:\n  - model: npos\n  - model: nneg\n'
-sl "karcher, parallel" "min 1 max 1" 'merge_method: karcher\nmodels:\n  - model: npos\n  - model: npos\n'
+ln -sfn npos npos2 # (one model twice in a slice is refused: a second name for it)
+sl "karcher, parallel" "min 1 max 1" 'merge_method: karcher\nmodels:\n  - model: npos\n  - model: npos2\n'
 # tiny kept masses: DARE keeping nothing with rescale (L1 ratio of 0 kept → 1, as MergeKit) gives the base
 # exactly; TIES with weights 1e-30 under normalize divides by their sum (2e-30, not clamped: MergeKit's
 # consensus divisor only replaces 0) and stays finite
@@ -377,7 +412,8 @@ printf 'merge_method: dare_linear\nbase_model: nb\nmodels:\n  - model: nf\n    p
 expect 0 "$G" merge nf3.yml nfo
 cmp -s nfo/model.safetensors nb/model.safetensors && ok || bad "DARE keeping nothing is not the base"
 rm -rf nfo
-printf 'merge_method: ties\nbase_model: nb\nmodels:\n  - model: nf\n    parameters: {weight: 1e-30, density: 0.5}\n  - model: nf\n    parameters: {weight: 1e-30, density: 0.5}\nparameters: {normalize: true}\n' > nf3.yml
+ln -sfn nf nf2
+printf 'merge_method: ties\nbase_model: nb\nmodels:\n  - model: nf\n    parameters: {weight: 1e-30, density: 0.5}\n  - model: nf2\n    parameters: {weight: 1e-30, density: 0.5}\nparameters: {normalize: true}\n' > nf3.yml
 expect 0 "$G" merge nf3.yml nfo
 "$G" verify --values nfo >/dev/null && ! cmp -s nfo/model.safetensors nb/model.safetensors && ok || bad "TIES with tiny weights"
 rm -rf nfo

@@ -35,6 +35,11 @@ static int fail(struct rd *r, yaml_node_t *n, const char *fmt, ...) {
 
 static const char *scalar(yaml_node_t *n) { return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL; }
 static bool is_plain(yaml_node_t *n) { return n && n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE; }
+// A YAML null (plain ``, `~`, `null`, `Null`, `NULL`): MergeKit's None, "not set".
+static bool is_null(yaml_node_t *n) {
+    const char *s = is_plain(n) ? scalar(n) : NULL;
+    return s && (!*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL"));
+}
 
 // YAML 1.1/1.2 core-schema reading of a plain scalar as a number.
 static bool scalar_number(yaml_node_t *n, double *out) {
@@ -108,8 +113,11 @@ static bool is_adapter_dir(const char *config_path, const char *p) {
 // A model reference: "path", "path+lora" (MergeKit's LoRA syntax: the PEFT adapter folder `lora` is
 // applied to `path`; "path@lora" too when lora is an adapter folder, else '@' is a revision), or {model: {path: ..., lora: ...}} / {path: ..., lora: ...}; kept as "path" or
 // "path+lora" for the planner. Revisions are refused (they need the Hugging Face Hub).
-static int read_model_ref(struct rd *r, yaml_node_t *n, char **out) {
+static int read_model_ref_at(struct rd *r, yaml_node_t *n, char **out, int depth);
+static int read_model_ref(struct rd *r, yaml_node_t *n, char **out) { return read_model_ref_at(r, n, out, 0); }
+static int read_model_ref_at(struct rd *r, yaml_node_t *n, char **out, int depth) {
     if (n && n->type == YAML_MAPPING_NODE) {
+        if (depth > 4) return fail(r, n, "a model reference nested too deeply (an alias that refers to itself?)");
         static const char *const allowed[] = {"model", "path", "lora", "override_architecture", "revision", NULL};
         int rc = check_keys(r, n, "a model reference", allowed);
         if (rc) return rc;
@@ -117,7 +125,7 @@ static int read_model_ref(struct rd *r, yaml_node_t *n, char **out) {
         yaml_node_t *m = get(r, n, "model"), *l = get(r, n, "lora");
         if (m && m->type == YAML_MAPPING_NODE) {
             if (l) return fail(r, l, "'lora' goes inside the inner model reference");
-            return read_model_ref(r, m, out);
+            return read_model_ref_at(r, m, out, depth + 1);
         }
         yaml_node_t *p = m ? m : get(r, n, "path");
         if (!p) return fail(r, n, "a model reference needs 'path'");
@@ -170,6 +178,7 @@ static int read_conds(struct rd *r, yaml_node_t *n, const char *name, struct gra
         yaml_node_t *f = get(r, c, "filter"), *val = get(r, c, "value");
         if (!val) return fail(r, c, "parameter '%s': conditional entry without 'value'", name);
         v->n_conds++;
+        if (f && is_null(f)) f = NULL; // `filter: null`: no filter, every tensor (MergeKit's None)
         if (f && (rc = dup_str(r, f, "filter", &v->conds[i].filter))) return rc;
         if ((rc = read_pv(r, val, name, &v->conds[i].value, depth + 1))) return rc;
         if (v->conds[i].value.kind == GRAFT_PV_CONDS) return fail(r, val, "parameter '%s': a conditional value cannot itself be conditional", name);
@@ -314,6 +323,15 @@ static int read_tokens(struct rd *r, yaml_node_t *n, struct graft_merge_config *
 }
 
 // `models:` or `slices:` of the whole model or of one module.
+// A model listed twice in one slice: MergeKit keys its sources by model, so it merges that model once
+// (which entry's parameters then count differs between its readers); graft would merge it twice.
+static int check_twice(struct rd *r, const struct graft_slice *sl, size_t i, yaml_node_t *at) {
+    for (size_t j = 0; j < i; j++)
+        if (!strcmp(sl->src[j].model, sl->src[i].model))
+            return fail(r, at, "model '%s' is listed twice in one slice (MergeKit merges it once); list it once", sl->src[i].model);
+    return GRAFT_OK;
+}
+
 static int read_group(struct rd *r, yaml_node_t *models, yaml_node_t *slices, struct graft_module *g) {
     int rc;
     if (models) {
@@ -329,6 +347,7 @@ static int read_group(struct rd *r, yaml_node_t *models, yaml_node_t *slices, st
         for (size_t i = 0; i < cnt; i++) {
             g->slices[0].n_src++;
             if ((rc = read_source(r, node(r, models->data.sequence.items.start[i]), &g->slices[0].src[i], false))) return rc;
+            if ((rc = check_twice(r, &g->slices[0], i, node(r, models->data.sequence.items.start[i])))) return rc;
         }
     } else {
         if (slices->type != YAML_SEQUENCE_NODE || slices->data.sequence.items.top == slices->data.sequence.items.start)
@@ -344,6 +363,8 @@ static int read_group(struct rd *r, yaml_node_t *models, yaml_node_t *slices, st
             if (!s || s->type != YAML_MAPPING_NODE) return fail(r, s, "each slice must be a mapping with 'sources'");
             static const char *const sallowed[] = {"sources", "parameters", "base_model", "residual_weight", NULL};
             if ((rc = check_keys(r, s, "a slice", sallowed))) return rc;
+            if (get(r, s, "base_model")) // MergeKit's per-slice base: not read, and ignoring it would merge against another base
+                return fail(r, get(r, s, "base_model"), "a slice's own base_model is not supported; give base_model at the top level");
             yaml_node_t *src = get(r, s, "sources");
             if (!src || src->type != YAML_SEQUENCE_NODE || src->data.sequence.items.top == src->data.sequence.items.start)
                 return fail(r, s, "a slice needs a non-empty 'sources' list");
@@ -352,6 +373,7 @@ static int read_group(struct rd *r, yaml_node_t *models, yaml_node_t *slices, st
             for (size_t j = 0; j < ns; j++) {
                 sl->n_src++;
                 if ((rc = read_source(r, node(r, src->data.sequence.items.start[j]), &sl->src[j], true))) return rc;
+                if ((rc = check_twice(r, sl, j, node(r, src->data.sequence.items.start[j])))) return rc;
                 int len0 = sl->src[0].range[1] - sl->src[0].range[0], len = sl->src[j].range[1] - sl->src[j].range[0];
                 if (len != len0)
                     return fail(r, node(r, src->data.sequence.items.start[j]), "all sources of a slice must span the same number of layers (%d vs %d)", len, len0);
@@ -412,6 +434,7 @@ static int read_config(struct rd *r, struct graft_merge_config *c) {
     if (dt && (rc = read_dtype(r, dt, &c->dtype))) return rc;
     if (odt && (rc = read_dtype(r, odt, &c->out_dtype))) return rc;
     yaml_node_t *ts = get(r, root, "tokenizer_source"), *tk = get(r, root, "tokenizer");
+    if (ts && is_null(ts)) ts = NULL; // unset, as in MergeKit
     if (ts && tk) return fail(r, tk, "use either 'tokenizer_source' or 'tokenizer', not both");
     if (ts && (rc = dup_str(r, ts, "tokenizer_source", &c->tokenizer_source))) return rc;
     if (tk) {
@@ -432,7 +455,7 @@ static int read_config(struct rd *r, struct graft_merge_config *c) {
         if (tl && (rc = read_tokens(r, tl, c))) return rc;
     }
     yaml_node_t *ct = get(r, root, "chat_template");
-    if (ct && (rc = dup_str(r, ct, "chat_template", &c->chat_template))) return rc;
+    if (ct && !is_null(ct) && (rc = dup_str(r, ct, "chat_template", &c->chat_template))) return rc;
     return GRAFT_OK;
 }
 
@@ -446,6 +469,15 @@ static int parse_yaml(const char *text, size_t len, const char *label, yaml_docu
         rc = parser.error == YAML_MEMORY_ERROR ? graft_err_set(err, GRAFT_E_NOMEM, label, NULL, 0, "out of memory reading the YAML")
            : graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %zu column %zu: invalid YAML: %s", parser.problem_mark.line + 1,
                            parser.problem_mark.column + 1, parser.problem ? parser.problem : "syntax error");
+    // a second document (after ---) would be ignored silently; PyYAML's safe_load, so MergeKit, refuses it
+    yaml_document_t next;
+    if (!rc && yaml_parser_load(&parser, &next)) {
+        if (yaml_document_get_root_node(&next))
+            rc = graft_err_set(err, GRAFT_E_CONFIG, label, NULL, 0, "line %zu: a second YAML document; a config is one document",
+                               (size_t)yaml_document_get_root_node(&next)->start_mark.line + 1);
+        yaml_document_delete(&next);
+    }
+    if (rc && rc != GRAFT_E_NOMEM && doc->nodes.start) yaml_document_delete(doc), memset(doc, 0, sizeof *doc);
     yaml_parser_delete(&parser);
     return rc;
 }

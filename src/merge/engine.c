@@ -675,6 +675,9 @@ static int plan_module(struct plan *p, int mi, int **idx) {
             if (mm->n_layers[mi] && first->n_layers[mi] && strcmp(mm->prefix[mi], first->prefix[mi]))
                 return graft__plan_fail(p, "'%s' names its layers '%s.N' but '%s' uses '%s.N'", mm->ref, mm->prefix[mi], first->ref, first->prefix[mi]);
         }
+    for (size_t s = 0; s < g->n_slices; s++) // (the base appended above included: the planner's arrays hold that many)
+        if (g->slices[s].n_src > GRAFT_MAX_INPUTS)
+            return graft__plan_fail(p, "line %d: %zu sources in one slice (at most %d)", g->slices[s].line, g->slices[s].n_src, GRAFT_MAX_INPUTS);
     size_t n0 = p->n;
     if ((rc = plan_loose(p, mi, sl0, idx[0], true))) return rc;
     for (size_t s = 0; s < g->n_slices; s++)
@@ -699,7 +702,7 @@ static int build_plan(struct plan *p) {
     int **idx[GRAFT_MAX_MODULES] = {0};
     for (size_t m = 0; m < c->n_modules; m++) {
         const struct graft_module *g = &c->modules[m];
-        if (g->n_slices > 64) { rc = graft__plan_fail(p, "more than 64 slices"); goto out; }
+        if (g->n_slices > 65536) { rc = graft__plan_fail(p, "more than 65536 slices"); goto out; } // (a frankenmerge of single-layer slices needs hundreds)
         if (!(idx[m] = graft__calloc(g->n_slices, sizeof *idx[m]))) goto nomem;
         for (size_t s = 0; s < g->n_slices; s++) {
             if (!(idx[m][s] = graft__calloc(g->slices[s].n_src + 1, sizeof(int)))) goto nomem;
