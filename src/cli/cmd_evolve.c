@@ -159,6 +159,13 @@ static int build_windows(struct run *r) {
     return GRAFT_OK;
 }
 
+// FNV-1a continued over v as 8 little-endian bytes.
+static uint64_t fnv_u64(uint64_t h, uint64_t v) {
+    unsigned char le[8];
+    for (int j = 0; j < 8; j++) le[j] = (unsigned char)(v >> (8 * j));
+    return graft__fnv64(h, le, sizeof le);
+}
+
 // What tokenizing depends on: tokenizer.json, tokenizer_config.json and config.json's bos_token_id
 // (apply_bos's fallback), as the merge carries them.
 static uint64_t tok_fingerprint(const struct graft_writer *w) {
@@ -171,11 +178,7 @@ static uint64_t tok_fingerprint(const struct graft_writer *w) {
     }
     const char *cfg = graft_writer_mem_file(w, "config.json", NULL);
     json_t *c = cfg ? json_loads(cfg, 0, NULL) : NULL, *id = json_object_get(c, "bos_token_id");
-    if (json_is_integer(id)) {
-        unsigned char le[8];
-        for (int j = 0; j < 8; j++) le[j] = (unsigned char)((uint64_t)json_integer_value(id) >> (8 * j));
-        h = graft__fnv64(h, le, sizeof le);
-    }
+    if (json_is_integer(id)) h = fnv_u64(h, (uint64_t)json_integer_value(id));
     json_decref(c);
     return h;
 }
@@ -263,17 +266,9 @@ static int fingerprint(const struct run *r, uint64_t *out) {
         fclose(f);
         h = graft__fnv64(h, "\xff", 1); // file boundary
     }
-    uint64_t v[2] = {(uint64_t)r->ctx, (uint64_t)r->max_tokens};
-    for (int i = 0; i < 2; i++) { // as little-endian bytes
-        unsigned char le[8];
-        for (int j = 0; j < 8; j++) le[j] = (unsigned char)(v[i] >> (8 * j));
-        h = graft__fnv64(h, le, sizeof le);
-    }
+    h = fnv_u64(fnv_u64(h, (uint64_t)r->ctx), (uint64_t)r->max_tokens);
     int batch = r->race ? 1 : r->batch; // (racing runs one window at a time)
-    if (batch > 1) {
-        unsigned char le[4] = {(unsigned char)batch, (unsigned char)(batch >> 8), (unsigned char)(batch >> 16), (unsigned char)(batch >> 24)};
-        h = graft__fnv64(h, "batch", 5), h = graft__fnv64(h, le, sizeof le);
-    }
+    if (batch > 1) h = fnv_u64(graft__fnv64(h, "batch", 5), (uint64_t)batch);
     if (r->matmul == GRAFT_MATMUL_BF16) h = graft__fnv64(h, "bf16", 4);
     *out = h;
     return GRAFT_OK;

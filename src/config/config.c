@@ -322,7 +322,6 @@ static int read_tokens(struct rd *r, yaml_node_t *n, struct graft_merge_config *
     return GRAFT_OK;
 }
 
-// `models:` or `slices:` of the whole model or of one module.
 // A model listed twice in one slice: MergeKit keys its sources by model, so it merges that model once
 // (which entry's parameters then count differs between its readers); graft would merge it twice.
 static int check_twice(struct rd *r, const struct graft_slice *sl, size_t i, yaml_node_t *at) {
@@ -332,6 +331,7 @@ static int check_twice(struct rd *r, const struct graft_slice *sl, size_t i, yam
     return GRAFT_OK;
 }
 
+// `models:` or `slices:` of the whole model or of one module.
 static int read_group(struct rd *r, yaml_node_t *models, yaml_node_t *slices, struct graft_module *g) {
     int rc;
     if (models) {

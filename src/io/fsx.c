@@ -92,11 +92,16 @@ char *graft__temp_beside(const char *target, const char *suffix) {
     return graft__asprintf("%.*s/.%.*s.graft-tmp-%ld%s", (int)dl, target, (int)nl, target + at, (long)getpid(), suffix);
 }
 
-void graft__remove_stale_beside(const char *target) {
+char *graft__parent_of(const char *target) {
     size_t at, nl;
     long dl = split_target(target, &at, &nl);
-    char *dir = dl < 0 ? graft__strdup(".") : graft__strndup(target, dl ? (size_t)dl : 1);
-    char *prefix = graft__asprintf(".%.*s.graft-tmp-", (int)nl, target + at);
+    return dl < 0 ? graft__strdup(".") : graft__strndup(target, dl ? (size_t)dl : 1);
+}
+
+void graft__remove_stale_beside(const char *target) {
+    size_t at, nl;
+    split_target(target, &at, &nl);
+    char *dir = graft__parent_of(target), *prefix = graft__asprintf(".%.*s.graft-tmp-", (int)nl, target + at);
     if (dir && prefix) graft__remove_stale(dir, prefix);
     // a merge to GGUF writes a folder beside the file first, and that folder's writer its own temporary
     // beside it: "." + ".NAME.graft-tmp-PID-hf" + ".graft-tmp-PID"
@@ -104,10 +109,4 @@ void graft__remove_stale_beside(const char *target) {
     prefix = graft__asprintf("..%.*s.graft-tmp-", (int)nl, target + at);
     if (dir && prefix) graft__remove_stale(dir, prefix);
     graft__free(dir), graft__free(prefix);
-}
-
-char *graft__parent_of(const char *target) {
-    size_t at, nl;
-    long dl = split_target(target, &at, &nl);
-    return dl < 0 ? graft__strdup(".") : graft__strndup(target, dl ? (size_t)dl : 1);
 }
