@@ -84,6 +84,16 @@ while struct.unpack_from("<Q", b, at)[0] == 0: at += 8
 b[at + 8] = 0xFF; open("badtok.gguf", "wb").write(bytes(b))' || bad "badtok"
 expect 3 "$G" convert badtok.gguf badtok-back
 grep -q "tokenizer.ggml.tokens\[[0-9]*\] is not valid UTF-8 or holds NUL" "$T/err" && [ ! -e badtok-back ] && ok || bad "a token that is not UTF-8: $(cat "$T/err")"
+# the layers must be what block_count says, and expert_count needs the experts (a layer past block_count
+# was dropped silently, exit 0; a Mixtral config without experts was written)
+for spec in "llama.block_count=u32:1|a layer past llama.block_count (1)|blk" \
+            "llama.block_count=u32:3|blk.2.attn_norm.weight': missing: llama.block_count is 3|blk" \
+            "llama.expert_count=u32:4|blk.0.ffn_gate_exps.weight': missing, though llama.expert_count is 4|exp"; do
+    "$PY" "$REF" kvedit l32-f16.gguf bc.gguf "${spec%%|*}" || bad "kvedit"
+    rm -rf bc-back && expect 3 "$G" convert bc.gguf bc-back
+    want=${spec#*|}; want=${want%|*}
+    grep -qF "$want" "$T/err" && [ ! -e bc-back ] && ok || bad "${spec%%|*}: $(cat "$T/err")"
+done
 # back to a folder (and so into merge, whose GGUF inputs go through it): the biases un-permuted value
 # by value (they were refused as "1 rows"), attention_bias in config.json, the folder's logits again;
 # the quantized-bias file decodes its bias first

@@ -180,12 +180,26 @@ static int hf_config(const struct graft_gguf *g, json_t **out, struct graft_gguf
     if (!U("embedding_length", H) || !U("feed_forward_length", I) || !U("block_count", L) || !U("attention.head_count", nh) || !H || !nh || !L)
         return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "GGUF metadata lacks %s.embedding_length, feed_forward_length, block_count or attention.head_count", arch);
     if (!U("attention.head_count_kv", nkv) || !nkv) nkv = nh;
+    // the tensors must be the layers block_count says (llama.cpp refuses a file whose tensor count
+    // differs): a layer past it would be dropped, a missing one would fail later, deep in a merge
+    for (size_t i = 0; i < graft_gguf_n_tensors(g); i++) {
+        const struct graft_gguf_tensor *t = graft_gguf_tensor(g, i);
+        unsigned long long li;
+        if (!strncmp(t->name, "blk.", 4) && sscanf(t->name + 4, "%llu", &li) == 1 && li >= L)
+            return graft_err_set(err, GRAFT_E_FORMAT, NULL, t->name, strlen(t->name), "a layer past %s.block_count (%llu)", arch, (unsigned long long)L);
+    }
+    for (uint64_t l = 0; l < L; l++) {
+        snprintf(key, sizeof key, "blk.%llu.attn_norm.weight", (unsigned long long)l);
+        if (!graft_gguf_find(g, key)) return graft_err_set(err, GRAFT_E_FORMAT, NULL, key, strlen(key), "missing: %s.block_count is %llu", arch, (unsigned long long)L);
+    }
     bool explicit_hd = U("attention.key_length", hd) && hd;
     if (!explicit_hd) hd = H / nh;
     U("context_length", ctx);
     F("attention.layer_norm_rms_epsilon", eps);
     F("rope.freq_base", theta);
     bool has_exp = U("expert_count", n_exp) && n_exp > 0;
+    if (has_exp && !graft_gguf_find(g, "blk.0.ffn_gate_exps.weight"))
+        return graft_err_set(err, GRAFT_E_FORMAT, NULL, "blk.0.ffn_gate_exps.weight", 26, "missing, though %s.expert_count is %llu", arch, (unsigned long long)n_exp);
     if (has_exp && (strcmp(arch, "llama") || n_exp > 4096 || !U("expert_used_count", n_used) || !n_used || n_used > n_exp))
         return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "%s.expert_count (at most 4096) without a valid expert_used_count (graft reads Mixtral-style llama files)", arch);
     bool has_swa = U("attention.sliding_window", swa), has_octx = U("rope.scaling.original_context_length", octx);

@@ -8,7 +8,7 @@
         32); metadata from config.json; the tokenizer's tokens by id; merges for byte-level BPE.
   gguf_ref.py q8vec FILE.gguf NAME OUT.gguf    a copy whose 1-D F32 tensor NAME is stored as Q8_0 (its
         values quantized, the later tensors moved up) — a file llama.cpp's converter never writes.
-  gguf_ref.py kvedit FILE.gguf OUT.gguf [-KEY | KEY=f32:V | KEY=str:V | KEY=bool:0|1]...   a copy with
+  gguf_ref.py kvedit FILE.gguf OUT.gguf [-KEY | KEY=f32:V | KEY=u32:V | KEY=str:V | KEY=bool:0|1]...   a copy with
         metadata keys removed or set (tensor infos and data as they were, the data re-aligned).
 """
 import json
@@ -326,6 +326,8 @@ if __name__ == "__main__":
             kb = struct.pack("<Q", len(key.encode())) + key.encode()
             if typ == "f32":
                 entries[key] = kb + struct.pack("<If", 6, float(v))
+            elif typ == "u32":
+                entries[key] = kb + struct.pack("<II", 4, int(v))
             elif typ == "bool":
                 entries[key] = kb + struct.pack("<IB", 7, int(v))
             else:
