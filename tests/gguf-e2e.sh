@@ -84,6 +84,13 @@ while struct.unpack_from("<Q", b, at)[0] == 0: at += 8
 b[at + 8] = 0xFF; open("badtok.gguf", "wb").write(bytes(b))' || bad "badtok"
 expect 3 "$G" convert badtok.gguf badtok-back
 grep -q "tokenizer.ggml.tokens\[[0-9]*\] is not valid UTF-8 or holds NUL" "$T/err" && [ ! -e badtok-back ] && ok || bad "a token that is not UTF-8: $(cat "$T/err")"
+# tokenizer.ggml.pre "default" is llama.cpp's default pre-tokenizer (punctuation runs, GPT-2's regex,
+# digit runs, digits in threes), not GPT-2's regex: "0000" is 000|0 there, 00|00 under gpt-2 (this
+# vocabulary merges "0 0" and "00 0"); llama.cpp d32676d7's llama-tokenize gave the same ids
+"$PY" "$REF" kvedit l32-f16.gguf pdef.gguf tokenizer.ggml.pre=str:default && "$PY" "$REF" kvedit l32-f16.gguf pg2.gguf tokenizer.ggml.pre=str:gpt-2 || bad "kvedit"
+printf '0000' > z4.txt
+want=$("$PY" -c 'import json; v = json.load(open("l32/tokenizer.json"))["model"]["vocab"]; print(v["000"], v["0"], "/", v["00"], v["00"])')
+[ "$("$G" tokenize pdef.gguf z4.txt) / $("$G" tokenize pg2.gguf z4.txt)" = "$want" ] && ok || bad "the default pre-tokenizer: $("$G" tokenize pdef.gguf z4.txt) / $("$G" tokenize pg2.gguf z4.txt), want $want"
 # the layers must be what block_count says, and expert_count needs the experts (a layer past block_count
 # was dropped silently, exit 0; a Mixtral config without experts was written)
 for spec in "llama.block_count=u32:1|a layer past llama.block_count (1)|blk" \

@@ -349,6 +349,13 @@ static const char *const PRE_LLAMA3 =
 static const char *const PRE_QWEN2 =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
+// llama.cpp's `default` BPE pre-tokenizer (llama-vocab.cpp): four regexes, each splitting the pieces
+// of the one before (matches and the text between them both become pieces, HF's Isolated): punctuation
+// runs, GPT-2's regex, digit runs, then digits in threes.
+static const char *const PRE_DEFAULT[4] = {"[\\p{P}\\$\\+<=>\\^~\\|]+",
+                                           "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)",
+                                           "\\p{N}+", "[0-9][0-9][0-9]"};
+
 struct cand { float score; uint32_t id, l, r; };
 static int cmp_cand(const void *a, const void *b) {
     const struct cand *x = a, *y = b;
@@ -488,10 +495,17 @@ int graft_gguf_hf_tokenizer(const struct graft_gguf *g, char **tok_json, char **
         json_object_set_new(root, "decoder", dec);
     } else {
         json_object_set_new(root, "normalizer", rx == PRE_QWEN2 ? json_pack("{s:s}", "type", "NFC") : json_null());
-        json_object_set_new(root, "pre_tokenizer", rx ? json_pack("{s:s, s:[{s:s, s:{s:s}, s:s, s:b}, {s:s, s:b, s:b, s:b}]}", "type", "Sequence", "pretokenizers",
-                                                                  "type", "Split", "pattern", "Regex", rx, "behavior", "Isolated", "invert", 0,
-                                                                  "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 0, "use_regex", 0)
-                                                      : json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 1, "use_regex", 1));
+        json_t *pt;
+        if (rx || !strcmp(pre, "default")) { // Split(s), then the bytes → alphabet step alone
+            json_t *seq = json_array();
+            for (int k = 0; seq && k < (rx ? 1 : 4); k++)
+                json_array_append_new(seq, json_pack("{s:s, s:{s:s}, s:s, s:b}", "type", "Split", "pattern", "Regex", rx ? rx : PRE_DEFAULT[k], "behavior", "Isolated", "invert", 0));
+            if (seq) json_array_append_new(seq, json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 0, "use_regex", 0));
+            pt = seq ? json_pack("{s:s, s:o}", "type", "Sequence", "pretokenizers", seq) : NULL;
+        } else { // gpt-2: ByteLevel's own regex (GPT-2's; llama.cpp's lacks the last \s+, which splits the same)
+            pt = json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 1, "use_regex", 1);
+        }
+        json_object_set_new(root, "pre_tokenizer", pt);
         json_object_set_new(root, "post_processor", json_null());
         json_object_set_new(root, "decoder", json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 1, "trim_offsets", 1, "use_regex", 1));
     }
