@@ -211,6 +211,11 @@ expect 2 "$G" upcycle m32 x11 --experts 4 --top-k 5
 expect 2 "$G" upcycle m32 x12 --experts 1 --top-k 1
 expect 0 "$G" upcycle m32 x13 --experts 4 --top-k 2 --dry-run
 nothing x13 "upcycle --dry-run"
+# a layer whose gate_proj is missing (renamed): refused, not upcycled without its MLP
+rm -rf upg && cp -r m32 upg && "$PY" -c 'import sys; p = "upg/model.safetensors"; b = bytearray(open(p, "rb").read()); k = b"model.layers.1.mlp.gate_proj.weight"; i = b.index(k); b[i + len(k) - 7] = ord("X"); open(p, "wb").write(bytes(b))' || bad "rename"
+expect 3 "$G" upcycle upg x14 --experts 2 --top-k 1
+grep -q "a gated MLP needs gate_proj, up_proj and down_proj" "$T/err" && ok || bad "upcycle without a gate_proj: $(cat "$T/err")"
+nothing x14 "upcycle without a gate_proj"
 
 # ---- reparam: folded layers compute what the originals did (NumPy's own convolution) ----
 "$PY" "$RREF" make conv.safetensors >/dev/null 2>&1 && ok || bad "could not write the conv checkpoint"
@@ -377,7 +382,7 @@ nothing x40 "shrink with a bad layer"
 expect 2 "$G" shrink "$FAMB" x46 --drop-layers 1 --metric ppl --calib empty.txt
 grep -q "fewer than 2 tokens" "$T/err" && ok || bad "shrink ppl on an empty text: $(cat "$T/err")"
 nothing x46 "shrink ppl on an empty text"
-for edit in '"mlp_only_layers": [3]' '"no_rope_layers": [1, 1, 0, 1]'; do
+for edit in '"mlp_only_layers": [3]' '"no_rope_layers": [1, 1, 0, 1]' '"sliding_window_pattern": 2'; do
     rm -rf shx && cp -r "$FAMB" shx && "$PY" -c 'import json, sys; p = sys.argv[1]; c = json.load(open(p)); c.update(json.loads("{" + sys.argv[2] + "}")); json.dump(c, open(p, "w"))' shx/config.json "$edit"
     expect 4 "$G" shrink shx x47 --layers 1
     grep -q "not shrunk" "$T/err" && ok || bad "shrink with $edit: $(cat "$T/err")"
@@ -628,6 +633,29 @@ same qb qx 1e-6
 expect 0 "$G" synth tb --layers 2 --hidden 32 --intermediate 48 --heads 4 --kv-heads 2 --vocab 64 --dtype f32 --seed 5 --tie
 expect 0 "$G" expand tb tx --hidden 40
 same tb tx 1e-6
+# from a review: config.json must agree with the tensors and its per-layer rules must follow the layers.
+# rms_norm_eps absent: the default 1e-6 is scaled (exact again); layer_types follows the inserted layers
+# (a new block takes its source layer's type); max_window_layers without layer_types, a layer past
+# num_hidden_layers, or a missing one, are refused; an unknown tensor of the intermediate width too
+cpcfg() { rm -rf "$2" && cp -r "$1" "$2" && "$PY" -c 'import json, sys; p = sys.argv[1] + "/config.json"; c = json.load(open(p)); exec(sys.argv[2]); json.dump(c, open(p, "w"))' "$2" "$3"; }
+cpcfg tb tbn 'del c["rms_norm_eps"]'
+expect 0 "$G" expand tbn tbnx --hidden 40
+same tbn tbnx 1e-6
+"$PY" -c 'import json; e = json.load(open("tbnx/config.json"))["rms_norm_eps"]; exit(0 if abs(e - 1e-6 * 32 / 40) < 1e-18 else 1)' && ok || bad "expand without rms_norm_eps: $(grep eps tbnx/config.json)"
+cpcfg qb qlt 'c["layer_types"] = ["full_attention", "sliding_attention"]'
+expect 0 "$G" expand qlt qltx --duplicate 0:2 --add-layers 1@2
+"$PY" -c 'import json; t = json.load(open("qltx/config.json"))["layer_types"]; exit(0 if t == ["full_attention", "sliding_attention", "full_attention", "sliding_attention", "sliding_attention"] else 1)' && ok || bad "expand: layer_types $(grep -A6 layer_types qltx/config.json)"
+cpcfg qb qmw 'c["use_sliding_window"] = True; c["max_window_layers"] = 1'
+expect 4 "$G" expand qmw x60 --add-layers 1@0
+grep -q "max_window_layers: not expanded" "$T/err" && ok || bad "expand with max_window_layers: $(cat "$T/err")"
+nothing x60 "expand with max_window_layers"
+expect 0 "$G" expand qmw x60b --hidden 48   # (no layer inserted: nothing positional changes)
+for edit in 'c["num_hidden_layers"] = 1|in layer 1, past num_hidden_layers 1' 'c["num_hidden_layers"] = 3|layer 2 has no tensors'; do
+    cpcfg tb tbl "${edit%%|*}"
+    expect 3 "$G" expand tbl x61 --add-layers 1@1
+    grep -qF "${edit#*|}" "$T/err" && ok || bad "expand with ${edit%%|*}: $(cat "$T/err")"
+    nothing x61 "expand with ${edit%%|*}"
+done
 # more heads: GQA (4 query heads over 2 KV heads → 8, old heads reordered to keep their KV head),
 # MHA (KV heads grow too), Qwen2 biases, combined with hidden growth
 expect 0 "$G" expand m32 xh --heads 8 --threads 2

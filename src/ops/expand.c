@@ -153,6 +153,8 @@ static int plan_shape(const struct graft_expand_params *p, const struct xjob *j,
         x->ne[0] = H, x->scale = sqrt((double)h / (double)H);
     } else if (grow_h && t->n_dims >= 1 && (t->ne[0] == h || (t->n_dims == 2 && t->ne[1] == h))) {
         goto odd; // something of width h that we do not know how to grow
+    } else if (I2 != I && t->n_dims >= 1 && (t->ne[0] == I || (t->n_dims == 2 && t->ne[1] == I))) {
+        goto odd; // the same for the intermediate width
     }
     return GRAFT_OK;
 odd:
@@ -256,6 +258,24 @@ int graft_expand(const struct graft_model *m, const char *target, const struct g
     }
     for (size_t i = 0; i < graft_model_n_tensors(m); i++)
         if (graft_model_tensor(m, i)->info->name_len > 512) { rc = graft_err_set(err, GRAFT_E_LIMIT, graft_model_path(m), NULL, 0, "a tensor name is longer than 512 bytes"); goto out; }
+    { // the layers must be the ones num_hidden_layers says: a layer past it would be dropped, a missing one invented
+        bool *seen = graft__calloc((size_t)L, sizeof *seen);
+        if (!seen) { rc = nomem(err); goto out; }
+        for (size_t i = 0; !rc && i < graft_model_n_tensors(m); i++) {
+            const struct graft_tensor_info *ti = graft_model_tensor(m, i)->info;
+            long n;
+            const char *rest;
+            if (!split_layer(ti->name, &n, &rest)) continue;
+            if (n < 0 || n >= L) rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), ti->name, ti->name_len, "in layer %ld, past num_hidden_layers %d", n, L);
+            else seen[n] = true;
+        }
+        for (int l = 0; !rc && l < L; l++)
+            if (!seen[l]) rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "layer %d has no tensors, though num_hidden_layers is %d", l, L);
+        graft__free(seen);
+        // inserted layers: config.json's per-layer rules must follow (layer_types is rewritten below)
+        if (!rc && nl != L) rc = graft__ops_layer_keys_check(root, L, graft_model_path(m), "expanded", err);
+        if (rc) goto out;
+    }
     // non-layer tensors, then the layers in output order
     for (size_t i = 0; !rc && i < graft_model_n_tensors(m); i++) {
         const struct graft_model_tensor *t = graft_model_tensor(m, i);
@@ -297,14 +317,20 @@ int graft_expand(const struct graft_model *m, const char *target, const struct g
                                      p->progress, err);
         if (!rc) {
             json_object_set_new(root, "num_hidden_layers", json_integer(nl));
+            json_t *types = json_object_get(root, "layer_types");
+            if (json_is_array(types) && nl != L) { // each output layer takes its source layer's type (a new block: the layer it copies)
+                json_t *nt = json_array();
+                for (int k = 0; nt && k < nl; k++) json_array_append(nt, json_array_get(types, (size_t)(order[k] >= 0 ? order[k] : -order[k] - 1)));
+                json_object_set_new(root, "layer_types", nt);
+            }
             if (p->hidden) {
                 uint64_t heads = (uint64_t)json_integer_value(json_object_get(root, "num_attention_heads"));
                 if (!json_object_get(root, "head_dim") && heads) json_object_set_new(root, "head_dim", json_integer((json_int_t)(h / heads)));
                 json_object_set_new(root, "hidden_size", json_integer(p->hidden));
                 // RMS over H dims with zeros in the new ones: √((h/H)·ms + ε'); ε' = ε·h/H makes it exactly
                 // √(h/H) times the old √(ms + ε), which the gains' √(h/H) undo
-                json_t *e = json_object_get(root, "rms_norm_eps");
-                if (json_is_number(e)) json_object_set_new(root, "rms_norm_eps", json_real(json_number_value(e) * (double)h / (double)p->hidden));
+                json_t *e = json_object_get(root, "rms_norm_eps"); // (absent: transformers' Llama default, 1e-6)
+                json_object_set_new(root, "rms_norm_eps", json_real((json_is_number(e) ? json_number_value(e) : 1e-6) * (double)h / (double)p->hidden));
             }
             if (p->intermediate) json_object_set_new(root, "intermediate_size", json_integer(p->intermediate));
             if (p->heads) {

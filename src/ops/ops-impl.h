@@ -45,6 +45,11 @@ int  graft__ops_write_slice(struct graft_writer *w, long id, const struct graft_
 size_t graft__ops_next_window(const int32_t *ids, size_t n_ids, int32_t bos, size_t ctx, size_t *at, int32_t *win);
 // `root` written as file `name` of the output, pretty-printed as transformers writes JSON (≤ 64 MiB).
 int  graft__ops_add_json(struct graft_writer *w, const char *name, const json_t *root, struct graft_err *err);
+// Layer-position rules of config.json that removing or inserting layers would silently change: Gemma 2/3
+// without layer_types, max_window_layers without it, keys that describe layers by position
+// (sliding_window_pattern among them, whatever the architecture), any other list with one entry per
+// layer, a layer_types of the wrong length. GRAFT_E_CONFIG naming the key ("not <what>").
+int  graft__ops_layer_keys_check(const json_t *c, int L, const char *path, const char *what, struct graft_err *err);
 // config.json from `root` turned into Mixtral's (E experts, K per token; a Mistral model's
 // sliding_window kept) and added to the writer.
 int  graft__ops_add_mixtral_config(struct graft_writer *w, json_t *root, int experts, int per_token, struct graft_err *err);

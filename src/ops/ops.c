@@ -142,3 +142,33 @@ int graft__ops_encode(const char *op, const char *tensor, size_t tlen, enum graf
     uint64_t held = src ? graft_count_nonfinite(src->info->dtype, graft_model_data(m, src), (size_t)src->info->n_elem, NULL) : 0;
     return graft__nonfinite_rule(op, tensor, tlen, dt, bad, bad32, first, held, flags & GRAFT_WRITER_ALLOW_NONFINITE, err);
 }
+
+int graft__ops_layer_keys_check(const json_t *c, int L, const char *path, const char *what, struct graft_err *err) {
+    const char *arch = json_string_value(json_array_get(json_object_get(c, "architectures"), 0));
+    json_t *types = json_object_get(c, "layer_types");
+    if (arch && (!strncmp(arch, "Gemma2", 6) || !strncmp(arch, "Gemma3", 6)) && !json_is_array(types))
+        return graft_err_set(err, GRAFT_E_CONFIG, path, NULL, 0, "%s places sliding-window layers by position and config.json has no layer_types list "
+                                                                 "to keep them: not %s", arch, what);
+    if (json_is_true(json_object_get(c, "use_sliding_window")) && json_object_get(c, "max_window_layers") && !json_is_array(types))
+        return graft_err_set(err, GRAFT_E_CONFIG, path, NULL, 0, "sliding windows chosen by max_window_layers: not %s", what);
+    static const char *const positional[] = {"mlp_only_layers", "no_rope_layers", "moe_layers", "block_configs", "first_k_dense_replace", "decoder_sparse_step",
+                                             "attn_layer_period", "attn_layer_offset", "interleave_moe_layer_step", "full_attention_interval",
+                                             "num_query_heads", "num_kv_heads", "ffn_multipliers", "cross_attention_layers", "global_attn_every_n_layers",
+                                             "sliding_window_pattern"};
+    for (size_t k = 0; k < sizeof positional / sizeof positional[0]; k++)
+        if (json_object_get(c, positional[k]) && !json_is_null(json_object_get(c, positional[k])) &&
+            !(json_is_array(types) && !strcmp(positional[k], "sliding_window_pattern"))) // (layer_types, when there, is what transformers reads)
+            return graft_err_set(err, GRAFT_E_CONFIG, path, NULL, 0, "config.json: %s describes layers by position; graft does not rewrite it: not %s",
+                                 positional[k], what);
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)c, key, val) { // any other per-layer list would go stale
+        size_t kl = strlen(key);
+        bool is_id = (kl > 3 && !strcmp(key + kl - 3, "_id")) || (kl > 4 && !strcmp(key + kl - 4, "_ids")); // token ids, not layers
+        if (json_is_array(val) && json_array_size(val) == (size_t)L && L > 1 && strcmp(key, "layer_types") && strcmp(key, "architectures") && !is_id)
+            return graft_err_set(err, GRAFT_E_CONFIG, path, NULL, 0, "config.json: %s has one entry per layer; graft only rewrites layer_types: not %s", key, what);
+    }
+    if (json_is_array(types) && json_array_size(types) != (size_t)L)
+        return graft_err_set(err, GRAFT_E_FORMAT, path, NULL, 0, "config.json: layer_types has %zu entries for %d layers", json_array_size(types), L);
+    return GRAFT_OK;
+}

@@ -164,29 +164,7 @@ int graft_shrink_depth(const struct graft_model *m, const int32_t *ids, size_t n
     json_t *types = rc ? NULL : json_object_get(c, "layer_types");
     if (!rc && (L < 1 || L > 4096)) rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "config.json: num_hidden_layers missing or out of range");
     // layer-position rules that dropping layers would silently change
-    if (!rc && arch && (!strncmp(arch, "Gemma2", 6) || !strncmp(arch, "Gemma3", 6)) && !json_is_array(types))
-        rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(m), NULL, 0, "%s places sliding-window layers by position and config.json has no "
-                                                                           "layer_types list to keep them: not shrunk", arch);
-    if (!rc && json_is_true(json_object_get(c, "use_sliding_window")) && json_object_get(c, "max_window_layers") && !json_is_array(types))
-        rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(m), NULL, 0, "sliding windows chosen by max_window_layers: not shrunk");
-    static const char *const positional[] = {"mlp_only_layers", "no_rope_layers", "moe_layers", "block_configs", "first_k_dense_replace", "decoder_sparse_step",
-                                             "attn_layer_period", "attn_layer_offset", "interleave_moe_layer_step", "full_attention_interval",
-                                             "num_query_heads", "num_kv_heads", "ffn_multipliers", "cross_attention_layers", "global_attn_every_n_layers"};
-    for (size_t k = 0; !rc && k < sizeof positional / sizeof positional[0]; k++)
-        if (json_object_get(c, positional[k]) && !json_is_null(json_object_get(c, positional[k])))
-            rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(m), NULL, 0, "config.json: %s describes layers by position; graft shrink does not "
-                                                                               "rewrite it: not shrunk", positional[k]);
-    const char *key;
-    json_t *val;
-    json_object_foreach(c, key, val) { // any other per-layer list would go stale
-        size_t kl = strlen(key);
-        bool is_id = (kl > 3 && !strcmp(key + kl - 3, "_id")) || (kl > 4 && !strcmp(key + kl - 4, "_ids")); // token ids, not layers
-        if (!rc && json_is_array(val) && json_array_size(val) == (size_t)L && L > 1 && strcmp(key, "layer_types") && strcmp(key, "architectures") && !is_id)
-            rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(m), NULL, 0, "config.json: %s has one entry per layer; graft shrink only rewrites "
-                                                                               "layer_types: not shrunk", key);
-    }
-    if (!rc && json_is_array(types) && json_array_size(types) != (size_t)L)
-        rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "config.json: layer_types has %zu entries for %d layers", json_array_size(types), L);
+    if (!rc) rc = graft__ops_layer_keys_check(c, L, graft_model_path(m), "shrunk", err);
     r.n_layers = L;
     if (!rc && p->n_layers) { // named layers
         if (!(r.dropped = graft__malloc(p->n_layers * sizeof *r.dropped))) rc = nomem(err);

@@ -104,8 +104,15 @@ int graft_upcycle(const struct graft_model *m, const char *target, const struct 
             if (!x->name) rc = nomem(err);
             continue;
         }
-        if (part != 0) continue; // emitted with the gate projection
         char nb[1024];
+        if (part != 0) { // emitted with the gate projection, which must be there (else it would vanish)
+            snprintf(nb, sizeof nb, "%.*s.mlp.gate_proj.weight", (int)pre, name);
+            if (!graft_model_find(m, nb, strlen(nb))) {
+                rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), name, t->info->name_len, "a gated MLP needs gate_proj, up_proj and down_proj (2-D)");
+                break;
+            }
+            continue;
+        }
         const struct graft_model_tensor *proj[3] = {t, NULL, NULL};
         for (int k = 1; k < 3; k++) {
             snprintf(nb, sizeof nb, "%.*s.mlp.%s_proj.weight", (int)pre, name, k == 1 ? "up" : "down");
@@ -130,6 +137,9 @@ int graft_upcycle(const struct graft_model *m, const char *target, const struct 
         layers++;
     }
     if (!rc && !layers) rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "no layers.N.mlp.gate_proj / up_proj / down_proj to upcycle");
+    long L = json_is_integer(json_object_get(root, "num_hidden_layers")) ? (long)json_integer_value(json_object_get(root, "num_hidden_layers")) : -1;
+    if (!rc && layers != L) // every layer becomes a MoE layer in Mixtral's config: a layer without its MLP would be missing
+        rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(m), NULL, 0, "%d layers have a gated MLP, but num_hidden_layers is %ld", layers, L);
     struct graft_writer *w = NULL;
     if (!rc && !p->dry_run) {
         rc = graft__ops_writer_open(m, target, p->max_shard_bytes, p->writer_flags, &w, err);
