@@ -45,6 +45,21 @@ static PyObject *raise(int status, const struct graft_err *err) {
 
 // Worker threads: the given count, or every CPU.
 static int n_threads_arg(int t) { return t > 0 ? t : graft_n_cpus(); }
+// threads as the CLI takes them: 0 (all CPUs) to 1024
+static bool threads_ok(int t) {
+    if (t >= 0 && t <= 1024) return true;
+    PyErr_Format(PyExc_ValueError, "threads must be 0 (all CPUs) to 1024, got %d", t);
+    return false;
+}
+// An unsigned 64-bit argument (O&): OverflowError for negatives and values past 2^64 − 1 ("K" wraps them).
+static int u64_conv(PyObject *o, void *out) {
+    PyObject *i = PyNumber_Index(o);
+    unsigned long long v = i ? PyLong_AsUnsignedLongLong(i) : 0;
+    Py_XDECREF(i);
+    if (!i || (v == (unsigned long long)-1 && PyErr_Occurred())) return 0;
+    *(unsigned long long *)out = v;
+    return 1;
+}
 
 // ---- Model -------------------------------------------------------------------------------------------
 
@@ -134,7 +149,7 @@ static PyObject *model_getitem(Model *self, PyObject *name) {
     tb->p = graft_model_data(self->m, t), tb->n = (Py_ssize_t)t->info->n_bytes;
     PyObject *np = PyImport_ImportModule("numpy"), *flat = NULL, *shape = NULL, *arr = NULL;
     if (np && (flat = PyObject_CallMethod(np, "frombuffer", "Os", (PyObject *)tb, dt)) && (shape = shape_tuple(t->info)))
-        arr = PyObject_CallMethod(flat, "reshape", "O", shape);
+        arr = PyObject_CallMethod(flat, "reshape", "(O)", shape); // (a lone "O" tuple would be the argument list: shape () broke)
     Py_XDECREF(np), Py_XDECREF(flat), Py_XDECREF(shape), Py_DECREF(tb);
     return arr;
 }
@@ -173,7 +188,7 @@ static PyObject *model_config(Model *self, void *unused) {
 
 static PyObject *model_path(Model *self, void *unused) {
     (void)unused;
-    return PyUnicode_FromString(graft_model_path(self->m));
+    return PyUnicode_DecodeFSDefault(graft_model_path(self->m)); // (as the module reads paths: surrogateescape)
 }
 
 static PyObject *model_dtype(Model *self, PyObject *name) {
@@ -187,10 +202,11 @@ static PyObject *model_shape(Model *self, PyObject *name) {
 }
 
 // A converted copy: float32 (any floating dtype, as graft computes) or the stored type ("raw").
-static PyObject *model_to_numpy(Model *self, PyObject *args) {
+static PyObject *model_to_numpy(Model *self, PyObject *args, PyObject *kw) {
+    static char *kwl[] = {"name", "dtype", NULL};
     PyObject *name;
     const char *to = "float32";
-    if (!PyArg_ParseTuple(args, "U|s", &name, &to)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "U|s", kwl, &name, &to)) return NULL;
     const struct graft_model_tensor *t = find(self, name);
     if (!t) return NULL;
     if (!strcmp(to, "raw")) {
@@ -208,9 +224,11 @@ static PyObject *model_to_numpy(Model *self, PyObject *args) {
     if (!arr) return NULL;
     Py_buffer b;
     if (PyObject_GetBuffer(arr, &b, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) { Py_DECREF(arr); return NULL; }
-    Py_BEGIN_ALLOW_THREADS
-    graft_row_to_f32(t->info->dtype, graft_model_data(self->m, t), b.buf, (size_t)t->info->n_elem);
-    Py_END_ALLOW_THREADS
+    if (t->info->n_elem) { // (an empty tensor has no data pointer)
+        Py_BEGIN_ALLOW_THREADS
+        graft_row_to_f32(t->info->dtype, graft_model_data(self->m, t), b.buf, (size_t)t->info->n_elem);
+        Py_END_ALLOW_THREADS
+    }
     PyBuffer_Release(&b);
     return arr;
 }
@@ -223,7 +241,7 @@ static PyGetSetDef model_getset[] = {{"names", (getter)model_names, NULL, "tenso
                                      {NULL}};
 static PyMethodDef model_methods[] = {{"dtype", (PyCFunction)model_dtype, METH_O, "dtype(name) → the stored dtype's name"},
                                       {"shape", (PyCFunction)model_shape, METH_O, "shape(name) → tuple"},
-                                      {"to_numpy", (PyCFunction)model_to_numpy, METH_VARARGS,
+                                      {"to_numpy", (PyCFunction)(void (*)(void))model_to_numpy, METH_VARARGS | METH_KEYWORDS,
                                        "to_numpy(name, dtype=\"float32\") → a converted copy (\"raw\": a copy of the stored bytes)"},
                                       {NULL}};
 
@@ -320,6 +338,10 @@ static int run_cancellable(struct cjob *j) {
     pthread_join(th, NULL);
     Py_END_ALLOW_THREADS
     pthread_mutex_destroy(&j->mu), pthread_cond_destroy(&j->cv);
+    // a signal that came after the call's last cancellation point: the output is complete, so the call
+    // succeeds and the interrupt is delivered right after it returns (a KeyboardInterrupt here would
+    // claim nothing was written)
+    if (raised && j->rc == GRAFT_OK) PyErr_Clear(), PyErr_SetInterrupt(), raised = 0;
     return raised ? -2 : 0;
 }
 
@@ -350,7 +372,8 @@ static PyObject *py_merge(PyObject *mod, PyObject *args, PyObject *kw) {
     PyObject *config, *outp = NULL, *text = NULL;
     int threads = 0, force = 0;
     unsigned long long seed = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO&|iKp", kws, &config, PyUnicode_FSConverter, &outp, &threads, &seed, &force)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO&|iO&p", kws, &config, PyUnicode_FSConverter, &outp, &threads, u64_conv, &seed, &force)) return NULL;
+    if (!threads_ok(threads)) { Py_DECREF(outp); return NULL; }
     const char *path = "graft.merge.yml"; // names a text config; anchors its relative model paths at the cwd
     PyObject *pathb = NULL;
     if (PyDict_Check(config)) { // a dict: the same schema, as YAML
@@ -400,6 +423,11 @@ static PyObject *py_eval_ppl(PyObject *mod, PyObject *args, PyObject *kw) {
     int ctx = 512, stride = 0, batch = 1, threads = 0;
     const char *matmul = "f32";
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|iiiiOs", kws, &mo, &texts, &ctx, &stride, &batch, &threads, &bos_o, &matmul)) return NULL;
+    if (!threads_ok(threads)) return NULL;
+    if (ctx < 2 || ctx > (1 << 20) || batch < 1 || batch > 4096 || stride < 0 || stride > (1 << 20)) // (the CLI's ranges; stride 0: ctx)
+        return PyErr_Format(PyExc_ValueError, "eval_ppl: ctx must be 2 to 1048576, batch 1 to 4096 and stride 0 to 1048576");
+    int bos_set = bos_o == Py_None ? -1 : PyObject_IsTrue(bos_o); // any truth value (numpy's bool too), None: the model's
+    if (bos_o != Py_None && bos_set < 0) return NULL;
     if (strcmp(matmul, "f32") && strcmp(matmul, "bf16")) return PyErr_Format(PyExc_ValueError, "eval_ppl: matmul is \"f32\" or \"bf16\", got \"%s\"", matmul);
     if (PyUnicode_Check(texts)) return PyErr_Format(PyExc_TypeError, "eval_ppl: texts is a list of strings (or of token-id lists)");
     PyObject *seq = PySequence_Tuple(texts); // immutable copies: no Python code can resize them under us
@@ -467,8 +495,8 @@ static PyObject *py_eval_ppl(PyObject *mod, PyObject *args, PyObject *kw) {
     // BOS as graft eval takes it: the GGUF metadata's, then the tokenizer's; bos=False / True force it
     int32_t bos = is_gguf ? graft_gguf_bos(gg) : -1;
     if (tk) bos = graft_tokenizer_bos(tk);
-    if (bos_o == Py_False) bos = -1;
-    else if (bos_o == Py_True && bos < 0) { PyErr_Format(PyExc_ValueError, "eval_ppl: bos=True, but the model names no BOS token"); goto out; }
+    if (bos_set == 0) bos = -1;
+    else if (bos_set == 1 && bos < 0) { PyErr_Format(PyExc_ValueError, "eval_ppl: bos=True, but the model names no BOS token"); goto out; }
     struct graft_ppl_opts po = {ctx, stride, batch, bos, 0, NULL, NULL, NULL, NULL};
     struct graft_ppl_result r;
     int ndi = (int)nd;
@@ -497,7 +525,8 @@ static PyObject *py_convert(PyObject *mod, PyObject *args, PyObject *kw) {
     const char *dt;
     int threads = 0, force = 0;
     unsigned long long shard = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO&s|iKp", kws, &mo, PyUnicode_FSConverter, &outp, &dt, &threads, &shard, &force)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO&s|iO&p", kws, &mo, PyUnicode_FSConverter, &outp, &dt, &threads, u64_conv, &shard, &force)) return NULL;
+    if (!threads_ok(threads)) { Py_DECREF(outp); return NULL; }
     int d = graft_dtype_from_name(dt, strlen(dt));
     if (d < 0 || !graft_dtype_traits((enum graft_dtype)d)->is_float) {
         Py_DECREF(outp);
@@ -523,6 +552,7 @@ static PyObject *py_extract_lora(PyObject *mod, PyObject *args, PyObject *kw) {
     PyObject *bo, *fo, *outp;
     int rank = 128, threads = 0, force = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO&|iip", kws, &bo, &fo, PyUnicode_FSConverter, &outp, &rank, &threads, &force)) return NULL;
+    if (!threads_ok(threads)) { Py_DECREF(outp); return NULL; }
     struct graft_model *ob = NULL, *of = NULL, *b = model_arg(bo, &ob), *f = b ? model_arg(fo, &of) : NULL;
     if (!b || !f) { graft_model_close(ob), graft_model_close(of), Py_DECREF(outp); return NULL; }
     struct graft_lora_extract_params p = graft_lora_extract_default_params();

@@ -189,6 +189,39 @@ def tick():
 t = threading.Thread(target=tick); t.start()
 graft.merge(cfg, "py-gil", seed=3, threads=1, force=True); done[0] = True; t.join()
 check(ticks[0] > 0, "GIL held during merge")
+# from a review: a 0-d tensor reads (reshape(()) was called with no argument); to_numpy takes dtype= by
+# keyword; an empty tensor converts; out-of-range threads and a negative or 2^64 seed / shard_size are
+# errors ("K" wrapped them); bos takes any truth value; a forked child that drops a GGUF model leaves
+# the parent's decoded folder alone
+hdr = json.dumps({"s": {"dtype": "F32", "shape": [], "data_offsets": [0, 4]}, "e": {"dtype": "F32", "shape": [0, 3], "data_offsets": [4, 4]}}).encode()
+hdr += b" " * (-len(hdr) % 8)
+open("scalar.safetensors", "wb").write(struct.pack("<Q", len(hdr)) + hdr + struct.pack("<f", 3.5))
+sm = graft.open("scalar.safetensors")
+check(sm["s"].shape == () and float(sm["s"]) == 3.5 and sm.to_numpy("s", dtype="raw").shape == () and sm.to_numpy("e").shape == (0, 3), "0-d / empty tensors")
+for bad_call, exc in ((lambda: graft.merge(cfg, "py-x", threads=5000), ValueError), (lambda: graft.merge(cfg, "py-x", seed=-1), OverflowError),
+                      (lambda: graft.merge(cfg, "py-x", seed=2 ** 64), OverflowError), (lambda: graft.convert("m", "py-x", "F32", shard_size=-1), OverflowError),
+                      (lambda: graft.eval_ppl("ev", ["x"], ctx=2 ** 21), ValueError)):
+    try:
+        bad_call()
+        check(False, "an out-of-range argument was accepted")
+    except exc:
+        pass
+check(not os.path.exists("py-x"), "an out-of-range call wrote its output")
+text = open("t.txt").read()
+ra, rb = graft.eval_ppl("ev", [text], ctx=32, bos=np.False_), graft.eval_ppl("ev", [text], ctx=32, bos=False)
+check(ra["nll"] == rb["nll"], "bos=np.False_ is not bos=False")
+tmpd = os.environ.get("GRAFT_TMPDIR") or os.environ.get("TMPDIR") or "/var/tmp"
+mine = lambda: {d for d in os.listdir(tmpd) if d.startswith("graft-gguf-%d-" % os.getpid())}
+old = mine()  # (folders of GGUF models opened above and still alive)
+gm = graft.open("m.gguf")
+before = mine() - old
+pid = os.fork()
+if pid == 0:  # the child drops its copy of the model and exits normally
+    del gm; gc.collect(); sys.exit(0)
+os.waitpid(pid, 0)
+check(len(before) == 1 and before <= mine(), "a forked child removed the parent's decoded GGUF folder: %s → %s" % (before, mine()))
+del gm; gc.collect()
+check(not (before & mine()), "the parent's decoded GGUF folder stayed after close")
 print("ok")
 PYEOF
 echo "$pass passed, $fail failed"

@@ -27,6 +27,7 @@ struct graft_model {
     char                      *config;  // compact config.json text or NULL
     uint64_t                   n_params, n_bytes;
     char                      *tmp;     // a GGUF input's decoded folder, removed at close
+    pid_t                      tmp_pid; // by the process that made it
 };
 
 static bool is_regular(const char *path) {
@@ -279,7 +280,7 @@ static int open_gguf(const char *path, struct graft_model **out, struct graft_er
     if (!rc) {
         char *p = graft__strdup(path);
         if (!p) rc = graft_err_set(err, GRAFT_E_NOMEM, path, NULL, 0, "out of memory");
-        else graft__free((*out)->path), (*out)->path = p, (*out)->tmp = tmp, tmp = NULL;
+        else graft__free((*out)->path), (*out)->path = p, (*out)->tmp = tmp, (*out)->tmp_pid = getpid(), tmp = NULL;
         if (rc) graft_model_close(*out), *out = NULL;
     }
     if (tmp) graft__rm_tree(tmp);
@@ -358,7 +359,7 @@ void graft_model_close(struct graft_model *m) {
     graft__free(m->path);
     graft__free(m->dir);
     graft__free(m->index_path);
-    if (m->tmp) graft__rm_tree(m->tmp);
+    if (m->tmp && m->tmp_pid == getpid()) graft__rm_tree(m->tmp); // (a forked child's copy is not its to remove)
     graft__free(m->tmp);
     graft__free(m);
 }
