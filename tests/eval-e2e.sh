@@ -122,6 +122,29 @@ check q2 rand.ids 48 -1 0 --no-bos --batch 4
 check mi rand.ids 48 "$BOS" 0
 check r3 rand.ids 64 -1 20 --no-bos --stride 20
 check r4 plain.ids 40 "$BOS" 0 --batch 5
+# config.json as transformers reads it (from a review): RoPE in transformers 5's rope_parameters gives the
+# logits of the older keys; mlp_bias and partial_rotary_factor, not computed, are refused; Qwen2's
+# use_sliding_window slides only from max_window_layers on (all layers below: no window at all); a tied
+# config ignores a stored lm_head, as transformers re-ties it
+lg() { "$G" eval "$1" --tokens rand.ids --ctx 50 --no-bos --dump-logits "$2" > /dev/null 2>"$T/err"; }
+cpm() { rm -rf "$2" && cp -r "$1" "$2" && "$PY" -c 'import json, sys; p = sys.argv[1] + "/config.json"; c = json.load(open(p)); exec(sys.argv[2]); json.dump(c, open(p, "w"))' "$2" "$3"; }
+cpm m32 rp0 'c["rope_theta"] = 500000.0; c["rope_scaling"] = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16}'
+cpm m32 rp1 'c.pop("rope_theta", None); c.pop("rope_scaling", None); c["rope_parameters"] = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16}'
+lg rp0 rp0.bin && lg rp1 rp1.bin && lg m32 rpm.bin && cmp -s rp0.bin rp1.bin && ! cmp -s rp0.bin rpm.bin && ok || bad "rope_parameters: $(cat "$T/err")"
+for edit in 'c["mlp_bias"] = True|mlp_bias' 'c["partial_rotary_factor"] = 0.5|partial_rotary_factor 0.5'; do
+    cpm m32 cx "${edit%%|*}"
+    expect 3 "$G" eval cx --tokens rand.ids --ctx 50 --no-bos
+    grep -qF "${edit#*|}" "$T/err" && ok || bad "eval with ${edit%%|*}: $(cat "$T/err")"
+done
+cpm q2 qs0 'c["use_sliding_window"] = True; c["sliding_window"] = 8; c["max_window_layers"] = 2'
+cpm q2 qs1 'c["use_sliding_window"] = True; c["sliding_window"] = 8; c["max_window_layers"] = 0'
+lg q2 qn.bin && lg qs0 qs0.bin && lg qs1 qs1.bin && cmp -s qn.bin qs0.bin && ! cmp -s qn.bin qs1.bin && ok || bad "Qwen2 max_window_layers: $(cat "$T/err")"
+cpm m32 tt1 'c["tie_word_embeddings"] = True'
+cpm m32 tt2 'c["tie_word_embeddings"] = True'
+"$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); from merge_ref import write_safetensors; from lora_ref import load
+t = load("tt2/model.safetensors"); t.pop("lm_head.weight"); n = sorted(t)
+write_safetensors("tt2/model.safetensors", [(k, "F32", t[k].shape) for k in n], lambda i: t[n[i]])' "$(dirname "$LREF")" || bad "drop lm_head"
+lg tt1 tt1.bin && lg tt2 tt2.bin && cmp -s tt1.bin tt2.bin && ok || bad "a tied config with a stored lm_head: $(cat "$T/err")"
 # --matmul bf16 (activations rounded to bf16 before each product with BF16 weights, as llama.cpp): logits
 # within bf16 rounding of the f32 reference (2⁻⁹ per activation, a few in sequence: 2·10⁻² of the
 # largest), from the AVX512-BF16 kernel and from the sgemm route (GRAFT_CPU=generic) alike, which agree

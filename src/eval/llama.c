@@ -262,9 +262,35 @@ int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, 
     L->nh = (int)graft__json_int(c, "num_attention_heads", L->gemma == 3 ? 8 : -1);
     L->nkv = (int)graft__json_int(c, "num_key_value_heads", L->gemma == 3 ? 4 : L->nh), L->V = (int)graft__json_int(c, "vocab_size", L->gemma == 3 ? 262208 : -1);
     L->hd = (int)graft__json_int(c, "head_dim", L->gemma ? 256 : L->nh > 0 ? L->H / L->nh : -1);
-    L->eps = (float)graft__json_num(c, "rms_norm_eps", 1e-6);
+    bool mixtral = !strcmp(arch, "MixtralForCausalLM"), mistral = !strcmp(arch, "MistralForCausalLM");
+    L->eps = (float)graft__json_num(c, "rms_norm_eps", phi3 || mixtral ? 1e-5 : 1e-6); // (the config classes' defaults)
     L->attn_scale = (float)(1.0 / sqrt(L->gemma ? graft__json_num(c, "query_pre_attn_scalar", 256) : (double)(L->hd > 0 ? L->hd : 1)));
-    L->attn_cap = (float)graft__json_num(c, "attn_logit_softcapping", 0), L->final_cap = (float)graft__json_num(c, "final_logit_softcapping", 0);
+    // soft-caps: Gemma2Config's defaults are 50 and 30 (a null turns them off)
+    json_t *ac = json_object_get(c, "attn_logit_softcapping"), *fc = json_object_get(c, "final_logit_softcapping");
+    L->attn_cap = (float)(json_is_number(ac) ? json_number_value(ac) : !ac && L->gemma == 2 ? 50.0 : 0.0);
+    L->final_cap = (float)(json_is_number(fc) ? json_number_value(fc) : !fc && L->gemma == 2 ? 30.0 : 0.0);
+    // what the evaluator does not compute is refused rather than ignored
+    if (json_is_true(json_object_get(c, "mlp_bias"))) {
+        rc = graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0, "config.json: mlp_bias (MLP projections with biases) is not computed by the evaluator");
+        goto out;
+    }
+    json_t *prf = json_object_get(c, "partial_rotary_factor");
+    if (json_is_number(prf) && json_number_value(prf) != 1.0) {
+        rc = graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0, "config.json: partial_rotary_factor %g (rotating part of each head) is not computed by the evaluator",
+                           json_number_value(prf));
+        goto out;
+    }
+    // transformers ≥ 5 keeps RoPE in rope_parameters (Gemma 3: one set per layer type): read as the older keys
+    json_t *rp = json_object_get(c, "rope_parameters");
+    if (json_is_object(rp)) {
+        json_t *full = json_object_get(rp, "full_attention"), *local = json_object_get(rp, "sliding_attention");
+        json_t *g = json_is_object(full) ? full : rp;
+        if (json_is_number(json_object_get(g, "rope_theta")) && !json_object_get(c, "rope_theta")) json_object_set(c, "rope_theta", json_object_get(g, "rope_theta"));
+        const char *rt = json_string_value(json_object_get(g, "rope_type"));
+        if (rt && strcmp(rt, "default") && !json_is_object(json_object_get(c, "rope_scaling"))) json_object_set(c, "rope_scaling", g);
+        if (json_is_object(local) && json_is_number(json_object_get(local, "rope_theta")) && !json_object_get(c, "rope_local_base_freq"))
+            json_object_set(c, "rope_local_base_freq", json_object_get(local, "rope_theta"));
+    }
     L->embed_scale = L->res_scale = L->logit_scale = 1.0f;
     if (!strcmp(arch, "MiniCPMForCausalLM")) { // μP scalars (MiniCPMConfig's defaults: 1, 1, 1)
         double se = graft__json_num(c, "scale_emb", 1), sd = graft__json_num(c, "scale_depth", 1), dmb = graft__json_num(c, "dim_model_base", 1);
@@ -283,7 +309,11 @@ int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, 
         goto out;
     }
     json_t *usw = json_object_get(c, "use_sliding_window");
-    if (!strcmp(arch, "MistralForCausalLM") || !strcmp(arch, "MixtralForCausalLM") || phi3 || json_is_true(usw)) L->sliding = (int)graft__json_int(c, "sliding_window", 0);
+    // sliding windows: Mistral's default 4096 (Mixtral's none); Qwen2/Qwen3 (use_sliding_window) slide only the
+    // layers layer_types names, else those from max_window_layers on (Qwen2Config's rule; default 28)
+    bool qwen_sw = json_is_true(usw) && !mistral && !mixtral && !phi3;
+    if (mistral || mixtral || phi3 || qwen_sw) L->sliding = (int)graft__json_int(c, "sliding_window", mistral || qwen_sw ? 4096 : 0);
+    long max_window = graft__json_int(c, "max_window_layers", 28);
     L->rope_mscale = 1.0f;
     if (L->gemma == 3 && !json_object_get(c, "rope_theta")) json_object_set_new(c, "rope_theta", json_real(1000000.0)); // Gemma3TextConfig's default
     if ((rc = rope_init(L, c, err))) goto out;
@@ -302,6 +332,10 @@ int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, 
     for (int l = 0; l < L->nl && !rc; l++) {
         struct layer *ly = &L->layers[l];
         ly->sliding = L->sliding, ly->inv = L->inv_freq;
+        if (qwen_sw) {
+            const char *ty = json_string_value(json_array_get(json_object_get(c, "layer_types"), (size_t)l));
+            if (ty ? strcmp(ty, "sliding_attention") != 0 : l < max_window) ly->sliding = 0;
+        }
         if (L->gemma) { // Gemma 2: even layers slide; Gemma 3: all but every pattern-th (or as layer_types says)
             const char *ty = json_string_value(json_array_get(types, (size_t)l));
             bool slide = ty ? !strcmp(ty, "sliding_attention") : L->gemma == 2 ? l % 2 == 0 : pattern < 1 || (l + 1) % pattern != 0;
@@ -347,8 +381,12 @@ int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, 
     if (rc) goto out;
     char en[64], fn[64];
     snprintf(en, sizeof en, "%sembed_tokens.weight", L->pre), snprintf(fn, sizeof fn, "%snorm.weight", L->pre);
+    // tied (tie_word_embeddings, whose default is true for Gemma only): transformers ties lm_head to the
+    // embeddings after loading, so a stored lm_head.weight is not used
+    json_t *tie = json_object_get(c, "tie_word_embeddings");
+    bool tied = json_is_true(tie) || (!tie && L->gemma);
     if ((rc = get_w(L, lk, ctx, en, (uint64_t)L->V, H, false, &L->embed, err)) || (rc = get_vec(L, lk, ctx, fn, H, false, &L->g_final, err)) ||
-        (rc = get_w(L, lk, ctx, L->pre[0] == 'l' ? "language_model.lm_head.weight" : "lm_head.weight", (uint64_t)L->V, H, true, &L->head, err)))
+        (!tied && (rc = get_w(L, lk, ctx, L->pre[0] == 'l' ? "language_model.lm_head.weight" : "lm_head.weight", (uint64_t)L->V, H, true, &L->head, err))))
         goto out;
     if (L->gemma) { // gains stored as w − 1: the norms multiply by 1 + w; embeddings scaled by √hidden rounded to their dtype
         for (int l = 0; l < L->nl; l++) {
