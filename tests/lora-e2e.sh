@@ -121,6 +121,27 @@ ref apply base adp outp2 0.5
 ref make-adapter base adf fanin
 expect 0 "$G" apply-lora base adf outf
 ref apply base adf outf 1
+# PEFT's X.base_layer.weight (bias="all", saved embedding layers) replaces X.weight, X's factors on top
+# (it was refused as "the base model has no tensor"); merge-lora refuses it with advice; a DoRA adapter
+# is refused as such (its magnitude vectors were "for another model")
+# rank_pattern / alpha_pattern keys are Python regexes (PEFT): \d and (?:…) as re reads them (POSIX read
+# \d as "d": a 4× smaller update, exit 0); a key that does not compile is refused
+cp -r adp adre && "$PY" -c 'import json; p = "adre/adapter_config.json"; c = json.load(open(p))
+c["rank_pattern"] = {"layers\\.(?:1)\\.self_attn\\.q_proj": 2}; c["alpha_pattern"] = {"layers\\.\\d+\\.self_attn\\.q_proj": 3}; json.dump(c, open(p, "w"))'
+expect 0 "$G" apply-lora base adre outre
+ref apply base adre outre 1
+cp -r adp adrx && "$PY" -c 'import json; p = "adrx/adapter_config.json"; c = json.load(open(p)); c["alpha_pattern"] = {"(": 3}; json.dump(c, open(p, "w"))'
+expect 3 "$G" apply-lora base adrx outrx
+grep -q 'alpha_pattern key "(" is not a valid regex' "$T/err" && [ ! -e outrx ] && ok || bad "a bad pattern key: $(cat "$T/err")"
+ref make-adapter base adbl baselayer
+expect 0 "$G" apply-lora base adbl outbl
+ref apply base adbl outbl 1
+printf 'combination: linear\nadapters:\n  - adapter: adbl\n    weight: 1\n  - adapter: adp\n    weight: 1\n' > mbl.yml
+expect 3 "$G" merge-lora mbl.yml mbl-out
+grep -q "base_layer tensors .* are not combined in adapter space" "$T/err" && [ ! -e mbl-out ] && ok || bad "merge-lora with base_layer: $(cat "$T/err")"
+cp -r adp addora && "$PY" -c 'import json; p = "addora/adapter_config.json"; c = json.load(open(p)); c["use_dora"] = True; json.dump(c, open(p, "w"))'
+expect 3 "$G" apply-lora base addora outdora
+grep -q "a DoRA adapter (use_dora): graft applies plain LoRA only" "$T/err" && [ ! -e outdora ] && ok || bad "apply-lora of DoRA: $(cat "$T/err")"
 expect 0 "$G" apply-lora base adp outp.safetensors
 [ -f outp.safetensors ] && ok || bad "apply-lora to a single .safetensors file"
 # an update that overflows float32 (every lora_B entry of the adapter at 3e38) is refused; written with

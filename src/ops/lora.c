@@ -16,6 +16,8 @@
 #include <jansson.h>
 #include <math.h>
 #include <regex.h>
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -521,6 +523,7 @@ struct graft_lora_apply_params graft_lora_apply_default_params(void) {
 struct atensor {
     const struct graft_model_tensor *t;     // the base tensor
     const struct graft_model_tensor *repl;  // modules_to_save: the adapter's tensor replaces it
+    bool repl_base;                         // ... as PEFT's X.base_layer.*: LoRA factors still apply on top
     const struct graft_model_tensor *a, *b; // LoRA factors (weights), or NULL
     const struct graft_model_tensor *bias;  // lora_B.bias to add (on the module's bias tensor)
     bool   embedding, transposed;           // lora_embedding_* / fan_in_fan_out: W += s·Aᵀ·Bᵀ
@@ -626,8 +629,9 @@ out:
 }
 
 // rank_pattern / alpha_pattern: keys are regexes matched against the end of the module name after a
-// dot, as PEFT matches them; the first key (in file order) that matches wins. Compiled once per adapter
-// (a key that is no valid POSIX regex matches only the module of that exact name).
+// dot, as PEFT matches them (Python's re: PCRE2 reads \d, (?:…) the same; POSIX read \d as d); the
+// first key (in file order) that matches wins. Compiled once per adapter; a key that does not compile
+// is refused, as Python's re would raise.
 #define PATTERN_KEYS_MAX 65536
 
 static int compile_patterns(json_t *pat, struct graft__lora_pat *out, const char *path, struct graft_err *err) {
@@ -636,8 +640,7 @@ static int compile_patterns(json_t *pat, struct graft__lora_pat *out, const char
     size_t n = json_object_size(pat);
     if (n > PATTERN_KEYS_MAX) return graft_err_set(err, GRAFT_E_LIMIT, path, NULL, 0, "a rank or alpha pattern with %zu keys (at most %d)", n, PATTERN_KEYS_MAX);
     out->key = graft__calloc(n + 1, sizeof *out->key), out->val = graft__calloc(n + 1, sizeof *out->val), out->rx = graft__calloc(n + 1, sizeof *out->rx);
-    out->ok = graft__calloc(n + 1, sizeof *out->ok);
-    if (!out->key || !out->val || !out->rx || !out->ok) return nomem(err);
+    if (!out->key || !out->val || !out->rx) return nomem(err);
     const char *key;
     json_t *v;
     json_object_foreach(pat, key, v) {
@@ -646,18 +649,19 @@ static int compile_patterns(json_t *pat, struct graft__lora_pat *out, const char
         out->key[i] = key, out->val[i] = json_number_value(v);
         char *re = graft__asprintf("^(.*\\.)?(%s)$", key);
         if (!re) return nomem(err);
-        int rrc = regcomp(&out->rx[i], re, REG_EXTENDED | REG_NOSUB);
+        int ec;
+        PCRE2_SIZE eo;
+        out->rx[i] = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED, PCRE2_UTF, &ec, &eo, NULL);
         graft__free(re);
-        if (rrc == REG_ESPACE) return nomem(err);
-        out->ok[i] = rrc == 0;
+        if (!out->rx[i]) return graft_err_set(err, GRAFT_E_FORMAT, path, NULL, 0, "rank_pattern / alpha_pattern key \"%.80s\" is not a valid regex", key);
     }
     return GRAFT_OK;
 }
 
 static void free_patterns(struct graft__lora_pat *p) {
-    for (size_t i = 0; p->ok && i < p->n; i++)
-        if (p->ok[i]) regfree(&p->rx[i]);
-    graft__free(p->key), graft__free(p->val), graft__free(p->rx), graft__free(p->ok);
+    for (size_t i = 0; p->rx && i < p->n; i++)
+        pcre2_code_free(p->rx[i]);
+    graft__free(p->key), graft__free(p->val), graft__free(p->rx);
     memset(p, 0, sizeof *p);
 }
 
@@ -672,10 +676,12 @@ void graft__lora_cfg_free(struct graft__lora_cfg *c) {
 static int pattern_value(const struct graft__lora_pat *p, const char *m, double *out, struct graft_err *err) {
     for (size_t i = 0; i < p->n; i++) {
         bool hit = !strcmp(p->key[i], m);
-        if (!hit && p->ok[i]) {
-            int x = regexec(&p->rx[i], m, 0, NULL, 0);
-            if (x == REG_ESPACE) return nomem(err);
-            hit = x == 0;
+        if (!hit) {
+            pcre2_match_data *md = pcre2_match_data_create_from_pattern(p->rx[i], NULL);
+            if (!md) return nomem(err);
+            int x = pcre2_match(p->rx[i], (PCRE2_SPTR)m, PCRE2_ZERO_TERMINATED, 0, 0, md, NULL);
+            pcre2_match_data_free(md);
+            hit = x >= 0;
         }
         if (hit) { *out = p->val[i]; return GRAFT_OK; }
     }
@@ -775,6 +781,10 @@ static int plan_apply(struct ajob *j, const struct graft__lora_cfg *c, const cha
             if (ends_with(s, n, sufs[k])) kind = k;
         size_t mlen = kind >= 0 ? n - strlen(sufs[kind]) : n;
         memcpy(name, s, mlen), name[mlen] = 0; // the module (or, for a whole tensor, the tensor name)
+        // PEFT saves a LoRA-wrapped module's own tensors as X.base_layer.{weight,bias} (bias="all" /
+        // "lora_only", save_embedding_layers): they replace X.{weight,bias}, and X's factors apply on top
+        char *bl = kind < 0 ? strstr(name, ".base_layer.") : NULL;
+        if (bl) memmove(bl, bl + 11, strlen(bl + 11) + 1);
         if (kind < 0) { // modules_to_save: replaces the base tensor of the same name
             struct atensor *x = find_target(j, name);
             const struct graft_model_tensor *tied = !x && ends_with(name, strlen(name), "lm_head.weight") ? graft__lora_find_or_tied(j->base, name) : NULL;
@@ -800,7 +810,7 @@ static int plan_apply(struct ajob *j, const struct graft__lora_cfg *c, const cha
                 return graft_err_set(err, GRAFT_E_FORMAT, apath, ti->name, ti->name_len,
                                      "%llu rows where the base has %llu: resize the base's vocabulary first (graft does not change config.json here)",
                                      (unsigned long long)ti->ne[0], (unsigned long long)x->t->info->ne[0]);
-            x->repl = at;
+            x->repl = at, x->repl_base = bl != NULL;
             (*n_whole)++;
             continue;
         }
@@ -833,7 +843,7 @@ static int plan_apply(struct ajob *j, const struct graft__lora_cfg *c, const cha
             if (!wx || !wx->a) return graft_err_set(err, GRAFT_E_FORMAT, apath, t->name, t->name_len, "lora_B.bias without lora_A / lora_B for the weight");
         }
         if (!x->a) continue;
-        if (x->repl) return graft_err_set(err, GRAFT_E_FORMAT, apath, t->name, t->name_len, "both replaced whole and given LoRA factors");
+        if (x->repl && !x->repl_base) return graft_err_set(err, GRAFT_E_FORMAT, apath, t->name, t->name_len, "both replaced whole and given LoRA factors");
         if (!graft_dtype_is_float_target(t->dtype))
             return graft_err_set(err, GRAFT_E_FORMAT, apath, t->name, t->name_len, "the base stores this tensor as %s: LoRA needs a float16, bfloat16 or float32 weight",
                                  graft_dtype_traits(t->dtype) ? graft_dtype_traits(t->dtype)->name : "?");
@@ -880,6 +890,8 @@ int graft_lora_apply(const struct graft_model *base, const char *adapter, const 
     struct ajob j = {.base = base, .p = p};
     int rc = graft__lora_locate(adapter, &dir, &file, err);
     if (!rc) rc = graft__lora_read_config(dir, &c, err);
+    if (!rc && json_is_true(json_object_get(c.root, "use_dora"))) // (its magnitude vectors would be refused as unknown tensors)
+        rc = graft_err_set(err, GRAFT_E_FORMAT, dir, NULL, 0, "a DoRA adapter (use_dora): graft applies plain LoRA only");
     if (!rc) rc = graft_model_open(file, &ad, err);
     j.ad = ad;
     j.n = graft_model_n_tensors(base);

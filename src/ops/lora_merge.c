@@ -553,6 +553,12 @@ static int plan(struct job *j, struct graft_err *err) {
             for (int q = 0; q < 5 && kind == K_WHOLE; q++)
                 if (ends_with(s, n, sufs[q]) && n > strlen(sufs[q])) kind = q, n -= strlen(sufs[q]);
             if (n > 1000) { graft__free(e); return graft_err_set(err, GRAFT_E_LIMIT, j->ads[i].file, t->info->name, t->info->name_len, "tensor name too long"); }
+            if (kind == K_WHOLE && memmem(s, n, ".base_layer.", 12)) {
+                graft__free(e);
+                return graft_err_set(err, GRAFT_E_FORMAT, j->ads[i].file, t->info->name, t->info->name_len,
+                                     "PEFT's base_layer tensors (bias=\"all\" or \"lora_only\", saved embedding layers) are not combined in adapter "
+                                     "space: apply the adapters (graft apply-lora) and merge the models");
+            }
             e[ne++] = (struct ent){s, n, kind, i, t};
         }
     }

@@ -3,7 +3,6 @@
 #ifndef GRAFT_OPS_IMPL_H
 #define GRAFT_OPS_IMPL_H
 #include <jansson.h>
-#include <regex.h>
 #include <stdbool.h>
 #include "graft/model.h"
 #include "graft/util.h"
@@ -63,7 +62,7 @@ struct graft_reparam_params;
 int  graft__fold_mup(const struct graft_model *m, const char *target, const struct graft_reparam_params *p, size_t *n_folds, struct graft_err *err);
 
 // PEFT LoRA adapters (lora.c, lora_merge.c).
-struct graft__lora_pat { const char **key; double *val; regex_t *rx; bool *ok; size_t n; }; // compiled rank/alpha patterns
+struct graft__lora_pat { const char **key; double *val; void **rx; size_t n; }; // rank/alpha patterns, compiled (pcre2_code *)
 struct graft__lora_cfg {
     double r, alpha;
     bool   rslora, fan_in_fan_out;

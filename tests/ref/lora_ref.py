@@ -190,6 +190,9 @@ def make_adapter(base, out, kind):
         cfg["fan_in_fan_out"] = True
     else:
         cfg["use_rslora"] = True
+    if kind == "baselayer":  # PEFT's X.base_layer.weight of a LoRA-wrapped module: replaces X.weight, X's factors on top
+        q0 = [m for m in sorted(mods) if "layers.0.self_attn.q_proj" in m][0]
+        T[P + q0 + ".base_layer.weight"] = (W[q0 + ".weight"] * 1.5).astype(np.float32)
     os.makedirs(out, exist_ok=True)
     save(os.path.join(out, "adapter_model.safetensors"), T)
     json.dump(cfg, open(os.path.join(out, "adapter_config.json"), "w"))
@@ -208,6 +211,10 @@ def apply(base, adapter, out, scale):
     W, A, O = load(base), load(os.path.join(adapter, "adapter_model.safetensors")), load(out)
     cfg = json.load(open(os.path.join(adapter, "adapter_config.json")))
     want = {k: v.astype(np.float64) for k, v in W.items()}
+    for k, v in A.items():  # whole tensors first (modules_to_save; PEFT's base_layer ones under the module's name)
+        m = k[len(P):]
+        if not (m.endswith(".lora_A.weight") or m.endswith(".lora_B.weight") or "lora_embedding" in m):
+            want[m.replace(".base_layer.", ".")] = v.astype(np.float64)
     for k, v in A.items():
         m = k[len(P):]
         for suf in (".lora_A.weight", ".lora_embedding_A"):
@@ -221,8 +228,6 @@ def apply(base, adapter, out, scale):
                 if suf == ".lora_embedding_A" or cfg["fan_in_fan_out"]:
                     delta = delta.T
                 want[mod + ".weight"] += s * delta
-        if not (m.endswith(".lora_A.weight") or m.endswith(".lora_B.weight") or "lora_embedding" in m):
-            want[m] = v.astype(np.float64)
     worst = 0.0
     for k in W:
         d = np.abs(O[k].astype(np.float64) - want[k]).max() / max(np.abs(want[k]).max(), 1e-30)
