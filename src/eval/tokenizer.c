@@ -61,6 +61,7 @@ struct graft_tokenizer {
     uint64_t vh_key;   // its hash key (graft__name_hash)
     struct merge_ent *mh;
     size_t   mh_mask;
+    uint64_t mh_key;   // its hash key: a hostile tokenizer.json cannot aim its merges at one slot
     struct step *norm, *pre, *dec;
     int      n_norm, n_pre, n_dec;
     struct added *added;
@@ -96,7 +97,7 @@ static int32_t vocab_find(const struct graft_tokenizer *t, const char *s, size_t
 static bool merge_find(const struct graft_tokenizer *t, int32_t a, int32_t b, uint32_t *rank, int32_t *id) {
     if (!t->mh) return false;
     uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
-    for (size_t i = graft__mix64(key) & t->mh_mask;; i = (i + 1) & t->mh_mask) {
+    for (size_t i = graft__mix64(key ^ t->mh_key) & t->mh_mask;; i = (i + 1) & t->mh_mask) {
         if (t->mh[i].key == UINT64_MAX) return false;
         if (t->mh[i].key == key) { *rank = t->mh[i].rank; *id = t->mh[i].id; return true; }
     }
@@ -328,7 +329,7 @@ static int parse_merges(struct graft_tokenizer *t, json_t *merges, struct graft_
     while (cap < 2 * n + 2) cap <<= 1;
     if (!(t->mh = graft__malloc(cap * sizeof *t->mh))) return graft_err_set(err, GRAFT_E_NOMEM, t->name, NULL, 0, "out of memory");
     for (size_t i = 0; i < cap; i++) t->mh[i].key = UINT64_MAX;
-    t->mh_mask = cap - 1;
+    t->mh_mask = cap - 1, t->mh_key = graft__hash_key();
     char *cat = NULL;
     int rc = GRAFT_OK;
     for (size_t r = 0; r < n && !rc; r++) {
@@ -355,7 +356,7 @@ static int parse_merges(struct graft_tokenizer *t, json_t *merges, struct graft_
             break;
         }
         uint64_t key = (uint64_t)(uint32_t)ia << 32 | (uint32_t)ib;
-        size_t i = graft__mix64(key) & t->mh_mask;
+        size_t i = graft__mix64(key ^ t->mh_key) & t->mh_mask;
         while (t->mh[i].key != UINT64_MAX && t->mh[i].key != key) i = (i + 1) & t->mh_mask;
         // a repeated merge takes its last rank, as HF's merge map (a later insert replaces the earlier)
         t->mh[i] = (struct merge_ent){key, (uint32_t)r, ic};
