@@ -37,6 +37,31 @@ expect 0 "$G" extract-lora --base base --model ft ade --rank 5 --embed-lora --js
 cp "$T/out" repe.json
 ref extract base ft ade repe.json 5
 grep -q '"model.embed_tokens", "kind": "embedding"' repe.json && ok || bad "--embed-lora: embedding kind"
+# GPT-2's Conv1D layers (stored [in, out]): the adapter is laid out as PEFT reads it — fan_in_fan_out,
+# lora_A [r, in], lora_B [out, r], Δ = s·(B·A)ᵀ — (it was factored as stored with fan_in_fan_out false,
+# which PEFT could not load or applied transposed); apply-lora reads it back; at full rank the
+# fine-tune comes back (NumPy check of PEFT's formula)
+expect 0 "$G" synth g2b --arch gpt2 --layers 2 --hidden 32 --vocab 64 --dtype f32 --seed 11
+expect 0 "$G" synth g2f --like g2b --delta 0.05 --seed 12
+expect 0 "$G" extract-lora --base g2b --model g2f g2ad --rank 32
+"$PY" - "$(dirname "$REF")" > "$T/py" 2>&1 <<'PYEOF' && ok || bad "GPT-2 Conv1D adapter layout: $(cat "$T/py")"
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from lora_ref import load
+import numpy as np
+c = json.load(open("g2ad/adapter_config.json")); A = load("g2ad/adapter_model.safetensors"); B, F = load("g2b"), load("g2f")
+assert c["fan_in_fan_out"] is True, c["fan_in_fan_out"]
+k = [n for n in A if n.endswith("attn.c_attn.lora_A.weight")][0]; m = k[len("base_model.model."):-len(".lora_A.weight")]
+a, b, w = A[k], A[k.replace("lora_A", "lora_B")], B[m + ".weight"]
+assert a.shape == (32, w.shape[0]) and b.shape == (w.shape[1], 32), (a.shape, b.shape, w.shape)
+s = c["lora_alpha"] / c["r"]
+err = np.abs(w + s * (b @ a).T - F[m + ".weight"]).max() / np.abs(F[m + ".weight"] - w).max()
+assert err < 1e-3, err
+PYEOF
+expect 0 "$G" apply-lora g2b g2ad g2back
+"$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); from lora_ref import load; import numpy as np
+a, f = load("g2back"), load("g2f"); k = [n for n in f if n.endswith("attn.c_attn.weight")][0]
+sys.exit(0 if np.abs(a[k] - f[k]).max() <= 1e-3 * np.abs(f[k]).max() else 1)' "$(dirname "$REF")" && ok || bad "GPT-2 Conv1D adapter applied back"
 # energy and sv-epsilon choose ranks from the spectrum
 expect 0 "$G" extract-lora --base base --model ft aden --energy 0.5 --json
 cp "$T/out" repen.json

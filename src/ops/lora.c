@@ -50,6 +50,20 @@ static bool is_output_head(const char *m) {
     return !strcmp(last, "lm_head") || !strcmp(last, "embed_out");
 }
 
+// GPT-2's transformers Conv1D layers (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj), stored [in, out]:
+// PEFT gives them fan_in_fan_out whatever the config says (lora_A [r, in], lora_B [out, r], Δ = (B·A)ᵀ)
+// and never to the model's nn.Linear or embeddings.
+bool graft__lora_conv1d(const struct graft_model *base, const char *m) {
+    const char *cfg = graft_model_config_json(base), *last = strrchr(m, '.');
+    last = last ? last + 1 : m;
+    if (!cfg || (strcmp(last, "c_attn") && strcmp(last, "c_proj") && strcmp(last, "c_fc"))) return false;
+    json_t *c = json_loads(cfg, 0, NULL);
+    const char *arch = json_string_value(json_array_get(json_object_get(c, "architectures"), 0)), *mt = json_string_value(json_object_get(c, "model_type"));
+    bool gpt2 = (arch && !strncmp(arch, "GPT2", 4)) || (mt && !strcmp(mt, "gpt2"));
+    json_decref(c);
+    return gpt2;
+}
+
 static int nomem(struct graft_err *err) { return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); }
 
 // A tensor of `m` decoded to f32 (rows × cols elements starting at element e0) into dst.
@@ -95,6 +109,7 @@ struct xmod {
     uint64_t                         rows, cols, k; // Δ as rows × cols (embeddings: transposed, dim × vocab)
     int                              rank;
     bool                             bias_delta; // low-rank module with a nonzero bias delta
+    bool                             conv1d;     // GPT-2's Conv1D: Δᵀ decomposed, as PEFT lays it out
     double                           rel_error;
     long                             id_a, id_b, id_bias, id_w; // output tensor ids
 };
@@ -160,7 +175,7 @@ static void load_delta(const struct xjob *j, const struct xmod *x, float *D, flo
     load_f32(j->ft, x->fw, 0, n, D);
     load_f32(j->base, x->bw, 0, n, tmp);
     for (uint64_t i = 0; i < n; i++) D[i] -= tmp[i];
-    if (x->kind == GRAFT_LORA_EMBEDDING) { // stored vocab × dim; decompose dim × vocab as MergeKit does
+    if (x->kind == GRAFT_LORA_EMBEDDING || x->conv1d) { // stored vocab × dim (in × out); decompose dim × vocab (out × in), as MergeKit / PEFT do
         memcpy(tmp, D, n * sizeof *D);
         for (uint64_t v = 0; v < x->cols; v++)
             for (uint64_t d = 0; d < x->rows; d++) D[d * x->cols + v] = tmp[v * x->rows + d];
@@ -314,7 +329,8 @@ static int plan_extract(struct xjob *j, regex_t *inc, regex_t *exc, size_t *n_sk
             x->rows = t->n_dims ? t->ne[0] : 1, x->cols = cols_of(t);
             continue;
         }
-        if (x->kind == GRAFT_LORA_EMBEDDING) x->rows = t->ne[1], x->cols = t->ne[0];
+        x->conv1d = x->kind == GRAFT_LORA_LOW_RANK && graft__lora_conv1d(base, name);
+        if (x->kind == GRAFT_LORA_EMBEDDING || x->conv1d) x->rows = t->ne[1], x->cols = t->ne[0];
         else x->rows = t->ne[0], x->cols = t->ne[1];
         x->k = x->rows < x->cols ? x->rows : x->cols;
         x->rank = (int)(x->k < (uint64_t)p->max_rank ? x->k : (uint64_t)p->max_rank);
@@ -371,7 +387,9 @@ static int write_adapter_config(struct graft_writer *w, const struct xjob *j, st
     json_object_set_new(root, "alpha_pattern", ap);
     json_object_set_new(root, "base_model_name_or_path", json_string(j->p->base_ref ? j->p->base_ref : ""));
     json_object_set_new(root, "bias", json_string("none"));
-    json_object_set_new(root, "fan_in_fan_out", json_false());
+    bool conv1d = false; // (GPT-2: PEFT transposes its Conv1D layers whatever this says; say so)
+    for (size_t i = 0; i < j->n; i++) conv1d |= j->mods[i].conv1d;
+    json_object_set_new(root, "fan_in_fan_out", json_boolean(conv1d));
     json_object_set_new(root, "inference_mode", json_true());
     json_object_set_new(root, "lora_alpha", json_integer(r));
     if (bias) json_object_set_new(root, "lora_bias", json_true());
@@ -494,8 +512,8 @@ int graft_lora_extract(const struct graft_model *base, const struct graft_model 
     if (!rc && rep) {
         for (size_t i = 0; i < j.n; i++) {
             const struct xmod *x = &j.mods[i];
-            rep->mods[i] = (struct graft_lora_module){.name = x->name, .kind = x->kind, .rows = x->kind == GRAFT_LORA_EMBEDDING ? x->cols : x->rows,
-                                                       .cols = x->kind == GRAFT_LORA_EMBEDDING ? x->rows : x->cols,
+            rep->mods[i] = (struct graft_lora_module){.name = x->name, .kind = x->kind, .rows = x->kind == GRAFT_LORA_EMBEDDING || x->conv1d ? x->cols : x->rows,
+                                                       .cols = x->kind == GRAFT_LORA_EMBEDDING || x->conv1d ? x->rows : x->cols,
                                                        .rank = x->kind == GRAFT_LORA_WHOLE ? 0 : x->rank, .rel_error = x->rel_error};
             j.mods[i].name = NULL; // moved into the report
         }
@@ -849,7 +867,12 @@ static int plan_apply(struct ajob *j, const struct graft__lora_cfg *c, const cha
                                  graft_dtype_traits(t->dtype) ? graft_dtype_traits(t->dtype)->name : "?");
         const struct graft_tensor_info *A = x->a->info, *B = x->b->info;
         uint64_t rank = A->n_dims ? A->ne[0] : 0, bcols = B->n_dims >= 1 && B->ne[0] ? B->n_elem / B->ne[0] : 0;
-        x->transposed = !x->embedding && c->fan_in_fan_out;
+        // PEFT: fan_in_fan_out for GPT-2's Conv1D layers whatever the config says, never for its nn.Linear;
+        // other models as the config says
+        char modname[1100];
+        snprintf(modname, sizeof modname, "%.*s", (int)(t->name_len > 7 ? t->name_len - 7 : t->name_len), t->name);
+        bool gpt2 = graft__lora_conv1d(j->base, "x.c_attn"); // (whether the base is GPT-2 at all)
+        x->transposed = !x->embedding && (gpt2 ? graft__lora_conv1d(j->base, modname) : c->fan_in_fan_out);
         uint64_t rows = t->n_dims ? t->ne[0] : 1, cols = cols_of(t);
         bool ok;
         if (x->embedding || x->transposed) // A: r × rows (vocab / in), B: cols × r
