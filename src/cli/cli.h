@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "graft/graft.h"
+#include "graft/eval.h"
 
 // MPI (dist.c; only build/graft-mpi has it): start/end, the library's handle (NULL for one process),
 // and whether this process is a rank other than 0 (which prints no errors, progress or summaries).
@@ -24,6 +25,7 @@ bool cli_size(const char *cmd, const char *opt, const char *s, uint64_t *out);
 bool cli_int(const char *cmd, const char *opt, const char *s, int min, int max, int *out);
 bool cli_float(const char *cmd, const char *opt, const char *s, double min, double max, double *out);
 bool cli_dtype(const char *cmd, const char *s, enum graft_dtype *out);
+bool cli_matmul(const char *cmd, const char *s, enum graft_matmul *out); // --matmul f32|bf16
 
 // A whole file ("-": standard input), NUL-terminated; NULL when it cannot be read (free()).
 char *cli_read_file(const char *path, size_t *len);

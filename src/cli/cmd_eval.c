@@ -109,10 +109,7 @@ int cmd_eval(int argc, char **argv) {
         case 'D': dump = optarg; break;
         case 'K': tok_dir = optarg; break;
         case 't': if (!cli_threads("eval", optarg, &n_threads)) return GRAFT_EXIT_USAGE; break;
-        case 'M':
-            if (!strcmp(optarg, "f32") || !strcmp(optarg, "bf16")) matmul = optarg[0] == 'b' ? GRAFT_MATMUL_BF16 : GRAFT_MATMUL_F32;
-            else return cli_usage("eval", "--matmul expects f32 or bf16, got '%s'", optarg);
-            break;
+        case 'M': if (!cli_matmul("eval", optarg, &matmul)) return GRAFT_EXIT_USAGE; break;
         case 'j': json = true; break;
         case 'h': fputs(help, stdout); return GRAFT_EXIT_OK;
         default: return cli_usage("eval", "unknown option");

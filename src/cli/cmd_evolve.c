@@ -532,10 +532,7 @@ int cmd_evolve(int argc, char **argv) {
             break;
         case 'R': race = true; break;
         case 'z': if (!cli_float("evolve", "--race-z", optarg, 0, 100, &race_z)) return GRAFT_EXIT_USAGE; break;
-        case 'M':
-            if (!strcmp(optarg, "f32") || !strcmp(optarg, "bf16")) matmul = optarg[0] == 'b' ? GRAFT_MATMUL_BF16 : GRAFT_MATMUL_F32;
-            else return cli_usage("evolve", "--matmul expects f32 or bf16, got '%s'", optarg);
-            break;
+        case 'M': if (!cli_matmul("evolve", optarg, &matmul)) return GRAFT_EXIT_USAGE; break;
         case 'h': fputs(help, stdout); return GRAFT_EXIT_OK;
         default: return cli_usage("evolve", "unknown option");
         }

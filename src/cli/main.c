@@ -85,6 +85,15 @@ bool cli_float(const char *cmd, const char *opt, const char *s, double min, doub
     return true;
 }
 
+bool cli_matmul(const char *cmd, const char *s, enum graft_matmul *out) {
+    if (strcmp(s, "f32") && strcmp(s, "bf16")) {
+        cli_usage(cmd, "--matmul expects f32 or bf16, got '%s'", s);
+        return false;
+    }
+    *out = s[0] == 'b' ? GRAFT_MATMUL_BF16 : GRAFT_MATMUL_F32;
+    return true;
+}
+
 bool cli_size(const char *cmd, const char *opt, const char *s, uint64_t *out) {
     if (!graft_parse_size(s, out) || *out == 0) {
         cli_usage(cmd, "%s expects a positive byte size such as 5G, 500M, 2GiB or 1000000, got '%s'", opt, s);

@@ -41,6 +41,11 @@ void graft__human_bytes(char *buf, size_t n, double bytes);
 static inline bool graft__mul_u64(uint64_t a, uint64_t b, uint64_t *out) {
     return !__builtin_mul_overflow(a, b, out);
 }
+// Whether the n bytes at s end with the string suf.
+static inline bool graft__ends_with(const char *s, size_t n, const char *suf) {
+    size_t k = strlen(suf);
+    return n >= k && !memcmp(s + n - k, suf, k);
+}
 static inline bool graft__add_u64(uint64_t a, uint64_t b, uint64_t *out) {
     return !__builtin_add_overflow(a, b, out);
 }

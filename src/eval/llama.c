@@ -333,7 +333,7 @@ int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, 
         struct layer *ly = &L->layers[l];
         ly->sliding = L->sliding, ly->inv = L->inv_freq;
         if (qwen_sw) {
-            const char *ty = json_string_value(json_array_get(json_object_get(c, "layer_types"), (size_t)l));
+            const char *ty = json_string_value(json_array_get(types, (size_t)l));
             if (ty ? strcmp(ty, "sliding_attention") != 0 : l < max_window) ly->sliding = 0;
         }
         if (L->gemma) { // Gemma 2: even layers slide; Gemma 3: all but every pattern-th (or as layer_types says)
@@ -403,7 +403,7 @@ int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, 
     }
     L->n_params -= (uint64_t)L->V * H; // the embedding is a lookup, not a product
     if (!L->head.p) {
-        if (json_is_false(json_object_get(c, "tie_word_embeddings"))) {
+        if (json_is_false(tie)) {
             rc = graft_err_set(err, GRAFT_E_FORMAT, name, "lm_head.weight", 14, "missing, and config.json says tie_word_embeddings: false");
             goto out;
         }

@@ -83,24 +83,23 @@ static bool path_inside(const char *inner, const char *outer) {
 }
 
 int graft__output_check(const char *target, const char *const *protect, size_t n, struct graft_err *err) {
-    struct stat ts, is;
+    struct stat ts, is, ps;
     bool exists = lstat(target, &ts) == 0;
-    char *parent = graft__parent_of(target), pr[PATH_MAX], ir[PATH_MAX];
-    bool have_parent = parent && realpath(parent, pr);
-    graft__free(parent);
-    for (size_t i = 0; i < n; i++) {
+    char *parent = graft__parent_of(target);
+    bool have_parent = parent && stat(parent, &ps) == 0;
+    int rc = GRAFT_OK;
+    for (size_t i = 0; i < n && !rc; i++) {
         if (!protect[i] || stat(protect[i], &is) != 0) continue;
         if (exists && is.st_dev == ts.st_dev && is.st_ino == ts.st_ino)
-            return graft_err_set(err, GRAFT_E_USAGE, target, NULL, 0, "output is the input '%s'; choose another output path", protect[i]);
-        if (exists && S_ISDIR(ts.st_mode) && path_inside(protect[i], target))
-            return graft_err_set(err, GRAFT_E_USAGE, target, NULL, 0, "output folder contains the input '%s'; choose another output path", protect[i]);
-        size_t il;
-        if (S_ISDIR(is.st_mode) && have_parent && realpath(protect[i], ir) && !strncmp(pr, ir, il = strlen(ir)) &&
-            (pr[il] == 0 || pr[il] == '/' || (il == 1 && ir[0] == '/')))
-            return graft_err_set(err, GRAFT_E_USAGE, target, NULL, 0, "output would be inside the input folder '%s' (inputs are read-only); choose a path outside it",
-                                 protect[i]);
+            rc = graft_err_set(err, GRAFT_E_USAGE, target, NULL, 0, "output is the input '%s'; choose another output path", protect[i]);
+        else if (exists && S_ISDIR(ts.st_mode) && path_inside(protect[i], target))
+            rc = graft_err_set(err, GRAFT_E_USAGE, target, NULL, 0, "output folder contains the input '%s'; choose another output path", protect[i]);
+        else if (S_ISDIR(is.st_mode) && have_parent && ((ps.st_dev == is.st_dev && ps.st_ino == is.st_ino) || path_inside(parent, protect[i])))
+            rc = graft_err_set(err, GRAFT_E_USAGE, target, NULL, 0, "output would be inside the input folder '%s' (inputs are read-only); choose a path outside it",
+                               protect[i]);
     }
-    return GRAFT_OK;
+    graft__free(parent);
+    return rc;
 }
 
 static bool dir_is_empty(const char *path) {

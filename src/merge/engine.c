@@ -1107,10 +1107,7 @@ static int write_config(struct plan *p, struct graft_writer *w) {
     // a real lm_head written (another model had one) under a tied donor's config: transformers would tie
     // the head to the embeddings again and drop the merged head, so the output says it is untied
     bool head = false;
-    for (size_t i = 0; i < p->n && !head; i++) {
-        size_t l = strlen(p->t[i].name);
-        head = l >= 14 && !strcmp(p->t[i].name + l - 14, "lm_head.weight");
-    }
+    for (size_t i = 0; i < p->n && !head; i++) head = graft__ends_with(p->t[i].name, strlen(p->t[i].name), "lm_head.weight");
     return graft__writer_add_config(w, cfg, dt >= 0 ? graft_dtype_torch_name((enum graft_dtype)dt) : NULL, counts, n,
                                     graft__vplan_vocab_size(p->vp), head, p->err);
 }

@@ -32,10 +32,6 @@
 
 // ---- shared -----------------------------------------------------------------------------------------
 
-static bool ends_with(const char *s, size_t n, const char *suf) {
-    size_t k = strlen(suf);
-    return n >= k && !memcmp(s + n - k, suf, k);
-}
 
 // Input embeddings (PEFT's lora_embedding_*) and output heads, by the names transformers uses.
 bool graft__lora_is_input_embedding(const char *m) {
@@ -52,16 +48,19 @@ static bool is_output_head(const char *m) {
 
 // GPT-2's transformers Conv1D layers (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj), stored [in, out]:
 // PEFT gives them fan_in_fan_out whatever the config says (lora_A [r, in], lora_B [out, r], Δ = (B·A)ᵀ)
-// and never to the model's nn.Linear or embeddings.
-bool graft__lora_conv1d(const struct graft_model *base, const char *m) {
-    const char *cfg = graft_model_config_json(base), *last = strrchr(m, '.');
-    last = last ? last + 1 : m;
-    if (!cfg || (strcmp(last, "c_attn") && strcmp(last, "c_proj") && strcmp(last, "c_fc"))) return false;
-    json_t *c = json_loads(cfg, 0, NULL);
+// and never to the model's nn.Linear or embeddings. Whether the base is GPT-2 is read once per call.
+static bool is_gpt2(const struct graft_model *base) {
+    const char *cfg = graft_model_config_json(base);
+    json_t *c = cfg ? json_loads(cfg, 0, NULL) : NULL;
     const char *arch = json_string_value(json_array_get(json_object_get(c, "architectures"), 0)), *mt = json_string_value(json_object_get(c, "model_type"));
     bool gpt2 = (arch && !strncmp(arch, "GPT2", 4)) || (mt && !strcmp(mt, "gpt2"));
     json_decref(c);
     return gpt2;
+}
+static bool conv1d_name(const char *m) {
+    const char *last = strrchr(m, '.');
+    last = last ? last + 1 : m;
+    return !strcmp(last, "c_attn") || !strcmp(last, "c_proj") || !strcmp(last, "c_fc");
 }
 
 static int nomem(struct graft_err *err) { return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); }
@@ -273,12 +272,13 @@ static int plan_extract(struct xjob *j, regex_t *inc, regex_t *exc, size_t *n_sk
     const struct graft_model *base = j->base, *ft = j->ft;
     const struct graft_lora_extract_params *p = j->p;
     size_t nt = graft_model_n_tensors(ft);
+    bool gpt2 = is_gpt2(base);
     j->mods = graft__calloc(nt ? nt : 1, sizeof *j->mods);
     if (!j->mods) return nomem(err);
     for (size_t i = 0; i < nt; i++) {
         const struct graft_model_tensor *fw = graft_model_tensor(ft, i);
         const struct graft_tensor_info *t = fw->info;
-        if (!ends_with(t->name, t->name_len, ".weight")) continue; // biases ride with their weight; buffers are skipped
+        if (!graft__ends_with(t->name, t->name_len, ".weight")) continue; // biases ride with their weight; buffers are skipped
         char *name = graft__strndup(t->name, t->name_len - 7);
         if (!name) return nomem(err);
         if ((p->n_include && !rx_any(inc, p->n_include, name)) || rx_any(exc, p->n_exclude, name)) {
@@ -329,7 +329,7 @@ static int plan_extract(struct xjob *j, regex_t *inc, regex_t *exc, size_t *n_sk
             x->rows = t->n_dims ? t->ne[0] : 1, x->cols = cols_of(t);
             continue;
         }
-        x->conv1d = x->kind == GRAFT_LORA_LOW_RANK && graft__lora_conv1d(base, name);
+        x->conv1d = x->kind == GRAFT_LORA_LOW_RANK && gpt2 && conv1d_name(name);
         if (x->kind == GRAFT_LORA_EMBEDDING || x->conv1d) x->rows = t->ne[1], x->cols = t->ne[0];
         else x->rows = t->ne[0], x->cols = t->ne[1];
         x->k = x->rows < x->cols ? x->rows : x->cols;
@@ -786,6 +786,7 @@ static struct atensor *find_target(struct ajob *j, const char *name) {
 static int plan_apply(struct ajob *j, const struct graft__lora_cfg *c, const char *apath, size_t *n_lora, size_t *n_whole, struct graft_err *err) {
     size_t na = graft_model_n_tensors(j->ad);
     char name[1100];
+    bool gpt2 = is_gpt2(j->base);
     for (size_t i = 0; i < na; i++) {
         const struct graft_model_tensor *at = graft_model_tensor(j->ad, i);
         const struct graft_tensor_info *ti = at->info;
@@ -796,16 +797,17 @@ static int plan_apply(struct ajob *j, const struct graft__lora_cfg *c, const cha
         static const char *const sufs[] = {".lora_A.weight", ".lora_B.weight", ".lora_B.bias", ".lora_embedding_A", ".lora_embedding_B"};
         int kind = -1;
         for (int k = 0; k < 5 && kind < 0; k++)
-            if (ends_with(s, n, sufs[k])) kind = k;
+            if (graft__ends_with(s, n, sufs[k])) kind = k;
         size_t mlen = kind >= 0 ? n - strlen(sufs[kind]) : n;
         memcpy(name, s, mlen), name[mlen] = 0; // the module (or, for a whole tensor, the tensor name)
         // PEFT saves a LoRA-wrapped module's own tensors as X.base_layer.{weight,bias} (bias="all" /
         // "lora_only", save_embedding_layers): they replace X.{weight,bias}, and X's factors apply on top
         char *bl = kind < 0 ? strstr(name, ".base_layer.") : NULL;
-        if (bl) memmove(bl, bl + 11, strlen(bl + 11) + 1);
+        const size_t bln = sizeof ".base_layer" - 1;
+        if (bl) memmove(bl, bl + bln, strlen(bl + bln) + 1);
         if (kind < 0) { // modules_to_save: replaces the base tensor of the same name
             struct atensor *x = find_target(j, name);
-            const struct graft_model_tensor *tied = !x && ends_with(name, strlen(name), "lm_head.weight") ? graft__lora_find_or_tied(j->base, name) : NULL;
+            const struct graft_model_tensor *tied = !x && graft__ends_with(name, strlen(name), "lm_head.weight") ? graft__lora_find_or_tied(j->base, name) : NULL;
             if (tied) { // a tied base: the saved lm_head becomes its own tensor
                 if (j->head || ti->n_dims != 2 || tied->info->n_dims != 2 || ti->ne[0] != tied->info->ne[0] || ti->ne[1] != tied->info->ne[1] ||
                     !graft_dtype_is_float_target(tied->info->dtype))
@@ -818,7 +820,7 @@ static int plan_apply(struct ajob *j, const struct graft__lora_cfg *c, const cha
             if (x->repl) return graft_err_set(err, GRAFT_E_FORMAT, apath, ti->name, ti->name_len, "tensor given twice");
             char mod[1100];
             snprintf(mod, sizeof mod, "%s", name);
-            if (ends_with(mod, strlen(mod), ".weight")) mod[strlen(mod) - 7] = 0;
+            if (graft__ends_with(mod, strlen(mod), ".weight")) mod[strlen(mod) - 7] = 0;
             bool rows_only = ti->n_dims == 2 && x->t->info->n_dims == 2 && ti->ne[1] == x->t->info->ne[1] && (graft__lora_is_input_embedding(mod) || is_output_head(mod));
             if (ti->n_elem != x->t->info->n_elem && !rows_only)
                 return graft_err_set(err, GRAFT_E_FORMAT, apath, ti->name, ti->name_len,
@@ -871,8 +873,7 @@ static int plan_apply(struct ajob *j, const struct graft__lora_cfg *c, const cha
         // other models as the config says
         char modname[1100];
         snprintf(modname, sizeof modname, "%.*s", (int)(t->name_len > 7 ? t->name_len - 7 : t->name_len), t->name);
-        bool gpt2 = graft__lora_conv1d(j->base, "x.c_attn"); // (whether the base is GPT-2 at all)
-        x->transposed = !x->embedding && (gpt2 ? graft__lora_conv1d(j->base, modname) : c->fan_in_fan_out);
+        x->transposed = !x->embedding && (gpt2 ? conv1d_name(modname) : c->fan_in_fan_out);
         uint64_t rows = t->n_dims ? t->ne[0] : 1, cols = cols_of(t);
         bool ok;
         if (x->embedding || x->transposed) // A: r × rows (vocab / in), B: cols × r

@@ -116,10 +116,6 @@ static int ent_cmp(const void *x, const void *y) {
     return a->kind - b->kind;
 }
 
-static bool ends_with(const char *s, size_t n, const char *suf) {
-    size_t k = strlen(suf);
-    return n >= k && !memcmp(s + n - k, suf, k);
-}
 
 // f32 copy of tensor t of adapter m; non-finite values are refused (they would spread through the merge).
 static int load(const struct graft_model *m, const struct graft_model_tensor *t, float *dst, struct graft_err *err) {
@@ -551,7 +547,7 @@ static int plan(struct job *j, struct graft_err *err) {
             static const char *const sufs[] = {".lora_A.weight", ".lora_B.weight", ".lora_B.bias", ".lora_embedding_A", ".lora_embedding_B"};
             int kind = K_WHOLE;
             for (int q = 0; q < 5 && kind == K_WHOLE; q++)
-                if (ends_with(s, n, sufs[q]) && n > strlen(sufs[q])) kind = q, n -= strlen(sufs[q]);
+                if (graft__ends_with(s, n, sufs[q]) && n > strlen(sufs[q])) kind = q, n -= strlen(sufs[q]);
             if (n > 1000) { graft__free(e); return graft_err_set(err, GRAFT_E_LIMIT, j->ads[i].file, t->info->name, t->info->name_len, "tensor name too long"); }
             if (kind == K_WHOLE && memmem(s, n, ".base_layer.", 12)) {
                 graft__free(e);
@@ -583,7 +579,7 @@ static int plan(struct job *j, struct graft_err *err) {
     for (size_t i = 0; !rc && i < j->n; i++) {
         const struct mod *x = &j->mods[i];
         size_t l = strlen(x->name);
-        if (!x->whole || !ends_with(x->name, l, ".weight")) continue;
+        if (!x->whole || !graft__ends_with(x->name, l, ".weight")) continue;
         char key[1010];
         snprintf(key, sizeof key, "%.*s", (int)(l - 7), x->name);
         const struct mod *hit = bsearch(key, j->mods, j->n, sizeof *j->mods, mod_cmp);
@@ -633,8 +629,8 @@ static json_t *last_components(const struct job *j, bool whole) {
         if (x->whole != whole) continue;
         char tmp[1200];
         snprintf(tmp, sizeof tmp, "%s", x->name);
-        if (whole && ends_with(tmp, strlen(tmp), ".bias")) continue;
-        if (whole && ends_with(tmp, strlen(tmp), ".weight")) tmp[strlen(tmp) - 7] = 0;
+        if (whole && graft__ends_with(tmp, strlen(tmp), ".bias")) continue;
+        if (whole && graft__ends_with(tmp, strlen(tmp), ".weight")) tmp[strlen(tmp) - 7] = 0;
         const char *l = strrchr(tmp, '.');
         ok = (last[nl++] = graft__strdup(l ? l + 1 : tmp)) != NULL;
     }

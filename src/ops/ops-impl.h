@@ -80,6 +80,4 @@ int  graft__lora_scale(const struct graft__lora_cfg *c, const char *module, uint
 // `name` in m, or for a missing lm_head.weight of a tied model its input embedding.
 const struct graft_model_tensor *graft__lora_find_or_tied(const struct graft_model *m, const char *name);
 bool graft__lora_is_input_embedding(const char *module);
-// GPT-2's Conv1D layers (c_attn, c_proj, c_fc of a GPT-2 base): PEFT transposes their factors (fan_in_fan_out).
-bool graft__lora_conv1d(const struct graft_model *base, const char *module);
 #endif
