@@ -58,6 +58,16 @@ s = c["lora_alpha"] / c["r"]
 err = np.abs(w + s * (b @ a).T - F[m + ".weight"]).max() / np.abs(F[m + ".weight"] - w).max()
 assert err < 1e-3, err
 PYEOF
+# GPT-2's position table wpe is an nn.Embedding: saved whole by default like wte, lora_embedding_A/B with
+# --embed-lora (it was factored as a linear layer's lora_A/B, which PEFT drops)
+"$PY" -c 'import json, sys; sys.path.insert(0, sys.argv[1]); from lora_ref import load
+A = load("g2ad/adapter_model.safetensors"); c = json.load(open("g2ad/adapter_config.json"))
+assert "base_model.model.transformer.wpe.weight" in A and not any("wpe.lora" in k for k in A), sorted(A)
+assert "wpe" in c["modules_to_save"], c["modules_to_save"]' "$(dirname "$REF")" && ok || bad "GPT-2 wpe not saved whole"
+expect 0 "$G" extract-lora --base g2b --model g2f g2ade --rank 4 --embed-lora
+"$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); from lora_ref import load
+A = load("g2ade/adapter_model.safetensors"); a = A["base_model.model.transformer.wpe.lora_embedding_A"]; b = A["base_model.model.transformer.wpe.lora_embedding_B"]
+B = load("g2b")["transformer.wpe.weight"]; assert a.shape == (4, B.shape[0]) and b.shape == (B.shape[1], 4), (a.shape, b.shape)' "$(dirname "$REF")" && ok || bad "GPT-2 wpe with --embed-lora"
 expect 0 "$G" apply-lora g2b g2ad g2back
 "$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); from lora_ref import load; import numpy as np
 a, f = load("g2back"), load("g2f"); k = [n for n in f if n.endswith("attn.c_attn.weight")][0]
@@ -197,6 +207,21 @@ nothing x2 "missing lora_B"
 mkdir -p badr && cp adp/adapter_model.safetensors badr/ && sed 's/"r": 4/"r": 3/' adp/adapter_config.json > badr/adapter_config.json
 expect 3 "$G" apply-lora base badr x3
 grep -q "rank 3" "$T/err" && ok || bad "rank mismatch: $(cat "$T/err")"
+# PEFT's r is an integer: 4.5 used to pass as 4 (the scale then α/4.5)
+mkdir -p halfr && cp adp/adapter_model.safetensors halfr/ && sed 's/"r": 4/"r": 4.5/' adp/adapter_config.json > halfr/adapter_config.json
+expect 3 "$G" apply-lora base halfr x3h
+grep -q '"r" must be a positive integer' "$T/err" && ok || bad "non-integer r: $(cat "$T/err")"
+nothing x3h "non-integer r"
+# a lora_A of the right size but 3-D ([4, 8, 12] for a 96-column linear) was accepted
+mkdir -p a3d && cp adp/adapter_config.json a3d/
+"$PY" -c "
+import sys; sys.path.insert(0, '$(dirname "$REF")')
+import lora_ref as L
+t = L.load('adp/adapter_model.safetensors'); k = [n for n in t if n.endswith('layers.0.mlp.down_proj.lora_A.weight')][0]
+t[k] = t[k].reshape(t[k].shape[0], 8, -1); L.save('a3d/adapter_model.safetensors', t)" && ok || bad "could not write the 3-D adapter"
+expect 3 "$G" apply-lora base a3d x3d
+grep -q "down_proj.*do not fit" "$T/err" && ok || bad "3-D lora_A: $(cat "$T/err")"
+nothing x3d "3-D lora_A"
 mkdir -p noconf && cp adp/adapter_model.safetensors noconf/
 expect 3 "$G" apply-lora base noconf x4
 mkdir -p notlora && cp adp/adapter_model.safetensors notlora/ && echo '{"peft_type": "IA3", "r": 4}' > notlora/adapter_config.json

@@ -33,12 +33,16 @@
 // ---- shared -----------------------------------------------------------------------------------------
 
 
-// Input embeddings (PEFT's lora_embedding_*) and output heads, by the names transformers uses.
-bool graft__lora_is_input_embedding(const char *m) {
+// nn.Embedding modules (PEFT's lora_embedding_*) and output heads, by the names transformers uses:
+// token embeddings, and the learned position / token-type tables of GPT-2, OPT, BERT and BLOOM
+bool graft__lora_is_embedding(const char *m) {
+    static const char *const names[] = {"embed_tokens", "wte", "word_embeddings", "tok_embeddings", "embed_in",
+                                        "wpe", "embed_positions", "position_embeddings", "token_type_embeddings"};
     const char *last = strrchr(m, '.');
     last = last ? last + 1 : m;
-    return !strcmp(last, "embed_tokens") || !strcmp(last, "wte") || !strcmp(last, "word_embeddings") ||
-           !strcmp(last, "tok_embeddings") || !strcmp(last, "embed_in");
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (!strcmp(last, names[i])) return true;
+    return false;
 }
 static bool is_output_head(const char *m) {
     const char *last = strrchr(m, '.');
@@ -298,7 +302,7 @@ static int plan_extract(struct xjob *j, regex_t *inc, regex_t *exc, size_t *n_sk
         snprintf(bias_name, sizeof bias_name, "%s.bias", name);
         x->fb = graft_model_find(ft, bias_name, strlen(bias_name));
         x->bb = graft_model_find(base, bias_name, strlen(bias_name));
-        bool embed = graft__lora_is_input_embedding(name), head = is_output_head(name), save = false;
+        bool embed = graft__lora_is_embedding(name), head = is_output_head(name), save = false;
         for (size_t k = 0; k < p->n_save_module; k++) save |= name_matches(name, p->save_module[k]);
         bool same_shape = b->n_dims == t->n_dims && b->n_elem == t->n_elem;
         for (int d = 0; same_shape && d < t->n_dims; d++) same_shape = b->ne[d] == t->ne[d];
@@ -714,8 +718,8 @@ int graft__lora_read_config(const char *dir, struct graft__lora_cfg *c, struct g
     json_t *r = json_object_get(c->root, "r"), *a = json_object_get(c->root, "lora_alpha"), *pt = json_object_get(c->root, "peft_type");
     if (pt && (!json_is_string(pt) || strcmp(json_string_value(pt), "LORA")))
         rc = graft_err_set(err, GRAFT_E_FORMAT, path, NULL, 0, "peft_type is not \"LORA\": only LoRA adapters can be applied");
-    else if (!json_is_number(r) || json_number_value(r) < 1)
-        rc = graft_err_set(err, GRAFT_E_FORMAT, path, NULL, 0, "\"r\" must be a positive number");
+    else if (!json_is_number(r) || json_number_value(r) < 1 || json_number_value(r) != floor(json_number_value(r)))
+        rc = graft_err_set(err, GRAFT_E_FORMAT, path, NULL, 0, "\"r\" must be a positive integer");
     else if (a && !json_is_number(a))
         rc = graft_err_set(err, GRAFT_E_FORMAT, path, NULL, 0, "\"lora_alpha\" must be a number");
     if (!rc) {
@@ -742,7 +746,7 @@ int graft__lora_scale(const struct graft__lora_cfg *c, const char *module, uint6
     if (rc) return rc;
     if (!isfinite(alpha) || fabs(alpha) > 1e30)
         return graft_err_set(err, GRAFT_E_FORMAT, path, tensor, tlen, "adapter_config.json gives lora_alpha %g for this module: not a usable number", alpha);
-    if (!(r_cfg >= 1 && r_cfg <= 4294967296.0) || (uint64_t)r_cfg != rank)
+    if (!(r_cfg >= 1 && r_cfg <= 4294967296.0) || r_cfg != floor(r_cfg) || (uint64_t)r_cfg != rank)
         return graft_err_set(err, GRAFT_E_FORMAT, path, tensor, tlen, "adapter_config.json gives rank %g for this module but its lora_A has %llu rows",
                              r_cfg, (unsigned long long)rank);
     *s = c->rslora ? alpha / sqrt((double)rank) : alpha / (double)rank;
@@ -821,7 +825,7 @@ static int plan_apply(struct ajob *j, const struct graft__lora_cfg *c, const cha
             char mod[1100];
             snprintf(mod, sizeof mod, "%s", name);
             if (graft__ends_with(mod, strlen(mod), ".weight")) mod[strlen(mod) - 7] = 0;
-            bool rows_only = ti->n_dims == 2 && x->t->info->n_dims == 2 && ti->ne[1] == x->t->info->ne[1] && (graft__lora_is_input_embedding(mod) || is_output_head(mod));
+            bool rows_only = ti->n_dims == 2 && x->t->info->n_dims == 2 && ti->ne[1] == x->t->info->ne[1] && (graft__lora_is_embedding(mod) || is_output_head(mod));
             if (ti->n_elem != x->t->info->n_elem && !rows_only)
                 return graft_err_set(err, GRAFT_E_FORMAT, apath, ti->name, ti->name_len,
                                      "%d-D, %llu elements: does not fit the base's '%s' (%llu elements): is this adapter for another model?", ti->n_dims,
@@ -868,7 +872,7 @@ static int plan_apply(struct ajob *j, const struct graft__lora_cfg *c, const cha
             return graft_err_set(err, GRAFT_E_FORMAT, apath, t->name, t->name_len, "the base stores this tensor as %s: LoRA needs a float16, bfloat16 or float32 weight",
                                  graft_dtype_traits(t->dtype) ? graft_dtype_traits(t->dtype)->name : "?");
         const struct graft_tensor_info *A = x->a->info, *B = x->b->info;
-        uint64_t rank = A->n_dims ? A->ne[0] : 0, bcols = B->n_dims >= 1 && B->ne[0] ? B->n_elem / B->ne[0] : 0;
+        uint64_t rank = A->n_dims ? A->ne[0] : 0;
         // PEFT: fan_in_fan_out for GPT-2's Conv1D layers whatever the config says, never for its nn.Linear;
         // other models as the config says
         char modname[1100];
@@ -878,8 +882,10 @@ static int plan_apply(struct ajob *j, const struct graft__lora_cfg *c, const cha
         bool ok;
         if (x->embedding || x->transposed) // A: r × rows (vocab / in), B: cols × r
             ok = A->n_dims == 2 && A->ne[1] == rows && B->n_dims == 2 && B->ne[0] == cols && B->ne[1] == rank;
-        else // A: r × cols (conv: r × in·kh·kw), B: rows × r (conv: rows × r × 1 × 1)
-            ok = A->n_elem == rank * cols && B->ne[0] == rows && bcols == rank;
+        else { // A: r × in (conv: r × in × kh × kw, the base's trailing dims), B: rows × r (conv: rows × r × 1 × 1)
+            ok = t->n_dims >= 2 && A->n_dims == t->n_dims && B->n_dims == t->n_dims && B->ne[0] == rows && B->ne[1] == rank;
+            for (int d = 1; ok && d < t->n_dims; d++) ok = A->ne[d] == t->ne[d] && (d < 2 || B->ne[d] == 1);
+        }
         if (!ok || rank == 0)
             return graft_err_set(err, GRAFT_E_FORMAT, apath, t->name, t->name_len,
                                  "LoRA factors of shapes %s-D %llu×… and %llu×… do not fit this %d-D tensor of %llu rows: is this adapter for another model?",

@@ -79,5 +79,5 @@ int  graft__lora_scale(const struct graft__lora_cfg *c, const char *module, uint
                        size_t tlen, struct graft_err *err);
 // `name` in m, or for a missing lm_head.weight of a tied model its input embedding.
 const struct graft_model_tensor *graft__lora_find_or_tied(const struct graft_model *m, const char *name);
-bool graft__lora_is_input_embedding(const char *module);
+bool graft__lora_is_embedding(const char *module);
 #endif
