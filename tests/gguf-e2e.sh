@@ -322,10 +322,16 @@ cmp -s lora-g/adapter_model.safetensors lora-h/adapter_model.safetensors && ok |
 ! ls "${TMPDIR:-/var/tmp}" 2>/dev/null | grep -q "graft-gguf-" && ok || bad "GGUF decoding left its temporary folder"
 # temporaries of killed runs (their process is gone) are removed by the next run
 # (also the temporary of the folder writer inside a merge to GGUF: "..stale.gguf.graft-tmp-P-hf.graft-tmp-P")
-touch .stale.gguf.graft-tmp-2147483646 && mkdir -p .stale.gguf.graft-tmp-2147483645-hf ..stale.gguf.graft-tmp-2147483645-hf.graft-tmp-2147483645 tmpd/graft-gguf-2147483646-Ab12Cd
+# (names are HOST@PID; those of older versions, PID alone, are swept too; another host's are kept)
+H=$(uname -n | tr -c 'A-Za-z0-9.\n-' '_')
+touch .stale.gguf.graft-tmp-2147483646 .stale.gguf.graft-tmp-$H@2147483646 .stale.gguf.graft-tmp-x$H@2147483646
+mkdir -p .stale.gguf.graft-tmp-2147483645-hf ..stale.gguf.graft-tmp-2147483645-hf.graft-tmp-2147483645 tmpd/graft-gguf-2147483646-Ab12Cd \
+    .stale.gguf.graft-tmp-$H@2147483645-hf ..stale.gguf.graft-tmp-$H@2147483645-hf.graft-tmp-$H@2147483645 tmpd/graft-gguf-$H@2147483646-Ab12Cd
 expect 0 "$G" convert l32 stale.gguf --type q8_0
-[ ! -e .stale.gguf.graft-tmp-2147483646 ] && [ ! -e .stale.gguf.graft-tmp-2147483645-hf ] && [ ! -e ..stale.gguf.graft-tmp-2147483645-hf.graft-tmp-2147483645 ] && ok ||
-    bad "stale GGUF temporaries left: $(ls -a)"
+[ ! -e .stale.gguf.graft-tmp-2147483646 ] && [ ! -e .stale.gguf.graft-tmp-2147483645-hf ] && [ ! -e ..stale.gguf.graft-tmp-2147483645-hf.graft-tmp-2147483645 ] &&
+    [ ! -e .stale.gguf.graft-tmp-$H@2147483646 ] && [ ! -e .stale.gguf.graft-tmp-$H@2147483645-hf ] && [ ! -e ..stale.gguf.graft-tmp-$H@2147483645-hf.graft-tmp-$H@2147483645 ] &&
+    [ -e .stale.gguf.graft-tmp-x$H@2147483646 ] && ok || bad "stale GGUF temporaries: $(ls -a)"
+rm -f .stale.gguf.graft-tmp-x$H@2147483646
 # a GGUF output never replaces a GGUF input (convert, or a merge that reads it), nor lands in an input folder
 cp stale.gguf in.gguf && sum0=$(cksum < in.gguf)
 expect 2 "$G" convert in.gguf in.gguf --type f16 --force

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include "harness.h"
 #include "graft/graft.h"
 
@@ -150,6 +151,26 @@ TEST(writer_removes_stale_temps) {
     CHECK_EQ(write_model(tpath("out"), sizes, 1, NULL, &err), GRAFT_OK);
     CHECK(!texists(tpath(".out.graft-tmp-2147483646")));
     CHECK_EQ(n_entries(tdir()), 1);
+}
+
+TEST(writer_stale_temps_of_other_hosts_kept) {
+    // Temporaries are named HOST@PID: in a folder shared between hosts, a pid that is dead here may be
+    // another host's live run, so only this host's dead ones are swept.
+    char host[64], mine[160], other[160];
+    if (gethostname(host, sizeof host) != 0) host[0] = 0;
+    host[sizeof host - 1] = 0;
+    for (char *c = host; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '.' || *c == '-')) *c = '_';
+    snprintf(mine, sizeof mine, ".out.graft-tmp-%s@2147483646", host);
+    snprintf(other, sizeof other, ".out.graft-tmp-%sx@2147483646", host);
+    mkdir(tpath(mine), 0755);
+    mkdir(tpath(other), 0755);
+    uint64_t sizes[1] = {8};
+    struct graft_err err;
+    CHECK_EQ(write_model(tpath("out"), sizes, 1, NULL, &err), GRAFT_OK);
+    CHECK(!texists(tpath(mine)));
+    CHECK(texists(tpath(other)));
+    CHECK_EQ(n_entries(tdir()), 2);
 }
 
 TEST(writer_side_files) {

@@ -85,11 +85,22 @@ static long split_target(const char *target, size_t *name_at, size_t *name_len) 
     return sl ? (long)(sl - target) : -1;
 }
 
+void graft__owner_tag(char *buf) {
+    char host[64];
+    if (gethostname(host, sizeof host) != 0) host[0] = 0;
+    host[sizeof host - 1] = 0;
+    for (char *c = host; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '.' || *c == '-')) *c = '_';
+    snprintf(buf, GRAFT__OWNER_TAG_MAX, "%s@%ld", host, (long)getpid());
+}
+
 char *graft__temp_beside(const char *target, const char *suffix) {
     size_t at, nl;
     long dl = split_target(target, &at, &nl);
-    if (dl < 0) return graft__asprintf(".%.*s.graft-tmp-%ld%s", (int)nl, target, (long)getpid(), suffix);
-    return graft__asprintf("%.*s/.%.*s.graft-tmp-%ld%s", (int)dl, target, (int)nl, target + at, (long)getpid(), suffix);
+    char tag[GRAFT__OWNER_TAG_MAX];
+    graft__owner_tag(tag);
+    if (dl < 0) return graft__asprintf(".%.*s.graft-tmp-%s%s", (int)nl, target, tag, suffix);
+    return graft__asprintf("%.*s/.%.*s.graft-tmp-%s%s", (int)dl, target, (int)nl, target + at, tag, suffix);
 }
 
 char *graft__parent_of(const char *target) {
@@ -104,7 +115,7 @@ void graft__remove_stale_beside(const char *target) {
     char *dir = graft__parent_of(target), *prefix = graft__asprintf(".%.*s.graft-tmp-", (int)nl, target + at);
     if (dir && prefix) graft__remove_stale(dir, prefix);
     // a merge to GGUF writes a folder beside the file first, and that folder's writer its own temporary
-    // beside it: "." + ".NAME.graft-tmp-PID-hf" + ".graft-tmp-PID"
+    // beside it: "." + ".NAME.graft-tmp-HOST@PID-hf" + ".graft-tmp-HOST@PID"
     graft__free(prefix);
     prefix = graft__asprintf("..%.*s.graft-tmp-", (int)nl, target + at);
     if (dir && prefix) graft__remove_stale(dir, prefix);

@@ -68,14 +68,20 @@ int graft__fsync(int fd);
 int graft__rename(const char *from, const char *to);
 // Remove a file or a folder tree (best effort; links are removed, never followed).
 void graft__rm_tree(const char *path);
-// Remove entries of `dir` named PREFIX<pid>… whose process no longer exists (left by killed runs).
+// "<host>@<pid>" of this process (host: gethostname, characters outside [A-Za-z0-9.-] as '_'): the
+// owner tag of every temporary's name, so that a folder shared between hosts (NFS) never has another
+// host's live temporary taken for a dead one of this host. `buf` holds GRAFT__OWNER_TAG_MAX bytes.
+#define GRAFT__OWNER_TAG_MAX 96
+void graft__owner_tag(char *buf);
+// Remove entries of `dir` named PREFIX<host>@<pid>… (or PREFIX<pid>… of older versions) of this host
+// whose process no longer exists (left by killed runs).
 void graft__remove_stale(const char *dir, const char *prefix);
-// "<dir>/.<name>.graft-tmp-<pid><suffix>" for target "<dir>/<name>" (trailing '/' ignored; without a
+// "<dir>/.<name>.graft-tmp-<owner tag><suffix>" for target "<dir>/<name>" (trailing '/' ignored; without a
 // folder part, relative to the working folder): the name of every temporary graft keeps beside an
 // output, so that graft__remove_stale_beside (or the folder writer) of a later run removes it if this
 // process is killed.
 char *graft__temp_beside(const char *target, const char *suffix);
-// Remove the temporaries of killed runs beside target (".<name>.graft-tmp-<dead pid>…").
+// Remove the temporaries of killed runs beside target (".<name>.graft-tmp-<host>@<dead pid>…").
 void graft__remove_stale_beside(const char *target);
 // The folder `target` is in ("." when it has no folder part).
 char *graft__parent_of(const char *target);

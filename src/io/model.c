@@ -265,7 +265,9 @@ static int open_gguf(const char *path, struct graft_model **out, struct graft_er
     if (!base || !*base) base = getenv("TMPDIR");
     if (!base || !*base) base = "/var/tmp";
     graft__remove_stale(base, "graft-gguf-"); // folders of killed runs
-    char *tmp = graft__asprintf("%s/graft-gguf-%ld-XXXXXX", base, (long)getpid()), *dir = NULL;
+    char tag[GRAFT__OWNER_TAG_MAX];
+    graft__owner_tag(tag);
+    char *tmp = graft__asprintf("%s/graft-gguf-%s-XXXXXX", base, tag), *dir = NULL;
     struct graft_gguf *g = NULL;
     if (!tmp) return graft_err_set(err, GRAFT_E_NOMEM, path, NULL, 0, "out of memory");
     int rc = graft_gguf_open(path, &g, err);

@@ -126,19 +126,25 @@ static bool zombie(pid_t pid) {
     return r && r[1] == ' ' && r[2] == 'Z';
 }
 
-// Remove temp outputs of this target left by runs that were killed (their pid is gone).
 // Remove entries of `dir` named PREFIX<pid>… whose process is gone (temporaries of killed runs).
 void graft__remove_stale(const char *dir, const char *prefix) {
     DIR *d = opendir(dir);
     if (!d) return;
     size_t pl = strlen(prefix);
+    char tag[GRAFT__OWNER_TAG_MAX];
+    graft__owner_tag(tag);
+    size_t hl = (size_t)(strchr(tag, '@') - tag);
     struct dirent *de;
     while ((de = readdir(d))) {
         if (strncmp(de->d_name, prefix, pl)) continue;
         size_t dn = strlen(de->d_name);
         if (dn > 4 && !strcmp(de->d_name + dn - 4, ".old")) continue; // an old output set aside (commit_rank0): never deleted
         uint64_t pid;
-        const char *num = de->d_name + pl;
+        const char *num = de->d_name + pl, *at = strchr(num, '@');
+        if (at) { // HOST@PID…: a pid of another host says nothing here
+            if ((size_t)(at - num) != hl || memcmp(num, tag, hl)) continue;
+            num = at + 1;
+        }
         char digits[24] = {0};
         size_t k = 0;
         while (num[k] >= '0' && num[k] <= '9' && k < sizeof digits - 1) digits[k] = num[k], k++;
@@ -208,7 +214,9 @@ int graft_writer_open(const char *target, const struct graft_writer_params *para
     w->dist = params->dist;
     if (rank0(w)) {
         remove_stale_temps(w);
-        w->tmp = graft__asprintf("%s/.%s.graft-tmp-%ld", w->parent, w->base, (long)getpid());
+        char tag[GRAFT__OWNER_TAG_MAX];
+        graft__owner_tag(tag);
+        w->tmp = graft__asprintf("%s/.%s.graft-tmp-%s", w->parent, w->base, tag);
         if (!w->tmp) rc = OOM(w);
         if (!rc && !(w->flags & GRAFT_WRITER_SINGLE_FILE)) {
             int inj = graft__fault_io("mkdir");
