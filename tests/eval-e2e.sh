@@ -82,6 +82,48 @@ printf '<ab<abc<a<abdab ab' > added.txt
 printf 'abc' > abc.txt && printf 'ab\na\nab' > lines.txt
 [ "$("$G" tokenize tokm abc.txt)" = "3 2" ] && ok || bad "a repeated merge's rank: $("$G" tokenize tokm abc.txt 2>&1)"
 [ "$("$G" tokenize tokl lines.txt)" = "0 1 2 0 2 0 1" ] && ok || bad "\$ as a line anchor: $("$G" tokenize tokl lines.txt 2>&1)"
+# HF's split and added-token rules (hand-derived from tokenizers' NormalizedString::split, the onig crate's
+# find_iter and added_vocabulary.rs; each case gave other ids before): an empty match splits the text;
+# the first empty match after a non-empty one is dropped wherever it falls; Contiguous with invert merges
+# neighbouring matches; Lowercase maps İ to i + U+0307 (Rust's full mapping); lstrip / rstrip take
+# Unicode White_Space; single_word tests neighbours with Rust regex's \w (² is not a word character, Ⓐ
+# is); a String pattern splits (it was refused: "invalid option bits"), an empty one matches
+# everywhere; the Metaspace decoder drops every ▁ of the first token and keeps its literal spaces
+"$PY" - <<'PYEOF' || bad "HF rule tokenizers"
+import json, os
+def tok(d, vocab, merges=(), **kw):
+    os.makedirs(d, exist_ok=True)
+    json.dump(dict({"model": {"type": "BPE", "vocab": vocab, "merges": list(merges)}}, **kw), open(d + "/tokenizer.json", "w"))
+sp = lambda rx, beh="Isolated", inv=False: {"type": "Split", "pattern": {"Regex": rx}, "behavior": beh, "invert": inv}
+w = dict(single_word=False, lstrip=False, rstrip=False, normalized=False, special=True)
+tok("hz1", {"a": 0, "b": 1, "ab": 2, "ba": 3}, ["a b", "b a"], pre_tokenizer=sp("(?=b)"))
+tok("hz2", {"a": 0, "b": 1, "c": 2, "bc": 3}, ["b c"], pre_tokenizer=sp("a|(?=c)"))
+tok("hci", {"a": 0, "b": 1, "aa": 2}, ["a a"], pre_tokenizer=sp("a", "Contiguous", True))
+tok("hlo", {"i": 0, "\u0307": 1, "i\u0307": 2}, ["i \u0307"], normalizer={"type": "Lowercase"})
+tok("hls", {"a": 0, "b": 1, "\u00a0": 2, "\u3000": 3}, added_tokens=[dict(w, id=10, content="<m>", lstrip=True, rstrip=True)])
+tok("hsw", {"a": 0, "b": 1, "\u00b2": 2, "\u24b6": 3}, added_tokens=[dict(w, id=13, content="ab", single_word=True)])
+tok("hre", {"a": 0, "b": 1, "-": 2}, normalizer={"type": "Replace", "pattern": {"String": ""}, "content": "-"})
+tok("hst", {"a": 0, "b": 1, ".": 2, "a.": 3}, ["a ."], pre_tokenizer={"type": "Split", "pattern": {"String": ".b"}, "behavior": "MergedWithNext", "invert": False})
+tok("hms", {"\u2581\u2581x": 0, " y": 1, "\u2581z": 2}, decoder={"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always"})
+for f, t in (("hz1", "abab"), ("hz2", "abc"), ("hci", "aab"), ("hlo", "\u0130"), ("hls", "a\u00a0<m>\u3000b"),
+             ("hsw1", "\u00b2ab"), ("hsw2", "\u24b6ab"), ("hre", "ab"), ("hst", "a.b.b")):
+    open(f + ".txt", "w", encoding="utf-8").write(t)
+open("hms1.ids", "w").write("0 2"); open("hms2.ids", "w").write("1 2")
+PYEOF
+for c in "hz1 hz1|0 3 1" "hz2 hz2|0 3" "hci hci|2 1" "hlo hlo|2" "hls hls|0 10 1" "hsw hsw1|2 13" "hsw hsw2|3 0 1" "hre hre|2 0 2 1 2" "hst hst|0 2 1 2 1"; do
+    set -- ${c%%|*}
+    got=$("$G" tokenize $1 $2.txt 2>&1)
+    [ "$got" = "${c#*|}" ] && ok || bad "HF rule $2: got '$got', want '${c#*|}'"
+done
+[ "$("$G" tokenize --decode hms hms1.ids)" = "x z" ] && [ "$("$G" tokenize --decode hms hms2.ids)" = " y z" ] && ok ||
+    bad "Metaspace decoder: '$("$G" tokenize --decode hms hms1.ids)' / '$("$G" tokenize --decode hms hms2.ids)'"
+# a long run of spaces under Llama 3's pattern (its \s*[\r\n]+ backtracks through the run) exceeded
+# PCRE2's default 10M-step limit and failed; Oniguruma has none (release build only: 2 s)
+if [ -z "$FAULTS" ]; then
+    "$PY" -c 'open("spaces.txt", "w").write("a" + " " * 12000000 + "b")'
+    "$G" tokenize tok-llama3 spaces.txt > spaces.ids 2>"$T/err" && [ "$(tr ' ' '\n' < spaces.ids | head -1)" = "$("$G" tokenize tok-llama3 one.txt | head -c 0; "$PY" -c 'import json; print(json.load(open("tok-llama3/tokenizer.json"))["model"]["vocab"]["a"])')" ] && ok || bad "12M spaces: $(cat "$T/err")"
+    rm -f spaces.txt spaces.ids
+fi
 printf '\377\376bad' > badutf.txt
 expect 3 "$G" tokenize tok-gpt2 badutf.txt
 grep -q "badutf.txt: .*not valid UTF-8 (byte 0)" "$T/err" && ok || bad "invalid UTF-8 text: $(cat "$T/err")"

@@ -75,6 +75,7 @@ struct graft_tokenizer {
     char     b2u[256][3];     // byte-level alphabet: byte → its UTF-8 char (1–2 bytes, NUL-terminated)
     int16_t  u2b[324];        // and back: code point → byte, -1 if not in the alphabet
     pcre2_code *gpt2_re;      // ByteLevel's own split regex (use_regex)
+    pcre2_code *word_re;      // Rust regex's Unicode \w, which HF tests single_word tokens' neighbours with
 };
 
 // ---- small helpers -----------------------------------------------------------------------------------
@@ -136,7 +137,8 @@ static pcre2_code *compile_re(const char *pat, size_t n, bool literal, const cha
     int ec;
     PCRE2_SIZE eo;
     // MULTILINE: ^ and $ are line anchors in Oniguruma's default syntax, which HF's regexes use
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, n, PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : PCRE2_MULTILINE), &ec, &eo, NULL);
+    // (PCRE2_LITERAL allows no UCP: a String pattern, escaped by HF, needs no character classes)
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, n, PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP | PCRE2_MULTILINE), &ec, &eo, NULL);
     if (!re) {
         char m[160];
         pcre2_get_error_message(ec, (PCRE2_UCHAR *)m, sizeof m);
@@ -150,7 +152,7 @@ static pcre2_code *compile_re(const char *pat, size_t n, bool literal, const cha
 // A pattern object {"String": s} or {"Regex": r}.
 static int pattern(json_t *p, struct step *s, bool want_regex, const char *name, struct graft_err *err) {
     const char *str = jstr(p, "String"), *rx = jstr(p, "Regex");
-    if (str && !want_regex) {
+    if (str && *str && !want_regex) { // (HF escapes a String into a regex: an empty one matches everywhere)
         s->a = graft__strdup(str), s->alen = strlen(str);
         return s->a ? GRAFT_OK : graft_err_set(err, GRAFT_E_NOMEM, name, NULL, 0, "out of memory");
     }
@@ -489,6 +491,11 @@ int graft_tokenizer_load_json(const char *text, size_t len, const char *name, st
             static const char gpt2[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
             if (!(t->gpt2_re = compile_re(gpt2, sizeof gpt2 - 1, false, name, err))) { rc = GRAFT_E_FORMAT; goto out; }
         }
+    for (int i = 0; i < t->n_added && !t->word_re; i++)
+        if (t->added[i].single_word) {
+            static const char word[] = "[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}]";
+            if (!(t->word_re = compile_re(word, sizeof word - 1, false, name, err))) { rc = GRAFT_E_FORMAT; goto out; }
+        }
     t->bos = template_bos(t, json_object_get(root, "post_processor"));
 out:
     json_decref(root);
@@ -508,7 +515,7 @@ void graft_tokenizer_free(struct graft_tokenizer *t) {
     graft__free(t->norm), graft__free(t->pre), graft__free(t->dec);
     for (int i = 0; i < t->n_added; i++) graft__free(t->added[i].s);
     graft__free(t->added), graft__free(t->trie);
-    pcre2_code_free(t->gpt2_re);
+    pcre2_code_free(t->gpt2_re), pcre2_code_free(t->word_re);
     graft__free(t->name);
     graft__free(t);
 }
@@ -640,24 +647,32 @@ static void pieces_init(struct pieces *p) {
     graft__buf_init(&p->s, SIZE_MAX / 2);
 }
 
-// Matches of `re` in s: (start, end) pairs; empty matches are skipped as Rust's find_iter does.
+// Matches of `re` in s as (start, end) pairs, as the onig crate's find_iter gives them to HF
+// tokenizers: leftmost-first and non-overlapping; an empty match counts (it splits the text, or takes
+// a Replace's content), the search going on one character past it, except that the first empty match
+// after a non-empty one is dropped wherever it falls.
 static int find_all(const pcre2_code *re, const char *s, size_t n, size_t **out, size_t *n_out) {
     *out = NULL, *n_out = 0;
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
-    if (!md) return GRAFT_E_NOMEM;
+    // PCRE2's default limit of 10M steps per search fails ordinary patterns on long runs (Llama 3's on
+    // 12M spaces backtracks through the run): the limit grows with the text, as Oniguruma has none
+    pcre2_match_context *mc = pcre2_match_context_create(NULL);
+    if (!md || !mc) { pcre2_match_data_free(md), pcre2_match_context_free(mc); return GRAFT_E_NOMEM; }
+    pcre2_set_match_limit(mc, n < (UINT32_MAX - 10000000u) / 4 ? 10000000u + 4 * (uint32_t)n : UINT32_MAX);
     size_t cap = 0, k = 0, *v = NULL, at = 0;
+    bool skip_empty = false;
     int rc = GRAFT_OK;
     while (at <= n) {
-        int r = pcre2_match(re, (PCRE2_SPTR)s, n, at, PCRE2_NO_UTF_CHECK, md, NULL);
+        int r = pcre2_match(re, (PCRE2_SPTR)s, n, at, PCRE2_NO_UTF_CHECK, md, mc);
         if (r == PCRE2_ERROR_NOMATCH) break;
         if (r < 0) { rc = GRAFT_E_INTERNAL; break; }
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
-        size_t b = ov[0], e = ov[1];
-        if (e == b) { // empty: step one character
-            if (b >= n) break;
-            at = b + utf8_len((uint8_t)s[b]);
-            continue;
-        }
+        size_t b = ov[0], e = ov[1] < ov[0] ? ov[0] : ov[1]; // (\K in a lookahead can end a match before its start)
+        at = e;
+        if (e == b) {
+            at += e < n ? utf8_len((uint8_t)s[e]) : 1;
+            if (skip_empty) { skip_empty = false; continue; }
+        } else skip_empty = true;
         if (k + 2 > cap) {
             cap = cap ? 2 * cap : 64;
             size_t *nv = graft__realloc(v, cap * sizeof *v);
@@ -665,41 +680,48 @@ static int find_all(const pcre2_code *re, const char *s, size_t n, size_t **out,
             v = nv;
         }
         v[k++] = b, v[k++] = e;
-        at = e;
     }
-    pcre2_match_data_free(md);
+    pcre2_match_data_free(md), pcre2_match_context_free(mc);
     if (rc) graft__free(v);
     else *out = v, *n_out = k / 2;
     return rc;
 }
 
-// Split one piece by regex matches with a HF SplitDelimiterBehavior.
+// Split one piece by regex matches with a HF SplitDelimiterBehavior, as HF's NormalizedString::split
+// does: the text becomes gaps and matches in order (flags flipped by `invert`), folded by the
+// behavior, and empty pieces are dropped.
+struct seg { size_t b, e; bool hit; };
 static int split_piece(const struct step *st, const pcre2_code *re, const char *s, size_t n, struct pieces *out) {
+    if (!n) return GRAFT_OK;
     size_t *m, nm;
     int rc = find_all(re, s, n, &m, &nm);
     if (rc) return rc;
-    // Segments alternate gap / match; `hit` is a match after inversion.
-    size_t pos = 0;
-    bool prev_hit = false, ok = true, have_prev = false;
-    for (size_t i = 0; i <= nm && ok; i++) {
-        size_t gb = pos, ge = i < nm ? m[2 * i] : n;
-        for (int part = 0; part < 2 && ok; part++) {
-            size_t b = part ? ge : gb, e = part ? (i < nm ? m[2 * i + 1] : ge) : ge;
-            if (e == b) continue;
-            bool hit = (part == 1) != st->invert;
-            switch (st->behavior) {
-            case B_ISOLATED: ok = pieces_push(out, s + b, e - b); break;
-            case B_REMOVED: if (!hit) ok = pieces_push(out, s + b, e - b); break;
-            case B_CONTIG: ok = (have_prev && hit && prev_hit) ? pieces_extend(out, s + b, e - b) : pieces_push(out, s + b, e - b); break;
-            case B_PREV: ok = (hit && have_prev && !prev_hit) ? pieces_extend(out, s + b, e - b) : pieces_push(out, s + b, e - b); break;
-            case B_NEXT: ok = (!hit && have_prev && prev_hit) ? pieces_extend(out, s + b, e - b) : pieces_push(out, s + b, e - b); break;
-            }
-            // MergedWithNext: a match waits for what follows; a match followed by a match stays apart.
-            prev_hit = hit, have_prev = true;
-        }
-        if (i < nm) pos = m[2 * i + 1];
+    struct seg *v = graft__malloc((4 * nm + 2) * sizeof *v), *w = v + 2 * nm + 1;
+    if (!v) { graft__free(m); return GRAFT_E_NOMEM; }
+    size_t k = 0, nw = 0, prev = 0;
+    for (size_t i = 0; i < nm; i++) {
+        if (prev != m[2 * i]) v[k++] = (struct seg){prev, m[2 * i], st->invert};
+        v[k++] = (struct seg){m[2 * i], m[2 * i + 1], !st->invert};
+        prev = m[2 * i + 1];
     }
+    if (prev != n) v[k++] = (struct seg){prev, n, st->invert};
     graft__free(m);
+    bool last_hit = false;
+    for (size_t r = 0; r < k; r++) { // (MergedWithNext folds from the end: w is then reversed)
+        const struct seg x = v[st->behavior == B_NEXT ? k - 1 - r : r];
+        bool merge = st->behavior == B_CONTIG ? x.hit == last_hit : (st->behavior == B_PREV || st->behavior == B_NEXT) && x.hit && !last_hit;
+        if (merge && nw) {
+            if (st->behavior == B_NEXT) w[nw - 1].b = x.b;
+            else w[nw - 1].e = x.e;
+        } else w[nw++] = (struct seg){x.b, x.e, st->behavior == B_REMOVED && x.hit}; // hit: removed
+        last_hit = x.hit;
+    }
+    bool ok = true;
+    for (size_t r = 0; r < nw && ok; r++) {
+        const struct seg x = w[st->behavior == B_NEXT ? nw - 1 - r : r];
+        if (!x.hit) ok = pieces_push(out, s + x.b, x.e - x.b);
+    }
+    graft__free(v);
     return ok ? GRAFT_OK : GRAFT_E_NOMEM;
 }
 
@@ -757,6 +779,7 @@ static int normalize(const struct graft_tokenizer *t, const char *s, size_t n, s
                 utf8proc_int32_t cp;
                 utf8proc_ssize_t r = utf8proc_iterate((const utf8proc_uint8_t *)cur.data + j, (utf8proc_ssize_t)(cur.len - j), &cp);
                 if (r <= 0) { nxt.failed = true; break; }
+                if (cp == 0x130) put_utf8(&nxt, 'i'), cp = 0x307; // Rust's full lowercase mapping: İ → i + U+0307
                 put_utf8(&nxt, utf8proc_tolower(cp));
                 j += (size_t)r;
             }
@@ -985,7 +1008,7 @@ static int encode_plain(const struct graft_tokenizer *t, const char *s, size_t n
     return rc;
 }
 
-static bool word_char(const char *s, size_t n, size_t at, bool before) {
+static bool word_char(const struct graft_tokenizer *t, const char *s, size_t n, size_t at, bool before) {
     // the character just before `at` (before) or at `at`
     size_t i = at;
     if (before) {
@@ -993,11 +1016,10 @@ static bool word_char(const char *s, size_t n, size_t at, bool before) {
         i = at - 1;
         while (i > 0 && ((uint8_t)s[i] & 0xC0) == 0x80) i--;
     } else if (at >= n) return false;
-    utf8proc_int32_t cp;
-    if (utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(n - i), &cp) <= 0) return false;
-    utf8proc_category_t c = utf8proc_category(cp);
-    return cp == '_' || (c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_LO) || (c >= UTF8PROC_CATEGORY_ND && c <= UTF8PROC_CATEGORY_NO) ||
-           (c >= UTF8PROC_CATEGORY_MN && c <= UTF8PROC_CATEGORY_ME);
+    pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+    int r = md ? pcre2_match(t->word_re, (PCRE2_SPTR)s, n, i, PCRE2_ANCHORED | PCRE2_NO_UTF_CHECK, md, NULL) : -1;
+    pcre2_match_data_free(md);
+    return r > 0;
 }
 
 int graft_tokenizer_encode(const struct graft_tokenizer *t, const char *text, size_t len, int32_t **ids, size_t *n, struct graft_err *err) {
@@ -1013,15 +1035,27 @@ int graft_tokenizer_encode(const struct graft_tokenizer *t, const char *text, si
         for (int32_t at = t->n_added ? t->trie_root[(uint8_t)text[i]] : -1, k = 1; at >= 0; k++) {
             const struct atrie *nd = &t->trie[at];
             int a = nd->token;
-            if (a >= 0 && !(t->added[a].single_word && (word_char(text, len, i, true) || word_char(text, len, i + t->added[a].len, false)))) best = a;
+            if (a >= 0 && !(t->added[a].single_word && (word_char(t, text, len, i, true) || word_char(t, text, len, i + t->added[a].len, false)))) best = a;
             if (i + (size_t)k >= len) break;
             for (at = nd->child; at >= 0 && t->trie[at].byte != (uint8_t)text[i + (size_t)k]; at = t->trie[at].sibling) {}
         }
         if (best < 0) { i++; continue; }
         const struct added *ad = &t->added[best];
         size_t b = i, e = i + ad->len;
-        if (ad->lstrip) while (b > seg && (text[b - 1] == ' ' || (text[b - 1] >= 9 && text[b - 1] <= 13))) b--;
-        if (ad->rstrip) while (e < len && (text[e] == ' ' || (text[e] >= 9 && text[e] <= 13))) e++;
+        if (ad->lstrip) // (Unicode White_Space, as Rust regex's \s)
+            while (b > seg) {
+                size_t p = b - 1;
+                while (p > seg && ((uint8_t)text[p] & 0xC0) == 0x80) p--;
+                utf8proc_int32_t cp;
+                if (utf8proc_iterate((const utf8proc_uint8_t *)text + p, (utf8proc_ssize_t)(b - p), &cp) <= 0 || !is_ws(cp)) break;
+                b = p;
+            }
+        if (ad->rstrip)
+            for (utf8proc_int32_t cp; e < len;) {
+                utf8proc_ssize_t r = utf8proc_iterate((const utf8proc_uint8_t *)text + e, (utf8proc_ssize_t)(len - e), &cp);
+                if (r <= 0 || !is_ws(cp)) break;
+                e += (size_t)r;
+            }
         rc = encode_plain(t, text + seg, b - seg, seg == 0, &out);
         if (!rc && !ids_push(&out, ad->id)) rc = GRAFT_E_NOMEM;
         seg = i = e;
@@ -1063,10 +1097,11 @@ static int decode_step(const struct graft_tokenizer *t, const struct step *st, s
         case D_FUSE: ok = pieces_extend(&q, s, n); break;
         case D_REPLACE: replace_into(st, s, n, &b), ok = !b.failed && pieces_push(&q, b.data, b.len); break;
         case D_METASPACE: {
-            struct step rep = {.a = st->a, .alen = st->alen, .b = " ", .blen = 1};
+            // HF: in the first token every replacement goes (unless prepend_scheme is never), elsewhere each becomes ' '
+            bool first = k == 0 && st->scheme != S_NEVER;
+            struct step rep = {.a = st->a, .alen = st->alen, .b = first ? "" : " ", .blen = first ? 0 : 1};
             replace_into(&rep, s, n, &b);
-            size_t from = (k == 0 && st->scheme != S_NEVER && b.len && b.data[0] == ' ') ? 1 : 0;
-            ok = !b.failed && pieces_push(&q, b.data + from, b.len - from);
+            ok = !b.failed && pieces_push(&q, b.data, b.len);
             break;
         }
         case D_STRIP: {

@@ -173,40 +173,57 @@ def make(kind, d):
 
 # ---- the encoder -------------------------------------------------------------------------------------
 
+def find_iter(pat, s):
+    """Matches as the onig crate's find_iter yields them to HF tokenizers: empty ones included, except
+    the first empty match after a non-empty one, wherever it falls."""
+    out, at, skip = [], 0, False
+    while at <= len(s):
+        m = pat.search(s, at)
+        if m is None:
+            break
+        b, e = m.span()
+        at = e
+        if b == e:
+            at += 1
+            if skip:
+                skip = False
+                continue
+        else:
+            skip = True
+        out.append((b, e))
+    return out
+
+
 def split(pat, s, behavior="Isolated", invert=False):
+    """HF's NormalizedString::split: gaps and matches in order, folded by the behavior, empty pieces dropped."""
+    if not s:
+        return []
     segs, pos = [], 0
-    for m in pat.finditer(s):
-        if m.end() == m.start():
-            continue
-        if m.start() > pos:
-            segs.append((s[pos:m.start()], invert))
-        segs.append((m.group(), not invert))
-        pos = m.end()
-    if pos < len(s):
-        segs.append((s[pos:], invert))
-    out = []
+    for b, e in find_iter(pat, s):
+        if b != pos:
+            segs.append(((pos, b), invert))
+        segs.append(((b, e), not invert))
+        pos = e
+    if pos != len(s):
+        segs.append(((pos, len(s)), invert))
     if behavior == "Isolated":
-        return [t for t, _ in segs]
-    if behavior == "Removed":
-        return [t for t, hit in segs if not hit]
-    prev = False
-    if behavior == "MergedWithPrevious":
-        for t, hit in segs:
-            if hit and out and not prev:
-                out[-1] += t
+        out = [o for o, _ in segs]
+    elif behavior == "Removed":
+        out = [o for o, hit in segs if not hit]
+    elif behavior in ("Contiguous", "MergedWithPrevious", "MergedWithNext"):
+        out, prev = [], False
+        for o, hit in (reversed(segs) if behavior == "MergedWithNext" else segs):
+            merge = hit == prev if behavior == "Contiguous" else hit and not prev
+            if merge and out:
+                out[-1] = (o[0], out[-1][1]) if behavior == "MergedWithNext" else (out[-1][0], o[1])
             else:
-                out.append(t)
+                out.append(o)
             prev = hit
-        return out
-    if behavior == "MergedWithNext":
-        for t, hit in reversed(segs):
-            if hit and out and not prev:
-                out[-1] = t + out[-1]
-            else:
-                out.append(t)
-            prev = hit
-        return out[::-1]
-    raise SystemExit("behavior " + behavior)
+        if behavior == "MergedWithNext":
+            out.reverse()
+    else:
+        raise SystemExit("behavior " + behavior)
+    return [s[b:e] for b, e in out if e > b]
 
 
 def normalize(n, s):
@@ -220,7 +237,7 @@ def normalize(n, s):
     if t in ("NFC", "NFD", "NFKC", "NFKD"):
         return unicodedata.normalize(t, s)
     if t == "Lowercase":
-        return s.lower()
+        return "".join(c.lower() for c in s)  # Rust's char::to_lowercase, one character at a time (no final sigma)
     if t == "Prepend":
         return n["prepend"] + s if s else s
     if t == "Replace":
