@@ -8,6 +8,7 @@ set -u
 B=${1:?build dir}
 FAULTS=${2:-}
 G="$PWD/$B/graft"
+REFD="$PWD/tests/ref"
 . "$(dirname "$0")/lib.sh"
 # names NAME DIR: the sorted tensor names of a model
 names() { "$G" inspect "$1" --json | sed -n 's/^ *"name": "\([^"]*\)".*/\1/p' | sort; }
@@ -215,6 +216,28 @@ grep -q '"content": "t89"' out-tok/tokenizer.json && grep -q '<|im_start|>' out-
 sed 's/<|im_start|>: .*/<|im_start|>: {source: v-big}/' ex-tok.yml > bad-tok.yml
 expect 4 "$G" merge bad-tok.yml out-tok2 # <|im_start|> is in no model: v-big cannot be its source
 grep -q "'<|im_start|>' is not in the vocabulary of 'v-big'" err && ok || bad "token source error: $(cat err)"
+
+# embeddings of different row counts under a base with more rows: cropped to the rows every model has
+# (MergeKit's rectify_embed_sizes), config.json's vocab_size following; the smaller model was read past
+# the end of its embedding (garbage rows, or SIGBUS at the end of a mapping)
+printf 'merge_method: task_arithmetic\nbase_model: v-big\nmodels:\n  - model: v-base\n    parameters: {weight: 0.5}\n' > crop-ta.yml
+printf 'merge_method: linear\nbase_model: v-big\nmodels:\n  - model: v-big\n    parameters: {weight: 0.5}\n  - model: v-base\n    parameters: {weight: 0.5}\n' > crop-lin.yml
+for c in ta lin; do
+    expect 0 "$G" merge crop-$c.yml crop-$c
+    grep -q "model.embed_tokens.weight: embedding row counts differ between models; using the first 80 rows" err && ok || bad "crop $c: no warning: $(cat err)"
+    /usr/bin/python3 - crop-$c "$REFD" <<'PY' && ok || bad "crop $c: embeddings"
+import json, sys
+sys.path.insert(0, sys.argv[2])
+from lora_ref import load
+import numpy as np
+o, big, small = load(sys.argv[1]), load("v-big"), load("v-base")
+assert json.load(open(sys.argv[1] + "/config.json"))["vocab_size"] == 80
+for n in ("model.embed_tokens.weight", "lm_head.weight"):
+    b, s = big[n][:80].astype(np.float64), small[n].astype(np.float64)
+    want = b + 0.5 * (s - b) if sys.argv[1].endswith("ta") else 0.5 * b + 0.5 * s
+    assert o[n].shape == (80, 32) and np.abs(o[n] - want).max() <= 1e-2 * np.abs(want).max(), n
+PY
+done
 
 # ---- bad configs: exit 4, a precise message, nothing written ----
 badcfg() { # NAME EXPECTED-MESSAGE YAML

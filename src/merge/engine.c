@@ -473,10 +473,11 @@ static int plan_tensor(struct plan *p, const char *out_name, int n_src, const in
         for (int i = 0; i < n_in; i++) real |= strstr(names[i], "lm_head") != NULL;
         if (!real) return GRAFT_OK;
     }
-    // Shapes: equal, except embeddings, cropped to the base's (or the smallest) row count.
+    // Shapes: equal, except embeddings' row counts.
     int ref = base >= 0 ? base : 0;
     const struct graft_tensor_info *r = in[ref].t->info;
     uint64_t rows = r->n_dims ? r->ne[0] : 1;
+    bool rows_differ = false;
     int keep = 0;
     for (int i = 0; i < n_in; i++) {
         const struct graft_tensor_info *x = in[i].t->info;
@@ -492,9 +493,10 @@ static int plan_tensor(struct plan *p, const char *out_name, int n_src, const in
             return graft__plan_fail(p, "tensor %s: shape %s in '%s' does not match %s in '%s'", out_name, shape_text(a, sizeof a, x->n_dims, x->ne),
                          p->models[in[i].model].ref, shape_text(b, sizeof b, r->n_dims, r->ne), p->models[in[ref].model].ref);
         }
-        if (embed && r->n_dims == 2 && x->ne[0] != rows && !p->vp) {
-            if (base < 0 && x->ne[0] < rows) rows = x->ne[0];
-        }
+        // cropped to the rows every model has, as MergeKit's rectify_embed_sizes (its task-vector methods
+        // crop to the base's rows and fail when a model has fewer: the same crop then)
+        if (embed && r->n_dims == 2 && x->ne[0] < rows && !p->vp) rows = x->ne[0];
+        rows_differ |= embed && r->n_dims == 2 && x->ne[0] != r->ne[0];
         in[keep] = in[i], names[keep] = names[i], src[keep] = src[i];
         if (i == base) base = keep;
         keep++;
@@ -509,9 +511,11 @@ static int plan_tensor(struct plan *p, const char *out_name, int n_src, const in
     if (embed && r->n_dims == 2 && p->vp) { // rows follow the output vocabulary
         o->remap = true;
         o->ne[0] = (uint64_t)graft__vplan_vocab_size(p->vp);
-    } else if (embed && r->n_dims == 2 && rows != r->ne[0]) {
-        graft__plan_warn(p, "%s: embedding sizes differ between models; using the first %llu rows", out_name, (unsigned long long)rows);
+    } else if (embed && r->n_dims == 2 && rows_differ) {
+        graft__plan_warn(p, "%s: embedding row counts differ between models; using the first %llu rows (config.json's vocab_size follows; "
+                            "a copied tokenizer may hold ids past them: tokenizer_source builds a vocabulary that fits)", out_name, (unsigned long long)rows);
         o->ne[0] = rows;
+        if (!p->crop_rows || rows < p->crop_rows) p->crop_rows = rows;
     }
     struct graft_mt *mt = &o->mt;
     mt->m = p->method, mt->name = o->name, mt->n_in = n_in, mt->base = base, mt->is_embed = embed;
@@ -1109,7 +1113,7 @@ static int write_config(struct plan *p, struct graft_writer *w) {
     bool head = false;
     for (size_t i = 0; i < p->n && !head; i++) head = graft__ends_with(p->t[i].name, strlen(p->t[i].name), "lm_head.weight");
     return graft__writer_add_config(w, cfg, dt >= 0 ? graft_dtype_torch_name((enum graft_dtype)dt) : NULL, counts, n,
-                                    graft__vplan_vocab_size(p->vp), head, p->err);
+                                    p->vp ? graft__vplan_vocab_size(p->vp) : p->crop_rows ? (long)p->crop_rows : -1, head, p->err);
 }
 
 static int write_card(struct plan *p, struct graft_writer *w) {
