@@ -163,6 +163,20 @@ for order in "tie1 unt1" "unt1 tie1"; do
     python3 -c 'import json; c = json.load(open("tu/config.json")); t = [x["name"] for x in json.load(open("tu.json"))["tensors"]]
 assert "lm_head.weight" in t and c.get("tie_word_embeddings") is False, (c.get("tie_word_embeddings"), t)' > "$T/py" 2>&1 && ok || bad "tied + untied ($order): $(cat "$T/py")"
 done
+# a per-model filter sees lm_head.weight where the tied model's embedding stands in for it (MergeKit
+# filters weight_in.name): `embed` gives the embedding weight 0, not the head (the stand-in's name matched)
+printf 'merge_method: linear\nmodels:\n  - model: unt1\n    parameters: {weight: 1}\n  - model: tie1\n    parameters:\n      weight: [{filter: embed, value: 0}, {value: 1}]\ndtype: float32\n' > tf.yml
+rm -rf tf && expect 0 "$G" merge tf.yml tf
+/usr/bin/python3 - "$REFD" <<'PY' && ok || bad "filter on a tied lm_head"
+import sys
+sys.path.insert(0, sys.argv[1])
+from lora_ref import load
+import numpy as np
+o, u, t = load("tf"), load("unt1"), load("tie1")
+assert np.array_equal(o["model.embed_tokens.weight"], u["model.embed_tokens.weight"])
+want = (u["lm_head.weight"].astype(np.float64) + t["model.embed_tokens.weight"]) / 2
+assert np.abs(o["lm_head.weight"] - want).max() <= 1e-6 * np.abs(want).max()
+PY
 expect 0 "$G" synth tie2 --layers 2 --hidden 32 --intermediate 48 --vocab 64 --dtype f32 --tie --seed 5
 printf 'merge_method: linear\nmodels:\n  - model: tie1\n    parameters: {weight: 1}\n  - model: tie2\n    parameters: {weight: 1}\ndtype: float32\n' > tt.yml
 rm -rf tt && expect 0 "$G" merge tt.yml tt

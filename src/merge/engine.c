@@ -442,7 +442,7 @@ static int plan_stats(struct plan *p, struct otensor *o, const struct graft_sour
 static int plan_tensor(struct plan *p, const char *out_name, int n_src, const int *models, const char *const *in_names,
                        const struct graft_module *g, const struct graft_slice *sl, const struct graft_source *const *srcs, double t) {
     struct oin in[GRAFT_MAX_INPUTS];
-    const char *names[GRAFT_MAX_INPUTS];
+    const char *names[GRAFT_MAX_INPUTS], *asked[GRAFT_MAX_INPUTS]; // the tensor read; the name asked for (filters match it)
     const struct graft_source *src[GRAFT_MAX_INPUTS];
     char tied_buf[GRAFT_MAX_INPUTS][256];
     int n_in = 0, base = -1;
@@ -461,7 +461,7 @@ static int plan_tensor(struct plan *p, const char *out_name, int n_src, const in
         }
         if (!mt) continue;
         in[n_in] = (struct oin){models[i], mt};
-        names[n_in] = used;
+        names[n_in] = used, asked[n_in] = in_names[i];
         src[n_in] = srcs ? srcs[i] : NULL;
         if (models[i] == p->base && base < 0) base = n_in;
         n_in++;
@@ -497,7 +497,7 @@ static int plan_tensor(struct plan *p, const char *out_name, int n_src, const in
         // crop to the base's rows and fail when a model has fewer: the same crop then)
         if (embed && r->n_dims == 2 && x->ne[0] < rows && !p->vp) rows = x->ne[0];
         rows_differ |= embed && r->n_dims == 2 && x->ne[0] != r->ne[0];
-        in[keep] = in[i], names[keep] = names[i], src[keep] = src[i];
+        in[keep] = in[i], names[keep] = names[i], asked[keep] = asked[i], src[keep] = src[i];
         if (i == base) base = keep;
         keep++;
     }
@@ -543,7 +543,8 @@ static int plan_tensor(struct plan *p, const char *out_name, int n_src, const in
         else
             return graft__plan_fail(p, "merge_method %s takes at most %d models; tensor %s has %d", p->method->name, p->method->max_models, out_name, others);
     }
-    int rc = resolve_params(p, o, g, sl, src, names, t);
+    // per-model filters see lm_head.weight where a tied embedding stands in for it, as in MergeKit
+    int rc = resolve_params(p, o, g, sl, src, asked, t);
     if (rc) return rc;
     if (p->method->stats && (rc = plan_stats(p, o, src, names))) return rc;
     if (o->remap && (rc = graft__vplan_check_tensor(p, o))) return rc;

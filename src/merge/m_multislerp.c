@@ -2,7 +2,8 @@
 //   U_i = F_i/(|F_i| + eps); m = normalise(Σ w_i U_i); τ = Σ w_i (U_i − (U_i·m) m); r = |τ| + eps
 //   R = (m cos r + τ sin(r)/r) · Σ w_i |F_i|   (+ B)
 // Three passes: norms |F_i|; |Σ w_i U_i| and U_i·(Σ w_j U_j); |τ|. Two models whose weighted sum
-// vanishes fall back to LERP, as MergeKit does; more models are an error.
+// vanishes fall back to LERP, as MergeKit does; more models are an error. One model (besides the base)
+// is returned as it is, whatever its weight (MergeKit: "no interpolation needed").
 #include <math.h>
 #include <string.h>
 #include "engine.h"
@@ -13,7 +14,8 @@ static const struct graft_mparam params[] = {
 
 struct st { double w[GRAFT_MAX_INPUTS], n[GRAFT_MAX_INPUTS], c[GRAFT_MAX_INPUTS], mn, r, scale; bool lerp; };
 
-static int n_passes(const struct graft_mt *mt) { (void)mt; return 3; }
+static int n_models(const struct graft_mt *mt) { return mt->n_in - (mt->base >= 0); }
+static int n_passes(const struct graft_mt *mt) { return n_models(mt) == 1 ? 0 : 3; }
 static size_t partial_len(const struct graft_mt *mt, int pass) { (void)pass; return (size_t)mt->n_in + 1; }
 
 static int init(struct graft_mt *mt, struct graft_err *err) {
@@ -79,6 +81,10 @@ static int combine(struct graft_mt *mt, int pass, const double *part, void *cons
 static void apply(const struct graft_mt *mt, const struct graft_chunk *c, float *out) {
     const struct st *s = mt->state;
     double eps = GP(mt, "eps"), cr = cos(s->r), sr = sin(s->r) / s->r;
+    if (n_models(mt) == 1) {
+        memcpy(out, c->in[mt->base == 0 ? 1 : 0], c->n * sizeof *out);
+        return;
+    }
     for (uint64_t e = 0; e < c->n; e++) {
         double m = 0, u[GRAFT_MAX_INPUTS], res;
         if (s->lerp) {

@@ -99,7 +99,10 @@ static int combine(struct graft_mt *mt, int pass, const double *part, void *cons
     if (pass == 0) {
         double nz = 0;
         for (size_t k = 0; k < mt->n_chunks; k++) nz += part[k];
-        graft_select_init(&s->sel, (uint64_t)(nz * GP(mt, "select_topk")), mt->numel);
+        // k = int(nonzero * select_topk) as MergeKit computes it: a count tensor times a Python float is
+        // a float32 product (100 × 0.29 gives 29 there, 28 in double)
+        float kf = (float)nz * (float)GP(mt, "select_topk");
+        graft_select_init(&s->sel, (uint64_t)kf, mt->numel);
         if (s->sel.k == 0) s->none = true;
         if (!s->select) s->sel.passes = 0;
         return GRAFT_OK;

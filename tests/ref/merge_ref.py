@@ -483,7 +483,7 @@ def m_sce(X, base, pm, gp, ctx):
         var = (((flat - mean) ** 2).mean(axis=0)).astype(F32)  # population variance (f64, rounded to f32)
         keep = np.zeros(var.size, dtype=bool)
         if k_frac > 0:
-            k = int(np.count_nonzero(var) * k_frac)
+            k = int(F32(np.count_nonzero(var)) * F32(k_frac))  # MergeKit: a count tensor × a float is a float32 product
             if k > 0:
                 keep[topk_mask_idx(np.abs(var), k)] = True
         T = T * keep.reshape((1,) + B.shape)
