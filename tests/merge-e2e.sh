@@ -177,6 +177,21 @@ assert np.array_equal(o["model.embed_tokens.weight"], u["model.embed_tokens.weig
 want = (u["lm_head.weight"].astype(np.float64) + t["model.embed_tokens.weight"]) / 2
 assert np.abs(o["lm_head.weight"] - want).max() <= 1e-6 * np.abs(want).max()
 PY
+# slices: the last slice's sources beyond the first slice's count do not merge the tensors after the
+# layers (MergeKit zips them with the first slice's weight names): model.norm and lm_head are ft1's
+printf 'merge_method: linear\nslices:\n  - sources: [{model: ft1, layer_range: [0, 2], parameters: {weight: 1}}]\n  - sources:\n      - {model: ft1, layer_range: [2, 4], parameters: {weight: 0.5}}\n      - {model: ft2, layer_range: [2, 4], parameters: {weight: 0.5}}\n' > pz.yml
+rm -rf pz && expect 0 "$G" merge pz.yml pz
+grep -q "merge only the first 1 of this last slice's 2 sources" err && ok || bad "post weights: no warning: $(cat err)"
+/usr/bin/python3 - "$REFD" <<'PY' && ok || bad "post weights of a longer last slice"
+import sys
+sys.path.insert(0, sys.argv[1])
+from lora_ref import load
+import numpy as np
+o, a, b = load("pz"), load("ft1"), load("ft2")
+for n in ("model.norm.weight", "lm_head.weight"):
+    assert np.array_equal(o[n], a[n]), n
+assert not np.array_equal(o["model.layers.3.mlp.up_proj.weight"], a["model.layers.3.mlp.up_proj.weight"])
+PY
 expect 0 "$G" synth tie2 --layers 2 --hidden 32 --intermediate 48 --vocab 64 --dtype f32 --tie --seed 5
 printf 'merge_method: linear\nmodels:\n  - model: tie1\n    parameters: {weight: 1}\n  - model: tie2\n    parameters: {weight: 1}\ndtype: float32\n' > tt.yml
 rm -rf tt && expect 0 "$G" merge tt.yml tt

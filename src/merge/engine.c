@@ -567,8 +567,8 @@ static int plan_tensor(struct plan *p, const char *out_name, int n_src, const in
 }
 
 // The non-layer tensors of module mi, pre or post, in the sources' tensor order.
-static int plan_loose(struct plan *p, int mi, const struct graft_slice *sl, const int *models, bool pre) {
-    int n_src = (int)sl->n_src;
+// Tensors outside the layers, before them (pre) or after, from the first n_src sources of slice sl.
+static int plan_loose(struct plan *p, int mi, const struct graft_slice *sl, const int *models, bool pre, int n_src) {
     const struct graft_source *srcs[GRAFT_MAX_INPUTS];
     for (int i = 0; i < n_src; i++) srcs[i] = &sl->src[i];
     for (int s = 0; s < n_src; s++) {
@@ -684,10 +684,17 @@ static int plan_module(struct plan *p, int mi, int **idx) {
         if (g->slices[s].n_src > GRAFT_MAX_INPUTS)
             return graft__plan_fail(p, "line %d: %zu sources in one slice (at most %d)", g->slices[s].line, g->slices[s].n_src, GRAFT_MAX_INPUTS);
     size_t n0 = p->n;
-    if ((rc = plan_loose(p, mi, sl0, idx[0], true))) return rc;
+    if ((rc = plan_loose(p, mi, sl0, idx[0], true, (int)sl0->n_src))) return rc;
     for (size_t s = 0; s < g->n_slices; s++)
         if ((rc = plan_layers(p, mi, &g->slices[s], idx[s]))) return rc;
-    if ((rc = plan_loose(p, mi, &g->slices[g->n_slices - 1], idx[g->n_slices - 1], false))) return rc;
+    // MergeKit pairs the last slice's sources with the first slice's count of weight names (zip): only
+    // the first that many merge the tensors after the layers (final norm, lm_head)
+    const struct graft_slice *sll = &g->slices[g->n_slices - 1];
+    int n_post = sll->n_src < sl0->n_src ? (int)sll->n_src : (int)sl0->n_src;
+    if (n_post < (int)sll->n_src)
+        graft__plan_warn(p, "line %d: the tensors after the layers merge only the first %d of this last slice's %zu sources, as MergeKit "
+                            "does (its first slice has %zu)", sll->line, n_post, sll->n_src, sl0->n_src);
+    if ((rc = plan_loose(p, mi, sll, idx[g->n_slices - 1], false, n_post))) return rc;
     if (g->name && p->n == n0)
         return graft__plan_fail(p, "line %d: module '%s' matches no tensor of its models (graft finds a module by the name components of "
                                 "its tensors: text_decoder ← language_model, vision_tower ← vision_tower/vision_model/visual, "
