@@ -268,6 +268,16 @@ for n in ("model.embed_tokens.weight", "lm_head.weight"):
 PY
 done
 
+# union over a base whose tokenizer lists tokens past its config's vocab_size (t70…t79 of v70): they
+# are stripped from the base, and added back from the model that has them, as MergeKit compares with
+# the stripped base vocabulary (they were dropped)
+rm -rf v70 && cp -r v-base v70 && sed -i 's/"vocab_size": 80/"vocab_size": 70/' v70/config.json
+printf 'merge_method: linear\nbase_model: v70\nmodels:\n  - model: v70\n    parameters: {weight: 1}\n  - model: v-big\n    parameters: {weight: 1}\ntokenizer_source: union\n' > u70.yml
+rm -rf u70 && expect 0 "$G" merge u70.yml u70
+/usr/bin/python3 -c 'import json; t = json.load(open("u70/tokenizer.json")); c = json.load(open("u70/config.json"))
+assert c["vocab_size"] == 90 and {"id": 75, "content": "t75"}.items() <= [a for a in t["added_tokens"] if a["content"] == "t75"][0].items()' &&
+    ok || bad "union over a stripped base: $(grep vocab_size u70/config.json)"
+
 # ---- bad configs: exit 4, a precise message, nothing written ----
 badcfg() { # NAME EXPECTED-MESSAGE YAML
     printf '%s' "$3" > bad-$1.yml

@@ -191,7 +191,7 @@ int graft__vplan_build(struct plan *p) {
             struct idtok *a = sorted_tokens(mids, &nt);
             if (!a) { rc = nomem(p); break; }
             for (size_t t = 0; t < nt; t++)
-                if (a[t].id < vs && !json_object_get(v[m]->added, a[t].tok) && !json_object_get(v[base]->ids, a[t].tok))
+                if (a[t].id < vs && !json_object_get(v[m]->added, a[t].tok)) // (the stripped base's tokens are skipped below)
                     json_array_append_new(regular, json_string(a[t].tok));
             graft__free(a);
             for (size_t t = 0; t < json_array_size(json_object_get(v[m]->root, "added_tokens")); t++) {
