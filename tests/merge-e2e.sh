@@ -278,6 +278,31 @@ rm -rf u70 && expect 0 "$G" merge u70.yml u70
 assert c["vocab_size"] == 90 and {"id": 75, "content": "t75"}.items() <= [a for a in t["added_tokens"] if a["content"] == "t75"][0].items()' &&
     ok || bad "union over a stripped base: $(grep vocab_size u70/config.json)"
 
+# integer tensors are never computed on: the same bytes in every model are copied (position ids),
+# different ones refused; a quantized checkpoint (quantization_config) is refused before any work —
+# both were merged as numbers (int8 codes of two scales averaged, their scales copied)
+expect 0 "$G" synth ib --layers 2 --hidden 32 --intermediate 48 --vocab 64 --dtype f32 --seed 30
+for i in 1 2 3; do expect 0 "$G" synth ib$i --like ib --delta 0.01 --seed $((30 + i)); done
+/usr/bin/python3 - "$REFD" <<'PY' || bad "integer tensor fixtures"
+import sys
+sys.path.insert(0, sys.argv[1])
+from lora_ref import load, save
+import numpy as np
+for m, off in (("ib1", 0), ("ib2", 0), ("ib3", 1)):
+    t = load(m); t["model.pos_ids"] = np.arange(16, dtype=np.int64) + off; save(m + "/model.safetensors", t)
+PY
+printf 'merge_method: linear\nmodels:\n  - model: ib1\n    parameters: {weight: 0.3}\n  - model: %s\n    parameters: {weight: 0.7}\n' ib2 > int-same.yml
+printf 'merge_method: linear\nmodels:\n  - model: ib1\n    parameters: {weight: 0.3}\n  - model: %s\n    parameters: {weight: 0.7}\n' ib3 > int-diff.yml
+rm -rf int-same && expect 0 "$G" merge int-same.yml int-same
+"$G" inspect int-same | grep -q "^I64 .*\[16\] .*model.pos_ids" && /usr/bin/python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); from lora_ref import load; import numpy as np
+assert (load("int-same")["model.pos_ids"] == np.arange(16)).all()' "$REFD" && ok || bad "identical integer tensor not copied"
+expect 4 "$G" merge int-diff.yml int-diff
+grep -q "tensor model.pos_ids is stored as I64 and differs between 'ib1' and 'ib3'" err && [ ! -e int-diff ] && ok || bad "differing integer tensor: $(cat err)"
+expect 0 "$G" quantize ib2 ib2q --scheme int8
+printf 'merge_method: task_arithmetic\nbase_model: ib\nmodels:\n  - model: ib2q\n    parameters: {weight: 1}\n' > int-q.yml
+expect 4 "$G" merge int-q.yml int-q
+grep -q "'ib2q' is a quantized checkpoint: config.json has quantization_config (quant_method \"graft_rtn\")" err && [ ! -e int-q ] && ok || bad "quantized input: $(cat err)"
+
 # ---- bad configs: exit 4, a precise message, nothing written ----
 badcfg() { # NAME EXPECTED-MESSAGE YAML
     printf '%s' "$3" > bad-$1.yml

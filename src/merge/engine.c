@@ -241,6 +241,20 @@ int graft__plan_open_model(struct plan *p, const char *ref, int *out) {
                                                                            : graft_model_open(real, &mm->m, p->err);
     if (rc) { graft__free(mm->path); return rc; }
     p->n_models++;
+    // A quantized checkpoint (bitsandbytes, GPTQ, AWQ, FP8 with block scales, graft quantize) stores
+    // codes whose meaning depends on per-model scales: merging them as numbers is wrong
+    if (strcmp(p->method->name, "passthrough")) {
+        json_t *cfg = graft_model_config_json(mm->m) ? json_loads(graft_model_config_json(mm->m), 0, NULL) : NULL;
+        json_t *q = json_object_get(cfg, "quantization_config");
+        if (!q) q = json_object_get(json_object_get(cfg, "text_config"), "quantization_config");
+        const char *qm = json_string_value(json_object_get(q, "quant_method"));
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s%s%s", qm ? " (quant_method \"" : "", qm ? qm : "", qm ? "\")" : "");
+        json_decref(cfg);
+        if (q)
+            return graft__plan_fail(p, "'%s' is a quantized checkpoint: config.json has quantization_config%s; %s merges float weights: dequantize "
+                                    "it first (`graft dequantize` reads graft's own formats)", ref, msg, p->method->name);
+    }
     // Layer structure of each module from the names.
     for (size_t i = 0; i < graft_model_n_tensors(mm->m); i++) {
         const struct graft_tensor_info *t = graft_model_tensor(mm->m, i)->info;
@@ -563,6 +577,21 @@ static int plan_tensor(struct plan *p, const char *out_name, int n_src, const in
     o->identity = base >= 0 && others == 0 && p->method->base != GRAFT_BASE_IGNORED;
     bool unscaled = !strcmp(p->method->name, "passthrough") && PM(mt, 0, "scale") == 1.0;
     o->copy = (o->identity || unscaled) && !o->remap && o->dtype == in[lone].t->info->dtype && mt->numel == in[lone].t->info->n_elem;
+    // Integer and bool tensors (position ids, attention masks, quantized codes) are never computed on:
+    // the same bytes in every model are copied; anything else is refused
+    if (!graft_dtype_traits(r->dtype)->is_float && !o->copy) {
+        const uint8_t *a = graft_model_data(p->models[in[lone].model].m, in[lone].t);
+        for (int i = 0; i < n_in; i++) {
+            const struct graft_tensor_info *x = in[i].t->info;
+            if (x->dtype == r->dtype && x->n_bytes == r->n_bytes && !o->remap && mt->numel == r->n_elem &&
+                !memcmp(graft_model_data(p->models[in[i].model].m, in[i].t), a, r->n_bytes))
+                continue;
+            return graft__plan_fail(p, "tensor %s is stored as %s and differs between '%s' and '%s' (or is cropped): integer tensors (quantized "
+                                    "weights?) are not merged; dequantize the models first", out_name, graft_dtype_traits(r->dtype)->name,
+                                    p->models[in[lone].model].ref, p->models[in[i].model].ref);
+        }
+        o->copy = o->dtype == r->dtype;
+    }
     return GRAFT_OK;
 }
 
