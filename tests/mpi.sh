@@ -86,6 +86,26 @@ expect $want_code run 2 merge ovf.yml never2 --out-shard-size 40K
 [ "$(grep -c 'graft: error: rank 1: ' "$T/err")" = 1 ] && grep -q "$owner_tensor" "$T/err" && ok || bad "np=2 overflow on rank 1: $(cat "$T/err")"
 [ ! -e never2 ] && ! ls -a | grep -q graft-tmp && ok || bad "output or temporary folder after a rank's failure: $(ls -a)"
 
+# a rank that fails before the output exists (here rank 1 runs where ft2 / base is missing): every rank
+# stops with the same one error naming it (they waited for it in the writer's first collective, or in
+# eval's reduction, forever); nothing is written. (timeout: a hang fails the test instead of the suite)
+mkdir -p r1 && cp linear.yml r1/ && ln -sf ../ft1 r1/ft1
+on1() { timeout 120 mpirun -np 2 sh -c 'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then cd r1; fi; exec "$@"' sh "$GM" "$@"; }
+expect 4 on1 merge linear.yml "$T/miss1" --out-shard-size 40K
+[ "$(grep -c 'graft: error: rank 1: ' "$T/err")" = 1 ] && grep -q "ft2" "$T/err" && [ ! -e miss1 ] && ! ls -a | grep -q graft-tmp && ok ||
+    bad "np=2, rank 1 without an input: $(cat "$T/err")"
+"$PY" -c 'print("1 2 3 4 5 6 7 8")' > ids0.txt && cp ids0.txt r1/ids0.txt
+expect 3 on1 eval base --tokens ids0.txt --ctx 4
+[ "$(grep -c 'graft: error: rank 1: ' "$T/err")" = 1 ] && ok || bad "np=2 eval, rank 1 without the model: $(cat "$T/err")"
+# opcm under mpirun gives the single-process bytes (its SVDs ran under OpenBLAS's own threads, which
+# Open MPI's one-core binding at np ≤ 2 changes: the output depended on the rank count)
+printf 'merge_method: opcm\nbase_model: base\nmodels:\n  - model: ft1\n  - model: ft2\ndtype: float32\n' > opcm.yml
+expect 0 "$G" merge opcm.yml ref-opcm --out-shard-size 40K --threads 2
+for np in 1 2; do
+    expect 0 run $np merge opcm.yml mpi-opcm-$np --out-shard-size 40K --threads 1
+    same_dir ref-opcm mpi-opcm-$np && cmp -s ref-opcm.opcm-state.safetensors mpi-opcm-$np.opcm-state.safetensors && ok || bad "opcm np=$np differs from the single-process merge"
+done
+
 # a rank killed mid-run: no output; the next run removes the temporary folder
 "$G" synth big --layers 8 --hidden 512 --intermediate 1408 --heads 8 --kv-heads 4 --vocab 512 --dtype f32 --seed 9 > /dev/null 2>&1
 "$G" synth bigft --like big --delta 0.01 --seed 10 > /dev/null 2>&1

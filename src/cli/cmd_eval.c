@@ -130,13 +130,13 @@ int cmd_eval(int argc, char **argv) {
     FILE *df = NULL;
     int32_t bos = -1;
     if (graft_gguf_sniff(path)) {
-        if ((rc = graft_gguf_open(path, &gg, &err))) goto out;
+        if ((rc = graft_gguf_open(path, &gg, &err))) goto agree;
         if ((rc = graft_llama_open_gguf(gg, n_threads, &L, &err))) {
             graft__err_prefix(&err, path, NULL, 0);
-            goto out;
+            goto agree;
         }
         bos = graft_gguf_bos(gg);
-    } else if ((rc = graft_model_open(path, &m, &err)) || (rc = graft_llama_open(m, n_threads, &L, &err))) goto out;
+    } else if ((rc = graft_model_open(path, &m, &err)) || (rc = graft_llama_open(m, n_threads, &L, &err))) goto agree;
     graft_llama_set_matmul(L, matmul);
     if (n_texts || bos_mode != 0 || tok_dir) {
         struct graft_err e2;
@@ -148,24 +148,27 @@ int cmd_eval(int argc, char **argv) {
         if (r && (n_texts || tok_dir)) {
             if (r == GRAFT_E_NOTFOUND && (!dir || (gg && !tok_dir))) graft_err_clear(&e2), graft_err_set(&e2, r, path, NULL, 0, "--text needs a tokenizer%s: give --tokenizer DIR (a folder with tokenizer.json)", gg ? " and the GGUF file carries none" : "");
             rc = r, err = e2;
-            goto out;
+            goto agree;
         }
         if (!r) bos = graft_tokenizer_bos(tk);
     }
     if (bos_mode == 0) bos = -1;
     if (bos_mode == 1 && bos < 0) {
         rc = graft_err_set(&err, GRAFT_E_USAGE, path, NULL, 0, "--bos: the tokenizer names no BOS token");
-        goto out;
+        goto agree;
     }
     for (int i = 0; i < n_texts && !rc; i++) rc = cli_encode_file(tk, texts[i], &docs[n_docs].ids, &docs[n_docs].n, &err), n_docs++;
     for (int i = 0; i < n_toks && !rc; i++) rc = read_ids(toks[i], &docs[n_docs++], &err);
-    if (rc) goto out;
+    if (rc) goto agree;
     if (cli_dist() && (collect || dump)) {
         rc = graft_err_set(&err, GRAFT_E_USAGE, path, NULL, 0, "--collect and --dump-logits run in one process: start without mpirun");
-        goto out;
+        goto agree;
     }
-    if (collect && (rc = graft_llama_stats_new(L, collect, &st, &err))) goto out;
-    if (dump && !(df = fopen(dump, "wb"))) { rc = graft_err_set(&err, GRAFT_E_IO, dump, NULL, 0, "cannot create"); goto out; }
+    if (collect && (rc = graft_llama_stats_new(L, collect, &st, &err))) goto agree;
+    if (dump && !(df = fopen(dump, "wb"))) { rc = graft_err_set(&err, GRAFT_E_IO, dump, NULL, 0, "cannot create"); goto agree; }
+agree: // under mpirun: a rank that failed alone would leave the others waiting in the windows' reduction
+    if (cli_dist()) rc = graft__dist_status(cli_dist(), rc, path, &err);
+    if (rc) goto out;
     const int32_t *dv[512];
     size_t dl[512];
     for (int d = 0; d < n_docs; d++) dv[d] = docs[d].ids, dl[d] = docs[d].n;

@@ -163,6 +163,33 @@ static void remove_stale_temps(struct graft_writer *w) {
     graft__free(prefix);
 }
 
+// Whether target can become the output: a name, an existing parent, no input inside or around it,
+// not a non-empty folder or a file without --force.
+static int open_checks(struct graft_writer *w, const struct graft_writer_params *params, struct graft_err *err) {
+    const char *slash = strrchr(w->target, '/');
+    w->base   = graft__strdup(slash ? slash + 1 : w->target);
+    w->parent = slash ? graft__strndup(w->target, slash == w->target ? 1 : (size_t)(slash - w->target)) : graft__strdup(".");
+    if (!w->base || !w->parent) return OOM(w);
+    if (!*w->base || !strcmp(w->base, ".") || !strcmp(w->base, ".."))
+        return graft_err_set(err, GRAFT_E_USAGE, w->target, NULL, 0, "output must name a file or folder, not '%s'", w->base);
+    struct stat ps;
+    if (stat(w->parent, &ps) != 0 || !S_ISDIR(ps.st_mode))
+        return graft_err_set(err, GRAFT_E_IO, w->target, NULL, 0, "parent folder '%s' does not exist", w->parent);
+    // Never overwrite, swallow or write into an input.
+    struct stat ts;
+    bool exists = lstat(w->target, &ts) == 0;
+    int rc = graft__output_check(w->target, params->protect, params->n_protect, err);
+    if (rc) return rc;
+    if (exists) {
+        bool empty_dir = S_ISDIR(ts.st_mode) && dir_is_empty(w->target);
+        if (!empty_dir && !(w->flags & GRAFT_WRITER_FORCE))
+            return graft_err_set(err, GRAFT_E_EXISTS, w->target, NULL, 0, "%s already exists; use --force to replace it",
+                                 S_ISDIR(ts.st_mode) ? "folder" : "file");
+        w->target_nonempty = !empty_dir;
+    }
+    return GRAFT_OK;
+}
+
 int graft_writer_open(const char *target, const struct graft_writer_params *params, struct graft_writer **out,
                       struct graft_err *err) {
     *out = NULL;
@@ -183,35 +210,11 @@ int graft_writer_open(const char *target, const struct graft_writer_params *para
         *out = w;
         return GRAFT_OK;
     }
-    const char *slash = strrchr(w->target, '/');
-    w->base   = graft__strdup(slash ? slash + 1 : w->target);
-    w->parent = slash ? graft__strndup(w->target, slash == w->target ? 1 : (size_t)(slash - w->target)) : graft__strdup(".");
-    if (!w->base || !w->parent) { rc = OOM(w); goto fail; }
-    if (!*w->base || !strcmp(w->base, ".") || !strcmp(w->base, "..")) {
-        rc = graft_err_set(err, GRAFT_E_USAGE, w->target, NULL, 0, "output must name a file or folder, not '%s'", w->base);
-        goto fail;
-    }
-    struct stat ps;
-    if (stat(w->parent, &ps) != 0 || !S_ISDIR(ps.st_mode)) {
-        rc = graft_err_set(err, GRAFT_E_IO, w->target, NULL, 0, "parent folder '%s' does not exist", w->parent);
-        goto fail;
-    }
-
-    // Never overwrite, swallow or write into an input.
-    struct stat ts;
-    bool exists = lstat(w->target, &ts) == 0;
-    if ((rc = graft__output_check(w->target, params->protect, params->n_protect, err))) goto fail;
-    if (exists) {
-        bool empty_dir = S_ISDIR(ts.st_mode) && dir_is_empty(w->target);
-        if (!empty_dir && !(w->flags & GRAFT_WRITER_FORCE)) {
-            rc = graft_err_set(err, GRAFT_E_EXISTS, w->target, NULL, 0, "%s already exists; use --force to replace it",
-                               S_ISDIR(ts.st_mode) ? "folder" : "file");
-            goto fail;
-        }
-        w->target_nonempty = !empty_dir;
-    }
-
+    rc = open_checks(w, params, err);
     w->dist = params->dist;
+    // under MPI every rank agrees first: a rank that failed alone would leave the others waiting below
+    if (dist_on(w)) rc = graft__dist_status(w->dist, rc, w->target, err);
+    if (rc) goto fail;
     if (rank0(w)) {
         remove_stale_temps(w);
         char tag[GRAFT__OWNER_TAG_MAX];

@@ -46,6 +46,7 @@ int graft__plan_fail(struct plan *p, const char *fmt, ...) {
 }
 
 void graft__plan_warn(struct plan *p, const char *fmt, ...) {
+    if (p->opt->dist && p->opt->dist->rank > 0) return; // every rank plans the same: rank 0 says it once
     FILE *f = p->opt->log ? p->opt->log : stderr;
     va_list ap;
     va_start(ap, fmt);
@@ -1184,51 +1185,54 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
     struct graft_merge_config *cfg = NULL;
     int rc = opt->config_text ? graft_config_parse(opt->config_text, strlen(opt->config_text), config_path, &cfg, err)
                               : graft_config_load(config_path, &cfg, err);
-    if (rc) return rc;
     struct plan p = {.cfg = cfg, .opt = opt, .err = err, .base = -1};
     struct graft_writer *w = NULL;
     struct exec x = {.p = &p};
     bool finished = false; // graft_writer_finish called (a collective under MPI)
-    int nth = opt->n_threads > 0 ? opt->n_threads : 1;
-    const char *slash = strrchr(config_path, '/');
-    p.cfg_dir = slash ? graft__strndup(config_path, slash == config_path ? 1 : (size_t)(slash - config_path)) : graft__strdup(".");
-    if (!p.cfg_dir) { rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
-    { // LoRA-applied inputs go beside the output, named like the writer's temp folders (so a later run
-      // removes them if this one is killed)
-        p.lora_dir = graft__temp_beside(out_dir, "-lora");
-        if (!p.lora_dir) { rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
-    }
-    if (opt->resume && !(p.method = graft_method_find(cfg->merge_method), p.method && p.method->whole)) {
-        rc = graft_err_set(err, GRAFT_E_USAGE, cfg->path, NULL, 0, "--resume continues an opcm merge; this config's merge_method is %s", cfg->merge_method);
-        goto out;
-    }
-    if (!(p.method = graft_method_find(cfg->merge_method))) {
-        rc = graft_err_set(err, GRAFT_E_CONFIG, cfg->path, NULL, 0, "line %d: unknown merge_method '%s' (available: %s)", cfg->method_line,
-                           cfg->merge_method, graft_method_names());
-        goto out;
-    }
-    if ((rc = build_plan(&p))) goto out;
-
-    // Output layout, chunking and scratch sizes are all known before any math.
+    // under MPI every rank takes part in the same collectives in the same order, failed or not
+    bool dist = opt->dist && opt->dist->size > 1 && !opt->dry_run && !opt->in_memory;
     // inputs the output must not touch: each model (a LoRA reference: its base and its adapter)
     const char *protect[3 * GRAFT_MAX_INPUTS];
     char *split[GRAFT_MAX_INPUTS] = {0};
     size_t np = 0;
+    int nth = opt->n_threads > 0 ? opt->n_threads : 1;
+    if (rc) goto agree;
+    const char *slash = strrchr(config_path, '/');
+    p.cfg_dir = slash ? graft__strndup(config_path, slash == config_path ? 1 : (size_t)(slash - config_path)) : graft__strdup(".");
+    if (!p.cfg_dir) { rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto agree; }
+    { // LoRA-applied inputs go beside the output, named like the writer's temp folders (so a later run
+      // removes them if this one is killed)
+        p.lora_dir = graft__temp_beside(out_dir, "-lora");
+        if (!p.lora_dir) { rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto agree; }
+    }
+    if (opt->resume && !(p.method = graft_method_find(cfg->merge_method), p.method && p.method->whole)) {
+        rc = graft_err_set(err, GRAFT_E_USAGE, cfg->path, NULL, 0, "--resume continues an opcm merge; this config's merge_method is %s", cfg->merge_method);
+        goto agree;
+    }
+    if (!(p.method = graft_method_find(cfg->merge_method))) {
+        rc = graft_err_set(err, GRAFT_E_CONFIG, cfg->path, NULL, 0, "line %d: unknown merge_method '%s' (available: %s)", cfg->method_line,
+                           cfg->merge_method, graft_method_names());
+        goto agree;
+    }
+    if ((rc = build_plan(&p))) goto agree;
+
+    // Output layout, chunking and scratch sizes are all known before any math.
     for (int i = 0; i < p.n_models; i++) {
         char *plus = strchr(p.models[i].path, '+');
         if (plus && (split[i] = graft__strndup(p.models[i].path, (size_t)(plus - p.models[i].path)))) protect[np++] = split[i], protect[np++] = plus + 1;
         else protect[np++] = p.models[i].path;
     }
     for (int i = 0; i < p.n_stats && np < 3 * GRAFT_MAX_INPUTS; i++) protect[np++] = p.stats[i].path;
-    if (opt->check_target && !opt->dry_run && (rc = graft__output_check(opt->check_target, protect, np, err))) goto out;
+    if (opt->check_target && !opt->dry_run) rc = graft__output_check(opt->check_target, protect, np, err);
+agree: // (a rank that failed here alone would leave the others waiting in the writer's first collective)
+    if (dist) rc = graft__dist_status(opt->dist, rc, out_dir, err);
+    if (rc) goto out;
     struct graft_writer_params wp = graft_writer_default_params();
     wp.max_shard_bytes = opt->max_shard_bytes, wp.flags = opt->writer_flags, wp.protect = protect, wp.n_protect = np;
     if (opt->in_memory) wp.flags |= GRAFT_WRITER_MEMORY;
     if (opt->dry_run) wp.flags |= GRAFT_WRITER_FORCE; // nothing is written; a plan of an existing output is fine
     if (!opt->dry_run && !opt->in_memory) wp.dist = opt->dist;
-    rc = graft_writer_open(out_dir, &wp, &w, err);
-    for (int i = 0; i < p.n_models; i++) graft__free(split[i]);
-    if (rc) goto out;
+    if ((rc = graft_writer_open(out_dir, &wp, &w, err))) goto out;
     uint64_t chunk = opt->chunk_elems ? opt->chunk_elems : DEFAULT_CHUNK, max_chunk = 1;
     int max_in = 1;
     for (size_t i = 0; i < p.n; i++) {
@@ -1251,7 +1255,9 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
         if (!rc) print_plan(&p, w, opt->plan_out ? opt->plan_out : stdout);
         goto out; // the writer is freed without commit: nothing appears
     }
-    if ((rc = graft_writer_layout(w, err))) goto out;
+    rc = graft_writer_layout(w, err); // (shards reserved: a full disk on any rank fails everyone before the math)
+    if (dist) rc = graft__dist_status(opt->dist, rc, out_dir, err);
+    if (rc) goto out;
     if (opt->progress) opt->progress->total = graft_writer_total_bytes(w);
     x.w = w;
     if (!exec_alloc(&x, nth, max_in, max_chunk)) {
@@ -1259,16 +1265,17 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
         goto out;
     }
     bool whole = p.method->whole != NULL;
+    // the bits never depend on --threads, ranks or OpenBLAS's own threads (its SVDs differ with them)
+    if (p.method->heavy_combine || whole) graft__blas_single_thread();
     if (whole && (rc = p.method->whole(&p, w, out_dir, err)) > 0) rc = GRAFT_OK, whole = false; // declined: tensor by tensor
     for (size_t i = 0; whole && !rc && i < p.n; i++) // whole-model methods encode through graft__engine_encode too
-        rc = graft__engine_check_nonfinite(&p, &p.t[i]);
+        if (graft_writer_tensor_local(w, p.t[i].wid)) rc = graft__engine_check_nonfinite(&p, &p.t[i]); // (under MPI: its shard's rank)
     // under MPI each rank merges the tensors of its own output shards (whole-model methods compute
     // everything everywhere; the writer keeps each rank's part)
     size_t *mine = whole ? NULL : graft__malloc((p.n ? p.n : 1) * sizeof *mine), n_mine = 0;
     if (!whole && !mine) rc = graft_err_set(err, GRAFT_E_NOMEM, out_dir, NULL, 0, "out of memory");
     for (size_t i = 0; mine && i < p.n; i++)
         if (graft_writer_tensor_local(w, p.t[i].wid)) mine[n_mine++] = i;
-    if (p.method->heavy_combine) graft__blas_single_thread(); // for any --threads: the bits never depend on it
     if (!rc && mine && p.method->heavy_combine && nth > 1) rc = run_parallel_tensors(&x, mine, n_mine, max_in);
     else
         for (size_t i = 0; i < n_mine && !rc; i++) {
@@ -1280,7 +1287,8 @@ int graft_merge(const char *config_path, const char *out_dir, const struct graft
     if (!rc && opt->write_model_card) rc = write_card(&p, w);
     if (!rc) rc = graft__plan_write_tokenizer(&p, w);
     rc = graft_writer_finish(w, rc, err), finished = true; // under MPI: every rank, and the lowest failing rank's error
-    if (p.extra) { // opcm's state after the model: two outputs, so a failure here says which one exists
+    if (p.extra && !rc) { // opcm's state after the model: two outputs, so a failure here says which one exists
+        // (with the model failed on any rank, the state is dropped on all: freed below, never finished)
         int mrc = rc;
         rc = graft_writer_finish(p.extra, rc, err);
         if (!mrc && rc && err) {
@@ -1307,6 +1315,7 @@ out:
         graft__free(p.stats[i].path);
     }
     graft__free(p.cfg_dir);
+    for (int i = 0; i < GRAFT_MAX_INPUTS; i++) graft__free(split[i]);
     if (p.lora_made) graft__rm_tree(p.lora_dir);
     graft__free(p.lora_dir);
     graft__vplan_free(p.vp);

@@ -225,7 +225,9 @@ static int run(struct plan *p, struct graft_writer *w, const char *out_dir, stru
             if (!(lambda > 0)) lambda = 1;
         }
     }
-    // the output and the state
+    // the output and the state (under MPI all ranks agree first: the state writer's collectives are only
+    // reached by ranks that got here)
+    if (p->opt->dist && p->opt->dist->size > 1 && !p->opt->in_memory) rc = graft__dist_status(p->opt->dist, rc, out_dir, err);
     if (!rc && !p->opt->in_memory) {
         struct graft_writer_params wp = graft_writer_default_params();
         const char *protect[1] = {p->opt->resume};
