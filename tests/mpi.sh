@@ -95,6 +95,11 @@ expect 4 on1 merge linear.yml "$T/miss1" --out-shard-size 40K
 [ "$(grep -c 'graft: error: rank 1: ' "$T/err")" = 1 ] && grep -q "ft2" "$T/err" && [ ! -e miss1 ] && ! ls -a | grep -q graft-tmp && ok ||
     bad "np=2, rank 1 without an input: $(cat "$T/err")"
 "$PY" -c 'print("1 2 3 4 5 6 7 8")' > ids0.txt && cp ids0.txt r1/ids0.txt
+# ranks that read different configs (rank 1's says float32): refused before the math (it wrote shards of
+# two layouts into one folder and reported success)
+mkdir -p r2 && sed 's/bfloat16/float32/' linear.yml > r2/linear.yml && ln -sf ../ft1 r2/ft1 && ln -sf ../ft2 r2/ft2
+expect 2 timeout 120 mpirun -np 2 sh -c 'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then cd r2; fi; exec "$@"' sh "$GM" merge linear.yml "$T/mix" --out-shard-size 40K
+grep -q "the ranks planned different outputs" "$T/err" && [ ! -e mix ] && ! ls -a | grep -q graft-tmp && ok || bad "np=2 with different configs: $(cat "$T/err")"
 expect 3 on1 eval base --tokens ids0.txt --ctx 4
 [ "$(grep -c 'graft: error: rank 1: ' "$T/err")" = 1 ] && ok || bad "np=2 eval, rank 1 without the model: $(cat "$T/err")"
 # opcm under mpirun gives the single-process bytes (its SVDs ran under OpenBLAS's own threads, which

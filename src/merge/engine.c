@@ -1181,6 +1181,27 @@ static int write_card(struct plan *p, struct graft_writer *w) {
 
 // ---- entry point -------------------------------------------------------------------------------------
 
+// Under MPI: every rank must have planned the same output (a rank that read another config or other
+// files, through a different working folder or a stale cache, would write shards of another layout
+// into the common folder): a hash of the config and of every output tensor's name, dtype and shape,
+// compared through its minimum and maximum over the ranks.
+static int same_plan_everywhere(struct plan *p, const char *out_dir) {
+    uint64_t h = graft__fnv64(GRAFT_FNV64_INIT, p->cfg->text, strlen(p->cfg->text));
+    for (size_t i = 0; i < p->n; i++) {
+        const struct otensor *o = &p->t[i];
+        int32_t meta[2] = {(int32_t)o->dtype, o->n_dims};
+        h = graft__fnv64(h, o->name, strlen(o->name) + 1);
+        h = graft__fnv64(h, meta, sizeof meta);
+        h = graft__fnv64(h, o->ne, sizeof o->ne[0] * (size_t)o->n_dims);
+    }
+    int64_t v[2] = {(int64_t)(h >> 1), -(int64_t)(h >> 1)};
+    if (p->opt->dist->min_i64(p->opt->dist->ctx, v, 2)) return graft_err_set(p->err, GRAFT_E_IO, out_dir, NULL, 0, "MPI reduction failed");
+    if (v[0] != -v[1])
+        return graft_err_set(p->err, GRAFT_E_USAGE, out_dir, NULL, 0, "the ranks planned different outputs: every rank must see the same "
+                             "config, inputs and options (same working folder, a shared file system)");
+    return GRAFT_OK;
+}
+
 int graft_merge(const char *config_path, const char *out_dir, const struct graft_merge_options *opt, struct graft_err *err) {
     struct graft_merge_config *cfg = NULL;
     int rc = opt->config_text ? graft_config_parse(opt->config_text, strlen(opt->config_text), config_path, &cfg, err)
@@ -1258,6 +1279,7 @@ agree: // (a rank that failed here alone would leave the others waiting in the w
     rc = graft_writer_layout(w, err); // (shards reserved: a full disk on any rank fails everyone before the math)
     if (dist) rc = graft__dist_status(opt->dist, rc, out_dir, err);
     if (rc) goto out;
+    if (dist && (rc = same_plan_everywhere(&p, out_dir))) goto out;
     if (opt->progress) opt->progress->total = graft_writer_total_bytes(w);
     x.w = w;
     if (!exec_alloc(&x, nth, max_in, max_chunk)) {
