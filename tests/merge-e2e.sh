@@ -193,6 +193,27 @@ for n in ("model.norm.weight", "lm_head.weight"):
 assert not np.array_equal(o["model.layers.3.mlp.up_proj.weight"], a["model.layers.3.mlp.up_proj.weight"])
 PY
 expect 0 "$G" synth tie2 --layers 2 --hidden 32 --intermediate 48 --vocab 64 --dtype f32 --tie --seed 5
+# slices ending in a tied model: the output's head is that model's embedding, written as lm_head.weight
+# (none was written: with the untied donor's config transformers initialised a random head; with a tied
+# donor it took the first slice's embedding); slices of one tied model stay tied
+for c in "unt1 tie1" "tie2 tie1" "tie1 tie1"; do
+    set -- $c
+    printf 'merge_method: passthrough\nslices:\n  - sources: [{model: %s, layer_range: [0, 2]}]\n  - sources: [{model: %s, layer_range: [0, 2]}]\n' $1 $2 > st.yml
+    rm -rf st && expect 0 "$G" merge st.yml st
+    /usr/bin/python3 - "$REFD" $1 $2 <<'PY' && ok || bad "slices $c: lm_head / tie_word_embeddings"
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from lora_ref import load
+import numpy as np
+o, a, b = load("st"), load(sys.argv[2]), load(sys.argv[3])
+tied = json.load(open("st/config.json"))["tie_word_embeddings"]
+assert np.array_equal(o["model.embed_tokens.weight"], a["model.embed_tokens.weight"])
+if sys.argv[2] == sys.argv[3]:
+    assert tied is True and "lm_head.weight" not in o
+else:
+    assert tied is False and np.array_equal(o["lm_head.weight"], b["model.embed_tokens.weight"])
+PY
+done
 printf 'merge_method: linear\nmodels:\n  - model: tie1\n    parameters: {weight: 1}\n  - model: tie2\n    parameters: {weight: 1}\ndtype: float32\n' > tt.yml
 rm -rf tt && expect 0 "$G" merge tt.yml tt
 grep -q '"tie_word_embeddings": true' tt/config.json && ok || bad "two tied models: the output should stay tied: $(cat tt/config.json)"

@@ -454,6 +454,10 @@ static int plan_stats(struct plan *p, struct otensor *o, const struct graft_sour
     return GRAFT_OK;
 }
 
+// The input embeddings a missing lm_head.weight is tied to (after the same prefix, e.g. "language_model.").
+static const char *const tied_embeds[] = {"model.embed_tokens.weight", "transformer.wte.weight", "model.embed_in.weight",
+                                          "model.language_model.embed_tokens.weight"};
+
 static int plan_tensor(struct plan *p, const char *out_name, int n_src, const int *models, const char *const *in_names,
                        const struct graft_module *g, const struct graft_slice *sl, const struct graft_source *const *srcs, double t) {
     struct oin in[GRAFT_MAX_INPUTS];
@@ -467,10 +471,8 @@ static int plan_tensor(struct plan *p, const char *out_name, int n_src, const in
         const char *used = in_names[i];
         size_t nl = strlen(in_names[i]);
         if (!mt && nl >= 14 && !strcmp(in_names[i] + nl - 14, "lm_head.weight")) { // tied: the embedding stands in for lm_head
-            static const char *const tied[] = {"model.embed_tokens.weight", "transformer.wte.weight", "model.embed_in.weight",
-                                               "model.language_model.embed_tokens.weight"};
-            for (size_t k = 0; k < sizeof tied / sizeof tied[0] && !mt; k++) { // under the same prefix ("language_model.")
-                snprintf(tied_buf[i], sizeof tied_buf[i], "%.*s%s", (int)(nl - 14), in_names[i], tied[k]);
+            for (size_t k = 0; k < sizeof tied_embeds / sizeof tied_embeds[0] && !mt; k++) { // under the same prefix ("language_model.")
+                snprintf(tied_buf[i], sizeof tied_buf[i], "%.*s%s", (int)(nl - 14), in_names[i], tied_embeds[k]);
                 if ((mt = graft_model_find(p->models[models[i]].m, tied_buf[i], strlen(tied_buf[i])))) used = tied_buf[i];
             }
         }
@@ -482,11 +484,13 @@ static int plan_tensor(struct plan *p, const char *out_name, int n_src, const in
         n_in++;
     }
     if (n_in == 0) return GRAFT_OK; // optional weight nobody has
-    // lm_head only through tied fallbacks everywhere: the output stays tied (no lm_head written)
+    // lm_head only through tied fallbacks everywhere: the output stays tied (no lm_head written) when
+    // that head is the output's embedding — the same sources merged — and the donor's config ties it;
+    // otherwise (slices ending in other models, an untied donor) it is written, and the config unties
     if (strstr(out_name, "lm_head.weight")) {
         bool real = false;
         for (int i = 0; i < n_in; i++) real |= strstr(names[i], "lm_head") != NULL;
-        if (!real) return GRAFT_OK;
+        if (!real && p->post_same && !graft_model_find(p->models[p->donor].m, out_name, strlen(out_name))) return GRAFT_OK;
     }
     // Shapes: equal, except embeddings' row counts.
     int ref = base >= 0 ? base : 0;
@@ -616,6 +620,27 @@ static int plan_loose(struct plan *p, int mi, const struct graft_slice *sl, cons
             if (rc) return rc;
         }
     }
+    // Sources that all tie their head leave no lm_head to plan above; the output still needs one when its
+    // embedding is not theirs (slices ending in other models) or its config is the untied donor's
+    if (!pre) {
+        size_t emb = p->n;
+        for (size_t j = 0; j < p->n; j++) {
+            size_t nl = strlen(p->t[j].name);
+            if (graft__ends_with(p->t[j].name, nl, "lm_head.weight")) return GRAFT_OK;
+            for (size_t k = 0; k < sizeof tied_embeds / sizeof tied_embeds[0] && emb == p->n; k++)
+                if (graft__ends_with(p->t[j].name, nl, tied_embeds[k]) && module_of(p, p->t[j].name, nl, NULL) == mi) emb = j;
+        }
+        char head[256];
+        const char *en = emb < p->n ? p->t[emb].name : NULL;
+        size_t k = 0;
+        while (en && k < sizeof tied_embeds / sizeof tied_embeds[0] && !graft__ends_with(en, strlen(en), tied_embeds[k])) k++;
+        if (!en || strlen(en) - strlen(tied_embeds[k]) + 15 > sizeof head) return GRAFT_OK;
+        snprintf(head, sizeof head, "%.*slm_head.weight", (int)(strlen(en) - strlen(tied_embeds[k])), en);
+        if (p->post_same && !graft_model_find(p->models[p->donor].m, head, strlen(head))) return GRAFT_OK;
+        const char *names[GRAFT_MAX_INPUTS];
+        for (int i = 0; i < n_src; i++) names[i] = head;
+        return plan_tensor(p, head, n_src, models, names, &p->cfg->modules[mi], sl, srcs, 0.0);
+    }
     return GRAFT_OK;
 }
 
@@ -721,6 +746,8 @@ static int plan_module(struct plan *p, int mi, int **idx) {
     // the first that many merge the tensors after the layers (final norm, lm_head)
     const struct graft_slice *sll = &g->slices[g->n_slices - 1];
     int n_post = sll->n_src < sl0->n_src ? (int)sll->n_src : (int)sl0->n_src;
+    p->post_same = sll == sl0 || n_post == (int)sl0->n_src;
+    for (int i = 0; p->post_same && i < n_post; i++) p->post_same = idx[g->n_slices - 1][i] == idx[0][i];
     if (n_post < (int)sll->n_src)
         graft__plan_warn(p, "line %d: the tensors after the layers merge only the first %d of this last slice's %zu sources, as MergeKit "
                             "does (its first slice has %zu)", sll->line, n_post, sll->n_src, sl0->n_src);

@@ -68,6 +68,7 @@ struct plan {
     int                              mod_layers[GRAFT_MAX_MODULES]; // output layers per module
     int                              donor;       // model whose config/tokenizer the output takes
     struct graft_vplan              *vp;          // output vocabulary (tokenizer_source / tokenizer), or NULL
+    bool                             post_same;   // the tensors after the layers merge the same sources as those before them
     uint64_t                         crop_rows;   // without vp: embeddings cropped to this many rows (0: none), config's vocab_size follows
     struct graft_writer             *extra;       // a second output (opcm's state), committed right after the model
     struct graft_err                *err;
