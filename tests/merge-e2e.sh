@@ -324,6 +324,23 @@ printf 'merge_method: task_arithmetic\nbase_model: ib\nmodels:\n  - model: ib2q\
 expect 4 "$G" merge int-q.yml int-q
 grep -q "'ib2q' is a quantized checkpoint: config.json has quantization_config (quant_method \"graft_rtn\")" err && [ ! -e int-q ] && ok || bad "quantized input: $(cat err)"
 
+# a model missing one tensor, or a whole layer, is refused before any work (the tensor came out as the
+# base's, the layer as nothing, with exit 0)
+/usr/bin/python3 - "$REFD" <<'PY' || bad "missing-tensor fixtures"
+import os, shutil, sys
+sys.path.insert(0, sys.argv[1])
+from lora_ref import load, save
+for d, drop in (("miss1", lambda k: k == "model.layers.2.mlp.up_proj.weight"), ("gap", lambda k: k.startswith("model.layers.2."))):
+    shutil.rmtree(d, ignore_errors=True); shutil.copytree("ft2", d)
+    t = load("ft2"); save(d + "/model.safetensors", {k: v for k, v in t.items() if not drop(k)})
+PY
+printf 'merge_method: linear\nmodels:\n  - model: ft1\n    parameters: {weight: 0.5}\n  - model: miss1\n    parameters: {weight: 0.5}\n' > miss1.yml
+expect 4 "$G" merge miss1.yml miss1-out
+grep -q "tensor model.layers.2.mlp.up_proj.weight: 'miss1' has no such tensor" err && [ ! -e miss1-out ] && ok || bad "missing tensor: $(cat err)"
+printf 'merge_method: passthrough\nslices:\n  - sources: [{model: gap, layer_range: [0, 4]}]\n' > gap.yml
+expect 4 "$G" merge gap.yml gap-out
+grep -q "'gap' has no tensors for layer 2" err && [ ! -e gap-out ] && ok || bad "missing layer: $(cat err)"
+
 # ---- bad configs: exit 4, a precise message, nothing written ----
 badcfg() { # NAME EXPECTED-MESSAGE YAML
     printf '%s' "$3" > bad-$1.yml

@@ -454,6 +454,14 @@ static int plan_stats(struct plan *p, struct otensor *o, const struct graft_sour
     return GRAFT_OK;
 }
 
+// Buffers some checkpoints of one architecture store and others do not: RoPE's inv_freq, GPT-2's causal
+// masks, position ids.
+static bool optional_buffer(const char *name) {
+    size_t n = strlen(name);
+    return graft__ends_with(name, n, "inv_freq") || graft__ends_with(name, n, ".attn.bias") || graft__ends_with(name, n, ".attn.masked_bias") ||
+           graft__ends_with(name, n, "position_ids");
+}
+
 // The input embeddings a missing lm_head.weight is tied to (after the same prefix, e.g. "language_model.").
 static const char *const tied_embeds[] = {"model.embed_tokens.weight", "transformer.wte.weight", "model.embed_in.weight",
                                           "model.language_model.embed_tokens.weight"};
@@ -464,7 +472,7 @@ static int plan_tensor(struct plan *p, const char *out_name, int n_src, const in
     const char *names[GRAFT_MAX_INPUTS], *asked[GRAFT_MAX_INPUTS]; // the tensor read; the name asked for (filters match it)
     const struct graft_source *src[GRAFT_MAX_INPUTS];
     char tied_buf[GRAFT_MAX_INPUTS][256];
-    int n_in = 0, base = -1;
+    int n_in = 0, base = -1, missing = -1;
     bool embed = is_embed_name(out_name);
     for (int i = 0; i < n_src; i++) {
         const struct graft_model_tensor *mt = graft_model_find(p->models[models[i]].m, in_names[i], strlen(in_names[i]));
@@ -476,7 +484,10 @@ static int plan_tensor(struct plan *p, const char *out_name, int n_src, const in
                 if ((mt = graft_model_find(p->models[models[i]].m, tied_buf[i], strlen(tied_buf[i])))) used = tied_buf[i];
             }
         }
-        if (!mt) continue;
+        if (!mt) {
+            if (missing < 0) missing = models[i];
+            continue;
+        }
         in[n_in] = (struct oin){models[i], mt};
         names[n_in] = used, asked[n_in] = in_names[i];
         src[n_in] = srcs ? srcs[i] : NULL;
@@ -484,6 +495,11 @@ static int plan_tensor(struct plan *p, const char *out_name, int n_src, const in
         n_in++;
     }
     if (n_in == 0) return GRAFT_OK; // optional weight nobody has
+    // a tensor some models lack: another architecture, or a damaged checkpoint (MergeKit fails on a
+    // missing weight); buffers that checkpoints keep or not are taken from those that have them
+    if (missing >= 0 && !p->opt->allow_crimes && !graft__ends_with(out_name, strlen(out_name), "lm_head.weight") && !optional_buffer(out_name))
+        return graft__plan_fail(p, "tensor %s: '%s' has no such tensor, other models have it: are they the same architecture? "
+                                "(--allow-crimes merges what each model has)", out_name, p->models[missing].ref);
     // lm_head only through tied fallbacks everywhere: the output stays tied (no lm_head written) when
     // that head is the output's embedding — the same sources merged — and the donor's config ties it;
     // otherwise (slices ending in other models, an untied donor) it is written, and the config unties
@@ -655,12 +671,14 @@ static int plan_layers(struct plan *p, int mi, const struct graft_slice *sl, con
         for (int s = 0; s < n_src; s++) {
             const struct mmodel *mm = &p->models[models[s]];
             long in_layer = sl->src[s].range[0] + k;
+            bool seen = false;
             for (size_t x = 0; x < graft_model_n_tensors(mm->m); x++) {
                 const struct graft_tensor_info *ti = graft_model_tensor(mm->m, x)->info;
                 size_t pl;
                 long idx;
                 const char *rest;
                 if (!in_layers(mm, mi, ti->name, ti->name_len) || !split_layer(ti->name, ti->name_len, &pl, &idx, &rest) || idx != in_layer) continue;
+                seen = true;
                 char out_name[1024];
                 snprintf(out_name, sizeof out_name, "%s.%d.%s", out_prefix, p->mod_layers[mi], rest);
                 bool done = false;
@@ -676,6 +694,8 @@ static int plan_layers(struct plan *p, int mi, const struct graft_slice *sl, con
                 int rc = plan_tensor(p, out_name, n_src, models, names, &p->cfg->modules[mi], sl, srcs, t);
                 if (rc) return rc;
             }
+            // (the layer count comes from the highest index: a gap would be written as a layer of nothing)
+            if (!seen) return graft__plan_fail(p, "'%s' has no tensors for layer %ld: is the checkpoint complete?", mm->ref, in_layer);
         }
     }
     return GRAFT_OK;
