@@ -341,6 +341,21 @@ printf 'merge_method: passthrough\nslices:\n  - sources: [{model: gap, layer_ran
 expect 4 "$G" merge gap.yml gap-out
 grep -q "'gap' has no tensors for layer 2" err && [ ! -e gap-out ] && ok || bad "missing layer: $(cat err)"
 
+# slices renumber the layers: layer_types is rebuilt from each output layer's source layer (it kept the
+# donor's 6 entries for 7 layers, which transformers refuses); Gemma 3's positional sliding pattern is
+# written out as layer_types of the layers' origins
+expect 0 "$G" synth lt --layers 6 --hidden 32 --intermediate 48 --vocab 64 --seed 40
+/usr/bin/python3 -c 'import json; p = "lt/config.json"; c = json.load(open(p)); c["layer_types"] = ["full_attention", "sliding_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention"]; json.dump(c, open(p, "w"))'
+printf 'merge_method: passthrough\nslices:\n  - sources: [{model: lt, layer_range: [0, 4]}]\n  - sources: [{model: lt, layer_range: [3, 6]}]\n' > lt.yml
+rm -rf lt-out && expect 0 "$G" merge lt.yml lt-out
+/usr/bin/python3 -c 'import json; c = json.load(open("lt-out/config.json")); f, s = "full_attention", "sliding_attention"
+assert c["num_hidden_layers"] == 7 and c["layer_types"] == [f, s, s, f, f, s, f], c.get("layer_types")' && ok || bad "layer_types after slices: $(grep -A9 layer_types lt-out/config.json | tr -d ' \n')"
+expect 0 "$G" synth g3 --arch gemma3vl --layers 8 --hidden 32 --intermediate 48 --heads 4 --kv-heads 2 --vocab 64 --seed 41
+printf 'merge_method: passthrough\nslices:\n  - sources: [{model: g3, layer_range: [0, 6]}]\n  - sources: [{model: g3, layer_range: [4, 8]}]\n' > g3.yml
+rm -rf g3-out && expect 0 "$G" merge g3.yml g3-out
+/usr/bin/python3 -c 'import json; c = json.load(open("g3-out/config.json")); t = c["text_config"]; f, s = "full_attention", "sliding_attention"
+assert "layer_types" not in c and t["num_hidden_layers"] == 10 and t["layer_types"] == [s] * 5 + [f] + [s, f, s, s], t.get("layer_types")' && ok || bad "Gemma 3 sliding pattern after slices"
+
 # ---- bad configs: exit 4, a precise message, nothing written ----
 badcfg() { # NAME EXPECTED-MESSAGE YAML
     printf '%s' "$3" > bad-$1.yml

@@ -667,6 +667,10 @@ static int plan_layers(struct plan *p, int mi, const struct graft_slice *sl, con
     const char *out_prefix = p->models[models[0]].prefix[mi];
     for (int k = 0; k < L; k++, p->mod_layers[mi]++) {
         double t = L == 1 ? 1.0 : (double)k / (double)(L - 1);
+        void *nl = graft__realloc(p->layer_src[mi], (size_t)(p->mod_layers[mi] + 1) * sizeof *p->layer_src[mi]);
+        if (!nl) return graft_err_set(p->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+        p->layer_src[mi] = nl;
+        p->layer_src[mi][p->mod_layers[mi]].model = models[0], p->layer_src[mi][p->mod_layers[mi]].layer = sl->src[0].range[0] + k;
         // per-layer names: union over the sources, in the first source's order
         for (int s = 0; s < n_src; s++) {
             const struct mmodel *mm = &p->models[models[s]];
@@ -779,6 +783,57 @@ static int plan_module(struct plan *p, int mi, int **idx) {
     return GRAFT_OK;
 }
 
+// One entry of a model's layer_types (in obj = its config or text_config), or derived from the
+// positional rule of Gemma 2 / 3 (sliding every layer but each pattern-th), which transformers applies
+// when the list is absent; NULL if neither.
+static const char *layer_type_of(const json_t *root, const char *sub, long layer) {
+    const json_t *obj = sub ? json_object_get(root, sub) : root, *types = json_object_get(obj, "layer_types");
+    if (json_is_array(types)) return json_string_value(json_array_get(types, (size_t)layer));
+    const char *arch = json_string_value(json_array_get(json_object_get(root, "architectures"), 0));
+    if (!arch || (strncmp(arch, "Gemma2", 6) && strncmp(arch, "Gemma3", 6)) || !json_object_get(obj, "num_hidden_layers")) return NULL;
+    json_int_t pat = json_integer_value(json_object_get(obj, "sliding_window_pattern"));
+    if (pat <= 0) pat = !strncmp(arch, "Gemma2", 6) ? 2 : 6;
+    return (layer + 1) % pat ? "sliding_attention" : "full_attention";
+}
+
+// Slices renumber the layers: a per-layer list in the donor's config.json (layer_types; for Gemma 2 /
+// 3 the positional sliding pattern, made explicit) is rebuilt from each output layer's source layer.
+// transformers refuses a layer_types of another length, and a positional pattern would silently put
+// the sliding windows on other layers.
+static int plan_layer_types(struct plan *p) {
+    const char *text = graft_model_config_json(p->models[p->donor].m);
+    json_t *root = text ? json_loads(text, 0, NULL) : NULL;
+    bool changed = false;
+    int rc = GRAFT_OK;
+    for (size_t m = 0; root && m < p->cfg->n_modules && !rc; m++) {
+        const struct graft_module *g = &p->cfg->modules[m];
+        if (g->from_models || !p->mod_layers[m]) continue;
+        const char *subs[2] = {NULL, "text_config"}; // the whole model: both; a text module: text_config
+        for (int s = g->name ? 1 : 0; s < 2 && !rc; s++) {
+            if (g->name && strcmp(g->name, "text_decoder") && strcmp(g->name, "language_model")) break;
+            json_t *obj = subs[s] ? json_object_get(root, subs[s]) : root;
+            if (!json_is_object(obj) || !layer_type_of(root, subs[s], 0)) continue;
+            json_t *types = json_array();
+            if (!types) { rc = graft_err_set(p->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); break; }
+            for (int j = 0; j < p->mod_layers[m] && !rc; j++) {
+                const struct graft_model *sm = p->models[p->layer_src[m][j].model].m;
+                json_t *sr = graft_model_config_json(sm) ? json_loads(graft_model_config_json(sm), 0, NULL) : NULL;
+                const char *t = layer_type_of(sr, subs[s], p->layer_src[m][j].layer);
+                if (t) json_array_append_new(types, json_string(t));
+                else rc = graft__plan_fail(p, "'%s' has no %slayer_types entry for its layer %d, which the output's config needs",
+                                           p->models[p->layer_src[m][j].model].ref, subs[s] ? "text_config." : "", p->layer_src[m][j].layer);
+                json_decref(sr);
+            }
+            if (!rc) json_object_set(obj, "layer_types", types), changed = true;
+            json_decref(types);
+        }
+    }
+    if (!rc && changed && !(p->config_out = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER)))
+        rc = graft_err_set(p->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
+    json_decref(root);
+    return rc;
+}
+
 static int build_plan(struct plan *p) {
     const struct graft_merge_config *c = p->cfg;
     int rc;
@@ -825,6 +880,7 @@ static int build_plan(struct plan *p) {
     if ((rc = graft__vplan_build(p))) goto out;
     for (size_t m = 0; m < c->n_modules && !rc; m++) rc = plan_module(p, (int)m, idx[m]);
     if (!rc && p->n == 0) rc = graft__plan_fail(p, "the plan has no tensors");
+    if (!rc) rc = plan_layer_types(p);
     goto out;
 nomem:
     rc = graft_err_set(p->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
@@ -1185,7 +1241,7 @@ static const char *const *layer_keys(const char *module) {
 }
 
 static int write_config(struct plan *p, struct graft_writer *w) {
-    const char *cfg = graft_model_config_json(p->models[p->donor].m);
+    const char *cfg = p->config_out ? p->config_out : graft_model_config_json(p->models[p->donor].m);
     if (!cfg) return GRAFT_OK;
     int dt = p->cfg->out_dtype >= 0 ? p->cfg->out_dtype : p->cfg->dtype;
     // slices: a module's layer count is the sum of its slice lengths (`models:` keeps the model's)
@@ -1385,6 +1441,8 @@ out:
     }
     graft__free(p.cfg_dir);
     for (int i = 0; i < GRAFT_MAX_INPUTS; i++) graft__free(split[i]);
+    for (int m = 0; m < GRAFT_MAX_MODULES; m++) graft__free(p.layer_src[m]);
+    free(p.config_out); // (jansson's allocation)
     if (p.lora_made) graft__rm_tree(p.lora_dir);
     graft__free(p.lora_dir);
     graft__vplan_free(p.vp);

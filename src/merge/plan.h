@@ -66,6 +66,8 @@ struct plan {
     struct otensor                  *t;
     size_t                           n, cap;
     int                              mod_layers[GRAFT_MAX_MODULES]; // output layers per module
+    struct { int model, layer; }    *layer_src[GRAFT_MAX_MODULES];  // slices: each output layer's first source and its layer
+    char                            *config_out;  // the donor's config.json with rewritten per-layer lists, or NULL
     int                              donor;       // model whose config/tokenizer the output takes
     struct graft_vplan              *vp;          // output vocabulary (tokenizer_source / tokenizer), or NULL
     bool                             post_same;   // the tensors after the layers merge the same sources as those before them
