@@ -193,9 +193,9 @@ for n in ("model.norm.weight", "lm_head.weight"):
 assert not np.array_equal(o["model.layers.3.mlp.up_proj.weight"], a["model.layers.3.mlp.up_proj.weight"])
 PY
 expect 0 "$G" synth tie2 --layers 2 --hidden 32 --intermediate 48 --vocab 64 --dtype f32 --tie --seed 5
-# slices ending in a tied model: the output's head is that model's embedding, written as lm_head.weight
-# (none was written: with the untied donor's config transformers initialised a random head; with a tied
-# donor it took the first slice's embedding); slices of one tied model stay tied
+# slices ending in a tied model under an untied donor's config: the output's head is that model's
+# embedding, written as lm_head.weight (none was written: transformers initialised a random head);
+# under a tied donor the output stays tied, as MergeKit's output loads
 for c in "unt1 tie1" "tie2 tie1" "tie1 tie1"; do
     set -- $c
     printf 'merge_method: passthrough\nslices:\n  - sources: [{model: %s, layer_range: [0, 2]}]\n  - sources: [{model: %s, layer_range: [0, 2]}]\n' $1 $2 > st.yml
@@ -208,7 +208,7 @@ import numpy as np
 o, a, b = load("st"), load(sys.argv[2]), load(sys.argv[3])
 tied = json.load(open("st/config.json"))["tie_word_embeddings"]
 assert np.array_equal(o["model.embed_tokens.weight"], a["model.embed_tokens.weight"])
-if sys.argv[2] == sys.argv[3]:
+if sys.argv[2].startswith("tie"):
     assert tied is True and "lm_head.weight" not in o
 else:
     assert tied is False and np.array_equal(o["lm_head.weight"], b["model.embed_tokens.weight"])
@@ -355,6 +355,33 @@ printf 'merge_method: passthrough\nslices:\n  - sources: [{model: g3, layer_rang
 rm -rf g3-out && expect 0 "$G" merge g3.yml g3-out
 /usr/bin/python3 -c 'import json; c = json.load(open("g3-out/config.json")); t = c["text_config"]; f, s = "full_attention", "sliding_attention"
 assert "layer_types" not in c and t["num_hidden_layers"] == 10 and t["layer_types"] == [s] * 5 + [f] + [s, f, s, s], t.get("layer_types")' && ok || bad "Gemma 3 sliding pattern after slices"
+
+# tokenizer files are prepared with the plan: an unknown chat template fails a --dry-run (it passed,
+# and the real run failed after the merge); a base stripped to its vocab_size loses the dropped token
+# from tokenizer_config.json's added_tokens_decoder and additional_special_tokens and from
+# special_tokens_map.json (transformers added it again past the last embedding row)
+printf 'merge_method: linear\nmodels:\n  - model: ft1\n    parameters: {weight: 1}\nchat_template: bogus\n' > ct-bad.yml
+expect 4 "$G" merge ct-bad.yml ct-bad --dry-run
+grep -q "chat_template 'bogus'" err && ok || bad "chat template at plan time: $(cat err)"
+rm -rf sx && cp -r v-base sx && /usr/bin/python3 - <<'PY' || bad "stripped-token fixture"
+import json
+t = json.load(open("sx/tokenizer.json"))
+t["added_tokens"].append({"id": 100, "content": "<|extra|>", "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True})
+json.dump(t, open("sx/tokenizer.json", "w"))
+tc = json.load(open("sx/tokenizer_config.json"))
+tc["added_tokens_decoder"] = {"1": {"content": "<s>", "special": True}, "100": {"content": "<|extra|>", "special": True}}
+tc["additional_special_tokens"] = ["<|extra|>"]
+json.dump(tc, open("sx/tokenizer_config.json", "w"))
+sm = json.load(open("sx/special_tokens_map.json")); sm["additional_special_tokens"] = [{"content": "<|extra|>"}]
+json.dump(sm, open("sx/special_tokens_map.json", "w"))
+PY
+printf 'merge_method: linear\nbase_model: sx\nmodels:\n  - model: sx\n    parameters: {weight: 1}\ntokenizer_source: base\n' > sx.yml
+rm -rf sx-out && expect 0 "$G" merge sx.yml sx-out
+/usr/bin/python3 -c 'import json; tc = json.load(open("sx-out/tokenizer_config.json")); sm = json.load(open("sx-out/special_tokens_map.json"))
+t = json.load(open("sx-out/tokenizer.json"))
+assert not any(a["content"] == "<|extra|>" for a in t["added_tokens"])
+assert list(tc["added_tokens_decoder"]) == ["1"] and tc["additional_special_tokens"] == [] and sm["additional_special_tokens"] == [], (tc, sm)' &&
+    ok || bad "stripped token left in the tokenizer files"
 
 # ---- bad configs: exit 4, a precise message, nothing written ----
 badcfg() { # NAME EXPECTED-MESSAGE YAML

@@ -500,13 +500,13 @@ static int plan_tensor(struct plan *p, const char *out_name, int n_src, const in
     if (missing >= 0 && !p->opt->allow_crimes && !graft__ends_with(out_name, strlen(out_name), "lm_head.weight") && !optional_buffer(out_name))
         return graft__plan_fail(p, "tensor %s: '%s' has no such tensor, other models have it: are they the same architecture? "
                                 "(--allow-crimes merges what each model has)", out_name, p->models[missing].ref);
-    // lm_head only through tied fallbacks everywhere: the output stays tied (no lm_head written) when
-    // that head is the output's embedding — the same sources merged — and the donor's config ties it;
-    // otherwise (slices ending in other models, an untied donor) it is written, and the config unties
+    // lm_head only through tied fallbacks everywhere: under the donor's tied config the output stays
+    // tied (no lm_head written: transformers would tie it again, as it does with MergeKit's); under an
+    // untied donor's (slices ending in tied models) it is written from their embeddings
     if (strstr(out_name, "lm_head.weight")) {
         bool real = false;
         for (int i = 0; i < n_in; i++) real |= strstr(names[i], "lm_head") != NULL;
-        if (!real && p->post_same && !graft_model_find(p->models[p->donor].m, out_name, strlen(out_name))) return GRAFT_OK;
+        if (!real && !graft_model_find(p->models[p->donor].m, out_name, strlen(out_name))) return GRAFT_OK;
     }
     // Shapes: equal, except embeddings' row counts.
     int ref = base >= 0 ? base : 0;
@@ -637,7 +637,7 @@ static int plan_loose(struct plan *p, int mi, const struct graft_slice *sl, cons
         }
     }
     // Sources that all tie their head leave no lm_head to plan above; the output still needs one when its
-    // embedding is not theirs (slices ending in other models) or its config is the untied donor's
+    // config is an untied donor's (slices ending in tied models)
     if (!pre) {
         size_t emb = p->n;
         for (size_t j = 0; j < p->n; j++) {
@@ -652,7 +652,7 @@ static int plan_loose(struct plan *p, int mi, const struct graft_slice *sl, cons
         while (en && k < sizeof tied_embeds / sizeof tied_embeds[0] && !graft__ends_with(en, strlen(en), tied_embeds[k])) k++;
         if (!en || strlen(en) - strlen(tied_embeds[k]) + 15 > sizeof head) return GRAFT_OK;
         snprintf(head, sizeof head, "%.*slm_head.weight", (int)(strlen(en) - strlen(tied_embeds[k])), en);
-        if (p->post_same && !graft_model_find(p->models[p->donor].m, head, strlen(head))) return GRAFT_OK;
+        if (!graft_model_find(p->models[p->donor].m, head, strlen(head))) return GRAFT_OK;
         const char *names[GRAFT_MAX_INPUTS];
         for (int i = 0; i < n_src; i++) names[i] = head;
         return plan_tensor(p, head, n_src, models, names, &p->cfg->modules[mi], sl, srcs, 0.0);
@@ -770,8 +770,6 @@ static int plan_module(struct plan *p, int mi, int **idx) {
     // the first that many merge the tensors after the layers (final norm, lm_head)
     const struct graft_slice *sll = &g->slices[g->n_slices - 1];
     int n_post = sll->n_src < sl0->n_src ? (int)sll->n_src : (int)sl0->n_src;
-    p->post_same = sll == sl0 || n_post == (int)sl0->n_src;
-    for (int i = 0; p->post_same && i < n_post; i++) p->post_same = idx[g->n_slices - 1][i] == idx[0][i];
     if (n_post < (int)sll->n_src)
         graft__plan_warn(p, "line %d: the tensors after the layers merge only the first %d of this last slice's %zu sources, as MergeKit "
                             "does (its first slice has %zu)", sll->line, n_post, sll->n_src, sl0->n_src);
@@ -881,6 +879,7 @@ static int build_plan(struct plan *p) {
     for (size_t m = 0; m < c->n_modules && !rc; m++) rc = plan_module(p, (int)m, idx[m]);
     if (!rc && p->n == 0) rc = graft__plan_fail(p, "the plan has no tensors");
     if (!rc) rc = plan_layer_types(p);
+    if (!rc) rc = graft__plan_tokenizer_prepare(p);
     goto out;
 nomem:
     rc = graft_err_set(p->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
@@ -1446,6 +1445,7 @@ out:
     if (p.lora_made) graft__rm_tree(p.lora_dir);
     graft__free(p.lora_dir);
     graft__vplan_free(p.vp);
+    graft__plan_tokenizer_free(&p);
     graft_config_free(cfg);
     return rc;
 }

@@ -68,9 +68,10 @@ struct plan {
     int                              mod_layers[GRAFT_MAX_MODULES]; // output layers per module
     struct { int model, layer; }    *layer_src[GRAFT_MAX_MODULES];  // slices: each output layer's first source and its layer
     char                            *config_out;  // the donor's config.json with rewritten per-layer lists, or NULL
+    char                            *chat_template;                // resolved `chat_template`, or NULL
+    struct json_t                   *tok_config, *tok_special;     // tokenizer_config.json / special_tokens_map.json to write, or NULL
     int                              donor;       // model whose config/tokenizer the output takes
     struct graft_vplan              *vp;          // output vocabulary (tokenizer_source / tokenizer), or NULL
-    bool                             post_same;   // the tensors after the layers merge the same sources as those before them
     uint64_t                         crop_rows;   // without vp: embeddings cropped to this many rows (0: none), config's vocab_size follows
     struct graft_writer             *extra;       // a second output (opcm's state), committed right after the model
     struct graft_err                *err;
@@ -109,6 +110,9 @@ void graft__vplan_load(const struct plan *p, const struct otensor *o, int i, uin
 // Padding rows: per input, the mean of its first len(vocab) remapped rows (sets o->pad).
 int  graft__vplan_pad_rows(struct plan *p, struct otensor *o);
 // Tokenizer files of the output (vocabulary, chat template, the rest copied from the source model).
+// At plan time, so that a bad chat template or tokenizer_config.json fails before any merge work.
+int  graft__plan_tokenizer_prepare(struct plan *p);
+void graft__plan_tokenizer_free(struct plan *p);
 int  graft__plan_write_tokenizer(struct plan *p, struct graft_writer *w);
 // Output embedding rows (the padded vocabulary), also config.json's vocab_size; -1 without a vplan.
 long graft__vplan_vocab_size(const struct graft_vplan *vp);

@@ -475,33 +475,56 @@ static int add_json(struct plan *p, struct graft_writer *w, const char *name, co
     return rc;
 }
 
-int graft__plan_write_tokenizer(struct plan *p, struct graft_writer *w) {
-    const struct graft_vplan *vp = p->vp;
-    char *ct = NULL;
-    int rc = resolve_chat_template(p, &ct);
-    if (rc) return rc;
-    if (!vp && !ct) {
-        rc = p->opt->copy_tokenizer ? graft_writer_copy_tokenizer(w, p->models[p->donor].m, p->err) : GRAFT_OK;
-        goto out;
+// The output tokenizer's id of `content` (its vocabulary or added tokens), or -1.
+static json_int_t out_id(const json_t *tok, const char *content) {
+    const json_t *v = json_object_get(json_object_get(json_object_get(tok, "model"), "vocab"), content), *e;
+    if (json_is_integer(v)) return json_integer_value(v);
+    size_t i;
+    json_array_foreach(json_object_get(tok, "added_tokens"), i, e) {
+        const char *c = json_string_value(json_object_get(e, "content"));
+        if (c && !strcmp(c, content)) return json_integer_value(json_object_get(e, "id"));
     }
-    if (!vp && !p->opt->copy_tokenizer) goto out;
+    return -1;
+}
+
+// additional_special_tokens without the tokens the output vocabulary lacks (strings or {"content": …}).
+static void drop_missing_specials(const json_t *tok, json_t *obj) {
+    json_t *list = json_object_get(obj, "additional_special_tokens"), *e;
+    for (size_t i = json_array_size(list); i-- > 0;) {
+        e = json_array_get(list, i);
+        const char *c = json_is_string(e) ? json_string_value(e) : json_string_value(json_object_get(e, "content"));
+        if (c && out_id(tok, c) < 0) json_array_remove(list, i);
+    }
+}
+
+int graft__plan_tokenizer_prepare(struct plan *p) {
+    const struct graft_vplan *vp = p->vp;
+    int rc = resolve_chat_template(p, &p->chat_template);
+    if (rc || (!vp && (!p->chat_template || !p->opt->copy_tokenizer))) return rc;
     const struct graft_model *src = p->models[vp ? vp->src_model : p->donor].m;
-    const char *skip[8] = {"tokenizer_config.json"};
-    int ns = 1;
-    if (vp) skip[ns++] = "tokenizer.json", skip[ns++] = "added_tokens.json";
-    if (ct) skip[ns++] = "chat_template.jinja", skip[ns++] = "chat_template.json";
-    if ((rc = graft__writer_copy_tokenizer_except(w, src, skip, p->err))) goto out;
-    if (vp && (rc = add_json(p, w, "tokenizer.json", vp->tokenizer))) goto out;
-    // tokenizer_config.json: the source's, with the new added tokens and the chat template
+    // tokenizer_config.json: the source's, with the new added tokens and the chat template; entries of
+    // tokens the output dropped (a base stripped to its vocab_size) go, or transformers would add them
+    // again past the last embedding row
     char *path = graft__asprintf("%s/tokenizer_config.json", graft_model_dir(src));
     json_t *tc = NULL;
-    if (!path) { rc = nomem(p); goto out; }
+    if (!path) return nomem(p);
     rc = graft__load_json_file(path, 64u << 20, &tc, p->err);
     graft__free(path);
     if (rc == GRAFT_E_NOTFOUND) graft_err_clear(p->err), rc = GRAFT_OK, tc = json_object();
-    if (rc) goto out;
-    if (!tc) { rc = nomem(p); goto out; }
+    if (rc) return rc;
+    if (!(p->tok_config = tc)) return nomem(p);
     json_t *dec = json_object_get(tc, "added_tokens_decoder");
+    bool vocab_map = vp && json_is_object(json_object_get(json_object_get(vp->tokenizer, "model"), "vocab"));
+    if (vocab_map && json_is_object(dec)) {
+        const char *key;
+        json_t *e, *tmp;
+        json_object_foreach_safe(dec, tmp, key, e) {
+            const char *c = json_string_value(json_object_get(e, "content"));
+            char idtxt[32];
+            snprintf(idtxt, sizeof idtxt, "%lld", c ? (long long)out_id(vp->tokenizer, c) : -1LL);
+            if (strcmp(idtxt, key)) json_object_del(dec, key);
+        }
+    }
     for (size_t i = 0; vp && dec && i < json_array_size(vp->new_added); i++) {
         json_t *e = json_deep_copy(json_array_get(vp->new_added, i));
         char key[32];
@@ -509,10 +532,37 @@ int graft__plan_write_tokenizer(struct plan *p, struct graft_writer *w) {
         json_object_del(e, "id");
         json_object_set_new(dec, key, e);
     }
-    if (ct) json_object_set_new(tc, "chat_template", json_string(ct));
-    rc = add_json(p, w, "tokenizer_config.json", tc);
-    json_decref(tc);
-out:
-    graft__free(ct);
-    return rc;
+    if (vocab_map) drop_missing_specials(vp->tokenizer, tc);
+    if (p->chat_template) json_object_set_new(tc, "chat_template", json_string(p->chat_template));
+    if (vocab_map) { // special_tokens_map.json likewise
+        path = graft__asprintf("%s/special_tokens_map.json", graft_model_dir(src));
+        if (!path) return nomem(p);
+        rc = graft__load_json_file(path, 64u << 20, &p->tok_special, p->err);
+        graft__free(path);
+        if (rc == GRAFT_E_NOTFOUND) return graft_err_clear(p->err), GRAFT_OK;
+        if (rc) return rc;
+        drop_missing_specials(vp->tokenizer, p->tok_special);
+    }
+    return GRAFT_OK;
+}
+
+void graft__plan_tokenizer_free(struct plan *p) {
+    graft__free(p->chat_template);
+    json_decref(p->tok_config), json_decref(p->tok_special);
+}
+
+int graft__plan_write_tokenizer(struct plan *p, struct graft_writer *w) {
+    const struct graft_vplan *vp = p->vp;
+    if (!vp && !p->chat_template) return p->opt->copy_tokenizer ? graft_writer_copy_tokenizer(w, p->models[p->donor].m, p->err) : GRAFT_OK;
+    if (!vp && !p->opt->copy_tokenizer) return GRAFT_OK;
+    const struct graft_model *src = p->models[vp ? vp->src_model : p->donor].m;
+    const char *skip[8] = {"tokenizer_config.json"};
+    int ns = 1, rc;
+    if (vp) skip[ns++] = "tokenizer.json", skip[ns++] = "added_tokens.json";
+    if (p->chat_template) skip[ns++] = "chat_template.jinja", skip[ns++] = "chat_template.json";
+    if (p->tok_special) skip[ns++] = "special_tokens_map.json";
+    if ((rc = graft__writer_copy_tokenizer_except(w, src, skip, p->err))) return rc;
+    if (vp && (rc = add_json(p, w, "tokenizer.json", vp->tokenizer))) return rc;
+    if (p->tok_special && (rc = add_json(p, w, "special_tokens_map.json", p->tok_special))) return rc;
+    return add_json(p, w, "tokenizer_config.json", p->tok_config);
 }
