@@ -383,6 +383,31 @@ assert not any(a["content"] == "<|extra|>" for a in t["added_tokens"])
 assert list(tc["added_tokens_decoder"]) == ["1"] and tc["additional_special_tokens"] == [] and sm["additional_special_tokens"] == [], (tc, sm)' &&
     ok || bad "stripped token left in the tokenizer files"
 
+# tokenizer_source keeps the source's padded row count when the vocabulary fits in it (96 tokens, 128
+# rows: Qwen-style), the padding rows each model's mean row; pad_to_multiple_of: 1 cuts to the tokens
+# as MergeKit does (it always cut them)
+expect 0 "$G" synth pv --layers 2 --hidden 32 --intermediate 48 --vocab 128 --dtype f32 --seed 50
+expect 0 "$G" synth pv2 --like pv --delta 0.02 --seed 51
+for m in pv pv2; do /usr/bin/python3 -c 'import json, sys; p = sys.argv[1] + "/tokenizer.json"; t = json.load(open(p))
+t["model"]["vocab"] = {k: v for k, v in t["model"]["vocab"].items() if v < 96}; t["added_tokens"] = [a for a in t["added_tokens"] if a["id"] < 96]
+json.dump(t, open(p, "w"))' $m; done
+printf 'merge_method: linear\nmodels:\n  - model: pv\n    parameters: {weight: 0.5}\n  - model: pv2\n    parameters: {weight: 0.5}\ntokenizer_source: base\n' > pv.yml
+printf 'merge_method: linear\nmodels:\n  - model: pv\n    parameters: {weight: 0.5}\n  - model: pv2\n    parameters: {weight: 0.5}\ntokenizer: {source: base, pad_to_multiple_of: 1}\n' > pv1.yml
+rm -rf pv-out pv1-out && expect 0 "$G" merge pv.yml pv-out && expect 0 "$G" merge pv1.yml pv1-out
+/usr/bin/python3 - "$REFD" <<'PY' && ok || bad "padded vocabulary kept"
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from lora_ref import load
+import numpy as np
+o, o1, a, b = load("pv-out"), load("pv1-out"), load("pv"), load("pv2")
+assert json.load(open("pv-out/config.json"))["vocab_size"] == 128 and json.load(open("pv1-out/config.json"))["vocab_size"] == 96
+for n in ("model.embed_tokens.weight", "lm_head.weight"):
+    e = o[n]; assert e.shape == (128, 32) and o1[n].shape == (96, 32)
+    real = (a[n][:96].astype(np.float64) + b[n][:96]) / 2
+    assert np.abs(e[:96] - real).max() < 1e-6 and np.abs(o1[n] - real).max() < 1e-6
+    assert np.abs(e[96:] - real.mean(axis=0)).max() < 1e-6
+PY
+
 # ---- bad configs: exit 4, a precise message, nothing written ----
 badcfg() { # NAME EXPECTED-MESSAGE YAML
     printf '%s' "$3" > bad-$1.yml

@@ -229,6 +229,15 @@ int graft__vplan_build(struct plan *p) {
     vp->n = (uint64_t)next;
     long pm = c->pad_to_multiple_of > 0 ? c->pad_to_multiple_of : 1;
     vp->n_pad = (vp->n + (uint64_t)pm - 1) / (uint64_t)pm * (uint64_t)pm;
+    // Without pad_to_multiple_of the source's padded row count is kept when the vocabulary fits in it
+    // (Qwen's 151,936 rows for 151,665 tokens: tensor-parallel sizes); MergeKit cuts to the tokens
+    const struct graft__vocab *sv = v[vp->src_model];
+    if (c->pad_to_multiple_of <= 0 && sv && sv->config_vocab > 0 && (uint64_t)sv->config_vocab > vp->n) {
+        vp->n_pad = (uint64_t)sv->config_vocab;
+        graft__plan_warn(p, "the output vocabulary has %llu tokens; its embeddings keep %s's %llu rows (config.json vocab_size), the padding "
+                            "rows each model's mean row (tokenizer.pad_to_multiple_of: 1 cuts them, as MergeKit does)",
+                         (unsigned long long)vp->n, p->models[vp->src_model].ref, (unsigned long long)vp->n_pad);
+    }
     // Permutations: a model's row for every output token it has below its vocab_size.
     size_t nt;
     if (!(order = sorted_tokens(ids, &nt))) { rc = nomem(p); goto out; }
