@@ -701,6 +701,17 @@ expect 2 "$G" tokensurgeon tsA tsB9 tsB9 --force
 cmp -s tsB/model.safetensors tsB9/model.safetensors && ok || bad "tokensurgeon replaced its donor"
 grep -q '"unused": 5' ts-tsA-tsB-omp.json && ok || bad "tokensurgeon: rows without a token: $(cat ts-tsA-tsB-omp.json)"
 grep -q '"approximated": 0,' ts-tsA-tsC-omp.json && bad "Metaspace ← byte-level approximated nothing" || ok
+# a donor token is found by its string before its role (from a review): the same vocabulary with the
+# roles only in special_tokens_map.json, and an instruct-style one (eos <|eot_id|>, pad <|end_of_text|>):
+# every row exact (by role, <|eot_id|> took the model's <|end_of_text|> row and that one was approximated)
+mkdir -p tsA2 tsA3 && cp tsA/* tsA2/ && cp tsA/* tsA3/
+printf '{}' > tsA2/tokenizer_config.json && printf '{"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"}' > tsA2/special_tokens_map.json
+printf '{"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "pad_token": "<|end_of_text|>"}' > tsA3/tokenizer_config.json
+for d in tsA2 tsA3; do
+    expect 0 "$G" tokensurgeon tsA $d ts-$d --json
+    grep -q '"approximated": 0' "$T/out" && cmp -s tsA/model.safetensors ts-$d/model.safetensors && ok || bad "tokensurgeon tsA ← $d: $(cat "$T/out")"
+    if "$PY" "$SREF" check tsA $d ts-$d omp 64 "$T/out" >"$T/py" 2>&1; then ok; else bad "tokensurgeon tsA ← $d vs the reference: $(cat "$T/py")"; fi
+done
 expect 0 "$G" tokensurgeon tsA tsC ts-t1 --k 6 --threads 1
 cmp -s ts-t1/model.safetensors ts-tsA-tsC-omp/model.safetensors && ok || bad "tokensurgeon depends on --threads"
 # the transplanted model runs with the donor's tokenizer

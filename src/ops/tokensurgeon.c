@@ -43,46 +43,69 @@ struct side {
     struct graft_tokenizer *tok;
     char *special[4];          // bos, eos, unk, pad strings (NULL when none)
     const char *ws;            // "Ġ" or "▁"
-    struct key *keys;          // one per token (model: sorted)
+    struct key *keys;          // one per token: its string (model: sorted, with the role keys)
     size_t n_keys;
+    struct key rkeys[4];       // the special tokens' role keys ("bos_token" …)
+    size_t n_rkeys;
     const struct graft_model_tensor *embed, *head; // head NULL when tied
     uint64_t rows, dim;
 };
 
 static const char *const roles[4] = {"bos_token", "eos_token", "unk_token", "pad_token"};
 
-// tokenizer_config.json's special tokens (a string, or {"content": ...}).
+// The special tokens by role (a string, or {"content": ...}), as transformers reads them: from
+// tokenizer_config.json, else special_tokens_map.json.
 static int read_specials(struct side *s, struct graft_err *err) {
-    char *path = graft__asprintf("%s/tokenizer_config.json", s->dir);
-    if (!path) return nomem(err);
-    json_t *root = NULL;
-    struct graft_err e2;
-    graft_err_clear(&e2);
-    int rc = graft__load_json_file(path, 64u << 20, &root, &e2);
-    graft__free(path);
-    if (rc == GRAFT_E_NOMEM) return nomem(err);
-    if (rc) return GRAFT_OK; // no (readable) tokenizer_config.json: no roles
-    for (int r = 0; r < 4; r++) {
-        json_t *v = json_object_get(root, roles[r]);
-        if (json_is_object(v)) v = json_object_get(v, "content");
-        if (json_is_string(v) && json_string_length(v) && !(s->special[r] = graft__strndup(json_string_value(v), json_string_length(v)))) rc = nomem(err);
+    static const char *const files[] = {"tokenizer_config.json", "special_tokens_map.json"};
+    int rc = GRAFT_OK;
+    for (int f = 0; f < 2 && !rc; f++) {
+        char *path = graft__asprintf("%s/%s", s->dir, files[f]);
+        if (!path) return nomem(err);
+        json_t *root = NULL;
+        struct graft_err e2;
+        graft_err_clear(&e2);
+        rc = graft__load_json_file(path, 64u << 20, &root, &e2);
+        graft__free(path);
+        if (rc == GRAFT_E_NOMEM) return nomem(err);
+        if (rc) { rc = GRAFT_OK; continue; } // no (readable) file: no roles from it
+        for (int r = 0; r < 4 && !rc; r++) {
+            json_t *v = json_object_get(root, roles[r]);
+            if (json_is_object(v)) v = json_object_get(v, "content");
+            if (!s->special[r] && json_is_string(v) && json_string_length(v) &&
+                !(s->special[r] = graft__strndup(json_string_value(v), json_string_length(v))))
+                rc = nomem(err);
+        }
+        json_decref(root);
     }
-    json_decref(root);
     return rc;
 }
 
-// The normalised key of token `t` (n bytes) of side s, into *k (its string malloc'd).
-static int make_key(const struct side *s, const char *t, size_t n, int32_t id, struct key *k, struct graft_err *err) {
+// The normalised key of token `t` (n bytes) of side s, into *k (its string malloc'd); with `role`, the
+// key of the special token's role instead (MergeKit's normalize_token: Llama 2's <s> is Llama 3's
+// <|begin_of_text|>).
+static int make_key(const struct side *s, const char *t, size_t n, int32_t id, int role, struct key *k, struct graft_err *err) {
     char tag = 'T';
     size_t skip = 0, wl = strlen(s->ws);
-    if (n >= wl && !memcmp(t, s->ws, wl)) tag = 'W', skip = wl; // the word-start marker first, as MergeKit's normalize_token
-    for (int r = 0; tag == 'T' && r < 4; r++)
-        if (s->special[r] && strlen(s->special[r]) == n && !memcmp(s->special[r], t, n)) { tag = 'S', t = roles[r], n = strlen(roles[r]); break; }
+    if (role >= 0) tag = 'S', t = roles[role], n = strlen(roles[role]);
+    else if (n >= wl && !memcmp(t, s->ws, wl)) tag = 'W', skip = wl; // the word-start marker first, as MergeKit's normalize_token
     k->n = n - skip + 1, k->id = id;
     if (!(k->s = graft__malloc(k->n))) return nomem(err);
     k->s[0] = tag;
     memcpy(k->s + 1, t + skip, n - skip);
     return GRAFT_OK;
+}
+
+// The model's first (lowest-id) entry with key k, or mo->n_keys.
+static size_t find_key(const struct side *mo, const struct key *k) {
+    size_t lo = 0, hi = mo->n_keys;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2, n = mo->keys[mid].n < k->n ? mo->keys[mid].n : k->n;
+        int c = memcmp(mo->keys[mid].s, k->s, n);
+        if (!c) c = mo->keys[mid].n < k->n ? -1 : mo->keys[mid].n > k->n;
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < mo->n_keys && mo->keys[lo].n == k->n && !memcmp(mo->keys[lo].s, k->s, k->n) ? lo : mo->n_keys;
 }
 
 static int open_side(struct side *s, struct graft_err *err) {
@@ -108,19 +131,25 @@ static int open_side(struct side *s, struct graft_err *err) {
         if (t && len >= 3 && !memcmp(t, "\xE2\x96\x81", 3)) u++;
     }
     s->ws = u > g ? "\xE2\x96\x81" : "\xC4\xA0";
-    if (!(s->keys = graft__calloc((size_t)n + 1, sizeof *s->keys))) return nomem(err);
+    if (!(s->keys = graft__calloc((size_t)n + 5, sizeof *s->keys))) return nomem(err); // (+ the model's role keys)
     for (int32_t id = 0; id < n && (uint64_t)id < s->rows; id++) { // ids beyond the embedding have no row
         size_t len;
         const char *t = graft_tokenizer_token(s->tok, id, &len);
         if (!t) continue;
-        if ((rc = make_key(s, t, len, id, &s->keys[s->n_keys], err))) return rc;
+        if ((rc = make_key(s, t, len, id, -1, &s->keys[s->n_keys], err))) return rc;
         s->n_keys++;
+        for (int r = 0; r < 4; r++)
+            if (s->special[r] && strlen(s->special[r]) == len && !memcmp(s->special[r], t, len)) {
+                if ((rc = make_key(s, t, len, id, r, &s->rkeys[s->n_rkeys], err))) return rc;
+                s->n_rkeys++;
+            }
     }
     return GRAFT_OK;
 }
 
 static void close_side(struct side *s) {
     for (size_t i = 0; i < s->n_keys; i++) graft__free(s->keys[i].s);
+    for (size_t i = 0; i < s->n_rkeys; i++) graft__free(s->rkeys[i].s);
     graft__free(s->keys);
     for (int r = 0; r < 4; r++) graft__free(s->special[r]);
     graft_tokenizer_free(s->tok);
@@ -427,6 +456,9 @@ int graft_tokensurgeon(const char *model_dir, const char *donor_dir, const char 
     int rc = open_side(&mo, err);
     if (!rc) rc = open_side(&dn, err);
     if (!rc) {
+        // the model's role keys join its token keys: a donor token is found by its string first, then by its role
+        for (size_t i = 0; i < mo.n_rkeys; i++) mo.keys[mo.n_keys++] = mo.rkeys[i], mo.rkeys[i].s = NULL;
+        mo.n_rkeys = 0;
         qsort(mo.keys, mo.n_keys, sizeof *mo.keys, key_cmp);
         r.vocab = dn.rows;
         j.src = graft__malloc((size_t)dn.rows * sizeof *j.src), j.targets = graft__malloc((size_t)dn.rows * sizeof *j.targets);
@@ -437,15 +469,10 @@ int graft_tokensurgeon(const char *model_dir, const char *donor_dir, const char 
     for (uint64_t i = 0; !rc && i < dn.rows; i++) j.src[i] = -2;
     for (size_t i = 0; !rc && i < dn.n_keys; i++) { // donor keys are in id order: the shared list is too
         const struct key *dk = &dn.keys[i];
-        size_t lo = 0, hi = mo.n_keys; // the model's first (lowest-id) entry with this key
-        while (lo < hi) {
-            size_t mid = (lo + hi) / 2, n = mo.keys[mid].n < dk->n ? mo.keys[mid].n : dk->n;
-            int c = memcmp(mo.keys[mid].s, dk->s, n);
-            if (!c) c = mo.keys[mid].n < dk->n ? -1 : mo.keys[mid].n > dk->n;
-            if (c < 0) lo = mid + 1;
-            else hi = mid;
-        }
-        bool hit = lo < mo.n_keys && mo.keys[lo].n == dk->n && !memcmp(mo.keys[lo].s, dk->s, dk->n);
+        size_t lo = find_key(&mo, dk);
+        bool hit = lo < mo.n_keys;
+        for (size_t q = 0; !hit && q < dn.n_rkeys; q++) // no token of that string: a special token of the same role
+            if (dn.rkeys[q].id == dk->id) hit = (lo = find_key(&mo, &dn.rkeys[q])) < mo.n_keys;
         if (hit) {
             j.src[dk->id] = mo.keys[lo].id, r.exact++;
             j.sh_d[j.n_sh] = dk->id, j.sh_m[j.n_sh++] = mo.keys[lo].id;

@@ -3,8 +3,9 @@
 
   tokensurgeon_ref.py check MODEL DONOR OUT APPROACH K REPORT.json
       OUT's embedding (and untied lm_head) against rows recomputed here: the donor's vocabulary normalised
-      (word-start marker Ġ or ▁, whichever more tokens start with; bos/eos/unk/pad tokens of
-      tokenizer_config.json by role), exact tokens from MODEL, the others by APPROACH — omp (greedy atoms
+      (word-start marker Ġ or ▁, whichever more tokens start with); a donor token is MODEL's token of the
+      same string, else (bos/eos/unk/pad of tokenizer_config.json, else special_tokens_map.json) MODEL's
+      token of the same role; exact tokens from MODEL, the others by APPROACH — omp (greedy atoms
       by |correlation| with the residual, at most min(K, shared tokens, the donor's width) of them, least
       squares on the chosen donor rows, the coefficients on
       MODEL's rows; NumPy's lstsq), mean, zero, subword (the donor token's text — byte-level: its bytes;
@@ -36,23 +37,24 @@ def vocab(d):
     v = {i: t for t, i in tok["model"]["vocab"].items()}
     for a in tok.get("added_tokens") or []:
         v[a["id"]] = a["content"]
-    tc = {}
-    if os.path.exists(os.path.join(d, "tokenizer_config.json")):
-        tc = json.load(open(os.path.join(d, "tokenizer_config.json")))
-    special = {}
-    for r in ROLES:
-        s = tc.get(r)
-        if isinstance(s, dict):
-            s = s.get("content")
-        if isinstance(s, str) and s:
-            special[s] = r
+    special, seen = {}, set()
+    for f in ("tokenizer_config.json", "special_tokens_map.json"):
+        tc = json.load(open(os.path.join(d, f))) if os.path.exists(os.path.join(d, f)) else {}
+        for r in ROLES:
+            s = tc.get(r)
+            if isinstance(s, dict):
+                s = s.get("content")
+            if isinstance(s, str) and s and r not in seen:
+                special.setdefault(s, []).append(r)
+                seen.add(r)
     g = sum(t.startswith("\u0120") for t in v.values())
     u = sum(t.startswith("\u2581") for t in v.values())
     ws = "\u2581" if u > g else "\u0120"
-    keys = {}
+    keys, roles = {}, {}
     for i, t in sorted(v.items()):
-        keys[i] = ("W", t[len(ws):]) if t.startswith(ws) else ("S", special[t]) if t in special else ("T", t)
-    return tok, v, keys
+        keys[i] = ("W", t[len(ws):]) if t.startswith(ws) else ("T", t)
+        roles[i] = [("S", r) for r in special.get(t, [])]
+    return tok, v, keys, roles
 
 
 def dws(v):
@@ -77,19 +79,21 @@ def omp(y, C, k):
 def check(model, donor, out, approach, k, report):
     k = int(k)
     M, D, O = ({kk: v.astype(np.float64) for kk, v in load(p).items()} for p in (model, donor, out))
-    mtok, mv, mkeys = vocab(model)
-    dtok, dv, dkeys = vocab(donor)
+    mtok, mv, mkeys, mroles = vocab(model)
+    dtok, dv, dkeys, droles = vocab(donor)
     mrows, drows = M["model.embed_tokens.weight"].shape[0], D["model.embed_tokens.weight"].shape[0]
     mmap = {}
     for i, key in sorted(mkeys.items()):
-        if i < mrows and key not in mmap:
-            mmap[key] = i
+        for kk in [key] + mroles[i]:
+            if i < mrows and kk not in mmap:
+                mmap[kk] = i
     exact, todo = {}, []
     for i, key in sorted(dkeys.items()):
         if i >= drows:
             continue
-        if key in mmap:
-            exact[i] = mmap[key]
+        hit = next((kk for kk in [key] + droles[i] if kk in mmap), None)
+        if hit is not None:
+            exact[i] = mmap[hit]
         else:
             todo.append(i)
     rep = json.load(open(report))
