@@ -227,6 +227,39 @@ expect 0 "$G" reparam conv.safetensors r-bn2.safetensors --fold bn --threads 1
 cmp -s r-bn.safetensors r-bn2.safetensors && ok || bad "reparam depends on --threads"
 expect 0 "$G" inspect r-bn.safetensors
 grep -q "stem.bn" "$T/out" && bad "BN tensors left after folding" || ok
+# (from a review) a negative running_var is refused, not written as NaN; float64 checkpoints fold in
+# float64 (they went through float32: 1e-7 relative error)
+"$PY" - <<'PY' || bad "reparam fixtures"
+import json, struct
+import numpy as np
+def save64(path, t):
+    hdr, off, blobs = {}, 0, []
+    for k, v in t.items():
+        a = np.ascontiguousarray(v, dtype=np.float64); hdr[k] = {"dtype": "F64", "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
+        off += a.nbytes; blobs.append(a.tobytes())
+    h = json.dumps(hdr).encode(); h += b" " * (-len(h) % 8)
+    open(path, "wb").write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+rng = np.random.default_rng(5)
+t = {"c.conv.weight": rng.normal(0, 0.3, (6, 4, 3, 3)), "c.bn.weight": rng.uniform(0.5, 1.5, 6), "c.bn.bias": rng.normal(0, 0.1, 6),
+     "c.bn.running_mean": rng.normal(0, 0.2, 6), "c.bn.running_var": rng.uniform(0.5, 2.0, 6)}
+save64("f64.safetensors", t)
+t["c.bn.running_var"][1] = -1.0
+save64("negvar.safetensors", t)
+PY
+expect 0 "$G" reparam f64.safetensors r-f64.safetensors --fold bn
+"$PY" - <<'PY' && ok || bad "float64 BN fold"
+import json, struct
+import numpy as np
+def load64(p):
+    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n]); d = b[8 + n:]
+    return {k: np.frombuffer(d[v["data_offsets"][0]:v["data_offsets"][1]], dtype=np.float64).reshape(v["shape"]) for k, v in h.items() if k != "__metadata__"}
+I, O = load64("f64.safetensors"), load64("r-f64.safetensors")
+s = I["c.bn.weight"] / np.sqrt(I["c.bn.running_var"] + 1e-5)
+W = I["c.conv.weight"] * s[:, None, None, None]; b = I["c.bn.bias"] - I["c.bn.running_mean"] * s
+assert np.abs(O["c.conv.weight"] - W).max() <= 1e-14 * np.abs(W).max() and np.abs(O["c.conv.bias"] - b).max() <= 1e-14 * np.abs(b).max()
+PY
+expect 3 "$G" reparam negvar.safetensors x-negvar.safetensors --fold bn
+grep -q "BatchNorm 'c.bn': running_var\[1\] + eps is" "$T/err" && [ ! -e x-negvar.safetensors ] && ok || bad "negative running_var: $(cat "$T/err")"
 expect 3 "$G" reparam m32 x20 --fold repvgg
 grep -q "nothing to fold" "$T/err" && ok || bad "reparam with nothing to fold: $(cat "$T/err")"
 nothing x20 "reparam with nothing to fold"

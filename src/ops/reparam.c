@@ -3,9 +3,12 @@
 // bn — a convolution or linear weight W [Cout, …] (and bias b0) followed by BatchNorm (weight γ,
 //      bias β, running_mean μ, running_var σ²): t = γ / √(σ² + ε), W' = W·t per output channel,
 //      b' = β + (b0 − μ)·t. Pairs: BN module B (it has running_mean) with the conv module named by
-//      replacing, in B's last name component, "bn" with "conv" (bn → conv, bn1 → conv1), "norm" with
-//      "conv", or for a numbered Sequential (…features.1) the previous number (…features.0); --pair
-//      BN_SUFFIX=CONV_SUFFIX adds a rule. The BN tensors go; the conv gains a bias.
+//      replacing, in B's last name component, "bn" with "conv" (bn → conv, bn1 → conv1), or for a
+//      numbered Sequential (…features.1) the previous number (…features.0); --pair
+//      BN_SUFFIX=CONV_SUFFIX adds a rule. The pair must fit: a weight of ≥ 2 axes with B's channel
+//      count as outputs (a PReLU before the BN is not a conv). "norm1"/"conv1" is not a rule: timm's
+//      ResNetV2 and DenseNet put that BN *before* its conv (pre-activation), where no fold is exact.
+//      The BN tensors go; the conv gains a bias.
 // repvgg — a RepVGG block P (P.rbr_dense.{conv,bn}, P.rbr_1x1.{conv,bn}, optional P.rbr_identity BN):
 //      each branch BN-fused, the 1×1 kernel zero-padded to 3×3 at the centre, the identity as a BN-fused
 //      kernel with 1 at (i, i mod Cin/g, centre); summed into P.rbr_reparam.weight / .bias (RepVGG's
@@ -18,7 +21,9 @@
 // weight-norm — w = g·v / ‖v‖ (PyTorch weight_norm: NAME_g / NAME_v, or
 //      parametrizations.NAME.original0 / original1), the norm over every axis but `dim`, inferred from
 //      g's shape (the axis where g matches v; g all ones-shaped: one norm over the whole tensor, dim=None).
-// Everything in double, written in the tensors' dtype. Other tensors are copied.
+// Everything in double (float64 tensors read and written as such), written in the tensors' dtype;
+// a folded value that is not finite (a negative running_var, NaN inputs) is refused. Other tensors
+// are copied.
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -72,9 +77,14 @@ static void drop_t(struct rjob *j, const struct graft_model_tensor *t) {
 
 static double *load64(const struct graft_model *m, const struct graft_model_tensor *t) {
     uint64_t n = t->info->n_elem;
-    float *f = graft__malloc((size_t)(n ? n : 1) * sizeof *f);
     double *d = graft__malloc((size_t)(n ? n : 1) * sizeof *d);
-    if (!f || !d) { graft__free(f), graft__free(d); return NULL; }
+    if (!d) return NULL;
+    if (t->info->dtype == GRAFT_DTYPE_F64) { // (little-endian hosts only, as everywhere in graft)
+        memcpy(d, graft_model_data(m, t), (size_t)n * sizeof *d);
+        return d;
+    }
+    float *f = graft__malloc((size_t)(n ? n : 1) * sizeof *f);
+    if (!f) { graft__free(d); return NULL; }
     graft_row_to_f32(t->info->dtype, graft_model_data(m, t), f, (size_t)n);
     for (uint64_t i = 0; i < n; i++) d[i] = f[i];
     graft__free(f);
@@ -114,6 +124,11 @@ static int fuse_bn(const struct rjob *j, const char *bn, double *K, uint64_t cou
         else if (!(v[k] = load64(j->m, t))) rc = nomem(err);
     }
     for (uint64_t c = 0; !rc && c < cout; c++) {
+        if (!(v[3][c] + j->p->eps > 0)) {
+            rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(j->m), NULL, 0, "BatchNorm '%s': running_var[%llu] + eps is %g, not positive: "
+                               "a damaged checkpoint?", bn, (unsigned long long)c, v[3][c] + j->p->eps);
+            break;
+        }
         double t = v[0][c] / sqrt(v[3][c] + j->p->eps);
         for (uint64_t i = 0; i < per; i++) K[c * per + i] *= t;
         b[c] = v[1][c] + (b[c] - v[2][c]) * t;
@@ -144,18 +159,21 @@ static bool conv_of(const struct rjob *j, const char *bn, char *conv, size_t cap
             if (find(j->m, conv, ".weight")) return true;
         }
     }
-    char cand[3][1100];
+    char cand[2][1100];
     int nc = 0;
     const char *hit = strstr(l, "bn");
     if (hit) snprintf(cand[nc++], sizeof cand[0], "%.*s%.*sconv%s", (int)pre, bn, (int)(hit - l), l, hit + 2);
-    hit = strstr(l, "norm");
-    if (hit) snprintf(cand[nc++], sizeof cand[0], "%.*s%.*sconv%s", (int)pre, bn, (int)(hit - l), l, hit + 4);
     char *end;
     long idx = strtol(l, &end, 10);
     if (*l && !*end && idx > 0) snprintf(cand[nc++], sizeof cand[0], "%.*s%ld", (int)pre, bn, idx - 1);
     for (int c = 0; c < nc; c++)
         if (find(j->m, cand[c], ".weight")) { snprintf(conv, cap, "%s", cand[c]); return true; }
     return false;
+}
+
+// Whether weight w can be the conv / linear layer before a BN of `ch` channels: ≥ 2 axes, ch outputs.
+static bool fits_bn(const struct graft_model_tensor *w, uint64_t ch) {
+    return w->info->n_dims >= 2 && w->info->ne[0] == ch && graft_dtype_is_float_target(w->info->dtype);
 }
 
 static int fold_bn(struct rjob *j, size_t *n_folds, struct graft_err *err) {
@@ -167,10 +185,11 @@ static int fold_bn(struct rjob *j, size_t *n_folds, struct graft_err *err) {
         snprintf(bn, sizeof bn, "%.*s", (int)(t->name_len - 13), t->name);
         if (!conv_of(j, bn, conv, sizeof conv)) continue; // a BN without a preceding conv stays
         const struct graft_model_tensor *w = find(j->m, conv, ".weight"), *b0 = find(j->m, conv, ".bias");
-        uint64_t cout = w->info->n_dims ? w->info->ne[0] : 1, per = cout ? w->info->n_elem / cout : 0;
-        if (t->n_elem != cout)
-            return graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(j->m), t->name, t->name_len, "%llu channels, but '%s.weight' has %llu outputs",
-                                 (unsigned long long)t->n_elem, conv, (unsigned long long)cout);
+        if (!fits_bn(w, t->n_elem)) continue; // not a layer this BN normalises the outputs of: it stays
+        uint64_t cout = w->info->ne[0], per = cout ? w->info->n_elem / cout : 0;
+        if (b0 && b0->info->n_elem != cout)
+            return graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(j->m), b0->info->name, b0->info->name_len, "%llu values for %llu outputs",
+                                 (unsigned long long)b0->info->n_elem, (unsigned long long)cout);
         double *K = load64(j->m, w), *b = b0 ? load64(j->m, b0) : graft__calloc((size_t)cout, sizeof *b);
         if (!K || !b) { graft__free(K), graft__free(b); return nomem(err); }
         int rc = fuse_bn(j, bn, K, cout, per, b, err);
@@ -186,6 +205,19 @@ static int fold_bn(struct rjob *j, size_t *n_folds, struct graft_err *err) {
         drop_bn(j, bn);
         (*n_folds)++;
     }
+    return GRAFT_OK;
+}
+
+// A conv's bias (NULL: none) into b, checked to have cout values.
+static int conv_bias(const struct rjob *j, const struct graft_model_tensor *t, uint64_t cout, double *b, struct graft_err *err) {
+    if (!t) return GRAFT_OK;
+    if (t->info->n_elem != cout)
+        return graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(j->m), t->info->name, t->info->name_len, "%llu values for %llu outputs",
+                             (unsigned long long)t->info->n_elem, (unsigned long long)cout);
+    double *v = load64(j->m, t);
+    if (!v) return nomem(err);
+    memcpy(b, v, (size_t)cout * sizeof *b);
+    graft__free(v);
     return GRAFT_OK;
 }
 
@@ -208,6 +240,10 @@ static int fold_repvgg(struct rjob *j, size_t *n_folds, struct graft_err *err) {
         double *K = load64(j->m, w3), *b = graft__calloc((size_t)cout, sizeof *b), *k1 = NULL, *b1 = graft__calloc((size_t)cout, sizeof *b1);
         double *kid = graft__calloc((size_t)(cout * per), sizeof *kid), *bid = graft__calloc((size_t)cout, sizeof *bid);
         int rc = !K || !b || !b1 || !kid || !bid ? nomem(err) : GRAFT_OK;
+        // a branch conv's own bias (bias=True) enters before its BN: b' = β + (b0 − μ)·t
+        const struct graft_model_tensor *cb3 = find(j->m, P, ".rbr_dense.conv.bias"), *cb1 = find(j->m, P, ".rbr_1x1.conv.bias");
+        if (!rc) rc = conv_bias(j, cb3, cout, b, err);
+        if (!rc && w1) rc = conv_bias(j, cb1, cout, b1, err);
         snprintf(mb, sizeof mb, "%s.rbr_dense.bn", P);
         if (!rc) rc = fuse_bn(j, mb, K, cout, per, b, err);
         if (!rc && w1) {
@@ -239,6 +275,8 @@ static int fold_repvgg(struct rjob *j, size_t *n_folds, struct graft_err *err) {
         if (!add_out(j, name, t->dtype, 1, bne, b, err)) return err->code;
         drop_t(j, w3);
         if (w1) drop_t(j, w1);
+        if (cb3) drop_t(j, cb3);
+        if (cb1 && w1) drop_t(j, cb1);
         snprintf(mb, sizeof mb, "%s.rbr_dense.bn", P), drop_bn(j, mb);
         snprintf(mb, sizeof mb, "%s.rbr_1x1.bn", P), drop_bn(j, mb);
         (*n_folds)++;
@@ -407,8 +445,14 @@ static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
     if (!f || !enc) { graft__free(f), graft__free(enc); return nomem(err); }
     for (uint64_t i = 0; i < n; i++) f[i] = (float)x->data[i];
     graft_dtype_nbytes(x->dt, n, &nb);
-    graft_row_from_f32(x->dt, f, enc, (size_t)n);
-    int rc = nb ? graft_writer_write(j->w, x->id, 0, enc, (size_t)nb, err) : GRAFT_OK;
+    if (x->dt == GRAFT_DTYPE_F64) memcpy(enc, x->data, (size_t)nb);
+    else graft_row_from_f32(x->dt, f, enc, (size_t)n);
+    size_t first = 0;
+    uint64_t bad = graft_count_nonfinite(x->dt, enc, (size_t)n, &first);
+    int rc = bad ? graft_err_set(err, GRAFT_E_NONFINITE, graft_model_path(j->m), x->name, strlen(x->name),
+                                 "the fold gives %llu NaN or infinite values (first at element %llu) in %s: a damaged checkpoint, or values "
+                                 "beyond the dtype's range", (unsigned long long)bad, (unsigned long long)first, graft_dtype_traits(x->dt)->name)
+         : nb ? graft_writer_write(j->w, x->id, 0, enc, (size_t)nb, err) : GRAFT_OK;
     graft__free(f), graft__free(enc);
     return rc;
 }

@@ -38,10 +38,15 @@ def make(out):
     t["layer.conv1.weight"] = rng.normal(0, 0.3, (8, 8, 3, 3)); t["layer.conv1.bias"] = rng.normal(0, 0.1, 8); bn(rng, 8, "layer.bn1", t)
     t["features.0.weight"] = rng.normal(0, 0.3, (4, 8, 1, 1)); t["features.0.bias"] = rng.normal(0, 0.1, 4); bn(rng, 4, "features.1", t)
     t["fc.weight"] = rng.normal(0, 0.3, (10, 4)); t["fc.bias"] = rng.normal(0, 0.1, 10)
+    # BNs no rule pairs: pre-activation (timm ResNetV2 / DenseNet: norm1 *before* conv1), and a numbered
+    # Sequential conv, PReLU, BN (the PReLU before the BN is not a conv)
+    bn(rng, 8, "pre.norm1", t); t["pre.conv1.weight"] = rng.normal(0, 0.3, (8, 8, 3, 3))
+    t["seq.0.weight"] = rng.normal(0, 0.3, (4, 8, 1, 1)); t["seq.1.weight"] = rng.uniform(0.1, 0.3, 4); bn(rng, 4, "seq.2", t)
     for name, g in (("block", 1), ("gblock", 2)):
         t[name + ".rbr_dense.conv.weight"] = rng.normal(0, 0.3, (8, 8 // g, 3, 3)); bn(rng, 8, name + ".rbr_dense.bn", t)
         t[name + ".rbr_1x1.conv.weight"] = rng.normal(0, 0.3, (8, 8 // g, 1, 1)); bn(rng, 8, name + ".rbr_1x1.bn", t)
         bn(rng, 8, name + ".rbr_identity", t)
+    t["gblock.rbr_dense.conv.bias"] = rng.normal(0, 0.1, 8); t["gblock.rbr_1x1.conv.bias"] = rng.normal(0, 0.1, 8)  # bias=True convs
     # MobileOne blocks: three 3×3 branches, a 1×1 scale branch and an identity BN (groups 1 and
     # depthwise); a 1×1 block with two branches and no scale; FastViT's 7×7 large kernel + 3×3 small one
     for name, g in (("mo", 1), ("modw", 8)):
@@ -101,16 +106,19 @@ def check(mode, inp, out):
             cmp(ref, conv(x, O[conv_n + ".weight"], O[conv_n + ".bias"]))
             if any(k.startswith(bn_n + ".") for k in O):
                 sys.exit("FAIL: BN tensors of %s are still there" % bn_n)
-        if not np.array_equal(O["fc.weight"], I["fc.weight"]):
-            sys.exit("FAIL: fc changed")
+        for k in ("fc.weight", "pre.conv1.weight", "pre.norm1.running_mean", "seq.0.weight", "seq.1.weight", "seq.2.running_var"):
+            if k not in O or not np.array_equal(O[k], I[k]):
+                sys.exit("FAIL: %s changed or gone (no fold pairs it)" % k)
+        if "seq.1.bias" in O:
+            sys.exit("FAIL: the PReLU gained a bias")
     elif mode == "repvgg":
         for name, g in (("block", 1), ("gblock", 2)):
             x = rng.normal(0, 1, (8, 6, 6))
-            ref = bn_apply(conv(x, I[name + ".rbr_dense.conv.weight"], groups=g), I, name + ".rbr_dense.bn")
-            ref += bn_apply(conv(x, I[name + ".rbr_1x1.conv.weight"], groups=g), I, name + ".rbr_1x1.bn")
+            ref = bn_apply(conv(x, I[name + ".rbr_dense.conv.weight"], I.get(name + ".rbr_dense.conv.bias"), groups=g), I, name + ".rbr_dense.bn")
+            ref += bn_apply(conv(x, I[name + ".rbr_1x1.conv.weight"], I.get(name + ".rbr_1x1.conv.bias"), groups=g), I, name + ".rbr_1x1.bn")
             ref += bn_apply(x, I, name + ".rbr_identity")
             cmp(ref, conv(x, O[name + ".rbr_reparam.weight"], O[name + ".rbr_reparam.bias"], groups=g))
-            if any(k.startswith(name + ".rbr_dense") or k.startswith(name + ".rbr_identity") for k in O):
+            if any(k.startswith(name + ".rbr_dense") or k.startswith(name + ".rbr_1x1") or k.startswith(name + ".rbr_identity") for k in O):
                 sys.exit("FAIL: branch tensors of %s are still there" % name)
     elif mode == "mobileone":
         def branch(x, name):
