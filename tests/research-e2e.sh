@@ -35,6 +35,36 @@ ok &= abs(a["cos"] - 1) < 1e-12 and a["euclid"] == 0 and a["conflict"] == 0 and 
 ok &= abs(b["cos"] + 1) < 1e-12 and abs(b["abs_cos"] - 1) < 1e-12 and b["conflict"] == 1 and b["overlap"] == 1 and abs(b["euclid"] - 2 * n[0]) < 1e-9 * n[0]
 raise SystemExit(0 if ok else 1)
 PYEOF
+# (from a review) two models that change disjoint tensors do not overlap: the top-k is taken among the
+# entries a model changed (an unchanged tensor's "top-k" was its first k entries, the same in both:
+# overlap 0.92); an unchanged matrix has no effective rank; NaN is refused; T5-style names go to their
+# block, not the sub-layer; a layer index past the tensor count is no layer (blocks.999999 allocated
+# a million layers)
+"$PY" - "$(dirname "$AREF")" <<'PYEOF' || bad "analyze fixtures"
+import shutil, sys
+sys.path.insert(0, sys.argv[1])
+from lora_ref import load, save
+b, f = load("base"), load("ft1")
+for d, keep in (("d1", "model.layers.0.self_attn.q_proj.weight"), ("d2", "model.layers.1.self_attn.q_proj.weight")):
+    shutil.rmtree(d, ignore_errors=True); shutil.copytree("base", d)
+    t = dict(b); t[keep] = f[keep]; save(d + "/model.safetensors", t)
+shutil.rmtree("dn", ignore_errors=True); shutil.copytree("ft1", "dn")
+t = dict(f); t["model.layers.1.input_layernorm.weight"] = t["model.layers.1.input_layernorm.weight"].copy(); t["model.layers.1.input_layernorm.weight"][3] = float("nan")
+save("dn/model.safetensors", t)
+import numpy as np
+names = ["encoder.block.%d.layer.%d.w" % (b, l) for b in range(4) for l in (0, 1)] + ["blocks.999999.w"]
+save("t5b.safetensors", {n: np.ones(4, np.float32) for n in names})
+save("t5f.safetensors", {n: np.full(4, 2 + i, np.float32) for i, n in enumerate(names)})
+PYEOF
+expect 0 "$G" analyze --base base d1 d2 --json --per-layer
+"$PY" -c 'import json; m = json.load(open("'"$T"'/out")); p = m["model"]["pairs"][0]; e = m["model"]["erank"]
+assert p["overlap"] == 0 and e[0] is not None and e[0] > 1, (p, e)' && ok || bad "analyze of disjoint changes: $(head -c 400 "$T/out")"
+"$PY" "$AREF" "$T/out" base d1 d2 > "$T/py" 2>&1 && ok || bad "analyze of disjoint changes vs NumPy: $(cat "$T/py")"
+expect 1 "$G" analyze --base base ft1 dn
+grep -q "dn: tensor 'model.layers.1.input_layernorm.weight': holds 1 NaN or infinite values" "$T/err" && ok || bad "analyze with a NaN: $(cat "$T/err")"
+expect 0 "$G" analyze --base t5b.safetensors t5f.safetensors --json --per-tensor
+"$PY" -c 'import json; m = json.load(open("'"$T"'/out")); L = {t["name"]: t.get("layer") for t in m["tensors"]}
+assert [(x["layer"], x["n_tensors"]) for x in m["layers"]] == [(0, 2), (1, 2), (2, 2), (3, 2)], (L, [x["layer"] for x in m["layers"]])' && ok || bad "analyze layer numbering: $(head -c 600 "$T/out")"
 # agreement with NumPy: dense f32 task vectors, and sparse ones (TIES with density 0.3 leaves 70 % zeros)
 expect 0 "$G" analyze --base base ft1 ft2 ft3 --json --threads 3
 cp "$T/out" a3.json

@@ -4,11 +4,13 @@
 // For every tensor the base and all models share (same shape): ‖τ_i‖; for each pair: cosine, absolute
 // cosine (Model Kinship's CS), Pearson correlation and Euclidean distance of the flattened τ; the
 // sign-conflict rate (entries where τ_i and τ_j have opposite signs, among entries both changed); the
-// overlap of their top-k masks by |τ| (k = ⌊d·density⌋, density 0.2, ties to the lower index: |M_i ∩
-// M_j| / k); and, for 2-D tensors, the effective rank of τ_i (exp of the entropy of its normalised
-// singular values, Roy & Vetterli). Per layer and whole model, the sums behind each figure are added
-// over tensors (so cosines are of the concatenated vectors, as Model Kinship computes them); effective
-// ranks are averaged over the 2-D tensors. Tensors are read one at a time (each worker holds one
+// overlap of their top-k masks by |τ| (k = ⌊d·density⌋, density 0.2, among the entries τ changed:
+// k_i = min(k, nonzero), ties to the lower index; |M_i ∩ M_j| / max(k_i, k_j), so that two models that
+// left a tensor alone do not "overlap" on it, and one that changed it does not with one that did not); and, for 2-D tensors, the effective rank of τ_i (exp of
+// the entropy of its normalised singular values, Roy & Vetterli). Per layer and whole model, the sums
+// behind each figure are added over tensors (so cosines are of the concatenated vectors, as Model
+// Kinship computes them); effective ranks are averaged over the 2-D tensors τ_i changes. A NaN or
+// infinite value in a tensor is an error (GRAFT_E_NONFINITE) naming it. Tensors are read one at a time (each worker holds one
 // tensor of every model in f32), in parallel; sums are added in tensor order, so results do not depend
 // on the thread count.
 #ifndef GRAFT_ANALYZE_H
@@ -31,11 +33,13 @@ struct graft_analyze_sums {
     double   dot[GRAFT_ANALYZE_MAX_MODELS * GRAFT_ANALYZE_MAX_MODELS], dist2[GRAFT_ANALYZE_MAX_MODELS * GRAFT_ANALYZE_MAX_MODELS];
     uint64_t both[GRAFT_ANALYZE_MAX_MODELS * GRAFT_ANALYZE_MAX_MODELS], conflict[GRAFT_ANALYZE_MAX_MODELS * GRAFT_ANALYZE_MAX_MODELS];
     uint64_t topk, overlap[GRAFT_ANALYZE_MAX_MODELS * GRAFT_ANALYZE_MAX_MODELS];
+    uint64_t overlap_k[GRAFT_ANALYZE_MAX_MODELS * GRAFT_ANALYZE_MAX_MODELS]; // Σ max(k_i, k_j): the overlap's denominator
+    uint64_t n_changed[GRAFT_ANALYZE_MAX_MODELS];                         // 2-D tensors τ_i changes (erank's count)
 };
 
 struct graft_analyze_tensor {
     char *name;
-    int   layer;                      // "layers.N." / "h.N." / "blocks.N." index, −1 when none
+    int   layer;                      // "layers.N." / "h.N." / "blocks.N." index (the leftmost), −1 when none
     int   n_dims;
     uint64_t ne[8];
     struct graft_analyze_sums s;
@@ -45,7 +49,7 @@ struct graft_analyze {
     int n_models;
     size_t n_tensors, n_skipped;      // analysed; skipped (missing in a model, or another shape)
     struct graft_analyze_tensor *tensors;
-    int n_layers;                     // highest layer index + 1
+    int n_layers;                     // highest layer index + 1 (an index ≥ the tensor count is no layer)
     struct graft_analyze_sums *layers;
     struct graft_analyze_sums total;
 };

@@ -59,6 +59,14 @@ static int one(void *ctx, size_t item, int ith, struct graft_err *err) {
     float *b = graft__malloc((size_t)d * sizeof *b), *tv = graft__malloc((size_t)(d * (uint64_t)n) * sizeof *tv), *mag = graft__malloc((size_t)d * sizeof *mag);
     uint8_t *mask = graft__malloc((size_t)(d * (uint64_t)n) + 1);
     if (!b || !tv || !mag || !mask) rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, at->name, strlen(at->name), "out of memory for %d × %llu values", n + 1, (unsigned long long)d);
+    for (int i = 0; !rc && i <= n; i++) { // a NaN would turn every figure of the model into NaN
+        size_t first = 0;
+        uint64_t bad = graft_count_nonfinite(src[i]->info->dtype, graft_model_data(i ? j->models[i - 1] : j->base, src[i]), (size_t)d, &first);
+        if (bad)
+            rc = graft_err_set(err, GRAFT_E_NONFINITE, graft_model_path(i ? j->models[i - 1] : j->base), at->name, strlen(at->name),
+                               "holds %llu NaN or infinite values (first at element %zu): its task vector has no statistics",
+                               (unsigned long long)bad, first);
+    }
     if (!rc) graft_row_to_f32(src[0]->info->dtype, graft_model_data(j->base, src[0]), b, (size_t)d);
     for (int i = 0; !rc && i < n; i++) {
         float *t = tv + (size_t)i * d;
@@ -67,14 +75,16 @@ static int one(void *ctx, size_t item, int ith, struct graft_err *err) {
     }
     struct graft_analyze_sums *s = &at->s;
     s->n_elem = d, s->n_tensors = 1;
-    uint64_t k = (uint64_t)((double)d * j->density);
+    uint64_t k = (uint64_t)((double)d * j->density), ki[GRAFT_ANALYZE_MAX_MODELS];
     s->topk = k;
     for (int i = 0; !rc && i < n; i++) {
         const float *x = tv + (size_t)i * d;
         double sq = 0, sm = 0;
-        for (uint64_t e = 0; e < d; e++) sq += (double)x[e] * x[e], sm += x[e];
+        uint64_t nz = 0;
+        for (uint64_t e = 0; e < d; e++) sq += (double)x[e] * x[e], sm += x[e], nz += x[e] != 0;
         s->sq[i] = sq, s->sum[i] = sm;
-        topk_mask(x, d, k, mag, mask + (size_t)i * d);
+        ki[i] = k < nz ? k : nz; // the top-k among the entries τ_i changed
+        topk_mask(x, d, ki[i], mag, mask + (size_t)i * d);
     }
     for (int i = 0; !rc && i < n; i++)
         for (int q = i + 1; q < n; q++) {
@@ -89,10 +99,12 @@ static int one(void *ctx, size_t item, int ith, struct graft_err *err) {
                 ov += mx[e] & my[e];
             }
             s->dot[i * n + q] = dot, s->dist2[i * n + q] = d2, s->both[i * n + q] = both, s->conflict[i * n + q] = conf, s->overlap[i * n + q] = ov;
+            s->overlap_k[i * n + q] = ki[i] > ki[q] ? ki[i] : ki[q];
         }
     if (!rc && at->n_dims == 2 && at->ne[0] > 1 && at->ne[1] > 1) {
         s->n_matrices = 1;
-        for (int i = 0; !rc && i < n; i++) rc = erank(tv + (size_t)i * d, at->ne[0], at->ne[1], &s->erank[i], err);
+        for (int i = 0; !rc && i < n; i++)
+            if ((s->n_changed[i] = s->sq[i] > 0)) rc = erank(tv + (size_t)i * d, at->ne[0], at->ne[1], &s->erank[i], err);
     }
     graft__free(b), graft__free(tv), graft__free(mag), graft__free(mask);
     if (j->progress) graft_progress_add(j->progress, d * 4 * (uint64_t)(n + 1));
@@ -102,23 +114,29 @@ static int one(void *ctx, size_t item, int ith, struct graft_err *err) {
 
 static void add(struct graft_analyze_sums *to, const struct graft_analyze_sums *s, int n) {
     to->n_elem += s->n_elem, to->n_tensors += s->n_tensors, to->n_matrices += s->n_matrices, to->topk += s->topk;
-    for (int i = 0; i < n; i++) to->sq[i] += s->sq[i], to->sum[i] += s->sum[i], to->erank[i] += s->erank[i];
+    for (int i = 0; i < n; i++) to->sq[i] += s->sq[i], to->sum[i] += s->sum[i], to->erank[i] += s->erank[i], to->n_changed[i] += s->n_changed[i];
     for (int q = 0; q < n * n; q++)
-        to->dot[q] += s->dot[q], to->dist2[q] += s->dist2[q], to->both[q] += s->both[q], to->conflict[q] += s->conflict[q], to->overlap[q] += s->overlap[q];
+        to->dot[q] += s->dot[q], to->dist2[q] += s->dist2[q], to->both[q] += s->both[q], to->conflict[q] += s->conflict[q],
+        to->overlap[q] += s->overlap[q], to->overlap_k[q] += s->overlap_k[q];
 }
 
-// Layer index from "…layers.N." style names, else −1.
-static int layer_of(const char *name) {
+// Layer index from "…layers.N." style names — the leftmost such part (T5's block.3.layer.1. is block
+// 3) — else −1. An index of max_layer or more is no layer numbering (layers are dense, and each has
+// a tensor).
+static int layer_of(const char *name, size_t max_layer) {
     static const char *const keys[] = {"layers.", "layer.", ".h.", "blocks.", "block."};
-    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
-        const char *p = strstr(name, keys[k]);
-        if (!p) continue;
-        p += strlen(keys[k]);
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end > p && *end == '.' && v >= 0 && v < 1000000) return (int)v;
-    }
-    return -1;
+    const char *best = NULL;
+    long val = -1;
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+        for (const char *p = strstr(name, keys[k]); p; p = strstr(p + 1, keys[k])) {
+            const char *q = p + strlen(keys[k]);
+            char *end;
+            long v = strtol(q, &end, 10);
+            if (*q < '0' || *q > '9' || *end != '.') continue;
+            if (!best || p < best) best = p, val = v;
+            break;
+        }
+    return best && val >= 0 && (size_t)val < max_layer ? (int)val : -1;
 }
 
 int graft_analyze_run(const struct graft_model *base, const struct graft_model *const *models, int n_models,
@@ -152,7 +170,7 @@ int graft_analyze_run(const struct graft_model *base, const struct graft_model *
         if (!ok || !bi->n_elem) { a->n_skipped++; continue; }
         struct graft_analyze_tensor *at = &a->tensors[a->n_tensors++];
         if (!(at->name = graft__strndup(bi->name, bi->name_len))) rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
-        at->layer = at->name ? layer_of(at->name) : -1, at->n_dims = bi->n_dims;
+        at->layer = at->name ? layer_of(at->name, nt) : -1, at->n_dims = bi->n_dims;
         for (int d = 0; d < bi->n_dims && d < 8; d++) at->ne[d] = bi->ne[d];
         if (at->layer + 1 > a->n_layers) a->n_layers = at->layer + 1;
     }
@@ -190,6 +208,6 @@ double graft_analyze_conflict(const struct graft_analyze_sums *s, int n, int i, 
     return s->both[i * n + j] ? (double)s->conflict[i * n + j] / (double)s->both[i * n + j] : NAN;
 }
 double graft_analyze_overlap(const struct graft_analyze_sums *s, int n, int i, int j) {
-    return s->topk ? (double)s->overlap[i * n + j] / (double)s->topk : NAN;
+    return s->overlap_k[i * n + j] ? (double)s->overlap[i * n + j] / (double)s->overlap_k[i * n + j] : NAN;
 }
-double graft_analyze_erank(const struct graft_analyze_sums *s, int i) { return s->n_matrices ? s->erank[i] / (double)s->n_matrices : NAN; }
+double graft_analyze_erank(const struct graft_analyze_sums *s, int i) { return s->n_changed[i] ? s->erank[i] / (double)s->n_changed[i] : NAN; }
