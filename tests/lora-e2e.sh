@@ -72,6 +72,22 @@ expect 0 "$G" apply-lora g2b g2ad g2back
 "$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); from lora_ref import load; import numpy as np
 a, f = load("g2back"), load("g2f"); k = [n for n in f if n.endswith("attn.c_attn.weight")][0]
 sys.exit(0 if np.abs(a[k] - f[k]).max() <= 1e-3 * np.abs(f[k]).max() else 1)' "$(dirname "$REF")" && ok || bad "GPT-2 Conv1D adapter applied back"
+# a tied fine-tune of an untied base: its head (its embedding) is extracted as lm_head — it was dropped,
+# and the applied adapter kept the base's head
+/usr/bin/python3 - "$(dirname "$REF")" <<'PY' || bad "tied fine-tune fixture"
+import json, shutil, sys
+sys.path.insert(0, sys.argv[1])
+from lora_ref import load, save
+shutil.rmtree("tft", ignore_errors=True); shutil.copytree("ft", "tft")
+t = load("ft"); del t["lm_head.weight"]; save("tft/model.safetensors", t)
+c = json.load(open("tft/config.json")); c["tie_word_embeddings"] = True; json.dump(c, open("tft/config.json", "w"))
+PY
+expect 0 "$G" extract-lora --base base --model tft adt --rank 4
+expect 0 "$G" apply-lora base adt adt-back
+"$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); from lora_ref import load; import numpy as np
+A, back, f = load("adt/adapter_model.safetensors"), load("adt-back"), load("tft")
+assert np.array_equal(A["base_model.model.lm_head.weight"], f["model.embed_tokens.weight"])
+assert np.array_equal(back["lm_head.weight"], f["model.embed_tokens.weight"])' "$(dirname "$REF")" && ok || bad "tied fine-tune: head not extracted"
 # energy and sv-epsilon choose ranks from the spectrum
 expect 0 "$G" extract-lora --base base --model ft aden --energy 0.5 --json
 cp "$T/out" repen.json

@@ -277,13 +277,20 @@ static int plan_extract(struct xjob *j, regex_t *inc, regex_t *exc, size_t *n_sk
     const struct graft_lora_extract_params *p = j->p;
     size_t nt = graft_model_n_tensors(ft);
     bool gpt2 = is_gpt2(base);
-    j->mods = graft__calloc(nt ? nt : 1, sizeof *j->mods);
+    // a tied fine-tune over an untied base: its head is its embedding (transformers ties it), which
+    // differs from the base's head, and which the fine-tune's tensors below never name: one more item
+    const struct graft_model_tensor *tied_head = NULL;
+    if (graft_model_find(base, "lm_head.weight", 14) && !graft_model_find(ft, "lm_head.weight", 14))
+        tied_head = graft__lora_find_or_tied(ft, "lm_head.weight");
+    j->mods = graft__calloc(nt + 1, sizeof *j->mods);
     if (!j->mods) return nomem(err);
-    for (size_t i = 0; i < nt; i++) {
-        const struct graft_model_tensor *fw = graft_model_tensor(ft, i);
+    for (size_t i = 0; i < nt + (tied_head != NULL); i++) {
+        const struct graft_model_tensor *fw = i < nt ? graft_model_tensor(ft, i) : tied_head;
         const struct graft_tensor_info *t = fw->info;
-        if (!graft__ends_with(t->name, t->name_len, ".weight")) continue; // biases ride with their weight; buffers are skipped
-        char *name = graft__strndup(t->name, t->name_len - 7);
+        const char *tname = i < nt ? t->name : "lm_head.weight"; // the weight's name in the fine-tune's model
+        size_t tlen = i < nt ? t->name_len : 14;
+        if (!graft__ends_with(tname, tlen, ".weight")) continue; // biases ride with their weight; buffers are skipped
+        char *name = graft__strndup(tname, tlen - 7);
         if (!name) return nomem(err);
         if ((p->n_include && !rx_any(inc, p->n_include, name)) || rx_any(exc, p->n_exclude, name)) {
             graft__free(name);
@@ -293,9 +300,9 @@ static int plan_extract(struct xjob *j, regex_t *inc, regex_t *exc, size_t *n_sk
         struct xmod *x = &j->mods[j->n];
         *x = (struct xmod){.name = name, .fw = fw, .rel_error = -1, .id_a = -1, .id_b = -1, .id_bias = -1, .id_w = -1};
         j->n++;
-        x->bw = graft__lora_find_or_tied(base, t->name);
+        x->bw = graft__lora_find_or_tied(base, tname);
         if (!x->bw)
-            return graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(base), t->name, t->name_len,
+            return graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(base), tname, tlen,
                                  "the fine-tune has this tensor but the base does not: are they the same architecture?");
         const struct graft_tensor_info *b = x->bw->info;
         char bias_name[1024];
