@@ -351,10 +351,12 @@ rm -rf lt-out && expect 0 "$G" merge lt.yml lt-out
 /usr/bin/python3 -c 'import json; c = json.load(open("lt-out/config.json")); f, s = "full_attention", "sliding_attention"
 assert c["num_hidden_layers"] == 7 and c["layer_types"] == [f, s, s, f, f, s, f], c.get("layer_types")' && ok || bad "layer_types after slices: $(grep -A9 layer_types lt-out/config.json | tr -d ' \n')"
 expect 0 "$G" synth g3 --arch gemma3vl --layers 8 --hidden 32 --intermediate 48 --heads 4 --kv-heads 2 --vocab 64 --seed 41
-printf 'merge_method: passthrough\nslices:\n  - sources: [{model: g3, layer_range: [0, 6]}]\n  - sources: [{model: g3, layer_range: [4, 8]}]\n' > g3.yml
+/usr/bin/python3 -c 'import json; p = "g3/config.json"; c = json.load(open(p)); c["text_config"]["torch_dtype"] = "bfloat16"; json.dump(c, open(p, "w"))'
+printf 'merge_method: passthrough\nslices:\n  - sources: [{model: g3, layer_range: [0, 6]}]\n  - sources: [{model: g3, layer_range: [4, 8]}]\ndtype: float32\n' > g3.yml
 rm -rf g3-out && expect 0 "$G" merge g3.yml g3-out
 /usr/bin/python3 -c 'import json; c = json.load(open("g3-out/config.json")); t = c["text_config"]; f, s = "full_attention", "sliding_attention"
-assert "layer_types" not in c and t["num_hidden_layers"] == 10 and t["layer_types"] == [s] * 5 + [f] + [s, f, s, s], t.get("layer_types")' && ok || bad "Gemma 3 sliding pattern after slices"
+assert "layer_types" not in c and t["num_hidden_layers"] == 10 and t["layer_types"] == [s] * 5 + [f] + [s, f, s, s], t.get("layer_types")
+assert c["torch_dtype"] == t["torch_dtype"] == "float32", (c["torch_dtype"], t["torch_dtype"])' && ok || bad "Gemma 3 sliding pattern / text_config dtype after slices"
 
 # tokenizer files are prepared with the plan: an unknown chat template fails a --dry-run (it passed,
 # and the real run failed after the merge); a base stripped to its vocab_size loses the dropped token

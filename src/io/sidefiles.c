@@ -41,9 +41,12 @@ int graft__writer_add_config(struct graft_writer *w, const char *config_json, co
                              const struct graft__layer_count *counts, size_t n_counts, long vocab_size, bool untie, struct graft_err *err) {
     json_t *j = json_loads(config_json, 0, NULL);
     if (!j) return graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "cannot re-read config.json");
-    if (torch_dtype) { // transformers v5 writes "dtype"; keep both in step when present
+    if (torch_dtype) { // transformers v5 writes "dtype"; keep both in step when present (a VLM's text_config too)
         json_object_set_new(j, "torch_dtype", json_string(torch_dtype));
         if (json_object_get(j, "dtype")) json_object_set_new(j, "dtype", json_string(torch_dtype));
+        json_t *tc = json_object_get(j, "text_config");
+        for (int k = 0; k < 2 && json_is_object(tc); k++)
+            if (json_is_string(json_object_get(tc, k ? "dtype" : "torch_dtype"))) json_object_set_new(tc, k ? "dtype" : "torch_dtype", json_string(torch_dtype));
     }
     for (size_t c = 0; c < n_counts; c++)
         for (const char *const *k = counts[c].keys; *k; k++) {
