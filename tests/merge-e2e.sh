@@ -275,6 +275,10 @@ printf 'merge_method: linear\nbase_model: v-big\nmodels:\n  - model: v-big\n    
 for c in ta lin; do
     expect 0 "$G" merge crop-$c.yml crop-$c
     grep -q "model.embed_tokens.weight: embedding row counts differ between models; using the first 80 rows" err && ok || bad "crop $c: no warning: $(cat err)"
+    grep -q "takes 'v-big''s tokenizer files: tokenizer.json has token ids up to 89 but model.embed_tokens.weight has 80 rows" err && ok || bad "crop $c: no tokenizer warning: $(cat err)"
+    # verify: a valid file whose tokenizer names ids past the embedding is not clean (users.md #428)
+    expect 3 "$G" verify crop-$c
+    grep -q "tokenizer.json has token ids up to 89 but model.embed_tokens.weight has 80 rows" err && ok || bad "verify crop $c: $(cat err)"
     /usr/bin/python3 - crop-$c "$REFD" <<'PY' && ok || bad "crop $c: embeddings"
 import json, sys
 sys.path.insert(0, sys.argv[2])
@@ -295,6 +299,9 @@ done
 rm -rf v70 && cp -r v-base v70 && sed -i 's/"vocab_size": 80/"vocab_size": 70/' v70/config.json
 printf 'merge_method: linear\nbase_model: v70\nmodels:\n  - model: v70\n    parameters: {weight: 1}\n  - model: v-big\n    parameters: {weight: 1}\ntokenizer_source: union\n' > u70.yml
 rm -rf u70 && expect 0 "$G" merge u70.yml u70
+expect 3 "$G" verify v70
+grep -q "config.json says vocab_size 70 but model.embed_tokens.weight has 80 rows" err && ok || bad "verify of a config vocab_size that is not the rows: $(cat err)"
+expect 0 "$G" verify u70
 /usr/bin/python3 -c 'import json; t = json.load(open("u70/tokenizer.json")); c = json.load(open("u70/config.json"))
 assert c["vocab_size"] == 90 and {"id": 75, "content": "t75"}.items() <= [a for a in t["added_tokens"] if a["content"] == "t75"][0].items()' &&
     ok || bad "union over a stripped base: $(grep vocab_size u70/config.json)"

@@ -4,6 +4,7 @@
 #include <string.h>
 #include "cli.h"
 #include "graft/gguf.h"
+#include "../io/io-impl.h"
 
 static const char help[] =
     "Usage: graft verify PATH [--values]\n"
@@ -11,7 +12,8 @@ static const char help[] =
     "Validate a .safetensors file or a model folder completely: header framing, JSON, dtypes, shapes,\n"
     "overflow-checked sizes, offsets that tile the data exactly, file sizes; for folders the index\n"
     "(shard names, every shard present, every tensor in exactly the shard the index names) and\n"
-    "config.json (valid JSON object without duplicate keys). A GGUF file (v2/v3) is validated as llama.cpp's\n"
+    "config.json (valid JSON object without duplicate keys), and that tokenizer.json's ids and config.json's\n"
+    "vocab_size fit the input embedding's rows. A GGUF file (v2/v3) is validated as llama.cpp's\n"
     "reader would, and more strictly (docs/gguf.md).\n"
     "Prints one summary line on success. Exit codes: 0 clean, 3 invalid input, 1 I/O failure.\n"
     "\n"
@@ -69,6 +71,10 @@ int cmd_verify(int argc, char **argv) {
     }
     struct graft_model *m;
     if (graft_model_open(argv[optind], &m, &err)) return cli_fail(&err);
+    if (graft__vocab_fits(m, -1, true, &err)) { // a valid file that fails at its first token past the embedding
+        graft_model_close(m);
+        return cli_fail(&err);
+    }
     printf("ok: %s: %zu tensors in %d file%s, %llu parameters, %llu bytes\n", argv[optind], graft_model_n_tensors(m),
            graft_model_n_shards(m), graft_model_n_shards(m) == 1 ? "" : "s", (unsigned long long)graft_model_n_params(m),
            (unsigned long long)graft_model_n_bytes(m));

@@ -57,6 +57,10 @@ struct graft__vocab {
 int  graft__vocab_load(const struct graft_model *m, struct graft__vocab **out, struct graft_err *err);
 void graft__vocab_free(struct graft__vocab *v);
 long graft__config_vocab_size(const char *config_json);
+// Whether model m's tokenizer.json ids (and with `config`, a top-level config.json vocab_size) fit
+// `rows` embedding rows (rows < 0: m's own input embedding's). GRAFT_OK when they do or there is
+// nothing to compare; else GRAFT_E_FORMAT with the reason in err (a model that fails at such a token).
+int  graft__vocab_fits(const struct graft_model *m, long rows, bool config, struct graft_err *err);
 
 // Copy the tokenizer and generation files of model m, except the names in `skip` (NULL-terminated).
 int graft__writer_copy_tokenizer_except(struct graft_writer *w, const struct graft_model *m, const char *const *skip,

@@ -85,3 +85,31 @@ fail:
     graft__vocab_free(v);
     return rc;
 }
+
+int graft__vocab_fits(const struct graft_model *m, long rows, bool config, struct graft_err *err) {
+    static const char *const embeds[] = {"model.embed_tokens.weight", "transformer.wte.weight", "gpt_neox.embed_in.weight", "model.embed_in.weight"};
+    const struct graft_model_tensor *e = NULL;
+    for (size_t k = 0; k < sizeof embeds / sizeof *embeds && !e; k++) e = graft_model_find(m, embeds[k], strlen(embeds[k]));
+    if (rows < 0) {
+        if (!e || e->info->n_dims != 2) return GRAFT_OK;
+        rows = (long)e->info->ne[0];
+    }
+    const char *what = e ? e->info->name : "the embedding";
+    json_t *c = graft_model_config_json(m) ? json_loads(graft_model_config_json(m), 0, NULL) : NULL;
+    json_t *vs = json_object_get(c, "vocab_size"); // top level only: a VLM's text vocab_size may leave out image tokens
+    long cv = json_is_integer(vs) ? (long)json_integer_value(vs) : -1;
+    json_decref(c);
+    if (config && e && cv > 0 && cv != rows)
+        return graft_err_set(err, GRAFT_E_FORMAT, graft_model_dir(m), NULL, 0, "config.json says vocab_size %ld but %s has %ld rows", cv, what, rows);
+    if (!graft_model_is_dir(m)) return GRAFT_OK;
+    struct graft__vocab *v = NULL;
+    struct graft_err e2;
+    graft_err_clear(&e2);
+    if (graft__vocab_load(m, &v, &e2)) return GRAFT_OK; // no (readable) tokenizer.json: nothing to compare
+    uint64_t n = v->n_ids;
+    graft__vocab_free(v);
+    if (n > (uint64_t)rows)
+        return graft_err_set(err, GRAFT_E_FORMAT, graft_model_dir(m), NULL, 0, "tokenizer.json has token ids up to %llu but %s has %ld rows: "
+                             "those tokens have no embedding", (unsigned long long)(n - 1), what, rows);
+    return GRAFT_OK;
+}

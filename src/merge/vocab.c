@@ -508,6 +508,16 @@ static void drop_missing_specials(const json_t *tok, json_t *obj) {
 
 int graft__plan_tokenizer_prepare(struct plan *p) {
     const struct graft_vplan *vp = p->vp;
+    if (!vp && p->opt->copy_tokenizer) { // the donor's tokenizer files go out as they are: do its ids fit the output's rows?
+        long rows = -1;
+        for (size_t i = 0; i < p->n && rows < 0; i++)
+            if (p->t[i].mt.is_embed && p->t[i].n_dims == 2 && !strstr(p->t[i].name, "lm_head")) rows = (long)p->t[i].ne[0];
+        struct graft_err e;
+        graft_err_clear(&e);
+        if (rows > 0 && graft__vocab_fits(p->models[p->donor].m, rows, false, &e))
+            graft__plan_warn(p, "the output takes '%s''s tokenizer files: %s (tokenizer_source builds a vocabulary that fits)",
+                             p->models[p->donor].ref, strstr(e.msg, ": ") ? strstr(e.msg, ": ") + 2 : e.msg);
+    }
     int rc = resolve_chat_template(p, &p->chat_template);
     if (rc || (!vp && (!p->chat_template || !p->opt->copy_tokenizer))) return rc;
     const struct graft_model *src = p->models[vp ? vp->src_model : p->donor].m;
