@@ -150,6 +150,7 @@ dtype: bfloat16
 YML
 expect 0 "$G" merge ties.yml merged --dry-run
 grep -q "model.layers.1.mlp.up_proj.weight" out && [ ! -e merged ] && ok || bad "dry run: plan missing or output written"
+grep -q "^estimate: reads .* of inputs, writes .*; work buffers .* threads × 3 inputs × " out && ok || bad "dry run: no I/O and memory estimate: $(grep -v '^ ' out | head -5)"
 expect 0 "$G" merge ties.yml merged --threads 2
 expect 0 "$G" verify merged
 for f in config.json README.md mergekit_config.yml generation_config.json; do [ -f "merged/$f" ] && ok || bad "merge output lacks $f"; done

@@ -893,13 +893,28 @@ out:
 
 // ---- dry run -----------------------------------------------------------------------------------------
 
-static void print_plan(struct plan *p, struct graft_writer *w, FILE *f) {
+static void print_plan(struct plan *p, struct graft_writer *w, int nth, int max_in, uint64_t max_chunk, FILE *f) {
     int layers = 0;
     for (size_t m = 0; m < p->cfg->n_modules; m++) layers += p->mod_layers[m];
     fprintf(f, "plan: merge_method %s, %zu output tensors, %d layers, %d models", p->method->name, p->n, layers, p->n_models);
     if (p->base >= 0) fprintf(f, ", base %s", p->models[p->base].ref);
     fprintf(f, "\noutput: %d shard%s, %llu bytes\n", graft_writer_n_shards(w), graft_writer_n_shards(w) == 1 ? "" : "s",
             (unsigned long long)graft_writer_total_bytes(w));
+    // the I/O and memory a run will take (users.md §5): the inputs' bytes (read once by the final pass;
+    // a method's statistics passes — TIES' top-k, DARE's rescale — read a tensor again from the page
+    // cache), the output written once; the work buffers are the threads' chunk buffers (exec_alloc)
+    uint64_t read = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        const struct otensor *o = &p->t[i];
+        for (int k = 0; k < o->n_in; k++)
+            if (!o->copy || k == (o->mt.base >= 0 ? o->mt.base : 0)) read += o->in[k].t->info->n_bytes;
+    }
+    uint64_t work = (uint64_t)nth * ((uint64_t)max_in * 4 + ((uint64_t)max_in + 2) * 4 + 4 + 8) * max_chunk;
+    char rb[32], wb[32], mb[32];
+    graft__human_bytes(rb, sizeof rb, (double)read), graft__human_bytes(wb, sizeof wb, (double)graft_writer_total_bytes(w));
+    graft__human_bytes(mb, sizeof mb, (double)work);
+    fprintf(f, "estimate: reads %s of inputs, writes %s; work buffers %s (%d threads × %d inputs × %llu-element chunks)%s\n", rb, wb, mb,
+            nth, max_in, (unsigned long long)max_chunk, p->method->heavy_combine || p->method->whole ? "; its SVDs / solves hold whole tensors besides" : "");
     for (size_t i = 0; i < p->n; i++) {
         const struct otensor *o = &p->t[i];
         char sh[96];
@@ -1375,7 +1390,7 @@ agree: // (a rank that failed here alone would leave the others waiting in the w
     }
     if (opt->dry_run) {
         rc = graft_writer_layout(w, err);
-        if (!rc) print_plan(&p, w, opt->plan_out ? opt->plan_out : stdout);
+        if (!rc) print_plan(&p, w, nth, max_in, max_chunk, opt->plan_out ? opt->plan_out : stdout);
         goto out; // the writer is freed without commit: nothing appears
     }
     rc = graft_writer_layout(w, err); // (shards reserved: a full disk on any rank fails everyone before the math)
