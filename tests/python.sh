@@ -211,7 +211,7 @@ text = open("t.txt").read()
 ra, rb = graft.eval_ppl("ev", [text], ctx=32, bos=np.False_), graft.eval_ppl("ev", [text], ctx=32, bos=False)
 check(ra["nll"] == rb["nll"], "bos=np.False_ is not bos=False")
 tmpd = os.environ.get("GRAFT_TMPDIR") or os.environ.get("TMPDIR") or "/var/tmp"
-mine = lambda: {d for d in os.listdir(tmpd) if d.startswith("graft-gguf-%d-" % os.getpid())}
+mine = lambda: {d for d in os.listdir(tmpd) if d.startswith("graft-gguf-") and ("@%d-" % os.getpid()) in d}  # graft-gguf-HOST@PID-…
 old = mine()  # (folders of GGUF models opened above and still alive)
 gm = graft.open("m.gguf")
 before = mine() - old
