@@ -476,7 +476,11 @@ static PyObject *py_eval_ppl(PyObject *mod, PyObject *args, PyObject *kw) {
             const char *s = PyUnicode_AsUTF8AndSize(t, &n);
             if (!s) goto out;
             if (!tk) { PyErr_Format(PyExc_ValueError, "eval_ppl: the model has no tokenizer; give token-id lists"); goto out; }
-            if ((rc = graft_tokenizer_encode(tk, s, (size_t)n, &ids[d], &lens[d], &err))) { raise(rc, &err); goto out; }
+            // (the GIL released: seq holds the str, whose UTF-8 bytes are immutable)
+            Py_BEGIN_ALLOW_THREADS
+            rc = graft_tokenizer_encode(tk, s, (size_t)n, &ids[d], &lens[d], &err);
+            Py_END_ALLOW_THREADS
+            if (rc) { raise(rc, &err); goto out; }
         } else {
             PyObject *q = PySequence_Tuple(t);
             if (!q) goto out;
