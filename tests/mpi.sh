@@ -102,6 +102,16 @@ expect 2 timeout 120 mpirun -np 2 sh -c 'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; the
 grep -q "the ranks planned different outputs" "$T/err" && [ ! -e mix ] && ! ls -a | grep -q graft-tmp && ok || bad "np=2 with different configs: $(cat "$T/err")"
 expect 3 on1 eval base --tokens ids0.txt --ctx 4
 [ "$(grep -c 'graft: error: rank 1: ' "$T/err")" = 1 ] && ok || bad "np=2 eval, rank 1 without the model: $(cat "$T/err")"
+# the same for opcm's own early failures (here rank 1 lacks the --resume state): they met the others'
+# agreement from the engine's, and the others then waited in the writer's forever
+printf 'merge_method: opcm\nbase_model: base\nmodels:\n  - model: ft1\ndtype: float32\n' > op1.yml
+printf 'merge_method: opcm\nbase_model: base\nmodels:\n  - model: ft2\ndtype: float32\n' > op2.yml
+expect 0 "$G" merge op1.yml op1o
+cp op2.yml r1/ && ln -sf ../base r1/base && ln -sf ../ft2 r1/ft2
+on1 merge op2.yml "$T/op2o" --resume op1o.opcm-state.safetensors > /dev/null 2> "$T/err"
+st=$?
+[ $st != 0 ] && [ $st != 124 ] && [ "$(grep -c 'graft: error: rank 1: ' "$T/err")" = 1 ] && [ ! -e op2o ] && ! ls -a | grep -q graft-tmp && ok ||
+    bad "np=2 opcm, rank 1 without the resume state: exit $st: $(cat "$T/err")"
 # opcm under mpirun gives the single-process bytes (its SVDs ran under OpenBLAS's own threads, which
 # Open MPI's one-core binding at np ≤ 2 changes: the output depended on the rank count)
 printf 'merge_method: opcm\nbase_model: base\nmodels:\n  - model: ft1\n  - model: ft2\ndtype: float32\n' > opcm.yml

@@ -12,5 +12,9 @@ int graft__dist_status(const struct graft_dist *d, int rc, const char *label, st
     if (d->bcast(d->ctx, &m, sizeof m, (int)who)) return graft_err_set(err, GRAFT_E_IO, label, NULL, 0, "MPI broadcast failed");
     m.msg[sizeof m.msg - 1] = 0;
     graft_err_clear(err);
+    // an error agreed on earlier already names its rank (every rank then holds it: the lowest, 0, sends it)
+    long long r0;
+    int used = 0;
+    if (sscanf(m.msg, "rank %lld: %n", &r0, &used) == 1 && used > 0) return graft_err_set(err, m.code, NULL, NULL, 0, "%s", m.msg);
     return graft_err_set(err, m.code, NULL, NULL, 0, "rank %lld: %s", (long long)who, m.msg);
 }

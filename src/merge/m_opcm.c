@@ -148,13 +148,14 @@ static int one(void *ctx, size_t item, int ith, struct graft_err *err) {
 static int run(struct plan *p, struct graft_writer *w, const char *out_dir, struct graft_err *err) {
     int nth = p->opt->n_threads > 0 ? p->opt->n_threads : 1;
     struct job j = {.p = p, .fd = -1, .w = w};
-    int rc = GRAFT_OK, T = -1;
+    int rc = GRAFT_OK, T = -1, done_models = 0;
+    double lambda = 1;
     json_t *norms = NULL;
     char *tmp = NULL, *state_path = NULL;
     struct graft_model *st = NULL;
     j.off = graft__calloc(p->n + 1, sizeof *j.off), j.merged = graft__calloc(p->n + 1, sizeof *j.merged);
     j.sq_m = graft__calloc(p->n + 1, sizeof *j.sq_m), j.sq_t = graft__calloc(p->n + 1, sizeof *j.sq_t), j.sid = graft__calloc(p->n + 1, sizeof *j.sid);
-    if (!j.off || !j.merged || !j.sq_m || !j.sq_t || !j.sid) { rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
+    if (!j.off || !j.merged || !j.sq_m || !j.sq_t || !j.sid) { rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto agree; }
     uint64_t total = 0;
     for (size_t i = 0; i < p->n; i++) {
         struct otensor *o = &p->t[i];
@@ -162,22 +163,20 @@ static int run(struct plan *p, struct graft_writer *w, const char *out_dir, stru
         if (!j.merged[i]) continue;
         int others = o->n_in - 1;
         if (T < 0) T = others;
-        if (others != T) { rc = graft__plan_fail(p, "opcm folds every model into every tensor, but %s is in %d of the %d models", o->name, others, T); goto out; }
+        if (others != T) { rc = graft__plan_fail(p, "opcm folds every model into every tensor, but %s is in %d of the %d models", o->name, others, T); goto agree; }
         j.off[i] = total, total += o->mt.numel * sizeof(float);
     }
     // resumed state: M' (θ − θ0 = M'/λ), λ, norms
-    double lambda = 1;
-    int done_models = 0;
-    if (!(norms = json_array())) { rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
+    if (!(norms = json_array())) { rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto agree; }
     if (p->opt->resume) {
-        if ((rc = graft_model_open(p->opt->resume, &st, err))) goto out;
+        if ((rc = graft_model_open(p->opt->resume, &st, err))) goto agree;
         const struct graft_st *sh = graft_model_shard(st, 0);
         const char *ls = sh ? graft_st_meta_get(sh, "graft_opcm_lambda") : NULL, *ns = sh ? graft_st_meta_get(sh, "graft_opcm_norms") : NULL;
         json_decref(norms);
         norms = ns ? json_loads(ns, 0, NULL) : NULL;
         if (!ls || !graft_parse_double(ls, &lambda) || !(lambda > 0) || !json_is_array(norms) || !json_array_size(norms)) {
             rc = graft_err_set(err, GRAFT_E_FORMAT, p->opt->resume, NULL, 0, "not an opcm state (metadata graft_opcm_lambda / graft_opcm_norms missing or invalid)");
-            goto out;
+            goto agree;
         }
         done_models = (int)json_array_size(norms);
     }
@@ -186,10 +185,10 @@ static int run(struct plan *p, struct graft_writer *w, const char *out_dir, stru
         while (ol > 1 && out_dir[ol - 1] == '/') ol--;
         tmp = graft__temp_beside(out_dir, "-opcm");
         state_path = graft__asprintf("%.*s.opcm-state.safetensors", (int)ol, out_dir);
-        if (!tmp || !state_path) { rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto out; }
+        if (!tmp || !state_path) { rc = graft_err_set(err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); goto agree; }
         int inj = graft__fault_io("open");
         j.fd = inj ? (errno = inj, -1) : open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (j.fd < 0) { rc = graft_err_set(err, GRAFT_E_IO, tmp, NULL, 0, "cannot create: %s", strerror(errno)); graft__free(tmp), tmp = NULL; goto out; }
+        if (j.fd < 0) { rc = graft_err_set(err, GRAFT_E_IO, tmp, NULL, 0, "cannot create: %s", strerror(errno)); graft__free(tmp), tmp = NULL; goto agree; }
     }
     if (st) { // M' of the state, checked tensor by tensor
         for (size_t i = 0; i < p->n && !rc; i++) {
@@ -225,8 +224,9 @@ static int run(struct plan *p, struct graft_writer *w, const char *out_dir, stru
             if (!(lambda > 0)) lambda = 1;
         }
     }
-    // the output and the state (under MPI all ranks agree first: the state writer's collectives are only
-    // reached by ranks that got here)
+    // the output and the state (under MPI all ranks agree first, failed or not: the state writer's
+    // collectives are only reached by ranks that got here; every earlier failure comes here too)
+agree:
     if (p->opt->dist && p->opt->dist->size > 1 && !p->opt->in_memory) rc = graft__dist_status(p->opt->dist, rc, out_dir, err);
     if (!rc && !p->opt->in_memory) {
         struct graft_writer_params wp = graft_writer_default_params();
@@ -259,7 +259,6 @@ static int run(struct plan *p, struct graft_writer *w, const char *out_dir, stru
         rc = graft__engine_copy_base(p, w, o);
     }
     if (!rc) p->extra = j.sw, j.sw = NULL; // committed by the engine right after the model
-out:
     if (j.fd >= 0) close(j.fd);
     if (tmp) unlink(tmp);
     graft_writer_free(j.sw);
