@@ -357,6 +357,13 @@ printf 'merge_method: passthrough\nslices:\n  - sources: [{model: lt, layer_rang
 rm -rf lt-out && expect 0 "$G" merge lt.yml lt-out
 /usr/bin/python3 -c 'import json; c = json.load(open("lt-out/config.json")); f, s = "full_attention", "sliding_attention"
 assert c["num_hidden_layers"] == 7 and c["layer_types"] == [f, s, s, f, f, s, f], c.get("layer_types")' && ok || bad "layer_types after slices: $(grep -A9 layer_types lt-out/config.json | tr -d ' \n')"
+# a source without the list (a config saved before transformers wrote it) has the kinds transformers
+# gives it (here: full attention): the merge was refused
+rm -rf lt0 && cp -r lt lt0 && /usr/bin/python3 -c 'import json; p = "lt0/config.json"; c = json.load(open(p)); del c["layer_types"]; json.dump(c, open(p, "w"))'
+printf 'merge_method: slerp\nbase_model: lt\nslices:\n  - sources: [{model: lt0, layer_range: [0, 3]}, {model: lt, layer_range: [0, 3]}]\nparameters: {t: 0.5}\n' > lt0.yml
+rm -rf lt0-out && expect 0 "$G" merge lt0.yml lt0-out
+/usr/bin/python3 -c 'import json; c = json.load(open("lt0-out/config.json"))
+assert c["num_hidden_layers"] == 3 and c["layer_types"] == ["full_attention"] * 3, c.get("layer_types")' && ok || bad "layer_types from a source without the list"
 expect 0 "$G" synth g3 --arch gemma3vl --layers 8 --hidden 32 --intermediate 48 --heads 4 --kv-heads 2 --vocab 64 --seed 41
 /usr/bin/python3 -c 'import json; p = "g3/config.json"; c = json.load(open(p)); c["text_config"]["torch_dtype"] = "bfloat16"; json.dump(c, open(p, "w"))'
 printf 'merge_method: passthrough\nslices:\n  - sources: [{model: g3, layer_range: [0, 6]}]\n  - sources: [{model: g3, layer_range: [4, 8]}]\ndtype: float32\n' > g3.yml

@@ -781,17 +781,27 @@ static int plan_module(struct plan *p, int mi, int **idx) {
     return GRAFT_OK;
 }
 
-// One entry of a model's layer_types (in obj = its config or text_config), or derived from the
-// positional rule of Gemma 2 / 3 (sliding every layer but each pattern-th), which transformers applies
-// when the list is absent; NULL if neither.
-static const char *layer_type_of(const json_t *root, const char *sub, long layer) {
+// One entry of a model's layer_types (in obj = its config or text_config), or what transformers makes
+// of a config without the list: Gemma 2 / 3 slide every layer but each pattern-th, Qwen2 / 3 (with
+// use_sliding_window) from max_window_layers on, others attend fully. `positional` (NULL: any): set to
+// whether the layers' kinds depend on their position (so a list must be written for slices).
+static const char *layer_type_of(const json_t *root, const char *sub, long layer, bool *positional) {
     const json_t *obj = sub ? json_object_get(root, sub) : root, *types = json_object_get(obj, "layer_types");
-    if (json_is_array(types)) return json_string_value(json_array_get(types, (size_t)layer));
+    bool pos = true;
+    const char *t = NULL;
     const char *arch = json_string_value(json_array_get(json_object_get(root, "architectures"), 0));
-    if (!arch || (strncmp(arch, "Gemma2", 6) && strncmp(arch, "Gemma3", 6)) || !json_object_get(obj, "num_hidden_layers")) return NULL;
-    json_int_t pat = json_integer_value(json_object_get(obj, "sliding_window_pattern"));
-    if (pat <= 0) pat = !strncmp(arch, "Gemma2", 6) ? 2 : 6;
-    return (layer + 1) % pat ? "sliding_attention" : "full_attention";
+    if (json_is_array(types)) t = json_string_value(json_array_get(types, (size_t)layer));
+    else if (!json_object_get(obj, "num_hidden_layers")) pos = false; // not a layer stack's config (a VLM's top level)
+    else if (arch && (!strncmp(arch, "Gemma2", 6) || !strncmp(arch, "Gemma3", 6))) {
+        json_int_t pat = json_integer_value(json_object_get(obj, "sliding_window_pattern"));
+        if (pat <= 0) pat = !strncmp(arch, "Gemma2", 6) ? 2 : 6;
+        t = (layer + 1) % pat ? "sliding_attention" : "full_attention";
+    } else if (json_is_true(json_object_get(obj, "use_sliding_window")) && json_is_integer(json_object_get(obj, "sliding_window")) &&
+               json_is_integer(json_object_get(obj, "max_window_layers"))) {
+        t = layer >= json_integer_value(json_object_get(obj, "max_window_layers")) ? "sliding_attention" : "full_attention";
+    } else pos = false, t = "full_attention";
+    if (positional) *positional = pos;
+    return t;
 }
 
 // Slices renumber the layers: a per-layer list in the donor's config.json (layer_types; for Gemma 2 /
@@ -810,13 +820,14 @@ static int plan_layer_types(struct plan *p) {
         for (int s = g->name ? 1 : 0; s < 2 && !rc; s++) {
             if (g->name && strcmp(g->name, "text_decoder") && strcmp(g->name, "language_model")) break;
             json_t *obj = subs[s] ? json_object_get(root, subs[s]) : root;
-            if (!json_is_object(obj) || !layer_type_of(root, subs[s], 0)) continue;
+            bool positional = false;
+            if (!json_is_object(obj) || !layer_type_of(root, subs[s], 0, &positional) || !positional) continue;
             json_t *types = json_array();
             if (!types) { rc = graft_err_set(p->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); break; }
             for (int j = 0; j < p->mod_layers[m] && !rc; j++) {
                 const struct graft_model *sm = p->models[p->layer_src[m][j].model].m;
                 json_t *sr = graft_model_config_json(sm) ? json_loads(graft_model_config_json(sm), 0, NULL) : NULL;
-                const char *t = layer_type_of(sr, subs[s], p->layer_src[m][j].layer);
+                const char *t = layer_type_of(sr, subs[s], p->layer_src[m][j].layer, NULL);
                 if (t) json_array_append_new(types, json_string(t));
                 else rc = graft__plan_fail(p, "'%s' has no %slayer_types entry for its layer %d, which the output's config needs",
                                            p->models[p->layer_src[m][j].model].ref, subs[s] ? "text_config." : "", p->layer_src[m][j].layer);
