@@ -88,6 +88,14 @@ expect 0 "$G" apply-lora base adt adt-back
 A, back, f = load("adt/adapter_model.safetensors"), load("adt-back"), load("tft")
 assert np.array_equal(A["base_model.model.lm_head.weight"], f["model.embed_tokens.weight"])
 assert np.array_equal(back["lm_head.weight"], f["model.embed_tokens.weight"])' "$(dirname "$REF")" && ok || bad "tied fine-tune: head not extracted"
+# a VLM's SigLIP position table (nn.Embedding position_embedding) is saved whole too, not as a linear pair
+expect 0 "$G" synth vla --arch gemma3vl --layers 2 --hidden 32 --intermediate 48 --heads 4 --kv-heads 2 --vocab 64 --dtype f32 --seed 21
+expect 0 "$G" synth vlb --like vla --delta 0.02 --seed 22
+expect 0 "$G" extract-lora --base vla --model vlb advl --rank 4
+"$PY" -c 'import json, sys; sys.path.insert(0, sys.argv[1]); from lora_ref import load
+A = load("advl/adapter_model.safetensors"); c = json.load(open("advl/adapter_config.json"))
+assert any(k.endswith("position_embedding.weight") for k in A) and not any("position_embedding.lora" in k for k in A), sorted(A)[:5]
+assert "position_embedding" in c["modules_to_save"] and "position_embedding" not in c["target_modules"]' "$(dirname "$REF")" && ok || bad "SigLIP position_embedding as a linear pair"
 # energy and sv-epsilon choose ranks from the spectrum
 expect 0 "$G" extract-lora --base base --model ft aden --energy 0.5 --json
 cp "$T/out" repen.json

@@ -34,10 +34,11 @@
 
 
 // nn.Embedding modules (PEFT's lora_embedding_*) and output heads, by the names transformers uses:
-// token embeddings, and the learned position / token-type tables of GPT-2, OPT, BERT and BLOOM
+// token embeddings, and the learned position / token-type tables of GPT-2, OPT, BERT, BLOOM and the
+// CLIP / SigLIP vision towers of VLMs (position_embedding; CLIP text's token_embedding)
 bool graft__lora_is_embedding(const char *m) {
-    static const char *const names[] = {"embed_tokens", "wte", "word_embeddings", "tok_embeddings", "embed_in",
-                                        "wpe", "embed_positions", "position_embeddings", "token_type_embeddings"};
+    static const char *const names[] = {"embed_tokens", "wte", "word_embeddings", "tok_embeddings", "embed_in", "wpe", "embed_positions",
+                                        "position_embeddings", "token_type_embeddings", "position_embedding", "token_embedding"};
     const char *last = strrchr(m, '.');
     last = last ? last + 1 : m;
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
