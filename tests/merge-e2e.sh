@@ -386,9 +386,9 @@ t["added_tokens"].append({"id": 100, "content": "<|extra|>", "single_word": Fals
 json.dump(t, open("sx/tokenizer.json", "w"))
 tc = json.load(open("sx/tokenizer_config.json"))
 tc["added_tokens_decoder"] = {"1": {"content": "<s>", "special": True}, "100": {"content": "<|extra|>", "special": True}}
-tc["additional_special_tokens"] = ["<|extra|>"]
+tc["additional_special_tokens"] = ["<|extra|>"]; tc["pad_token"] = "<|extra|>"
 json.dump(tc, open("sx/tokenizer_config.json", "w"))
-sm = json.load(open("sx/special_tokens_map.json")); sm["additional_special_tokens"] = [{"content": "<|extra|>"}]
+sm = json.load(open("sx/special_tokens_map.json")); sm["additional_special_tokens"] = [{"content": "<|extra|>"}]; sm["pad_token"] = {"content": "<|extra|>"}
 json.dump(sm, open("sx/special_tokens_map.json", "w"))
 PY
 printf 'merge_method: linear\nbase_model: sx\nmodels:\n  - model: sx\n    parameters: {weight: 1}\ntokenizer_source: base\n' > sx.yml
@@ -396,7 +396,8 @@ rm -rf sx-out && expect 0 "$G" merge sx.yml sx-out
 /usr/bin/python3 -c 'import json; tc = json.load(open("sx-out/tokenizer_config.json")); sm = json.load(open("sx-out/special_tokens_map.json"))
 t = json.load(open("sx-out/tokenizer.json"))
 assert not any(a["content"] == "<|extra|>" for a in t["added_tokens"])
-assert list(tc["added_tokens_decoder"]) == ["1"] and tc["additional_special_tokens"] == [] and sm["additional_special_tokens"] == [], (tc, sm)' &&
+assert list(tc["added_tokens_decoder"]) == ["1"] and tc["additional_special_tokens"] == [] and sm["additional_special_tokens"] == [], (tc, sm)
+assert "pad_token" not in tc and "pad_token" not in sm and tc["bos_token"] == "<s>", (tc, sm)' &&
     ok || bad "stripped token left in the tokenizer files"
 
 # tokenizer_source keeps the source's padded row count when the vocabulary fits in it (96 tokens, 128

@@ -496,13 +496,23 @@ static json_int_t out_id(const json_t *tok, const char *content) {
     return -1;
 }
 
-// additional_special_tokens without the tokens the output vocabulary lacks (strings or {"content": …}).
-static void drop_missing_specials(const json_t *tok, json_t *obj) {
+// additional_special_tokens and the bos/eos/unk/pad/… roles without the tokens the output vocabulary
+// lacks (strings or {"content": …}); a dropped role is warned about.
+static void drop_missing_specials(struct plan *p, const json_t *tok, json_t *obj, const char *file) {
     json_t *list = json_object_get(obj, "additional_special_tokens"), *e;
     for (size_t i = json_array_size(list); i-- > 0;) {
         e = json_array_get(list, i);
         const char *c = json_is_string(e) ? json_string_value(e) : json_string_value(json_object_get(e, "content"));
         if (c && out_id(tok, c) < 0) json_array_remove(list, i);
+    }
+    static const char *const roles[] = {"bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token"};
+    for (size_t r = 0; r < sizeof roles / sizeof *roles; r++) {
+        e = json_object_get(obj, roles[r]);
+        const char *c = json_is_string(e) ? json_string_value(e) : json_string_value(json_object_get(e, "content"));
+        if (!c || out_id(tok, c) >= 0) continue;
+        graft__plan_warn(p, "%s: %s '%s' is not in the output vocabulary: dropped (transformers would add it past the last embedding row)", file,
+                         roles[r], c);
+        json_object_del(obj, roles[r]);
     }
 }
 
@@ -551,7 +561,7 @@ int graft__plan_tokenizer_prepare(struct plan *p) {
         json_object_del(e, "id");
         json_object_set_new(dec, key, e);
     }
-    if (vocab_map) drop_missing_specials(vp->tokenizer, tc);
+    if (vocab_map) drop_missing_specials(p, vp->tokenizer, tc, "tokenizer_config.json");
     if (p->chat_template) json_object_set_new(tc, "chat_template", json_string(p->chat_template));
     if (vocab_map) { // special_tokens_map.json likewise
         path = graft__asprintf("%s/special_tokens_map.json", graft_model_dir(src));
@@ -560,7 +570,7 @@ int graft__plan_tokenizer_prepare(struct plan *p) {
         graft__free(path);
         if (rc == GRAFT_E_NOTFOUND) return graft_err_clear(p->err), GRAFT_OK;
         if (rc) return rc;
-        drop_missing_specials(vp->tokenizer, p->tok_special);
+        drop_missing_specials(p, vp->tokenizer, p->tok_special, "special_tokens_map.json");
     }
     return GRAFT_OK;
 }
