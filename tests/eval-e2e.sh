@@ -87,7 +87,8 @@ printf 'abc' > abc.txt && printf 'ab\na\nab' > lines.txt
 # the first empty match after a non-empty one is dropped wherever it falls; Contiguous with invert merges
 # neighbouring matches; Lowercase maps İ to i + U+0307 (Rust's full mapping); lstrip / rstrip take
 # Unicode White_Space; single_word tests neighbours with Rust regex's \w (² is not a word character, Ⓐ
-# is); a String pattern splits (it was refused: "invalid option bits"), an empty one matches
+# is), and a rejected single_word match is skipped whole (no shorter token, none inside it); a String
+# pattern splits (it was refused: "invalid option bits"), an empty one matches
 # everywhere; the Metaspace decoder drops every ▁ of the first token and keeps its literal spaces
 "$PY" - <<'PYEOF' || bad "HF rule tokenizers"
 import json, os
@@ -104,13 +105,14 @@ tok("hls", {"a": 0, "b": 1, "\u00a0": 2, "\u3000": 3}, added_tokens=[dict(w, id=
 tok("hsw", {"a": 0, "b": 1, "\u00b2": 2, "\u24b6": 3}, added_tokens=[dict(w, id=13, content="ab", single_word=True)])
 tok("hre", {"a": 0, "b": 1, "-": 2}, normalizer={"type": "Replace", "pattern": {"String": ""}, "content": "-"})
 tok("hst", {"a": 0, "b": 1, ".": 2, "a.": 3}, ["a ."], pre_tokenizer={"type": "Split", "pattern": {"String": ".b"}, "behavior": "MergedWithNext", "invert": False})
+tok("hsw3", {"x": 0, "a": 1, "b": 2, "c": 3, " ": 4}, added_tokens=[dict(w, id=10, content="ab", single_word=True), dict(w, id=1, content="a"), dict(w, id=12, content="bc")])
 tok("hms", {"\u2581\u2581x": 0, " y": 1, "\u2581z": 2}, decoder={"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always"})
 for f, t in (("hz1", "abab"), ("hz2", "abc"), ("hci", "aab"), ("hlo", "\u0130"), ("hls", "a\u00a0<m>\u3000b"),
-             ("hsw1", "\u00b2ab"), ("hsw2", "\u24b6ab"), ("hre", "ab"), ("hst", "a.b.b")):
+             ("hsw1", "\u00b2ab"), ("hsw2", "\u24b6ab"), ("hre", "ab"), ("hst", "a.b.b"), ("hsw3", "xabc ab c")):
     open(f + ".txt", "w", encoding="utf-8").write(t)
 open("hms1.ids", "w").write("0 2"); open("hms2.ids", "w").write("1 2")
 PYEOF
-for c in "hz1 hz1|0 3 1" "hz2 hz2|0 3" "hci hci|2 1" "hlo hlo|2" "hls hls|0 10 1" "hsw hsw1|2 13" "hsw hsw2|3 0 1" "hre hre|2 0 2 1 2" "hst hst|0 2 1 2 1"; do
+for c in "hz1 hz1|0 3 1" "hz2 hz2|0 3" "hci hci|2 1" "hlo hlo|2" "hls hls|0 10 1" "hsw hsw1|2 13" "hsw hsw2|3 0 1" "hre hre|2 0 2 1 2" "hst hst|0 2 1 2 1" "hsw3 hsw3|0 1 2 3 4 10 4 3"; do
     set -- ${c%%|*}
     got=$("$G" tokenize $1 $2.txt 2>&1)
     [ "$got" = "${c#*|}" ] && ok || bad "HF rule $2: got '$got', want '${c#*|}'"

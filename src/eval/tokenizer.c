@@ -1030,17 +1030,19 @@ int graft_tokenizer_encode(const struct graft_tokenizer *t, const char *text, si
     int rc = GRAFT_OK;
     size_t seg = 0, i = 0;
     while (i < len && !rc) {
-        // leftmost, then longest added token starting at i (one walk down the trie)
+        // leftmost, then longest added token starting at i (one walk down the trie), as HF's daachorse
         int best = -1;
         for (int32_t at = t->n_added ? t->trie_root[(uint8_t)text[i]] : -1, k = 1; at >= 0; k++) {
             const struct atrie *nd = &t->trie[at];
-            int a = nd->token;
-            if (a >= 0 && !(t->added[a].single_word && (word_char(t, text, len, i, true) || word_char(t, text, len, i + t->added[a].len, false)))) best = a;
+            if (nd->token >= 0) best = nd->token;
             if (i + (size_t)k >= len) break;
             for (at = nd->child; at >= 0 && t->trie[at].byte != (uint8_t)text[i + (size_t)k]; at = t->trie[at].sibling) {}
         }
         if (best < 0) { i++; continue; }
         const struct added *ad = &t->added[best];
+        // a single_word token inside a word is skipped whole: HF neither falls back to a shorter token
+        // here nor matches one inside the skipped span (its search goes on after it)
+        if (ad->single_word && (word_char(t, text, len, i, true) || word_char(t, text, len, i + ad->len, false))) { i += ad->len; continue; }
         size_t b = i, e = i + ad->len;
         if (ad->lstrip) // (Unicode White_Space, as Rust regex's \s)
             while (b > seg) {
