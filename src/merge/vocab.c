@@ -518,7 +518,7 @@ static void drop_missing_specials(struct plan *p, const json_t *tok, json_t *obj
 
 int graft__plan_tokenizer_prepare(struct plan *p) {
     const struct graft_vplan *vp = p->vp;
-    if (!vp && p->opt->copy_tokenizer) { // the donor's tokenizer files go out as they are: do its ids fit the output's rows?
+    if (!vp && p->opt->copy_tokenizer && !p->opt->in_memory) { // the donor's tokenizer files go out as they are: do its ids fit the output's rows? (not per evolve candidate)
         long rows = -1;
         for (size_t i = 0; i < p->n && rows < 0; i++)
             if (p->t[i].mt.is_embed && p->t[i].n_dims == 2 && !strstr(p->t[i].name, "lm_head")) rows = (long)p->t[i].ne[0];
