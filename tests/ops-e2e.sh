@@ -606,12 +606,21 @@ expect 0 "$G" synth gb --layers 2 --hidden 64 --intermediate 96 --heads 4 --kv-h
 "$PY" "$(dirname "$QREF")/tok_ref.py" make llama3 gb
 expect 0 "$G" synth ge1 --like gb --delta 0.01 --seed 22
 expect 0 "$G" synth ge2 --like gb --delta 0.01 --seed 23
-GBOS=$("$G" tokenize --bos gb /dev/null | cut -d' ' -f1)
-for mode in hidden hidden_last hidden_avg cheap_embed; do
-    printf 'base_model: gb\ngate_mode: %s\ndtype: float32\nexperts:\n  - source_model: ge1\n    positive_prompts: ["Write a function in C", "for (int i = 0; i < n; i++)"]\n    negative_prompts: ["Größe über Übung"]\n  - source_model: ge2\n    positive_prompts: ["The quick brown fox jumps over the lazy dog."]\nshared_experts:\n  - source_model: gb\n    positive_prompts: ["numbers 12345"]\n' $mode > moeg.yml
+# (from a review: the prompts' BOS is tokenizer.bos_token as MergeKit prepends it, and cheap_embed
+# normalises the positive and negative sums before subtracting; "hidden-nobos": a tokenizer naming no
+# bos_token gets none)
+for mode in hidden hidden_last hidden_avg cheap_embed hidden-nobos; do
+    if [ $mode = hidden-nobos ]; then printf '{}' > gb/tokenizer_config.json; else printf '{"bos_token": "<|begin_of_text|>"}' > gb/tokenizer_config.json; fi
+    printf 'base_model: gb\ngate_mode: %s\ndtype: float32\nexperts:\n  - source_model: ge1\n    positive_prompts: ["Write a function in C", "for (int i = 0; i < n; i++)"]\n    negative_prompts: ["Größe über Übung"]\n  - source_model: ge2\n    positive_prompts: ["The quick brown fox jumps over the lazy dog."]\nshared_experts:\n  - source_model: gb\n    positive_prompts: ["numbers 12345"]\n' ${mode%-nobos} > moeg.yml
     expect 0 "$G" moe moeg.yml moeg-$mode --threads 2
-    if "$PY" "$LREF" gates gb moeg-$mode moeg.yml "$GBOS" > "$T/py" 2>&1; then ok; else bad "moe gate_mode $mode: $(cat "$T/py")"; fi
+    if "$PY" "$LREF" gates gb moeg-$mode moeg.yml > "$T/py" 2>&1; then ok; else bad "moe gate_mode $mode: $(cat "$T/py")"; fi
+    [ $mode = cheap_embed ] || ! grep -q "degenerate" "$T/err" && ok || bad "moe $mode: degenerate-router warning for distinct prompts: $(cat "$T/err")"
 done
+# routers of prompts too alike (both end in " C": the first layer's input is the same): MergeKit's
+# degenerate-gate warning (condition number above 5)
+printf 'base_model: gb\ngate_mode: hidden\nexperts:\n  - {source_model: ge1, positive_prompts: ["Write a function in C"]}\n  - {source_model: ge2, positive_prompts: ["Read a program in C"]}\n' > mdg.yml
+expect 0 "$G" moe mdg.yml mdg
+grep -q "nearly degenerate (condition number above 5)" "$T/err" && ok || bad "moe: no degenerate-router warning: $(cat "$T/err")"
 moebad k 'base_model: m32\ngate_mode: random\nexperts_per_token: 3\nexperts:\n  - {source_model: e1}\n  - {source_model: e2}\n' "more than"
 moebad prompts 'base_model: m32\ngate_mode: uniform_random\nexperts:\n  - {source_model: e1}\n  - {source_model: e2}\n' "positive_prompts"
 moebad same 'base_model: m32\ngate_mode: random\nexperts:\n  - {source_model: e1}\n  - {source_model: e1}\n' "same model"
@@ -620,7 +629,7 @@ moebad shared2 'base_model: m32\ngate_mode: random\nexperts: [{source_model: e1}
 moebad sharedp 'base_model: m32\ngate_mode: uniform_random\nexperts:\n  - {source_model: e1, positive_prompts: [a]}\n  - {source_model: e2, positive_prompts: [b]}\nshared_experts: [{source_model: m32}]\n' "shared expert needs"
 moebad arch 'base_model: m32\ngate_mode: random\narchitecture: qwen\nexperts: [{source_model: e1}, {source_model: e2}]\n' "Qwen2-MoE needs one shared expert"
 # a shared expert: Qwen2-MoE's layout, zero q/k/v biases added for a Llama base
-printf 'base_model: m32\ngate_mode: random\nexperts: [{source_model: e1}, {source_model: e2}]\nshared_experts: [{source_model: m32, residual_scale: 0.5}]\n' > moeq.yml
+printf 'base_model: m32\ngate_mode: random\narchitecture: qwen\nexperts: [{source_model: e1}, {source_model: e2}]\nshared_experts: [{source_model: m32, residual_scale: 0.5}]\n' > moeq.yml
 expect 0 "$G" moe moeq.yml moeq --seed 2
 expect 0 "$G" verify moeq
 "$PY" -c "
@@ -642,6 +651,41 @@ c = json.load(open('moeq/config.json'))
 assert c['model_type'] == 'qwen2_moe' and c['architectures'] == ['Qwen2MoeForCausalLM'] and c['num_experts'] == 2
 assert c['shared_expert_intermediate_size'] == c['moe_intermediate_size'] == c['intermediate_size'] and c['norm_topk_prob'] is True
 print('ok')" >"$T/py" 2>&1 && ok || bad "moe with a shared expert: $(tail -c 400 "$T/py")"
+# (from a review of mergekit-moe parity) keys the base config leaves out keep the Llama class's
+# defaults in the Mixtral config (rope_theta 1e4, not Mixtral's 1e6; rms_norm_eps 1e-6; KV heads =
+# heads); noise comes before residual_scale; the experts take the base config's torch_dtype; experts of
+# another shape, a shared expert without prompts under random gates (DeepSeek's layout in MergeKit),
+# biases the output class has no place for and a Qwen2-MoE head_dim other than hidden / heads are
+# refused; architecture is a prefix of the output's name ("mix" works, "mixtralZZZ" does not)
+rm -rf m32d && cp -r m32 m32d && "$PY" -c 'import json; p = "m32d/config.json"; c = json.load(open(p))
+for k in ("rope_theta", "rms_norm_eps", "num_key_value_heads", "max_position_embeddings"): c.pop(k, None)
+c["torch_dtype"] = "bfloat16"; json.dump(c, open(p, "w"))'
+printf 'base_model: m32d\ngate_mode: random\narchitecture: mix\nexperts:\n  - {source_model: e1, noise_scale: 0.01, residual_scale: 0.1}\n  - {source_model: e2}\n' > mdef.yml
+expect 0 "$G" moe mdef.yml mdef --seed 5
+"$PY" -c "
+import sys, json; sys.path.insert(0, '$(dirname "$QREF")')
+import numpy as np, lora_ref as L
+c = json.load(open('mdef/config.json'))
+assert c['rope_theta'] == 10000.0 and c['rms_norm_eps'] == 1e-6 and c['num_key_value_heads'] == c['num_attention_heads'] == 4, c
+assert c['max_position_embeddings'] == 2048 and c['torch_dtype'] == 'bfloat16'
+o, e1 = L.load('mdef'), L.load('e1')
+w2 = o['model.layers.0.block_sparse_moe.experts.0.w2.weight'] - 0.1 * e1['model.layers.0.mlp.down_proj.weight']
+assert 0.0007 < w2.std() < 0.0014, w2.std()  # (noise 0.01) × 0.1, plus bf16 rounding
+print('ok')" >"$T/py" 2>&1 && ok || bad "moe config defaults / noise order: $(tail -c 400 "$T/py")"
+"$G" inspect mdef | grep "experts" | grep -vq "^BF16" && bad "moe: experts not in the base's torch_dtype" || ok
+expect 0 "$G" synth et --layers 2 --hidden 96 --intermediate 64 --heads 4 --kv-heads 2 --vocab 128 --dtype f32 --seed 13
+printf 'base_model: m32\ngate_mode: random\nexperts:\n  - {source_model: e1}\n  - {source_model: et}\n' > met.yml
+expect 3 "$G" moe met.yml met
+grep -q "shaped unlike the base" "$T/err" && ok || bad "moe with an expert of another shape: $(cat "$T/err")"
+nothing met "moe with an expert of another shape"
+moebad deepseek 'base_model: m32\ngate_mode: random\nexperts: [{source_model: e1}, {source_model: e2}]\nshared_experts: [{source_model: m32}]\n' "DeepSeek"
+moebad archname 'base_model: m32\ngate_mode: random\narchitecture: mixtralZZZ\nexperts: [{source_model: e1}, {source_model: e2}]\n' "architecture 'mixtralZZZ'"
+rm -rf lq && cp -r q2 lq && "$PY" -c 'import json; p = "lq/config.json"; c = json.load(open(p)); c["model_type"] = "llama"; c["architectures"] = ["LlamaForCausalLM"]; c["attention_bias"] = True; json.dump(c, open(p, "w"))'
+printf 'base_model: lq\ngate_mode: random\nexperts:\n  - {source_model: lq}\n  - {source_model: lq}\n' > mlq.yml
+expect 4 "$G" moe mlq.yml mlq --i-understand-this-is-not-useful-without-training
+grep -q "self_attn.[qkv]_proj.bias'*: Mixtral has no such bias" "$T/err" && ok || bad "moe of a base with biases: $(cat "$T/err")"
+rm -rf mhd && cp -r m32 mhd && "$PY" -c 'import json; p = "mhd/config.json"; c = json.load(open(p)); c["head_dim"] = 32; json.dump(c, open(p, "w"))'
+moebad headdim 'base_model: mhd\ngate_mode: random\narchitecture: qwen\nexperts: [{source_model: e1}, {source_model: e2}]\nshared_experts: [{source_model: m32}]\n' "head_dim"
 printf 'base_model: m32\ngate_mode: random\nexperts:\n  - {source_model: e1}\n  - {source_model: e1}\n' > msame.yml
 expect 0 "$G" moe msame.yml msame --i-understand-this-is-not-useful-without-training
 printf 'base_model: q2\ngate_mode: random\nexperts:\n  - {source_model: q2}\n  - {source_model: q2}\n' > mq.yml

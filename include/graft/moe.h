@@ -4,6 +4,7 @@
 #define GRAFT_MOE_H
 
 #include <stdbool.h>
+#include <stdio.h>
 #include "util.h"
 
 #ifdef __cplusplus
@@ -19,6 +20,7 @@ struct graft_moe_options {
     bool     copy_tokenizer;       // default true
     bool     dry_run;
     struct graft_progress *progress;
+    FILE    *log;                  // warnings (NULL: stderr)
 };
 struct graft_moe_options graft_moe_default_options(void);
 

@@ -82,7 +82,8 @@ static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
     if (x->data) memcpy(v, x->data, (size_t)n * sizeof *v);
     else if (x->src) {
         graft_row_to_f32(x->src->info->dtype, graft_model_data(x->m, x->src), v, (size_t)n);
-        for (uint64_t i = 0; i < n; i++) v[i] = (float)(v[i] * x->scale) + (x->noise > 0 ? (float)x->noise * normal_draw(key, i) : 0.0f);
+        // noise first, then residual_scale, as MergeKit's noise_and_scale
+        for (uint64_t i = 0; i < n; i++) v[i] = (float)((v[i] + (x->noise > 0 ? (float)x->noise * normal_draw(key, i) : 0.0f)) * x->scale);
     } else {
         float b = 1.0f / sqrtf((float)x->ne[1]);
         for (uint64_t i = 0; i < n; i++) v[i] = j->uniform ? (2.0f * graft_rng_uniform(key, i) - 1.0f) * b : normal_draw(key, i);
@@ -98,6 +99,7 @@ static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
 // Qwen2MoeConfig fields (as MergeKit's qwen output): experts of the base's intermediate size, one
 // shared expert of the same size, every layer sparse, top-k probabilities renormalised.
 static int add_qwen_config(struct graft_writer *w, json_t *root, int experts, int per_token, struct graft_err *err) {
+    graft__ops_fill_config_defaults(root);
     json_t *is = json_object_get(root, "intermediate_size");
     json_object_set_new(root, "architectures", json_pack("[s]", "Qwen2MoeForCausalLM"));
     json_object_set_new(root, "model_type", json_string("qwen2_moe"));
@@ -115,16 +117,38 @@ static int add_qwen_config(struct graft_writer *w, json_t *root, int experts, in
     return graft__ops_add_json(w, "config.json", root, err);
 }
 
-// MergeKit's router vectors from prompts (mergekit/moe/router.py): each prompt is BOS + text; per
-// prompt a vector per layer — hidden / hidden_last: the layer's input at the last token; hidden_avg:
-// its mean over the tokens; cheap_embed: the sum of the tokens' embedding rows, the same for every
-// layer — averaged over the positive prompts, minus the same over the negative ones, then L2-normalised
-// per layer. out: n_sets × layers × H, set s = expert s (the shared expert last).
+// The BOS MergeKit puts before each prompt: tokenizer.bos_token (tokenizer_config.json, else
+// special_tokens_map.json) whenever one is named, whether or not the tokenizer adds it itself.
+static int32_t prompt_bos(const struct graft_model *base, const struct graft_tokenizer *tk) {
+    static const char *const files[] = {"tokenizer_config.json", "special_tokens_map.json"};
+    int32_t id = -1;
+    for (int f = 0; f < 2 && id < 0; f++) {
+        char *path = graft__asprintf("%s/%s", graft_model_dir(base), files[f]);
+        json_t *root = NULL;
+        struct graft_err e;
+        graft_err_clear(&e);
+        if (path && !graft__load_json_file(path, 64u << 20, &root, &e)) {
+            json_t *b = json_object_get(root, "bos_token");
+            if (json_is_object(b)) b = json_object_get(b, "content");
+            if (json_is_string(b)) id = graft_tokenizer_find(tk, json_string_value(b), json_string_length(b));
+            json_decref(root);
+        }
+        graft__free(path);
+    }
+    return id;
+}
+
+// MergeKit's router vectors from prompts (mergekit/moe/router.py): each prompt is the tokenizer's
+// bos_token + text; hidden / hidden_last: per prompt the layer's input at the last token, hidden_avg:
+// its mean over the tokens, averaged over the positive prompts minus the same over the negative ones;
+// cheap_embed: the sum of the embedding rows of every token of every positive prompt, normalised,
+// minus the same of the negative prompts — the same for every layer. Then L2-normalised per layer.
+// out: n_sets × layers × H, set s = expert s (the shared expert last).
 static int prompt_gates(const struct graft_model *base, const char *mode, const struct graft_moe_expert *const *sets, int n_sets, int n_threads,
                         float **out, int *out_layers, struct graft_err *err) {
     struct graft_tokenizer *tk = NULL;
     struct graft_llama *L = NULL;
-    double *acc = NULL;
+    double *acc = NULL, *cheap_sum = NULL;
     float *hs = NULL, *res = NULL;
     int32_t *ids = NULL;
     int rc = graft_model_is_dir(base) ? graft_tokenizer_load(graft_model_dir(base), &tk, err)
@@ -133,10 +157,11 @@ static int prompt_gates(const struct graft_model *base, const char *mode, const 
     if (rc) goto out;
     bool cheap = !strcmp(mode, "cheap_embed"), avg = !strcmp(mode, "hidden_avg");
     size_t NL = (size_t)graft_llama_n_layers(L), H = (size_t)graft_llama_hidden(L);
-    int32_t bos = graft_tokenizer_bos(tk);
+    int32_t bos = prompt_bos(base, tk);
     const struct graft_model_tensor *emb = graft_model_find(base, "model.embed_tokens.weight", 25);
     acc = graft__malloc(NL * H * sizeof *acc), res = graft__calloc((size_t)n_sets * NL * H, sizeof *res);
-    if (!acc || !res || !emb) { rc = emb ? nomem(err) : graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(base), "model.embed_tokens.weight", 25, "missing"); goto out; }
+    cheap_sum = graft__calloc(H ? H : 1, sizeof *cheap_sum);
+    if (!acc || !res || !cheap_sum || !emb) { rc = emb ? nomem(err) : graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(base), "model.embed_tokens.weight", 25, "missing"); goto out; }
     for (int s = 0; s < n_sets && !rc; s++) {
         memset(acc, 0, NL * H * sizeof *acc);
         for (int neg = 0; neg < 2 && !rc; neg++) {
@@ -154,15 +179,14 @@ static int prompt_gates(const struct graft_model *base, const char *mode, const 
                 graft__free(tok);
                 if (!T) continue;
                 double wgt = (neg ? -1.0 : 1.0) / (double)np;
-                if (cheap) {
+                if (cheap) { // the set's raw sum goes to cheap_sum, normalised once the set is done
                     float *row = graft__malloc(H * sizeof *row);
                     if (!row) { rc = nomem(err); break; }
                     size_t es = (size_t)graft_dtype_traits(emb->info->dtype)->bits / 8;
                     for (size_t t = 0; t < T; t++) {
                         if ((uint64_t)ids[t] >= emb->info->ne[0]) { rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(base), NULL, 0, "token id %ld beyond the embedding rows", (long)ids[t]); break; }
                         graft_row_to_f32(emb->info->dtype, graft_model_data(base, emb) + (size_t)ids[t] * H * es, row, H);
-                        for (size_t l = 0; l < NL; l++)
-                            for (size_t j = 0; j < H; j++) acc[l * H + j] += wgt * row[j];
+                        for (size_t j = 0; j < H; j++) cheap_sum[j] += row[j];
                     }
                     graft__free(row);
                     continue;
@@ -174,6 +198,14 @@ static int prompt_gates(const struct graft_model *base, const char *mode, const 
                     for (size_t t = avg ? 0 : T - 1; t < T; t++)
                         for (size_t j = 0; j < H; j++) acc[l * H + j] += wgt * hs[(l * T + t) * H + j] / (avg ? (double)T : 1.0);
             }
+            if (cheap && np && !rc) { // ± the set's sum / ‖sum‖ (clamped at 1e-8), on every layer
+                double nrm = 0;
+                for (size_t j = 0; j < H; j++) nrm += cheap_sum[j] * cheap_sum[j];
+                nrm = fmax(sqrt(nrm), 1e-8);
+                for (size_t l = 0; l < NL; l++)
+                    for (size_t j = 0; j < H; j++) acc[l * H + j] += (neg ? -1.0 : 1.0) * cheap_sum[j] / nrm;
+                memset(cheap_sum, 0, H * sizeof *cheap_sum);
+            }
         }
         for (size_t l = 0; l < NL && !rc; l++) {
             double nrm = 0;
@@ -184,10 +216,31 @@ static int prompt_gates(const struct graft_model *base, const char *mode, const 
     }
     if (!rc) *out = res, res = NULL, *out_layers = (int)NL;
 out:
-    graft__free(acc), graft__free(hs), graft__free(res), graft__free(ids);
+    graft__free(acc), graft__free(cheap_sum), graft__free(hs), graft__free(res), graft__free(ids);
     graft_llama_free(L);
     graft_tokenizer_free(tk);
     return rc;
+}
+
+// MergeKit's warn_degenerate_gates: the layers whose experts' router vectors have a condition number
+// (σ_max / σ_min) above 5 — prompts too alike to tell the experts apart.
+static void warn_degenerate(const float *gates, int E, int layers, size_t H, FILE *log) {
+    float *M = E > 1 ? graft__malloc((size_t)E * H * sizeof *M) : NULL;
+    int n_bad = 0, first = -1;
+    for (int l = 0; M && l < layers; l++) {
+        for (int e = 0; e < E; e++) memcpy(M + (size_t)e * H, gates + ((size_t)e * (size_t)layers + (size_t)l) * H, H * sizeof *M);
+        struct graft__svd s;
+        struct graft_err e2;
+        graft_err_clear(&e2);
+        if (graft__svd_gram(M, (size_t)E, H, 0, &s, &e2)) continue;
+        double hi = graft__svd_sv(&s, 0), lo = s.n_vals ? graft__svd_sv(&s, s.n_vals - 1) : 0;
+        if (s.n_vals < (size_t)E || !(lo > 0) || hi / lo > 5) n_bad++, first = first < 0 ? l : first;
+        graft__svd_free(&s);
+    }
+    graft__free(M);
+    if (n_bad)
+        fprintf(log, "graft: warning: the routers of %d of %d layers (the first: layer %d) are nearly degenerate (condition number above 5): "
+                     "the prompts may be too similar, and some experts will be underused\n", n_bad, layers, first);
 }
 
 // Rows [first, first + n) of the routers for one layer, gathered into a fresh [n × H] array.
@@ -241,13 +294,22 @@ int graft_moe(const char *config_path, const char *out_dir, const struct graft_m
         rc = graft_err_set(err, GRAFT_E_CONFIG, config_path, NULL, 0, "gate_mode '%s' (hidden, hidden_avg, hidden_last, cheap_embed, random, uniform_random)", c->gate_mode);
         goto out;
     }
-    if (c->architecture && (qwen ? strncasecmp(c->architecture, "qwen", 4) || !strncasecmp(c->architecture, "qwen3", 5)
-                                  : strncasecmp(c->architecture, "mixtral", 7))) {
+    // MergeKit keeps the output architectures whose name starts with `architecture` ("mix", "qwen"; an
+    // empty one is none): graft writes Mixtral's ("Mixtral") or, with a shared expert, Qwen2-MoE's ("Qwen MoE")
+    const char *arch_name = qwen ? "qwen moe" : "mixtral";
+    bool arch_given = c->architecture && *c->architecture;
+    if (arch_given && strncasecmp(arch_name, c->architecture, strlen(c->architecture))) {
         rc = graft_err_set(err, GRAFT_E_CONFIG, config_path, NULL, 0, "architecture '%s': graft writes %s", c->architecture,
                            qwen ? "Qwen2-MoE's layout when there is a shared expert" : "Mixtral's layout (Qwen2-MoE needs one shared expert)");
         goto out;
     }
     if (qwen && !random && !c->shared.n_pos) { rc = graft_err_set(err, GRAFT_E_CONFIG, config_path, NULL, 0, "line %d: the shared expert needs positive_prompts", c->shared.line); goto out; }
+    if (qwen && random && !c->shared.n_pos && !arch_given) { // MergeKit picks DeepSeek's layout here: a shared expert always on, no gate
+        rc = graft_err_set(err, GRAFT_E_CONFIG, config_path, NULL, 0, "line %d: a shared expert without prompts under gate_mode random is DeepSeek's layout in "
+                           "MergeKit (the shared expert always on), which graft does not write; architecture: qwen writes Qwen2-MoE's, whose "
+                           "shared expert gets a random gate", c->shared.line);
+        goto out;
+    }
     // open base (model 0), each distinct expert model, and the shared expert's
     for (int e = -1; e < E + (qwen ? 1 : 0); e++) {
         const char *ref = e < 0 ? c->base_model : e < E ? c->experts[e].model : c->shared.model;
@@ -290,11 +352,39 @@ int graft_moe(const char *config_path, const char *out_dir, const struct graft_m
         for (int e = 0; e < E; e++) sets[e] = &c->experts[e];
         if (qwen) sets[E] = &c->shared;
         if ((rc = prompt_gates(base, c->gate_mode, sets, E + qwen, o->n_threads, &gates, &gate_layers, err))) goto out;
+        const struct graft_model_tensor *et = graft_model_find(base, "model.embed_tokens.weight", 25); // (prompt_gates needed it: there)
+        warn_degenerate(gates, E, gate_layers, (size_t)et->info->ne[1], o->log ? o->log : stderr);
     }
     root = json_loads(graft_model_config_json(base), 0, NULL);
     if (!root) { rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(base), NULL, 0, "config.json cannot be parsed"); goto out; }
+    // the output dtype: the config's, else the base config's torch_dtype (MergeKit's select_dtype), for
+    // every float tensor — experts stored in other dtypes come out in one
     enum graft_dtype out_dt = c->dtype >= 0 ? (enum graft_dtype)c->dtype : GRAFT_DTYPE_COUNT;
+    if (out_dt == GRAFT_DTYPE_COUNT) {
+        const char *td = json_string_value(json_object_get(root, "torch_dtype"));
+        if (!td) td = json_string_value(json_object_get(root, "dtype"));
+        int d = td ? graft_dtype_from_cli_name(td) : -1;
+        if (d == GRAFT_DTYPE_F32 || d == GRAFT_DTYPE_F16 || d == GRAFT_DTYPE_BF16) out_dt = (enum graft_dtype)d;
+    }
     size_t nt = graft_model_n_tensors(base);
+    // what the output class cannot hold would be dropped at load, silently: Mixtral has no biases,
+    // Qwen2-MoE only q/k/v ones, and both derive head_dim from hidden / heads
+    for (size_t i = 0; i < nt && !rc; i++) {
+        const struct graft_tensor_info *ti = graft_model_tensor(base, i)->info;
+        bool bias = graft__ends_with(ti->name, ti->name_len, ".bias") && (strstr(ti->name, ".self_attn.") || strstr(ti->name, ".mlp."));
+        bool qkv = strstr(ti->name, "_proj.bias") && (strstr(ti->name, ".q_proj.") || strstr(ti->name, ".k_proj.") || strstr(ti->name, ".v_proj."));
+        if (bias && (!qwen || !qkv))
+            rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(base), ti->name, ti->name_len, "%s has no such bias: it would be dropped when the "
+                               "model loads%s", qwen ? "Qwen2-MoE" : "Mixtral", qwen ? "" : " (a shared expert gives Qwen2-MoE's layout, which keeps q/k/v biases)");
+    }
+    if (!rc && qwen) {
+        json_int_t hs = json_integer_value(json_object_get(root, "hidden_size")), nh = json_integer_value(json_object_get(root, "num_attention_heads"));
+        json_t *hd = json_object_get(root, "head_dim");
+        if (nh <= 0 || hs % nh || (json_is_integer(hd) && json_integer_value(hd) * nh != hs))
+            rc = graft_err_set(err, GRAFT_E_CONFIG, graft_model_path(base), NULL, 0, "Qwen2-MoE takes head_dim = hidden_size / num_attention_heads; this "
+                               "base has hidden_size %lld, %lld heads%s", (long long)hs, (long long)nh, json_is_integer(hd) ? " and its own head_dim" : "");
+    }
+    if (rc) goto out;
     if (!(j.ts = graft__calloc(nt * (size_t)(E + 1) + 1, sizeof *j.ts))) { rc = nomem(err); goto out; }
     uint64_t gate_stride = 0;
     if (gates) {
@@ -354,7 +444,7 @@ int graft_moe(const char *config_path, const char *out_dir, const struct graft_m
                 snprintf(src, sizeof src, "%.*s.mlp.%s.weight", pre, name, parts[k]);
                 const struct graft_model *em = models[midx[e]];
                 const struct graft_model_tensor *st = graft_model_find(em, src, strlen(src)), *bt = graft_model_find(base, src, strlen(src));
-                if (!st || !bt || st->info->n_elem != bt->info->n_elem || st->info->n_dims != 2) {
+                if (!st || !bt || st->info->n_dims != 2 || bt->info->n_dims != 2 || st->info->ne[0] != bt->info->ne[0] || st->info->ne[1] != bt->info->ne[1]) {
                     rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(em), src, strlen(src), "missing, or shaped unlike the base's: the experts must share the base's architecture");
                     break;
                 }
@@ -401,7 +491,7 @@ int graft_moe(const char *config_path, const char *out_dir, const struct graft_m
         if (!rc) rc = graft_writer_add_file(w, "mergekit_moe_config.yml", c->text, strlen(c->text), err);
         if (!rc) rc = graft_writer_commit(w, err);
     }
-    if (!rc && (E & (E - 1))) fprintf(stderr, "graft: warning: %d experts is not a power of two (llama.cpp prefers powers of two)\n", E);
+    if (!rc && (E & (E - 1))) fprintf(o->log ? o->log : stderr, "graft: warning: %d experts is not a power of two (llama.cpp prefers powers of two)\n", E);
 out:
     if (n_experts) *n_experts = E;
     if (n_layers) *n_layers = layers;

@@ -52,6 +52,9 @@ int  graft__ops_layer_keys_check(const json_t *c, int L, const char *path, const
 // config.json from `root` turned into Mixtral's (E experts, K per token; a Mistral model's
 // sliding_window kept) and added to the writer.
 int  graft__ops_add_mixtral_config(struct graft_writer *w, json_t *root, int experts, int per_token, struct graft_err *err);
+// Write out the source class's defaults for keys a Llama / Mistral / Qwen2 config.json leaves out,
+// before its model_type changes (they would take the new class's defaults).
+void graft__ops_fill_config_defaults(json_t *root);
 // f (n values) encoded into dt at enc (n × 8 bytes suffice) and checked by graft__nonfinite_rule (core/impl.h); the source
 // tensor src of m (may be NULL) is counted only when the output holds NaN / ±Inf.
 int  graft__ops_encode(const char *op, const char *tensor, size_t tlen, enum graft_dtype dt, const float *f, void *enc, size_t n,

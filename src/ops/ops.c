@@ -110,7 +110,32 @@ int graft__ops_write_slice(struct graft_writer *w, long id, const struct graft_m
     return rc;
 }
 
+void graft__ops_fill_config_defaults(json_t *root) {
+    // A key the source config leaves out means its class's default; under another model_type it would
+    // mean that class's (Mixtral: rope_theta 1e6, rms_norm_eps 1e-5, 8 KV heads), so the source's are
+    // written out, as MergeKit's Config(**base.to_dict()) does. transformers 4.4x defaults:
+    const char *mt = json_string_value(json_object_get(root, "model_type"));
+    if (!mt) return;
+    bool llama = !strcmp(mt, "llama"), mistral = !strcmp(mt, "mistral"), qwen2 = !strcmp(mt, "qwen2");
+    if (!llama && !mistral && !qwen2) return;
+    json_t *heads = json_object_get(root, "num_attention_heads");
+    struct { const char *key; json_t *val; } d[] = {
+        {"rope_theta", json_real(10000.0)},
+        {"rms_norm_eps", json_real(1e-6)},
+        {"num_key_value_heads", llama ? json_incref(heads) : json_integer(mistral ? 8 : 32)},
+        {"max_position_embeddings", json_integer(llama ? 2048 : mistral ? 131072 : 32768)},
+        {"tie_word_embeddings", json_false()},
+        {"hidden_act", json_string("silu")},
+        {"sliding_window", mistral ? json_integer(4096) : NULL}, // (Qwen2's default window is off: use_sliding_window false)
+    };
+    for (size_t i = 0; i < sizeof d / sizeof *d; i++) {
+        if (d[i].val && !json_object_get(root, d[i].key)) json_object_set(root, d[i].key, d[i].val);
+        json_decref(d[i].val);
+    }
+}
+
 int graft__ops_add_mixtral_config(struct graft_writer *w, json_t *root, int experts, int per_token, struct graft_err *err) {
+    graft__ops_fill_config_defaults(root);
     // Mistral's sliding window carries over (Mixtral honours it); a Llama model has none
     const char *mt = json_string_value(json_object_get(root, "model_type"));
     bool keep_window = mt && !strcmp(mt, "mistral") && json_object_get(root, "sliding_window");

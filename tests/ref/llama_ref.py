@@ -301,16 +301,28 @@ def stats(a):
 
 
 def gates(a):
-    """graft moe with gate_mode hidden / hidden_last / hidden_avg / cheap_embed: the routers, from BOS + prompt."""
+    """graft moe with gate_mode hidden / hidden_last / hidden_avg / cheap_embed: the routers, as MergeKit's
+    router.py computes them: each prompt is tokenizer.bos_token (tokenizer_config.json, else
+    special_tokens_map.json; none: nothing) + text; hidden*: the mean over the positive prompts of each
+    prompt's vector minus the same over the negative ones; cheap_embed: the sum of the embedding rows of
+    every token of every positive prompt, normalised, minus the same of the negative prompts; then
+    normalised per layer."""
     import yaml
     from tok_ref import encode
-    base, out, cfgp, bos = a[0], a[1], a[2], int(a[3])
+    base, out, cfgp = a[0], a[1], a[2]
     cfg = yaml.safe_load(open(cfgp))
     mode = cfg["gate_mode"]
     tok = json.load(open(os.path.join(base, "tokenizer.json"), encoding="utf-8"))
     W = {k: v.astype(np.float64) for k, v in load(base).items()}
     L = json.load(open(os.path.join(base, "config.json")))["num_hidden_layers"]
     sets = cfg["experts"] + cfg.get("shared_experts", [])
+    bos = -1
+    for f in ("tokenizer_config.json", "special_tokens_map.json"):
+        pth = os.path.join(base, f)
+        b = json.load(open(pth)).get("bos_token") if os.path.exists(pth) else None
+        b = b.get("content") if isinstance(b, dict) else b
+        if isinstance(b, str) and bos < 0:
+            bos = tok["model"]["vocab"].get(b, next((t["id"] for t in tok["added_tokens"] if t["content"] == b), -1))
 
     def vec(prompt):
         ids = ([bos] if bos >= 0 else []) + encode(tok, prompt)
@@ -320,12 +332,19 @@ def gates(a):
         logits(base, np.array(ids), W, taps)
         xs = np.stack([taps[(l, -1)][0] for l in range(L)])  # L × T × H
         return xs.mean(1) if mode == "hidden_avg" else xs[:, -1]
+
+    def unit(v):
+        return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-8)
+
+    def side(prompts):  # cheap_embed: one normalised sum; hidden*: the mean of the prompts' vectors
+        vs = [vec(p) for p in prompts]
+        return unit(sum(vs)) if mode == "cheap_embed" else sum(vs) / len(vs)
     want = []
     for e in sets:
-        v = sum(vec(p) for p in e["positive_prompts"]) / len(e["positive_prompts"])
+        v = side(e["positive_prompts"])
         if e.get("negative_prompts"):
-            v = v - sum(vec(p) for p in e["negative_prompts"]) / len(e["negative_prompts"])
-        want.append(v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-8))
+            v = v - side(e["negative_prompts"])
+        want.append(unit(v))
     got = load(out)
     E = len(cfg["experts"])
     worst = 0.0
