@@ -332,6 +332,75 @@ expect 0 "$G" convert l32 stale.gguf --type q8_0
     [ ! -e .stale.gguf.graft-tmp-$H@2147483646 ] && [ ! -e .stale.gguf.graft-tmp-$H@2147483645-hf ] && [ ! -e ..stale.gguf.graft-tmp-$H@2147483645-hf.graft-tmp-$H@2147483645 ] &&
     [ -e .stale.gguf.graft-tmp-x$H@2147483646 ] && ok || bad "stale GGUF temporaries: $(ls -a)"
 rm -f .stale.gguf.graft-tmp-x$H@2147483646
+# (from a review against llama.cpp's converter) transformers 5's rope_parameters are converted like
+# the older keys (they were ignored: θ 10000, no rope_freqs); a rotary part of each head
+# (partial_rotary_factor) is rope.dimension_count, and read back as the factor; Gemma 2 with null
+# soft-caps, Gemma 3 with an attention cap, an untied Gemma 2 head and a byte-level regex llama.cpp
+# does not know are refused (llama.cpp would compute another model); a gemma2 GGUF without caps reads
+# as llama.cpp runs it (50 / 30); SentencePiece vocabularies say whether ▁ is prefixed (Gemma: no)
+rm -rf rp5 && cp -r l32 rp5 && "$PY" -c 'import json; p = "rp5/config.json"; c = json.load(open(p)); c.pop("rope_theta", None); c.pop("rope_scaling", None)
+c["rope_parameters"] = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+json.dump(c, open(p, "w"))'
+expect 0 "$G" convert rp5 rp5.gguf
+"$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); import gguf_ref; kv, t = gguf_ref.read_gguf("rp5.gguf")
+assert abs(kv["llama.rope.freq_base"] - 500000) < 1 and any(x[0] == "rope_freqs.weight" for x in t) if isinstance(t, list) else "rope_freqs.weight" in t, kv' "$(dirname "$REF")" &&
+    ok || bad "rope_parameters not converted"
+rm -rf pr5 && cp -r p4 pr5 && "$PY" -c 'import json; p = "pr5/config.json"; c = json.load(open(p)); c["partial_rotary_factor"] = 0.5; json.dump(c, open(p, "w"))'
+expect 0 "$G" convert pr5 pr5.gguf
+"$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); import gguf_ref; kv, t = gguf_ref.read_gguf("pr5.gguf")
+assert kv["phi3.rope.dimension_count"] == 8, kv["phi3.rope.dimension_count"]' "$(dirname "$REF")" && ok || bad "partial_rotary_factor: rope.dimension_count"
+expect 0 "$G" convert pr5.gguf pr5back
+grep -q '"partial_rotary_factor": 0.5' pr5back/config.json && ok || bad "rope.dimension_count read back: $(grep -c partial pr5back/config.json)"
+for edit in 'c["attn_logit_softcapping"] = None|gm2|soft-capping' 'c["final_logit_softcapping"] = 0|gm2|soft-capping' \
+            'c["text_config"]["attn_logit_softcapping"] = 50.0|gm3|does not cap attention'; do
+    rm -rf gx && cp -r "$(echo "$edit" | cut -d'|' -f2)" gx
+    "$PY" -c 'import json, sys; p = "gx/config.json"; c = json.load(open(p)); exec(sys.argv[1]); json.dump(c, open(p, "w"))' "${edit%%|*}"
+    expect 4 "$G" convert gx gx.gguf
+    grep -q "$(echo "$edit" | cut -d'|' -f3)" "$T/err" && [ ! -e gx.gguf ] && ok || bad "convert with ${edit%%|*}: $(cat "$T/err")"
+done
+rm -rf gx && cp -r gm2 gx && "$PY" - "$(dirname "$REF")" <<'PYEOF' || bad "untied gemma 2 fixture"
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from lora_ref import load, save
+t = load("gx"); t["lm_head.weight"] = t["model.embed_tokens.weight"][::-1].copy(); save("gx/model.safetensors", t)
+c = json.load(open("gx/config.json")); c["tie_word_embeddings"] = False; json.dump(c, open("gx/config.json", "w"))
+PYEOF
+expect 4 "$G" convert gx gx.gguf
+grep -q "lm_head.weight.*differs from the embedding" "$T/err" && ok || bad "untied gemma 2 head: $(cat "$T/err")"
+"$PY" "$REF" kvedit gm2-f32.gguf gm2n.gguf -gemma2.attn_logit_softcapping -gemma2.final_logit_softcapping > /dev/null && expect 0 "$G" convert gm2n.gguf gm2nback
+"$PY" -c 'import json; c = json.load(open("gm2nback/config.json")); assert c["attn_logit_softcapping"] == 50.0 and c["final_logit_softcapping"] == 30.0, c' && ok || bad "gemma2 GGUF without caps"
+# the pre-tokenizer name: Llama 3's regex without ignore_merges is smaug-bpe (llama-bpe ignores merges
+# for whole words), tekken's regex is tekken, an unknown byte-level Split is refused (it became gpt-2)
+cat > pt-edit.py <<'PYEOF'
+import json, sys
+TEKKEN = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+t = json.load(open("pt/tokenizer.json")); sp = t["pre_tokenizer"]["pretokenizers"][0]
+if sys.argv[1] == "smaug-bpe": t["model"]["ignore_merges"] = False
+elif sys.argv[1] == "tekken": sp["pattern"]["Regex"] = TEKKEN
+else: sp["pattern"]["Regex"] = r"\p{L}+|\s+"
+json.dump(t, open("pt/tokenizer.json", "w"))
+PYEOF
+for ptk in smaug-bpe tekken refused; do
+    rm -rf pt && cp -r l32 pt && "$PY" pt-edit.py $ptk || bad "pre-tokenizer fixture $ptk"
+    if [ $ptk = refused ]; then
+        expect 4 "$G" convert pt pt.gguf
+        grep -q "Split regex is none llama.cpp knows" "$T/err" && [ ! -e pt.gguf ] && ok || bad "unknown pre-tokenizer: $(cat "$T/err")"
+    else
+        expect 0 "$G" convert pt pt-$ptk.gguf
+        "$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); import gguf_ref; kv, t = gguf_ref.read_gguf(sys.argv[2])
+assert kv["tokenizer.ggml.pre"] == sys.argv[3], kv["tokenizer.ggml.pre"]' "$(dirname "$REF")" pt-$ptk.gguf $ptk 2>"$T/py" && ok || bad "pre-tokenizer $ptk: $(cat "$T/py")"
+    fi
+done
+for pfx in 1 0; do # the SentencePiece fixture as it is (a Prepend ▁ normalizer), and Gemma-style without it
+    rm -rf gsp && cp -r gm1 gsp && "$PY" "$TREF" make spm gsp > /dev/null
+    [ $pfx = 0 ] && "$PY" -c 'import json; p = "gsp/tokenizer.json"; t = json.load(open(p)); n = t["normalizer"]
+t["normalizer"] = {"type": "Sequence", "normalizers": [x for x in n.get("normalizers", [n]) if x["type"] != "Prepend"]}; json.dump(t, open(p, "w"))'
+    "$PY" -c 'import json; t = json.load(open("gsp/tokenizer.json")); c = json.load(open("gsp/config.json")); n = 1 + max(list(t["model"]["vocab"].values()) + [a["id"] for a in t["added_tokens"]])
+assert n <= c["vocab_size"], (n, c["vocab_size"])' || bad "spm fixture fits gm1"
+    expect 0 "$G" convert gsp gsp$pfx.gguf
+    "$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); import gguf_ref; kv, t = gguf_ref.read_gguf(sys.argv[2])
+assert kv["tokenizer.ggml.add_space_prefix"] is bool(int(sys.argv[3])), kv.get("tokenizer.ggml.add_space_prefix")' "$(dirname "$REF")" gsp$pfx.gguf $pfx 2>"$T/py" && ok || bad "add_space_prefix $pfx: $(cat "$T/py")"
+done
 # a GGUF output never replaces a GGUF input (convert, or a merge that reads it), nor lands in an input folder
 cp stale.gguf in.gguf && sum0=$(cksum < in.gguf)
 expect 2 "$G" convert in.gguf in.gguf --type f16 --force

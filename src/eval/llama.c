@@ -269,6 +269,7 @@ int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, 
     json_t *ac = json_object_get(c, "attn_logit_softcapping"), *fc = json_object_get(c, "final_logit_softcapping");
     L->attn_cap = (float)(json_is_number(ac) ? json_number_value(ac) : !ac && L->gemma == 2 ? 50.0 : 0.0);
     L->final_cap = (float)(json_is_number(fc) ? json_number_value(fc) : !fc && L->gemma == 2 ? 30.0 : 0.0);
+    graft__rope_parameters_compat(c); // (transformers ≥ 5's rope_parameters, read as the older keys)
     // what the evaluator does not compute is refused rather than ignored
     if (json_is_true(json_object_get(c, "mlp_bias"))) {
         rc = graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0, "config.json: mlp_bias (MLP projections with biases) is not computed by the evaluator");
@@ -279,17 +280,6 @@ int graft_llama_new(const char *config_json, graft_tensor_lookup lk, void *ctx, 
         rc = graft_err_set(err, GRAFT_E_FORMAT, name, NULL, 0, "config.json: partial_rotary_factor %g (rotating part of each head) is not computed by the evaluator",
                            json_number_value(prf));
         goto out;
-    }
-    // transformers ≥ 5 keeps RoPE in rope_parameters (Gemma 3: one set per layer type): read as the older keys
-    json_t *rp = json_object_get(c, "rope_parameters");
-    if (json_is_object(rp)) {
-        json_t *full = json_object_get(rp, "full_attention"), *local = json_object_get(rp, "sliding_attention");
-        json_t *g = json_is_object(full) ? full : rp;
-        if (json_is_number(json_object_get(g, "rope_theta")) && !json_object_get(c, "rope_theta")) json_object_set(c, "rope_theta", json_object_get(g, "rope_theta"));
-        const char *rt = json_string_value(json_object_get(g, "rope_type"));
-        if (rt && strcmp(rt, "default") && !json_is_object(json_object_get(c, "rope_scaling"))) json_object_set(c, "rope_scaling", g);
-        if (json_is_object(local) && json_is_number(json_object_get(local, "rope_theta")) && !json_object_get(c, "rope_local_base_freq"))
-            json_object_set(c, "rope_local_base_freq", json_object_get(local, "rope_theta"));
     }
     L->embed_scale = L->res_scale = L->logit_scale = 1.0f;
     if (!strcmp(arch, "MiniCPMForCausalLM")) { // μP scalars (MiniCPMConfig's defaults: 1, 1, 1)

@@ -194,6 +194,8 @@ static int hf_config(const struct graft_gguf *g, json_t **out, struct graft_gguf
     }
     bool explicit_hd = U("attention.key_length", hd) && hd;
     if (!explicit_hd) hd = H / nh;
+    uint64_t rot = 0; // a rotary part of each head: transformers' partial_rotary_factor
+    bool partial = U("rope.dimension_count", rot) && rot && rot < hd;
     U("context_length", ctx);
     F("attention.layer_norm_rms_epsilon", eps);
     F("rope.freq_base", theta);
@@ -277,11 +279,14 @@ static int hf_config(const struct graft_gguf *g, json_t **out, struct graft_gguf
         json_object_set_new(c, "num_local_experts", json_integer((json_int_t)n_exp));
         json_object_set_new(c, "num_experts_per_tok", json_integer((json_int_t)n_used));
     }
+    if (partial) json_object_set_new(c, "partial_rotary_factor", json_real((double)rot / (double)hd));
     bool gemma3 = !strcmp(arch, "gemma3");
     if (!strcmp(arch, "gemma2") || gemma3) { // llama.cpp scales queries by 1/√(hidden/heads) for the 27B (46 or 62 layers), else 1/√head_dim
         json_object_set_new(c, "query_pre_attn_scalar", json_integer((json_int_t)(L == (gemma3 ? 62u : 46u) ? H / nh : hd)));
-        json_object_set_new(c, "attn_logit_softcapping", has_cap_a && !gemma3 ? json_real(short_f32(cap_attn)) : json_null());
-        json_object_set_new(c, "final_logit_softcapping", has_cap_f ? json_real(short_f32(cap_final)) : json_null());
+        // llama.cpp's gemma2 always caps, at 50 / 30 when the keys are absent: the same model here
+        bool g2 = !gemma3;
+        json_object_set_new(c, "attn_logit_softcapping", g2 ? json_real(short_f32(has_cap_a ? cap_attn : 50.0)) : json_null());
+        json_object_set_new(c, "final_logit_softcapping", has_cap_f || g2 ? json_real(short_f32(has_cap_f ? cap_final : 30.0)) : json_null());
         json_object_set_new(c, "sliding_window", json_integer((json_int_t)(has_swa ? swa : 4096)));
     }
     if (gemma3) { // no sliding window: every layer global (pattern 1)

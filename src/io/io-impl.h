@@ -2,6 +2,7 @@
 #ifndef GRAFT_IO_IMPL_H
 #define GRAFT_IO_IMPL_H
 #include <jansson.h>
+#include <string.h>
 #include "graft/status.h"
 #include "../core/impl.h"
 
@@ -24,6 +25,21 @@ static inline double graft__json_num(const json_t *o, const char *k, double dflt
 static inline double graft__llama3_rope_factor(double factor, double lo, double hi, double old, double wl) {
     double s = (old / wl - lo) / (hi - lo);
     return wl < old / hi ? 1.0 : wl > old / lo ? factor : 1.0 / ((1 - s) / factor + s);
+}
+// transformers ≥ 5 keeps RoPE in rope_parameters (Gemma 3: one set per layer type): copy it into config
+// c's older keys (rope_theta, rope_scaling, rope_local_base_freq) where those are absent.
+static inline void graft__rope_parameters_compat(json_t *c) {
+    json_t *rp = json_object_get(c, "rope_parameters");
+    if (!json_is_object(rp)) return;
+    json_t *full = json_object_get(rp, "full_attention"), *local = json_object_get(rp, "sliding_attention");
+    json_t *g = json_is_object(full) ? full : rp;
+    if (json_is_number(json_object_get(g, "rope_theta")) && !json_object_get(c, "rope_theta")) json_object_set(c, "rope_theta", json_object_get(g, "rope_theta"));
+    const char *rt = json_string_value(json_object_get(g, "rope_type"));
+    if (rt && strcmp(rt, "default") && !json_is_object(json_object_get(c, "rope_scaling"))) json_object_set(c, "rope_scaling", g);
+    if (json_is_object(local) && json_is_number(json_object_get(local, "rope_theta")) && !json_object_get(c, "rope_local_base_freq"))
+        json_object_set(c, "rope_local_base_freq", json_object_get(local, "rope_theta"));
+    if (json_is_number(json_object_get(g, "partial_rotary_factor")) && !json_object_get(c, "partial_rotary_factor"))
+        json_object_set(c, "partial_rotary_factor", json_object_get(g, "partial_rotary_factor"));
 }
 // Append `j` as Python's json.dumps(j, indent=2) + "\n" would write it (key order kept).
 void graft__json_dump_pretty(struct graft__buf *b, const json_t *j);

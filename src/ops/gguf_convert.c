@@ -127,12 +127,24 @@ static int write_tokenizer(struct graft_gguf_writer *w, const struct graft_model
     if (!json_is_object(vocab)) { rc = graft_err_set(err, GRAFT_E_FORMAT, p, NULL, 0, "no BPE vocabulary (model.vocab)"); goto out; }
     const char *mt = json_string_value(json_object_get(model, "type"));
     if (mt && strcmp(mt, "BPE")) { rc = graft_err_set(err, GRAFT_E_FORMAT, p, NULL, 0, "model type %s: graft converts BPE tokenizers", mt); goto out; }
-    char *dump = json_dumps(tj, JSON_COMPACT);
-    bool bytelevel = dump && strstr(dump, "\"type\":\"ByteLevel\"");
+    // llama.cpp's pre-tokenizer, from the Split regex (the converter names it by hashing token
+    // outputs; a byte-level regex it would not know is refused rather than guessed as gpt-2)
+    char *dump = json_dumps(json_object_get(tj, "pre_tokenizer"), JSON_COMPACT);
+    char *all = json_dumps(tj, JSON_COMPACT);
+    bool bytelevel = all && strstr(all, "\"type\":\"ByteLevel\""), split = dump && strstr(dump, "\"type\":\"Split\"");
+    free(all);
     const char *pre = "default";
-    if (dump && strstr(dump, "\\\\p{N}{1,3}")) pre = "llama-bpe";
+    static const char cased[] = "[\\\\p{Lu}\\\\p{Lt}\\\\p{Lm}\\\\p{Lo}\\\\p{M}]*[\\\\p{Ll}\\\\p{Lm}\\\\p{Lo}\\\\p{M}]+";
+    if (dump && strstr(dump, cased)) pre = strstr(dump, "(?i:'s|'t|'re|'ve|'m|'ll|'d)?") ? "gpt-4o" : "tekken";
+    else if (dump && strstr(dump, "\\\\p{N}{1,3}") && strstr(dump, "(?i:'s|'t|'re|'ve|'m|'ll|'d)|"))
+        pre = json_is_true(json_object_get(model, "ignore_merges")) ? "llama-bpe" : "smaug-bpe"; // (llama-bpe: merges ignored for whole words)
     else if (dump && strstr(dump, "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}|")) pre = "qwen2";
-    else if (bytelevel) pre = "gpt-2";
+    else if (bytelevel && split) {
+        free(dump);
+        rc = graft_err_set(err, GRAFT_E_CONFIG, p, NULL, 0, "its pre-tokenizer's Split regex is none llama.cpp knows (Llama 3, Qwen2, tekken, "
+                           "GPT-4o, GPT-2): the GGUF file would tokenize differently");
+        goto out;
+    } else if (bytelevel) pre = "gpt-2";
     free(dump);
     size_t n = (size_t)n_rows;
     tok = graft__calloc(n, sizeof *tok), type = graft__calloc(n, sizeof *type), score = graft__calloc(n, sizeof *score);
@@ -213,6 +225,14 @@ static int write_tokenizer(struct graft_gguf_writer *w, const struct graft_model
         json_t *uid = json_object_get(vocab, unk);
         if (json_is_integer(uid)) rc = graft_gguf_w_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)json_integer_value(uid), err);
     }
+    if (!rc && !bytelevel) { // SentencePiece: llama.cpp prefixes ▁ unless told (Gemma's tokenizer.json never does)
+        char *nd = json_dumps(json_object_get(tj, "normalizer"), JSON_COMPACT), *pd = json_dumps(json_object_get(tj, "pre_tokenizer"), JSON_COMPACT);
+        bool prefix = (nd && strstr(nd, "\"type\":\"Prepend\"")) ||
+                      (pd && strstr(pd, "\"type\":\"Metaspace\"") && !strstr(pd, "\"prepend_scheme\":\"never\"") &&
+                       (strstr(pd, "\"prepend_scheme\"") || !strstr(pd, "\"add_prefix_space\":false")));
+        free(nd), free(pd);
+        rc = graft_gguf_w_bool(w, "tokenizer.ggml.add_space_prefix", prefix, err);
+    }
     if (!rc) rc = graft_gguf_w_bool(w, "tokenizer.ggml.add_bos_token", tb >= 0, err);
     if (!rc) rc = graft_gguf_w_bool(w, "tokenizer.ggml.add_eos_token", json_is_true(json_object_get(tc, "add_eos_token")), err);
     json_t *ct = json_object_get(tc, "chat_template");
@@ -289,12 +309,30 @@ int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type
         goto out;
     }
     if (gemma3) gemma3_text(c);
+    graft__rope_parameters_compat(c); // transformers ≥ 5 writes RoPE there
     long H = graft__json_int(c, "hidden_size", -1), nh = graft__json_int(c, "num_attention_heads", -1), nkv = graft__json_int(c, "num_key_value_heads", nh), L = graft__json_int(c, "num_hidden_layers", -1);
     long hd = graft__json_int(c, "head_dim", nh > 0 ? H / nh : -1), V = graft__json_int(c, "vocab_size", -1);
     long n_exp = graft__json_int(c, "num_local_experts", 0), n_used = graft__json_int(c, "num_experts_per_tok", 0);
     if (gemma && !json_object_get(c, "head_dim")) hd = 256; // GemmaConfig's default
     if (H < 1 || nh < 1 || nkv < 1 || L < 1 || hd < 2 || V < 1) { rc = graft_err_set(err, GRAFT_E_FORMAT, mp, NULL, 0, "config.json lacks hidden_size, heads, layers or vocab_size"); goto out; }
     if (phi3 && hd != H / nh) { rc = graft_err_set(err, GRAFT_E_CONFIG, mp, NULL, 0, "head_dim %ld: llama.cpp's phi3 takes hidden_size / num_attention_heads = %ld", hd, H / nh); goto out; }
+    // what llama.cpp's model would compute otherwise is refused (exit 4), as its converter asserts:
+    // gemma2 always soft-caps (null caps: transformers does not); gemma3 has no attention cap
+    if (!strcmp(arch, "gemma2")) {
+        json_t *ca = json_object_get(c, "attn_logit_softcapping"), *cf = json_object_get(c, "final_logit_softcapping");
+        if ((ca && !(json_number_value(ca) > 0)) || (cf && !(json_number_value(cf) > 0))) {
+            rc = graft_err_set(err, GRAFT_E_CONFIG, mp, NULL, 0, "config.json: Gemma 2 without logit soft-capping (null or 0): llama.cpp's gemma2 always caps");
+            goto out;
+        }
+    }
+    if (gemma3 && graft__json_num(c, "attn_logit_softcapping", 0) > 0) {
+        rc = graft_err_set(err, GRAFT_E_CONFIG, mp, NULL, 0, "config.json: Gemma 3 with attn_logit_softcapping: llama.cpp's gemma3 does not cap attention");
+        goto out;
+    }
+    // a rotary part of each head (partial_rotary_factor): rope.dimension_count, as the converter writes it
+    double prf = graft__json_num(c, "partial_rotary_factor", 1.0);
+    long rot = prf > 0 && prf < 1 ? (long)(prf * (double)H) / nh : hd;
+    if (!(prf > 0 && prf <= 1) || rot < 2 || rot % 2) { rc = graft_err_set(err, GRAFT_E_CONFIG, mp, NULL, 0, "config.json: partial_rotary_factor %g gives %ld rotary dimensions", prf, rot); goto out; }
     if ((!strcmp(archs, "MixtralForCausalLM") || n_exp > 0) && (n_exp < 1 || n_exp > 4096 || n_used < 1 || n_used > n_exp)) { rc = graft_err_set(err, GRAFT_E_FORMAT, mp, NULL, 0, "config.json: num_local_experts / num_experts_per_tok are missing or inconsistent"); goto out; }
     if (!strcmp(arch, "gemma2") || gemma3) { // llama.cpp cannot store query_pre_attn_scalar: it scales queries by its own rule
         long big = gemma3 ? 62 : 46, want = L == big ? H / nh : hd, q = graft__json_int(c, "query_pre_attn_scalar", 256);
@@ -328,7 +366,17 @@ int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type
         char nbuf[160];
         const char *hn = text_name(t->info->name, vl, nbuf, sizeof nbuf);
         if (!hn) continue; // the vision tower and projector: llama.cpp's mmproj file, not this one
-        if (gemma && !gemma3 && !strcmp(hn, "lm_head.weight")) continue; // Gemma 1/2 tie it; llama.cpp reads token_embd
+        if (gemma && !gemma3 && !strcmp(hn, "lm_head.weight")) { // Gemma 1/2 tie it; llama.cpp reads token_embd
+            const struct graft_model_tensor *et = graft_model_find(m, "model.embed_tokens.weight", 25);
+            bool same = et && et->info->dtype == t->info->dtype && et->info->n_bytes == t->info->n_bytes &&
+                        !memcmp(graft_model_data(m, et), graft_model_data(m, t), (size_t)t->info->n_bytes);
+            if (!same) { // an untied head llama.cpp would replace by the embedding: another model
+                rc = graft_err_set(err, GRAFT_E_CONFIG, mp, t->info->name, t->info->name_len, "differs from the embedding, but llama.cpp's %s always "
+                                   "uses token_embd as the output layer", arch);
+                break;
+            }
+            continue;
+        }
         char gname[96];
         int e = -1;
         if (!graft_gguf_hf_name(arch, hn, gname, sizeof gname, n_exp > 0 ? &e : NULL)) {
@@ -385,10 +433,10 @@ int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type
     if (rt && !strcmp(rt, "llama3") && !phi3 && !gemma) {
         double f = graft__json_num(rs, "factor", 8.0), lo = graft__json_num(rs, "low_freq_factor", 1.0), hi = graft__json_num(rs, "high_freq_factor", 4.0), old = graft__json_num(rs, "original_max_position_embeddings", 8192);
         struct extra *x = &j.x[j.n_x++];
-        *x = (struct extra){.name = "rope_freqs.weight", .n = (size_t)hd / 2, .id = -1};
+        *x = (struct extra){.name = "rope_freqs.weight", .n = (size_t)rot / 2, .id = -1};
         if (!(x->v = graft__malloc(x->n * sizeof(float)))) { rc = nomem(err); goto out; }
         for (size_t i = 0; i < x->n; i++) {
-            double freq = 1.0 / pow(theta, (double)(2 * i) / (double)hd), wl = 2 * M_PI / freq;
+            double freq = 1.0 / pow(theta, (double)(2 * i) / (double)rot), wl = 2 * M_PI / freq;
             x->v[i] = (float)graft__llama3_rope_factor(f, lo, hi, old, wl);
         }
     } else if (rt && (!strcmp(rt, "longrope") || !strcmp(rt, "su")) && phi3) {
@@ -398,9 +446,9 @@ int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type
         static const char *const key[2] = {"long_factor", "short_factor"}, *const gn[2] = {"rope_factors_long.weight", "rope_factors_short.weight"};
         for (int k = 0; k < 2; k++) {
             json_t *a = json_object_get(rs, key[k]);
-            if (json_array_size(a) != (size_t)hd / 2) { rc = graft_err_set(err, GRAFT_E_FORMAT, mp, NULL, 0, "rope_scaling.%s must hold %ld factors", key[k], hd / 2); goto out; }
+            if (json_array_size(a) != (size_t)rot / 2) { rc = graft_err_set(err, GRAFT_E_FORMAT, mp, NULL, 0, "rope_scaling.%s must hold %ld factors", key[k], rot / 2); goto out; }
             struct extra *x = &j.x[j.n_x++];
-            *x = (struct extra){.name = gn[k], .n = (size_t)hd / 2, .id = -1};
+            *x = (struct extra){.name = gn[k], .n = (size_t)rot / 2, .id = -1};
             if (!(x->v = graft__malloc(x->n * sizeof(float)))) { rc = nomem(err); goto out; }
             for (size_t i = 0; i < x->n; i++) x->v[i] = (float)json_number_value(json_array_get(a, i));
         }
@@ -427,14 +475,14 @@ int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type
     KU("feed_forward_length", graft__json_int(c, "intermediate_size", 0));
     KU("attention.head_count", nh);
     KU("attention.head_count_kv", nkv);
-    KU("rope.dimension_count", hd);
+    KU("rope.dimension_count", rot);
     KU("vocab_size", emb->info->ne[0]);
     KF("rope.freq_base", theta);
     KF("attention.layer_norm_rms_epsilon", graft__json_num(c, "rms_norm_eps", 1e-6));
     if (!rc && ((json_object_get(c, "head_dim") && hd != H / nh) || gemma)) KU("attention.key_length", hd), KU("attention.value_length", hd);
     if (n_exp > 0) KU("expert_count", n_exp), KU("expert_used_count", n_used);
-    if (!strcmp(arch, "gemma2") || gemma3) {
-        double ca = graft__json_num(c, "attn_logit_softcapping", 0), cf = graft__json_num(c, "final_logit_softcapping", 0);
+    if (!strcmp(arch, "gemma2") || gemma3) { // (caps llama.cpp cannot drop or add were refused above)
+        double ca = graft__json_num(c, "attn_logit_softcapping", gemma3 ? 0 : 50.0), cf = graft__json_num(c, "final_logit_softcapping", gemma3 ? 0 : 30.0);
         if (ca > 0 && !gemma3) KF("attn_logit_softcapping", ca);
         if (cf > 0) KF("final_logit_softcapping", cf);
         KU("attention.sliding_window", graft__json_int(c, "sliding_window", 4096));
