@@ -389,8 +389,30 @@ for ptk in smaug-bpe tekken refused; do
         expect 0 "$G" convert pt pt-$ptk.gguf
         "$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); import gguf_ref; kv, t = gguf_ref.read_gguf(sys.argv[2])
 assert kv["tokenizer.ggml.pre"] == sys.argv[3], kv["tokenizer.ggml.pre"]' "$(dirname "$REF")" pt-$ptk.gguf $ptk 2>"$T/py" && ok || bad "pre-tokenizer $ptk: $(cat "$T/py")"
+        # and read back: the same ids (tekken: llama.cpp ignores merges; this vocabulary has no merge a
+        # whole-word token would skip)
+        printf 'In 2024 the price was 12345 dollars. HeLLo wOrld\n' > ptx.txt
+        expect 0 "$G" convert pt-$ptk.gguf ptback-$ptk
+        [ "$("$G" tokenize pt ptx.txt)" = "$("$G" tokenize ptback-$ptk ptx.txt)" ] && ok || bad "pre-tokenizer $ptk read back: other ids"
     fi
 done
+# rope_parameters of Gemma 3 (per layer type; the defaults of the older keys filled afterwards) and of
+# Phi-3 LongRoPE (its original_max_position_embeddings there)
+rm -rf g3r && cp -r gm3 g3r && "$PY" -c 'import json; p = "g3r/config.json"; c = json.load(open(p)); t = c["text_config"]
+for k in ("rope_theta", "rope_scaling", "rope_local_base_freq"): t.pop(k, None)
+t["rope_parameters"] = {"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 500000.0}, "sliding_attention": {"rope_type": "default", "rope_theta": 20000.0}}
+json.dump(c, open(p, "w"))'
+expect 0 "$G" convert g3r g3r.gguf
+"$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); import gguf_ref; kv, t = gguf_ref.read_gguf("g3r.gguf")
+assert abs(kv["gemma3.rope.freq_base"] - 5e5) < 1 and abs(kv["gemma3.rope.freq_base_swa"] - 2e4) < 1e-3 and kv["gemma3.rope.scaling.factor"] == 8.0, kv' "$(dirname "$REF")" 2>"$T/py" &&
+    ok || bad "gemma 3 rope_parameters: $(tail -c 300 "$T/py")"
+rm -rf p1r && cp -r p128 p1r && "$PY" -c 'import json; p = "p1r/config.json"; c = json.load(open(p)); rs = c.pop("rope_scaling"); o = c.pop("original_max_position_embeddings")
+rs["rope_type"] = rs.pop("type")
+c["rope_parameters"] = dict(rs, rope_theta=c.pop("rope_theta", 10000.0), original_max_position_embeddings=o); json.dump(c, open(p, "w"))'
+expect 0 "$G" convert p128 p1a.gguf && expect 0 "$G" convert p1r p1r.gguf
+"$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); import gguf_ref; a, _ = gguf_ref.read_gguf("p1a.gguf"); b, _ = gguf_ref.read_gguf("p1r.gguf")
+k = ["phi3.rope.scaling.original_context_length", "phi3.rope.scaling.attn_factor", "phi3.rope.freq_base"]
+assert [a[x] for x in k] == [b[x] for x in k], ([a[x] for x in k], [b[x] for x in k])' "$(dirname "$REF")" 2>"$T/py" && ok || bad "phi-3 rope_parameters: $(tail -c 300 "$T/py")"
 for pfx in 1 0; do # the SentencePiece fixture as it is (a Prepend ▁ normalizer), and Gemma-style without it
     rm -rf gsp && cp -r gm1 gsp && "$PY" "$TREF" make spm gsp > /dev/null
     [ $pfx = 0 ] && "$PY" -c 'import json; p = "gsp/tokenizer.json"; t = json.load(open(p)); n = t["normalizer"]

@@ -364,6 +364,13 @@ printf 'merge_method: slerp\nbase_model: lt\nslices:\n  - sources: [{model: lt0,
 rm -rf lt0-out && expect 0 "$G" merge lt0.yml lt0-out
 /usr/bin/python3 -c 'import json; c = json.load(open("lt0-out/config.json"))
 assert c["num_hidden_layers"] == 3 and c["layer_types"] == ["full_attention"] * 3, c.get("layer_types")' && ok || bad "layer_types from a source without the list"
+# Qwen2 with use_sliding_window and no max_window_layers: Qwen2Config's default 28 (layers 28+ slide)
+expect 0 "$G" synth qs --arch qwen2 --layers 30 --hidden 32 --intermediate 48 --heads 4 --kv-heads 2 --vocab 64 --seed 42
+/usr/bin/python3 -c 'import json; p = "qs/config.json"; c = json.load(open(p)); c.pop("max_window_layers", None); c.pop("layer_types", None); c["use_sliding_window"] = True; c["sliding_window"] = 4; json.dump(c, open(p, "w"))'
+printf 'merge_method: passthrough\nslices:\n  - sources: [{model: qs, layer_range: [28, 30]}]\n  - sources: [{model: qs, layer_range: [0, 28]}]\n' > qs.yml
+rm -rf qs-out && expect 0 "$G" merge qs.yml qs-out
+/usr/bin/python3 -c 'import json; c = json.load(open("qs-out/config.json")); s, f = "sliding_attention", "full_attention"
+assert c["layer_types"] == [s, s] + [f] * 28, c.get("layer_types")' && ok || bad "qwen2 max_window_layers default under slices"
 expect 0 "$G" synth g3 --arch gemma3vl --layers 8 --hidden 32 --intermediate 48 --heads 4 --kv-heads 2 --vocab 64 --seed 41
 /usr/bin/python3 -c 'import json; p = "g3/config.json"; c = json.load(open(p)); c["text_config"]["torch_dtype"] = "bfloat16"; json.dump(c, open(p, "w"))'
 printf 'merge_method: passthrough\nslices:\n  - sources: [{model: g3, layer_range: [0, 6]}]\n  - sources: [{model: g3, layer_range: [4, 8]}]\ndtype: float32\n' > g3.yml
@@ -397,7 +404,7 @@ rm -rf sx-out && expect 0 "$G" merge sx.yml sx-out
 t = json.load(open("sx-out/tokenizer.json"))
 assert not any(a["content"] == "<|extra|>" for a in t["added_tokens"])
 assert list(tc["added_tokens_decoder"]) == ["1"] and tc["additional_special_tokens"] == [] and sm["additional_special_tokens"] == [], (tc, sm)
-assert "pad_token" not in tc and "pad_token" not in sm and tc["bos_token"] == "<s>", (tc, sm)' &&
+assert tc["pad_token"] is None and sm["pad_token"] is None and tc["bos_token"] == "<s>", (tc, sm)' &&
     ok || bad "stripped token left in the tokenizer files"
 
 # tokenizer_source keeps the source's padded row count when the vocabulary fits in it (96 tokens, 128

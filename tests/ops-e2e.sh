@@ -175,6 +175,12 @@ grep -q "Wanda statistics" "$T/err" && ok || bad "bad Wanda statistics: $(cat "$
 # ---- upcycle: experts are the dense MLP, the router zero or N(0, σ²), Mixtral's config ----
 expect 0 "$G" upcycle m32 up --experts 4 --top-k 2 --seed 7 --threads 2
 expect 0 "$G" verify up
+# a transformers-5 config keeps θ in rope_parameters: no Llama-default rope_theta is added beside it
+rm -rf m32r && cp -r m32 m32r && "$PY" -c 'import json; p = "m32r/config.json"; c = json.load(open(p)); c.pop("rope_theta", None)
+c["rope_parameters"] = {"rope_type": "default", "rope_theta": 500000.0}; json.dump(c, open(p, "w"))'
+expect 0 "$G" upcycle m32r upr --experts 2 --top-k 1
+"$PY" -c 'import json; c = json.load(open("upr/config.json")); assert "rope_theta" not in c and c["rope_parameters"]["rope_theta"] == 500000.0, c' &&
+    ok || bad "upcycle of a rope_parameters config: $(grep -n rope upr/config.json)"
 expect 0 "$G" upcycle m32 up0 --experts 4 --top-k 1 --router-init zero
 expect 0 "$G" upcycle m32 upb --experts 4 --top-k 2 --seed 7 --router-std 0.5 --threads 1
 expect 0 "$G" upcycle m32 upt --experts 4 --top-k 2 --seed 7 --threads 1
@@ -609,11 +615,17 @@ expect 0 "$G" synth ge2 --like gb --delta 0.01 --seed 23
 # (from a review: the prompts' BOS is tokenizer.bos_token as MergeKit prepends it, and cheap_embed
 # normalises the positive and negative sums before subtracting; "hidden-nobos": a tokenizer naming no
 # bos_token gets none)
-for mode in hidden hidden_last hidden_avg cheap_embed hidden-nobos; do
+# "cheap_embed-meta": a Metaspace tokenizer (prepend_scheme first) with bos_token <s>: the prompt after
+# the BOS gets no ▁, as tokenizing "<s>" + prompt as one text gives (graft put the BOS id before the
+# prompt tokenized alone)
+rm -rf gbm && cp -r gb gbm && "$PY" "$(dirname "$QREF")/tok_ref.py" make metaspace gbm > /dev/null && printf '{"bos_token": "<s>"}' > gbm/tokenizer_config.json
+for mode in hidden hidden_last hidden_avg cheap_embed hidden-nobos cheap_embed-meta; do
+    gbase=gb
     if [ $mode = hidden-nobos ]; then printf '{}' > gb/tokenizer_config.json; else printf '{"bos_token": "<|begin_of_text|>"}' > gb/tokenizer_config.json; fi
-    printf 'base_model: gb\ngate_mode: %s\ndtype: float32\nexperts:\n  - source_model: ge1\n    positive_prompts: ["Write a function in C", "for (int i = 0; i < n; i++)"]\n    negative_prompts: ["Größe über Übung"]\n  - source_model: ge2\n    positive_prompts: ["The quick brown fox jumps over the lazy dog."]\nshared_experts:\n  - source_model: gb\n    positive_prompts: ["numbers 12345"]\n' ${mode%-nobos} > moeg.yml
+    [ $mode = cheap_embed-meta ] && gbase=gbm
+    printf 'base_model: %s\ngate_mode: %s\ndtype: float32\nexperts:\n  - source_model: ge1\n    positive_prompts: ["Write a function in C", "for (int i = 0; i < n; i++)"]\n    negative_prompts: ["Größe über Übung"]\n  - source_model: ge2\n    positive_prompts: ["The quick brown fox jumps over the lazy dog."]\nshared_experts:\n  - source_model: gb\n    positive_prompts: ["numbers 12345"]\n' $gbase ${mode%-*} > moeg.yml
     expect 0 "$G" moe moeg.yml moeg-$mode --threads 2
-    if "$PY" "$LREF" gates gb moeg-$mode moeg.yml > "$T/py" 2>&1; then ok; else bad "moe gate_mode $mode: $(cat "$T/py")"; fi
+    if "$PY" "$LREF" gates $gbase moeg-$mode moeg.yml > "$T/py" 2>&1; then ok; else bad "moe gate_mode $mode: $(cat "$T/py")"; fi
     [ $mode = cheap_embed ] || ! grep -q "degenerate" "$T/err" && ok || bad "moe $mode: degenerate-router warning for distinct prompts: $(cat "$T/err")"
 done
 # routers of prompts too alike (both end in " C": the first layer's input is the same): MergeKit's
@@ -686,6 +698,14 @@ expect 4 "$G" moe mlq.yml mlq --i-understand-this-is-not-useful-without-training
 grep -q "self_attn.[qkv]_proj.bias'*: Mixtral has no such bias" "$T/err" && ok || bad "moe of a base with biases: $(cat "$T/err")"
 rm -rf mhd && cp -r m32 mhd && "$PY" -c 'import json; p = "mhd/config.json"; c = json.load(open(p)); c["head_dim"] = 32; json.dump(c, open(p, "w"))'
 moebad headdim 'base_model: mhd\ngate_mode: random\narchitecture: qwen\nexperts: [{source_model: e1}, {source_model: e2}]\nshared_experts: [{source_model: m32}]\n' "head_dim"
+# over Qwen2 models MergeKit picks Qwen2-MoE for a prompt-less shared expert (DeepSeek takes only
+# Llama / Mistral): written, not refused; a shared expert's router counts in the degenerate warning
+printf 'base_model: q2\ngate_mode: random\nexperts: [{source_model: q2}, {source_model: q2}]\nshared_experts: [{source_model: q2}]\n' > mq2.yml
+expect 0 "$G" moe mq2.yml mq2 --i-understand-this-is-not-useful-without-training
+grep -q '"Qwen2MoeForCausalLM"' mq2/config.json && ok || bad "qwen2 moe with a prompt-less shared expert"
+printf 'base_model: gb\ngate_mode: hidden\nexperts:\n  - {source_model: ge1, positive_prompts: ["Write a function in C"]}\n  - {source_model: ge2, positive_prompts: ["The quick brown fox"]}\nshared_experts:\n  - {source_model: gb, positive_prompts: ["Write a function in C"]}\n' > mdgs.yml
+expect 0 "$G" moe mdgs.yml mdgs
+grep -q "nearly degenerate" "$T/err" && ok || bad "moe: the shared expert's router not in the degenerate warning"
 printf 'base_model: m32\ngate_mode: random\nexperts:\n  - {source_model: e1}\n  - {source_model: e1}\n' > msame.yml
 expect 0 "$G" moe msame.yml msame --i-understand-this-is-not-useful-without-training
 printf 'base_model: q2\ngate_mode: random\nexperts:\n  - {source_model: q2}\n  - {source_model: q2}\n' > mq.yml

@@ -353,6 +353,13 @@ static const char *const PRE_LLAMA3 =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 static const char *const PRE_QWEN2 =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+// tekken (Mistral Nemo) and GPT-4o: the tokenizer.json regexes llama.cpp's comments quote
+static const char *const PRE_TEKKEN =
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+"
+    "[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char *const PRE_GPT4O =
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\\r\\n\\p{L}\\p{N}]?"
+    "[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 // llama.cpp's `default` BPE pre-tokenizer (llama-vocab.cpp): four regexes, each splitting the pieces
 // of the one before (matches and the text between them both become pieces, HF's Isolated): punctuation
@@ -388,8 +395,10 @@ int graft_gguf_hf_tokenizer(const struct graft_gguf *g, char **tok_json, char **
     if (!spm) {
         if (llama3_pre(pre) || !strcmp(pre, "smaug-bpe")) rx = PRE_LLAMA3; // (smaug: the regex, not ignore_merges)
         else if (!strcmp(pre, "qwen2")) rx = PRE_QWEN2;
+        else if (!strcmp(pre, "tekken")) rx = PRE_TEKKEN;
+        else if (!strcmp(pre, "gpt-4o")) rx = PRE_GPT4O;
         else if (strcmp(pre, "default") && strcmp(pre, "gpt-2") && strcmp(pre, "gpt2"))
-            return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "tokenizer.ggml.pre '%s': graft rebuilds default, gpt-2, the Llama 3 kind (llama-bpe, llama3, falcon3, pixtral, …), smaug-bpe and qwen2 pre-tokenizers", pre);
+            return graft_err_set(err, GRAFT_E_FORMAT, NULL, NULL, 0, "tokenizer.ggml.pre '%s': graft rebuilds default, gpt-2, the Llama 3 kind (llama-bpe, llama3, falcon3, pixtral, …), smaug-bpe, qwen2, tekken and gpt-4o pre-tokenizers", pre);
     }
     const struct graft_gguf_kv *tk = graft_gguf_find_kv(g, "tokenizer.ggml.tokens"), *ty = graft_gguf_find_kv(g, "tokenizer.ggml.token_type"),
                                *sc = graft_gguf_find_kv(g, "tokenizer.ggml.scores"), *mg = graft_gguf_find_kv(g, "tokenizer.ggml.merges");
@@ -473,7 +482,7 @@ int graft_gguf_hf_tokenizer(const struct graft_gguf *g, char **tok_json, char **
         }
     }
     json_t *bpe = json_pack("{s:s, s:n, s:n, s:n, s:n, s:b, s:b, s:b}", "type", "BPE", "dropout", "continuing_subword_prefix", "end_of_word_suffix",
-                            "unk_token", "fuse_unk", spm, "byte_fallback", spm && bytes, "ignore_merges", !spm && llama3_pre(pre));
+                            "unk_token", "fuse_unk", spm, "byte_fallback", spm && bytes, "ignore_merges", !spm && (llama3_pre(pre) || !strcmp(pre, "tekken")));
     if (!bpe) { json_decref(vocab), json_decref(added), json_decref(merges); if (!rc) rc = nomem(err); goto out; }
     if (spm && unk != UINT64_MAX) json_object_set_new(bpe, "unk_token", json_stringn(s[unk], len[unk]));
     json_object_set_new(bpe, "vocab", vocab);

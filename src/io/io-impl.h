@@ -38,8 +38,9 @@ static inline void graft__rope_parameters_compat(json_t *c) {
     if (rt && strcmp(rt, "default") && !json_is_object(json_object_get(c, "rope_scaling"))) json_object_set(c, "rope_scaling", g);
     if (json_is_object(local) && json_is_number(json_object_get(local, "rope_theta")) && !json_object_get(c, "rope_local_base_freq"))
         json_object_set(c, "rope_local_base_freq", json_object_get(local, "rope_theta"));
-    if (json_is_number(json_object_get(g, "partial_rotary_factor")) && !json_object_get(c, "partial_rotary_factor"))
-        json_object_set(c, "partial_rotary_factor", json_object_get(g, "partial_rotary_factor"));
+    static const char *const keys[] = {"partial_rotary_factor", "original_max_position_embeddings"};
+    for (size_t k = 0; k < 2; k++)
+        if (json_is_number(json_object_get(g, keys[k])) && !json_object_get(c, keys[k])) json_object_set(c, keys[k], json_object_get(g, keys[k]));
 }
 // Append `j` as Python's json.dumps(j, indent=2) + "\n" would write it (key order kept).
 void graft__json_dump_pretty(struct graft__buf *b, const json_t *j);

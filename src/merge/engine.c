@@ -796,9 +796,10 @@ static const char *layer_type_of(const json_t *root, const char *sub, long layer
         json_int_t pat = json_integer_value(json_object_get(obj, "sliding_window_pattern"));
         if (pat <= 0) pat = !strncmp(arch, "Gemma2", 6) ? 2 : 6;
         t = (layer + 1) % pat ? "sliding_attention" : "full_attention";
-    } else if (json_is_true(json_object_get(obj, "use_sliding_window")) && json_is_integer(json_object_get(obj, "sliding_window")) &&
-               json_is_integer(json_object_get(obj, "max_window_layers"))) {
-        t = layer >= json_integer_value(json_object_get(obj, "max_window_layers")) ? "sliding_attention" : "full_attention";
+    } else if (json_is_true(json_object_get(obj, "use_sliding_window")) && !json_is_null(json_object_get(obj, "sliding_window"))) {
+        // (Qwen2Config's defaults: sliding_window 4096, max_window_layers 28)
+        json_int_t mwl = json_is_integer(json_object_get(obj, "max_window_layers")) ? json_integer_value(json_object_get(obj, "max_window_layers")) : 28;
+        t = layer >= mwl ? "sliding_attention" : "full_attention";
     } else pos = false, t = "full_attention";
     if (positional) *positional = pos;
     return t;

@@ -510,9 +510,9 @@ static void drop_missing_specials(struct plan *p, const json_t *tok, json_t *obj
         e = json_object_get(obj, roles[r]);
         const char *c = json_is_string(e) ? json_string_value(e) : json_string_value(json_object_get(e, "content"));
         if (!c || out_id(tok, c) >= 0) continue;
-        graft__plan_warn(p, "%s: %s '%s' is not in the output vocabulary: dropped (transformers would add it past the last embedding row)", file,
-                         roles[r], c);
-        json_object_del(obj, roles[r]);
+        graft__plan_warn(p, "%s: %s '%s' is not in the output vocabulary: set to null (transformers would add it past the last embedding row)",
+                         file, roles[r], c);
+        json_object_set_new(obj, roles[r], json_null()); // (null, not absent: absent would bring back the tokenizer class's default)
     }
 }
 

@@ -308,8 +308,8 @@ int graft_to_gguf(const struct graft_model *m, const char *target, uint32_t type
         rc = graft_err_set(err, GRAFT_E_FORMAT, mp, NULL, 0, "config.json: Gemma3ForConditionalGeneration without a text_config");
         goto out;
     }
+    graft__rope_parameters_compat(c); // transformers ≥ 5 writes RoPE there (before Gemma 3's defaults fill the older keys)
     if (gemma3) gemma3_text(c);
-    graft__rope_parameters_compat(c); // transformers ≥ 5 writes RoPE there
     long H = graft__json_int(c, "hidden_size", -1), nh = graft__json_int(c, "num_attention_heads", -1), nkv = graft__json_int(c, "num_key_value_heads", nh), L = graft__json_int(c, "num_hidden_layers", -1);
     long hd = graft__json_int(c, "head_dim", nh > 0 ? H / nh : -1), V = graft__json_int(c, "vocab_size", -1);
     long n_exp = graft__json_int(c, "num_local_experts", 0), n_used = graft__json_int(c, "num_experts_per_tok", 0);

@@ -117,12 +117,13 @@ static int add_qwen_config(struct graft_writer *w, json_t *root, int experts, in
     return graft__ops_add_json(w, "config.json", root, err);
 }
 
-// The BOS MergeKit puts before each prompt: tokenizer.bos_token (tokenizer_config.json, else
-// special_tokens_map.json) whenever one is named, whether or not the tokenizer adds it itself.
-static int32_t prompt_bos(const struct graft_model *base, const struct graft_tokenizer *tk) {
+// The text MergeKit puts before each prompt: tokenizer.bos_token (tokenizer_config.json, else
+// special_tokens_map.json) whenever one is named — whether or not the tokenizer adds it itself, and
+// whether or not it is a token (then it is tokenized as text). NULL: none.
+static char *prompt_bos(const struct graft_model *base) {
     static const char *const files[] = {"tokenizer_config.json", "special_tokens_map.json"};
-    int32_t id = -1;
-    for (int f = 0; f < 2 && id < 0; f++) {
+    char *bos = NULL;
+    for (int f = 0; f < 2 && !bos; f++) {
         char *path = graft__asprintf("%s/%s", graft_model_dir(base), files[f]);
         json_t *root = NULL;
         struct graft_err e;
@@ -130,12 +131,12 @@ static int32_t prompt_bos(const struct graft_model *base, const struct graft_tok
         if (path && !graft__load_json_file(path, 64u << 20, &root, &e)) {
             json_t *b = json_object_get(root, "bos_token");
             if (json_is_object(b)) b = json_object_get(b, "content");
-            if (json_is_string(b)) id = graft_tokenizer_find(tk, json_string_value(b), json_string_length(b));
+            if (json_is_string(b)) bos = graft__strdup(json_string_value(b));
             json_decref(root);
         }
         graft__free(path);
     }
-    return id;
+    return bos;
 }
 
 // MergeKit's router vectors from prompts (mergekit/moe/router.py): each prompt is the tokenizer's
@@ -151,13 +152,14 @@ static int prompt_gates(const struct graft_model *base, const char *mode, const 
     double *acc = NULL, *cheap_sum = NULL;
     float *hs = NULL, *res = NULL;
     int32_t *ids = NULL;
+    char *bos = NULL;
     int rc = graft_model_is_dir(base) ? graft_tokenizer_load(graft_model_dir(base), &tk, err)
                                       : graft_err_set(err, GRAFT_E_NOTFOUND, graft_model_path(base), NULL, 0, "gate_mode %s needs the base model's folder (tokenizer.json)", mode);
     if (!rc) rc = graft_llama_open(base, n_threads, &L, err);
     if (rc) goto out;
     bool cheap = !strcmp(mode, "cheap_embed"), avg = !strcmp(mode, "hidden_avg");
     size_t NL = (size_t)graft_llama_n_layers(L), H = (size_t)graft_llama_hidden(L);
-    int32_t bos = prompt_bos(base, tk);
+    bos = prompt_bos(base);
     const struct graft_model_tensor *emb = graft_model_find(base, "model.embed_tokens.weight", 25);
     acc = graft__malloc(NL * H * sizeof *acc), res = graft__calloc((size_t)n_sets * NL * H, sizeof *res);
     cheap_sum = graft__calloc(H ? H : 1, sizeof *cheap_sum);
@@ -168,15 +170,18 @@ static int prompt_gates(const struct graft_model *base, const char *mode, const 
             char **pr = neg ? sets[s]->neg : sets[s]->pos;
             size_t np = neg ? sets[s]->n_neg : sets[s]->n_pos;
             for (size_t p = 0; p < np && !rc; p++) {
-                int32_t *tok;
-                size_t nt;
-                if ((rc = graft_tokenizer_encode(tk, pr[p], strlen(pr[p]), &tok, &nt, err))) break;
-                size_t T = nt + (bos >= 0);
-                graft__free(ids);
-                if (!(ids = graft__malloc((T ? T : 1) * sizeof *ids))) { graft__free(tok); rc = nomem(err); break; }
-                if (bos >= 0) ids[0] = bos;
-                memcpy(ids + (bos >= 0), tok, nt * sizeof *tok);
-                graft__free(tok);
+                // bos_token + prompt tokenized as one text, as MergeKit does (a Metaspace "first" prefix
+                // then goes only before the BOS: the prompt after it gets none)
+                size_t bl = bos ? strlen(bos) : 0, plen = strlen(pr[p]);
+                char *text = graft__malloc(bl + plen + 1);
+                if (!text) { rc = nomem(err); break; }
+                memcpy(text, bos ? bos : "", bl);
+                memcpy(text + bl, pr[p], plen + 1);
+                graft__free(ids), ids = NULL;
+                size_t T;
+                rc = graft_tokenizer_encode(tk, text, bl + plen, &ids, &T, err);
+                graft__free(text);
+                if (rc) break;
                 if (!T) continue;
                 double wgt = (neg ? -1.0 : 1.0) / (double)np;
                 if (cheap) { // the set's raw sum goes to cheap_sum, normalised once the set is done
@@ -216,7 +221,7 @@ static int prompt_gates(const struct graft_model *base, const char *mode, const 
     }
     if (!rc) *out = res, res = NULL, *out_layers = (int)NL;
 out:
-    graft__free(acc), graft__free(cheap_sum), graft__free(hs), graft__free(res), graft__free(ids);
+    graft__free(acc), graft__free(cheap_sum), graft__free(hs), graft__free(res), graft__free(ids), graft__free(bos);
     graft_llama_free(L);
     graft_tokenizer_free(tk);
     return rc;
@@ -304,12 +309,7 @@ int graft_moe(const char *config_path, const char *out_dir, const struct graft_m
         goto out;
     }
     if (qwen && !random && !c->shared.n_pos) { rc = graft_err_set(err, GRAFT_E_CONFIG, config_path, NULL, 0, "line %d: the shared expert needs positive_prompts", c->shared.line); goto out; }
-    if (qwen && random && !c->shared.n_pos && !arch_given) { // MergeKit picks DeepSeek's layout here: a shared expert always on, no gate
-        rc = graft_err_set(err, GRAFT_E_CONFIG, config_path, NULL, 0, "line %d: a shared expert without prompts under gate_mode random is DeepSeek's layout in "
-                           "MergeKit (the shared expert always on), which graft does not write; architecture: qwen writes Qwen2-MoE's, whose "
-                           "shared expert gets a random gate", c->shared.line);
-        goto out;
-    }
+
     // open base (model 0), each distinct expert model, and the shared expert's
     for (int e = -1; e < E + (qwen ? 1 : 0); e++) {
         const char *ref = e < 0 ? c->base_model : e < E ? c->experts[e].model : c->shared.model;
@@ -341,6 +341,25 @@ int graft_moe(const char *config_path, const char *out_dir, const struct graft_m
         }
         if (e >= 0) midx[e] = found;
     }
+    // a shared expert without prompts under random gates, all models Llama (or all Mistral): MergeKit
+    // builds DeepSeek's layout (the shared expert always on, no gate), which graft does not write
+    if (qwen && random && !c->shared.n_pos && !arch_given) {
+        char t0[32] = "", ti[32];
+        bool deepseek = true;
+        for (int i = 0; i < n_models && deepseek; i++) {
+            json_t *cj = graft_model_config_json(models[i]) ? json_loads(graft_model_config_json(models[i]), 0, NULL) : NULL;
+            snprintf(ti, sizeof ti, "%s", json_string_value(json_object_get(cj, "model_type")) ? json_string_value(json_object_get(cj, "model_type")) : "");
+            json_decref(cj);
+            if (!i) snprintf(t0, sizeof t0, "%s", ti);
+            deepseek = (!strcmp(ti, "llama") || !strcmp(ti, "mistral")) && !strcmp(ti, t0);
+        }
+        if (deepseek) {
+            rc = graft_err_set(err, GRAFT_E_CONFIG, config_path, NULL, 0, "line %d: a shared expert without prompts under gate_mode random, over %s models, is "
+                               "DeepSeek's layout in MergeKit (the shared expert always on), which graft does not write; architecture: qwen writes "
+                               "Qwen2-MoE's, whose shared expert gets a random gate", c->shared.line, t0);
+            goto out;
+        }
+    }
     if (E > 1 && !o->allow_same_model) {
         bool same = true;
         for (int e = 1; e < E; e++) same &= midx[e] == midx[0];
@@ -353,7 +372,7 @@ int graft_moe(const char *config_path, const char *out_dir, const struct graft_m
         if (qwen) sets[E] = &c->shared;
         if ((rc = prompt_gates(base, c->gate_mode, sets, E + qwen, o->n_threads, &gates, &gate_layers, err))) goto out;
         const struct graft_model_tensor *et = graft_model_find(base, "model.embed_tokens.weight", 25); // (prompt_gates needed it: there)
-        warn_degenerate(gates, E, gate_layers, (size_t)et->info->ne[1], o->log ? o->log : stderr);
+        warn_degenerate(gates, E + qwen, gate_layers, (size_t)et->info->ne[1], o->log ? o->log : stderr); // (the shared expert's too, as MergeKit)
     }
     root = json_loads(graft_model_config_json(base), 0, NULL);
     if (!root) { rc = graft_err_set(err, GRAFT_E_FORMAT, graft_model_path(base), NULL, 0, "config.json cannot be parsed"); goto out; }

@@ -129,7 +129,8 @@ void graft__ops_fill_config_defaults(json_t *root) {
         {"sliding_window", mistral ? json_integer(4096) : NULL}, // (Qwen2's default window is off: use_sliding_window false)
     };
     for (size_t i = 0; i < sizeof d / sizeof *d; i++) {
-        if (d[i].val && !json_object_get(root, d[i].key)) json_object_set(root, d[i].key, d[i].val);
+        bool in_rp = !strcmp(d[i].key, "rope_theta") && json_is_object(json_object_get(root, "rope_parameters")); // (transformers 5 keeps θ there)
+        if (d[i].val && !in_rp && !json_object_get(root, d[i].key)) json_object_set(root, d[i].key, d[i].val);
         json_decref(d[i].val);
     }
 }

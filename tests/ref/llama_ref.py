@@ -316,16 +316,16 @@ def gates(a):
     W = {k: v.astype(np.float64) for k, v in load(base).items()}
     L = json.load(open(os.path.join(base, "config.json")))["num_hidden_layers"]
     sets = cfg["experts"] + cfg.get("shared_experts", [])
-    bos = -1
+    bos = ""
     for f in ("tokenizer_config.json", "special_tokens_map.json"):
         pth = os.path.join(base, f)
         b = json.load(open(pth)).get("bos_token") if os.path.exists(pth) else None
         b = b.get("content") if isinstance(b, dict) else b
-        if isinstance(b, str) and bos < 0:
-            bos = tok["model"]["vocab"].get(b, next((t["id"] for t in tok["added_tokens"] if t["content"] == b), -1))
+        if isinstance(b, str) and not bos:
+            bos = b
 
     def vec(prompt):
-        ids = ([bos] if bos >= 0 else []) + encode(tok, prompt)
+        ids = encode(tok, bos + prompt)  # one text, as MergeKit's tokenizer(bos_token + p, add_special_tokens=False)
         if mode == "cheap_embed":
             return np.repeat(W["model.embed_tokens.weight"][ids].sum(0)[None], L, 0)
         taps = {}
