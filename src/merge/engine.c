@@ -639,19 +639,18 @@ static int plan_loose(struct plan *p, int mi, const struct graft_slice *sl, cons
     // Sources that all tie their head leave no lm_head to plan above; the output still needs one when its
     // config is an untied donor's (slices ending in tied models)
     if (!pre) {
-        size_t emb = p->n;
+        const char *en = NULL; // the module's input embedding, and its name's prefix length
+        size_t plen = 0;
         for (size_t j = 0; j < p->n; j++) {
             size_t nl = strlen(p->t[j].name);
             if (graft__ends_with(p->t[j].name, nl, "lm_head.weight")) return GRAFT_OK;
-            for (size_t k = 0; k < sizeof tied_embeds / sizeof tied_embeds[0] && emb == p->n; k++)
-                if (graft__ends_with(p->t[j].name, nl, tied_embeds[k]) && module_of(p, p->t[j].name, nl, NULL) == mi) emb = j;
+            for (size_t k = 0; k < sizeof tied_embeds / sizeof tied_embeds[0] && !en; k++)
+                if (graft__ends_with(p->t[j].name, nl, tied_embeds[k]) && module_of(p, p->t[j].name, nl, NULL) == mi)
+                    en = p->t[j].name, plen = nl - strlen(tied_embeds[k]);
         }
         char head[256];
-        const char *en = emb < p->n ? p->t[emb].name : NULL;
-        size_t k = 0;
-        while (en && k < sizeof tied_embeds / sizeof tied_embeds[0] && !graft__ends_with(en, strlen(en), tied_embeds[k])) k++;
-        if (!en || strlen(en) - strlen(tied_embeds[k]) + 15 > sizeof head) return GRAFT_OK;
-        snprintf(head, sizeof head, "%.*slm_head.weight", (int)(strlen(en) - strlen(tied_embeds[k])), en);
+        if (!en || plen + 15 > sizeof head) return GRAFT_OK;
+        snprintf(head, sizeof head, "%.*slm_head.weight", (int)plen, en);
         if (!graft_model_find(p->models[p->donor].m, head, strlen(head))) return GRAFT_OK;
         const char *names[GRAFT_MAX_INPUTS];
         for (int i = 0; i < n_src; i++) names[i] = head;
@@ -811,7 +810,7 @@ static const char *layer_type_of(const json_t *root, const char *sub, long layer
 // the sliding windows on other layers.
 static int plan_layer_types(struct plan *p) {
     const char *text = graft_model_config_json(p->models[p->donor].m);
-    json_t *root = text ? json_loads(text, 0, NULL) : NULL;
+    json_t *root = text ? json_loads(text, 0, NULL) : NULL, *cfgs[GRAFT_MAX_INPUTS] = {0}; // each source's config, parsed once
     bool changed = false;
     int rc = GRAFT_OK;
     for (size_t m = 0; root && m < p->cfg->n_modules && !rc; m++) {
@@ -826,13 +825,12 @@ static int plan_layer_types(struct plan *p) {
             json_t *types = json_array();
             if (!types) { rc = graft_err_set(p->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory"); break; }
             for (int j = 0; j < p->mod_layers[m] && !rc; j++) {
-                const struct graft_model *sm = p->models[p->layer_src[m][j].model].m;
-                json_t *sr = graft_model_config_json(sm) ? json_loads(graft_model_config_json(sm), 0, NULL) : NULL;
-                const char *t = layer_type_of(sr, subs[s], p->layer_src[m][j].layer, NULL);
+                int sm = p->layer_src[m][j].model;
+                if (!cfgs[sm] && graft_model_config_json(p->models[sm].m)) cfgs[sm] = json_loads(graft_model_config_json(p->models[sm].m), 0, NULL);
+                const char *t = layer_type_of(cfgs[sm], subs[s], p->layer_src[m][j].layer, NULL);
                 if (t) json_array_append_new(types, json_string(t));
                 else rc = graft__plan_fail(p, "'%s' has no %slayer_types entry for its layer %d, which the output's config needs",
                                            p->models[p->layer_src[m][j].model].ref, subs[s] ? "text_config." : "", p->layer_src[m][j].layer);
-                json_decref(sr);
             }
             if (!rc) json_object_set(obj, "layer_types", types), changed = true;
             json_decref(types);
@@ -841,6 +839,7 @@ static int plan_layer_types(struct plan *p) {
     if (!rc && changed && !(p->config_out = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER)))
         rc = graft_err_set(p->err, GRAFT_E_NOMEM, NULL, NULL, 0, "out of memory");
     json_decref(root);
+    for (int i = 0; i < GRAFT_MAX_INPUTS; i++) json_decref(cfgs[i]);
     return rc;
 }
 

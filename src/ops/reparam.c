@@ -443,10 +443,12 @@ static int write_one(void *ctx, size_t item, int ith, struct graft_err *err) {
     float *f = graft__malloc((size_t)(n ? n : 1) * sizeof *f);
     void *enc = graft__malloc((size_t)(n ? n : 1) * 8);
     if (!f || !enc) { graft__free(f), graft__free(enc); return nomem(err); }
-    for (uint64_t i = 0; i < n; i++) f[i] = (float)x->data[i];
     graft_dtype_nbytes(x->dt, n, &nb);
     if (x->dt == GRAFT_DTYPE_F64) memcpy(enc, x->data, (size_t)nb);
-    else graft_row_from_f32(x->dt, f, enc, (size_t)n);
+    else {
+        for (uint64_t i = 0; i < n; i++) f[i] = (float)x->data[i];
+        graft_row_from_f32(x->dt, f, enc, (size_t)n);
+    }
     size_t first = 0;
     uint64_t bad = graft_count_nonfinite(x->dt, enc, (size_t)n, &first);
     int rc = bad ? graft_err_set(err, GRAFT_E_NONFINITE, graft_model_path(j->m), x->name, strlen(x->name),
